@@ -1,0 +1,1 @@
+"""Concrete edges: event logs, read stores, clock and ids."""

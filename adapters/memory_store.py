@@ -1,0 +1,79 @@
+"""An in-memory read store: a complete implementation of the port, for unit and property
+tests. It passes the same contract suite as the SQLite and MongoDB stores."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from projections.ports import Doc, Filter, Op, ReadStore, apply_op, matches
+
+
+def sort_docs(docs: list[Doc], sort: Sequence[tuple[str, int]]) -> list[Doc]:
+    """Sort like MongoDB: ``None`` before any value, later keys break ties."""
+    for name, direction in reversed(sort):
+        docs.sort(key=lambda d: (d.get(name) is not None, d.get(name)), reverse=direction < 0)
+    return docs
+
+
+def public(doc: Doc) -> Doc:
+    return {k: v for k, v in doc.items() if k != "_pos"}
+
+
+class MemoryReadStore(ReadStore):
+    def __init__(self) -> None:
+        self._docs: dict[str, dict[tuple[str, str], Doc]] = {}
+        self._checkpoints: dict[str, int] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
+        for op in ops:
+            docs = self._docs.setdefault(op.collection, {})
+            key = (op.tenant_id, op.id)
+            new = apply_op(docs.get(key), op)
+            if new is not None:
+                docs[key] = new
+        self._checkpoints[projection] = max(position, self._checkpoints.get(projection, 0))
+
+    async def checkpoint(self, projection: str) -> int:
+        return self._checkpoints.get(projection, 0)
+
+    async def get(self, collection: str, tenant_id: str, id: str) -> Doc | None:
+        doc = self._docs.get(collection, {}).get((tenant_id, id))
+        return copy.deepcopy(public(doc)) if doc is not None else None
+
+    async def find(
+        self,
+        collection: str,
+        tenant_id: str,
+        filter: Filter,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+    ) -> list[Doc]:
+        found = [
+            copy.deepcopy(public(doc))
+            for (tid, _), doc in self._docs.get(collection, {}).items()
+            if tid == tenant_id and matches(doc, filter)
+        ]
+        found = sort_docs(found, [*sort, ("_id", 1)] if sort else [("_id", 1)])
+        return found if limit is None else found[:limit]
+
+    async def count(self, collection: str, tenant_id: str, filter: Filter) -> int:
+        return sum(
+            1 for (tid, _), doc in self._docs.get(collection, {}).items() if tid == tenant_id and matches(doc, filter)
+        )
+
+    async def drop(self, projection: str, collections: Sequence[str]) -> None:
+        for name in collections:
+            self._docs.pop(name, None)
+        self._checkpoints.pop(projection, None)
+
+    def dump(self) -> dict[str, Any]:
+        """Every document, for comparing two stores in tests."""
+        return {name: dict(docs) for name, docs in self._docs.items()}

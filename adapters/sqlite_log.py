@@ -1,0 +1,327 @@
+"""The embedded event log: SQLite in WAL mode with group commit.
+
+One writer thread owns the write connection. Appends queue up; the writer drains the
+queue, checks each append's expected version, inserts every event of the batch in one
+transaction and commits once (``synchronous=FULL``: one fsync for many commands). Only
+then are the callers' futures resolved, so an acknowledged command survives ``kill -9``.
+Reads use a separate connection; WAL lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from commands.ports import (
+    ConcurrencyError,
+    EventLog,
+    Idempotency,
+    IdempotencyKeyReused,
+    Listener,
+    LogUnavailable,
+    NewEvent,
+)
+from domain.events import Event, upcast
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position INTEGER PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    occurred_at TEXT NOT NULL,
+    actor TEXT,
+    command_id TEXT,
+    causation_id TEXT,
+    correlation_id TEXT,
+    payload TEXT NOT NULL,
+    UNIQUE (tenant_id, stream, seq)
+);
+CREATE INDEX IF NOT EXISTS events_by_tenant ON events (tenant_id, position);
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    first_position INTEGER NOT NULL,
+    last_position INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+) WITHOUT ROWID;
+"""
+
+COLUMNS = (
+    "position, tenant_id, stream, seq, event_id, type, schema_version, occurred_at, actor, "
+    "command_id, causation_id, correlation_id, payload"
+)
+
+
+def row_to_event(row: tuple[Any, ...]) -> Event:
+    """Decode a stored row, upcasting old payload versions. Stored rows are trusted."""
+    version, payload = upcast(row[5], row[6], orjson.loads(row[12]))
+    return Event.model_construct(
+        position=row[0],
+        tenant_id=row[1],
+        stream=row[2],
+        seq=row[3],
+        event_id=row[4],
+        type=row[5],
+        schema_version=version,
+        occurred_at=row[7],
+        actor=row[8],
+        command_id=row[9],
+        causation_id=row[10],
+        correlation_id=row[11],
+        payload=payload,
+    )
+
+
+def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+@dataclass(slots=True)
+class _Append:
+    tenant_id: str
+    stream: str
+    expected_version: int
+    events: Sequence[NewEvent]
+    idempotency: Idempotency | None
+    future: asyncio.Future[list[Event]]
+    result: list[Event] | BaseException | None = None
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+_STOP = object()
+
+
+class SqliteEventLog(EventLog):
+    """Event log in one SQLite file. One process writes it at a time."""
+
+    def __init__(self, path: Path, *, max_batch: int = 2000) -> None:
+        self.path = path
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._listeners: list[Listener] = []
+        self._thread: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heads: dict[tuple[str, str], int] = {}
+        self._position = 0
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        writer = connect(self.path)
+        writer.executescript(SCHEMA)
+        self._position = writer.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+        self._reader = connect(self.path)
+        self._thread = threading.Thread(target=self._write_loop, args=(writer,), name="caas-log-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def append(
+        self,
+        tenant_id: str,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        idempotency: Idempotency | None = None,
+    ) -> asyncio.Future[list[Event]]:
+        assert self._loop is not None, "start() the log first"
+        future: asyncio.Future[list[Event]] = self._loop.create_future()
+        if self._thread is None:
+            future.set_exception(LogUnavailable("the event log is closed"))
+            return future
+        self._queue.put(_Append(tenant_id, stream, expected_version, events, idempotency, future))
+        return future
+
+    # --- writer thread ---------------------------------------------------------------------
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[_Append] = []
+            item = self._queue.get()
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+                if len(batch) >= self.max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._commit(conn, batch)
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Append]) -> None:
+        start_position = self._position
+        heads_before: dict[tuple[str, str], int] = {}
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                self._stage(conn, item, heads_before)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._position = start_position
+            for key, version in heads_before.items():
+                self._heads[key] = version
+            failure = LogUnavailable(f"the event log could not commit: {exc}")
+            for item in batch:
+                if not isinstance(item.result, BaseException):
+                    item.result = failure
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._resolve, batch)
+
+    def _stage(self, conn: sqlite3.Connection, item: _Append, heads_before: dict[tuple[str, str], int]) -> None:
+        key = (item.tenant_id, item.stream)
+        head = self._heads.get(key)
+        if head is None:
+            head = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = ? AND stream = ?", key
+            ).fetchone()[0]
+        if head != item.expected_version:
+            item.result = ConcurrencyError(f"{item.stream} is at version {head}, expected {item.expected_version}")
+            return
+        if item.idempotency is not None:
+            found = conn.execute(
+                "SELECT 1 FROM idempotency WHERE tenant_id = ? AND key = ?",
+                (item.tenant_id, item.idempotency.key),
+            ).fetchone()
+            if found is not None:
+                item.result = IdempotencyKeyReused(item.idempotency.key)
+                return
+        heads_before.setdefault(key, head)
+        rows = []
+        events = []
+        for offset, new in enumerate(item.events):
+            self._position += 1
+            seq = head + offset + 1
+            if new.seq != seq:
+                raise sqlite3.IntegrityError(f"event seq {new.seq} is not the next seq {seq}")
+            payload = orjson.dumps(new.payload).decode()
+            row = (
+                self._position, item.tenant_id, item.stream, seq, new.event_id, new.type,
+                new.schema_version, new.occurred_at, new.actor, new.command_id,
+                new.causation_id, new.correlation_id, payload,
+            )  # fmt: skip
+            rows.append(row)
+            events.append(
+                Event.model_construct(
+                    position=self._position,
+                    tenant_id=item.tenant_id,
+                    stream=item.stream,
+                    seq=seq,
+                    event_id=new.event_id,
+                    type=new.type,
+                    schema_version=new.schema_version,
+                    occurred_at=new.occurred_at,
+                    actor=new.actor,
+                    command_id=new.command_id,
+                    causation_id=new.causation_id,
+                    correlation_id=new.correlation_id,
+                    payload=new.payload,
+                )  # fmt: skip
+            )
+        conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        if item.idempotency is not None and events:
+            conn.execute(
+                "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                (item.tenant_id, item.idempotency.key, item.idempotency.fingerprint,
+                 events[0].position, events[-1].position),
+            )  # fmt: skip
+        self._heads[key] = head + len(item.events)
+        item.result = events
+
+    def _resolve(self, batch: list[_Append]) -> None:
+        committed: list[Event] = []
+        for item in batch:
+            if isinstance(item.result, list):
+                committed.extend(item.result)
+        for listener in self._listeners:
+            if committed:
+                listener(committed)
+        for item in batch:
+            if item.future.done():
+                continue
+            if isinstance(item.result, BaseException):
+                item.future.set_exception(item.result)
+            else:
+                item.future.set_result(item.result or [])
+
+    # --- reads -----------------------------------------------------------------------------
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Event]:
+        assert self._reader is not None, "start() the log first"
+        return [row_to_event(row) for row in self._reader.execute(sql, params)]
+
+    async def read_stream(
+        self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        return self._read(
+            f"SELECT {COLUMNS} FROM events WHERE tenant_id = ? AND stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (tenant_id, stream, after_seq, -1 if limit is None else limit),
+        )
+
+    async def read_all(
+        self,
+        after_position: int = 0,
+        limit: int = 1000,
+        tenant_id: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[Event]:
+        clauses, params = ["position > ?"], [after_position]
+        if tenant_id is not None:
+            clauses.append("tenant_id = ?")
+            params.append(tenant_id)  # type: ignore[arg-type]
+        if types:
+            clauses.append(f"type IN ({','.join('?' * len(types))})")
+            params.extend(types)  # type: ignore[arg-type]
+        params.append(limit)
+        where = " AND ".join(clauses)
+        return self._read(f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?", params)
+
+    async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
+        assert self._reader is not None
+        row = self._reader.execute(
+            "SELECT fingerprint, first_position, last_position FROM idempotency WHERE tenant_id = ? AND key = ?",
+            (tenant_id, key),
+        ).fetchone()
+        if row is None:
+            return None
+        events = self._read(
+            f"SELECT {COLUMNS} FROM events WHERE position BETWEEN ? AND ? ORDER BY position", (row[1], row[2])
+        )
+        return row[0], events
+
+    async def head_position(self) -> int:
+        assert self._reader is not None
+        return int(self._reader.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])

@@ -1,0 +1,200 @@
+"""The embedded read store: documents as JSON in SQLite, one table per collection.
+
+Filters become ``json_extract`` expressions; the fields the queries filter and sort on
+have expression indexes. ``apply`` loads each touched document once per batch, applies
+the ops in memory with the position guard, and writes it back in the same transaction
+that moves the checkpoint, so a crash never leaves a half-applied batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from projections.ports import Doc, Filter, Op, ReadStore, apply_op
+
+INDEXES: dict[str, list[tuple[str, ...]]] = {
+    "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
+    "memberships": [("user_id", "active"), ("channel_id", "active")],
+}
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$ne": "IS NOT"}
+
+
+def _expr(name: str) -> str:
+    if not _FIELD.match(name):
+        raise ValueError(f"bad field name {name!r}")
+    return f"json_extract(doc, '$.{name}')"
+
+
+def _sql_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class SqliteReadStore(ReadStore):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._tables: set[str] = set()
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS checkpoints (projection TEXT PRIMARY KEY, position INTEGER)")
+        self._conn = conn
+        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        reader.execute("PRAGMA busy_timeout=5000")
+        self._reader = reader
+
+    async def close(self) -> None:
+        for conn in (self._conn, self._reader):
+            if conn is not None:
+                conn.close()
+        self._conn = self._reader = None
+
+    def _db(self) -> sqlite3.Connection:
+        assert self._conn is not None, "start() the read store first"
+        return self._conn
+
+    def _read(self, collection: str, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Run a query on the reader connection; WAL lets it run beside a batch being applied."""
+        if collection not in self._tables:
+            with self._lock:
+                self._table(collection)
+        assert self._reader is not None
+        return self._reader.execute(sql.replace("{table}", f"rm_{collection}"), params).fetchall()
+
+    def _table(self, collection: str) -> str:
+        if collection not in self._tables:
+            if not _FIELD.match(collection):
+                raise ValueError(f"bad collection name {collection!r}")
+            db = self._db()
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS rm_{collection} (tenant_id TEXT, id TEXT, doc TEXT, "
+                "PRIMARY KEY (tenant_id, id)) WITHOUT ROWID"
+            )
+            for number, fields in enumerate(INDEXES.get(collection, [])):
+                columns = ", ".join(_expr(f) for f in fields)
+                db.execute(
+                    f"CREATE INDEX IF NOT EXISTS rm_{collection}_{number} ON rm_{collection} (tenant_id, {columns})"
+                )
+            self._tables.add(collection)
+        return f"rm_{collection}"
+
+    async def apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
+        await asyncio.to_thread(self.apply_sync, projection, ops, position)
+
+    def apply_sync(self, projection: str, ops: Sequence[Op], position: int) -> None:
+        """Apply a batch in the calling thread (projection runners call it off the loop)."""
+        with self._lock:
+            db = self._db()
+            tables = {op.collection: self._table(op.collection) for op in ops}
+            docs: dict[tuple[str, str, str], Doc | None] = {}
+            dirty: set[tuple[str, str, str]] = set()
+            db.execute("BEGIN")
+            try:
+                for op in ops:
+                    key = (op.collection, op.tenant_id, op.id)
+                    if key not in docs:
+                        row = db.execute(
+                            f"SELECT doc FROM {tables[op.collection]} WHERE tenant_id = ? AND id = ?",
+                            (op.tenant_id, op.id),
+                        ).fetchone()
+                        docs[key] = orjson.loads(row[0]) if row else None
+                    new = apply_op(docs[key], op)
+                    if new is not None:
+                        docs[key] = new
+                        dirty.add(key)
+                for collection, tenant_id, id in dirty:
+                    db.execute(
+                        f"INSERT OR REPLACE INTO {tables[collection]} VALUES (?, ?, ?)",
+                        (tenant_id, id, orjson.dumps(docs[(collection, tenant_id, id)]).decode()),
+                    )
+                db.execute(
+                    "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (projection) "
+                    "DO UPDATE SET position = max(position, excluded.position)",
+                    (projection, position),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    async def checkpoint(self, projection: str) -> int:
+        with self._lock:
+            row = self._db().execute("SELECT position FROM checkpoints WHERE projection = ?", (projection,)).fetchone()
+        return int(row[0]) if row else 0
+
+    async def get(self, collection: str, tenant_id: str, id: str) -> Doc | None:
+        rows = self._read(collection, "SELECT doc FROM {table} WHERE tenant_id = ? AND id = ?", (tenant_id, id))
+        return _public(rows[0][0]) if rows else None
+
+    def _where(self, tenant_id: str, filter: Filter) -> tuple[str, list[Any]]:
+        clauses, params = ["tenant_id = ?"], [tenant_id]
+        for name, cond in filter.items():
+            conds = cond.items() if isinstance(cond, dict) else [("$eq", cond)]
+            for op, operand in conds:
+                if op == "$in":
+                    clauses.append(f"{_expr(name)} IN ({','.join('?' * len(operand))})")
+                    params.extend(_sql_value(v) for v in operand)
+                elif op == "$eq":
+                    clauses.append(f"{_expr(name)} IS ?")
+                    params.append(_sql_value(operand))
+                elif op == "$ne" and operand is not None:
+                    clauses.append(f"({_expr(name)} IS NULL OR {_expr(name)} != ?)")
+                    params.append(_sql_value(operand))
+                else:
+                    clauses.append(f"{_expr(name)} {_OPS[op]} ?")
+                    params.append(_sql_value(operand))
+        return " AND ".join(clauses), params
+
+    async def find(
+        self,
+        collection: str,
+        tenant_id: str,
+        filter: Filter,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+    ) -> list[Doc]:
+        where, params = self._where(tenant_id, filter)
+        order = ", ".join(f"{_expr(name)} {'DESC' if d < 0 else 'ASC'}" for name, d in sort)
+        order = f"{order}, id ASC" if order else "id ASC"
+        rows = self._read(
+            collection,
+            f"SELECT doc FROM {{table}} WHERE {where} ORDER BY {order} LIMIT ?",
+            [*params, -1 if limit is None else limit],
+        )
+        return [_public(row[0]) for row in rows]
+
+    async def count(self, collection: str, tenant_id: str, filter: Filter) -> int:
+        where, params = self._where(tenant_id, filter)
+        rows = self._read(collection, f"SELECT COUNT(*) FROM {{table}} WHERE {where}", params)
+        return int(rows[0][0])
+
+    async def drop(self, projection: str, collections: Sequence[str]) -> None:
+        with self._lock:
+            db = self._db()
+            for name in collections:
+                self._table(name)
+                db.execute(f"DROP TABLE rm_{name}")
+                self._tables.discard(name)
+            db.execute("DELETE FROM checkpoints WHERE projection = ?", (projection,))
+
+
+def _public(raw: str) -> Doc:
+    doc: Doc = orjson.loads(raw)
+    doc.pop("_pos", None)
+    return doc

@@ -1,0 +1,1 @@
+"""The thin HTTP/websocket layer and the ``caas`` command line."""

@@ -1,0 +1,52 @@
+"""The Starlette application: routes, lifespan, error handlers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from api.bootstrap import Engine, build_engine
+from api.errors import ApiError, handle
+from api.plumbing import json
+from api.routes import ROUTES, openapi
+from api.settings import Settings
+from api.ws import websocket_endpoint
+from commands.auth import Unauthenticated
+from commands.ports import PersistenceError
+from domain.errors import DomainError
+from projections.ports import ReadStoreUnavailable
+
+HANDLERS = {
+    cls: handle
+    for cls in (ApiError, DomainError, Unauthenticated, PersistenceError, ReadStoreUnavailable, ValidationError,
+                HTTPException, Exception)
+}  # fmt: skip
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
+    node = engine or build_engine(settings)
+    document = openapi()
+
+    async def openapi_json(request: Request) -> Response:
+        return json(document)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.close()
+
+    routes = [Route(api.path, api.endpoint, methods=[api.method]) for api in ROUTES]
+    routes += [Route("/openapi.json", openapi_json, methods=["GET"]), WebSocketRoute("/v1/ws", websocket_endpoint)]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)
+    app.state.engine = node
+    return app

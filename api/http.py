@@ -1,0 +1,393 @@
+"""HTTP endpoints of the v1 API: parse, authenticate, call, render."""
+
+from __future__ import annotations
+
+import hashlib
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapters.ids import short_id, utcnow, uuid7
+from api import schemas
+from api.errors import ApiError
+from api.plumbing import body, engine, idempotency, int_param, json, principal, raw_body, wait_min_position, written
+from commands.auth import Principal, new_api_key
+from domain import channel as ch
+from domain import errors, tenant, user
+from domain.base import format_time
+from domain.events import stream_name
+
+
+def _path(request: Request, name: str) -> str:
+    import re
+
+    value: str = request.path_params[name]
+    if not re.match(schemas.ID_PATTERN, value):
+        raise ApiError("invalid_request", f"{name} is not a valid id (letters, digits, _.@=+- ; up to 128)")
+    return value
+
+
+# --- tenants and keys ----------------------------------------------------------------------
+async def create_tenant(request: Request) -> Response:
+    await principal(request, "admin")
+    raw = await raw_body(request)
+    data = await body(request, schemas.CreateTenant, raw)
+    tenant_id, key_id = short_id("t"), short_id("k")
+    api_key, key_hash = new_api_key(tenant_id, key_id)
+    command = tenant.RegisterTenant(name=data.name, key_id=key_id, key_hash=key_hash)
+    outcome = await engine(request).service.execute(
+        tenant_id, stream_name("tenant", tenant_id), command, actor="admin:admin", idempotency=idempotency(request, raw)
+    )
+    first = outcome.events[0]
+    issued = outcome.events[-1].payload
+    return written(
+        outcome, tenant_id=first.tenant_id, key_id=issued["key_id"], api_key=None if outcome.replayed else api_key
+    )
+
+
+async def create_api_key(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    raw = await raw_body(request)
+    data = await body(request, schemas.CreateApiKey, raw)
+    key_id = short_id("k")
+    api_key, key_hash = new_api_key(who.tenant_id, key_id)
+    outcome = await engine(request).service.execute(
+        who.tenant_id,
+        stream_name("tenant", who.tenant_id),
+        tenant.IssueApiKey(key_id=key_id, key_hash=key_hash, name=data.name),
+        actor=who.actor.label,
+        idempotency=idempotency(request, raw),
+    )
+    issued = outcome.last.payload
+    return written(outcome, key_id=issued["key_id"], api_key=None if outcome.replayed else api_key)
+
+
+async def revoke_api_key(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    key_id = _path(request, "key_id")
+    outcome = await engine(request).service.execute(
+        who.tenant_id, stream_name("tenant", who.tenant_id), tenant.RevokeApiKey(key_id=key_id), actor=who.actor.label
+    )
+    return written(outcome, key_id=key_id)
+
+
+# --- users ---------------------------------------------------------------------------------
+async def put_user(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    user_id = _path(request, "user_id")
+    raw = await raw_body(request)
+    data = await body(request, schemas.PutUser, raw)
+    outcome = await engine(request).service.execute(
+        who.tenant_id,
+        stream_name("user", user_id),
+        user.RegisterUser(name=data.name, metadata=data.metadata),
+        actor=who.actor.label,
+        idempotency=idempotency(request, raw),
+    )
+    return written(outcome, user_id=user_id)
+
+
+async def _require_users(request: Request, tenant_id: str, user_ids: list[str]) -> None:
+    service = engine(request).service
+    missing = [u for u in user_ids if not (await service.state(tenant_id, stream_name("user", u))).exists]
+    if missing:
+        raise errors.UserNotFound(
+            f"user {missing[0]!r} is not registered; create it with PUT /v1/users/{missing[0]}", user_ids=missing
+        )
+
+
+async def create_token(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    user_id = _path(request, "user_id")
+    data = await body(request, schemas.CreateToken)
+    settings = engine(request).settings
+    ttl = data.ttl_seconds or settings.token_ttl_seconds
+    if ttl > settings.max_token_ttl_seconds:
+        raise ApiError("invalid_request", f"ttl_seconds is at most {settings.max_token_ttl_seconds}")
+    await _require_users(request, who.tenant_id, [user_id])
+    token, expires = engine(request).auth.mint(who.tenant_id, user_id, utcnow(), ttl)
+    return json({"token": token, "expires_at": format_time(expires)}, 201)
+
+
+# --- channels ------------------------------------------------------------------------------
+def _direct_id(members: list[str]) -> str:
+    return "dm-" + hashlib.sha256("\n".join(sorted(set(members))).encode()).hexdigest()[:24]
+
+
+async def _channel_command(
+    request: Request, who: Principal, cid: str, command: ch.ChannelCommand, raw: bytes = b""
+) -> Response:
+    outcome = await engine(request).service.execute(
+        who.tenant_id,
+        stream_name("channel", cid),
+        command,
+        actor=who.actor.label,
+        correlation_id=request.headers.get("x-request-id"),
+        idempotency=idempotency(request, raw) if raw or request.method == "POST" else None,
+    )
+    extra = {"channel_id": cid}
+    message_id = getattr(command, "message_id", None)
+    if message_id is not None:
+        extra["message_id"] = outcome.last.payload.get("message_id", message_id)
+    return written(outcome, **extra)
+
+
+async def create_channel(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    raw = await raw_body(request)
+    data = await body(request, schemas.CreateChannel, raw)
+    members = list(dict.fromkeys(data.members))
+    if who.kind == "user" and who.user_id not in members:
+        members.insert(0, who.user_id)
+    cid = data.channel_id or (_direct_id(members) if data.kind == "direct" else short_id("c"))
+    settings = engine(request).settings
+    if len(members) > settings.max_members:
+        raise ApiError("invalid_request", f"a channel holds at most {settings.max_members} members")
+    await _require_users(request, who.tenant_id, members)
+    command = ch.CreateChannel(
+        actor=who.actor, name=data.name, kind=data.kind, e2e=data.e2e, members=members, max_members=settings.max_members
+    )
+    return await _channel_command(request, who, cid, command, raw)
+
+
+async def add_member(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid = _path(request, "cid")
+    raw = await raw_body(request)
+    data = await body(request, schemas.AddMember, raw)
+    await _require_users(request, who.tenant_id, [data.user_id])
+    command = ch.AddMember(
+        actor=who.actor, user_id=data.user_id, role=data.role, max_members=engine(request).settings.max_members
+    )
+    return await _channel_command(request, who, cid, command, raw)
+
+
+async def remove_member(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid, uid = _path(request, "cid"), _path(request, "uid")
+    return await _channel_command(request, who, cid, ch.RemoveMember(actor=who.actor, user_id=uid))
+
+
+def _acting_user(who: Principal, given: str | None) -> str:
+    """The user a command is for: the token's user, or ``user_id`` when a tenant key acts."""
+    if who.kind == "user":
+        if given is not None and given != who.user_id:
+            raise ApiError("forbidden", "user_id may differ from the token's user only with a tenant API key")
+        return who.user_id
+    if given is None:
+        raise ApiError("invalid_request", "with a tenant API key, say which user acts: add user_id")
+    return given
+
+
+async def post_message(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid = _path(request, "cid")
+    raw = await raw_body(request)
+    data = await body(request, schemas.PostMessage, raw)
+    settings = engine(request).settings
+    if len(data.text) > settings.max_text_chars:
+        raise ApiError(
+            "invalid_request", f"text is longer than {settings.max_text_chars} characters", rule="text_too_long"
+        )
+    if not data.text.strip() and not data.attachments:
+        raise ApiError("invalid_request", "a message needs text or attachments", rule="empty_message")
+    if len(data.attachments) > settings.max_attachments:
+        raise ApiError("invalid_request", f"a message has at most {settings.max_attachments} attachments")
+    command = ch.PostMessage(
+        actor=who.actor,
+        message_id=uuid7(),
+        author_id=_acting_user(who, data.user_id),
+        text=data.text,
+        parent_id=data.parent_id,
+        attachments=[a.model_dump(exclude_none=True) for a in data.attachments],
+        client_msg_id=data.client_msg_id,
+        now=format_time(utcnow()),
+    )
+    return await _channel_command(request, who, cid, command, raw)
+
+
+async def edit_message(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid, mid = _path(request, "cid"), _path(request, "mid")
+    raw = await raw_body(request)
+    data = await body(request, schemas.EditMessage, raw)
+    settings = engine(request).settings
+    if len(data.text) > settings.max_text_chars:
+        raise ApiError(
+            "invalid_request", f"text is longer than {settings.max_text_chars} characters", rule="text_too_long"
+        )
+    if not data.text.strip():
+        raise ApiError("invalid_request", "an edit needs text; delete the message instead", rule="empty_message")
+    return await _channel_command(
+        request, who, cid, ch.EditMessage(actor=who.actor, message_id=mid, text=data.text), raw
+    )
+
+
+async def delete_message(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid, mid = _path(request, "cid"), _path(request, "mid")
+    return await _channel_command(request, who, cid, ch.DeleteMessage(actor=who.actor, message_id=mid))
+
+
+async def add_reaction(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid, mid = _path(request, "cid"), _path(request, "mid")
+    raw = await raw_body(request)
+    data = await body(request, schemas.AddReaction, raw)
+    command = ch.AddReaction(actor=who.actor, message_id=mid, user_id=_acting_user(who, data.user_id), emoji=data.emoji)
+    return await _channel_command(request, who, cid, command, raw)
+
+
+async def remove_reaction(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid, mid = _path(request, "cid"), _path(request, "mid")
+    emoji: str = request.path_params["emoji"]
+    uid = _acting_user(who, request.query_params.get("user_id"))
+    command = ch.RemoveReaction(actor=who.actor, message_id=mid, user_id=uid, emoji=emoji)
+    return await _channel_command(request, who, cid, command)
+
+
+async def move_read_marker(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid = _path(request, "cid")
+    raw = await raw_body(request)
+    data = await body(request, schemas.MoveReadMarker, raw)
+    command = ch.MoveReadMarker(actor=who.actor, user_id=_acting_user(who, data.user_id), seq=data.seq)
+    return await _channel_command(request, who, cid, command, raw)
+
+
+async def typing(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid = _path(request, "cid")
+    data = await body(request, schemas.Typing)
+    uid = _acting_user(who, data.user_id)
+    node = engine(request)
+    state = await node.service.state(who.tenant_id, stream_name("channel", cid))
+    if not state.exists:
+        raise errors.ChannelNotFound("no such channel")
+    if uid not in state.members:
+        raise errors.NotAMember(f"user {uid!r} is not a member of this channel", user_id=uid)
+    delivered = node.hub.typing(who.tenant_id, cid, uid)
+    return json({"channel_id": cid, "user_id": uid, "delivered_to": delivered}, 202)
+
+
+async def mute(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid = _path(request, "cid")
+    raw = await raw_body(request)
+    data = await body(request, schemas.Mute, raw)
+    until = format_time(data.until) if data.until is not None else None
+    return await _channel_command(
+        request, who, cid, ch.MuteMember(actor=who.actor, user_id=data.user_id, until=until), raw
+    )
+
+
+async def unmute(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid, uid = _path(request, "cid"), _path(request, "uid")
+    return await _channel_command(request, who, cid, ch.UnmuteMember(actor=who.actor, user_id=uid))
+
+
+async def ban(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid = _path(request, "cid")
+    raw = await raw_body(request)
+    data = await body(request, schemas.Ban, raw)
+    return await _channel_command(
+        request, who, cid, ch.BanMember(actor=who.actor, user_id=data.user_id, reason=data.reason), raw
+    )
+
+
+async def unban(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid, uid = _path(request, "cid"), _path(request, "uid")
+    return await _channel_command(request, who, cid, ch.UnbanMember(actor=who.actor, user_id=uid))
+
+
+# --- queries -------------------------------------------------------------------------------
+async def _readable_channel(request: Request, who: Principal, cid: str) -> ch.ChannelState:
+    """The channel, if the caller may read it: a member, or the tenant."""
+    state: ch.ChannelState = await engine(request).service.state(who.tenant_id, stream_name("channel", cid))
+    if not state.exists:
+        raise errors.ChannelNotFound(f"no channel {cid!r}")
+    if who.kind == "user" and who.user_id not in state.members:
+        raise errors.NotAMember(f"user {who.user_id!r} is not a member of channel {cid!r}", user_id=who.user_id)
+    return state
+
+
+async def list_channels(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    limit = int_param(request, "limit", minimum=1, maximum=200) or 50
+    await wait_min_position(request)
+    queries = engine(request).queries
+    if who.kind == "user":
+        channels = await queries.channels_of_user(who.tenant_id, who.user_id, limit)
+        return json({"channels": channels})
+    after = request.query_params.get("after")
+    channels = await queries.channels_of_tenant(who.tenant_id, after, limit)
+    cursor = channels[-1]["channel_id"] if len(channels) == limit else None
+    return json({"channels": channels, "next_after": cursor})
+
+
+async def get_channel(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid = _path(request, "cid")
+    await wait_min_position(request)
+    await _readable_channel(request, who, cid)
+    found = await engine(request).queries.channel(who.tenant_id, cid, who.user_id or None)
+    if found is None:
+        raise errors.ChannelNotFound(f"channel {cid!r} is not in the read model yet; pass min_position")
+    return json(found)
+
+
+async def list_messages(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid = _path(request, "cid")
+    before = int_param(request, "before_seq", minimum=1)
+    after = int_param(request, "after_seq")
+    limit = int_param(request, "limit", minimum=1, maximum=200) or 50
+    await wait_min_position(request)
+    await _readable_channel(request, who, cid)
+    messages, cursor = await engine(request).queries.messages(
+        who.tenant_id, cid, before_seq=before, after_seq=after, limit=limit
+    )
+    key = "next_after_seq" if after is not None else "next_before_seq"
+    return json({"messages": messages, key: cursor})
+
+
+async def get_thread(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid, mid = _path(request, "cid"), _path(request, "mid")
+    limit = int_param(request, "limit", minimum=1, maximum=1000) or 200
+    await wait_min_position(request)
+    state = await _readable_channel(request, who, cid)
+    if mid not in state.messages:
+        raise errors.MessageNotFound(f"no message {mid!r} in channel {cid!r}")
+    replies = await engine(request).queries.thread(who.tenant_id, cid, mid, limit)
+    return json({"messages": replies})
+
+
+async def list_events(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    after = int_param(request, "after_position") or 0
+    limit = int_param(request, "limit", minimum=1, maximum=1000) or 100
+    types = [t for t in request.query_params.get("types", "").split(",") if t]
+    events = await engine(request).log.read_all(after_position=after, limit=limit, tenant_id=who.tenant_id, types=types)
+    cursor = events[-1].position if len(events) == limit else None
+    return json({"events": [e.model_dump() for e in events], "next_after_position": cursor})
+
+
+# --- operations ----------------------------------------------------------------------------
+async def healthz(request: Request) -> Response:
+    return json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    node = engine(request)
+    try:
+        head = await node.log.head_position()
+        await node.store.checkpoint("chat")
+    except Exception as exc:
+        return json({"status": "unavailable", "error": str(exc)}, 503)
+    return json({"status": "ready", "backend": node.settings.backend, "head_position": head,
+                 "applied_position": node.runner.applied, "projection_lag": head - node.runner.applied})  # fmt: skip

@@ -1,0 +1,115 @@
+"""What every endpoint shares: credentials, bounded JSON bodies, idempotency, answers."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from adapters.ids import utcnow
+from api.errors import ApiError, validation_error
+from commands.auth import Principal
+from commands.ports import Idempotency
+from commands.service import Outcome
+
+if TYPE_CHECKING:
+    from api.bootstrap import Engine
+
+B = TypeVar("B", bound=BaseModel)
+
+
+def engine(request: Request) -> Engine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+async def principal(request: Request, *kinds: str) -> Principal:
+    """Authenticate the caller and require one of ``kinds``."""
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise ApiError(
+            "unauthenticated",
+            "send Authorization: Bearer <admin token | API key | user token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    who = await engine(request).auth.authenticate(credential.strip(), utcnow())
+    if who.kind not in kinds:
+        need = " or ".join(
+            {"admin": "the admin token", "tenant": "a tenant API key", "user": "a user token"}[k] for k in kinds
+        )
+        raise ApiError("forbidden", f"this route needs {need}", rule="wrong_credential")
+    return who
+
+
+async def raw_body(request: Request) -> bytes:
+    limit = engine(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError("payload_too_large", f"the body is larger than {limit} bytes", limit=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError("payload_too_large", f"the body is larger than {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def body(request: Request, model: type[B], raw: bytes | None = None) -> B:
+    """The request body validated as ``model``; an empty body counts as ``{}``."""
+    if raw is None:
+        raw = await raw_body(request)
+    try:
+        return model.model_validate_json(raw if raw.strip() else b"{}")
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def idempotency(request: Request, raw: bytes) -> Idempotency | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise ApiError("invalid_request", "Idempotency-Key must be 1 to 255 printable characters")
+    fingerprint = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + raw).hexdigest()
+    return Idempotency(key, fingerprint)
+
+
+def written(outcome: Outcome, **extra: Any) -> Response:
+    """``201`` with the last appended event, or ``200`` when a retry replays the first result."""
+    last = outcome.last
+    data = {"event_id": last.event_id, "position": last.position, "seq": last.seq, **extra}
+    return json(data, 200 if outcome.replayed else 201)
+
+
+def int_param(request: Request, name: str, *, minimum: int = 0, maximum: int | None = None) -> int | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or int(value) < minimum or (maximum is not None and int(value) > maximum):
+        bound = f" and at most {maximum}" if maximum is not None else ""
+        raise ApiError("invalid_request", f"query parameter {name} must be an integer of at least {minimum}{bound}")
+    return int(value)
+
+
+async def wait_min_position(request: Request) -> None:
+    """Honour ``min_position``: wait (bounded) until the read models have applied it."""
+    position = int_param(request, "min_position")
+    if position is None:
+        return
+    node = engine(request)
+    if not await node.runner.wait_for(position, node.settings.query_wait_seconds):
+        raise ApiError(
+            "unavailable",
+            f"the read models have not reached position {position} yet; retry shortly",
+            headers={"Retry-After": "1"},
+            applied_position=node.runner.applied,
+        )

@@ -1,0 +1,135 @@
+"""The route table: one declarative list drives both the router and ``/openapi.json``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api import http, schemas
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Api:
+    method: str
+    path: str
+    endpoint: Endpoint
+    summary: str
+    who: tuple[str, ...] = ()
+    body: type[BaseModel] | None = None
+    returns: type[BaseModel] | None = None
+    status: int = 200
+    query: tuple[str, ...] = ()
+
+
+ROUTES: list[Api] = [
+    Api("POST", "/v1/tenants", http.create_tenant, "Register a tenant; returns its first API key (shown once)",
+        ("admin",), schemas.CreateTenant, schemas.TenantCreated, 201),
+    Api("POST", "/v1/api-keys", http.create_api_key, "Issue another API key (shown once)",
+        ("tenant",), schemas.CreateApiKey, schemas.ApiKeyCreated, 201),
+    Api("DELETE", "/v1/api-keys/{key_id}", http.revoke_api_key, "Revoke an API key",
+        ("tenant",), None, schemas.Written),
+    Api("PUT", "/v1/users/{user_id}", http.put_user, "Register or update an end user",
+        ("tenant",), schemas.PutUser, schemas.UserWritten, 201),
+    Api("POST", "/v1/users/{user_id}/tokens", http.create_token, "Mint an end-user token",
+        ("tenant",), schemas.CreateToken, schemas.Token, 201),
+    Api("GET", "/v1/channels", http.list_channels, "Channels of the user, or all of the tenant's",
+        ("tenant", "user"), None, schemas.ChannelList, query=("limit", "after", "min_position")),
+    Api("POST", "/v1/channels", http.create_channel, "Create a group or direct channel",
+        ("tenant", "user"), schemas.CreateChannel, schemas.ChannelWritten, 201),
+    Api("GET", "/v1/channels/{cid}", http.get_channel, "A channel with its members and roles",
+        ("tenant", "user"), None, schemas.Channel, query=("min_position",)),
+    Api("POST", "/v1/channels/{cid}/members", http.add_member, "Add a member or change their role",
+        ("tenant", "user"), schemas.AddMember, schemas.ChannelWritten, 201),
+    Api("DELETE", "/v1/channels/{cid}/members/{uid}", http.remove_member, "Remove a member (or leave)",
+        ("tenant", "user"), None, schemas.ChannelWritten),
+    Api("GET", "/v1/channels/{cid}/messages", http.list_messages, "A page of the channel's timeline",
+        ("tenant", "user"), None, schemas.MessagePage,
+        query=("before_seq", "after_seq", "limit", "min_position")),
+    Api("POST", "/v1/channels/{cid}/messages", http.post_message, "Post a message",
+        ("tenant", "user"), schemas.PostMessage, schemas.MessageWritten, 201),
+    Api("PATCH", "/v1/channels/{cid}/messages/{mid}", http.edit_message, "Edit your message",
+        ("tenant", "user"), schemas.EditMessage, schemas.MessageWritten, 201),
+    Api("DELETE", "/v1/channels/{cid}/messages/{mid}", http.delete_message, "Delete a message (tombstone)",
+        ("tenant", "user"), None, schemas.MessageWritten),
+    Api("GET", "/v1/channels/{cid}/messages/{mid}/thread", http.get_thread, "Replies to a message",
+        ("tenant", "user"), None, schemas.Thread, query=("limit", "min_position")),
+    Api("POST", "/v1/channels/{cid}/messages/{mid}/reactions", http.add_reaction, "React to a message",
+        ("tenant", "user"), schemas.AddReaction, schemas.MessageWritten, 201),
+    Api("DELETE", "/v1/channels/{cid}/messages/{mid}/reactions/{emoji}", http.remove_reaction,
+        "Remove your reaction", ("tenant", "user"), None, schemas.MessageWritten, query=("user_id",)),
+    Api("POST", "/v1/channels/{cid}/read", http.move_read_marker, "Move your read marker forward",
+        ("tenant", "user"), schemas.MoveReadMarker, schemas.ChannelWritten, 201),
+    Api("POST", "/v1/channels/{cid}/typing", http.typing, "Say you are typing (ephemeral)",
+        ("tenant", "user"), schemas.Typing, None, 202),
+    Api("POST", "/v1/channels/{cid}/mutes", http.mute, "Mute a member (reads, cannot post)",
+        ("tenant", "user"), schemas.Mute, schemas.ChannelWritten, 201),
+    Api("DELETE", "/v1/channels/{cid}/mutes/{uid}", http.unmute, "Unmute a member",
+        ("tenant", "user"), None, schemas.ChannelWritten),
+    Api("POST", "/v1/channels/{cid}/bans", http.ban, "Ban a user (removed, cannot rejoin)",
+        ("tenant", "user"), schemas.Ban, schemas.ChannelWritten, 201),
+    Api("DELETE", "/v1/channels/{cid}/bans/{uid}", http.unban, "Lift a ban",
+        ("tenant", "user"), None, schemas.ChannelWritten),
+    Api("GET", "/v1/events", http.list_events, "The tenant's events in log order",
+        ("tenant",), None, schemas.EventPage, query=("after_position", "limit", "types")),
+    Api("GET", "/healthz", http.healthz, "The process is up"),
+    Api("GET", "/readyz", http.readyz, "The backend is reachable; projection lag"),
+]  # fmt: skip
+
+
+def openapi() -> dict[str, object]:
+    """The OpenAPI 3.1 document, generated from :data:`ROUTES` and the pydantic schemas."""
+    components: dict[str, object] = {}
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            components[name] = sub
+        components[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    error = {"description": "error", "content": {"application/json": {"schema": ref(schemas.ErrorBody)}}}
+    paths: dict[str, dict[str, object]] = {}
+    for api in ROUTES:
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _path_params(api.path)
+        ]
+        params += [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in api.query]
+        if api.body is not None and api.method == "POST":
+            params.append({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}})
+        ok: dict[str, object] = {"description": "success"}
+        if api.returns is not None:
+            ok["content"] = {"application/json": {"schema": ref(api.returns)}}
+        op: dict[str, object] = {
+            "summary": api.summary,
+            "operationId": api.endpoint.__name__,
+            "parameters": params,
+            "responses": {str(api.status): ok, "4XX": error, "503": error},
+        }
+        if api.status == 201:
+            op["responses"]["200"] = {**ok, "description": "replay of an idempotent retry"}  # type: ignore[index]
+        if api.who:
+            op["security"] = [{"bearer": []}]
+            op["description"] = "Credential: " + " or ".join(api.who)
+        if api.body is not None:
+            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": ref(api.body)}}}
+        paths.setdefault(api.path, {})[api.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "CAAS", "version": "1.0.0", "description": "Chat as a service: the v1 HTTP API."},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]

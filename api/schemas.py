@@ -1,0 +1,214 @@
+"""Request and response bodies of the v1 API. Strict: unknown fields and wrong types are
+rejected with ``422 invalid_request``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@=+\-]{0,127}$"
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Emoji = Annotated[str, StringConstraints(pattern=r"^[^\s.$\x00-\x1f\x7f]{1,64}$")]
+Role = Literal["owner", "admin", "member"]
+
+
+def _no_control_chars(text: str) -> str:
+    if any(ord(ch) < 32 and ch not in "\n\t\r" for ch in text) or "\x7f" in text:
+        raise ValueError("text must not contain control characters other than newline and tab")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_no_control_chars)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class CreateTenant(Body):
+    name: Name
+
+
+class CreateApiKey(Body):
+    name: Name = "default"
+
+
+class PutUser(Body):
+    name: Name
+    metadata: dict[str, Any] = {}
+
+
+class CreateToken(Body):
+    ttl_seconds: int | None = Field(default=None, ge=60)
+
+
+class CreateChannel(Body):
+    channel_id: Id | None = None
+    name: Annotated[str, StringConstraints(max_length=200)] = ""
+    kind: Literal["group", "direct"] = "group"
+    members: list[Id] = Field(default=[], max_length=10_000)
+    e2e: bool = False
+
+
+class AddMember(Body):
+    user_id: Id
+    role: Role = "member"
+
+
+class Attachment(Body):
+    type: Literal["image", "video", "audio", "file", "link"]
+    url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2048)]
+    name: Annotated[str, StringConstraints(max_length=255)] | None = None
+    mime_type: Annotated[str, StringConstraints(max_length=127)] | None = None
+    size: int | None = Field(default=None, ge=0)
+
+
+class PostMessage(Body):
+    text: Text = ""
+    client_msg_id: Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")] | None = None
+    parent_id: Id | None = None
+    attachments: list[Attachment] = []
+    user_id: Id | None = Field(default=None, description="author, when a tenant API key posts for a user")
+
+
+class EditMessage(Body):
+    text: Text
+
+
+class AddReaction(Body):
+    emoji: Emoji
+    user_id: Id | None = Field(default=None, description="who reacts, when a tenant API key acts for a user")
+
+
+class MoveReadMarker(Body):
+    seq: int = Field(ge=1)
+    user_id: Id | None = None
+
+
+class Mute(Body):
+    user_id: Id
+    until: datetime | None = None
+
+
+class Ban(Body):
+    user_id: Id
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class Typing(Body):
+    user_id: Id | None = None
+
+
+# --- responses (documented in /openapi.json) -----------------------------------------------
+class Written(BaseModel):
+    event_id: str
+    position: int
+    seq: int
+
+
+class TenantCreated(Written):
+    tenant_id: str
+    key_id: str
+    api_key: str | None
+
+
+class ApiKeyCreated(Written):
+    key_id: str
+    api_key: str | None
+
+
+class UserWritten(Written):
+    user_id: str
+
+
+class Token(BaseModel):
+    token: str
+    expires_at: str
+
+
+class ChannelWritten(Written):
+    channel_id: str
+
+
+class MessageWritten(Written):
+    channel_id: str
+    message_id: str
+
+
+class Member(BaseModel):
+    user_id: str
+    role: Role
+
+
+class Message(BaseModel):
+    message_id: str
+    channel_id: str
+    seq: int
+    author_id: str
+    text: str | None
+    parent_id: str | None
+    attachments: list[dict[str, Any]]
+    created_at: str
+    edited_at: str | None
+    deleted: bool
+    reactions: dict[str, list[str]]
+    reply_count: int
+
+
+class Channel(BaseModel):
+    channel_id: str
+    name: str | None
+    kind: str | None
+    e2e: bool
+    members: list[Member]
+    head_seq: int
+    last_message: Message | None
+    unread_count: int | None
+
+
+class ChannelList(BaseModel):
+    channels: list[Channel]
+
+
+class MessagePage(BaseModel):
+    messages: list[Message]
+    next_before_seq: int | None = None
+    next_after_seq: int | None = None
+
+
+class Thread(BaseModel):
+    messages: list[Message]
+
+
+class EventOut(BaseModel):
+    event_id: str
+    tenant_id: str
+    stream: str
+    seq: int
+    position: int
+    type: str
+    schema_version: int
+    occurred_at: str
+    actor: str | None
+    command_id: str | None
+    causation_id: str | None
+    correlation_id: str | None
+    payload: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_after_position: int | None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

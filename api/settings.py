@@ -1,0 +1,49 @@
+"""Configuration: ``CAAS_*`` environment variables, read once into one object.
+
+Tests build ``Settings`` from their own mapping; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAAS_", extra="ignore")
+
+    backend: Literal["embedded", "kafka"] = "embedded"
+    data_dir: Path = Path(".caas-data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    admin_token: str | None = Field(default=None, description="generated into the data dir when unset")
+    secret_key: str | None = Field(default=None, description="signs end-user tokens; generated when unset")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    mongo_database: str = "caas"
+
+    log_level: str = "info"
+    access_log: bool = False
+
+    max_body_bytes: int = 64 * 1024
+    max_text_chars: int = 5000
+    max_members: int = 1000
+    max_attachments: int = 10
+    token_ttl_seconds: int = 3600
+    max_token_ttl_seconds: int = 30 * 24 * 3600
+    query_wait_seconds: float = 5.0
+
+    ws_queue_frames: int = 1000
+    ws_max_subscriptions: int = 100
+    ws_max_frame_bytes: int = 16 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Settings from an explicit environment mapping (for tests and the CLI)."""
+        prefix = "CAAS_"
+        values = {k[len(prefix) :].lower(): v for k, v in environ.items() if k.startswith(prefix)}
+        return cls.model_validate({k: v for k, v in values.items() if k in cls.model_fields})

@@ -1,0 +1,219 @@
+"""``WS /v1/ws``: live channel events with gapless resume, typing, ping.
+
+Each socket has one bounded outgoing queue drained by a writer task. A subscriber whose
+queue overflows is closed with 1013 (try again later) and resumes with ``since_seq``.
+Bad frames get an error frame and the socket stays open; other sockets never notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any
+
+import orjson
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from adapters.ids import utcnow
+from api.plumbing import engine
+from api.schemas import ID_PATTERN
+from commands.auth import Principal, Unauthenticated
+from domain.events import stream_name
+from streams.fanout import Subscription, event_frame
+
+log = structlog.get_logger("caas.ws")
+TRY_AGAIN_LATER = 1013
+POLICY_VIOLATION = 1008
+TOO_BIG = 1009
+HISTORY_PAGE = 500
+
+
+class Session:
+    """One connected socket of one user."""
+
+    def __init__(self, ws: WebSocket, who: Principal) -> None:
+        self.ws = ws
+        self.who = who
+        self.node = engine(ws)  # type: ignore[arg-type]
+        settings = self.node.settings
+        self.queue: asyncio.Queue[str] = asyncio.Queue(settings.ws_queue_frames)
+        self.subs: dict[str, Subscription] = {}
+        self.closing: int | None = None
+        self.closed = asyncio.Event()
+
+    # outgoing ------------------------------------------------------------------------------
+    def enqueue(self, frame: str) -> bool:
+        if self.closing is not None:
+            return True
+        try:
+            self.queue.put_nowait(frame)
+            return True
+        except asyncio.QueueFull:
+            return False
+
+    def send_json(self, data: dict[str, Any]) -> None:
+        if not self.enqueue(orjson.dumps(data).decode()):
+            self.close(TRY_AGAIN_LATER)
+
+    def error(self, code: str, message: str, **extra: Any) -> None:
+        self.send_json({"type": "error", "code": code, "message": message, **extra})
+
+    def close(self, code: int) -> None:
+        if self.closing is None:
+            self.closing = code
+            self.closed.set()
+
+    async def writer(self) -> None:
+        while True:
+            frame = await self.queue.get()
+            await self.ws.send_text(frame)
+
+    # incoming ------------------------------------------------------------------------------
+    async def reader(self) -> None:
+        limit = self.node.settings.ws_max_frame_bytes
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                self.close(1000)
+                return
+            text = message.get("text")
+            if text is None:
+                self.error("invalid_request", "send JSON text frames, not binary")
+                continue
+            if len(text) > limit:
+                self.error("payload_too_large", f"frames are at most {limit} bytes")
+                self.close(TOO_BIG)
+                return
+            try:
+                frame = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                self.error("invalid_request", "the frame is not valid JSON")
+                continue
+            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                self.error("invalid_request", 'a frame is a JSON object with a "type"')
+                continue
+            await self.dispatch(frame)
+
+    async def dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame["type"]
+        if kind == "ping":
+            self.send_json({"type": "pong"})
+        elif kind == "subscribe":
+            await self.subscribe(frame)
+        elif kind == "unsubscribe":
+            cid = self._channel_id(frame)
+            if cid is not None:
+                self.unsubscribe(cid)
+                self.send_json({"type": "unsubscribed", "channel_id": cid})
+        elif kind == "typing":
+            cid = self._channel_id(frame)
+            if cid is not None and await self._member(cid):
+                self.node.hub.typing(self.who.tenant_id, cid, self.who.user_id)
+        elif kind == "subscribe_presence":
+            self.error("unsupported", "presence subscriptions are not available in this release")
+        else:
+            self.error("invalid_request", f"unknown frame type {kind!r}")
+
+    def _channel_id(self, frame: dict[str, Any]) -> str | None:
+        cid = frame.get("channel_id")
+        if not isinstance(cid, str) or not re.match(ID_PATTERN, cid):
+            self.error("invalid_request", "channel_id must be a channel id string")
+            return None
+        return cid
+
+    async def _member(self, cid: str) -> bool:
+        state = await self.node.service.state(self.who.tenant_id, stream_name("channel", cid))
+        if not state.exists:
+            self.error("not_found", f"no channel {cid!r}", channel_id=cid)
+            return False
+        if self.who.user_id not in state.members:
+            self.error("forbidden", f"you are not a member of channel {cid!r}", channel_id=cid)
+            return False
+        return True
+
+    async def subscribe(self, frame: dict[str, Any]) -> None:
+        cid = self._channel_id(frame)
+        if cid is None:
+            return
+        since = frame.get("since_seq")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+            self.error("invalid_request", "since_seq must be a non-negative integer", channel_id=cid)
+            return
+        if cid not in self.subs and len(self.subs) >= self.node.settings.ws_max_subscriptions:
+            self.error("invalid_request", "too many subscriptions on this socket", channel_id=cid)
+            return
+        if not await self._member(cid):
+            return
+        self.unsubscribe(cid)
+        state = await self.node.service.state(self.who.tenant_id, stream_name("channel", cid))
+        sub = Subscription(
+            self.who.tenant_id,
+            cid,
+            self.who.user_id,
+            send=self.enqueue,
+            overflow=lambda: self.close(TRY_AGAIN_LATER),
+            revoke=self._revoked,
+            limit=self.node.settings.ws_queue_frames,
+        )
+        self.subs[cid] = sub
+        self.node.hub.add(sub)
+        self.send_json({"type": "subscribed", "channel_id": cid, "head_seq": state.version})
+        if since is None:
+            sub.go_live(0)
+            return
+        last = since
+        while True:
+            page = await self.node.log.read_stream(self.who.tenant_id, stream_name("channel", cid), last, HISTORY_PAGE)
+            for event in page:
+                if not self.enqueue(event_frame(event)):
+                    self.close(TRY_AGAIN_LATER)
+                    return
+                last = event.seq
+            if len(page) < HISTORY_PAGE:
+                break
+            await asyncio.sleep(0)  # let the writer drain between pages
+        if not sub.go_live(last):
+            self.close(TRY_AGAIN_LATER)
+
+    def _revoked(self, sub: Subscription, reason: str) -> None:
+        self.unsubscribe(sub.channel_id)
+        self.error("forbidden", reason, channel_id=sub.channel_id)
+
+    def unsubscribe(self, cid: str) -> None:
+        sub = self.subs.pop(cid, None)
+        if sub is not None:
+            self.node.hub.remove(sub)
+
+    def detach(self) -> None:
+        for cid in list(self.subs):
+            self.unsubscribe(cid)
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    await ws.accept()
+    node = engine(ws)  # type: ignore[arg-type]
+    try:
+        who = await node.auth.authenticate(ws.query_params.get("token", ""), utcnow())
+        if who.kind != "user":
+            raise Unauthenticated("connect with a user token: /v1/ws?token=<jwt>")
+    except Unauthenticated as exc:
+        await ws.send_text(orjson.dumps({"type": "error", "code": "unauthenticated", "message": str(exc)}).decode())
+        await ws.close(POLICY_VIOLATION)
+        return
+    session = Session(ws, who)
+    tasks = [asyncio.create_task(session.writer()), asyncio.create_task(session.reader())]
+    closer = asyncio.create_task(session.closed.wait())
+    try:
+        await asyncio.wait([*tasks, closer], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        session.detach()
+        for task in [*tasks, closer]:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
+                await task
+        if ws.client_state == WebSocketState.CONNECTED and ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close(session.closing or 1000)

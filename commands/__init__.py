@@ -1,0 +1,1 @@
+"""The application layer: authorise, load state, decide, append, answer."""

@@ -1,0 +1,145 @@
+"""Credentials: the admin token, tenant API keys and end-user JWTs.
+
+- API keys look like ``caas_sk_<tenant_id>_<key_id>_<secret>``. Only a SHA-256 hash of the
+  secret is recorded (in ``ApiKeyIssued``); the key is shown once. Comparison is constant
+  time.
+- End-user tokens are HS256 JWTs. Each tenant's signing key is derived from the server's
+  secret key and the tenant id, and named by ``kid``; ``iss``, ``aud``, ``exp``, ``nbf`` and
+  ``iat`` are checked with a small clock-skew allowance; only HS256 is accepted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import jwt
+
+from commands.service import CommandService
+from domain.base import Actor
+
+API_KEY_PREFIX = "caas_sk_"
+ISSUER = "caas"
+LEEWAY_SECONDS = 30
+SIGNING_KEY_ID = "v1"
+
+
+class Unauthenticated(Exception):
+    """No valid credential was presented."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as proven by their credential. The tenant comes only from here."""
+
+    kind: Literal["admin", "tenant", "user"]
+    tenant_id: str = ""
+    user_id: str = ""
+    key_id: str = ""
+
+    @property
+    def actor(self) -> Actor:
+        if self.kind == "user":
+            return Actor("user", self.user_id)
+        if self.kind == "tenant":
+            return Actor("tenant", self.key_id)
+        return Actor("admin", "admin")
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_api_key(tenant_id: str, key_id: str) -> tuple[str, str]:
+    """A fresh API key and the hash to record for it."""
+    secret = secrets.token_urlsafe(32)
+    return f"{API_KEY_PREFIX}{tenant_id}_{key_id}_{secret}", hash_secret(secret)
+
+
+class Authenticator:
+    """Turns a bearer credential into a :class:`Principal`, and mints end-user tokens."""
+
+    def __init__(self, service: CommandService, *, admin_token: str, secret_key: str) -> None:
+        self.service = service
+        self._admin = admin_token.encode()
+        self._secret = secret_key.encode()
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+
+    def _signing_key(self, tenant_id: str, kid: str) -> bytes:
+        return hmac.new(self._secret, f"caas-jwt/{tenant_id}/{kid}".encode(), hashlib.sha256).digest()
+
+    async def authenticate(self, credential: str, now: datetime) -> Principal:
+        if not credential:
+            raise Unauthenticated("send Authorization: Bearer <admin token | API key | user token>")
+        if hmac.compare_digest(credential.encode(), self._admin):
+            return Principal("admin")
+        if credential.startswith(API_KEY_PREFIX):
+            return await self._api_key(credential)
+        return await self._user_token(credential, now)
+
+    async def _api_key(self, credential: str) -> Principal:
+        parts = credential[len(API_KEY_PREFIX) :].split("_", 2)
+        if len(parts) != 3:
+            raise Unauthenticated("malformed API key")
+        tenant_id, key_id, secret = parts
+        try:
+            state = await self.service.state(tenant_id, f"tenant:{tenant_id}")
+        except ValueError as exc:
+            raise Unauthenticated("unknown API key") from exc
+        key = state.keys.get(key_id)
+        if key is None or not hmac.compare_digest(hash_secret(secret), key.key_hash):
+            raise Unauthenticated("unknown API key")
+        if key.revoked:
+            raise Unauthenticated("this API key was revoked")
+        return Principal("tenant", tenant_id=tenant_id, key_id=key_id)
+
+    def mint(self, tenant_id: str, user_id: str, now: datetime, ttl_seconds: int) -> tuple[str, datetime]:
+        expires = now + timedelta(seconds=ttl_seconds)
+        claims = {
+            "iss": ISSUER,
+            "aud": f"caas:{tenant_id}",
+            "sub": user_id,
+            "tid": tenant_id,
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+            "jti": base64.urlsafe_b64encode(secrets.token_bytes(9)).decode(),
+        }
+        token = jwt.encode(
+            claims, self._signing_key(tenant_id, SIGNING_KEY_ID), algorithm="HS256", headers={"kid": SIGNING_KEY_ID}
+        )
+        return token, expires
+
+    async def _user_token(self, token: str, now: datetime) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > now.timestamp():
+            return cached[0]
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+            tenant_id = unverified.get("tid")
+            kid = header.get("kid")
+            if header.get("alg") != "HS256" or not isinstance(tenant_id, str) or kid != SIGNING_KEY_ID:
+                raise Unauthenticated("token not issued by CAAS")
+            claims = jwt.decode(
+                token,
+                self._signing_key(tenant_id, kid),
+                algorithms=["HS256"],
+                audience=f"caas:{tenant_id}",
+                issuer=ISSUER,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "nbf", "sub", "aud", "iss"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid user token: {exc}") from exc
+        principal = Principal("user", tenant_id=tenant_id, user_id=str(claims["sub"]))
+        self._verified[token] = (principal, float(claims["exp"]) + LEEWAY_SECONDS)
+        if len(self._verified) > 50_000:
+            self._verified.popitem(last=False)
+        return principal

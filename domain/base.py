@@ -1,0 +1,52 @@
+"""Shared building blocks of the aggregates: who acts, how a decision is expressed, time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from domain.events import DomainEvent
+
+ActorKind = Literal["admin", "tenant", "user"]
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who issues a command: the platform admin, a tenant backend (API key) or an end user."""
+
+    kind: ActorKind
+    id: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """The command's effect is already recorded, at ``seq`` of the aggregate's stream.
+
+    Deciders return this for retries and repeats (same ``client_msg_id``, a reaction that is
+    already there, a read marker that would move backwards) so that the caller can answer
+    with the first result and append nothing.
+    """
+
+    seq: int
+
+
+Decision = list[DomainEvent] | Unchanged
+
+
+class Command(BaseModel):
+    """Base of every command: an imperative request to change one aggregate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with millisecond precision; lexicographic order equals time order."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -1,0 +1,191 @@
+"""Events: immutable facts, named in the past tense.
+
+A domain event (``MessagePosted``…) is the payload a decider returns. Once recorded in the
+log it travels inside an :class:`Event` envelope that adds identity, order and causality.
+Stored events are never rewritten; older schema versions are upcast on read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["owner", "admin", "member"]
+ChannelKind = Literal["group", "direct"]
+
+
+class DomainEvent(BaseModel):
+    """Base of every event payload. ``type`` and ``schema_version`` name its shape."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+    ephemeral: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.type = cls.__name__
+        EVENT_TYPES[cls.__name__] = cls
+
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {}
+
+
+# --- tenant stream -------------------------------------------------------------------------
+class TenantRegistered(DomainEvent):
+    name: str
+
+
+class ApiKeyIssued(DomainEvent):
+    key_id: str
+    name: str
+    key_hash: str
+
+
+class ApiKeyRevoked(DomainEvent):
+    key_id: str
+
+
+# --- user stream ---------------------------------------------------------------------------
+class UserRegistered(DomainEvent):
+    name: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class UserUpdated(DomainEvent):
+    name: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- channel stream ------------------------------------------------------------------------
+class ChannelCreated(DomainEvent):
+    name: str
+    kind: ChannelKind
+    e2e: bool = False
+    created_by: str | None = None
+
+
+class MemberAdded(DomainEvent):
+    user_id: str
+    role: Role
+
+
+class MemberRoleChanged(DomainEvent):
+    user_id: str
+    role: Role
+
+
+class MemberRemoved(DomainEvent):
+    user_id: str
+
+
+class MessagePosted(DomainEvent):
+    message_id: str
+    author_id: str
+    text: str
+    parent_id: str | None = None
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+    client_msg_id: str | None = None
+
+
+class MessageEdited(DomainEvent):
+    message_id: str
+    text: str
+
+
+class MessageDeleted(DomainEvent):
+    message_id: str
+
+
+class ReactionAdded(DomainEvent):
+    message_id: str
+    user_id: str
+    emoji: str
+
+
+class ReactionRemoved(DomainEvent):
+    message_id: str
+    user_id: str
+    emoji: str
+
+
+class ReadMarkerMoved(DomainEvent):
+    user_id: str
+    seq: int
+
+
+class MemberMuted(DomainEvent):
+    user_id: str
+    until: str | None = None
+
+
+class MemberUnmuted(DomainEvent):
+    user_id: str
+
+
+class MemberBanned(DomainEvent):
+    user_id: str
+    reason: str | None = None
+
+
+class MemberUnbanned(DomainEvent):
+    user_id: str
+
+
+class Event(BaseModel):
+    """A recorded event: the envelope of DESIGN.md around a domain event's payload.
+
+    ``stream`` is ``"<type>:<id>"`` (``channel:c1``); ``seq`` is gapless per stream;
+    ``position`` is the global order token of the log.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    tenant_id: str
+    stream: str
+    seq: int
+    position: int
+    type: str
+    schema_version: int
+    occurred_at: str
+    actor: str | None = None
+    command_id: str | None = None
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    payload: dict[str, Any]
+
+    @property
+    def stream_type(self) -> str:
+        return self.stream.partition(":")[0]
+
+    @property
+    def stream_id(self) -> str:
+        return self.stream.partition(":")[2]
+
+    def data(self) -> DomainEvent:
+        """The payload as its typed domain event (after upcasting)."""
+        return EVENT_TYPES[self.type].model_validate(self.payload)
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def register_upcaster(event_type: str, from_version: int, fn: Upcaster) -> None:
+    """Teach the log reader to lift ``event_type`` payloads from ``from_version`` by one."""
+    UPCASTERS[(event_type, from_version)] = fn
+
+
+def upcast(event_type: str, version: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Lift a stored payload to the current schema version, one step at a time."""
+    while (step := UPCASTERS.get((event_type, version))) is not None:
+        payload = step(payload)
+        version += 1
+    return version, payload
+
+
+def stream_name(kind: str, ident: str) -> str:
+    return f"{kind}:{ident}"

@@ -1,0 +1,99 @@
+"""The tenant aggregate: a SaaS customer and its API keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from domain import errors
+from domain.base import Command, Decision, Unchanged
+from domain.events import ApiKeyIssued, ApiKeyRevoked, DomainEvent, TenantRegistered
+
+
+class RegisterTenant(Command):
+    name: str
+    key_id: str
+    key_hash: str
+    key_name: str = "default"
+
+
+class IssueApiKey(Command):
+    key_id: str
+    key_hash: str
+    name: str = "default"
+
+
+class RevokeApiKey(Command):
+    key_id: str
+
+
+@dataclass(slots=True)
+class ApiKey:
+    key_id: str
+    name: str
+    key_hash: str
+    revoked: bool = False
+    issued_seq: int = 0
+    revoked_seq: int = 0
+
+
+@dataclass(slots=True)
+class TenantState:
+    version: int = 0
+    name: str | None = None
+    keys: dict[str, ApiKey] = field(default_factory=dict)
+
+    @property
+    def exists(self) -> bool:
+        return self.name is not None
+
+    def active_keys(self) -> list[ApiKey]:
+        return [k for k in self.keys.values() if not k.revoked]
+
+
+def decide(state: TenantState, command: Command) -> Decision:
+    match command:
+        case RegisterTenant():
+            if state.exists:
+                raise errors.Conflict("the tenant is already registered")
+            return [
+                TenantRegistered(name=command.name),
+                ApiKeyIssued(key_id=command.key_id, name=command.key_name, key_hash=command.key_hash),
+            ]
+        case IssueApiKey():
+            _require(state)
+            return [ApiKeyIssued(key_id=command.key_id, name=command.name, key_hash=command.key_hash)]
+        case RevokeApiKey():
+            _require(state)
+            key = state.keys.get(command.key_id)
+            if key is None:
+                raise errors.ApiKeyNotFound(f"no API key {command.key_id!r} in this tenant", key_id=command.key_id)
+            if key.revoked:
+                return Unchanged(key.revoked_seq)
+            if len(state.active_keys()) == 1:
+                raise errors.Conflict(
+                    "this is the tenant's last active API key; issue a new one with POST /v1/api-keys "
+                    "before revoking it",
+                    key_id=command.key_id,
+                )
+            return [ApiKeyRevoked(key_id=command.key_id)]
+    raise TypeError(f"not a tenant command: {type(command).__name__}")
+
+
+def evolve(state: TenantState, event: DomainEvent) -> TenantState:
+    """Apply one recorded event. Updates ``state`` in place and returns it."""
+    state.version += 1
+    match event:
+        case TenantRegistered():
+            state.name = event.name
+        case ApiKeyIssued():
+            state.keys[event.key_id] = ApiKey(event.key_id, event.name, event.key_hash, issued_seq=state.version)
+        case ApiKeyRevoked():
+            key = state.keys[event.key_id]
+            key.revoked = True
+            key.revoked_seq = state.version
+    return state
+
+
+def _require(state: TenantState) -> None:
+    if not state.exists:
+        raise errors.TenantNotFound("the tenant does not exist")

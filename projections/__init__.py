@@ -1,0 +1,1 @@
+"""Pure reducers from recorded events to read-model writes."""

@@ -1,0 +1,153 @@
+"""The read-store port and the write operations projections emit.
+
+A projection never touches a database. It turns each event into :class:`Op` values;
+each read store executes them. Every op carries the position of the event that caused
+it and applies only to a document whose last applied position is older, so delivering
+an event twice, or replaying the log, changes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Doc = dict[str, Any]
+Filter = Mapping[str, Any]
+"""A MongoDB-style filter subset: ``{field: value}`` or ``{field: {"$gt"|"$gte"|"$lt"|
+"$lte"|"$ne"|"$in": value}}``, fields joined by AND."""
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """Upsert one document, guarded by ``position``.
+
+    ``set`` may use one level of dotted paths (``reactions.👍``); ``add`` adds a value to
+    the list at a path if absent; ``pull`` removes it; ``inc`` adds to a number;
+    ``insert`` sets fields only when the document is created.
+    """
+
+    collection: str
+    tenant_id: str
+    id: str
+    position: int
+    set: Mapping[str, Any] = field(default_factory=dict)
+    inc: Mapping[str, int] = field(default_factory=dict)
+    add: Mapping[str, Any] = field(default_factory=dict)
+    pull: Mapping[str, Any] = field(default_factory=dict)
+    insert: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ReadStoreUnavailable(Exception):
+    """The read store cannot be reached. Projections retry from their checkpoint."""
+
+
+class ReadStore(abc.ABC):
+    """Documents of the read models, scoped by tenant, with per-projection checkpoints."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect and create indexes."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+    @abc.abstractmethod
+    async def apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
+        """Execute ``ops`` and move ``projection``'s checkpoint to ``position``."""
+
+    @abc.abstractmethod
+    async def checkpoint(self, projection: str) -> int:
+        """The position up to which ``projection`` has been applied (0 if never)."""
+
+    @abc.abstractmethod
+    async def get(self, collection: str, tenant_id: str, id: str) -> Doc | None:
+        """One document by id, without its guard field."""
+
+    @abc.abstractmethod
+    async def find(
+        self,
+        collection: str,
+        tenant_id: str,
+        filter: Filter,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+    ) -> list[Doc]:
+        """Documents matching ``filter`` sorted by ``sort`` (field, 1 or -1)."""
+
+    @abc.abstractmethod
+    async def count(self, collection: str, tenant_id: str, filter: Filter) -> int:
+        """How many documents match ``filter``."""
+
+    @abc.abstractmethod
+    async def drop(self, projection: str, collections: Sequence[str]) -> None:
+        """Remove ``collections`` and the checkpoint of ``projection`` (for a rebuild)."""
+
+
+def apply_op(doc: Doc | None, op: Op) -> Doc | None:
+    """Apply one op to a document in memory; ``None`` if the guard says it is already applied.
+
+    The reference semantics of :class:`Op`, shared by the stores that cannot push the op
+    into the database itself.
+    """
+    if doc is not None and doc.get("_pos", 0) >= op.position:
+        return None
+    new = dict(doc) if doc is not None else {"_id": op.id, "tenant_id": op.tenant_id, **op.insert}
+    for path, value in op.set.items():
+        _target(new, path)[path.rpartition(".")[2]] = value
+    for path, amount in op.inc.items():
+        parent, name = _target(new, path), path.rpartition(".")[2]
+        parent[name] = parent.get(name, 0) + amount
+    for path, value in op.add.items():
+        parent, name = _target(new, path), path.rpartition(".")[2]
+        items = list(parent.get(name) or [])
+        if value not in items:
+            items.append(value)
+        parent[name] = items
+    for path, value in op.pull.items():
+        parent, name = _target(new, path), path.rpartition(".")[2]
+        parent[name] = [item for item in parent.get(name) or [] if item != value]
+    new["_pos"] = op.position
+    return new
+
+
+def _target(doc: Doc, path: str) -> Doc:
+    head, dot, _ = path.rpartition(".")
+    if not dot:
+        return doc
+    child = dict(doc.get(head) or {})
+    doc[head] = child
+    return child
+
+
+def matches(doc: Doc, filter: Filter) -> bool:
+    """Whether ``doc`` satisfies a filter (the reference semantics of :data:`Filter`)."""
+    for name, cond in filter.items():
+        value = doc.get(name)
+        if isinstance(cond, Mapping):
+            for op, operand in cond.items():
+                if not _compare(op, value, operand):
+                    return False
+        elif value != cond:
+            return False
+    return True
+
+
+def _compare(op: str, value: Any, operand: Any) -> bool:
+    if op == "$ne":
+        return bool(value != operand)
+    if op == "$in":
+        return value in operand
+    if value is None:
+        return False
+    if op == "$gt":
+        return bool(value > operand)
+    if op == "$gte":
+        return bool(value >= operand)
+    if op == "$lt":
+        return bool(value < operand)
+    if op == "$lte":
+        return bool(value <= operand)
+    raise ValueError(f"unsupported filter operator {op}")

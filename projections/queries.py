@@ -1,0 +1,131 @@
+"""Reads of the chat read model, shaped as API.md renders them. Backend-neutral: they use
+only the :class:`ReadStore` port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from projections.chat import membership_key, message_key
+from projections.ports import Doc, ReadStore
+
+_HIDDEN = ("_id", "tenant_id")
+
+
+def render_message(doc: Doc) -> Doc:
+    out = {k: v for k, v in doc.items() if k not in _HIDDEN}
+    out["reactions"] = {emoji: users for emoji, users in (doc.get("reactions") or {}).items() if users}
+    out.setdefault("edited_at", None)
+    return out
+
+
+class ChatQueries:
+    """Queries over channels, memberships and messages for one store."""
+
+    def __init__(self, store: ReadStore) -> None:
+        self.store = store
+
+    async def membership(self, tenant_id: str, channel_id: str, user_id: str) -> Doc | None:
+        doc = await self.store.get("memberships", tenant_id, membership_key(channel_id, user_id))
+        return doc if doc is not None and doc.get("active") else None
+
+    async def members(self, tenant_id: str, channel_id: str) -> list[dict[str, Any]]:
+        docs = await self.store.find(
+            "memberships", tenant_id, {"channel_id": channel_id, "active": True}, sort=[("joined_at", 1)]
+        )
+        return [{"user_id": d["user_id"], "role": d["role"]} for d in docs]
+
+    async def unread_count(self, tenant_id: str, channel_id: str, user_id: str, last_read_seq: int) -> int:
+        return await self.store.count(
+            "messages",
+            tenant_id,
+            {
+                "channel_id": channel_id,
+                "parent_id": None,
+                "seq": {"$gt": last_read_seq},
+                "author_id": {"$ne": user_id},
+                "deleted": False,
+            },
+        )
+
+    async def channel(self, tenant_id: str, channel_id: str, user_id: str | None) -> Doc | None:
+        doc = await self.store.get("channels", tenant_id, channel_id)
+        if doc is None or "kind" not in doc:
+            return None
+        return await self._render_channel(tenant_id, doc, user_id)
+
+    async def _render_channel(self, tenant_id: str, doc: Doc, user_id: str | None) -> Doc:
+        cid = doc["channel_id"]
+        last = None
+        if doc.get("last_message_seq"):
+            found = await self.store.find(
+                "messages", tenant_id, {"channel_id": cid, "seq": doc["last_message_seq"]}, limit=1
+            )
+            last = render_message(found[0]) if found else None
+        unread = None
+        if user_id is not None:
+            membership = await self.membership(tenant_id, cid, user_id)
+            last_read = membership.get("last_read_seq", 0) if membership else 0
+            unread = await self.unread_count(tenant_id, cid, user_id, last_read)
+        return {
+            "channel_id": cid,
+            "name": doc.get("name"),
+            "kind": doc.get("kind"),
+            "e2e": doc.get("e2e", False),
+            "created_by": doc.get("created_by"),
+            "created_at": doc.get("created_at"),
+            "members": await self.members(tenant_id, cid),
+            "head_seq": doc.get("head_seq", 0),
+            "last_message": last,
+            "last_message_at": doc.get("last_message_at"),
+            "unread_count": unread,
+        }
+
+    async def channels_of_user(self, tenant_id: str, user_id: str, limit: int) -> list[Doc]:
+        memberships = await self.store.find("memberships", tenant_id, {"user_id": user_id, "active": True})
+        docs = await self.store.find(
+            "channels", tenant_id, {"channel_id": {"$in": [m["channel_id"] for m in memberships]}}
+        )
+        docs.sort(key=lambda d: d.get("last_message_at") or d.get("created_at") or "", reverse=True)
+        return [await self._render_channel(tenant_id, d, user_id) for d in docs[:limit]]
+
+    async def channels_of_tenant(self, tenant_id: str, after: str | None, limit: int) -> list[Doc]:
+        flt: dict[str, Any] = {"kind": {"$ne": None}}
+        if after is not None:
+            flt["channel_id"] = {"$gt": after}
+        docs = await self.store.find("channels", tenant_id, flt, sort=[("channel_id", 1)], limit=limit)
+        return [await self._render_channel(tenant_id, d, None) for d in docs]
+
+    async def messages(
+        self,
+        tenant_id: str,
+        channel_id: str,
+        *,
+        before_seq: int | None,
+        after_seq: int | None,
+        limit: int,
+    ) -> tuple[list[Doc], int | None]:
+        """A page of the channel's timeline (top-level messages) and the cursor to the next."""
+        flt: dict[str, Any] = {"channel_id": channel_id, "parent_id": None}
+        if after_seq is not None:
+            flt["seq"] = {"$gt": after_seq}
+            if before_seq is not None:
+                flt["seq"]["$lt"] = before_seq
+            docs = await self.store.find("messages", tenant_id, flt, sort=[("seq", 1)], limit=limit + 1)
+        else:
+            if before_seq is not None:
+                flt["seq"] = {"$lt": before_seq}
+            docs = await self.store.find("messages", tenant_id, flt, sort=[("seq", -1)], limit=limit + 1)
+        more = len(docs) > limit
+        docs = docs[:limit]
+        cursor = docs[-1]["seq"] if more and docs else None
+        return [render_message(d) for d in docs], cursor
+
+    async def message(self, tenant_id: str, channel_id: str, message_id: str) -> Doc | None:
+        doc = await self.store.get("messages", tenant_id, message_key(channel_id, message_id))
+        return render_message(doc) if doc is not None else None
+
+    async def thread(self, tenant_id: str, channel_id: str, message_id: str, limit: int) -> list[Doc]:
+        docs = await self.store.find(
+            "messages", tenant_id, {"channel_id": channel_id, "parent_id": message_id}, sort=[("seq", 1)], limit=limit
+        )
+        return [render_message(d) for d in docs]
