@@ -250,7 +250,7 @@ class SqliteEventLog(EventLog):
                     causation_id=new.causation_id,
                     correlation_id=new.correlation_id,
                     payload=new.payload,
-                )  # fmt: skip
+                )
             )
         conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         if item.idempotency is not None and events:

@@ -77,8 +77,9 @@ async def replay(settings: Settings, args: argparse.Namespace) -> None:
                 if args.since and event.occurred_at < args.since:
                     continue
                 if writer is not None:
-                    writer.writerow([event.position, event.tenant_id, event.stream, event.seq, event.type,
-                                     event.occurred_at, event.event_id, orjson.dumps(event.payload).decode()])  # fmt: skip
+                    payload = orjson.dumps(event.payload).decode()
+                    row = [event.position, event.tenant_id, event.stream, event.seq, event.type, event.occurred_at]
+                    writer.writerow([*row, event.event_id, payload])
                 else:
                     sys.stdout.write(orjson.dumps(event.model_dump()).decode() + "\n")
     finally:
@@ -105,7 +106,10 @@ async def rebuild(settings: Settings, args: argparse.Namespace) -> None:
             ) as bar:  # fmt: skip
                 task = bar.add_task(name, total=await log.head_position())
                 count, seconds = await run_rebuild(
-                    log, store, projection, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                    log,
+                    store,
+                    projection,
+                    progress=lambda done, total, task=task: bar.update(task, completed=done, total=total),
                 )
             rate = count / seconds if seconds else 0.0
             print(orjson.dumps({"projection": name, "events": count, "seconds": round(seconds, 3),

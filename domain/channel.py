@@ -7,8 +7,11 @@ command layer before it calls :func:`decide`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import Field
 
 from domain import errors
 from domain.base import Actor, Command, Decision, Unchanged
@@ -63,7 +66,7 @@ class PostMessage(ChannelCommand):
     author_id: str
     text: str
     parent_id: str | None = None
-    attachments: list[dict[str, Any]] = []
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
     client_msg_id: str | None = None
     now: str
 
@@ -385,7 +388,7 @@ def _unban(state: ChannelState, c: UnbanMember) -> Decision:
     return [MemberUnbanned(user_id=c.user_id)]
 
 
-_HANDLERS: dict[type[Command], Any] = {
+_HANDLERS: dict[type[Command], Callable[[ChannelState, Any], Decision]] = {
     AddMember: _add_member,
     RemoveMember: _remove_member,
     PostMessage: _post,

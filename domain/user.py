@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import Field
+
 from domain.base import Command, Decision, Unchanged
 from domain.events import DomainEvent, UserRegistered, UserUpdated
 
@@ -13,7 +15,7 @@ class RegisterUser(Command):
     """Create the user, or update name and metadata if they exist (PUT semantics)."""
 
     name: str
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -109,7 +109,13 @@ def _created(event: Event) -> Result:
 
 def _member_added(event: Event) -> Result:
     p = event.payload
-    fields = {"role": p["role"], "active": True, "banned": False, "muted": False, "joined_at": event.occurred_at}
+    fields: dict[str, Any] = {
+        "role": p["role"],
+        "active": True,
+        "banned": False,
+        "muted": False,
+        "joined_at": event.occurred_at,
+    }
     return {}, [_membership(event, p["user_id"], fields)]
 
 
@@ -172,7 +178,13 @@ def _edited(event: Event) -> Result:
 
 
 def _deleted(event: Event) -> Result:
-    fields = {"deleted": True, "text": None, "attachments": [], "reactions": {}, "deleted_at": event.occurred_at}
+    fields: dict[str, Any] = {
+        "deleted": True,
+        "text": None,
+        "attachments": [],
+        "reactions": {},
+        "deleted_at": event.occurred_at,
+    }
     return {}, [_message(event, event.payload["message_id"], set=fields)]
 
 
