@@ -1,0 +1,43 @@
+# CAAS developer entry points. `make serve` and `make test` work on a fresh clone:
+# they create .venv and install the project (and the test servers) on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint unit bench services-up services-down clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/caas serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict domain commands projections
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests --ignore=tests/perf
+
+test: $(STAMP)
+	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
+	$(MAKE) --no-print-directory lint
+	set -a; [ -f $(VENV)/services.env ] && . $(VENV)/services.env; set +a; $(BIN)/pytest -q tests --ignore=tests/perf
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.perf.run
+
+services-up:
+	infra/services up
+
+services-down:
+	infra/services down
+
+clean:
+	rm -rf $(VENV) .caas-data

@@ -1,0 +1,112 @@
+"""Helpers for tests that run a real CAAS server: a subprocess on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ADMIN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """``caas serve`` in a subprocess: start, kill -9, restart on the same data dir."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        env = {
+            **os.environ,
+            "CAAS_DATA_DIR": str(self.data_dir),
+            "CAAS_ADMIN_TOKEN": ADMIN,
+            "CAAS_PORT": str(self.port),
+            "CAAS_LOG_LEVEL": "warning",
+            **self.env,
+        }
+        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"caas serve exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("caas serve did not become healthy")
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown hooks, no flushing."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+
+
+@dataclass
+class Tenant:
+    """A tenant with an API key, and helpers to make users and tokens."""
+
+    url: str
+    tenant_id: str
+    api_key: str
+
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"}
+
+    def user(self, client: httpx.Client, user_id: str, name: str | None = None) -> str:
+        """Register ``user_id`` and return a token for them."""
+        r = client.put(f"{self.url}/v1/users/{user_id}", json={"name": name or user_id}, headers=self.headers())
+        assert r.status_code in (200, 201), r.text
+        r = client.post(f"{self.url}/v1/users/{user_id}/tokens", json={}, headers=self.headers())
+        assert r.status_code == 201, r.text
+        return str(r.json()["token"])
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def new_tenant(client: httpx.Client, url: str, name: str = "acme") -> Tenant:
+    r = client.post(f"{url}/v1/tenants", json={"name": name}, headers=bearer(ADMIN))
+    assert r.status_code == 201, r.text
+    data: dict[str, Any] = r.json()
+    return Tenant(url, data["tenant_id"], data["api_key"])
