@@ -1,0 +1,108 @@
+"""The embedded SQLite event log: the EventLog contract, plus durability and group commit."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from adapters.sqlite_log import SqliteEventLog
+from commands.ports import ConcurrencyError, EventLog, Idempotency, IdempotencyKeyReused, LogUnavailable
+from domain.events import Event
+from tests.contract.eventlog_contract import EventLogContract, batch, dumps, same_as_appended
+
+
+async def open_sqlite_log(path: Path, **options: int) -> SqliteEventLog:
+    log = SqliteEventLog(path, **options)
+    await log.start()
+    return log
+
+
+class TestSqliteEventLog(EventLogContract):
+    async def open_log(self, request: pytest.FixtureRequest) -> EventLog:
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        return await open_sqlite_log(tmp_path / "events.db")
+
+
+async def test_events_survive_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    log = await open_sqlite_log(path)
+    recorded = await log.append("t1", "channel:c1", 0, batch(1, 3), Idempotency("key-1", "fp-1"))
+    recorded += await log.append("t1", "user:u1", 0, batch(1, 1, "UserRegistered"))
+    await log.close()
+
+    log = await open_sqlite_log(path)
+    try:
+        assert dumps(await log.read_all()) == dumps(recorded)
+        assert await log.head_position() == recorded[-1].position
+        found = await log.find_idempotent("t1", "key-1")
+        assert found is not None and dumps(found[1]) == dumps(recorded[:3])
+        with pytest.raises(IdempotencyKeyReused):
+            await log.append("t1", "channel:c1", 3, batch(4, 1), Idempotency("key-1", "fp-1"))
+        with pytest.raises(ConcurrencyError):
+            await log.append("t1", "channel:c1", 0, batch(1, 1))
+        [more] = await log.append("t1", "channel:c1", 3, batch(4, 1))
+        assert (more.seq, more.position) == (4, recorded[-1].position + 1)
+    finally:
+        await log.close()
+
+
+async def test_close_finishes_appends_already_queued(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    log = await open_sqlite_log(path)
+    pending = [log.append("t1", "channel:c1", i, batch(i + 1, 1)) for i in range(50)]
+    await log.close()
+    results = await asyncio.gather(*pending)
+    assert [e.seq for r in results for e in r] == list(range(1, 51))
+
+    log = await open_sqlite_log(path)
+    try:
+        assert [e.seq for e in await log.read_stream("t1", "channel:c1")] == list(range(1, 51))
+    finally:
+        await log.close()
+
+
+async def test_append_to_a_closed_log_fails_as_unavailable(tmp_path: Path) -> None:
+    log = await open_sqlite_log(tmp_path / "events.db")
+    await log.close()
+    with pytest.raises(LogUnavailable):
+        await log.append("t1", "channel:c1", 0, batch(1, 1))
+
+
+async def test_concurrent_appends_share_group_commits_and_stay_consistent(tmp_path: Path) -> None:
+    log = await open_sqlite_log(tmp_path / "events.db", max_batch=10)
+    commits: list[list[Event]] = []
+    log.listen(lambda events: commits.append(list(events)))
+    try:
+        pending = [log.append("t1", f"channel:c{i % 5}", i // 5, batch(i // 5 + 1, 1)) for i in range(500)]
+        pending += [log.append("t1", "channel:c0", 0, batch(1, 1)) for _ in range(5)]  # stale: must conflict
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(r, list) for r in results[:500])
+        assert all(isinstance(r, ConcurrencyError) for r in results[500:])
+        # every commit carries at most max_batch appends, and some carried several
+        assert all(len(commit) <= 10 for commit in commits)
+        assert len(commits) < 500
+        assert sum(len(commit) for commit in commits) == 500
+        everything = await log.read_all(limit=10_000)
+        assert [e.position for e in everything] == list(range(1, 501))
+        assert dumps(everything) == dumps([e for commit in commits for e in commit])
+        for c in range(5):
+            assert [e.seq for e in await log.read_stream("t1", f"channel:c{c}")] == list(range(1, 101))
+    finally:
+        await log.close()
+
+
+async def test_second_log_on_the_same_file_continues_positions(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    log = await open_sqlite_log(path)
+    first = await log.append("t1", "channel:c1", 0, batch(1, 2))
+    await log.close()
+    log = await open_sqlite_log(path)
+    try:
+        new = batch(1, 1)
+        second = await log.append("t2", "channel:c1", 0, new)
+        assert same_as_appended(second, new)
+        assert second[0].position == first[-1].position + 1
+    finally:
+        await log.close()
