@@ -148,8 +148,13 @@ class SqliteReadStore(ReadStore):
             conds = cond.items() if isinstance(cond, dict) else [("$eq", cond)]
             for op, operand in conds:
                 if op == "$in":
-                    clauses.append(f"{_expr(name)} IN ({','.join('?' * len(operand))})")
-                    params.extend(_sql_value(v) for v in operand)
+                    # SQL's IN never matches NULL; like equality, None in the list matches a missing field
+                    values = [v for v in operand if v is not None]
+                    clause = f"{_expr(name)} IN ({','.join('?' * len(values))})"
+                    if len(values) < len(operand):
+                        clause = f"({clause} OR {_expr(name)} IS NULL)"
+                    clauses.append(clause)
+                    params.extend(_sql_value(v) for v in values)
                 elif op == "$eq":
                     clauses.append(f"{_expr(name)} IS ?")
                     params.append(_sql_value(operand))

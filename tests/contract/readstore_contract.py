@@ -1,0 +1,347 @@
+"""The behaviour every :class:`projections.ports.ReadStore` must have, asserted through the port only.
+
+Subclass :class:`ReadStoreContract` once per backend and implement :meth:`open_store`.
+The suite writes under fresh tenant ids and projection names, so a store shared between
+tests (a MongoDB database) passes too. The reference semantics are those of
+:func:`projections.ports.apply_op` and :func:`projections.ports.matches`.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from projections.ports import Doc, Op, ReadStore
+
+THINGS = "things"
+
+
+def fields(doc: Doc | None) -> Doc | None:
+    """A document as the projection wrote it: without the identity fields every store adds."""
+    if doc is None:
+        return None
+    return {k: v for k, v in doc.items() if k not in ("_id", "tenant_id")}
+
+
+def op(id: str, position: int, tenant: str, collection: str = THINGS, **changes: Any) -> Op:
+    return Op(collection, tenant, id, position, **changes)
+
+
+class ReadStoreContract(abc.ABC):
+    """Abstract contract suite for a read-store backend."""
+
+    @abc.abstractmethod
+    async def open_store(self, request: pytest.FixtureRequest) -> ReadStore:
+        """Build and start a fresh store. ``request`` gives access to other fixtures. The
+        suite closes it after the test."""
+
+    @pytest.fixture
+    async def store(self, request: pytest.FixtureRequest) -> AsyncIterator[ReadStore]:
+        store = await self.open_store(request)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    @pytest.fixture
+    def tenant(self) -> str:
+        return f"t-{uuid.uuid4().hex[:12]}"
+
+    @pytest.fixture
+    def projection(self) -> str:
+        return f"p_{uuid.uuid4().hex[:12]}"
+
+    async def seed(self, store: ReadStore, projection: str, tenant: str, docs: list[Doc]) -> None:
+        """Create ``docs`` (each with an ``id``) in :data:`THINGS`, one op each."""
+        ops = [op(d["id"], n + 1, tenant, set={k: v for k, v in d.items() if k != "id"}) for n, d in enumerate(docs)]
+        await store.apply(projection, ops, len(ops))
+
+    async def ids(self, store: ReadStore, tenant: str, filter: dict[str, Any], **options: Any) -> list[str]:
+        return [d["_id"] for d in await store.find(THINGS, tenant, filter, **options)]
+
+    # --- ops ---------------------------------------------------------------------------------
+    async def test_set_creates_a_document_readable_by_id(self, store: ReadStore, tenant: str, projection: str) -> None:
+        await store.apply(projection, [op("a", 1, tenant, set={"name": "Ada", "n": 3, "ok": True, "none": None})], 1)
+        doc = await store.get(THINGS, tenant, "a")
+        assert doc is not None and doc["_id"] == "a"
+        assert fields(doc) == {"name": "Ada", "n": 3, "ok": True, "none": None}
+        assert await store.get(THINGS, tenant, "missing") is None
+
+    async def test_set_overwrites_fields_and_keeps_the_others(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        await store.apply(projection, [op("a", 1, tenant, set={"name": "Ada", "n": 3})], 1)
+        await store.apply(projection, [op("a", 2, tenant, set={"name": "Grace", "extra": [1, 2]})], 2)
+        assert fields(await store.get(THINGS, tenant, "a")) == {"name": "Grace", "n": 3, "extra": [1, 2]}
+
+    async def test_dotted_set_writes_one_field_of_a_nested_document(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        await store.apply(projection, [op("a", 1, tenant, set={"reactions": {"🎉": ["u1"]}})], 1)
+        await store.apply(projection, [op("a", 2, tenant, set={"reactions.👍": ["u2", "u3"]})], 2)
+        await store.apply(projection, [op("b", 3, tenant, set={"meta.colour": "red"})], 3)
+        assert fields(await store.get(THINGS, tenant, "a")) == {"reactions": {"🎉": ["u1"], "👍": ["u2", "u3"]}}
+        assert fields(await store.get(THINGS, tenant, "b")) == {"meta": {"colour": "red"}}
+
+    async def test_inc_adds_to_a_number_starting_from_zero(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        await store.apply(projection, [op("a", 1, tenant, inc={"replies": 1})], 1)
+        await store.apply(projection, [op("a", 2, tenant, inc={"replies": 2, "likes": -1})], 2)
+        assert fields(await store.get(THINGS, tenant, "a")) == {"replies": 3, "likes": -1}
+
+    async def test_add_appends_a_value_once_and_pull_removes_it(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        changes = [
+            {"add": {"reactions.👍": "u1"}},
+            {"add": {"reactions.👍": "u2"}},
+            {"add": {"reactions.👍": "u1"}},  # already there
+            {"add": {"tags": "x"}},
+            {"pull": {"reactions.👍": "u1"}},
+            {"pull": {"reactions.🎉": "u9"}},  # nothing to remove
+        ]
+        ops = [op("a", n + 1, tenant, **c) for n, c in enumerate(changes)]
+        for o in ops:
+            await store.apply(projection, [o], o.position)
+        doc = fields(await store.get(THINGS, tenant, "a"))
+        assert doc is not None
+        assert doc["reactions"]["👍"] == ["u2"]
+        assert doc["reactions"].get("🎉", []) == []
+        assert doc["tags"] == ["x"]
+
+    async def test_insert_sets_fields_only_when_the_document_is_created(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        await store.apply(projection, [op("a", 1, tenant, insert={"created_at": "first", "n": 0}, set={"v": 1})], 1)
+        await store.apply(projection, [op("a", 2, tenant, insert={"created_at": "second"}, set={"v": 2})], 2)
+        assert fields(await store.get(THINGS, tenant, "a")) == {"created_at": "first", "n": 0, "v": 2}
+
+    async def test_ops_of_one_batch_apply_in_order(self, store: ReadStore, tenant: str, projection: str) -> None:
+        ops = [
+            op("a", 1, tenant, set={"text": "one"}, insert={"replies": 0}),
+            op("a", 2, tenant, inc={"replies": 1}),
+            op("b", 3, tenant, set={"text": "other"}),
+            op("a", 4, tenant, set={"text": "two"}, inc={"replies": 1}),
+            op("a", 4, tenant, "others", set={"text": "same id, other collection"}),
+        ]
+        await store.apply(projection, ops, 4)
+        assert fields(await store.get(THINGS, tenant, "a")) == {"text": "two", "replies": 2}
+        assert fields(await store.get(THINGS, tenant, "b")) == {"text": "other"}
+        assert fields(await store.get("others", tenant, "a")) == {"text": "same id, other collection"}
+
+    # --- the position guard ------------------------------------------------------------------
+    async def test_op_with_an_older_or_equal_position_changes_nothing(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        await store.apply(projection, [op("a", 5, tenant, set={"v": "five"}, inc={"n": 1}, add={"l": "x"})], 5)
+        stale = [
+            op("a", 5, tenant, set={"v": "again"}, inc={"n": 1}, add={"l": "y"}),
+            op("a", 3, tenant, set={"v": "older"}, pull={"l": "x"}, insert={"w": 1}),
+        ]
+        for o in stale:
+            await store.apply(projection, [o], o.position)
+        assert fields(await store.get(THINGS, tenant, "a")) == {"v": "five", "n": 1, "l": ["x"]}
+        await store.apply(projection, [op("a", 6, tenant, set={"v": "six"})], 6)
+        assert fields(await store.get(THINGS, tenant, "a")) == {"v": "six", "n": 1, "l": ["x"]}
+
+    async def test_redelivering_a_whole_batch_is_a_no_op(self, store: ReadStore, tenant: str, projection: str) -> None:
+        ops = [
+            op("m1", 1, tenant, set={"text": "hi", "seq": 1}, insert={"reply_count": 0}),
+            op("m2", 2, tenant, set={"text": "re", "seq": 2}),
+            op("m1", 2, tenant, inc={"reply_count": 1}),
+            op("m1", 3, tenant, add={"reactions.👍": "u1"}),
+            op("m2", 4, tenant, set={"text": "edited"}),
+        ]
+        await store.apply(projection, ops, 4)
+        before = await store.find(THINGS, tenant, {}, sort=[("seq", 1)])
+        await store.apply(projection, ops, 4)
+        await store.apply(projection, ops[1:3], 2)
+        assert await store.find(THINGS, tenant, {}, sort=[("seq", 1)]) == before
+        assert fields(await store.get(THINGS, tenant, "m1")) == {
+            "text": "hi",
+            "seq": 1,
+            "reply_count": 1,
+            "reactions": {"👍": ["u1"]},
+        }
+
+    # --- checkpoints -------------------------------------------------------------------------
+    async def test_checkpoint_starts_at_zero_and_moves_with_apply(self, store: ReadStore, projection: str) -> None:
+        assert await store.checkpoint(projection) == 0
+        await store.apply(projection, [], 7)
+        assert await store.checkpoint(projection) == 7
+        await store.apply(projection, [], 12)
+        assert await store.checkpoint(projection) == 12
+
+    async def test_checkpoint_never_moves_backwards(self, store: ReadStore, tenant: str, projection: str) -> None:
+        await store.apply(projection, [op("a", 10, tenant, set={"v": 1})], 10)
+        await store.apply(projection, [op("a", 4, tenant, set={"v": 0})], 4)
+        assert await store.checkpoint(projection) == 10
+        assert fields(await store.get(THINGS, tenant, "a")) == {"v": 1}
+
+    async def test_checkpoints_of_projections_are_independent(self, store: ReadStore, projection: str) -> None:
+        other = f"{projection}_other"
+        await store.apply(projection, [], 3)
+        await store.apply(other, [], 9)
+        assert (await store.checkpoint(projection), await store.checkpoint(other)) == (3, 9)
+
+    # --- drop --------------------------------------------------------------------------------
+    async def test_drop_removes_collections_and_checkpoint(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        dropped, kept = f"gone_{uuid.uuid4().hex[:8]}", f"kept_{uuid.uuid4().hex[:8]}"
+        other = f"{projection}_other"
+        await store.apply(projection, [op("a", 1, tenant, dropped, set={"v": 1})], 5)
+        await store.apply(other, [op("a", 2, tenant, kept, set={"v": 2})], 6)
+        await store.drop(projection, [dropped])
+        assert await store.get(dropped, tenant, "a") is None
+        assert await store.find(dropped, tenant, {}) == []
+        assert await store.count(dropped, tenant, {}) == 0
+        assert await store.checkpoint(projection) == 0
+        assert fields(await store.get(kept, tenant, "a")) == {"v": 2}
+        assert await store.checkpoint(other) == 6
+
+    async def test_rebuild_after_drop_applies_old_positions_again(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        await store.apply(projection, [op("a", 1, tenant, set={"v": 1}), op("a", 2, tenant, inc={"n": 1})], 2)
+        await store.drop(projection, [THINGS])
+        await store.apply(projection, [op("a", 1, tenant, set={"v": 1}), op("a", 2, tenant, inc={"n": 1})], 2)
+        assert fields(await store.get(THINGS, tenant, "a")) == {"v": 1, "n": 1}
+        assert await store.checkpoint(projection) == 2
+
+    # --- queries -----------------------------------------------------------------------------
+    async def test_find_and_count_with_every_filter_operator(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        await self.seed(
+            store,
+            projection,
+            tenant,
+            [
+                {"id": "a", "n": 1, "s": "apple", "flag": True, "parent": None},
+                {"id": "b", "n": 2, "s": "banana", "flag": False, "parent": "a"},
+                {"id": "c", "n": 3, "s": "cherry", "flag": True},
+                {"id": "d", "n": 4, "s": "date", "flag": False, "parent": "a"},
+                {"id": "e", "s": "elder"},
+            ],
+        )
+        cases: list[tuple[dict[str, Any], list[str]]] = [
+            ({}, ["a", "b", "c", "d", "e"]),
+            ({"n": 2}, ["b"]),
+            ({"s": "cherry"}, ["c"]),
+            ({"flag": True}, ["a", "c"]),
+            ({"flag": False}, ["b", "d"]),
+            ({"n": {"$gt": 2}}, ["c", "d"]),
+            ({"n": {"$gte": 2}}, ["b", "c", "d"]),
+            ({"n": {"$lt": 2}}, ["a"]),
+            ({"n": {"$lte": 2}}, ["a", "b"]),
+            ({"n": {"$gt": 1, "$lt": 4}}, ["b", "c"]),
+            ({"s": {"$gt": "banana"}}, ["c", "d", "e"]),
+            ({"s": {"$lte": "banana"}}, ["a", "b"]),
+            ({"n": {"$ne": 2}}, ["a", "c", "d", "e"]),
+            ({"flag": {"$ne": True}}, ["b", "d", "e"]),
+            ({"n": {"$in": [1, 4, 9]}}, ["a", "d"]),
+            ({"s": {"$in": ["date", "fig"]}}, ["d"]),
+            ({"n": {"$in": []}}, []),
+            ({"parent": "a"}, ["b", "d"]),
+            ({"parent": "a", "n": {"$gt": 2}}, ["d"]),
+            ({"n": 2, "s": "apple"}, []),
+        ]
+        for filter, expected in cases:
+            assert await self.ids(store, tenant, filter) == expected, filter
+            assert await store.count(THINGS, tenant, filter) == len(expected), filter
+
+    async def test_none_matches_missing_and_null_fields(self, store: ReadStore, tenant: str, projection: str) -> None:
+        await self.seed(
+            store,
+            projection,
+            tenant,
+            [{"id": "a", "parent": None}, {"id": "b", "parent": "a"}, {"id": "c"}, {"id": "d", "n": 1}],
+        )
+        assert await self.ids(store, tenant, {"parent": None}) == ["a", "c", "d"]
+        assert await store.count(THINGS, tenant, {"parent": None}) == 3
+        assert await self.ids(store, tenant, {"parent": {"$ne": None}}) == ["b"]
+        assert await self.ids(store, tenant, {"parent": {"$in": [None, "a"]}}) == ["a", "b", "c", "d"]
+        assert await self.ids(store, tenant, {"n": {"$gt": 0}}) == ["d"]  # missing is not greater than anything
+        assert await self.ids(store, tenant, {"n": {"$lt": 5}}) == ["d"]  # nor less
+
+    async def test_sort_ascending_and_descending_breaks_ties_by_id(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        await self.seed(
+            store,
+            projection,
+            tenant,
+            [
+                {"id": "d", "n": 2, "s": "x"},
+                {"id": "a", "n": 2, "s": "y"},
+                {"id": "c", "n": 1, "s": "y"},
+                {"id": "b", "n": 3, "s": "x"},
+                {"id": "e", "n": 1, "s": "x"},
+            ],
+        )
+        assert await self.ids(store, tenant, {}) == ["a", "b", "c", "d", "e"]
+        assert await self.ids(store, tenant, {}, sort=[("n", 1)]) == ["c", "e", "a", "d", "b"]
+        assert await self.ids(store, tenant, {}, sort=[("n", -1)]) == ["b", "a", "d", "c", "e"]
+        assert await self.ids(store, tenant, {}, sort=[("s", 1), ("n", -1)]) == ["b", "d", "e", "a", "c"]
+        assert await self.ids(store, tenant, {}, sort=[("s", -1), ("n", 1)]) == ["c", "a", "e", "d", "b"]
+
+    async def test_sort_puts_missing_fields_first_ascending_and_last_descending(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        await self.seed(store, projection, tenant, [{"id": "a", "n": 2}, {"id": "b"}, {"id": "c", "n": 1}])
+        assert await self.ids(store, tenant, {}, sort=[("n", 1)]) == ["b", "c", "a"]
+        assert await self.ids(store, tenant, {}, sort=[("n", -1)]) == ["a", "c", "b"]
+
+    async def test_limit_keeps_the_first_documents_of_the_sort(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        await self.seed(store, projection, tenant, [{"id": f"m{n:02d}", "seq": n} for n in range(1, 21)])
+        assert await self.ids(store, tenant, {}, sort=[("seq", -1)], limit=3) == ["m20", "m19", "m18"]
+        assert await self.ids(store, tenant, {"seq": {"$lt": 5}}, sort=[("seq", 1)], limit=10) == [
+            "m01",
+            "m02",
+            "m03",
+            "m04",
+        ]
+        assert len(await store.find(THINGS, tenant, {}, limit=None)) == 20
+
+    async def test_found_documents_are_copies(self, store: ReadStore, tenant: str, projection: str) -> None:
+        await self.seed(store, projection, tenant, [{"id": "a", "tags": ["x"], "meta": {"k": 1}}])
+        [doc] = await store.find(THINGS, tenant, {})
+        doc["tags"].append("mutated")
+        doc["meta"]["k"] = 2
+        got = await store.get(THINGS, tenant, "a")
+        assert got is not None
+        got["tags"].append("again")
+        assert fields(await store.get(THINGS, tenant, "a")) == {"tags": ["x"], "meta": {"k": 1}}
+
+    # --- tenant isolation --------------------------------------------------------------------
+    async def test_same_id_in_two_tenants_are_separate_documents(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        other = f"{tenant}-other"
+        await store.apply(projection, [op("a", 1, tenant, set={"v": "mine"}, inc={"n": 1})], 1)
+        await store.apply(projection, [op("a", 2, other, set={"v": "theirs"})], 2)
+        await store.apply(projection, [op("a", 1, other, inc={"n": 5})], 2)  # guarded by their own position
+        mine, theirs = await store.get(THINGS, tenant, "a"), await store.get(THINGS, other, "a")
+        assert fields(mine) == {"v": "mine", "n": 1}
+        assert fields(theirs) == {"v": "theirs"}
+        assert mine is not None and mine["tenant_id"] == tenant
+
+    async def test_find_and_count_never_cross_tenants(self, store: ReadStore, tenant: str, projection: str) -> None:
+        other = f"{tenant}-other"
+        await self.seed(store, projection, tenant, [{"id": "a", "n": 1}, {"id": "b", "n": 2}])
+        await self.seed(store, f"{projection}_2", other, [{"id": "b", "n": 2}, {"id": "c", "n": 3}])
+        assert await self.ids(store, tenant, {}) == ["a", "b"]
+        assert await self.ids(store, other, {"n": {"$gte": 1}}, sort=[("n", -1)]) == ["c", "b"]
+        assert await store.count(THINGS, tenant, {"n": {"$gte": 2}}) == 1
+        assert await store.count(THINGS, other, {}) == 2
+        assert all(d["tenant_id"] == other for d in await store.find(THINGS, other, {}))
+        assert await store.get(THINGS, other, "a") is None
+        assert await store.find(THINGS, f"{tenant}-nobody", {}) == []
