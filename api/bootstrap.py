@@ -5,20 +5,23 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from adapters.ids import utcnow, uuid7
 from api.settings import Settings
 from commands.auth import Authenticator
 from commands.ports import EventLog
-from commands.service import CommandService
-from projections import chat
+from commands.service import Commands, CommandService
+from projections import chat, eventindex
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from streams.fanout import Hub
 from streams.projector import Projection, ProjectionRunner
 
 CHAT = Projection(chat.NAME, chat.COLLECTIONS, chat.project)
+EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project)
 PROJECTIONS = {CHAT.name: CHAT}
+DISTRIBUTED_PROJECTIONS = {CHAT.name: CHAT, EVENT_INDEX.name: EVENT_INDEX}
 
 
 def persistent_secret(data_dir: Path, name: str, given: str | None) -> str:
@@ -42,6 +45,10 @@ def build_log(settings: Settings) -> EventLog:
 
 
 def build_store(settings: Settings) -> ReadStore:
+    if settings.backend == "kafka":
+        from adapters.mongo_store import MongoReadStore
+
+        return MongoReadStore(settings.mongo_url, settings.mongo_database)
     from adapters.sqlite_store import SqliteReadStore
 
     return SqliteReadStore(settings.data_dir / "read.db")
@@ -54,27 +61,55 @@ class Engine:
     settings: Settings
     log: EventLog
     store: ReadStore
-    service: CommandService
+    service: Commands
     auth: Authenticator
     queries: ChatQueries
-    runner: ProjectionRunner
+    runner: Any
     hub: Hub = field(default_factory=Hub)
+    node: Any = None
 
     async def start(self) -> None:
         await self.log.start()
         await self.store.start()
         self.log.listen(self.hub.publish)
-        await self.runner.start()
+        if self.node is not None:
+            await self.node.start()
+        else:
+            await self.runner.start()
 
     async def close(self) -> None:
-        await self.runner.close()
+        if self.node is not None:
+            await self.node.close()
+        else:
+            await self.runner.close()
         await self.log.close()
         await self.store.close()
 
 
+def build_kafka_engine(settings: Settings) -> Engine:
+    from adapters.kafka_node import IndexedLog, KafkaNode, Progress
+
+    store = build_store(settings)
+    log = IndexedLog(store)
+    node = KafkaNode(
+        settings.kafka_bootstrap,
+        settings.kafka_topic_prefix,
+        settings.kafka_partitions,
+        log,
+        timeout=settings.command_timeout_seconds,
+    )
+    auth = Authenticator(
+        node,  # type: ignore[arg-type]
+        admin_token=admin_token(settings),
+        secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
+    )
+    runner = Progress(store, list(DISTRIBUTED_PROJECTIONS))
+    return Engine(settings, log, store, node, auth, ChatQueries(store), runner, node=node)
+
+
 def build_engine(settings: Settings) -> Engine:
-    if settings.backend != "embedded":
-        raise NotImplementedError("the kafka backend is not available in this build")
+    if settings.backend == "kafka":
+        return build_kafka_engine(settings)
     log = build_log(settings)
     store = build_store(settings)
     service = CommandService(log, clock=utcnow, new_id=uuid7)

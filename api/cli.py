@@ -119,6 +119,19 @@ async def rebuild(settings: Settings, args: argparse.Namespace) -> None:
         await store.close()
 
 
+async def worker(settings: Settings) -> None:
+    from api.bootstrap import DISTRIBUTED_PROJECTIONS, build_store
+    from streams.worker import run_worker
+
+    await run_worker(
+        settings.kafka_bootstrap,
+        settings.kafka_topic_prefix,
+        settings.kafka_partitions,
+        build_store(settings.model_copy(update={"backend": "kafka"})),
+        list(DISTRIBUTED_PROJECTIONS.values()),
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="caas", description="CAAS: event-sourced chat as a service")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,6 +140,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--backend", choices=["embedded", "kafka"])
     s.add_argument("--data-dir")
+    sub.add_parser("worker", help="distributed mode: run the deciders and projectors")
     r = sub.add_parser("replay", help="print events in log order")
     r.add_argument("--after-position", type=int, default=0)
     r.add_argument("--tenant")
@@ -146,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings.from_env(os.environ).model_copy(update=overrides)
     if args.command == "serve":
         serve(settings)
+    elif args.command == "worker":
+        import uvloop
+
+        configure_logging(settings.log_level)
+        uvloop.run(worker(settings))
     elif args.command == "replay":
         if args.since:
             args.since = args.since.replace("+00:00", "Z")

@@ -389,5 +389,5 @@ async def readyz(request: Request) -> Response:
         await node.store.checkpoint("chat")
     except Exception as exc:
         return json({"status": "unavailable", "error": str(exc)}, 503)
-    return json({"status": "ready", "backend": node.settings.backend, "head_position": head,
-                 "applied_position": node.runner.applied, "projection_lag": head - node.runner.applied})  # fmt: skip
+    status = await node.runner.status(head)
+    return json({"status": "ready", "backend": node.settings.backend, "head_position": head, **status})

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_database: str = "caas"
+    kafka_topic_prefix: str = "caas."
+    kafka_partitions: int = Field(default=1, ge=1, le=1024)
+    command_timeout_seconds: float = 5.0
 
     log_level: str = "info"
     access_log: bool = False

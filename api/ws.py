@@ -28,6 +28,7 @@ TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
 TOO_BIG = 1009
 HISTORY_PAGE = 500
+HISTORY_WAIT_SECONDS = 5.0
 
 
 class Session:
@@ -163,19 +164,37 @@ class Session:
         if since is None:
             sub.go_live(0)
             return
-        last = since
-        while True:
-            page = await self.node.log.read_stream(self.who.tenant_id, stream_name("channel", cid), last, HISTORY_PAGE)
-            for event in page:
-                if not self.enqueue(event_frame(event)):
-                    self.close(TRY_AGAIN_LATER)
-                    return
-                last = event.seq
-            if len(page) < HISTORY_PAGE:
-                break
-            await asyncio.sleep(0)  # let the writer drain between pages
-        if not sub.go_live(last):
+        last = await self._replay(sub, since, head=state.version)
+        if last is None or not sub.go_live(last):
             self.close(TRY_AGAIN_LATER)
+
+    async def _replay(self, sub: Subscription, since: int, head: int) -> int | None:
+        """Send the channel's events after ``since`` until the live buffer takes over.
+
+        The history must reach both the head seen at subscribe time and the seq just before
+        the first buffered live event; where the log's readable copy lags (the event index
+        of the distributed backend) this waits for it, bounded. ``None`` means give up.
+        """
+        stream = stream_name("channel", sub.channel_id)
+        last = since
+        deadline = asyncio.get_running_loop().time() + HISTORY_WAIT_SECONDS
+        while True:
+            page = await self.node.log.read_stream(self.who.tenant_id, stream, last, HISTORY_PAGE)
+            for event in page:
+                if event.seq != last + 1:
+                    break  # a hole in a lagging copy: read again from here
+                if not self.enqueue(event_frame(event)):
+                    return None
+                last = event.seq
+            target = max(head, sub.buffer[0][0] - 1 if sub.buffer else 0)
+            if len(page) == HISTORY_PAGE:
+                await asyncio.sleep(0)  # let the writer drain between pages
+            elif last >= target:
+                return last
+            elif asyncio.get_running_loop().time() > deadline:
+                return None
+            else:
+                await asyncio.sleep(0.01)
 
     def _revoked(self, sub: Subscription, reason: str) -> None:
         self.unsubscribe(sub.channel_id)

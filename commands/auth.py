@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import jwt
 
-from commands.service import CommandService
+from commands.service import Commands
 from domain.base import Actor
 
 API_KEY_PREFIX = "caas_sk_"
@@ -65,7 +65,7 @@ def new_api_key(tenant_id: str, key_id: str) -> tuple[str, str]:
 class Authenticator:
     """Turns a bearer credential into a :class:`Principal`, and mints end-user tokens."""
 
-    def __init__(self, service: CommandService, *, admin_token: str, secret_key: str) -> None:
+    def __init__(self, service: Commands, *, admin_token: str, secret_key: str) -> None:
         self.service = service
         self._admin = admin_token.encode()
         self._secret = secret_key.encode()

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from commands.ports import ConcurrencyError, EventLog, Idempotency, IdempotencyKeyReused, NewEvent
 from domain import channel, tenant, user
@@ -49,6 +49,24 @@ class Outcome:
     @property
     def last(self) -> Event:
         return self.events[-1]
+
+
+class Commands(Protocol):
+    """What the API needs from the write side, whichever backend runs it."""
+
+    async def state(self, tenant_id: str, stream: str) -> Any: ...
+
+    async def execute(
+        self,
+        tenant_id: str,
+        stream: str,
+        command: Command,
+        *,
+        actor: str | None,
+        correlation_id: str | None = None,
+        idempotency: Idempotency | None = None,
+        command_id: str | None = None,
+    ) -> Outcome: ...
 
 
 class CommandService:
@@ -96,6 +114,25 @@ class CommandService:
         """Drop a cached aggregate (another process appended to its stream)."""
         self._cache.pop((tenant_id, stream), None)
 
+    def restore(self, event: Event) -> None:
+        """Evolve the cached aggregate of ``event``'s stream by a recorded event.
+
+        Used where the aggregates are restored from a log that is read in order (a Kafka
+        partition); the cache must then be large enough to hold them all.
+        """
+        key = (event.tenant_id, event.stream)
+        aggregate = AGGREGATES[event.stream.partition(":")[0]]
+        state = self._cache.get(key)
+        if state is None:
+            state = self._cache[key] = aggregate.new()
+        if event.seq == state.version + 1:
+            aggregate.evolve(state, EVENT_TYPES[event.type].model_validate(event.payload))
+
+    def clear(self, keep: Callable[[str, str], bool] = lambda tenant_id, stream: False) -> None:
+        """Drop every cached aggregate except those ``keep`` names."""
+        for key in [k for k in self._cache if not keep(*k)]:
+            del self._cache[key]
+
     async def execute(
         self,
         tenant_id: str,
@@ -105,14 +142,19 @@ class CommandService:
         actor: str | None,
         correlation_id: str | None = None,
         idempotency: Idempotency | None = None,
+        command_id: str | None = None,
     ) -> Outcome:
         """Decide ``command`` against ``stream`` and record what it causes.
+
+        ``command_id`` names this request in the events it causes (one is generated if not
+        given); with an idempotency key it is ``idem:<fingerprint>:<key>``, so the log itself
+        records which keys were used.
 
         Raises a :class:`domain.errors.DomainError` if a rule forbids it,
         :class:`IdempotencyKeyReused` if the key came with a different request.
         """
         if idempotency is None:
-            return await self._execute(tenant_id, stream, command, actor, correlation_id, None)
+            return await self._execute(tenant_id, stream, command, actor, correlation_id, None, command_id)
         key = (tenant_id, idempotency.key)
         while (running := self._inflight.get(key)) is not None:
             await asyncio.shield(running)
@@ -125,7 +167,7 @@ class CommandService:
                 if fingerprint != idempotency.fingerprint:
                     raise IdempotencyKeyReused(idempotency.key)
                 return Outcome(events, replayed=True)
-            return await self._execute(tenant_id, stream, command, actor, correlation_id, idempotency)
+            return await self._execute(tenant_id, stream, command, actor, correlation_id, idempotency, command_id)
         finally:
             del self._inflight[key]
             done.set_result(None)
@@ -138,6 +180,7 @@ class CommandService:
         actor: str | None,
         correlation_id: str | None,
         idempotency: Idempotency | None,
+        command_id: str | None,
     ) -> Outcome:
         aggregate = AGGREGATES[stream.partition(":")[0]]
         key = (tenant_id, stream)
@@ -150,7 +193,10 @@ class CommandService:
                 raise ValueError(f"{type(command).__name__} decided nothing")
             expected = state.version
             occurred_at = format_time(self.clock())
-            command_id = f"idem:{idempotency.key}" if idempotency else self.new_id()
+            if idempotency is not None:
+                command_id = f"idem:{idempotency.fingerprint}:{idempotency.key}"
+            elif command_id is None:
+                command_id = self.new_id()
             new = [
                 NewEvent(
                     event_id=self.new_id(),

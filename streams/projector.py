@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -102,6 +103,9 @@ class ProjectionRunner:
             else:
                 keep.append((position, future))
         self._waiters = keep
+
+    async def status(self, head: int) -> dict[str, Any]:
+        return {"applied_position": self.applied, "projection_lag_events": head - self.applied}
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         """Wait until every projection has applied ``position``; ``False`` on timeout."""

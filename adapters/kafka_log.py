@@ -1,0 +1,239 @@
+"""The decider's event log on Kafka: the single writer of the partitions it owns.
+
+Kafka has no conditional append, so the worker that owns a partition (one member of the
+decider consumer group) is its only writer. It restores every stream head, idempotency key
+and recent command id of the partition by reading ``events`` from the start, then decides
+commands and produces their events with an idempotent, ``acks=all`` producer. Appends are
+sent in call order by one sender task, so pipelined appends to a stream stay in order.
+
+Reads of whole streams are not needed here: the decider's aggregates are restored from the
+same partition (the events topic is its changelog) and kept in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from array import array
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from adapters.kafka_codec import (
+    decode_position,
+    encode_position,
+    event_from_record,
+    event_value,
+    partition_for,
+    stream_key,
+)
+from commands.ports import (
+    ConcurrencyError,
+    EventLog,
+    Idempotency,
+    IdempotencyKeyReused,
+    Listener,
+    LogUnavailable,
+    NewEvent,
+)
+from domain.events import Event
+
+RECENT_COMMANDS = 200_000
+
+
+async def read_partition(bootstrap: str, topic: str, partition: int, *, start: int = 0) -> list[Event]:
+    """Every event of one partition from ``start`` up to its end as of now."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=50 << 20)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, start)
+        events: list[Event] = []
+        while start < end and await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+            for record in batch.get(tp, []):
+                events.append(event_from_record(record.value, partition, record.offset))
+        return events
+    finally:
+        await consumer.stop()
+
+
+class PartitionLog(EventLog):
+    """:class:`EventLog` for the streams of the partitions this worker owns."""
+
+    def __init__(self, producer: AIOKafkaProducer, bootstrap: str, topic: str, partitions: int) -> None:
+        self.producer = producer
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.partitions = partitions
+        self._heads: dict[tuple[str, str], int] = {}
+        self._positions: dict[tuple[str, str], array[int]] = {}
+        self._fetcher: AIOKafkaConsumer | None = None
+        self._fetch_lock = asyncio.Lock()
+        self._idempotency: dict[tuple[str, str], tuple[str, list[Event]]] = {}
+        self._commands: OrderedDict[str, list[Event]] = OrderedDict()
+        self._queue: asyncio.Queue[tuple[str, str, Sequence[NewEvent], asyncio.Future[list[Event]]]] = asyncio.Queue()
+        self._listeners: list[Listener] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.broken: LogUnavailable | None = None
+
+    async def start(self) -> None:
+        self._sender = asyncio.create_task(self._send_loop(), name="caas-partition-sender")
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            self._sender = None
+        if self._fetcher is not None:
+            await self._fetcher.stop()
+            self._fetcher = None
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def record(self, event: Event) -> None:
+        """Learn a recorded event (while restoring, or after producing it)."""
+        key = (event.tenant_id, event.stream)
+        self._heads[key] = event.seq
+        positions = self._positions.setdefault(key, array("q"))
+        if len(positions) == event.seq - 1:
+            positions.append(event.position)
+        command_id = event.command_id
+        if command_id is None:
+            return
+        events = self._commands.setdefault(command_id, [])
+        events.append(event)
+        if len(self._commands) > RECENT_COMMANDS:
+            self._commands.popitem(last=False)
+        if command_id.startswith("idem:"):
+            _, fingerprint, key = command_id.split(":", 2)
+            self._idempotency[(event.tenant_id, key)] = (fingerprint, events)
+
+    def recorded_command(self, command_id: str) -> list[Event] | None:
+        """The events an already processed command recorded (for redelivered commands)."""
+        return self._commands.get(command_id)
+
+    def forget_partition(self, partition: int) -> None:
+        for key in [k for k in self._heads if partition_for(stream_key(*k), self.partitions) == partition]:
+            del self._heads[key]
+            self._positions.pop(key, None)
+
+    def append(
+        self,
+        tenant_id: str,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        idempotency: Idempotency | None = None,
+    ) -> asyncio.Future[list[Event]]:
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        head = self._heads.get((tenant_id, stream), 0)
+        if self.broken is not None:
+            future.set_exception(self.broken)
+        elif head != expected_version:
+            future.set_exception(ConcurrencyError(f"{stream} is at version {head}, expected {expected_version}"))
+        elif idempotency is not None and (tenant_id, idempotency.key) in self._idempotency:
+            future.set_exception(IdempotencyKeyReused(idempotency.key))
+        else:
+            self._heads[(tenant_id, stream)] = head + len(events)
+            self._queue.put_nowait((tenant_id, stream, events, future))
+        return future
+
+    async def _send_loop(self) -> None:
+        while True:
+            tenant_id, stream, events, future = await self._queue.get()
+            try:
+                if self.broken is not None:
+                    raise self.broken
+                key = stream_key(tenant_id, stream)
+                partition = partition_for(key, self.partitions)
+                sent = []
+                for new in events:
+                    event = Event.model_construct(tenant_id=tenant_id, stream=stream, position=0, **_fields(new))
+                    sent.append(
+                        (
+                            event,
+                            await self.producer.send(
+                                self.topic, event_value(event), key=key.encode(), partition=partition
+                            ),
+                        )
+                    )
+                recorded = []
+                for event, delivery in sent:
+                    meta = await delivery
+                    recorded.append(event.model_copy(update={"position": encode_position(partition, meta.offset)}))
+            except (KafkaError, LogUnavailable, OSError) as exc:
+                # Whether the broker kept some of it is unknown: stop deciding until restored.
+                self.broken = (
+                    exc if isinstance(exc, LogUnavailable) else LogUnavailable(f"Kafka did not acknowledge: {exc}")
+                )
+                if not future.done():
+                    future.set_exception(self.broken)
+                continue
+            for event in recorded:
+                self.record(event)
+            for listener in self._listeners:
+                listener(recorded)
+            if not future.done():
+                future.set_result(recorded)
+
+    async def read_stream(
+        self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        # Aggregates are restored up front, so this only serves replays of single earlier
+        # results (a retried client_msg_id, a repeated reaction): fetch them by offset.
+        positions = self._positions.get((tenant_id, stream))
+        if not positions:
+            return []
+        wanted = positions[after_seq : None if limit is None else after_seq + limit]
+        return [await self._fetch(position) for position in wanted]
+
+    async def _fetch(self, position: int) -> Event:
+        partition, offset = decode_position(position)
+        tp = TopicPartition(self.topic, partition)
+        async with self._fetch_lock:
+            if self._fetcher is None:
+                self._fetcher = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+                await self._fetcher.start()
+            if tp not in self._fetcher.assignment():
+                self._fetcher.assign([*self._fetcher.assignment(), tp])
+            self._fetcher.seek(tp, offset)
+            while True:
+                batch = await self._fetcher.getmany(tp, timeout_ms=1000, max_records=1)
+                for record in batch.get(tp, []):
+                    if record.offset == offset:
+                        return event_from_record(record.value, partition, offset)
+
+    async def read_all(
+        self,
+        after_position: int = 0,
+        limit: int = 1000,
+        tenant_id: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[Event]:
+        raise NotImplementedError("the decider does not read the whole log; use the event index")
+
+    async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
+        return self._idempotency.get((tenant_id, key))
+
+    async def head_position(self) -> int:
+        return 0
+
+
+def _fields(new: NewEvent) -> dict[str, Any]:
+    return {
+        "event_id": new.event_id,
+        "seq": new.seq,
+        "type": new.type,
+        "schema_version": new.schema_version,
+        "occurred_at": new.occurred_at,
+        "actor": new.actor,
+        "command_id": new.command_id,
+        "causation_id": new.causation_id,
+        "correlation_id": new.correlation_id,
+        "payload": new.payload,
+    }

@@ -1,0 +1,296 @@
+"""An API node of the distributed backend.
+
+- Commands go to the command topic, keyed by stream, and the node awaits the decider's
+  answer on its own partition of the reply topic (``LogUnavailable`` → 503 if none comes).
+- The node consumes every partition of the event topic: it keeps a read-only replica of
+  the aggregates (for authentication and membership checks, so a revoked API key stops
+  working on every node as soon as the event arrives) and feeds its websocket hub.
+- Stream and log reads come from the event index in MongoDB; ``min_position`` waits on the
+  projectors' checkpoints there, so it works across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from adapters.ids import utcnow, uuid7
+from adapters.kafka_codec import decode_position, event_from_record, partition_for, stream_key
+from adapters.kafka_topics import ensure_topics
+from commands.ports import EventLog, Idempotency, Listener, LogUnavailable, NewEvent
+from commands.service import CommandService, Outcome
+from domain.base import Command
+from domain.events import Event
+from projections import eventindex
+from projections.ports import ReadStore
+from streams.commands import events_from_reply, raise_reply
+
+log = structlog.get_logger("caas.node")
+
+
+class _ReplicaLog(EventLog):
+    """The replica's own log: aggregates are evolved from the event topic, never loaded."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    def append(self, *args: Any, **kwargs: Any) -> Any:
+        raise LogUnavailable("an API node does not append; commands go to the deciders")
+
+    async def read_stream(
+        self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        return []
+
+    async def read_all(self, *args: Any, **kwargs: Any) -> list[Event]:
+        return []
+
+    async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
+        return None
+
+    async def head_position(self) -> int:
+        return 0
+
+    def listen(self, listener: Listener) -> None: ...
+
+
+class IndexedLog(EventLog):
+    """Reads of the log served from the event index; live events from the node's consumer."""
+
+    def __init__(self, store: ReadStore) -> None:
+        self.store = store
+        self.listeners: list[Listener] = []
+        self.head = 0
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    def append(
+        self,
+        tenant_id: str,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        idempotency: Idempotency | None = None,
+    ) -> Any:
+        raise LogUnavailable("an API node does not append; commands go to the deciders")
+
+    def listen(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    async def read_stream(
+        self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        docs = await self.store.find(
+            "events", tenant_id, {"stream": stream, "seq": {"$gt": after_seq}}, sort=[("seq", 1)], limit=limit
+        )
+        return [eventindex.to_event(d) for d in docs]
+
+    async def read_all(
+        self,
+        after_position: int = 0,
+        limit: int = 1000,
+        tenant_id: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[Event]:
+        if tenant_id is None:
+            raise ValueError("read the whole Kafka log with caas replay --backend kafka")
+        flt: dict[str, Any] = {"position": {"$gt": after_position}}
+        if types:
+            flt["type"] = {"$in": list(types)}
+        docs = await self.store.find("events", tenant_id, flt, sort=[("position", 1)], limit=limit)
+        return [eventindex.to_event(d) for d in docs]
+
+    async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
+        return None
+
+    async def head_position(self) -> int:
+        return self.head
+
+
+class Progress:
+    """``min_position`` across processes: waits on the projectors' checkpoints in the store."""
+
+    def __init__(self, store: ReadStore, projections: Sequence[str]) -> None:
+        self.store = store
+        self.projections = list(projections)
+        self.applied = 0
+
+    async def applied_offset(self, partition: int) -> int:
+        marks = [await self.store.checkpoint(f"{name}@p{partition}") for name in self.projections]
+        return min(marks) - 1
+
+    async def status(self, head: int) -> dict[str, Any]:
+        partition, offset = decode_position(head) if head else (0, -1)
+        applied = await self.applied_offset(partition)
+        return {"projection_lag_events": max(offset - applied, 0)}
+
+    async def wait_for(self, position: int, timeout: float) -> bool:
+        partition, offset = decode_position(position)
+        deadline = time.monotonic() + timeout
+        while True:
+            if await self.applied_offset(partition) >= offset:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+
+
+class KafkaNode:
+    """The write side as an API node sees it: commands out, replies and events in."""
+
+    def __init__(self, bootstrap: str, prefix: str, partitions: int, log: IndexedLog, *, timeout: float = 5.0) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.partitions = partitions
+        self.timeout = timeout
+        self.node_id = f"node-{uuid7()}"
+        self.log = log
+        self.replica = CommandService(_ReplicaLog(), clock=utcnow, new_id=uuid7, cache_size=1 << 62)
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._applied: dict[int, int] = {}
+        self._applied_changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=1, request_timeout_ms=5000
+        )
+        await self.producer.start()
+        replies = TopicPartition(self.topics["replies"], partition_for(self.node_id, self.partitions))
+        self.replies = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await self.replies.start()
+        self.replies.assign([replies])
+        await self.replies.seek_to_end(replies)
+        await self.replies.position(replies)
+        self.events = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, max_poll_records=5000
+        )
+        await self.events.start()
+        parts = [TopicPartition(self.topics["events"], p) for p in range(self.partitions)]
+        self.events.assign(parts)
+        await self.events.seek_to_beginning(*parts)
+        ends = await self.events.end_offsets(parts)
+        while [tp for tp, end in ends.items() if await self.events.position(tp) < end]:
+            await self._consume_events(publish=False)
+        self._tasks = [asyncio.create_task(self._tail_replies()), asyncio.create_task(self._tail_events())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for client in (self.replies, self.events, self.producer):
+            with contextlib.suppress(Exception):
+                await client.stop()
+
+    async def _consume_events(self, publish: bool) -> None:
+        batches = await self.events.getmany(timeout_ms=200, max_records=5000)
+        for tp, records in batches.items():
+            events = [event_from_record(r.value, tp.partition, r.offset) for r in records]
+            for event in events:
+                self.replica.restore(event)
+            self._applied[tp.partition] = records[-1].offset
+            self.log.head = max(self.log.head, events[-1].position)
+            if publish:
+                for listener in self.log.listeners:
+                    listener(events)
+        if batches:
+            self._applied_changed.set()
+
+    async def _tail_events(self) -> None:
+        while True:
+            try:
+                await self._consume_events(publish=True)
+            except KafkaError as exc:
+                log.warning("events_consumer_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+
+    async def _tail_replies(self) -> None:
+        while True:
+            try:
+                batches = await self.replies.getmany(timeout_ms=200, max_records=5000)
+            except KafkaError as exc:
+                log.warning("replies_consumer_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for records in batches.values():
+                for record in records:
+                    if record.key != self.node_id.encode():
+                        continue
+                    reply = orjson.loads(record.value)
+                    future = self._waiting.pop(reply["request_id"], None)
+                    if future is not None and not future.done():
+                        future.set_result(reply)
+
+    # --- the Commands protocol -------------------------------------------------------------
+    async def state(self, tenant_id: str, stream: str) -> Any:
+        return await self.replica.state(tenant_id, stream)
+
+    def forget(self, tenant_id: str, stream: str) -> None:
+        return None
+
+    async def execute(
+        self,
+        tenant_id: str,
+        stream: str,
+        command: Command,
+        *,
+        actor: str | None,
+        correlation_id: str | None = None,
+        idempotency: Idempotency | None = None,
+        command_id: str | None = None,
+    ) -> Outcome:
+        request_id = command_id or uuid7()
+        message = {
+            "request_id": request_id,
+            "command_id": request_id,
+            "reply_to": self.node_id,
+            "tenant_id": tenant_id,
+            "stream": stream,
+            "type": type(command).__name__,
+            "command": command.model_dump(mode="json"),
+            "actor": actor,
+            "correlation_id": correlation_id,
+            "idempotency": {"key": idempotency.key, "fingerprint": idempotency.fingerprint} if idempotency else None,
+        }
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        key = stream_key(tenant_id, stream)
+        try:
+            await asyncio.wait_for(
+                self.producer.send_and_wait(
+                    self.topics["commands"],
+                    orjson.dumps(message),
+                    key=key.encode(),
+                    partition=partition_for(key, self.partitions),
+                ),
+                self.timeout,
+            )
+            reply = await asyncio.wait_for(future, self.timeout)
+        except (TimeoutError, KafkaError) as exc:
+            raise LogUnavailable(
+                "the command was not acknowledged in time; retry with the same Idempotency-Key"
+            ) from exc
+        finally:
+            self._waiting.pop(request_id, None)
+        if not reply["ok"]:
+            raise_reply(reply["error"])
+        outcome = Outcome(events_from_reply(reply["events"]), replayed=reply["replayed"])
+        await self._seen(outcome.last.position)
+        return outcome
+
+    async def _seen(self, position: int, timeout: float = 2.0) -> None:
+        """Wait until this node's replica has the event, so the caller reads its own write."""
+        partition, offset = decode_position(position)
+        deadline = time.monotonic() + timeout
+        while self._applied.get(partition, -1) < offset and time.monotonic() < deadline:
+            self._applied_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._applied_changed.wait(), deadline - time.monotonic())

@@ -1,0 +1,159 @@
+"""The distributed read store: MongoDB (any MongoDB ≥ 6, Atlas, or FerretDB in tests).
+
+Documents live in one collection per read-model collection, ``_id`` = ``<tenant>/<id>``,
+with ``tenant_id`` as the first field of every index. A batch is applied the same way as
+in SQLite: the touched documents are loaded once, the ops are applied in memory with the
+position guard (:func:`projections.ports.apply_op`), and each changed document is written
+back once in one unordered ``bulk_write`` of upserts. The write is conditional on the
+``_pos`` that was read, so two projectors racing on a document cannot lose an update.
+The checkpoint is stored with the data and moved after the batch: a crash in between
+replays the batch, which the guard turns into a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreUnavailable, apply_op
+
+INDEXES: dict[str, list[tuple[str, ...]]] = {
+    "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
+    "memberships": [("user_id", "active"), ("channel_id", "active")],
+    "channels": [("channel_id",)],
+}
+DUPLICATE_KEY = 11000
+
+
+def _key(tenant_id: str, id: str) -> str:
+    return f"{tenant_id}/{id}"
+
+
+def _public(doc: dict[str, Any]) -> Doc:
+    doc.pop("_pos", None)
+    doc["_id"] = str(doc["_id"]).split("/", 1)[1]
+    return doc
+
+
+class MongoReadStore(ReadStore):
+    def __init__(self, url: str, database: str, *, prefix: str = "") -> None:
+        self.url = url
+        self.database = database
+        self.prefix = prefix
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+
+    async def start(self) -> None:
+        self._client = AsyncMongoClient(self.url, serverSelectionTimeoutMS=5000, tz_aware=False)
+        try:
+            for collection, indexes in INDEXES.items():
+                for fields in indexes:
+                    keys = [("tenant_id", ASCENDING), *[(f, ASCENDING) for f in fields]]
+                    await self._coll(collection).create_index(keys)
+        except PyMongoError as exc:
+            raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def _coll(self, name: str) -> Any:
+        assert self._client is not None, "start() the read store first"
+        return self._client[self.database][self.prefix + name]
+
+    async def apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
+        try:
+            await self._apply(projection, ops, position)
+        except PyMongoError as exc:
+            raise ReadStoreUnavailable(f"MongoDB write failed: {exc}") from exc
+
+    async def _apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
+        by_collection: dict[str, list[Op]] = {}
+        for op in ops:
+            by_collection.setdefault(op.collection, []).append(op)
+        for collection, coll_ops in by_collection.items():
+            keys = list(dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops))
+            found = {d["_id"]: d async for d in self._coll(collection).find({"_id": {"$in": keys}})}
+            read_pos = {k: d.get("_pos") for k, d in found.items()}
+            docs: dict[str, Doc | None] = {}
+            changed: set[str] = set()
+            for op in coll_ops:
+                key = _key(op.tenant_id, op.id)
+                current = docs[key] if key in docs else _local(found.get(key), op.id)
+                new = apply_op(current, op)
+                docs[key] = new if new is not None else current
+                if new is not None:
+                    changed.add(key)
+            writes = []
+            for key in changed:
+                doc = dict(docs[key] or {})
+                doc["_id"] = key
+                flt: dict[str, Any] = {"_id": key}
+                if key in read_pos:
+                    flt["_pos"] = read_pos[key]
+                writes.append(ReplaceOne(flt, doc, upsert=True))
+            if writes:
+                try:
+                    await self._coll(collection).bulk_write(writes, ordered=False)
+                except BulkWriteError as exc:
+                    errors = exc.details.get("writeErrors", [])
+                    if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                        raise
+        await self._coll("checkpoints").update_one({"_id": projection}, {"$max": {"position": position}}, upsert=True)
+
+    async def checkpoint(self, projection: str) -> int:
+        try:
+            doc = await self._coll("checkpoints").find_one({"_id": projection})
+        except PyMongoError as exc:
+            raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+        return int(doc["position"]) if doc else 0
+
+    async def get(self, collection: str, tenant_id: str, id: str) -> Doc | None:
+        try:
+            doc = await self._coll(collection).find_one({"_id": _key(tenant_id, id)})
+        except PyMongoError as exc:
+            raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+        return _public(doc) if doc is not None else None
+
+    async def find(
+        self,
+        collection: str,
+        tenant_id: str,
+        filter: Filter,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+    ) -> list[Doc]:
+        order = [(name, DESCENDING if d < 0 else ASCENDING) for name, d in sort] + [("_id", ASCENDING)]
+        try:
+            cursor = self._coll(collection).find({"tenant_id": tenant_id, **filter}).sort(order)
+            if limit is not None:
+                cursor = cursor.limit(limit)
+            return [_public(doc) async for doc in cursor]
+        except PyMongoError as exc:
+            raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+
+    async def count(self, collection: str, tenant_id: str, filter: Filter) -> int:
+        try:
+            return int(await self._coll(collection).count_documents({"tenant_id": tenant_id, **filter}))
+        except PyMongoError as exc:
+            raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+
+    async def drop(self, projection: str, collections: Sequence[str]) -> None:
+        try:
+            for name in collections:
+                await self._coll(name).drop()
+            await self._coll("checkpoints").delete_one({"_id": projection})
+        except PyMongoError as exc:
+            raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+
+
+def _local(doc: dict[str, Any] | None, id: str) -> Doc | None:
+    """A stored document as :func:`apply_op` sees it (``_id`` without the tenant)."""
+    if doc is None:
+        return None
+    local = dict(doc)
+    local["_id"] = id
+    return local

@@ -1,0 +1,25 @@
+"""The event index: every event as a document, for reading a stream or a tenant's log
+where the log itself cannot (Kafka has no read-by-stream). Payloads are stored as JSON
+text so that user-chosen keys never become document field names."""
+
+from __future__ import annotations
+
+import orjson
+
+from domain.events import Event
+from projections.ports import Doc, Op
+
+NAME = "events"
+COLLECTIONS = ("events",)
+
+
+def project(event: Event) -> list[Op]:
+    fields = event.model_dump(exclude={"payload", "tenant_id"})
+    fields["payload_json"] = orjson.dumps(event.payload).decode()
+    return [Op("events", event.tenant_id, f"{event.stream}/{event.seq:012d}", event.position, set=fields)]
+
+
+def to_event(doc: Doc) -> Event:
+    data = {k: v for k, v in doc.items() if k not in ("_id", "payload_json")}
+    data["payload"] = orjson.loads(doc["payload_json"])
+    return Event.model_construct(**data)

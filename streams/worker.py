@@ -1,0 +1,264 @@
+"""``caas worker``: the deciders and projectors of the distributed backend.
+
+Deciders form one consumer group on the command topic. Each owns some partitions: when
+they are assigned it restores their aggregates by reading the same partitions of the
+event topic from the start (the event topic is the changelog), then decides commands in
+order, produces their events (idempotent producer, ``acks=all``), answers the API node
+on the reply topic and commits the command offsets. A command redelivered after a crash
+is recognised by its ``command_id`` in the restored events and answered with the events it
+already recorded, so at-least-once delivery never appends twice.
+
+Projectors form another group on the event topic and apply the chat read model and the
+event index to MongoDB, one checkpoint per projection and partition, stored with the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from adapters.ids import utcnow, uuid7
+from adapters.kafka_codec import event_from_record, partition_for
+from adapters.kafka_log import PartitionLog, read_partition
+from adapters.kafka_topics import ensure_topics
+from commands.ports import Idempotency
+from commands.service import CommandService, Outcome
+from projections.ports import ReadStore
+from streams.commands import COMMANDS, error_reply
+from streams.projector import Projection, ops_for
+
+log = structlog.get_logger("caas.worker")
+
+
+def producer(bootstrap: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=1,
+        request_timeout_ms=10_000,
+        max_batch_size=256 * 1024,
+    )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: DeciderWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.worker.release({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.worker.restore({tp.partition for tp in assigned})
+
+
+class DeciderWorker:
+    def __init__(self, bootstrap: str, prefix: str, partitions: int) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.partitions = partitions
+        self.owned: set[int] = set()
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
+        self.producer = producer(self.bootstrap)
+        await self.producer.start()
+        self._new_log()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=f"{self.prefix}deciders",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=2000,
+        )
+        await self.consumer.start()
+        self.consumer.subscribe([self.topics["commands"]], listener=_Rebalance(self))
+
+    def _new_log(self) -> None:
+        self.log = PartitionLog(self.producer, self.bootstrap, self.topics["events"], self.partitions)
+        self.service = CommandService(self.log, clock=utcnow, new_id=uuid7, cache_size=1 << 62)
+        asyncio.get_running_loop().create_task(self.log.start())
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+        await self.log.close()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+
+    def _owned_by(self, partitions: set[int]) -> Any:
+        return lambda tenant_id, stream: partition_for(f"{tenant_id}/{stream}", self.partitions) in partitions
+
+    async def restore(self, partitions: set[int]) -> None:
+        """Rebuild the aggregates of newly assigned partitions from the event topic."""
+        for partition in sorted(partitions):
+            events = await read_partition(self.bootstrap, self.topics["events"], partition)
+            for event in events:
+                self.service.restore(event)
+                self.log.record(event)
+            log.info("partition_restored", partition=partition, events=len(events))
+        self.owned |= partitions
+
+    async def release(self, partitions: set[int]) -> None:
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        self.owned -= partitions
+        self.service.clear(keep=self._owned_by(self.owned))
+        for partition in partitions:
+            self.log.forget_partition(partition)
+
+    async def _recover(self) -> None:
+        """After Kafka failed to acknowledge, restore owned partitions from what it kept."""
+        log.warning("decider_recovering", error=str(self.log.broken))
+        await self.log.close()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+        while True:
+            try:
+                self.producer = producer(self.bootstrap)
+                await self.producer.start()
+                break
+            except (KafkaError, OSError):
+                await asyncio.sleep(1)
+        self._new_log()
+        owned, self.owned = self.owned, set()
+        await self.restore(owned)
+
+    async def run(self) -> None:
+        while True:
+            if self.log.broken is not None:
+                await self._recover()
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
+            for tp, records in batches.items():
+                tasks = [asyncio.create_task(self.handle(record.value)) for record in records]
+                self._inflight.update(tasks)
+                replies = await asyncio.gather(*tasks)
+                self._inflight.difference_update(tasks)
+                deliveries = [
+                    await self.producer.send(
+                        self.topics["replies"],
+                        orjson.dumps(reply),
+                        key=reply_to.encode(),
+                        partition=partition_for(reply_to, self.partitions),
+                    )
+                    for reply_to, reply in replies
+                ]
+                await asyncio.gather(*deliveries, return_exceptions=True)
+                await self.consumer.commit({tp: records[-1].offset + 1})
+
+    async def handle(self, value: bytes) -> tuple[str, dict[str, Any]]:
+        message: dict[str, Any] = orjson.loads(value)
+        reply: dict[str, Any] = {"request_id": message["request_id"]}
+        try:
+            outcome = await self.decide(message)
+            reply.update(ok=True, replayed=outcome.replayed, events=[e.model_dump() for e in outcome.events])
+        except Exception as exc:
+            reply.update(ok=False, error=error_reply(exc))
+        return message["reply_to"], reply
+
+    async def decide(self, message: dict[str, Any]) -> Outcome:
+        recorded = self.log.recorded_command(message["command_id"])
+        if recorded is not None:  # redelivered after a crash: answer, append nothing
+            return Outcome(list(recorded), replayed=True)
+        command = COMMANDS[message["type"]].model_validate(message["command"])
+        idem = message.get("idempotency")
+        return await self.service.execute(
+            message["tenant_id"],
+            message["stream"],
+            command,
+            actor=message.get("actor"),
+            correlation_id=message.get("correlation_id"),
+            idempotency=Idempotency(idem["key"], idem["fingerprint"]) if idem else None,
+            command_id=message["command_id"],
+        )
+
+
+class _ProjectorRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: ProjectorWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        for tp in assigned:
+            after = min([await self.worker.checkpoint(p.name, tp.partition) for p in self.worker.projections])
+            self.worker.consumer.seek(tp, after + 1 if after >= 0 else 0)
+
+
+class ProjectorWorker:
+    def __init__(self, bootstrap: str, prefix: str, partitions: int, store: ReadStore, projections: list[Projection]):
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.partitions = partitions
+        self.store = store
+        self.projections = projections
+
+    @staticmethod
+    def checkpoint_name(projection: str, partition: int) -> str:
+        return f"{projection}@p{partition}"
+
+    async def checkpoint(self, projection: str, partition: int) -> int:
+        """The last applied offset of ``partition`` (-1 if none)."""
+        return await self.store.checkpoint(self.checkpoint_name(projection, partition)) - 1
+
+    async def start(self) -> None:
+        self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=f"{self.prefix}projectors",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=5000,
+        )
+        await self.consumer.start()
+        self.consumer.subscribe([self.topics["events"]], listener=_ProjectorRebalance(self))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batches.items():
+                events = [event_from_record(r.value, tp.partition, r.offset) for r in records]
+                while True:
+                    try:
+                        for projection in self.projections:
+                            name = self.checkpoint_name(projection.name, tp.partition)
+                            # checkpoints hold offset + 1, so 0 means "nothing applied"
+                            await self.store.apply(name, ops_for(projection, events, 0), records[-1].offset + 1)
+                        break
+                    except Exception as exc:  # the database is down: retry this batch
+                        log.warning("projection_failed", error=str(exc), retry_in=delay)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+                delay = 0.1
+                with contextlib.suppress(KafkaError):
+                    await self.consumer.commit({tp: records[-1].offset + 1})
+
+
+async def run_worker(
+    bootstrap: str, prefix: str, partitions: int, store: ReadStore, projections: list[Projection]
+) -> None:
+    deciders = DeciderWorker(bootstrap, prefix, partitions)
+    projectors = ProjectorWorker(bootstrap, prefix, partitions, store, projections)
+    await store.start()
+    await deciders.start()
+    await projectors.start()
+    log.info("worker_started", partitions=partitions)
+    try:
+        await asyncio.gather(deciders.run(), projectors.run())
+    finally:
+        await deciders.close()
+        await projectors.close()
+        await store.close()
