@@ -372,6 +372,8 @@ async def list_events(request: Request) -> Response:
     after = int_param(request, "after_position") or 0
     limit = int_param(request, "limit", minimum=1, maximum=1000) or 100
     types = [t for t in request.query_params.get("types", "").split(",") if t]
+    if engine(request).settings.backend == "kafka":
+        await wait_min_position(request)  # the event index is a read model there
     events = await engine(request).log.read_all(after_position=after, limit=limit, tenant_id=who.tenant_id, types=types)
     cursor = events[-1].position if len(events) == limit else None
     return json({"events": [e.model_dump() for e in events], "next_after_position": cursor})

@@ -101,15 +101,20 @@ def int_param(request: Request, name: str, *, minimum: int = 0, maximum: int | N
 
 
 async def wait_min_position(request: Request) -> None:
-    """Honour ``min_position``: wait (bounded) until the read models have applied it."""
+    """Honour ``min_position``: wait (bounded) until the read models have applied it.
+
+    Without it, a query still waits (bounded, then answers anyway) for the writes this node
+    had acknowledged when the query arrived, so a client reads its own writes by default.
+    """
     position = int_param(request, "min_position")
-    if position is None:
-        return
     node = engine(request)
+    if position is None:
+        await node.runner.wait_for(await node.log.head_position(), node.settings.query_wait_seconds)
+        return
     if not await node.runner.wait_for(position, node.settings.query_wait_seconds):
         raise ApiError(
             "unavailable",
             f"the read models have not reached position {position} yet; retry shortly",
             headers={"Retry-After": "1"},
-            applied_position=node.runner.applied,
+            position=position,
         )

@@ -8,15 +8,27 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cluster import Cluster
 from tests.support import Server, Tenant, new_tenant
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One embedded server for the whole session; tests isolate themselves by tenant."""
-    srv = Server(Path(tmp_path_factory.mktemp("caas")) / "data").start()
-    yield srv
-    srv.stop()
+@pytest.fixture(scope="session", params=["embedded", "kafka"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server per backend for the whole session; tests isolate themselves by tenant.
+
+    Every test that uses it runs twice: on the embedded backend, and on the distributed one
+    (a ``caas worker`` and a ``caas serve --backend kafka`` node on the real Kafka
+    broker and MongoDB-wire server that ``make test`` starts).
+    """
+    root = Path(tmp_path_factory.mktemp(f"caas-{request.param}"))
+    if request.param == "embedded":
+        srv = Server(root / "data").start()
+        yield srv
+        srv.stop()
+        return
+    cluster = Cluster(root).start()
+    yield cluster.nodes[0]
+    cluster.stop()
 
 
 @pytest.fixture
