@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from api.bootstrap import Engine, build_engine
 from api.errors import ApiError, handle
+from api.observability import RequestContext, metrics
 from api.plumbing import json
 from api.routes import ROUTES, openapi
 from api.settings import Settings
@@ -46,7 +48,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
             await node.close()
 
     routes = [Route(api.path, api.endpoint, methods=[api.method]) for api in ROUTES]
-    routes += [Route("/openapi.json", openapi_json, methods=["GET"]), WebSocketRoute("/v1/ws", websocket_endpoint)]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)
+    routes += [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        WebSocketRoute("/v1/ws", websocket_endpoint),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=HANDLERS,
+        middleware=[Middleware(RequestContext, access_log=settings.access_log)],
+    )
     app.state.engine = node
     return app

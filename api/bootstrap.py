@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.ids import utcnow, uuid7
+from api.observability import MeteredCommands, count_events
 from api.settings import Settings
 from commands.auth import Authenticator
 from commands.ports import EventLog
@@ -72,6 +73,7 @@ class Engine:
         await self.log.start()
         await self.store.start()
         self.log.listen(self.hub.publish)
+        self.log.listen(count_events)
         if self.node is not None:
             await self.node.start()
         else:
@@ -104,7 +106,7 @@ def build_kafka_engine(settings: Settings) -> Engine:
         secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
     )
     runner = Progress(store, list(DISTRIBUTED_PROJECTIONS))
-    return Engine(settings, log, store, node, auth, ChatQueries(store), runner, node=node)
+    return Engine(settings, log, store, MeteredCommands(node), auth, ChatQueries(store), runner, node=node)
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -119,7 +121,7 @@ def build_engine(settings: Settings) -> Engine:
         secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
     )
     runner = ProjectionRunner(log, store, list(PROJECTIONS.values()))
-    return Engine(settings, log, store, service, auth, ChatQueries(store), runner)
+    return Engine(settings, log, store, MeteredCommands(service), auth, ChatQueries(store), runner)
 
 
 def admin_token(settings: Settings) -> str:

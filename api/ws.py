@@ -17,6 +17,7 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from adapters.ids import utcnow
+from api.observability import SLOW_CLOSES, SOCKETS, SUBSCRIPTIONS
 from api.plumbing import engine
 from api.schemas import ID_PATTERN
 from commands.auth import Principal, Unauthenticated
@@ -63,6 +64,8 @@ class Session:
 
     def close(self, code: int) -> None:
         if self.closing is None:
+            if code == TRY_AGAIN_LATER:
+                SLOW_CLOSES.inc()
             self.closing = code
             self.closed.set()
 
@@ -160,6 +163,7 @@ class Session:
         )
         self.subs[cid] = sub
         self.node.hub.add(sub)
+        SUBSCRIPTIONS.inc()
         self.send_json({"type": "subscribed", "channel_id": cid, "head_seq": state.version})
         if since is None:
             sub.go_live(0)
@@ -204,6 +208,7 @@ class Session:
         sub = self.subs.pop(cid, None)
         if sub is not None:
             self.node.hub.remove(sub)
+            SUBSCRIPTIONS.dec()
 
     def detach(self) -> None:
         for cid in list(self.subs):
@@ -222,11 +227,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(POLICY_VIOLATION)
         return
     session = Session(ws, who)
+    SOCKETS.inc()
     tasks = [asyncio.create_task(session.writer()), asyncio.create_task(session.reader())]
     closer = asyncio.create_task(session.closed.wait())
     try:
         await asyncio.wait([*tasks, closer], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        SOCKETS.dec()
         session.detach()
         for task in [*tasks, closer]:
             task.cancel()

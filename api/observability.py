@@ -1,0 +1,144 @@
+"""Operations: Prometheus metrics, request ids bound into structured logs, and a metered
+view of the command side."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from commands.ports import Idempotency
+from commands.service import Commands, Outcome
+from domain.base import Command
+from domain.errors import DomainError
+from domain.events import Event
+
+COMMANDS = Counter("caas_commands_total", "Commands handled, by type and outcome", ["command", "outcome"])
+COMMAND_SECONDS = Histogram(
+    "caas_command_seconds",
+    "Time from command received to events durable",
+    ["command"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENTS = Counter("caas_events_total", "Events recorded (seen by this node), by type", ["type"])
+HTTP_SECONDS = Histogram(
+    "caas_http_request_seconds",
+    "HTTP request latency by route and status class",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+SOCKETS = Gauge("caas_websocket_connections", "Open websocket connections")
+SUBSCRIPTIONS = Gauge("caas_websocket_subscriptions", "Channel subscriptions on open sockets")
+SLOW_CLOSES = Counter("caas_websocket_slow_consumer_closes_total", "Sockets closed with 1013 for falling behind")
+LAG = Gauge("caas_projection_lag_events", "Events recorded but not yet in the read models")
+HEAD = Gauge("caas_log_head_position", "Position of the newest event this node knows")
+
+log = structlog.get_logger("caas.http")
+
+
+def count_events(events: list[Event]) -> None:
+    for event in events:
+        EVENTS.labels(event.type).inc()
+
+
+class MeteredCommands:
+    """The command side with counters and latency histograms around every command."""
+
+    def __init__(self, inner: Commands) -> None:
+        self.inner = inner
+
+    async def state(self, tenant_id: str, stream: str) -> Any:
+        return await self.inner.state(tenant_id, stream)
+
+    def forget(self, tenant_id: str, stream: str) -> None:
+        forget = getattr(self.inner, "forget", None)
+        if forget is not None:
+            forget(tenant_id, stream)
+
+    async def execute(
+        self,
+        tenant_id: str,
+        stream: str,
+        command: Command,
+        *,
+        actor: str | None,
+        correlation_id: str | None = None,
+        idempotency: Idempotency | None = None,
+        command_id: str | None = None,
+    ) -> Outcome:
+        name = type(command).__name__
+        started = time.perf_counter()
+        outcome = "unavailable"
+        try:
+            result = await self.inner.execute(
+                tenant_id,
+                stream,
+                command,
+                actor=actor,
+                correlation_id=correlation_id or structlog.contextvars.get_contextvars().get("request_id"),
+                idempotency=idempotency,
+                command_id=command_id,
+            )
+            outcome = "replayed" if result.replayed else "recorded"
+            return result
+        except DomainError:
+            outcome = "rejected"
+            raise
+        finally:
+            COMMANDS.labels(name, outcome).inc()
+            COMMAND_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+class RequestContext:
+    """Pure ASGI middleware: a request id per request (``X-Request-ID`` if the client sent
+    one), bound into every log line and echoed back; latency per route template."""
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = False) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+        request_id = request_id or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            HTTP_SECONDS.labels(scope["method"], template, f"{status // 100}xx").observe(elapsed)
+            if self.access_log or status >= 500:
+                log.info("request", method=scope["method"], route=template, status=status, ms=round(elapsed * 1000, 2))
+
+
+async def metrics(request: Request) -> Response:
+    node = request.app.state.engine
+    head = await node.log.head_position()
+    status = await node.runner.status(head)
+    HEAD.set(head)
+    LAG.set(status.get("projection_lag_events", 0))
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
