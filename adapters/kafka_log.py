@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
@@ -237,3 +237,37 @@ def _fields(new: NewEvent) -> dict[str, Any]:
         "correlation_id": new.correlation_id,
         "payload": new.payload,
     }
+
+
+async def iterate_events(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    *,
+    after_position: int = 0,
+    since_ms: int | None = None,
+    batch: int = 5000,
+) -> AsyncIterator[list[Event]]:
+    """Every event of the topic up to its end as of now, partition by partition, in
+    batches. ``since_ms`` starts each partition at the first record at or after that time
+    (offsets-for-times); ``after_position`` skips what a reader already has."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=50 << 20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = {tp: max(0, (after_position >> 10) - 1) for tp in tps}
+        if since_ms is not None:
+            found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+            starts = {tp: max(starts[tp], found[tp].offset if found[tp] else ends[tp]) for tp in tps}
+        for tp in tps:
+            consumer.seek(tp, starts[tp])
+            while await consumer.position(tp) < ends[tp]:
+                records = (await consumer.getmany(tp, timeout_ms=1000, max_records=batch)).get(tp, [])
+                events = [event_from_record(r.value, tp.partition, r.offset) for r in records if r.offset < ends[tp]]
+                events = [e for e in events if e.position > after_position]
+                if events:
+                    yield events
+    finally:
+        await consumer.stop()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreUnavailable, apply_op
 
@@ -26,6 +26,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "channels": [("channel_id",)],
 }
 DUPLICATE_KEY = 11000
+NOT_IMPLEMENTED = 238
 
 
 def _key(tenant_id: str, id: str) -> str:
@@ -148,6 +149,26 @@ class MongoReadStore(ReadStore):
             await self._coll("checkpoints").delete_one({"_id": projection})
         except PyMongoError as exc:
             raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+
+
+async def swap_in(fresh: MongoReadStore, live: MongoReadStore, projection: str, collections: Sequence[str]) -> None:
+    """Make ``fresh``'s rebuilt collections the live ones: each is renamed over its live
+    counterpart (``renameCollection`` with ``dropTarget``, atomic per collection), then the
+    rebuilt checkpoints replace the live ones."""
+    for name in collections:
+        try:
+            await fresh._coll(name).rename(live.prefix + name, dropTarget=True)
+        except OperationFailure as exc:
+            if exc.code != NOT_IMPLEMENTED:
+                raise
+            # FerretDB v1 lacks dropTarget: drop, then rename (readers may briefly see
+            # the collection empty; on MongoDB the swap is atomic).
+            await live._coll(name).drop()
+            await fresh._coll(name).rename(live.prefix + name)
+    marks = [doc async for doc in fresh._coll("checkpoints").find({"_id": {"$regex": f"^{projection}(@|$)"}})]
+    for doc in marks:
+        await live._coll("checkpoints").replace_one({"_id": doc["_id"]}, doc, upsert=True)
+    await fresh._coll("checkpoints").drop()
 
 
 def _local(doc: dict[str, Any] | None, id: str) -> Doc | None:

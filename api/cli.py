@@ -9,12 +9,15 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 
 import orjson
 import structlog
 
+from adapters.kafka_codec import decode_position
 from api.settings import Settings
+from domain.events import Event
 
 
 def configure_logging(level: str) -> None:
@@ -56,23 +59,48 @@ def serve(settings: Settings) -> None:
     )
 
 
-async def replay(settings: Settings, args: argparse.Namespace) -> None:
+async def _log_batches(settings: Settings, args: argparse.Namespace) -> AsyncIterator[list[Event]]:
+    """The log in batches: the SQLite file (embedded) or the Kafka event topic."""
+    types = [t for t in (args.types or "").split(",") if t]
+    if settings.backend == "kafka":
+        from adapters.kafka_log import iterate_events
+
+        since_ms = (
+            int(datetime.fromisoformat(args.since.replace("Z", "+00:00")).timestamp() * 1000) if args.since else None
+        )
+        topic = f"{settings.kafka_topic_prefix}events"
+        batches = iterate_events(
+            settings.kafka_bootstrap,
+            topic,
+            settings.kafka_partitions,
+            after_position=args.after_position,
+            since_ms=since_ms,
+        )
+        async for batch in batches:
+            yield [
+                e for e in batch if (not args.tenant or e.tenant_id == args.tenant) and (not types or e.type in types)
+            ]
+        return
     from api.bootstrap import build_log
 
     log = build_log(settings)
     await log.start()
-    types = [t for t in (args.types or "").split(",") if t]
     after = args.after_position
+    try:
+        while events := await log.read_all(after_position=after, limit=5000, tenant_id=args.tenant, types=types):
+            after = events[-1].position
+            yield events
+    finally:
+        await log.close()
+
+
+async def replay(settings: Settings, args: argparse.Namespace) -> None:
     writer = None
     if args.format == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(["position", "tenant_id", "stream", "seq", "type", "occurred_at", "event_id", "payload"])
     try:
-        while True:
-            events = await log.read_all(after_position=after, limit=5000, tenant_id=args.tenant, types=types)
-            if not events:
-                break
-            after = events[-1].position
+        async for events in _log_batches(settings, args):
             for event in events:
                 if args.since and event.occurred_at < args.since:
                     continue
@@ -84,10 +112,47 @@ async def replay(settings: Settings, args: argparse.Namespace) -> None:
                     sys.stdout.write(orjson.dumps(event.model_dump()).decode() + "\n")
     finally:
         sys.stdout.flush()
-        await log.close()
+
+
+def report(projection: str, count: int, seconds: float) -> None:
+    rate = round(count / seconds) if seconds else 0
+    summary = {"projection": projection, "events": count, "seconds": round(seconds, 3), "events_per_second": rate}
+    print(orjson.dumps(summary).decode(), flush=True)
+
+
+async def rebuild_kafka(settings: Settings, args: argparse.Namespace) -> None:
+    """Rebuild from the Kafka event topic into fresh collections, then swap them in."""
+    from adapters.kafka_log import iterate_events
+    from adapters.mongo_store import MongoReadStore, swap_in
+    from api.bootstrap import DISTRIBUTED_PROJECTIONS
+    from streams.projector import ops_for
+
+    names = [args.projection] if args.projection else list(DISTRIBUTED_PROJECTIONS)
+    live = MongoReadStore(settings.mongo_url, settings.mongo_database)
+    fresh = MongoReadStore(settings.mongo_url, settings.mongo_database, prefix="rebuild_")
+    await live.start()
+    await fresh.start()
+    try:
+        for name in names:
+            projection = DISTRIBUTED_PROJECTIONS[name]
+            await fresh.drop(name, projection.collections)
+            started, count = time.perf_counter(), 0
+            topic = f"{settings.kafka_topic_prefix}events"
+            async for events in iterate_events(settings.kafka_bootstrap, topic, settings.kafka_partitions):
+                partition, offset = decode_position(events[-1].position)
+                await fresh.apply(f"{name}@p{partition}", ops_for(projection, events, 0), offset + 1)
+                count += len(events)
+            await swap_in(fresh, live, name, projection.collections)
+            report(name, count, time.perf_counter() - started)
+    finally:
+        await live.close()
+        await fresh.close()
 
 
 async def rebuild(settings: Settings, args: argparse.Namespace) -> None:
+    if settings.backend == "kafka":
+        await rebuild_kafka(settings, args)
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from api.bootstrap import PROJECTIONS, build_log, build_store
@@ -111,9 +176,7 @@ async def rebuild(settings: Settings, args: argparse.Namespace) -> None:
                     projection,
                     progress=lambda done, total, task=task: bar.update(task, completed=done, total=total),
                 )
-            rate = count / seconds if seconds else 0.0
-            print(orjson.dumps({"projection": name, "events": count, "seconds": round(seconds, 3),
-                                "events_per_second": round(rate)}).decode(), flush=True)  # fmt: skip
+            report(name, count, seconds)
     finally:
         await log.close()
         await store.close()
@@ -148,9 +211,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--since", help="RFC 3339 time; events at or after it")
     r.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     r.add_argument("--data-dir")
+    r.add_argument("--backend", choices=["embedded", "kafka"])
     b = sub.add_parser("rebuild", help="drop and rebuild read models from the log (server stopped)")
-    b.add_argument("--projection", choices=["chat"])
+    b.add_argument("--projection", choices=["chat", "events"])
     b.add_argument("--data-dir")
+    b.add_argument("--backend", choices=["embedded", "kafka"])
     return p
 
 
