@@ -229,6 +229,10 @@ class KafkaNode:
                     if future is not None and not future.done():
                         future.set_result(reply)
 
+    async def check(self) -> None:
+        """Raise if the broker does not answer a metadata request."""
+        await self.producer.client.fetch_all_metadata()
+
     # --- the Commands protocol -------------------------------------------------------------
     async def state(self, tenant_id: str, stream: str) -> Any:
         return await self.replica.state(tenant_id, stream)

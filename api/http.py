@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from starlette.requests import Request
@@ -387,9 +388,12 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     node = engine(request)
     try:
-        head = await node.log.head_position()
-        await node.store.checkpoint("chat")
+        async with asyncio.timeout(3):
+            if node.node is not None:
+                await node.node.check()
+            head = await node.log.head_position()
+            await node.store.checkpoint("chat")
     except Exception as exc:
-        return json({"status": "unavailable", "error": str(exc)}, 503)
+        return json({"status": "unavailable", "error": str(exc) or type(exc).__name__}, 503)
     status = await node.runner.status(head)
     return json({"status": "ready", "backend": node.settings.backend, "head_position": head, **status})
