@@ -18,6 +18,7 @@ from api.errors import ApiError, handle
 from api.observability import RequestContext, metrics
 from api.plumbing import json
 from api.routes import ROUTES, openapi
+from api.security import SecurityHeaders
 from api.settings import Settings
 from api.ws import websocket_endpoint
 from commands.auth import Unauthenticated
@@ -57,7 +58,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers=HANDLERS,
-        middleware=[Middleware(RequestContext, access_log=settings.access_log)],
+        middleware=[Middleware(RequestContext, access_log=settings.access_log), Middleware(SecurityHeaders)],
     )
     app.state.engine = node
     return app

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.ids import utcnow, uuid7
+from api.limits import Limits
 from api.observability import MeteredCommands, count_events
 from api.settings import Settings
 from commands.auth import Authenticator
@@ -68,6 +69,17 @@ class Engine:
     runner: Any
     hub: Hub = field(default_factory=Hub)
     node: Any = None
+    limits: Limits = field(init=False)
+    sockets: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.limits = Limits(
+            user_writes=(s.rate_user_writes_per_second, s.rate_user_writes_burst),
+            tenant_writes=(s.rate_tenant_writes_per_second, s.rate_tenant_writes_burst),
+            tenant_reads=(s.rate_tenant_reads_per_second, s.rate_tenant_reads_burst),
+            ws_frames=(s.ws_frames_per_second, s.ws_frames_burst),
+        )
 
     async def start(self) -> None:
         await self.log.start()

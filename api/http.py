@@ -72,6 +72,27 @@ async def revoke_api_key(request: Request) -> Response:
     return written(outcome, key_id=key_id)
 
 
+async def rotate_signing_key(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    outcome = await engine(request).service.execute(
+        who.tenant_id, stream_name("tenant", who.tenant_id), tenant.RotateSigningKey(), actor=who.actor.label
+    )
+    return written(outcome, kid=outcome.last.payload["kid"])
+
+
+async def set_allowed_origins(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    raw = await raw_body(request)
+    data = await body(request, schemas.AllowedOrigins, raw)
+    outcome = await engine(request).service.execute(
+        who.tenant_id,
+        stream_name("tenant", who.tenant_id),
+        tenant.SetAllowedOrigins(origins=data.origins),
+        actor=who.actor.label,
+    )
+    return written(outcome, origins=sorted(set(data.origins)))
+
+
 # --- users ---------------------------------------------------------------------------------
 async def put_user(request: Request) -> Response:
     who = await principal(request, "tenant")
@@ -106,7 +127,7 @@ async def create_token(request: Request) -> Response:
     if ttl > settings.max_token_ttl_seconds:
         raise ApiError("invalid_request", f"ttl_seconds is at most {settings.max_token_ttl_seconds}")
     await _require_users(request, who.tenant_id, [user_id])
-    token, expires = engine(request).auth.mint(who.tenant_id, user_id, utcnow(), ttl)
+    token, expires = await engine(request).auth.mint(who.tenant_id, user_id, utcnow(), ttl)
     return json({"token": token, "expires_at": format_time(expires)}, 201)
 
 

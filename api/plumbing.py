@@ -40,12 +40,19 @@ async def principal(request: Request, *kinds: str) -> Principal:
             "send Authorization: Bearer <admin token | API key | user token>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    who = await engine(request).auth.authenticate(credential.strip(), utcnow())
+    node = engine(request)
+    who = await node.auth.authenticate(credential.strip(), utcnow())
     if who.kind not in kinds:
         need = " or ".join(
             {"admin": "the admin token", "tenant": "a tenant API key", "user": "a user token"}[k] for k in kinds
         )
         raise ApiError("forbidden", f"this route needs {need}", rule="wrong_credential")
+    if who.kind != "admin":
+        node.limits.check(who, write=request.method != "GET")
+        origin = request.headers.get("origin")
+        if origin is not None:
+            state = await node.service.state(who.tenant_id, f"tenant:{who.tenant_id}")
+            request.state.cors_origin = origin in state.origins
     return who
 
 

@@ -36,6 +36,12 @@ class CreateApiKey(Body):
     name: Name = "default"
 
 
+class AllowedOrigins(Body):
+    origins: list[
+        Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$", max_length=255)]
+    ] = Field(max_length=50)
+
+
 class PutUser(Body):
     name: Name
     metadata: dict[str, Any] = {}
@@ -107,6 +113,14 @@ class Written(BaseModel):
     event_id: str
     position: int
     seq: int
+
+
+class SigningKeyRotated(Written):
+    kid: str
+
+
+class OriginsWritten(Written):
+    origins: list[str]
 
 
 class TenantCreated(Written):

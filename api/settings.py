@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     max_token_ttl_seconds: int = 30 * 24 * 3600
     query_wait_seconds: float = 5.0
 
+    rate_user_writes_per_second: float = 10.0
+    rate_user_writes_burst: float = 50.0
+    rate_tenant_writes_per_second: float = 1000.0
+    rate_tenant_writes_burst: float = 2000.0
+    rate_tenant_reads_per_second: float = 2000.0
+    rate_tenant_reads_burst: float = 4000.0
+    ws_frames_per_second: float = 20.0
+    ws_frames_burst: float = 100.0
+    ws_max_sockets_per_user: int = 20
+
     ws_queue_frames: int = 1000
     ws_max_subscriptions: int = 100
     ws_max_frame_bytes: int = 16 * 1024

@@ -3,9 +3,12 @@
 - API keys look like ``caas_sk_<tenant_id>_<key_id>_<secret>``. Only a SHA-256 hash of the
   secret is recorded (in ``ApiKeyIssued``); the key is shown once. Comparison is constant
   time.
-- End-user tokens are HS256 JWTs. Each tenant's signing key is derived from the server's
-  secret key and the tenant id, and named by ``kid``; ``iss``, ``aud``, ``exp``, ``nbf`` and
-  ``iat`` are checked with a small clock-skew allowance; only HS256 is accepted.
+- End-user tokens are HS256 JWTs. Each tenant's signing keys are derived from the server's
+  secret key, the tenant id and the key id (``kid``). A tenant rotates its key with
+  ``SigningKeyRotated``: new tokens use the new key, tokens of the previous key keep
+  verifying until the next rotation, so nobody is logged out by one rotation. ``iss``,
+  ``aud``, ``exp``, ``nbf`` and ``iat`` are checked with a small clock-skew allowance; only
+  HS256 is accepted (``alg: none`` and algorithm confusion fail).
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from domain.base import Actor
 API_KEY_PREFIX = "caas_sk_"
 ISSUER = "caas"
 LEEWAY_SECONDS = 30
-SIGNING_KEY_ID = "v1"
 
 
 class Unauthenticated(Exception):
@@ -99,7 +101,9 @@ class Authenticator:
             raise Unauthenticated("this API key was revoked")
         return Principal("tenant", tenant_id=tenant_id, key_id=key_id)
 
-    def mint(self, tenant_id: str, user_id: str, now: datetime, ttl_seconds: int) -> tuple[str, datetime]:
+    async def mint(self, tenant_id: str, user_id: str, now: datetime, ttl_seconds: int) -> tuple[str, datetime]:
+        state = await self.service.state(tenant_id, f"tenant:{tenant_id}")
+        kid = state.signing_keys[0]
         expires = now + timedelta(seconds=ttl_seconds)
         claims = {
             "iss": ISSUER,
@@ -111,22 +115,27 @@ class Authenticator:
             "exp": int(expires.timestamp()),
             "jti": base64.urlsafe_b64encode(secrets.token_bytes(9)).decode(),
         }
-        token = jwt.encode(
-            claims, self._signing_key(tenant_id, SIGNING_KEY_ID), algorithm="HS256", headers={"kid": SIGNING_KEY_ID}
-        )
+        token = jwt.encode(claims, self._signing_key(tenant_id, kid), algorithm="HS256", headers={"kid": kid})
         return token, expires
 
     async def _user_token(self, token: str, now: datetime) -> Principal:
         cached = self._verified.get(token)
         if cached is not None and cached[1] > now.timestamp():
-            return cached[0]
+            principal = cached[0]
+            state = await self.service.state(principal.tenant_id, f"tenant:{principal.tenant_id}")
+            if principal.key_id in state.verifying_keys:
+                return principal
+            del self._verified[token]
         try:
             header = jwt.get_unverified_header(token)
             unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
             tenant_id = unverified.get("tid")
             kid = header.get("kid")
-            if header.get("alg") != "HS256" or not isinstance(tenant_id, str) or kid != SIGNING_KEY_ID:
+            if header.get("alg") != "HS256" or not isinstance(tenant_id, str) or not isinstance(kid, str):
                 raise Unauthenticated("token not issued by CAAS")
+            state = await self.service.state(tenant_id, f"tenant:{tenant_id}")
+            if not state.exists or kid not in state.verifying_keys:
+                raise Unauthenticated("the token's signing key was rotated out; mint a new token")
             claims = jwt.decode(
                 token,
                 self._signing_key(tenant_id, kid),
@@ -138,7 +147,7 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid user token: {exc}") from exc
-        principal = Principal("user", tenant_id=tenant_id, user_id=str(claims["sub"]))
+        principal = Principal("user", tenant_id=tenant_id, user_id=str(claims["sub"]), key_id=kid)
         self._verified[token] = (principal, float(claims["exp"]) + LEEWAY_SECONDS)
         if len(self._verified) > 50_000:
             self._verified.popitem(last=False)

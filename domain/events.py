@@ -48,6 +48,18 @@ class ApiKeyRevoked(DomainEvent):
     key_id: str
 
 
+class SigningKeyRotated(DomainEvent):
+    """End-user tokens are now signed with ``kid``; tokens of the previous key still verify."""
+
+    kid: str
+
+
+class AllowedOriginsSet(DomainEvent):
+    """Browsers at these origins may read the tenant's API responses (CORS)."""
+
+    origins: list[str]
+
+
 # --- user stream ---------------------------------------------------------------------------
 class UserRegistered(DomainEvent):
     name: str

@@ -6,7 +6,16 @@ from dataclasses import dataclass, field
 
 from domain import errors
 from domain.base import Command, Decision, Unchanged
-from domain.events import ApiKeyIssued, ApiKeyRevoked, DomainEvent, TenantRegistered
+from domain.events import (
+    AllowedOriginsSet,
+    ApiKeyIssued,
+    ApiKeyRevoked,
+    DomainEvent,
+    SigningKeyRotated,
+    TenantRegistered,
+)
+
+FIRST_SIGNING_KEY = "v1"
 
 
 class RegisterTenant(Command):
@@ -26,6 +35,14 @@ class RevokeApiKey(Command):
     key_id: str
 
 
+class RotateSigningKey(Command):
+    """Sign new end-user tokens with a fresh key; the previous key keeps verifying."""
+
+
+class SetAllowedOrigins(Command):
+    origins: list[str]
+
+
 @dataclass(slots=True)
 class ApiKey:
     key_id: str
@@ -41,6 +58,14 @@ class TenantState:
     version: int = 0
     name: str | None = None
     keys: dict[str, ApiKey] = field(default_factory=dict)
+    signing_keys: list[str] = field(default_factory=lambda: [FIRST_SIGNING_KEY])  # newest first
+    origins: frozenset[str] = frozenset()
+    origins_seq: int = 0
+
+    @property
+    def verifying_keys(self) -> list[str]:
+        """The key ids whose tokens verify: the current one and the one before it."""
+        return self.signing_keys[:2]
 
     @property
     def exists(self) -> bool:
@@ -76,6 +101,14 @@ def decide(state: TenantState, command: Command) -> Decision:
                     key_id=command.key_id,
                 )
             return [ApiKeyRevoked(key_id=command.key_id)]
+        case RotateSigningKey():
+            _require(state)
+            return [SigningKeyRotated(kid=f"v{len(state.signing_keys) + 1}")]
+        case SetAllowedOrigins():
+            _require(state)
+            if frozenset(command.origins) == state.origins and state.origins_seq:
+                return Unchanged(state.origins_seq)
+            return [AllowedOriginsSet(origins=sorted(set(command.origins)))]
     raise TypeError(f"not a tenant command: {type(command).__name__}")
 
 
@@ -91,6 +124,11 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
             key = state.keys[event.key_id]
             key.revoked = True
             key.revoked_seq = state.version
+        case SigningKeyRotated():
+            state.signing_keys.insert(0, event.kid)
+        case AllowedOriginsSet():
+            state.origins = frozenset(event.origins)
+            state.origins_seq = state.version
     return state
 
 

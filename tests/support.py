@@ -15,6 +15,15 @@ from typing import Any
 import httpx
 
 ADMIN = "test-admin-token"
+# Test servers lift the rate limits unless a test sets them: suites post in bursts.
+UNLIMITED = {
+    f"CAAS_{name}": "1000000"
+    for name in (
+        "RATE_USER_WRITES_PER_SECOND", "RATE_USER_WRITES_BURST", "RATE_TENANT_WRITES_PER_SECOND",
+        "RATE_TENANT_WRITES_BURST", "RATE_TENANT_READS_PER_SECOND", "RATE_TENANT_READS_BURST",
+        "WS_FRAMES_PER_SECOND", "WS_FRAMES_BURST",
+    )
+}  # fmt: skip
 
 
 def free_port() -> int:
@@ -47,6 +56,7 @@ class Server:
             "CAAS_ADMIN_TOKEN": ADMIN,
             "CAAS_PORT": str(self.port),
             "CAAS_LOG_LEVEL": "warning",
+            **UNLIMITED,
             **self.env,
         }
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115

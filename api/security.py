@@ -1,0 +1,62 @@
+"""Headers every response carries, and CORS per tenant.
+
+A preflight (``OPTIONS`` with ``Access-Control-Request-Method``) is answered for any
+origin: it carries no credential, so the tenant is not known yet, and it reveals nothing.
+The real response carries ``Access-Control-Allow-Origin`` only if the caller's tenant
+listed that origin (``PUT /v1/cors``), so a browser at any other origin cannot read it.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
+    (b"cache-control", b"no-store"),
+]
+ALLOW_HEADERS = b"authorization, content-type, idempotency-key, x-request-id"
+EXPOSE_HEADERS = b"x-request-id, retry-after"
+ALLOW_METHODS = b"GET, POST, PUT, PATCH, DELETE"
+CORS_STATE = "cors_origin"
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        if scope["method"] == "OPTIONS" and origin and b"access-control-request-method" in headers:
+            await send({"type": "http.response.start", "status": 204, "headers": [
+                *SECURITY_HEADERS,
+                (b"access-control-allow-origin", origin),
+                (b"access-control-allow-methods", ALLOW_METHODS),
+                (b"access-control-allow-headers", ALLOW_HEADERS),
+                (b"access-control-max-age", b"600"),
+                (b"vary", b"origin"),
+            ]})  # fmt: skip
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = list(SECURITY_HEADERS)
+                allowed = scope.get("state", {}).get(CORS_STATE)
+                if origin and allowed:
+                    extra += [
+                        (b"access-control-allow-origin", origin),
+                        (b"access-control-expose-headers", EXPOSE_HEADERS),
+                        (b"vary", b"origin"),
+                    ]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
