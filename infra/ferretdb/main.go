@@ -42,6 +42,7 @@ func main() {
 	dir := flag.String("dir", "data", "directory for the SQLite databases (one file per database)")
 	level := flag.String("log-level", "warn", "log level: debug, info, warn, error")
 	serialize := flag.Bool("serialize", true, "run one command at a time (atomic single-document updates, like MongoDB)")
+	durable := flag.Bool("durable", false, "fsync SQLite commits (default: PRAGMA synchronous=OFF, much faster; test data only)")
 	flag.Parse()
 
 	var lvl slog.Level
@@ -88,7 +89,7 @@ func main() {
 		Listener:  listener,
 		Logger:    logger,
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
+		SQLiteURL: sqliteURL(abs, *durable),
 	})
 	if err != nil {
 		logger.Error("cannot start FerretDB", "err", err)
@@ -119,6 +120,15 @@ func main() {
 	}
 
 	<-done
+}
+
+// sqliteURL is FerretDB's SQLite URI for a directory (FerretDB adds busy_timeout, WAL, auto_vacuum).
+func sqliteURL(dir string, durable bool) string {
+	u := "file:" + dir + "/"
+	if !durable {
+		u += "?_pragma=synchronous(off)"
+	}
+	return u
 }
 
 func waitForSocket(path string, timeout time.Duration) error {
