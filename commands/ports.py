@@ -57,6 +57,25 @@ class Idempotency:
 Listener = Callable[[Sequence[Event]], None]
 
 
+class EphemeralBus(abc.ABC):
+    """Short-lived facts every API node must see (sockets opening and closing, node
+    heartbeats, typing). Not durable; a message may be lost, so consumers converge from
+    periodic heartbeats rather than trusting every message."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def publish(self, message: dict[str, Any]) -> None:
+        """Send without waiting; every node's listeners (this one's too) receive it."""
+
+    @abc.abstractmethod
+    def listen(self, listener: Callable[[dict[str, Any]], None]) -> None: ...
+
+
 class EventLog(abc.ABC):
     """The system of record: an append-only log of events in streams.
 

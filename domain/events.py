@@ -71,6 +71,13 @@ class UserUpdated(DomainEvent):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class PresenceChanged(DomainEvent):
+    """The user's presence status changed (durable; connections themselves are ephemeral)."""
+
+    status: Literal["online", "away", "offline"]
+    last_seen_at: str
+
+
 # --- channel stream ------------------------------------------------------------------------
 class ChannelCreated(DomainEvent):
     name: str

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
+from domain import errors
 from domain.base import Command, Decision, Unchanged
-from domain.events import DomainEvent, UserRegistered, UserUpdated
+from domain.events import DomainEvent, PresenceChanged, UserRegistered, UserUpdated
 
 
 class RegisterUser(Command):
@@ -18,11 +19,19 @@ class RegisterUser(Command):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class RecordPresence(Command):
+    status: Literal["online", "away", "offline"]
+    last_seen_at: str
+
+
 @dataclass(slots=True)
 class UserState:
     version: int = 0
     name: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    status: str = "offline"
+    last_seen_at: str | None = None
+    status_seq: int = 0
 
     @property
     def exists(self) -> bool:
@@ -37,6 +46,12 @@ def decide(state: UserState, command: Command) -> Decision:
             if state.name == command.name and state.metadata == command.metadata:
                 return Unchanged(state.version)
             return [UserUpdated(name=command.name, metadata=command.metadata)]
+        case RecordPresence():
+            if not state.exists:
+                raise errors.UserNotFound("the user is not registered")
+            if state.status == command.status:
+                return Unchanged(state.status_seq or state.version)
+            return [PresenceChanged(status=command.status, last_seen_at=command.last_seen_at)]
     raise TypeError(f"not a user command: {type(command).__name__}")
 
 
@@ -47,4 +62,6 @@ def evolve(state: UserState, event: DomainEvent) -> UserState:
         case UserRegistered() | UserUpdated():
             state.name = event.name
             state.metadata = dict(event.metadata)
+        case PresenceChanged():
+            state.status, state.last_seen_at, state.status_seq = event.status, event.last_seen_at, state.version
     return state
