@@ -229,6 +229,14 @@ class KafkaNode:
                     if future is not None and not future.done():
                         future.set_result(reply)
 
+    def presence_statuses(self) -> dict[tuple[str, str], str]:
+        """Every user's last durable presence status, from the replica."""
+        found = {}
+        for (tenant_id, stream), state in self.replica.cached():
+            if stream.startswith("user:") and state.status != "offline":
+                found[(tenant_id, stream[5:])] = state.status
+        return found
+
     async def check(self) -> None:
         """Raise if the broker does not answer a metadata request."""
         await self.producer.client.fetch_all_metadata()

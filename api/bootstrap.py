@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from adapters.ids import utcnow, uuid7
+from adapters.memory_bus import MemoryBus
 from api.limits import Limits
 from api.observability import MeteredCommands, count_events
 from api.settings import Settings
 from commands.auth import Authenticator
-from commands.ports import EventLog
+from commands.ports import EphemeralBus, EventLog
 from commands.service import Commands, CommandService
+from domain.presence import Timing
 from projections import chat, eventindex
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from streams.fanout import Hub
+from streams.presence import PresenceService
 from streams.projector import Projection, ProjectionRunner
 
 CHAT = Projection(chat.NAME, chat.COLLECTIONS, chat.project)
@@ -69,11 +72,27 @@ class Engine:
     runner: Any
     hub: Hub = field(default_factory=Hub)
     node: Any = None
+    bus: EphemeralBus = field(default_factory=MemoryBus)
+    presence: PresenceService = field(init=False)
+    node_id: str = field(default_factory=lambda: f"node-{uuid7()}")
     limits: Limits = field(init=False)
     sockets: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
+        if self.node is not None:
+            self.node_id = self.node.node_id
+        self.presence = PresenceService(
+            self.bus,
+            self.hub,
+            self.service,
+            self.node_id,
+            timing=Timing(s.presence_away_seconds, s.presence_grace_seconds, s.presence_node_timeout_seconds),
+            heartbeat=s.presence_heartbeat_seconds,
+            typing_ttl=s.typing_ttl_seconds,
+            typing_throttle=s.typing_throttle_seconds,
+            typing_max_watchers=s.typing_max_watchers,
+        )
         self.limits = Limits(
             user_writes=(s.rate_user_writes_per_second, s.rate_user_writes_burst),
             tenant_writes=(s.rate_tenant_writes_per_second, s.rate_tenant_writes_burst),
@@ -90,8 +109,24 @@ class Engine:
             await self.node.start()
         else:
             await self.runner.start()
+        await self.bus.start()
+        await self.presence.start(await self.durable_presence())
+
+    async def durable_presence(self) -> dict[tuple[str, str], str]:
+        """Each user's last recorded presence status, to reconcile at start."""
+        if self.node is not None:
+            return self.node.presence_statuses()  # type: ignore[no-any-return]
+        found: dict[tuple[str, str], str] = {}
+        after = 0
+        while events := await self.log.read_all(after_position=after, limit=5000, types=["PresenceChanged"]):
+            for event in events:
+                found[(event.tenant_id, event.stream_id)] = event.payload["status"]
+            after = events[-1].position
+        return found
 
     async def close(self) -> None:
+        await self.presence.close()
+        await self.bus.close()
         if self.node is not None:
             await self.node.close()
         else:
@@ -118,7 +153,11 @@ def build_kafka_engine(settings: Settings) -> Engine:
         secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
     )
     runner = Progress(store, list(DISTRIBUTED_PROJECTIONS))
-    return Engine(settings, log, store, MeteredCommands(node), auth, ChatQueries(store), runner, node=node)
+    from adapters.kafka_bus import KafkaBus
+
+    bus = KafkaBus(settings.kafka_bootstrap, f"{settings.kafka_topic_prefix}ephemeral", settings.kafka_partitions)
+    commands = MeteredCommands(node)
+    return Engine(settings, log, store, commands, auth, ChatQueries(store), runner, node=node, bus=bus)
 
 
 def build_engine(settings: Settings) -> Engine:

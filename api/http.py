@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,8 +21,6 @@ from domain.events import stream_name
 
 
 def _path(request: Request, name: str) -> str:
-    import re
-
     value: str = request.path_params[name]
     if not re.match(schemas.ID_PATTERN, value):
         raise ApiError("invalid_request", f"{name} is not a valid id (letters, digits, _.@=+- ; up to 128)")
@@ -399,6 +398,36 @@ async def list_events(request: Request) -> Response:
     events = await engine(request).log.read_all(after_position=after, limit=limit, tenant_id=who.tenant_id, types=types)
     cursor = events[-1].position if len(events) == limit else None
     return json({"events": [e.model_dump() for e in events], "next_after_position": cursor})
+
+
+async def get_presence(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    raw = request.query_params.get("user_ids", "")
+    user_ids = list(dict.fromkeys(u for u in raw.split(",") if u))
+    if not user_ids or len(user_ids) > 100:
+        raise ApiError("invalid_request", "user_ids takes 1 to 100 comma-separated user ids")
+    bad = [u for u in user_ids if not re.match(schemas.ID_PATTERN, u)]
+    if bad:
+        raise ApiError("invalid_request", f"user id {bad[0]!r} is not a valid id")
+    node = engine(request)
+    found = {}
+    for user_id in user_ids:
+        live = node.presence.snapshot(who.tenant_id, user_id)
+        if live["last_seen_at"] is None:  # not seen by this node since it started: the durable record
+            state = await node.service.state(who.tenant_id, stream_name("user", user_id))
+            live["last_seen_at"] = state.last_seen_at
+        found[user_id] = live
+    return json(found)
+
+
+async def channel_presence(request: Request) -> Response:
+    who = await principal(request, "tenant", "user")
+    cid = _path(request, "cid")
+    state = await _readable_channel(request, who, cid)
+    presence = engine(request).presence
+    statuses = {uid: presence.snapshot(who.tenant_id, uid)["status"] for uid in state.members}
+    online = sum(1 for s in statuses.values() if s != "offline")
+    return json({"channel_id": cid, "members": len(statuses), "online": online, "statuses": statuses})
 
 
 # --- operations ----------------------------------------------------------------------------

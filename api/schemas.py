@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@=+\-]{0,127}$"
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -216,6 +216,23 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     events: list[EventOut]
     next_after_position: int | None
+
+
+class UserPresence(BaseModel):
+    status: Literal["online", "away", "offline"]
+    last_seen_at: str | None
+    devices: int
+
+
+class PresenceMap(RootModel[dict[str, UserPresence]]):
+    pass
+
+
+class ChannelPresence(BaseModel):
+    channel_id: str
+    members: int
+    online: int
+    statuses: dict[str, Literal["online", "away", "offline"]]
 
 
 class ErrorDetail(BaseModel):

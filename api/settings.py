@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     ws_frames_burst: float = 100.0
     ws_max_sockets_per_user: int = 20
 
+    presence_away_seconds: float = 300.0
+    presence_grace_seconds: float = 10.0
+    presence_node_timeout_seconds: float = 5.0
+    presence_heartbeat_seconds: float = 1.0
+    typing_ttl_seconds: float = 5.0
+    typing_throttle_seconds: float = 2.0
+    typing_max_watchers: int = 100
+
     ws_queue_frames: int = 1000
     ws_max_subscriptions: int = 100
     ws_max_frame_bytes: int = 16 * 1024

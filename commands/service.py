@@ -110,6 +110,10 @@ class CommandService:
             self._cache.popitem(last=False)
         return state
 
+    def cached(self) -> list[tuple[tuple[str, str], Any]]:
+        """Every cached aggregate, as ``((tenant_id, stream), state)``."""
+        return list(self._cache.items())
+
     def forget(self, tenant_id: str, stream: str) -> None:
         """Drop a cached aggregate (another process appended to its stream)."""
         self._cache.pop((tenant_id, stream), None)
