@@ -170,6 +170,7 @@ class Message(BaseModel):
     deleted: bool
     reactions: dict[str, list[str]]
     reply_count: int
+    seen_by: list[str] | None = Field(default=None, description="members who have read it (channels up to 100)")
 
 
 class Channel(BaseModel):

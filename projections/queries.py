@@ -21,8 +21,9 @@ def render_message(doc: Doc) -> Doc:
 class ChatQueries:
     """Queries over channels, memberships and messages for one store."""
 
-    def __init__(self, store: ReadStore) -> None:
+    def __init__(self, store: ReadStore, *, receipts_up_to: int = 100) -> None:
         self.store = store
+        self.receipts_up_to = receipts_up_to
 
     async def membership(self, tenant_id: str, channel_id: str, user_id: str) -> Doc | None:
         doc = await self.store.get("memberships", tenant_id, membership_key(channel_id, user_id))
@@ -118,7 +119,24 @@ class ChatQueries:
         more = len(docs) > limit
         docs = docs[:limit]
         cursor = docs[-1]["seq"] if more and docs else None
-        return [render_message(d) for d in docs], cursor
+        return await self._with_receipts(tenant_id, channel_id, [render_message(d) for d in docs]), cursor
+
+    async def _with_receipts(self, tenant_id: str, channel_id: str, messages: list[Doc]) -> list[Doc]:
+        """Add ``seen_by`` (members whose read marker passed the message) in small channels."""
+        if not messages:
+            return messages
+        marks = await self.store.find(
+            "memberships", tenant_id, {"channel_id": channel_id, "active": True}, limit=self.receipts_up_to + 1
+        )
+        if len(marks) > self.receipts_up_to:
+            return messages
+        for message in messages:
+            message["seen_by"] = sorted(
+                m["user_id"]
+                for m in marks
+                if m.get("last_read_seq", 0) >= message["seq"] and m["user_id"] != message["author_id"]
+            )
+        return messages
 
     async def message(self, tenant_id: str, channel_id: str, message_id: str) -> Doc | None:
         doc = await self.store.get("messages", tenant_id, message_key(channel_id, message_id))
@@ -128,4 +146,4 @@ class ChatQueries:
         docs = await self.store.find(
             "messages", tenant_id, {"channel_id": channel_id, "parent_id": message_id}, sort=[("seq", 1)], limit=limit
         )
-        return [render_message(d) for d in docs]
+        return await self._with_receipts(tenant_id, channel_id, [render_message(d) for d in docs])
