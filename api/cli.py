@@ -7,6 +7,7 @@ import asyncio
 import csv
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -20,8 +21,22 @@ from api.settings import Settings
 from domain.events import Event
 
 
+class RedactTokens(logging.Filter):
+    """Websocket URLs carry the user's token (``?token=``); never write it to a log."""
+
+    pattern = re.compile(r"(token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.pattern.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        record.msg = self.pattern.sub(r"\1[redacted]", str(record.msg))
+        return True
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(RedactTokens())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -53,6 +68,9 @@ def serve(settings: Settings) -> None:
         loop="uvloop",
         http="httptools",
         ws="websockets-sansio",
+        # No permessage-deflate: compressing each frame once per socket costs more CPU than the
+        # fan-out itself and ~40 KiB of zlib state per socket (tests/perf/bench_fanout.py).
+        ws_per_message_deflate=False,
         ws_max_size=settings.ws_max_frame_bytes * 4,
         timeout_keep_alive=30,
         limit_concurrency=10_000,

@@ -288,8 +288,9 @@ async def typing(request: Request) -> Response:
         raise errors.ChannelNotFound("no such channel")
     if uid not in state.members:
         raise errors.NotAMember(f"user {uid!r} is not a member of this channel", user_id=uid)
-    delivered = node.hub.typing(who.tenant_id, cid, uid)
-    return json({"channel_id": cid, "user_id": uid, "delivered_to": delivered}, 202)
+    sent = node.presence.typing(who.tenant_id, cid, uid)
+    ttl = int(node.settings.typing_ttl_seconds * 1000)
+    return json({"channel_id": cid, "user_id": uid, "sent": sent, "expires_in_ms": ttl}, 202)
 
 
 async def mute(request: Request) -> Response:

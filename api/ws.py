@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import uuid
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ from api.plumbing import engine
 from api.schemas import ID_PATTERN
 from commands.auth import Principal, Unauthenticated
 from domain.events import stream_name
-from streams.fanout import Subscription, event_frame
+from streams.fanout import REVOKING, Subscription, event_frame
 
 log = structlog.get_logger("caas.ws")
 TRY_AGAIN_LATER = 1013
@@ -44,6 +45,8 @@ class Session:
         self.subs: dict[str, Subscription] = {}
         self.closing: int | None = None
         self.closed = asyncio.Event()
+        self.watching = 0
+        self.conn_id = uuid.uuid4().hex
 
     # outgoing ------------------------------------------------------------------------------
     def enqueue(self, frame: str) -> bool:
@@ -82,6 +85,7 @@ class Session:
             if message["type"] == "websocket.disconnect":
                 self.close(1000)
                 return
+            self.node.presence.active(self.conn_id)
             text = message.get("text")
             if text is None:
                 self.error("invalid_request", "send JSON text frames, not binary")
@@ -114,11 +118,31 @@ class Session:
         elif kind == "typing":
             cid = self._channel_id(frame)
             if cid is not None and await self._member(cid):
-                self.node.hub.typing(self.who.tenant_id, cid, self.who.user_id)
+                self.node.presence.typing(self.who.tenant_id, cid, self.who.user_id)
         elif kind == "subscribe_presence":
-            self.error("unsupported", "presence subscriptions are not available in this release")
+            self.watch_presence(frame)
         else:
             self.error("invalid_request", f"unknown frame type {kind!r}")
+
+    def watch_presence(self, frame: dict[str, Any]) -> None:
+        """Presence frames for these users of the tenant: their status now, then changes."""
+        user_ids = frame.get("user_ids")
+        limit = self.node.settings.ws_max_presence_watch
+        if (
+            not isinstance(user_ids, list)
+            or not all(isinstance(u, str) and re.match(ID_PATTERN, u) for u in user_ids)
+            or len(user_ids) + self.watching > limit
+        ):
+            self.error("invalid_request", f"user_ids is a list of user ids; at most {limit} per socket")
+            return
+        self.watching += len(user_ids)
+        self.node.presence.watch(self.who.tenant_id, list(dict.fromkeys(user_ids)), self.send_presence)
+
+    def send_presence(self, frame: str) -> bool:
+        if not self.enqueue(frame):
+            self.close(TRY_AGAIN_LATER)
+            return False
+        return True
 
     def _channel_id(self, frame: dict[str, Any]) -> str | None:
         cid = frame.get("channel_id")
@@ -187,12 +211,18 @@ class Session:
             for event in page:
                 if event.seq != last + 1:
                     break  # a hole in a lagging copy: read again from here
-                if not self.enqueue(event_frame(event)):
+                if self.closing is not None:
                     return None
+                await self.queue.put(event_frame(event))  # waits for the writer: memory stays bounded
                 last = event.seq
+                if event.seq > head and event.type in REVOKING and event.payload.get("user_id") == sub.user_id:
+                    sub.revoke_at = event.seq  # removed meanwhile: go_live delivers nothing after it
+                    return last
             target = max(head, sub.buffer[0][0] - 1 if sub.buffer else 0)
             if len(page) == HISTORY_PAGE:
                 await asyncio.sleep(0)  # let the writer drain between pages
+            elif last >= target and self.queue.qsize() > self.queue.maxsize // 2:
+                await asyncio.sleep(0.01)  # let the writer drain before the live tail joins the queue
             elif last >= target:
                 return last
             elif asyncio.get_running_loop().time() > deadline:
@@ -213,6 +243,8 @@ class Session:
     def detach(self) -> None:
         for cid in list(self.subs):
             self.unsubscribe(cid)
+        self.node.presence.unwatch(self.send_presence)
+        self.node.presence.closed(self.conn_id)
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -228,6 +260,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     session = Session(ws, who)
     SOCKETS.inc()
+    node.presence.opened(session.conn_id, who.tenant_id, who.user_id)
     tasks = [asyncio.create_task(session.writer()), asyncio.create_task(session.reader())]
     closer = asyncio.create_task(session.closed.wait())
     try:

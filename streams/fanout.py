@@ -41,6 +41,7 @@ class Subscription:
         "live",
         "overflow",
         "revoke",
+        "revoke_at",
         "send",
         "tenant_id",
         "user_id",
@@ -66,6 +67,7 @@ class Subscription:
         self.send = send  # returns False when the socket's queue is full
         self.overflow = overflow  # called once the subscriber has fallen too far behind
         self.revoke = revoke
+        self.revoke_at = 0  # seq of a removal published while replaying history
         self.limit = limit
 
     def offer(self, seq: int, frame: str) -> bool:
@@ -79,11 +81,21 @@ class Subscription:
         return self.send(frame)
 
     def go_live(self, last_sent_seq: int) -> bool:
-        """Switch from history to the live tail after ``last_sent_seq`` was sent."""
+        """Switch from history to the live tail after ``last_sent_seq`` was sent.
+
+        A removal that arrived during the replay is delivered, then revokes the subscription.
+        """
         self.last_seq = last_sent_seq
         self.live = True
         buffered, self.buffer = self.buffer, []
-        return all(self.offer(seq, frame) for seq, frame in buffered)
+        for seq, frame in buffered:
+            if self.revoke_at and seq > self.revoke_at:
+                break
+            if not self.offer(seq, frame):
+                return False
+        if self.revoke_at:
+            self.revoke(self, f"you are no longer a member of channel {self.channel_id}")
+        return True
 
 
 class Hub:
@@ -118,11 +130,17 @@ class Hub:
                 if not sub.offer(event.seq, frame):
                     sub.overflow()
                 elif revoked is not None and sub.user_id == revoked:
-                    sub.revoke(sub, f"you are no longer a member of channel {sub.channel_id}")
+                    if sub.live:
+                        sub.revoke(sub, f"you are no longer a member of channel {sub.channel_id}")
+                    elif not sub.revoke_at:
+                        sub.revoke_at = event.seq  # revoked once the replay has delivered it
 
-    def typing(self, tenant_id: str, channel_id: str, user_id: str) -> int:
-        """Send an ephemeral typing frame to the channel's other live subscribers."""
-        frame = orjson.dumps({"type": "typing", "channel_id": channel_id, "user_id": user_id}).decode()
+    def typing(self, tenant_id: str, channel_id: str, user_id: str, expires_in_ms: int = 5000) -> int:
+        """Send an ephemeral typing frame to the channel's other live subscribers; clients
+        drop the indicator after ``expires_in_ms`` unless another frame renews it."""
+        frame = orjson.dumps(
+            {"type": "typing", "channel_id": channel_id, "user_id": user_id, "expires_in_ms": expires_in_ms}
+        ).decode()
         sent = 0
         for sub in list(self._subs.get((tenant_id, channel_id), ())):
             if sub.live and sub.user_id != user_id:
