@@ -137,21 +137,31 @@ class DeciderWorker:
                 await self._recover()
             batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
             for tp, records in batches.items():
+                if tp.partition not in self.owned:
+                    continue  # revoked since the fetch: its aggregates are gone, its next owner decides
                 tasks = [asyncio.create_task(self.handle(record.value)) for record in records]
                 self._inflight.update(tasks)
                 replies = await asyncio.gather(*tasks)
                 self._inflight.difference_update(tasks)
-                deliveries = [
-                    await self.producer.send(
-                        self.topics["replies"],
-                        orjson.dumps(reply),
-                        key=reply_to.encode(),
-                        partition=partition_for(reply_to, self.partitions),
-                    )
-                    for reply_to, reply in replies
-                ]
-                await asyncio.gather(*deliveries, return_exceptions=True)
-                await self.consumer.commit({tp: records[-1].offset + 1})
+                try:
+                    deliveries = [
+                        await self.producer.send(
+                            self.topics["replies"],
+                            orjson.dumps(reply),
+                            key=reply_to.encode(),
+                            partition=partition_for(reply_to, self.partitions),
+                        )
+                        for reply_to, reply in replies
+                    ]
+                    await asyncio.gather(*deliveries, return_exceptions=True)
+                except KafkaError as exc:  # the nodes time out (503) and clients retry
+                    log.warning("replies_not_sent", error=str(exc))
+                try:
+                    await self.consumer.commit({tp: records[-1].offset + 1})
+                except KafkaError as exc:
+                    # Rebalanced meanwhile, or the broker is away: the partition's next owner gets
+                    # these commands again and answers them from the events they recorded.
+                    log.warning("commit_failed", error=str(exc))
 
     async def handle(self, value: bytes) -> tuple[str, dict[str, Any]]:
         message: dict[str, Any] = orjson.loads(value)
