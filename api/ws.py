@@ -18,6 +18,7 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from adapters.ids import utcnow
+from api.limits import retry_after
 from api.observability import SLOW_CLOSES, SOCKETS, SUBSCRIPTIONS
 from api.plumbing import engine
 from api.schemas import ID_PATTERN
@@ -47,6 +48,7 @@ class Session:
         self.closed = asyncio.Event()
         self.watching = 0
         self.conn_id = uuid.uuid4().hex
+        self.frames = self.node.limits.ws_frames.bucket()  # this socket's frame rate
 
     # outgoing ------------------------------------------------------------------------------
     def enqueue(self, frame: str) -> bool:
@@ -87,13 +89,17 @@ class Session:
                 return
             self.node.presence.active(self.conn_id)
             text = message.get("text")
-            if text is None:
-                self.error("invalid_request", "send JSON text frames, not binary")
-                continue
-            if len(text) > limit:
+            if text is not None and len(text) > limit:
                 self.error("payload_too_large", f"frames are at most {limit} bytes")
                 self.close(TOO_BIG)
                 return
+            wait = self.frames.take(self.node.limits.ws_frames.clock())
+            if wait:
+                self.error("rate_limited", f"too many frames; retry after {retry_after(wait)} s", retry_after=wait)
+                continue
+            if text is None:
+                self.error("invalid_request", "send JSON text frames, not binary")
+                continue
             try:
                 frame = orjson.loads(text)
             except orjson.JSONDecodeError:
@@ -258,6 +264,22 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.send_text(orjson.dumps({"type": "error", "code": "unauthenticated", "message": str(exc)}).decode())
         await ws.close(POLICY_VIOLATION)
         return
+    key, cap = (who.tenant_id, who.user_id), node.settings.ws_max_sockets_per_user
+    if node.sockets.get(key, 0) >= cap:
+        message = f"at most {cap} open sockets per user; close one first"
+        await ws.send_text(orjson.dumps({"type": "error", "code": "rate_limited", "message": message}).decode())
+        await ws.close(POLICY_VIOLATION)
+        return
+    node.sockets[key] = node.sockets.get(key, 0) + 1
+    try:
+        await serve(ws, who)
+    finally:
+        if (left := node.sockets.pop(key) - 1) > 0:
+            node.sockets[key] = left
+
+
+async def serve(ws: WebSocket, who: Principal) -> None:
+    node = engine(ws)  # type: ignore[arg-type]
     session = Session(ws, who)
     SOCKETS.inc()
     node.presence.opened(session.conn_id, who.tenant_id, who.user_id)
