@@ -146,7 +146,7 @@ async def _channel_command(
         correlation_id=request.headers.get("x-request-id"),
         idempotency=idempotency(request, raw) if raw or request.method == "POST" else None,
     )
-    extra = {"channel_id": cid}
+    extra = {"channel_id": outcome.last.stream_id}  # a replay answers with the first request's channel
     message_id = getattr(command, "message_id", None)
     if message_id is not None:
         extra["message_id"] = outcome.last.payload.get("message_id", message_id)
