@@ -22,7 +22,7 @@ from domain.events import stream_name
 
 def _path(request: Request, name: str) -> str:
     value: str = request.path_params[name]
-    if not re.match(schemas.ID_PATTERN, value):
+    if not re.fullmatch(schemas.ID_PATTERN, value):  # fullmatch: `$` alone lets a trailing newline through
         raise ApiError("invalid_request", f"{name} is not a valid id (letters, digits, _.@=+- ; up to 128)")
     return value
 
@@ -263,6 +263,8 @@ async def remove_reaction(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     cid, mid = _path(request, "cid"), _path(request, "mid")
     emoji: str = request.path_params["emoji"]
+    if not re.fullmatch(schemas.Emoji.__metadata__[0].pattern, emoji):
+        raise ApiError("invalid_request", "emoji is 1 to 64 characters: no spaces, dots, $ or control characters")
     uid = _acting_user(who, request.query_params.get("user_id"))
     command = ch.RemoveReaction(actor=who.actor, message_id=mid, user_id=uid, emoji=emoji)
     return await _channel_command(request, who, cid, command)
@@ -315,6 +317,7 @@ async def ban(request: Request) -> Response:
     cid = _path(request, "cid")
     raw = await raw_body(request)
     data = await body(request, schemas.Ban, raw)
+    await _require_users(request, who.tenant_id, [data.user_id])
     return await _channel_command(
         request, who, cid, ch.BanMember(actor=who.actor, user_id=data.user_id, reason=data.reason), raw
     )
@@ -407,7 +410,7 @@ async def get_presence(request: Request) -> Response:
     user_ids = list(dict.fromkeys(u for u in raw.split(",") if u))
     if not user_ids or len(user_ids) > 100:
         raise ApiError("invalid_request", "user_ids takes 1 to 100 comma-separated user ids")
-    bad = [u for u in user_ids if not re.match(schemas.ID_PATTERN, u)]
+    bad = [u for u in user_ids if not re.fullmatch(schemas.ID_PATTERN, u)]
     if bad:
         raise ApiError("invalid_request", f"user id {bad[0]!r} is not a valid id")
     node = engine(request)

@@ -101,7 +101,8 @@ def int_param(request: Request, name: str, *, minimum: int = 0, maximum: int | N
     value = request.query_params.get(name)
     if value is None or value == "":
         return None
-    if not value.isdigit() or int(value) < minimum or (maximum is not None and int(value) > maximum):
+    digits = value.isascii() and value.isdigit()  # str.isdigit alone takes '²', which int() refuses
+    if not digits or int(value) < minimum or (maximum is not None and int(value) > maximum):
         bound = f" and at most {maximum}" if maximum is not None else ""
         raise ApiError("invalid_request", f"query parameter {name} must be an integer of at least {minimum}{bound}")
     return int(value)

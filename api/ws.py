@@ -136,7 +136,7 @@ class Session:
         limit = self.node.settings.ws_max_presence_watch
         if (
             not isinstance(user_ids, list)
-            or not all(isinstance(u, str) and re.match(ID_PATTERN, u) for u in user_ids)
+            or not all(isinstance(u, str) and re.fullmatch(ID_PATTERN, u) for u in user_ids)
             or len(user_ids) + self.watching > limit
         ):
             self.error("invalid_request", f"user_ids is a list of user ids; at most {limit} per socket")
@@ -152,7 +152,7 @@ class Session:
 
     def _channel_id(self, frame: dict[str, Any]) -> str | None:
         cid = frame.get("channel_id")
-        if not isinstance(cid, str) or not re.match(ID_PATTERN, cid):
+        if not isinstance(cid, str) or not re.fullmatch(ID_PATTERN, cid):
             self.error("invalid_request", "channel_id must be a channel id string")
             return None
         return cid

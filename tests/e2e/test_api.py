@@ -451,8 +451,11 @@ def test_idempotency_key_replays_the_first_result(chat: Chat) -> None:
     reissued = ok(chat.post("/v1/api-keys", "tenant", {"name": "ci"}, headers={"Idempotency-Key": "key-1"}), 200)
     assert reissued["key_id"] == issued["key_id"] and reissued["api_key"] is None
     assert [e["type"] for e in chat.events(types="ApiKeyIssued")].count("ApiKeyIssued") == 2  # first key + ci
-    err(chat.post("/v1/channels/c/messages", "alice", {"text": "x"}, headers={"Idempotency-Key": ""}), 422,
-        "invalid_request")  # fmt: skip
+    err(
+        chat.post("/v1/channels/c/messages", "alice", {"text": "x"}, headers={"Idempotency-Key": ""}),
+        422,
+        "invalid_request",
+    )
 
 
 def test_client_msg_id_retries_return_the_first_message(chat: Chat) -> None:
@@ -482,8 +485,12 @@ def test_min_position_waits_for_the_read_model_then_gives_up(impatient_server: S
     assert [m["text"] for m in world.messages("alice", min_position=posted["position"])] == ["visible"]
     assert world.channel("alice", min_position=made["position"])["channel_id"] == "c"
     far = 10**12
-    for path in ("/v1/channels", "/v1/channels/c", "/v1/channels/c/messages",
-                 f"/v1/channels/c/messages/{posted['message_id']}/thread"):  # fmt: skip
+    for path in (
+        "/v1/channels",
+        "/v1/channels/c",
+        "/v1/channels/c/messages",
+        f"/v1/channels/c/messages/{posted['message_id']}/thread",
+    ):
         r = world.call("GET", path, "alice", params={"min_position": far})
         err(r, 503, "unavailable")
         assert r.headers["retry-after"]
@@ -500,8 +507,21 @@ def test_events_feed_pages_in_log_order_and_filters_by_type(chat: Chat, client: 
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
     assert {e["tenant_id"] for e in everything} == {chat.tenant.tenant_id}
     for e in everything:
-        assert {"event_id", "tenant_id", "stream", "seq", "position", "type", "schema_version", "occurred_at",
-                "actor", "command_id", "causation_id", "correlation_id", "payload"} <= set(e)  # fmt: skip
+        assert {
+            "event_id",
+            "tenant_id",
+            "stream",
+            "seq",
+            "position",
+            "type",
+            "schema_version",
+            "occurred_at",
+            "actor",
+            "command_id",
+            "causation_id",
+            "correlation_id",
+            "payload",
+        } <= set(e)
     paged, after = [], 0
     while True:
         page = chat.get("/v1/events", "tenant", after_position=after, limit=3)

@@ -78,8 +78,11 @@ def room(client: httpx.Client, tenant: Tenant, cid: str = "room", *others: str) 
     tokens = {"alice": tenant.user(client, "alice")}
     for uid in others:
         tokens[uid] = tenant.user(client, uid)
-    r = client.post(f"{tenant.url}/v1/channels", json={"channel_id": cid, "name": cid, "members": list(others)},
-                    headers=bearer(tokens["alice"]))  # fmt: skip
+    r = client.post(
+        f"{tenant.url}/v1/channels",
+        json={"channel_id": cid, "name": cid, "members": list(others)},
+        headers=bearer(tokens["alice"]),
+    )
     assert r.status_code == 201, r.text
     return tokens
 
@@ -179,8 +182,9 @@ async def test_since_seq_while_others_post_concurrently_is_gapless(
         assert head.result() == 1 + 4 + 20 + 320  # created, four members, 20 + 320 messages
         assert_gapless(events, since + 1, head.result())
         assert await until_pong(ws) == []
-    r = client.get(f"{tenant.url}/v1/events", params={"types": "MessagePosted", "limit": 1000},
-                   headers=tenant.headers())  # fmt: skip
+    r = client.get(
+        f"{tenant.url}/v1/events", params={"types": "MessagePosted", "limit": 1000}, headers=tenant.headers()
+    )
     by_seq = {e["seq"]: e["event_id"] for e in r.json()["events"]}
     assert all(by_seq[e["seq"]] == e["event"]["event_id"] for e in events if e["event"]["type"] == "MessagePosted")
 
@@ -341,8 +345,9 @@ async def test_member_removed_during_history_replay_gets_nothing_after_removal(
         removed = await aclient.delete(f"{srv.url}/v1/channels/room/members/bob", headers=tenant.headers())
         assert removed.status_code == 201, removed.text
         removal_seq = removed.json()["seq"]
-        after = await aclient.post(f"{srv.url}/v1/channels/room/messages", json={"text": "after"},
-                                   headers=bearer(tokens["alice"]))  # fmt: skip
+        after = await aclient.post(
+            f"{srv.url}/v1/channels/room/messages", json={"text": "after"}, headers=bearer(tokens["alice"])
+        )
         assert after.status_code == 201
         frames = await until_pong(ws)
     assert frames[0]["type"] == "subscribed"
@@ -398,6 +403,7 @@ BAD_FRAMES: list[tuple[str, str | bytes]] = [
     ("channel_id missing", '{"type": "subscribe"}'),
     ("channel_id number", '{"type": "subscribe", "channel_id": 7}'),
     ("channel_id control char", '{"type": "subscribe", "channel_id": "ro\\u0001om"}'),
+    ("channel_id trailing newline", '{"type": "subscribe", "channel_id": "room\\n"}'),
     ("unsubscribe bad id", '{"type": "unsubscribe", "channel_id": ""}'),
     ("typing bad id", '{"type": "typing", "channel_id": null}'),
 ]
@@ -513,9 +519,11 @@ async def test_slow_consumer_is_closed_1013_and_resumes_with_since_seq(
             acked: list[int] = []
             # bob stops reading while thousands of events are posted
             await asyncio.gather(
-                *(poster(ac, srv.url, tokens[u], "room", posts // 4, f"{u}{k}", acked, fat=True)
-                  for k, u in enumerate(["alice", "carol", "alice", "carol"]))
-            )  # fmt: skip
+                *(
+                    poster(ac, srv.url, tokens[u], "room", posts // 4, f"{u}{k}", acked, fat=True)
+                    for k, u in enumerate(["alice", "carol", "alice", "carol"])
+                )
+            )
             head = max(acked)
             assert head == 4 + posts
             got: list[dict[str, Any]] = []
