@@ -8,10 +8,12 @@ import csv
 import logging
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+from typing import Any
 
 import orjson
 import structlog
@@ -34,17 +36,35 @@ class RedactTokens(logging.Filter):
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+    """JSON lines on stderr for our own logs and for the libraries' (uvicorn, aiokafka)."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactTokens())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).addFilter(RedactTokens())
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
     )
 
 
@@ -61,6 +81,7 @@ def serve(settings: Settings) -> None:
     print(f"CAAS {settings.backend} serving on http://{settings.host}:{settings.port}", flush=True)
     uvicorn.run(
         create_app(settings),
+        log_config=None,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -176,6 +197,10 @@ async def rebuild(settings: Settings, args: argparse.Namespace) -> None:
     from api.bootstrap import PROJECTIONS, build_log, build_store
     from streams.projector import rebuild as run_rebuild
 
+    if args.projection and args.projection not in PROJECTIONS:
+        raise SystemExit(
+            f"the embedded backend has no {args.projection!r} projection (it has: {', '.join(PROJECTIONS)})"
+        )
     names = [args.projection] if args.projection else list(PROJECTIONS)
     log, store = build_log(settings), build_store(settings)
     await log.start()
@@ -249,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         configure_logging(settings.log_level)
         uvloop.run(worker(settings))
     elif args.command == "replay":
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `caas replay | head` ends quietly
         if args.since:
             args.since = args.since.replace("+00:00", "Z")
         asyncio.run(replay(settings, args))

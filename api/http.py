@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from adapters.ids import short_id, utcnow, uuid7
 from api import schemas
-from api.errors import ApiError
+from api.errors import ApiError, error_response
 from api.plumbing import body, engine, idempotency, int_param, json, principal, raw_body, wait_min_position, written
 from commands.auth import Principal, new_api_key
 from domain import channel as ch
@@ -73,8 +73,13 @@ async def revoke_api_key(request: Request) -> Response:
 
 async def rotate_signing_key(request: Request) -> Response:
     who = await principal(request, "tenant")
+    raw = await raw_body(request)
     outcome = await engine(request).service.execute(
-        who.tenant_id, stream_name("tenant", who.tenant_id), tenant.RotateSigningKey(), actor=who.actor.label
+        who.tenant_id,
+        stream_name("tenant", who.tenant_id),
+        tenant.RotateSigningKey(),
+        actor=who.actor.label,
+        idempotency=idempotency(request, raw),
     )
     return written(outcome, kid=outcome.last.payload["kid"])
 
@@ -88,6 +93,7 @@ async def set_allowed_origins(request: Request) -> Response:
         stream_name("tenant", who.tenant_id),
         tenant.SetAllowedOrigins(origins=data.origins),
         actor=who.actor.label,
+        idempotency=idempotency(request, raw),
     )
     return written(outcome, origins=sorted(set(data.origins)))
 
@@ -448,6 +454,7 @@ async def readyz(request: Request) -> Response:
             head = await node.log.head_position()
             await node.store.checkpoint("chat")
     except Exception as exc:
-        return json({"status": "unavailable", "error": str(exc) or type(exc).__name__}, 503)
+        reason = str(exc) or type(exc).__name__
+        return error_response(ApiError("unavailable", f"the backend is not reachable: {reason}", status="unavailable"))
     status = await node.runner.status(head)
     return json({"status": "ready", "backend": node.settings.backend, "head_position": head, **status})

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     ws_queue_frames: int = 1000
     ws_max_subscriptions: int = 100
     ws_max_presence_watch: int = 1000
+    ws_history_wait_seconds: float = 15.0
     ws_max_frame_bytes: int = 16 * 1024
 
     @classmethod

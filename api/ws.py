@@ -31,7 +31,6 @@ TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
 TOO_BIG = 1009
 HISTORY_PAGE = 500
-HISTORY_WAIT_SECONDS = 5.0
 
 
 class Session:
@@ -211,7 +210,7 @@ class Session:
         """
         stream = stream_name("channel", sub.channel_id)
         last = since
-        deadline = asyncio.get_running_loop().time() + HISTORY_WAIT_SECONDS
+        deadline = asyncio.get_running_loop().time() + self.node.settings.ws_history_wait_seconds
         while True:
             page = await self.node.log.read_stream(self.who.tenant_id, stream, last, HISTORY_PAGE)
             for event in page:

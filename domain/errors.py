@@ -113,7 +113,3 @@ class InvalidParent(Invalid):
 
 class ReadMarkerAhead(Invalid):
     rule = "read_marker_ahead"
-
-
-class LastOwner(Conflict):
-    rule = "last_owner"
