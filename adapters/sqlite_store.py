@@ -25,6 +25,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "memberships": [("user_id", "active"), ("channel_id", "active")],
 }
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LOAD_CHUNK = 500  # documents loaded per SELECT … IN (…) when a batch is applied
 _OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$ne": "IS NOT"}
 
 
@@ -104,25 +105,36 @@ class SqliteReadStore(ReadStore):
             tables = {op.collection: self._table(op.collection) for op in ops}
             docs: dict[tuple[str, str, str], Doc | None] = {}
             dirty: set[tuple[str, str, str]] = set()
+            wanted: dict[tuple[str, str], list[str]] = {}
+            for op in ops:
+                key = (op.collection, op.tenant_id, op.id)
+                if key not in docs:
+                    docs[key] = None
+                    wanted.setdefault((op.collection, op.tenant_id), []).append(op.id)
             db.execute("BEGIN")
             try:
+                for (collection, tenant_id), ids in wanted.items():  # load touched documents, many per query
+                    for start in range(0, len(ids), LOAD_CHUNK):
+                        chunk = ids[start : start + LOAD_CHUNK]
+                        rows = db.execute(
+                            f"SELECT id, doc FROM {tables[collection]} WHERE tenant_id = ? "
+                            f"AND id IN ({','.join('?' * len(chunk))})",
+                            (tenant_id, *chunk),
+                        )
+                        for id, doc in rows:
+                            docs[(collection, tenant_id, id)] = orjson.loads(doc)
                 for op in ops:
                     key = (op.collection, op.tenant_id, op.id)
-                    if key not in docs:
-                        row = db.execute(
-                            f"SELECT doc FROM {tables[op.collection]} WHERE tenant_id = ? AND id = ?",
-                            (op.tenant_id, op.id),
-                        ).fetchone()
-                        docs[key] = orjson.loads(row[0]) if row else None
                     new = apply_op(docs[key], op)
                     if new is not None:
                         docs[key] = new
                         dirty.add(key)
+                writes: dict[str, list[tuple[str, str, str]]] = {}
                 for collection, tenant_id, id in dirty:
-                    db.execute(
-                        f"INSERT OR REPLACE INTO {tables[collection]} VALUES (?, ?, ?)",
-                        (tenant_id, id, orjson.dumps(docs[(collection, tenant_id, id)]).decode()),
-                    )
+                    doc = orjson.dumps(docs[(collection, tenant_id, id)]).decode()
+                    writes.setdefault(collection, []).append((tenant_id, id, doc))
+                for collection, rows_ in writes.items():
+                    db.executemany(f"INSERT OR REPLACE INTO {tables[collection]} VALUES (?, ?, ?)", rows_)
                 db.execute(
                     "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (projection) "
                     "DO UPDATE SET position = max(position, excluded.position)",

@@ -49,4 +49,9 @@ class Command(BaseModel):
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with millisecond precision; lexicographic order equals time order."""
     moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.year < 1000:  # strftime's %Y does not pad these; keep its output
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        f"{moment.year}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
+        f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )

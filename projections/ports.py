@@ -96,7 +96,10 @@ def apply_op(doc: Doc | None, op: Op) -> Doc | None:
         return None
     new = dict(doc) if doc is not None else {"_id": op.id, "tenant_id": op.tenant_id, **op.insert}
     for path, value in op.set.items():
-        _target(new, path)[path.rpartition(".")[2]] = value
+        if "." in path:
+            _target(new, path)[path.rpartition(".")[2]] = value
+        else:
+            new[path] = value
     for path, amount in op.inc.items():
         parent, name = _target(new, path), path.rpartition(".")[2]
         parent[name] = parent.get(name, 0) + amount

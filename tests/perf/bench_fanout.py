@@ -1,0 +1,169 @@
+"""Benchmark 3: fan-out of one channel to 1,000 websocket subscribers, beside a bare
+``websockets`` server that broadcasts the same frames (``websockets.broadcast``).
+
+1,000 users of one channel subscribe from two client processes (the ``websockets`` asyncio
+client, with its default permessage-deflate offer, as browsers do). Server RSS is read from
+/proc/<pid>/status before and after they connect. Then messages are posted as fast as a few
+keep-alive connections allow; deliveries/s = frames received by all subscribers / (last
+frame received − first post sent). The bare server gets the very frames CAAS sent (same
+bytes, ``streams.fanout.event_frame``), published over one websocket.
+
+    .venv/bin/python -m tests.perf.bench_fanout [--subscribers 1000] [--messages 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import connect
+
+from domain.events import Event
+from streams.fanout import event_frame
+from tests.perf.common import (
+    HttpConn,
+    Process,
+    Subscribers,
+    Workdir,
+    cpu_seconds,
+    figure,
+    log,
+    machine,
+    make_chat,
+    rss_kib,
+    run_async,
+    start_caas,
+)
+
+TARGET_DELIVERIES = 50_000.0
+TARGET_KIB_PER_SUB = 50.0
+PROCESSES = 2
+TEXT = "fan-out benchmark message, a chat line of a fairly typical length: lorem ipsum"
+
+
+async def post_burst(port: int, token: str, cid: str, count: int, connections: int = 4) -> int:
+    conns = [await HttpConn("127.0.0.1", port).connect() for _ in range(connections)]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    path = f"/v1/channels/{cid}/messages"
+    body = orjson.dumps({"text": TEXT})
+    numbers = iter(range(count))
+    errors = 0
+
+    async def worker(conn: HttpConn) -> None:
+        nonlocal errors
+        for _ in numbers:
+            status, _ = await conn.request("POST", path, headers, body)
+            errors += status != 201
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    for c in conns:
+        c.close()
+    return errors
+
+
+async def publish(port: int, frames: list[str]) -> None:
+    async with connect(f"ws://127.0.0.1:{port}/pub", ping_interval=None) as ws:
+        for frame in frames:
+            await ws.send(frame)
+        await ws.send("")  # nothing more; wait for the server to read everything
+        await asyncio.sleep(0)
+
+
+def fan_out(pid: int, urls: list[str], subscribe: dict[str, Any] | None, expect: int, go: Any) -> dict[str, Any]:
+    """Connect subscribers, measure RSS, run ``go()`` (which sends ``expect`` frames), collect."""
+    rss_before = rss_kib(pid)
+    share = (len(urls) + PROCESSES - 1) // PROCESSES
+    procs = [
+        Subscribers({"urls": urls[i : i + share], "subscribe": subscribe, "expect": expect, "timeout": 300})
+        for i in range(0, len(urls), share)
+    ]
+    t_connect = time.monotonic()
+    connected = sum(p.ready() for p in procs)
+    connect_s = time.monotonic() - t_connect
+    time.sleep(1.0)  # let the server settle (handshakes finished, buffers released)
+    rss_after = rss_kib(pid)
+    cpu0 = cpu_seconds(pid)
+    t0 = time.monotonic_ns()
+    errors = go()
+    results = [p.result() for p in procs]
+    cpu = cpu_seconds(pid) - cpu0
+    rss_end = rss_kib(pid)
+    frames = sum(r["frames"] for r in results)
+    last = max(r["last_ns"] for r in results)
+    seconds = (last - t0) / 1e9
+    return {
+        "subscribers": connected,
+        "connect_seconds": round(connect_s, 2),
+        "rss_kib_before": rss_before,
+        "rss_kib_after_connect": rss_after,
+        "rss_kib_after_deliveries": rss_end,
+        "kib_per_subscriber": round((rss_after - rss_before) / max(1, connected), 1),
+        "frames_expected": expect * connected,
+        "frames_received": frames,
+        "seconds": round(seconds, 3),
+        "deliveries_per_s": round(frames / seconds, 1),
+        "server_cpu_seconds": round(cpu, 2),
+        "all_in_order": all(r["in_order"] for r in results),
+        "sockets_closed_early": sum(r["closed"] for r in results),
+        "publish_errors": errors,
+    }
+
+
+def run(subscribers: int = 1000, messages: int = 300) -> dict[str, Any]:
+    with Workdir() as work:
+        server = start_caas(work)
+        try:
+            log(f"fan-out: registering {subscribers} users")
+            chat = make_chat(server, users=subscribers, channels=1)
+            assert server.process is not None
+            pid = server.process.pid
+            run_async(post_burst(server.port, chat.tokens["u0"], "c0", 20))  # warm up
+            urls = [f"{server.ws_url}?token={token}" for token in chat.tokens.values()]
+            log(f"fan-out: caas, {subscribers} subscribers, {messages} messages")
+            caas = fan_out(pid, urls, {"channel_id": "c0"}, messages,
+                           lambda: run_async(post_burst(server.port, chat.tokens["u0"], "c0", messages)))  # fmt: skip
+            log(f"fan-out: caas {caas['deliveries_per_s']:.0f} deliveries/s, {caas['kib_per_subscriber']} KiB/sub")
+            r = httpx.get(f"{server.url}/v1/events", params={"limit": 1000, "types": "MessagePosted"},
+                          headers=chat.tenant.headers(), timeout=30)  # fmt: skip
+            events = [Event(**e) for e in r.json()["events"]][-messages:]
+            frames = [event_frame(e) for e in events]
+        finally:
+            server.stop()
+    bare_server = Process("tests.perf.bare_ws")
+    try:
+        urls = [f"ws://127.0.0.1:{bare_server.port}/sub"] * subscribers
+        bare = fan_out(bare_server.pid, urls, None, messages, lambda: run_async(publish(bare_server.port, frames)))
+        log(f"fan-out: bare {bare['deliveries_per_s']:.0f} deliveries/s, {bare['kib_per_subscriber']} KiB/sub")
+    finally:
+        bare_server.stop()
+    figures = [
+        figure("fanout_deliveries", caas["deliveries_per_s"], "deliveries/s", target=TARGET_DELIVERIES,
+               limit=f"bare websockets.broadcast ({bare['deliveries_per_s']}/s)", ratio_to=bare["deliveries_per_s"]),
+        figure("fanout_server_memory_per_subscriber", caas["kib_per_subscriber"], "KiB", target=TARGET_KIB_PER_SUB,
+               higher_is_better=False, limit=f"bare websockets server ({bare['kib_per_subscriber']} KiB/subscriber)",
+               ratio_to=bare["kib_per_subscriber"]),
+    ]  # fmt: skip
+    return {
+        "setup": {"subscribers": subscribers, "messages": messages, "client_processes": PROCESSES,
+                  "frame_bytes": len(frames[0].encode()) if frames else 0, "compression": "permessage-deflate"},
+        "caas": caas,
+        "bare_websockets": bare,
+        "figures": figures,
+    }  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--subscribers", type=int, default=1000)
+    p.add_argument("--messages", type=int, default=300)
+    args = p.parse_args()
+    out = {"machine": machine(), "fanout": run(args.subscribers, args.messages)}
+    print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Benchmark 4: ``caas rebuild`` of the chat read model, beside a raw SQLite scan of the same log.
+
+A log of ~200k events is generated in-process through the real write path
+(``commands.service.CommandService`` + ``adapters.sqlite_log.SqliteEventLog``): tenant, users,
+channels, then messages (a tenth of them thread replies), reactions and edits. Then
+``caas rebuild`` runs as a subprocess and its JSON line is parsed. The limit is a raw scan of
+the same file: SELECT every row and ``orjson.loads`` its payload.
+
+    .venv/bin/python -m tests.perf.bench_rebuild [--events 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from adapters.ids import utcnow, uuid7
+from adapters.sqlite_log import COLUMNS, SqliteEventLog
+from commands.service import CommandService
+from domain import channel as ch
+from domain import tenant, user
+from domain.base import Actor, format_time
+from domain.events import stream_name
+from tests.perf.common import PYTHON, ROOT, Workdir, figure, log, machine, run_async
+
+TARGET_EVENTS_PER_S = 30_000.0
+USERS = 200
+CHANNELS = 100
+MEMBERS = 20
+BATCH = 2000
+
+
+async def generate(path: Path, events: int, seed: int = 7) -> int:
+    """Write about ``events`` events through the command service; return the log's head position."""
+    rng = random.Random(seed)
+    log_ = SqliteEventLog(path)
+    await log_.start()
+    service = CommandService(log_, clock=utcnow, new_id=uuid7)
+    tid = "tbench"
+    admin, key = Actor("admin", "admin"), Actor("tenant", "k1")
+    register = tenant.RegisterTenant(name="bench", key_id="k1", key_hash="0" * 64)
+    await service.execute(tid, stream_name("tenant", tid), register, actor=admin.label)
+    users = [f"u{i}" for i in range(USERS)]
+    await asyncio.gather(*(service.execute(tid, stream_name("user", u), user.RegisterUser(name=u, metadata={}),
+                                           actor=key.label) for u in users))  # fmt: skip
+    members: dict[str, list[str]] = {}
+    for i in range(CHANNELS):
+        cid = f"c{i}"
+        members[cid] = rng.sample(users, MEMBERS)
+        await service.execute(tid, stream_name("channel", cid),
+                              ch.CreateChannel(actor=key, name=cid, kind="group", members=members[cid]),
+                              actor=key.label)  # fmt: skip
+    messages: dict[str, list[tuple[str, str]]] = {cid: [] for cid in members}  # (message_id, author)
+    head = await log_.head_position()
+
+    def command() -> tuple[str, ch.ChannelCommand]:
+        cid = f"c{rng.randrange(CHANNELS)}"
+        author = rng.choice(members[cid])
+        actor = Actor("user", author)
+        roll = rng.random()
+        known = messages[cid]
+        if known and roll < 0.07:
+            mid, _ = rng.choice(known)
+            return cid, ch.AddReaction(actor=actor, message_id=mid, user_id=author, emoji=rng.choice("👍🎉❤️🚀"))
+        if known and roll < 0.10:
+            mid, by = rng.choice(known)
+            return cid, ch.EditMessage(actor=Actor("user", by), message_id=mid, text=f"edited {rng.random()}")
+        parent = rng.choice(known)[0] if known and roll < 0.19 else None
+        mid = uuid7()
+        if parent is None:
+            known.append((mid, author))
+        text = f"message {rng.getrandbits(64):x} of a fairly typical chat length, lorem ipsum dolor sit amet"
+        return cid, ch.PostMessage(actor=actor, message_id=mid, author_id=author, text=text, parent_id=parent,
+                                   now=format_time(utcnow()))  # fmt: skip
+
+    while head < events:
+        batch = [command() for _ in range(min(BATCH, events - head))]
+        results = await asyncio.gather(*(service.execute(tid, stream_name("channel", cid), c, actor=c.actor.label)
+                                         for cid, c in batch), return_exceptions=True)  # fmt: skip
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:  # a reaction repeated by chance is Unchanged, not an error; anything else is a bug
+            raise failures[0]
+        head = await log_.head_position()
+    await log_.close()
+    return head
+
+
+def raw_scan(path: Path) -> dict[str, Any]:
+    conn = sqlite3.connect(path)
+    started = time.perf_counter()
+    count = 0
+    for row in conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY position"):
+        orjson.loads(row[12])
+        count += 1
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {"events": count, "seconds": round(seconds, 3), "events_per_second": round(count / seconds)}
+
+
+def caas_rebuild(data: Path) -> dict[str, Any]:
+    env = {**os.environ, "CAAS_DATA_DIR": str(data), "CAAS_LOG_LEVEL": "warning", "TERM": "dumb"}
+    started = time.perf_counter()
+    out = subprocess.run([PYTHON, "-m", "api.cli", "rebuild"], env=env, cwd=ROOT, capture_output=True, timeout=900)
+    wall = time.perf_counter() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"caas rebuild failed: {out.stderr.decode()[-2000:]}")
+    for line in out.stdout.decode().splitlines():
+        if line.startswith("{"):
+            return {**orjson.loads(line), "process_wall_seconds": round(wall, 3)}
+    raise RuntimeError(f"caas rebuild printed no JSON line: {out.stdout.decode()[-2000:]}")
+
+
+def run(events: int = 200_000) -> dict[str, Any]:
+    with Workdir() as work:
+        data = work / "data"
+        data.mkdir()
+        path = data / "events.db"
+        log(f"rebuild: generating {events} events through CommandService + SqliteEventLog")
+        started = time.perf_counter()
+        head = run_async(generate(path, events))
+        generated = round(time.perf_counter() - started, 1)
+        log(f"rebuild: {head} events in {generated}s; raw scan")
+        raw = raw_scan(path)
+        log("rebuild: caas rebuild")
+        rebuilt = caas_rebuild(data)
+        size_mib = round(path.stat().st_size / 2**20, 1)
+    log(f"rebuild: {rebuilt['events_per_second']} events/s (raw scan {raw['events_per_second']}/s)")
+    figures = [
+        figure("rebuild_throughput", rebuilt["events_per_second"], "events/s", target=TARGET_EVENTS_PER_S,
+               limit=f"raw SQLite scan + JSON decode ({raw['events_per_second']}/s)",
+               ratio_to=raw["events_per_second"]),
+    ]  # fmt: skip
+    return {
+        "setup": {
+            "events": head,
+            "log_mib": size_mib,
+            "generate_seconds": generated,
+            "users": USERS,
+            "channels": CHANNELS,
+            "write_path_events_per_s": round(head / generated),
+        },
+        "caas_rebuild": rebuilt,
+        "raw_scan": raw,
+        "figures": figures,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=200_000)
+    args = p.parse_args()
+    print(orjson.dumps({"machine": machine(), "rebuild": run(args.events)}, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

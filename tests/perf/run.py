@@ -1,0 +1,63 @@
+"""Run every CAAS benchmark and print one JSON document (``make bench``).
+
+    .venv/bin/python -m tests.perf.run [--only http,ws_latency,fanout,rebuild] [--quick]
+
+Each figure is measured in the same run as its limit (bare Starlette, bare ``websockets``,
+raw SQLite scan) and reported beside its target; nothing here asserts a timing. Progress
+goes to stderr, the JSON document to stdout. Every benchmark module also runs alone:
+``python -m tests.perf.bench_http`` etc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from tests.perf import bench_fanout, bench_http, bench_rebuild, bench_ws_latency
+from tests.perf.common import calibrate, log, machine
+
+BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any]]] = {
+    # name: (run, full arguments, --quick arguments)
+    "http": (bench_http.run, {"seconds": 10.0, "connections": 32}, {"seconds": 4.0, "connections": 32}),
+    "ws_latency": (bench_ws_latency.run, {"rate": 500.0, "seconds": 10.0}, {"rate": 500.0, "seconds": 4.0}),
+    "fanout": (bench_fanout.run, {"subscribers": 1000, "messages": 300}, {"subscribers": 1000, "messages": 100}),
+    "rebuild": (bench_rebuild.run, {"events": 200_000}, {"events": 50_000}),
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", help="comma-separated subset of " + ",".join(BENCHES))
+    p.add_argument("--quick", action="store_true", help="shorter runs, for a smoke test of the harness")
+    args = p.parse_args()
+    names = args.only.split(",") if args.only else list(BENCHES)
+    unknown = set(names) - set(BENCHES)
+    if unknown:
+        p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    started = time.monotonic()
+    out: dict[str, Any] = {"machine": machine(), "calibration_before": calibrate(), "benchmarks": {}}
+    for name in names:
+        run, full, quick = BENCHES[name]
+        log(f"== {name}")
+        t0 = time.monotonic()
+        try:
+            result = run(**(quick if args.quick else full))
+        except Exception as exc:  # report and go on: one broken bench must not hide the others
+            traceback.print_exc(file=sys.stderr)
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        result["wall_seconds"] = round(time.monotonic() - t0, 1)
+        out["benchmarks"][name] = result
+    out["calibration_after"] = calibrate()
+    out["summary"] = [fig for res in out["benchmarks"].values() for fig in res.get("figures", [])]
+    out["wall_seconds"] = round(time.monotonic() - started, 1)
+    print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
