@@ -262,6 +262,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def log_time(text: str) -> str:
+    """An RFC 3339 time (or date) as the log writes times: UTC, milliseconds, ``Z``; their text order is time order."""
+    from datetime import UTC
+
+    from domain.base import format_time
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"--since takes an RFC 3339 time such as 2026-01-31T12:00:00Z, not {text!r}") from None
+    return format_time(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "backend", "data_dir") and v is not None}
@@ -276,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "replay":
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `caas replay | head` ends quietly
         if args.since:
-            args.since = args.since.replace("+00:00", "Z")
+            args.since = log_time(args.since)
         asyncio.run(replay(settings, args))
     elif args.command == "rebuild":
         started = time.perf_counter()
