@@ -246,29 +246,24 @@ def test_wrong_credential_kind_is_403(world: World, api: Api, kind: str) -> None
     assert_error(r, 403, "forbidden")
 
 
+BAD_IDS = ["a%01b", "a%00", "ok%0A", "a%7Fb", "a%20b", "x" * 129]  # control chars, trailing newline, space, too long
+
+
 @pytest.mark.parametrize(("api", "name"), WITH_PATH_IDS, ids=lambda v: v if isinstance(v, str) else route_id(v))
-@pytest.mark.parametrize(
-    "bad",
-    ["a%01b", "a%00", "ok%0A", "a%7Fb", "a%20b", "x" * 129],
-    ids=["soh", "nul", "trailing-newline", "del", "space", "too-long"],
-)
-def test_bad_path_ids_are_422(world: World, api: Api, name: str, bad: str) -> None:
+def test_bad_path_ids_are_422(world: World, api: Api, name: str) -> None:
     body = VALID_BODIES.get((api.method, api.path))
-    url = world.url + world.path(api, **{name: bad})
-    r = world.client.request(api.method, url, json=body, headers=world.credential(kind_for(api)))
-    assert_error(r, 422, "invalid_request")
+    for bad in BAD_IDS:
+        url = world.url + world.path(api, **{name: bad})
+        r = world.client.request(api.method, url, json=body, headers=world.credential(kind_for(api)))
+        assert_error(r, 422, "invalid_request")
 
 
 @pytest.mark.parametrize("api", WITH_BODY, ids=route_id)
-@pytest.mark.parametrize("raw", MALFORMED, ids=lambda b: repr(b)[2:-1])
-def test_malformed_json_is_422(world: World, api: Api, raw: bytes) -> None:
-    r = world.client.request(
-        api.method,
-        world.url + world.path(api),
-        content=raw,
-        headers={**world.credential(kind_for(api)), "content-type": "application/json"},
-    )
-    assert_error(r, 422, "invalid_request")
+def test_malformed_json_is_422(world: World, api: Api) -> None:
+    headers = {**world.credential(kind_for(api)), "content-type": "application/json"}
+    for raw in MALFORMED:
+        r = world.client.request(api.method, world.url + world.path(api), content=raw, headers=headers)
+        assert_error(r, 422, "invalid_request")
 
 
 @pytest.mark.parametrize("api", WITH_BODY, ids=route_id)
