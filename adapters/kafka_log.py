@@ -75,8 +75,12 @@ class PartitionLog(EventLog):
         self._fetcher: AIOKafkaConsumer | None = None
         self._fetch_lock = asyncio.Lock()
         self._idempotency: dict[tuple[str, str], tuple[str, list[Event]]] = {}
+        self._pending_keys: set[tuple[str, str]] = set()  # keys of appends not yet acknowledged
+        self.head = 0
         self._commands: OrderedDict[str, list[Event]] = OrderedDict()
-        self._queue: asyncio.Queue[tuple[str, str, Sequence[NewEvent], asyncio.Future[list[Event]]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[
+            tuple[str, str, Sequence[NewEvent], Idempotency | None, asyncio.Future[list[Event]]]
+        ] = asyncio.Queue()
         self._listeners: list[Listener] = []
         self._sender: asyncio.Task[None] | None = None
         self.broken: LogUnavailable | None = None
@@ -99,6 +103,7 @@ class PartitionLog(EventLog):
         """Learn a recorded event (while restoring, or after producing it)."""
         key = (event.tenant_id, event.stream)
         self._heads[key] = event.seq
+        self.head = max(self.head, event.position)
         positions = self._positions.setdefault(key, array("q"))
         if len(positions) == event.seq - 1:
             positions.append(event.position)
@@ -136,16 +141,22 @@ class PartitionLog(EventLog):
             future.set_exception(self.broken)
         elif head != expected_version:
             future.set_exception(ConcurrencyError(f"{stream} is at version {head}, expected {expected_version}"))
-        elif idempotency is not None and (tenant_id, idempotency.key) in self._idempotency:
+        elif idempotency is not None and (
+            (tenant_id, idempotency.key) in self._idempotency or (tenant_id, idempotency.key) in self._pending_keys
+        ):
             future.set_exception(IdempotencyKeyReused(idempotency.key))
         else:
             self._heads[(tenant_id, stream)] = head + len(events)
-            self._queue.put_nowait((tenant_id, stream, events, future))
+            if idempotency is not None:
+                pending = (tenant_id, idempotency.key)
+                self._pending_keys.add(pending)
+                future.add_done_callback(lambda _: self._pending_keys.discard(pending))
+            self._queue.put_nowait((tenant_id, stream, events, idempotency, future))
         return future
 
     async def _send_loop(self) -> None:
         while True:
-            tenant_id, stream, events, future = await self._queue.get()
+            tenant_id, stream, events, idempotency, future = await self._queue.get()
             try:
                 if self.broken is not None:
                     raise self.broken
@@ -176,6 +187,8 @@ class PartitionLog(EventLog):
                 continue
             for event in recorded:
                 self.record(event)
+            if idempotency is not None and recorded:
+                self._idempotency[(tenant_id, idempotency.key)] = (idempotency.fingerprint, recorded)
             for listener in self._listeners:
                 listener(recorded)
             if not future.done():
@@ -271,3 +284,66 @@ async def iterate_events(
                     yield events
     finally:
         await consumer.stop()
+
+
+class KafkaEventLog(PartitionLog):
+    """An :class:`EventLog` that owns every partition of an event topic: appends take the
+    deciders' single-writer path, reads scan the topic.
+
+    Scanning makes stream reads cost the size of the topic, so the running system does not
+    read this way (deciders keep their aggregates restored, API nodes read the event index);
+    it serves tools, and proves the Kafka log keeps the same contract as the embedded one.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int = 1) -> None:
+        super().__init__(None, bootstrap, topic, partitions)  # type: ignore[arg-type]
+
+    async def start(self) -> None:
+        from adapters.kafka_topics import create_topic
+
+        await create_topic(self.bootstrap, self.topic, self.partitions)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all")
+        await self.producer.start()
+        for partition in range(self.partitions):
+            for event in await read_partition(self.bootstrap, self.topic, partition):
+                self.record(event)
+        await super().start()
+
+    async def close(self) -> None:
+        await super().close()
+        await self.producer.stop()
+
+    async def _scan(self) -> list[Event]:
+        found: list[Event] = []
+        async for batch in iterate_events(self.bootstrap, self.topic, self.partitions):
+            found.extend(batch)
+        return found
+
+    async def read_stream(
+        self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        events = [
+            e for e in await self._scan() if e.tenant_id == tenant_id and e.stream == stream and e.seq > after_seq
+        ]
+        events.sort(key=lambda e: e.seq)
+        return events if limit is None else events[:limit]
+
+    async def read_all(
+        self,
+        after_position: int = 0,
+        limit: int = 1000,
+        tenant_id: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[Event]:
+        events = [
+            e
+            for e in await self._scan()
+            if e.position > after_position
+            and (tenant_id is None or e.tenant_id == tenant_id)
+            and (not types or e.type in types)
+        ]
+        events.sort(key=lambda e: e.position)
+        return events[:limit]
+
+    async def head_position(self) -> int:
+        return self.head

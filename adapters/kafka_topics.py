@@ -12,6 +12,20 @@ def topic_names(prefix: str) -> dict[str, str]:
     return {kind: f"{prefix}{kind}" for kind in ("commands", "events", "replies", "ephemeral")}
 
 
+async def create_topic(bootstrap: str, name: str, partitions: int, replication: int = 1) -> None:
+    """Create one topic with infinite retention if it is missing."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if name not in set(await admin.list_topics()):
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(name, partitions, replication, topic_configs={"retention.ms": "-1"})]
+                )
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(bootstrap: str, prefix: str, partitions: int, replication: int = 1) -> dict[str, str]:
     """Create the command, event, reply and ephemeral topics if they are missing."""
     names = topic_names(prefix)
