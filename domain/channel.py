@@ -254,11 +254,12 @@ def _remove_member(state: ChannelState, c: RemoveMember) -> Decision:
 
 def _post(state: ChannelState, c: PostMessage) -> Decision:
     _require_acting_as(c.actor, c.author_id)
-    _require_member(state, c.author_id)
     if c.client_msg_id is not None:
+        # a retry returns the first result even if the author has since left, been banned or muted
         seen = state.client_msg_ids.get((c.author_id, c.client_msg_id))
         if seen is not None:
             return Unchanged(seen)
+    _require_member(state, c.author_id)
     if c.actor.kind == "user" and c.author_id in state.muted:
         until, _ = state.muted[c.author_id]
         if until is None or until > c.now:
