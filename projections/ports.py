@@ -85,6 +85,9 @@ class ReadStore(abc.ABC):
     async def drop(self, projection: str, collections: Sequence[str]) -> None:
         """Remove ``collections`` and the checkpoint of ``projection`` (for a rebuild)."""
 
+    async def settle(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Finish work a store postponed while a rebuild was applied (e.g. building indexes)."""
+
 
 def apply_op(doc: Doc | None, op: Op) -> Doc | None:
     """Apply one op to a document in memory; ``None`` if the guard says it is already applied.

@@ -135,14 +135,19 @@ async def rebuild(
     head = await log.head_position()
     await store.drop(projection.name, projection.collections)
     started = time.perf_counter()
-    after = count = 0
+    after = count = applied = 0
+    applying: asyncio.Future[None] | None = None
     while True:
-        events = await log.read_all(after_position=after, limit=batch)
+        events = await log.read_all(after_position=after, limit=batch)  # beside the previous apply
+        if applying is not None:
+            await applying
+            count += applied
+            if progress is not None:
+                progress(after, head)
         if not events:
             break
-        after = events[-1].position
-        await store.apply(projection.name, ops_for(projection, events, 0), after)
-        count += len(events)
-        if progress is not None:
-            progress(after, head)
+        after, applied = events[-1].position, len(events)
+        applying = asyncio.ensure_future(store.apply(projection.name, ops_for(projection, events, 0), after))
+        await asyncio.sleep(0)  # let the apply start (a store may run it in a thread) before reading on
+    await store.settle()
     return count, time.perf_counter() - started

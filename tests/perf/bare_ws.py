@@ -29,7 +29,8 @@ async def handler(ws: ServerConnection) -> None:
 
 
 async def main_async(port: int) -> None:
-    async with serve(handler, "127.0.0.1", port, ping_interval=None, max_queue=None):
+    # compression=None: like caas serve, which declines permessage-deflate (api/cli.py)
+    async with serve(handler, "127.0.0.1", port, ping_interval=None, max_queue=None, compression=None):
         await asyncio.Future()
 
 
