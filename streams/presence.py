@@ -66,8 +66,9 @@ class PresenceService:
         self.clock = clock
         self.state = p.PresenceState()
         self.local: dict[str, tuple[str, str, float]] = {}  # conn -> (tenant, user, last_active)
-        self.watchers: dict[p.UserKey, set[Send]] = {}
+        self.watchers: dict[p.UserKey, dict[Send, str]] = {}  # -> the status each was last sent
         self._typing_sent: dict[tuple[str, str, str], float] = {}
+        self._typing_delivered: dict[tuple[str, str, str], float] = {}  # -> ``at`` of the last one let through
         self._tasks: list[asyncio.Task[None]] = []
         self.frames_sent = 0
         self.raw_events = 0
@@ -121,20 +122,23 @@ class PresenceService:
     # --- watchers ------------------------------------------------------------------------
     def watch(self, tenant_id: str, user_ids: list[str], send: Send) -> None:
         now = self.clock()
+        p.expire_nodes(self.state, now, self.timing)  # a dead node's sockets count as closed now, not next tick
         for user_id in user_ids:
             key = (tenant_id, user_id)
-            self.watchers.setdefault(key, set()).add(send)
-            send(self._frame(key, p.status(self.state, key, now, self.timing), now))
+            status = p.status(self.state, key, now, self.timing)
+            self.watchers.setdefault(key, {})[send] = status
+            send(self._frame(key, status, now))
 
     def unwatch(self, send: Send) -> None:
         for key in [k for k, sends in self.watchers.items() if send in sends]:
-            self.watchers[key].discard(send)
+            del self.watchers[key][send]
             if not self.watchers[key]:
                 del self.watchers[key]
 
     def snapshot(self, tenant_id: str, user_id: str) -> dict[str, Any]:
         key = (tenant_id, user_id)
         now = self.clock()
+        p.expire_nodes(self.state, now, self.timing)
         seen = self.state.last_seen.get(key)
         return {
             "status": p.status(self.state, key, now, self.timing),
@@ -163,6 +167,13 @@ class PresenceService:
 
     def _deliver_typing(self, message: dict[str, Any]) -> None:
         tenant_id, channel_id, user_id = message["tenant"], message["channel"], message["user"]
+        # the throttle again, cluster-wide: the user's other devices may announce it from other nodes
+        key, at = (tenant_id, channel_id, user_id), message["at"]
+        if at - self._typing_delivered.get(key, float("-inf")) < self.typing_throttle:
+            return
+        self._typing_delivered[key] = at
+        if len(self._typing_delivered) > 100_000:
+            self._typing_delivered = {k: t for k, t in self._typing_delivered.items() if at - t < self.typing_throttle}
         if self.hub.subscribers(tenant_id, channel_id) > self.typing_max_watchers:
             return  # too many watchers: typing in a huge channel is noise (as Stream does)
         self.hub.typing(tenant_id, channel_id, user_id, expires_in_ms=int(self.typing_ttl * 1000))
@@ -197,7 +208,10 @@ class PresenceService:
             sends = self.watchers.get(key)
             if sends:
                 frame = self._frame(key, change.status, now)
-                for send in list(sends):
+                for send, told in list(sends.items()):
+                    if told == change.status:
+                        continue  # it subscribed between the change and this sample: already told
+                    sends[send] = change.status
                     send(frame)
                     self.frames_sent += 1
             if leader:
