@@ -36,7 +36,7 @@ from domain.events import (
 )
 from tests.property.strategies import History, Step, histories
 
-SETTINGS = settings(max_examples=60, deadline=None)
+SETTINGS = settings(max_examples=50, deadline=None)
 
 
 def from_log(event: DomainEvent) -> DomainEvent:
@@ -161,7 +161,7 @@ def records_same_effect(command: Any, event: DomainEvent) -> bool:
 
 
 @SETTINGS
-@given(histories(max_steps=60))
+@given(histories())
 def test_repeated_channel_commands_return_unchanged_with_the_seq_of_the_first_event(history: History) -> None:
     for index, step in enumerate(history.steps):
         expected = expected_unchanged(step)
@@ -188,7 +188,7 @@ def test_repeated_channel_commands_return_unchanged_with_the_seq_of_the_first_ev
 
 # --- channel: rules ----------------------------------------------------------------------------
 @SETTINGS
-@given(histories(max_steps=60))
+@given(histories())
 def test_only_members_post_and_react_and_muted_members_wait_for_the_mute_to_expire(history: History) -> None:
     for step in history.steps:
         s, c = step.before, step.command
@@ -216,7 +216,7 @@ def test_only_members_post_and_react_and_muted_members_wait_for_the_mute_to_expi
 
 
 @SETTINGS
-@given(histories(max_steps=60))
+@given(histories())
 def test_only_the_author_edits_and_the_author_or_an_admin_deletes(history: History) -> None:
     deleted: set[str] = set()
     for step in history.steps:
@@ -245,7 +245,7 @@ def test_only_the_author_edits_and_the_author_or_an_admin_deletes(history: Histo
 
 
 @SETTINGS
-@given(histories(max_steps=60))
+@given(histories())
 def test_direct_channels_keep_two_members_and_banned_users_cannot_be_added(history: History) -> None:
     for index, step in enumerate(history.steps):
         s, c = step.before, step.command

@@ -283,7 +283,7 @@ def _view(message: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 # --- properties ---------------------------------------------------------------------------------
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(scenarios())
 def test_applying_the_log_in_one_batch_equals_applying_it_event_by_event(scenario: Scenario) -> None:
     events = scenario.events
@@ -293,7 +293,7 @@ def test_applying_the_log_in_one_batch_equals_applying_it_event_by_event(scenari
     assert whole.dump() == one_by_one.dump()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.data())
 def test_redelivered_and_duplicated_events_change_nothing(data: st.DataObject) -> None:
     events = data.draw(scenarios(), label="scenario").events
@@ -305,7 +305,7 @@ def test_redelivered_and_duplicated_events_change_nothing(data: st.DataObject) -
     assert run(again.checkpoint(chat.NAME)) == len(events)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.data())
 def test_rendered_channels_and_timelines_agree_with_a_model_of_the_events(data: st.DataObject) -> None:
     events = data.draw(scenarios(), label="scenario").events

@@ -214,7 +214,7 @@ async def check_cold_retries(log: EventLog, everything: list[Sent]) -> None:
     assert await log.head_position() == head, "a retry appended something"
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(plans)
 def test_concurrent_posts_and_retries_record_each_message_once_in_gapless_order(plan: list[list[Post]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
