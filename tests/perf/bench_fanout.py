@@ -1,12 +1,14 @@
 """Benchmark 3: fan-out of one channel to 1,000 websocket subscribers, beside a bare
 ``websockets`` server that broadcasts the same frames (``websockets.broadcast``).
 
-1,000 users of one channel subscribe from two client processes (the ``websockets`` asyncio
-client, with its default permessage-deflate offer, as browsers do). Server RSS is read from
-/proc/<pid>/status before and after they connect. Then messages are posted as fast as a few
-keep-alive connections allow; deliveries/s = frames received by all subscribers / (last
-frame received − first post sent). The bare server gets the very frames CAAS sent (same
-bytes, ``streams.fanout.event_frame``), published over one websocket.
+1,000 users of one channel subscribe from two client processes. The subscribers use a
+minimal asyncio websocket client (``tests.perf.wsclients.RawSocket``): with the ``websockets``
+client the two client processes, not the server, were the ceiling (~5k frames/s each on this
+machine). Neither server compresses (``caas serve`` declines permessage-deflate; so does the
+bare one). Server RSS is read from /proc/<pid>/status before and after they connect. Then
+messages are posted as fast as a few keep-alive connections allow; deliveries/s = frames
+received by all subscribers / (last frame received - first post sent). The bare server gets
+the very frames CAAS sent (same bytes, ``streams.fanout.event_frame``) over one websocket.
 
     .venv/bin/python -m tests.perf.bench_fanout [--subscribers 1000] [--messages 300]
 """
@@ -42,6 +44,7 @@ from tests.perf.common import (
 TARGET_DELIVERIES = 50_000.0
 TARGET_KIB_PER_SUB = 50.0
 PROCESSES = 2
+CLIENT = "raw"  # tests.perf.wsclients.RawSocket: the websockets client costs more per frame than the server
 TEXT = "fan-out benchmark message, a chat line of a fairly typical length: lorem ipsum"
 
 
@@ -78,7 +81,9 @@ def fan_out(pid: int, urls: list[str], subscribe: dict[str, Any] | None, expect:
     rss_before = rss_kib(pid)
     share = (len(urls) + PROCESSES - 1) // PROCESSES
     procs = [
-        Subscribers({"urls": urls[i : i + share], "subscribe": subscribe, "expect": expect, "timeout": 300})
+        Subscribers(
+            {"urls": urls[i : i + share], "subscribe": subscribe, "expect": expect, "timeout": 300, "client": CLIENT}
+        )
         for i in range(0, len(urls), share)
     ]
     t_connect = time.monotonic()
@@ -149,7 +154,8 @@ def run(subscribers: int = 1000, messages: int = 300) -> dict[str, Any]:
     ]  # fmt: skip
     return {
         "setup": {"subscribers": subscribers, "messages": messages, "client_processes": PROCESSES,
-                  "frame_bytes": len(frames[0].encode()) if frames else 0, "compression": "permessage-deflate"},
+                  "frame_bytes": len(frames[0].encode()) if frames else 0,
+                  "client": "minimal RFC 6455 asyncio client (wsclients.RawSocket), no compression"},
         "caas": caas,
         "bare_websockets": bare,
         "figures": figures,

@@ -3,6 +3,7 @@ under the benchmark's own load, summarised as the top frames (own and inclusive 
 
     .venv/bin/pip install py-spy            # a developer tool: not a project dependency
     .venv/bin/python -m tests.perf.pyspy http [--seconds 8]       # caas serve under bench_http's load
+    .venv/bin/python -m tests.perf.pyspy fanout [--messages 200]  # caas serve fanning out to 1,000 sockets
     .venv/bin/python -m tests.perf.pyspy rebuild [--events 50000] # caas rebuild of a generated log
 
 ``--gil`` samples only the thread holding the GIL (where Python time goes); without it, every
@@ -93,6 +94,31 @@ def profile_http(seconds: float, gil: bool, top: int) -> dict[str, Any]:
     return {"load": {k: result.get(k) for k in ("rps", "latency_ms")}, **summarise(out, top)}
 
 
+def profile_fanout(messages: int, gil: bool, top: int) -> dict[str, Any]:
+    from tests.perf.bench_fanout import fan_out, post_burst
+
+    out = Path(tempfile.mkdtemp()) / "fanout.txt"
+    with Workdir() as work:
+        server = start_caas(work)
+        try:
+            chat = make_chat(server, users=1000, channels=1)
+            assert server.process is not None
+            pid = server.process.pid
+            urls = [f"{server.ws_url}?token={token}" for token in chat.tokens.values()]
+
+            def go() -> int:
+                spy = threading.Thread(target=record, args=(["-d", "6", "-p", str(pid)], out, gil))
+                spy.start()
+                errors: int = run_async(post_burst(server.port, chat.tokens["u0"], "c0", messages))
+                spy.join()
+                return errors
+
+            result = fan_out(pid, urls, {"channel_id": "c0"}, messages, go)
+        finally:
+            server.stop()
+    return {"load": {k: result[k] for k in ("deliveries_per_s", "server_cpu_seconds")}, **summarise(out, top)}
+
+
 def profile_rebuild(events: int, gil: bool, top: int) -> dict[str, Any]:
     from tests.perf.bench_rebuild import generate
 
@@ -110,15 +136,18 @@ def profile_rebuild(events: int, gil: bool, top: int) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["http", "rebuild"])
+    p.add_argument("what", choices=["http", "fanout", "rebuild"])
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--events", type=int, default=50_000)
+    p.add_argument("--messages", type=int, default=200)
     p.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args()
     log(f"profiling {args.what}")
     if args.what == "http":
         result = profile_http(args.seconds, args.gil, args.top)
+    elif args.what == "fanout":
+        result = profile_fanout(args.messages, args.gil, args.top)
     else:
         result = profile_rebuild(args.events, args.gil, args.top)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

@@ -1,4 +1,6 @@
-"""Websocket subscribers in a separate process (the ``websockets`` asyncio client).
+"""Websocket subscribers in a separate process: the ``websockets`` asyncio client, or (``"client":
+"raw"``) a minimal RFC 6455 client on an asyncio protocol, cheap enough per frame that a
+fan-out benchmark measures the server rather than its subscribers.
 
 Reads a JSON spec on stdin, opens every socket (subscribing to a channel when asked),
 prints ``READY <n>`` on stdout, then counts event frames until each socket has seen
@@ -12,20 +14,114 @@ prints ``READY <n>`` on stdout, then counts event frames until each socket has s
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import struct
 import sys
 import time
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from tests.perf.common import percentiles, raise_nofile, run_async
 
 
-async def _open(url: str, subscribe: dict[str, Any] | None, compression: str | None) -> ClientConnection:
-    ws = await connect(url, open_timeout=60, ping_interval=None, max_queue=None, compression=compression)
+class RawSocket(asyncio.Protocol):
+    """Just enough of a websocket client: upgrade, masked text frames out, unmasked frames in
+    (text queued as ``bytes``; pings answered; close ends it). No extensions."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.frames: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.upgraded.done():
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end])
+            del self.buffer[: end + 4]
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.upgraded.set_exception(RuntimeError(head.split(b"\r\n")[0].decode()))
+                return
+            self.upgraded.set_result(None)
+        buf = self.buffer
+        while len(buf) >= 2:
+            opcode, length, start = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if length == 126:
+                if len(buf) < 4:
+                    return
+                length, start = struct.unpack_from("!H", buf, 2)[0], 4
+            elif length == 127:
+                if len(buf) < 10:
+                    return
+                length, start = struct.unpack_from("!Q", buf, 2)[0], 10
+            if len(buf) < start + length:
+                return
+            payload = bytes(buf[start : start + length])
+            del buf[: start + length]
+            if opcode == 1:
+                self.frames.put_nowait(payload)
+            elif opcode == 9:
+                self.send(payload, opcode=10)
+            elif opcode == 8:
+                self.frames.put_nowait(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.frames.put_nowait(None)
+
+    def send(self, data: bytes, opcode: int = 1) -> None:
+        mask = os.urandom(4)
+        n = len(data)
+        head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else struct.pack("!BH", 0x80 | 126, n))
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        assert self.transport is not None
+        self.transport.write(head + mask + masked)
+
+    async def recv(self) -> bytes:
+        frame = await self.frames.get()
+        if frame is None:
+            raise ConnectionError("closed")
+        return frame
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def raw_connect(url: str) -> RawSocket:
+    rest = url.removeprefix("ws://")
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    _, sock = await asyncio.get_running_loop().create_connection(RawSocket, host, int(port or 80))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")  # fmt: skip
+    assert sock.transport is not None
+    sock.transport.write(request.encode())
+    await asyncio.wait_for(sock.upgraded, 60)
+    return sock
+
+
+async def _open(url: str, subscribe: dict[str, Any] | None, compression: str | None, raw: bool) -> Any:
+    ws: Any = (
+        await raw_connect(url)
+        if raw
+        else await connect(url, open_timeout=60, ping_interval=None, max_queue=None, compression=compression)
+    )
     if subscribe is not None:
-        await ws.send(orjson.dumps({"type": "subscribe", **subscribe}).decode())
+        message = orjson.dumps({"type": "subscribe", **subscribe})
+        if raw:
+            ws.send(message)
+        else:
+            await ws.send(message.decode())
         while True:
             frame = orjson.loads(await ws.recv())
             if frame.get("type") == "subscribed":
@@ -43,9 +139,9 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
     compression = spec.get("compression", "deflate")
     gate = asyncio.Semaphore(spec.get("connect_concurrency", 50))
 
-    async def opened(url: str) -> ClientConnection:
+    async def opened(url: str) -> Any:
         async with gate:
-            return await _open(url, spec.get("subscribe"), compression)
+            return await _open(url, spec.get("subscribe"), compression, spec.get("client") == "raw")
 
     sockets = await asyncio.gather(*(opened(url) for url in spec["urls"]))
     sys.stdout.write(f"READY {len(sockets)}\n")
@@ -54,7 +150,7 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
     stats = {"frames": 0, "first_ns": 0, "last_ns": 0, "in_order": True, "closed": 0, "short": 0}
     lat: list[float] = []
 
-    async def consume(ws: ClientConnection) -> None:
+    async def consume(ws: Any) -> None:
         seen = 0
         last_seq = None
         try:
