@@ -76,6 +76,15 @@ def views(client: httpx.Client, tenant: Tenant, tokens: dict[str, str], head: in
 @pytest.fixture(scope="module")
 def stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stopped]:
     srv = Server(Path(tmp_path_factory.mktemp("caas-cli")) / "data").start()
+    try:
+        filled = fill(srv)
+    finally:
+        srv.stop()  # the CLI works on the data dir of a stopped server
+    yield filled
+    srv.stop()
+
+
+def fill(srv: Server) -> Stopped:
     with httpx.Client(timeout=30) as client:
         acme, umbrella = new_tenant(client, srv.url, "acme"), new_tenant(client, srv.url, "umbrella")
         tokens = {u: acme.user(client, u) for u in ("alice", "bob", "carol")}
@@ -133,8 +142,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stopped]:
         events = {t.tenant_id: events_of(client, t) for t in (acme, umbrella)}
         head = max(e["position"] for tenant_events in events.values() for e in tenant_events)
         seen = views(client, acme, tokens, head)
-    srv.stop()
-    yield Stopped(srv, [acme, umbrella], tokens, events, seen)
+    return Stopped(srv, [acme, umbrella], tokens, events, seen)
 
 
 def caas(stopped: Stopped, *args: str) -> subprocess.CompletedProcess[str]:
