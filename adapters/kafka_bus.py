@@ -50,7 +50,9 @@ class KafkaBus(EphemeralBus):
 
     async def _send(self, message: dict[str, Any]) -> None:
         try:
-            await self.producer.send(self.topic, orjson.dumps(message))
+            # keyed by the sending node, so each node's facts stay in order on one partition
+            key = str(message.get("node") or message.get("tenant") or "").encode() or None
+            await self.producer.send(self.topic, orjson.dumps(message), key=key)
         except KafkaError as exc:  # ephemeral: heartbeats repair what is lost
             log.warning("ephemeral_send_failed", error=str(exc))
 

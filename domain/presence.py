@@ -64,6 +64,7 @@ def opened(state: PresenceState, conn_id: str, tenant_id: str, user_id: str, nod
         return
     state.connections[conn_id] = Connection(tenant_id, user_id, node_id, at)
     state.by_user.setdefault((tenant_id, user_id), set()).add(conn_id)
+    state.gone_at.pop((tenant_id, user_id), None)  # back within the grace: nothing to expire
     state.dirty.add((tenant_id, user_id))
     state.nodes[node_id] = max(state.nodes.get(node_id, at), at)
     state.last_seen[(tenant_id, user_id)] = max(state.last_seen.get((tenant_id, user_id), at), at)
