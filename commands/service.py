@@ -10,7 +10,6 @@ from the log; a version conflict is retried.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +97,12 @@ class CommandService:
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
+        while (pending := self._pending.get(key)) is not None and not pending.done():
+            # appends queued from a state that was dropped: load only once they are settled,
+            # or the loaded state would miss them and every decision on it would conflict
+            await asyncio.wait([pending])
+            if (cached := self._cache.get(key)) is not None:
+                return cached
         aggregate = AGGREGATES[stream.partition(":")[0]]
         state = aggregate.new()
         for event in await self.log.read_stream(tenant_id, stream):
@@ -192,7 +197,13 @@ class CommandService:
             state = await self.state(tenant_id, stream)
             decision = aggregate.decide(state, command)
             if isinstance(decision, Unchanged):
-                return Outcome(await self._recorded(tenant_id, stream, decision.seq), replayed=True)
+                recorded = await self._recorded(tenant_id, stream, decision.seq)
+                if recorded is not None:
+                    return Outcome(recorded, replayed=True)
+                self.forget(tenant_id, stream)  # decided on an append that failed: decide again
+                if attempt == ATTEMPTS - 1:
+                    raise ConcurrencyError(f"{stream} kept changing while the command was decided")
+                continue
             if not decision:
                 raise ValueError(f"{type(command).__name__} decided nothing")
             expected = state.version
@@ -234,10 +245,16 @@ class CommandService:
                     del self._pending[key]
         raise AssertionError("unreachable")
 
-    async def _recorded(self, tenant_id: str, stream: str, seq: int) -> list[Event]:
-        """The event at ``seq``, once every append queued before it has been committed."""
+    async def _recorded(self, tenant_id: str, stream: str, seq: int) -> list[Event] | None:
+        """The event at ``seq``, once every append queued before it has been committed.
+
+        ``None`` if the last queued append failed: the state that decided ``seq`` may have
+        counted events that were never recorded, and ``seq`` may now hold another event.
+        """
         pending = self._pending.get((tenant_id, stream))
         if pending is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.shield(pending)
+            except Exception:
+                return None
         return await self.log.read_stream(tenant_id, stream, after_seq=seq - 1, limit=1)

@@ -70,9 +70,9 @@ class Sent:
     refused: int = 0
 
 
-def service_for(log: EventLog) -> CommandService:
+def service_for(log: EventLog, cache_size: int = 20_000) -> CommandService:
     ids = itertools.count(1)
-    return CommandService(log, clock=lambda: NOW, new_id=lambda: f"id-{next(ids)}")
+    return CommandService(log, clock=lambda: NOW, new_id=lambda: f"id-{next(ids)}", cache_size=cache_size)
 
 
 def command(sent: Sent, attempt: int) -> ch.PostMessage:
@@ -130,11 +130,11 @@ async def create_channels(service: CommandService) -> None:
         await service.execute(TENANT, f"channel:{cid}", create, actor=f"tenant:{TENANT}")
 
 
-async def scenario(path: Path, plan: list[list[Post]]) -> None:
+async def scenario(path: Path, plan: list[list[Post]], cache_size: int) -> None:
     log = SqliteEventLog(path / "events.db")
     await log.start()
     try:
-        service = service_for(log)
+        service = service_for(log, cache_size)
         await create_channels(service)
         results = await asyncio.gather(*(client(service, n, p) for n, p in enumerate(plan)))
         everything = [sent for result in results for sent in result]
@@ -214,8 +214,12 @@ async def check_cold_retries(log: EventLog, everything: list[Sent]) -> None:
     assert await log.head_position() == head, "a retry appended something"
 
 
-@settings(max_examples=25, deadline=None)
-@given(plans)
-def test_concurrent_posts_and_retries_record_each_message_once_in_gapless_order(plan: list[list[Post]]) -> None:
+@settings(max_examples=30, deadline=None)
+@given(plans, st.sampled_from((20_000, 2, 1)))
+def test_concurrent_posts_and_retries_record_each_message_once_in_gapless_order(
+    plan: list[list[Post]], cache_size: int
+) -> None:
+    """Whatever the interleaving, and even when the service's aggregate cache is smaller
+    than the streams in use (so states are reloaded while appends are still queued)."""
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(scenario(Path(tmp), plan))
+        asyncio.run(scenario(Path(tmp), plan, cache_size))
