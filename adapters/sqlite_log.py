@@ -29,6 +29,7 @@ from commands.ports import (
     LogUnavailable,
     NewEvent,
 )
+from domain import errors
 from domain.events import Event, upcast
 
 SCHEMA = """
@@ -211,7 +212,7 @@ class SqliteEventLog(EventLog):
             for item in batch:
                 self._stage(conn, item, heads_before)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # never let one batch kill the writer thread: fail the batch instead
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._position = start_position
@@ -242,15 +243,19 @@ class SqliteEventLog(EventLog):
             if found is not None:
                 item.result = IdempotencyKeyReused(item.idempotency.key)
                 return
+        try:
+            payloads = [orjson.dumps(new.payload).decode() for new in item.events]
+        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: refuse this append only
+            item.result = errors.Invalid(f"the request holds a value that cannot be stored as JSON: {exc}")
+            return
         heads_before.setdefault(key, head)
         rows = []
         events = []
-        for offset, new in enumerate(item.events):
+        for offset, (new, payload) in enumerate(zip(item.events, payloads, strict=True)):
             self._position += 1
             seq = head + offset + 1
             if new.seq != seq:
                 raise sqlite3.IntegrityError(f"event seq {new.seq} is not the next seq {seq}")
-            payload = orjson.dumps(new.payload).decode()
             row = (
                 self._position, item.tenant_id, item.stream, seq, new.event_id, new.type,
                 new.schema_version, new.occurred_at, new.actor, new.command_id,

@@ -89,9 +89,6 @@ def serve(settings: Settings) -> None:
         loop="uvloop",
         http="httptools",
         ws="websockets-sansio",
-        # No permessage-deflate: compressing each frame once per socket costs more CPU than the
-        # fan-out itself and ~40 KiB of zlib state per socket (tests/perf/bench_fanout.py).
-        ws_per_message_deflate=False,
         ws_max_size=settings.ws_max_frame_bytes * 4,
         timeout_keep_alive=30,
         limit_concurrency=10_000,

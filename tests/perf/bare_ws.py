@@ -1,7 +1,9 @@
 """The fan-out limit: the ``websockets`` library's own server broadcasting with ``websockets.broadcast``.
 
 Sockets on ``/sub`` are subscribers; every text frame received on ``/pub`` is broadcast to all
-of them. Runs on uvloop, like ``caas serve``. Run by bench_fanout.
+of them. Runs on uvloop, like ``caas serve``; accepts permessage-deflate like it (its default
+settings match uvicorn's: 12-bit windows, memLevel 5) unless ``--compression none``.
+Run by bench_fanout.
 """
 
 from __future__ import annotations
@@ -28,18 +30,18 @@ async def handler(ws: ServerConnection) -> None:
         SUBSCRIBERS.discard(ws)
 
 
-async def main_async(port: int) -> None:
-    # compression=None: like caas serve, which declines permessage-deflate (api/cli.py)
-    async with serve(handler, "127.0.0.1", port, ping_interval=None, max_queue=None, compression=None):
+async def main_async(port: int, compression: str | None) -> None:
+    async with serve(handler, "127.0.0.1", port, ping_interval=None, max_queue=None, compression=compression):
         await asyncio.Future()
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--compression", choices=["deflate", "none"], default="deflate")
     args = p.parse_args()
     raise_nofile()
-    run_async(main_async(args.port))
+    run_async(main_async(args.port, None if args.compression == "none" else args.compression))
 
 
 if __name__ == "__main__":

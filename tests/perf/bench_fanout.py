@@ -1,11 +1,12 @@
 """Benchmark 3: fan-out of one channel to 1,000 websocket subscribers, beside a bare
 ``websockets`` server that broadcasts the same frames (``websockets.broadcast``).
 
-1,000 users of one channel subscribe from two client processes. The subscribers use a
-minimal asyncio websocket client (``tests.perf.wsclients.RawSocket``): with the ``websockets``
-client the two client processes, not the server, were the ceiling (~5k frames/s each on this
-machine). Neither server compresses (``caas serve`` declines permessage-deflate; so does the
-bare one). Server RSS is read from /proc/<pid>/status before and after they connect. Then
+1,000 users of one channel subscribe from two client processes, through a minimal asyncio
+websocket client (``tests.perf.wsclients.RawSocket``): with the ``websockets`` client the two
+client processes, not the server, were the ceiling (~5k frames/s each on this machine).
+Twice: with clients that offer permessage-deflate, as browsers do (both servers accept it,
+so every frame is compressed once per socket), then with clients that do not. Server RSS is
+read from /proc/<pid>/status before and after they connect (a fresh server each time). Then
 messages are posted as fast as a few keep-alive connections allow; deliveries/s = frames
 received by all subscribers / (last frame received - first post sent). The bare server gets
 the very frames CAAS sent (same bytes, ``streams.fanout.event_frame``) over one websocket.
@@ -76,13 +77,22 @@ async def publish(port: int, frames: list[str]) -> None:
         await asyncio.sleep(0)
 
 
-def fan_out(pid: int, urls: list[str], subscribe: dict[str, Any] | None, expect: int, go: Any) -> dict[str, Any]:
+def fan_out(
+    pid: int, urls: list[str], subscribe: dict[str, Any] | None, expect: int, go: Any, compression: str
+) -> dict[str, Any]:
     """Connect subscribers, measure RSS, run ``go()`` (which sends ``expect`` frames), collect."""
     rss_before = rss_kib(pid)
     share = (len(urls) + PROCESSES - 1) // PROCESSES
     procs = [
         Subscribers(
-            {"urls": urls[i : i + share], "subscribe": subscribe, "expect": expect, "timeout": 300, "client": CLIENT}
+            {
+                "urls": urls[i : i + share],
+                "subscribe": subscribe,
+                "expect": expect,
+                "timeout": 300,
+                "client": CLIENT,
+                "compression": compression,
+            }
         )
         for i in range(0, len(urls), share)
     ]
@@ -112,13 +122,16 @@ def fan_out(pid: int, urls: list[str], subscribe: dict[str, Any] | None, expect:
         "seconds": round(seconds, 3),
         "deliveries_per_s": round(frames / seconds, 1),
         "server_cpu_seconds": round(cpu, 2),
+        "server_cpu_us_per_delivery": round(cpu / max(1, frames) * 1e6, 1),
         "all_in_order": all(r["in_order"] for r in results),
         "sockets_closed_early": sum(r["closed"] for r in results),
         "publish_errors": errors,
     }
 
 
-def run(subscribers: int = 1000, messages: int = 300) -> dict[str, Any]:
+def caas_fan_out(subscribers: int, messages: int, compression: str) -> tuple[dict[str, Any], list[str]]:
+    """A fresh ``caas serve`` (so the RSS delta is the subscribers' alone); returns its figures
+    and the frames it sent."""
     with Workdir() as work:
         server = start_caas(work)
         try:
@@ -128,36 +141,55 @@ def run(subscribers: int = 1000, messages: int = 300) -> dict[str, Any]:
             pid = server.process.pid
             run_async(post_burst(server.port, chat.tokens["u0"], "c0", 20))  # warm up
             urls = [f"{server.ws_url}?token={token}" for token in chat.tokens.values()]
-            log(f"fan-out: caas, {subscribers} subscribers, {messages} messages")
-            caas = fan_out(pid, urls, {"channel_id": "c0"}, messages,
-                           lambda: run_async(post_burst(server.port, chat.tokens["u0"], "c0", messages)))  # fmt: skip
-            log(f"fan-out: caas {caas['deliveries_per_s']:.0f} deliveries/s, {caas['kib_per_subscriber']} KiB/sub")
+            log(f"fan-out: caas, {subscribers} subscribers ({compression}), {messages} messages")
+            result = fan_out(pid, urls, {"channel_id": "c0"}, messages,
+                             lambda: run_async(post_burst(server.port, chat.tokens["u0"], "c0", messages)),
+                             compression)  # fmt: skip
             r = httpx.get(f"{server.url}/v1/events", params={"limit": 1000, "types": "MessagePosted"},
                           headers=chat.tenant.headers(), timeout=30)  # fmt: skip
             events = [Event(**e) for e in r.json()["events"]][-messages:]
-            frames = [event_frame(e) for e in events]
         finally:
             server.stop()
-    bare_server = Process("tests.perf.bare_ws")
+    log(f"fan-out: caas {result['deliveries_per_s']:.0f} deliveries/s, {result['kib_per_subscriber']} KiB/sub")
+    return result, [event_frame(e) for e in events]
+
+
+def bare_fan_out(subscribers: int, frames: list[str], compression: str) -> dict[str, Any]:
+    server = Process("tests.perf.bare_ws")
     try:
-        urls = [f"ws://127.0.0.1:{bare_server.port}/sub"] * subscribers
-        bare = fan_out(bare_server.pid, urls, None, messages, lambda: run_async(publish(bare_server.port, frames)))
-        log(f"fan-out: bare {bare['deliveries_per_s']:.0f} deliveries/s, {bare['kib_per_subscriber']} KiB/sub")
+        urls = [f"ws://127.0.0.1:{server.port}/sub"] * subscribers
+        result = fan_out(server.pid, urls, None, len(frames), lambda: run_async(publish(server.port, frames)),
+                         compression)  # fmt: skip
     finally:
-        bare_server.stop()
-    figures = [
-        figure("fanout_deliveries", caas["deliveries_per_s"], "deliveries/s", target=TARGET_DELIVERIES,
-               limit=f"bare websockets.broadcast ({bare['deliveries_per_s']}/s)", ratio_to=bare["deliveries_per_s"]),
-        figure("fanout_server_memory_per_subscriber", caas["kib_per_subscriber"], "KiB", target=TARGET_KIB_PER_SUB,
-               higher_is_better=False, limit=f"bare websockets server ({bare['kib_per_subscriber']} KiB/subscriber)",
-               ratio_to=bare["kib_per_subscriber"]),
-    ]  # fmt: skip
+        server.stop()
+    log(f"fan-out: bare {result['deliveries_per_s']:.0f} deliveries/s, {result['kib_per_subscriber']} KiB/sub")
+    return result
+
+
+def run(subscribers: int = 1000, messages: int = 300) -> dict[str, Any]:
+    modes: dict[str, dict[str, Any]] = {}
+    figures = []
+    for compression, suffix in (("deflate", ""), ("none", "_uncompressed")):
+        caas, frames = caas_fan_out(subscribers, messages, compression)
+        bare = bare_fan_out(subscribers, frames, compression)
+        modes[compression] = {"caas": caas, "bare_websockets": bare}
+        figures += [
+            figure(f"fanout_deliveries{suffix}", caas["deliveries_per_s"], "deliveries/s", target=TARGET_DELIVERIES,
+                   limit=f"bare websockets.broadcast ({bare['deliveries_per_s']}/s)",
+                   ratio_to=bare["deliveries_per_s"]),
+            figure(f"fanout_server_memory_per_subscriber{suffix}", caas["kib_per_subscriber"], "KiB",
+                   target=TARGET_KIB_PER_SUB, higher_is_better=False,
+                   limit=f"bare websockets server ({bare['kib_per_subscriber']} KiB/subscriber)",
+                   ratio_to=bare["kib_per_subscriber"]),
+        ]  # fmt: skip
     return {
         "setup": {"subscribers": subscribers, "messages": messages, "client_processes": PROCESSES,
                   "frame_bytes": len(frames[0].encode()) if frames else 0,
-                  "client": "minimal RFC 6455 asyncio client (wsclients.RawSocket), no compression"},
-        "caas": caas,
-        "bare_websockets": bare,
+                  "client": "minimal RFC 6455 asyncio client (wsclients.RawSocket)",
+                  "modes": "deflate: clients offer permessage-deflate as browsers do (both servers accept it, "
+                           "12-bit windows, memLevel 5); none: clients that do not offer it"},
+        "deflate": modes["deflate"],
+        "none": modes["none"],
         "figures": figures,
     }  # fmt: skip
 

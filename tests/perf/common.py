@@ -323,9 +323,23 @@ def calibrate() -> dict[str, Any]:
     total = 0
     for i in range(2_000_000):
         total += i
+    wall = (time.perf_counter() - started) * 1000
+    cpu = (time.process_time() - cpu0) * 1000
+    fsyncs = []
+    fd, name = tempfile.mkstemp(prefix="caas-bench-fsync-")
+    try:
+        for _ in range(50):  # the event log commits with synchronous=FULL: one fsync per group commit
+            os.write(fd, b"x" * 4096)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            fsyncs.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+        os.unlink(name)
     return {
-        "python_loop_2M_wall_ms": round((time.perf_counter() - started) * 1000, 1),
-        "python_loop_2M_cpu_ms": round((time.process_time() - cpu0) * 1000, 1),
+        "python_loop_2M_wall_ms": round(wall, 1),
+        "python_loop_2M_cpu_ms": round(cpu, 1),
+        "fsync_4k_ms": {k: v for k, v in percentiles(fsyncs).items() if k in ("p50", "p99")},
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 

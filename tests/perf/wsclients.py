@@ -19,6 +19,7 @@ import os
 import struct
 import sys
 import time
+import zlib
 from typing import Any
 
 import orjson
@@ -29,9 +30,12 @@ from tests.perf.common import percentiles, raise_nofile, run_async
 
 class RawSocket(asyncio.Protocol):
     """Just enough of a websocket client: upgrade, masked text frames out, unmasked frames in
-    (text queued as ``bytes``; pings answered; close ends it). No extensions."""
+    (text queued as ``bytes``; pings answered; close ends it). With ``deflate`` it offers
+    permessage-deflate, as browsers do, and inflates compressed messages (RSV1 set)."""
 
-    def __init__(self) -> None:
+    def __init__(self, deflate: bool = False) -> None:
+        self.deflate = deflate
+        self.inflater = zlib.decompressobj(-15) if deflate else None
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.upgraded = asyncio.get_running_loop().create_future()
@@ -54,7 +58,7 @@ class RawSocket(asyncio.Protocol):
             self.upgraded.set_result(None)
         buf = self.buffer
         while len(buf) >= 2:
-            opcode, length, start = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            compressed, opcode, length, start = buf[0] & 0x40, buf[0] & 0x0F, buf[1] & 0x7F, 2
             if length == 126:
                 if len(buf) < 4:
                     return
@@ -68,6 +72,8 @@ class RawSocket(asyncio.Protocol):
             payload = bytes(buf[start : start + length])
             del buf[: start + length]
             if opcode == 1:
+                if compressed and self.inflater is not None:
+                    payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
                 self.frames.put_nowait(payload)
             elif opcode == 9:
                 self.send(payload, opcode=10)
@@ -96,14 +102,17 @@ class RawSocket(asyncio.Protocol):
             self.transport.close()
 
 
-async def raw_connect(url: str) -> RawSocket:
+async def raw_connect(url: str, deflate: bool) -> RawSocket:
     rest = url.removeprefix("ws://")
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.partition(":")
-    _, sock = await asyncio.get_running_loop().create_connection(RawSocket, host, int(port or 80))
+    _, sock = await asyncio.get_running_loop().create_connection(lambda: RawSocket(deflate), host, int(port or 80))
     key = base64.b64encode(os.urandom(16)).decode()
     request = (f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")  # fmt: skip
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n")  # fmt: skip
+    if deflate:
+        request += "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    request += "\r\n"
     assert sock.transport is not None
     sock.transport.write(request.encode())
     await asyncio.wait_for(sock.upgraded, 60)
@@ -112,7 +121,7 @@ async def raw_connect(url: str) -> RawSocket:
 
 async def _open(url: str, subscribe: dict[str, Any] | None, compression: str | None, raw: bool) -> Any:
     ws: Any = (
-        await raw_connect(url)
+        await raw_connect(url, compression == "deflate")
         if raw
         else await connect(url, open_timeout=60, ping_interval=None, max_queue=None, compression=compression)
     )
