@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from tests.perf import bench_fanout, bench_http, bench_rebuild, bench_ws_latency
+from tests.perf import bench_distributed, bench_fanout, bench_http, bench_presence, bench_rebuild, bench_ws_latency
 from tests.perf.common import calibrate, log, machine
 
 BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any]]] = {
@@ -28,6 +28,17 @@ BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str
     "ws_latency": (bench_ws_latency.run, {"rate": 500.0, "seconds": 10.0}, {"rate": 500.0, "seconds": 4.0}),
     "fanout": (bench_fanout.run, {"subscribers": 1000, "messages": 300}, {"subscribers": 1000, "messages": 100}),
     "rebuild": (bench_rebuild.run, {"events": 200_000}, {"events": 50_000}),
+    # issue 3 (Kafka + FerretDB, via tests.cluster) and issue 5 (presence at 5,000 sockets)
+    "distributed": (
+        bench_distributed.run,
+        {"seconds": 8.0},
+        {"seconds": 3.0, "raw_records": 5000, "decider_commands": 1000, "latency_seconds": 3.0},
+    ),
+    "presence": (
+        bench_presence.run,
+        {"users": 5000, "seconds": 60.0},
+        {"users": 500, "seconds": 10.0, "watchers": 10, "storm_users": 100},
+    ),
 }
 
 
