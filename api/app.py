@@ -48,7 +48,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         finally:
             await node.close()
 
-    routes = [Route(api.path, api.endpoint, methods=[api.method]) for api in ROUTES]
+    routes = [Route(api.path, api.handler, methods=[api.method]) for api in ROUTES]
     routes += [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

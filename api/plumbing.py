@@ -32,6 +32,8 @@ def json(data: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 async def principal(request: Request, *kinds: str) -> Principal:
     """Authenticate the caller and require one of ``kinds``."""
+    if len(request.query_params.multi_items()) != len(request.query_params):
+        raise ApiError("invalid_request", "a query parameter is repeated; give each at most once")
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
@@ -97,13 +99,17 @@ def written(outcome: Outcome, **extra: Any) -> Response:
     return json(data, 200 if outcome.replayed else 201)
 
 
-def int_param(request: Request, name: str, *, minimum: int = 0, maximum: int | None = None) -> int | None:
+MAX_INT = 2**63 - 1  # the largest integer the stores hold; past it SQLite raises OverflowError
+
+
+def int_param(request: Request, name: str, *, minimum: int = 0, maximum: int = MAX_INT) -> int | None:
     value = request.query_params.get(name)
     if value is None or value == "":
         return None
-    digits = value.isascii() and value.isdigit()  # str.isdigit alone takes '²', which int() refuses
-    if not digits or int(value) < minimum or (maximum is not None and int(value) > maximum):
-        bound = f" and at most {maximum}" if maximum is not None else ""
+    # str.isdigit alone takes '²', which int() refuses; int() also refuses over 4300 digits
+    digits = value.isascii() and value.isdigit() and len(value) <= 20
+    if not digits or not minimum <= int(value) <= maximum:
+        bound = f" and at most {maximum}"
         raise ApiError("invalid_request", f"query parameter {name} must be an integer of at least {minimum}{bound}")
     return int(value)
 

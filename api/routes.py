@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api import http, schemas
+from api.errors import ApiError
+from api.plumbing import MAX_INT
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -24,7 +27,41 @@ class Api:
     body: type[BaseModel] | None = None
     returns: type[BaseModel] | None = None
     status: int = 200
-    query: tuple[str, ...] = ()
+    query: tuple[str | tuple[str, dict[str, Any]], ...] = ()
+
+    @property
+    def handler(self) -> Endpoint:
+        """The endpoint, refusing query parameters the route does not take (hostile input is
+        answered, not ignored)."""
+        if not self.who:
+            return self.endpoint
+        allowed = {q if isinstance(q, str) else q[0] for q in self.query}
+        endpoint = self.endpoint
+
+        async def strict(request: Request) -> Response:
+            unknown = sorted(set(request.query_params) - allowed)
+            if unknown:
+                takes = ", ".join(sorted(allowed)) or "none"
+                raise ApiError("invalid_request", f"unknown query parameter {unknown[0]!r}; this route takes: {takes}")
+            return await endpoint(request)
+
+        strict.__name__ = endpoint.__name__
+        return strict
+
+
+# The query parameters' schemas, as the endpoints parse them (``api.plumbing.int_param``);
+# a route narrows one with ``(name, {...})`` in its ``query``.
+QUERY: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 200},
+    "min_position": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+    "before_seq": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+    "after_seq": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+    "after_position": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+    "after": {"type": "string"},
+    "types": {"type": "string", "description": "comma-separated event types"},
+    "user_id": {"type": "string", "pattern": schemas.ID_PATTERN},
+    "user_ids": {"type": "string", "description": "1 to 100 comma-separated user ids", "required": True},
+}
 
 
 ROUTES: list[Api] = [
@@ -63,7 +100,7 @@ ROUTES: list[Api] = [
     Api("DELETE", "/v1/channels/{cid}/messages/{mid}", http.delete_message, "Delete a message (tombstone)",
         ("tenant", "user"), None, schemas.MessageWritten),
     Api("GET", "/v1/channels/{cid}/messages/{mid}/thread", http.get_thread, "Replies to a message",
-        ("tenant", "user"), None, schemas.Thread, query=("limit", "min_position")),
+        ("tenant", "user"), None, schemas.Thread, query=(("limit", {"maximum": 1000}), "min_position")),
     Api("POST", "/v1/channels/{cid}/messages/{mid}/reactions", http.add_reaction, "React to a message",
         ("tenant", "user"), schemas.AddReaction, schemas.MessageWritten, 201),
     Api("DELETE", "/v1/channels/{cid}/messages/{mid}/reactions/{emoji}", http.remove_reaction,
@@ -71,7 +108,7 @@ ROUTES: list[Api] = [
     Api("POST", "/v1/channels/{cid}/read", http.move_read_marker, "Move your read marker forward",
         ("tenant", "user"), schemas.MoveReadMarker, schemas.ChannelWritten, 201),
     Api("POST", "/v1/channels/{cid}/typing", http.typing, "Say you are typing (ephemeral)",
-        ("tenant", "user"), schemas.Typing, None, 202),
+        ("tenant", "user"), schemas.Typing, schemas.TypingDelivered, 202),
     Api("POST", "/v1/channels/{cid}/mutes", http.mute, "Mute a member (reads, cannot post)",
         ("tenant", "user"), schemas.Mute, schemas.ChannelWritten, 201),
     Api("DELETE", "/v1/channels/{cid}/mutes/{uid}", http.unmute, "Unmute a member",
@@ -85,7 +122,8 @@ ROUTES: list[Api] = [
     Api("GET", "/v1/channels/{cid}/presence", http.channel_presence, "How many of a channel's members are online",
         ("tenant", "user"), None, schemas.ChannelPresence),
     Api("GET", "/v1/events", http.list_events, "The tenant's events in log order",
-        ("tenant",), None, schemas.EventPage, query=("after_position", "limit", "types")),
+        ("tenant",), None, schemas.EventPage,
+        query=("after_position", ("limit", {"maximum": 1000}), "types", "min_position")),
     Api("GET", "/healthz", http.healthz, "The process is up"),
     Api("GET", "/readyz", http.readyz, "The backend is reachable; projection lag"),
 ]  # fmt: skip
@@ -106,12 +144,13 @@ def openapi() -> dict[str, object]:
     paths: dict[str, dict[str, object]] = {}
     for api in ROUTES:
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
             for name in _path_params(api.path)
         ]
-        params += [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in api.query]
+        params += [_query_param(entry) for entry in api.query]
         if api.body is not None and api.method == "POST":
-            params.append({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}})
+            key = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"}
+            params.append({"name": "Idempotency-Key", "in": "header", "required": False, "schema": key})
         ok: dict[str, object] = {"description": "success"}
         if api.returns is not None:
             ok["content"] = {"application/json": {"schema": ref(api.returns)}}
@@ -121,7 +160,8 @@ def openapi() -> dict[str, object]:
             "parameters": params,
             "responses": {str(api.status): ok, "4XX": error, "503": error},
         }
-        if api.status == 201:
+        if api.returns is not None and issubclass(api.returns, schemas.Written):  # plumbing.written
+            op["responses"]["201"] = ok  # type: ignore[index]
             op["responses"]["200"] = {**ok, "description": "replay of an idempotent retry"}  # type: ignore[index]
         if api.who:
             op["security"] = [{"bearer": []}]
@@ -138,6 +178,19 @@ def openapi() -> dict[str, object]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _path_schema(name: str) -> dict[str, Any]:
+    if name == "emoji":
+        return {"type": "string", "minLength": 1}
+    return {"type": "string", "pattern": schemas.ID_PATTERN}
+
+
+def _query_param(entry: str | tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    name, narrowed = (entry, {}) if isinstance(entry, str) else entry
+    schema = {**QUERY[name], **narrowed}
+    required = schema.pop("required", False)
+    return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
 def _path_params(path: str) -> list[str]:

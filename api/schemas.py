@@ -236,6 +236,13 @@ class ChannelPresence(BaseModel):
     statuses: dict[str, Literal["online", "away", "offline"]]
 
 
+class TypingDelivered(BaseModel):
+    channel_id: str
+    user_id: str
+    sent: bool = Field(description="false when throttled: the user's typing was announced moments ago")
+    expires_in_ms: int
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
