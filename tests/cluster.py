@@ -58,6 +58,8 @@ class Cluster:
             "CAAS_SECRET_KEY": SECRET,
             "CAAS_ADMIN_TOKEN": ADMIN,
             "CAAS_LOG_LEVEL": "warning",
+            # FerretDB (the test MongoDB) is slow on a loaded 2-core box; let replays wait for the event index
+            "CAAS_WS_HISTORY_WAIT_SECONDS": "60",
             **self.env,
         }
 
