@@ -97,12 +97,19 @@ async def raw_round_trip(bootstrap: str, topic: str, records: int, window: int =
     produced = time.perf_counter() - t0
     await asyncio.wait_for(reader, 120)
     elapsed = time.perf_counter() - t0
+    # one record at a time, each awaited before the next (what a strictly serial appender gets)
+    serial, t1 = min(500, records), time.perf_counter()
+    for _ in range(serial):
+        await producer.send_and_wait(topic, VALUE, key=b"serial")
+    serial_s = time.perf_counter() - t1
     await producer.stop()
     await consumer.stop()
     return {"records": records, "value_bytes": len(VALUE), "in_flight_window": window,
             "produce_seconds": round(produced, 3), "seconds": round(elapsed, 3),
             "records_per_s": round(records / elapsed, 1),
-            "produce_to_consume_ms": percentiles(lat, (50, 99))}  # fmt: skip
+            "produce_to_consume_ms": percentiles(lat, (50, 99)),
+            "serial_send_and_wait": {"records": serial, "records_per_s": round(serial / serial_s, 1),
+                                     "ack_ms_mean": round(serial_s / serial * 1000, 2)}}  # fmt: skip
 
 
 # --- decider only: commands to the command topic, replies back --------------------------------
@@ -199,6 +206,19 @@ def raw_insert_many(url: str, database: str, documents: int) -> dict[str, Any]:
             "docs_per_s": round(documents / elapsed, 1)}  # fmt: skip
 
 
+def ping(url: str) -> bool:
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
+    try:
+        client.admin.command("ping")
+        return True
+    except pymongo.errors.PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
 # --- CPU of both processes ------------------------------------------------------------------------
 class Cpu:
     def __init__(self, **pids: int) -> None:
@@ -233,7 +253,8 @@ def profile(pids: dict[str, int], seconds: int, out_dir: Path) -> dict[str, Any]
 
 
 def run(seconds: float = 8.0, connections: int = 32, raw_records: int = 20_000, decider_commands: int = 5000,
-        rate: float = 500.0, latency_seconds: float = 10.0, with_profile: bool = False) -> dict[str, Any]:  # fmt: skip
+        rate: float = 500.0, latency_seconds: float = 10.0, with_profile: bool = False,
+        rebuild_timeout: float = 180.0) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {"setup": {"workers": 1, "nodes": 1, "partitions": 1, "users": USERS, "channels": CHANNELS,
                                      "http_connections": connections}}  # fmt: skip
     with Workdir() as work:
@@ -257,7 +278,8 @@ def run(seconds: float = 8.0, connections: int = 32, raw_records: int = 20_000, 
             http = run_load("127.0.0.1", node.port, requests(chat.tokens, chat.channels), connections=connections,
                             seconds=seconds, warmup=2.0)  # fmt: skip
             http.update(cpu.stop())
-            log(f"distributed: {http['rps']} msg/s {http['latency_ms']} {http['errors']}; decider only, {decider_commands} commands")
+            log(f"distributed: {http['rps']} msg/s {http['latency_ms']} {http['errors']}")
+            log(f"distributed: decider only, {decider_commands} commands")
             cpu = Cpu(**pids)
             decider = run_async(decider_only(bootstrap, prefix, chat.tenant.tenant_id, decider_commands, 256))
             decider.update(cpu.stop())
@@ -289,11 +311,19 @@ def run(seconds: float = 8.0, connections: int = 32, raw_records: int = 20_000, 
             # (c) rebuild, with the API node and worker stopped (as the CLI says)
             time.sleep(3)  # the projector catches up
             cluster.stop()
+            out["ferretdb_answered_before_rebuild"] = ping(settings["CAAS_MONGO_URL"])
+            if not out["ferretdb_answered_before_rebuild"]:  # seen once: a wedged serialized proxy
+                log("distributed: FerretDB does not answer; infra/services restart ferretdb")
+                restart = [str(ROOT / "infra" / "services"), "restart", "ferretdb"]
+                subprocess.run(restart, capture_output=True, timeout=120, check=False)
             log("distributed: caas rebuild --backend kafka")
             env = {**os.environ, **settings, "CAAS_DATA_DIR": str(work / "rebuild")}
             t0 = time.perf_counter()
-            proc = subprocess.run([PYTHON, "-m", "api.cli", "rebuild", "--backend", "kafka"], env=env, cwd=ROOT,
-                                  capture_output=True, text=True, timeout=1200)  # fmt: skip
+            try:
+                proc = subprocess.run([PYTHON, "-m", "api.cli", "rebuild", "--backend", "kafka"], env=env, cwd=ROOT,
+                                      capture_output=True, text=True, timeout=rebuild_timeout)  # fmt: skip
+            except subprocess.TimeoutExpired:
+                proc = subprocess.CompletedProcess([], 1, "", f"timed out after {rebuild_timeout:g}s")
             wall = time.perf_counter() - t0
             lines = [orjson.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
             if proc.returncode != 0 or not lines:
@@ -302,7 +332,10 @@ def run(seconds: float = 8.0, connections: int = 32, raw_records: int = 20_000, 
                 lines[0]["error"] = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
             events = max(x["events"] for x in lines) or 20_000
             log(f"distributed: raw insert_many of {events} documents")
-            insert = raw_insert_many(settings["CAAS_MONGO_URL"], settings["CAAS_MONGO_DATABASE"] + "_raw", events)
+            try:
+                insert = raw_insert_many(settings["CAAS_MONGO_URL"], settings["CAAS_MONGO_DATABASE"] + "_raw", events)
+            except Exception as exc:  # report the rest
+                insert = {"documents": events, "docs_per_s": 0, "error": f"{type(exc).__name__}: {exc}"[:300]}
             out["rebuild"] = {"projections": lines, "process_wall_seconds": round(wall, 2), "raw_insert_many": insert}
         finally:
             cluster.stop()
