@@ -19,7 +19,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from adapters.kafka_codec import (
     decode_position,
@@ -41,6 +47,21 @@ from commands.ports import (
 from domain.events import Event
 
 RECENT_COMMANDS = 200_000
+PRODUCER_FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+
+
+def producer_broken(producer: AIOKafkaProducer, exc: BaseException) -> bool:
+    """Whether ``producer`` must be replaced after ``exc``.
+
+    aiokafka's idempotent producer does not reset its sequence numbers after a sequence
+    error (the Java client bumps its epoch), so once a partition answers
+    ``OutOfOrderSequenceNumber`` (seen after a broker restart) every later batch to it fails
+    too; and some errors stop its sender task for good, failing every later send at once.
+    """
+    if isinstance(exc, PRODUCER_FATAL):
+        return True
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return task is not None and task.done()
 
 
 async def read_partition(bootstrap: str, topic: str, partition: int, *, start: int = 0) -> list[Event]:
@@ -155,24 +176,40 @@ class PartitionLog(EventLog):
         return future
 
     async def _send_loop(self) -> None:
+        """Hand each append to the producer in call order without waiting for the broker,
+        so many appends share a produce request; the acker resolves them in the same order."""
+        acks: asyncio.Queue[Any] = asyncio.Queue()
+        acker = asyncio.create_task(self._ack_loop(acks))
+        try:
+            while True:
+                tenant_id, stream, events, idempotency, future = await self._queue.get()
+                sent: list[tuple[Event, Any]] | BaseException = []
+                try:
+                    if self.broken is not None:
+                        raise self.broken
+                    key = stream_key(tenant_id, stream)
+                    partition = partition_for(key, self.partitions)
+                    for new in events:
+                        event = Event.model_construct(tenant_id=tenant_id, stream=stream, position=0, **_fields(new))
+                        delivery = await self.producer.send(
+                            self.topic, event_value(event), key=key.encode(), partition=partition
+                        )
+                        sent.append((event, delivery))
+                except (KafkaError, LogUnavailable, OSError) as exc:
+                    sent = exc
+                acks.put_nowait((tenant_id, stream, idempotency, future, sent))
+        finally:
+            acker.cancel()
+
+    async def _ack_loop(self, acks: asyncio.Queue[Any]) -> None:
         while True:
-            tenant_id, stream, events, idempotency, future = await self._queue.get()
+            tenant_id, stream, idempotency, future, sent = await acks.get()
+            partition = partition_for(stream_key(tenant_id, stream), self.partitions)
             try:
+                if isinstance(sent, BaseException):
+                    raise sent
                 if self.broken is not None:
                     raise self.broken
-                key = stream_key(tenant_id, stream)
-                partition = partition_for(key, self.partitions)
-                sent = []
-                for new in events:
-                    event = Event.model_construct(tenant_id=tenant_id, stream=stream, position=0, **_fields(new))
-                    sent.append(
-                        (
-                            event,
-                            await self.producer.send(
-                                self.topic, event_value(event), key=key.encode(), partition=partition
-                            ),
-                        )
-                    )
                 recorded = []
                 for event, delivery in sent:
                     meta = await delivery

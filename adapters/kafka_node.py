@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from adapters.ids import utcnow, uuid7
 from adapters.kafka_codec import decode_position, event_from_record, partition_for, stream_key
+from adapters.kafka_log import producer_broken
 from adapters.kafka_topics import ensure_topics
 from commands.ports import EventLog, Idempotency, Listener, LogUnavailable, NewEvent
 from commands.service import CommandService, Outcome
@@ -158,12 +159,16 @@ class KafkaNode:
         self._applied: dict[int, int] = {}
         self._applied_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._renewing: asyncio.Task[None] | None = None
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=1, request_timeout_ms=5000
+        )
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=1, request_timeout_ms=5000
-        )
+        self.producer = self._new_producer()
         await self.producer.start()
         replies = TopicPartition(self.topics["replies"], partition_for(self.node_id, self.partitions))
         self.replies = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
@@ -184,7 +189,7 @@ class KafkaNode:
         self._tasks = [asyncio.create_task(self._tail_replies()), asyncio.create_task(self._tail_events())]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *([self._renewing] if self._renewing else [])]:
             task.cancel()
         for client in (self.replies, self.events, self.producer):
             with contextlib.suppress(Exception):
@@ -275,17 +280,13 @@ class KafkaNode:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         key = stream_key(tenant_id, stream)
+        deadline = asyncio.get_running_loop().time() + self.timeout  # one bound for sending and the reply
         try:
             await asyncio.wait_for(
-                self.producer.send_and_wait(
-                    self.topics["commands"],
-                    orjson.dumps(message),
-                    key=key.encode(),
-                    partition=partition_for(key, self.partitions),
-                ),
+                self._send_command(orjson.dumps(message), key.encode(), partition_for(key, self.partitions)),
                 self.timeout,
             )
-            reply = await asyncio.wait_for(future, self.timeout)
+            reply = await asyncio.wait_for(future, max(deadline - asyncio.get_running_loop().time(), 0.0))
         except (TimeoutError, KafkaError) as exc:
             raise LogUnavailable(
                 "the command was not acknowledged in time; retry with the same Idempotency-Key"
@@ -297,6 +298,37 @@ class KafkaNode:
         outcome = Outcome(events_from_reply(reply["events"]), replayed=reply["replayed"])
         await self._seen(outcome.last.position)
         return outcome
+
+    async def _send_command(self, value: bytes, key: bytes, partition: int) -> None:
+        if self._renewing is not None:
+            await asyncio.wait({self._renewing})  # a timeout cancels this wait, never the renewal
+        producer = self.producer
+        try:
+            await producer.send_and_wait(self.topics["commands"], value, key=key, partition=partition)
+        except KafkaError as exc:
+            if producer_broken(producer, exc) and producer is self.producer and self._renewing is None:
+                self._renewing = asyncio.create_task(self._renew_producer(producer))
+            raise
+
+    async def _renew_producer(self, dead: AIOKafkaProducer) -> None:
+        """Replace a producer that can no longer deliver (:func:`producer_broken`); without
+        this the node would answer 503 to every command until restarted."""
+        log.warning("command_producer_renewed")
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(dead.stop(), self.timeout)
+            while True:
+                producer = self._new_producer()
+                try:
+                    await producer.start()
+                    break
+                except (KafkaError, OSError):
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    await asyncio.sleep(0.5)
+            self.producer = producer
+        finally:
+            self._renewing = None
 
     async def _seen(self, position: int, timeout: float = 2.0) -> None:
         """Wait until this node's replica has the event, so the caller reads its own write."""

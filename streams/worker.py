@@ -25,9 +25,9 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from adapters.ids import utcnow, uuid7
 from adapters.kafka_codec import event_from_record, partition_for
-from adapters.kafka_log import PartitionLog, read_partition
+from adapters.kafka_log import PartitionLog, producer_broken, read_partition
 from adapters.kafka_topics import ensure_topics
-from commands.ports import Idempotency
+from commands.ports import Idempotency, LogUnavailable
 from commands.service import CommandService, Outcome
 from projections.ports import ReadStore
 from streams.commands import COMMANDS, error_reply
@@ -153,9 +153,14 @@ class DeciderWorker:
                         )
                         for reply_to, reply in replies
                     ]
-                    await asyncio.gather(*deliveries, return_exceptions=True)
-                except KafkaError as exc:  # the nodes time out (503) and clients retry
-                    log.warning("replies_not_sent", error=str(exc))
+                    results = await asyncio.gather(*deliveries, return_exceptions=True)
+                    failed = [r for r in results if isinstance(r, BaseException)]
+                except KafkaError as exc:
+                    failed = [exc]
+                if failed:  # the nodes time out (503) and clients retry
+                    log.warning("replies_not_sent", error=str(failed[0]))
+                    if self.log.broken is None and producer_broken(self.producer, failed[0]):
+                        self.log.broken = LogUnavailable(f"Kafka refuses our producer: {failed[0]!r}")
                 try:
                     await self.consumer.commit({tp: records[-1].offset + 1})
                 except KafkaError as exc:
