@@ -117,11 +117,13 @@ class IndexedLog(EventLog):
 
 
 class Progress:
-    """``min_position`` across processes: waits on the projectors' checkpoints in the store."""
+    """``min_position`` across processes: waits on the projectors' checkpoints in the store,
+    and on this node's replica (queries check membership and roles there), if given one."""
 
-    def __init__(self, store: ReadStore, projections: Sequence[str]) -> None:
+    def __init__(self, store: ReadStore, projections: Sequence[str], node: KafkaNode | None = None) -> None:
         self.store = store
         self.projections = list(projections)
+        self.node = node
         self.applied = 0
 
     async def applied_offset(self, partition: int) -> int:
@@ -137,7 +139,8 @@ class Progress:
         partition, offset = decode_position(position)
         deadline = time.monotonic() + timeout
         while True:
-            if await self.applied_offset(partition) >= offset:
+            replica_ready = self.node is None or self.node.replica_offset(partition) >= offset
+            if replica_ready and await self.applied_offset(partition) >= offset:
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -233,6 +236,10 @@ class KafkaNode:
                     future = self._waiting.pop(reply["request_id"], None)
                     if future is not None and not future.done():
                         future.set_result(reply)
+
+    def replica_offset(self, partition: int) -> int:
+        """The last offset of ``partition`` of the event topic the replica has applied (-1 if none)."""
+        return self._applied.get(partition, -1)
 
     def presence_statuses(self) -> dict[tuple[str, str], str]:
         """Every user's last durable presence status, from the replica."""

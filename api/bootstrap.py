@@ -152,7 +152,7 @@ def build_kafka_engine(settings: Settings) -> Engine:
         admin_token=admin_token(settings),
         secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
     )
-    runner = Progress(store, list(DISTRIBUTED_PROJECTIONS))
+    runner = Progress(store, list(DISTRIBUTED_PROJECTIONS), node)
     from adapters.kafka_bus import KafkaBus
 
     bus = KafkaBus(settings.kafka_bootstrap, f"{settings.kafka_topic_prefix}ephemeral", settings.kafka_partitions)
