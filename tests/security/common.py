@@ -140,6 +140,7 @@ class World:
     tokens: dict[str, str] = field(default_factory=dict)
     messages: dict[str, list[str]] = field(default_factory=dict)  # channel -> message ids
     heads: dict[str, int] = field(default_factory=dict)  # channel -> last seq written
+    position: int = 0  # of the last write: queries pass it as min_position (read models may lag)
 
     @property
     def url(self) -> str:
@@ -150,6 +151,12 @@ class World:
 
     def user(self, uid: str) -> dict[str, str]:
         return bearer(self.tokens[uid])
+
+    def wrote(self, r: httpx.Response) -> dict[str, Any]:
+        assert r.status_code == 201, r.text
+        data: dict[str, Any] = r.json()
+        self.position = max(self.position, data["position"])
+        return data
 
     @property
     def secrets(self) -> list[str]:
@@ -177,11 +184,10 @@ def colliding_world(client: httpx.Client, url: str, label: str, *, only: tuple[s
             json={"channel_id": cid, "name": f"{cid} of {marker}", "members": members},
             headers=world.user("alice"),
         )
-        assert r.status_code == 201, r.text
+        world.wrote(r)
         for text in ("hello", f"secret of {marker} in {cid}"):
             r = client.post(f"{url}/v1/channels/{cid}/messages", json={"text": text}, headers=world.user("alice"))
-            assert r.status_code == 201, r.text
-            world.messages.setdefault(cid, []).append(r.json()["message_id"])
+            world.messages.setdefault(cid, []).append(world.wrote(r)["message_id"])
             world.heads[cid] = r.json()["seq"]
         mid = world.messages[cid][-1]
         r = client.post(
@@ -189,14 +195,26 @@ def colliding_world(client: httpx.Client, url: str, label: str, *, only: tuple[s
             json={"text": f"reply of {marker}", "parent_id": mid},
             headers=world.user("bob"),
         )
-        assert r.status_code == 201, r.text
-        world.heads[cid] = r.json()["seq"]
+        world.heads[cid] = world.wrote(r)["seq"]
         r = client.post(
             f"{url}/v1/channels/{cid}/messages/{mid}/reactions", json={"emoji": "👍"}, headers=world.user("bob")
         )
-        assert r.status_code == 201, r.text
-        world.heads[cid] = r.json()["seq"]
+        world.heads[cid] = world.wrote(r)["seq"]
+    settle(client, world)
     return world
+
+
+def settle(client: httpx.Client, world: World) -> None:
+    """Wait until the read models (and the event index websocket replays read) hold the
+    world's writes: a bounded wait on the server's side, retried while it answers 503."""
+
+    def applied() -> bool:
+        r = client.get(f"{world.url}/v1/events", params={"min_position": world.position, "limit": 1},
+                       headers=world.key())  # fmt: skip
+        assert r.status_code in (200, 503), r.text
+        return r.status_code == 200
+
+    eventually(applied, timeout=60)
 
 
 def events_of(client: httpx.Client, world: World) -> list[dict[str, Any]]:
@@ -204,7 +222,8 @@ def events_of(client: httpx.Client, world: World) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     after = 0
     while True:
-        r = client.get(f"{world.url}/v1/events", params={"after_position": after, "limit": 1000}, headers=world.key())
+        params = {"after_position": after, "limit": 1000, "min_position": world.position}
+        r = client.get(f"{world.url}/v1/events", params=params, headers=world.key())
         assert r.status_code == 200, r.text
         page = r.json()
         events += page["events"]

@@ -79,8 +79,12 @@ def creates_in_own_tenant(api: Api) -> bool:
     return "{" not in api.path or api.method == "PUT"
 
 
-def call(client: httpx.Client, api: Api, url: str, headers: dict[str, str], as_tenant: bool) -> httpx.Response:
-    params = {"user_id": "alice"} if as_tenant and "user_id" in api.query else {}
+def call(
+    client: httpx.Client, api: Api, url: str, headers: dict[str, str], as_tenant: bool, position: int = 0
+) -> httpx.Response:
+    params: dict[str, Any] = {"user_id": "alice"} if as_tenant and "user_id" in api.query else {}
+    if "min_position" in api.query:
+        params["min_position"] = position  # the caller's own writes are in the read models
     if "user_ids" in api.query:
         params["user_ids"] = f"{A_ONLY_USER},alice"
     return client.request(api.method, url, json=body_for(api, as_tenant), params=params, headers=headers)
@@ -108,7 +112,7 @@ def test_every_route_refuses_another_tenants_resources_and_leaks_nothing(
         for api in sorted(routes, key=creates_in_own_tenant):
             for who, (headers, as_tenant) in credentials.items():
                 where = f"{api.method} {api.path} with {who}"
-                r = call(client, api, server.url + fill(api.path, foreign), headers, as_tenant)
+                r = call(client, api, server.url + fill(api.path, foreign), headers, as_tenant, b.position)
                 assert r.status_code < 500, f"{where}: {r.status_code} {r.text}"
                 assert_no_leak(r.text, a, where=where)
                 allowed = ("tenant" if as_tenant else "user") in api.who
@@ -149,19 +153,21 @@ def test_colliding_ids_resolve_to_the_callers_own_tenant(server: Server, worlds:
                 url = server.url + fill(api.path, {"cid": COLLIDING_CHANNEL, "mid": a.messages[COLLIDING_CHANNEL][1],
                                                    "uid": "bob", "emoji": "👍"})  # fmt: skip
                 as_tenant = headers == b.key()
-                r = call(client, api, url, headers, as_tenant)
+                r = call(client, api, url, headers, as_tenant, b.position)
                 where = f"{api.method} {api.path} on the colliding channel"
                 assert r.status_code == 404, f"{where}: {r.status_code} {r.text}"
                 assert_no_leak(r.text, a, where=where)
-            r = client.get(f"{server.url}/v1/channels/{COLLIDING_CHANNEL}/messages", headers=headers)
+            wait = {"min_position": b.position}
+            r = client.get(f"{server.url}/v1/channels/{COLLIDING_CHANNEL}/messages", params=wait, headers=headers)
             assert r.status_code == 200, r.text
             texts = [m["text"] for m in r.json()["messages"]]
             assert f"secret of {b.marker} in {COLLIDING_CHANNEL}" in texts and "hello" in texts
             assert_no_leak(r.text, a, where="history of the colliding channel")
             mid = b.messages[COLLIDING_CHANNEL][1]
-            r = client.get(f"{server.url}/v1/channels/{COLLIDING_CHANNEL}/messages/{mid}/thread", headers=headers)
+            r = client.get(f"{server.url}/v1/channels/{COLLIDING_CHANNEL}/messages/{mid}/thread", params=wait,
+                           headers=headers)  # fmt: skip
             assert r.status_code == 200 and [m["text"] for m in r.json()["messages"]] == [f"reply of {b.marker}"]
-            r = client.get(f"{server.url}/v1/channels/{COLLIDING_CHANNEL}", headers=headers)
+            r = client.get(f"{server.url}/v1/channels/{COLLIDING_CHANNEL}", params=wait, headers=headers)
             assert r.status_code == 200 and b.marker in r.json()["name"], r.text
             assert_no_leak(r.text, a, where="the colliding channel")
 

@@ -49,6 +49,7 @@ class Side:
     tokens: dict[str, str] = field(default_factory=dict)
     last_message: dict[str, str] = field(default_factory=dict)
     typers: list[str] = field(default_factory=list)  # users whose typing on c1 was announced
+    position: int = 0  # of the side's last write: reads wait for it (read models may lag)
 
     def key(self) -> dict[str, str]:
         return bearer(self.api_key)
@@ -68,7 +69,18 @@ async def make_side(http: httpx.AsyncClient, url: str) -> Side:
     c1 = {"channel_id": "c1", "name": f"c1 {marker}", "members": ["u2", "u3"]}
     r = await http.post(f"{url}/v1/channels", json=c1, headers=bearer(side.tokens["u1"]))
     assert r.status_code == 201, r.text
+    side.position = r.json()["position"]
     return side
+
+
+async def settle(http: httpx.AsyncClient, url: str, side: Side) -> None:
+    """Until the side's writes are in the read models (and the event index replays read)."""
+    for _ in range(12):
+        r = await http.get(f"{url}/v1/events", params={"min_position": side.position, "limit": 1}, headers=side.key())
+        if r.status_code == 200:
+            return
+        assert r.status_code == 503, r.text
+    raise AssertionError(f"position {side.position} not applied within a minute")
 
 
 async def apply(http: httpx.AsyncClient, url: str, side: Side, n: int, command: tuple[Any, ...]) -> None:
@@ -101,6 +113,8 @@ async def apply(http: httpx.AsyncClient, url: str, side: Side, n: int, command: 
     else:
         r = await http.delete(f"{url}/v1/channels/c2/members/{arg}", headers=as_user)
     assert r.status_code < 500, f"{command}: {r.status_code} {r.text}"
+    if r.status_code in (200, 201) and "position" in r.json():
+        side.position = max(side.position, r.json()["position"])
     if kind.startswith("post") and r.status_code == 201:
         side.last_message[arg] = r.json()["message_id"]
 
@@ -114,18 +128,20 @@ async def documents(http: httpx.AsyncClient, url: str, side: Side) -> list[str]:
     texts = []
     after: Any = 0
     while after is not None:
-        r = await http.get(f"{url}/v1/events", params={"after_position": after, "limit": 1000}, headers=side.key())
+        params = {"after_position": after, "limit": 1000, "min_position": side.position}
+        r = await http.get(f"{url}/v1/events", params=params, headers=side.key())
         assert r.status_code == 200, r.text
         assert {e["tenant_id"] for e in r.json()["events"]} <= {side.tenant_id}
         texts.append(r.text)
         after = r.json()["next_after_position"]
     for headers in (side.key(), *[bearer(t) for t in side.tokens.values()]):
-        r = await http.get(f"{url}/v1/channels", headers=headers)
+        wait = {"min_position": side.position}
+        r = await http.get(f"{url}/v1/channels", params=wait, headers=headers)
         assert r.status_code == 200, r.text
         texts.append(r.text)
         for cid in CHANNELS:
             for path in (f"/v1/channels/{cid}", f"/v1/channels/{cid}/messages"):
-                r = await http.get(url + path, headers=headers)
+                r = await http.get(url + path, params=wait, headers=headers)
                 assert r.status_code in (200, 403, 404), r.text
                 texts.append(r.text)
     return texts
@@ -136,6 +152,7 @@ async def scenario(url: str, ws_url: str, commands: list[tuple[Any, ...]]) -> No
         sides = [await make_side(http, url) for _ in range(TENANTS)]
         sockets = []
         for side in sides:  # u2 replays c1 from the start, u3 follows it live
+            await settle(http, url, side)
             replay = await ws_connect(ws_url, side.tokens["u2"]).__aenter__()
             await replay.send('{"type": "subscribe", "channel_id": "c1", "since_seq": 0}')
             live = await ws_connect(ws_url, side.tokens["u3"]).__aenter__()
@@ -149,7 +166,7 @@ async def scenario(url: str, ws_url: str, commands: list[tuple[Any, ...]]) -> No
                 for text in await documents(http, url, side):
                     assert not leaks(text, side, sides), f"another tenant's data in {side.tenant_id}'s {text[:300]}"
             for side, replay, live, live_from in sockets:
-                r = await http.get(f"{url}/v1/channels/c1", headers=side.key())
+                r = await http.get(f"{url}/v1/channels/c1", params={"min_position": side.position}, headers=side.key())
                 head = r.json()["head_seq"]
                 for ws, since in ((replay, 0), (live, live_from)):
                     frames = []
