@@ -40,6 +40,7 @@ from tests.perf.common import (
     figure,
     log,
     machine,
+    percentiles,
     raise_nofile,
     rss_kib,
     run_async,
@@ -50,6 +51,7 @@ from tests.support import ADMIN
 
 TARGET_PRESENCE_CORE_SHARE = 0.10  # of one core
 GRACE = 10.0
+AWAY = 3600.0  # idle sockets would turn "away" after the default 300 s, mid-run: not what is measured here
 
 
 # --- setup: users and tokens over raw keep-alive HTTP ------------------------------------------
@@ -111,12 +113,16 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
                     await asyncio.sleep(0.2 * (attempt + 1))
             connect_ms.append((time.perf_counter() - t0) * 1000)
 
+    gaps: list[float] = []  # seconds each reconnect left the user with no socket (close -> upgraded)
+
     async def reconnect(i: int, gap: float) -> None:
         sock = socks.pop(i, None)
+        t0 = time.monotonic()
         if sock is not None:
             await sock.close()
         await asyncio.sleep(gap)
         await open_one(i)
+        gaps.append(time.monotonic() - t0)
 
     marks["connect_start"] = time.monotonic_ns()
     await asyncio.gather(*(open_one(i) for i in range(n)))
@@ -184,6 +190,7 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
     storms = {}
     for name, last_gap in (("storm", None), ("storm_away", GRACE + 2.0)):
         before = len(frames)
+        gaps.clear()
         marks[f"{name}_start"] = time.monotonic_ns()
         await asyncio.gather(*(storm_user(i, last_gap) for i in stormers))
         marks[f"{name}_end"] = time.monotonic_ns()
@@ -194,6 +201,8 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
             "users": spec["storm_users"], "reconnects_each": spec["storm_times"],
             "burst_seconds": round((marks[f"{name}_end"] - marks[f"{name}_start"]) / 1e9, 2),
             "final_absence_seconds": last_gap or 0,
+            "no_socket_seconds_per_reconnect": percentiles(gaps, (50, 99)),
+            "reconnects_longer_than_grace": sum(1 for g in gaps if g >= GRACE),
             "raw_connection_events": raw, "watch_pairs_on_storm_users": watch_pairs,
             "presence_frames_delivered": len(got),
             "frames_by_status": {s: sum(1 for _, x in got if x == s) for s in ("online", "away", "offline")},
@@ -204,7 +213,6 @@ async def client(spec: dict[str, Any]) -> dict[str, Any]:
     for t in watch_tasks:
         t.cancel()
     await asyncio.gather(*(s.close() for s in socks.values()), return_exceptions=True)
-    from tests.perf.common import percentiles
 
     return {
         "marks": marks,
@@ -263,7 +271,8 @@ def run(users: int = 5000, seconds: float = 60.0, watchers: int = 50, watch_each
         "storm_users": storm_users, "storm_times": storm_times, "storm_spread": 3.0,
     }  # fmt: skip
     with Workdir() as work:
-        server = start_caas(work, CAAS_PRESENCE_GRACE_SECONDS=str(GRACE), CAAS_WS_MAX_PRESENCE_WATCH="1000")
+        server = start_caas(work, CAAS_PRESENCE_GRACE_SECONDS=str(GRACE), CAAS_WS_MAX_PRESENCE_WATCH="1000",
+                            CAAS_PRESENCE_AWAY_SECONDS=str(AWAY))  # fmt: skip
         try:
             assert server.process is not None
             pid = server.process.pid
@@ -329,7 +338,14 @@ def run(users: int = 5000, seconds: float = 60.0, watchers: int = 50, watch_each
                f"online frame per watcher per user for {2 * storm_times} raw events"),
     ]  # fmt: skip
     return {
-        "setup": {"backend": "embedded", "users": users, "sockets": users, "grace_seconds": GRACE, **spec_extra},
+        "setup": {
+            "backend": "embedded",
+            "users": users,
+            "sockets": users,
+            "grace_seconds": GRACE,
+            "away_seconds": AWAY,
+            **spec_extra,
+        },
         "client": result,
         "phases": phases,
         **({"profiles_server_py_spy": profiles} if with_profile else {}),
