@@ -161,6 +161,7 @@ async def rebuild_kafka(settings: Settings, args: argparse.Namespace) -> None:
     from adapters.kafka_log import iterate_events
     from adapters.mongo_store import MongoReadStore, swap_in
     from api.bootstrap import DISTRIBUTED_PROJECTIONS
+    from projections.ports import ReadStoreUnavailable
     from streams.projector import ops_for
 
     names = [args.projection] if args.projection else list(DISTRIBUTED_PROJECTIONS)
@@ -174,9 +175,17 @@ async def rebuild_kafka(settings: Settings, args: argparse.Namespace) -> None:
             await fresh.drop(name, projection.collections)
             started, count = time.perf_counter(), 0
             topic = f"{settings.kafka_topic_prefix}events"
-            async for events in iterate_events(settings.kafka_bootstrap, topic, settings.kafka_partitions):
+            # small batches, each retried: a slow database (FerretDB in tests) must not abort a rebuild
+            async for events in iterate_events(settings.kafka_bootstrap, topic, settings.kafka_partitions, batch=500):
                 partition, offset = decode_position(events[-1].position)
-                await fresh.apply(f"{name}@p{partition}", ops_for(projection, events, 0), offset + 1)
+                for attempt in range(5):
+                    try:
+                        await fresh.apply(f"{name}@p{partition}", ops_for(projection, events, 0), offset + 1)
+                        break
+                    except ReadStoreUnavailable:
+                        if attempt == 4:
+                            raise
+                        await asyncio.sleep(1 + attempt)
                 count += len(events)
             await swap_in(fresh, live, name, projection.collections)
             report(name, count, time.perf_counter() - started)
