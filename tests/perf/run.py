@@ -1,6 +1,7 @@
 """Run every CAAS benchmark and print one JSON document (``make bench``).
 
     .venv/bin/python -m tests.perf.run [--only http,ws_latency,fanout,rebuild] [--quick]
+    .venv/bin/python -m tests.perf.run --table saved.json   # the summary as a Markdown table
 
 Each figure is measured in the same run as its limit (bare Starlette, bare ``websockets``,
 raw SQLite scan) and reported beside its target; nothing here asserts a timing. Progress
@@ -42,11 +43,28 @@ BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str
 }
 
 
+def table(out: dict[str, Any]) -> str:
+    """The summary of a saved run as the Markdown table of BENCHMARKS.md."""
+    rows = ["| figure | value | target | | limit, measured in the same run | vs limit |", "|---|---|---|---|---|---|"]
+    for f in out["summary"]:
+        verdict = f["target_verdict"] + (f" (limit: {f['limit_verdict']})" if "limit_verdict" in f else "")
+        ratio = f"{f['ratio_to_limit']:g}x" if "ratio_to_limit" in f else ""
+        rows.append(
+            f"| {f['figure']} | {f['value']:g} {f['unit']} | {f['target']} | {verdict} | {f['limit']} | {ratio} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", help="comma-separated subset of " + ",".join(BENCHES))
     p.add_argument("--quick", action="store_true", help="shorter runs, for a smoke test of the harness")
+    p.add_argument("--table", metavar="JSON", help="print the summary of a saved run as a Markdown table")
     args = p.parse_args()
+    if args.table:
+        with open(args.table, "rb") as f:
+            print(table(orjson.loads(f.read())))
+        return
     names = args.only.split(",") if args.only else list(BENCHES)
     unknown = set(names) - set(BENCHES)
     if unknown:
