@@ -8,10 +8,16 @@ back once in one unordered ``bulk_write`` of upserts. The write is conditional o
 ``_pos`` that was read, so two projectors racing on a document cannot lose an update.
 The checkpoint is stored with the data and moved after the batch: a crash in between
 replays the batch, which the guard turns into a no-op.
+
+Keys inside documents may be chosen by users (a user's ``metadata``), and MongoDB cannot
+store every key (``.``, a leading ``$``, NUL), so keys are stored percent-escaped: ``%``,
+``.``, ``$`` and NUL become ``%25``, ``%2E``, ``%24``, ``%00``, and are unescaped on read.
+Field names the projections filter and sort on never contain those characters.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,13 +33,44 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
 }
 DUPLICATE_KEY = 11000
 NOT_IMPLEMENTED = 238
+_RESERVED = re.compile("[%.$\x00]")
+_ESCAPED = re.compile("%(25|2E|24|00)")
 
 
 def _key(tenant_id: str, id: str) -> str:
     return f"{tenant_id}/{id}"
 
 
+def _escape_key(key: str) -> str:
+    if not _RESERVED.search(key):
+        return key
+    return key.replace("%", "%25").replace(".", "%2E").replace("$", "%24").replace("\x00", "%00")
+
+
+def _unescape_key(key: str) -> str:
+    return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), key) if "%" in key else key
+
+
+def _stored(value: Any) -> Any:
+    """A document (or any value in it) with every key escaped for MongoDB."""
+    if isinstance(value, dict):
+        return {_escape_key(k): _stored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stored(v) for v in value]
+    return value
+
+
+def _loaded(value: Any) -> Any:
+    """The inverse of :func:`_stored`."""
+    if isinstance(value, dict):
+        return {_unescape_key(k): _loaded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_loaded(v) for v in value]
+    return value
+
+
 def _public(doc: dict[str, Any]) -> Doc:
+    doc = _loaded(doc)
     doc.pop("_pos", None)
     doc["_id"] = str(doc["_id"]).split("/", 1)[1]
     return doc
@@ -90,7 +127,7 @@ class MongoReadStore(ReadStore):
                     changed.add(key)
             writes = []
             for key in changed:
-                doc = dict(docs[key] or {})
+                doc = _stored(docs[key] or {})
                 doc["_id"] = key
                 flt: dict[str, Any] = {"_id": key}
                 if key in read_pos:
@@ -175,6 +212,6 @@ def _local(doc: dict[str, Any] | None, id: str) -> Doc | None:
     """A stored document as :func:`apply_op` sees it (``_id`` without the tenant)."""
     if doc is None:
         return None
-    local = dict(doc)
+    local: Doc = _loaded(doc)
     local["_id"] = id
     return local

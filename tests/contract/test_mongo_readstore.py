@@ -11,9 +11,9 @@ import pytest
 from pymongo import MongoClient
 
 from adapters.mongo_store import MongoReadStore
-from projections.ports import ReadStore
+from projections.ports import Op, ReadStore
 from tests.cluster import services_env
-from tests.contract.readstore_contract import ReadStoreContract
+from tests.contract.readstore_contract import THINGS, ReadStoreContract, fields
 
 
 @pytest.fixture(scope="class")
@@ -32,3 +32,14 @@ class TestMongoReadStore(ReadStoreContract):
         store = MongoReadStore(url, database)
         await store.start()
         return store
+
+    # Beyond the shared contract (and worth moving into it): documents carry keys users chose.
+    async def test_user_chosen_keys_mongodb_reserves_round_trip(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        metadata = {"a.b": 1, "$where": "x", "%2E": "literal", "k": {"x.y": [{"$z": 1, "nul\x00": True}]}}
+        await store.apply(projection, [Op(THINGS, tenant, "u", 1, set={"metadata": metadata, "n": 1})], 1)
+        await store.apply(projection, [Op(THINGS, tenant, "u", 2, set={"metadata.c": 2}, inc={"n": 1})], 2)
+        expected = {"metadata": {**metadata, "c": 2}, "n": 2}
+        assert fields(await store.get(THINGS, tenant, "u")) == expected
+        assert [fields(d) for d in await store.find(THINGS, tenant, {"n": 2})] == [expected]

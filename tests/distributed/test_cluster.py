@@ -225,3 +225,25 @@ async def test_min_position_from_a_command_on_one_node_is_honoured_by_a_query_on
         )
         assert r.status_code == 200, r.text
         assert texts[-1] in [e["payload"]["text"] for e in r.json()["events"]]
+
+
+async def test_user_metadata_keys_mongodb_reserves_do_not_stall_the_read_model(
+    http: httpx.AsyncClient, nodes: tuple[Server, Server]
+) -> None:
+    a, b = nodes
+    tenant = await fresh_tenant(http, a)
+    metadata = {"a.b": 1, "$where": "x", "k": {"x.y": [{"$z": 1, "%2E": "literal"}]}, "nul\u0000key": True}
+    r = await http.put(f"{a.url}/v1/users/odd", json={"name": "Odd", "metadata": metadata}, headers=tenant.headers())
+    assert r.status_code == 201, r.text
+    position = r.json()["position"]
+    for node in (a, b):  # the projection of that event, and everything after it, is applied
+        r = await http.get(f"{node.url}/v1/channels", params={"min_position": position}, headers=tenant.headers())
+        assert r.status_code == 200, r.text
+    alice = await user(http, a, tenant, "alice")
+    cid = await channel(http, a, alice, [])
+    ack = await post(http, a, alice, cid, "after the odd user")
+    r = await http.get(
+        f"{b.url}/v1/channels/{cid}/messages", params={"min_position": ack["position"]}, headers=tenant.headers()
+    )
+    assert r.status_code == 200, r.text
+    assert [m["text"] for m in r.json()["messages"]] == ["after the odd user"]
