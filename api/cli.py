@@ -31,7 +31,11 @@ class RedactTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(self.pattern.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
-        record.msg = self.pattern.sub(r"\1[redacted]", str(record.msg))
+        if isinstance(record.msg, dict):  # a structlog event dict: the formatter renders it later
+            record.msg = {k: self.pattern.sub(r"\1[redacted]", v) if isinstance(v, str) else v
+                          for k, v in record.msg.items()}  # fmt: skip
+        else:
+            record.msg = self.pattern.sub(r"\1[redacted]", str(record.msg))
         return True
 
 
