@@ -104,8 +104,8 @@ MAX_INT = 2**63 - 1  # the largest integer the stores hold; past it SQLite raise
 
 def int_param(request: Request, name: str, *, minimum: int = 0, maximum: int = MAX_INT) -> int | None:
     value = request.query_params.get(name)
-    if value is None or value == "":
-        return None
+    if value is None:
+        return None  # an empty value is refused below: absent and empty are not the same
     # str.isdigit alone takes '²', which int() refuses; int() also refuses over 4300 digits
     digits = value.isascii() and value.isdigit() and len(value) <= 20
     if not digits or not minimum <= int(value) <= maximum:
