@@ -3,6 +3,7 @@ rejected with ``422 invalid_request``."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -42,9 +43,30 @@ class AllowedOrigins(Body):
     ] = Field(max_length=50)
 
 
+MAX_INT = 2**63 - 1  # what every store can hold (BSON and SQLite integers are 64-bit)
+
+
+def _storable(value: Any, depth: int = 0) -> Any:
+    """JSON a read store can hold: finite numbers, 64-bit integers, bounded nesting.
+    (NaN and infinities, or an integer past 64 bits, would stall a MongoDB projection.)"""
+    if depth > 32:
+        raise ValueError("metadata is nested more than 32 levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("metadata numbers must be finite")
+    if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT - 1 <= value <= MAX_INT:
+        raise ValueError("metadata integers must fit in 64 bits")
+    if isinstance(value, dict):
+        for item in value.values():
+            _storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _storable(item, depth + 1)
+    return value
+
+
 class PutUser(Body):
     name: Name
-    metadata: dict[str, Any] = {}
+    metadata: Annotated[dict[str, Any], AfterValidator(_storable)] = {}
 
 
 class CreateToken(Body):
@@ -69,7 +91,7 @@ class Attachment(Body):
     url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2048)]
     name: Annotated[str, StringConstraints(max_length=255)] | None = None
     mime_type: Annotated[str, StringConstraints(max_length=127)] | None = None
-    size: int | None = Field(default=None, ge=0)
+    size: int | None = Field(default=None, ge=0, le=MAX_INT)
 
 
 class PostMessage(Body):

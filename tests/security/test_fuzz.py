@@ -240,3 +240,32 @@ async def test_oversized_and_binary_frames_are_answered_without_disturbing_the_c
         assert ws.close_code == 1009
     async with ws_connect(server.ws_url, alice) as ws:
         assert await until_pong(ws) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "a", "metadata": {"x": 1e999}}',
+        b'{"name": "a", "metadata": {"x": [NaN]}}',
+        b'{"name": "a", "metadata": {"x": -Infinity}}',
+        b'{"name": "a", "metadata": {"x": 99999999999999999999}}',
+        b'{"name": "a", "metadata": ' + b'{"x": ' * 40 + b"1" + b"}" * 40 + b"}",
+    ],
+)
+def test_values_no_read_store_can_hold_are_refused_and_projections_keep_going(
+    server: Server, client: httpx.Client, tenant: Tenant, body: bytes
+) -> None:
+    """Found by the fuzzer: an infinite float or a 65-bit integer in a user's metadata stalled
+    the MongoDB projection for good (FerretDB refuses the document; pymongo cannot encode it)."""
+    headers = {**tenant.headers(), "content-type": "application/json"}
+    r = client.put(f"{server.url}/v1/users/alice", content=body, headers=headers)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", r.text
+    r = client.put(f"{server.url}/v1/users/bob", json={"name": "b", "metadata": {"x": 1.5, "y": [2**63 - 1]}},
+                   headers=tenant.headers())  # fmt: skip
+    assert r.status_code == 201, r.text
+    room = {"channel_id": "room", "members": ["bob"]}
+    r = client.post(f"{server.url}/v1/channels", json=room, headers=tenant.headers())
+    assert r.status_code == 201, r.text
+    r = client.get(f"{server.url}/v1/channels/room", params={"min_position": r.json()["position"]},
+                   headers=tenant.headers())  # fmt: skip
+    assert r.status_code == 200, r.text
