@@ -112,7 +112,7 @@ class AddReaction(Body):
 
 
 class MoveReadMarker(Body):
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=MAX_INT)
     user_id: Id | None = None
 
 
