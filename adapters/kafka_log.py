@@ -132,6 +132,8 @@ class PartitionLog(EventLog):
         if command_id is None:
             return
         events = self._commands.setdefault(command_id, [])
+        if any(e.event_id == event.event_id for e in events):
+            return  # restored again after the partition came back
         events.append(event)
         if len(self._commands) > RECENT_COMMANDS:
             self._commands.popitem(last=False)

@@ -65,6 +65,8 @@ class DeciderWorker:
         self.partitions = partitions
         self.owned: set[int] = set()
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._settled = asyncio.Event()  # no restore in progress
+        self._settled.set()
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
@@ -77,6 +79,7 @@ class DeciderWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=2000,
+            heartbeat_interval_ms=1000,  # a joining or leaving worker is noticed within a second
         )
         await self.consumer.start()
         self.consumer.subscribe([self.topics["commands"]], listener=_Rebalance(self))
@@ -98,13 +101,17 @@ class DeciderWorker:
 
     async def restore(self, partitions: set[int]) -> None:
         """Rebuild the aggregates of newly assigned partitions from the event topic."""
-        for partition in sorted(partitions):
-            events = await read_partition(self.bootstrap, self.topics["events"], partition)
-            for event in events:
-                self.service.restore(event)
-                self.log.record(event)
-            log.info("partition_restored", partition=partition, events=len(events))
-        self.owned |= partitions
+        self._settled.clear()
+        try:
+            for partition in sorted(partitions):
+                events = await read_partition(self.bootstrap, self.topics["events"], partition)
+                for event in events:
+                    self.service.restore(event)
+                    self.log.record(event)
+                log.info("partition_restored", partition=partition, events=len(events))
+            self.owned |= partitions
+        finally:
+            self._settled.set()
 
     async def release(self, partitions: set[int]) -> None:
         if self._inflight:
@@ -138,7 +145,13 @@ class DeciderWorker:
             batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
             for tp, records in batches.items():
                 if tp.partition not in self.owned:
-                    continue  # revoked since the fetch: its aggregates are gone, its next owner decides
+                    if tp in self.consumer.assignment():
+                        # Assigned, but the fetcher ran ahead of the restore: fetch these again
+                        # once the aggregates are back (skipping them would lose the commands
+                        # until the next rebalance).
+                        self.consumer.seek(tp, records[0].offset)
+                        await self._settled.wait()
+                    continue  # else revoked since the fetch: its next owner decides them
                 tasks = [asyncio.create_task(self.handle(record.value)) for record in records]
                 self._inflight.update(tasks)
                 replies = await asyncio.gather(*tasks)

@@ -247,3 +247,44 @@ async def test_user_metadata_keys_mongodb_reserves_do_not_stall_the_read_model(
     )
     assert r.status_code == 200, r.text
     assert [m["text"] for m in r.json()["messages"]] == ["after the odd user"]
+
+
+async def test_a_worker_joining_mid_load_takes_its_partitions_over_without_losing_a_command(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A second worker joins while four clients post: the group rebalances, partitions move
+    between workers, and every command still gets its answer (no 503, nothing appended twice)."""
+    cluster = Cluster(tmp_path / "joining", partitions=2)
+    try:
+        cluster.start(workers=1, nodes=1)
+        node = cluster.nodes[0]
+        tenant = await fresh_tenant(http, node)
+        alice = await user(http, node, tenant, "alice")
+        cids = [await channel(http, node, alice, []) for _ in range(4)]  # most likely on both partitions
+        per_poster = 40
+        joined = asyncio.Event()
+
+        async def poster(cid: str) -> list[dict[str, Any]]:
+            acks = []
+            for n in range(per_poster):
+                acks.append(await post(http, node, alice, cid, f"{cid}-{n}"))
+                if n == per_poster // 4:
+                    joined.set()
+            return acks
+
+        async def join() -> None:
+            await joined.wait()
+            cluster.start_worker()
+
+        *acked, _ = await asyncio.gather(*(poster(cid) for cid in cids), join())
+        for cid, acks in zip(cids, acked, strict=True):
+            assert [ack["seq"] for ack in acks] == list(range(acks[0]["seq"], acks[0]["seq"] + per_poster))
+            r = await http.get(
+                f"{node.url}/v1/channels/{cid}/messages",
+                params={"min_position": acks[-1]["position"], "after_seq": 0, "limit": 200},
+                headers=tenant.headers(),
+            )
+            assert r.status_code == 200, r.text
+            assert [m["text"] for m in r.json()["messages"]] == [f"{cid}-{n}" for n in range(per_poster)]
+    finally:
+        cluster.stop()
