@@ -21,10 +21,18 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from bson.errors import BSONError
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne
-from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WriteConcernError,
+)
 
-from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreUnavailable, apply_op
+from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreRefused, ReadStoreUnavailable, apply_op
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
     "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
@@ -106,7 +114,13 @@ class MongoReadStore(ReadStore):
         try:
             await self._apply(projection, ops, position)
         except PyMongoError as exc:
-            raise ReadStoreUnavailable(f"MongoDB write failed: {exc}") from exc
+            if _transient(exc):
+                raise ReadStoreUnavailable(f"MongoDB write failed: {exc}") from exc
+            raise ReadStoreRefused(f"MongoDB refused the write: {exc!r}") from exc
+        except (BSONError, OverflowError) as exc:  # a value BSON cannot encode
+            raise ReadStoreRefused(f"MongoDB refused the write: {exc!r}") from exc
+        except KeyError as exc:  # pymongo's bulk result parser, on a reply without counts (FerretDB)
+            raise ReadStoreRefused(f"MongoDB answered a write without its result: {exc!r}") from exc
 
     async def _apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
         by_collection: dict[str, list[Op]] = {}
@@ -206,6 +220,14 @@ async def swap_in(fresh: MongoReadStore, live: MongoReadStore, projection: str, 
     for doc in marks:
         await live._coll("checkpoints").replace_one({"_id": doc["_id"]}, doc, upsert=True)
     await fresh._coll("checkpoints").drop()
+
+
+def _transient(exc: PyMongoError) -> bool:
+    """Whether a failed write may succeed if tried again: the server was unreachable, timed
+    out, stepped down or shut down (MongoDB labels those retryable)."""
+    return isinstance(exc, (ConnectionFailure, ExecutionTimeout, WriteConcernError)) or any(
+        exc.has_error_label(label) for label in ("RetryableWriteError", "TransientTransactionError")
+    )
 
 
 def _local(doc: dict[str, Any] | None, id: str) -> Doc | None:

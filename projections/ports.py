@@ -43,6 +43,11 @@ class ReadStoreUnavailable(Exception):
     """The read store cannot be reached. Projections retry from their checkpoint."""
 
 
+class ReadStoreRefused(Exception):
+    """The read store answered, but will not hold these documents (a value or shape it cannot
+    store). Retrying the same writes does not help; the projector isolates the event."""
+
+
 class ReadStore(abc.ABC):
     """Documents of the read models, scoped by tenant, with per-projection checkpoints."""
 

@@ -24,12 +24,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from adapters.ids import utcnow, uuid7
-from adapters.kafka_codec import event_from_record, partition_for
+from adapters.kafka_codec import decode_position, event_from_record, partition_for
 from adapters.kafka_log import PartitionLog, producer_broken, read_partition
 from adapters.kafka_topics import ensure_topics
 from commands.ports import Idempotency, LogUnavailable
 from commands.service import CommandService, Outcome
-from projections.ports import ReadStore
+from domain.events import Event
+from projections.ports import ReadStore, ReadStoreRefused
 from streams.commands import COMMANDS, error_reply
 from streams.projector import Projection, ops_for
 
@@ -254,25 +255,66 @@ class ProjectorWorker:
             await self.consumer.stop()
 
     async def run(self) -> None:
-        delay = 0.1
         while True:
             batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
             for tp, records in batches.items():
                 events = [event_from_record(r.value, tp.partition, r.offset) for r in records]
-                while True:
-                    try:
-                        for projection in self.projections:
-                            name = self.checkpoint_name(projection.name, tp.partition)
-                            # checkpoints hold offset + 1, so 0 means "nothing applied"
-                            await self.store.apply(name, ops_for(projection, events, 0), records[-1].offset + 1)
-                        break
-                    except Exception as exc:  # the database is down: retry this batch
-                        log.warning("projection_failed", error=str(exc), retry_in=delay)
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 5.0)
-                delay = 0.1
+                for projection in self.projections:
+                    await project(self.store, projection, self.checkpoint_name(projection.name, tp.partition), events)
                 with contextlib.suppress(KafkaError):
                     await self.consumer.commit({tp: records[-1].offset + 1})
+
+
+REFUSALS_BEFORE_PARKING = 5
+
+
+async def project(store: ReadStore, projection: Projection, checkpoint: str, events: list[Event]) -> None:
+    """Apply ``events`` (consecutive, of one partition) and move ``checkpoint`` past them.
+
+    While the store is unreachable the batch is retried with backoff: Kafka keeps the events
+    and nothing is skipped. When the store answers but refuses the writes, the batch is
+    applied one event at a time so only the offending event is held back; an event refused
+    :data:`REFUSALS_BEFORE_PARKING` times is parked (logged as ``projection_parked`` with its
+    coordinates) and the projection moves on, instead of stalling every tenant of the
+    partition behind one document. ``caas rebuild`` re-applies a parked event once the store
+    can hold it.
+    """
+    end = decode_position(events[-1].position)[1] + 1  # checkpoints hold offset + 1
+    delay, refusals = 0.1, 0
+    while True:
+        try:
+            await store.apply(checkpoint, ops_for(projection, events, 0), end)
+            return
+        except ReadStoreRefused as exc:
+            if len(events) > 1:
+                for event in events:
+                    await project(store, projection, checkpoint, [event])
+                return
+            refused: str | None = str(exc)
+        except Exception as exc:  # the database is down: retry this batch
+            log.warning("projection_failed", projection=projection.name, error=str(exc), retry_in=delay)
+            refused = None
+        if refused is not None:
+            with contextlib.suppress(Exception):
+                await store.checkpoint(checkpoint)  # a refusal counts only while the store answers reads
+                refusals += 1
+            if refusals >= REFUSALS_BEFORE_PARKING and events:
+                [event] = events
+                log.error(
+                    "projection_parked",
+                    projection=projection.name,
+                    tenant_id=event.tenant_id,
+                    stream=event.stream,
+                    seq=event.seq,
+                    position=event.position,
+                    type=event.type,
+                    error=refused,
+                )
+                events, refusals = [], 0  # only the checkpoint moves
+                continue
+            log.warning("projection_refused", projection=projection.name, error=refused, refusals=refusals)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 async def run_worker(

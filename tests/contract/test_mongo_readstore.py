@@ -10,8 +10,12 @@ from collections.abc import Iterator
 import pytest
 from pymongo import MongoClient
 
+from adapters.kafka_codec import encode_position
 from adapters.mongo_store import MongoReadStore
-from projections.ports import Op, ReadStore
+from api.bootstrap import CHAT
+from domain.events import Event
+from projections.ports import Op, ReadStore, ReadStoreRefused
+from streams.worker import project
 from tests.cluster import services_env
 from tests.contract.readstore_contract import THINGS, ReadStoreContract, fields
 
@@ -43,3 +47,40 @@ class TestMongoReadStore(ReadStoreContract):
         expected = {"metadata": {**metadata, "c": 2}, "n": 2}
         assert fields(await store.get(THINGS, tenant, "u")) == expected
         assert [fields(d) for d in await store.find(THINGS, tenant, {"n": 2})] == [expected]
+
+    async def test_a_value_bson_cannot_hold_is_refused_and_the_store_stays_usable(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        with pytest.raises(ReadStoreRefused):  # not ReadStoreUnavailable: retrying cannot help
+            await store.apply(projection, [Op(THINGS, tenant, "big", 1, set={"n": 2**70})], 1)
+        assert await store.checkpoint(projection) == 0
+        assert await store.get(THINGS, tenant, "big") is None
+        await store.apply(projection, [Op(THINGS, tenant, "ok", 2, set={"n": 1})], 2)
+        assert fields(await store.get(THINGS, tenant, "ok")) == {"n": 1}
+
+    async def test_the_projector_parks_the_one_event_the_store_refuses_and_applies_the_rest(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        def registered(offset: int, user_id: str, metadata: dict[str, object]) -> Event:
+            return Event(
+                event_id=f"e{offset}",
+                tenant_id=tenant,
+                stream=f"user:{user_id}",
+                seq=1,
+                position=encode_position(0, offset),
+                type="UserRegistered",
+                schema_version=1,
+                occurred_at="2026-01-01T00:00:00.000000Z",
+                payload={"name": user_id, "metadata": metadata},
+            )
+
+        events = [
+            registered(0, "before", {}),
+            registered(1, "poison", {"too_big": 2**70}),  # an event an older release let through
+            registered(2, "after", {"n": 1}),
+        ]
+        await project(store, CHAT, projection, events)
+        assert await store.checkpoint(projection) == 3  # past the whole batch: the partition moves on
+        assert (await store.get("users", tenant, "before") or {})["name"] == "before"
+        assert (await store.get("users", tenant, "after") or {})["metadata"] == {"n": 1}
+        assert await store.get("users", tenant, "poison") is None
