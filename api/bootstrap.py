@@ -98,6 +98,7 @@ class Engine:
             tenant_writes=(s.rate_tenant_writes_per_second, s.rate_tenant_writes_burst),
             tenant_reads=(s.rate_tenant_reads_per_second, s.rate_tenant_reads_burst),
             ws_frames=(s.ws_frames_per_second, s.ws_frames_burst),
+            nodes=(lambda: len(self.presence.state.nodes)) if s.rate_limit_scope == "cluster" else (lambda: 1),
         )
 
     async def start(self) -> None:

@@ -1,6 +1,9 @@
 """Token buckets: per tenant and per user on HTTP commands and queries, per socket on
-websocket frames. In memory, per API node (a tenant spread over N nodes gets N times the
-rate; put a shared limiter in front of the nodes if that matters)."""
+websocket frames. In memory on each API node. With ``CAAS_RATE_LIMIT_SCOPE=cluster`` (the
+default) a node gives each tenant bucket 1/N of the configured rate and burst, N being the
+live API nodes it hears heartbeats from, so a tenant whose requests the load balancer spreads
+over the nodes gets the configured rate in total, not N times it. User buckets stay per node
+(a user's requests usually ride one connection); with ``node`` every bucket is per node."""
 
 from __future__ import annotations
 
@@ -46,7 +49,8 @@ class RateLimiter:
         self.clock = clock
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
 
-    def take(self, key: Hashable, cost: float = 1.0) -> float:
+    def take(self, key: Hashable, cost: float = 1.0, *, share: int = 1) -> float:
+        """Spend from ``key``'s bucket, which holds ``1/share`` of the rate and burst."""
         now = self.clock()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -55,6 +59,7 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
+        bucket.rate, bucket.burst = self.rate / share, max(self.burst / share, cost)
         return bucket.take(now, cost)
 
     def bucket(self) -> TokenBucket:
@@ -76,7 +81,9 @@ class Limits:
         tenant_writes: tuple[float, float],
         tenant_reads: tuple[float, float],
         ws_frames: tuple[float, float],
+        nodes: Callable[[], int] = lambda: 1,
     ) -> None:
+        self.nodes = nodes  # live API nodes sharing the tenant buckets
         self.user_writes = RateLimiter(*user_writes)
         self.tenant_writes = RateLimiter(*tenant_writes)
         self.tenant_reads = RateLimiter(*tenant_reads)
@@ -85,10 +92,10 @@ class Limits:
     def check(self, who: Principal, *, write: bool) -> None:
         """Raise ``429 rate_limited`` if the caller's tenant or user is over its rate."""
         if not write:
-            wait = self.tenant_reads.take(who.tenant_id)
+            wait = self.tenant_reads.take(who.tenant_id, share=max(1, self.nodes()))
             scope = "tenant reads"
         else:
-            wait = self.tenant_writes.take(who.tenant_id)
+            wait = self.tenant_writes.take(who.tenant_id, share=max(1, self.nodes()))
             scope = "tenant writes"
             if not wait and who.kind == "user":
                 wait = self.user_writes.take((who.tenant_id, who.user_id))

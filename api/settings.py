@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     max_token_ttl_seconds: int = 30 * 24 * 3600
     query_wait_seconds: float = 5.0
 
+    rate_limit_scope: Literal["cluster", "node"] = "cluster"
     rate_user_writes_per_second: float = 10.0
     rate_user_writes_burst: float = 50.0
     rate_tenant_writes_per_second: float = 1000.0

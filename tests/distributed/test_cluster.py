@@ -288,3 +288,32 @@ async def test_a_worker_joining_mid_load_takes_its_partitions_over_without_losin
             assert [m["text"] for m in r.json()["messages"]] == [f"{cid}-{n}" for n in range(per_poster)]
     finally:
         cluster.stop()
+
+
+async def test_a_tenant_rate_is_shared_out_between_the_live_api_nodes(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """With two live nodes each enforces half the tenant's burst, so the cluster as a whole
+    allows what the setting says, not twice it (``CAAS_RATE_LIMIT_SCOPE=cluster``)."""
+    burst = 40
+    cluster = Cluster(
+        tmp_path / "limits",
+        env={"CAAS_RATE_TENANT_READS_PER_SECOND": "0.001", "CAAS_RATE_TENANT_READS_BURST": str(burst)},
+    )
+    try:
+        a, b = cluster.start(workers=1, nodes=2).nodes
+        Cluster.wait_ready(b.url)
+        tenant = await fresh_tenant(http, a)
+        await asyncio.sleep(3)  # both nodes have heard each other's presence heartbeat (every second)
+
+        async def reads_allowed(node: Server) -> int:
+            allowed = 0
+            while (r := await http.get(f"{node.url}/v1/channels", headers=tenant.headers())).status_code == 200:
+                allowed += 1
+                assert allowed <= burst, "a node allowed more than the whole cluster's burst"
+            assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
+            return allowed
+
+        assert [await reads_allowed(a), await reads_allowed(b)] == [burst // 2, burst // 2]
+    finally:
+        cluster.stop()
