@@ -68,6 +68,9 @@ class DeciderWorker:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._settled = asyncio.Event()  # no restore in progress
         self._settled.set()
+        self._uncommitted: dict[Any, int] = {}  # TopicPartition -> next offset, decided but not committed
+        self._commit_wake = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
@@ -117,6 +120,7 @@ class DeciderWorker:
     async def release(self, partitions: set[int]) -> None:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._commit()  # the partition's next owner starts after what was decided here
         self.owned -= partitions
         self.service.clear(keep=self._owned_by(self.owned))
         for partition in partitions:
@@ -140,6 +144,16 @@ class DeciderWorker:
         await self.restore(owned)
 
     async def run(self) -> None:
+        committer = asyncio.create_task(self._committer())
+        try:
+            await self._run()
+        finally:
+            committer.cancel()
+
+    async def _run(self) -> None:
+        """Decide each fetched batch, then fetch the next one at once: the replies' delivery
+        and the offset commit happen in the background, so one broker round trip (the events'
+        ``acks=all``) is all a batch waits for."""
         while True:
             if self.log.broken is not None:
                 await self._recover()
@@ -167,20 +181,48 @@ class DeciderWorker:
                         )
                         for reply_to, reply in replies
                     ]
-                    results = await asyncio.gather(*deliveries, return_exceptions=True)
-                    failed = [r for r in results if isinstance(r, BaseException)]
+                    self._in_background(self._delivered(deliveries))
                 except KafkaError as exc:
-                    failed = [exc]
-                if failed:  # the nodes time out (503) and clients retry
-                    log.warning("replies_not_sent", error=str(failed[0]))
-                    if self.log.broken is None and producer_broken(self.producer, failed[0]):
-                        self.log.broken = LogUnavailable(f"Kafka refuses our producer: {failed[0]!r}")
-                try:
-                    await self.consumer.commit({tp: records[-1].offset + 1})
-                except KafkaError as exc:
-                    # Rebalanced meanwhile, or the broker is away: the partition's next owner gets
-                    # these commands again and answers them from the events they recorded.
-                    log.warning("commit_failed", error=str(exc))
+                    self._reply_failed(exc)
+                # The events are acknowledged: a redelivery from here on is answered from them.
+                self._uncommitted[tp] = records[-1].offset + 1
+                self._commit_wake.set()
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _delivered(self, deliveries: list[Any]) -> None:
+        results = await asyncio.gather(*deliveries, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            self._reply_failed(failed[0])
+
+    def _reply_failed(self, exc: BaseException) -> None:
+        """The nodes time out (503) and clients retry; a producer Kafka has fenced is renewed."""
+        log.warning("replies_not_sent", error=str(exc))
+        if self.log.broken is None and producer_broken(self.producer, exc):
+            self.log.broken = LogUnavailable(f"Kafka refuses our producer: {exc!r}")
+
+    async def _committer(self) -> None:
+        while True:
+            await self._commit_wake.wait()
+            await self._commit()
+
+    async def _commit(self) -> None:
+        self._commit_wake.clear()
+        offsets, self._uncommitted = self._uncommitted, {}
+        assigned = self.consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # Rebalanced meanwhile, or the broker is away: the partition's next owner gets
+            # these commands again and answers them from the events they recorded.
+            log.warning("commit_failed", error=str(exc))
 
     async def handle(self, value: bytes) -> tuple[str, dict[str, Any]]:
         message: dict[str, Any] = orjson.loads(value)
