@@ -20,7 +20,15 @@ from typing import Any
 
 import orjson
 
-from tests.perf import bench_distributed, bench_fanout, bench_http, bench_presence, bench_rebuild, bench_ws_latency
+from tests.perf import (
+    bench_distributed,
+    bench_fanout,
+    bench_flood,
+    bench_http,
+    bench_presence,
+    bench_rebuild,
+    bench_ws_latency,
+)
 from tests.perf.common import calibrate, log, machine
 
 BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any]]] = {
@@ -29,6 +37,7 @@ BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str
     "ws_latency": (bench_ws_latency.run, {"rate": 500.0, "seconds": 10.0}, {"rate": 500.0, "seconds": 4.0}),
     "fanout": (bench_fanout.run, {"subscribers": 1000, "messages": 300}, {"subscribers": 1000, "messages": 100}),
     "rebuild": (bench_rebuild.run, {"events": 200_000}, {"events": 50_000}),
+    "flood": (bench_flood.run, {"rounds": 3}, {"rounds": 1}),
     # issue 3 (Kafka + FerretDB, via tests.cluster) and issue 5 (presence at 5,000 sockets)
     "distributed": (
         bench_distributed.run,

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -70,10 +71,7 @@ print(json.dumps(counts), flush=True)
 
 @pytest.fixture(scope="module")
 def flood_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(Path(tmp_path_factory.mktemp("flood")) / "data", env=LIMITS).start()
-    assert srv.process is not None
-    for thread in Path(f"/proc/{srv.process.pid}/task").iterdir():  # every thread of the server
-        os.sched_setaffinity(int(thread.name), SERVER_CPUS)
+    srv = start_server(Path(tmp_path_factory.mktemp("flood")) / "data")
     yield srv
     srv.stop()
 
@@ -99,11 +97,19 @@ def steady(client: httpx.Client, y: Tenant, token: str, n: int) -> list[float]:
     return latencies
 
 
-def test_flooding_tenant_does_not_raise_another_tenants_p99_latency_beyond_2x(
-    flood_server: Server, client: httpx.Client, tmp_path: Path
-) -> None:
-    stop = tmp_path / "stop"
-    x, y = new_tenant(client, flood_server.url, "x"), new_tenant(client, flood_server.url, "y")
+def start_server(root: Path) -> Server:
+    """A server with the flood's limits, every thread pinned to the server's CPU."""
+    srv = Server(root, env=LIMITS).start()
+    assert srv.process is not None
+    for thread in Path(f"/proc/{srv.process.pid}/task").iterdir():  # every thread of the server
+        os.sched_setaffinity(int(thread.name), SERVER_CPUS)
+    return srv
+
+
+def measure_flood(server: Server, client: httpx.Client, work: Path, run: str = "") -> dict[str, Any]:
+    """Y's latencies unloaded, then while X floods: the figures, and X's answers by status."""
+    stop = work / f"stop{run}"
+    x, y = new_tenant(client, server.url, f"x{run}"), new_tenant(client, server.url, f"y{run}")
     tokens = {}
     for tenant, name in ((x, "x"), (y, "y")):
         tokens[name] = tenant.user(client, "alice")
@@ -122,7 +128,7 @@ def test_flooding_tenant_does_not_raise_another_tenants_p99_latency_beyond_2x(
                     "-c",
                     FLOODER,
                     "127.0.0.1",
-                    str(flood_server.port),
+                    str(server.port),
                     tokens["x"],
                     x.api_key,
                     str(FLOOD_SECONDS),
@@ -154,17 +160,31 @@ def test_flooding_tenant_does_not_raise_another_tenants_p99_latency_beyond_2x(
                     f.kill()
                     f.wait()
     total = int(sum(counts.values()))
-    rate = total / flood_seconds
-    base, flood = p99(unloaded), p99(loaded)
-    ratio = flood / base
-    print(
-        f"\nflood: X sent {total} requests ({rate:.0f}/s; statuses {counts}); "
-        f"Y p50 {sorted(unloaded)[len(unloaded) // 2] * 1000:.2f} -> {sorted(loaded)[len(loaded) // 2] * 1000:.2f} ms, "
-        f"p99 {base * 1000:.2f} -> {flood * 1000:.2f} ms (reads {p99(unloaded[0::2]) * 1000:.2f} -> "
-        f"{p99(loaded[0::2]) * 1000:.2f}, writes {p99(unloaded[1::2]) * 1000:.2f} -> {p99(loaded[1::2]) * 1000:.2f}), "
-        f"ratio {ratio:.2f}; Y's phases {flood_window:.1f} s"
-    )
-    # X really was over its limits, hard: most of its requests were refused, while every one of
-    # Y's requests above succeeded. The latency ratio (target <= 2) is printed, not asserted:
-    # timed assertions flake on a shared 2-core machine, so it is a measurement, like tests/perf.
-    assert counts.get("429", 0) >= 0.8 * total, counts
+
+    def ms(value: float) -> float:
+        return round(value * 1000, 2)
+
+    return {
+        "x_requests": total,
+        "x_requests_per_s": round(total / flood_seconds),
+        "x_statuses": {k: int(v) for k, v in counts.items()},
+        "y_p50_ms": [ms(sorted(unloaded)[len(unloaded) // 2]), ms(sorted(loaded)[len(loaded) // 2])],
+        "y_p99_ms": [ms(p99(unloaded)), ms(p99(loaded))],
+        "y_read_p99_ms": [ms(p99(unloaded[0::2])), ms(p99(loaded[0::2]))],
+        "y_write_p99_ms": [ms(p99(unloaded[1::2])), ms(p99(loaded[1::2]))],
+        "y_p99_ratio": round(p99(loaded) / p99(unloaded), 2),
+        "y_flood_phase_s": round(flood_window, 1),
+    }
+
+
+def test_flooding_tenant_is_refused_while_another_tenant_is_served(
+    flood_server: Server, client: httpx.Client, tmp_path: Path
+) -> None:
+    """Every request of Y succeeds (``steady`` asserts each) while X floods far over its limits.
+    Y's p99 during the flood against its unloaded p99 (issue 4's target: within 2x) is printed,
+    not asserted: timed assertions flake on a shared 2-core machine, so ``tests/perf/bench_flood``
+    measures it and BENCHMARKS.md records it."""
+    found = measure_flood(flood_server, client, tmp_path)
+    print(f"\nflood: {found}")
+    # X really was over its limits, hard: most of its requests were refused.
+    assert found["x_statuses"].get("429", 0) >= 0.8 * found["x_requests"], found
