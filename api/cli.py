@@ -160,13 +160,31 @@ def report(projection: str, count: int, seconds: float) -> None:
     print(orjson.dumps(summary).decode(), flush=True)
 
 
+REBUILD_WINDOW = 10_000  # events folded in memory per bulk load (``caas rebuild --backend kafka``)
+
+
+async def _bulk_load(fresh: Any, name: str, projection: Any, window: list[Event], loaded: set[str]) -> None:
+    """Bulk-load a window of one partition's events into the fresh collections, retried: a
+    slow database (FerretDB in tests) must not abort a rebuild."""
+    from projections.ports import ReadStoreUnavailable
+    from streams.projector import ops_for
+
+    partition, offset = decode_position(window[-1].position)
+    for attempt in range(5):
+        try:
+            await fresh.load(f"{name}@p{partition}", ops_for(projection, window, 0), offset + 1, loaded)
+            return
+        except ReadStoreUnavailable:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(1 + attempt)
+
+
 async def rebuild_kafka(settings: Settings, args: argparse.Namespace) -> None:
     """Rebuild from the Kafka event topic into fresh collections, then swap them in."""
     from adapters.kafka_log import iterate_events
     from adapters.mongo_store import MongoReadStore, swap_in
     from api.bootstrap import DISTRIBUTED_PROJECTIONS
-    from projections.ports import ReadStoreUnavailable
-    from streams.projector import ops_for
 
     names = [args.projection] if args.projection else list(DISTRIBUTED_PROJECTIONS)
     live = MongoReadStore(settings.mongo_url, settings.mongo_database)
@@ -179,18 +197,19 @@ async def rebuild_kafka(settings: Settings, args: argparse.Namespace) -> None:
             await fresh.drop(name, projection.collections)
             started, count = time.perf_counter(), 0
             topic = f"{settings.kafka_topic_prefix}events"
-            # small batches, each retried: a slow database (FerretDB in tests) must not abort a rebuild
-            async for events in iterate_events(settings.kafka_bootstrap, topic, settings.kafka_partitions, batch=500):
-                partition, offset = decode_position(events[-1].position)
-                for attempt in range(5):
-                    try:
-                        await fresh.apply(f"{name}@p{partition}", ops_for(projection, events, 0), offset + 1)
-                        break
-                    except ReadStoreUnavailable:
-                        if attempt == 4:
-                            raise
-                        await asyncio.sleep(1 + attempt)
+            loaded: set[str] = set()  # documents already in the fresh collections
+            window: list[Event] = []  # one partition's events (a window has one checkpoint)
+            async for events in iterate_events(settings.kafka_bootstrap, topic, settings.kafka_partitions, batch=5000):
+                if window and decode_position(window[-1].position)[0] != decode_position(events[0].position)[0]:
+                    await _bulk_load(fresh, name, projection, window, loaded)
+                    window = []
+                window += events
                 count += len(events)
+                while len(window) >= args.window:
+                    await _bulk_load(fresh, name, projection, window[: args.window], loaded)
+                    window = window[args.window :]
+            if window:
+                await _bulk_load(fresh, name, projection, window, loaded)
             await swap_in(fresh, live, name, projection.collections)
             report(name, count, time.perf_counter() - started)
     finally:
@@ -269,6 +288,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--projection", choices=["chat", "events"])
     b.add_argument("--data-dir")
     b.add_argument("--backend", choices=["embedded", "kafka"])
+    b.add_argument(
+        "--window", type=int, default=REBUILD_WINDOW, help="kafka: events folded per bulk load (default %(default)s)"
+    )
     return p
 
 

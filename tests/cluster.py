@@ -83,7 +83,7 @@ class Cluster:
             self.start_worker()
         for _ in range(nodes):
             self.start_node()
-        self.wait_ready(self.nodes[0].url)
+        self.wait_ready(self.nodes[-1].url)
         return self
 
     @staticmethod

@@ -290,9 +290,7 @@ async def test_a_worker_joining_mid_load_takes_its_partitions_over_without_losin
         cluster.stop()
 
 
-async def test_a_tenant_rate_is_shared_out_between_the_live_api_nodes(
-    http: httpx.AsyncClient, tmp_path: Path
-) -> None:
+async def test_a_tenant_rate_is_shared_out_between_the_live_api_nodes(http: httpx.AsyncClient, tmp_path: Path) -> None:
     """With two live nodes each enforces half the tenant's burst, so the cluster as a whole
     allows what the setting says, not twice it (``CAAS_RATE_LIMIT_SCOPE=cluster``)."""
     burst = 40
