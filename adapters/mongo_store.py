@@ -161,9 +161,9 @@ class MongoReadStore(ReadStore):
                 if key in read_pos:
                     flt["_pos"] = read_pos[key]
                 writes.append(ReplaceOne(flt, doc, upsert=True))
-            if writes:
+            for chunk in _chunks(writes):
                 try:
-                    await self._coll(collection).bulk_write(writes, ordered=False)
+                    await self._coll(collection).bulk_write(chunk, ordered=False)
                 except BulkWriteError as exc:
                     errors = exc.details.get("writeErrors", [])
                     if any(e.get("code") != DUPLICATE_KEY for e in errors):
@@ -204,8 +204,8 @@ class MongoReadStore(ReadStore):
                     # a retry after a partly applied attempt: replace what is already there
                     replaces += [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in inserts]
                 loaded.update(f"{collection}/{d['_id']}" for d in inserts)
-            if replaces:
-                await self._coll(collection).bulk_write(replaces, ordered=False)
+            for chunk in _chunks(replaces):
+                await self._coll(collection).bulk_write(chunk, ordered=False)
         await self._coll("checkpoints").update_one({"_id": projection}, {"$max": {"position": position}}, upsert=True)
 
     async def checkpoint(self, projection: str) -> int:
@@ -272,6 +272,17 @@ async def swap_in(fresh: MongoReadStore, live: MongoReadStore, projection: str, 
     for doc in marks:
         await live._coll("checkpoints").replace_one({"_id": doc["_id"]}, doc, upsert=True)
     await fresh._coll("checkpoints").drop()
+
+
+UPDATES_PER_COMMAND = 50
+
+
+def _chunks(writes: list[Any]) -> list[list[Any]]:
+    """Upserts in commands of at most :data:`UPDATES_PER_COMMAND` statements. FerretDB v1
+    (the tests' MongoDB-wire server) never answers an ``update`` command of 100 statements or
+    more, which stalled projections until the driver's socket timeout; MongoDB itself only
+    pays a few more round trips."""
+    return [writes[i : i + UPDATES_PER_COMMAND] for i in range(0, len(writes), UPDATES_PER_COMMAND)]
 
 
 def _transient(exc: PyMongoError) -> bool:

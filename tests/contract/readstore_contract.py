@@ -169,6 +169,16 @@ class ReadStoreContract(abc.ABC):
             "reactions": {"👍": ["u1"]},
         }
 
+    async def test_a_large_batch_creates_then_updates_every_document(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        n = 250  # more documents than a store may put in one write command
+        await store.apply(projection, [op(f"d{i}", i + 1, tenant, set={"n": i, "seq": i}) for i in range(n)], n)
+        await store.apply(projection, [op(f"d{i}", n + i + 1, tenant, inc={"n": 1}) for i in range(n)], 2 * n)
+        found = await store.find(THINGS, tenant, {}, sort=[("seq", 1)], limit=n + 1)
+        assert [fields(d) for d in found] == [{"n": i + 1, "seq": i} for i in range(n)]
+        assert await store.checkpoint(projection) == 2 * n
+
     # --- checkpoints -------------------------------------------------------------------------
     async def test_checkpoint_starts_at_zero_and_moves_with_apply(self, store: ReadStore, projection: str) -> None:
         assert await store.checkpoint(projection) == 0
