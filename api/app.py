@@ -15,6 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from api.bootstrap import Engine, build_engine
 from api.errors import ApiError, handle
+from api.limits import RefuseLimited
 from api.observability import RequestContext, metrics
 from api.plumbing import json
 from api.routes import ROUTES, openapi
@@ -58,7 +59,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers=HANDLERS,
-        middleware=[Middleware(RequestContext, access_log=settings.access_log), Middleware(SecurityHeaders)],
+        middleware=[  # outermost first: a repeat of a refused credential costs the node least
+            Middleware(RefuseLimited, refused=lambda: node.limits.refused),
+            Middleware(RequestContext, access_log=settings.access_log),
+            Middleware(SecurityHeaders),
+        ],
     )
     app.state.engine = node
     return app

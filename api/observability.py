@@ -35,6 +35,9 @@ HTTP_SECONDS = Histogram(
 )
 SOCKETS = Gauge("caas_websocket_connections", "Open websocket connections")
 SUBSCRIPTIONS = Gauge("caas_websocket_subscriptions", "Channel subscriptions on open sockets")
+EARLY_REFUSALS = Counter(
+    "caas_http_early_rate_limited_total", "Requests refused 429 before routing (their credential was just refused)"
+)
 SLOW_CLOSES = Counter("caas_websocket_slow_consumer_closes_total", "Sockets closed with 1013 for falling behind")
 LAG = Gauge("caas_projection_lag_events", "Events recorded but not yet in the read models")
 HEAD = Gauge("caas_log_head_position", "Position of the newest event this node knows")

@@ -50,7 +50,7 @@ async def principal(request: Request, *kinds: str) -> Principal:
         )
         raise ApiError("forbidden", f"this route needs {need}", rule="wrong_credential")
     if who.kind != "admin":
-        node.limits.check(who, write=request.method != "GET")
+        node.limits.check(who, write=request.method != "GET", credential=header.strip())
         origin = request.headers.get("origin")
         if origin is not None:
             state = await node.service.state(who.tenant_id, f"tenant:{who.tenant_id}")

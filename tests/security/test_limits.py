@@ -5,6 +5,7 @@ length, members per channel, subscriptions per socket, sockets per user, socket 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,33 @@ def test_tenant_over_its_write_rate_gets_429_and_another_tenant_is_unaffected(
     tokens = room(client, other, "alice")
     r = client.post(f"{limited.url}/v1/channels/room/messages", json={"text": "x"}, headers=bearer(tokens["alice"]))
     assert r.status_code == 201, r.text
+
+
+def test_repeats_of_a_refused_credential_are_refused_before_anything_else_and_admitted_after_the_wait(
+    limited: Server, client: httpx.Client, org: Tenant
+) -> None:
+    tokens = room(client, org, "alice")
+    url = f"{limited.url}/v1/channels/room/messages"
+    accepted, first = until_limited(
+        lambda i: client.post(url, json={"text": f"m{i}"}, headers=bearer(tokens["alice"])), USER_WRITES_BURST + 2
+    )
+    assert_rate_limited(first, "user writes")
+    # A repeat is refused with the same error even if its body is garbage and its route unknown:
+    # the node neither parses it nor routes it, and records nothing.
+    for repeat in (
+        client.post(url, content=b"{not json", headers=bearer(tokens["alice"])),
+        client.delete(f"{limited.url}/v1/no/such/route", headers=bearer(tokens["alice"])),
+    ):
+        assert_rate_limited(repeat, "user writes")
+        assert repeat.headers["x-content-type-options"] == "nosniff" and repeat.headers["x-request-id"]
+    assert client.get(url, headers=bearer(tokens["alice"])).status_code == 200, "reads have their own bucket"
+    time.sleep(int(first.headers["retry-after"]))
+    r = client.post(url, json={"text": "after the wait"}, headers=bearer(tokens["alice"]))
+    assert r.status_code == 201, r.text
+    texts = [
+        m["text"] for m in client.get(url, params={"limit": 100}, headers=bearer(tokens["alice"])).json()["messages"]
+    ]
+    assert sorted(texts) == sorted([f"m{i}" for i in range(accepted)] + ["after the wait"])
 
 
 def test_tenant_over_its_read_rate_gets_429_and_another_tenant_is_unaffected(
