@@ -303,7 +303,13 @@ class KafkaNode:
         if not reply["ok"]:
             raise_reply(reply["error"])
         outcome = Outcome(events_from_reply(reply["events"]), replayed=reply["replayed"])
-        await self._seen(outcome.last.position)
+        # Read your own write: apply the reply's events to this node's replica now (the event
+        # consumer will see them again and skip them); wait for the consumer only when an
+        # earlier event of the stream has not reached the replica yet.
+        if all([self.replica.restore(event) for event in outcome.events]):
+            self.log.head = max(self.log.head, outcome.last.position)
+        else:
+            await self._seen(outcome.last.position)
         return outcome
 
     async def _send_command(self, value: bytes, key: bytes, partition: int) -> None:

@@ -123,8 +123,10 @@ class CommandService:
         """Drop a cached aggregate (another process appended to its stream)."""
         self._cache.pop((tenant_id, stream), None)
 
-    def restore(self, event: Event) -> None:
-        """Evolve the cached aggregate of ``event``'s stream by a recorded event.
+    def restore(self, event: Event) -> bool:
+        """Evolve the cached aggregate of ``event``'s stream by a recorded event; whether
+        the aggregate now includes it (an event seen twice is applied once, one arriving
+        ahead of its predecessor is not applied).
 
         Used where the aggregates are restored from a log that is read in order (a Kafka
         partition); the cache must then be large enough to hold them all.
@@ -136,6 +138,7 @@ class CommandService:
             state = self._cache[key] = aggregate.new()
         if event.seq == state.version + 1:
             aggregate.evolve(state, EVENT_TYPES[event.type].model_validate(event.payload))
+        return bool(state.version >= event.seq)
 
     def clear(self, keep: Callable[[str, str], bool] = lambda tenant_id, stream: False) -> None:
         """Drop every cached aggregate except those ``keep`` names."""
