@@ -16,6 +16,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
+from adapters.kafka_codec import decode_position
 from tests.cluster import Cluster
 from tests.support import ADMIN, Tenant, bearer
 
@@ -28,9 +29,20 @@ def ok(r: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def views(client: httpx.Client, url: str, tenant: Tenant, tokens: dict[str, str], head: int) -> dict[str, Any]:
-    """Everything a tenant and its users can read, once the read models reached ``head``."""
-    wait = {"min_position": head}
+def views(
+    client: httpx.Client, url: str, tenant: Tenant, tokens: dict[str, str], acks: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Everything a tenant and its users can read, once the read models applied every ack.
+
+    ``min_position`` waits for one partition (positions of two partitions do not compare), so
+    first wait for the last position of each partition the acks landed on."""
+    last: dict[int, int] = {}
+    for ack in acks:
+        partition = decode_position(ack["position"])[0]
+        last[partition] = max(last.get(partition, 0), ack["position"])
+    for position in last.values():
+        ok(client.get(f"{url}/v1/events", params={"min_position": position, "limit": 1}, headers=tenant.headers()))
+    wait = {"min_position": max(last.values())}
     found: dict[str, Any] = {}
     for user_id, token in tokens.items():
         found[f"channels/{user_id}"] = ok(client.get(f"{url}/v1/channels", params=wait, headers=bearer(token)))
@@ -78,8 +90,7 @@ def test_rebuild_from_kafka_restores_identical_read_models(cluster: Cluster, tmp
                                          headers=bearer(tokens["bob"]))))  # fmt: skip
             read = client.post(f"{url}/v1/channels/{cid}/read", json={"seq": 4}, headers=bearer(tokens["bob"]))
             acks.append(ok(read))
-        head = max(a["position"] for a in acks)
-        before = views(client, url, tenant, tokens, head)
+        before = views(client, url, tenant, tokens, acks)
     assert len(before["events"]["events"]) > 60
 
     settings = cluster.settings()
@@ -102,4 +113,4 @@ def test_rebuild_from_kafka_restores_identical_read_models(cluster: Cluster, tmp
     url = cluster.nodes[-1].url
     with httpx.Client(timeout=30) as client:
         tenant = Tenant(url, tenant.tenant_id, tenant.api_key)
-        assert views(client, url, tenant, tokens, head) == before
+        assert views(client, url, tenant, tokens, acks) == before
