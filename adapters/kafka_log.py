@@ -43,6 +43,7 @@ from commands.ports import (
     Listener,
     LogUnavailable,
     NewEvent,
+    recorded_fields,
 )
 from domain.events import Event
 
@@ -192,7 +193,7 @@ class PartitionLog(EventLog):
                     key = stream_key(tenant_id, stream)
                     partition = partition_for(key, self.partitions)
                     for new in events:
-                        event = Event.model_construct(tenant_id=tenant_id, stream=stream, position=0, **_fields(new))
+                        event = Event.model_construct(**recorded_fields(new, tenant_id, stream, 0))
                         delivery = await self.producer.send(
                             self.topic, event_value(event), key=key.encode(), partition=partition
                         )
@@ -274,21 +275,6 @@ class PartitionLog(EventLog):
 
     async def head_position(self) -> int:
         return 0
-
-
-def _fields(new: NewEvent) -> dict[str, Any]:
-    return {
-        "event_id": new.event_id,
-        "seq": new.seq,
-        "type": new.type,
-        "schema_version": new.schema_version,
-        "occurred_at": new.occurred_at,
-        "actor": new.actor,
-        "command_id": new.command_id,
-        "causation_id": new.causation_id,
-        "correlation_id": new.correlation_id,
-        "payload": new.payload,
-    }
 
 
 async def iterate_events(

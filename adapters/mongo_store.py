@@ -136,23 +136,19 @@ class MongoReadStore(ReadStore):
         except KeyError as exc:  # pymongo's bulk result parser, on a reply without counts (FerretDB)
             raise ReadStoreRefused(f"MongoDB answered a write without its result: {exc!r}") from exc
 
+    async def _found(self, collection: str, keys: list[str]) -> dict[str, Any]:
+        if not keys:
+            return {}
+        return {d["_id"]: d async for d in self._coll(collection).find({"_id": {"$in": keys}})}
+
+    async def _advance(self, projection: str, position: int) -> None:
+        await self._coll("checkpoints").update_one({"_id": projection}, {"$max": {"position": position}}, upsert=True)
+
     async def _apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
-        by_collection: dict[str, list[Op]] = {}
-        for op in ops:
-            by_collection.setdefault(op.collection, []).append(op)
-        for collection, coll_ops in by_collection.items():
-            keys = list(dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops))
-            found = {d["_id"]: d async for d in self._coll(collection).find({"_id": {"$in": keys}})}
+        for collection, coll_ops in _by_collection(ops).items():
+            found = await self._found(collection, list(dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops)))
             read_pos = {k: d.get("_pos") for k, d in found.items()}
-            docs: dict[str, Doc | None] = {}
-            changed: set[str] = set()
-            for op in coll_ops:
-                key = _key(op.tenant_id, op.id)
-                current = docs[key] if key in docs else _local(found.get(key), op.id)
-                new = apply_op(current, op)
-                docs[key] = new if new is not None else current
-                if new is not None:
-                    changed.add(key)
+            docs, changed = _fold(coll_ops, found)
             writes = []
             for key in changed:
                 doc = _stored(docs[key] or {})
@@ -168,24 +164,12 @@ class MongoReadStore(ReadStore):
                     errors = exc.details.get("writeErrors", [])
                     if any(e.get("code") != DUPLICATE_KEY for e in errors):
                         raise
-        await self._coll("checkpoints").update_one({"_id": projection}, {"$max": {"position": position}}, upsert=True)
+        await self._advance(projection, position)
 
     async def _load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[str]) -> None:
-        by_collection: dict[str, list[Op]] = {}
-        for op in ops:
-            by_collection.setdefault(op.collection, []).append(op)
-        for collection, coll_ops in by_collection.items():
-            keys = list(dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops))
-            earlier = [k for k in keys if f"{collection}/{k}" in loaded]
-            found = {}
-            if earlier:
-                found = {d["_id"]: d async for d in self._coll(collection).find({"_id": {"$in": earlier}})}
-            docs: dict[str, Doc | None] = {}
-            for op in coll_ops:
-                key = _key(op.tenant_id, op.id)
-                current = docs[key] if key in docs else _local(found.get(key), op.id)
-                new = apply_op(current, op)
-                docs[key] = new if new is not None else current
+        for collection, coll_ops in _by_collection(ops).items():
+            keys = dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops)
+            docs, _ = _fold(coll_ops, await self._found(collection, [k for k in keys if f"{collection}/{k}" in loaded]))
             inserts, replaces = [], []
             for key, local in docs.items():
                 if local is None:
@@ -206,7 +190,7 @@ class MongoReadStore(ReadStore):
                 loaded.update(f"{collection}/{d['_id']}" for d in inserts)
             for chunk in _chunks(replaces):
                 await self._coll(collection).bulk_write(chunk, ordered=False)
-        await self._coll("checkpoints").update_one({"_id": projection}, {"$max": {"position": position}}, upsert=True)
+        await self._advance(projection, position)
 
     async def checkpoint(self, projection: str) -> int:
         try:
@@ -272,6 +256,28 @@ async def swap_in(fresh: MongoReadStore, live: MongoReadStore, projection: str, 
     for doc in marks:
         await live._coll("checkpoints").replace_one({"_id": doc["_id"]}, doc, upsert=True)
     await fresh._coll("checkpoints").drop()
+
+
+def _by_collection(ops: Sequence[Op]) -> dict[str, list[Op]]:
+    grouped: dict[str, list[Op]] = {}
+    for op in ops:
+        grouped.setdefault(op.collection, []).append(op)
+    return grouped
+
+
+def _fold(ops: list[Op], found: dict[str, Any]) -> tuple[dict[str, Doc | None], set[str]]:
+    """The documents ``ops`` leave, starting from the stored ones in ``found``, and the keys
+    of those they changed (an op at or below a document's position changes nothing)."""
+    docs: dict[str, Doc | None] = {}
+    changed: set[str] = set()
+    for op in ops:
+        key = _key(op.tenant_id, op.id)
+        current = docs[key] if key in docs else _local(found.get(key), op.id)
+        new = apply_op(current, op)
+        docs[key] = new if new is not None else current
+        if new is not None:
+            changed.add(key)
+    return docs, changed
 
 
 UPDATES_PER_COMMAND = 50

@@ -28,6 +28,7 @@ from commands.ports import (
     Listener,
     LogUnavailable,
     NewEvent,
+    recorded_fields,
 )
 from domain import errors
 from domain.events import Event, upcast
@@ -262,25 +263,7 @@ class SqliteEventLog(EventLog):
                 new.causation_id, new.correlation_id, payload,
             )  # fmt: skip
             rows.append(row)
-            events.append(
-                _event(
-                    {
-                        "event_id": new.event_id,
-                        "tenant_id": item.tenant_id,
-                        "stream": item.stream,
-                        "seq": seq,
-                        "position": self._position,
-                        "type": new.type,
-                        "schema_version": new.schema_version,
-                        "occurred_at": new.occurred_at,
-                        "actor": new.actor,
-                        "command_id": new.command_id,
-                        "causation_id": new.causation_id,
-                        "correlation_id": new.correlation_id,
-                        "payload": new.payload,
-                    }
-                )
-            )
+            events.append(_event(recorded_fields(new, item.tenant_id, item.stream, self._position)))
         conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         if item.idempotency is not None and events:
             conn.execute(

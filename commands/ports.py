@@ -46,6 +46,25 @@ class NewEvent:
     payload: dict[str, Any]
 
 
+def recorded_fields(new: NewEvent, tenant_id: str, stream: str, position: int) -> dict[str, Any]:
+    """Every field of the :class:`Event` a log records for ``new``, in the envelope's order."""
+    return {
+        "event_id": new.event_id,
+        "tenant_id": tenant_id,
+        "stream": stream,
+        "seq": new.seq,
+        "position": position,
+        "type": new.type,
+        "schema_version": new.schema_version,
+        "occurred_at": new.occurred_at,
+        "actor": new.actor,
+        "command_id": new.command_id,
+        "causation_id": new.causation_id,
+        "correlation_id": new.correlation_id,
+        "payload": new.payload,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Idempotency:
     """A client's retry key and a fingerprint of the request it first came with."""
