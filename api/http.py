@@ -14,6 +14,7 @@ from api import schemas
 from api.errors import ApiError, error_response
 from api.plumbing import body, engine, idempotency, int_param, json, principal, raw_body, wait_min_position, written
 from commands.auth import Principal, new_api_key
+from commands.ports import Idempotency
 from domain import channel as ch
 from domain import errors, tenant, user
 from domain.base import format_time
@@ -28,12 +29,21 @@ def _path(request: Request, name: str) -> str:
 
 
 # --- tenants and keys ----------------------------------------------------------------------
+def _new_tenant_id(retry: Idempotency | None) -> str:
+    """A new tenant's id. With an ``Idempotency-Key`` it is the same for every retry, so a
+    retry (or a concurrent duplicate) meets the first request's record in that tenant's log
+    instead of creating a second tenant."""
+    if retry is None:
+        return short_id("t")
+    return "t" + hashlib.sha256(f"tenant-id\n{retry.key}".encode()).hexdigest()[:16]
+
+
 async def create_tenant(request: Request) -> Response:
     who = await principal(request, "admin")
     raw = await raw_body(request)
     data = await body(request, schemas.CreateTenant, raw)
     retry = idempotency(request, raw, who)
-    tenant_id, key_id = short_id("t"), short_id("k")
+    tenant_id, key_id = _new_tenant_id(retry), short_id("k")
     api_key, key_hash = new_api_key(tenant_id, key_id)
     command = tenant.RegisterTenant(name=data.name, key_id=key_id, key_hash=key_hash)
     outcome = await engine(request).service.execute(

@@ -8,12 +8,15 @@ own, which ``POST /v1/tenants`` honours.
 
 from __future__ import annotations
 
+import concurrent.futures
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.security.common import admin
 from tests.support import Server, Tenant, bearer, new_tenant
 
 
@@ -126,3 +129,40 @@ def test_a_replay_is_refused_once_the_caller_may_no_longer_run_it(room: Room) ->
     r = room.post("bob", {"text": "before"}, "k-1")
     refused(r, 403, "forbidden", "not_a_member")
     assert bobs["message_id"] not in r.text
+
+
+# --- defect 5: POST /v1/tenants honours Idempotency-Key ---------------------------------------
+def create_tenant(url: str, body: dict[str, Any], key: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/tenants", json=body, headers={**admin(), "Idempotency-Key": key}, timeout=30)
+
+
+def test_a_retried_tenant_creation_answers_with_the_first_tenant(server: Server) -> None:
+    key = f"tenant-{uuid.uuid4()}"
+    first = answer(create_tenant(server.url, {"name": "Once"}, key), 201)
+    retry = answer(create_tenant(server.url, {"name": "Once"}, key), 200)
+    assert (retry["tenant_id"], retry["key_id"], retry["event_id"]) == (
+        first["tenant_id"],
+        first["key_id"],
+        first["event_id"],
+    )
+    assert retry["api_key"] is None
+    refused(create_tenant(server.url, {"name": "Other"}, key), 409, "conflict", "idempotency_key_reused")
+    first_key = Tenant(server.url, first["tenant_id"], first["api_key"])
+    with httpx.Client(timeout=30) as client:
+        r = client.put(f"{server.url}/v1/users/u1", json={"name": "u"}, headers=first_key.headers())
+        registered = answer(r, 201)
+        events = client.get(
+            f"{server.url}/v1/events",
+            params={"min_position": registered["position"]},
+            headers=first_key.headers(),
+        )
+    assert [e["type"] for e in answer(events, 200)["events"]] == ["TenantRegistered", "ApiKeyIssued", "UserRegistered"]
+
+
+def test_concurrent_identical_tenant_creations_create_one_tenant(server: Server) -> None:
+    key = f"tenant-{uuid.uuid4()}"
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda _: create_tenant(server.url, {"name": "Burst"}, key), range(5)))
+    assert sorted(a.status_code for a in answers) == [200] * 4 + [201], [a.text for a in answers]
+    assert len({a.json()["tenant_id"] for a in answers}) == 1
+    assert [a.json()["api_key"] is None for a in answers].count(False) == 1
