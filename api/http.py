@@ -14,6 +14,7 @@ from api import schemas
 from api.errors import ApiError, error_response
 from api.plumbing import body, engine, idempotency, int_param, json, principal, raw_body, wait_min_position, written
 from commands.auth import Principal, new_api_key
+from commands.ports import Idempotency
 from domain import channel as ch
 from domain import errors, tenant, user
 from domain.base import format_time
@@ -28,15 +29,25 @@ def _path(request: Request, name: str) -> str:
 
 
 # --- tenants and keys ----------------------------------------------------------------------
+def _new_tenant_id(retry: Idempotency | None) -> str:
+    """A new tenant's id. With an ``Idempotency-Key`` it is the same for every retry, so a
+    retry (or a concurrent duplicate) meets the first request's record in that tenant's log
+    instead of creating a second tenant."""
+    if retry is None:
+        return short_id("t")
+    return "t" + hashlib.sha256(f"tenant-id\n{retry.key}".encode()).hexdigest()[:16]
+
+
 async def create_tenant(request: Request) -> Response:
-    await principal(request, "admin")
+    who = await principal(request, "admin")
     raw = await raw_body(request)
     data = await body(request, schemas.CreateTenant, raw)
-    tenant_id, key_id = short_id("t"), short_id("k")
+    retry = idempotency(request, raw, who)
+    tenant_id, key_id = _new_tenant_id(retry), short_id("k")
     api_key, key_hash = new_api_key(tenant_id, key_id)
     command = tenant.RegisterTenant(name=data.name, key_id=key_id, key_hash=key_hash)
     outcome = await engine(request).service.execute(
-        tenant_id, stream_name("tenant", tenant_id), command, actor="admin:admin", idempotency=idempotency(request, raw)
+        tenant_id, stream_name("tenant", tenant_id), command, actor="admin:admin", idempotency=retry
     )
     first = outcome.events[0]
     issued = outcome.events[-1].payload
@@ -56,7 +67,7 @@ async def create_api_key(request: Request) -> Response:
         stream_name("tenant", who.tenant_id),
         tenant.IssueApiKey(key_id=key_id, key_hash=key_hash, name=data.name),
         actor=who.actor.label,
-        idempotency=idempotency(request, raw),
+        idempotency=idempotency(request, raw, who),
     )
     issued = outcome.last.payload
     return written(outcome, key_id=issued["key_id"], api_key=None if outcome.replayed else api_key)
@@ -79,7 +90,7 @@ async def rotate_signing_key(request: Request) -> Response:
         stream_name("tenant", who.tenant_id),
         tenant.RotateSigningKey(),
         actor=who.actor.label,
-        idempotency=idempotency(request, raw),
+        idempotency=idempotency(request, raw, who),
     )
     return written(outcome, kid=outcome.last.payload["kid"])
 
@@ -93,7 +104,7 @@ async def set_allowed_origins(request: Request) -> Response:
         stream_name("tenant", who.tenant_id),
         tenant.SetAllowedOrigins(origins=data.origins),
         actor=who.actor.label,
-        idempotency=idempotency(request, raw),
+        idempotency=idempotency(request, raw, who),
     )
     return written(outcome, origins=sorted(set(data.origins)))
 
@@ -109,7 +120,7 @@ async def put_user(request: Request) -> Response:
         stream_name("user", user_id),
         user.RegisterUser(name=data.name, metadata=data.metadata),
         actor=who.actor.label,
-        idempotency=idempotency(request, raw),
+        idempotency=idempotency(request, raw, who),
     )
     return written(outcome, user_id=user_id)
 
@@ -150,7 +161,7 @@ async def _channel_command(
         command,
         actor=who.actor.label,
         correlation_id=request.headers.get("x-request-id"),
-        idempotency=idempotency(request, raw) if raw or request.method == "POST" else None,
+        idempotency=idempotency(request, raw, who) if raw or request.method == "POST" else None,
     )
     extra = {"channel_id": outcome.last.stream_id}  # a replay answers with the first request's channel
     message_id = getattr(command, "message_id", None)

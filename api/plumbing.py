@@ -82,14 +82,31 @@ async def body(request: Request, model: type[B], raw: bytes | None = None) -> B:
         raise validation_error(exc) from None
 
 
-def idempotency(request: Request, raw: bytes) -> Idempotency | None:
+def idempotency_scope(who: Principal) -> str:
+    """Whose retries an ``Idempotency-Key`` names: one user, the tenant, or the admin.
+
+    A tenant's API keys share one scope: they are all the tenant's backend (each acts as
+    super-admin), and a backend that retries through another key after a rotation must
+    still be recognised.
+    """
+    return f"user:{who.user_id}" if who.kind == "user" else who.kind
+
+
+def idempotency(request: Request, raw: bytes, who: Principal) -> Idempotency | None:
+    """The request's ``Idempotency-Key`` within the caller's scope, and its fingerprint.
+
+    The key the log records is a digest of the scope and the client's key: the same string
+    sent by another principal is another key (it neither replays nor blocks their write),
+    and the recorded ``command_id`` does not carry the client's key.
+    """
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise ApiError("invalid_request", "Idempotency-Key must be 1 to 255 printable characters")
+    scoped = hashlib.sha256(f"{idempotency_scope(who)}\n{key}".encode()).hexdigest()
     fingerprint = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + raw).hexdigest()
-    return Idempotency(key, fingerprint)
+    return Idempotency(scoped, fingerprint)
 
 
 def written(outcome: Outcome, **extra: Any) -> Response:

@@ -67,7 +67,8 @@ def recorded_fields(new: NewEvent, tenant_id: str, stream: str, position: int) -
 
 @dataclass(frozen=True, slots=True)
 class Idempotency:
-    """A client's retry key and a fingerprint of the request it first came with."""
+    """A client's retry key (within its principal's scope, as the API gives it) and a fingerprint
+    of the request it first came with."""
 
     key: str
     fingerprint: str

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from commands.ports import ConcurrencyError, EventLog, Idempotency, IdempotencyKeyReused, NewEvent
 from domain import channel, tenant, user
 from domain.base import Command, Decision, Unchanged, format_time
+from domain.errors import DomainError
 from domain.events import EVENT_TYPES, DomainEvent, Event
 
 ATTEMPTS = 3
@@ -160,7 +161,9 @@ class CommandService:
 
         ``command_id`` names this request in the events it causes (one is generated if not
         given); with an idempotency key it is ``idem:<fingerprint>:<key>``, so the log itself
-        records which keys were used.
+        records which keys were used. The key is already scoped to the caller's principal
+        (``api.plumbing.idempotency``); a retry is answered from the record only if the caller
+        may still run the command.
 
         Raises a :class:`domain.errors.DomainError` if a rule forbids it,
         :class:`IdempotencyKeyReused` if the key came with a different request.
@@ -175,6 +178,7 @@ class CommandService:
         try:
             found = await self.log.find_idempotent(tenant_id, idempotency.key)
             if found is not None:
+                await self._authorize(tenant_id, stream, command)  # permission first, then the record
                 fingerprint, events = found
                 if fingerprint != idempotency.fingerprint:
                     raise IdempotencyKeyReused(idempotency.key)
@@ -183,6 +187,21 @@ class CommandService:
         finally:
             del self._inflight[key]
             done.set_result(None)
+
+    async def _authorize(self, tenant_id: str, stream: str, command: Command) -> None:
+        """Raise the rule that forbids ``command`` to its actor now, if one does.
+
+        A replay is answered only to a caller who could run the command today (a user who
+        left the channel since gets 403, not the earlier result). Other refusals do not
+        count: deciding a command again often fails because its first run succeeded (the
+        channel or tenant now exists, the member is already removed).
+        """
+        state = await self.state(tenant_id, stream)
+        try:
+            AGGREGATES[stream.partition(":")[0]].decide(state, command)
+        except DomainError as exc:
+            if exc.category == "forbidden":
+                raise
 
     async def _execute(
         self,
