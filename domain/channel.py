@@ -7,6 +7,7 @@ command layer before it calls :func:`decide`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,27 @@ from domain.events import (
 )
 
 ADMIN_ROLES = frozenset({"owner", "admin"})
+DIRECT_PREFIX = "dm-"
+
+
+def direct_channel_id(members: list[str]) -> str:
+    """The id of the direct channel of ``members``: the same whoever opens it, in any order."""
+    return DIRECT_PREFIX + hashlib.sha256("\n".join(sorted(set(members))).encode()).hexdigest()[:24]
+
+
+def check_channel_id(channel_id: str, kind: ChannelKind, members: list[str]) -> None:
+    """The ``dm-`` ids are reserved: each names the direct channel of exactly its members.
+
+    Otherwise anyone could create a channel under the id of someone else's direct channel
+    (a group with themselves as owner, or a direct channel of other members) and that pair
+    could never open theirs. A direct channel may still be given a custom id outside ``dm-``.
+    """
+    if channel_id.startswith(DIRECT_PREFIX) and (kind != "direct" or channel_id != direct_channel_id(members)):
+        raise errors.ReservedChannelId(
+            f"channel ids starting with {DIRECT_PREFIX!r} are reserved for direct channels, each named after its "
+            "two members; omit channel_id for a direct channel, or choose another id",
+            channel_id=channel_id,
+        )
 
 
 # --- commands ------------------------------------------------------------------------------
