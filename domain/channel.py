@@ -144,6 +144,7 @@ class MessageState:
     seq: int
     parent_id: str | None
     deleted_seq: int = 0
+    edited_seq: int = 0  # of the latest MessageEdited: what a replay shows instead of older texts
     reactions: dict[tuple[str, str], int] = field(default_factory=dict)  # (emoji, user) -> seq
 
 
@@ -445,6 +446,8 @@ def evolve(state: ChannelState, event: DomainEvent) -> ChannelState:
             state.messages[event.message_id] = MessageState(event.author_id, seq, event.parent_id)
             if event.client_msg_id is not None:
                 state.client_msg_ids[(event.author_id, event.client_msg_id)] = seq
+        case MessageEdited():
+            state.messages[event.message_id].edited_seq = seq
         case MessageDeleted():
             state.messages[event.message_id].deleted_seq = seq
         case ReactionAdded():
