@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 
 from starlette.requests import Request
@@ -148,10 +147,6 @@ async def create_token(request: Request) -> Response:
 
 
 # --- channels ------------------------------------------------------------------------------
-def _direct_id(members: list[str]) -> str:
-    return "dm-" + hashlib.sha256("\n".join(sorted(set(members))).encode()).hexdigest()[:24]
-
-
 async def _channel_command(
     request: Request, who: Principal, cid: str, command: ch.ChannelCommand, raw: bytes = b""
 ) -> Response:
@@ -177,7 +172,8 @@ async def create_channel(request: Request) -> Response:
     members = list(dict.fromkeys(data.members))
     if who.kind == "user" and who.user_id not in members:
         members.insert(0, who.user_id)
-    cid = data.channel_id or (_direct_id(members) if data.kind == "direct" else short_id("c"))
+    cid = data.channel_id or (ch.direct_channel_id(members) if data.kind == "direct" else short_id("c"))
+    ch.check_channel_id(cid, data.kind, members)
     settings = engine(request).settings
     if len(members) > settings.max_members:
         raise ApiError("invalid_request", f"a channel holds at most {settings.max_members} members")

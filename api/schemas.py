@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@=+\-]{0,127}$"
+from domain.base import ID_PATTERN
+
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Emoji = Annotated[str, StringConstraints(pattern=r"^[^\s.$\x00-\x1f\x7f]{1,64}$")]

@@ -24,7 +24,7 @@ from api.plumbing import engine
 from api.schemas import ID_PATTERN
 from commands.auth import Principal, Unauthenticated
 from domain.events import stream_name
-from streams.fanout import REVOKING, Subscription, event_frame
+from streams.fanout import REVOKING, HistoryView, Subscription
 
 log = structlog.get_logger("caas.ws")
 TRY_AGAIN_LATER = 1013
@@ -209,16 +209,19 @@ class Session:
         of the distributed backend) this waits for it, bounded. ``None`` means give up.
         """
         stream = stream_name("channel", sub.channel_id)
+        wait = self.node.settings.ws_history_wait_seconds
+        view = HistoryView(self.node.service, self.node.log, self.who.tenant_id, stream, wait)  # what a replay shows
         last = since
         deadline = asyncio.get_running_loop().time() + self.node.settings.ws_history_wait_seconds
         while True:
             page = await self.node.log.read_stream(self.who.tenant_id, stream, last, HISTORY_PAGE)
+            await view.prepare(page)
             for event in page:
                 if event.seq != last + 1:
                     break  # a hole in a lagging copy: read again from here
                 if self.closing is not None:
                     return None
-                await self.queue.put(event_frame(event))  # waits for the writer: memory stays bounded
+                await self.queue.put(view.frame(event))  # waits for the writer: memory stays bounded
                 last = event.seq
                 if event.seq > head and event.type in REVOKING and event.payload.get("user_id") == sub.user_id:
                     sub.revoke_at = event.seq  # removed meanwhile: go_live delivers nothing after it

@@ -8,7 +8,9 @@
   ``SigningKeyRotated``: new tokens use the new key, tokens of the previous key keep
   verifying until the next rotation, so nobody is logged out by one rotation. ``iss``,
   ``aud``, ``exp``, ``nbf`` and ``iat`` are checked with a small clock-skew allowance; only
-  HS256 is accepted (``alg: none`` and algorithm confusion fail).
+  HS256 is accepted (``alg: none`` and algorithm confusion fail). The subject (``sub``) must
+  be a user id registered in the token's tenant: a token signed for anyone else is refused,
+  whoever holds the key that signed it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ from typing import Any, Literal
 import jwt
 
 from commands.service import Commands
-from domain.base import Actor
+from domain.base import ID_PATTERN, Actor
 
 API_KEY_PREFIX = "caas_sk_"
 ISSUER = "caas"
@@ -147,8 +150,21 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid user token: {exc}") from exc
-        principal = Principal("user", tenant_id=tenant_id, user_id=str(claims["sub"]), key_id=kid)
+        principal = Principal("user", tenant_id=tenant_id, user_id=await self._subject(tenant_id, claims), key_id=kid)
         self._verified[token] = (principal, float(claims["exp"]) + LEEWAY_SECONDS)
         if len(self._verified) > 50_000:
             self._verified.popitem(last=False)
         return principal
+
+    async def _subject(self, tenant_id: str, claims: dict[str, Any]) -> str:
+        """The verified token's user: a registered user of its tenant.
+
+        Checked once per token (the verified-token cache keeps the answer; users are never
+        removed), and only after the signature, so made-up tokens cost no lookup.
+        """
+        user_id = claims["sub"]
+        if not isinstance(user_id, str) or not re.fullmatch(ID_PATTERN, user_id):
+            raise Unauthenticated("the token's subject (sub) is not a user id")
+        if not (await self.service.state(tenant_id, f"user:{user_id}")).exists:
+            raise Unauthenticated(f"the token's user {user_id!r} is not registered in its tenant")
+        return user_id

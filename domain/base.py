@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict
 from domain.events import DomainEvent
 
 ActorKind = Literal["admin", "tenant", "user"]
+# Every user, channel and message id: also what a token's subject must be (no paths, no spaces).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@=+\-]{0,127}$"
 
 
 @dataclass(frozen=True, slots=True)

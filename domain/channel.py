@@ -7,6 +7,7 @@ command layer before it calls :func:`decide`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,27 @@ from domain.events import (
 )
 
 ADMIN_ROLES = frozenset({"owner", "admin"})
+DIRECT_PREFIX = "dm-"
+
+
+def direct_channel_id(members: list[str]) -> str:
+    """The id of the direct channel of ``members``: the same whoever opens it, in any order."""
+    return DIRECT_PREFIX + hashlib.sha256("\n".join(sorted(set(members))).encode()).hexdigest()[:24]
+
+
+def check_channel_id(channel_id: str, kind: ChannelKind, members: list[str]) -> None:
+    """The ``dm-`` ids are reserved: each names the direct channel of exactly its members.
+
+    Otherwise anyone could create a channel under the id of someone else's direct channel
+    (a group with themselves as owner, or a direct channel of other members) and that pair
+    could never open theirs. A direct channel may still be given a custom id outside ``dm-``.
+    """
+    if channel_id.startswith(DIRECT_PREFIX) and (kind != "direct" or channel_id != direct_channel_id(members)):
+        raise errors.ReservedChannelId(
+            f"channel ids starting with {DIRECT_PREFIX!r} are reserved for direct channels, each named after its "
+            "two members; omit channel_id for a direct channel, or choose another id",
+            channel_id=channel_id,
+        )
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -122,6 +144,7 @@ class MessageState:
     seq: int
     parent_id: str | None
     deleted_seq: int = 0
+    edited_seq: int = 0  # of the latest MessageEdited: what a replay shows instead of older texts
     reactions: dict[tuple[str, str], int] = field(default_factory=dict)  # (emoji, user) -> seq
 
 
@@ -423,6 +446,8 @@ def evolve(state: ChannelState, event: DomainEvent) -> ChannelState:
             state.messages[event.message_id] = MessageState(event.author_id, seq, event.parent_id)
             if event.client_msg_id is not None:
                 state.client_msg_ids[(event.author_id, event.client_msg_id)] = seq
+        case MessageEdited():
+            state.messages[event.message_id].edited_seq = seq
         case MessageDeleted():
             state.messages[event.message_id].deleted_seq = seq
         case ReactionAdded():

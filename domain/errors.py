@@ -107,6 +107,10 @@ class DirectChannelMembers(Invalid):
     rule = "direct_channel_members"
 
 
+class ReservedChannelId(Invalid):
+    rule = "reserved_channel_id"
+
+
 class InvalidParent(Invalid):
     rule = "invalid_parent"
 

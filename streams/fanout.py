@@ -7,27 +7,118 @@ live skips every seq already sent, so resume is gapless and exactly once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
+from commands.ports import EventLog
+from commands.service import Commands
+from domain.channel import MessageState
 from domain.events import Event
 
 REVOKING = frozenset({"MemberRemoved", "MemberBanned"})
+# Request metadata of whoever caused an event: their Idempotency-Key is in command_id, their
+# X-Request-Id in correlation_id. Subscribers are other members; they are shown none of it.
+WITHHELD: dict[str, Any] = {"command_id": None, "causation_id": None, "correlation_id": None}
+TEXTS = frozenset({"MessagePosted", "MessageEdited"})
 
 
-def event_frame(event: Event) -> str:
-    """The websocket frame for one channel event (API.md ``{"type": "event", …}``)."""
+def event_frame(event: Event, payload: dict[str, Any] | None = None) -> str:
+    """The websocket frame for one channel event (API.md ``{"type": "event", …}``).
+
+    The envelope keeps every field, but :data:`WITHHELD` ones are ``null``: a subscriber is
+    shown what happened, not another client's request. (``GET /v1/events``, for the tenant's
+    own backend, and ``caas replay``, for the operator, show the envelope as recorded.)
+    ``payload`` replaces the recorded payload (see :class:`HistoryView`).
+    """
+    envelope = event.model_dump()
+    envelope.update(WITHHELD)
+    if payload is not None:
+        envelope["payload"] = payload
     return orjson.dumps(
         {
             "type": "event",
             "channel_id": event.stream.partition(":")[2],
             "seq": event.seq,
             "position": event.position,
-            "event": event.model_dump(),
+            "event": envelope,
         }
     ).decode()
+
+
+class HistoryView:
+    """How a channel's history is shown to a subscriber who replays it (``since_seq``).
+
+    The log keeps every event as recorded; a replay shows its messages as the channel's
+    history (``GET …/messages``) shows them now, judged by the channel's current state:
+
+    - a message deleted since: its ``MessagePosted`` and ``MessageEdited`` carry
+      ``"text": ""``, no attachments and ``"redacted": "deleted"``;
+    - a message edited since: its ``MessagePosted`` and earlier ``MessageEdited`` carry the
+      text of the latest edit and ``"redacted": "edited"``. Where the log's readable copy lags
+      (the event index of the distributed backend) the view waits for that edit, like the
+      replay waits for the head, at most ``wait`` seconds in all; then it shows ``"text": ""``
+      (the replay delivers the edit later).
+
+    Every seq is still sent exactly once and every other event as recorded, so resume stays
+    gapless. A live subscriber is shown each event as it happens: it saw a text before its
+    deletion, and the ``MessageDeleted`` that follows carries only the message id.
+    """
+
+    def __init__(self, service: Commands, log: EventLog, tenant_id: str, stream: str, wait: float) -> None:
+        self.service, self.log, self.tenant_id, self.stream = service, log, tenant_id, stream
+        self.deadline = asyncio.get_running_loop().time() + wait
+        self._messages: dict[str, MessageState] = {}
+        self._texts: dict[int, str] = {}  # seq of a latest edit -> its text, for the current page
+
+    async def prepare(self, page: Sequence[Event]) -> None:
+        """Look at the channel as it is now, and find the latest texts the page needs."""
+        self._messages = (await self.service.state(self.tenant_id, self.stream)).messages
+        self._texts = {e.seq: e.payload["text"] for e in page if e.type == "MessageEdited"}
+        for event in page:
+            message = self._message(event)
+            if message is not None and self._superseded(message, event) and message.edited_seq not in self._texts:
+                text = await self._edit_text(message.edited_seq)
+                if text is not None:
+                    self._texts[message.edited_seq] = text
+
+    async def _edit_text(self, seq: int) -> str | None:
+        """The text of the edit recorded at ``seq``, once readable; ``None`` after the deadline."""
+        loop = asyncio.get_running_loop()
+        while True:
+            found = await self.log.read_stream(self.tenant_id, self.stream, seq - 1, 1)
+            if found and found[0].seq == seq:  # a lagging copy may have a hole here
+                return str(found[0].payload["text"]) if found[0].type == "MessageEdited" else None
+            if loop.time() >= self.deadline:
+                return None
+            await asyncio.sleep(0.01)
+
+    def frame(self, event: Event) -> str:
+        message = self._message(event)
+        if message is None:
+            return event_frame(event)
+        if message.deleted_seq:
+            shown = {**event.payload, "text": "", "redacted": "deleted"}
+            if "attachments" in shown:
+                shown["attachments"] = []
+            return event_frame(event, shown)
+        if self._superseded(message, event):
+            text = self._texts.get(message.edited_seq, "")
+            return event_frame(event, {**event.payload, "text": text, "redacted": "edited"})
+        return event_frame(event)
+
+    def _message(self, event: Event) -> MessageState | None:
+        """The message whose text ``event`` records, if the channel's state knows it."""
+        if event.type not in TEXTS:
+            return None
+        return self._messages.get(event.payload["message_id"])
+
+    @staticmethod
+    def _superseded(message: MessageState, event: Event) -> bool:
+        """Whether a later edit replaced the text ``event`` records (of a message not deleted)."""
+        return not message.deleted_seq and message.edited_seq > event.seq
 
 
 class Subscription:
