@@ -310,7 +310,7 @@ def log_time(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "backend", "data_dir") and v is not None}
-    settings = Settings.from_env(os.environ).model_copy(update=overrides)
+    settings = Settings.from_env(os.environ, **overrides)
     if args.command == "serve":
         serve(settings)
     elif args.command == "worker":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     ws_max_frame_bytes: int = 16 * 1024
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Settings from an explicit environment mapping (for tests and the CLI)."""
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from an explicit environment mapping (for tests and the CLI), and options
+        that override it (``caas serve --port``); both are validated, so ``--data-dir`` is a Path."""
         prefix = "CAAS_"
         values = {k[len(prefix) :].lower(): v for k, v in environ.items() if k.startswith(prefix)}
-        return cls.model_validate({k: v for k, v in values.items() if k in cls.model_fields})
+        return cls.model_validate({**{k: v for k, v in values.items() if k in cls.model_fields}, **overrides})
