@@ -38,6 +38,14 @@ SUBSCRIPTIONS = Gauge("caas_websocket_subscriptions", "Channel subscriptions on 
 EARLY_REFUSALS = Counter(
     "caas_http_early_rate_limited_total", "Requests refused 429 before routing (their credential was just refused)"
 )
+CONNECTIONS_REFUSED = Counter(
+    "caas_http_connections_refused_total", "Connections closed on arrival: their client address was at its cap"
+)
+REQUEST_TIMEOUTS = Counter(
+    "caas_http_request_timeouts_total",
+    "Connections closed because a request's headers or body arrived too slowly",
+    ["phase"],
+)
 SLOW_CLOSES = Counter("caas_websocket_slow_consumer_closes_total", "Sockets closed with 1013 for falling behind")
 LAG = Gauge("caas_projection_lag_events", "Events recorded but not yet in the read models")
 HEAD = Gauge("caas_log_head_position", "Position of the newest event this node knows")

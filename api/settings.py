@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = False
 
+    # the HTTP edge (api/connections.py): slow or numerous connections cannot starve other clients
+    http_max_connections_per_address: int = Field(default=256, ge=0, description="0: no cap (behind a proxy)")
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
+
     max_body_bytes: int = 64 * 1024
     max_text_chars: int = 5000
     max_members: int = 1000

@@ -1,0 +1,151 @@
+"""The HTTP edge under hostile clients: half-open connections time out, one address cannot hold
+more than its share of connections, a client that vanishes mid-body is not an internal error,
+``/metrics`` needs a credential, and out-of-range times are refused instead of crashing.
+
+The connection guard is the ``caas serve`` uvicorn setup, the same on both backends, so its tests
+run on an embedded server; the routes' tests run on both backends through the ``server`` fixture.
+Raw sockets come from distinct loopback source addresses (127.0.0.x) so each test's connections
+are counted apart from the others'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.security.common import WAIT, eventually, until_pong, ws_connect
+from tests.support import ADMIN, Server, new_tenant
+
+MAX_PER_ADDRESS = 20
+METRICS_TOKEN = "test-metrics-token"
+GUARDED = {
+    "CAAS_HTTP_MAX_CONNECTIONS_PER_ADDRESS": str(MAX_PER_ADDRESS),
+    "CAAS_HTTP_HEADER_TIMEOUT_SECONDS": "2",
+    "CAAS_HTTP_BODY_TIMEOUT_SECONDS": "3",
+    "CAAS_METRICS_TOKEN": METRICS_TOKEN,
+}
+PARTIAL_HEADERS = b"GET /healthz HTTP/1.1\r\nHost: caas\r\nX-Slow: "
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: caas\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """An embedded server with a small per-address cap and short read timeouts."""
+    srv = Server(Path(tmp_path_factory.mktemp("guarded")) / "data", env=GUARDED).start()
+    yield srv
+    srv.stop()
+
+
+# --- raw sockets ---------------------------------------------------------------------------
+def connect(server: Server, source: str) -> socket.socket:
+    s = socket.socket()
+    s.bind((source, 0))
+    s.settimeout(WAIT)
+    s.connect(("127.0.0.1", server.port))
+    return s
+
+
+def until_closed(s: socket.socket, deadline: float) -> bytes:
+    """Everything the server sends until it closes the connection; fails at ``deadline``."""
+    received = b""
+    while True:
+        s.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            return received
+        except TimeoutError:
+            raise AssertionError(f"the server kept the connection open; it sent {received[:200]!r}") from None
+        if not chunk:
+            return received
+        received += chunk
+
+
+def response_head(s: socket.socket) -> bytes:
+    """Read one small response (headers and a Content-Length body) off a keep-alive connection."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = s.recv(65536)
+        assert chunk, f"the server closed the connection after {received!r}"
+        received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    length = int(lengths[0])
+    while len(rest) < length:
+        rest += s.recv(65536)
+    return head
+
+
+def get_from(server: Server, source: str, path: str = "/healthz") -> httpx.Response:
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=WAIT) as c:
+        return c.get(server.url + path)
+
+
+# --- defect 1: half-open connections -------------------------------------------------------
+def test_incomplete_requests_are_closed_within_seconds(guarded: Server) -> None:
+    sockets = [connect(guarded, "127.0.0.2") for _ in range(MAX_PER_ADDRESS // 2)]
+    silent = connect(guarded, "127.0.0.2")  # never sends a byte
+    for s in sockets:
+        s.sendall(PARTIAL_HEADERS)
+    slow_body = connect(guarded, "127.0.0.2")  # complete headers, a body that never finishes
+    slow_body.sendall(
+        b"POST /v1/tenants HTTP/1.1\r\nHost: caas\r\nAuthorization: Bearer " + ADMIN.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b'{"name": "'
+    )  # fmt: skip
+    deadline = time.monotonic() + WAIT
+    try:
+        for s in [*sockets, silent]:
+            assert until_closed(s, deadline) == b"", "an incomplete request got an answer"
+        until_closed(slow_body, deadline)
+    finally:
+        for s in [*sockets, silent, slow_body]:
+            s.close()
+    assert get_from(guarded, "127.0.0.2").status_code == 200  # the address's slots were given back
+
+
+def test_one_address_over_its_cap_is_refused_while_others_are_served(guarded: Server) -> None:
+    held = [connect(guarded, "127.0.0.3") for _ in range(MAX_PER_ADDRESS)]
+    try:
+        for s in held:  # complete requests, then idle keep-alive connections: open, but not slow
+            s.sendall(HEALTHZ)
+            assert response_head(s).startswith(b"HTTP/1.1 200"), "a connection under the cap was not served"
+        extra = connect(guarded, "127.0.0.3")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # refused before the request went out
+            extra.sendall(HEALTHZ)
+        assert until_closed(extra, time.monotonic() + WAIT) == b"", "a connection over the cap was served"
+        extra.close()
+        assert get_from(guarded, "127.0.0.4").status_code == 200  # another client is unaffected
+    finally:
+        for s in held:
+            s.close()
+    # the closed connections give their slots back: the address is served again
+    eventually(lambda: get_from(guarded, "127.0.0.3").status_code == 200)
+
+
+def test_websockets_outlive_the_header_timeout_and_give_back_their_slots(guarded: Server) -> None:
+    with httpx.Client(timeout=WAIT) as client:
+        tenant = new_tenant(client, guarded.url)
+        token = tenant.user(client, "alice")
+
+    async def scenario() -> None:
+        async with ws_connect(guarded.ws_url, token, local_addr=("127.0.0.5", 0)) as ws:
+            await until_pong(ws)
+            # a connection opened after the socket is closed by the header timer: that timer has
+            # had time to fire for the socket's own connection too
+            late = connect(guarded, "127.0.0.5")
+            late.sendall(PARTIAL_HEADERS)
+            await asyncio.to_thread(until_closed, late, time.monotonic() + WAIT)
+            late.close()
+            await until_pong(ws)  # the socket is still open and answering
+        for _ in range(MAX_PER_ADDRESS + 5):  # a closed socket's slot is free again
+            async with ws_connect(guarded.ws_url, token, local_addr=("127.0.0.6", 0)) as ws:
+                await until_pong(ws)
+
+    asyncio.run(scenario())
