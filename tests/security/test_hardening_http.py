@@ -149,3 +149,23 @@ def test_websockets_outlive_the_header_timeout_and_give_back_their_slots(guarded
                 await until_pong(ws)
 
     asyncio.run(scenario())
+
+
+# --- defect 16: a client that vanishes mid-body --------------------------------------------
+def test_a_client_gone_mid_body_is_not_an_internal_error(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", env={"CAAS_LOG_LEVEL": "debug"}).start()
+    log = tmp_path / f"server-{srv.port}.log"
+    try:
+        s = connect(srv, "127.0.0.7")
+        s.sendall(
+            b"POST /v1/tenants HTTP/1.1\r\nHost: caas\r\nAuthorization: Bearer " + ADMIN.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b'{"name": "'
+        )  # fmt: skip
+        s.close()
+        eventually(lambda: "client_disconnected" in log.read_text(errors="replace"))
+        assert get_from(srv, "127.0.0.7").status_code == 200
+    finally:
+        srv.stop()
+    text = log.read_text(errors="replace")
+    for sign in ("Traceback", "unhandled_error", "Exception in ASGI application", '"status": 500'):
+        assert sign not in text, f"{sign!r} in the server log:\n{text[-3000:]}"
