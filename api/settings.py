@@ -31,6 +31,7 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     access_log: bool = False
+    metrics_token: str | None = Field(default=None, description="also accepted by /metrics, besides the admin token")
 
     # the HTTP edge (api/connections.py): slow or numerous connections cannot starve other clients
     http_max_connections_per_address: int = Field(default=256, ge=0, description="0: no cap (behind a proxy)")

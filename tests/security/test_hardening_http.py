@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.security.common import WAIT, eventually, until_pong, ws_connect
-from tests.support import ADMIN, Server, new_tenant
+from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
 
 MAX_PER_ADDRESS = 20
 METRICS_TOKEN = "test-metrics-token"
@@ -169,3 +169,29 @@ def test_a_client_gone_mid_body_is_not_an_internal_error(tmp_path: Path) -> None
     text = log.read_text(errors="replace")
     for sign in ("Traceback", "unhandled_error", "Exception in ASGI application", '"status": 500'):
         assert sign not in text, f"{sign!r} in the server log:\n{text[-3000:]}"
+
+
+# --- defect 15: /metrics needs a credential ------------------------------------------------
+def test_metrics_need_the_admin_token(server: Server, client: httpx.Client, tenant: Tenant) -> None:
+    url = f"{server.url}/metrics"
+    for headers in ({}, bearer("garbage"), {"authorization": "Basic YWRtaW46YWRtaW4="}):
+        r = client.get(url, headers=headers)
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["code"] == "unauthenticated"
+        assert "caas_commands_total" not in r.text
+    token = tenant.user(client, "alice")
+    for credential in (tenant.api_key, token):
+        r = client.get(url, headers=bearer(credential))
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["code"] == "forbidden"
+    r = client.get(url, headers=bearer(ADMIN))
+    assert r.status_code == 200, r.text
+    assert "caas_commands_total" in r.text and r.headers["content-type"].startswith("text/plain")
+
+
+def test_metrics_take_a_dedicated_scrape_token(guarded: Server) -> None:
+    with httpx.Client(timeout=WAIT) as client:
+        r = client.get(f"{guarded.url}/metrics", headers=bearer(METRICS_TOKEN))
+        assert r.status_code == 200, r.text
+        assert "caas_http_request_seconds" in r.text
+        assert client.get(f"{guarded.url}/metrics", headers=bearer(METRICS_TOKEN + "x")).status_code == 401
