@@ -195,3 +195,23 @@ def test_metrics_take_a_dedicated_scrape_token(guarded: Server) -> None:
         assert r.status_code == 200, r.text
         assert "caas_http_request_seconds" in r.text
         assert client.get(f"{guarded.url}/metrics", headers=bearer(METRICS_TOKEN + "x")).status_code == 401
+
+
+# --- defect 10: times out of range --------------------------------------------------------
+def test_mute_until_out_of_range_is_refused(server: Server, client: httpx.Client, tenant: Tenant) -> None:
+    alice = bearer(tenant.user(client, "alice"))
+    bob = bearer(tenant.user(client, "bob"))
+    r = client.post(f"{server.url}/v1/channels", json={"channel_id": "c", "members": ["bob"]}, headers=alice)
+    assert r.status_code == 201, r.text
+    mutes = f"{server.url}/v1/channels/c/mutes"
+    for until in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0999-12-31T23:59:59Z"):
+        r = client.post(mutes, json={"user_id": "bob", "until": until}, headers=alice)
+        assert r.status_code == 422, f"{until}: {r.status_code} {r.text}"
+        error = r.json()["error"]
+        assert error["code"] == "invalid_request" and "until" in error["message"], error
+    # an offset is normalised to UTC, and the mute holds until then
+    r = client.post(mutes, json={"user_id": "bob", "until": "9999-12-31T23:59:59+01:00"}, headers=alice)
+    assert r.status_code == 201, r.text
+    r = client.post(f"{server.url}/v1/channels/c/messages", json={"text": "hi"}, headers=bob)
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["details"]["until"] == "9999-12-31T22:59:59.000Z"
