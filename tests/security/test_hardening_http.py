@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.connections import address_key
 from tests.security.common import WAIT, eventually, until_pong, ws_connect
 from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
 
@@ -88,6 +89,13 @@ def get_from(server: Server, source: str, path: str = "/healthz") -> httpx.Respo
         return c.get(server.url + path)
 
 
+def served(server: Server, source: str) -> bool:
+    try:
+        return get_from(server, source).status_code == 200
+    except httpx.TransportError:  # refused: the server has not seen all the closes yet
+        return False
+
+
 # --- defect 1: half-open connections -------------------------------------------------------
 def test_incomplete_requests_are_closed_within_seconds(guarded: Server) -> None:
     sockets = [connect(guarded, "127.0.0.2") for _ in range(MAX_PER_ADDRESS // 2)]
@@ -126,7 +134,44 @@ def test_one_address_over_its_cap_is_refused_while_others_are_served(guarded: Se
         for s in held:
             s.close()
     # the closed connections give their slots back: the address is served again
-    eventually(lambda: get_from(guarded, "127.0.0.3").status_code == 200)
+    eventually(lambda: served(guarded, "127.0.0.3"))
+
+
+def test_keep_alive_connections_idle_past_the_header_timeout_are_served(guarded: Server) -> None:
+    kept = connect(guarded, "127.0.0.8")
+    try:
+        kept.sendall(HEALTHZ)
+        assert response_head(kept).startswith(b"HTTP/1.1 200")
+        # wait out a header timeout: a connection opened now is closed by it
+        late = connect(guarded, "127.0.0.8")
+        late.sendall(PARTIAL_HEADERS)
+        until_closed(late, time.monotonic() + WAIT)
+        late.close()
+        # the idle keep-alive connection had no request under way: its next one is served
+        body = b'{"name": "kept"}'
+        kept.sendall(
+            b"POST /v1/tenants HTTP/1.1\r\nHost: caas\r\nAuthorization: Bearer " + ADMIN.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )  # fmt: skip
+        kept.sendall(body)
+        assert response_head(kept).startswith(b"HTTP/1.1 201")
+    finally:
+        kept.close()
+
+
+@pytest.mark.parametrize(
+    ("peer", "counted_as"),
+    [
+        (("203.0.113.7", 1), "203.0.113.7"),
+        (("::ffff:203.0.113.7", 1), "203.0.113.7"),  # IPv4 through a dual-stack listener
+        (("2001:db8:1:2:aaaa::1", 1), "2001:db8:1:2::/64"),  # one host can use its whole /64
+        (("2001:db8:1:2:ffff:1:2:3", 1), "2001:db8:1:2::/64"),
+        (("2001:db8:1:3::1", 1), "2001:db8:1:3::/64"),
+        (None, ""),  # a Unix socket
+    ],
+)
+def test_the_cap_counts_ipv6_clients_by_their_64(peer: tuple[str, int] | None, counted_as: str) -> None:
+    assert address_key(peer) == counted_as
 
 
 def test_websockets_outlive_the_header_timeout_and_give_back_their_slots(guarded: Server) -> None:
