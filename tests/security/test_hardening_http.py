@@ -34,6 +34,15 @@ GUARDED = {
 }
 PARTIAL_HEADERS = b"GET /healthz HTTP/1.1\r\nHost: caas\r\nX-Slow: "
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: caas\r\n\r\n"
+UNFINISHED_BODY = b'{"name": "'
+
+
+def create_tenant_head(length: int) -> bytes:
+    """The headers of the admin's ``POST /v1/tenants`` with a body of ``length`` bytes."""
+    return (
+        b"POST /v1/tenants HTTP/1.1\r\nHost: caas\r\nAuthorization: Bearer " + ADMIN.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(length).encode() + b"\r\n\r\n"
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +112,7 @@ def test_incomplete_requests_are_closed_within_seconds(guarded: Server) -> None:
     for s in sockets:
         s.sendall(PARTIAL_HEADERS)
     slow_body = connect(guarded, "127.0.0.2")  # complete headers, a body that never finishes
-    slow_body.sendall(
-        b"POST /v1/tenants HTTP/1.1\r\nHost: caas\r\nAuthorization: Bearer " + ADMIN.encode()
-        + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b'{"name": "'
-    )  # fmt: skip
+    slow_body.sendall(create_tenant_head(1000) + UNFINISHED_BODY)
     deadline = time.monotonic() + WAIT
     try:
         for s in [*sockets, silent]:
@@ -149,11 +155,7 @@ def test_keep_alive_connections_idle_past_the_header_timeout_are_served(guarded:
         late.close()
         # the idle keep-alive connection had no request under way: its next one is served
         body = b'{"name": "kept"}'
-        kept.sendall(
-            b"POST /v1/tenants HTTP/1.1\r\nHost: caas\r\nAuthorization: Bearer " + ADMIN.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
-        )  # fmt: skip
-        kept.sendall(body)
+        kept.sendall(create_tenant_head(len(body)) + body)
         assert response_head(kept).startswith(b"HTTP/1.1 201")
     finally:
         kept.close()
@@ -202,10 +204,7 @@ def test_a_client_gone_mid_body_is_not_an_internal_error(tmp_path: Path) -> None
     log = tmp_path / f"server-{srv.port}.log"
     try:
         s = connect(srv, "127.0.0.7")
-        s.sendall(
-            b"POST /v1/tenants HTTP/1.1\r\nHost: caas\r\nAuthorization: Bearer " + ADMIN.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b'{"name": "'
-        )  # fmt: skip
+        s.sendall(create_tenant_head(1000) + UNFINISHED_BODY)
         s.close()
         eventually(lambda: "client_disconnected" in log.read_text(errors="replace"))
         assert get_from(srv, "127.0.0.7").status_code == 200
