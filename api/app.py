@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
@@ -27,10 +27,12 @@ from commands.ports import PersistenceError
 from domain.errors import DomainError
 from projections.ports import ReadStoreUnavailable
 
+# ``Exception`` goes to Starlette's outermost middleware, which answers and then re-raises for
+# the server to log as a crash; every other class here is answered and done with
 HANDLERS = {
     cls: handle
     for cls in (ApiError, DomainError, Unauthenticated, PersistenceError, ReadStoreUnavailable, ValidationError,
-                HTTPException, Exception)
+                HTTPException, ClientDisconnect, Exception)
 }  # fmt: skip
 
 

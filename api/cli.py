@@ -77,9 +77,11 @@ def serve(settings: Settings) -> None:
 
     from api.app import create_app
     from api.bootstrap import admin_token
+    from api.connections import guarded_protocols
 
     configure_logging(settings.log_level)
     token = admin_token(settings)
+    http, ws = guarded_protocols(settings)  # httptools and websockets-sansio, with read timeouts and a per-address cap
     if settings.admin_token is None:
         print(f"CAAS admin token (kept in {settings.data_dir / 'admin_token'}): {token}", flush=True)
     print(f"CAAS {settings.backend} serving on http://{settings.host}:{settings.port}", flush=True)
@@ -91,11 +93,12 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=settings.access_log,
         loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
+        http=http,
+        ws=ws,
         ws_max_size=settings.ws_max_frame_bytes * 4,
         timeout_keep_alive=30,
-        limit_concurrency=10_000,
+        # no limit_concurrency: it counted every open connection, so one client holding 10,000
+        # made everyone's requests 503; the per-address cap bounds what one client holds
     )
 
 
@@ -310,7 +313,7 @@ def log_time(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "backend", "data_dir") and v is not None}
-    settings = Settings.from_env(os.environ).model_copy(update=overrides)
+    settings = Settings.from_env(os.environ, **overrides)
     if args.command == "serve":
         serve(settings)
     elif args.command == "worker":

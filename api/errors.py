@@ -8,7 +8,7 @@ import orjson
 import structlog
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from commands.auth import Unauthenticated
@@ -88,6 +88,12 @@ def translate(exc: Exception) -> ApiError:
             return ApiError("unavailable", str(exc) or "the backend is unavailable", headers={"Retry-After": "1"})
         case ValidationError():
             return validation_error(exc)
+        case ClientDisconnect():
+            # the client closed the connection (or the server did, for a body arriving too
+            # slowly) before the whole body arrived: nothing went wrong here, and no one reads
+            # this answer; a 4xx keeps it out of the 5xx log and metrics
+            log.debug("client_disconnected")
+            return ApiError("invalid_request", "the connection closed before the whole request body arrived")
         case HTTPException() if exc.status_code == 404:
             return ApiError("not_found", "no such route; see /openapi.json")
         case HTTPException() if exc.status_code == 405:

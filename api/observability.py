@@ -3,6 +3,7 @@ view of the command side."""
 
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
 from typing import Any
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.plumbing import principal
 from commands.ports import Idempotency
 from commands.service import Commands, Outcome
 from domain.base import Command
@@ -37,6 +39,14 @@ SOCKETS = Gauge("caas_websocket_connections", "Open websocket connections")
 SUBSCRIPTIONS = Gauge("caas_websocket_subscriptions", "Channel subscriptions on open sockets")
 EARLY_REFUSALS = Counter(
     "caas_http_early_rate_limited_total", "Requests refused 429 before routing (their credential was just refused)"
+)
+CONNECTIONS_REFUSED = Counter(
+    "caas_http_connections_refused_total", "Connections closed on arrival: their client address was at its cap"
+)
+REQUEST_TIMEOUTS = Counter(
+    "caas_http_request_timeouts_total",
+    "Connections closed because a request's headers or body arrived too slowly",
+    ["phase"],
 )
 SLOW_CLOSES = Counter("caas_websocket_slow_consumer_closes_total", "Sockets closed with 1013 for falling behind")
 LAG = Gauge("caas_projection_lag_events", "Events recorded but not yet in the read models")
@@ -139,7 +149,14 @@ class RequestContext:
 
 
 async def metrics(request: Request) -> Response:
+    """Prometheus text, for the admin token or ``CAAS_METRICS_TOKEN`` (a scraper needs no more
+    than this): the counters span every tenant."""
     node = request.app.state.engine
+    scrape_token = node.settings.metrics_token
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    given = credential.strip().encode()
+    if not (scrape_token and scheme.lower() == "bearer" and hmac.compare_digest(given, scrape_token.encode())):
+        await principal(request, "admin")
     head = await node.log.head_position()
     status = await node.runner.status(head)
     HEAD.set(head)

@@ -4,7 +4,7 @@ rejected with ``422 invalid_request``."""
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
@@ -24,6 +24,22 @@ def _no_control_chars(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_control_chars)]
+
+
+def _storable_time(moment: datetime) -> datetime:
+    """A time as events record it: in UTC (a time without an offset is taken as UTC), with a
+    four-digit year, since recorded times are compared as text. An offset can carry the first or
+    last day of ``datetime``'s range out of it: that is bad input, not a crash."""
+    try:
+        utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or utc.year < 1000:
+        raise ValueError("must be a time between the years 1000 and 9999 in UTC")
+    return utc
+
+
+Time = Annotated[datetime, AfterValidator(_storable_time)]
 
 
 class Body(BaseModel):
@@ -119,7 +135,7 @@ class MoveReadMarker(Body):
 
 class Mute(Body):
     user_id: Id
-    until: datetime | None = None
+    until: Time | None = None
 
 
 class Ban(Body):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +31,12 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     access_log: bool = False
+    metrics_token: str | None = Field(default=None, description="also accepted by /metrics, besides the admin token")
+
+    # the HTTP edge (api/connections.py): slow or numerous connections cannot starve other clients
+    http_max_connections_per_address: int = Field(default=256, ge=0, description="0: no cap (behind a proxy)")
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     max_body_bytes: int = 64 * 1024
     max_text_chars: int = 5000
@@ -66,8 +72,9 @@ class Settings(BaseSettings):
     ws_max_frame_bytes: int = 16 * 1024
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Settings from an explicit environment mapping (for tests and the CLI)."""
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from an explicit environment mapping (for tests and the CLI), and options
+        that override it (``caas serve --port``); both are validated, so ``--data-dir`` is a Path."""
         prefix = "CAAS_"
         values = {k[len(prefix) :].lower(): v for k, v in environ.items() if k.startswith(prefix)}
-        return cls.model_validate({k: v for k, v in values.items() if k in cls.model_fields})
+        return cls.model_validate({**{k: v for k, v in values.items() if k in cls.model_fields}, **overrides})

@@ -113,7 +113,8 @@ def start_caas(work: Path, **env: str) -> Server:
     raise_nofile()  # inherited by the child
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
-    return Server(data, env={"CAAS_LOG_LEVEL": "warning", **env}).start()
+    # the load generators open thousands of connections from one address: no per-address cap
+    return Server(data, env={"CAAS_LOG_LEVEL": "warning", "CAAS_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "0", **env}).start()
 
 
 class Process:
