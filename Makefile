@@ -28,10 +28,9 @@ unit: $(STAMP)
 test: $(STAMP)
 	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
 	$(MAKE) --no-print-directory lint
-	# The suite runs real servers (Kafka, FerretDB, uvicorn) on a 2-core machine: a test that fails is
-	# run once more on its own, and the failures of the first pass stay printed above the rerun.
+	# One pass: a test that fails is a failure (a flaky test is fixed at its cause, never rerun).
 	set -a; [ -f $(VENV)/services.env ] && . $(VENV)/services.env; set +a; \
-	$(BIN)/pytest -q tests --ignore=tests/perf || $(BIN)/pytest -q --last-failed --last-failed-no-failures none tests --ignore=tests/perf
+	$(BIN)/pytest -q tests --ignore=tests/perf
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.perf.run
