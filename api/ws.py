@@ -31,6 +31,7 @@ TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
 TOO_BIG = 1009
 HISTORY_PAGE = 500
+MAX_SEQ = 2**63 - 1  # seqs are 64-bit signed integers in every store
 
 
 class Session:
@@ -88,7 +89,7 @@ class Session:
                 return
             self.node.presence.active(self.conn_id)
             text = message.get("text")
-            if text is not None and len(text) > limit:
+            if frame_bytes(text, message.get("bytes")) > limit:
                 self.error("payload_too_large", f"frames are at most {limit} bytes")
                 self.close(TOO_BIG)
                 return
@@ -174,6 +175,9 @@ class Session:
         if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
             self.error("invalid_request", "since_seq must be a non-negative integer", channel_id=cid)
             return
+        if since is not None and since > MAX_SEQ:
+            self.error("invalid_request", f"since_seq is out of range: at most {MAX_SEQ} (2^63-1)", channel_id=cid)
+            return
         if cid not in self.subs and len(self.subs) >= self.node.settings.ws_max_subscriptions:
             self.error("invalid_request", "too many subscriptions on this socket", channel_id=cid)
             return
@@ -250,6 +254,13 @@ class Session:
             self.unsubscribe(cid)
         self.node.presence.unwatch(self.send_presence)
         self.node.presence.closed(self.conn_id)
+
+
+def frame_bytes(text: str | None, data: bytes | None) -> int:
+    """A client frame's size in bytes: UTF-8 for text (``isascii`` is constant time)."""
+    if text is None:
+        return len(data or b"")
+    return len(text) if text.isascii() else len(text.encode())
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
