@@ -8,7 +8,13 @@ with a tiny receive buffer that does the handshake by hand.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
+import struct
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.support import Server, Tenant, bearer
 
 WAIT = 20.0  # generous bound for any single expected frame
+MiB = 1024 * 1024
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -86,6 +93,120 @@ def post(client: httpx.Client, url: str, token: str, cid: str, text: str) -> dic
     assert r.status_code == 201, r.text
     data: dict[str, Any] = r.json()
     return data
+
+
+# --- sockets that never read ---------------------------------------------------------------
+def masked_text_frame(text: str) -> bytes:
+    """A client-to-server text frame (clients must mask; a zero mask keeps the payload as is)."""
+    payload = text.encode()
+    if len(payload) < 126:
+        header = struct.pack("!BB", 0x81, 0x80 | len(payload))
+    else:
+        header = struct.pack("!BBH", 0x81, 0x80 | 126, len(payload))
+    return header + b"\0\0\0\0" + payload
+
+
+def stuck_socket(port: int, token: str, cid: str) -> socket.socket:
+    """A websocket that subscribes to ``cid`` from the start and then never reads again.
+
+    Its kernel receive buffer is tiny, so the server's frames pile up on the server's side.
+    The handshake is read byte by byte so that no frame after it is consumed."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(WAIT)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /v1/ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while not response.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, f"the server closed during the handshake: {response!r}"
+        response += byte
+    assert response.startswith(b"HTTP/1.1 101"), response
+    sock.sendall(masked_text_frame(json.dumps({"type": "subscribe", "channel_id": cid, "since_seq": 0})))
+    return sock
+
+
+TCP_ESTABLISHED = 1
+
+
+def still_open(sock: socket.socket) -> bool:
+    """Whether the server has not closed or reset the connection, read from the kernel's TCP
+    state (reading the socket would drain it and let the server make progress)."""
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    return state == TCP_ESTABLISHED
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def fat_body(i: int) -> dict[str, Any]:
+    """A message of ~40 KB of JSON whose frame is ~90 KB in the server's memory: emoji make the
+    frame's Python string four bytes per character."""
+    return {
+        "text": f"m{i} " + "😀" * 4000,
+        "attachments": [{"type": "file", "url": f"https://files.example/{os.urandom(900).hex()}"} for _ in range(10)],
+    }
+
+
+async def post_fat(url: str, token: str, cid: str, n: int) -> int:
+    async with httpx.AsyncClient(timeout=60) as ac:
+
+        async def one(i: int) -> int:
+            r = await ac.post(f"{url}/v1/channels/{cid}/messages", json=fat_body(i), headers=bearer(token))
+            assert r.status_code == 201, r.text
+            return int(r.json()["seq"])
+
+        seqs: list[int] = []
+        for start in range(0, n, 8):
+            seqs += await asyncio.gather(*(one(i) for i in range(start, min(n, start + 8))))
+    return max(seqs)
+
+
+FAT_MESSAGES = 300
+STUCK_SOCKETS = 20  # 10 sockets each of two users: under the per-user cap
+GROWTH_BOUND = 150 * MiB  # unpaced, every socket held its whole replay (~26 MiB each, >500 MiB in all)
+
+
+async def test_sockets_that_never_read_stay_bounded_and_are_aborted(
+    server: Server, client: httpx.Client, tenant: Tenant
+) -> None:
+    assert server.process is not None
+    pid = server.process.pid
+    tokens = room(client, tenant, "big", "bob", "carol")
+    head = await post_fat(server.url, tokens["alice"], "big", FAT_MESSAGES)
+    assert head == 4 + FAT_MESSAGES
+    # the replayed history must be readable before the sockets subscribe (the event index on Kafka)
+    async with ws_connect(server.ws_url, tokens["alice"]) as ws:
+        await subscribe(ws, "big", since=head - 1)
+        assert (await recv(ws, 60))["seq"] == head
+
+    before = rss_bytes(pid)
+    socks = [stuck_socket(server.port, tokens[("bob", "carol")[i % 2]], "big") for i in range(STUCK_SOCKETS)]
+    try:
+        peak = before
+        deadline = time.monotonic() + 90
+        while any(still_open(s) for s in socks) and time.monotonic() < deadline:
+            peak = max(peak, rss_bytes(pid))
+            await asyncio.sleep(0.1)
+        peak = max(peak, rss_bytes(pid))
+        open_left = sum(still_open(s) for s in socks)
+        assert peak - before < GROWTH_BOUND, f"the server grew by {(peak - before) / MiB:.0f} MiB"
+        assert open_left == 0, f"{open_left} of {STUCK_SOCKETS} stuck sockets were still open after 90 s"
+    finally:
+        for s in socks:
+            s.close()
+    # the server still serves a reader that reads
+    async with ws_connect(server.ws_url, tokens["bob"]) as ws:
+        await subscribe(ws, "big", since=head - 2)
+        assert [(await recv(ws, 60))["seq"] for _ in range(2)] == [head - 1, head]
 
 
 # --- frame caps ----------------------------------------------------------------------------
