@@ -95,7 +95,7 @@ class Engine:
             typing_throttle=s.typing_throttle_seconds,
             typing_max_watchers=s.typing_max_watchers,
         )
-        self.socket_watch = SocketWatch(s.ws_stall_seconds)
+        self.socket_watch = SocketWatch(self.auth, s.ws_stall_seconds)
         self.limits = Limits(
             user_writes=(s.rate_user_writes_per_second, s.rate_user_writes_burst),
             tenant_writes=(s.rate_tenant_writes_per_second, s.rate_tenant_writes_burst),
@@ -109,6 +109,7 @@ class Engine:
         await self.store.start()
         self.log.listen(self.hub.publish)
         self.log.listen(count_events)
+        self.log.listen(self.socket_watch.on_events)
         if self.node is not None:
             await self.node.start()
         else:

@@ -155,13 +155,15 @@ class Outbox:
 class Session:
     """One connected socket of one user."""
 
-    def __init__(self, ws: WebSocket, who: Principal) -> None:
+    def __init__(self, ws: WebSocket, who: Principal, token: str) -> None:
         self.ws = ws
         self.who = who
+        self.token = token
         self.node = engine(ws)  # type: ignore[arg-type]
         settings = self.node.settings
         self.outbox = Outbox(settings.ws_queue_frames, settings.ws_max_buffered_bytes)
         self.transport = transport_of(ws)
+        self.until = self.node.auth.accepted_until(token)  # when HTTP stops accepting the token
         self.subs: dict[str, Subscription] = {}
         self.closing: int | None = None
         self.closed = asyncio.Event()
@@ -199,6 +201,10 @@ class Session:
         if self.closing is None:
             self.farewell = orjson.dumps({"type": "error", "code": error, "message": message}).decode()
             self.close(code)
+
+    def refuse(self, message: str) -> None:
+        """The socket's credential is no longer accepted (expired, or its key rotated out)."""
+        self.fail(POLICY_VIOLATION, "unauthenticated", message)
 
     def stalled(self, now: float, limit: float) -> bool:
         """Whether the socket has had frames to send and drained nothing for ``limit`` seconds
@@ -441,8 +447,9 @@ def frame_bytes(text: str | None, data: bytes | None) -> int:
 async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     node = engine(ws)  # type: ignore[arg-type]
+    token = ws.query_params.get("token", "")
     try:
-        who = await node.auth.authenticate(ws.query_params.get("token", ""), utcnow())
+        who = await node.auth.authenticate(token, utcnow())
         if who.kind != "user":
             raise Unauthenticated("connect with a user token: /v1/ws?token=<jwt>")
     except Unauthenticated as exc:
@@ -457,15 +464,15 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     node.sockets[key] = node.sockets.get(key, 0) + 1
     try:
-        await serve(ws, who)
+        await serve(ws, who, token)
     finally:
         if (left := node.sockets.pop(key) - 1) > 0:
             node.sockets[key] = left
 
 
-async def serve(ws: WebSocket, who: Principal) -> None:
+async def serve(ws: WebSocket, who: Principal, token: str) -> None:
     node = engine(ws)  # type: ignore[arg-type]
-    session = Session(ws, who)
+    session = Session(ws, who, token)
     SOCKETS.inc()
     node.presence.opened(session.conn_id, who.tenant_id, who.user_id)
     node.socket_watch.add(session)

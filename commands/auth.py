@@ -152,3 +152,11 @@ class Authenticator:
         if len(self._verified) > 50_000:
             self._verified.popitem(last=False)
         return principal
+
+    @staticmethod
+    def accepted_until(token: str) -> float:
+        """When an end-user token that :meth:`authenticate` accepted stops being accepted: its
+        ``exp`` plus the clock-skew allowance, in seconds since the epoch. An open websocket
+        closes then, so it never outlives what HTTP would still accept."""
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+        return float(claims["exp"]) + LEEWAY_SECONDS

@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.security.common import claims, forge, server_secret
 from tests.support import Server, Tenant, bearer
 
 WAIT = 20.0  # generous bound for any single expected frame
@@ -258,3 +259,47 @@ async def test_since_seq_beyond_int64_is_invalid_and_the_socket_stays_open(
         await subscribe(ws, "room", since=3)
         written = post(client, server.url, tokens["alice"], "room", "still here")
         assert (await recv(ws))["seq"] == written["seq"]
+
+
+# --- credentials that stop being valid while a socket is open -------------------------------
+def refused_over_http(client: httpx.Client, url: str, token: str) -> bool:
+    return client.get(f"{url}/v1/channels", headers=bearer(token)).status_code == 401
+
+
+async def test_socket_closes_1008_when_its_signing_key_is_rotated_out(
+    server: Server, client: httpx.Client, tenant: Tenant
+) -> None:
+    tokens = room(client, tenant, "room", "bob")
+    async with ws_connect(server.ws_url, tokens["bob"]) as ws:
+        await subscribe(ws, "room")
+        r = client.post(f"{server.url}/v1/signing-keys", headers=tenant.headers())
+        assert r.status_code == 201, r.text
+        # one rotation logs nobody out: the socket keeps receiving
+        written = post(client, server.url, tokens["alice"], "room", "after one rotation")
+        assert (await recv(ws))["seq"] == written["seq"]
+        assert await until_pong(ws) == []
+        r = client.post(f"{server.url}/v1/signing-keys", headers=tenant.headers())
+        assert r.status_code == 201, r.text
+        frames, code = await closed_with(ws)
+        assert [(f["type"], f.get("code")) for f in frames][-1:] == [("error", "unauthenticated")], frames
+        assert "rotated" in frames[-1]["message"]
+        assert code == 1008
+    assert refused_over_http(client, server.url, tokens["bob"])
+
+
+async def test_socket_closes_1008_when_its_token_expires(server: Server, client: httpx.Client, tenant: Tenant) -> None:
+    room(client, tenant, "room", "bob")
+    # a token past its exp, still inside the 30 s of clock skew that HTTP (and the socket) allow:
+    # accepted now, refused in at most 15 s
+    now = time.time()
+    token = forge(
+        server_secret(server), tenant.tenant_id, claims(tenant.tenant_id, "bob", now=now - 600, exp=int(now) - 15)
+    )
+    assert not refused_over_http(client, server.url, token)
+    async with ws_connect(server.ws_url, token) as ws:
+        await subscribe(ws, "room")
+        frames, code = await closed_with(ws, timeout=WAIT + 15)
+        assert [(f["type"], f.get("code")) for f in frames][-1:] == [("error", "unauthenticated")], frames
+        assert "expired" in frames[-1]["message"]
+        assert code == 1008
+    assert refused_over_http(client, server.url, token)
