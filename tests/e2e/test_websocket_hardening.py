@@ -19,51 +19,19 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.security.common import claims, forge, server_secret
+from tests.e2e.test_websocket import post, room
+from tests.security.common import WAIT, claims, forge, recv, server_secret, subscribe, until_pong, ws_connect
 from tests.support import Server, Tenant, bearer
 
-WAIT = 20.0  # generous bound for any single expected frame
 MiB = 1024 * 1024
 
 
 # --- helpers -------------------------------------------------------------------------------
-def ws_connect(url: str, token: str, **kwargs: Any) -> Any:
-    return connect(f"{url}?token={token}", proxy=None, open_timeout=WAIT, close_timeout=5, **kwargs)
-
-
-async def recv(ws: ClientConnection, timeout: float = WAIT) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    return frame
-
-
-async def send(ws: ClientConnection, frame: dict[str, Any]) -> None:
-    await ws.send(json.dumps(frame))
-
-
-async def subscribe(ws: ClientConnection, cid: str, since: int | None = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "subscribe", "channel_id": cid}
-    if since is not None:
-        frame["since_seq"] = since
-    await send(ws, frame)
-    reply = await recv(ws)
-    assert reply["type"] == "subscribed", reply
-    return reply
-
-
-async def until_pong(ws: ClientConnection) -> list[dict[str, Any]]:
-    """Send a ping and return every frame that arrives before its pong (frames are ordered)."""
-    await send(ws, {"type": "ping"})
-    frames = []
-    while (frame := await recv(ws))["type"] != "pong":
-        frames.append(frame)
-    return frames
-
-
-async def closed_with(ws: ClientConnection, timeout: float = WAIT) -> tuple[list[dict[str, Any]], int | None]:
-    """Every frame until the server closes the socket, and the close code it sent."""
+async def error_then_close(ws: ClientConnection, timeout: float = WAIT) -> tuple[dict[str, Any], int | None]:
+    """The one frame the server sends before it closes the socket (an error), and the close code."""
     frames: list[dict[str, Any]] = []
     deadline = asyncio.get_running_loop().time() + timeout
     with pytest.raises(ConnectionClosed) as closed:
@@ -71,29 +39,9 @@ async def closed_with(ws: ClientConnection, timeout: float = WAIT) -> tuple[list
             left = deadline - asyncio.get_running_loop().time()
             assert left > 0, f"the socket was not closed within {timeout} s; got {frames[-3:]}"
             frames.append(await recv(ws, left))
+    assert len(frames) == 1 and frames[0]["type"] == "error", frames
     received = closed.value.rcvd
-    return frames, None if received is None else received.code
-
-
-def room(client: httpx.Client, tenant: Tenant, cid: str, *others: str) -> dict[str, str]:
-    """``alice`` owns group channel ``cid`` with ``others`` as members; returns everyone's tokens."""
-    tokens = {"alice": tenant.user(client, "alice")}
-    for uid in others:
-        tokens[uid] = tenant.user(client, uid)
-    r = client.post(
-        f"{tenant.url}/v1/channels",
-        json={"channel_id": cid, "name": cid, "members": list(others)},
-        headers=bearer(tokens["alice"]),
-    )
-    assert r.status_code == 201, r.text
-    return tokens
-
-
-def post(client: httpx.Client, url: str, token: str, cid: str, text: str) -> dict[str, Any]:
-    r = client.post(f"{url}/v1/channels/{cid}/messages", json={"text": text}, headers=bearer(token))
-    assert r.status_code == 201, r.text
-    data: dict[str, Any] = r.json()
-    return data
+    return frames[0], None if received is None else received.code
 
 
 # --- sockets that never read ---------------------------------------------------------------
@@ -216,18 +164,16 @@ async def test_frame_cap_counts_utf8_bytes_not_characters(server: Server, client
     async with ws_connect(server.ws_url, tokens["bob"]) as ws:
         # 16,000 characters fit a 16 KiB cap counted in characters; as UTF-8 they are 48,000 bytes
         await ws.send(json.dumps({"type": "ping", "padding": "€" * 16_000}, ensure_ascii=False))
-        frames, code = await closed_with(ws)
-        assert [(f["type"], f["code"]) for f in frames] == [("error", "payload_too_large")], frames
-        assert code == 1009
+        error, code = await error_then_close(ws)
+        assert (error["code"], code) == ("payload_too_large", 1009), error
 
 
 async def test_oversized_binary_frame_closes_1009(server: Server, client: httpx.Client, tenant: Tenant) -> None:
     tokens = room(client, tenant, "room", "bob")
     async with ws_connect(server.ws_url, tokens["bob"]) as ws:
         await ws.send(b"\0" * 60_000)
-        frames, code = await closed_with(ws)
-        assert [(f["type"], f["code"]) for f in frames] == [("error", "payload_too_large")], frames
-        assert code == 1009
+        error, code = await error_then_close(ws)
+        assert (error["code"], code) == ("payload_too_large", 1009), error
 
 
 async def test_small_binary_frame_gets_an_error_and_the_socket_stays_open(
@@ -257,7 +203,7 @@ async def test_since_seq_beyond_int64_is_invalid_and_the_socket_stays_open(
         # the largest valid since_seq subscribes (nothing to replay) and the socket goes live
         await subscribe(ws, "room", since=2**63 - 1)
         await subscribe(ws, "room", since=3)
-        written = post(client, server.url, tokens["alice"], "room", "still here")
+        written = post(client, tenant, tokens["alice"], "room", "still here")
         assert (await recv(ws))["seq"] == written["seq"]
 
 
@@ -275,15 +221,14 @@ async def test_socket_closes_1008_when_its_signing_key_is_rotated_out(
         r = client.post(f"{server.url}/v1/signing-keys", headers=tenant.headers())
         assert r.status_code == 201, r.text
         # one rotation logs nobody out: the socket keeps receiving
-        written = post(client, server.url, tokens["alice"], "room", "after one rotation")
+        written = post(client, tenant, tokens["alice"], "room", "after one rotation")
         assert (await recv(ws))["seq"] == written["seq"]
         assert await until_pong(ws) == []
         r = client.post(f"{server.url}/v1/signing-keys", headers=tenant.headers())
         assert r.status_code == 201, r.text
-        frames, code = await closed_with(ws)
-        assert [(f["type"], f.get("code")) for f in frames][-1:] == [("error", "unauthenticated")], frames
-        assert "rotated" in frames[-1]["message"]
-        assert code == 1008
+        error, code = await error_then_close(ws)
+        assert (error["code"], code) == ("unauthenticated", 1008), error
+        assert "rotated" in error["message"]
     assert refused_over_http(client, server.url, tokens["bob"])
 
 
@@ -298,8 +243,7 @@ async def test_socket_closes_1008_when_its_token_expires(server: Server, client:
     assert not refused_over_http(client, server.url, token)
     async with ws_connect(server.ws_url, token) as ws:
         await subscribe(ws, "room")
-        frames, code = await closed_with(ws, timeout=WAIT + 15)
-        assert [(f["type"], f.get("code")) for f in frames][-1:] == [("error", "unauthenticated")], frames
-        assert "expired" in frames[-1]["message"]
-        assert code == 1008
+        error, code = await error_then_close(ws, timeout=WAIT + 15)
+        assert (error["code"], code) == ("unauthenticated", 1008), error
+        assert "expired" in error["message"]
     assert refused_over_http(client, server.url, token)
