@@ -12,6 +12,7 @@ from adapters.memory_bus import MemoryBus
 from api.limits import Limits
 from api.observability import MeteredCommands, count_events
 from api.settings import Settings
+from api.socket_watch import SocketWatch
 from commands.auth import Authenticator
 from commands.ports import EphemeralBus, EventLog
 from commands.service import Commands, CommandService
@@ -77,6 +78,7 @@ class Engine:
     node_id: str = field(default_factory=lambda: f"node-{uuid7()}")
     limits: Limits = field(init=False)
     sockets: dict[tuple[str, str], int] = field(default_factory=dict)
+    socket_watch: SocketWatch = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -93,6 +95,7 @@ class Engine:
             typing_throttle=s.typing_throttle_seconds,
             typing_max_watchers=s.typing_max_watchers,
         )
+        self.socket_watch = SocketWatch(self.auth, s.ws_stall_seconds)
         self.limits = Limits(
             user_writes=(s.rate_user_writes_per_second, s.rate_user_writes_burst),
             tenant_writes=(s.rate_tenant_writes_per_second, s.rate_tenant_writes_burst),
@@ -106,6 +109,7 @@ class Engine:
         await self.store.start()
         self.log.listen(self.hub.publish)
         self.log.listen(count_events)
+        self.log.listen(self.socket_watch.on_events)
         if self.node is not None:
             await self.node.start()
         else:
@@ -126,6 +130,7 @@ class Engine:
         return found
 
     async def close(self) -> None:
+        await self.socket_watch.close()
         await self.presence.close()
         await self.bus.close()
         if self.node is not None:

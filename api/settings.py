@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     ws_max_presence_watch: int = 1000
     ws_history_wait_seconds: float = 15.0
     ws_max_frame_bytes: int = 16 * 1024
+    # outgoing frames a socket may hold (queued, and live events buffered while it replays history),
+    # counted as the memory of their strings; beyond it a live socket is closed with 1013 and a
+    # replay waits for the socket to drain
+    ws_max_buffered_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    # a socket with frames to send that drains nothing for this long is aborted (TCP reset); also
+    # the longest a closing handshake may wait on a peer that does not read
+    ws_stall_seconds: float = Field(default=10.0, gt=0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

@@ -1,8 +1,13 @@
 """``WS /v1/ws``: live channel events with gapless resume, typing, ping.
 
-Each socket has one bounded outgoing queue drained by a writer task. A subscriber whose
-queue overflows is closed with 1013 (try again later) and resumes with ``since_seq``.
-Bad frames get an error frame and the socket stays open; other sockets never notice.
+Each socket has one outgoing queue (its outbox) drained by a writer task, bounded in frames
+and in bytes (``CAAS_WS_QUEUE_FRAMES``, ``CAAS_WS_MAX_BUFFERED_BYTES``). A live subscriber
+whose outbox overflows is closed with 1013 (try again later) and resumes with ``since_seq``;
+a history replay waits for the socket to drain instead, so it is paced by the reader. Below
+the outbox, uvicorn's websocket protocol stops writing while the transport's buffer is above
+its high-water mark (64 KiB). A socket that drains nothing for ``CAAS_WS_STALL_SECONDS`` is
+aborted (see ``api/socket_watch.py``). Bad frames get an error frame and the socket stays
+open; other sockets never notice.
 """
 
 from __future__ import annotations
@@ -10,8 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
+import struct
+import sys
 import uuid
-from typing import Any
+from collections import deque
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -30,34 +39,148 @@ log = structlog.get_logger("caas.ws")
 TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
 TOO_BIG = 1009
-HISTORY_PAGE = 500
+HISTORY_PAGE = 500  # events per read of history, at most
+FIRST_HISTORY_PAGE = 64  # the first read, before the size of the channel's frames is known
+MIN_HISTORY_PAGE = 16
+MAX_SEQ = 2**63 - 1  # seqs are 64-bit signed integers in every store
+
+
+class Transport(Protocol):
+    """What this module uses of the connection's asyncio (uvloop) transport."""
+
+    def abort(self) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+def transport_of(ws: WebSocket) -> Transport | None:
+    """The socket's transport, so that a peer that stopped reading can be aborted: ASGI has
+    no abort. uvicorn's protocol owns the ``receive`` callable Starlette was given (nothing
+    between them wraps ``receive`` of a websocket); ``None`` if that ever changes, and then
+    stuck sockets are only closed, not reset."""
+    protocol = getattr(ws._receive, "__self__", None)
+    transport = getattr(protocol, "transport", None)
+    if all(hasattr(transport, name) for name in ("abort", "get_write_buffer_size", "get_extra_info")):
+        return transport
+    return None
+
+
+def buffered(transport: Transport | None) -> int:
+    """Bytes the transport holds for the peer (what the kernel has not taken yet)."""
+    if transport is None:
+        return 0
+    try:
+        return transport.get_write_buffer_size()
+    except Exception:  # a transport already closed
+        return 0
+
+
+def reset(transport: Transport) -> None:
+    """Abort the connection with a TCP reset: the kernel drops what it still holds for the
+    peer at once (a plain close would keep trying to deliver it to a peer that never reads)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def abort_if_unflushed(transport: Transport) -> None:
+    if buffered(transport):
+        reset(transport)
+
+
+class Outbox:
+    """Frames waiting for the socket's writer, bounded in frames and in bytes.
+
+    Bytes are the memory of the frames' strings (``sys.getsizeof``: constant time, and what
+    holding them costs); a live frame is shared by every subscriber it was offered to, so the
+    count errs on the safe side. The accounting is an add and a subtract per frame."""
+
+    __slots__ = ("_drained", "_low", "_ready", "_waiting", "budget", "bytes", "frames", "max_frames")
+
+    def __init__(self, max_frames: int, budget: int) -> None:
+        self.frames: deque[str] = deque()
+        self.bytes = 0
+        self.max_frames = max_frames
+        self.budget = budget
+        self._ready = asyncio.Event()  # the writer waits for a frame
+        self._drained = asyncio.Event()  # a replay waits for the writer to drain
+        self._waiting = False
+        self._low = (0, 0)  # what the replay waits for: at most these bytes and frames
+
+    def offer(self, frame: str) -> bool:
+        """Queue ``frame``; ``False`` if it does not fit."""
+        size = sys.getsizeof(frame)
+        if self.frames and (len(self.frames) >= self.max_frames or self.bytes + size > self.budget):
+            return False
+        self.frames.append(frame)
+        self.bytes += size
+        self._ready.set()
+        return True
+
+    async def take(self) -> str:
+        while not self.frames:
+            self._ready.clear()
+            await self._ready.wait()
+        frame = self.frames.popleft()
+        self.bytes -= sys.getsizeof(frame)
+        if self._waiting and self.bytes <= self._low[0] and len(self.frames) <= self._low[1]:
+            self._waiting = False
+            self._drained.set()
+        return frame
+
+    async def room_for(self, size: int, frames: int) -> None:
+        """Wait until ``size`` bytes in ``frames`` frames more fit, and at least half the budget
+        is free (so the writer wakes a waiting replay once per half budget, not per frame)."""
+        self._low = (
+            max(0, min(self.budget // 2, self.budget - size)),
+            max(0, min(self.max_frames // 2, self.max_frames - frames)),
+        )
+        while self.bytes > self._low[0] or len(self.frames) > self._low[1]:
+            self._waiting = True
+            self._drained.clear()
+            await self._drained.wait()
+
+    async def put(self, frame: str) -> None:
+        """Queue ``frame`` once there is room: how a replay is paced by what the socket drains."""
+        while not self.offer(frame):
+            await self.room_for(0, 0)
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self.bytes = 0
 
 
 class Session:
     """One connected socket of one user."""
 
-    def __init__(self, ws: WebSocket, who: Principal) -> None:
+    def __init__(self, ws: WebSocket, who: Principal, token: str) -> None:
         self.ws = ws
         self.who = who
+        self.token = token
         self.node = engine(ws)  # type: ignore[arg-type]
         settings = self.node.settings
-        self.queue: asyncio.Queue[str] = asyncio.Queue(settings.ws_queue_frames)
+        self.outbox = Outbox(settings.ws_queue_frames, settings.ws_max_buffered_bytes)
+        self.transport = transport_of(ws)
+        self.until = self.node.auth.accepted_until(token)  # when HTTP stops accepting the token
         self.subs: dict[str, Subscription] = {}
         self.closing: int | None = None
         self.closed = asyncio.Event()
+        self.farewell: str | None = None  # the error frame sent just before the close
+        self.aborted = False
         self.watching = 0
         self.conn_id = uuid.uuid4().hex
         self.frames = self.node.limits.ws_frames.bucket()  # this socket's frame rate
+        self.sent = 0  # frames written so far: the stall check's sign of progress
+        self._progress: tuple[int, int] = (0, 0)  # (sent, backlog) at the last stall check
+        self._progress_at = asyncio.get_running_loop().time()
 
     # outgoing ------------------------------------------------------------------------------
     def enqueue(self, frame: str) -> bool:
         if self.closing is not None:
             return True
-        try:
-            self.queue.put_nowait(frame)
-            return True
-        except asyncio.QueueFull:
-            return False
+        return self.outbox.offer(frame)
 
     def send_json(self, data: dict[str, Any]) -> None:
         if not self.enqueue(orjson.dumps(data).decode()):
@@ -73,10 +196,64 @@ class Session:
             self.closing = code
             self.closed.set()
 
+    def fail(self, code: int, error: str, message: str) -> None:
+        """Close with ``code`` after one last error frame, sent ahead of anything still queued."""
+        if self.closing is None:
+            self.farewell = orjson.dumps({"type": "error", "code": error, "message": message}).decode()
+            self.close(code)
+
+    def refuse(self, message: str) -> None:
+        """The socket's credential is no longer accepted (expired, or its key rotated out)."""
+        self.fail(POLICY_VIOLATION, "unauthenticated", message)
+
+    def stalled(self, now: float, limit: float) -> bool:
+        """Whether the socket has had frames to send and drained nothing for ``limit`` seconds
+        (called by the node's sweep, about once a second)."""
+        backlog = self.outbox.bytes + buffered(self.transport)
+        sent, before = self._progress
+        if not backlog or self.sent != sent or backlog < before:
+            self._progress_at = now
+        self._progress = (self.sent, backlog)
+        return now - self._progress_at >= limit
+
+    def abort(self) -> None:
+        """Reset the connection of a peer that stopped reading, without waiting to flush."""
+        if not self.aborted:
+            self.aborted = True
+            self.close(TRY_AGAIN_LATER)
+            self.outbox.clear()
+            if self.transport is not None:
+                reset(self.transport)
+
+    async def goodbye(self, stall_seconds: float) -> None:
+        """The closing handshake, bounded: a peer that does not read gets a reset instead."""
+        self.outbox.clear()  # never to be sent: free them now
+        ws = self.ws
+        if self.aborted or not (
+            ws.client_state == WebSocketState.CONNECTED and ws.application_state == WebSocketState.CONNECTED
+        ):
+            return
+        try:
+            async with asyncio.timeout(stall_seconds):
+                if self.farewell is not None:
+                    await ws.send_text(self.farewell)
+                await ws.close(self.closing or 1000)
+        except TimeoutError:
+            self.abort()
+            return
+        except Exception:  # the peer went away meanwhile
+            return
+        if self.transport is not None and buffered(self.transport):
+            # uvicorn waits for the peer's close frame, then closes the transport, which flushes
+            # first: a peer that never reads would hold the buffer forever
+            asyncio.get_running_loop().call_later(stall_seconds, abort_if_unflushed, self.transport)
+
     async def writer(self) -> None:
+        outbox, send = self.outbox, self.ws.send_text
         while True:
-            frame = await self.queue.get()
-            await self.ws.send_text(frame)
+            frame = await outbox.take()
+            await send(frame)
+            self.sent += 1
 
     # incoming ------------------------------------------------------------------------------
     async def reader(self) -> None:
@@ -88,9 +265,8 @@ class Session:
                 return
             self.node.presence.active(self.conn_id)
             text = message.get("text")
-            if text is not None and len(text) > limit:
-                self.error("payload_too_large", f"frames are at most {limit} bytes")
-                self.close(TOO_BIG)
+            if frame_bytes(text, message.get("bytes")) > limit:
+                self.fail(TOO_BIG, "payload_too_large", f"frames are at most {limit} bytes")
                 return
             wait = self.frames.take(self.node.limits.ws_frames.clock())
             if wait:
@@ -174,6 +350,9 @@ class Session:
         if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
             self.error("invalid_request", "since_seq must be a non-negative integer", channel_id=cid)
             return
+        if since is not None and since > MAX_SEQ:
+            self.error("invalid_request", f"since_seq is out of range: at most {MAX_SEQ} (2^63-1)", channel_id=cid)
+            return
         if cid not in self.subs and len(self.subs) >= self.node.settings.ws_max_subscriptions:
             self.error("invalid_request", "too many subscriptions on this socket", channel_id=cid)
             return
@@ -189,6 +368,7 @@ class Session:
             overflow=lambda: self.close(TRY_AGAIN_LATER),
             revoke=self._revoked,
             limit=self.node.settings.ws_queue_frames,
+            budget=self.node.settings.ws_max_buffered_bytes,
         )
         self.subs[cid] = sub
         self.node.hub.add(sub)
@@ -213,30 +393,35 @@ class Session:
         view = HistoryView(self.node.service, self.node.log, self.who.tenant_id, stream, wait)  # what a replay shows
         last = since
         deadline = asyncio.get_running_loop().time() + self.node.settings.ws_history_wait_seconds
+        limit = FIRST_HISTORY_PAGE
         while True:
-            page = await self.node.log.read_stream(self.who.tenant_id, stream, last, HISTORY_PAGE)
+            page = await self.node.log.read_stream(self.who.tenant_id, stream, last, limit)
             await view.prepare(page)
+            sent = size = 0
             for event in page:
                 if event.seq != last + 1:
                     break  # a hole in a lagging copy: read again from here
                 if self.closing is not None:
                     return None
-                await self.queue.put(view.frame(event))  # waits for the writer: memory stays bounded
-                last = event.seq
+                frame = view.frame(event)
+                await self.outbox.put(frame)  # waits for the socket to drain: memory stays bounded
+                sent, size, last = sent + 1, size + sys.getsizeof(frame), event.seq
                 if event.seq > head and event.type in REVOKING and event.payload.get("user_id") == sub.user_id:
                     sub.revoke_at = event.seq  # removed meanwhile: go_live delivers nothing after it
                     return last
+            full = len(page) == limit and sent == len(page)
+            if sent:  # a page costs about what its frames do: read about one byte budget at a time
+                limit = max(MIN_HISTORY_PAGE, min(HISTORY_PAGE, self.outbox.budget * sent // size))
             target = max(head, sub.buffer[0][0] - 1 if sub.buffer else 0)
-            if len(page) == HISTORY_PAGE:
-                await asyncio.sleep(0)  # let the writer drain between pages
-            elif last >= target and self.queue.qsize() > self.queue.maxsize // 2:
-                await asyncio.sleep(0.01)  # let the writer drain before the live tail joins the queue
-            elif last >= target:
+            if full:
+                continue
+            if last >= target:
+                # the live events buffered meanwhile join the outbox: wait until they fit
+                await self.outbox.room_for(sub.buffered, len(sub.buffer))
                 return last
-            elif asyncio.get_running_loop().time() > deadline:
+            if asyncio.get_running_loop().time() > deadline:
                 return None
-            else:
-                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)
 
     def _revoked(self, sub: Subscription, reason: str) -> None:
         self.unsubscribe(sub.channel_id)
@@ -255,11 +440,19 @@ class Session:
         self.node.presence.closed(self.conn_id)
 
 
+def frame_bytes(text: str | None, data: bytes | None) -> int:
+    """A client frame's size in bytes: UTF-8 for text (``isascii`` is constant time)."""
+    if text is None:
+        return len(data or b"")
+    return len(text) if text.isascii() else len(text.encode())
+
+
 async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     node = engine(ws)  # type: ignore[arg-type]
+    token = ws.query_params.get("token", "")
     try:
-        who = await node.auth.authenticate(ws.query_params.get("token", ""), utcnow())
+        who = await node.auth.authenticate(token, utcnow())
         if who.kind != "user":
             raise Unauthenticated("connect with a user token: /v1/ws?token=<jwt>")
     except Unauthenticated as exc:
@@ -274,29 +467,29 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     node.sockets[key] = node.sockets.get(key, 0) + 1
     try:
-        await serve(ws, who)
+        await serve(ws, who, token)
     finally:
         if (left := node.sockets.pop(key) - 1) > 0:
             node.sockets[key] = left
 
 
-async def serve(ws: WebSocket, who: Principal) -> None:
+async def serve(ws: WebSocket, who: Principal, token: str) -> None:
     node = engine(ws)  # type: ignore[arg-type]
-    session = Session(ws, who)
+    session = Session(ws, who, token)
     SOCKETS.inc()
     node.presence.opened(session.conn_id, who.tenant_id, who.user_id)
+    node.socket_watch.add(session)
     tasks = [asyncio.create_task(session.writer()), asyncio.create_task(session.reader())]
     closer = asyncio.create_task(session.closed.wait())
     try:
         await asyncio.wait([*tasks, closer], return_when=asyncio.FIRST_COMPLETED)
     finally:
         SOCKETS.dec()
+        node.socket_watch.remove(session)
         session.detach()
         for task in [*tasks, closer]:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
                 await task
-        if ws.client_state == WebSocketState.CONNECTED and ws.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await ws.close(session.closing or 1000)
+        await session.goodbye(node.settings.ws_stall_seconds)

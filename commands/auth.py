@@ -168,3 +168,11 @@ class Authenticator:
         if not (await self.service.state(tenant_id, f"user:{user_id}")).exists:
             raise Unauthenticated(f"the token's user {user_id!r} is not registered in its tenant")
         return user_id
+
+    @staticmethod
+    def accepted_until(token: str) -> float:
+        """When an end-user token that :meth:`authenticate` accepted stops being accepted: its
+        ``exp`` plus the clock-skew allowance, in seconds since the epoch. An open websocket
+        closes then, so it never outlives what HTTP would still accept."""
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+        return float(claims["exp"]) + LEEWAY_SECONDS

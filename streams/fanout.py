@@ -8,6 +8,7 @@ live skips every seq already sent, so resume is gapless and exactly once.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -125,7 +126,9 @@ class Subscription:
     """One socket's interest in one channel."""
 
     __slots__ = (
+        "budget",
         "buffer",
+        "buffered",
         "channel_id",
         "last_seq",
         "limit",
@@ -148,6 +151,7 @@ class Subscription:
         overflow: Callable[[], None],
         revoke: Callable[[Subscription, str], None],
         limit: int,
+        budget: int,
     ) -> None:
         self.tenant_id = tenant_id
         self.channel_id = channel_id
@@ -155,17 +159,20 @@ class Subscription:
         self.last_seq = 0
         self.live = False
         self.buffer: list[tuple[int, str]] = []
+        self.buffered = 0  # memory of the buffered frames (see ``api.ws.Outbox``)
         self.send = send  # returns False when the socket's queue is full
         self.overflow = overflow  # called once the subscriber has fallen too far behind
         self.revoke = revoke
         self.revoke_at = 0  # seq of a removal published while replaying history
-        self.limit = limit
+        self.limit = limit  # live events buffered while replaying, at most: in frames
+        self.budget = budget  # and in bytes
 
     def offer(self, seq: int, frame: str) -> bool:
         """Deliver or buffer one event; ``False`` if the subscriber cannot keep up."""
         if not self.live:
             self.buffer.append((seq, frame))
-            return len(self.buffer) <= self.limit
+            self.buffered += sys.getsizeof(frame)
+            return len(self.buffer) <= self.limit and self.buffered <= self.budget
         if seq <= self.last_seq:
             return True
         self.last_seq = seq
@@ -178,7 +185,7 @@ class Subscription:
         """
         self.last_seq = last_sent_seq
         self.live = True
-        buffered, self.buffer = self.buffer, []
+        buffered, self.buffer, self.buffered = self.buffer, [], 0
         for seq, frame in buffered:
             if self.revoke_at and seq > self.revoke_at:
                 break

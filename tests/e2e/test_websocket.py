@@ -491,7 +491,9 @@ async def test_bad_or_missing_token_is_refused_with_1008(
 # --- slow consumers ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(Path(tmp_path_factory.mktemp("caas-slow")) / "data", env={"CAAS_WS_QUEUE_FRAMES": "50"}).start()
+    # a socket that stops reading is reset after CAAS_WS_STALL_SECONDS; this one must outlast the posting
+    env = {"CAAS_WS_QUEUE_FRAMES": "50", "CAAS_WS_STALL_SECONDS": "60"}
+    srv = Server(Path(tmp_path_factory.mktemp("caas-slow")) / "data", env=env).start()
     yield srv
     srv.stop()
 
