@@ -85,14 +85,27 @@ def _public(doc: dict[str, Any]) -> Doc:
 
 
 class MongoReadStore(ReadStore):
-    def __init__(self, url: str, database: str, *, prefix: str = "") -> None:
+    """``timeout`` bounds every operation (pymongo's client-side operation timeout, which
+    also bounds server selection, connecting and each cursor): a server that stops
+    answering raises :class:`ReadStoreUnavailable` after it, and the caller's retry rule
+    applies, instead of a projector or a query waiting forever on a socket."""
+
+    def __init__(self, url: str, database: str, *, prefix: str = "", timeout: float = 10.0) -> None:
         self.url = url
         self.database = database
         self.prefix = prefix
+        self.timeout = timeout
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
 
     async def start(self) -> None:
-        self._client = AsyncMongoClient(self.url, serverSelectionTimeoutMS=5000, tz_aware=False)
+        timeout_ms = max(int(self.timeout * 1000), 1)
+        self._client = AsyncMongoClient(
+            self.url,
+            timeoutMS=timeout_ms,
+            serverSelectionTimeoutMS=min(5000, timeout_ms),
+            connectTimeoutMS=timeout_ms,  # also the monitor's socket timeout
+            tz_aware=False,
+        )
         try:
             for collection, indexes in INDEXES.items():
                 for fields in indexes:
@@ -292,10 +305,13 @@ def _chunks(writes: list[Any]) -> list[list[Any]]:
 
 
 def _transient(exc: PyMongoError) -> bool:
-    """Whether a failed write may succeed if tried again: the server was unreachable, timed
-    out, stepped down or shut down (MongoDB labels those retryable)."""
-    return isinstance(exc, (ConnectionFailure, ExecutionTimeout, WriteConcernError)) or any(
-        exc.has_error_label(label) for label in ("RetryableWriteError", "TransientTransactionError")
+    """Whether a failed write may succeed if tried again: the server was unreachable, did not
+    answer within the operation timeout, stepped down or shut down (MongoDB labels those
+    retryable)."""
+    return (
+        exc.timeout  # the operation timeout expired (the server hangs or is overloaded)
+        or isinstance(exc, (ConnectionFailure, ExecutionTimeout, WriteConcernError))
+        or any(exc.has_error_label(label) for label in ("RetryableWriteError", "TransientTransactionError"))
     )
 
 
