@@ -361,9 +361,11 @@ async def project(
 ) -> None:
     """Apply ``events`` (consecutive, of one partition) and move ``checkpoint`` past them.
 
-    While the store is unreachable, or an attempt takes longer than ``timeout``, the batch is
-    retried with backoff: Kafka keeps the events and nothing is skipped (the ops are
-    position-guarded, so what a cut-short attempt did apply is applied again as a no-op).
+    While the store is unreachable the batch is retried with backoff: Kafka keeps the events
+    and nothing is skipped. An attempt that takes longer than ``timeout`` (the store hangs in
+    a way its own timeout missed, or the batch is too big for a slow store) is cut short and
+    the batch applied in halves (the ops are position-guarded, so what the cut-short attempt
+    did apply is applied again as a no-op).
     When the store answers but refuses the writes, the batch is applied one event at a
     time so only the offending event is held back; an event refused
     :data:`REFUSALS_BEFORE_PARKING` times is parked (logged as ``projection_parked`` with its
@@ -384,9 +386,17 @@ async def project(
                     await project(store, projection, checkpoint, [event], timeout=timeout)
                 return
             refused: str | None = str(exc)
+        except TimeoutError:
+            if len(events) > 1:  # too slow as a whole, or hung: halves, so retrying cannot livelock
+                log.warning("projection_batch_timeout", projection=projection.name, events=len(events))
+                half = len(events) // 2
+                await project(store, projection, checkpoint, events[:half], timeout=timeout)
+                await project(store, projection, checkpoint, events[half:], timeout=timeout)
+                return
+            log.warning("projection_failed", projection=projection.name, error="timed out", retry_in=delay)
+            refused = None
         except Exception as exc:  # the database is down or hangs: retry this batch
-            error = str(exc) or type(exc).__name__  # a TimeoutError has no message
-            log.warning("projection_failed", projection=projection.name, error=error, retry_in=delay)
+            log.warning("projection_failed", projection=projection.name, error=str(exc), retry_in=delay)
             refused = None
         if refused is not None:
             with contextlib.suppress(Exception):

@@ -30,8 +30,12 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
+from adapters.kafka_codec import encode_position
 from adapters.mongo_store import MongoReadStore
+from domain.events import Event
 from projections.ports import Op, ReadStoreUnavailable
+from streams.projector import Projection
+from streams.worker import project
 from tests.cluster import Cluster, services_env
 from tests.support import Server, Tenant, bearer, new_tenant
 
@@ -42,12 +46,15 @@ STALL_ENV = {"CAAS_PROJECTION_STALL_SECONDS": str(STALL_SECONDS), "CAAS_MONGO_TI
 
 
 class FreezableProxy:
-    """A TCP forwarder on 127.0.0.1 that can stop moving bytes without closing anything."""
+    """A TCP forwarder on 127.0.0.1 that can stop moving bytes without closing anything:
+    frozen, it holds them (``drop=False``) or loses them (a command that is never answered)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._dropping = False
+        self.dropped = 0  # bytes lost while frozen with drop=True
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -60,10 +67,12 @@ class FreezableProxy:
         self._server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
         return self
 
-    def freeze(self) -> None:
+    def freeze(self, *, drop: bool = False) -> None:
+        self._dropping = drop
         self._flowing.clear()
 
     def thaw(self) -> None:
+        self._dropping = False
         self._flowing.set()
 
     async def close(self) -> None:
@@ -85,6 +94,9 @@ class FreezableProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if self._dropping:
+                    self.dropped += len(data)
+                    continue
                 await self._flowing.wait()  # frozen: the bytes are held, the connection stays open
                 writer.write(data)
                 await writer.drain()
@@ -234,7 +246,7 @@ async def test_a_hung_mongodb_reports_the_stall_and_the_projector_recovers_on_it
         await asyncio.to_thread(cluster.wait_ready, node.url)
 
         async def freeze() -> None:
-            proxy.freeze()
+            proxy.freeze(drop=True)  # the commands in flight are never answered
 
         async def thaw() -> None:
             proxy.thaw()
@@ -282,6 +294,53 @@ async def test_every_call_to_a_hung_mongodb_gives_up_as_unavailable_and_the_stor
 
         await wait_until(applied, "the store answers again")
         assert (await store.get("things", "t1", "a") or {}).get("n") == 2
+    finally:
+        proxy.thaw()
+        await store.close()
+        await proxy.close()
+        with MongoClient(url, serverSelectionTimeoutMS=10_000) as client:
+            client.drop_database(database)
+
+
+@pytest.mark.kafka
+async def test_a_batch_attempt_the_store_never_answers_is_cut_short_and_applied_after_all() -> None:
+    """The projector's own bound on a batch, should a store call ever not time out by itself."""
+    url = services_env()["CAAS_MONGO_URL"]
+    target = urlsplit(url)
+    assert target.hostname and target.port
+    proxy = await FreezableProxy(target.hostname, target.port).start()
+    database = f"hung_{uuid.uuid4().hex[:12]}"
+    store = MongoReadStore(proxy.url, database, timeout=3600)  # as if the driver never gave up
+    await store.start()
+    things = Projection(
+        "things", ("things",), lambda e: [Op("things", e.tenant_id, e.stream, e.position, set=e.payload)]
+    )
+    events = [
+        Event(
+            event_id=f"e{offset}",
+            tenant_id="t1",
+            stream=f"thing-{offset}",
+            seq=1,
+            position=encode_position(0, offset),
+            type="Thing",
+            schema_version=1,
+            occurred_at="2026-01-01T00:00:00.000000Z",
+            payload={"n": offset},
+        )
+        for offset in range(4)
+    ]
+    try:
+        proxy.freeze(drop=True)
+        applying = asyncio.create_task(project(store, things, "things@p0", events, timeout=STORE_TIMEOUT))
+
+        async def lost() -> bool:
+            return proxy.dropped > 0
+
+        await wait_until(lost, "the store loses a command")
+        proxy.thaw()
+        await asyncio.wait_for(applying, WITHIN)
+        assert await store.checkpoint("things@p0") == 4
+        assert [d["n"] for d in await store.find("things", "t1", {}, sort=[("n", 1)])] == [0, 1, 2, 3]
     finally:
         proxy.thaw()
         await store.close()
