@@ -422,19 +422,11 @@ async def project(
 
 
 async def run_worker(
-    bootstrap: str,
-    prefix: str,
-    partitions: int,
-    store: ReadStore,
-    projections: list[Projection],
-    *,
-    store_timeout: float = 10.0,
-    stall_seconds: float = 30.0,
+    bootstrap: str, prefix: str, partitions: int, store: ReadStore, projections: list[Projection], **projector: float
 ) -> None:
+    """``projector``: :class:`ProjectorWorker`'s ``store_timeout`` and ``stall_seconds``."""
     deciders = DeciderWorker(bootstrap, prefix, partitions)
-    projectors = ProjectorWorker(
-        bootstrap, prefix, partitions, store, projections, store_timeout=store_timeout, stall_seconds=stall_seconds
-    )
+    projectors = ProjectorWorker(bootstrap, prefix, partitions, store, projections, **projector)
     await store.start()
     await deciders.start()
     await projectors.start()

@@ -58,6 +58,13 @@ class FreezableProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
+    @classmethod
+    async def to_store(cls) -> FreezableProxy:
+        """A proxy in front of the test MongoDB-wire server."""
+        target = urlsplit(services_env()["CAAS_MONGO_URL"])
+        assert target.hostname and target.port
+        return await cls(target.hostname, target.port).start()
+
     @property
     def url(self) -> str:
         assert self._server is not None
@@ -234,9 +241,7 @@ async def stall_and_recover(http: httpx.AsyncClient, url: str, hang: Any, answer
 async def test_a_hung_mongodb_reports_the_stall_and_the_projector_recovers_on_its_own(
     tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
-    store = urlsplit(services_env()["CAAS_MONGO_URL"])
-    assert store.hostname and store.port
-    proxy = await FreezableProxy(store.hostname, store.port).start()
+    proxy = await FreezableProxy.to_store()
     cluster = Cluster(tmp_path / "cluster", env=dict(STALL_ENV))
     try:
         cluster.env["CAAS_MONGO_URL"] = proxy.url  # only the worker goes through the proxy
@@ -259,20 +264,29 @@ async def test_a_hung_mongodb_reports_the_stall_and_the_projector_recovers_on_it
         await proxy.close()
 
 
+@contextlib.asynccontextmanager
+async def proxied_store(timeout: float) -> AsyncIterator[tuple[FreezableProxy, MongoReadStore]]:
+    """A Mongo read store on a database of its own, reaching the server through a proxy."""
+    proxy = await FreezableProxy.to_store()
+    database = f"hung_{uuid.uuid4().hex[:12]}"
+    store = MongoReadStore(proxy.url, database, timeout=timeout)
+    try:
+        await store.start()
+        yield proxy, store
+    finally:
+        proxy.thaw()
+        await store.close()
+        await proxy.close()
+        with MongoClient(services_env()["CAAS_MONGO_URL"], serverSelectionTimeoutMS=10_000) as client:
+            client.drop_database(database)
+
+
 @pytest.mark.kafka
 async def test_every_call_to_a_hung_mongodb_gives_up_as_unavailable_and_the_store_recovers() -> None:
-    url = services_env()["CAAS_MONGO_URL"]
-    target = urlsplit(url)
-    assert target.hostname and target.port
-    proxy = await FreezableProxy(target.hostname, target.port).start()
-    database = f"hung_{uuid.uuid4().hex[:12]}"
-    store = MongoReadStore(proxy.url, database, timeout=STORE_TIMEOUT)
-    await store.start()
-
     def op(position: int) -> Op:
         return Op("things", "t1", "a", position, set={"n": position})
 
-    try:
+    async with proxied_store(STORE_TIMEOUT) as (proxy, store):
         await store.apply("p", [op(1)], 1)
         proxy.freeze()
         for call in (
@@ -294,24 +308,11 @@ async def test_every_call_to_a_hung_mongodb_gives_up_as_unavailable_and_the_stor
 
         await wait_until(applied, "the store answers again")
         assert (await store.get("things", "t1", "a") or {}).get("n") == 2
-    finally:
-        proxy.thaw()
-        await store.close()
-        await proxy.close()
-        with MongoClient(url, serverSelectionTimeoutMS=10_000) as client:
-            client.drop_database(database)
 
 
 @pytest.mark.kafka
 async def test_a_batch_attempt_the_store_never_answers_is_cut_short_and_applied_after_all() -> None:
     """The projector's own bound on a batch, should a store call ever not time out by itself."""
-    url = services_env()["CAAS_MONGO_URL"]
-    target = urlsplit(url)
-    assert target.hostname and target.port
-    proxy = await FreezableProxy(target.hostname, target.port).start()
-    database = f"hung_{uuid.uuid4().hex[:12]}"
-    store = MongoReadStore(proxy.url, database, timeout=3600)  # as if the driver never gave up
-    await store.start()
     things = Projection(
         "things", ("things",), lambda e: [Op("things", e.tenant_id, e.stream, e.position, set=e.payload)]
     )
@@ -329,7 +330,7 @@ async def test_a_batch_attempt_the_store_never_answers_is_cut_short_and_applied_
         )
         for offset in range(4)
     ]
-    try:
+    async with proxied_store(3600) as (proxy, store):  # as if the driver never gave up
         proxy.freeze(drop=True)
         applying = asyncio.create_task(project(store, things, "things@p0", events, timeout=STORE_TIMEOUT))
 
@@ -341,12 +342,6 @@ async def test_a_batch_attempt_the_store_never_answers_is_cut_short_and_applied_
         await asyncio.wait_for(applying, WITHIN)
         assert await store.checkpoint("things@p0") == 4
         assert [d["n"] for d in await store.find("things", "t1", {}, sort=[("n", 1)])] == [0, 1, 2, 3]
-    finally:
-        proxy.thaw()
-        await store.close()
-        await proxy.close()
-        with MongoClient(url, serverSelectionTimeoutMS=10_000) as client:
-            client.drop_database(database)
 
 
 @pytest.fixture
