@@ -85,10 +85,13 @@ def _public(doc: dict[str, Any]) -> Doc:
 
 
 class MongoReadStore(ReadStore):
-    """``timeout`` bounds every operation (pymongo's client-side operation timeout, which
-    also bounds server selection, connecting and each cursor): a server that stops
-    answering raises :class:`ReadStoreUnavailable` after it, and the caller's retry rule
-    applies, instead of a projector or a query waiting forever on a socket."""
+    """``timeout`` bounds every wait on the server: connecting, and each reply on a socket
+    (server selection gives up after 5 s at most, as before). A server that stops answering
+    raises :class:`ReadStoreUnavailable` after it and the caller's retry rule applies,
+    instead of a projector or a query waiting forever on a socket. Not pymongo's
+    ``timeoutMS``: under it the driver retries a refused connection until the whole timeout
+    is spent, so during an outage every query would wait ``timeout`` instead of failing
+    after server selection."""
 
     def __init__(self, url: str, database: str, *, prefix: str = "", timeout: float = 10.0) -> None:
         self.url = url
@@ -101,9 +104,9 @@ class MongoReadStore(ReadStore):
         timeout_ms = max(int(self.timeout * 1000), 1)
         self._client = AsyncMongoClient(
             self.url,
-            timeoutMS=timeout_ms,
-            serverSelectionTimeoutMS=min(5000, timeout_ms),
+            socketTimeoutMS=timeout_ms,
             connectTimeoutMS=timeout_ms,  # also the monitor's socket timeout
+            serverSelectionTimeoutMS=min(5000, timeout_ms),
             tz_aware=False,
         )
         try:
@@ -309,7 +312,7 @@ def _transient(exc: PyMongoError) -> bool:
     answer within the operation timeout, stepped down or shut down (MongoDB labels those
     retryable)."""
     return (
-        exc.timeout  # the operation timeout expired (the server hangs or is overloaded)
+        exc.timeout  # no answer within the timeout (the server hangs or is overloaded)
         or isinstance(exc, (ConnectionFailure, ExecutionTimeout, WriteConcernError))
         or any(exc.has_error_label(label) for label in ("RetryableWriteError", "TransientTransactionError"))
     )
