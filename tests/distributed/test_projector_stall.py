@@ -37,7 +37,7 @@ from projections.ports import Op, ReadStoreUnavailable
 from streams.projector import Projection
 from streams.worker import project
 from tests.cluster import Cluster, services_env
-from tests.support import Server, Tenant, bearer, new_tenant
+from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
 
 STALL_SECONDS = 3  # the servers' CAAS_PROJECTION_STALL_SECONDS
 STORE_TIMEOUT = 2  # the worker's CAAS_MONGO_TIMEOUT_SECONDS
@@ -187,13 +187,26 @@ async def stalled_reason(http: httpx.AsyncClient, url: str) -> str | None:
     return str(error["message"]) if "projection stalled" in error["message"] else None
 
 
+async def stalled_gauges(http: httpx.AsyncClient, url: str) -> dict[str, float]:
+    """``caas_projection_stalled`` by projection, as /metrics exports it."""
+    r = await http.get(f"{url}/metrics", headers=bearer(ADMIN))
+    assert r.status_code == 200, r.text
+    found = {}
+    for line in r.text.splitlines():
+        if line.startswith("caas_projection_stalled{"):
+            labels, _, value = line.partition("} ")
+            found[labels.split('projection="')[1].split('"')[0]] = float(value)
+    return found
+
+
 async def ready(http: httpx.AsyncClient, url: str) -> bool:
     r = await http.get(f"{url}/readyz")
     return r.status_code == 200 and r.json()["status"] == "ready"
 
 
-async def history(http: httpx.AsyncClient, tenant: Tenant, load: Load) -> list[str]:
-    """Every message text of the channel, once the read model has the last acknowledged post."""
+async def history(http: httpx.AsyncClient, tenant: Tenant, load: Load) -> list[str] | None:
+    """Every message text of the channel, once the read model has the last acknowledged post
+    (``None`` while it is still catching up: 503 after the node's query wait)."""
     texts: list[str] = []
     after = 0
     while True:
@@ -202,6 +215,9 @@ async def history(http: httpx.AsyncClient, tenant: Tenant, load: Load) -> list[s
             params={"after_seq": after, "limit": 200, "min_position": load.acks[-1]["position"]},
             headers=tenant.headers(),
         )
+        if r.status_code == 503 and not texts:
+            assert r.json()["error"]["code"] == "unavailable", r.text
+            return None
         assert r.status_code == 200, r.text
         texts += [m["text"] for m in r.json()["messages"]]
         if (after := r.json()["next_after_seq"]) is None:
@@ -227,12 +243,14 @@ async def stall_and_recover(http: httpx.AsyncClient, url: str, hang: Any, answer
         await load.until(frozen_at + 30)
         reason = await wait_until(lambda: stalled_reason(http, url), "/readyz reports the stall")
         assert "lag" in reason and "no progress for" in reason, reason
+        assert 1.0 in (await stalled_gauges(http, url)).values()
         await wait_until(logged(processor_log, "projection_stalled"), "the projector logs the stall")
     finally:
         await answer()
         await load.stop()
     await wait_until(lambda: ready(http, url), "/readyz is ready again")
-    texts = await history(http, tenant, load)
+    assert set((await stalled_gauges(http, url)).values()) == {0.0}
+    texts = await wait_until(lambda: history(http, tenant, load), "the read model has every acknowledged post")
     assert Counter(texts) == Counter(ack["text"] for ack in load.acks)
     await wait_until(logged(processor_log, "projection_resumed"), "the projector logs that it moves again")
 
