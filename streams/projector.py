@@ -69,6 +69,11 @@ class StallWatch:
             log.warning("projection_resumed", **where)
         return {**where, "stalled_seconds": round(idle, 1) if stalled else None}
 
+    def forget(self, projection: str, partition: int) -> None:
+        """Stop watching (a partition that moved to another worker starts afresh if it comes back)."""
+        self._progress.pop((projection, partition), None)
+        self._stalled.discard((projection, partition))
+
 
 def stall_reason(projections: Sequence[dict[str, Any]]) -> str | None:
     """Why a node is not ready, if a projection is stalled (the longest stall), else ``None``."""

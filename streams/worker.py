@@ -259,7 +259,9 @@ class _ProjectorRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        return None
+        for tp in revoked:
+            for projection in self.worker.projections:
+                self.worker.stalls.forget(projection.name, tp.partition)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         for tp in assigned:
@@ -269,8 +271,8 @@ class _ProjectorRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             self.worker.consumer.seek(tp, after + 1 if after >= 0 else 0)
 
 
-# An attempt at applying a batch is abandoned (and retried from the checkpoint) after this
-# many store operation timeouts: the last resort should anything under it not time out.
+# An attempt at applying a batch is cut short (and the batch applied in halves) after this
+# many store timeouts: the last resort should anything under it not time out.
 BATCH_TIMEOUTS = 6
 
 
