@@ -33,6 +33,7 @@ from domain.events import Event
 from projections import eventindex
 from projections.ports import ReadStore
 from streams.commands import events_from_reply, raise_reply
+from streams.projector import StallWatch
 
 log = structlog.get_logger("caas.node")
 
@@ -118,22 +119,46 @@ class IndexedLog(EventLog):
 
 class Progress:
     """``min_position`` across processes: waits on the projectors' checkpoints in the store,
-    and on this node's replica (queries check membership and roles there), if given one."""
+    and on this node's replica (queries check membership and roles there), if given one.
 
-    def __init__(self, store: ReadStore, projections: Sequence[str], node: KafkaNode | None = None) -> None:
+    The status compares each projection's checkpoint with the end of each partition as this
+    node's replica has consumed it, and judges stalls by the shared rule (a lag whose
+    checkpoint has not moved for ``stall_seconds``), so the node that serves the queries
+    reports a projector that stopped, wherever that projector runs."""
+
+    def __init__(
+        self,
+        store: ReadStore,
+        projections: Sequence[str],
+        node: KafkaNode | None = None,
+        *,
+        stall_seconds: float = 30.0,
+    ) -> None:
         self.store = store
         self.projections = list(projections)
         self.node = node
         self.applied = 0
+        self.stalls = StallWatch(stall_seconds)
 
     async def applied_offset(self, partition: int) -> int:
         marks = [await self.store.checkpoint(f"{name}@p{partition}") for name in self.projections]
         return min(marks) - 1
 
     async def status(self, head: int) -> dict[str, Any]:
-        partition, offset = decode_position(head) if head else (0, -1)
-        applied = await self.applied_offset(partition)
-        return {"projection_lag_events": max(offset - applied, 0)}
+        if self.node is not None:  # every partition, to its end as this node has seen it
+            ends = {p: self.node.replica_offset(p) for p in range(self.node.partitions)}
+        else:
+            partition, offset = decode_position(head) if head else (0, -1)
+            ends = {partition: offset}
+        projections = []
+        for partition, end in ends.items():
+            if end < 0:
+                continue  # nothing recorded there yet
+            for name in self.projections:
+                applied = await self.store.checkpoint(f"{name}@p{partition}") - 1
+                projections.append(self.stalls.observe(name, partition, applied, max(end - applied, 0)))
+        behind = [sum(p["lag_events"] for p in projections if p["projection"] == n) for n in self.projections]
+        return {"projection_lag_events": max(behind, default=0), "projections": projections}
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         partition, offset = decode_position(position)

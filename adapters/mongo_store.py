@@ -85,14 +85,30 @@ def _public(doc: dict[str, Any]) -> Doc:
 
 
 class MongoReadStore(ReadStore):
-    def __init__(self, url: str, database: str, *, prefix: str = "") -> None:
+    """``timeout`` bounds every wait on the server: connecting, and each reply on a socket
+    (server selection gives up after 5 s at most, as before). A server that stops answering
+    raises :class:`ReadStoreUnavailable` after it and the caller's retry rule applies,
+    instead of a projector or a query waiting forever on a socket. Not pymongo's
+    ``timeoutMS``: under it the driver retries a refused connection until the whole timeout
+    is spent, so during an outage every query would wait ``timeout`` instead of failing
+    after server selection."""
+
+    def __init__(self, url: str, database: str, *, prefix: str = "", timeout: float = 10.0) -> None:
         self.url = url
         self.database = database
         self.prefix = prefix
+        self.timeout = timeout
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
 
     async def start(self) -> None:
-        self._client = AsyncMongoClient(self.url, serverSelectionTimeoutMS=5000, tz_aware=False)
+        timeout_ms = max(int(self.timeout * 1000), 1)
+        self._client = AsyncMongoClient(
+            self.url,
+            socketTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,  # also the monitor's socket timeout
+            serverSelectionTimeoutMS=min(5000, timeout_ms),
+            tz_aware=False,
+        )
         try:
             for collection, indexes in INDEXES.items():
                 for fields in indexes:
@@ -292,10 +308,13 @@ def _chunks(writes: list[Any]) -> list[list[Any]]:
 
 
 def _transient(exc: PyMongoError) -> bool:
-    """Whether a failed write may succeed if tried again: the server was unreachable, timed
-    out, stepped down or shut down (MongoDB labels those retryable)."""
-    return isinstance(exc, (ConnectionFailure, ExecutionTimeout, WriteConcernError)) or any(
-        exc.has_error_label(label) for label in ("RetryableWriteError", "TransientTransactionError")
+    """Whether a failed write may succeed if tried again: the server was unreachable, did not
+    answer within the operation timeout, stepped down or shut down (MongoDB labels those
+    retryable)."""
+    return (
+        exc.timeout  # no answer within the timeout (the server hangs or is overloaded)
+        or isinstance(exc, (ConnectionFailure, ExecutionTimeout, WriteConcernError))
+        or any(exc.has_error_label(label) for label in ("RetryableWriteError", "TransientTransactionError"))
     )
 
 

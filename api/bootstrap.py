@@ -54,7 +54,7 @@ def build_store(settings: Settings) -> ReadStore:
     if settings.backend == "kafka":
         from adapters.mongo_store import MongoReadStore
 
-        return MongoReadStore(settings.mongo_url, settings.mongo_database)
+        return MongoReadStore(settings.mongo_url, settings.mongo_database, timeout=settings.mongo_timeout_seconds)
     from adapters.sqlite_store import SqliteReadStore
 
     return SqliteReadStore(settings.data_dir / "read.db")
@@ -158,7 +158,7 @@ def build_kafka_engine(settings: Settings) -> Engine:
         admin_token=admin_token(settings),
         secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
     )
-    runner = Progress(store, list(DISTRIBUTED_PROJECTIONS), node)
+    runner = Progress(store, list(DISTRIBUTED_PROJECTIONS), node, stall_seconds=settings.projection_stall_seconds)
     from adapters.kafka_bus import KafkaBus
 
     bus = KafkaBus(settings.kafka_bootstrap, f"{settings.kafka_topic_prefix}ephemeral", settings.kafka_partitions)
@@ -177,7 +177,7 @@ def build_engine(settings: Settings) -> Engine:
         admin_token=admin_token(settings),
         secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
     )
-    runner = ProjectionRunner(log, store, list(PROJECTIONS.values()))
+    runner = ProjectionRunner(log, store, list(PROJECTIONS.values()), stall_seconds=settings.projection_stall_seconds)
     return Engine(settings, log, store, MeteredCommands(service), auth, ChatQueries(store), runner)
 
 

@@ -267,6 +267,8 @@ async def worker(settings: Settings) -> None:
         settings.kafka_partitions,
         build_store(settings.model_copy(update={"backend": "kafka"})),
         list(DISTRIBUTED_PROJECTIONS.values()),
+        store_timeout=settings.mongo_timeout_seconds,
+        stall_seconds=settings.projection_stall_seconds,
     )
 
 

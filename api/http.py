@@ -12,6 +12,7 @@ from starlette.responses import Response
 from adapters.ids import short_id, utcnow, uuid7
 from api import schemas
 from api.errors import ApiError, error_response
+from api.observability import record_projections
 from api.plumbing import body, engine, idempotency, int_param, json, principal, raw_body, wait_min_position, written
 from commands.auth import Principal, new_api_key
 from commands.ports import Idempotency
@@ -19,6 +20,7 @@ from domain import channel as ch
 from domain import errors, tenant, user
 from domain.base import format_time
 from domain.events import stream_name
+from streams.projector import stall_reason
 
 
 def _path(request: Request, name: str) -> str:
@@ -461,8 +463,12 @@ async def readyz(request: Request) -> Response:
                 await node.node.check()
             head = await node.log.head_position()
             await node.store.checkpoint("chat")
+            status = await node.runner.status(head)
     except Exception as exc:
         reason = str(exc) or type(exc).__name__
         return error_response(ApiError("unavailable", f"the backend is not reachable: {reason}", status="unavailable"))
-    status = await node.runner.status(head)
+    record_projections(status)
+    stalled = stall_reason(status["projections"])
+    if stalled is not None:  # the read models stopped following the log: queries would wait, then 404
+        return error_response(ApiError("unavailable", stalled, status="unavailable", **status))
     return json({"status": "ready", "backend": node.settings.backend, "head_position": head, **status})

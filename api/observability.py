@@ -50,9 +50,29 @@ REQUEST_TIMEOUTS = Counter(
 )
 SLOW_CLOSES = Counter("caas_websocket_slow_consumer_closes_total", "Sockets closed with 1013 for falling behind")
 LAG = Gauge("caas_projection_lag_events", "Events recorded but not yet in the read models")
+PARTITION_LAG = Gauge(
+    "caas_projection_partition_lag_events",
+    "Events of a partition not yet applied by a projection (as this node sees the log)",
+    ["projection", "partition"],
+)
+STALLED = Gauge(
+    "caas_projection_stalled",
+    "1 while a projection is behind and its checkpoint has not moved for CAAS_PROJECTION_STALL_SECONDS",
+    ["projection", "partition"],
+)
 HEAD = Gauge("caas_log_head_position", "Position of the newest event this node knows")
 
 log = structlog.get_logger("caas.http")
+
+
+def record_projections(status: dict[str, Any]) -> None:
+    """Export a runner's status (``projection_lag_events`` and, per projection and partition,
+    ``lag_events`` and ``stalled_seconds``) as gauges."""
+    LAG.set(status.get("projection_lag_events", 0))
+    for entry in status.get("projections", []):
+        labels = (entry["projection"], str(entry["partition"]))
+        PARTITION_LAG.labels(*labels).set(entry["lag_events"])
+        STALLED.labels(*labels).set(1 if entry["stalled_seconds"] is not None else 0)
 
 
 def count_events(events: list[Event]) -> None:
@@ -160,5 +180,5 @@ async def metrics(request: Request) -> Response:
     head = await node.log.head_position()
     status = await node.runner.status(head)
     HEAD.set(head)
-    LAG.set(status.get("projection_lag_events", 0))
+    record_projections(status)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

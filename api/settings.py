@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     kafka_topic_prefix: str = "caas."
     kafka_partitions: int = Field(default=1, ge=1, le=1024)
     command_timeout_seconds: float = 5.0
+    mongo_timeout_seconds: float = Field(default=10.0, gt=0)
+    projection_stall_seconds: float = Field(default=30.0, gt=0)
 
     log_level: str = "info"
     access_log: bool = False

@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -34,19 +35,87 @@ def ops_for(projection: Projection, events: Sequence[Event], after: int) -> list
     return [op for event in events if event.position > after for op in projection.project(event)]
 
 
+class StallWatch:
+    """The stall rule both backends share.
+
+    A projection (of one partition) is stalled when it is behind the log (lag > 0) and its
+    applied position has not moved for ``window`` seconds: its store hangs or keeps failing.
+    A lag that grows while the position still moves is a projector falling behind under
+    load, not a stall. ``projection_stalled`` is logged once per stall, with the partition,
+    the lag and when it last progressed; ``projection_resumed`` when it moves again.
+    """
+
+    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self.clock = clock
+        self._progress: dict[tuple[str, int], tuple[int, float, float]] = {}  # -> applied, monotonic, wall
+        self._stalled: set[tuple[str, int]] = set()
+
+    def observe(self, projection: str, partition: int, applied: int, lag: int) -> dict[str, Any]:
+        """Record ``applied`` and ``lag`` as seen now; the projection's entry for status reports."""
+        key, now = (projection, partition), self.clock()
+        last = self._progress.get(key)
+        if last is None or last[0] != applied or lag <= 0:
+            last = self._progress[key] = (applied, now, time.time())
+        idle = now - last[1]
+        stalled = lag > 0 and idle >= self.window
+        where = {"projection": projection, "partition": partition, "lag_events": lag}
+        if stalled and key not in self._stalled:
+            self._stalled.add(key)
+            since = datetime.fromtimestamp(last[2], UTC).isoformat()
+            log.error("projection_stalled", **where, no_progress_seconds=round(idle, 1), last_progress_at=since)
+        elif not stalled and key in self._stalled:
+            self._stalled.discard(key)
+            log.warning("projection_resumed", **where)
+        return {**where, "stalled_seconds": round(idle, 1) if stalled else None}
+
+    def forget(self, projection: str, partition: int) -> None:
+        """Stop watching (a partition that moved to another worker starts afresh if it comes back)."""
+        self._progress.pop((projection, partition), None)
+        self._stalled.discard((projection, partition))
+
+
+def stall_reason(projections: Sequence[dict[str, Any]]) -> str | None:
+    """Why a node is not ready, if a projection is stalled (the longest stall), else ``None``."""
+    stalled = [p for p in projections if p["stalled_seconds"] is not None]
+    if not stalled:
+        return None
+    worst = max(stalled, key=lambda p: p["stalled_seconds"])
+    return (
+        f"projection stalled: lag {worst['lag_events']} events, no progress for {worst['stalled_seconds']:.0f} s "
+        f"({worst['projection']}, partition {worst['partition']})"
+    )
+
+
+async def watch(check: Callable[[], Any], every: float = 1.0) -> None:
+    """Run ``check`` every ``every`` seconds, so a stall is logged even if no one asks for the
+    status; a failing check is the store's retry loop's to report."""
+    while True:
+        with contextlib.suppress(Exception):
+            await check()
+        await asyncio.sleep(every)
+
+
 class ProjectionRunner:
     def __init__(
-        self, log: EventLog, store: ReadStore, projections: Sequence[Projection], *, batch: int = 2000
+        self,
+        log: EventLog,
+        store: ReadStore,
+        projections: Sequence[Projection],
+        *,
+        batch: int = 2000,
+        stall_seconds: float = 30.0,
     ) -> None:
         self.log = log
         self.store = store
         self.projections = list(projections)
         self.batch = batch
         self.applied = 0
+        self.stalls = StallWatch(stall_seconds)
         self._checkpoints: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         for projection in self.projections:
@@ -54,14 +123,17 @@ class ProjectionRunner:
         self.applied = min(self._checkpoints.values(), default=0)
         self.log.listen(lambda events: self._wake.set())
         self._wake.set()
-        self._task = asyncio.create_task(self._run(), name="caas-projector")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="caas-projector"),
+            asyncio.create_task(watch(self.status_now), name="caas-projector-watch"),
+        ]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
 
     async def _run(self) -> None:
         delay = 0.05
@@ -105,7 +177,15 @@ class ProjectionRunner:
         self._waiters = keep
 
     async def status(self, head: int) -> dict[str, Any]:
-        return {"applied_position": self.applied, "projection_lag_events": head - self.applied}
+        projections = [
+            self.stalls.observe(p.name, 0, self._checkpoints[p.name], max(head - self._checkpoints[p.name], 0))
+            for p in self.projections
+        ]
+        lag = head - self.applied
+        return {"applied_position": self.applied, "projection_lag_events": lag, "projections": projections}
+
+    async def status_now(self) -> dict[str, Any]:
+        return await self.status(await self.log.head_position())
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         """Wait until every projection has applied ``position``; ``False`` on timeout."""

@@ -10,6 +10,9 @@ already recorded, so at-least-once delivery never appends twice.
 
 Projectors form another group on the event topic and apply the chat read model and the
 event index to MongoDB, one checkpoint per projection and partition, stored with the data.
+Every attempt at a batch is bounded in time, and a watch compares each partition's applied
+offset with its end offset: a lag that stops shrinking is logged as ``projection_stalled``
+(:class:`streams.projector.StallWatch`, the same rule API nodes apply for ``/readyz``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from commands.service import CommandService, Outcome
 from domain.events import Event
 from projections.ports import ReadStore, ReadStoreRefused
 from streams.commands import COMMANDS, error_reply
-from streams.projector import Projection, ops_for
+from streams.projector import Projection, StallWatch, ops_for, watch
 
 log = structlog.get_logger("caas.worker")
 
@@ -256,21 +259,43 @@ class _ProjectorRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        return None
+        for tp in revoked:
+            for projection in self.worker.projections:
+                self.worker.stalls.forget(projection.name, tp.partition)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         for tp in assigned:
-            after = min([await self.worker.checkpoint(p.name, tp.partition) for p in self.worker.projections])
+            marks = {p.name: await self.worker.checkpoint(p.name, tp.partition) for p in self.worker.projections}
+            self.worker.applied.update({(name, tp.partition): after + 1 for name, after in marks.items()})
+            after = min(marks.values())
             self.worker.consumer.seek(tp, after + 1 if after >= 0 else 0)
 
 
+# An attempt at applying a batch is cut short (and the batch applied in halves) after this
+# many store timeouts: the last resort should anything under it not time out.
+BATCH_TIMEOUTS = 6
+
+
 class ProjectorWorker:
-    def __init__(self, bootstrap: str, prefix: str, partitions: int, store: ReadStore, projections: list[Projection]):
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        partitions: int,
+        store: ReadStore,
+        projections: list[Projection],
+        *,
+        store_timeout: float = 10.0,
+        stall_seconds: float = 30.0,
+    ):
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.partitions = partitions
         self.store = store
         self.projections = projections
+        self.batch_timeout = store_timeout * BATCH_TIMEOUTS
+        self.applied: dict[tuple[str, int], int] = {}  # (projection, partition) -> next offset to apply
+        self.stalls = StallWatch(stall_seconds)
 
     @staticmethod
     def checkpoint_name(projection: str, partition: int) -> str:
@@ -297,25 +322,54 @@ class ProjectorWorker:
             await self.consumer.stop()
 
     async def run(self) -> None:
+        watching = asyncio.create_task(watch(self.observe))
+        try:
+            await self._run()
+        finally:
+            watching.cancel()
+
+    async def _run(self) -> None:
         while True:
             batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
             for tp, records in batches.items():
                 events = [event_from_record(r.value, tp.partition, r.offset) for r in records]
                 for projection in self.projections:
-                    await project(self.store, projection, self.checkpoint_name(projection.name, tp.partition), events)
-                with contextlib.suppress(KafkaError):
-                    await self.consumer.commit({tp: records[-1].offset + 1})
+                    name = self.checkpoint_name(projection.name, tp.partition)
+                    await project(self.store, projection, name, events, timeout=self.batch_timeout)
+                    self.applied[(projection.name, tp.partition)] = records[-1].offset + 1
+                with contextlib.suppress(KafkaError, TimeoutError):
+                    async with asyncio.timeout(self.batch_timeout):  # the store's checkpoint is what counts
+                        await self.consumer.commit({tp: records[-1].offset + 1})
+
+    async def observe(self) -> None:
+        """Each assigned partition's lag: its end offset minus what is applied."""
+        assigned = list(self.consumer.assignment())
+        try:
+            async with asyncio.timeout(5):
+                ends = await self.consumer.end_offsets(assigned)
+        except (KafkaError, TimeoutError):  # the broker is away: the end as last fetched
+            ends = {tp: self.consumer.highwater(tp) or 0 for tp in assigned}
+        for tp, end in ends.items():
+            for projection in self.projections:
+                applied = self.applied.get((projection.name, tp.partition), 0)
+                self.stalls.observe(projection.name, tp.partition, applied, max(end - applied, 0))
 
 
 REFUSALS_BEFORE_PARKING = 5
 
 
-async def project(store: ReadStore, projection: Projection, checkpoint: str, events: list[Event]) -> None:
+async def project(
+    store: ReadStore, projection: Projection, checkpoint: str, events: list[Event], *, timeout: float | None = None
+) -> None:
     """Apply ``events`` (consecutive, of one partition) and move ``checkpoint`` past them.
 
     While the store is unreachable the batch is retried with backoff: Kafka keeps the events
-    and nothing is skipped. When the store answers but refuses the writes, the batch is
-    applied one event at a time so only the offending event is held back; an event refused
+    and nothing is skipped. An attempt that takes longer than ``timeout`` (the store hangs in
+    a way its own timeout missed, or the batch is too big for a slow store) is cut short and
+    the batch applied in halves (the ops are position-guarded, so what the cut-short attempt
+    did apply is applied again as a no-op).
+    When the store answers but refuses the writes, the batch is applied one event at a
+    time so only the offending event is held back; an event refused
     :data:`REFUSALS_BEFORE_PARKING` times is parked (logged as ``projection_parked`` with its
     coordinates) and the projection moves on, instead of stalling every tenant of the
     partition behind one document. ``caas rebuild`` re-applies a parked event once the store
@@ -325,15 +379,25 @@ async def project(store: ReadStore, projection: Projection, checkpoint: str, eve
     delay, refusals = 0.1, 0
     while True:
         try:
-            await store.apply(checkpoint, ops_for(projection, events, 0), end)
+            async with asyncio.timeout(timeout):
+                await store.apply(checkpoint, ops_for(projection, events, 0), end)
             return
         except ReadStoreRefused as exc:
             if len(events) > 1:
                 for event in events:
-                    await project(store, projection, checkpoint, [event])
+                    await project(store, projection, checkpoint, [event], timeout=timeout)
                 return
             refused: str | None = str(exc)
-        except Exception as exc:  # the database is down: retry this batch
+        except TimeoutError:
+            if len(events) > 1:  # too slow as a whole, or hung: halves, so retrying cannot livelock
+                log.warning("projection_batch_timeout", projection=projection.name, events=len(events))
+                half = len(events) // 2
+                await project(store, projection, checkpoint, events[:half], timeout=timeout)
+                await project(store, projection, checkpoint, events[half:], timeout=timeout)
+                return
+            log.warning("projection_failed", projection=projection.name, error="timed out", retry_in=delay)
+            refused = None
+        except Exception as exc:  # the database is down or hangs: retry this batch
             log.warning("projection_failed", projection=projection.name, error=str(exc), retry_in=delay)
             refused = None
         if refused is not None:
@@ -360,10 +424,11 @@ async def project(store: ReadStore, projection: Projection, checkpoint: str, eve
 
 
 async def run_worker(
-    bootstrap: str, prefix: str, partitions: int, store: ReadStore, projections: list[Projection]
+    bootstrap: str, prefix: str, partitions: int, store: ReadStore, projections: list[Projection], **projector: float
 ) -> None:
+    """``projector``: :class:`ProjectorWorker`'s ``store_timeout`` and ``stall_seconds``."""
     deciders = DeciderWorker(bootstrap, prefix, partitions)
-    projectors = ProjectorWorker(bootstrap, prefix, partitions, store, projections)
+    projectors = ProjectorWorker(bootstrap, prefix, partitions, store, projections, **projector)
     await store.start()
     await deciders.start()
     await projectors.start()
