@@ -5,9 +5,9 @@ queue, checks each append's expected version, inserts every event of the batch i
 transaction and commits once (``synchronous=FULL``: one fsync for many commands). Only
 then are the callers' futures resolved, so an acknowledged command survives ``kill -9``.
 Reads use separate connections; WAL lets them run beside the writer. A read of more than
-a few events (a cold load of a long stream) is decoded on a reader thread, so it never
-holds the event loop; so is a snapshot, kept in the same file and written by the writer
-after a batch has committed.
+a few events (a cold load of a long stream) and a snapshot's read are done on reader
+threads, so they never hold the event loop. Snapshots of aggregate states live in the same
+file; the writer stores them after a batch's callers were answered.
 """
 
 from __future__ import annotations
@@ -405,10 +405,11 @@ class SqliteEventLog(EventLog):
         return self._read(sql, params)
 
     async def read_snapshot(self, tenant_id: str, stream: str, schema: str) -> Snapshot | None:
-        assert self._reader is not None, "start() the log first"
+        if self._readers is None or self._reader is None:
+            return None  # closed: fold the log
         key = (tenant_id, stream, schema)
         where = "WHERE tenant_id = ? AND stream = ? AND schema = ?"
-        if self._readers is None or self._reader.execute(f"SELECT 1 FROM snapshots {where}", key).fetchone() is None:
+        if self._reader.execute(f"SELECT 1 FROM snapshots {where}", key).fetchone() is None:
             return None  # the usual answer (short or unknown streams), found without a thread hop
         sql = f"SELECT version, event_id, state FROM snapshots {where}"
         row = await asyncio.get_running_loop().run_in_executor(
