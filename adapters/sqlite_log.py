@@ -4,7 +4,10 @@ One writer thread owns the write connection. Appends queue up; the writer drains
 queue, checks each append's expected version, inserts every event of the batch in one
 transaction and commits once (``synchronous=FULL``: one fsync for many commands). Only
 then are the callers' futures resolved, so an acknowledged command survives ``kill -9``.
-Reads use a separate connection; WAL lets them run beside the writer.
+Reads use separate connections; WAL lets them run beside the writer. A read of more than
+a few events (a cold load of a long stream) and a snapshot's read are done on reader
+threads, so they never hold the event loop. Snapshots of aggregate states live in the same
+file; the writer stores them after a batch's callers were answered.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 
 from commands.ports import (
     ConcurrencyError,
@@ -28,6 +33,7 @@ from commands.ports import (
     Listener,
     LogUnavailable,
     NewEvent,
+    Snapshot,
     recorded_fields,
 )
 from domain import errors
@@ -60,6 +66,26 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (tenant_id, key)
 ) WITHOUT ROWID;
 """
+
+# Snapshots are a cache of the log (see commands/snapshots.py): one per stream, the newest.
+SNAPSHOT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    tenant_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    schema TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (tenant_id, stream)
+);
+"""
+
+# A read of at most this many events is decoded on the event loop: a thread hop would cost
+# more than it does. Longer reads go to a reader thread.
+INLINE_READ = 64
+READER_THREADS = 2
+
+logger = structlog.get_logger("caas.log")
 
 COLUMNS = (
     "position, tenant_id, stream, seq, event_id, type, schema_version, occurred_at, actor, "
@@ -129,11 +155,22 @@ class _Append:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _SnapshotWrite:
+    tenant_id: str
+    stream: str
+    schema: str
+    version: int
+    state: bytes
+
+
 _STOP = object()
 
 
 class SqliteEventLog(EventLog):
     """Event log in one SQLite file. One process writes it at a time."""
+
+    keeps_snapshots = True
 
     def __init__(self, path: Path, *, max_batch: int = 2000) -> None:
         self.path = path
@@ -145,18 +182,29 @@ class SqliteEventLog(EventLog):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heads: dict[tuple[str, str], int] = {}
         self._position = 0
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._local = threading.local()
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
         writer = connect(self.path)
         writer.executescript(SCHEMA)
+        writer.executescript(SNAPSHOT_SCHEMA)
         self._position = writer.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
         self._reader = connect(self.path)
+        self._readers = ThreadPoolExecutor(READER_THREADS, "caas-log-reader", initializer=self._open_thread_reader)
         self._thread = threading.Thread(target=self._write_loop, args=(writer,), name="caas-log-writer", daemon=True)
         self._thread.start()
 
     async def close(self) -> None:
+        if self._readers is not None:
+            readers, self._readers = self._readers, None
+            await asyncio.to_thread(readers.shutdown)
+            for conn in self._reader_connections:
+                conn.close()
+            self._reader_connections.clear()
         if self._thread is not None:
             self._queue.put(_STOP)
             await asyncio.to_thread(self._thread.join)
@@ -164,6 +212,11 @@ class SqliteEventLog(EventLog):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+    def _open_thread_reader(self) -> None:
+        conn = connect(self.path)
+        self._local.conn = conn
+        self._reader_connections.append(conn)
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -188,7 +241,7 @@ class SqliteEventLog(EventLog):
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         stopping = False
         while not stopping:
-            batch: list[_Append] = []
+            batch: list[_Append | _SnapshotWrite] = []
             item = self._queue.get()
             while True:
                 if item is _STOP:
@@ -201,8 +254,11 @@ class SqliteEventLog(EventLog):
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch:
-                self._commit(conn, batch)
+            appends = [item for item in batch if isinstance(item, _Append)]
+            if appends:
+                self._commit(conn, appends)
+            if len(appends) < len(batch):
+                self._write_snapshots(conn, [item for item in batch if isinstance(item, _SnapshotWrite)])
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Append]) -> None:
@@ -274,6 +330,39 @@ class SqliteEventLog(EventLog):
         self._heads[key] = head + len(item.events)
         item.result = events
 
+    def _write_snapshots(self, conn: sqlite3.Connection, snapshots: list[_SnapshotWrite]) -> None:
+        """Keep snapshots, after the batch's callers were answered, in a transaction of their own.
+
+        It needs no fsync (``synchronous=NORMAL``): a snapshot lost in a crash is folded
+        again from the log, and the next batch's fsync makes it durable anyway. A snapshot
+        names the event at its version, which a loader checks against the log.
+        """
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for snap in snapshots:
+                found = conn.execute(
+                    "SELECT event_id FROM events WHERE tenant_id = ? AND stream = ? AND seq = ?",
+                    (snap.tenant_id, snap.stream, snap.version),
+                ).fetchone()
+                if found is None:  # not (or no longer) recorded: nothing to take a snapshot of
+                    continue
+                conn.execute(
+                    "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, stream) DO UPDATE SET "
+                    "schema = excluded.schema, version = excluded.version, event_id = excluded.event_id, "
+                    "state = excluded.state WHERE excluded.version >= version OR excluded.schema != schema "
+                    "OR NOT EXISTS (SELECT 1 FROM events AS e WHERE (e.tenant_id, e.stream, e.seq, e.event_id) "
+                    "= (snapshots.tenant_id, snapshots.stream, snapshots.version, snapshots.event_id))",
+                    (snap.tenant_id, snap.stream, snap.schema, snap.version, found[0], snap.state),
+                )
+            conn.execute("COMMIT")
+        except Exception as exc:  # a snapshot is only a shortcut: never let one stop the writer
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            logger.warning("snapshot_write_failed", error=str(exc))
+        finally:
+            conn.execute("PRAGMA synchronous=FULL")
+
     def _resolve(self, batch: list[_Append]) -> None:
         committed: list[Event] = []
         for item in batch:
@@ -295,13 +384,42 @@ class SqliteEventLog(EventLog):
         assert self._reader is not None, "start() the log first"
         return [row_to_event(row) for row in self._reader.execute(sql, params)]
 
+    def _read_here(self, sql: str, params: Sequence[Any]) -> list[Event]:
+        """``_read`` on a reader thread, with that thread's connection."""
+        return [row_to_event(row) for row in self._local.conn.execute(sql, params)]
+
     async def read_stream(
         self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
     ) -> list[Event]:
-        return self._read(
-            f"SELECT {COLUMNS} FROM events WHERE tenant_id = ? AND stream = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (tenant_id, stream, after_seq, -1 if limit is None else limit),
+        sql = f"SELECT {COLUMNS} FROM events WHERE tenant_id = ? AND stream = ? AND seq > ? ORDER BY seq LIMIT ?"
+        params = (tenant_id, stream, after_seq, -1 if limit is None else limit)
+        if self._readers is not None and (limit is None or limit > INLINE_READ):
+            assert self._reader is not None, "start() the log first"
+            head = self._reader.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = ? AND stream = ?", (tenant_id, stream)
+            ).fetchone()[0]
+            if head <= after_seq:  # nothing to read (a lookup of an unknown stream, say)
+                return []
+            if head - after_seq > INLINE_READ:  # decoding it would hold the event loop: a reader thread does
+                return await asyncio.get_running_loop().run_in_executor(self._readers, self._read_here, sql, params)
+        return self._read(sql, params)
+
+    async def read_snapshot(self, tenant_id: str, stream: str, schema: str) -> Snapshot | None:
+        if self._readers is None or self._reader is None:
+            return None  # closed: fold the log
+        key = (tenant_id, stream, schema)
+        where = "WHERE tenant_id = ? AND stream = ? AND schema = ?"
+        if self._reader.execute(f"SELECT 1 FROM snapshots {where}", key).fetchone() is None:
+            return None  # the usual answer (short or unknown streams), found without a thread hop
+        sql = f"SELECT version, event_id, state FROM snapshots {where}"
+        row = await asyncio.get_running_loop().run_in_executor(
+            self._readers, lambda: self._local.conn.execute(sql, key).fetchone()
         )
+        return None if row is None else Snapshot(row[0], row[1], row[2])
+
+    def save_snapshot(self, tenant_id: str, stream: str, schema: str, version: int, state: bytes) -> None:
+        if self._thread is not None:  # else closing: a snapshot is only a shortcut
+            self._queue.put(_SnapshotWrite(tenant_id, stream, schema, version, state))
 
     async def read_all(
         self,

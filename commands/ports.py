@@ -66,6 +66,19 @@ def recorded_fields(new: NewEvent, tenant_id: str, stream: str, position: int) -
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An aggregate's state encoded as of ``version``, whose last event is ``event_id``.
+
+    It is a cache of the log, never the truth: a loader checks that the log's event at
+    ``version`` is still ``event_id`` before it trusts ``state``.
+    """
+
+    version: int
+    event_id: str
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Idempotency:
     """A client's retry key (within its principal's scope, as the API gives it) and a fingerprint
     of the request it first came with."""
@@ -151,6 +164,21 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     async def head_position(self) -> int:
         """The position of the newest recorded event (0 for an empty log)."""
+
+    keeps_snapshots: bool = False  # whether save_snapshot keeps anything (only then is encoding worth it)
+
+    async def read_snapshot(self, tenant_id: str, stream: str, schema: str) -> Snapshot | None:
+        """The newest snapshot of ``stream`` encoded in ``schema``, if the log keeps any.
+
+        Logs that keep no snapshots (the Kafka ones, whose aggregates are restored up front)
+        inherit this and the no-op :meth:`save_snapshot`.
+        """
+        return None
+
+    def save_snapshot(self, tenant_id: str, stream: str, schema: str, version: int, state: bytes) -> None:
+        """Keep ``state``, the encoded state of ``stream`` as of ``version`` (an event already
+        recorded), as its snapshot unless a newer one is kept. Returns at once."""
+        return None
 
     @abc.abstractmethod
     def listen(self, listener: Listener) -> None:

@@ -106,3 +106,24 @@ async def test_second_log_on_the_same_file_continues_positions(tmp_path: Path) -
         assert second[0].position == first[-1].position + 1
     finally:
         await log.close()
+
+
+async def test_snapshots_keep_the_newest_recorded_version_per_stream_and_schema(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    log = await open_sqlite_log(path)
+    recorded = await log.append("t1", "channel:c1", 0, batch(1, 3))
+    log.save_snapshot("t1", "channel:c1", "s1", 2, b"at 2")
+    log.save_snapshot("t1", "channel:c1", "s1", 1, b"at 1")  # older: does not replace the newer one
+    log.save_snapshot("t1", "channel:c2", "s1", 1, b"never recorded")  # nothing to take a snapshot of
+    await log.close()  # answers once the writer has stored what was queued
+
+    log = await open_sqlite_log(path)
+    try:
+        snapshot = await log.read_snapshot("t1", "channel:c1", "s1")
+        assert snapshot is not None
+        assert (snapshot.version, snapshot.event_id, snapshot.state) == (2, recorded[1].event_id, b"at 2")
+        assert await log.read_snapshot("t1", "channel:c1", "s2") is None, "another schema's snapshot"
+        assert await log.read_snapshot("t1", "channel:c2", "s1") is None
+        assert await log.read_snapshot("t2", "channel:c1", "s1") is None, "another tenant's stream"
+    finally:
+        await log.close()

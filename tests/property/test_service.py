@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from adapters.sqlite_log import SqliteEventLog
 from commands.ports import EventLog, Idempotency, IdempotencyKeyReused
-from commands.service import CommandService, Outcome
+from commands.service import AGGREGATES, CommandService, Outcome
 from domain import channel as ch
 from domain.base import Actor, format_time
 from domain.errors import NotAMember
@@ -70,9 +70,11 @@ class Sent:
     refused: int = 0
 
 
-def service_for(log: EventLog, cache_size: int = 20_000) -> CommandService:
+def service_for(log: EventLog, cache_size: int = 20_000, snapshot_every: int = 500) -> CommandService:
     ids = itertools.count(1)
-    return CommandService(log, clock=lambda: NOW, new_id=lambda: f"id-{next(ids)}", cache_size=cache_size)
+    return CommandService(
+        log, clock=lambda: NOW, new_id=lambda: f"id-{next(ids)}", cache_size=cache_size, snapshot_every=snapshot_every
+    )
 
 
 def command(sent: Sent, attempt: int) -> ch.PostMessage:
@@ -130,11 +132,11 @@ async def create_channels(service: CommandService) -> None:
         await service.execute(TENANT, f"channel:{cid}", create, actor=f"tenant:{TENANT}")
 
 
-async def scenario(path: Path, plan: list[list[Post]], cache_size: int) -> None:
+async def scenario(path: Path, plan: list[list[Post]], cache_size: int, snapshot_every: int) -> None:
     log = SqliteEventLog(path / "events.db")
     await log.start()
     try:
-        service = service_for(log, cache_size)
+        service = service_for(log, cache_size, snapshot_every)
         await create_channels(service)
         results = await asyncio.gather(*(client(service, n, p) for n, p in enumerate(plan)))
         everything = [sent for result in results for sent in result]
@@ -143,6 +145,7 @@ async def scenario(path: Path, plan: list[list[Post]], cache_size: int) -> None:
         check_client_order(results)
         await check_readers_agree(log, path, streams)
         await check_cold_retries(log, everything)
+        await check_cold_states(log, streams, snapshot_every)
     finally:
         await log.close()
 
@@ -214,12 +217,21 @@ async def check_cold_retries(log: EventLog, everything: list[Sent]) -> None:
     assert await log.head_position() == head, "a retry appended something"
 
 
+async def check_cold_states(log: EventLog, streams: dict[str, list[Event]], snapshot_every: int) -> None:
+    """A cold load (from whatever snapshot was taken meanwhile) equals folding the whole log."""
+    service = service_for(log, snapshot_every=snapshot_every)
+    for cid, events in streams.items():
+        loaded = await service.state(TENANT, f"channel:{cid}")
+        assert repr(loaded) == repr(AGGREGATES["channel"].fold(ch.ChannelState(), events))
+
+
 @settings(max_examples=30, deadline=None)
-@given(plans, st.sampled_from((20_000, 2, 1)))
+@given(plans, st.sampled_from((20_000, 2, 1)), st.sampled_from((500, 2)))
 def test_concurrent_posts_and_retries_record_each_message_once_in_gapless_order(
-    plan: list[list[Post]], cache_size: int
+    plan: list[list[Post]], cache_size: int, snapshot_every: int
 ) -> None:
     """Whatever the interleaving, and even when the service's aggregate cache is smaller
-    than the streams in use (so states are reloaded while appends are still queued)."""
+    than the streams in use (so states are reloaded while appends are still queued, and
+    snapshots of evicted states are taken meanwhile)."""
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(scenario(Path(tmp), plan, cache_size))
+        asyncio.run(scenario(Path(tmp), plan, cache_size, snapshot_every))
