@@ -106,7 +106,7 @@ def test_registering_a_tenant_returns_a_working_api_key(server: Server, client: 
     events = ok(r, 200)["events"]
     assert [e["type"] for e in events][:2] == ["TenantRegistered", "ApiKeyIssued"]
     assert all(e["tenant_id"] == data["tenant_id"] for e in events)
-    secret = data["api_key"].rsplit("_", 1)[1]
+    secret = data["api_key"].removeprefix("caas_sk_").split("_", 2)[2]  # the secret itself may contain "_"
     assert secret not in r.text, "the API key's secret must never be recorded"
 
 
