@@ -142,7 +142,7 @@ class Engine:
 
 
 def build_kafka_engine(settings: Settings) -> Engine:
-    from adapters.kafka_node import IndexedLog, KafkaNode, Progress
+    from adapters.kafka.node import IndexedLog, KafkaNode, Progress
 
     store = build_store(settings)
     log = IndexedLog(store)
@@ -159,7 +159,7 @@ def build_kafka_engine(settings: Settings) -> Engine:
         secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
     )
     runner = Progress(store, list(DISTRIBUTED_PROJECTIONS), node, stall_seconds=settings.projection_stall_seconds)
-    from adapters.kafka_bus import KafkaBus
+    from adapters.kafka.bus import KafkaBus
 
     bus = KafkaBus(settings.kafka_bootstrap, f"{settings.kafka_topic_prefix}ephemeral", settings.kafka_partitions)
     commands = MeteredCommands(node)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import structlog
 
-from adapters.kafka_codec import decode_position
+from adapters.kafka.codec import decode_position
 from api.settings import Settings
 from domain.events import Event
 
@@ -106,7 +106,7 @@ async def _log_batches(settings: Settings, args: argparse.Namespace) -> AsyncIte
     """The log in batches: the SQLite file (embedded) or the Kafka event topic."""
     types = [t for t in (args.types or "").split(",") if t]
     if settings.backend == "kafka":
-        from adapters.kafka_log import iterate_events
+        from adapters.kafka.log import iterate_events
 
         since_ms = (
             int(datetime.fromisoformat(args.since.replace("Z", "+00:00")).timestamp() * 1000) if args.since else None
@@ -185,7 +185,7 @@ async def _bulk_load(fresh: Any, name: str, projection: Any, window: list[Event]
 
 async def rebuild_kafka(settings: Settings, args: argparse.Namespace) -> None:
     """Rebuild from the Kafka event topic into fresh collections, then swap them in."""
-    from adapters.kafka_log import iterate_events
+    from adapters.kafka.log import iterate_events
     from adapters.mongo_store import MongoReadStore, swap_in
     from api.bootstrap import DISTRIBUTED_PROJECTIONS
 
@@ -258,8 +258,8 @@ async def rebuild(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def worker(settings: Settings) -> None:
+    from adapters.kafka.deciders import run_worker
     from api.bootstrap import DISTRIBUTED_PROJECTIONS, build_store
-    from streams.worker import run_worker
 
     await run_worker(
         settings.kafka_bootstrap,

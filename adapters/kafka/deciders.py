@@ -27,14 +27,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from adapters.ids import utcnow, uuid7
-from adapters.kafka_codec import decode_position, event_from_record, partition_for
-from adapters.kafka_log import PartitionLog, producer_broken, read_partition
-from adapters.kafka_topics import ensure_topics
+from adapters.kafka.codec import decode_position, event_from_record, partition_for
+from adapters.kafka.log import PartitionLog, producer_broken, read_partition
+from adapters.kafka.topics import ensure_topics
+from adapters.kafka.wire import COMMANDS, error_reply
 from commands.ports import Idempotency, LogUnavailable
 from commands.service import CommandService, Outcome
 from domain.events import Event
 from projections.ports import ReadStore, ReadStoreRefused
-from streams.commands import COMMANDS, error_reply
 from streams.projector import Projection, StallWatch, ops_for, watch
 
 log = structlog.get_logger("caas.worker")

@@ -23,16 +23,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type:
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from adapters.ids import utcnow, uuid7
-from adapters.kafka_codec import decode_position, event_from_record, partition_for, stream_key
-from adapters.kafka_log import producer_broken
-from adapters.kafka_topics import ensure_topics
+from adapters.kafka.codec import decode_position, event_from_record, partition_for, stream_key
+from adapters.kafka.log import producer_broken
+from adapters.kafka.topics import ensure_topics
+from adapters.kafka.wire import events_from_reply, raise_reply
 from commands.ports import EventLog, Idempotency, Listener, LogUnavailable, NewEvent
 from commands.service import CommandService, Outcome
 from domain.base import Command
 from domain.events import Event
 from projections import eventindex
 from projections.ports import ReadStore
-from streams.commands import events_from_reply, raise_reply
 from streams.projector import StallWatch
 
 log = structlog.get_logger("caas.node")

@@ -27,7 +27,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     UnknownProducerId,
 )
 
-from adapters.kafka_codec import (
+from adapters.kafka.codec import (
     decode_position,
     encode_position,
     event_from_record,
@@ -324,7 +324,7 @@ class KafkaEventLog(PartitionLog):
         super().__init__(None, bootstrap, topic, partitions)  # type: ignore[arg-type]
 
     async def start(self) -> None:
-        from adapters.kafka_topics import create_topic
+        from adapters.kafka.topics import create_topic
 
         await create_topic(self.bootstrap, self.topic, self.partitions)
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all")

@@ -1,0 +1,1 @@
+"""The distributed backend's adapter: everything that speaks Kafka."""
