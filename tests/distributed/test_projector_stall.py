@@ -31,7 +31,7 @@ import pytest
 from pymongo import MongoClient
 
 from adapters.kafka.codec import encode_position
-from adapters.kafka.deciders import project
+from adapters.kafka.projectors import project
 from adapters.mongo_store import MongoReadStore
 from domain.events import Event
 from projections.ports import Op, ReadStoreUnavailable
