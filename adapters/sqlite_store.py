@@ -3,7 +3,9 @@
 Filters become ``json_extract`` expressions; the fields the queries filter and sort on
 have expression indexes. ``apply`` loads each touched document once per batch, applies
 the ops in memory with the position guard, and writes it back in the same transaction
-that moves the checkpoint, so a crash never leaves a half-applied batch.
+that moves the checkpoint, so a crash never leaves a half-applied batch. A document JSON
+cannot hold (an integer beyond 64 bits) is refused (:class:`ReadStoreRefused`), and the
+projector's rule for refused events applies.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from projections.ports import Doc, Filter, Op, ReadStore, apply_op
+from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreRefused, apply_op
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
     "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
@@ -147,7 +149,10 @@ class SqliteReadStore(ReadStore):
                         dirty.add(key)
                 writes: dict[str, list[tuple[str, str, str]]] = {}
                 for collection, tenant_id, id in dirty:
-                    doc = orjson.dumps(docs[(collection, tenant_id, id)]).decode()
+                    try:
+                        doc = orjson.dumps(docs[(collection, tenant_id, id)]).decode()
+                    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: no retry can store it
+                        raise ReadStoreRefused(f"the SQLite read store cannot hold {collection}/{id}: {exc}") from exc
                     writes.setdefault(collection, []).append((tenant_id, id, doc))
                 for collection, rows_ in writes.items():
                     db.executemany(f"INSERT OR REPLACE INTO {tables[collection]} VALUES (?, ?, ?)", rows_)

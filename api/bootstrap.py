@@ -1,33 +1,315 @@
-"""The composition root: the only place that picks concrete adapters from settings."""
+"""The composition root: the only place that picks concrete adapters from settings.
+
+A :class:`Backend` is everything that differs between the embedded backend (SQLite log and
+read models, projections run in-process) and the Kafka backend (an API node of a cluster:
+commands to the deciders, read models in MongoDB kept by ``caas worker``). The server's
+:class:`Engine` and the command line (``caas replay``, ``caas rebuild``, ``caas worker``) use
+one, built by :func:`build_backend`, and never ask which one it is.
+"""
 
 from __future__ import annotations
 
+import abc
+import functools
 import secrets
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adapters.ids import utcnow, uuid7
+from adapters.ids import short_id, utcnow, uuid7
 from adapters.memory_bus import MemoryBus
 from api.limits import Limits
 from api.observability import MeteredCommands, count_events
 from api.settings import Settings
 from api.socket_watch import SocketWatch
 from commands.auth import Authenticator
-from commands.ports import EphemeralBus, EventLog
+from commands.ports import EphemeralBus, EventLog, Listener
 from commands.service import Commands, CommandService
+from domain.events import Event
 from domain.presence import Timing
 from projections import chat, eventindex
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from streams.fanout import Hub
 from streams.presence import PresenceService
-from streams.projector import Projection, ProjectionRunner
+from streams.projector import Projection, ProjectionRunner, rebuild
+
+if TYPE_CHECKING:
+    from adapters.kafka.node import KafkaNode, Progress
 
 CHAT = Projection(chat.NAME, chat.COLLECTIONS, chat.project)
 EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project)
 PROJECTIONS = {CHAT.name: CHAT}
 DISTRIBUTED_PROJECTIONS = {CHAT.name: CHAT, EVENT_INDEX.name: EVENT_INDEX}
+
+# ``caas rebuild`` reports ``(projection, events done, events in all)`` as it goes, if it can.
+RebuildProgress = Callable[[str, int, int], None]
+
+
+class BackendUnsupported(Exception):
+    """Asked of a backend that does not have it (``caas worker`` on the embedded backend)."""
+
+
+class Backend(abc.ABC):
+    """The log, read models, bus and command side of one backend, and its procedures.
+
+    Built without connecting to anything: ``start`` connects (the server), while ``replay``,
+    ``rebuild`` and ``worker`` open what they need themselves (the command line).
+    """
+
+    name: str
+    node_id: str
+    log: EventLog
+    store: ReadStore
+    bus: EphemeralBus
+    commands: Commands  # the write side as the API calls it
+    projections: Mapping[str, Projection]  # what ``caas rebuild`` can rebuild
+    events_projected: bool  # ``GET /v1/events`` is served by a read model, so it honours ``min_position``
+
+    async def start(self, listeners: Sequence[Listener]) -> None:
+        """Connect, and start following the log; ``listeners`` get every committed event."""
+        await self.log.start()
+        await self.store.start()
+        for listener in listeners:
+            self.log.listen(listener)
+        await self.follow()
+        await self.bus.start()
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await self.unfollow()
+        await self.log.close()
+        await self.store.close()
+
+    @abc.abstractmethod
+    async def follow(self) -> None:
+        """Start what follows the log (the log, store and listeners are ready)."""
+
+    @abc.abstractmethod
+    async def unfollow(self) -> None: ...
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Raise if a server this node depends on does not answer (``/readyz``)."""
+
+    @abc.abstractmethod
+    async def status(self) -> dict[str, Any]:
+        """``head_position`` and the projections' lag (``/readyz``, ``/metrics``)."""
+
+    @abc.abstractmethod
+    async def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait until the read models have applied ``position``; ``False`` on timeout."""
+
+    @abc.abstractmethod
+    async def durable_presence(self) -> dict[tuple[str, str], str]:
+        """Each user's last recorded presence status, to reconcile at start."""
+
+    @abc.abstractmethod
+    def replay(
+        self, *, after_position: int, tenant_id: str | None, types: Sequence[str], since: str | None
+    ) -> AsyncIterator[list[Event]]:
+        """The log in batches, for ``caas replay`` (``since``: an RFC 3339 time the backend
+        may seek to; the caller still filters by it)."""
+
+    @abc.abstractmethod
+    def rebuild(
+        self, names: Sequence[str], *, window: int, progress: RebuildProgress
+    ) -> AsyncIterator[tuple[str, int, float]]:
+        """Drop and rebuild the named read models from the log, for ``caas rebuild``; yields
+        ``(projection, events, seconds)`` as each is done."""
+
+    async def worker(self) -> None:
+        """Run ``caas worker`` (deciders and projectors) until cancelled."""
+        raise BackendUnsupported(
+            f"caas worker runs the processors of the distributed backend; the {self.name} backend "
+            "runs its projections inside caas serve (use --backend kafka)"
+        )
+
+
+class EmbeddedBackend(Backend):
+    """One process: the SQLite log, read models in SQLite, projections run in-process."""
+
+    name = "embedded"
+    events_projected = False  # events are read from the log itself
+    projections = PROJECTIONS
+
+    def __init__(self, settings: Settings) -> None:
+        from adapters.sqlite_log import SqliteEventLog
+        from adapters.sqlite_store import SqliteReadStore
+
+        self.node_id = f"node-{uuid7()}"
+        self.log = SqliteEventLog(settings.data_dir / "events.db")
+        self.store = SqliteReadStore(settings.data_dir / "read.db")
+        self.bus = MemoryBus()
+        self.commands = CommandService(self.log, clock=utcnow, new_id=uuid7)
+        self.runner = ProjectionRunner(
+            self.log, self.store, list(self.projections.values()), stall_seconds=settings.projection_stall_seconds
+        )
+
+    async def follow(self) -> None:
+        await self.runner.start()
+
+    async def unfollow(self) -> None:
+        await self.runner.close()
+
+    async def check(self) -> None:
+        await self.store.checkpoint(CHAT.name)
+
+    async def status(self) -> dict[str, Any]:
+        head = await self.log.head_position()
+        return {"head_position": head, **await self.runner.status(head)}
+
+    async def wait_for(self, position: int, timeout: float) -> bool:
+        return await self.runner.wait_for(position, timeout)
+
+    async def durable_presence(self) -> dict[tuple[str, str], str]:
+        found: dict[tuple[str, str], str] = {}
+        after = 0
+        while events := await self.log.read_all(after_position=after, limit=5000, types=["PresenceChanged"]):
+            for event in events:
+                found[(event.tenant_id, event.stream_id)] = event.payload["status"]
+            after = events[-1].position
+        return found
+
+    async def replay(
+        self, *, after_position: int, tenant_id: str | None, types: Sequence[str], since: str | None
+    ) -> AsyncIterator[list[Event]]:
+        await self.log.start()
+        after = after_position
+        try:
+            while events := await self.log.read_all(after_position=after, limit=5000, tenant_id=tenant_id, types=types):
+                after = events[-1].position
+                yield events
+        finally:
+            await self.log.close()
+
+    async def rebuild(
+        self, names: Sequence[str], *, window: int, progress: RebuildProgress
+    ) -> AsyncIterator[tuple[str, int, float]]:
+        await self.log.start()
+        await self.store.start()
+        try:
+            for name in names:
+                progress(name, 0, await self.log.head_position())
+                count, seconds = await rebuild(
+                    self.log,
+                    self.store,
+                    self.projections[name],
+                    progress=functools.partial(progress, name),
+                )
+                yield name, count, seconds
+        finally:
+            await self.log.close()
+            await self.store.close()
+
+
+class KafkaBackend(Backend):
+    """An API node of a cluster: commands go to the deciders over Kafka, events come back into
+    a read-only replica and the hub, read models are in MongoDB (kept by ``caas worker``)."""
+
+    name = "kafka"
+    events_projected = True  # from the event index, a read model
+    projections = DISTRIBUTED_PROJECTIONS
+
+    def __init__(self, settings: Settings) -> None:
+        from adapters.kafka.bus import KafkaBus
+        from adapters.kafka.node import IndexedLog, KafkaNode, Progress
+        from adapters.mongo_store import MongoReadStore
+
+        self.settings = settings
+        self.store = MongoReadStore(settings.mongo_url, settings.mongo_database, timeout=settings.mongo_timeout_seconds)
+        self.log = self.indexed = IndexedLog(self.store)
+        self.node: KafkaNode = KafkaNode(
+            settings.kafka_bootstrap,
+            settings.kafka_topic_prefix,
+            settings.kafka_partitions,
+            self.indexed,
+            timeout=settings.command_timeout_seconds,
+        )
+        self.node_id = self.node.node_id
+        self.commands = self.node
+        self.progress: Progress = Progress(
+            self.store, list(self.projections), self.node, stall_seconds=settings.projection_stall_seconds
+        )
+        self.bus = KafkaBus(settings.kafka_bootstrap, self.topic("ephemeral"), settings.kafka_partitions)
+
+    def topic(self, kind: str) -> str:
+        return f"{self.settings.kafka_topic_prefix}{kind}"
+
+    async def follow(self) -> None:
+        await self.node.start()
+
+    async def unfollow(self) -> None:
+        await self.node.close()
+
+    async def check(self) -> None:
+        await self.node.check()
+        await self.store.checkpoint(CHAT.name)
+
+    async def status(self) -> dict[str, Any]:
+        return {"head_position": await self.log.head_position(), **await self.progress.status()}
+
+    async def wait_for(self, position: int, timeout: float) -> bool:
+        return await self.progress.wait_for(position, timeout)
+
+    async def durable_presence(self) -> dict[tuple[str, str], str]:
+        return self.node.presence_statuses()
+
+    def replay(
+        self, *, after_position: int, tenant_id: str | None, types: Sequence[str], since: str | None
+    ) -> AsyncIterator[list[Event]]:
+        from adapters.kafka import tools
+
+        s = self.settings
+        return tools.replay(
+            s.kafka_bootstrap,
+            self.topic("events"),
+            s.kafka_partitions,
+            after_position=after_position,
+            tenant_id=tenant_id,
+            types=types,
+            since=since,
+        )
+
+    def rebuild(
+        self, names: Sequence[str], *, window: int, progress: RebuildProgress
+    ) -> AsyncIterator[tuple[str, int, float]]:
+        from adapters.kafka import tools
+
+        s = self.settings
+        wanted = {name: self.projections[name] for name in names}
+        return tools.rebuild(
+            s.kafka_bootstrap,
+            self.topic("events"),
+            s.kafka_partitions,
+            s.mongo_url,
+            s.mongo_database,
+            wanted,
+            window_size=window,
+        )
+
+    async def worker(self) -> None:
+        from adapters.kafka.worker import run_worker
+
+        s = self.settings
+        await run_worker(
+            s.kafka_bootstrap,
+            s.kafka_topic_prefix,
+            s.kafka_partitions,
+            self.store,
+            list(self.projections.values()),
+            store_timeout=s.mongo_timeout_seconds,
+            stall_seconds=s.projection_stall_seconds,
+        )
+
+
+BACKENDS: dict[str, Callable[[Settings], Backend]] = {"embedded": EmbeddedBackend, "kafka": KafkaBackend}
+
+
+def build_backend(settings: Settings) -> Backend:
+    return BACKENDS[settings.backend](settings)
 
 
 def persistent_secret(data_dir: Path, name: str, given: str | None) -> str:
@@ -44,46 +326,28 @@ def persistent_secret(data_dir: Path, name: str, given: str | None) -> str:
     return value
 
 
-def build_log(settings: Settings) -> EventLog:
-    from adapters.sqlite_log import SqliteEventLog
-
-    return SqliteEventLog(settings.data_dir / "events.db")
-
-
-def build_store(settings: Settings) -> ReadStore:
-    if settings.backend == "kafka":
-        from adapters.mongo_store import MongoReadStore
-
-        return MongoReadStore(settings.mongo_url, settings.mongo_database, timeout=settings.mongo_timeout_seconds)
-    from adapters.sqlite_store import SqliteReadStore
-
-    return SqliteReadStore(settings.data_dir / "read.db")
-
-
 @dataclass
 class Engine:
     """Everything a running CAAS node needs, wired together."""
 
     settings: Settings
-    log: EventLog
-    store: ReadStore
+    backend: Backend
     service: Commands
     auth: Authenticator
     queries: ChatQueries
-    runner: Any
     hub: Hub = field(default_factory=Hub)
-    node: Any = None
-    bus: EphemeralBus = field(default_factory=MemoryBus)
+    clock: Callable[[], datetime] = utcnow  # the API's sources of time and ids (adapters.ids)
+    new_id: Callable[[], str] = uuid7
+    short_id: Callable[[str], str] = short_id
     presence: PresenceService = field(init=False)
-    node_id: str = field(default_factory=lambda: f"node-{uuid7()}")
+    node_id: str = field(init=False)
     limits: Limits = field(init=False)
     sockets: dict[tuple[str, str], int] = field(default_factory=dict)
     socket_watch: SocketWatch = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
-        if self.node is not None:
-            self.node_id = self.node.node_id
+        self.node_id = self.backend.node_id
         self.presence = PresenceService(
             self.bus,
             self.hub,
@@ -95,7 +359,7 @@ class Engine:
             typing_throttle=s.typing_throttle_seconds,
             typing_max_watchers=s.typing_max_watchers,
         )
-        self.socket_watch = SocketWatch(self.auth, s.ws_stall_seconds)
+        self.socket_watch = SocketWatch(self.auth, s.ws_stall_seconds, self.clock)
         self.limits = Limits(
             user_writes=(s.rate_user_writes_per_second, s.rate_user_writes_burst),
             tenant_writes=(s.rate_tenant_writes_per_second, s.rate_tenant_writes_burst),
@@ -104,81 +368,36 @@ class Engine:
             nodes=(lambda: len(self.presence.state.nodes)) if s.rate_limit_scope == "cluster" else (lambda: 1),
         )
 
-    async def start(self) -> None:
-        await self.log.start()
-        await self.store.start()
-        self.log.listen(self.hub.publish)
-        self.log.listen(count_events)
-        self.log.listen(self.socket_watch.on_events)
-        if self.node is not None:
-            await self.node.start()
-        else:
-            await self.runner.start()
-        await self.bus.start()
-        await self.presence.start(await self.durable_presence())
+    @property
+    def log(self) -> EventLog:
+        return self.backend.log
 
-    async def durable_presence(self) -> dict[tuple[str, str], str]:
-        """Each user's last recorded presence status, to reconcile at start."""
-        if self.node is not None:
-            return self.node.presence_statuses()  # type: ignore[no-any-return]
-        found: dict[tuple[str, str], str] = {}
-        after = 0
-        while events := await self.log.read_all(after_position=after, limit=5000, types=["PresenceChanged"]):
-            for event in events:
-                found[(event.tenant_id, event.stream_id)] = event.payload["status"]
-            after = events[-1].position
-        return found
+    @property
+    def store(self) -> ReadStore:
+        return self.backend.store
+
+    @property
+    def bus(self) -> EphemeralBus:
+        return self.backend.bus
+
+    async def start(self) -> None:
+        await self.backend.start([self.hub.publish, count_events, self.socket_watch.on_events])
+        await self.presence.start(await self.backend.durable_presence())
 
     async def close(self) -> None:
         await self.socket_watch.close()
         await self.presence.close()
-        await self.bus.close()
-        if self.node is not None:
-            await self.node.close()
-        else:
-            await self.runner.close()
-        await self.log.close()
-        await self.store.close()
-
-
-def build_kafka_engine(settings: Settings) -> Engine:
-    from adapters.kafka_node import IndexedLog, KafkaNode, Progress
-
-    store = build_store(settings)
-    log = IndexedLog(store)
-    node = KafkaNode(
-        settings.kafka_bootstrap,
-        settings.kafka_topic_prefix,
-        settings.kafka_partitions,
-        log,
-        timeout=settings.command_timeout_seconds,
-    )
-    auth = Authenticator(
-        node,  # type: ignore[arg-type]
-        admin_token=admin_token(settings),
-        secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
-    )
-    runner = Progress(store, list(DISTRIBUTED_PROJECTIONS), node, stall_seconds=settings.projection_stall_seconds)
-    from adapters.kafka_bus import KafkaBus
-
-    bus = KafkaBus(settings.kafka_bootstrap, f"{settings.kafka_topic_prefix}ephemeral", settings.kafka_partitions)
-    commands = MeteredCommands(node)
-    return Engine(settings, log, store, commands, auth, ChatQueries(store), runner, node=node, bus=bus)
+        await self.backend.close()
 
 
 def build_engine(settings: Settings) -> Engine:
-    if settings.backend == "kafka":
-        return build_kafka_engine(settings)
-    log = build_log(settings)
-    store = build_store(settings)
-    service = CommandService(log, clock=utcnow, new_id=uuid7)
+    backend = build_backend(settings)
     auth = Authenticator(
-        service,
+        backend.commands,
         admin_token=admin_token(settings),
         secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
     )
-    runner = ProjectionRunner(log, store, list(PROJECTIONS.values()), stall_seconds=settings.projection_stall_seconds)
-    return Engine(settings, log, store, MeteredCommands(service), auth, ChatQueries(store), runner)
+    return Engine(settings, backend, MeteredCommands(backend.commands), auth, ChatQueries(backend.store))
 
 
 def admin_token(settings: Settings) -> str:

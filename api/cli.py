@@ -11,16 +11,15 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
 import structlog
 
-from adapters.kafka_codec import decode_position
+from api.bootstrap import BackendUnsupported, build_backend
 from api.settings import Settings
-from domain.events import Event
 
 
 class RedactTokens(logging.Filter):
@@ -102,48 +101,19 @@ def serve(settings: Settings) -> None:
     )
 
 
-async def _log_batches(settings: Settings, args: argparse.Namespace) -> AsyncIterator[list[Event]]:
-    """The log in batches: the SQLite file (embedded) or the Kafka event topic."""
-    types = [t for t in (args.types or "").split(",") if t]
-    if settings.backend == "kafka":
-        from adapters.kafka_log import iterate_events
-
-        since_ms = (
-            int(datetime.fromisoformat(args.since.replace("Z", "+00:00")).timestamp() * 1000) if args.since else None
-        )
-        topic = f"{settings.kafka_topic_prefix}events"
-        batches = iterate_events(
-            settings.kafka_bootstrap,
-            topic,
-            settings.kafka_partitions,
-            after_position=args.after_position,
-            since_ms=since_ms,
-        )
-        async for batch in batches:
-            yield [
-                e for e in batch if (not args.tenant or e.tenant_id == args.tenant) and (not types or e.type in types)
-            ]
-        return
-    from api.bootstrap import build_log
-
-    log = build_log(settings)
-    await log.start()
-    after = args.after_position
-    try:
-        while events := await log.read_all(after_position=after, limit=5000, tenant_id=args.tenant, types=types):
-            after = events[-1].position
-            yield events
-    finally:
-        await log.close()
-
-
 async def replay(settings: Settings, args: argparse.Namespace) -> None:
     writer = None
     if args.format == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(["position", "tenant_id", "stream", "seq", "type", "occurred_at", "event_id", "payload"])
     try:
-        async for events in _log_batches(settings, args):
+        batches = build_backend(settings).replay(
+            after_position=args.after_position,
+            tenant_id=args.tenant,
+            types=[t for t in (args.types or "").split(",") if t],
+            since=args.since,
+        )
+        async for events in batches:
             for event in events:
                 if args.since and event.occurred_at < args.since:
                     continue
@@ -166,110 +136,53 @@ def report(projection: str, count: int, seconds: float) -> None:
 REBUILD_WINDOW = 10_000  # events folded in memory per bulk load (``caas rebuild --backend kafka``)
 
 
-async def _bulk_load(fresh: Any, name: str, projection: Any, window: list[Event], loaded: set[str]) -> None:
-    """Bulk-load a window of one partition's events into the fresh collections, retried: a
-    slow database (FerretDB in tests) must not abort a rebuild."""
-    from projections.ports import ReadStoreUnavailable
-    from streams.projector import ops_for
+class RebuildBars:
+    """A progress bar per projection, for a backend that reports its progress (embedded)."""
 
-    partition, offset = decode_position(window[-1].position)
-    for attempt in range(5):
-        try:
-            await fresh.load(f"{name}@p{partition}", ops_for(projection, window, 0), offset + 1, loaded)
-            return
-        except ReadStoreUnavailable:
-            if attempt == 4:
-                raise
-            await asyncio.sleep(1 + attempt)
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.name: str | None = None
+        self.task: Any = None
 
+    def __call__(self, name: str, done: int, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-async def rebuild_kafka(settings: Settings, args: argparse.Namespace) -> None:
-    """Rebuild from the Kafka event topic into fresh collections, then swap them in."""
-    from adapters.kafka_log import iterate_events
-    from adapters.mongo_store import MongoReadStore, swap_in
-    from api.bootstrap import DISTRIBUTED_PROJECTIONS
+        if name != self.name:
+            self.close()
+            self.bar = Progress(
+                TextColumn(f"rebuilding {name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                console=None, transient=False,
+            )  # fmt: skip
+            self.bar.start()
+            self.name, self.task = name, self.bar.add_task(name, total=total)
+        self.bar.update(self.task, completed=done, total=total)
 
-    names = [args.projection] if args.projection else list(DISTRIBUTED_PROJECTIONS)
-    live = MongoReadStore(settings.mongo_url, settings.mongo_database)
-    fresh = MongoReadStore(settings.mongo_url, settings.mongo_database, prefix="rebuild_")
-    await live.start()
-    await fresh.start()
-    try:
-        for name in names:
-            projection = DISTRIBUTED_PROJECTIONS[name]
-            await fresh.drop(name, projection.collections)
-            started, count = time.perf_counter(), 0
-            topic = f"{settings.kafka_topic_prefix}events"
-            loaded: set[str] = set()  # documents already in the fresh collections
-            window: list[Event] = []  # one partition's events (a window has one checkpoint)
-            async for events in iterate_events(settings.kafka_bootstrap, topic, settings.kafka_partitions, batch=5000):
-                if window and decode_position(window[-1].position)[0] != decode_position(events[0].position)[0]:
-                    await _bulk_load(fresh, name, projection, window, loaded)
-                    window = []
-                window += events
-                count += len(events)
-                while len(window) >= args.window:
-                    await _bulk_load(fresh, name, projection, window[: args.window], loaded)
-                    window = window[args.window :]
-            if window:
-                await _bulk_load(fresh, name, projection, window, loaded)
-            await swap_in(fresh, live, name, projection.collections)
-            report(name, count, time.perf_counter() - started)
-    finally:
-        await live.close()
-        await fresh.close()
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        self.bar = self.name = None
 
 
 async def rebuild(settings: Settings, args: argparse.Namespace) -> None:
-    if settings.backend == "kafka":
-        await rebuild_kafka(settings, args)
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from api.bootstrap import PROJECTIONS, build_log, build_store
-    from streams.projector import rebuild as run_rebuild
-
-    if args.projection and args.projection not in PROJECTIONS:
-        raise SystemExit(
-            f"the embedded backend has no {args.projection!r} projection (it has: {', '.join(PROJECTIONS)})"
-        )
-    names = [args.projection] if args.projection else list(PROJECTIONS)
-    log, store = build_log(settings), build_store(settings)
-    await log.start()
-    await store.start()
+    backend = build_backend(settings)
+    if args.projection and args.projection not in backend.projections:
+        has = ", ".join(backend.projections)
+        raise SystemExit(f"the {backend.name} backend has no {args.projection!r} projection (it has: {has})")
+    names = [args.projection] if args.projection else list(backend.projections)
+    bars = RebuildBars()
     try:
-        for name in names:
-            projection = PROJECTIONS[name]
-            with Progress(
-                TextColumn(f"rebuilding {name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                console=None, transient=False,
-            ) as bar:  # fmt: skip
-                task = bar.add_task(name, total=await log.head_position())
-                count, seconds = await run_rebuild(
-                    log,
-                    store,
-                    projection,
-                    progress=lambda done, total, task=task: bar.update(task, completed=done, total=total),
-                )
+        async for name, count, seconds in backend.rebuild(names, window=args.window, progress=bars):
+            bars.close()
             report(name, count, seconds)
     finally:
-        await log.close()
-        await store.close()
+        bars.close()
 
 
 async def worker(settings: Settings) -> None:
-    from api.bootstrap import DISTRIBUTED_PROJECTIONS, build_store
-    from streams.worker import run_worker
-
-    await run_worker(
-        settings.kafka_bootstrap,
-        settings.kafka_topic_prefix,
-        settings.kafka_partitions,
-        build_store(settings.model_copy(update={"backend": "kafka"})),
-        list(DISTRIBUTED_PROJECTIONS.values()),
-        store_timeout=settings.mongo_timeout_seconds,
-        stall_seconds=settings.projection_stall_seconds,
-    )
+    try:
+        await build_backend(settings).worker()
+    except BackendUnsupported as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -280,7 +193,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--backend", choices=["embedded", "kafka"])
     s.add_argument("--data-dir")
-    sub.add_parser("worker", help="distributed mode: run the deciders and projectors")
+    w = sub.add_parser("worker", help="distributed mode: run the deciders and projectors")
+    w.add_argument("--backend", choices=["embedded", "kafka"], default="kafka")
     r = sub.add_parser("replay", help="print events in log order")
     r.add_argument("--after-position", type=int, default=0)
     r.add_argument("--tenant")

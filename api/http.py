@@ -9,7 +9,6 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.ids import short_id, utcnow, uuid7
 from api import schemas
 from api.errors import ApiError, error_response
 from api.observability import record_projections
@@ -31,12 +30,12 @@ def _path(request: Request, name: str) -> str:
 
 
 # --- tenants and keys ----------------------------------------------------------------------
-def _new_tenant_id(retry: Idempotency | None) -> str:
+def _new_tenant_id(request: Request, retry: Idempotency | None) -> str:
     """A new tenant's id. With an ``Idempotency-Key`` it is the same for every retry, so a
     retry (or a concurrent duplicate) meets the first request's record in that tenant's log
     instead of creating a second tenant."""
     if retry is None:
-        return short_id("t")
+        return engine(request).short_id("t")
     return "t" + hashlib.sha256(f"tenant-id\n{retry.key}".encode()).hexdigest()[:16]
 
 
@@ -45,7 +44,7 @@ async def create_tenant(request: Request) -> Response:
     raw = await raw_body(request)
     data = await body(request, schemas.CreateTenant, raw)
     retry = idempotency(request, raw, who)
-    tenant_id, key_id = _new_tenant_id(retry), short_id("k")
+    tenant_id, key_id = _new_tenant_id(request, retry), engine(request).short_id("k")
     api_key, key_hash = new_api_key(tenant_id, key_id)
     command = tenant.RegisterTenant(name=data.name, key_id=key_id, key_hash=key_hash)
     outcome = await engine(request).service.execute(
@@ -62,7 +61,7 @@ async def create_api_key(request: Request) -> Response:
     who = await principal(request, "tenant")
     raw = await raw_body(request)
     data = await body(request, schemas.CreateApiKey, raw)
-    key_id = short_id("k")
+    key_id = engine(request).short_id("k")
     api_key, key_hash = new_api_key(who.tenant_id, key_id)
     outcome = await engine(request).service.execute(
         who.tenant_id,
@@ -145,7 +144,7 @@ async def create_token(request: Request) -> Response:
     if ttl > settings.max_token_ttl_seconds:
         raise ApiError("invalid_request", f"ttl_seconds is at most {settings.max_token_ttl_seconds}")
     await _require_users(request, who.tenant_id, [user_id])
-    token, expires = await engine(request).auth.mint(who.tenant_id, user_id, utcnow(), ttl)
+    token, expires = await engine(request).auth.mint(who.tenant_id, user_id, engine(request).clock(), ttl)
     return json({"token": token, "expires_at": format_time(expires)}, 201)
 
 
@@ -175,7 +174,7 @@ async def create_channel(request: Request) -> Response:
     members = list(dict.fromkeys(data.members))
     if who.kind == "user" and who.user_id not in members:
         members.insert(0, who.user_id)
-    cid = data.channel_id or (ch.direct_channel_id(members) if data.kind == "direct" else short_id("c"))
+    cid = data.channel_id or (ch.direct_channel_id(members) if data.kind == "direct" else engine(request).short_id("c"))
     ch.check_channel_id(cid, data.kind, members)
     settings = engine(request).settings
     if len(members) > settings.max_members:
@@ -232,13 +231,13 @@ async def post_message(request: Request) -> Response:
         raise ApiError("invalid_request", f"a message has at most {settings.max_attachments} attachments")
     command = ch.PostMessage(
         actor=who.actor,
-        message_id=uuid7(),
+        message_id=engine(request).new_id(),
         author_id=_acting_user(who, data.user_id),
         text=data.text,
         parent_id=data.parent_id,
         attachments=[a.model_dump(exclude_none=True) for a in data.attachments],
         client_msg_id=data.client_msg_id,
-        now=format_time(utcnow()),
+        now=format_time(engine(request).clock()),
     )
     return await _channel_command(request, who, cid, command, raw)
 
@@ -413,8 +412,8 @@ async def list_events(request: Request) -> Response:
     after = int_param(request, "after_position") or 0
     limit = int_param(request, "limit", minimum=1, maximum=1000) or 100
     types = [t for t in request.query_params.get("types", "").split(",") if t]
-    if engine(request).settings.backend == "kafka":
-        await wait_min_position(request)  # the event index is a read model there
+    if engine(request).backend.events_projected:
+        await wait_min_position(request)  # served by a read model (the event index), not the log
     events = await engine(request).log.read_all(after_position=after, limit=limit, tenant_id=who.tenant_id, types=types)
     cursor = events[-1].position if len(events) == limit else None
     return json({"events": [e.model_dump() for e in events], "next_after_position": cursor})
@@ -459,11 +458,8 @@ async def readyz(request: Request) -> Response:
     node = engine(request)
     try:
         async with asyncio.timeout(3):
-            if node.node is not None:
-                await node.node.check()
-            head = await node.log.head_position()
-            await node.store.checkpoint("chat")
-            status = await node.runner.status(head)
+            await node.backend.check()
+            status = await node.backend.status()
     except Exception as exc:
         reason = str(exc) or type(exc).__name__
         return error_response(ApiError("unavailable", f"the backend is not reachable: {reason}", status="unavailable"))
@@ -471,4 +467,4 @@ async def readyz(request: Request) -> Response:
     stalled = stall_reason(status["projections"])
     if stalled is not None:  # the read models stopped following the log: queries would wait, then 404
         return error_response(ApiError("unavailable", stalled, status="unavailable", **status))
-    return json({"status": "ready", "backend": node.settings.backend, "head_position": head, **status})
+    return json({"status": "ready", "backend": node.backend.name, **status})

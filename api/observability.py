@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -75,7 +76,7 @@ def record_projections(status: dict[str, Any]) -> None:
         STALLED.labels(*labels).set(1 if entry["stalled_seconds"] is not None else 0)
 
 
-def count_events(events: list[Event]) -> None:
+def count_events(events: Sequence[Event]) -> None:
     for event in events:
         EVENTS.labels(event.type).inc()
 
@@ -177,8 +178,7 @@ async def metrics(request: Request) -> Response:
     given = credential.strip().encode()
     if not (scrape_token and scheme.lower() == "bearer" and hmac.compare_digest(given, scrape_token.encode())):
         await principal(request, "admin")
-    head = await node.log.head_position()
-    status = await node.runner.status(head)
-    HEAD.set(head)
+    status = await node.backend.status()
+    HEAD.set(status["head_position"])
     record_projections(status)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

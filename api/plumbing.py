@@ -10,7 +10,6 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.ids import utcnow
 from api.errors import ApiError, validation_error
 from commands.auth import Principal
 from commands.ports import Idempotency
@@ -43,7 +42,7 @@ async def principal(request: Request, *kinds: str) -> Principal:
             headers={"WWW-Authenticate": "Bearer"},
         )
     node = engine(request)
-    who = await node.auth.authenticate(credential.strip(), utcnow())
+    who = await node.auth.authenticate(credential.strip(), node.clock())
     if who.kind not in kinds:
         need = " or ".join(
             {"admin": "the admin token", "tenant": "a tenant API key", "user": "a user token"}[k] for k in kinds
@@ -140,9 +139,9 @@ async def wait_min_position(request: Request) -> None:
     position = int_param(request, "min_position")
     node = engine(request)
     if position is None:
-        await node.runner.wait_for(await node.log.head_position(), node.settings.query_wait_seconds)
+        await node.backend.wait_for(await node.log.head_position(), node.settings.query_wait_seconds)
         return
-    if not await node.runner.wait_for(position, node.settings.query_wait_seconds):
+    if not await node.backend.wait_for(position, node.settings.query_wait_seconds):
         raise ApiError(
             "unavailable",
             f"the read models have not reached position {position} yet; retry shortly",

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from adapters.ids import utcnow
 from commands.auth import Authenticator, Unauthenticated
 from domain.events import Event
 
@@ -26,8 +26,9 @@ EXPIRED = "the token expired; reconnect with a new token"
 
 
 class SocketWatch:
-    def __init__(self, auth: Authenticator, stall_seconds: float) -> None:
+    def __init__(self, auth: Authenticator, stall_seconds: float, clock: Callable[[], datetime]) -> None:
         self.auth = auth
+        self.clock = clock
         self.stall_seconds = stall_seconds
         self.interval = min(1.0, stall_seconds / 4)
         self._by_tenant: dict[str, set[Session]] = {}
@@ -57,7 +58,7 @@ class SocketWatch:
     async def _recheck(self, tenant_id: str) -> None:
         for session in list(self._by_tenant.get(tenant_id, ())):
             try:
-                await self.auth.authenticate(session.token, utcnow())
+                await self.auth.authenticate(session.token, self.clock())
             except Unauthenticated as exc:
                 session.refuse(str(exc))
 

@@ -26,12 +26,11 @@ import orjson
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from adapters.ids import utcnow
 from api.limits import retry_after
 from api.observability import SLOW_CLOSES, SOCKETS, SUBSCRIPTIONS
 from api.plumbing import engine
-from api.schemas import ID_PATTERN
 from commands.auth import Principal, Unauthenticated
+from domain.base import ID_PATTERN
 from domain.events import stream_name
 from streams.fanout import REVOKING, HistoryView, Subscription
 
@@ -452,7 +451,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     node = engine(ws)  # type: ignore[arg-type]
     token = ws.query_params.get("token", "")
     try:
-        who = await node.auth.authenticate(token, utcnow())
+        who = await node.auth.authenticate(token, node.clock())
         if who.kind != "user":
             raise Unauthenticated("connect with a user token: /v1/ws?token=<jwt>")
     except Unauthenticated as exc:

@@ -161,7 +161,7 @@ class PresenceService:
         elif kind == "closed":
             p.closed(self.state, message["conn"], message["at"])
         elif kind == "heartbeat":
-            p.heartbeat(self.state, message["node"], message["at"], [tuple(h) for h in message["held"]])  # type: ignore[misc]
+            p.heartbeat(self.state, message["node"], message["at"], [tuple(h) for h in message["held"]])
         elif kind == "typing":
             self._deliver_typing(message)
 

@@ -1,8 +1,12 @@
-"""The in-process projection runner of the embedded backend.
+"""What both backends' projection processors share, and the embedded backend's runner.
 
-It follows the log from each projection's checkpoint, applies batches through the read
-store port and wakes queries waiting for a ``min_position``. A failing store is retried
-from the checkpoint; nothing is skipped.
+- :func:`project`: how a batch reaches the read store. While the store is away the batch is
+  retried from the checkpoint; an event the store refuses is parked after
+  :data:`REFUSALS_BEFORE_PARKING` refusals, so one bad document never stalls the rest.
+- :class:`StallWatch`: when a projection that is behind counts as stalled.
+- :class:`ProjectionRunner`: the embedded backend's in-process runner. It follows the log
+  from each projection's checkpoint, applies batches by :func:`project` and wakes queries
+  waiting for a ``min_position``. (The Kafka backend's projectors are in ``adapters/kafka``.)
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import structlog
 
 from commands.ports import EventLog
 from domain.events import Event
-from projections.ports import Op, ReadStore
+from projections.ports import Op, ReadStore, ReadStoreRefused
 
 log = structlog.get_logger("caas.projector")
 
@@ -33,6 +37,85 @@ class Projection:
 
 def ops_for(projection: Projection, events: Sequence[Event], after: int) -> list[Op]:
     return [op for event in events if event.position > after for op in projection.project(event)]
+
+
+REFUSALS_BEFORE_PARKING = 5
+
+
+def position(event: Event) -> int:
+    """What a checkpoint holds once ``event`` is applied, on a log with one position order."""
+    return event.position
+
+
+async def project(
+    store: ReadStore,
+    projection: Projection,
+    checkpoint: str,
+    events: Sequence[Event],
+    *,
+    mark: Callable[[Event], int] = position,
+    timeout: float | None = None,
+) -> None:
+    """Apply ``events`` (consecutive, after ``checkpoint``) and move ``checkpoint`` to
+    ``mark`` of the last one.
+
+    While the store is unreachable the batch is retried with backoff: the log keeps the events
+    and nothing is skipped. An attempt that takes longer than ``timeout`` (the store hangs in
+    a way its own timeout missed, or the batch is too big for a slow store) is cut short and
+    the batch applied in halves (the ops are position-guarded, so what the cut-short attempt
+    did apply is applied again as a no-op).
+    When the store answers but refuses the writes (:class:`ReadStoreRefused`), the batch is
+    applied one event at a time so only the offending event is held back; an event refused
+    :data:`REFUSALS_BEFORE_PARKING` times is parked (logged as ``projection_parked`` with its
+    coordinates) and the projection moves on, instead of stalling every tenant behind one
+    document. ``caas rebuild`` re-applies a parked event once the store can hold it.
+    """
+    end = mark(events[-1])
+    delay, refusals = 0.1, 0
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                await store.apply(checkpoint, ops_for(projection, events, 0), end)
+            return
+        except ReadStoreRefused as exc:
+            if len(events) > 1:
+                for event in events:
+                    await project(store, projection, checkpoint, [event], mark=mark, timeout=timeout)
+                return
+            refused: str | None = str(exc)
+        except TimeoutError:
+            if len(events) > 1:  # too slow as a whole, or hung: halves, so retrying cannot livelock
+                log.warning("projection_batch_timeout", projection=projection.name, events=len(events))
+                half = len(events) // 2
+                await project(store, projection, checkpoint, events[:half], mark=mark, timeout=timeout)
+                await project(store, projection, checkpoint, events[half:], mark=mark, timeout=timeout)
+                return
+            log.warning("projection_failed", projection=projection.name, error="timed out", retry_in=delay)
+            refused = None
+        except Exception as exc:  # the database is down or hangs: retry this batch
+            log.warning("projection_failed", projection=projection.name, error=str(exc), retry_in=delay)
+            refused = None
+        if refused is not None:
+            with contextlib.suppress(Exception):
+                await store.checkpoint(checkpoint)  # a refusal counts only while the store answers reads
+                refusals += 1
+            if refusals >= REFUSALS_BEFORE_PARKING and events:
+                [event] = events
+                log.error(
+                    "projection_parked",
+                    projection=projection.name,
+                    tenant_id=event.tenant_id,
+                    stream=event.stream,
+                    seq=event.seq,
+                    position=event.position,
+                    type=event.type,
+                    error=refused,
+                )
+                events, refusals = [], 0  # only the checkpoint moves
+                continue
+            log.warning("projection_refused", projection=projection.name, error=refused, refusals=refusals)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 class StallWatch:
@@ -158,9 +241,10 @@ class ProjectionRunner:
         last = events[-1].position
         for projection in self.projections:
             after = self._checkpoints[projection.name]
-            if after >= last:
+            fresh = [event for event in events if event.position > after]
+            if not fresh:
                 continue
-            await self.store.apply(projection.name, ops_for(projection, events, after), last)
+            await project(self.store, projection, projection.name, fresh)
             self._checkpoints[projection.name] = last
         self.applied = last
         self._release()

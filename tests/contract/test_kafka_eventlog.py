@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from adapters.kafka_log import KafkaEventLog
+from adapters.kafka.log import KafkaEventLog
 from commands.ports import EventLog
 from tests.cluster import services_env
 from tests.contract.eventlog_contract import EventLogContract

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import pytest
 from pymongo import MongoClient
 
-from adapters.kafka_codec import encode_position
+from adapters.kafka.codec import encode_position
+from adapters.kafka.projectors import project
 from adapters.mongo_store import MongoReadStore
 from api.bootstrap import CHAT
 from domain.events import Event
 from projections.ports import Op, ReadStore, ReadStoreRefused
-from streams.worker import project
 from tests.cluster import services_env
 from tests.contract.readstore_contract import THINGS, ReadStoreContract, fields
 

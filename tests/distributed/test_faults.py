@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.kafka_codec import partition_for, stream_key
+from adapters.kafka.codec import partition_for, stream_key
 from tests.cluster import SERVICES, Cluster, services_env
 from tests.support import ADMIN, Server, bearer
 

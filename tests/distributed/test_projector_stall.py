@@ -30,12 +30,12 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from adapters.kafka_codec import encode_position
+from adapters.kafka.codec import encode_position
+from adapters.kafka.projectors import project
 from adapters.mongo_store import MongoReadStore
 from domain.events import Event
 from projections.ports import Op, ReadStoreUnavailable
 from streams.projector import Projection
-from streams.worker import project
 from tests.cluster import Cluster, services_env
 from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from adapters.kafka_codec import decode_position
+from adapters.kafka.codec import decode_position
 from tests.cluster import Cluster
 from tests.support import ADMIN, Tenant, bearer
 

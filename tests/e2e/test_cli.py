@@ -264,3 +264,19 @@ def test_rebuild_restores_identical_read_models(stopped: Stopped) -> None:
             assert events_of(client, acme) == stopped.events[acme.tenant_id]
     finally:
         stopped.server.stop()
+
+
+def test_worker_refuses_the_embedded_backend(tmp_path: Path) -> None:
+    """``caas worker`` runs the distributed backend's processors; the embedded server runs its own."""
+    env = {**os.environ, "CAAS_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "worker", "--backend", "embedded"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "the embedded backend runs its projections inside caas serve (use --backend kafka)" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -61,7 +61,7 @@ VALUE = orjson.dumps({"type": "MessagePosted", "payload": {"text": "x" * 200}}) 
 async def raw_round_trip(bootstrap: str, topic: str, records: int, window: int = 5000) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from adapters.kafka_topics import create_topic
+    from adapters.kafka.topics import create_topic
 
     await create_topic(bootstrap, topic, 1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=1)
@@ -117,7 +117,7 @@ async def decider_only(bootstrap: str, prefix: str, tenant_id: str, commands: in
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from adapters.ids import utcnow, uuid7
-    from adapters.kafka_codec import partition_for, stream_key
+    from adapters.kafka.codec import partition_for, stream_key
     from domain import channel as ch
     from domain.base import Actor, format_time
     from domain.events import stream_name

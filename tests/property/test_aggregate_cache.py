@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.kafka_node import _ReplicaLog
+from adapters.kafka.node import _ReplicaLog
 from adapters.sqlite_log import SqliteEventLog
 from commands.ports import EventLog
 from commands.service import CommandService

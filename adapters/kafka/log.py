@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+# aiokafka ships no type information: its clients are Any to the type checker.
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.errors import (  # type: ignore[import-untyped]
     InvalidProducerEpoch,
@@ -27,7 +28,8 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     UnknownProducerId,
 )
 
-from adapters.kafka_codec import (
+from adapters.kafka.clients import producer
+from adapters.kafka.codec import (
     decode_position,
     encode_position,
     event_from_record,
@@ -35,6 +37,7 @@ from adapters.kafka_codec import (
     partition_for,
     stream_key,
 )
+from adapters.kafka.topics import create_topic
 from commands.ports import (
     ConcurrencyError,
     EventLog,
@@ -139,8 +142,8 @@ class PartitionLog(EventLog):
         if len(self._commands) > RECENT_COMMANDS:
             self._commands.popitem(last=False)
         if command_id.startswith("idem:"):
-            _, fingerprint, key = command_id.split(":", 2)
-            self._idempotency[(event.tenant_id, key)] = (fingerprint, events)
+            _, fingerprint, idempotency_key = command_id.split(":", 2)
+            self._idempotency[(event.tenant_id, idempotency_key)] = (fingerprint, events)
 
     def recorded_command(self, command_id: str) -> list[Event] | None:
         """The events an already processed command recorded (for redelivered commands)."""
@@ -186,7 +189,8 @@ class PartitionLog(EventLog):
         try:
             while True:
                 tenant_id, stream, events, idempotency, future = await self._queue.get()
-                sent: list[tuple[Event, Any]] | BaseException = []
+                deliveries: list[tuple[Event, Any]] = []
+                sent: list[tuple[Event, Any]] | BaseException = deliveries
                 try:
                     if self.broken is not None:
                         raise self.broken
@@ -197,7 +201,7 @@ class PartitionLog(EventLog):
                         delivery = await self.producer.send(
                             self.topic, event_value(event), key=key.encode(), partition=partition
                         )
-                        sent.append((event, delivery))
+                        deliveries.append((event, delivery))
                 except (KafkaError, LogUnavailable, OSError) as exc:
                     sent = exc
                 acks.put_nowait((tenant_id, stream, idempotency, future, sent))
@@ -321,13 +325,11 @@ class KafkaEventLog(PartitionLog):
     """
 
     def __init__(self, bootstrap: str, topic: str, partitions: int = 1) -> None:
-        super().__init__(None, bootstrap, topic, partitions)  # type: ignore[arg-type]
+        super().__init__(None, bootstrap, topic, partitions)  # its producer is made in start(), in the running loop
 
     async def start(self) -> None:
-        from adapters.kafka_topics import create_topic
-
         await create_topic(self.bootstrap, self.topic, self.partitions)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all")
+        self.producer = producer(self.bootstrap)
         await self.producer.start()
         for partition in range(self.partitions):
             for event in await read_partition(self.bootstrap, self.topic, partition):

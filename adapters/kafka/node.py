@@ -19,23 +19,28 @@ from typing import Any
 
 import orjson
 import structlog
+
+# aiokafka ships no type information: its clients are Any to the type checker.
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from adapters.ids import utcnow, uuid7
-from adapters.kafka_codec import decode_position, event_from_record, partition_for, stream_key
-from adapters.kafka_log import producer_broken
-from adapters.kafka_topics import ensure_topics
+from adapters.kafka.clients import Batches, producer, started_producer, tail
+from adapters.kafka.codec import checkpoint_name, decode_position, event_from_record, partition_for, stream_key
+from adapters.kafka.log import producer_broken
+from adapters.kafka.topics import ensure_topics
+from adapters.kafka.wire import CommandRequest, outcome_of
 from commands.ports import EventLog, Idempotency, Listener, LogUnavailable, NewEvent
 from commands.service import CommandService, Outcome
 from domain.base import Command
 from domain.events import Event
 from projections import eventindex
 from projections.ports import ReadStore
-from streams.commands import events_from_reply, raise_reply
 from streams.projector import StallWatch
 
 log = structlog.get_logger("caas.node")
+
+COMMAND_REQUEST_TIMEOUT_MS = 5000  # how long the producer may take to deliver one command
 
 
 class _ReplicaLog(EventLog):
@@ -119,7 +124,7 @@ class IndexedLog(EventLog):
 
 class Progress:
     """``min_position`` across processes: waits on the projectors' checkpoints in the store,
-    and on this node's replica (queries check membership and roles there), if given one.
+    and on this node's replica (queries check membership and roles there).
 
     The status compares each projection's checkpoint with the end of each partition as this
     node's replica has consumed it, and judges stalls by the shared rule (a lag whose
@@ -130,7 +135,7 @@ class Progress:
         self,
         store: ReadStore,
         projections: Sequence[str],
-        node: KafkaNode | None = None,
+        node: KafkaNode,
         *,
         stall_seconds: float = 30.0,
     ) -> None:
@@ -141,21 +146,18 @@ class Progress:
         self.stalls = StallWatch(stall_seconds)
 
     async def applied_offset(self, partition: int) -> int:
-        marks = [await self.store.checkpoint(f"{name}@p{partition}") for name in self.projections]
+        marks = [await self.store.checkpoint(checkpoint_name(name, partition)) for name in self.projections]
         return min(marks) - 1
 
-    async def status(self, head: int) -> dict[str, Any]:
-        if self.node is not None:  # every partition, to its end as this node has seen it
-            ends = {p: self.node.replica_offset(p) for p in range(self.node.partitions)}
-        else:
-            partition, offset = decode_position(head) if head else (0, -1)
-            ends = {partition: offset}
+    async def status(self) -> dict[str, Any]:
+        """Each projection's lag on every partition, to its end as this node has seen it."""
+        ends = {p: self.node.replica_offset(p) for p in range(self.node.partitions)}
         projections = []
         for partition, end in ends.items():
             if end < 0:
                 continue  # nothing recorded there yet
             for name in self.projections:
-                applied = await self.store.checkpoint(f"{name}@p{partition}") - 1
+                applied = await self.store.checkpoint(checkpoint_name(name, partition)) - 1
                 projections.append(self.stalls.observe(name, partition, applied, max(end - applied, 0)))
         behind = [sum(p["lag_events"] for p in projections if p["projection"] == n) for n in self.projections]
         return {"projection_lag_events": max(behind, default=0), "projections": projections}
@@ -164,7 +166,7 @@ class Progress:
         partition, offset = decode_position(position)
         deadline = time.monotonic() + timeout
         while True:
-            replica_ready = self.node is None or self.node.replica_offset(partition) >= offset
+            replica_ready = self.node.replica_offset(partition) >= offset
             if replica_ready and await self.applied_offset(partition) >= offset:
                 return True
             if time.monotonic() >= deadline:
@@ -189,14 +191,9 @@ class KafkaNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._renewing: asyncio.Task[None] | None = None
 
-    def _new_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=1, request_timeout_ms=5000
-        )
-
     async def start(self) -> None:
         self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
-        self.producer = self._new_producer()
+        self.producer = producer(self.bootstrap, request_timeout_ms=COMMAND_REQUEST_TIMEOUT_MS)
         await self.producer.start()
         replies = TopicPartition(self.topics["replies"], partition_for(self.node_id, self.partitions))
         self.replies = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
@@ -213,8 +210,17 @@ class KafkaNode:
         await self.events.seek_to_beginning(*parts)
         ends = await self.events.end_offsets(parts)
         while [tp for tp, end in ends.items() if await self.events.position(tp) < end]:
-            await self._consume_events(publish=False)
-        self._tasks = [asyncio.create_task(self._tail_replies()), asyncio.create_task(self._tail_events())]
+            self._replicate(await self.events.getmany(timeout_ms=200, max_records=5000), publish=False)
+        self._tasks = [
+            asyncio.create_task(tail(self.replies, self._answer, failure="replies_consumer_failed")),
+            asyncio.create_task(
+                tail(
+                    self.events,
+                    lambda batches: self._replicate(batches, publish=True),
+                    failure="events_consumer_failed",
+                )
+            ),
+        ]
 
     async def close(self) -> None:
         for task in [*self._tasks, *([self._renewing] if self._renewing else [])]:
@@ -223,8 +229,8 @@ class KafkaNode:
             with contextlib.suppress(Exception):
                 await client.stop()
 
-    async def _consume_events(self, publish: bool) -> None:
-        batches = await self.events.getmany(timeout_ms=200, max_records=5000)
+    def _replicate(self, batches: Batches, *, publish: bool) -> None:
+        """Evolve the replica by fetched events and (``publish``) hand them to the listeners."""
         for tp, records in batches.items():
             events = [event_from_record(r.value, tp.partition, r.offset) for r in records]
             for event in events:
@@ -237,30 +243,16 @@ class KafkaNode:
         if batches:
             self._applied_changed.set()
 
-    async def _tail_events(self) -> None:
-        while True:
-            try:
-                await self._consume_events(publish=True)
-            except KafkaError as exc:
-                log.warning("events_consumer_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-
-    async def _tail_replies(self) -> None:
-        while True:
-            try:
-                batches = await self.replies.getmany(timeout_ms=200, max_records=5000)
-            except KafkaError as exc:
-                log.warning("replies_consumer_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            for records in batches.values():
-                for record in records:
-                    if record.key != self.node_id.encode():
-                        continue
-                    reply = orjson.loads(record.value)
-                    future = self._waiting.pop(reply["request_id"], None)
-                    if future is not None and not future.done():
-                        future.set_result(reply)
+    def _answer(self, batches: Batches) -> None:
+        """Resolve the commands awaiting the replies addressed to this node."""
+        for records in batches.values():
+            for record in records:
+                if record.key != self.node_id.encode():
+                    continue
+                reply = orjson.loads(record.value)
+                future = self._waiting.pop(reply["request_id"], None)
+                if future is not None and not future.done():
+                    future.set_result(reply)
 
     def replica_offset(self, partition: int) -> int:
         """The last offset of ``partition`` of the event topic the replica has applied (-1 if none)."""
@@ -297,25 +289,24 @@ class KafkaNode:
         command_id: str | None = None,
     ) -> Outcome:
         request_id = command_id or uuid7()
-        message = {
-            "request_id": request_id,
-            "command_id": request_id,
-            "reply_to": self.node_id,
-            "tenant_id": tenant_id,
-            "stream": stream,
-            "type": type(command).__name__,
-            "command": command.model_dump(mode="json"),
-            "actor": actor,
-            "correlation_id": correlation_id,
-            "idempotency": {"key": idempotency.key, "fingerprint": idempotency.fingerprint} if idempotency else None,
-        }
+        request = CommandRequest(
+            request_id=request_id,
+            reply_to=self.node_id,
+            tenant_id=tenant_id,
+            stream=stream,
+            command=command,
+            actor=actor,
+            correlation_id=correlation_id,
+            idempotency=idempotency,
+            command_id=request_id,
+        )
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         key = stream_key(tenant_id, stream)
         deadline = asyncio.get_running_loop().time() + self.timeout  # one bound for sending and the reply
         try:
             await asyncio.wait_for(
-                self._send_command(orjson.dumps(message), key.encode(), partition_for(key, self.partitions)),
+                self._send_command(request.encode(), key.encode(), partition_for(key, self.partitions)),
                 self.timeout,
             )
             reply = await asyncio.wait_for(future, max(deadline - asyncio.get_running_loop().time(), 0.0))
@@ -325,9 +316,7 @@ class KafkaNode:
             ) from exc
         finally:
             self._waiting.pop(request_id, None)
-        if not reply["ok"]:
-            raise_reply(reply["error"])
-        outcome = Outcome(events_from_reply(reply["events"]), replayed=reply["replayed"])
+        outcome = outcome_of(reply)
         # Read your own write: apply the reply's events to this node's replica now (the event
         # consumer will see them again and skip them); wait for the consumer only when an
         # earlier event of the stream has not reached the replica yet.
@@ -355,16 +344,9 @@ class KafkaNode:
         try:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(dead.stop(), self.timeout)
-            while True:
-                producer = self._new_producer()
-                try:
-                    await producer.start()
-                    break
-                except (KafkaError, OSError):
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
-                    await asyncio.sleep(0.5)
-            self.producer = producer
+            self.producer = await started_producer(
+                self.bootstrap, retry_every=0.5, request_timeout_ms=COMMAND_REQUEST_TIMEOUT_MS
+            )
         finally:
             self._renewing = None
 

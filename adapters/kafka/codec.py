@@ -7,6 +7,8 @@
   partition, and decodable back to the offset that ``min_position`` waits for. Across
   partitions positions interleave but promise no order; with one partition (the default)
   they are a total order like the embedded log's.
+- A projection's checkpoints are kept per partition (:func:`checkpoint_name`) and hold the
+  next offset to apply (:func:`checkpoint_mark`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]  # aiokafka ships no type information
 
 from domain.events import Event, upcast
 
@@ -28,7 +30,8 @@ def stream_key(tenant_id: str, stream: str) -> str:
 
 def partition_for(key: str, partitions: int) -> int:
     """Kafka's default partitioner (murmur2 of the key), as the Java clients compute it."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions  # type: ignore[no-any-return]
+    hashed: int = murmur2(key.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def encode_position(partition: int, offset: int) -> int:
@@ -38,6 +41,16 @@ def encode_position(partition: int, offset: int) -> int:
 def decode_position(position: int) -> tuple[int, int]:
     """``(partition, offset)`` of a position."""
     return position & (MAX_PARTITIONS - 1), (position >> PARTITION_BITS) - 1
+
+
+def checkpoint_name(projection: str, partition: int) -> str:
+    """The checkpoint of ``projection`` on one partition of the event topic."""
+    return f"{projection}@p{partition}"
+
+
+def checkpoint_mark(event: Event) -> int:
+    """What a checkpoint holds once ``event`` is applied: the next offset of its partition."""
+    return decode_position(event.position)[1] + 1
 
 
 def event_value(event: Event) -> bytes:

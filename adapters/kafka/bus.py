@@ -10,9 +10,12 @@ from typing import Any
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+
+# aiokafka ships no type information: its clients are Any to the type checker.
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
+from adapters.kafka.clients import Batches, producer, tail
 from commands.ports import EphemeralBus
 
 log = structlog.get_logger("caas.bus")
@@ -27,7 +30,7 @@ class KafkaBus(EphemeralBus):
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=5)
+        self.producer = producer(self.bootstrap, durable=False)
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await self.consumer.start()
@@ -36,7 +39,9 @@ class KafkaBus(EphemeralBus):
         await self.consumer.seek_to_end(*parts)
         for tp in parts:
             await self.consumer.position(tp)
-        self._task = asyncio.create_task(self._consume(), name="caas-ephemeral")
+        self._task = asyncio.create_task(
+            tail(self.consumer, self._deliver, failure="ephemeral_consume_failed"), name="caas-ephemeral"
+        )
 
     async def close(self) -> None:
         if self._task is not None:
@@ -59,16 +64,9 @@ class KafkaBus(EphemeralBus):
     def listen(self, listener: Callable[[dict[str, Any]], None]) -> None:
         self._listeners.append(listener)
 
-    async def _consume(self) -> None:
-        while True:
-            try:
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
-            except KafkaError as exc:
-                log.warning("ephemeral_consume_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            for records in batches.values():
-                for record in records:
-                    message = orjson.loads(record.value)
-                    for listener in self._listeners:
-                        listener(message)
+    def _deliver(self, batches: Batches) -> None:
+        for records in batches.values():
+            for record in records:
+                message = orjson.loads(record.value)
+                for listener in self._listeners:
+                    listener(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+# aiokafka ships no type information
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.errors import TopicAlreadyExistsError  # type: ignore[import-untyped]
 

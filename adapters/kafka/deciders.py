@@ -1,0 +1,227 @@
+"""The deciders of ``caas worker``: one consumer group on the command topic.
+
+Each decider owns some partitions: when they are assigned it restores their aggregates by
+reading the same partitions of the event topic from the start (the event topic is the
+changelog), then decides commands in order, produces their events (idempotent producer,
+``acks=all``), answers the API node on the reply topic and commits the command offsets. A
+command redelivered after a crash is recognised by its ``command_id`` in the restored events
+and answered with the events it already recorded, so at-least-once delivery never appends
+twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+
+# aiokafka ships no type information: its clients are Any to the type checker.
+from aiokafka import ConsumerRebalanceListener  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from adapters.ids import utcnow, uuid7
+from adapters.kafka.clients import group_consumer, producer, started_producer
+from adapters.kafka.codec import partition_for
+from adapters.kafka.log import PartitionLog, producer_broken, read_partition
+from adapters.kafka.topics import ensure_topics
+from adapters.kafka.wire import decode_request, encode_reply, request_from
+from commands.ports import LogUnavailable
+from commands.service import CommandService, Outcome
+
+log = structlog.get_logger("caas.worker")
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is Any to mypy
+    def __init__(self, worker: DeciderWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.worker.release({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.worker.restore({tp.partition for tp in assigned})
+
+
+class DeciderWorker:
+    def __init__(self, bootstrap: str, prefix: str, partitions: int) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.partitions = partitions
+        self.owned: set[int] = set()
+        self._inflight: set[asyncio.Task[tuple[str, bytes]]] = set()
+        self._settled = asyncio.Event()  # no restore in progress
+        self._settled.set()
+        self._uncommitted: dict[Any, int] = {}  # TopicPartition -> next offset, decided but not committed
+        self._commit_wake = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
+        self.producer = producer(self.bootstrap)
+        await self.producer.start()
+        self._new_log()
+        self.consumer = group_consumer(
+            self.bootstrap,
+            f"{self.prefix}deciders",
+            max_poll_records=2000,
+            heartbeat_interval_ms=1000,  # a joining or leaving worker is noticed within a second
+        )
+        await self.consumer.start()
+        self.consumer.subscribe([self.topics["commands"]], listener=_Rebalance(self))
+
+    def _new_log(self) -> None:
+        self.log = PartitionLog(self.producer, self.bootstrap, self.topics["events"], self.partitions)
+        self.service = CommandService(self.log, clock=utcnow, new_id=uuid7, cache_size=1 << 62)
+        asyncio.get_running_loop().create_task(self.log.start())
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+        await self.log.close()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+
+    def _owned_by(self, partitions: set[int]) -> Callable[[str, str], bool]:
+        return lambda tenant_id, stream: partition_for(f"{tenant_id}/{stream}", self.partitions) in partitions
+
+    async def restore(self, partitions: set[int]) -> None:
+        """Rebuild the aggregates of newly assigned partitions from the event topic."""
+        self._settled.clear()
+        try:
+            for partition in sorted(partitions):
+                events = await read_partition(self.bootstrap, self.topics["events"], partition)
+                for event in events:
+                    self.service.restore(event)
+                    self.log.record(event)
+                log.info("partition_restored", partition=partition, events=len(events))
+            self.owned |= partitions
+        finally:
+            self._settled.set()
+
+    async def release(self, partitions: set[int]) -> None:
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._commit()  # the partition's next owner starts after what was decided here
+        self.owned -= partitions
+        self.service.clear(keep=self._owned_by(self.owned))
+        for partition in partitions:
+            self.log.forget_partition(partition)
+
+    async def _recover(self) -> None:
+        """After Kafka failed to acknowledge, restore owned partitions from what it kept."""
+        log.warning("decider_recovering", error=str(self.log.broken))
+        await self.log.close()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+        self.producer = await started_producer(self.bootstrap, retry_every=1)
+        self._new_log()
+        owned, self.owned = self.owned, set()
+        await self.restore(owned)
+
+    async def run(self) -> None:
+        committer = asyncio.create_task(self._committer())
+        try:
+            await self._run()
+        finally:
+            committer.cancel()
+
+    async def _run(self) -> None:
+        """Decide each fetched batch, then fetch the next one at once: the replies' delivery
+        and the offset commit happen in the background, so one broker round trip (the events'
+        ``acks=all``) is all a batch waits for."""
+        while True:
+            if self.log.broken is not None:
+                await self._recover()
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
+            for tp, records in batches.items():
+                if tp.partition not in self.owned:
+                    if tp in self.consumer.assignment():
+                        # Assigned, but the fetcher ran ahead of the restore: fetch these again
+                        # once the aggregates are back (skipping them would lose the commands
+                        # until the next rebalance).
+                        self.consumer.seek(tp, records[0].offset)
+                        await self._settled.wait()
+                    continue  # else revoked since the fetch: its next owner decides them
+                tasks = [asyncio.create_task(self.handle(record.value)) for record in records]
+                self._inflight.update(tasks)
+                replies = await asyncio.gather(*tasks)
+                self._inflight.difference_update(tasks)
+                try:
+                    deliveries = [
+                        await self.producer.send(
+                            self.topics["replies"],
+                            reply,
+                            key=reply_to.encode(),
+                            partition=partition_for(reply_to, self.partitions),
+                        )
+                        for reply_to, reply in replies
+                    ]
+                    self._in_background(self._delivered(deliveries))
+                except KafkaError as exc:
+                    self._reply_failed(exc)
+                # The events are acknowledged: a redelivery from here on is answered from them.
+                self._uncommitted[tp] = records[-1].offset + 1
+                self._commit_wake.set()
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _delivered(self, deliveries: list[Any]) -> None:
+        results = await asyncio.gather(*deliveries, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            self._reply_failed(failed[0])
+
+    def _reply_failed(self, exc: BaseException) -> None:
+        """The nodes time out (503) and clients retry; a producer Kafka has fenced is renewed."""
+        log.warning("replies_not_sent", error=str(exc))
+        if self.log.broken is None and producer_broken(self.producer, exc):
+            self.log.broken = LogUnavailable(f"Kafka refuses our producer: {exc!r}")
+
+    async def _committer(self) -> None:
+        while True:
+            await self._commit_wake.wait()
+            await self._commit()
+
+    async def _commit(self) -> None:
+        self._commit_wake.clear()
+        offsets, self._uncommitted = self._uncommitted, {}
+        assigned = self.consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # Rebalanced meanwhile, or the broker is away: the partition's next owner gets
+            # these commands again and answers them from the events they recorded.
+            log.warning("commit_failed", error=str(exc))
+
+    async def handle(self, value: bytes) -> tuple[str, bytes]:
+        """Decide one request: ``(reply_to, reply)``; a refusal is answered, never raised."""
+        request_id, reply_to, message = decode_request(value)
+        try:
+            answer: Outcome | BaseException = await self.decide(message)
+        except Exception as exc:
+            answer = exc
+        return reply_to, encode_reply(request_id, answer)
+
+    async def decide(self, message: dict[str, Any]) -> Outcome:
+        recorded = self.log.recorded_command(message["command_id"])
+        if recorded is not None:  # redelivered after a crash: answer, append nothing
+            return Outcome(list(recorded), replayed=True)
+        request = request_from(message)
+        return await self.service.execute(
+            request.tenant_id,
+            request.stream,
+            request.command,
+            actor=request.actor,
+            correlation_id=request.correlation_id,
+            idempotency=request.idempotency,
+            command_id=request.command_id,
+        )
