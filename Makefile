@@ -20,7 +20,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict domain commands projections
+	$(BIN)/mypy --strict domain commands projections streams adapters api
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests --ignore=tests/perf

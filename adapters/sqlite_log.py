@@ -428,13 +428,13 @@ class SqliteEventLog(EventLog):
         tenant_id: str | None = None,
         types: Sequence[str] | None = None,
     ) -> list[Event]:
-        clauses, params = ["position > ?"], [after_position]
+        clauses, params = ["position > ?"], list[int | str]([after_position])
         if tenant_id is not None:
             clauses.append("tenant_id = ?")
-            params.append(tenant_id)  # type: ignore[arg-type]
+            params.append(tenant_id)
         if types:
             clauses.append(f"type IN ({','.join('?' * len(types))})")
-            params.extend(types)  # type: ignore[arg-type]
+            params.extend(types)
         params.append(limit)
         where = " AND ".join(clauses)
         return self._read(f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?", params)

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from api.bootstrap import Engine, build_engine
 from api.errors import ApiError, handle
@@ -51,7 +51,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         finally:
             await node.close()
 
-    routes = [Route(api.path, api.handler, methods=[api.method]) for api in ROUTES]
+    routes: list[BaseRoute] = [Route(api.path, api.handler, methods=[api.method]) for api in ROUTES]
     routes += [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

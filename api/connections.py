@@ -75,7 +75,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     _started = 0.0  # loop time the current request (or the connection) started
     _reading_body = False
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows BaseTransport the same way
         super().connection_made(transport)
         self._address = address_key(self.client)
         if not self.guard.admit(self._address):

@@ -278,7 +278,7 @@ async def remove_reaction(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     cid, mid = _path(request, "cid"), _path(request, "mid")
     emoji: str = request.path_params["emoji"]
-    if not re.fullmatch(schemas.Emoji.__metadata__[0].pattern, emoji):
+    if not re.fullmatch(schemas.EMOJI_PATTERN, emoji):
         raise ApiError("invalid_request", "emoji is 1 to 64 characters: no spaces, dots, $ or control characters")
     uid = _acting_user(who, request.query_params.get("user_id"))
     command = ch.RemoveReaction(actor=who.actor, message_id=mid, user_id=uid, emoji=emoji)

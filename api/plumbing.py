@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from api.errors import ApiError, validation_error
@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 B = TypeVar("B", bound=BaseModel)
 
 
-def engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
+def engine(connection: HTTPConnection) -> Engine:
+    """The node serving a request or a websocket."""
+    return cast("Engine", connection.app.state.engine)
 
 
 def json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

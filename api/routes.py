@@ -154,15 +154,16 @@ def openapi() -> dict[str, object]:
         ok: dict[str, object] = {"description": "success"}
         if api.returns is not None:
             ok["content"] = {"application/json": {"schema": ref(api.returns)}}
+        responses: dict[str, object] = {str(api.status): ok, "4XX": error, "503": error}
+        if api.returns is not None and issubclass(api.returns, schemas.Written):  # plumbing.written
+            responses["201"] = ok
+            responses["200"] = {**ok, "description": "replay of an idempotent retry"}
         op: dict[str, object] = {
             "summary": api.summary,
             "operationId": api.endpoint.__name__,
             "parameters": params,
-            "responses": {str(api.status): ok, "4XX": error, "503": error},
+            "responses": responses,
         }
-        if api.returns is not None and issubclass(api.returns, schemas.Written):  # plumbing.written
-            op["responses"]["201"] = ok  # type: ignore[index]
-            op["responses"]["200"] = {**ok, "description": "replay of an idempotent retry"}  # type: ignore[index]
         if api.who:
             op["security"] = [{"bearer": []}]
             op["description"] = "Credential: " + " or ".join(api.who)

@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
-from domain.base import ID_PATTERN
+from domain.base import ID_PATTERN as ID_PATTERN  # re-exported: the API layer names ids by it
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Emoji = Annotated[str, StringConstraints(pattern=r"^[^\s.$\x00-\x1f\x7f]{1,64}$")]
+EMOJI_PATTERN = r"^[^\s.$\x00-\x1f\x7f]{1,64}$"
+Emoji = Annotated[str, StringConstraints(pattern=EMOJI_PATTERN)]
 Role = Literal["owner", "admin", "member"]
 
 

@@ -158,7 +158,7 @@ class Session:
         self.ws = ws
         self.who = who
         self.token = token
-        self.node = engine(ws)  # type: ignore[arg-type]
+        self.node = engine(ws)
         settings = self.node.settings
         self.outbox = Outbox(settings.ws_queue_frames, settings.ws_max_buffered_bytes)
         self.transport = transport_of(ws)
@@ -448,7 +448,7 @@ def frame_bytes(text: str | None, data: bytes | None) -> int:
 
 async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
-    node = engine(ws)  # type: ignore[arg-type]
+    node = engine(ws)
     token = ws.query_params.get("token", "")
     try:
         who = await node.auth.authenticate(token, node.clock())
@@ -473,7 +473,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 
 
 async def serve(ws: WebSocket, who: Principal, token: str) -> None:
-    node = engine(ws)  # type: ignore[arg-type]
+    node = engine(ws)
     session = Session(ws, who, token)
     SOCKETS.inc()
     node.presence.opened(session.conn_id, who.tenant_id, who.user_id)

@@ -407,8 +407,8 @@ class CommandService:
             state = self._hold(key, state)  # a stream's first events make its state live
             for event in decision:
                 aggregate.evolve(state, event)
-            future = self.log.append(tenant_id, stream, expected, new, idempotency)
-            self._pending[key] = future  # type: ignore[assignment]
+            future = asyncio.ensure_future(self.log.append(tenant_id, stream, expected, new, idempotency))
+            self._pending[key] = future
             try:
                 return Outcome(await future, replayed=False)
             except ConcurrencyError:

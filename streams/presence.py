@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -79,7 +79,7 @@ class PresenceService:
         now = self.clock()
         for key, status in (durable or {}).items():
             if status != "offline":
-                self.state.reported[key] = status  # type: ignore[assignment]
+                self.state.reported[key] = cast(p.Status, status)  # a recorded PresenceChanged status
                 self.state.gone_at[key] = now
         self.bus.listen(self._on_message)
         self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._ticks())]

@@ -12,8 +12,8 @@ import orjson
 import structlog
 
 # aiokafka ships no type information: its clients are Any to the type checker.
-from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from adapters.kafka.clients import Batches, producer, tail
 from commands.ports import EphemeralBus

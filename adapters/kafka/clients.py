@@ -10,8 +10,8 @@ from typing import Any
 import structlog
 
 # aiokafka ships no type information: its clients are Any to the type checker.
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 log = structlog.get_logger("caas.kafka")
 

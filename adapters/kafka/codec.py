@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]  # aiokafka ships no type information
+from aiokafka.partitioner import murmur2
 
 from domain.events import Event, upcast
 

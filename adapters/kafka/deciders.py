@@ -19,8 +19,8 @@ from typing import Any
 import structlog
 
 # aiokafka ships no type information: its clients are Any to the type checker.
-from aiokafka import ConsumerRebalanceListener  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 
 from adapters.ids import utcnow, uuid7
 from adapters.kafka.clients import group_consumer, producer, started_producer

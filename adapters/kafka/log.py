@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 # aiokafka ships no type information: its clients are Any to the type checker.
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
-from aiokafka.errors import (  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
     OutOfOrderSequenceNumber,

@@ -21,8 +21,8 @@ import orjson
 import structlog
 
 # aiokafka ships no type information: its clients are Any to the type checker.
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from adapters.ids import utcnow, uuid7
 from adapters.kafka.clients import Batches, producer, started_producer, tail

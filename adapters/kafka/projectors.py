@@ -16,8 +16,8 @@ import contextlib
 from typing import Any
 
 # aiokafka ships no type information: its clients are Any to the type checker.
-from aiokafka import ConsumerRebalanceListener  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 
 from adapters.kafka.clients import group_consumer
 from adapters.kafka.codec import checkpoint_mark, checkpoint_name, event_from_record

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 
 # aiokafka ships no type information
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
-from aiokafka.errors import TopicAlreadyExistsError  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 
 def topic_names(prefix: str) -> dict[str, str]:
