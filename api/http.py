@@ -414,7 +414,7 @@ async def list_events(request: Request) -> Response:
     types = [t for t in request.query_params.get("types", "").split(",") if t]
     if engine(request).backend.events_projected:
         await wait_min_position(request)  # served by a read model (the event index), not the log
-    events = await engine(request).log.read_all(after_position=after, limit=limit, tenant_id=who.tenant_id, types=types)
+    events = await engine(request).log.read_tenant(who.tenant_id, after_position=after, limit=limit, types=types)
     cursor = events[-1].position if len(events) == limit else None
     return json({"events": [e.model_dump() for e in events], "next_after_position": cursor})
 

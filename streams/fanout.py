@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from commands.ports import EventLog
+from commands.ports import StreamReader
 from commands.service import Commands
 from domain.channel import MessageState
 from domain.events import Event
@@ -68,7 +68,7 @@ class HistoryView:
     deletion, and the ``MessageDeleted`` that follows carries only the message id.
     """
 
-    def __init__(self, service: Commands, log: EventLog, tenant_id: str, stream: str, wait: float) -> None:
+    def __init__(self, service: Commands, log: StreamReader, tenant_id: str, stream: str, wait: float) -> None:
         self.service, self.log, self.tenant_id, self.stream = service, log, tenant_id, stream
         self.deadline = asyncio.get_running_loop().time() + wait
         self._messages: dict[str, MessageState] = {}

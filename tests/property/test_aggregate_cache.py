@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.kafka.node import _ReplicaLog
 from adapters.sqlite_log import SqliteEventLog
 from commands.ports import EventLog
+from commands.repository import AggregateRepository
 from commands.service import CommandService
 from domain import channel as ch
 from domain import user
@@ -52,7 +52,8 @@ class CountingLog(SqliteEventLog):
 
 def service_for(log: EventLog, cache_size: int = 20_000) -> CommandService:
     ids = itertools.count(1)
-    return CommandService(log, clock=lambda: NOW, new_id=lambda: f"id-{next(ids)}", cache_size=cache_size)
+    repository = AggregateRepository(log, cache_size=cache_size)
+    return CommandService(log, clock=lambda: NOW, new_id=lambda: f"id-{next(ids)}", repository=repository)
 
 
 async def open_log(path: Path) -> CountingLog:
@@ -102,7 +103,7 @@ async def test_lookups_of_unknown_ids_do_not_evict_live_aggregates(tmp_path: Pat
         await post(service, 1, start=20)
         assert await service.state(TENANT, CHANNEL) is live, "the channel was evicted and reloaded"
         assert log.read[CHANNEL] == reads
-        assert not [key for key, _ in service.cached() if "ghost" in key[1]]
+        assert not [key for key, _ in service.repository.cached() if "ghost" in key[1]]
     finally:
         await log.close()
 
@@ -115,7 +116,7 @@ async def test_a_stream_first_written_after_a_lookup_of_it_is_cached_with_its_ev
         await service.execute(TENANT, "user:bob", user.RegisterUser(name="Bob"), actor=None)
         bob = await service.state(TENANT, "user:bob")
         assert (bob.version, bob.name) == (1, "Bob")
-        assert [key for key, _ in service.cached()] == [(TENANT, "user:bob")]
+        assert [key for key, _ in service.repository.cached()] == [(TENANT, "user:bob")]
     finally:
         await log.close()
 
@@ -124,12 +125,12 @@ def test_unknown_lookups_do_not_grow_an_api_nodes_replica() -> None:
     """The Kafka API node's replica keeps every aggregate (its cache is unbounded): lookups of
     streams that have no events must not add to it."""
 
-    async def lookups(replica: CommandService, names: range) -> None:
+    async def lookups(replica: AggregateRepository, names: range) -> None:
         for n in names:
-            assert not (await replica.state(TENANT, f"user:ghost-{n}")).exists
+            assert not (await replica.get(TENANT, f"user:ghost-{n}")).exists
 
     async def scenario() -> tuple[int, int]:
-        replica = CommandService(_ReplicaLog(), clock=lambda: NOW, new_id=lambda: "id", cache_size=1 << 62)
+        replica = AggregateRepository(None, cache_size=None)
         await lookups(replica, range(2_000))
         tracemalloc.start()
         try:
@@ -146,14 +147,14 @@ def test_unknown_lookups_do_not_grow_an_api_nodes_replica() -> None:
 
 
 async def test_a_replica_restores_a_stream_it_had_looked_up_before_it_existed() -> None:
-    replica = CommandService(_ReplicaLog(), clock=lambda: NOW, new_id=lambda: "id", cache_size=1 << 62)
-    assert not (await replica.state(TENANT, "user:bob")).exists
+    replica = AggregateRepository(None, cache_size=None)
+    assert not (await replica.get(TENANT, "user:bob")).exists
     registered = Event(
         event_id="e1", tenant_id=TENANT, stream="user:bob", seq=1, position=1, type="UserRegistered",
         schema_version=1, occurred_at=format_time(NOW), actor=None, payload={"name": "Bob", "metadata": {}},
     )  # fmt: skip
     assert replica.restore(registered)
-    after = await replica.state(TENANT, "user:bob")
+    after = await replica.get(TENANT, "user:bob")
     assert (after.exists, after.name) == (True, "Bob")
     assert [key for key, _ in replica.cached()] == [(TENANT, "user:bob")]
 
@@ -217,7 +218,7 @@ async def test_an_evicted_aggregate_is_snapshotted(tmp_path: Path) -> None:
     for name in ("u1", "u2"):  # two live users push the channel out of a cache of two
         await service.execute(TENANT, f"user:{name}", user.RegisterUser(name=name), actor=None)
         await service.state(TENANT, f"user:{name}")
-    assert (TENANT, CHANNEL) not in dict(service.cached())
+    assert (TENANT, CHANNEL) not in dict(service.repository.cached())
     await log.close()
 
     log = await open_log(tmp_path)

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from adapters.sqlite_log import SqliteEventLog
 from commands.ports import EventLog, Idempotency, IdempotencyKeyReused
-from commands.service import AGGREGATES, CommandService, Outcome
+from commands.repository import AGGREGATES, AggregateRepository
+from commands.service import CommandService, Outcome
 from domain import channel as ch
 from domain.base import Actor, format_time
 from domain.errors import NotAMember
@@ -73,7 +74,10 @@ class Sent:
 def service_for(log: EventLog, cache_size: int = 20_000, snapshot_every: int = 500) -> CommandService:
     ids = itertools.count(1)
     return CommandService(
-        log, clock=lambda: NOW, new_id=lambda: f"id-{next(ids)}", cache_size=cache_size, snapshot_every=snapshot_every
+        log,
+        clock=lambda: NOW,
+        new_id=lambda: f"id-{next(ids)}",
+        repository=AggregateRepository(log, cache_size=cache_size, snapshot_every=snapshot_every),
     )
 
 
