@@ -15,6 +15,7 @@ from api.observability import record_projections
 from api.plumbing import body, engine, idempotency, int_param, json, principal, raw_body, wait_min_position, written
 from commands.auth import Principal, new_api_key
 from commands.ports import Idempotency
+from commands.service import CommandEnvelope
 from domain import channel as ch
 from domain import errors, tenant, user
 from domain.base import format_time
@@ -48,7 +49,7 @@ async def create_tenant(request: Request) -> Response:
     api_key, key_hash = new_api_key(tenant_id, key_id)
     command = tenant.RegisterTenant(name=data.name, key_id=key_id, key_hash=key_hash)
     outcome = await engine(request).service.execute(
-        tenant_id, stream_name("tenant", tenant_id), command, actor="admin:admin", idempotency=retry
+        CommandEnvelope(tenant_id, stream_name("tenant", tenant_id), command, actor="admin:admin", idempotency=retry)
     )
     first = outcome.events[0]
     issued = outcome.events[-1].payload
@@ -64,11 +65,13 @@ async def create_api_key(request: Request) -> Response:
     key_id = engine(request).short_id("k")
     api_key, key_hash = new_api_key(who.tenant_id, key_id)
     outcome = await engine(request).service.execute(
-        who.tenant_id,
-        stream_name("tenant", who.tenant_id),
-        tenant.IssueApiKey(key_id=key_id, key_hash=key_hash, name=data.name),
-        actor=who.actor.label,
-        idempotency=idempotency(request, raw, who),
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("tenant", who.tenant_id),
+            tenant.IssueApiKey(key_id=key_id, key_hash=key_hash, name=data.name),
+            actor=who.actor.label,
+            idempotency=idempotency(request, raw, who),
+        )
     )
     issued = outcome.last.payload
     return written(outcome, key_id=issued["key_id"], api_key=None if outcome.replayed else api_key)
@@ -78,7 +81,12 @@ async def revoke_api_key(request: Request) -> Response:
     who = await principal(request, "tenant")
     key_id = _path(request, "key_id")
     outcome = await engine(request).service.execute(
-        who.tenant_id, stream_name("tenant", who.tenant_id), tenant.RevokeApiKey(key_id=key_id), actor=who.actor.label
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("tenant", who.tenant_id),
+            tenant.RevokeApiKey(key_id=key_id),
+            actor=who.actor.label,
+        )
     )
     return written(outcome, key_id=key_id)
 
@@ -87,11 +95,13 @@ async def rotate_signing_key(request: Request) -> Response:
     who = await principal(request, "tenant")
     raw = await raw_body(request)
     outcome = await engine(request).service.execute(
-        who.tenant_id,
-        stream_name("tenant", who.tenant_id),
-        tenant.RotateSigningKey(),
-        actor=who.actor.label,
-        idempotency=idempotency(request, raw, who),
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("tenant", who.tenant_id),
+            tenant.RotateSigningKey(),
+            actor=who.actor.label,
+            idempotency=idempotency(request, raw, who),
+        )
     )
     return written(outcome, kid=outcome.last.payload["kid"])
 
@@ -101,11 +111,13 @@ async def set_allowed_origins(request: Request) -> Response:
     raw = await raw_body(request)
     data = await body(request, schemas.AllowedOrigins, raw)
     outcome = await engine(request).service.execute(
-        who.tenant_id,
-        stream_name("tenant", who.tenant_id),
-        tenant.SetAllowedOrigins(origins=data.origins),
-        actor=who.actor.label,
-        idempotency=idempotency(request, raw, who),
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("tenant", who.tenant_id),
+            tenant.SetAllowedOrigins(origins=data.origins),
+            actor=who.actor.label,
+            idempotency=idempotency(request, raw, who),
+        )
     )
     return written(outcome, origins=sorted(set(data.origins)))
 
@@ -117,11 +129,13 @@ async def put_user(request: Request) -> Response:
     raw = await raw_body(request)
     data = await body(request, schemas.PutUser, raw)
     outcome = await engine(request).service.execute(
-        who.tenant_id,
-        stream_name("user", user_id),
-        user.RegisterUser(name=data.name, metadata=data.metadata),
-        actor=who.actor.label,
-        idempotency=idempotency(request, raw, who),
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("user", user_id),
+            user.RegisterUser(name=data.name, metadata=data.metadata),
+            actor=who.actor.label,
+            idempotency=idempotency(request, raw, who),
+        )
     )
     return written(outcome, user_id=user_id)
 
@@ -153,12 +167,14 @@ async def _channel_command(
     request: Request, who: Principal, cid: str, command: ch.ChannelCommand, raw: bytes = b""
 ) -> Response:
     outcome = await engine(request).service.execute(
-        who.tenant_id,
-        stream_name("channel", cid),
-        command,
-        actor=who.actor.label,
-        correlation_id=request.headers.get("x-request-id"),
-        idempotency=idempotency(request, raw, who) if raw or request.method == "POST" else None,
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("channel", cid),
+            command,
+            actor=who.actor.label,
+            correlation_id=request.headers.get("x-request-id"),
+            idempotency=idempotency(request, raw, who) if raw or request.method == "POST" else None,
+        )
     )
     extra = {"channel_id": outcome.last.stream_id}  # a replay answers with the first request's channel
     message_id = getattr(command, "message_id", None)

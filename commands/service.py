@@ -36,22 +36,31 @@ class Outcome:
         return self.events[-1]
 
 
+@dataclass(frozen=True, slots=True)
+class CommandEnvelope:
+    """A command addressed to a stream, with who sent it and how to recognise a retry of it.
+
+    ``command_id`` names this request in the events it causes (one is generated if not
+    given); ``idempotency`` is the caller's retry key, already scoped to its principal
+    (``api.plumbing.idempotency``); ``correlation_id`` ties the events to the request that
+    caused them (``X-Request-Id``).
+    """
+
+    tenant_id: str
+    stream: str
+    command: Command
+    actor: str | None
+    correlation_id: str | None = None
+    idempotency: Idempotency | None = None
+    command_id: str | None = None
+
+
 class Commands(Protocol):
     """What the API needs from the write side, whichever backend runs it."""
 
     async def state(self, tenant_id: str, stream: str) -> Any: ...
 
-    async def execute(
-        self,
-        tenant_id: str,
-        stream: str,
-        command: Command,
-        *,
-        actor: str | None,
-        correlation_id: str | None = None,
-        idempotency: Idempotency | None = None,
-        command_id: str | None = None,
-    ) -> Outcome: ...
+    async def execute(self, envelope: CommandEnvelope) -> Outcome: ...
 
 
 class CommandService:
@@ -79,49 +88,38 @@ class CommandService:
         """
         return await self.repository.get(tenant_id, stream)
 
-    async def execute(
-        self,
-        tenant_id: str,
-        stream: str,
-        command: Command,
-        *,
-        actor: str | None,
-        correlation_id: str | None = None,
-        idempotency: Idempotency | None = None,
-        command_id: str | None = None,
-    ) -> Outcome:
-        """Decide ``command`` against ``stream`` and record what it causes.
+    async def execute(self, envelope: CommandEnvelope) -> Outcome:
+        """Decide ``envelope.command`` against its stream and record what it causes.
 
-        ``command_id`` names this request in the events it causes (one is generated if not
-        given); with an idempotency key it is ``idem:<fingerprint>:<key>``, so the log itself
-        records which keys were used. The key is already scoped to the caller's principal
-        (``api.plumbing.idempotency``); a retry is answered from the record only if the caller
-        may still run the command.
+        With an idempotency key the ``command_id`` is ``idem:<fingerprint>:<key>``, so the
+        store itself records which keys were used; a retry is answered from the record only
+        if the caller may still run the command.
 
         Raises a :class:`domain.errors.DomainError` if a rule forbids it,
         :class:`IdempotencyKeyReused` if the key came with a different request.
         """
+        idempotency = envelope.idempotency
         if idempotency is None:
-            return await self._execute(tenant_id, stream, command, actor, correlation_id, None, command_id)
-        key = (tenant_id, idempotency.key)
+            return await self._execute(envelope)
+        key = (envelope.tenant_id, idempotency.key)
         while (running := self._inflight.get(key)) is not None:
             await asyncio.shield(running)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = done
         try:
-            found = await self.store.find_idempotent(tenant_id, idempotency.key)
+            found = await self.store.find_idempotent(envelope.tenant_id, idempotency.key)
             if found is not None:
-                await self._authorize(tenant_id, stream, command)  # permission first, then the record
+                await self._authorize(envelope)  # permission first, then the record
                 fingerprint, events = found
                 if fingerprint != idempotency.fingerprint:
                     raise IdempotencyKeyReused(idempotency.key)
                 return Outcome(events, replayed=True)
-            return await self._execute(tenant_id, stream, command, actor, correlation_id, idempotency, command_id)
+            return await self._execute(envelope)
         finally:
             del self._inflight[key]
             done.set_result(None)
 
-    async def _authorize(self, tenant_id: str, stream: str, command: Command) -> None:
+    async def _authorize(self, envelope: CommandEnvelope) -> None:
         """Raise the rule that forbids ``command`` to its actor now, if one does.
 
         A replay is answered only to a caller who could run the command today (a user who
@@ -129,28 +127,20 @@ class CommandService:
         count: deciding a command again often fails because its first run succeeded (the
         channel or tenant now exists, the member is already removed).
         """
-        state = await self.state(tenant_id, stream)
+        state = await self.state(envelope.tenant_id, envelope.stream)
         try:
-            aggregate_of(stream).decide(state, command)
+            aggregate_of(envelope.stream).decide(state, envelope.command)
         except DomainError as exc:
             if exc.category == "forbidden":
                 raise
 
-    async def _execute(
-        self,
-        tenant_id: str,
-        stream: str,
-        command: Command,
-        actor: str | None,
-        correlation_id: str | None,
-        idempotency: Idempotency | None,
-        command_id: str | None,
-    ) -> Outcome:
+    async def _execute(self, envelope: CommandEnvelope) -> Outcome:
+        tenant_id, stream, idempotency = envelope.tenant_id, envelope.stream, envelope.idempotency
         aggregate = aggregate_of(stream)
         key = (tenant_id, stream)
         for attempt in range(ATTEMPTS):
             state = await self.state(tenant_id, stream)
-            decision = aggregate.decide(state, command)
+            decision = aggregate.decide(state, envelope.command)
             if isinstance(decision, Unchanged):
                 recorded = await self._recorded(tenant_id, stream, decision.seq)
                 if recorded is not None:
@@ -160,13 +150,13 @@ class CommandService:
                     raise ConcurrencyError(f"{stream} kept changing while the command was decided")
                 continue
             if not decision:
-                raise ValueError(f"{type(command).__name__} decided nothing")
+                raise ValueError(f"{type(envelope.command).__name__} decided nothing")
             expected = state.version
             occurred_at = format_time(self.clock())
             if idempotency is not None:
                 command_id = f"idem:{idempotency.fingerprint}:{idempotency.key}"
-            elif command_id is None:
-                command_id = self.new_id()
+            else:
+                command_id = envelope.command_id or self.new_id()
             new = [
                 NewEvent(
                     event_id=self.new_id(),
@@ -174,10 +164,10 @@ class CommandService:
                     type=event.type,
                     schema_version=event.schema_version,
                     occurred_at=occurred_at,
-                    actor=actor,
+                    actor=envelope.actor,
                     command_id=command_id,
                     causation_id=None,
-                    correlation_id=correlation_id,
+                    correlation_id=envelope.correlation_id,
                     payload=event.model_dump(mode="json"),
                 )
                 for offset, event in enumerate(decision)

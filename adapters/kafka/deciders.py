@@ -218,13 +218,4 @@ class DeciderWorker:
         recorded = self.log.recorded_command(message["command_id"])
         if recorded is not None:  # redelivered after a crash: answer, append nothing
             return Outcome(list(recorded), replayed=True)
-        request = request_from(message)
-        return await self.service.execute(
-            request.tenant_id,
-            request.stream,
-            request.command,
-            actor=request.actor,
-            correlation_id=request.correlation_id,
-            idempotency=request.idempotency,
-            command_id=request.command_id,
-        )
+        return await self.service.execute(request_from(message).envelope)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,10 +31,9 @@ from adapters.kafka.codec import checkpoint_name, decode_position, event_from_re
 from adapters.kafka.log import producer_broken
 from adapters.kafka.topics import ensure_topics
 from adapters.kafka.wire import CommandRequest, outcome_of
-from commands.ports import EventHistory, Idempotency, Listener, LogUnavailable
+from commands.ports import EventHistory, Listener, LogUnavailable
 from commands.repository import AggregateRepository
-from commands.service import Outcome
-from domain.base import Command
+from commands.service import CommandEnvelope, Outcome
 from domain.events import Event
 from projections import eventindex
 from projections.ports import ReadStore
@@ -243,32 +243,12 @@ class KafkaNode:
     async def state(self, tenant_id: str, stream: str) -> Any:
         return await self.replica.get(tenant_id, stream)
 
-    async def execute(
-        self,
-        tenant_id: str,
-        stream: str,
-        command: Command,
-        *,
-        actor: str | None,
-        correlation_id: str | None = None,
-        idempotency: Idempotency | None = None,
-        command_id: str | None = None,
-    ) -> Outcome:
-        request_id = command_id or uuid7()
-        request = CommandRequest(
-            request_id=request_id,
-            reply_to=self.node_id,
-            tenant_id=tenant_id,
-            stream=stream,
-            command=command,
-            actor=actor,
-            correlation_id=correlation_id,
-            idempotency=idempotency,
-            command_id=request_id,
-        )
+    async def execute(self, envelope: CommandEnvelope) -> Outcome:
+        request_id = envelope.command_id or uuid7()
+        request = CommandRequest(request_id, self.node_id, dataclasses.replace(envelope, command_id=request_id))
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        key = stream_key(tenant_id, stream)
+        key = stream_key(envelope.tenant_id, envelope.stream)
         deadline = asyncio.get_running_loop().time() + self.timeout  # one bound for sending and the reply
         try:
             await asyncio.wait_for(

@@ -22,7 +22,7 @@ import pytest
 from adapters.sqlite_log import SqliteEventLog
 from commands.ports import EventLog
 from commands.repository import AggregateRepository
-from commands.service import CommandService
+from commands.service import CommandEnvelope, CommandService
 from domain import channel as ch
 from domain import user
 from domain.base import Actor, format_time
@@ -66,17 +66,19 @@ async def post(service: CommandService, count: int, start: int = 0) -> None:
     """``count`` messages to the channel, pipelined as concurrent clients would send them."""
     sends = [
         service.execute(
-            TENANT,
-            CHANNEL,
-            ch.PostMessage(
-                actor=Actor("user", "u1"),
-                message_id=f"m{n}",
-                author_id="u1",
-                text=f"message {n}",
-                client_msg_id=f"c{n}",
-                now=format_time(NOW),
-            ),
-            actor="user:u1",
+            CommandEnvelope(
+                TENANT,
+                CHANNEL,
+                ch.PostMessage(
+                    actor=Actor("user", "u1"),
+                    message_id=f"m{n}",
+                    author_id="u1",
+                    text=f"message {n}",
+                    client_msg_id=f"c{n}",
+                    now=format_time(NOW),
+                ),
+                actor="user:u1",
+            )
         )
         for n in range(start, start + count)
     ]
@@ -86,7 +88,7 @@ async def post(service: CommandService, count: int, start: int = 0) -> None:
 async def channel_with(service: CommandService, messages: int) -> None:
     """A channel of 3 + ``messages`` events: created, two members added, the posts."""
     create = ch.CreateChannel(actor=Actor("tenant", TENANT), name="c", kind="group", members=["u1", "u2"])
-    await service.execute(TENANT, CHANNEL, create, actor=f"tenant:{TENANT}")
+    await service.execute(CommandEnvelope(TENANT, CHANNEL, create, actor=f"tenant:{TENANT}"))
     await post(service, messages)
 
 
@@ -113,7 +115,7 @@ async def test_a_stream_first_written_after_a_lookup_of_it_is_cached_with_its_ev
     try:
         service = service_for(log, cache_size=50)
         assert not (await service.state(TENANT, "user:bob")).exists
-        await service.execute(TENANT, "user:bob", user.RegisterUser(name="Bob"), actor=None)
+        await service.execute(CommandEnvelope(TENANT, "user:bob", user.RegisterUser(name="Bob"), actor=None))
         bob = await service.state(TENANT, "user:bob")
         assert (bob.version, bob.name) == (1, "Bob")
         assert [key for key, _ in service.repository.cached()] == [(TENANT, "user:bob")]
@@ -216,7 +218,7 @@ async def test_an_evicted_aggregate_is_snapshotted(tmp_path: Path) -> None:
     await channel_with(service, 600)
     expected = await service.state(TENANT, CHANNEL)
     for name in ("u1", "u2"):  # two live users push the channel out of a cache of two
-        await service.execute(TENANT, f"user:{name}", user.RegisterUser(name=name), actor=None)
+        await service.execute(CommandEnvelope(TENANT, f"user:{name}", user.RegisterUser(name=name), actor=None))
         await service.state(TENANT, f"user:{name}")
     assert (TENANT, CHANNEL) not in dict(service.repository.cached())
     await log.close()
