@@ -142,7 +142,7 @@ async def put_user(request: Request) -> Response:
 
 async def _require_users(request: Request, tenant_id: str, user_ids: list[str]) -> None:
     service = engine(request).service
-    missing = [u for u in user_ids if not (await service.state(tenant_id, stream_name("user", u))).exists]
+    missing = [u for u in user_ids if not (await service.user(tenant_id, u)).exists]
     if missing:
         raise errors.UserNotFound(
             f"user {missing[0]!r} is not registered; create it with PUT /v1/users/{missing[0]}", user_ids=missing
@@ -316,7 +316,7 @@ async def typing(request: Request) -> Response:
     data = await body(request, schemas.Typing)
     uid = _acting_user(who, data.user_id)
     node = engine(request)
-    state = await node.service.state(who.tenant_id, stream_name("channel", cid))
+    state = await node.service.channel(who.tenant_id, cid)
     if not state.exists:
         raise errors.ChannelNotFound("no such channel")
     if uid not in state.members:
@@ -363,7 +363,7 @@ async def unban(request: Request) -> Response:
 # --- queries -------------------------------------------------------------------------------
 async def _readable_channel(request: Request, who: Principal, cid: str) -> ch.ChannelState:
     """The channel, if the caller may read it: a member, or the tenant."""
-    state: ch.ChannelState = await engine(request).service.state(who.tenant_id, stream_name("channel", cid))
+    state = await engine(request).service.channel(who.tenant_id, cid)
     if not state.exists:
         raise errors.ChannelNotFound(f"no channel {cid!r}")
     if who.kind == "user" and who.user_id not in state.members:
@@ -449,7 +449,7 @@ async def get_presence(request: Request) -> Response:
     for user_id in user_ids:
         live = node.presence.snapshot(who.tenant_id, user_id)
         if live["last_seen_at"] is None:  # not seen by this node since it started: the durable record
-            state = await node.service.state(who.tenant_id, stream_name("user", user_id))
+            state = await node.service.user(who.tenant_id, user_id)
             live["last_seen_at"] = state.last_seen_at
         found[user_id] = live
     return json(found)

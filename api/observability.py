@@ -80,7 +80,7 @@ def count_events(events: Sequence[Event]) -> None:
         EVENTS.labels(event.type).inc()
 
 
-class MeteredCommands:
+class MeteredCommands(Commands):
     """The command side with counters and latency histograms around every command."""
 
     def __init__(self, inner: Commands) -> None:

@@ -28,7 +28,7 @@ from commands import snapshots
 from commands.ports import Snapshot, StreamStore
 from domain import channel, tenant, user
 from domain.base import Command, Decision
-from domain.events import EVENT_TYPES, DomainEvent, Event
+from domain.events import EVENT_TYPES, DomainEvent, Event, StreamId
 
 FOLD_ON_LOOP = 64  # a load of at most this many events (and no snapshot) is folded on the event loop
 
@@ -58,7 +58,7 @@ AGGREGATES: dict[str, Aggregate] = {
 
 def aggregate_of(stream: str) -> Aggregate:
     """The aggregate whose events ``stream`` holds (named by its kind, ``channel:c1``)."""
-    return AGGREGATES[stream.partition(":")[0]]
+    return AGGREGATES[StreamId.parse(stream).kind]
 
 
 class _Unreadable(Exception):

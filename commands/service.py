@@ -18,8 +18,11 @@ from typing import Any, Protocol
 from commands.ports import ConcurrencyError, Idempotency, IdempotencyKeyReused, NewEvent, StreamStore
 from commands.repository import AggregateRepository, aggregate_of
 from domain.base import Command, Unchanged, format_time
+from domain.channel import ChannelState
 from domain.errors import DomainError
-from domain.events import Event
+from domain.events import Event, stream_name
+from domain.tenant import TenantState
+from domain.user import UserState
 
 ATTEMPTS = 3
 
@@ -56,14 +59,35 @@ class CommandEnvelope:
 
 
 class Commands(Protocol):
-    """What the API needs from the write side, whichever backend runs it."""
+    """What the API needs from the write side, whichever backend runs it.
 
-    async def state(self, tenant_id: str, stream: str) -> Any: ...
+    An implementation gives ``state`` and ``execute``; it inherits the typed reads of
+    ``tenant``, ``user`` and ``channel`` (subclass this protocol explicitly).
+    """
+
+    async def state(self, tenant_id: str, stream: str) -> Any:
+        """The current state of ``stream``'s aggregate (read-only; prefer the typed reads)."""
+        ...
 
     async def execute(self, envelope: CommandEnvelope) -> Outcome: ...
 
+    async def tenant(self, tenant_id: str) -> TenantState:
+        """The tenant's state (``exists`` is false for an unknown tenant)."""
+        state: TenantState = await self.state(tenant_id, stream_name("tenant", tenant_id))
+        return state
 
-class CommandService:
+    async def user(self, tenant_id: str, user_id: str) -> UserState:
+        """A user's state within its tenant (``exists`` is false for an unknown user)."""
+        state: UserState = await self.state(tenant_id, stream_name("user", user_id))
+        return state
+
+    async def channel(self, tenant_id: str, channel_id: str) -> ChannelState:
+        """A channel's state within its tenant (``exists`` is false for an unknown channel)."""
+        state: ChannelState = await self.state(tenant_id, stream_name("channel", channel_id))
+        return state
+
+
+class CommandService(Commands):
     """Executes commands against aggregates recorded in a stream store."""
 
     def __init__(

@@ -27,17 +27,17 @@ from aiokafka.errors import KafkaError
 
 from adapters.ids import uuid7
 from adapters.kafka.clients import Batches, producer, started_producer, tail
-from adapters.kafka.codec import checkpoint_name, decode_position, event_from_record, partition_for, stream_key
+from adapters.kafka.codec import decode_position, event_from_record, partition_for, stream_key
 from adapters.kafka.log import producer_broken
 from adapters.kafka.topics import ensure_topics
 from adapters.kafka.wire import CommandRequest, outcome_of
 from commands.ports import EventHistory, Listener, LogUnavailable
 from commands.repository import AggregateRepository
-from commands.service import CommandEnvelope, Outcome
-from domain.events import Event
+from commands.service import CommandEnvelope, Commands, Outcome
+from domain.events import Event, StreamId
 from projections import eventindex
 from projections.ports import ReadStore
-from streams.projector import StallWatch
+from streams.projector import StallWatch, checkpoint_name
 
 log = structlog.get_logger("caas.node")
 
@@ -142,7 +142,7 @@ class Progress:
             await asyncio.sleep(0.01)
 
 
-class KafkaNode:
+class KafkaNode(Commands):
     """The write side as an API node sees it: commands out, replies and events in."""
 
     def __init__(self, bootstrap: str, prefix: str, partitions: int, log: IndexedLog, *, timeout: float = 5.0) -> None:
@@ -231,8 +231,9 @@ class KafkaNode:
         """Every user's last durable presence status, from the replica."""
         found = {}
         for (tenant_id, stream), state in self.replica.cached():
-            if stream.startswith("user:") and state.status != "offline":
-                found[(tenant_id, stream[5:])] = state.status
+            name = StreamId.parse(stream)
+            if name.kind == "user" and state.status != "offline":
+                found[(tenant_id, name.id)] = state.status
         return found
 
     async def check(self) -> None:
