@@ -1,5 +1,15 @@
 """Ports the command layer depends on, and the persistence errors every backend raises.
 
+The log is split by capability, so that every adapter implements all of what it declares:
+
+- :class:`StreamStore` (a :class:`StreamReader` that appends): what the command service records
+  with; the deciders' Kafka ``PartitionLog`` is one.
+- :class:`EventFeed`: a tenant's events by position, the head, new events.
+- :class:`EventHistory` (a stream reader and a feed): what an API node reads; the Kafka
+  node's ``IndexedLog`` is one.
+- :class:`EventLog` (a store and a feed of the whole log): the SQLite log.
+- :class:`EphemeralBus`: short-lived facts between nodes.
+
 Adapters translate their driver errors into this small tree at the edge, so the command
 layer and the API handle one vocabulary whatever the backend.
 """
@@ -96,17 +106,21 @@ class EphemeralBus(abc.ABC):
     periodic heartbeats rather than trusting every message."""
 
     @abc.abstractmethod
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Connect; messages published from now on reach this node's listeners."""
 
     @abc.abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Stop receiving and release connections; messages not yet sent may be lost."""
 
     @abc.abstractmethod
     def publish(self, message: dict[str, Any]) -> None:
-        """Send without waiting; every node's listeners (this one's too) receive it."""
+        """Send without waiting; every node's listeners (this one's too) receive it, one
+        node's messages in the order it published them. ``message`` must be JSON."""
 
     @abc.abstractmethod
-    def listen(self, listener: Callable[[dict[str, Any]], None]) -> None: ...
+    def listen(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener`` on the event loop with every message received, once each."""
 
 
 class Lifecycle(abc.ABC):
