@@ -1,4 +1,4 @@
-"""Every command and query of API.md through the real server, as a tenant and its users see them."""
+"""Every command and query of docs/api.md through the real server, as a tenant and its users see them."""
 
 from __future__ import annotations
 
