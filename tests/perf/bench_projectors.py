@@ -20,12 +20,14 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from adapters.kafka.codec import checkpoint_mark, checkpoint_name, event_from_record, event_value, stream_key
@@ -192,6 +194,7 @@ def main() -> None:
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--partitions", type=int, default=2)
     args = p.parse_args()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout is the JSON's
     out = {"machine": machine(), "projectors": run(args.events, args.partitions)}
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
