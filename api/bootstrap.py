@@ -307,6 +307,7 @@ class KafkaBackend(Backend):
             s.kafka_partitions,
             self.store,
             list(self.projections.values()),
+            data_dir=s.data_dir,
             store_timeout=s.mongo_timeout_seconds,
             stall_seconds=s.projection_stall_seconds,
         )
