@@ -67,6 +67,11 @@ class Backend(abc.ABC):
     commands: Commands  # the write side as the API calls it
     projections: Mapping[str, Projection]  # what ``caas rebuild`` can rebuild
     events_projected: bool  # ``GET /v1/events`` is served by a read model, so it honours ``min_position``
+    clustered: bool  # one node of many: secrets must be given, the same on every node, never generated
+
+    @abc.abstractmethod
+    def __init__(self, settings: Settings) -> None:
+        """Build the adapters from ``settings``; connect to nothing yet."""
 
     async def start(self, listeners: Sequence[Listener]) -> None:
         """Connect, and start following the log; ``listeners`` get every committed event."""
@@ -133,6 +138,7 @@ class EmbeddedBackend(Backend):
 
     name = "embedded"
     events_projected = False  # events are read from the log itself
+    clustered = False
     projections = PROJECTIONS
 
     def __init__(self, settings: Settings) -> None:
@@ -211,6 +217,7 @@ class KafkaBackend(Backend):
 
     name = "kafka"
     events_projected = True  # from the event index, a read model
+    clustered = True
     projections = DISTRIBUTED_PROJECTIONS
 
     def __init__(self, settings: Settings) -> None:
@@ -300,12 +307,19 @@ class KafkaBackend(Backend):
             s.kafka_partitions,
             self.store,
             list(self.projections.values()),
+            data_dir=s.data_dir,
             store_timeout=s.mongo_timeout_seconds,
             stall_seconds=s.projection_stall_seconds,
         )
 
 
-BACKENDS: dict[str, Callable[[Settings], Backend]] = {"embedded": EmbeddedBackend, "kafka": KafkaBackend}
+BACKENDS: dict[str, type[Backend]] = {"embedded": EmbeddedBackend, "kafka": KafkaBackend}
+
+
+def missing_secrets(settings: Settings) -> list[str]:
+    """The secrets a node of a clustered backend was not given (it must not generate them:
+    they would differ per node); none for a backend that runs alone."""
+    return settings.unshared_secrets() if BACKENDS[settings.backend].clustered else []
 
 
 def build_backend(settings: Settings) -> Backend:

@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 import structlog
 
-from api.bootstrap import BackendUnsupported, build_backend
+from api.bootstrap import BackendUnsupported, build_backend, missing_secrets
 from api.settings import Settings
+from domain.events import EVENT_TYPES
 
 
 class RedactTokens(logging.Filter):
@@ -110,7 +111,7 @@ async def replay(settings: Settings, args: argparse.Namespace) -> None:
         batches = build_backend(settings).replay(
             after_position=args.after_position,
             tenant_id=args.tenant,
-            types=[t for t in (args.types or "").split(",") if t],
+            types=args.types,
             since=args.since,
         )
         async for events in batches:
@@ -226,10 +227,39 @@ def log_time(text: str) -> str:
     return format_time(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
 
+def event_types(text: str | None) -> list[str]:
+    """``--types`` as a list of known event types: a misspelt one would silently match nothing."""
+    types = [t for t in (text or "").split(",") if t]
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        raise ValueError(f"unknown event type(s) {', '.join(unknown)}; the event types are: {', '.join(EVENT_TYPES)}")
+    return types
+
+
+def require_shared_secrets(settings: Settings, command: str) -> None:
+    """A Kafka node refuses to start with a generated secret: it would differ on every node."""
+    missing = missing_secrets(settings)
+    if missing:
+        raise SystemExit(
+            f"caas {command}: {' and '.join(missing)} not set. On the kafka backend every node must be given the "
+            "same CAAS_SECRET_KEY and CAAS_ADMIN_TOKEN: a token minted on one node is verified on every other node, "
+            "and a secret generated here would differ per node. Set each to the same random value on every node, "
+            "e.g. from python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "backend", "data_dir") and v is not None}
     settings = Settings.from_env(os.environ, **overrides)
+    if args.command == "replay":
+        try:
+            args.types = event_types(args.types)
+        except ValueError as exc:
+            cli.error(str(exc))  # exits 2 before any backend is touched
+    if args.command in ("serve", "worker"):
+        require_shared_secrets(settings, args.command)
     if args.command == "serve":
         serve(settings)
     elif args.command == "worker":

@@ -14,6 +14,7 @@ from api.errors import ApiError, validation_error
 from commands.auth import Principal
 from commands.ports import Idempotency
 from commands.service import Outcome
+from domain import events as ev
 
 if TYPE_CHECKING:
     from api.bootstrap import Engine
@@ -109,11 +110,24 @@ def idempotency(request: Request, raw: bytes, who: Principal) -> Idempotency | N
     return Idempotency(scoped, fingerprint)
 
 
+# The events that bring a resource into being. A write that records one answers 201 Created;
+# an edit, an update or a removal answers 200 OK, and so does the replay of any retry (the route
+# table in api/routes.py documents the same statuses in /openapi.json).
+CREATING_EVENTS = frozenset(
+    kind.__name__
+    for kind in (
+        ev.TenantRegistered, ev.ApiKeyIssued, ev.SigningKeyRotated, ev.UserRegistered, ev.ChannelCreated,
+        ev.MemberAdded, ev.MessagePosted, ev.ReactionAdded, ev.MemberMuted, ev.MemberBanned,
+    )
+)  # fmt: skip
+
+
 def written(outcome: Outcome, **extra: Any) -> Response:
-    """``201`` with the last appended event, or ``200`` when a retry replays the first result."""
+    """The last appended event: ``201`` if the write created something, else ``200``."""
     last = outcome.last
     data = {"event_id": last.event_id, "position": last.position, "seq": last.seq, **extra}
-    return json(data, 200 if outcome.replayed else 201)
+    created = not outcome.replayed and any(e.type in CREATING_EVENTS for e in outcome.events)
+    return json(data, 201 if created else 200)
 
 
 MAX_INT = 2**63 - 1  # the largest integer the stores hold; past it SQLite raises OverflowError

@@ -28,6 +28,7 @@ class Api:
     returns: type[BaseModel] | None = None
     status: int = 200
     query: tuple[str | tuple[str, dict[str, Any]], ...] = ()
+    upsert: bool = False  # creates (201) or updates (200) what it names
 
     @property
     def handler(self) -> Endpoint:
@@ -75,9 +76,9 @@ ROUTES: list[Api] = [
         "Rotate the key that signs end-user tokens (tokens of the previous key keep working)",
         ("tenant",), None, schemas.SigningKeyRotated, 201),
     Api("PUT", "/v1/cors", http.set_allowed_origins, "Set the browser origins allowed to read responses (CORS)",
-        ("tenant",), schemas.AllowedOrigins, schemas.OriginsWritten, 201),
+        ("tenant",), schemas.AllowedOrigins, schemas.OriginsWritten),
     Api("PUT", "/v1/users/{user_id}", http.put_user, "Register or update an end user",
-        ("tenant",), schemas.PutUser, schemas.UserWritten, 201),
+        ("tenant",), schemas.PutUser, schemas.UserWritten, 201, upsert=True),
     Api("POST", "/v1/users/{user_id}/tokens", http.create_token, "Mint an end-user token",
         ("tenant",), schemas.CreateToken, schemas.Token, 201),
     Api("GET", "/v1/channels", http.list_channels, "Channels of the user, or all of the tenant's",
@@ -87,7 +88,7 @@ ROUTES: list[Api] = [
     Api("GET", "/v1/channels/{cid}", http.get_channel, "A channel with its members and roles",
         ("tenant", "user"), None, schemas.Channel, query=("min_position",)),
     Api("POST", "/v1/channels/{cid}/members", http.add_member, "Add a member or change their role",
-        ("tenant", "user"), schemas.AddMember, schemas.ChannelWritten, 201),
+        ("tenant", "user"), schemas.AddMember, schemas.ChannelWritten, 201, upsert=True),
     Api("DELETE", "/v1/channels/{cid}/members/{uid}", http.remove_member, "Remove a member (or leave)",
         ("tenant", "user"), None, schemas.ChannelWritten),
     Api("GET", "/v1/channels/{cid}/messages", http.list_messages, "A page of the channel's timeline",
@@ -96,7 +97,7 @@ ROUTES: list[Api] = [
     Api("POST", "/v1/channels/{cid}/messages", http.post_message, "Post a message",
         ("tenant", "user"), schemas.PostMessage, schemas.MessageWritten, 201),
     Api("PATCH", "/v1/channels/{cid}/messages/{mid}", http.edit_message, "Edit your message",
-        ("tenant", "user"), schemas.EditMessage, schemas.MessageWritten, 201),
+        ("tenant", "user"), schemas.EditMessage, schemas.MessageWritten),
     Api("DELETE", "/v1/channels/{cid}/messages/{mid}", http.delete_message, "Delete a message (tombstone)",
         ("tenant", "user"), None, schemas.MessageWritten),
     Api("GET", "/v1/channels/{cid}/messages/{mid}/thread", http.get_thread, "Replies to a message",
@@ -106,7 +107,7 @@ ROUTES: list[Api] = [
     Api("DELETE", "/v1/channels/{cid}/messages/{mid}/reactions/{emoji}", http.remove_reaction,
         "Remove your reaction", ("tenant", "user"), None, schemas.MessageWritten, query=("user_id",)),
     Api("POST", "/v1/channels/{cid}/read", http.move_read_marker, "Move your read marker forward",
-        ("tenant", "user"), schemas.MoveReadMarker, schemas.ChannelWritten, 201),
+        ("tenant", "user"), schemas.MoveReadMarker, schemas.ChannelWritten),
     Api("POST", "/v1/channels/{cid}/typing", http.typing, "Say you are typing (ephemeral)",
         ("tenant", "user"), schemas.Typing, schemas.TypingDelivered, 202),
     Api("POST", "/v1/channels/{cid}/mutes", http.mute, "Mute a member (reads, cannot post)",
@@ -155,9 +156,10 @@ def openapi() -> dict[str, object]:
         if api.returns is not None:
             ok["content"] = {"application/json": {"schema": ref(api.returns)}}
         responses: dict[str, object] = {str(api.status): ok, "4XX": error, "503": error}
-        if api.returns is not None and issubclass(api.returns, schemas.Written):  # plumbing.written
-            responses["201"] = ok
-            responses["200"] = {**ok, "description": "replay of an idempotent retry"}
+        if api.status == 201 and api.returns is not None and issubclass(api.returns, schemas.Written):
+            # plumbing.written: 201 when the write creates, 200 for an update or a replay
+            again = "an update of what existed, or " if api.upsert else ""
+            responses["200"] = {**ok, "description": f"{again}the replay of an idempotent retry"}
         op: dict[str, object] = {
             "summary": api.summary,
             "operationId": api.endpoint.__name__,

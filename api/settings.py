@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     # the longest a closing handshake may wait on a peer that does not read
     ws_stall_seconds: float = Field(default=10.0, gt=0)
 
+    def unshared_secrets(self) -> list[str]:
+        """The secrets a node of a cluster must be given rather than generate: ``secret_key``
+        signs tokens that every node verifies, and ``admin_token`` is one credential for all."""
+        return [f"CAAS_{name.upper()}" for name in ("secret_key", "admin_token") if getattr(self, name) is None]
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
         """Settings from an explicit environment mapping (for tests and the CLI), and options

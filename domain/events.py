@@ -155,7 +155,7 @@ class MemberUnbanned(DomainEvent):
 
 
 class Event(BaseModel):
-    """A recorded event: the envelope of DESIGN.md around a domain event's payload.
+    """A recorded event: the envelope of docs/design.md around a domain event's payload.
 
     ``stream`` is ``"<type>:<id>"`` (``channel:c1``); ``seq`` is gapless per stream;
     ``position`` is the global order token of the log.

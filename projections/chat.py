@@ -6,7 +6,7 @@ Documents (all scoped by ``tenant_id``):
   last_message_seq, last_message_at.
 - ``memberships/<channel_id>/<user_id>``: role, active, banned, muted, muted_until,
   last_read_seq, joined_at.
-- ``messages/<channel_id>/<message_id>``: the message as API.md renders it, with edits,
+- ``messages/<channel_id>/<message_id>``: the message as docs/api.md renders it, with edits,
   tombstones, reactions and reply counts applied.
 - ``users/<user_id>``: name, metadata.
 

@@ -1,4 +1,4 @@
-"""Reads of the chat read model, shaped as API.md renders them. Backend-neutral: they use
+"""Reads of the chat read model, shaped as docs/api.md renders them. Backend-neutral: they use
 only the :class:`ReadStore` port."""
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ TEXTS = frozenset({"MessagePosted", "MessageEdited"})
 
 
 def event_frame(event: Event, payload: dict[str, Any] | None = None) -> str:
-    """The websocket frame for one channel event (API.md ``{"type": "event", …}``).
+    """The websocket frame for one channel event (docs/api.md ``{"type": "event", …}``).
 
     The envelope keeps every field, but :data:`WITHHELD` ones are ``null``: a subscriber is
     shown what happened, not another client's request. (``GET /v1/events``, for the tenant's

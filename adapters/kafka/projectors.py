@@ -1,31 +1,45 @@
-"""The projectors of ``caas worker``: one consumer group on the event topic.
+"""The read-model processors of ``caas worker``: a Faust app with one agent on the event topic.
 
-They apply the chat read model and the event index to MongoDB, one checkpoint per projection
-and partition (:func:`~adapters.kafka.codec.checkpoint_name`), stored with the data. A batch
-goes through the rule both backends share (:func:`streams.projector.project`: retried while
-the store is away, cut in halves when an attempt takes too long, an event the store refuses
-parked). A watch compares each partition's applied offset with its end offset: a lag that
-stops shrinking is logged as ``projection_stalled`` (:class:`streams.projector.StallWatch`,
-the rule API nodes apply for ``/readyz``).
+The agent applies the chat read model and the event index to MongoDB in batches
+(``stream.noack_take``), one checkpoint per projection and partition
+(:func:`~adapters.kafka.codec.checkpoint_name`), stored with the data. A batch goes through
+the rule both backends share (:func:`streams.projector.project`: retried while the store is
+away, cut in halves when an attempt takes too long, an event the store refuses parked).
+
+Where a projection is, is its checkpoint in MongoDB, not the group's committed offset: the
+agent reads it when it first sees a partition and skips what it holds (position guards make a
+re-application harmless anyway). The batch's events are acked only once it is applied, so
+Faust commits an offset only past applied events; a crash before the commit re-delivers,
+never skips. (``noack_take`` rather than ``take``: ``take`` acks a batch in a ``finally``,
+so a cancelled apply would be acked too.)
+
+A watch compares each partition's applied offset with its end offset: a lag that stops
+shrinking is logged as ``projection_stalled`` (:class:`streams.projector.StallWatch`, the
+rule API nodes apply for ``/readyz``). The app runs inside ``caas worker``'s event loop,
+started as a service (no :class:`faust.Worker`: that would take over signals and logging),
+with no tables, no web server and no topic declarations (:func:`ensure_topics` makes them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-# aiokafka ships no type information: its clients are Any to the type checker.
-from aiokafka import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+import faust
+import structlog
+from faust.types import EventT, StreamT
 
-from adapters.kafka.clients import group_consumer
 from adapters.kafka.codec import checkpoint_mark, checkpoint_name, event_from_record
-from adapters.kafka.topics import ensure_topics
+from adapters.kafka.topics import create_topic, ensure_topics
 from domain.events import Event
 from projections.ports import ReadStore
 from streams import projector
 from streams.projector import Projection, StallWatch, watch
+
+log = structlog.get_logger("caas.projector")
 
 
 async def project(
@@ -36,29 +50,43 @@ async def project(
     await projector.project(store, projection, checkpoint, events, mark=checkpoint_mark, timeout=timeout)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is Any to mypy
-    def __init__(self, worker: ProjectorWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        for tp in revoked:
-            for projection in self.worker.projections:
-                self.worker.stalls.forget(projection.name, tp.partition)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        for tp in assigned:
-            marks = {p.name: await self.worker.checkpoint(p.name, tp.partition) for p in self.worker.projections}
-            self.worker.applied.update({(name, tp.partition): after + 1 for name, after in marks.items()})
-            after = min(marks.values())
-            self.worker.consumer.seek(tp, after + 1 if after >= 0 else 0)
-
-
 # An attempt at applying a batch is cut short (and the batch applied in halves) after this
 # many store timeouts: the last resort should anything under it not time out.
 BATCH_TIMEOUTS = 6
+BATCH = 2000  # events per batch: what one bulk write to MongoDB takes comfortably
+WITHIN = 0.1  # seconds a partial batch waits for more events
 
 
-class ProjectorWorker:
+def faust_app(bootstrap: str, group: str, partitions: int, datadir: Path) -> faust.App:
+    """A Faust app for read-model processors only: consumer group ``group``, no tables, no
+    web server, no topic creation, offsets committed once a second or every batch."""
+    return faust.App(
+        group,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=str(datadir),
+        autodiscover=False,
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_partitions=partitions,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        stream_recovery_delay=0.0,  # no tables to recover: start on an assignment at once
+        stream_buffer_maxsize=2 * BATCH,
+        broker_commit_every=BATCH,
+        broker_commit_interval=1.0,
+        # aiokafka's defaults, as the deciders have: a worker killed hands its partitions over
+        # after 10 s, not Faust's 60 s
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+    )
+
+
+class ProjectorAgent:
+    """The projections as one Faust agent over ``<prefix>events``, in consumer group
+    ``<prefix>projectors`` (the group the aiokafka projectors used)."""
+
     def __init__(
         self,
         bootstrap: str,
@@ -67,61 +95,114 @@ class ProjectorWorker:
         store: ReadStore,
         projections: list[Projection],
         *,
+        datadir: Path,
         store_timeout: float = 10.0,
         stall_seconds: float = 30.0,
+        batch: int = BATCH,
     ):
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.partitions = partitions
         self.store = store
         self.projections = projections
+        self.batch = batch
         self.batch_timeout = store_timeout * BATCH_TIMEOUTS
         self.applied: dict[tuple[str, int], int] = {}  # (projection, partition) -> next offset to apply
         self.stalls = StallWatch(stall_seconds)
-
-    async def checkpoint(self, projection: str, partition: int) -> int:
-        """The last applied offset of ``partition`` (-1 if none)."""
-        return await self.store.checkpoint(checkpoint_name(projection, partition)) - 1
-
-    async def start(self) -> None:
-        self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
-        self.consumer = group_consumer(self.bootstrap, f"{self.prefix}projectors", max_poll_records=5000)
-        await self.consumer.start()
-        self.consumer.subscribe([self.topics["events"]], listener=_Rebalance(self))
+        self.app = faust_app(bootstrap, f"{prefix}projectors", partitions, datadir)
+        self.topic = self.app.topic(
+            f"{prefix}events", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+        self.agent = self.app.agent(self.topic, name="read-models")(self.process)
+        self.app.on_partitions_revoked.connect(self._revoked)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.consumer.stop()
+            async with asyncio.timeout(10):
+                await self.app.stop()
 
     async def run(self) -> None:
+        """Start the app, then watch for stalls until cancelled or until the app stops (it
+        crashed). Starting may take a while (joining the group waits for a member that died
+        to time out), so it runs beside the deciders rather than before them."""
+        await ensure_topics(self.bootstrap, self.prefix, self.partitions)
+        # Faust's partition assignor elects a leader through this topic; it may not declare it itself.
+        await create_topic(self.bootstrap, f"{self.app.conf.id}-__assignor-__leader", 1)
+        self.app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+        await self.app.start()
         watching = asyncio.create_task(watch(self.observe))
         try:
-            await self._run()
+            await self.app.wait_until_stopped()
+            if self.app.crash_reason is not None:
+                raise RuntimeError("the read-model processors stopped") from self.app.crash_reason
         finally:
             watching.cancel()
 
-    async def _run(self) -> None:
+    async def process(self, stream: StreamT[bytes]) -> None:
+        """The agent: apply each batch, then ack its events (so their offsets may be committed)."""
+        assert isinstance(stream, faust.Stream)  # noack_take is not in the StreamT interface
+        async for batch in stream.noack_take(self.batch, within=WITHIN):
+            events: Sequence[EventT[Any]] = batch  # noack_take yields the events themselves
+            await self.apply(events)
+            for event in events:
+                await stream.ack(event)
+
+    async def apply(self, records: Sequence[EventT[Any]]) -> None:
+        """Apply a batch (records of any partitions, each partition's in order)."""
+        partitions: dict[int, list[Event]] = {}
+        for record in records:
+            tp, offset = record.message.tp, record.message.offset
+            partitions.setdefault(tp.partition, []).append(event_from_record(record.value, tp.partition, offset))
+        for partition, events in partitions.items():
+            for projection in self.projections:
+                await self.apply_partition(projection, partition, events)
+
+    async def apply_partition(self, projection: Projection, partition: int, events: list[Event]) -> None:
+        key = (projection.name, partition)
+        if key not in self.applied:  # first seen since assigned: resume from the checkpoint
+            self.applied[key] = await self.checkpoint(checkpoint_name(projection.name, partition))
+        fresh = [event for event in events if checkpoint_mark(event) > self.applied[key]]
+        if fresh:
+            name = checkpoint_name(projection.name, partition)
+            await project(self.store, projection, name, fresh, timeout=self.batch_timeout)
+            self.applied[key] = checkpoint_mark(fresh[-1])
+
+    async def checkpoint(self, name: str) -> int:
+        """The next offset to apply, as the store holds it; asked again while the store is away."""
+        delay = 0.1
         while True:
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
-            for tp, records in batches.items():
-                events = [event_from_record(r.value, tp.partition, r.offset) for r in records]
-                for projection in self.projections:
-                    name = checkpoint_name(projection.name, tp.partition)
-                    await project(self.store, projection, name, events, timeout=self.batch_timeout)
-                    self.applied[(projection.name, tp.partition)] = records[-1].offset + 1
-                with contextlib.suppress(KafkaError, TimeoutError):
-                    async with asyncio.timeout(self.batch_timeout):  # the store's checkpoint is what counts
-                        await self.consumer.commit({tp: records[-1].offset + 1})
+            try:
+                async with asyncio.timeout(self.batch_timeout):
+                    return await self.store.checkpoint(name)
+            except Exception as exc:
+                log.warning("projection_failed", checkpoint=name, error=str(exc) or "timed out", retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """A partition that moved to another worker starts from its checkpoint if it comes back
+        (the signal's argument: the revoked partitions)."""
+        [revoked] = args
+        for tp in revoked:
+            for projection in self.projections:
+                self.applied.pop((projection.name, tp.partition), None)
+                self.stalls.forget(projection.name, tp.partition)
 
     async def observe(self) -> None:
         """Each assigned partition's lag: its end offset minus what is applied."""
-        assigned = list(self.consumer.assignment())
+        consumer = self.app.consumer
+        assigned = [tp for tp in consumer.assignment() if tp.topic == self.topic.get_topic_name()]
         try:
             async with asyncio.timeout(5):
-                ends = await self.consumer.end_offsets(assigned)
-        except (KafkaError, TimeoutError):  # the broker is away: the end as last fetched
-            ends = {tp: self.consumer.highwater(tp) or 0 for tp in assigned}
+                ends = await consumer.highwaters(*assigned)
+        except Exception:  # the broker is away: the end as last fetched
+            ends = {tp: consumer.highwater(tp) or 0 for tp in assigned}
         for tp, end in ends.items():
             for projection in self.projections:
-                applied = self.applied.get((projection.name, tp.partition), 0)
+                applied = self.applied.get((projection.name, tp.partition))
+                if applied is None:  # not read yet: the store's word (0 if it is away)
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(5):
+                            applied = await self.store.checkpoint(checkpoint_name(projection.name, tp.partition))
+                applied = applied or 0
                 self.stalls.observe(projection.name, tp.partition, applied, max(end - applied, 0))

@@ -1,13 +1,15 @@
-"""``caas worker``: the deciders and the projectors of the distributed backend, side by side."""
+"""``caas worker``: the deciders (aiokafka) and the read-model processors (a Faust app), side
+by side in one event loop."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import structlog
 
 from adapters.kafka.deciders import DeciderWorker
-from adapters.kafka.projectors import ProjectorWorker
+from adapters.kafka.projectors import ProjectorAgent
 from projections.ports import ReadStore
 from streams.projector import Projection
 
@@ -21,17 +23,25 @@ async def run_worker(
     store: ReadStore,
     projections: list[Projection],
     *,
+    data_dir: Path,
     store_timeout: float = 10.0,
     stall_seconds: float = 30.0,
 ) -> None:
-    """Run until cancelled; ``store_timeout`` and ``stall_seconds`` as :class:`ProjectorWorker` takes them."""
+    """Run until cancelled (or until a half stops); ``store_timeout`` and ``stall_seconds``
+    as :class:`ProjectorAgent` takes them; Faust keeps its files under ``data_dir/faust``."""
     deciders = DeciderWorker(bootstrap, prefix, partitions)
-    projectors = ProjectorWorker(
-        bootstrap, prefix, partitions, store, projections, store_timeout=store_timeout, stall_seconds=stall_seconds
+    projectors = ProjectorAgent(
+        bootstrap,
+        prefix,
+        partitions,
+        store,
+        projections,
+        datadir=data_dir / "faust",
+        store_timeout=store_timeout,
+        stall_seconds=stall_seconds,
     )
     await store.start()
     await deciders.start()
-    await projectors.start()
     log.info("worker_started", partitions=partitions)
     try:
         await asyncio.gather(deciders.run(), projectors.run())

@@ -114,6 +114,24 @@ async def fresh_tenant(http: httpx.AsyncClient, node: Server) -> Tenant:
     return Tenant(node.url, r.json()["tenant_id"], r.json()["api_key"])
 
 
+async def until_each_node_has_heard_both(http: httpx.AsyncClient, tenant: Tenant, a: Server, b: Server) -> None:
+    """Wait until each node counts both nodes as live, which it does once it has heard them on
+    the ephemeral bus: a socket on each node shows as online on both. (Websocket frames spend
+    no tenant read budget.)"""
+    tokens = {"on-a": await user(http, a, tenant, "on-a"), "on-b": await user(http, b, tenant, "on-b")}
+    deadline = time.monotonic() + WAIT
+    async with ws_connect(a, tokens["on-a"]) as ws_a, ws_connect(b, tokens["on-b"]) as ws_b:
+        for ws in (ws_a, ws_b):
+            await ws.send(json.dumps({"type": "subscribe_presence", "user_ids": list(tokens)}))
+        for ws in (ws_a, ws_b):
+            online: set[str] = set()
+            while online != set(tokens):
+                assert time.monotonic() < deadline, f"the nodes never heard each other: {online} online"
+                frame = await recv(ws)
+                if frame["type"] == "presence" and frame["status"] == "online":
+                    online.add(frame["user_id"])
+
+
 # --- tests ---------------------------------------------------------------------------------
 async def test_message_posted_on_one_node_reaches_a_websocket_subscriber_on_the_other(
     http: httpx.AsyncClient, nodes: tuple[Server, Server]
@@ -302,7 +320,7 @@ async def test_a_tenant_rate_is_shared_out_between_the_live_api_nodes(http: http
         a, b = cluster.start(workers=1, nodes=2).nodes
         Cluster.wait_ready(b.url)
         tenant = await fresh_tenant(http, a)
-        await asyncio.sleep(3)  # both nodes have heard each other's presence heartbeat (every second)
+        await until_each_node_has_heard_both(http, tenant, a, b)
 
         async def reads_allowed(node: Server) -> int:
             allowed = 0

@@ -1,4 +1,4 @@
-"""Every command and query of API.md through the real server, as a tenant and its users see them."""
+"""Every command and query of docs/api.md through the real server, as a tenant and its users see them."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_api_keys_can_be_issued_and_revoked_but_not_the_last(client: httpx.Clien
     second = bearer(issued["api_key"])
     ok(client.get(f"{tenant.url}/v1/events", headers=second), 200)
     first_id = tenant.api_key.split("_")[3]
-    revoked = ok(client.delete(f"{tenant.url}/v1/api-keys/{first_id}", headers=second))
+    revoked = ok(client.delete(f"{tenant.url}/v1/api-keys/{first_id}", headers=second), 200)
     err(client.get(f"{tenant.url}/v1/events", headers=first), 401, "unauthenticated")
     again = ok(client.delete(f"{tenant.url}/v1/api-keys/{first_id}", headers=second), 200)
     assert again["event_id"] == revoked["event_id"]
@@ -132,7 +132,7 @@ def test_put_user_creates_updates_and_is_idempotent(client: httpx.Client, tenant
     url, h = f"{tenant.url}/v1/users/erin", tenant.headers()
     created = ok(client.put(url, json={"name": "Erin"}, headers=h))
     assert created["user_id"] == "erin"
-    updated = ok(client.put(url, json={"name": "Erin B.", "metadata": {"plan": "pro"}}, headers=h))
+    updated = ok(client.put(url, json={"name": "Erin B.", "metadata": {"plan": "pro"}}, headers=h), 200)
     assert updated["seq"] == created["seq"] + 1
     same = ok(client.put(url, json={"name": "Erin B.", "metadata": {"plan": "pro"}}, headers=h), 200)
     assert same["event_id"] == updated["event_id"]
@@ -223,18 +223,18 @@ def test_membership_and_roles_follow_the_permissions(chat: Chat) -> None:
     err(chat.post(members, "bob", {"user_id": "dave"}), 403, "forbidden", "not_channel_admin")
     err(chat.post(members, "dave", {"user_id": "dave"}), 403, "forbidden", "not_a_member")
     ok(chat.post(members, "alice", {"user_id": "dave", "role": "admin"}))
-    promoted = ok(chat.post(members, "dave", {"user_id": "bob", "role": "admin"}))
+    promoted = ok(chat.post(members, "dave", {"user_id": "bob", "role": "admin"}), 200)  # a role change
     again = ok(chat.post(members, "dave", {"user_id": "bob", "role": "admin"}), 200)
     assert again["event_id"] == promoted["event_id"]
     err(chat.post(members, "dave", {"user_id": "carol", "role": "owner"}), 403, "forbidden", "not_channel_owner")
     err(chat.call("DELETE", "/v1/channels/c/members/alice", "dave"), 403, "forbidden", "not_channel_owner")
     err(chat.call("DELETE", "/v1/channels/c/members/dave", "carol"), 403, "forbidden", "not_channel_admin")
-    ok(chat.call("DELETE", "/v1/channels/c/members/carol", "dave"))  # an admin removes a member
+    ok(chat.call("DELETE", "/v1/channels/c/members/carol", "dave"), 200)  # an admin removes a member
     err(chat.call("GET", "/v1/channels/c", "carol"), 403, "forbidden", "not_a_member")
     err(chat.call("DELETE", "/v1/channels/c/members/carol", "alice"), 404, "not_found")
-    ok(chat.call("DELETE", "/v1/channels/c/members/bob", "bob"))  # anyone may leave
+    ok(chat.call("DELETE", "/v1/channels/c/members/bob", "bob"), 200)  # anyone may leave
     ok(chat.post(members, "tenant", {"user_id": "carol", "role": "owner"}))  # the tenant may do anything
-    ok(chat.call("DELETE", "/v1/channels/c/members/dave", "tenant"))
+    ok(chat.call("DELETE", "/v1/channels/c/members/dave", "tenant"), 200)
     channel = chat.channel("alice")
     assert {(m["user_id"], m["role"]) for m in channel["members"]} == {("alice", "owner"), ("carol", "owner")}
     types = [e["type"] for e in chat.events() if e["stream"] == "channel:c"]
@@ -254,12 +254,12 @@ def test_message_edit_and_delete_rules(chat: Chat) -> None:
     path = f"/v1/channels/c/messages/{mid}"
     err(chat.call("PATCH", path, "bob", json={"text": "hacked"}), 403, "forbidden", "not_author")
     err(chat.call("PATCH", path, "tenant", json={"text": "   "}), 422, "invalid_request")
-    ok(chat.call("PATCH", path, "alice", json={"text": "hello, edited"}))
+    ok(chat.call("PATCH", path, "alice", json={"text": "hello, edited"}), 200)
     (message,) = chat.messages("bob")
     assert message["text"] == "hello, edited" and message["edited_at"] is not None
     err(chat.call("DELETE", path, "bob"), 403, "forbidden", "not_author")
-    ok(chat.post("/v1/channels/c/members", "alice", {"user_id": "carol", "role": "admin"}))
-    deleted = ok(chat.call("DELETE", path, "carol"))  # a channel admin may delete
+    ok(chat.post("/v1/channels/c/members", "alice", {"user_id": "carol", "role": "admin"}), 200)
+    deleted = ok(chat.call("DELETE", path, "carol"), 200)  # a channel admin may delete
     again = ok(chat.call("DELETE", path, "alice"), 200)
     assert again["event_id"] == deleted["event_id"]
     (tombstone,) = chat.messages("bob")
@@ -267,7 +267,7 @@ def test_message_edit_and_delete_rules(chat: Chat) -> None:
     err(chat.call("PATCH", path, "alice", json={"text": "back"}), 409, "conflict", "message_deleted")
     err(chat.post(f"{path}/reactions", "bob", {"emoji": "👍"}), 409, "conflict", "message_deleted")
     own = chat.say("bob", "mine")
-    ok(chat.call("DELETE", f"/v1/channels/c/messages/{own['message_id']}", "bob"))  # the author may delete
+    ok(chat.call("DELETE", f"/v1/channels/c/messages/{own['message_id']}", "bob"), 200)  # the author may delete
     err(chat.call("PATCH", "/v1/channels/c/messages/nope", "alice", json={"text": "x"}), 404, "not_found")
     assert [m["deleted"] for m in chat.messages("alice")] == [True, True]
 
@@ -308,7 +308,7 @@ def test_threads_count_replies_and_stay_out_of_the_timeline(chat: Chat) -> None:
     err(chat.post("/v1/channels/c/messages", "alice", {"text": "x", "parent_id": "nope"}), 422, "invalid_request")
     err(chat.call("GET", "/v1/channels/c/messages/nope/thread", "alice"), 404, "not_found")
     err(chat.call("GET", f"/v1/channels/c/messages/{pid}/thread", "dave"), 403, "forbidden")
-    ok(chat.call("DELETE", f"/v1/channels/c/messages/{pid}", "alice"))
+    ok(chat.call("DELETE", f"/v1/channels/c/messages/{pid}", "alice"), 200)
     err(chat.post("/v1/channels/c/messages", "bob", {"text": "late", "parent_id": pid}), 422, "invalid_request")
 
 
@@ -324,12 +324,12 @@ def test_reactions_add_idempotently_and_remove(chat: Chat) -> None:
     err(chat.post(reactions, "tenant", {"emoji": "👍"}), 422, "invalid_request")
     (message,) = chat.messages("carol")
     assert sorted(message["reactions"]["👍"]) == ["alice", "bob"] and message["reactions"]["🎉"] == ["carol"]
-    ok(chat.call("DELETE", f"{reactions}/👍", "bob"))
+    ok(chat.call("DELETE", f"{reactions}/👍", "bob"), 200)
     err(chat.call("DELETE", f"{reactions}/👍", "bob"), 404, "not_found")
-    ok(chat.call("DELETE", f"{reactions}/🎉", "tenant", params={"user_id": "carol"}))
+    ok(chat.call("DELETE", f"{reactions}/🎉", "tenant", params={"user_id": "carol"}), 200)
     (message,) = chat.messages("carol")
     assert message["reactions"] == {"👍": ["alice"]}
-    ok(chat.call("DELETE", f"{reactions}/👍", "alice"))
+    ok(chat.call("DELETE", f"{reactions}/👍", "alice"), 200)
     assert chat.messages("carol")[0]["reactions"] == {}
     types = [e["type"] for e in chat.events(types="ReactionAdded,ReactionRemoved")]
     assert types == ["ReactionAdded"] * 3 + ["ReactionRemoved"] * 3
@@ -342,7 +342,7 @@ def test_read_markers_drive_unread_counts_and_never_move_back(chat: Chat) -> Non
     assert chat.channel("alice")["unread_count"] == 1
     (listed,) = chat.get("/v1/channels", "bob")["channels"]
     assert listed["unread_count"] == 3 and listed["last_message"]["text"] == "my own message does not count"
-    ok(chat.post("/v1/channels/c/read", "bob", {"seq": seqs[1]}))
+    ok(chat.post("/v1/channels/c/read", "bob", {"seq": seqs[1]}), 200)
     assert chat.channel("bob")["unread_count"] == 1
     back = ok(chat.post("/v1/channels/c/read", "bob", {"seq": seqs[0]}), 200)
     assert chat.channel("bob")["unread_count"] == 1
@@ -350,7 +350,7 @@ def test_read_markers_drive_unread_counts_and_never_move_back(chat: Chat) -> Non
     assert back["event_id"] == same["event_id"]
     head = chat.channel("bob")["head_seq"]
     err(chat.post("/v1/channels/c/read", "bob", {"seq": head + 1}), 422, "invalid_request", "read_marker_ahead")
-    ok(chat.post("/v1/channels/c/read", "tenant", {"seq": head, "user_id": "bob"}))
+    ok(chat.post("/v1/channels/c/read", "tenant", {"seq": head, "user_id": "bob"}), 200)
     assert chat.channel("bob")["unread_count"] == 0
     assert chat.channel("carol")["unread_count"] == 4
     assert [e["payload"]["seq"] for e in chat.events(types="ReadMarkerMoved")] == [seqs[1], head]
@@ -363,7 +363,7 @@ def test_muted_members_read_but_cannot_post_until_unmuted(chat: Chat) -> None:
     assert [m["text"] for m in chat.messages("bob")] == ["before the mute"]
     err(chat.post("/v1/channels/c/mutes", "carol", {"user_id": "bob"}), 403, "forbidden", "not_channel_admin")
     err(chat.post("/v1/channels/c/mutes", "alice", {"user_id": "dave"}), 404, "not_found")
-    ok(chat.call("DELETE", "/v1/channels/c/mutes/bob", "tenant"))
+    ok(chat.call("DELETE", "/v1/channels/c/mutes/bob", "tenant"), 200)
     err(chat.call("DELETE", "/v1/channels/c/mutes/bob", "tenant"), 404, "not_found")
     chat.say("bob", "free again")
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
@@ -388,7 +388,7 @@ def test_banned_users_are_removed_and_cannot_rejoin_until_unbanned(chat: Chat) -
     err(chat.post("/v1/channels/c/members", "tenant", {"user_id": "bob"}), 403, "forbidden", "member_banned")
     assert chat.get("/v1/channels", "bob")["channels"] == []
     err(chat.post("/v1/channels/c/bans", "carol", {"user_id": "alice"}), 403, "forbidden")
-    ok(chat.call("DELETE", "/v1/channels/c/bans/bob", "alice"))
+    ok(chat.call("DELETE", "/v1/channels/c/bans/bob", "alice"), 200)
     err(chat.call("DELETE", "/v1/channels/c/bans/bob", "alice"), 404, "not_found")
     ok(chat.post("/v1/channels/c/members", "alice", {"user_id": "bob"}))
     chat.say("bob", "I'm back")
@@ -555,3 +555,48 @@ def test_health_readiness_and_openapi(server: Server, client: httpx.Client) -> N
         assert str(api.status) in op["responses"] and "4XX" in op["responses"]
         assert ("security" in op) == bool(api.who)
     assert "ErrorBody" in document["components"]["schemas"]
+
+
+# --- status codes --------------------------------------------------------------------------
+def test_writes_answer_201_only_when_they_create_and_200_when_they_update_or_delete(chat: Chat) -> None:
+    """201 Created means a new resource; an edit, an update or a removal is 200 OK."""
+    users = f"{chat.url}/v1/users/erin"
+    ok(chat.client.put(users, json={"name": "Erin"}, headers=chat.headers("tenant")), 201)
+    ok(chat.client.put(users, json={"name": "Erin B."}, headers=chat.headers("tenant")), 200)
+    ok(chat.call("PUT", "/v1/cors", "tenant", json={"origins": ["https://app.example"]}), 200)
+    ok(chat.post("/v1/channels", "alice", {"channel_id": "d", "name": "D", "members": ["bob"]}), 201)
+    ok(chat.post("/v1/channels/c/members", "alice", {"user_id": "dave"}), 201)
+    ok(chat.post("/v1/channels/c/members", "alice", {"user_id": "dave", "role": "admin"}), 200)  # a role change
+    mid = ok(chat.post("/v1/channels/c/messages", "alice", {"text": "hello"}), 201)["message_id"]
+    message = f"/v1/channels/c/messages/{mid}"
+    ok(chat.call("PATCH", message, "alice", json={"text": "hello, edited"}), 200)
+    ok(chat.post(f"{message}/reactions", "bob", {"emoji": "👍"}), 201)
+    ok(chat.call("DELETE", f"{message}/reactions/👍", "bob"), 200)
+    ok(chat.post("/v1/channels/c/read", "bob", {"seq": 1}), 200)
+    ok(chat.post("/v1/channels/c/mutes", "alice", {"user_id": "bob"}), 201)
+    ok(chat.call("DELETE", "/v1/channels/c/mutes/bob", "alice"), 200)
+    ok(chat.post("/v1/channels/c/bans", "alice", {"user_id": "carol"}), 201)
+    ok(chat.call("DELETE", "/v1/channels/c/bans/carol", "alice"), 200)
+    ok(chat.call("DELETE", "/v1/channels/c/members/dave", "alice"), 200)
+    ok(chat.call("DELETE", message, "alice"), 200)
+    key = ok(chat.post("/v1/api-keys", "tenant", {"name": "ci"}), 201)
+    ok(chat.call("DELETE", f"/v1/api-keys/{key['key_id']}", "tenant"), 200)
+    ok(chat.post("/v1/signing-keys", "tenant"), 201)
+
+
+def test_openapi_documents_the_statuses_each_write_answers(server: Server, client: httpx.Client) -> None:
+    document = ok(client.get(f"{server.url}/openapi.json"), 200)
+    statuses = {
+        (method.upper(), path): sorted(code for code in op["responses"] if code.startswith("2"))
+        for path, ops in document["paths"].items()
+        for method, op in ops.items()
+    }
+    creates = ["200", "201"]  # 200: the replay of an idempotent retry (or, for an upsert, an update)
+    assert statuses["PATCH", "/v1/channels/{cid}/messages/{mid}"] == ["200"]
+    assert statuses["PUT", "/v1/users/{user_id}"] == creates
+    assert statuses["PUT", "/v1/cors"] == ["200"]
+    assert statuses["POST", "/v1/channels/{cid}/messages"] == creates
+    assert statuses["POST", "/v1/channels/{cid}/read"] == ["200"]
+    assert statuses["POST", "/v1/channels/{cid}/typing"] == ["202"]
+    deletes = [(m, p) for (m, p) in statuses if m == "DELETE"]
+    assert len(deletes) == 6 and all(statuses[d] == ["200"] for d in deletes), statuses

@@ -125,8 +125,11 @@ def fill(srv: Server) -> Stopped:
                 )
             )
         general = [m for i, m in enumerate(mids) if i % 3]
-        ok(client.patch(f"{srv.url}/v1/channels/general/messages/{general[0]}", json={"text": "edited"}, headers=a))
-        ok(client.delete(f"{srv.url}/v1/channels/general/messages/{general[1]}", headers=a))
+        ok(
+            client.patch(f"{srv.url}/v1/channels/general/messages/{general[0]}", json={"text": "edited"}, headers=a),
+            200,
+        )
+        ok(client.delete(f"{srv.url}/v1/channels/general/messages/{general[1]}", headers=a), 200)
         ok(
             client.post(
                 f"{srv.url}/v1/channels/general/messages/{general[2]}/reactions", json={"emoji": "🎉"}, headers=b
@@ -137,7 +140,7 @@ def fill(srv: Server) -> Stopped:
                 f"{srv.url}/v1/channels/general/messages", json={"text": "a reply", "parent_id": general[3]}, headers=b
             )
         )
-        ok(client.post(f"{srv.url}/v1/channels/general/read", json={"seq": 6}, headers=b))
+        ok(client.post(f"{srv.url}/v1/channels/general/read", json={"seq": 6}, headers=b), 200)
         ok(client.post(f"{srv.url}/v1/channels/general/bans", json={"user_id": "carol"}, headers=a))
         events = {t.tenant_id: events_of(client, t) for t in (acme, umbrella)}
         head = max(e["position"] for tenant_events in events.values() for e in tenant_events)

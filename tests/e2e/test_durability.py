@@ -139,7 +139,7 @@ def test_tenants_keys_tokens_and_idempotency_keys_survive_a_restart(durable: Ser
     token = tenant.user(client, "alice")
     spare = ok(client.post(f"{tenant.url}/v1/api-keys", json={"name": "spare"}, headers=tenant.headers()))
     revoked = ok(client.post(f"{tenant.url}/v1/api-keys", json={"name": "doomed"}, headers=tenant.headers()))
-    ok(client.delete(f"{tenant.url}/v1/api-keys/{revoked['key_id']}", headers=tenant.headers()))
+    ok(client.delete(f"{tenant.url}/v1/api-keys/{revoked['key_id']}", headers=tenant.headers()), 200)
     ok(client.post(f"{tenant.url}/v1/channels", json={"channel_id": "c", "name": "c"}, headers=bearer(token)))
     first = ok(
         client.post(
@@ -197,8 +197,11 @@ def test_read_models_are_rebuilt_from_the_log_when_lost(durable: Server, client:
         ]
         for i in range(12)
     ]
-    ok(client.patch(f"{tenant.url}/v1/channels/c/messages/{mids[1]}", json={"text": "edited"}, headers=bearer(alice)))
-    ok(client.delete(f"{tenant.url}/v1/channels/c/messages/{mids[2]}", headers=bearer(alice)))
+    ok(
+        client.patch(f"{tenant.url}/v1/channels/c/messages/{mids[1]}", json={"text": "edited"}, headers=bearer(alice)),
+        200,
+    )
+    ok(client.delete(f"{tenant.url}/v1/channels/c/messages/{mids[2]}", headers=bearer(alice)), 200)
     react = {"emoji": "🔥", "user_id": "bob"}
     ok(client.post(f"{tenant.url}/v1/channels/c/messages/{mids[3]}/reactions", json=react, headers=tenant.headers()))
     reply = ok(

@@ -26,6 +26,7 @@ from tests.perf import (
     bench_flood,
     bench_http,
     bench_presence,
+    bench_projectors,
     bench_rebuild,
     bench_ws_latency,
 )
@@ -44,6 +45,8 @@ BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str
         {"seconds": 8.0},
         {"seconds": 3.0, "raw_records": 5000, "decider_commands": 1000, "latency_seconds": 3.0},
     ),
+    # issue 9: the Faust read-model processors vs the aiokafka projector, same events into FerretDB
+    "projectors": (bench_projectors.run, {"events": 200_000}, {"events": 20_000}),
     "presence": (
         bench_presence.run,
         {"users": 5000, "seconds": 60.0},

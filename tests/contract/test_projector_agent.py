@@ -1,0 +1,56 @@
+"""The Faust read-model agent of ``caas worker``, driven by Faust's own test harness
+(``agent.test_context()``: records put on the agent's channel, no broker) against a real read
+store. The real-Kafka behaviour (kill -9, broker restart, store outage) is in
+``tests/distributed``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from adapters.kafka.codec import checkpoint_name, encode_position, event_value
+from adapters.kafka.projectors import ProjectorAgent
+from adapters.sqlite_store import SqliteReadStore
+from domain.events import Event
+from projections import eventindex
+from streams.projector import Projection
+
+EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project)
+
+
+def registered(offset: int) -> Event:
+    return Event(
+        event_id=f"e{offset}",
+        tenant_id="t1",
+        stream=f"user:u{offset}",
+        seq=1,
+        position=encode_position(0, offset),
+        type="UserRegistered",
+        schema_version=1,
+        occurred_at="2026-01-01T00:00:00.000000Z",
+        payload={"name": f"u{offset}", "metadata": {}},
+    )
+
+
+async def test_the_agent_resumes_after_the_stores_checkpoint_and_moves_it_to_the_last_event(tmp_path: Path) -> None:
+    """Offsets 0-2 are already applied (checkpoint 3) though Kafka re-delivers them (its
+    committed offset lags): the agent applies only 3-5 and leaves the checkpoint at 6."""
+    store = SqliteReadStore(tmp_path / "read.db")
+    await store.start()
+    name = checkpoint_name(EVENT_INDEX.name, 0)
+    await store.apply(name, [], 3)
+    projectors = ProjectorAgent("127.0.0.1:9", "t.", 1, store, [EVENT_INDEX], datadir=tmp_path / "faust")
+    try:
+        async with projectors.agent.test_context() as agent:
+            for offset in range(6):  # the harness numbers the records 0, 1, 2, …
+                await agent.put(event_value(registered(offset)), key=b"t1/user", partition=0)
+            deadline = time.monotonic() + 30
+            while await store.checkpoint(name) < 6:
+                assert time.monotonic() < deadline, "the batch was never applied"
+                await asyncio.sleep(0.05)
+        indexed = await store.find("events", "t1", {})
+        assert sorted(doc["event_id"] for doc in indexed) == ["e3", "e4", "e5"]
+        assert projectors.applied[(EVENT_INDEX.name, 0)] == 6
+    finally:
+        await store.close()

@@ -1,0 +1,58 @@
+"""The command line refuses what it cannot do well, and says why, before it touches a backend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from domain.events import EVENT_TYPES
+
+NOWHERE = "127.0.0.1:9"  # the discard port: nothing there speaks Kafka or MongoDB
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``caas`` with none of the caller's ``CAAS_*`` settings, servers that do not exist, and ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAAS_")}
+    settings = {
+        "CAAS_DATA_DIR": str(tmp_path / "data"),
+        "CAAS_KAFKA_BOOTSTRAP": NOWHERE,
+        "CAAS_MONGO_URL": f"mongodb://{NOWHERE}/?serverSelectionTimeoutMS=500",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        env={**clean, **settings},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("backend", ["embedded", "kafka"])
+def test_replay_of_unknown_event_types_fails_and_names_the_known_ones(tmp_path: Path, backend: str) -> None:
+    done = run(tmp_path, "replay", "--backend", backend, "--types", "MessagePosted,Bogus,messageposted")
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stdout == ""
+    assert "Bogus" in done.stderr and "messageposted" in done.stderr, done.stderr
+    assert all(name in done.stderr for name in EVENT_TYPES), done.stderr
+    assert not (tmp_path / "data").exists(), "the backend was touched before the types were checked"
+
+
+@pytest.mark.parametrize("command", [["serve", "--backend", "kafka"], ["worker"]])
+@pytest.mark.parametrize(
+    "missing", [["CAAS_SECRET_KEY", "CAAS_ADMIN_TOKEN"], ["CAAS_SECRET_KEY"], ["CAAS_ADMIN_TOKEN"]]
+)
+def test_a_kafka_node_refuses_to_start_without_the_shared_secrets(
+    tmp_path: Path, command: list[str], missing: list[str]
+) -> None:
+    given = {name: "s3cret-shared-by-every-node" for name in ("CAAS_SECRET_KEY", "CAAS_ADMIN_TOKEN")}
+    done = run(tmp_path, *command, **{k: v for k, v in given.items() if k not in missing})
+    assert done.returncode != 0
+    assert all(name in done.stderr for name in missing), done.stderr
+    assert "every node" in done.stderr, done.stderr  # it says why: a generated secret differs per node
+    assert not (tmp_path / "data").exists(), "no per-node secret may be generated"
