@@ -25,7 +25,7 @@ from api.observability import MeteredCommands, count_events
 from api.settings import Settings
 from api.socket_watch import SocketWatch
 from commands.auth import Authenticator
-from commands.ports import EphemeralBus, EventLog, Listener
+from commands.ports import EphemeralBus, EventHistory, EventLog, Listener
 from commands.service import Commands, CommandService
 from domain.events import Event
 from domain.presence import Timing
@@ -61,7 +61,7 @@ class Backend(abc.ABC):
 
     name: str
     node_id: str
-    log: EventLog
+    log: EventHistory  # what the API reads of the log
     store: ReadStore
     bus: EphemeralBus
     commands: Commands  # the write side as the API calls it
@@ -146,7 +146,7 @@ class EmbeddedBackend(Backend):
         from adapters.sqlite_store import SqliteReadStore
 
         self.node_id = f"node-{uuid7()}"
-        self.log = SqliteEventLog(settings.data_dir / "events.db")
+        self.log: EventLog = SqliteEventLog(settings.data_dir / "events.db")
         self.store = SqliteReadStore(settings.data_dir / "read.db")
         self.bus = MemoryBus()
         self.commands = CommandService(self.log, clock=utcnow, new_id=uuid7)
@@ -383,7 +383,7 @@ class Engine:
         )
 
     @property
-    def log(self) -> EventLog:
+    def log(self) -> EventHistory:
         return self.backend.log
 
     @property

@@ -15,6 +15,7 @@ from api.observability import record_projections
 from api.plumbing import body, engine, idempotency, int_param, json, principal, raw_body, wait_min_position, written
 from commands.auth import Principal, new_api_key
 from commands.ports import Idempotency
+from commands.service import CommandEnvelope
 from domain import channel as ch
 from domain import errors, tenant, user
 from domain.base import format_time
@@ -48,7 +49,7 @@ async def create_tenant(request: Request) -> Response:
     api_key, key_hash = new_api_key(tenant_id, key_id)
     command = tenant.RegisterTenant(name=data.name, key_id=key_id, key_hash=key_hash)
     outcome = await engine(request).service.execute(
-        tenant_id, stream_name("tenant", tenant_id), command, actor="admin:admin", idempotency=retry
+        CommandEnvelope(tenant_id, stream_name("tenant", tenant_id), command, actor="admin:admin", idempotency=retry)
     )
     first = outcome.events[0]
     issued = outcome.events[-1].payload
@@ -64,11 +65,13 @@ async def create_api_key(request: Request) -> Response:
     key_id = engine(request).short_id("k")
     api_key, key_hash = new_api_key(who.tenant_id, key_id)
     outcome = await engine(request).service.execute(
-        who.tenant_id,
-        stream_name("tenant", who.tenant_id),
-        tenant.IssueApiKey(key_id=key_id, key_hash=key_hash, name=data.name),
-        actor=who.actor.label,
-        idempotency=idempotency(request, raw, who),
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("tenant", who.tenant_id),
+            tenant.IssueApiKey(key_id=key_id, key_hash=key_hash, name=data.name),
+            actor=who.actor.label,
+            idempotency=idempotency(request, raw, who),
+        )
     )
     issued = outcome.last.payload
     return written(outcome, key_id=issued["key_id"], api_key=None if outcome.replayed else api_key)
@@ -78,7 +81,12 @@ async def revoke_api_key(request: Request) -> Response:
     who = await principal(request, "tenant")
     key_id = _path(request, "key_id")
     outcome = await engine(request).service.execute(
-        who.tenant_id, stream_name("tenant", who.tenant_id), tenant.RevokeApiKey(key_id=key_id), actor=who.actor.label
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("tenant", who.tenant_id),
+            tenant.RevokeApiKey(key_id=key_id),
+            actor=who.actor.label,
+        )
     )
     return written(outcome, key_id=key_id)
 
@@ -87,11 +95,13 @@ async def rotate_signing_key(request: Request) -> Response:
     who = await principal(request, "tenant")
     raw = await raw_body(request)
     outcome = await engine(request).service.execute(
-        who.tenant_id,
-        stream_name("tenant", who.tenant_id),
-        tenant.RotateSigningKey(),
-        actor=who.actor.label,
-        idempotency=idempotency(request, raw, who),
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("tenant", who.tenant_id),
+            tenant.RotateSigningKey(),
+            actor=who.actor.label,
+            idempotency=idempotency(request, raw, who),
+        )
     )
     return written(outcome, kid=outcome.last.payload["kid"])
 
@@ -101,11 +111,13 @@ async def set_allowed_origins(request: Request) -> Response:
     raw = await raw_body(request)
     data = await body(request, schemas.AllowedOrigins, raw)
     outcome = await engine(request).service.execute(
-        who.tenant_id,
-        stream_name("tenant", who.tenant_id),
-        tenant.SetAllowedOrigins(origins=data.origins),
-        actor=who.actor.label,
-        idempotency=idempotency(request, raw, who),
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("tenant", who.tenant_id),
+            tenant.SetAllowedOrigins(origins=data.origins),
+            actor=who.actor.label,
+            idempotency=idempotency(request, raw, who),
+        )
     )
     return written(outcome, origins=sorted(set(data.origins)))
 
@@ -117,18 +129,20 @@ async def put_user(request: Request) -> Response:
     raw = await raw_body(request)
     data = await body(request, schemas.PutUser, raw)
     outcome = await engine(request).service.execute(
-        who.tenant_id,
-        stream_name("user", user_id),
-        user.RegisterUser(name=data.name, metadata=data.metadata),
-        actor=who.actor.label,
-        idempotency=idempotency(request, raw, who),
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("user", user_id),
+            user.RegisterUser(name=data.name, metadata=data.metadata),
+            actor=who.actor.label,
+            idempotency=idempotency(request, raw, who),
+        )
     )
     return written(outcome, user_id=user_id)
 
 
 async def _require_users(request: Request, tenant_id: str, user_ids: list[str]) -> None:
     service = engine(request).service
-    missing = [u for u in user_ids if not (await service.state(tenant_id, stream_name("user", u))).exists]
+    missing = [u for u in user_ids if not (await service.user(tenant_id, u)).exists]
     if missing:
         raise errors.UserNotFound(
             f"user {missing[0]!r} is not registered; create it with PUT /v1/users/{missing[0]}", user_ids=missing
@@ -153,12 +167,14 @@ async def _channel_command(
     request: Request, who: Principal, cid: str, command: ch.ChannelCommand, raw: bytes = b""
 ) -> Response:
     outcome = await engine(request).service.execute(
-        who.tenant_id,
-        stream_name("channel", cid),
-        command,
-        actor=who.actor.label,
-        correlation_id=request.headers.get("x-request-id"),
-        idempotency=idempotency(request, raw, who) if raw or request.method == "POST" else None,
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("channel", cid),
+            command,
+            actor=who.actor.label,
+            correlation_id=request.headers.get("x-request-id"),
+            idempotency=idempotency(request, raw, who) if raw or request.method == "POST" else None,
+        )
     )
     extra = {"channel_id": outcome.last.stream_id}  # a replay answers with the first request's channel
     message_id = getattr(command, "message_id", None)
@@ -300,7 +316,7 @@ async def typing(request: Request) -> Response:
     data = await body(request, schemas.Typing)
     uid = _acting_user(who, data.user_id)
     node = engine(request)
-    state = await node.service.state(who.tenant_id, stream_name("channel", cid))
+    state = await node.service.channel(who.tenant_id, cid)
     if not state.exists:
         raise errors.ChannelNotFound("no such channel")
     if uid not in state.members:
@@ -347,7 +363,7 @@ async def unban(request: Request) -> Response:
 # --- queries -------------------------------------------------------------------------------
 async def _readable_channel(request: Request, who: Principal, cid: str) -> ch.ChannelState:
     """The channel, if the caller may read it: a member, or the tenant."""
-    state: ch.ChannelState = await engine(request).service.state(who.tenant_id, stream_name("channel", cid))
+    state = await engine(request).service.channel(who.tenant_id, cid)
     if not state.exists:
         raise errors.ChannelNotFound(f"no channel {cid!r}")
     if who.kind == "user" and who.user_id not in state.members:
@@ -414,7 +430,7 @@ async def list_events(request: Request) -> Response:
     types = [t for t in request.query_params.get("types", "").split(",") if t]
     if engine(request).backend.events_projected:
         await wait_min_position(request)  # served by a read model (the event index), not the log
-    events = await engine(request).log.read_all(after_position=after, limit=limit, tenant_id=who.tenant_id, types=types)
+    events = await engine(request).log.read_tenant(who.tenant_id, after_position=after, limit=limit, types=types)
     cursor = events[-1].position if len(events) == limit else None
     return json({"events": [e.model_dump() for e in events], "next_after_position": cursor})
 
@@ -433,7 +449,7 @@ async def get_presence(request: Request) -> Response:
     for user_id in user_ids:
         live = node.presence.snapshot(who.tenant_id, user_id)
         if live["last_seen_at"] is None:  # not seen by this node since it started: the durable record
-            state = await node.service.state(who.tenant_id, stream_name("user", user_id))
+            state = await node.service.user(who.tenant_id, user_id)
             live["last_seen_at"] = state.last_seen_at
         found[user_id] = live
     return json(found)

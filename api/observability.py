@@ -3,6 +3,7 @@ view of the command side."""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import time
 import uuid
@@ -16,9 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.plumbing import principal
-from commands.ports import Idempotency
-from commands.service import Commands, Outcome
-from domain.base import Command
+from commands.service import CommandEnvelope, Commands, Outcome
 from domain.errors import DomainError
 from domain.events import Event
 
@@ -81,7 +80,7 @@ def count_events(events: Sequence[Event]) -> None:
         EVENTS.labels(event.type).inc()
 
 
-class MeteredCommands:
+class MeteredCommands(Commands):
     """The command side with counters and latency histograms around every command."""
 
     def __init__(self, inner: Commands) -> None:
@@ -90,35 +89,13 @@ class MeteredCommands:
     async def state(self, tenant_id: str, stream: str) -> Any:
         return await self.inner.state(tenant_id, stream)
 
-    def forget(self, tenant_id: str, stream: str) -> None:
-        forget = getattr(self.inner, "forget", None)
-        if forget is not None:
-            forget(tenant_id, stream)
-
-    async def execute(
-        self,
-        tenant_id: str,
-        stream: str,
-        command: Command,
-        *,
-        actor: str | None,
-        correlation_id: str | None = None,
-        idempotency: Idempotency | None = None,
-        command_id: str | None = None,
-    ) -> Outcome:
-        name = type(command).__name__
+    async def execute(self, envelope: CommandEnvelope) -> Outcome:
+        name = type(envelope.command).__name__
         started = time.perf_counter()
         outcome = "unavailable"
         try:
-            result = await self.inner.execute(
-                tenant_id,
-                stream,
-                command,
-                actor=actor,
-                correlation_id=correlation_id or structlog.contextvars.get_contextvars().get("request_id"),
-                idempotency=idempotency,
-                command_id=command_id,
-            )
+            correlation_id = envelope.correlation_id or structlog.contextvars.get_contextvars().get("request_id")
+            result = await self.inner.execute(dataclasses.replace(envelope, correlation_id=correlation_id))
             outcome = "replayed" if result.replayed else "recorded"
             return result
         except DomainError:

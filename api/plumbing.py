@@ -54,7 +54,7 @@ async def principal(request: Request, *kinds: str) -> Principal:
         node.limits.check(who, write=request.method != "GET", credential=header.strip())
         origin = request.headers.get("origin")
         if origin is not None:
-            state = await node.service.state(who.tenant_id, f"tenant:{who.tenant_id}")
+            state = await node.service.tenant(who.tenant_id)
             request.state.cors_origin = origin in state.origins
     return who
 

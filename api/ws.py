@@ -332,7 +332,7 @@ class Session:
         return cid
 
     async def _member(self, cid: str) -> bool:
-        state = await self.node.service.state(self.who.tenant_id, stream_name("channel", cid))
+        state = await self.node.service.channel(self.who.tenant_id, cid)
         if not state.exists:
             self.error("not_found", f"no channel {cid!r}", channel_id=cid)
             return False
@@ -358,7 +358,7 @@ class Session:
         if not await self._member(cid):
             return
         self.unsubscribe(cid)
-        state = await self.node.service.state(self.who.tenant_id, stream_name("channel", cid))
+        state = await self.node.service.channel(self.who.tenant_id, cid)
         sub = Subscription(
             self.who.tenant_id,
             cid,

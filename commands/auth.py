@@ -94,7 +94,7 @@ class Authenticator:
             raise Unauthenticated("malformed API key")
         tenant_id, key_id, secret = parts
         try:
-            state = await self.service.state(tenant_id, f"tenant:{tenant_id}")
+            state = await self.service.tenant(tenant_id)
         except ValueError as exc:
             raise Unauthenticated("unknown API key") from exc
         key = state.keys.get(key_id)
@@ -105,7 +105,7 @@ class Authenticator:
         return Principal("tenant", tenant_id=tenant_id, key_id=key_id)
 
     async def mint(self, tenant_id: str, user_id: str, now: datetime, ttl_seconds: int) -> tuple[str, datetime]:
-        state = await self.service.state(tenant_id, f"tenant:{tenant_id}")
+        state = await self.service.tenant(tenant_id)
         kid = state.signing_keys[0]
         expires = now + timedelta(seconds=ttl_seconds)
         claims = {
@@ -125,7 +125,7 @@ class Authenticator:
         cached = self._verified.get(token)
         if cached is not None and cached[1] > now.timestamp():
             principal = cached[0]
-            state = await self.service.state(principal.tenant_id, f"tenant:{principal.tenant_id}")
+            state = await self.service.tenant(principal.tenant_id)
             if principal.key_id in state.verifying_keys:
                 return principal
             del self._verified[token]
@@ -136,7 +136,7 @@ class Authenticator:
             kid = header.get("kid")
             if header.get("alg") != "HS256" or not isinstance(tenant_id, str) or not isinstance(kid, str):
                 raise Unauthenticated("token not issued by CAAS")
-            state = await self.service.state(tenant_id, f"tenant:{tenant_id}")
+            state = await self.service.tenant(tenant_id)
             if not state.exists or kid not in state.verifying_keys:
                 raise Unauthenticated("the token's signing key was rotated out; mint a new token")
             claims = jwt.decode(
@@ -165,7 +165,7 @@ class Authenticator:
         user_id = claims["sub"]
         if not isinstance(user_id, str) or not re.fullmatch(ID_PATTERN, user_id):
             raise Unauthenticated("the token's subject (sub) is not a user id")
-        if not (await self.service.state(tenant_id, f"user:{user_id}")).exists:
+        if not (await self.service.user(tenant_id, user_id)).exists:
             raise Unauthenticated(f"the token's user {user_id!r} is not registered in its tenant")
         return user_id
 

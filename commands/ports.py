@@ -1,5 +1,15 @@
 """Ports the command layer depends on, and the persistence errors every backend raises.
 
+The log is split by capability, so that every adapter implements all of what it declares:
+
+- :class:`StreamStore` (a :class:`StreamReader` that appends): what the command service records
+  with; the deciders' Kafka ``PartitionLog`` is one.
+- :class:`EventFeed`: a tenant's events by position, the head, new events.
+- :class:`EventHistory` (a stream reader and a feed): what an API node reads; the Kafka
+  node's ``IndexedLog`` is one.
+- :class:`EventLog` (a store and a feed of the whole log): the SQLite log.
+- :class:`EphemeralBus`: short-lived facts between nodes.
+
 Adapters translate their driver errors into this small tree at the edge, so the command
 layer and the API handle one vocabulary whatever the backend.
 """
@@ -96,33 +106,52 @@ class EphemeralBus(abc.ABC):
     periodic heartbeats rather than trusting every message."""
 
     @abc.abstractmethod
-    async def start(self) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    def publish(self, message: dict[str, Any]) -> None:
-        """Send without waiting; every node's listeners (this one's too) receive it."""
-
-    @abc.abstractmethod
-    def listen(self, listener: Callable[[dict[str, Any]], None]) -> None: ...
-
-
-class EventLog(abc.ABC):
-    """The system of record: an append-only log of events in streams.
-
-    Every stream has a gapless ``seq`` starting at 1; every event has a ``position``
-    that orders the whole log. Appends are conditional on the stream's current version.
-    """
-
-    @abc.abstractmethod
     async def start(self) -> None:
-        """Open connections; after this, appends and reads work."""
+        """Connect; messages published from now on reach this node's listeners."""
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Finish pending appends and release resources."""
+        """Stop receiving and release connections; messages not yet sent may be lost."""
+
+    @abc.abstractmethod
+    def publish(self, message: dict[str, Any]) -> None:
+        """Send without waiting; every node's listeners (this one's too) receive it, one
+        node's messages in the order it published them. ``message`` must be JSON."""
+
+    @abc.abstractmethod
+    def listen(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener`` on the event loop with every message received, once each."""
+
+
+class Lifecycle(abc.ABC):
+    """A port whose adapter holds connections: ``start`` before use, ``close`` after."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Open connections; after this, every method of the port works."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and release resources."""
+
+
+class StreamReader(Lifecycle):
+    """Reads one stream of the log: every stream has a gapless ``seq`` starting at 1."""
+
+    @abc.abstractmethod
+    async def read_stream(
+        self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """Events of one stream with ``seq > after_seq`` in order (empty for an unknown stream)."""
+
+
+class StreamStore(StreamReader):
+    """Where a command's events are recorded: conditional appends to streams, the record of
+    idempotency keys, and (if the store keeps them) snapshots of aggregates.
+
+    What the command service needs of the system of record, and all that a decider owning
+    some Kafka partitions can offer.
+    """
 
     @abc.abstractmethod
     def append(
@@ -138,14 +167,65 @@ class EventLog(abc.ABC):
         Appends are ordered as they are called (not as they are awaited), so a caller may
         pipeline several appends to one stream. Fails with :class:`ConcurrencyError` on a
         version mismatch, :class:`IdempotencyKeyReused` if ``idempotency.key`` was already
-        recorded, :class:`LogUnavailable` if the log cannot make it durable.
+        recorded, :class:`LogUnavailable` if the store cannot make it durable. The recorded
+        events carry their ``position`` in the whole log.
         """
 
     @abc.abstractmethod
-    async def read_stream(
-        self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
+    async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
+        """The fingerprint and events recorded under an idempotency key, if any."""
+
+    keeps_snapshots: bool = False  # whether save_snapshot keeps anything (only then is encoding worth it)
+
+    async def read_snapshot(self, tenant_id: str, stream: str, schema: str) -> Snapshot | None:
+        """The newest snapshot of ``stream`` encoded in ``schema``, if the store keeps any.
+
+        Stores that keep no snapshots (the Kafka ones, whose aggregates are restored up
+        front) say so with ``keeps_snapshots = False`` and inherit this and the no-op
+        :meth:`save_snapshot`.
+        """
+        return None
+
+    def save_snapshot(self, tenant_id: str, stream: str, schema: str, version: int, state: bytes) -> None:
+        """Keep ``state``, the encoded state of ``stream`` as of ``version`` (an event already
+        recorded), as its snapshot unless a newer one is kept. Returns at once."""
+        return None
+
+
+class EventFeed(Lifecycle):
+    """Recorded events in position order, as a tenant's reader sees them: what is new
+    (``listen``), how far the log reaches (``head_position``) and a tenant's events since a
+    position.
+
+    Every event has a ``position`` that orders the whole log.
+    """
+
+    @abc.abstractmethod
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener`` on the event loop with every batch of newly recorded events,
+        in position order."""
+
+    @abc.abstractmethod
+    async def head_position(self) -> int:
+        """The position of the newest recorded event known here (0 for an empty log)."""
+
+    @abc.abstractmethod
+    async def read_tenant(
+        self, tenant_id: str, after_position: int = 0, limit: int = 1000, types: Sequence[str] | None = None
     ) -> list[Event]:
-        """Events of one stream with ``seq > after_seq`` in order."""
+        """Events of one tenant (of some ``types``, if given) with ``position > after_position``,
+        in position order."""
+
+
+class EventHistory(StreamReader, EventFeed):
+    """What an API node reads of the log: streams (a websocket's replay) and a tenant's feed
+    (``GET /v1/events``, the hub's live events)."""
+
+
+class EventLog(StreamStore, EventHistory):
+    """The whole system of record in one place: streams are appended and read, and the log
+    is read in position order across tenants (the embedded projections, ``caas replay``,
+    ``caas rebuild``)."""
 
     @abc.abstractmethod
     async def read_all(
@@ -157,30 +237,7 @@ class EventLog(abc.ABC):
     ) -> list[Event]:
         """Events of the whole log (or one tenant, or some types) in position order."""
 
-    @abc.abstractmethod
-    async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
-        """The fingerprint and events recorded under an idempotency key, if any."""
-
-    @abc.abstractmethod
-    async def head_position(self) -> int:
-        """The position of the newest recorded event (0 for an empty log)."""
-
-    keeps_snapshots: bool = False  # whether save_snapshot keeps anything (only then is encoding worth it)
-
-    async def read_snapshot(self, tenant_id: str, stream: str, schema: str) -> Snapshot | None:
-        """The newest snapshot of ``stream`` encoded in ``schema``, if the log keeps any.
-
-        Logs that keep no snapshots (the Kafka ones, whose aggregates are restored up front)
-        inherit this and the no-op :meth:`save_snapshot`.
-        """
-        return None
-
-    def save_snapshot(self, tenant_id: str, stream: str, schema: str, version: int, state: bytes) -> None:
-        """Keep ``state``, the encoded state of ``stream`` as of ``version`` (an event already
-        recorded), as its snapshot unless a newer one is kept. Returns at once."""
-        return None
-
-    @abc.abstractmethod
-    def listen(self, listener: Listener) -> None:
-        """Call ``listener`` on the event loop with every batch of newly recorded events,
-        in position order."""
+    async def read_tenant(
+        self, tenant_id: str, after_position: int = 0, limit: int = 1000, types: Sequence[str] | None = None
+    ) -> list[Event]:
+        return await self.read_all(after_position, limit, tenant_id, types)

@@ -8,6 +8,7 @@ Stored events are never rewritten; older schema versions are upcast on read.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -178,11 +179,11 @@ class Event(BaseModel):
 
     @property
     def stream_type(self) -> str:
-        return self.stream.partition(":")[0]
+        return StreamId.parse(self.stream).kind
 
     @property
     def stream_id(self) -> str:
-        return self.stream.partition(":")[2]
+        return StreamId.parse(self.stream).id
 
     def data(self) -> DomainEvent:
         """The payload as its typed domain event (after upcasting)."""
@@ -206,5 +207,23 @@ def upcast(event_type: str, version: int, payload: dict[str, Any]) -> tuple[int,
     return version, payload
 
 
+@dataclass(frozen=True, slots=True)
+class StreamId:
+    """A stream's name as its parts: the aggregate ``kind`` (``channel``, ``user``, ``tenant``)
+    and the ``id`` within its tenant. ``str()`` is the name the log records (``channel:c1``)."""
+
+    kind: str
+    id: str
+
+    @classmethod
+    def parse(cls, stream: str) -> StreamId:
+        kind, _, ident = stream.partition(":")
+        return cls(kind, ident)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
 def stream_name(kind: str, ident: str) -> str:
-    return f"{kind}:{ident}"
+    """The recorded name of the stream of ``kind`` and ``ident`` (``str(StreamId(kind, ident))``)."""
+    return str(StreamId(kind, ident))

@@ -35,14 +35,14 @@ def membership_key(channel_id: str, user_id: str) -> str:
 
 def project(event: Event) -> list[Op]:
     """The read-model writes one event causes (none for events this model ignores)."""
-    kind = event.stream.partition(":")[0]
+    kind = event.stream_type
     if kind == "user":
         return _user(event)
     if kind != "channel":
         return []
     handler = _CHANNEL.get(event.type)
     extra_channel, ops = handler(event) if handler is not None else ({}, [])
-    cid = event.stream.partition(":")[2]
+    cid = event.stream_id
     channel = Op(
         "channels",
         event.tenant_id,
@@ -57,7 +57,7 @@ def project(event: Event) -> list[Op]:
 def _user(event: Event) -> list[Op]:
     if event.type not in ("UserRegistered", "UserUpdated"):
         return []
-    uid = event.stream.partition(":")[2]
+    uid = event.stream_id
     p = event.payload
     return [
         Op(
@@ -75,7 +75,7 @@ Result = tuple[dict[str, Any], list[Op]]
 
 
 def _membership(event: Event, user_id: str, fields: dict[str, Any]) -> Op:
-    cid = event.stream.partition(":")[2]
+    cid = event.stream_id
     return Op(
         "memberships",
         event.tenant_id,
@@ -88,13 +88,13 @@ def _membership(event: Event, user_id: str, fields: dict[str, Any]) -> Op:
 
 
 def _message(event: Event, message_id: str, **op: Any) -> Op:
-    cid = event.stream.partition(":")[2]
+    cid = event.stream_id
     return Op("messages", event.tenant_id, message_key(cid, message_id), event.position, **op)
 
 
 def _created(event: Event) -> Result:
     p = event.payload
-    cid = event.stream.partition(":")[2]
+    cid = event.stream_id
     return {
         "channel_id": cid,
         "name": p["name"],
@@ -148,7 +148,7 @@ def _unmuted(event: Event) -> Result:
 
 def _posted(event: Event) -> Result:
     p = event.payload
-    cid = event.stream.partition(":")[2]
+    cid = event.stream_id
     doc = {
         "message_id": p["message_id"],
         "channel_id": cid,

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from commands.ports import EventLog
+from commands.ports import StreamReader
 from commands.service import Commands
 from domain.channel import MessageState
-from domain.events import Event
+from domain.events import Event, StreamId
 
 REVOKING = frozenset({"MemberRemoved", "MemberBanned"})
 # Request metadata of whoever caused an event: their Idempotency-Key is in command_id, their
@@ -41,7 +41,7 @@ def event_frame(event: Event, payload: dict[str, Any] | None = None) -> str:
     return orjson.dumps(
         {
             "type": "event",
-            "channel_id": event.stream.partition(":")[2],
+            "channel_id": event.stream_id,
             "seq": event.seq,
             "position": event.position,
             "event": envelope,
@@ -68,7 +68,7 @@ class HistoryView:
     deletion, and the ``MessageDeleted`` that follows carries only the message id.
     """
 
-    def __init__(self, service: Commands, log: EventLog, tenant_id: str, stream: str, wait: float) -> None:
+    def __init__(self, service: Commands, log: StreamReader, tenant_id: str, stream: str, wait: float) -> None:
         self.service, self.log, self.tenant_id, self.stream = service, log, tenant_id, stream
         self.deadline = asyncio.get_running_loop().time() + wait
         self._messages: dict[str, MessageState] = {}
@@ -76,7 +76,7 @@ class HistoryView:
 
     async def prepare(self, page: Sequence[Event]) -> None:
         """Look at the channel as it is now, and find the latest texts the page needs."""
-        self._messages = (await self.service.state(self.tenant_id, self.stream)).messages
+        self._messages = (await self.service.channel(self.tenant_id, StreamId.parse(self.stream).id)).messages
         self._texts = {e.seq: e.payload["text"] for e in page if e.type == "MessageEdited"}
         for event in page:
             message = self._message(event)

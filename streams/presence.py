@@ -20,7 +20,7 @@ import orjson
 import structlog
 
 from commands.ports import EphemeralBus
-from commands.service import Commands
+from commands.service import CommandEnvelope, Commands
 from domain import presence as p
 from domain.base import format_time
 from domain.events import stream_name
@@ -217,7 +217,9 @@ class PresenceService:
             if leader:
                 command = RecordPresence(status=change.status, last_seen_at=iso(change.last_seen_at))
                 stream = stream_name("user", change.user_id)
-                records.append(self.commands.execute(change.tenant_id, stream, command, actor="system:presence"))
+                records.append(
+                    self.commands.execute(CommandEnvelope(change.tenant_id, stream, command, actor="system:presence"))
+                )
         for result in await asyncio.gather(*records, return_exceptions=True):
             if isinstance(result, Exception):
                 log.warning("presence_record_failed", error=str(result))

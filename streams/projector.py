@@ -42,6 +42,13 @@ def ops_for(projection: Projection, events: Sequence[Event], after: int) -> list
 REFUSALS_BEFORE_PARKING = 5
 
 
+def checkpoint_name(projection: str, partition: int | None = None) -> str:
+    """Where the read store keeps ``projection``'s checkpoint: one per projection on a log with
+    one position order (the embedded log), one per partition of a partitioned log (the event
+    topic on Kafka, where each partition's checkpoint holds its next offset)."""
+    return projection if partition is None else f"{projection}@p{partition}"
+
+
 def position(event: Event) -> int:
     """What a checkpoint holds once ``event`` is applied, on a log with one position order."""
     return event.position
@@ -202,7 +209,7 @@ class ProjectionRunner:
 
     async def start(self) -> None:
         for projection in self.projections:
-            self._checkpoints[projection.name] = await self.store.checkpoint(projection.name)
+            self._checkpoints[projection.name] = await self.store.checkpoint(checkpoint_name(projection.name))
         self.applied = min(self._checkpoints.values(), default=0)
         self.log.listen(lambda events: self._wake.set())
         self._wake.set()
@@ -244,7 +251,7 @@ class ProjectionRunner:
             fresh = [event for event in events if event.position > after]
             if not fresh:
                 continue
-            await project(self.store, projection, projection.name, fresh)
+            await project(self.store, projection, checkpoint_name(projection.name), fresh)
             self._checkpoints[projection.name] = last
         self.applied = last
         self._release()
@@ -311,7 +318,9 @@ async def rebuild(
         if not events:
             break
         after, applied = events[-1].position, len(events)
-        applying = asyncio.ensure_future(store.apply(projection.name, ops_for(projection, events, 0), after))
+        applying = asyncio.ensure_future(
+            store.apply(checkpoint_name(projection.name), ops_for(projection, events, 0), after)
+        )
         await asyncio.sleep(0)  # let the apply start (a store may run it in a thread) before reading on
     await store.settle()
     return count, time.perf_counter() - started

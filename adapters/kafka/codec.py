@@ -7,7 +7,7 @@
   partition, and decodable back to the offset that ``min_position`` waits for. Across
   partitions positions interleave but promise no order; with one partition (the default)
   they are a total order like the embedded log's.
-- A projection's checkpoints are kept per partition (:func:`checkpoint_name`) and hold the
+- A projection's checkpoints are kept per partition (:func:`streams.projector.checkpoint_name`) and hold the
   next offset to apply (:func:`checkpoint_mark`).
 """
 
@@ -19,6 +19,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from domain.events import Event, upcast
+from streams.projector import checkpoint_name as checkpoint_name  # kept here too: the layout names it
 
 PARTITION_BITS = 10
 MAX_PARTITIONS = 1 << PARTITION_BITS
@@ -41,11 +42,6 @@ def encode_position(partition: int, offset: int) -> int:
 def decode_position(position: int) -> tuple[int, int]:
     """``(partition, offset)`` of a position."""
     return position & (MAX_PARTITIONS - 1), (position >> PARTITION_BITS) - 1
-
-
-def checkpoint_name(projection: str, partition: int) -> str:
-    """The checkpoint of ``projection`` on one partition of the event topic."""
-    return f"{projection}@p{partition}"
 
 
 def checkpoint_mark(event: Event) -> int:

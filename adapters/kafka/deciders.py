@@ -29,6 +29,7 @@ from adapters.kafka.log import PartitionLog, producer_broken, read_partition
 from adapters.kafka.topics import ensure_topics
 from adapters.kafka.wire import decode_request, encode_reply, request_from
 from commands.ports import LogUnavailable
+from commands.repository import AggregateRepository
 from commands.service import CommandService, Outcome
 
 log = structlog.get_logger("caas.worker")
@@ -74,7 +75,9 @@ class DeciderWorker:
 
     def _new_log(self) -> None:
         self.log = PartitionLog(self.producer, self.bootstrap, self.topics["events"], self.partitions)
-        self.service = CommandService(self.log, clock=utcnow, new_id=uuid7, cache_size=1 << 62)
+        # every aggregate of the owned partitions, restored from the event topic (its changelog)
+        self.aggregates = AggregateRepository(self.log, cache_size=None)
+        self.service = CommandService(self.log, clock=utcnow, new_id=uuid7, repository=self.aggregates)
         asyncio.get_running_loop().create_task(self.log.start())
 
     async def close(self) -> None:
@@ -94,7 +97,7 @@ class DeciderWorker:
             for partition in sorted(partitions):
                 events = await read_partition(self.bootstrap, self.topics["events"], partition)
                 for event in events:
-                    self.service.restore(event)
+                    self.aggregates.restore(event)
                     self.log.record(event)
                 log.info("partition_restored", partition=partition, events=len(events))
             self.owned |= partitions
@@ -106,7 +109,7 @@ class DeciderWorker:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         await self._commit()  # the partition's next owner starts after what was decided here
         self.owned -= partitions
-        self.service.clear(keep=self._owned_by(self.owned))
+        self.aggregates.clear(keep=self._owned_by(self.owned))
         for partition in partitions:
             self.log.forget_partition(partition)
 
@@ -215,13 +218,4 @@ class DeciderWorker:
         recorded = self.log.recorded_command(message["command_id"])
         if recorded is not None:  # redelivered after a crash: answer, append nothing
             return Outcome(list(recorded), replayed=True)
-        request = request_from(message)
-        return await self.service.execute(
-            request.tenant_id,
-            request.stream,
-            request.command,
-            actor=request.actor,
-            correlation_id=request.correlation_id,
-            idempotency=request.idempotency,
-            command_id=request.command_id,
-        )
+        return await self.service.execute(request_from(message).envelope)

@@ -6,8 +6,9 @@ and recent command id of the partition by reading ``events`` from the start, the
 commands and produces their events with an idempotent, ``acks=all`` producer. Appends are
 sent in call order by one sender task, so pipelined appends to a stream stay in order.
 
-Reads of whole streams are not needed here: the decider's aggregates are restored from the
-same partition (the events topic is its changelog) and kept in memory.
+It is a stream store, not a feed: the decider's aggregates are restored from the same
+partition (the events topic is its changelog) and kept in memory, and the whole log is read
+by the projectors and tools, never here.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from commands.ports import (
     Listener,
     LogUnavailable,
     NewEvent,
+    StreamStore,
     recorded_fields,
 )
 from domain.events import Event
@@ -87,8 +89,9 @@ async def read_partition(bootstrap: str, topic: str, partition: int, *, start: i
         await consumer.stop()
 
 
-class PartitionLog(EventLog):
-    """:class:`EventLog` for the streams of the partitions this worker owns."""
+class PartitionLog(StreamStore):
+    """The :class:`StreamStore` of the partitions this worker owns: it appends to them, and
+    reads back the streams it recorded or restored (:meth:`record`)."""
 
     def __init__(self, producer: AIOKafkaProducer, bootstrap: str, topic: str, partitions: int) -> None:
         self.producer = producer
@@ -122,6 +125,7 @@ class PartitionLog(EventLog):
             self._fetcher = None
 
     def listen(self, listener: Listener) -> None:
+        """Call ``listener`` with the events of every append once Kafka acknowledged them."""
         self._listeners.append(listener)
 
     def record(self, event: Event) -> None:
@@ -265,20 +269,8 @@ class PartitionLog(EventLog):
                     if record.offset == offset:
                         return event_from_record(record.value, partition, offset)
 
-    async def read_all(
-        self,
-        after_position: int = 0,
-        limit: int = 1000,
-        tenant_id: str | None = None,
-        types: Sequence[str] | None = None,
-    ) -> list[Event]:
-        raise NotImplementedError("the decider does not read the whole log; use the event index")
-
     async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
         return self._idempotency.get((tenant_id, key))
-
-    async def head_position(self) -> int:
-        return 0
 
 
 async def iterate_events(
@@ -315,30 +307,65 @@ async def iterate_events(
         await consumer.stop()
 
 
-class KafkaEventLog(PartitionLog):
+class KafkaEventLog(EventLog):
     """An :class:`EventLog` that owns every partition of an event topic: appends take the
-    deciders' single-writer path, reads scan the topic.
+    deciders' single-writer path (a :class:`PartitionLog`), reads scan the topic.
 
     Scanning makes stream reads cost the size of the topic, so the running system does not
     read this way (deciders keep their aggregates restored, API nodes read the event index);
-    it serves tools, and proves the Kafka log keeps the same contract as the embedded one.
+    it serves tools, and proves the whole log on Kafka keeps the same contract as the
+    embedded one.
     """
 
     def __init__(self, bootstrap: str, topic: str, partitions: int = 1) -> None:
-        super().__init__(None, bootstrap, topic, partitions)  # its producer is made in start(), in the running loop
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.partitions = partitions
+        self._listeners: list[Listener] = []
+        self._writer: PartitionLog | None = None  # made in start(), whose producer needs the running loop
+
+    @property
+    def writer(self) -> PartitionLog:
+        if self._writer is None:
+            raise LogUnavailable("the Kafka event log is not started")
+        return self._writer
 
     async def start(self) -> None:
         await create_topic(self.bootstrap, self.topic, self.partitions)
-        self.producer = producer(self.bootstrap)
-        await self.producer.start()
+        kafka = producer(self.bootstrap)
+        await kafka.start()
+        writer = PartitionLog(kafka, self.bootstrap, self.topic, self.partitions)
         for partition in range(self.partitions):
             for event in await read_partition(self.bootstrap, self.topic, partition):
-                self.record(event)
-        await super().start()
+                writer.record(event)
+        for listener in self._listeners:
+            writer.listen(listener)
+        await writer.start()
+        self._writer = writer
 
     async def close(self) -> None:
-        await super().close()
-        await self.producer.stop()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
+            await writer.producer.stop()
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+        if self._writer is not None:
+            self._writer.listen(listener)
+
+    def append(
+        self,
+        tenant_id: str,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        idempotency: Idempotency | None = None,
+    ) -> asyncio.Future[list[Event]]:
+        return self.writer.append(tenant_id, stream, expected_version, events, idempotency)
+
+    async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
+        return await self.writer.find_idempotent(tenant_id, key)
 
     async def _scan(self) -> list[Event]:
         found: list[Event] = []
@@ -373,4 +400,4 @@ class KafkaEventLog(PartitionLog):
         return events[:limit]
 
     async def head_position(self) -> int:
-        return self.head
+        return self.writer.head

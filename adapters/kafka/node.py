@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,73 +25,49 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from adapters.ids import utcnow, uuid7
+from adapters.ids import uuid7
 from adapters.kafka.clients import Batches, producer, started_producer, tail
-from adapters.kafka.codec import checkpoint_name, decode_position, event_from_record, partition_for, stream_key
+from adapters.kafka.codec import decode_position, event_from_record, partition_for, stream_key
 from adapters.kafka.log import producer_broken
 from adapters.kafka.topics import ensure_topics
 from adapters.kafka.wire import CommandRequest, outcome_of
-from commands.ports import EventLog, Idempotency, Listener, LogUnavailable, NewEvent
-from commands.service import CommandService, Outcome
-from domain.base import Command
-from domain.events import Event
+from commands.ports import EventHistory, Listener, LogUnavailable
+from commands.repository import AggregateRepository
+from commands.service import CommandEnvelope, Commands, Outcome
+from domain.events import Event, StreamId
 from projections import eventindex
 from projections.ports import ReadStore
-from streams.projector import StallWatch
+from streams.projector import StallWatch, checkpoint_name
 
 log = structlog.get_logger("caas.node")
 
 COMMAND_REQUEST_TIMEOUT_MS = 5000  # how long the producer may take to deliver one command
 
 
-class _ReplicaLog(EventLog):
-    """The replica's own log: aggregates are evolved from the event topic, never loaded."""
-
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-    def append(self, *args: Any, **kwargs: Any) -> Any:
-        raise LogUnavailable("an API node does not append; commands go to the deciders")
-
-    async def read_stream(
-        self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
-    ) -> list[Event]:
-        return []
-
-    async def read_all(self, *args: Any, **kwargs: Any) -> list[Event]:
-        return []
-
-    async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
-        return None
-
-    async def head_position(self) -> int:
-        return 0
-
-    def listen(self, listener: Listener) -> None: ...
-
-
-class IndexedLog(EventLog):
-    """Reads of the log served from the event index; live events from the node's consumer."""
+class IndexedLog(EventHistory):
+    """An API node's history of the log: streams and tenants read from the event index (a
+    read model the workers keep in MongoDB); new events and the head come from the node's
+    consumer of the event topic (:meth:`KafkaNode._replicate`)."""
 
     def __init__(self, store: ReadStore) -> None:
         self.store = store
         self.listeners: list[Listener] = []
         self.head = 0
 
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
+    async def start(self) -> None:
+        """Nothing to open: the read store and the node's consumer are started by the backend."""
 
-    def append(
-        self,
-        tenant_id: str,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        idempotency: Idempotency | None = None,
-    ) -> Any:
-        raise LogUnavailable("an API node does not append; commands go to the deciders")
+    async def close(self) -> None:
+        """Nothing to release (see :meth:`start`)."""
 
     def listen(self, listener: Listener) -> None:
         self.listeners.append(listener)
+
+    def recorded(self, events: Sequence[Event]) -> None:
+        """Learn newly recorded events (in position order per partition) and hand them on."""
+        self.head = max(self.head, events[-1].position)
+        for listener in self.listeners:
+            listener(events)
 
     async def read_stream(
         self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
@@ -100,23 +77,14 @@ class IndexedLog(EventLog):
         )
         return [eventindex.to_event(d) for d in docs]
 
-    async def read_all(
-        self,
-        after_position: int = 0,
-        limit: int = 1000,
-        tenant_id: str | None = None,
-        types: Sequence[str] | None = None,
+    async def read_tenant(
+        self, tenant_id: str, after_position: int = 0, limit: int = 1000, types: Sequence[str] | None = None
     ) -> list[Event]:
-        if tenant_id is None:
-            raise ValueError("read the whole Kafka log with caas replay --backend kafka")
         flt: dict[str, Any] = {"position": {"$gt": after_position}}
         if types:
             flt["type"] = {"$in": list(types)}
         docs = await self.store.find("events", tenant_id, flt, sort=[("position", 1)], limit=limit)
         return [eventindex.to_event(d) for d in docs]
-
-    async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
-        return None
 
     async def head_position(self) -> int:
         return self.head
@@ -174,7 +142,7 @@ class Progress:
             await asyncio.sleep(0.01)
 
 
-class KafkaNode:
+class KafkaNode(Commands):
     """The write side as an API node sees it: commands out, replies and events in."""
 
     def __init__(self, bootstrap: str, prefix: str, partitions: int, log: IndexedLog, *, timeout: float = 5.0) -> None:
@@ -184,7 +152,8 @@ class KafkaNode:
         self.timeout = timeout
         self.node_id = f"node-{uuid7()}"
         self.log = log
-        self.replica = CommandService(_ReplicaLog(), clock=utcnow, new_id=uuid7, cache_size=1 << 62)
+        # every aggregate, restored from the event topic: the replica never reads a stream
+        self.replica = AggregateRepository(None, cache_size=None)
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._applied: dict[int, int] = {}
         self._applied_changed = asyncio.Event()
@@ -236,10 +205,10 @@ class KafkaNode:
             for event in events:
                 self.replica.restore(event)
             self._applied[tp.partition] = records[-1].offset
-            self.log.head = max(self.log.head, events[-1].position)
             if publish:
-                for listener in self.log.listeners:
-                    listener(events)
+                self.log.recorded(events)
+            else:
+                self.log.head = max(self.log.head, events[-1].position)
         if batches:
             self._applied_changed.set()
 
@@ -262,8 +231,9 @@ class KafkaNode:
         """Every user's last durable presence status, from the replica."""
         found = {}
         for (tenant_id, stream), state in self.replica.cached():
-            if stream.startswith("user:") and state.status != "offline":
-                found[(tenant_id, stream[5:])] = state.status
+            name = StreamId.parse(stream)
+            if name.kind == "user" and state.status != "offline":
+                found[(tenant_id, name.id)] = state.status
         return found
 
     async def check(self) -> None:
@@ -272,37 +242,14 @@ class KafkaNode:
 
     # --- the Commands protocol -------------------------------------------------------------
     async def state(self, tenant_id: str, stream: str) -> Any:
-        return await self.replica.state(tenant_id, stream)
+        return await self.replica.get(tenant_id, stream)
 
-    def forget(self, tenant_id: str, stream: str) -> None:
-        return None
-
-    async def execute(
-        self,
-        tenant_id: str,
-        stream: str,
-        command: Command,
-        *,
-        actor: str | None,
-        correlation_id: str | None = None,
-        idempotency: Idempotency | None = None,
-        command_id: str | None = None,
-    ) -> Outcome:
-        request_id = command_id or uuid7()
-        request = CommandRequest(
-            request_id=request_id,
-            reply_to=self.node_id,
-            tenant_id=tenant_id,
-            stream=stream,
-            command=command,
-            actor=actor,
-            correlation_id=correlation_id,
-            idempotency=idempotency,
-            command_id=request_id,
-        )
+    async def execute(self, envelope: CommandEnvelope) -> Outcome:
+        request_id = envelope.command_id or uuid7()
+        request = CommandRequest(request_id, self.node_id, dataclasses.replace(envelope, command_id=request_id))
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        key = stream_key(tenant_id, stream)
+        key = stream_key(envelope.tenant_id, envelope.stream)
         deadline = asyncio.get_running_loop().time() + self.timeout  # one bound for sending and the reply
         try:
             await asyncio.wait_for(

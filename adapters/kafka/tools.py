@@ -8,12 +8,12 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 
-from adapters.kafka.codec import checkpoint_name, decode_position
+from adapters.kafka.codec import decode_position
 from adapters.kafka.log import iterate_events
 from adapters.mongo_store import MongoReadStore, swap_in
 from domain.events import Event
 from projections.ports import ReadStoreUnavailable
-from streams.projector import Projection, ops_for
+from streams.projector import Projection, checkpoint_name, ops_for
 
 
 async def replay(

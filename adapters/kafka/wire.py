@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from commands.ports import ConcurrencyError, Idempotency, IdempotencyKeyReused, LogUnavailable
-from commands.service import Outcome
+from commands.service import CommandEnvelope, Outcome
 from domain import channel, tenant, user
 from domain.base import Command
 from domain.errors import DomainError
@@ -40,27 +40,22 @@ class CommandRequest:
 
     request_id: str
     reply_to: str
-    tenant_id: str
-    stream: str
-    command: Command
-    actor: str | None
-    correlation_id: str | None
-    idempotency: Idempotency | None
-    command_id: str
+    envelope: CommandEnvelope  # its command_id is always set: a redelivery is recognised by it
 
     def encode(self) -> bytes:
-        idem = self.idempotency
+        envelope = self.envelope
+        idem = envelope.idempotency
         return orjson.dumps(
             {
                 "request_id": self.request_id,
-                "command_id": self.command_id,
+                "command_id": envelope.command_id,
                 "reply_to": self.reply_to,
-                "tenant_id": self.tenant_id,
-                "stream": self.stream,
-                "type": type(self.command).__name__,
-                "command": self.command.model_dump(mode="json"),
-                "actor": self.actor,
-                "correlation_id": self.correlation_id,
+                "tenant_id": envelope.tenant_id,
+                "stream": envelope.stream,
+                "type": type(envelope.command).__name__,
+                "command": envelope.command.model_dump(mode="json"),
+                "actor": envelope.actor,
+                "correlation_id": envelope.correlation_id,
                 "idempotency": {"key": idem.key, "fingerprint": idem.fingerprint} if idem else None,
             }
         )
@@ -79,13 +74,15 @@ def request_from(message: dict[str, Any]) -> CommandRequest:
     return CommandRequest(
         request_id=message["request_id"],
         reply_to=message["reply_to"],
-        tenant_id=message["tenant_id"],
-        stream=message["stream"],
-        command=COMMANDS[message["type"]].model_validate(message["command"]),
-        actor=message.get("actor"),
-        correlation_id=message.get("correlation_id"),
-        idempotency=Idempotency(idem["key"], idem["fingerprint"]) if idem else None,
-        command_id=message["command_id"],
+        envelope=CommandEnvelope(
+            tenant_id=message["tenant_id"],
+            stream=message["stream"],
+            command=COMMANDS[message["type"]].model_validate(message["command"]),
+            actor=message.get("actor"),
+            correlation_id=message.get("correlation_id"),
+            idempotency=Idempotency(idem["key"], idem["fingerprint"]) if idem else None,
+            command_id=message["command_id"],
+        ),
     )
 
 

@@ -1,7 +1,9 @@
-"""The behaviour every :class:`commands.ports.EventLog` must have, asserted through the port only.
+"""The behaviour every :class:`commands.ports.StreamStore` and every
+:class:`commands.ports.EventLog` must have, asserted through the port only.
 
-Subclass :class:`EventLogContract` once per backend and implement :meth:`open_log`; every
-``test_*`` method then runs against that backend. The suite never reaches behind the port,
+Subclass :class:`StreamStoreContract` (a store) or :class:`EventLogContract` (a whole log: the
+store's tests and the feed's) once per implementation and implement :meth:`open_log`; every
+``test_*`` method then runs against it. The suite never reaches behind the port,
 and it scopes what it writes by fresh tenant ids, so it also runs against a log that other
 tests share (a Kafka topic), except where a test says it needs an empty log.
 """
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from commands.ports import ConcurrencyError, EventLog, Idempotency, IdempotencyKeyReused, NewEvent
+from commands.ports import ConcurrencyError, EventLog, Idempotency, IdempotencyKeyReused, NewEvent, StreamStore
 from domain.events import UPCASTERS, Event, register_upcaster
 
 _counter = itertools.count(1)
@@ -64,16 +66,16 @@ async def eventually(condition: Callable[[], bool], limit: float = 10.0) -> None
         await asyncio.sleep(0.01)
 
 
-class EventLogContract(abc.ABC):
-    """Abstract contract suite for an event log backend."""
+class StreamStoreContract(abc.ABC):
+    """Abstract contract suite for a stream store: conditional appends, stream reads, idempotency."""
 
     @abc.abstractmethod
-    async def open_log(self, request: pytest.FixtureRequest) -> EventLog:
-        """Build and start a fresh, empty log. ``request`` gives access to other fixtures
+    async def open_log(self, request: pytest.FixtureRequest) -> StreamStore:
+        """Build and start a fresh, empty store. ``request`` gives access to other fixtures
         (``request.getfixturevalue("tmp_path")``). The suite closes it after the test."""
 
     @pytest.fixture
-    async def log(self, request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
+    async def log(self, request: pytest.FixtureRequest) -> AsyncIterator[StreamStore]:
         log = await self.open_log(request)
         try:
             yield log
@@ -85,14 +87,14 @@ class EventLogContract(abc.ABC):
         return f"t-{uuid.uuid4().hex[:12]}"
 
     # --- append and read back ----------------------------------------------------------------
-    async def test_appended_events_read_back_by_stream_with_their_envelope(self, log: EventLog, tenant: str) -> None:
+    async def test_appended_events_read_back_by_stream_with_their_envelope(self, log: StreamStore, tenant: str) -> None:
         new = batch(1, 3)
         recorded = await log.append(tenant, "channel:c1", 0, new)
         assert same_as_appended(recorded, new)
         assert all(e.tenant_id == tenant and e.stream == "channel:c1" for e in recorded)
         assert dumps(await log.read_stream(tenant, "channel:c1")) == dumps(recorded)
 
-    async def test_payload_round_trips_unchanged(self, log: EventLog, tenant: str) -> None:
+    async def test_payload_round_trips_unchanged(self, log: StreamStore, tenant: str) -> None:
         payload = {
             "message_id": "m1",
             "author_id": "ünïcødé",
@@ -107,39 +109,27 @@ class EventLogContract(abc.ABC):
         assert read.payload == payload
         assert same_as_appended([read], new)
 
-    async def test_read_stream_honours_after_seq_and_limit(self, log: EventLog, tenant: str) -> None:
+    async def test_read_stream_honours_after_seq_and_limit(self, log: StreamStore, tenant: str) -> None:
         await log.append(tenant, "channel:c1", 0, batch(1, 5))
         assert [e.seq for e in await log.read_stream(tenant, "channel:c1", after_seq=2)] == [3, 4, 5]
         assert [e.seq for e in await log.read_stream(tenant, "channel:c1", after_seq=1, limit=2)] == [2, 3]
         assert await log.read_stream(tenant, "channel:c1", after_seq=5) == []
 
-    async def test_unknown_stream_reads_empty(self, log: EventLog, tenant: str) -> None:
+    async def test_unknown_stream_reads_empty(self, log: StreamStore, tenant: str) -> None:
         assert await log.read_stream(tenant, "channel:nobody-wrote-here") == []
 
-    async def test_appended_events_read_back_by_position(self, log: EventLog, tenant: str) -> None:
-        first = await log.append(tenant, "channel:c1", 0, batch(1, 2))
-        second = await log.append(tenant, "user:u1", 0, batch(1, 2, "UserRegistered"))
-        recorded = first + second
-        after = recorded[0].position - 1
-        assert dumps(await log.read_all(after_position=after, tenant_id=tenant)) == dumps(recorded)
-        assert dumps(await log.read_all(after_position=recorded[1].position, tenant_id=tenant)) == dumps(recorded[2:])
-        assert dumps(await log.read_all(after_position=after, limit=3, tenant_id=tenant)) == dumps(recorded[:3])
-        assert await log.read_all(after_position=recorded[-1].position, tenant_id=tenant) == []
-
-    async def test_old_schema_versions_are_upcast_on_read(self, log: EventLog, tenant: str) -> None:
+    async def test_old_schema_versions_are_upcast_on_read(self, log: StreamStore, tenant: str) -> None:
         probe = f"ContractProbe{uuid.uuid4().hex[:8]}"
         register_upcaster(probe, 1, lambda p: {**p, "colour": p.get("color", "none")})
         try:
             await log.append(tenant, "channel:c1", 0, [new_event(1, probe, color="red")])
             [read] = await log.read_stream(tenant, "channel:c1")
             assert (read.schema_version, read.payload) == (2, {"color": "red", "colour": "red"})
-            [read] = await log.read_all(after_position=read.position - 1, tenant_id=tenant)
-            assert read.payload["colour"] == "red"
         finally:
             UPCASTERS.pop((probe, 1), None)
 
     # --- order -------------------------------------------------------------------------------
-    async def test_stream_seq_is_gapless_from_one_across_appends(self, log: EventLog, tenant: str) -> None:
+    async def test_stream_seq_is_gapless_from_one_across_appends(self, log: StreamStore, tenant: str) -> None:
         version = 0
         for size in (1, 3, 2, 1, 4):
             recorded = await log.append(tenant, "channel:c1", version, batch(version + 1, size))
@@ -147,7 +137,7 @@ class EventLogContract(abc.ABC):
             version += size
         assert [e.seq for e in await log.read_stream(tenant, "channel:c1")] == list(range(1, version + 1))
 
-    async def test_positions_strictly_increase_across_streams_and_tenants(self, log: EventLog, tenant: str) -> None:
+    async def test_positions_strictly_increase_across_streams_and_tenants(self, log: StreamStore, tenant: str) -> None:
         other = f"{tenant}-other"
         versions: dict[tuple[str, str], int] = {}
         recorded: list[Event] = []
@@ -158,11 +148,8 @@ class EventLogContract(abc.ABC):
             versions[key] = version + 1 + step % 2
         positions = [e.position for e in recorded]
         assert positions == sorted(set(positions))
-        everything = await log.read_all(after_position=positions[0] - 1, limit=10_000)
-        read = [e for e in everything if e.tenant_id in (tenant, other)]
-        assert dumps(read) == dumps(recorded)
 
-    async def test_pipelined_appends_to_one_stream_apply_in_call_order(self, log: EventLog, tenant: str) -> None:
+    async def test_pipelined_appends_to_one_stream_apply_in_call_order(self, log: StreamStore, tenant: str) -> None:
         new = [new_event(i + 1, text=f"#{i}", message_id=f"m{i}", author_id="u1") for i in range(200)]
         pending = [log.append(tenant, "channel:busy", i, [event]) for i, event in enumerate(new)]
         results = await asyncio.gather(*pending)
@@ -173,7 +160,7 @@ class EventLogContract(abc.ABC):
         assert [e.payload["text"] for e in read] == [f"#{i}" for i in range(200)]
         assert dumps(read) == dumps(recorded)
 
-    async def test_pipelined_appends_to_many_streams_each_stay_gapless(self, log: EventLog, tenant: str) -> None:
+    async def test_pipelined_appends_to_many_streams_each_stay_gapless(self, log: StreamStore, tenant: str) -> None:
         pending = [log.append(tenant, f"channel:c{i % 7}", i // 7, batch(i // 7 + 1, 1)) for i in range(140)]
         await asyncio.gather(*pending)
         for c in range(7):
@@ -181,18 +168,15 @@ class EventLogContract(abc.ABC):
 
     # --- optimistic concurrency --------------------------------------------------------------
     async def test_expected_version_mismatch_raises_concurrency_error_and_appends_nothing(
-        self, log: EventLog, tenant: str
+        self, log: StreamStore, tenant: str
     ) -> None:
         recorded = await log.append(tenant, "channel:c1", 0, batch(1, 2))
-        head = await log.head_position()
         for stale in (0, 1, 3):
             with pytest.raises(ConcurrencyError):
                 await log.append(tenant, "channel:c1", stale, batch(stale + 1, 2))
         assert dumps(await log.read_stream(tenant, "channel:c1")) == dumps(recorded)
-        assert await log.read_all(after_position=recorded[-1].position, tenant_id=tenant) == []
-        assert await log.head_position() == head
 
-    async def test_racing_appends_at_the_same_version_first_called_wins(self, log: EventLog, tenant: str) -> None:
+    async def test_racing_appends_at_the_same_version_first_called_wins(self, log: StreamStore, tenant: str) -> None:
         first, second = batch(1, 1), batch(1, 1)
         results = await asyncio.gather(
             log.append(tenant, "channel:c1", 0, first),
@@ -203,7 +187,7 @@ class EventLogContract(abc.ABC):
         assert isinstance(results[1], ConcurrencyError)
         assert same_as_appended(await log.read_stream(tenant, "channel:c1"), first)
 
-    async def test_conflicting_append_does_not_fail_its_neighbours(self, log: EventLog, tenant: str) -> None:
+    async def test_conflicting_append_does_not_fail_its_neighbours(self, log: StreamStore, tenant: str) -> None:
         a, c = batch(1, 1), batch(2, 2)
         results = await asyncio.gather(
             log.append(tenant, "channel:c1", 0, a),
@@ -216,7 +200,7 @@ class EventLogContract(abc.ABC):
         assert await log.read_stream(tenant, "channel:c2") == []
 
     async def test_failed_append_makes_later_pipelined_appends_to_that_stream_conflict(
-        self, log: EventLog, tenant: str
+        self, log: StreamStore, tenant: str
     ) -> None:
         results = await asyncio.gather(
             log.append(tenant, "channel:c1", 4, batch(5, 1)),
@@ -228,7 +212,7 @@ class EventLogContract(abc.ABC):
         assert [e.seq for e in await log.read_stream(tenant, "channel:c1")] == [1]
 
     # --- idempotency -------------------------------------------------------------------------
-    async def test_idempotency_key_finds_its_fingerprint_and_events(self, log: EventLog, tenant: str) -> None:
+    async def test_idempotency_key_finds_its_fingerprint_and_events(self, log: StreamStore, tenant: str) -> None:
         await log.append(tenant, "channel:c1", 0, batch(1, 1))
         recorded = await log.append(tenant, "channel:c1", 1, batch(2, 3), Idempotency("key-1", "fp-1"))
         await log.append(tenant, "channel:c1", 4, batch(5, 1))
@@ -237,21 +221,22 @@ class EventLogContract(abc.ABC):
         assert found[0] == "fp-1"
         assert dumps(found[1]) == dumps(recorded)
 
-    async def test_unknown_idempotency_key_is_not_found(self, log: EventLog, tenant: str) -> None:
+    async def test_unknown_idempotency_key_is_not_found(self, log: StreamStore, tenant: str) -> None:
         await log.append(tenant, "channel:c1", 0, batch(1, 1), Idempotency("known", "fp"))
         assert await log.find_idempotent(tenant, "unknown") is None
 
-    async def test_reused_idempotency_key_raises_and_appends_nothing(self, log: EventLog, tenant: str) -> None:
+    async def test_reused_idempotency_key_raises_and_appends_nothing(self, log: StreamStore, tenant: str) -> None:
         recorded = await log.append(tenant, "channel:c1", 0, batch(1, 1), Idempotency("key-1", "fp-1"))
         with pytest.raises(IdempotencyKeyReused):
             await log.append(tenant, "channel:c1", 1, batch(2, 1), Idempotency("key-1", "fp-1"))
         with pytest.raises(IdempotencyKeyReused):
             await log.append(tenant, "channel:c2", 0, batch(1, 1), Idempotency("key-1", "fp-other"))
-        assert dumps(await log.read_all(after_position=recorded[0].position - 1, tenant_id=tenant)) == dumps(recorded)
+        assert dumps(await log.read_stream(tenant, "channel:c1")) == dumps(recorded)
+        assert await log.read_stream(tenant, "channel:c2") == []
         found = await log.find_idempotent(tenant, "key-1")
         assert found is not None and found[0] == "fp-1" and dumps(found[1]) == dumps(recorded)
 
-    async def test_pipelined_appends_with_one_key_record_only_the_first(self, log: EventLog, tenant: str) -> None:
+    async def test_pipelined_appends_with_one_key_record_only_the_first(self, log: StreamStore, tenant: str) -> None:
         first = batch(1, 1)
         results = await asyncio.gather(
             log.append(tenant, "channel:c1", 0, first, Idempotency("key-1", "fp-1")),
@@ -264,7 +249,7 @@ class EventLogContract(abc.ABC):
         found = await log.find_idempotent(tenant, "key-1")
         assert found is not None and same_as_appended(found[1], first)
 
-    async def test_rejected_append_does_not_record_its_idempotency_key(self, log: EventLog, tenant: str) -> None:
+    async def test_rejected_append_does_not_record_its_idempotency_key(self, log: StreamStore, tenant: str) -> None:
         with pytest.raises(ConcurrencyError):
             await log.append(tenant, "channel:c1", 3, batch(4, 1), Idempotency("key-1", "fp-1"))
         assert await log.find_idempotent(tenant, "key-1") is None
@@ -272,7 +257,7 @@ class EventLogContract(abc.ABC):
         found = await log.find_idempotent(tenant, "key-1")
         assert found is not None and dumps(found[1]) == dumps(recorded)
 
-    async def test_idempotency_keys_are_scoped_by_tenant(self, log: EventLog, tenant: str) -> None:
+    async def test_idempotency_keys_are_scoped_by_tenant(self, log: StreamStore, tenant: str) -> None:
         other = f"{tenant}-other"
         mine = await log.append(tenant, "channel:c1", 0, batch(1, 1), Idempotency("shared-key", "fp-mine"))
         theirs = await log.append(other, "channel:c1", 0, batch(1, 1), Idempotency("shared-key", "fp-theirs"))
@@ -281,7 +266,35 @@ class EventLogContract(abc.ABC):
         assert found_mine is not None and (found_mine[0], dumps(found_mine[1])) == ("fp-mine", dumps(mine))
         assert found_theirs is not None and (found_theirs[0], dumps(found_theirs[1])) == ("fp-theirs", dumps(theirs))
 
-    # --- filters and isolation ---------------------------------------------------------------
+    # --- isolation ---------------------------------------------------------------------------
+    async def test_same_stream_name_in_two_tenants_are_independent_streams(self, log: StreamStore, tenant: str) -> None:
+        other = f"{tenant}-other"
+        mine = await log.append(tenant, "channel:general", 0, batch(1, 2))
+        theirs = await log.append(other, "channel:general", 0, batch(1, 1))
+        assert [e.seq for e in theirs] == [1]
+        assert dumps(await log.read_stream(tenant, "channel:general")) == dumps(mine)
+        assert dumps(await log.read_stream(other, "channel:general")) == dumps(theirs)
+        with pytest.raises(ConcurrencyError):
+            await log.append(other, "channel:general", 2, batch(3, 1))
+
+
+class EventLogContract(StreamStoreContract):
+    """Abstract contract suite for a whole event log: a stream store and a feed of the log in
+    position order (``read_all``, ``read_tenant``, ``head_position``, ``listen``)."""
+
+    @abc.abstractmethod
+    async def open_log(self, request: pytest.FixtureRequest) -> EventLog: ...
+
+    async def test_appended_events_read_back_by_position(self, log: EventLog, tenant: str) -> None:
+        first = await log.append(tenant, "channel:c1", 0, batch(1, 2))
+        second = await log.append(tenant, "user:u1", 0, batch(1, 2, "UserRegistered"))
+        recorded = first + second
+        after = recorded[0].position - 1
+        assert dumps(await log.read_all(after_position=after, tenant_id=tenant)) == dumps(recorded)
+        assert dumps(await log.read_all(after_position=recorded[1].position, tenant_id=tenant)) == dumps(recorded[2:])
+        assert dumps(await log.read_all(after_position=after, limit=3, tenant_id=tenant)) == dumps(recorded[:3])
+        assert await log.read_all(after_position=recorded[-1].position, tenant_id=tenant) == []
+
     async def test_read_all_filters_by_tenant(self, log: EventLog, tenant: str) -> None:
         other = f"{tenant}-other"
         mine: list[Event] = []
@@ -306,17 +319,6 @@ class EventLogContract(abc.ABC):
         assert dumps(read) == dumps(added)
         assert await log.read_all(after_position=start, tenant_id=tenant, types=["NoSuchType"]) == []
 
-    async def test_same_stream_name_in_two_tenants_are_independent_streams(self, log: EventLog, tenant: str) -> None:
-        other = f"{tenant}-other"
-        mine = await log.append(tenant, "channel:general", 0, batch(1, 2))
-        theirs = await log.append(other, "channel:general", 0, batch(1, 1))
-        assert [e.seq for e in theirs] == [1]
-        assert dumps(await log.read_stream(tenant, "channel:general")) == dumps(mine)
-        assert dumps(await log.read_stream(other, "channel:general")) == dumps(theirs)
-        with pytest.raises(ConcurrencyError):
-            await log.append(other, "channel:general", 2, batch(3, 1))
-
-    # --- notification and head ---------------------------------------------------------------
     async def test_listeners_get_committed_events_in_position_order(self, log: EventLog, tenant: str) -> None:
         received: list[Event] = []
         log.listen(lambda events: received.extend(e for e in events if e.tenant_id == tenant))
@@ -336,3 +338,39 @@ class EventLogContract(abc.ABC):
         recorded = await log.append(tenant, "channel:c2", 0, batch(1, 3))
         assert await log.head_position() == recorded[-1].position
         assert await log.read_all(after_position=await log.head_position()) == []
+
+    async def test_upcast_events_read_back_by_position_too(self, log: EventLog, tenant: str) -> None:
+        probe = f"ContractProbe{uuid.uuid4().hex[:8]}"
+        register_upcaster(probe, 1, lambda p: {**p, "colour": p.get("color", "none")})
+        try:
+            [recorded] = await log.append(tenant, "channel:c1", 0, [new_event(1, probe, color="red")])
+            [read] = await log.read_all(after_position=recorded.position - 1, tenant_id=tenant)
+            assert (read.schema_version, read.payload["colour"]) == (2, "red")
+        finally:
+            UPCASTERS.pop((probe, 1), None)
+
+    async def test_positions_order_the_feed_across_streams_and_tenants(self, log: EventLog, tenant: str) -> None:
+        other = f"{tenant}-other"
+        recorded: list[Event] = []
+        for step in range(6):
+            recorded += await log.append((tenant, other)[step % 2], f"channel:c{step}", 0, batch(1, 1 + step % 2))
+        everything = await log.read_all(after_position=recorded[0].position - 1, limit=10_000)
+        assert dumps([e for e in everything if e.tenant_id in (tenant, other)]) == dumps(recorded)
+
+    async def test_conflicting_append_moves_neither_the_head_nor_the_feed(self, log: EventLog, tenant: str) -> None:
+        recorded = await log.append(tenant, "channel:c1", 0, batch(1, 2))
+        head = await log.head_position()
+        with pytest.raises(ConcurrencyError):
+            await log.append(tenant, "channel:c1", 1, batch(2, 2))
+        assert await log.read_all(after_position=recorded[-1].position, tenant_id=tenant) == []
+        assert await log.head_position() == head
+
+    async def test_read_tenant_is_the_feed_of_one_tenant(self, log: EventLog, tenant: str) -> None:
+        other = f"{tenant}-other"
+        mine = await log.append(tenant, "channel:c1", 0, batch(1, 2))
+        await log.append(other, "channel:c1", 0, batch(1, 1))
+        mine += await log.append(tenant, "user:u1", 0, [new_event(1, "UserRegistered", name="Ada")])
+        start = mine[0].position - 1
+        assert dumps(await log.read_tenant(tenant, after_position=start)) == dumps(mine)
+        assert dumps(await log.read_tenant(tenant, after_position=start, limit=2)) == dumps(mine[:2])
+        assert dumps(await log.read_tenant(tenant, after_position=start, types=["UserRegistered"])) == dumps(mine[2:])

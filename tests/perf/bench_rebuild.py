@@ -25,7 +25,7 @@ import orjson
 
 from adapters.ids import utcnow, uuid7
 from adapters.sqlite_log import COLUMNS, SqliteEventLog
-from commands.service import CommandService
+from commands.service import CommandEnvelope, CommandService
 from domain import channel as ch
 from domain import tenant, user
 from domain.base import Actor, format_time
@@ -48,17 +48,18 @@ async def generate(path: Path, events: int, seed: int = 7) -> int:
     tid = "tbench"
     admin, key = Actor("admin", "admin"), Actor("tenant", "k1")
     register = tenant.RegisterTenant(name="bench", key_id="k1", key_hash="0" * 64)
-    await service.execute(tid, stream_name("tenant", tid), register, actor=admin.label)
+    await service.execute(CommandEnvelope(tid, stream_name("tenant", tid), register, actor=admin.label))
     users = [f"u{i}" for i in range(USERS)]
-    await asyncio.gather(*(service.execute(tid, stream_name("user", u), user.RegisterUser(name=u, metadata={}),
-                                           actor=key.label) for u in users))  # fmt: skip
+    await asyncio.gather(*(service.execute(CommandEnvelope(tid, stream_name("user", u),
+                                                           user.RegisterUser(name=u, metadata={}), actor=key.label))
+                           for u in users))  # fmt: skip
     members: dict[str, list[str]] = {}
     for i in range(CHANNELS):
         cid = f"c{i}"
         members[cid] = rng.sample(users, MEMBERS)
-        await service.execute(tid, stream_name("channel", cid),
+        await service.execute(CommandEnvelope(tid, stream_name("channel", cid),
                               ch.CreateChannel(actor=key, name=cid, kind="group", members=members[cid]),
-                              actor=key.label)  # fmt: skip
+                              actor=key.label))  # fmt: skip
     messages: dict[str, list[tuple[str, str]]] = {cid: [] for cid in members}  # (message_id, author)
     head = await log_.head_position()
 
@@ -84,7 +85,8 @@ async def generate(path: Path, events: int, seed: int = 7) -> int:
 
     while head < events:
         batch = [command() for _ in range(min(BATCH, events - head))]
-        results = await asyncio.gather(*(service.execute(tid, stream_name("channel", cid), c, actor=c.actor.label)
+        results = await asyncio.gather(*(service.execute(CommandEnvelope(tid, stream_name("channel", cid), c,
+                                                                         actor=c.actor.label))
                                          for cid, c in batch), return_exceptions=True)  # fmt: skip
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:  # a reaction repeated by chance is Unchanged, not an error; anything else is a bug

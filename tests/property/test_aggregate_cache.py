@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.kafka.node import _ReplicaLog
 from adapters.sqlite_log import SqliteEventLog
 from commands.ports import EventLog
-from commands.service import CommandService
+from commands.repository import AggregateRepository
+from commands.service import CommandEnvelope, CommandService
 from domain import channel as ch
 from domain import user
 from domain.base import Actor, format_time
@@ -52,7 +52,8 @@ class CountingLog(SqliteEventLog):
 
 def service_for(log: EventLog, cache_size: int = 20_000) -> CommandService:
     ids = itertools.count(1)
-    return CommandService(log, clock=lambda: NOW, new_id=lambda: f"id-{next(ids)}", cache_size=cache_size)
+    repository = AggregateRepository(log, cache_size=cache_size)
+    return CommandService(log, clock=lambda: NOW, new_id=lambda: f"id-{next(ids)}", repository=repository)
 
 
 async def open_log(path: Path) -> CountingLog:
@@ -65,17 +66,19 @@ async def post(service: CommandService, count: int, start: int = 0) -> None:
     """``count`` messages to the channel, pipelined as concurrent clients would send them."""
     sends = [
         service.execute(
-            TENANT,
-            CHANNEL,
-            ch.PostMessage(
-                actor=Actor("user", "u1"),
-                message_id=f"m{n}",
-                author_id="u1",
-                text=f"message {n}",
-                client_msg_id=f"c{n}",
-                now=format_time(NOW),
-            ),
-            actor="user:u1",
+            CommandEnvelope(
+                TENANT,
+                CHANNEL,
+                ch.PostMessage(
+                    actor=Actor("user", "u1"),
+                    message_id=f"m{n}",
+                    author_id="u1",
+                    text=f"message {n}",
+                    client_msg_id=f"c{n}",
+                    now=format_time(NOW),
+                ),
+                actor="user:u1",
+            )
         )
         for n in range(start, start + count)
     ]
@@ -85,7 +88,7 @@ async def post(service: CommandService, count: int, start: int = 0) -> None:
 async def channel_with(service: CommandService, messages: int) -> None:
     """A channel of 3 + ``messages`` events: created, two members added, the posts."""
     create = ch.CreateChannel(actor=Actor("tenant", TENANT), name="c", kind="group", members=["u1", "u2"])
-    await service.execute(TENANT, CHANNEL, create, actor=f"tenant:{TENANT}")
+    await service.execute(CommandEnvelope(TENANT, CHANNEL, create, actor=f"tenant:{TENANT}"))
     await post(service, messages)
 
 
@@ -102,7 +105,7 @@ async def test_lookups_of_unknown_ids_do_not_evict_live_aggregates(tmp_path: Pat
         await post(service, 1, start=20)
         assert await service.state(TENANT, CHANNEL) is live, "the channel was evicted and reloaded"
         assert log.read[CHANNEL] == reads
-        assert not [key for key, _ in service.cached() if "ghost" in key[1]]
+        assert not [key for key, _ in service.repository.cached() if "ghost" in key[1]]
     finally:
         await log.close()
 
@@ -112,10 +115,10 @@ async def test_a_stream_first_written_after_a_lookup_of_it_is_cached_with_its_ev
     try:
         service = service_for(log, cache_size=50)
         assert not (await service.state(TENANT, "user:bob")).exists
-        await service.execute(TENANT, "user:bob", user.RegisterUser(name="Bob"), actor=None)
+        await service.execute(CommandEnvelope(TENANT, "user:bob", user.RegisterUser(name="Bob"), actor=None))
         bob = await service.state(TENANT, "user:bob")
         assert (bob.version, bob.name) == (1, "Bob")
-        assert [key for key, _ in service.cached()] == [(TENANT, "user:bob")]
+        assert [key for key, _ in service.repository.cached()] == [(TENANT, "user:bob")]
     finally:
         await log.close()
 
@@ -124,12 +127,12 @@ def test_unknown_lookups_do_not_grow_an_api_nodes_replica() -> None:
     """The Kafka API node's replica keeps every aggregate (its cache is unbounded): lookups of
     streams that have no events must not add to it."""
 
-    async def lookups(replica: CommandService, names: range) -> None:
+    async def lookups(replica: AggregateRepository, names: range) -> None:
         for n in names:
-            assert not (await replica.state(TENANT, f"user:ghost-{n}")).exists
+            assert not (await replica.get(TENANT, f"user:ghost-{n}")).exists
 
     async def scenario() -> tuple[int, int]:
-        replica = CommandService(_ReplicaLog(), clock=lambda: NOW, new_id=lambda: "id", cache_size=1 << 62)
+        replica = AggregateRepository(None, cache_size=None)
         await lookups(replica, range(2_000))
         tracemalloc.start()
         try:
@@ -146,14 +149,14 @@ def test_unknown_lookups_do_not_grow_an_api_nodes_replica() -> None:
 
 
 async def test_a_replica_restores_a_stream_it_had_looked_up_before_it_existed() -> None:
-    replica = CommandService(_ReplicaLog(), clock=lambda: NOW, new_id=lambda: "id", cache_size=1 << 62)
-    assert not (await replica.state(TENANT, "user:bob")).exists
+    replica = AggregateRepository(None, cache_size=None)
+    assert not (await replica.get(TENANT, "user:bob")).exists
     registered = Event(
         event_id="e1", tenant_id=TENANT, stream="user:bob", seq=1, position=1, type="UserRegistered",
         schema_version=1, occurred_at=format_time(NOW), actor=None, payload={"name": "Bob", "metadata": {}},
     )  # fmt: skip
     assert replica.restore(registered)
-    after = await replica.state(TENANT, "user:bob")
+    after = await replica.get(TENANT, "user:bob")
     assert (after.exists, after.name) == (True, "Bob")
     assert [key for key, _ in replica.cached()] == [(TENANT, "user:bob")]
 
@@ -215,9 +218,9 @@ async def test_an_evicted_aggregate_is_snapshotted(tmp_path: Path) -> None:
     await channel_with(service, 600)
     expected = await service.state(TENANT, CHANNEL)
     for name in ("u1", "u2"):  # two live users push the channel out of a cache of two
-        await service.execute(TENANT, f"user:{name}", user.RegisterUser(name=name), actor=None)
+        await service.execute(CommandEnvelope(TENANT, f"user:{name}", user.RegisterUser(name=name), actor=None))
         await service.state(TENANT, f"user:{name}")
-    assert (TENANT, CHANNEL) not in dict(service.cached())
+    assert (TENANT, CHANNEL) not in dict(service.repository.cached())
     await log.close()
 
     log = await open_log(tmp_path)

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from adapters.sqlite_log import SqliteEventLog
 from commands.ports import EventLog, Idempotency, IdempotencyKeyReused
-from commands.service import AGGREGATES, CommandService, Outcome
+from commands.repository import AGGREGATES, AggregateRepository
+from commands.service import CommandEnvelope, CommandService, Outcome
 from domain import channel as ch
 from domain.base import Actor, format_time
 from domain.errors import NotAMember
@@ -73,7 +74,10 @@ class Sent:
 def service_for(log: EventLog, cache_size: int = 20_000, snapshot_every: int = 500) -> CommandService:
     ids = itertools.count(1)
     return CommandService(
-        log, clock=lambda: NOW, new_id=lambda: f"id-{next(ids)}", cache_size=cache_size, snapshot_every=snapshot_every
+        log,
+        clock=lambda: NOW,
+        new_id=lambda: f"id-{next(ids)}",
+        repository=AggregateRepository(log, cache_size=cache_size, snapshot_every=snapshot_every),
     )
 
 
@@ -98,11 +102,13 @@ async def send(service: CommandService, sent: Sent, attempt: int) -> None:
         await asyncio.sleep(0)
     try:
         outcome = await service.execute(
-            TENANT,
-            f"channel:{sent.post.channel}",
-            command(sent, attempt),
-            actor=f"user:{sent.post.user}",
-            idempotency=idempotency(sent),
+            CommandEnvelope(
+                TENANT,
+                f"channel:{sent.post.channel}",
+                command(sent, attempt),
+                actor=f"user:{sent.post.user}",
+                idempotency=idempotency(sent),
+            )
         )
     except NotAMember:
         sent.refused += 1
@@ -129,7 +135,7 @@ async def create_channels(service: CommandService) -> None:
     tenant = Actor("tenant", TENANT)
     for cid in CHANNELS:
         create = ch.CreateChannel(actor=tenant, name=cid, kind="group", members=list(MEMBERS))
-        await service.execute(TENANT, f"channel:{cid}", create, actor=f"tenant:{TENANT}")
+        await service.execute(CommandEnvelope(TENANT, f"channel:{cid}", create, actor=f"tenant:{TENANT}"))
 
 
 async def scenario(path: Path, plan: list[list[Post]], cache_size: int, snapshot_every: int) -> None:
@@ -206,14 +212,18 @@ async def check_cold_retries(log: EventLog, everything: list[Sent]) -> None:
             continue
         stream = f"channel:{sent.post.channel}"
         outcome = await service.execute(
-            TENANT, stream, command(sent, 99), actor=f"user:{sent.post.user}", idempotency=idempotency(sent)
+            CommandEnvelope(
+                TENANT, stream, command(sent, 99), actor=f"user:{sent.post.user}", idempotency=idempotency(sent)
+            )
         )
         assert outcome.replayed
         assert [e.event_id for e in outcome.events] == [e.event_id for e in sent.outcomes[0].events]
         if sent.post.retry_by == "idempotency_key":
             reused = Idempotency(f"key-{sent.text}", "fp-a-different-request")
             with pytest.raises(IdempotencyKeyReused):
-                await service.execute(TENANT, stream, command(sent, 100), actor=None, idempotency=reused)
+                await service.execute(
+                    CommandEnvelope(TENANT, stream, command(sent, 100), actor=None, idempotency=reused)
+                )
     assert await log.head_position() == head, "a retry appended something"
 
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commands import snapshots
-from commands.service import AGGREGATES
+from commands.repository import AGGREGATES
 from domain import channel as ch
 from domain import tenant, user
 from domain.base import Command, Unchanged

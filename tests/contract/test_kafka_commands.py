@@ -1,0 +1,41 @@
+"""The Kafka backend's command side keeps the command-path contract: an API node sends each
+command over the real broker to a decider (the one ``caas worker`` runs), which decides it
+and answers on the reply topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from adapters.kafka.deciders import DeciderWorker
+from adapters.kafka.node import IndexedLog, KafkaNode
+from adapters.memory_store import MemoryReadStore
+from commands.service import Commands
+from tests.cluster import services_env
+from tests.contract.commands_contract import CommandsContract
+
+PARTITIONS = 2
+
+
+class TestKafkaCommands(CommandsContract):
+    @contextlib.asynccontextmanager
+    async def open_commands(self, request: pytest.FixtureRequest) -> AsyncIterator[Commands]:
+        bootstrap, prefix = services_env()["CAAS_KAFKA_BOOTSTRAP"], f"contract-{uuid.uuid4().hex[:12]}-"
+        decider = DeciderWorker(bootstrap, prefix, PARTITIONS)
+        await decider.start()
+        deciding = asyncio.create_task(decider.run())
+        # generous: the decider's first commands wait for its consumer group to form
+        node = KafkaNode(bootstrap, prefix, PARTITIONS, IndexedLog(MemoryReadStore()), timeout=30.0)
+        await node.start()
+        try:
+            yield node
+        finally:
+            await node.close()
+            deciding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deciding
+            await decider.close()
