@@ -169,10 +169,13 @@ class Authenticator:
             raise Unauthenticated(f"the token's user {user_id!r} is not registered in its tenant")
         return user_id
 
-    @staticmethod
-    def accepted_until(token: str) -> float:
+    def accepted_until(self, token: str) -> float:
         """When an end-user token that :meth:`authenticate` accepted stops being accepted: its
         ``exp`` plus the clock-skew allowance, in seconds since the epoch. An open websocket
-        closes then, so it never outlives what HTTP would still accept."""
+        closes then, so it never outlives what HTTP would still accept. Read from what
+        :meth:`authenticate` just recorded; decoded again only if that was evicted meanwhile."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached[1]
         claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
         return float(claims["exp"]) + LEEWAY_SECONDS
