@@ -154,6 +154,50 @@ class MemberUnbanned(DomainEvent):
     user_id: str
 
 
+# --- billing stream (one per tenant: ``billing:<tenant_id>``) -----------------------------------
+class PlanChanged(DomainEvent):
+    """The tenant is billed on ``plan`` from ``effective_at``; ``terms`` is the plan as it was
+    then (a later edit of the plans file does not change what was billed)."""
+
+    plan: str
+    terms: dict[str, Any]
+    effective_at: str
+
+
+class QuotaThresholdCrossed(DomainEvent):
+    """A meter's usage reached ``threshold`` percent of its monthly ``limit`` in ``period``."""
+
+    meter: str
+    threshold: int
+    period: str
+    used: int
+    limit: int
+
+
+class StripeCustomerCreated(DomainEvent):
+    """The tenant's customer at Stripe (created once; ``caas billing sync`` reports usage for it)."""
+
+    customer_id: str
+
+
+class UsageHourSynced(DomainEvent):
+    """Every meter's usage of the hour starting at ``hour`` was sent to Stripe."""
+
+    hour: str
+    meter_events: int
+
+
+class StripeEventRecorded(DomainEvent):
+    """A webhook from Stripe: an invoice paid or not, a subscription changed. ``status`` is the
+    tenant's payment standing after it (``ok`` or ``past_due``)."""
+
+    stripe_event_id: str
+    kind: Literal["invoice_paid", "payment_failed", "subscription_changed"]
+    status: Literal["ok", "past_due"]
+    invoice: dict[str, Any] | None = None
+    subscription: dict[str, Any] | None = None
+
+
 class Event(BaseModel):
     """A recorded event: the envelope of docs/design.md around a domain event's payload.
 

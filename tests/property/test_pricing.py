@@ -1,0 +1,219 @@
+"""Property tests of pricing: the invoice preview is a pure function of plan history, usage and
+period. Tiers, caps, month boundaries (leap years included) and plan changes mid-month."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.plans import (
+    FREE,
+    HOUR,
+    MeterTerms,
+    Plan,
+    PlanChange,
+    PlansError,
+    Tier,
+    hour_of,
+    included,
+    limits,
+    parse_plans,
+    period_of,
+    preview,
+)
+
+SETTINGS = settings(max_examples=200, deadline=None)
+METERS = ("messages", "replies", "edits", "api_writes")
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+moments = st.datetimes(
+    min_value=datetime(1999, 1, 1), max_value=datetime(2200, 12, 31), timezones=st.just(UTC)
+)  # fmt: skip
+
+
+@st.composite
+def tier_lists(draw: st.DrawFn) -> tuple[Tier, ...]:
+    bounds = sorted(draw(st.sets(st.integers(1, 5000), max_size=3)))
+    prices = draw(st.lists(st.integers(0, 500), min_size=len(bounds) + 1, max_size=len(bounds) + 1))
+    return tuple(Tier(up_to=b, unit_price=p) for b, p in zip([*bounds, None], prices, strict=True))
+
+
+@st.composite
+def terms(draw: st.DrawFn) -> MeterTerms:
+    if draw(st.booleans()):
+        return MeterTerms(included=draw(st.integers(0, 10_000)), mode="cap")
+    return MeterTerms(
+        included=draw(st.integers(0, 10_000)), per=draw(st.sampled_from([1, 10, 1000])), tiers=draw(tier_lists())
+    )
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> Plan:
+    meters = draw(st.dictionaries(st.sampled_from(METERS), terms(), max_size=len(METERS)))
+    return Plan(name=draw(st.sampled_from(["a", "b", "c"])), base_fee=draw(st.integers(0, 100_000)), meters=meters)
+
+
+usages = st.dictionaries(st.sampled_from(METERS), st.integers(0, 50_000))
+
+
+def reference_amount(billable: int, terms: MeterTerms) -> int:
+    """Unit by unit: the marginal price of each billable unit, summed, over ``per``, rounded up."""
+    total, floor = 0, 0
+    for unit in range(1, billable + 1):
+        for tier in terms.tiers:
+            if tier.up_to is None or unit <= tier.up_to:
+                total += tier.unit_price
+                break
+            floor = tier.up_to
+    del floor
+    return -(-total // terms.per)
+
+
+@SETTINGS
+@given(moment=moments)
+def test_every_moment_is_in_exactly_one_calendar_month(moment: datetime) -> None:
+    period = period_of(moment)
+    assert period.start <= moment < period.end
+    assert period.start.day == 1 and period.start.hour == 0
+    days = calendar.monthrange(moment.year, moment.month)[1]
+    assert period.end - period.start == timedelta(days=days)
+    assert period_of(period.end).start == period.end  # months tile: the next one starts where this ends
+    assert period_of(period.end - timedelta(microseconds=1)) == period
+    assert period_of(hour_of(moment)) == period  # an hour never straddles two months
+
+
+@pytest.mark.parametrize(("year", "days"), [(2028, 29), (2100, 28), (2000, 29), (2027, 28)])
+def test_february_has_its_leap_year_length(year: int, days: int) -> None:
+    period = period_of(datetime(year, 2, 10, tzinfo=UTC))
+    assert period.seconds == days * 86_400
+    assert len(range(0, period.seconds, 3600)) == days * 24
+
+
+@SETTINGS
+@given(plan=plans(), usage=usages, moment=moments)
+def test_preview_is_a_pure_function_of_its_inputs(plan: Plan, usage: dict[str, int], moment: datetime) -> None:
+    history = [PlanChange(EPOCH, plan)]
+    period = period_of(moment)
+    first = preview(history, usage, period)
+    again = preview(list(history), dict(reversed(list(usage.items()))), period_of(period.start))
+    assert first == again
+    assert first["total"] == first["base_fee"] + sum(line["amount"] for line in first["lines"])
+    assert all(isinstance(line["amount"], int) and line["amount"] >= 0 for line in first["lines"])
+
+
+@SETTINGS
+@given(plan=plans(), usage=usages, moment=moments)
+def test_one_plan_all_month_includes_exactly_its_quantities(
+    plan: Plan, usage: dict[str, int], moment: datetime
+) -> None:
+    bill = preview([PlanChange(EPOCH, plan)], usage, period_of(moment))
+    assert bill["base_fee"] == plan.base_fee
+    for line in bill["lines"]:
+        terms = plan.meters.get(line["meter"], MeterTerms())
+        assert line["included"] == (terms.included if line["meter"] in plan.meters else 0)
+        over = max(line["used"] - line["included"], 0)
+        if terms.mode == "cap":
+            assert line["amount"] == 0 and line["billable"] == 0 and line["over_cap"] == over
+        else:
+            assert line["billable"] == over
+            assert sum(t["units"] for t in line["tiers"]) == (over if terms.tiers else 0)
+            assert line["amount"] == reference_amount(over, terms)
+
+
+@SETTINGS
+@given(plan=plans(), usage=usages, more=usages, moment=moments)
+def test_more_usage_never_costs_less(plan: Plan, usage: dict[str, int], more: dict[str, int], moment: datetime) -> None:
+    bigger = {m: usage.get(m, 0) + more.get(m, 0) for m in set(usage) | set(more)}
+    history, period = [PlanChange(EPOCH, plan)], period_of(moment)
+    assert preview(history, bigger, period)["total"] >= preview(history, usage, period)["total"]
+
+
+@SETTINGS
+@given(old=plans(), new=plans(), usage=usages, moment=moments, fraction=st.fractions(0, 1))
+def test_a_change_mid_month_prorates_included_quantities_and_fee_by_time(
+    old: Plan, new: Plan, usage: dict[str, int], moment: datetime, fraction: Fraction
+) -> None:
+    period = period_of(moment)
+    at = hour_of(period.start + (period.end - period.start) * float(fraction))
+    at = min(max(at, period.start), period.end)
+    history = [PlanChange(EPOCH, old), PlanChange(at, new)]
+    bill = preview(history, usage, period)
+    share_old = Fraction(int((at - period.start).total_seconds()), period.seconds)
+    expected_fee = share_old * old.base_fee + (1 - share_old) * new.base_fee
+    assert abs(bill["base_fee"] - expected_fee) <= Fraction(1, 2)
+    quantities = included(history, period)
+    for meter in set(old.meters) | set(new.meters):
+        a = old.meters[meter].included if meter in old.meters else 0
+        b = new.meters[meter].included if meter in new.meters else 0
+        assert min(a, b) <= quantities[meter] <= max(a, b)
+        assert abs(quantities[meter] - (share_old * a + (1 - share_old) * b)) <= Fraction(1, 2)
+    assert bill["plan"] == (new.name if at < period.end else old.name)  # tiers and caps: the plan at the end
+    if at == period.start:
+        assert bill == preview([PlanChange(EPOCH, new)], usage, period)
+    if at == period.end:
+        assert bill == preview([PlanChange(EPOCH, old)], usage, period)
+
+
+def test_a_change_on_the_29th_of_february_of_a_leap_year_splits_by_days() -> None:
+    old = Plan(name="a", base_fee=2900, meters={"messages": MeterTerms(included=2900)})
+    new = Plan(name="b", base_fee=0, meters={"messages": MeterTerms(included=0)})
+    period = period_of(datetime(2028, 2, 1, tzinfo=UTC))
+    history = [PlanChange(EPOCH, old), PlanChange(datetime(2028, 2, 29, tzinfo=UTC), new)]
+    bill = preview(history, {}, period)
+    assert bill["base_fee"] == 2800  # 28 of 29 days on the old plan
+    assert included(history, period)["messages"] == 2800
+
+
+def test_graduated_tiers_price_each_unit_at_its_tier() -> None:
+    pro = Plan(
+        name="pro",
+        meters={
+            "messages": MeterTerms(
+                included=100,
+                per=10,
+                tiers=(Tier(up_to=10, unit_price=5), Tier(up_to=30, unit_price=3), Tier(unit_price=1)),
+            )
+        },
+    )
+    line = preview([PlanChange(EPOCH, pro)], {"messages": 145}, period_of(EPOCH))["lines"][0]
+    assert [t["units"] for t in line["tiers"]] == [10, 20, 15]
+    assert line["amount"] == -(-(10 * 5 + 20 * 3 + 15 * 1) // 10)  # 125 / 10, rounded up once: 13
+
+
+def test_capped_limits_come_from_the_plan_at_the_end_of_the_period() -> None:
+    period = period_of(datetime(2026, 4, 1, tzinfo=UTC))
+    assert limits([PlanChange(EPOCH, FREE)], period)["messages"] == 10_000
+    paid = Plan(name="pro", meters={"messages": MeterTerms(included=1000)})
+    assert "messages" not in limits([PlanChange(EPOCH, FREE), PlanChange(period.start + HOUR, paid)], period)
+
+
+def test_plans_file_is_validated_with_messages_that_say_what_to_fix() -> None:
+    catalog = parse_plans(
+        """
+        default = "pro"
+        [plans.pro]
+        base_fee = 4900
+        [plans.pro.meters.messages]
+        included = 100000
+        per = 1000
+        tiers = [{up_to = 1000, unit_price = 50}, {unit_price = 30}]
+        """,
+        METERS,
+    )
+    assert catalog.default_plan.meters["messages"].tiers[1].up_to is None
+    assert "free" in catalog.plans
+    for bad, says in [
+        ("[plans.x.meters.nope]\nincluded = 1", "unknown meter"),
+        ("[plans.x.meters.messages]\ntiers = [{up_to = 5, unit_price = 1}]", "last tier"),
+        ("[plans.x.meters.messages]\nmode = 'cap'\ntiers = [{unit_price = 1}]", "capped meter"),
+        ("default = 'gold'", "not defined"),
+        ("[plans.x]\ncurrency = 'eur'\nbase_fee = 1\n[plans.y]\nbase_fee = 1", "currencies"),
+        ("plans = [", "not TOML"),
+    ]:
+        with pytest.raises(PlansError, match=says):
+            parse_plans(bad, METERS)
