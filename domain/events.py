@@ -154,6 +154,27 @@ class MemberUnbanned(DomainEvent):
     user_id: str
 
 
+# --- usage stream (one per API node and tenant: ``usage:<node_id>``) -----------------------
+class UsageRecorded(DomainEvent):
+    """What one API node counted for one tenant in one interval ``[start, end)``.
+
+    Counts that happen on a node and nowhere in the log: event frames written to sockets
+    (``deliveries``), API requests, connection time, and the node's peak concurrent
+    connections during the interval (``peak_connections``). ``users`` are the users seen
+    connected on this node this calendar month and not reported by it before.
+    """
+
+    node: str
+    start: str
+    end: str
+    deliveries: int = 0
+    api_reads: int = 0
+    api_writes: int = 0
+    connection_ms: int = 0
+    peak_connections: int = 0
+    users: list[str] = Field(default_factory=list)
+
+
 class Event(BaseModel):
     """A recorded event: the envelope of docs/design.md around a domain event's payload.
 
