@@ -37,6 +37,9 @@ from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreRefused, Read
 INDEXES: dict[str, list[tuple[str, ...]]] = {
     "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
     "memberships": [("user_id", "active"), ("channel_id", "active")],
+    "usage": [("hour",)],
+    "usage_users": [("month",)],
+    "usage_messages": [("hour",)],
     "channels": [("channel_id",)],
 }
 DUPLICATE_KEY = 11000

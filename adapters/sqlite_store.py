@@ -25,6 +25,9 @@ from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreRefused, appl
 INDEXES: dict[str, list[tuple[str, ...]]] = {
     "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
     "memberships": [("user_id", "active"), ("channel_id", "active")],
+    "usage": [("hour",)],
+    "usage_users": [("month",)],
+    "usage_messages": [("hour",)],
 }
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LOAD_CHUNK = 500  # documents loaded per SELECT … IN (…) when a batch is applied

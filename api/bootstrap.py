@@ -29,7 +29,7 @@ from commands.ports import EphemeralBus, EventHistory, EventLog, Listener
 from commands.service import Commands, CommandService
 from domain.events import Event
 from domain.presence import Timing
-from projections import chat, eventindex
+from projections import chat, eventindex, usage
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from streams.fanout import Hub
@@ -41,8 +41,21 @@ if TYPE_CHECKING:
 
 CHAT = Projection(chat.NAME, chat.COLLECTIONS, chat.project)
 EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project)
-PROJECTIONS = {CHAT.name: CHAT}
-DISTRIBUTED_PROJECTIONS = {CHAT.name: CHAT, EVENT_INDEX.name: EVENT_INDEX}
+
+
+def _partition(position: int) -> int:
+    """The event topic's partition an event came from (its position's low bits)."""
+    from adapters.kafka.codec import decode_position
+
+    return decode_position(position)[0]
+
+
+# Usage documents are kept per source of one order (docs/meters.md): the whole log embedded,
+# a partition of the event topic on Kafka.
+USAGE = Projection(usage.NAME, usage.COLLECTIONS, usage.projector(usage.single_order))
+DISTRIBUTED_USAGE = Projection(usage.NAME, usage.COLLECTIONS, usage.projector(_partition))
+PROJECTIONS = {CHAT.name: CHAT, USAGE.name: USAGE}
+DISTRIBUTED_PROJECTIONS = {CHAT.name: CHAT, EVENT_INDEX.name: EVENT_INDEX, USAGE.name: DISTRIBUTED_USAGE}
 
 # ``caas rebuild`` reports ``(projection, events done, events in all)`` as it goes, if it can.
 RebuildProgress = Callable[[str, int, int], None]

@@ -26,7 +26,7 @@ import structlog
 
 from commands import snapshots
 from commands.ports import Snapshot, StreamStore
-from domain import billing, channel, tenant, user
+from domain import billing, channel, tenant, usage, user
 from domain.base import Command, Decision
 from domain.events import EVENT_TYPES, DomainEvent, Event, StreamId
 
@@ -53,6 +53,7 @@ AGGREGATES: dict[str, Aggregate] = {
     "tenant": Aggregate(tenant.TenantState, tenant.decide, tenant.evolve),
     "user": Aggregate(user.UserState, user.decide, user.evolve),
     "channel": Aggregate(channel.ChannelState, channel.decide, channel.evolve),
+    "usage": Aggregate(usage.UsageState, usage.decide, usage.evolve),
     "billing": Aggregate(billing.BillingState, billing.decide, billing.evolve),
 }
 

@@ -154,6 +154,27 @@ class MemberUnbanned(DomainEvent):
     user_id: str
 
 
+# --- usage stream (one per API node and tenant: ``usage:<node_id>``) -----------------------
+class UsageRecorded(DomainEvent):
+    """What one API node counted for one tenant in one interval ``[start, end)``.
+
+    Counts that happen on a node and nowhere in the log: event frames written to sockets
+    (``deliveries``), API requests, connection time, and the node's peak concurrent
+    connections during the interval (``peak_connections``). ``users`` are the users seen
+    connected on this node this calendar month and not reported by it before.
+    """
+
+    node: str
+    start: str
+    end: str
+    deliveries: int = 0
+    api_reads: int = 0
+    api_writes: int = 0
+    connection_ms: int = 0
+    peak_connections: int = 0
+    users: list[str] = Field(default_factory=list)
+
+
 # --- billing stream (one per tenant: ``billing:<tenant_id>``) -----------------------------------
 class PlanChanged(DomainEvent):
     """The tenant is billed on ``plan`` from ``effective_at``; ``terms`` is the plan as it was

@@ -24,8 +24,9 @@ class Op:
     """Upsert one document, guarded by ``position``.
 
     ``set`` may use one level of dotted paths (``reactions.👍``); ``add`` adds a value to
-    the list at a path if absent; ``pull`` removes it; ``inc`` adds to a number;
-    ``insert`` sets fields only when the document is created.
+    the list at a path if absent; ``pull`` removes it; ``inc`` adds to a number; ``min`` and
+    ``max`` keep the smaller or larger of the stored value and the given one (a missing
+    value is replaced); ``insert`` sets fields only when the document is created.
     """
 
     collection: str
@@ -37,6 +38,8 @@ class Op:
     add: Mapping[str, Any] = field(default_factory=dict)
     pull: Mapping[str, Any] = field(default_factory=dict)
     insert: Mapping[str, Any] = field(default_factory=dict)
+    min: Mapping[str, Any] = field(default_factory=dict)
+    max: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ReadStoreUnavailable(Exception):
@@ -120,6 +123,14 @@ def apply_op(doc: Doc | None, op: Op) -> Doc | None:
     for path, value in op.pull.items():
         parent, name = _target(new, path), path.rpartition(".")[2]
         parent[name] = [item for item in parent.get(name) or [] if item != value]
+    for path, value in op.min.items():
+        parent, name = _target(new, path), path.rpartition(".")[2]
+        if parent.get(name) is None or value < parent[name]:
+            parent[name] = value
+    for path, value in op.max.items():
+        parent, name = _target(new, path), path.rpartition(".")[2]
+        if parent.get(name) is None or value > parent[name]:
+            parent[name] = value
     new["_pos"] = op.position
     return new
 
