@@ -24,6 +24,7 @@ from api.settings import Settings
 from api.ws import websocket_endpoint
 from commands.auth import Unauthenticated
 from commands.ports import PersistenceError
+from commands.quotas import PaymentRequired, QuotaExceeded
 from domain.errors import DomainError
 from projections.ports import ReadStoreUnavailable
 
@@ -32,7 +33,7 @@ from projections.ports import ReadStoreUnavailable
 HANDLERS = {
     cls: handle
     for cls in (ApiError, DomainError, Unauthenticated, PersistenceError, ReadStoreUnavailable, ValidationError,
-                HTTPException, ClientDisconnect, Exception)
+                HTTPException, ClientDisconnect, QuotaExceeded, PaymentRequired, Exception)
 }  # fmt: skip
 
 

@@ -10,13 +10,17 @@ one, built by :func:`build_backend`, and never ask which one it is.
 from __future__ import annotations
 
 import abc
+import asyncio
 import functools
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from adapters.ids import short_id, utcnow, uuid7
 from adapters.memory_bus import MemoryBus
@@ -25,11 +29,15 @@ from api.observability import MeteredCommands, count_events
 from api.settings import Settings
 from api.socket_watch import SocketWatch
 from commands.auth import Authenticator
+from commands.billing import Billing, PaymentProvider
+from commands.billing_sync import BillingSync, SyncReport
 from commands.ports import EphemeralBus, EventHistory, EventLog, Listener
+from commands.quotas import Quotas
 from commands.service import Commands, CommandService
 from domain.events import Event
+from domain.plans import Catalog, PlansError, builtin_catalog, parse_plans
 from domain.presence import Timing
-from projections import chat, eventindex, usage
+from projections import billing, chat, eventindex, usage
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from streams.fanout import Hub
@@ -54,8 +62,14 @@ def _partition(position: int) -> int:
 # a partition of the event topic on Kafka.
 USAGE = Projection(usage.NAME, usage.COLLECTIONS, usage.projector(usage.single_order))
 DISTRIBUTED_USAGE = Projection(usage.NAME, usage.COLLECTIONS, usage.projector(_partition))
-PROJECTIONS = {CHAT.name: CHAT, USAGE.name: USAGE}
-DISTRIBUTED_PROJECTIONS = {CHAT.name: CHAT, EVENT_INDEX.name: EVENT_INDEX, USAGE.name: DISTRIBUTED_USAGE}
+BILLING = Projection(billing.NAME, billing.COLLECTIONS, billing.project)
+PROJECTIONS = {CHAT.name: CHAT, USAGE.name: USAGE, BILLING.name: BILLING}
+DISTRIBUTED_PROJECTIONS = {
+    CHAT.name: CHAT,
+    EVENT_INDEX.name: EVENT_INDEX,
+    USAGE.name: DISTRIBUTED_USAGE,
+    BILLING.name: BILLING,
+}
 
 # ``caas rebuild`` reports ``(projection, events done, events in all)`` as it goes, if it can.
 RebuildProgress = Callable[[str, int, int], None]
@@ -81,6 +95,7 @@ class Backend(abc.ABC):
     projections: Mapping[str, Projection]  # what ``caas rebuild`` can rebuild
     events_projected: bool  # ``GET /v1/events`` is served by a read model, so it honours ``min_position``
     clustered: bool  # one node of many: secrets must be given, the same on every node, never generated
+    syncs_in_serve: bool  # ``caas serve`` runs the periodic billing sync (else ``caas worker`` does)
 
     @abc.abstractmethod
     def __init__(self, settings: Settings) -> None:
@@ -125,6 +140,10 @@ class Backend(abc.ABC):
         """Each user's last recorded presence status, to reconcile at start."""
 
     @abc.abstractmethod
+    async def tenants(self) -> list[tuple[str, str]]:
+        """Every registered tenant's ``(tenant_id, name)`` (the backend is started)."""
+
+    @abc.abstractmethod
     def replay(
         self, *, after_position: int, tenant_id: str | None, types: Sequence[str], since: str | None
     ) -> AsyncIterator[list[Event]]:
@@ -152,6 +171,7 @@ class EmbeddedBackend(Backend):
     name = "embedded"
     events_projected = False  # events are read from the log itself
     clustered = False
+    syncs_in_serve = True
     projections = PROJECTIONS
 
     def __init__(self, settings: Settings) -> None:
@@ -182,6 +202,13 @@ class EmbeddedBackend(Backend):
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         return await self.runner.wait_for(position, timeout)
+
+    async def tenants(self) -> list[tuple[str, str]]:
+        found, after = [], 0
+        while events := await self.log.read_all(after_position=after, limit=5000, types=["TenantRegistered"]):
+            found += [(event.tenant_id, str(event.payload["name"])) for event in events]
+            after = events[-1].position
+        return found
 
     async def durable_presence(self) -> dict[tuple[str, str], str]:
         found: dict[tuple[str, str], str] = {}
@@ -231,6 +258,7 @@ class KafkaBackend(Backend):
     name = "kafka"
     events_projected = True  # from the event index, a read model
     clustered = True
+    syncs_in_serve = False  # one ``caas worker`` runs it
     projections = DISTRIBUTED_PROJECTIONS
 
     def __init__(self, settings: Settings) -> None:
@@ -277,6 +305,9 @@ class KafkaBackend(Backend):
     async def durable_presence(self) -> dict[tuple[str, str], str]:
         return self.node.presence_statuses()
 
+    async def tenants(self) -> list[tuple[str, str]]:
+        return self.node.tenants()
+
     def replay(
         self, *, after_position: int, tenant_id: str | None, types: Sequence[str], since: str | None
     ) -> AsyncIterator[list[Event]]:
@@ -313,6 +344,26 @@ class KafkaBackend(Backend):
     async def worker(self) -> None:
         from adapters.kafka.worker import run_worker
 
+        s = self.settings
+        if s.billing_sync_seconds > 0:  # beside the processors: an API node's view of the log to record with
+            sync = asyncio.ensure_future(self._sync_billing())
+            try:
+                await self._run_worker(run_worker)
+            finally:
+                sync.cancel()
+                await asyncio.gather(sync, return_exceptions=True)
+            return
+        await self._run_worker(run_worker)
+
+    async def _sync_billing(self) -> None:
+        await self.start([])
+        try:
+            billing_service, provider = build_billing(self.settings, self.commands, self.store, utcnow)
+            await billing_loop(self, billing_service, provider, self.settings)
+        finally:
+            await self.close()
+
+    async def _run_worker(self, run_worker: Any) -> None:
         s = self.settings
         await run_worker(
             s.kafka_bootstrap,
@@ -371,10 +422,22 @@ class Engine:
     limits: Limits = field(init=False)
     sockets: dict[tuple[str, str], int] = field(default_factory=dict)
     socket_watch: SocketWatch = field(init=False)
+    billing: Billing = field(init=False)
+    payments: PaymentProvider = field(init=False)
+    quotas: Quotas = field(init=False)
+    _billing_sync: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.node_id = self.backend.node_id
+        self.billing, self.payments = build_billing(s, self.service, self.backend.store, self.clock)
+        self.quotas = Quotas(
+            self.billing,
+            ttl=s.quota_cache_seconds,
+            clock=self.clock,
+            monotonic=time.monotonic,
+            past_due_read_only=s.billing_past_due == "read_only",
+        )
         self.presence = PresenceService(
             self.bus,
             self.hub,
@@ -410,8 +473,16 @@ class Engine:
     async def start(self) -> None:
         await self.backend.start([self.hub.publish, count_events, self.socket_watch.on_events])
         await self.presence.start(await self.backend.durable_presence())
+        if self.settings.billing_sync_seconds > 0 and self.backend.syncs_in_serve:
+            self._billing_sync = asyncio.ensure_future(
+                billing_loop(self.backend, self.billing, self.payments, self.settings)
+            )
 
     async def close(self) -> None:
+        if self._billing_sync is not None:
+            self._billing_sync.cancel()
+            await asyncio.gather(self._billing_sync, return_exceptions=True)
+        await self.quotas.close()
         await self.socket_watch.close()
         await self.presence.close()
         await self.backend.close()
@@ -429,3 +500,65 @@ def build_engine(settings: Settings) -> Engine:
 
 def admin_token(settings: Settings) -> str:
     return persistent_secret(settings.data_dir, "admin_token", settings.admin_token)
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """The plans of ``CAAS_PLANS_FILE``, or the built-in free plan alone; a bad file stops the start."""
+    if settings.plans_file is None:
+        return builtin_catalog()
+    try:
+        text = settings.plans_file.read_text()
+    except OSError as exc:
+        raise SystemExit(f"CAAS_PLANS_FILE {settings.plans_file}: {exc.strerror}") from None
+    try:
+        return parse_plans(text, usage.METERS)
+    except PlansError as exc:
+        raise SystemExit(f"CAAS_PLANS_FILE {settings.plans_file}: {exc}") from None
+
+
+def build_billing(
+    settings: Settings, commands: Commands, store: ReadStore, clock: Callable[[], datetime]
+) -> tuple[Billing, PaymentProvider]:
+    """Billing over ``commands`` and the usage read model in ``store``, and the Stripe adapter."""
+    from adapters.stripe_billing import StripeProvider
+
+    provider = StripeProvider(
+        settings.stripe_api_key,
+        api_base=settings.stripe_api_base,
+        webhook_secret=settings.stripe_webhook_secret,
+        tolerance=settings.stripe_webhook_tolerance_seconds,
+        request_log=settings.stripe_request_log,
+    )
+    return Billing(commands, billing.StoreUsage(store), load_catalog(settings), clock), provider
+
+
+async def sync_billing(
+    backend: Backend, billing_service: Billing, provider: PaymentProvider, settings: Settings
+) -> SyncReport:
+    """One ``caas billing sync`` pass over every tenant (the backend is started)."""
+    sync = BillingSync(
+        billing_service,
+        provider,
+        settle=timedelta(seconds=settings.billing_sync_settle_seconds),
+        prefix=settings.stripe_meter_prefix,
+    )
+
+    async def tenants() -> AsyncIterator[tuple[str, str]]:
+        for tenant in await backend.tenants():
+            yield tenant
+
+    return await sync.run(tenants())
+
+
+async def billing_loop(
+    backend: Backend, billing_service: Billing, provider: PaymentProvider, settings: Settings
+) -> None:
+    """Sync every ``CAAS_BILLING_SYNC_SECONDS`` until cancelled; a failed pass is logged and retried next time."""
+    log = structlog.get_logger("caas.billing")
+    while True:
+        try:
+            report = await sync_billing(backend, billing_service, provider, settings)
+            log.info("billing_synced", **report.as_dict())
+        except Exception as exc:
+            log.warning("billing_sync_failed", error=repr(exc))
+        await asyncio.sleep(settings.billing_sync_seconds)

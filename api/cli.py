@@ -186,6 +186,23 @@ async def worker(settings: Settings) -> None:
         raise SystemExit(str(exc)) from None
 
 
+async def billing_sync(settings: Settings) -> None:
+    """``caas billing sync``: one pass, then a JSON report on stdout."""
+    from adapters.ids import utcnow
+    from api.bootstrap import build_billing, sync_billing
+
+    backend = build_backend(settings)
+    await backend.start([])
+    try:
+        # the usage read model first catches up with the log as it is now (bounded)
+        await backend.wait_for(await backend.log.head_position(), settings.query_wait_seconds * 6)
+        billing_service, provider = build_billing(settings, backend.commands, backend.store, utcnow)
+        report = await sync_billing(backend, billing_service, provider, settings)
+    finally:
+        await backend.close()
+    print(orjson.dumps(report.as_dict()).decode(), flush=True)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="caas", description="CAAS: event-sourced chat as a service")
     sub = p.add_subparsers(dest="command", required=True)
@@ -211,6 +228,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--window", type=int, default=REBUILD_WINDOW, help="kafka: events folded per bulk load (default %(default)s)"
     )
+    bill = sub.add_parser("billing", help="billing: report usage to Stripe")
+    bill_sub = bill.add_subparsers(dest="billing_command", required=True)
+    sync = bill_sub.add_parser("sync", help="send every closed hour's usage to Stripe, each meter hour once")
+    sync.add_argument("--data-dir")
+    sync.add_argument("--backend", choices=["embedded", "kafka"])
     return p
 
 
@@ -272,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.since:
             args.since = log_time(args.since)
         asyncio.run(replay(settings, args))
+    elif args.command == "billing":
+        configure_logging(settings.log_level)
+        asyncio.run(billing_sync(settings))
     elif args.command == "rebuild":
         started = time.perf_counter()
         asyncio.run(rebuild(settings, args))

@@ -13,14 +13,18 @@ from starlette.responses import Response
 
 from commands.auth import Unauthenticated
 from commands.ports import ConcurrencyError, IdempotencyKeyReused, LogUnavailable
+from commands.quotas import PaymentRequired, QuotaExceeded
 from domain.errors import DomainError
 from projections.ports import ReadStoreUnavailable
 
 log = structlog.get_logger("caas.api")
 
 STATUS = {
+    "invalid_signature": 400,
     "invalid_request": 422,
     "unauthenticated": 401,
+    "payment_required": 402,
+    "quota_exceeded": 402,
     "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,
@@ -72,6 +76,12 @@ def translate(exc: Exception) -> ApiError:
     match exc:
         case ApiError():
             return exc
+        case QuotaExceeded():
+            return ApiError(
+                "quota_exceeded", str(exc), meter=exc.meter, limit=exc.limit, used=exc.used, resets_at=exc.resets_at
+            )
+        case PaymentRequired():
+            return ApiError("payment_required", str(exc), rule="past_due")
         case DomainError():
             return ApiError(exc.category, exc.message, rule=exc.rule, **exc.details)
         case Unauthenticated():

@@ -163,9 +163,21 @@ async def create_token(request: Request) -> Response:
 
 
 # --- channels ------------------------------------------------------------------------------
+def _metered(command: ch.ChannelCommand) -> tuple[str, ...]:
+    """The quota meters a channel command counts in (docs/quotas.md)."""
+    if isinstance(command, ch.PostMessage):
+        return ("replies",) if command.parent_id else ("messages",)
+    if isinstance(command, ch.EditMessage):
+        return ("edits",)
+    return ()
+
+
 async def _channel_command(
     request: Request, who: Principal, cid: str, command: ch.ChannelCommand, raw: bytes = b""
 ) -> Response:
+    meters = _metered(command)
+    if meters:
+        await engine(request).quotas.admit(who.tenant_id, meters)
     outcome = await engine(request).service.execute(
         CommandEnvelope(
             who.tenant_id,

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from api.bootstrap import Engine
 
 B = TypeVar("B", bound=BaseModel)
+WRITE_METERS = ("api_writes",)  # what every write request counts (docs/quotas.md)
 
 
 def engine(connection: HTTPConnection) -> Engine:
@@ -51,7 +52,10 @@ async def principal(request: Request, *kinds: str) -> Principal:
         )
         raise ApiError("forbidden", f"this route needs {need}", rule="wrong_credential")
     if who.kind != "admin":
-        node.limits.check(who, write=request.method != "GET", credential=header.strip())
+        write = request.method != "GET"
+        node.limits.check(who, write=write, credential=header.strip())
+        if write:  # a capped tenant at its limit, or past due where that means read-only: 402
+            await node.quotas.admit(who.tenant_id, WRITE_METERS)
         origin = request.headers.get("origin")
         if origin is not None:
             state = await node.service.tenant(who.tenant_id)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import http, schemas
+from api import billing, http, schemas
 from api.errors import ApiError
 from api.plumbing import MAX_INT
 
@@ -125,6 +125,18 @@ ROUTES: list[Api] = [
     Api("GET", "/v1/events", http.list_events, "The tenant's events in log order",
         ("tenant",), None, schemas.EventPage,
         query=("after_position", ("limit", {"maximum": 1000}), "types", "min_position")),
+    Api("PUT", "/v1/tenants/{tid}/plan", billing.put_plan,
+        "Put a tenant on a plan from now (a change mid-period is prorated by time: docs/plans.md)",
+        ("admin",), schemas.PutPlan, schemas.PlanWritten),
+    Api("GET", "/v1/billing/preview", billing.preview,
+        "The current period's bill so far: a line per meter with tiers applied, and the total",
+        ("tenant",), None, schemas.BillingPreview),
+    Api("GET", "/v1/billing/invoices", billing.invoices,
+        "The tenant's invoices and payment standing, as Stripe's webhooks reported them",
+        ("tenant",), None, schemas.InvoiceList),
+    Api("POST", "/v1/billing/stripe/webhook", billing.stripe_webhook,
+        "Stripe's webhook: verified by its Stripe-Signature header (400 invalid_signature otherwise)",
+        (), None, schemas.WebhookReceived),
     Api("GET", "/healthz", http.healthz, "The process is up"),
     Api("GET", "/readyz", http.readyz, "The backend is reachable; projection lag"),
 ]  # fmt: skip

@@ -283,6 +283,74 @@ class TypingDelivered(BaseModel):
     expires_in_ms: int
 
 
+# --- billing (docs/plans.md, docs/stripe.md) ------------------------------------------------
+class PutPlan(Body):
+    plan: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+
+
+class PlanWritten(Written):
+    tenant_id: str
+    plan: str
+    effective_at: str
+
+
+class TierUnits(BaseModel):
+    up_to: int | None
+    unit_price: int = Field(description="minor currency units per `per` units of the meter")
+    units: int
+
+
+class PreviewLine(BaseModel):
+    meter: str
+    mode: Literal["cap", "overage"]
+    used: int
+    included: int = Field(description="prorated by time across plan changes in the period")
+    billable: int
+    over_cap: int = Field(description="usage past a hard cap (admitted by projection lag; never charged)")
+    tiers: list[TierUnits]
+    amount: int = Field(description="minor currency units")
+
+
+class PreviewPeriod(BaseModel):
+    start: str
+    end: str
+    label: str
+
+
+class BillingPreview(BaseModel):
+    period: PreviewPeriod
+    plan: str = Field(description="the plan in force now: its tiers and caps price the period")
+    plans: list[str] = Field(description="the plans in force during the period, in order")
+    currency: str
+    base_fee: int
+    lines: list[PreviewLine]
+    total: int = Field(description="minor currency units")
+
+
+class Invoice(BaseModel):
+    id: str
+    status: str | None = None
+    number: str | None = None
+    currency: str | None = None
+    amount_due: int | None = None
+    amount_paid: int | None = None
+    period_start: int | None = None
+    period_end: int | None = None
+    hosted_invoice_url: str | None = None
+
+
+class InvoiceList(BaseModel):
+    customer_id: str | None
+    payment_status: Literal["ok", "past_due"]
+    subscription: dict[str, Any] | None
+    invoices: list[Invoice]
+
+
+class WebhookReceived(BaseModel):
+    received: bool
+    recorded: bool = Field(description="false for event types CAAS ignores, customers it does not know, or repeats")
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str

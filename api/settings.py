@@ -80,6 +80,19 @@ class Settings(BaseSettings):
     # the longest a closing handshake may wait on a peer that does not read
     ws_stall_seconds: float = Field(default=10.0, gt=0)
 
+    # billing (docs/plans.md, docs/quotas.md, docs/stripe.md)
+    plans_file: Path | None = Field(default=None, description="TOML plans; the built-in free plan when unset")
+    quota_cache_seconds: float = Field(default=5.0, gt=0, description="how stale a node's view of usage may be")
+    billing_past_due: Literal["allow", "read_only"] = "allow"
+    stripe_api_key: str | None = Field(default=None, description="secret; never logged")
+    stripe_api_base: str | None = Field(default=None, description="Stripe's API address (stripe-mock in tests)")
+    stripe_webhook_secret: str | None = None
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    stripe_meter_prefix: str = "caas_"
+    stripe_request_log: Path | None = Field(default=None, description="JSONL of every request the sync sends")
+    billing_sync_seconds: float = Field(default=0.0, ge=0, description="periodic sync in worker/serve; 0: off")
+    billing_sync_settle_seconds: float = Field(default=120.0, ge=0, description="an hour is closed this long after")
+
     def unshared_secrets(self) -> list[str]:
         """The secrets a node of a cluster must be given rather than generate: ``secret_key``
         signs tokens that every node verifies, and ``admin_token`` is one credential for all."""

@@ -266,7 +266,7 @@ def preview(history: Sequence[PlanChange], usage: Mapping[str, int], period: Per
         terms = final.meters.get(meter, MeterTerms())
         free = quantities.get(meter, 0)
         over = max(used - free, 0)
-        billable = over if terms.mode == "overage" else 0
+        billable = over if terms.mode == "overage" and terms.tiers else 0
         tiers, amount = graduated(billable, terms)
         capped = over if terms.mode == "cap" else 0
         line: dict[str, Any] = {"meter": meter, "mode": terms.mode, "used": used, "included": free}

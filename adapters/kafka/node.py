@@ -236,6 +236,14 @@ class KafkaNode(Commands):
                 found[(tenant_id, name.id)] = state.status
         return found
 
+    def tenants(self) -> list[tuple[str, str]]:
+        """Every registered tenant's ``(tenant_id, name)``, from the replica."""
+        return [
+            (tenant_id, state.name)
+            for (tenant_id, stream), state in self.replica.cached()
+            if StreamId.parse(stream).kind == "tenant" and state.name is not None
+        ]
+
     async def check(self) -> None:
         """Raise if the broker does not answer a metadata request."""
         await self.producer.client.fetch_all_metadata()

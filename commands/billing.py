@@ -1,0 +1,118 @@
+"""Billing as the API and the command line use it: plans, the invoice preview, what Stripe told
+us. Everything it remembers is in the tenant's billing stream (``domain/billing.py``).
+
+Two ports: :class:`UsageReader` (the hourly usage read model) and :class:`PaymentProvider`
+(Stripe, ``adapters/stripe_billing.py``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from commands.service import CommandEnvelope, Commands, Outcome
+from domain import billing, errors
+from domain.base import Command, format_time
+from domain.events import stream_name
+from domain.plans import Catalog, PlanChange, period_of, preview
+
+# The default plan is in force from the beginning: a tenant never given a plan is on it.
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class UsageReader(Protocol):
+    """The usage read model: what each meter counted, per hour and per billing period."""
+
+    async def totals(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, int]:
+        """Per meter, what ``[start, end)`` sums to as a billing period bills it."""
+        ...
+
+    async def buckets(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, dict[datetime, int]]:
+        """Per meter, each hour's value (hour start, UTC) in ``[start, end)``; hours without usage may be absent."""
+        ...
+
+
+class PaymentProvider(abc.ABC):
+    """Where usage is billed (Stripe). Calls may be retried: each takes a key that makes a
+    repeat harmless at the provider."""
+
+    @abc.abstractmethod
+    async def create_customer(self, tenant_id: str, name: str, idempotency_key: str) -> str:
+        """Create the tenant's customer; returns its id."""
+
+    @abc.abstractmethod
+    async def send_meter_event(
+        self, event_name: str, customer_id: str, value: int, identifier: str, timestamp: datetime
+    ) -> None:
+        """Report ``value`` units of ``event_name`` for ``customer_id`` at ``timestamp``;
+        the provider drops a second event with the same ``identifier``."""
+
+    @abc.abstractmethod
+    def verify_webhook(self, payload: bytes, signature: str) -> dict[str, Any]:
+        """The webhook event, if ``signature`` (``Stripe-Signature``) signs ``payload`` and is
+        fresh; raises :class:`BadSignature` otherwise."""
+
+
+class BadSignature(Exception):
+    """A webhook whose signature is missing, wrong or too old; nothing is recorded."""
+
+
+class UnknownPlan(errors.NotFound):
+    rule = "plan_not_found"
+
+
+def billing_stream(tenant_id: str) -> str:
+    return stream_name("billing", tenant_id)
+
+
+class Billing:
+    """Plans, previews and Stripe's reports for every tenant, over the command path."""
+
+    def __init__(self, commands: Commands, usage: UsageReader, catalog: Catalog, clock: Callable[[], datetime]) -> None:
+        self.commands = commands
+        self.usage = usage
+        self.catalog = catalog
+        self.clock = clock
+
+    async def state(self, tenant_id: str) -> billing.BillingState:
+        found: billing.BillingState = await self.commands.state(tenant_id, billing_stream(tenant_id))
+        return found
+
+    async def history(self, tenant_id: str) -> list[PlanChange]:
+        return (await self.state(tenant_id)).plan_history(self.catalog.default_plan, BEGINNING)
+
+    async def record(self, tenant_id: str, command: Command, actor: str) -> Outcome:
+        return await self.commands.execute(CommandEnvelope(tenant_id, billing_stream(tenant_id), command, actor))
+
+    async def change_plan(self, tenant_id: str, plan: str, actor: str) -> Outcome:
+        """Put the tenant on ``plan`` from now (how a change mid-period is billed: docs/plans.md)."""
+        if not (await self.commands.tenant(tenant_id)).exists:
+            raise errors.TenantNotFound(f"no tenant {tenant_id!r}")
+        found = self.catalog.plans.get(plan)
+        if found is None:
+            raise UnknownPlan(f"no plan {plan!r}; plans: {', '.join(self.catalog.plans)}", plan=plan)
+        command = billing.ChangePlan(
+            plan=plan, terms=found.model_dump(mode="json"), effective_at=format_time(self.clock())
+        )
+        return await self.record(tenant_id, command, actor)
+
+    async def preview(self, tenant_id: str) -> dict[str, Any]:
+        """The current period's bill so far: the usage until now, priced as if the plan in force
+        stays until the period ends."""
+        period = period_of(self.clock())
+        usage = await self.usage.totals(tenant_id, period.start, period.end)
+        bill = preview(await self.history(tenant_id), usage, period)
+        bill["period"] = {k: format_time(v) if isinstance(v, datetime) else v for k, v in bill["period"].items()}
+        return bill
+
+    async def invoices(self, tenant_id: str) -> dict[str, Any]:
+        state = await self.state(tenant_id)
+        invoices = sorted(state.invoices.values(), key=lambda i: (i.get("period_start") or 0, i["id"]), reverse=True)
+        return {
+            "customer_id": state.customer_id,
+            "payment_status": state.payment_status,
+            "subscription": state.subscription,
+            "invoices": invoices,
+        }

@@ -1,0 +1,45 @@
+"""The billing read model: which tenant a Stripe customer belongs to.
+
+Stripe's webhooks name a customer, not a tenant; this index answers the webhook endpoint.
+It is the one document kept outside any tenant's scope (``PLATFORM``, a scope no tenant id
+can take: tenant ids start with a letter or digit).
+
+- ``stripe_customers/<customer_id>`` (scope ``PLATFORM``): ``tenant``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from domain.events import Event
+from projections import usage
+from projections.ports import Op, ReadStore
+
+NAME = "billing"
+COLLECTIONS = ("stripe_customers",)
+PLATFORM = "_platform"
+
+
+def project(event: Event) -> list[Op]:
+    if event.type != "StripeCustomerCreated":
+        return []
+    customer = event.payload["customer_id"]
+    return [Op("stripe_customers", PLATFORM, customer, event.position, set={"tenant": event.tenant_id})]
+
+
+async def tenant_of(store: ReadStore, customer_id: str) -> str | None:
+    doc = await store.get("stripe_customers", PLATFORM, customer_id)
+    return str(doc["tenant"]) if doc is not None else None
+
+
+class StoreUsage:
+    """The :class:`~commands.billing.UsageReader` of a read store: the usage read model's queries."""
+
+    def __init__(self, store: ReadStore) -> None:
+        self.store = store
+
+    async def totals(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, int]:
+        return await usage.period_totals(self.store, tenant_id, start, end)
+
+    async def buckets(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, dict[datetime, int]]:
+        return await usage.usage_buckets(self.store, tenant_id, start, end)
