@@ -47,7 +47,8 @@ async def create_tenant(request: Request) -> Response:
     retry = idempotency(request, raw, who)
     tenant_id, key_id = _new_tenant_id(request, retry), engine(request).short_id("k")
     api_key, key_hash = new_api_key(tenant_id, key_id)
-    command = tenant.RegisterTenant(name=data.name, key_id=key_id, key_hash=key_hash)
+    now = format_time(engine(request).clock())
+    command = tenant.RegisterTenant(name=data.name, key_id=key_id, key_hash=key_hash, registered_at=now)
     outcome = await engine(request).service.execute(
         CommandEnvelope(tenant_id, stream_name("tenant", tenant_id), command, actor="admin:admin", idempotency=retry)
     )

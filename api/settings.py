@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     stripe_meter_prefix: str = "caas_"
     stripe_request_log: Path | None = Field(default=None, description="JSONL of every request the sync sends")
     billing_sync_seconds: float = Field(default=0.0, ge=0, description="periodic sync in worker/serve; 0: off")
-    billing_sync_settle_seconds: float = Field(default=120.0, ge=0, description="an hour is closed this long after")
+    billing_sync_settle_seconds: float = Field(default=120.0, description="an hour is closed this long after it ends")
 
     def unshared_secrets(self) -> list[str]:
         """The secrets a node of a cluster must be given rather than generate: ``secret_key``

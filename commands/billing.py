@@ -81,7 +81,12 @@ class Billing:
         return found
 
     async def history(self, tenant_id: str) -> list[PlanChange]:
-        return (await self.state(tenant_id)).plan_history(self.catalog.default_plan, BEGINNING)
+        return (await self.state(tenant_id)).plan_history(self.catalog.default_plan, await self.since(tenant_id))
+
+    async def since(self, tenant_id: str) -> datetime:
+        """When the tenant started: its plan history begins there (before billing: the beginning)."""
+        registered = (await self.commands.tenant(tenant_id)).registered_at
+        return datetime.fromisoformat(registered) if registered else BEGINNING
 
     async def record(self, tenant_id: str, command: Command, actor: str) -> Outcome:
         return await self.commands.execute(CommandEnvelope(tenant_id, billing_stream(tenant_id), command, actor))

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import structlog
 
-from commands.billing import BEGINNING, Billing, billing_stream
+from commands.billing import Billing, billing_stream
 from domain import billing
 from domain.base import format_time
 from domain.plans import Period, included, limits, period_of
@@ -110,7 +110,7 @@ class Quotas:
     async def _read(self, tenant_id: str) -> _View:
         period = period_of(self.clock())
         state: billing.BillingState = await self.billing.commands.state(tenant_id, billing_stream(tenant_id))
-        history = state.plan_history(self.billing.catalog.default_plan, BEGINNING)
+        history = state.plan_history(self.billing.catalog.default_plan, await self.billing.since(tenant_id))
         used = await self.billing.usage.totals(tenant_id, period.start, period.end)
         view = _View(
             period,

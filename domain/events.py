@@ -37,6 +37,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {}
 # --- tenant stream -------------------------------------------------------------------------
 class TenantRegistered(DomainEvent):
     name: str
+    registered_at: str | None = None  # absent in events recorded before billing
 
 
 class ApiKeyIssued(DomainEvent):

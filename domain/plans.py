@@ -10,7 +10,8 @@ fraction and nothing here is a float.
 usage totals and the period. A plan change in the middle of a period is billed by time:
 each plan's included quantities and base fee count for the share of the period it was in
 force (exact fractions, rounded half up once per line); tiers and the cap-or-overage choice
-come from the plan in force at the end of the period.
+come from the plan in force at the end of the period. A tenant's first period counts from its
+start (the history's first entry): it gets its plan's whole quantities for the rest of the month.
 """
 
 from __future__ import annotations
@@ -202,14 +203,17 @@ def in_force(history: Sequence[PlanChange], moment: datetime) -> Plan:
 
 
 def shares(history: Sequence[PlanChange], period: Period) -> list[tuple[Plan, Fraction]]:
-    """Each plan in force during ``period`` with the share of the period it covered."""
+    """Each plan in force during ``period`` with its share of the billed time: the period, or
+    from the first change (the tenant's start) if that falls inside it."""
     if not history:
         raise ValueError("a plan history has at least one plan")
+    start = min(max(period.start, history[0].at), period.end - timedelta(seconds=1))
+    billed = int((period.end - start).total_seconds())
     out: list[tuple[Plan, Fraction]] = []
-    cuts = sorted({period.start, *(c.at for c in history if period.start < c.at < period.end), period.end})
+    cuts = sorted({start, *(c.at for c in history if start < c.at < period.end), period.end})
     for begin, finish in itertools.pairwise(cuts):
         seconds = int((finish - begin).total_seconds())
-        out.append((in_force(history, begin), Fraction(seconds, period.seconds)))
+        out.append((in_force(history, begin), Fraction(seconds, billed)))
     return out
 
 

@@ -20,6 +20,7 @@ FIRST_SIGNING_KEY = "v1"
 
 class RegisterTenant(Command):
     name: str
+    registered_at: str | None = None
     key_id: str
     key_hash: str
     key_name: str = "default"
@@ -61,6 +62,7 @@ class TenantState:
     signing_keys: list[str] = field(default_factory=lambda: [FIRST_SIGNING_KEY])  # newest first
     origins: frozenset[str] = frozenset()
     origins_seq: int = 0
+    registered_at: str | None = None
 
     @property
     def verifying_keys(self) -> list[str]:
@@ -81,7 +83,7 @@ def decide(state: TenantState, command: Command) -> Decision:
             if state.exists:
                 raise errors.Conflict("the tenant is already registered")
             return [
-                TenantRegistered(name=command.name),
+                TenantRegistered(name=command.name, registered_at=command.registered_at),
                 ApiKeyIssued(key_id=command.key_id, name=command.key_name, key_hash=command.key_hash),
             ]
         case IssueApiKey():
@@ -117,7 +119,7 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
     state.version += 1
     match event:
         case TenantRegistered():
-            state.name = event.name
+            state.name, state.registered_at = event.name, event.registered_at
         case ApiKeyIssued():
             state.keys[event.key_id] = ApiKey(event.key_id, event.name, event.key_hash, issued_seq=state.version)
         case ApiKeyRevoked():

@@ -217,3 +217,17 @@ def test_plans_file_is_validated_with_messages_that_say_what_to_fix() -> None:
     ]:
         with pytest.raises(PlansError, match=says):
             parse_plans(bad, METERS)
+
+
+@SETTINGS
+@given(plan=plans(), then=plans(), usage=usages, moment=moments, offset=st.integers(0, 27 * 24 - 1))
+def test_a_tenant_that_starts_mid_month_counts_from_its_start(
+    plan: Plan, then: Plan, usage: dict[str, int], moment: datetime, offset: int
+) -> None:
+    period = period_of(moment)
+    start = period.start + offset * HOUR
+    alone = preview([PlanChange(start, plan)], usage, period)
+    assert alone == preview([PlanChange(EPOCH, plan)], usage, period)  # the whole plan for the rest of the month
+    # a change a second after the start: the first plan's second barely counts
+    bill = preview([PlanChange(start, plan), PlanChange(start + timedelta(seconds=1), then)], usage, period)
+    assert abs(bill["base_fee"] - then.base_fee) <= 1

@@ -1,0 +1,228 @@
+"""Billing on a real server of each backend, with a plans file and a real stripe-mock.
+
+stripe-mock keeps no state, so the tests check what CAAS sent (through a recording proxy in
+front of stripe-mock: what reached "Stripe") and what CAAS recorded in its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cluster import Cluster
+from tests.support import ADMIN, UNLIMITED, Server, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ROOT / "infra" / "services"
+WEBHOOK_SECRET = "whsec_test_caas"
+PLANS = """
+[plans.tiny.meters.messages]
+included = 3
+mode = "cap"
+
+[plans.pro]
+base_fee = 4900
+[plans.pro.meters.messages]
+included = 2
+tiers = [{up_to = 10, unit_price = 5}, {unit_price = 2}]
+"""
+
+
+def _stripe_mock_bin() -> Path:
+    cache = Path(os.environ.get("CAAS_INFRA_CACHE") or ROOT / "infra" / ".cache")
+    binary = cache / "bin" / "caas-stripe-mock"
+    subprocess.run([sys.executable, str(SERVICES), "prepare", "stripe-mock"], check=True, timeout=1800)
+    return binary
+
+
+def _wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/v1/customers", headers={"authorization": "Bearer sk_test_x"}).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"stripe-mock did not answer at {url}")
+
+
+@pytest.fixture(scope="session")
+def stripe_mock() -> Iterator[str]:
+    """stripe-mock's address: the one ``infra/services up`` started (``CAAS_STRIPE_API_BASE``),
+    else one of our own on a free loopback port, stopped after the session."""
+    given = os.environ.get("CAAS_STRIPE_API_BASE")
+    if given:
+        _wait_http(given)
+        yield given
+        return
+    port, https_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [str(_stripe_mock_bin()), "-http-addr", f"127.0.0.1:{port}", "-https-addr", f"127.0.0.1:{https_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(url)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@dataclass
+class Recorder:
+    """A proxy in front of stripe-mock that keeps every request it forwarded."""
+
+    upstream: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    delay: float = 0.0
+    port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def meter_events(self) -> list[dict[str, Any]]:
+        return [r["form"] for r in list(self.requests) if r["path"] == "/v1/billing/meter_events"]
+
+    def customers(self) -> list[dict[str, Any]]:
+        return [r for r in list(self.requests) if r["path"] == "/v1/customers" and r["method"] == "POST"]
+
+    def start(self) -> ThreadingHTTPServer:
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if recorder.delay:
+                    time.sleep(recorder.delay)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                r = httpx.request(self.command, recorder.upstream + self.path, content=body, headers=headers)
+                form = dict(urllib.parse.parse_qsl(body.decode()))
+                recorder.requests.append(
+                    {"method": self.command, "path": self.path, "form": form, "status": r.status_code}
+                )
+                self.send_response(r.status_code)
+                for name, value in r.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(name, value)
+                self.send_header("content-length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_GET = do_POST = _forward
+
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+@pytest.fixture
+def recorder(stripe_mock: str) -> Iterator[Recorder]:
+    rec = Recorder(stripe_mock)
+    server = rec.start()
+    yield rec
+    server.shutdown()
+
+
+@dataclass
+class Billed:
+    """A CAAS deployment with billing configured, and ``caas billing sync`` beside it."""
+
+    backend: str
+    root: Path
+    env: dict[str, str]
+    server: Server | None = None
+    cluster: Cluster | None = None
+
+    @property
+    def url(self) -> str:
+        node = self.server if self.server is not None else self.cluster.nodes[0]  # type: ignore[union-attr]
+        return node.url
+
+    def sync_env(self, stripe_base: str, request_log: Path) -> dict[str, str]:
+        data_dir = self.server.data_dir if self.server is not None else self.root / "sync"
+        settings = self.cluster.settings() if self.cluster is not None else {"CAAS_ADMIN_TOKEN": ADMIN}
+        return {
+            **os.environ,
+            **settings,
+            **self.env,
+            "CAAS_DATA_DIR": str(data_dir),
+            "CAAS_STRIPE_API_BASE": stripe_base,
+            "CAAS_STRIPE_REQUEST_LOG": str(request_log),
+            "CAAS_LOG_LEVEL": "warning",
+        }
+
+    @contextlib.contextmanager
+    def offline(self) -> Iterator[None]:
+        """Embedded, ``caas billing sync`` runs with the server stopped (one process owns the
+        SQLite log); on Kafka it runs beside the nodes."""
+        if self.server is None:
+            yield
+            return
+        self.server.stop()
+        try:
+            yield
+        finally:
+            self.server.start()
+
+    def sync(self, stripe_base: str, request_log: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "billing", "sync"],
+            env=self.sync_env(stripe_base, request_log),
+            stdout=subprocess.PIPE,
+            stderr=open(self.root / "sync.log", "ab"),
+        )
+
+    def sync_done(self, stripe_base: str, request_log: Path) -> dict[str, int]:
+        process = self.sync(stripe_base, request_log)
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, (self.root / "sync.log").read_text()[-3000:]
+        report: dict[str, int] = json.loads(out.decode().strip().splitlines()[-1])
+        return report
+
+
+@pytest.fixture(scope="module", params=["embedded", "kafka"])
+def billed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, stripe_mock: str
+) -> Iterator[Billed]:
+    root = Path(tmp_path_factory.mktemp(f"billing-{request.param}"))
+    (root / "plans.toml").write_text(PLANS)
+    env = {
+        **UNLIMITED,
+        "CAAS_PLANS_FILE": str(root / "plans.toml"),
+        "CAAS_QUOTA_CACHE_SECONDS": "0.2",
+        "CAAS_STRIPE_API_KEY": "sk_test_caas",
+        "CAAS_STRIPE_API_BASE": stripe_mock,
+        "CAAS_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "CAAS_BILLING_PAST_DUE": "read_only",
+        # tests cannot wait for the hour to end: the current hour counts as closed
+        "CAAS_BILLING_SYNC_SETTLE_SECONDS": "-3600",
+    }
+    if request.param == "embedded":
+        srv = Server(root / "data", env=env)
+        srv.data_dir.mkdir(parents=True, exist_ok=True)
+        srv.start()
+        yield Billed("embedded", root, env, server=srv)
+        srv.stop()
+        return
+    cluster = Cluster(root / "cluster", env=env).start()
+    yield Billed("kafka", root, env, cluster=cluster)
+    cluster.stop()

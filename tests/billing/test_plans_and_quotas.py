@@ -1,0 +1,116 @@
+"""Plans, the invoice preview and quotas through HTTP, on both backends."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from domain.plans import period_of
+from tests.billing.conftest import Billed
+from tests.support import ADMIN, Tenant, bearer, new_tenant
+
+
+def put_plan(billed: Billed, tenant_id: str, plan: str, token: str = ADMIN) -> httpx.Response:
+    return httpx.put(
+        f"{billed.url}/v1/tenants/{tenant_id}/plan", json={"plan": plan}, headers=bearer(token), timeout=10
+    )
+
+
+def room(billed: Billed, client: httpx.Client, name: str = "acme") -> Tenant:
+    tenant = new_tenant(client, billed.url, name)
+    tenant.user(client, "alice")
+    r = client.post(
+        f"{billed.url}/v1/channels",
+        json={"channel_id": "general", "kind": "group", "members": ["alice"]},
+        headers=tenant.headers(),
+    )
+    assert r.status_code == 201, r.text
+    return tenant
+
+
+def post(client: httpx.Client, tenant: Tenant, text: str = "hi") -> httpx.Response:
+    return client.post(
+        f"{tenant.url}/v1/channels/general/messages", json={"text": text, "user_id": "alice"}, headers=tenant.headers()
+    )
+
+
+def events(client: httpx.Client, tenant: Tenant, types: str) -> list[dict[str, Any]]:
+    r = client.get(f"{tenant.url}/v1/events", params={"types": types, "limit": 1000}, headers=tenant.headers())
+    assert r.status_code == 200, r.text
+    found: list[dict[str, Any]] = r.json()["events"]
+    return found
+
+
+def test_the_admin_puts_a_tenant_on_a_plan_and_the_preview_prices_it(billed: Billed) -> None:
+    with httpx.Client(timeout=10) as client:
+        tenant = room(billed, client)
+        assert client.get(f"{billed.url}/v1/billing/preview", headers=tenant.headers()).json()["plan"] == "free"
+        r = put_plan(billed, tenant.tenant_id, "pro")
+        assert r.status_code == 200, r.text
+        assert r.json()["plan"] == "pro" and r.json()["tenant_id"] == tenant.tenant_id
+        assert put_plan(billed, tenant.tenant_id, "pro").status_code == 200  # the same plan again: nothing new
+        assert len(events(client, tenant, "PlanChanged")) == 1
+        refused = put_plan(billed, tenant.tenant_id, "pro", token=tenant.api_key)
+        assert refused.status_code == 403 and refused.json()["error"]["details"]["rule"] == "wrong_credential"
+        unknown = put_plan(billed, tenant.tenant_id, "gold")
+        assert unknown.status_code == 404 and unknown.json()["error"]["details"]["rule"] == "plan_not_found"
+        assert put_plan(billed, "no-such-tenant", "pro").status_code == 404
+        assert put_plan(billed, "bad id!", "pro").status_code == 422
+        for _ in range(5):
+            assert post(client, tenant).status_code == 201
+        deadline = time.monotonic() + 30
+        while True:  # the usage read model follows the log
+            bill = client.get(f"{billed.url}/v1/billing/preview", headers=tenant.headers()).json()
+            line = next((x for x in bill["lines"] if x["meter"] == "messages"), None)
+            if (line is not None and line["used"] >= 5) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert bill["plan"] == "pro" and bill["currency"] == "usd"
+        assert bill["period"]["label"] == period_of(datetime.now(UTC)).label
+        assert line is not None and line["used"] == 5 and line["mode"] == "overage"
+        assert bill["total"] == bill["base_fee"] + sum(x["amount"] for x in bill["lines"])
+        assert all(isinstance(x["amount"], int) for x in bill["lines"])
+        assert client.get(f"{billed.url}/v1/billing/preview", headers=bearer(ADMIN)).status_code == 403
+
+
+def test_a_capped_tenant_gets_402_at_its_cap_and_other_tenants_are_unaffected(billed: Billed) -> None:
+    with httpx.Client(timeout=10) as client:
+        capped, other = room(billed, client, "capped"), room(billed, client, "other")
+        assert put_plan(billed, capped.tenant_id, "tiny").status_code == 200
+        admitted, refusal = 0, None
+        for _ in range(60):  # the cap is 3; projection lag may admit a few more, never without bound
+            r = post(client, capped)
+            if r.status_code == 402:
+                refusal = r.json()["error"]
+                break
+            assert r.status_code == 201, r.text
+            admitted += 1
+            time.sleep(0.05)
+        assert refusal is not None, f"{admitted} messages admitted past a cap of 3"
+        assert refusal["code"] == "quota_exceeded"
+        details = refusal["details"]
+        assert details["meter"] == "messages" and details["limit"] == 3 and details["used"] >= 3
+        assert details["resets_at"] == period_of(datetime.now(UTC)).end.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        assert admitted >= 3
+        assert post(client, capped).status_code == 402  # and it stays refused
+        for n in range(5):  # another tenant, on the default plan, writes on
+            assert post(client, other, f"m{n}").status_code == 201
+        # reads and billing keep working for the capped tenant
+        assert client.get(f"{billed.url}/v1/channels/general/messages", headers=capped.headers()).status_code == 200
+        assert client.get(f"{billed.url}/v1/billing/preview", headers=capped.headers()).status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            crossed = events(client, capped, "QuotaThresholdCrossed")
+            if {e["payload"]["threshold"] for e in crossed} >= {80, 100}:
+                break
+            time.sleep(0.2)
+        assert sorted((e["payload"]["meter"], e["payload"]["threshold"]) for e in crossed) == [
+            ("messages", 80),
+            ("messages", 100),
+        ]
+        assert post(client, capped).status_code == 402
+        assert len(events(client, capped, "QuotaThresholdCrossed")) == 2  # once per period
+        assert events(client, other, "QuotaThresholdCrossed") == []
