@@ -27,7 +27,9 @@ from tests.security.common import (
 )
 from tests.support import Server
 
-UNROUTED = {"/healthz", "/readyz"}  # no tenant data behind them
+# no tenant data behind them; Stripe's webhook takes no bearer credential (its signature is
+# tested in tests/billing/test_stripe.py)
+UNROUTED = {"/healthz", "/readyz", "/v1/billing/stripe/webhook"}
 A_ONLY_CHANNEL = "A-only"
 A_ONLY_USER = "carol"
 WS_FRAME_TYPES = {"subscribe", "unsubscribe", "typing", "ping", "subscribe_presence"}
@@ -53,6 +55,7 @@ def body_for(api: Api, as_tenant: bool) -> dict[str, Any] | None:
     acting = {"user_id": "alice"} if as_tenant else {}
     bodies: dict[str, dict[str, Any]] = {
         "CreateTenant": {"name": "intruder"},
+        "PutPlan": {"plan": "free"},
         "CreateApiKey": {"name": "intruder"},
         "AllowedOrigins": {"origins": ["https://b.example"]},
         "PutUser": {"name": "B's own carol"},
@@ -103,6 +106,7 @@ def test_every_route_refuses_another_tenants_resources_and_leaks_nothing(
         "user_id": A_ONLY_USER,
         "key_id": key_id(a),
         "emoji": "👍",
+        "tid": a.tenant.tenant_id,
     }
     credentials = {"B api key": (b.key(), True), "B user alice": (b.user("alice"), False)}
     with httpx.Client(timeout=30) as client:
