@@ -33,6 +33,7 @@ from projections import chat, eventindex, usage
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from streams.fanout import Hub
+from streams.metering import Meter
 from streams.presence import PresenceService
 from streams.projector import Projection, ProjectionRunner, rebuild
 
@@ -371,10 +372,12 @@ class Engine:
     limits: Limits = field(init=False)
     sockets: dict[tuple[str, str], int] = field(default_factory=dict)
     socket_watch: SocketWatch = field(init=False)
+    meter: Meter = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.node_id = self.backend.node_id
+        self.meter = Meter(self.service, self.node_id, interval=s.usage_flush_seconds, enabled=s.metering == "on")
         self.presence = PresenceService(
             self.bus,
             self.hub,
@@ -410,9 +413,11 @@ class Engine:
     async def start(self) -> None:
         await self.backend.start([self.hub.publish, count_events, self.socket_watch.on_events])
         await self.presence.start(await self.backend.durable_presence())
+        await self.meter.start()
 
     async def close(self) -> None:
         await self.socket_watch.close()
+        await self.meter.close()  # records the last interval while the command path still runs
         await self.presence.close()
         await self.backend.close()
 

@@ -52,6 +52,7 @@ async def principal(request: Request, *kinds: str) -> Principal:
         raise ApiError("forbidden", f"this route needs {need}", rule="wrong_credential")
     if who.kind != "admin":
         node.limits.check(who, write=request.method != "GET", credential=header.strip())
+        node.meter.request(who.tenant_id, write=request.method != "GET")
         origin = request.headers.get("origin")
         if origin is not None:
             state = await node.service.tenant(who.tenant_id)
