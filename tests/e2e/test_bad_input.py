@@ -46,7 +46,8 @@ class World:
         }[kind]
 
     def path(self, api: Api, **override: str) -> str:
-        values = {"key_id": self.key_id, "user_id": "bob", "cid": "c", "uid": "bob", "mid": self.mid, "emoji": "👍"}
+        values = {"key_id": self.key_id, "user_id": "bob", "cid": "c", "uid": "bob", "mid": self.mid, "emoji": "👍",
+                  "tenant_id": self.tenant.tenant_id}  # fmt: skip
         values.update(override)
         return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], api.path)
 
