@@ -23,7 +23,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.cluster import Cluster
+from tests.cluster import serving
 from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
 
 FLUSH = {"CAAS_USAGE_FLUSH_SECONDS": "0.3"}
@@ -34,14 +34,8 @@ DAY = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
 @pytest.fixture(scope="module", params=["embedded", "kafka"])
 def metered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = Path(tmp_path_factory.mktemp(f"caas-usage-{request.param}"))
-    if request.param == "embedded":
-        srv = Server(root / "data", env=FLUSH).start()
-        yield srv
-        srv.stop()
-        return
-    cluster = Cluster(root, env=FLUSH).start()
-    yield cluster.nodes[0]
-    cluster.stop()
+    with serving(request.param, root, FLUSH) as server:
+        yield server
 
 
 class Counted:
