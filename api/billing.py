@@ -36,9 +36,9 @@ SUBSCRIPTION_FIELDS = ("id", "status", "current_period_end", "cancel_at_period_e
 
 async def put_plan(request: Request) -> Response:
     who = await principal(request, "admin")
-    tenant_id: str = request.path_params["tid"]
+    tenant_id: str = request.path_params["tenant_id"]
     if not re.fullmatch(schemas.ID_PATTERN, tenant_id):
-        raise ApiError("invalid_request", "tid is not a valid tenant id")
+        raise ApiError("invalid_request", "tenant_id is not a valid tenant id")
     data = await body(request, schemas.PutPlan, await raw_body(request))
     node = engine(request)
     outcome = await node.billing.change_plan(tenant_id, data.plan, who.actor.label)

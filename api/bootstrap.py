@@ -41,6 +41,7 @@ from projections import billing, chat, eventindex, usage
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from streams.fanout import Hub
+from streams.metering import Meter
 from streams.presence import PresenceService
 from streams.projector import Projection, ProjectionRunner, rebuild
 
@@ -422,6 +423,7 @@ class Engine:
     limits: Limits = field(init=False)
     sockets: dict[tuple[str, str], int] = field(default_factory=dict)
     socket_watch: SocketWatch = field(init=False)
+    meter: Meter = field(init=False)
     billing: Billing = field(init=False)
     payments: PaymentProvider = field(init=False)
     quotas: Quotas = field(init=False)
@@ -430,6 +432,7 @@ class Engine:
     def __post_init__(self) -> None:
         s = self.settings
         self.node_id = self.backend.node_id
+        self.meter = Meter(self.service, self.node_id, interval=s.usage_flush_seconds, enabled=s.metering == "on")
         self.billing, self.payments = build_billing(s, self.service, self.backend.store, self.clock)
         self.quotas = Quotas(
             self.billing,
@@ -473,6 +476,7 @@ class Engine:
     async def start(self) -> None:
         await self.backend.start([self.hub.publish, count_events, self.socket_watch.on_events])
         await self.presence.start(await self.backend.durable_presence())
+        await self.meter.start()
         if self.settings.billing_sync_seconds > 0 and self.backend.syncs_in_serve:
             self._billing_sync = asyncio.ensure_future(
                 billing_loop(self.backend, self.billing, self.payments, self.settings)
@@ -484,6 +488,7 @@ class Engine:
             await asyncio.gather(self._billing_sync, return_exceptions=True)
         await self.quotas.close()
         await self.socket_watch.close()
+        await self.meter.close()  # records the last interval while the command path still runs
         await self.presence.close()
         await self.backend.close()
 

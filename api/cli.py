@@ -1,4 +1,4 @@
-"""The ``caas`` command line: serve, replay, rebuild."""
+"""The ``caas`` command line: serve, worker, replay, rebuild, usage."""
 
 from __future__ import annotations
 
@@ -179,6 +179,71 @@ async def rebuild(settings: Settings, args: argparse.Namespace) -> None:
         bars.close()
 
 
+def usage_range(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    """``--from``/``--to`` (RFC 3339), by default the current calendar month (UTC)."""
+    from datetime import UTC
+
+    from projections.usage import next_bucket
+
+    def parse(text: str, name: str) -> datetime:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise SystemExit(f"--{name} takes an RFC 3339 time such as 2026-01-31T12:00:00Z, not {text!r}") from None
+        return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+    month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = parse(args.start, "from") if args.start else month
+    end = parse(args.end, "to") if args.end else next_bucket(month, "month")
+    if end <= start:
+        raise SystemExit("--to must be later than --from")
+    return start, end
+
+
+async def usage(settings: Settings, args: argparse.Namespace) -> None:
+    """A tenant's usage from the usage read model (``GET /v1/usage`` without a server)."""
+    from domain.base import format_time
+    from projections.usage import METERS, usage_report
+
+    meters = [m for m in (args.meters or "").split(",") if m] or list(METERS)
+    unknown = [m for m in meters if m not in METERS]
+    if unknown:
+        raise SystemExit(f"unknown meter(s) {', '.join(unknown)}; the meters are: {', '.join(METERS)}")
+    start, end = usage_range(args)
+    store = build_backend(settings).store
+    await store.start()
+    try:
+        found = await usage_report(store, args.tenant, start, end, args.granularity, meters)
+    finally:
+        await store.close()
+    rows = [(format_time(at), values) for at, values in found.buckets]
+    if args.format == "json":
+        data = {
+            "tenant_id": args.tenant, "from": format_time(start), "to": format_time(end),
+            "granularity": args.granularity, "meters": meters,
+            "buckets": [{"start": at, "meters": values} for at, values in rows], "totals": found.totals,
+        }  # fmt: skip
+        sys.stdout.write(orjson.dumps(data).decode() + "\n")
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["start", *meters])
+        for at, values in [*rows, ("total", found.totals)]:
+            writer.writerow([at, *(values[m] for m in meters)])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"usage of {args.tenant}, {format_time(start)} to {format_time(end)}")
+        table.add_column(args.granularity)
+        for meter in meters:
+            table.add_column(meter, justify="right")
+        for at, values in rows:
+            table.add_row(at, *(f"{values[m]:,}" for m in meters))
+        table.add_row("total", *(f"{found.totals[m]:,}" for m in meters), style="bold")
+        Console(width=None if sys.stdout.isatty() else 240).print(table)  # piped: never squeezed
+    sys.stdout.flush()
+
+
 async def worker(settings: Settings) -> None:
     try:
         await build_backend(settings).worker()
@@ -222,12 +287,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir")
     r.add_argument("--backend", choices=["embedded", "kafka"])
     b = sub.add_parser("rebuild", help="drop and rebuild read models from the log (server stopped)")
-    b.add_argument("--projection", choices=["chat", "events"])
+    b.add_argument("--projection", choices=["chat", "events", "usage"])
     b.add_argument("--data-dir")
     b.add_argument("--backend", choices=["embedded", "kafka"])
     b.add_argument(
         "--window", type=int, default=REBUILD_WINDOW, help="kafka: events folded per bulk load (default %(default)s)"
     )
+    u = sub.add_parser("usage", help="a tenant's metered usage (from the usage read model)")
+    u.add_argument("--tenant", required=True)
+    u.add_argument("--from", dest="start", help="RFC 3339 (default: the start of this month, UTC)")
+    u.add_argument("--to", dest="end", help="RFC 3339, exclusive (default: the start of next month)")
+    u.add_argument("--granularity", choices=["hour", "day", "month"], default="day")
+    u.add_argument("--meters", help="comma-separated meter names (default: all)")
+    u.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    u.add_argument("--data-dir")
+    u.add_argument("--backend", choices=["embedded", "kafka"])
     bill = sub.add_parser("billing", help="billing: report usage to Stripe")
     bill_sub = bill.add_subparsers(dest="billing_command", required=True)
     sync = bill_sub.add_parser("sync", help="send every closed hour's usage to Stripe, each meter hour once")
@@ -301,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         started = time.perf_counter()
         asyncio.run(rebuild(settings, args))
         print(f"done in {time.perf_counter() - started:.2f}s", file=sys.stderr)
+    elif args.command == "usage":
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        asyncio.run(usage(settings, args))
 
 
 if __name__ == "__main__":

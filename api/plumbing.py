@@ -56,6 +56,7 @@ async def principal(request: Request, *kinds: str) -> Principal:
         node.limits.check(who, write=write, credential=header.strip())
         if write:  # a capped tenant at its limit, or past due where that means read-only: 402
             await node.quotas.admit(who.tenant_id, WRITE_METERS)
+        node.meter.request(who.tenant_id, write=write)
         origin = request.headers.get("origin")
         if origin is not None:
             state = await node.service.tenant(who.tenant_id)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import billing, http, schemas
+from api import billing, http, schemas, usage
 from api.errors import ApiError
 from api.plumbing import MAX_INT
 
@@ -62,7 +62,12 @@ QUERY: dict[str, dict[str, Any]] = {
     "types": {"type": "string", "description": "comma-separated event types"},
     "user_id": {"type": "string", "pattern": schemas.ID_PATTERN},
     "user_ids": {"type": "string", "description": "1 to 100 comma-separated user ids", "required": True},
+    "from": {"type": "string", "format": "date-time", "description": "RFC 3339, inclusive", "required": True},
+    "to": {"type": "string", "format": "date-time", "description": "RFC 3339, exclusive", "required": True},
+    "granularity": {"type": "string", "enum": ["hour", "day", "month"], "default": "hour"},
+    "meters": {"type": "string", "description": "comma-separated meter names (default: all; docs/meters.md)"},
 }
+USAGE_QUERY = ("from", "to", "granularity", "meters", "min_position")
 
 
 ROUTES: list[Api] = [
@@ -125,7 +130,11 @@ ROUTES: list[Api] = [
     Api("GET", "/v1/events", http.list_events, "The tenant's events in log order",
         ("tenant",), None, schemas.EventPage,
         query=("after_position", ("limit", {"maximum": 1000}), "types", "min_position")),
-    Api("PUT", "/v1/tenants/{tid}/plan", billing.put_plan,
+    Api("GET", "/v1/usage", usage.get_usage, "The tenant's metered usage in hourly, daily or monthly buckets",
+        ("tenant",), None, schemas.UsageReport, query=USAGE_QUERY),
+    Api("GET", "/v1/tenants/{tenant_id}/usage", usage.get_tenant_usage, "Any tenant's metered usage (platform admin)",
+        ("admin",), None, schemas.UsageReport, query=USAGE_QUERY),
+    Api("PUT", "/v1/tenants/{tenant_id}/plan", billing.put_plan,
         "Put a tenant on a plan from now (a change mid-period is prorated by time: docs/plans.md)",
         ("admin",), schemas.PutPlan, schemas.PlanWritten),
     Api("GET", "/v1/billing/preview", billing.preview,

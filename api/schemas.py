@@ -359,3 +359,23 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class UsageBucket(BaseModel):
+    start: str = Field(description="the bucket's start (UTC): an hour, a day or a calendar month")
+    meters: dict[str, int]
+
+
+class UsageReport(BaseModel):
+    """A tenant's usage in ``[from, to)``: every bucket of the granularity, zeros included, and
+    the totals a billing period of that range sums to (docs/meters.md)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    tenant_id: str
+    from_: str = Field(alias="from")
+    to: str
+    granularity: Literal["hour", "day", "month"]
+    meters: list[str]
+    buckets: list[UsageBucket]
+    totals: dict[str, int]

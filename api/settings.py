@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     mongo_timeout_seconds: float = Field(default=10.0, gt=0)
     projection_stall_seconds: float = Field(default=30.0, gt=0)
 
+    metering: Literal["on", "off"] = "on"
+    usage_flush_seconds: float = Field(default=10.0, gt=0, description="how often a node records its usage counts")
+
     log_level: str = "info"
     access_log: bool = False
     metrics_token: str | None = Field(default=None, description="also accepted by /metrics, besides the admin token")

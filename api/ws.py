@@ -33,6 +33,7 @@ from commands.auth import Principal, Unauthenticated
 from domain.base import ID_PATTERN
 from domain.events import stream_name
 from streams.fanout import REVOKING, HistoryView, Subscription
+from streams.metering import EVENT_FRAME
 
 log = structlog.get_logger("caas.ws")
 TRY_AGAIN_LATER = 1013
@@ -249,10 +250,13 @@ class Session:
 
     async def writer(self) -> None:
         outbox, send = self.outbox, self.ws.send_text
+        tally = self.node.meter.tally(self.who.tenant_id)  # held while the socket is open (metering)
         while True:
             frame = await outbox.take()
             await send(frame)
             self.sent += 1
+            if tally is not None and frame.startswith(EVENT_FRAME):
+                tally.deliveries += 1  # a delivery is an event frame written to the socket
 
     # incoming ------------------------------------------------------------------------------
     async def reader(self) -> None:
@@ -477,6 +481,7 @@ async def serve(ws: WebSocket, who: Principal, token: str) -> None:
     session = Session(ws, who, token)
     SOCKETS.inc()
     node.presence.opened(session.conn_id, who.tenant_id, who.user_id)
+    node.meter.opened(who.tenant_id, who.user_id)
     node.socket_watch.add(session)
     tasks = [asyncio.create_task(session.writer()), asyncio.create_task(session.reader())]
     closer = asyncio.create_task(session.closed.wait())
@@ -484,6 +489,7 @@ async def serve(ws: WebSocket, who: Principal, token: str) -> None:
         await asyncio.wait([*tasks, closer], return_when=asyncio.FIRST_COMPLETED)
     finally:
         SOCKETS.dec()
+        node.meter.closed(who.tenant_id, who.user_id)
         node.socket_watch.remove(session)
         session.detach()
         for task in [*tasks, closer]:

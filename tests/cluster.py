@@ -5,12 +5,14 @@ prefix and database, so clusters never see each other's data."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,3 +117,21 @@ class Cluster:
                     process.wait(10)
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+@contextlib.contextmanager
+def serving(backend: str, root: Path, env: dict[str, str]) -> Iterator[Server]:
+    """A server of ``backend`` with ``env`` added to its settings: ``caas serve`` embedded, or a
+    worker and a node on the test Kafka and FerretDB; stopped on exit."""
+    if backend == "embedded":
+        srv = Server(root / "data", env=env).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+        return
+    cluster = Cluster(root, env=env).start()
+    try:
+        yield cluster.nodes[0]
+    finally:
+        cluster.stop()

@@ -47,7 +47,7 @@ class World:
 
     def path(self, api: Api, **override: str) -> str:
         values = {"key_id": self.key_id, "user_id": "bob", "cid": "c", "uid": "bob", "mid": self.mid, "emoji": "👍",
-                  "tid": self.tenant.tenant_id}  # fmt: skip
+                  "tenant_id": self.tenant.tenant_id}  # fmt: skip
         values.update(override)
         return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], api.path)
 
@@ -154,7 +154,7 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/tenants"): {"name": "x"},
     ("POST", "/v1/api-keys"): {"name": "k"},
     ("PUT", "/v1/cors"): {"origins": ["https://app.example"]},
-    ("PUT", "/v1/tenants/{tid}/plan"): {"plan": "free"},
+    ("PUT", "/v1/tenants/{tenant_id}/plan"): {"plan": "free"},
     ("PUT", "/v1/users/{user_id}"): {"name": "Bob"},
     ("POST", "/v1/users/{user_id}/tokens"): {"ttl_seconds": 600},
     ("POST", "/v1/channels"): {"name": "n", "members": ["bob"]},
@@ -172,7 +172,7 @@ WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("POST", "/v1/tenants"): [{"name": 7}, {"name": ""}, {"name": None}],
     ("POST", "/v1/api-keys"): [{"name": ["k"]}, {"name": "x" * 201}],
     ("PUT", "/v1/cors"): [{"origins": "https://app.example"}, {"origins": ["javascript:alert(1)"]}],
-    ("PUT", "/v1/tenants/{tid}/plan"): [{"plan": 7}, {"plan": ""}, {"plan": "a b"}],
+    ("PUT", "/v1/tenants/{tenant_id}/plan"): [{"plan": 7}, {"plan": ""}, {"plan": "a b"}],
     ("PUT", "/v1/users/{user_id}"): [{"name": "Bob", "metadata": "vip"}, {"name": True}, {}],
     ("POST", "/v1/users/{user_id}/tokens"): [{"ttl_seconds": "600"}, {"ttl_seconds": 1.5}, {"ttl_seconds": -1}],
     ("POST", "/v1/channels"): [

@@ -129,11 +129,11 @@ def fan_out(
     }
 
 
-def caas_fan_out(subscribers: int, messages: int, compression: str) -> tuple[dict[str, Any], list[str]]:
-    """A fresh ``caas serve`` (so the RSS delta is the subscribers' alone); returns its figures
-    and the frames it sent."""
+def caas_fan_out(subscribers: int, messages: int, compression: str, **env: str) -> tuple[dict[str, Any], list[str]]:
+    """A fresh ``caas serve`` (so the RSS delta is the subscribers' alone; ``env`` adds settings);
+    returns its figures and the frames it sent."""
     with Workdir() as work:
-        server = start_caas(work)
+        server = start_caas(work, **env)
         try:
             log(f"fan-out: registering {subscribers} users")
             chat = make_chat(server, users=subscribers, channels=1)

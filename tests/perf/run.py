@@ -28,6 +28,7 @@ from tests.perf import (
     bench_presence,
     bench_projectors,
     bench_rebuild,
+    bench_usage,
     bench_ws_latency,
 )
 from tests.perf.common import calibrate, log, machine
@@ -47,6 +48,12 @@ BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str
     ),
     # issue 9: the Faust read-model processors vs the aiokafka projector, same events into FerretDB
     "projectors": (bench_projectors.run, {"events": 200_000}, {"events": 20_000}),
+    # metering: on vs off (HTTP posts, fan-out), a year of usage read, usage rebuilt from a log
+    "usage": (
+        bench_usage.run,
+        {"events": 1_000_000},
+        {"events": 100_000, "rounds": 20, "seconds": 4.0, "messages": 100},
+    ),
     "presence": (
         bench_presence.run,
         {"users": 5000, "seconds": 60.0},

@@ -90,6 +90,8 @@ def call(
         params["min_position"] = position  # the caller's own writes are in the read models
     if "user_ids" in api.query:
         params["user_ids"] = f"{A_ONLY_USER},alice"
+    if "from" in api.query:  # usage: a range around now
+        params.update({"from": "2026-01-01T00:00:00Z", "to": "2028-01-01T00:00:00Z", "granularity": "month"})
     return client.request(api.method, url, json=body_for(api, as_tenant), params=params, headers=headers)
 
 
@@ -106,7 +108,7 @@ def test_every_route_refuses_another_tenants_resources_and_leaks_nothing(
         "user_id": A_ONLY_USER,
         "key_id": key_id(a),
         "emoji": "👍",
-        "tid": a.tenant.tenant_id,
+        "tenant_id": a.tenant.tenant_id,
     }
     credentials = {"B api key": (b.key(), True), "B user alice": (b.user("alice"), False)}
     with httpx.Client(timeout=30) as client:
@@ -143,6 +145,8 @@ def assert_only_own(api: Api, data: dict[str, Any], own: World, where: str) -> N
         assert any(own.marker in n for n in names), f"{where}: B does not see its own channel: {names}"
     elif api.path == "/v1/presence":
         assert data[A_ONLY_USER]["status"] == "offline" and data[A_ONLY_USER]["last_seen_at"] is None, where
+    elif api.path == "/v1/usage":
+        assert data["tenant_id"] == own.tenant.tenant_id, where
 
 
 def test_colliding_ids_resolve_to_the_callers_own_tenant(server: Server, worlds: tuple[World, World]) -> None:

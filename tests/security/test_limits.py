@@ -14,7 +14,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.cluster import Cluster
+from tests.cluster import serving
 from tests.security.common import WAIT, recv, send, subscribe, until_pong, ws_connect
 from tests.support import Server, Tenant, bearer, new_tenant
 
@@ -48,14 +48,8 @@ LIMITS = {
 def limited(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of each backend with the small limits above (the suite's servers lift them)."""
     root = Path(tmp_path_factory.mktemp(f"limits-{request.param}"))
-    if request.param == "embedded":
-        srv = Server(root / "data", env=LIMITS).start()
-        yield srv
-        srv.stop()
-        return
-    cluster = Cluster(root, env=LIMITS).start()
-    yield cluster.nodes[0]
-    cluster.stop()
+    with serving(request.param, root, LIMITS) as server:
+        yield server
 
 
 @pytest.fixture

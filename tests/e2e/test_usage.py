@@ -1,0 +1,220 @@
+"""Usage metering end to end, on both backends: a tenant posts, subscribes and reads, and
+``GET /v1/usage`` shows exactly those counts (docs/meters.md).
+
+The servers here record their node counters every 0.3 s (``CAAS_USAGE_FLUSH_SECONDS``) so the
+test waits on the counts, not on a fixed delay. The admin's view polls (its requests are not
+the tenant's), so the tenant's own reads are exactly the ones the test made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.cluster import serving
+from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
+
+FLUSH = {"CAAS_USAGE_FLUSH_SECONDS": "0.3"}
+WAIT = 30.0
+DAY = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+
+
+@pytest.fixture(scope="module", params=["embedded", "kafka"])
+def metered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = Path(tmp_path_factory.mktemp(f"caas-usage-{request.param}"))
+    with serving(request.param, root, FLUSH) as server:
+        yield server
+
+
+class Counted:
+    """An HTTP client for one tenant that counts the requests it makes, as the node meters them."""
+
+    def __init__(self, client: httpx.Client, tenant: Tenant) -> None:
+        self.client, self.tenant = client, tenant
+        self.reads = self.writes = 0
+
+    def call(self, method: str, path: str, headers: dict[str, str], **kwargs: Any) -> dict[str, Any]:
+        r = self.client.request(method, f"{self.tenant.url}{path}", headers=headers, **kwargs)
+        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        if method == "GET":
+            self.reads += 1
+        else:
+            self.writes += 1
+        data: dict[str, Any] = r.json()
+        return data
+
+
+def window() -> dict[str, str]:
+    now = datetime.now(UTC)
+    return {"from": (now - timedelta(hours=2)).isoformat(), "to": (now + timedelta(hours=2)).isoformat()}
+
+
+def admin_usage(client: httpx.Client, url: str, tenant_id: str, **params: str) -> dict[str, Any]:
+    r = client.get(f"{url}/v1/tenants/{tenant_id}/usage", params={**window(), **params}, headers=bearer(ADMIN))
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+async def watch(url: str, token: str, since: int, stop_at: int) -> int:
+    """Subscribe to ``c`` from ``since`` and read event frames up to seq ``stop_at``; how many came."""
+    frames = 0
+    async with connect(f"{url.replace('http', 'ws')}/v1/ws?token={token}", proxy=None, open_timeout=WAIT) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "channel_id": "c", "since_seq": since}))
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+            if frame["type"] == "event":
+                frames += 1
+                if frame["seq"] >= stop_at:
+                    return frames
+
+
+def test_usage_shows_exactly_what_the_tenant_did(metered: Server) -> None:
+    with httpx.Client(timeout=10) as client:
+        tenant = new_tenant(client, metered.url)
+        api = Counted(client, tenant)
+        key = tenant.headers()
+        for uid in ("alice", "bob"):
+            api.call("PUT", f"/v1/users/{uid}", key, json={"name": uid})
+        alice = bearer(api.call("POST", "/v1/users/alice/tokens", key, json={})["token"])
+        bob_token = api.call("POST", "/v1/users/bob/tokens", key, json={})["token"]
+        api.call("POST", "/v1/channels", alice, json={"channel_id": "c", "name": "C", "members": ["bob"]})
+        texts = ["hello", "wörld", "third"]
+        mids = [api.call("POST", "/v1/channels/c/messages", alice, json={"text": t})["message_id"] for t in texts]
+        api.call("POST", "/v1/channels/c/messages", key, json={"text": "re", "parent_id": mids[0], "user_id": "bob"})
+        edited = api.call("PATCH", f"/v1/channels/c/messages/{mids[1]}", alice, json={"text": "world!"})
+        # bob reads the channel from the start, goes away, and resumes from the last seq he saw
+        deliveries = asyncio.run(watch(metered.url, bob_token, 0, edited["seq"]))
+        assert deliveries == edited["seq"]
+        last = api.call("POST", "/v1/channels/c/messages", alice, json={"text": "later", "attachments": []})
+        resumed = asyncio.run(watch(metered.url, bob_token, edited["seq"], last["seq"]))
+        assert resumed == last["seq"] - edited["seq"]
+        deliveries += resumed
+        for _ in range(3):
+            api.call("GET", "/v1/channels/c/messages", key, params={"min_position": last["position"]})
+        stored = sum(len(t.encode()) for t in ("hello", "world!", "third", "re", "later"))
+        expected = {
+            "messages": 4,
+            "replies": 1,
+            "edits": 1,
+            "deliveries": deliveries,
+            "api_reads": api.reads,
+            "api_writes": api.writes,
+            "connection_minutes": 0,
+            "peak_connections": 1,
+            "mau": 2,  # alice wrote, bob wrote (a reply) and connected
+            "stored_bytes": stored,
+        }
+        deadline = time.monotonic() + WAIT
+        while (got := admin_usage(client, metered.url, tenant.tenant_id)["totals"]) != expected:
+            assert time.monotonic() < deadline, f"usage {got} != {expected}"
+            time.sleep(0.2)
+        # the tenant's own view agrees; it is itself one more read, which a flush may record
+        # between the request and the answer
+        r = client.get(f"{tenant.url}/v1/usage", params={**window(), "granularity": "day"}, headers=key)
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert report["tenant_id"] == tenant.tenant_id and report["granularity"] == "day"
+        assert report["totals"]["api_reads"] - expected["api_reads"] in (0, 1)
+        assert {**report["totals"], "api_reads": expected["api_reads"]} == expected
+        assert sum(b["meters"]["messages"] for b in report["buckets"]) == 4
+        # the UsageRecorded events are the tenant's own, in its log: usage re-derivable from it
+        events = api.call("GET", "/v1/events", key, params={"types": "UsageRecorded", "limit": 1000})["events"]
+        assert sum(e["payload"]["deliveries"] for e in events) == deliveries
+
+
+def test_usage_refuses_bad_ranges_and_unknown_meters(metered: Server) -> None:
+    with httpx.Client(timeout=10) as client:
+        tenant = new_tenant(client, metered.url)
+        base, key = f"{tenant.url}/v1/usage", tenant.headers()
+        cases = [
+            ({}, None),
+            ({"from": "yesterday", "to": "2026-01-01T00:00:00Z"}, None),
+            ({"from": "2026-01-01T00:00:00", "to": "2026-01-02T00:00:00Z"}, None),  # no zone
+            ({"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "empty_range"),
+            ({"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "range_too_large"),
+            (
+                {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "granularity": "week"},
+                "unknown_granularity",
+            ),
+            (
+                {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "meters": "messages,bogus"},
+                "unknown_meter",
+            ),
+        ]
+        for params, rule in cases:
+            r = client.get(base, params=params, headers=key)
+            assert r.status_code == 422, (params, r.text)
+            error = r.json()["error"]
+            assert error["code"] == "invalid_request", error
+            if rule is not None:
+                assert error["details"]["rule"] == rule, error
+        ok = client.get(
+            base,
+            params={"from": "2026-01-01T00:00:00Z", "to": "2026-03-01T00:00:00Z", "granularity": "month",
+                    "meters": "messages,mau"},
+            headers=key,
+        )  # fmt: skip
+        assert ok.status_code == 200, ok.text
+        assert [b["start"] for b in ok.json()["buckets"]] == ["2026-01-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z"]
+        assert ok.json()["totals"] == {"messages": 0, "mau": 0}
+        # the admin view: the admin token only, any existing tenant
+        r = client.get(f"{tenant.url}/v1/tenants/{tenant.tenant_id}/usage", params=window(), headers=key)
+        assert r.status_code == 403, r.text
+        r = client.get(f"{tenant.url}/v1/tenants/t-nobody/usage", params=window(), headers=bearer(ADMIN))
+        assert r.status_code == 404 and r.json()["error"]["details"]["rule"] == "tenant_not_found", r.text
+        assert client.get(base, params=window(), headers=bearer(ADMIN)).status_code == 403
+
+
+def caas(data_dir: Path, *args: str) -> str:
+    env = {**os.environ, "CAAS_BACKEND": "embedded", "CAAS_DATA_DIR": str(data_dir)}
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_caas_usage_and_a_rebuilt_usage_model_agree_with_the_api(tmp_path: Path) -> None:
+    """Embedded: what ``GET /v1/usage`` served equals ``caas usage`` on the same read model and
+    after ``caas rebuild --projection usage`` (the usage rebuilt from the log)."""
+    srv = Server(tmp_path / "data", env=FLUSH).start()
+    with httpx.Client(timeout=10) as client:
+        tenant = new_tenant(client, srv.url)
+        token = tenant.user(client, "alice")
+        r = client.post(
+            f"{srv.url}/v1/channels", json={"channel_id": "c", "name": "C", "members": []}, headers=bearer(token)
+        )
+        assert r.status_code == 201, r.text
+        for text in ("one", "two"):
+            r = client.post(f"{srv.url}/v1/channels/c/messages", json={"text": text}, headers=bearer(token))
+            assert r.status_code == 201, r.text
+        asyncio.run(watch(srv.url, token, 0, r.json()["seq"]))
+        srv.stop()  # records the last interval
+        srv.env = {**FLUSH, "CAAS_METERING": "off"}  # nothing more is metered from here on
+        srv.start()
+        head = client.get(f"{srv.url}/readyz").json()["head_position"]
+        served = admin_usage(client, srv.url, tenant.tenant_id, min_position=str(head), granularity="day")
+        srv.stop()
+    assert served["totals"]["messages"] == 2 and served["totals"]["deliveries"] > 0
+    args = ["usage", "--tenant", tenant.tenant_id, "--from", served["from"], "--to", served["to"], "--format", "json"]
+    assert json.loads(caas(tmp_path / "data", *args))["totals"] == served["totals"]
+    rebuilt = json.loads(caas(tmp_path / "data", "rebuild", "--projection", "usage").splitlines()[-1])
+    assert rebuilt["projection"] == "usage" and rebuilt["events"] > 0
+    assert json.loads(caas(tmp_path / "data", *args)) == {**served, "granularity": "day"}
+    table = caas(tmp_path / "data", *args[:-2])
+    assert "messages" in table and "total" in table
+    rows = caas(tmp_path / "data", *args[:-1], "csv").splitlines()
+    assert rows[0].startswith("start,messages,") and rows[-1].startswith("total,2,")

@@ -1,0 +1,201 @@
+"""Usage metering: what it costs the hot paths, how fast usage is read, how fast it is rebuilt.
+
+- metering on vs off (``CAAS_METERING``), embedded: HTTP posts/s (bench_http's load) and fan-out
+  deliveries/s (bench_fanout's), each pair measured back to back; target: under 5% lost.
+- ``GET /v1/usage``-equivalent reads (``projections.usage.usage_report``, every meter) over a
+  year of hourly buckets (8,760 hours, per-minute peaks every hour, 2 messages an hour, 500 users
+  a month) in the SQLite read store: p50/p99 per granularity; target p99 <= 50 ms; limit: a raw
+  scan of the same rows with JSON decoding.
+- ``caas rebuild --projection usage`` of a generated log (bench_rebuild's chat history);
+  target >= 100,000 events/s; limit: the raw SQLite scan + JSON decode of that log.
+
+    python -m tests.perf.bench_usage [--events 1000000] [--only overhead,query,rebuild]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from adapters.sqlite_store import SqliteReadStore
+from projections import usage
+from projections.ports import Op
+from tests.perf import bench_fanout, bench_http, bench_rebuild
+from tests.perf.common import PYTHON, ROOT, Workdir, figure, log, machine, make_chat, percentiles, run_async, start_caas
+
+TARGET_OVERHEAD = 0.05
+TARGET_QUERY_P99_MS = 50.0
+TARGET_REBUILD = 100_000.0
+YEAR = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+# --- metering on vs off ------------------------------------------------------------------------
+def http_posts(metering: str, seconds: float, connections: int) -> dict[str, Any]:
+    with Workdir() as work:
+        server = start_caas(work, CAAS_METERING=metering)
+        try:
+            chat = make_chat(server, users=bench_http.USERS, channels=bench_http.CHANNELS)
+            assert server.process is not None
+            reqs = bench_http.requests(chat.tokens, chat.channels)
+            return bench_http.measure(server.process.pid, server.port, reqs, connections, seconds)
+        finally:
+            server.stop()
+
+
+def overhead(seconds: float, connections: int, subscribers: int, messages: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"http": {}, "fanout": {}}
+    for metering in ("off", "on", "off", "on"):  # interleaved, so a drift in load hits both
+        log(f"usage: http posts, metering {metering}")
+        out["http"].setdefault(metering, []).append(http_posts(metering, seconds, connections))
+    for metering in ("off", "on"):
+        log(f"usage: fan-out, metering {metering}")
+        result, _ = bench_fanout.caas_fan_out(subscribers, messages, "none", CAAS_METERING=metering)
+        out["fanout"][metering] = [result]
+    best = {kind: {m: max(r["rps" if kind == "http" else "deliveries_per_s"] for r in runs)
+                   for m, runs in modes.items()} for kind, modes in out.items()}  # fmt: skip
+    figures = []
+    for kind, unit in (("http", "posts/s"), ("fanout", "deliveries/s")):
+        off, on = best[kind]["off"], best[kind]["on"]
+        loss = round(1 - on / off, 4) if off else 0.0
+        figures.append(
+            figure(f"metering_{kind}_loss", loss, f"fraction of {unit} lost", target=TARGET_OVERHEAD,
+                   higher_is_better=False, limit=f"metering off: {off:.0f} {unit}; on: {on:.0f} {unit}")
+        )  # fmt: skip
+    return {"runs": out, "best": best, "figures": figures}
+
+
+# --- reading a year of hourly buckets ------------------------------------------------------------
+def year_of_usage(store: SqliteReadStore, tenant_id: str, nodes: int = 1) -> int:
+    """Fill ``store`` with a busy tenant's year: every hour has every counter, a peak for every
+    minute of every node, two messages; 500 active users a month. Returns the documents."""
+    ops: list[Op] = []
+    position = 0
+    for h in range(24 * 365):
+        hour = usage.format_hour(YEAR + timedelta(hours=h))
+        position += 1
+        counters = {"messages": 40, "replies": 5, "edits": 2, "deliveries": 4000, "api_reads": 300,
+                    "api_writes": 60, "connection_ms": 36_000_000}  # fmt: skip
+        peaks = {f"peaks.{m:02d}@node-{n}": 50 + (m + h) % 30 for m in range(60) for n in range(nodes)}
+        ops.append(Op("usage", tenant_id, f"{hour}/0", position, inc=counters, max=peaks,
+                      insert={"hour": hour, "shard": 0}))  # fmt: skip
+        for k in range(2):
+            ops.append(Op("usage_messages", tenant_id, f"c/{h}-{k}", position,
+                          set={"hour": hour, "text_bytes": 70, "attachment_bytes": 0, "deleted_at": None}))  # fmt: skip
+    for month in range(1, 13):
+        for u in range(500):
+            position += 1
+            first = f"2025-{month:02d}-{1 + u % 28:02d}T{u % 24:02d}"
+            user = {"month": first[:7], "user_id": f"u{u}", "shard": 0}
+            ops.append(Op("usage_users", tenant_id, f"2025-{month:02d}/u{u}/0", position,
+                          insert=user, min={"first_hour": first}))  # fmt: skip
+    for start in range(0, len(ops), 5000):
+        store.apply_sync(usage.NAME, ops[start : start + 5000], position)
+    return len(ops)
+
+
+def raw_scan(path: Path, tenant_id: str) -> float:
+    conn = sqlite3.connect(path)
+    started = time.perf_counter()
+    for table in ("rm_usage", "rm_usage_users", "rm_usage_messages"):
+        for (doc,) in conn.execute(f"SELECT doc FROM {table} WHERE tenant_id = ?", (tenant_id,)):
+            orjson.loads(doc)
+    conn.close()
+    return (time.perf_counter() - started) * 1000
+
+
+def query(rounds: int) -> dict[str, Any]:
+    with Workdir() as work:
+        path = work / "read.db"
+        store = SqliteReadStore(path)
+        run_async(store.start())
+        docs = year_of_usage(store, "t1")
+        run_async(store.settle())
+        log(f"usage: {docs} documents for a year; querying")
+        end = YEAR + timedelta(days=365)
+        results: dict[str, Any] = {}
+        for granularity in ("hour", "day", "month"):
+            samples = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                report = run_async(usage.usage_report(store, "t1", YEAR, end, granularity))  # type: ignore[arg-type]
+                samples.append((time.perf_counter() - started) * 1000)
+            results[granularity] = {"buckets": len(report.buckets), "ms": percentiles(samples)}
+            log(f"usage: {granularity}: p99 {results[granularity]['ms']['p99']} ms")
+        raw = percentiles([raw_scan(path, "t1") for _ in range(rounds)])
+        run_async(store.close())
+    figures = [
+        figure(f"usage_query_year_{g}_p99", r["ms"]["p99"], "ms", target=TARGET_QUERY_P99_MS, higher_is_better=False,
+               limit=f"raw SQLite scan + JSON decode of the same documents: p99 {raw['p99']} ms")
+        for g, r in results.items()
+    ]  # fmt: skip
+    return {"documents": docs, "rounds": rounds, "queries": results, "raw_scan_ms": raw, "figures": figures}
+
+
+# --- rebuilding usage from the log -------------------------------------------------------------------
+def rebuild(events: int) -> dict[str, Any]:
+    with Workdir() as work:
+        data = work / "data"
+        data.mkdir()
+        log(f"usage: generating {events} events")
+        head = run_async(bench_rebuild.generate(data / "events.db", events))
+        raw = bench_rebuild.raw_scan(data / "events.db")
+        env = {**os.environ, "CAAS_DATA_DIR": str(data), "CAAS_LOG_LEVEL": "warning", "TERM": "dumb"}
+        out = subprocess.run([PYTHON, "-m", "api.cli", "rebuild", "--projection", "usage"], env=env, cwd=ROOT,
+                             capture_output=True, timeout=3600, check=True)  # fmt: skip
+        rebuilt = next(orjson.loads(line) for line in out.stdout.decode().splitlines() if line.startswith("{"))
+    log(f"usage: rebuilt {rebuilt['events']} events at {rebuilt['events_per_second']}/s")
+    return {
+        "events": head,
+        "caas_rebuild_usage": rebuilt,
+        "raw_scan": raw,
+        "figures": [
+            figure("usage_rebuild_throughput", rebuilt["events_per_second"], "events/s", target=TARGET_REBUILD,
+                   limit=f"raw SQLite scan + JSON decode ({raw['events_per_second']}/s)",
+                   ratio_to=raw["events_per_second"])
+        ],
+    }  # fmt: skip
+
+
+def run(
+    *,
+    events: int = 1_000_000,
+    rounds: int = 50,
+    seconds: float = 10.0,
+    connections: int = 32,
+    subscribers: int = 1000,
+    messages: int = 300,
+    only: tuple[str, ...] = ("overhead", "query", "rebuild"),
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"figures": []}
+    if "query" in only:
+        out["query"] = query(rounds)
+    if "rebuild" in only:
+        out["rebuild"] = rebuild(events)
+    if "overhead" in only:
+        out["overhead"] = overhead(seconds, connections, subscribers, messages)
+    for part in ("query", "rebuild", "overhead"):
+        out["figures"] += out.get(part, {}).get("figures", [])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--rounds", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--only", default="overhead,query,rebuild")
+    args = p.parse_args()
+    result = run(events=args.events, rounds=args.rounds, seconds=args.seconds, only=tuple(args.only.split(",")))
+    print(orjson.dumps({"machine": machine(), "usage": result}, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

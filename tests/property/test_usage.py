@@ -1,0 +1,317 @@
+"""Property tests of the usage read model (projections/usage.py) and the usage aggregate.
+
+A log of channel events and node ``UsageRecorded`` events of two tenants is generated; what
+the queries answer is compared with a model computed straight from the events. It is built
+the way each backend builds it:
+
+- embedded: one position order, delivered in batches with redeliveries (a runner resuming
+  from an older checkpoint), into the SQLite and the in-memory stores;
+- Kafka: streams hashed onto partitions, positions ``((offset + 1) << 10) | partition``,
+  partitions interleaved in any order and each re-delivered from any earlier offset (a
+  worker killed before it committed), with documents sharded by partition.
+
+Live (incremental, with redeliveries) equals rebuilt (once, in order) equals the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.kafka.codec import decode_position, encode_position
+from adapters.memory_store import MemoryReadStore
+from adapters.sqlite_store import SqliteReadStore
+from domain import usage as usage_aggregate
+from domain.base import Unchanged
+from domain.events import Event
+from projections import usage
+from projections.ports import ReadStore
+
+TENANTS = ("t1", "t2")
+CHANNELS = ("c1", "c2", "c3")
+USERS = ("ann", "bo", "cy")
+NODES = ("n1", "n2")
+EPOCH = datetime(2026, 1, 31, 22, tzinfo=UTC)  # the range spans a month boundary
+START, END = EPOCH, EPOCH + timedelta(hours=8)
+
+
+def at(minutes: int) -> str:
+    moment = EPOCH + timedelta(minutes=minutes)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+@dataclass(slots=True)
+class Fact:
+    tenant_id: str
+    stream: str
+    type: str
+    minutes: int
+    payload: dict[str, Any]
+    actor: str | None
+
+
+@st.composite
+def facts(draw: st.DrawFn) -> list[Fact]:
+    out: list[Fact] = []
+    posted: dict[tuple[str, str], list[str]] = {}
+    intervals: Counter[tuple[str, str]] = Counter()
+    for n in range(draw(st.integers(0, 40))):
+        tenant_id = draw(st.sampled_from(TENANTS))
+        minutes = draw(st.integers(0, 8 * 60 - 1))
+        who = draw(st.sampled_from(USERS))
+        kind = draw(st.sampled_from(("post", "reply", "edit", "delete", "react", "usage")))
+        if kind == "usage":
+            node = draw(st.sampled_from(NODES))
+            intervals[(tenant_id, node)] += 1
+            payload = {
+                "node": node,
+                "start": at(intervals[(tenant_id, node)] * 7),  # a node's intervals move forward
+                "end": at(intervals[(tenant_id, node)] * 7 + 1),
+                "deliveries": draw(st.integers(0, 50)),
+                "api_reads": draw(st.integers(0, 5)),
+                "api_writes": draw(st.integers(0, 5)),
+                "connection_ms": draw(st.integers(0, 200_000)),
+                "peak_connections": draw(st.integers(0, 9)),
+                "users": draw(st.lists(st.sampled_from(USERS), max_size=2, unique=True)),
+            }
+            out.append(Fact(tenant_id, f"usage:{node}", "UsageRecorded", minutes, payload, None))
+            continue
+        cid = draw(st.sampled_from(CHANNELS))
+        mids = posted.setdefault((tenant_id, cid), [])
+        actor = draw(st.sampled_from((f"user:{who}", "tenant:k1")))
+        if kind in ("post", "reply") or not mids:
+            mid = f"m{n}"
+            payload: dict[str, Any] = {"message_id": mid, "author_id": who, "text": draw(st.text(max_size=6))}
+            if kind == "reply" and mids:
+                payload["parent_id"] = mids[0]
+            if draw(st.booleans()):
+                payload["attachments"] = [{"type": "image", "url": "https://x/" + "y" * draw(st.integers(0, 5))}]
+            mids.append(mid)
+            out.append(Fact(tenant_id, f"channel:{cid}", "MessagePosted", minutes, payload, actor))
+        elif kind == "edit":
+            mid = draw(st.sampled_from(mids))
+            text = draw(st.text(max_size=6))
+            payload = {"message_id": mid, "text": text}
+            out.append(Fact(tenant_id, f"channel:{cid}", "MessageEdited", minutes, payload, actor))
+        elif kind == "delete":
+            mid = draw(st.sampled_from(mids))
+            out.append(Fact(tenant_id, f"channel:{cid}", "MessageDeleted", minutes, {"message_id": mid}, actor))
+        else:
+            payload = {"message_id": draw(st.sampled_from(mids)), "user_id": who, "emoji": "+1"}
+            out.append(Fact(tenant_id, f"channel:{cid}", "ReactionAdded", minutes, payload, actor))
+    return out
+
+
+def events_of(log: list[Fact], position: Any) -> list[Event]:
+    """The facts as recorded events; ``position(stream key, index)`` gives each its position."""
+    seqs: Counter[tuple[str, str]] = Counter()
+    events = []
+    for i, fact in enumerate(log):
+        key = (fact.tenant_id, fact.stream)
+        seqs[key] += 1
+        events.append(
+            Event(
+                event_id=f"e{i}",
+                tenant_id=fact.tenant_id,
+                stream=fact.stream,
+                seq=seqs[key],
+                position=position(key, i),
+                type=fact.type,
+                schema_version=1,
+                occurred_at=at(fact.minutes),
+                actor=fact.actor,
+                payload=fact.payload,
+            )
+        )
+    return events
+
+
+# --- the model: usage computed straight from the facts -------------------------------------------
+def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    peaks: Counter[tuple[str, str]] = Counter()  # (minute, node) -> peak
+    active: dict[tuple[str, str], str] = {}  # (month, user) -> first hour
+    sizes: dict[tuple[str, str], list[int]] = {}  # message -> [text bytes, attachment bytes, live]
+    conn_ms = 0
+
+    def seen(user: str, moment: str) -> None:
+        key = (moment[:7], user)
+        active[key] = min(active.get(key, moment[:13]), moment[:13])
+
+    for fact in (f for f in log if f.tenant_id == tenant_id):
+        p, moment = fact.payload, at(fact.minutes)
+        if fact.type == "UsageRecorded":
+            for name in ("deliveries", "api_reads", "api_writes"):
+                totals[name] += p[name]
+            conn_ms += p["connection_ms"]
+            minute = p["start"][:16]
+            peaks[(minute, p["node"])] = max(peaks[(minute, p["node"])], p["peak_connections"])
+            for user in p["users"]:
+                seen(user, p["start"])
+            continue
+        key = (fact.stream, p["message_id"])
+        if fact.type == "MessagePosted":
+            totals["replies" if p.get("parent_id") else "messages"] += 1
+            attachments = p.get("attachments") or []
+            sizes[key] = [len(p["text"].encode()), usage._size(attachments), 1]
+            seen(p["author_id"], moment)
+        elif fact.type == "MessageEdited":
+            totals["edits"] += 1
+            sizes[key][0] = len(p["text"].encode())
+        elif fact.type == "MessageDeleted":
+            sizes[key][2] = 0
+        if fact.type == "ReactionAdded":
+            seen(p["user_id"], moment)
+        elif fact.type != "MessagePosted" and fact.actor and fact.actor.startswith("user:"):
+            seen(fact.actor[5:], moment)
+    by_minute: Counter[str] = Counter()
+    for (minute, _), peak in peaks.items():
+        by_minute[minute] += peak
+    totals["connection_minutes"] = conn_ms // 60_000
+    totals["peak_connections"] = max(by_minute.values(), default=0)
+    totals["mau"] = len(active)
+    totals["stored_bytes"] = sum(t + a for t, a, live in sizes.values() if live)
+    return {meter: totals[meter] for meter in usage.METERS}
+
+
+# --- building the read model as each backend does ------------------------------------------------
+def embedded(log: list[Fact]) -> list[Event]:
+    return events_of(log, lambda key, i: i + 1)
+
+
+def partitioned(log: list[Fact], partitions: int) -> list[Event]:
+    offsets: Counter[int] = Counter()
+
+    def position(key: tuple[str, str], i: int) -> int:
+        partition = hash(key) % partitions
+        offsets[partition] += 1
+        return encode_position(partition, offsets[partition] - 1)
+
+    return events_of(log, position)
+
+
+def partition(position: int) -> int:
+    return decode_position(position)[0]
+
+
+async def apply(store: ReadStore, project: Any, events: list[Event]) -> None:
+    if events:
+        await store.apply(usage.NAME, [op for e in events for op in project(e)], max(e.position for e in events))
+
+
+async def answers(store: ReadStore, tenant_id: str) -> tuple[dict[str, int], Any, Any]:
+    totals = await usage.period_totals(store, tenant_id, START, END)
+    buckets = await usage.usage_buckets(store, tenant_id, START, END)
+    daily = await usage.usage_report(store, tenant_id, START, END, "day")
+    return totals, buckets, daily
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@settings(max_examples=60, deadline=None)
+@given(facts(), st.data())
+def test_embedded_usage_live_with_redeliveries_equals_rebuilt_and_the_model(
+    log: list[Fact], data: st.DataObject
+) -> None:
+    events = embedded(log)
+    project = usage.projector(usage.single_order)
+
+    async def check() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            live: ReadStore = SqliteReadStore(Path(tmp) / "read.db")
+            await live.start()
+            done = 0
+            while done < len(events):  # batches; each may re-deliver from an older checkpoint
+                back = data.draw(st.integers(0, done), label="redeliver from")
+                size = data.draw(st.integers(1, 8), label="batch")
+                await apply(live, project, events[back : done + size])
+                done += size
+            rebuilt = MemoryReadStore()
+            await apply(rebuilt, project, events)
+            await apply(rebuilt, project, events)  # a whole replay on top changes nothing
+            for tenant_id in TENANTS:
+                got = await answers(live, tenant_id)
+                assert got == await answers(rebuilt, tenant_id)
+                assert got[0] == model(log, tenant_id)
+                assert sum(got[2].totals[m] for m in ("messages", "replies", "edits")) == sum(
+                    v for m in ("messages", "replies", "edits") for v in got[1][m].values()
+                )
+            await live.close()
+
+    run(check())
+
+
+@settings(max_examples=60, deadline=None)
+@given(facts(), st.integers(1, 4), st.data())
+def test_kafka_usage_any_partition_interleaving_and_redelivery_equals_the_model(
+    log: list[Fact], partitions: int, data: st.DataObject
+) -> None:
+    events = partitioned(log, partitions)
+    project = usage.projector(partition)
+    queues = {p: [e for e in events if partition(e.position) == p] for p in range(partitions)}
+
+    async def check() -> None:
+        live = MemoryReadStore()
+        done = dict.fromkeys(queues, 0)
+        while any(done[p] < len(q) for p, q in queues.items()):
+            p = data.draw(st.sampled_from([p for p, q in queues.items() if done[p] < len(q)]), label="partition")
+            back = data.draw(st.integers(0, done[p]), label="rewind to")  # a re-delivery after a crash
+            size = data.draw(st.integers(1, 5), label="batch")
+            await apply(live, project, queues[p][back : done[p] + size])
+            done[p] += size
+        rebuilt = MemoryReadStore()
+        await apply(rebuilt, project, events)
+        one_order = MemoryReadStore()  # the same log on the embedded backend
+        await apply(one_order, usage.projector(usage.single_order), embedded(log))
+        for tenant_id in TENANTS:
+            got = await answers(live, tenant_id)
+            assert got == await answers(rebuilt, tenant_id) == await answers(one_order, tenant_id)
+            assert got[0] == model(log, tenant_id)
+
+    run(check())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=12))
+def test_a_node_interval_is_recorded_at_most_once(starts: list[int]) -> None:
+    """Retried or out-of-order intervals of one node record nothing: usage is never counted twice."""
+    state, recorded = usage_aggregate.UsageState(), []
+    for minute in starts:
+        command = usage_aggregate.RecordUsage(node="n1", start=at(minute), end=at(minute + 1), deliveries=1)
+        decision = usage_aggregate.decide(state, command)
+        if isinstance(decision, Unchanged):
+            assert recorded and minute <= max(recorded)
+            continue
+        assert not recorded or minute > max(recorded)
+        for event in decision:
+            usage_aggregate.evolve(state, event)
+        recorded.append(minute)
+    assert recorded == sorted(set(recorded))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 10**6), st.sampled_from(("hour", "day", "month")))
+def test_report_buckets_tile_the_hours_of_the_range(n: int, granularity: usage.Granularity) -> None:
+    """Every hour starting in ``[from, to)`` falls in exactly one bucket; buckets are contiguous."""
+    start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(hours=n % 20_000, minutes=n % 60)
+    end = start + timedelta(hours=1 + n % 2000)
+    report = run(usage.usage_report(MemoryReadStore(), "t1", start, end, granularity))
+    starts = [b for b, _ in report.buckets]
+    assert all(usage.next_bucket(a, granularity) == b for a, b in itertools.pairwise(starts))
+    hour = usage.ceil_hour(start)
+    if hour >= end:
+        return
+    assert starts and starts[0] <= hour < usage.next_bucket(starts[0], granularity)
+    last = usage.ceil_hour(end) - timedelta(hours=1)
+    assert starts[-1] <= last < usage.next_bucket(starts[-1], granularity)
