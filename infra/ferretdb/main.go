@@ -114,8 +114,11 @@ func main() {
 			os.Exit(1)
 		}
 		logger.Warn("FerretDB listening (serialized)", "addr", *listen, "dir", abs)
-		serve(front, sock, logger)
+		var mu sync.Mutex // held for one request/response exchange, server-wide
+		go (&idIndexer{dir: abs, mu: &mu, logger: logger, seen: map[string]time.Time{}}).run(ctx.Done())
+		serve(front, sock, &mu, logger)
 	} else {
+		go (&idIndexer{dir: abs, logger: logger, seen: map[string]time.Time{}}).run(ctx.Done())
 		logger.Warn("FerretDB listening", "addr", *listen, "dir", abs)
 	}
 
@@ -147,8 +150,7 @@ func waitForSocket(path string, timeout time.Duration) error {
 }
 
 // serve accepts client connections until the listener is closed.
-func serve(front net.Listener, sock string, logger *slog.Logger) {
-	var mu sync.Mutex // held for one request/response exchange, server-wide
+func serve(front net.Listener, sock string, mu *sync.Mutex, logger *slog.Logger) {
 	for {
 		c, err := front.Accept()
 		if err != nil {
@@ -159,7 +161,7 @@ func serve(front net.Listener, sock string, logger *slog.Logger) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		go proxy(c, sock, &mu, logger)
+		go proxy(c, sock, mu, logger)
 	}
 }
 
