@@ -35,6 +35,7 @@ from domain.base import Unchanged
 from domain.events import Event
 from projections import usage
 from projections.ports import ReadStore
+from projections.usage import projection as usage_projection
 
 TENANTS = ("t1", "t2")
 CHANNELS = ("c1", "c2", "c3")
@@ -45,7 +46,11 @@ START, END = EPOCH, EPOCH + timedelta(hours=8)
 
 
 def at(minutes: int) -> str:
-    moment = EPOCH + timedelta(minutes=minutes)
+    return at_second(60 * minutes)
+
+
+def at_second(seconds: int) -> str:
+    moment = EPOCH + timedelta(seconds=seconds)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
@@ -80,7 +85,9 @@ def facts(draw: st.DrawFn) -> list[Fact]:
                 "api_reads": draw(st.integers(0, 5)),
                 "api_writes": draw(st.integers(0, 5)),
                 "connection_ms": draw(st.integers(0, 200_000)),
-                "peak_connections": draw(st.integers(0, 9)),
+                "connections": draw(st.integers(0, 9)),
+                # a sample instant of the shared grid (every 10 s here), in any hour of the range
+                "sample_at": draw(st.one_of(st.none(), st.integers(0, 8 * 360 - 1).map(lambda k: at_second(10 * k)))),
                 "users": draw(st.lists(st.sampled_from(USERS), max_size=2, unique=True)),
             }
             out.append(Fact(tenant_id, f"usage:{node}", "UsageRecorded", minutes, payload, None))
@@ -138,7 +145,7 @@ def events_of(log: list[Fact], position: Any) -> list[Event]:
 # --- the model: usage computed straight from the facts -------------------------------------------
 def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
     totals: Counter[str] = Counter()
-    peaks: Counter[tuple[str, str]] = Counter()  # (minute, node) -> peak
+    samples: Counter[str] = Counter()  # sample instant -> sockets summed over nodes
     active: dict[tuple[str, str], str] = {}  # (month, user) -> first hour
     sizes: dict[tuple[str, str], list[int]] = {}  # message -> [text bytes, attachment bytes, live]
     conn_ms = 0
@@ -153,8 +160,8 @@ def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
             for name in ("deliveries", "api_reads", "api_writes"):
                 totals[name] += p[name]
             conn_ms += p["connection_ms"]
-            minute = p["start"][:16]
-            peaks[(minute, p["node"])] = max(peaks[(minute, p["node"])], p["peak_connections"])
+            if p["sample_at"] is not None:
+                samples[p["sample_at"]] += p["connections"]
             for user in p["users"]:
                 seen(user, p["start"])
             continue
@@ -162,7 +169,7 @@ def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
         if fact.type == "MessagePosted":
             totals["replies" if p.get("parent_id") else "messages"] += 1
             attachments = p.get("attachments") or []
-            sizes[key] = [len(p["text"].encode()), usage._size(attachments), 1]
+            sizes[key] = [len(p["text"].encode()), usage_projection._size(attachments), 1]
             seen(p["author_id"], moment)
         elif fact.type == "MessageEdited":
             totals["edits"] += 1
@@ -173,11 +180,8 @@ def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
             seen(p["user_id"], moment)
         elif fact.type != "MessagePosted" and fact.actor and fact.actor.startswith("user:"):
             seen(fact.actor[5:], moment)
-    by_minute: Counter[str] = Counter()
-    for (minute, _), peak in peaks.items():
-        by_minute[minute] += peak
     totals["connection_minutes"] = conn_ms // 60_000
-    totals["peak_connections"] = max(by_minute.values(), default=0)
+    totals["peak_connections"] = max(samples.values(), default=0)
     totals["mau"] = len(active)
     totals["stored_bytes"] = sum(t + a for t, a, live in sizes.values() if live)
     return {meter: totals[meter] for meter in usage.METERS}
