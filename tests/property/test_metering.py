@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.ids import utcnow, uuid7
+from adapters.kafka.node import IndexedLog, KafkaNode
 from adapters.memory_store import MemoryReadStore
 from adapters.sqlite_log import SqliteEventLog
 from commands.service import CommandService
@@ -215,3 +216,24 @@ def test_an_idle_socket_is_recorded_once_per_sample_period_not_every_interval(so
 
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(check(Path(tmp)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 30))
+def test_an_api_nodes_replica_keeps_no_usage_aggregates(restarts: int) -> None:
+    """Each node process records on streams of its own (``usage:<node>``); a Kafka node's
+    replica, kept forever, holds none of them, whatever the number of restarts."""
+    node = KafkaNode("127.0.0.1:9", "t-", 1, IndexedLog(MemoryReadStore()))
+
+    def event(stream: str, seq: int, type_: str, payload: dict[str, object]) -> Event:
+        return Event(
+            event_id=f"e{seq}-{stream}", tenant_id="t1", stream=stream, seq=seq, position=seq, type=type_,
+            schema_version=1, occurred_at="2026-01-01T00:00:00.000Z", actor=None, payload=payload,
+        )  # fmt: skip
+
+    assert node._restore(event("tenant:t1", 1, "TenantRegistered", {"name": "T"}))
+    for n in range(restarts):
+        start = f"2026-01-01T00:00:{n:02d}.000Z"
+        payload = {"node": f"n{n}", "start": start, "end": start, "deliveries": 1}
+        assert node._restore(event(f"usage:n{n}", 1, "UsageRecorded", payload))
+    assert [key for key, _ in node.replica.cached()] == [("t1", "tenant:t1")]
