@@ -319,3 +319,61 @@ def test_report_buckets_tile_the_hours_of_the_range(n: int, granularity: usage.G
     assert starts and starts[0] <= hour < usage.next_bucket(starts[0], granularity)
     last = usage.ceil_hour(end) - timedelta(hours=1)
     assert starts[-1] <= last < usage.next_bucket(starts[-1], granularity)
+
+
+# --- the one range parser of GET /v1/usage and caas usage ------------------------------------------
+EDGES = (
+    "0001-01-01T00:00:00+01:00",  # before the first instant datetime can hold, once in UTC
+    "0001-01-01T00:00:00Z",
+    "1969-12-31T23:59:59Z",
+    "9999-12-31T23:30:00Z",  # an hour up from here overflows
+    "9999-12-01T00:00:00Z",  # a month on from here overflows
+    "9000-01-01T00:00:01Z",
+    "2026-01-01T00:00:00",  # no zone
+    "2026-13-01T00:00:00Z",
+    "yesterday",
+    "",
+)
+TIMES = st.one_of(
+    st.sampled_from(EDGES),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(st.none(), TIMES),
+    st.one_of(st.none(), TIMES),
+    st.sampled_from(("hour", "day", "month", "week", "")),
+    st.one_of(st.none(), st.sampled_from(("messages,mau", "", "bogus", "peak_connections,messages"))),
+)
+def test_any_range_is_served_or_refused_with_a_rule_never_an_exception(
+    start: str | None, end: str | None, granularity: str, meters: str | None
+) -> None:
+    """Whatever the query says, the parser answers a range or a RangeError; a range it answers
+    is one every query can step through (buckets and hours up to its end) without overflow."""
+    try:
+        asked = usage.parse_range(start, end, granularity, meters, usage.METERS)
+    except usage.RangeError as exc:
+        assert exc.message and (exc.rule is None or exc.rule in RULES)
+        return
+    assert usage.EARLIEST <= asked.start < asked.end <= usage.LATEST
+    report = run(usage.usage_report(MemoryReadStore(), "t1", asked.start, asked.end, asked.granularity, asked.meters))
+    assert report.buckets and usage.next_bucket(report.buckets[-1][0], asked.granularity) >= asked.end
+
+
+RULES = {"out_of_range", "empty_range", "unknown_granularity", "range_too_large", "unknown_meter"}
+
+
+def test_the_edges_of_the_calendar_are_refused_as_out_of_range() -> None:
+    for raw in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00Z", "9999-12-01T00:00:00Z", "1969-12-31T23:59:59Z"):
+        try:
+            usage.parse_time(raw, "from")
+        except usage.RangeError as exc:
+            assert exc.rule == "out_of_range" and exc.details["latest"] == "9000-01-01T00:00:00.000Z"
+        else:
+            raise AssertionError(f"{raw} was accepted")
+    near = usage.parse_range("8999-11-30T00:00:00Z", "9000-01-01T00:00:00Z", "month", None, usage.METERS)
+    report = run(usage.usage_report(MemoryReadStore(), "t1", near.start, near.end, "month"))
+    assert [b for b, _ in report.buckets][-1] == datetime(8999, 12, 1, tzinfo=UTC)
