@@ -317,3 +317,22 @@ def test_deliveries_across_resumes_are_one_per_frame_sent(metered: Server, sessi
         closed = time.time()
         records = recorded_past(client, tenant, closed)
         assert sum(p["deliveries"] for p in records) == expected
+
+
+def test_with_quotas_off_a_capped_meter_refuses_nothing(tmp_path: Path) -> None:
+    """``CAAS_QUOTAS=off`` (a deployment that does not bill; the benchmarks that measure the
+    check's cost): a default plan capping messages at 1 admits every post, and usage still counts them."""
+    plans = tmp_path / "plans.toml"
+    plans.write_text('default = "tiny"\n[plans.tiny.meters.messages]\nincluded = 1\nmode = "cap"\n')
+    env = {**FLUSH, "CAAS_QUOTAS": "off", "CAAS_PLANS_FILE": str(plans)}
+    with serving("embedded", tmp_path, env) as srv, httpx.Client(timeout=10) as client:
+        tenant = new_tenant(client, srv.url)
+        key = tenant.headers()
+        assert client.put(f"{srv.url}/v1/users/alice", json={"name": "a"}, headers=key).status_code < 300
+        alice = bearer(client.post(f"{srv.url}/v1/users/alice/tokens", json={}, headers=key).json()["token"])
+        assert client.post(f"{srv.url}/v1/channels", json={"channel_id": "c", "name": "C"}, headers=alice).is_success
+        for n in range(3):
+            r = client.post(f"{srv.url}/v1/channels/c/messages", json={"text": f"m{n}"}, headers=alice)
+            assert r.status_code == 201, r.text
+        head = str(r.json()["position"])
+        assert admin_usage(client, srv.url, tenant.tenant_id, min_position=head)["totals"]["messages"] == 3
