@@ -31,7 +31,7 @@ import orjson
 
 from adapters.sqlite_store import SqliteReadStore
 from projections import usage
-from projections.ports import Op
+from projections.ports import Op, Tally
 from tests.perf import bench_fanout, bench_http, bench_rebuild
 from tests.perf.common import PYTHON, ROOT, Workdir, figure, log, machine, make_chat, percentiles, run_async, start_caas
 
@@ -106,9 +106,15 @@ def year_of_usage(store: SqliteReadStore, tenant_id: str) -> int:
         samples = {f"samples.{60 * m:04d}": 50 + (m + h) % 30 for m in range(60)}
         ops.append(Op("usage", tenant_id, f"{hour}/0", position, inc={**counters, **samples},
                       insert={"hour": hour, "shard": 0}))  # fmt: skip
+        # as the projection writes them: a message's size moves the hour's change and the total
+        tally = (Tally("usage_stored", f"{hour}/0", "bytes", insert={"hour": hour, "shard": 0}),
+                 Tally("usage_bytes", "0", "bytes", insert={"shard": 0}))  # fmt: skip
         for k in range(MESSAGES_PER_HOUR):
+            position += 1
             ops.append(Op("usage_messages", tenant_id, f"c{k % 20}/{h}-{k}", position,
-                          set={"hour": hour, "text_bytes": 70, "attachment_bytes": 0, "deleted_at": None}))  # fmt: skip
+                          set={"hour": hour, "text_bytes": 70, "attachment_bytes": 0, "deleted_at": None},
+                          measure=("text_bytes", "attachment_bytes"), measure_unless="deleted_at",
+                          tally=tally))  # fmt: skip
     for month in range(1, 13):
         for u in range(500):
             position += 1
@@ -124,7 +130,7 @@ def year_of_usage(store: SqliteReadStore, tenant_id: str) -> int:
 def raw_scan(path: Path, tenant_id: str) -> float:
     conn = sqlite3.connect(path)
     started = time.perf_counter()
-    for table in ("rm_usage", "rm_usage_users", "rm_usage_messages"):
+    for table in ("rm_usage", "rm_usage_users", "rm_usage_messages", "rm_usage_stored", "rm_usage_bytes"):
         for (doc,) in conn.execute(f"SELECT doc FROM {table} WHERE tenant_id = ?", (tenant_id,)):
             orjson.loads(doc)
     conn.close()
