@@ -48,7 +48,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "memberships": [("user_id", "active"), ("channel_id", "active")],
     "usage": [("hour",)],
     "usage_users": [("month",)],
-    "usage_messages": [("hour",)],
+    "usage_stored": [("hour",)],  # usage_messages are read by id only (stored-bytes changes)
     "channels": [("channel_id",)],
 }
 DUPLICATE_KEY = 11000

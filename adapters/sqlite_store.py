@@ -27,7 +27,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "memberships": [("user_id", "active"), ("channel_id", "active")],
     "usage": [("hour",)],
     "usage_users": [("month",)],
-    "usage_messages": [("hour",)],
+    "usage_stored": [("hour",)],  # usage_messages are read by id only (stored-bytes changes)
 }
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LOAD_CHUNK = 500  # documents loaded per SELECT … IN (…) when a batch is applied
