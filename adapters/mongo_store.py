@@ -293,8 +293,13 @@ class MongoReadStore(ReadStore):
 async def swap_in(fresh: MongoReadStore, live: MongoReadStore, projection: str, collections: Sequence[str]) -> None:
     """Make ``fresh``'s rebuilt collections the live ones: each is renamed over its live
     counterpart (``renameCollection`` with ``dropTarget``, atomic per collection), then the
-    rebuilt checkpoints replace the live ones."""
+    rebuilt checkpoints replace the live ones. A collection the rebuild wrote nothing to (no
+    event made a document of it) does not exist: its live counterpart is dropped instead."""
+    built = set(await fresh._client[fresh.database].list_collection_names()) if fresh._client is not None else set()
     for name in collections:
+        if fresh.prefix + name not in built:
+            await live._coll(name).drop()
+            continue
         try:
             await fresh._coll(name).rename(live.prefix + name, dropTarget=True)
         except OperationFailure as exc:
