@@ -20,6 +20,7 @@ from api.plumbing import (
     idempotency,
     int_param,
     json,
+    meter_write,
     principal,
     raw_body,
     refuse_deferred,
@@ -178,6 +179,7 @@ async def create_token(request: Request) -> Response:
     if ttl > settings.max_token_ttl_seconds:
         raise ApiError("invalid_request", f"ttl_seconds is at most {settings.max_token_ttl_seconds}")
     await _require_users(request, who.tenant_id, [user_id])
+    meter_write(request)
     token, expires = await engine(request).auth.mint(who.tenant_id, user_id, engine(request).clock(), ttl)
     return json({"token": token, "expires_at": format_time(expires)}, 201)
 
@@ -346,6 +348,7 @@ async def move_read_marker(request: Request) -> Response:
 async def typing(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     refuse_deferred()  # nothing recorded, so nothing to replay
+    meter_write(request)
     cid = _path(request, "cid")
     data = await body(request, schemas.Typing)
     uid = _acting_user(who, data.user_id)

@@ -34,6 +34,17 @@ UNREFUSED_PATHS = re.compile(r"^/v1/(api-keys(/[^/]+)?|signing-keys|users/[^/]+/
 # A write refused at a quota that carries an Idempotency-Key: its command runs replay-only
 # (docs/quotas.md), so the retry of a write admitted earlier still gets its first answer.
 _deferred: ContextVar[Exception | None] = ContextVar("caas_deferred_refusal", default=None)
+# The tenant of a write request not metered yet: a write counts in ``api_writes`` once admitted
+# (when its command runs, or its handler does what it asked), never when refused.
+_unmetered: ContextVar[str | None] = ContextVar("caas_unmetered_write", default=None)
+
+
+def meter_write(request: Request) -> None:
+    """Count the request's write in the tenant's usage, once, now that it is admitted."""
+    tenant_id = _unmetered.get()
+    if tenant_id is not None:
+        _unmetered.set(None)
+        engine(request).meter.request(tenant_id, write=True)
 
 
 def refusable(request: Request) -> bool:
@@ -45,9 +56,12 @@ async def admit(request: Request, tenant_id: str, meters: tuple[str, ...]) -> No
     """Count a write in ``meters`` or refuse it (402), unless it is a retry: with an
     Idempotency-Key the refusal waits for the command, which then only replays (see
     :func:`execute`)."""
+    quotas = engine(request).quotas
     try:
-        await engine(request).quotas.admit(tenant_id, meters)
+        await quotas.admit(tenant_id, meters)
     except (QuotaExceeded, PaymentRequired) as exc:
+        if meters != WRITE_METERS and _deferred.get() is None:
+            quotas.release(tenant_id, WRITE_METERS)  # the request as a whole is refused
         if request.headers.get("idempotency-key") is None:
             raise
         if _deferred.get() is None:
@@ -67,6 +81,7 @@ async def execute(request: Request, envelope: CommandEnvelope) -> Outcome:
     under the same Idempotency-Key, or give the refusal."""
     refusal = _deferred.get()
     if refusal is None:
+        meter_write(request)
         return await engine(request).service.execute(envelope)
     _deferred.set(None)
     if envelope.idempotency is None:
@@ -113,10 +128,13 @@ async def principal(request: Request, *kinds: str) -> Principal:
         write = request.method != "GET"
         node.limits.check(who, write=write, credential=header.strip())
         _deferred.set(None)
+        _unmetered.set(None)
         if write and refusable(request):  # a capped tenant at its limit, or past due where that means read-only: 402
             await admit(request, who.tenant_id, WRITE_METERS)
-        if _deferred.get() is None:  # a request refused is not billed as one
-            node.meter.request(who.tenant_id, write=write)
+        if write:  # metered once admitted (meter_write), so a refused write is not billed
+            _unmetered.set(who.tenant_id)
+        else:
+            node.meter.request(who.tenant_id, write=False)
         origin = request.headers.get("origin")
         if origin is not None:
             state = await node.service.tenant(who.tenant_id)

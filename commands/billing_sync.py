@@ -131,14 +131,14 @@ class BillingSync:
             state = await self.billing.state(tenant_id)
         closed = hour_of(now - self.settle)  # hours starting before it have ended and settled
         since = await self.billing.since(tenant_id)
-        floor = window_floor(since, now)
-        start = min(datetime.fromisoformat(state.floor), floor) if state.floor else hour_of(since)
-        if start >= closed:
+        previous = datetime.fromisoformat(state.floor) if state.floor else hour_of(since)
+        floor = max(window_floor(since, now), previous)  # the window never moves back
+        if previous >= closed:
             return
-        usage = await self.billing.usage.buckets(tenant_id, start, closed)
+        usage = await self.billing.usage.buckets(tenant_id, previous, closed)
         todo = increases(usage, state.sent)
         late = {hour: values for hour, values in todo.items() if hour < floor}
-        if late or state.floor is None or datetime.fromisoformat(state.floor) + timedelta(days=1) <= floor:
+        if late or state.floor is None or previous + timedelta(days=1) <= floor:
             skipped: dict[str, int] = {}
             for values in late.values():
                 for meter, value in values.items():

@@ -104,6 +104,17 @@ class Quotas:
             view.admitted[meter] = view.admitted.get(meter, 0) + 1
             view.local[meter] = view.local.get(meter, 0) + 1
 
+    def release(self, tenant_id: str, meters: Sequence[str]) -> None:
+        """Uncount one write of each of ``meters`` admitted by :meth:`admit` (the request was
+        refused by a later check)."""
+        view = self._views.get(tenant_id)
+        if view is None:
+            return
+        for meter in meters:
+            for counts in (view.admitted, view.local):
+                if counts.get(meter, 0) > 0:
+                    counts[meter] -= 1
+
     def forget(self, tenant_id: str) -> None:
         """Read the tenant's plan and usage again at its next write (its plan changed); what this
         node admitted this period still counts."""
