@@ -32,8 +32,9 @@ from domain.plans import Plan, PlanChange
 StripeKind = Literal["invoice_paid", "payment_failed", "subscription_changed"]
 # Subscription statuses (Stripe's) that make a tenant past due, whatever its invoices say.
 PAST_DUE_STATUSES = frozenset({"past_due", "unpaid", "incomplete_expired"})
-# Sent meter hours are kept this long after the newest one: Stripe refuses older meter events.
-SENT_RETENTION = timedelta(days=35)
+# Sent meter hours are kept this long behind the newest one: Stripe refuses meter events older
+# than 35 days, and the sync's window (34 days, moved by a day at a time) never reads further back.
+SENT_RETENTION = timedelta(days=36)
 
 
 class ChangePlan(Command):

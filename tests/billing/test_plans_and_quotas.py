@@ -53,7 +53,15 @@ def test_the_admin_puts_a_tenant_on_a_plan_and_the_preview_prices_it(billed: Bil
         assert r.status_code == 200, r.text
         assert r.json()["plan"] == "pro" and r.json()["tenant_id"] == tenant.tenant_id
         assert put_plan(billed, tenant.tenant_id, "pro").status_code == 200  # the same plan again: nothing new
-        assert len(events(client, tenant, "PlanChanged")) == 1
+        # the default plan the tenant was on is recorded (from its registration), then the change
+        changes = events(client, tenant, "PlanChanged")
+        assert [e["payload"]["plan"] for e in changes] == ["free", "pro"]
+        assert changes[0]["payload"]["terms"]["meters"]["messages"] == {
+            "included": 10_000,
+            "mode": "cap",
+            "per": 1,
+            "tiers": [],
+        }
         refused = put_plan(billed, tenant.tenant_id, "pro", token=tenant.api_key)
         assert refused.status_code == 403 and refused.json()["error"]["details"]["rule"] == "wrong_credential"
         unknown = put_plan(billed, tenant.tenant_id, "gold")
@@ -65,13 +73,17 @@ def test_the_admin_puts_a_tenant_on_a_plan_and_the_preview_prices_it(billed: Bil
         deadline = time.monotonic() + 30
         while True:  # the usage read model follows the log
             bill = client.get(f"{billed.url}/v1/billing/preview", headers=tenant.headers()).json()
-            line = next((x for x in bill["lines"] if x["meter"] == "messages"), None)
-            if (line is not None and line["used"] >= 5) or time.monotonic() > deadline:
+            lines = [x for x in bill["lines"] if x["meter"] == "messages"]
+            if sum(x["used"] for x in lines) >= 5 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert bill["plan"] == "pro" and bill["currency"] == "usd"
+        assert bill["plan"] == "pro" and bill["currency"] == "usd" and bill["plans"] == ["free", "pro"]
         assert bill["period"]["label"] == period_of(datetime.now(UTC)).label
-        assert line is not None and line["used"] == 5 and line["mode"] == "overage"
+        # a line per plan in force: free until the change, then pro; an hour is priced on the plan
+        # in force at its start, so this hour's posts are on whichever plan it began on
+        assert [(x["plan"], x["mode"]) for x in lines] == [("free", "cap"), ("pro", "overage")]
+        assert sum(x["used"] for x in lines) == 5
+        assert lines[0]["to"] == lines[1]["from"] == r.json()["effective_at"]
         assert bill["total"] == bill["base_fee"] + sum(x["amount"] for x in bill["lines"])
         assert all(isinstance(x["amount"], int) for x in bill["lines"])
         assert client.get(f"{billed.url}/v1/billing/preview", headers=bearer(ADMIN)).status_code == 403
