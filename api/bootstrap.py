@@ -434,7 +434,13 @@ class Engine:
     def __post_init__(self) -> None:
         s = self.settings
         self.node_id = self.backend.node_id
-        self.meter = Meter(self.service, self.node_id, interval=s.usage_flush_seconds, enabled=s.metering == "on")
+        self.meter = Meter(
+            self.service,
+            self.node_id,
+            interval=s.usage_flush_seconds,
+            sample_every=s.usage_sample_seconds,
+            enabled=s.metering == "on",
+        )
         self.billing = build_billing(s, self.service, self.backend.store, self.clock)
         self.webhooks = build_webhooks(s)
         self.quotas = Quotas(

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -21,6 +21,9 @@ import structlog
 from api.bootstrap import BackendUnsupported, build_backend, missing_secrets
 from api.settings import Settings
 from domain.events import EVENT_TYPES
+
+if TYPE_CHECKING:
+    from projections.usage import UsageRange
 
 
 class RedactTokens(logging.Filter):
@@ -179,41 +182,31 @@ async def rebuild(settings: Settings, args: argparse.Namespace) -> None:
         bars.close()
 
 
-def usage_range(args: argparse.Namespace) -> tuple[datetime, datetime]:
-    """``--from``/``--to`` (RFC 3339), by default the current calendar month (UTC)."""
-    from datetime import UTC
+def usage_range(args: argparse.Namespace) -> UsageRange:
+    """``--from``/``--to``/``--granularity``/``--meters`` parsed exactly as ``GET /v1/usage``
+    parses its query (same rules, same messages); the range defaults to the current calendar
+    month (UTC)."""
+    from adapters.ids import utcnow
+    from projections.usage import METERS, RangeError, parse_range, this_month
 
-    from projections.usage import next_bucket
-
-    def parse(text: str, name: str) -> datetime:
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise SystemExit(f"--{name} takes an RFC 3339 time such as 2026-01-31T12:00:00Z, not {text!r}") from None
-        return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-    month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    start = parse(args.start, "from") if args.start else month
-    end = parse(args.end, "to") if args.end else next_bucket(month, "month")
-    if end <= start:
-        raise SystemExit("--to must be later than --from")
-    return start, end
+    month = this_month(utcnow())
+    try:
+        return parse_range(args.start or month[0], args.end or month[1], args.granularity, args.meters, METERS)
+    except RangeError as exc:
+        raise SystemExit(f"caas usage: {exc.message}") from None
 
 
 async def usage(settings: Settings, args: argparse.Namespace) -> None:
     """A tenant's usage from the usage read model (``GET /v1/usage`` without a server)."""
     from domain.base import format_time
-    from projections.usage import METERS, usage_report
+    from projections.usage import usage_report
 
-    meters = [m for m in (args.meters or "").split(",") if m] or list(METERS)
-    unknown = [m for m in meters if m not in METERS]
-    if unknown:
-        raise SystemExit(f"unknown meter(s) {', '.join(unknown)}; the meters are: {', '.join(METERS)}")
-    start, end = usage_range(args)
+    asked = usage_range(args)
+    start, end, meters = asked.start, asked.end, asked.meters
     store = build_backend(settings).store
     await store.start()
     try:
-        found = await usage_report(store, args.tenant, start, end, args.granularity, meters)
+        found = await usage_report(store, args.tenant, start, end, asked.granularity, meters)
     finally:
         await store.close()
     rows = [(format_time(at), values) for at, values in found.buckets]

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
 
     metering: Literal["on", "off"] = "on"
     usage_flush_seconds: float = Field(default=10.0, gt=0, description="how often a node records its usage counts")
+    usage_sample_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="every node samples its open sockets at the multiples of this many seconds (the same on all nodes)",
+    )
 
     log_level: str = "info"
     access_log: bool = False

@@ -48,6 +48,13 @@ class Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def next_month(moment: datetime) -> datetime:
+    """The start (UTC) of the calendar month after the one that holds ``moment``: the one
+    place CAAS steps a month (billing periods, monthly usage buckets)."""
+    m = moment.astimezone(UTC)
+    return datetime(m.year + m.month // 12, m.month % 12 + 1, 1, tzinfo=UTC)
+
+
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with millisecond precision; lexicographic order equals time order."""
     moment = moment.astimezone(UTC)

@@ -160,9 +160,11 @@ class UsageRecorded(DomainEvent):
     """What one API node counted for one tenant in one interval ``[start, end)``.
 
     Counts that happen on a node and nowhere in the log: event frames written to sockets
-    (``deliveries``), API requests, connection time, and the node's peak concurrent
-    connections during the interval (``peak_connections``). ``users`` are the users seen
-    connected on this node this calendar month and not reported by it before.
+    (``deliveries``), API requests and connection time. ``connections`` is the number of the
+    tenant's sockets the node held open at ``sample_at``, an instant of the sampling grid every
+    node shares (``None``: the interval did not end on the grid, e.g. a graceful shutdown).
+    ``users`` are the users seen connected on this node this calendar month and not reported
+    by it before.
     """
 
     node: str
@@ -172,7 +174,8 @@ class UsageRecorded(DomainEvent):
     api_reads: int = 0
     api_writes: int = 0
     connection_ms: int = 0
-    peak_connections: int = 0
+    connections: int = 0
+    sample_at: str | None = None
     users: list[str] = Field(default_factory=list)
 
 

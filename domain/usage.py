@@ -1,6 +1,6 @@
 """The usage aggregate: what one API node recorded for one tenant, interval by interval.
 
-Each API node writes its counters (deliveries, requests, connection time, peaks) to the
+Each API node writes its counters (deliveries, requests, connection time, socket samples) to the
 stream ``usage:<node_id>`` of each tenant it served, one :class:`UsageRecorded` per interval.
 A node's intervals only move forward, so an interval at or before the last one recorded is a
 retry (an append that timed out but was written, a command redelivered) and records nothing:
@@ -25,7 +25,8 @@ class RecordUsage(Command):
     api_reads: int = Field(default=0, ge=0)
     api_writes: int = Field(default=0, ge=0)
     connection_ms: int = Field(default=0, ge=0)
-    peak_connections: int = Field(default=0, ge=0)
+    connections: int = Field(default=0, ge=0)
+    sample_at: str | None = None
     users: list[str] = Field(default_factory=list)
 
 

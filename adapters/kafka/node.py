@@ -41,6 +41,7 @@ from streams.projector import StallWatch, checkpoint_name
 
 log = structlog.get_logger("caas.node")
 
+USAGE_STREAM = "usage:"  # the streams of UsageRecorded (domain.usage), one per node and tenant
 COMMAND_REQUEST_TIMEOUT_MS = 5000  # how long the producer may take to deliver one command
 
 
@@ -152,7 +153,10 @@ class KafkaNode(Commands):
         self.timeout = timeout
         self.node_id = f"node-{uuid7()}"
         self.log = log
-        # every aggregate, restored from the event topic: the replica never reads a stream
+        # every aggregate the node checks (tenants, users, channels, billing), restored from the
+        # event topic: the replica never reads a stream. Usage streams are left out: only the
+        # deciders judge them, and each node process starts streams of its own (usage:<node>),
+        # which a replica kept forever would accumulate restart after restart.
         self.replica = AggregateRepository(None, cache_size=None)
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._applied: dict[int, int] = {}
@@ -203,7 +207,7 @@ class KafkaNode(Commands):
         for tp, records in batches.items():
             events = [event_from_record(r.value, tp.partition, r.offset) for r in records]
             for event in events:
-                self.replica.restore(event)
+                self._restore(event)
             self._applied[tp.partition] = records[-1].offset
             if publish:
                 self.log.recorded(events)
@@ -211,6 +215,13 @@ class KafkaNode(Commands):
                 self.log.head = max(self.log.head, events[-1].position)
         if batches:
             self._applied_changed.set()
+
+    def _restore(self, event: Event) -> bool:
+        """Evolve the replica by ``event`` (see :meth:`AggregateRepository.restore`); a usage
+        event is not kept (nothing on a node reads usage aggregates) and counts as applied."""
+        if event.stream.startswith(USAGE_STREAM):
+            return True
+        return self.replica.restore(event)
 
     def _answer(self, batches: Batches) -> None:
         """Resolve the commands awaiting the replies addressed to this node."""
@@ -275,7 +286,7 @@ class KafkaNode(Commands):
         # Read your own write: apply the reply's events to this node's replica now (the event
         # consumer will see them again and skip them); wait for the consumer only when an
         # earlier event of the stream has not reached the replica yet.
-        if all([self.replica.restore(event) for event in outcome.events]):
+        if all([self._restore(event) for event in outcome.events]):
             self.log.head = max(self.log.head, outcome.last.position)
         else:
             await self._seen(outcome.last.position)

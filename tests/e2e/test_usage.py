@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect
 from tests.cluster import serving
 from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
 
-FLUSH = {"CAAS_USAGE_FLUSH_SECONDS": "0.3"}
+FLUSH = {"CAAS_USAGE_FLUSH_SECONDS": "0.3", "CAAS_USAGE_SAMPLE_SECONDS": "1"}
 WAIT = 30.0
 DAY = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
 
@@ -68,8 +68,9 @@ def admin_usage(client: httpx.Client, url: str, tenant_id: str, **params: str) -
     return data
 
 
-async def watch(url: str, token: str, since: int, stop_at: int) -> int:
-    """Subscribe to ``c`` from ``since`` and read event frames up to seq ``stop_at``; how many came."""
+async def watch(url: str, token: str, since: int, stop_at: int, hold: Callable[[], None] | None = None) -> int:
+    """Subscribe to ``c`` from ``since`` and read event frames up to seq ``stop_at``; how many
+    came. ``hold`` runs (in a thread) before the socket closes."""
     frames = 0
     async with connect(f"{url.replace('http', 'ws')}/v1/ws?token={token}", proxy=None, open_timeout=WAIT) as ws:
         await ws.send(json.dumps({"type": "subscribe", "channel_id": "c", "since_seq": since}))
@@ -78,7 +79,22 @@ async def watch(url: str, token: str, since: int, stop_at: int) -> int:
             if frame["type"] == "event":
                 frames += 1
                 if frame["seq"] >= stop_at:
-                    return frames
+                    break
+        if hold is not None:
+            await asyncio.to_thread(hold)
+    return frames
+
+
+def until_sampled(client: httpx.Client, url: str, tenant_id: str) -> Callable[[], None]:
+    """Wait until a sample instant (every second here) has seen the socket open: the peak is 1."""
+
+    def wait() -> None:
+        deadline = time.monotonic() + WAIT
+        while admin_usage(client, url, tenant_id, meters="peak_connections")["totals"]["peak_connections"] < 1:
+            assert time.monotonic() < deadline, "no sample saw the open socket"
+            time.sleep(0.1)
+
+    return wait
 
 
 def test_usage_shows_exactly_what_the_tenant_did(metered: Server) -> None:
@@ -99,7 +115,8 @@ def test_usage_shows_exactly_what_the_tenant_did(metered: Server) -> None:
         deliveries = asyncio.run(watch(metered.url, bob_token, 0, edited["seq"]))
         assert deliveries == edited["seq"]
         last = api.call("POST", "/v1/channels/c/messages", alice, json={"text": "later", "attachments": []})
-        resumed = asyncio.run(watch(metered.url, bob_token, edited["seq"], last["seq"]))
+        hold = until_sampled(client, metered.url, tenant.tenant_id)
+        resumed = asyncio.run(watch(metered.url, bob_token, edited["seq"], last["seq"], hold))
         assert resumed == last["seq"] - edited["seq"]
         deliveries += resumed
         for _ in range(3):
@@ -113,7 +130,7 @@ def test_usage_shows_exactly_what_the_tenant_did(metered: Server) -> None:
             "api_reads": api.reads,
             "api_writes": api.writes,
             "connection_minutes": 0,
-            "peak_connections": 1,
+            "peak_connections": 1,  # one socket at a time, sampled every second while held open
             "mau": 2,  # alice wrote, bob wrote (a reply) and connected
             "stored_bytes": stored,
         }
@@ -145,6 +162,10 @@ def test_usage_refuses_bad_ranges_and_unknown_meters(metered: Server) -> None:
             ({"from": "2026-01-01T00:00:00", "to": "2026-01-02T00:00:00Z"}, None),  # no zone
             ({"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "empty_range"),
             ({"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "range_too_large"),
+            # the ends of the calendar: before year 1 once in UTC, an hour or a month past year 9999
+            ({"from": "0001-01-01T00:00:00+01:00", "to": "2026-01-01T00:00:00Z"}, "out_of_range"),
+            ({"from": "9999-12-31T00:00:00Z", "to": "9999-12-31T23:30:00Z"}, "out_of_range"),
+            ({"from": "9999-11-01T00:00:00Z", "to": "9999-12-31T00:00:00Z", "granularity": "month"}, "out_of_range"),
             (
                 {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "granularity": "week"},
                 "unknown_granularity",
@@ -218,3 +239,26 @@ def test_caas_usage_and_a_rebuilt_usage_model_agree_with_the_api(tmp_path: Path)
     assert "messages" in table and "total" in table
     rows = caas(tmp_path / "data", *args[:-1], "csv").splitlines()
     assert rows[0].startswith("start,messages,") and rows[-1].startswith("total,2,")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "2026-01-01T00:00:00", "--to", "2026-01-02T00:00:00Z"], "from must be an RFC 3339 time with"),
+        (["--from", "2020-01-01T00:00:00Z", "--to", "2026-01-01T00:00:00Z"], "the range is too long"),
+        (["--from", "0001-01-01T00:00:00+01:00", "--to", "2026-01-01T00:00:00Z"], "from must lie between"),
+        (["--from", "9999-12-31T00:00:00Z", "--to", "9999-12-31T23:30:00Z"], "from must lie between"),
+        (["--from", "2026-01-02T00:00:00Z", "--to", "2026-01-01T00:00:00Z"], "to must be later than from"),
+        (["--meters", "messages,bogus"], "unknown meter 'bogus'"),
+    ],
+)
+def test_caas_usage_refuses_what_the_api_refuses(tmp_path: Path, args: list[str], message: str) -> None:
+    """``caas usage`` parses its range with the API's parser: zone-less times, over-long ranges
+    and the ends of the calendar are refused with the API's message, before any store is opened."""
+    env = {**os.environ, "CAAS_BACKEND": "embedded", "CAAS_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "usage", "--tenant", "t1", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and f"caas usage: {message}" in done.stderr, done.stderr
+    assert not (tmp_path / "data").exists()

@@ -1,20 +1,26 @@
 """The node's usage counters (streams/metering.py) on a real SQLite log and command service:
-what a node counts is what it records, an interval is recorded at most once, and a failed
-append is retried later as the same interval, never merged into another."""
+what a node counts is what it records, an interval is recorded at most once, a failed append
+is retried later as the same interval, never merged into another; sockets are sampled at the
+shared grid (a restart cannot double a peak) and an idle socket is recorded once per sample
+period."""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.ids import utcnow, uuid7
+from adapters.kafka.node import IndexedLog, KafkaNode
+from adapters.memory_store import MemoryReadStore
 from adapters.sqlite_log import SqliteEventLog
 from commands.service import CommandService
 from domain.events import Event
+from projections import usage
 from streams.metering import Meter
 
 HOUR = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -125,25 +131,109 @@ async def _safe_recorded(tmp: Path) -> list[Event]:
         await log.close()
 
 
-def test_peaks_hold_the_most_sockets_open_at_once_in_an_interval(tmp_path: Path) -> None:
+async def _usage(log: SqliteEventLog) -> dict[str, int]:
+    """The usage read model built from ``log``: its totals for t1 over the test's hours."""
+    store = MemoryReadStore()
+    events = await log.read_all(after_position=0, limit=10_000)
+    await store.apply(usage.NAME, [op for e in events for op in usage.project(e)], events[-1].position)
+    start = datetime.fromtimestamp(HOUR, UTC)
+    return await usage.period_totals(store, "t1", start, start + timedelta(hours=2))
+
+
+def test_sockets_are_sampled_at_the_shared_grid_and_a_restart_does_not_double_a_peak(tmp_path: Path) -> None:
+    """Node n1 holds 3 sockets, then 1; it shuts down and its sockets reconnect to n2 (a new
+    node id, as after a restart) within the same minute: the peak is 3, never 1 + n2's 3."""
+
     async def check() -> None:
         log = SqliteEventLog(tmp_path / "events.db")
         await log.start()
-        clock = Clock()
-        meter = Meter(CommandService(log, clock=utcnow, new_id=uuid7), "n1", wall=clock, clock=clock)
-        await meter.start()
+        clock = Clock()  # HOUR + 5 s
+        service = CommandService(log, clock=utcnow, new_id=uuid7)
+        n1 = Meter(service, "n1", wall=clock, clock=clock)
+        await n1.start()
         for user in ("a", "b", "c"):
-            meter.opened("t1", user)
-        meter.closed("t1", "a")
-        meter.closed("t1", "b")
-        clock.now += 10
-        await meter.flush()
-        clock.now += 10
-        await meter.flush()  # c is still connected: the next interval's peak is 1
-        await meter.close()
+            n1.opened("t1", user)
+        clock.now = HOUR + 10  # an interval boundary, not a sample instant: no sample
+        await n1.flush(n1.next_boundary(HOUR + 5))
+        n1.closed("t1", "a")
+        n1.closed("t1", "b")
+        clock.now = HOUR + 60
+        assert n1.next_boundary(HOUR + 50) == HOUR + 60 and n1.on_grid(HOUR + 60)
+        await n1.flush(HOUR + 60)  # a sample instant: 1 socket open
+        clock.now = HOUR + 65
+        n1.closed("t1", "c")
+        await n1.close()  # a graceful shutdown, off the grid: no sample
+        n2 = Meter(service, "n2", wall=clock, clock=clock)
+        await n2.start()
+        for user in ("a", "b", "c"):
+            n2.opened("t1", user)
+        clock.now = HOUR + 120
+        await n2.flush(HOUR + 120)
+        await n2.close()
         events = await recorded(log)
-        assert [e.payload["peak_connections"] for e in events] == [3, 1]
-        assert events[0].payload["users"] == ["a", "b", "c"] and events[1].payload["users"] == []
+        samples = [(e.payload["node"], e.payload["sample_at"], e.payload["connections"]) for e in events]
+        assert [s for s in samples if s[1] is not None] == [
+            ("n1", "2026-01-01T00:01:00.000Z", 1),
+            ("n2", "2026-01-01T00:02:00.000Z", 3),
+        ]
+        assert (await _usage(log))["peak_connections"] == 3
         await log.close()
 
     asyncio.run(check())
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 30))
+def test_an_idle_socket_is_recorded_once_per_sample_period_not_every_interval(sockets: int, minutes: int) -> None:
+    """Sockets that only stay open: nothing is recorded at the 10 s boundaries between sample
+    instants, one record per minute carries the minute's connection time and the sample, and
+    the connection time adds up exactly."""
+
+    async def check(tmp: Path) -> None:
+        log = SqliteEventLog(tmp / "events.db")
+        await log.start()
+        clock = Clock()
+        clock.now = HOUR
+        meter = Meter(CommandService(log, clock=utcnow, new_id=uuid7), "n1", wall=clock, clock=clock)
+        await meter.start()
+        for user in range(sockets):
+            meter.opened("t1", f"u{user}")
+        moment = HOUR
+        while moment < HOUR + 60 * minutes:
+            moment = meter.next_boundary(moment)
+            clock.now = moment
+            await meter.flush(moment)
+        events = await recorded(log)
+        # the opening is news (recorded at the first 10 s boundary); then one record a minute
+        assert len(events) == minutes + 1 and events[0].payload["end"] == "2026-01-01T00:00:10.000Z"
+        assert events[0].payload["users"] == sorted(f"u{u}" for u in range(sockets))
+        sampled = events[1:]
+        assert [e.payload["connections"] for e in sampled] == [sockets] * minutes
+        assert all(e.payload["sample_at"] == e.payload["end"] for e in sampled)
+        assert sum(e.payload["connection_ms"] for e in events) == sockets * 60_000 * minutes
+        assert (await _usage(log))["peak_connections"] == sockets
+        await log.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(check(Path(tmp)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 30))
+def test_an_api_nodes_replica_keeps_no_usage_aggregates(restarts: int) -> None:
+    """Each node process records on streams of its own (``usage:<node>``); a Kafka node's
+    replica, kept forever, holds none of them, whatever the number of restarts."""
+    node = KafkaNode("127.0.0.1:9", "t-", 1, IndexedLog(MemoryReadStore()))
+
+    def event(stream: str, seq: int, type_: str, payload: dict[str, object]) -> Event:
+        return Event(
+            event_id=f"e{seq}-{stream}", tenant_id="t1", stream=stream, seq=seq, position=seq, type=type_,
+            schema_version=1, occurred_at="2026-01-01T00:00:00.000Z", actor=None, payload=payload,
+        )  # fmt: skip
+
+    assert node._restore(event("tenant:t1", 1, "TenantRegistered", {"name": "T"}))
+    for n in range(restarts):
+        start = f"2026-01-01T00:00:{n:02d}.000Z"
+        payload = {"node": f"n{n}", "start": start, "end": start, "deliveries": 1}
+        assert node._restore(event(f"usage:n{n}", 1, "UsageRecorded", payload))
+    assert [key for key, _ in node.replica.cached()] == [("t1", "tenant:t1")]

@@ -35,6 +35,7 @@ from domain.base import Unchanged
 from domain.events import Event
 from projections import usage
 from projections.ports import ReadStore
+from projections.usage import projection as usage_projection
 
 TENANTS = ("t1", "t2")
 CHANNELS = ("c1", "c2", "c3")
@@ -45,7 +46,11 @@ START, END = EPOCH, EPOCH + timedelta(hours=8)
 
 
 def at(minutes: int) -> str:
-    moment = EPOCH + timedelta(minutes=minutes)
+    return at_second(60 * minutes)
+
+
+def at_second(seconds: int) -> str:
+    moment = EPOCH + timedelta(seconds=seconds)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
@@ -80,7 +85,9 @@ def facts(draw: st.DrawFn) -> list[Fact]:
                 "api_reads": draw(st.integers(0, 5)),
                 "api_writes": draw(st.integers(0, 5)),
                 "connection_ms": draw(st.integers(0, 200_000)),
-                "peak_connections": draw(st.integers(0, 9)),
+                "connections": draw(st.integers(0, 9)),
+                # a sample instant of the shared grid (every 10 s here), in any hour of the range
+                "sample_at": draw(st.one_of(st.none(), st.integers(0, 8 * 360 - 1).map(lambda k: at_second(10 * k)))),
                 "users": draw(st.lists(st.sampled_from(USERS), max_size=2, unique=True)),
             }
             out.append(Fact(tenant_id, f"usage:{node}", "UsageRecorded", minutes, payload, None))
@@ -138,7 +145,7 @@ def events_of(log: list[Fact], position: Any) -> list[Event]:
 # --- the model: usage computed straight from the facts -------------------------------------------
 def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
     totals: Counter[str] = Counter()
-    peaks: Counter[tuple[str, str]] = Counter()  # (minute, node) -> peak
+    samples: Counter[str] = Counter()  # sample instant -> sockets summed over nodes
     active: dict[tuple[str, str], str] = {}  # (month, user) -> first hour
     sizes: dict[tuple[str, str], list[int]] = {}  # message -> [text bytes, attachment bytes, live]
     conn_ms = 0
@@ -153,8 +160,8 @@ def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
             for name in ("deliveries", "api_reads", "api_writes"):
                 totals[name] += p[name]
             conn_ms += p["connection_ms"]
-            minute = p["start"][:16]
-            peaks[(minute, p["node"])] = max(peaks[(minute, p["node"])], p["peak_connections"])
+            if p["sample_at"] is not None:
+                samples[p["sample_at"]] += p["connections"]
             for user in p["users"]:
                 seen(user, p["start"])
             continue
@@ -162,7 +169,7 @@ def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
         if fact.type == "MessagePosted":
             totals["replies" if p.get("parent_id") else "messages"] += 1
             attachments = p.get("attachments") or []
-            sizes[key] = [len(p["text"].encode()), usage._size(attachments), 1]
+            sizes[key] = [len(p["text"].encode()), usage_projection._size(attachments), 1]
             seen(p["author_id"], moment)
         elif fact.type == "MessageEdited":
             totals["edits"] += 1
@@ -173,11 +180,8 @@ def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
             seen(p["user_id"], moment)
         elif fact.type != "MessagePosted" and fact.actor and fact.actor.startswith("user:"):
             seen(fact.actor[5:], moment)
-    by_minute: Counter[str] = Counter()
-    for (minute, _), peak in peaks.items():
-        by_minute[minute] += peak
     totals["connection_minutes"] = conn_ms // 60_000
-    totals["peak_connections"] = max(by_minute.values(), default=0)
+    totals["peak_connections"] = max(samples.values(), default=0)
     totals["mau"] = len(active)
     totals["stored_bytes"] = sum(t + a for t, a, live in sizes.values() if live)
     return {meter: totals[meter] for meter in usage.METERS}
@@ -315,3 +319,61 @@ def test_report_buckets_tile_the_hours_of_the_range(n: int, granularity: usage.G
     assert starts and starts[0] <= hour < usage.next_bucket(starts[0], granularity)
     last = usage.ceil_hour(end) - timedelta(hours=1)
     assert starts[-1] <= last < usage.next_bucket(starts[-1], granularity)
+
+
+# --- the one range parser of GET /v1/usage and caas usage ------------------------------------------
+EDGES = (
+    "0001-01-01T00:00:00+01:00",  # before the first instant datetime can hold, once in UTC
+    "0001-01-01T00:00:00Z",
+    "1969-12-31T23:59:59Z",
+    "9999-12-31T23:30:00Z",  # an hour up from here overflows
+    "9999-12-01T00:00:00Z",  # a month on from here overflows
+    "9000-01-01T00:00:01Z",
+    "2026-01-01T00:00:00",  # no zone
+    "2026-13-01T00:00:00Z",
+    "yesterday",
+    "",
+)
+TIMES = st.one_of(
+    st.sampled_from(EDGES),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(st.none(), TIMES),
+    st.one_of(st.none(), TIMES),
+    st.sampled_from(("hour", "day", "month", "week", "")),
+    st.one_of(st.none(), st.sampled_from(("messages,mau", "", "bogus", "peak_connections,messages"))),
+)
+def test_any_range_is_served_or_refused_with_a_rule_never_an_exception(
+    start: str | None, end: str | None, granularity: str, meters: str | None
+) -> None:
+    """Whatever the query says, the parser answers a range or a RangeError; a range it answers
+    is one every query can step through (buckets and hours up to its end) without overflow."""
+    try:
+        asked = usage.parse_range(start, end, granularity, meters, usage.METERS)
+    except usage.RangeError as exc:
+        assert exc.message and (exc.rule is None or exc.rule in RULES)
+        return
+    assert usage.EARLIEST <= asked.start < asked.end <= usage.LATEST
+    report = run(usage.usage_report(MemoryReadStore(), "t1", asked.start, asked.end, asked.granularity, asked.meters))
+    assert report.buckets and usage.next_bucket(report.buckets[-1][0], asked.granularity) >= asked.end
+
+
+RULES = {"out_of_range", "empty_range", "unknown_granularity", "range_too_large", "unknown_meter"}
+
+
+def test_the_edges_of_the_calendar_are_refused_as_out_of_range() -> None:
+    for raw in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00Z", "9999-12-01T00:00:00Z", "1969-12-31T23:59:59Z"):
+        try:
+            usage.parse_time(raw, "from")
+        except usage.RangeError as exc:
+            assert exc.rule == "out_of_range" and exc.details["latest"] == "9000-01-01T00:00:00.000Z"
+        else:
+            raise AssertionError(f"{raw} was accepted")
+    near = usage.parse_range("8999-11-30T00:00:00Z", "9000-01-01T00:00:00Z", "month", None, usage.METERS)
+    report = run(usage.usage_report(MemoryReadStore(), "t1", near.start, near.end, "month"))
+    assert [b for b, _ in report.buckets][-1] == datetime(8999, 12, 1, tzinfo=UTC)

@@ -1,0 +1,180 @@
+"""The usage projection: what each tenant used, hour by hour, derived from the log alone.
+
+Meters (:data:`METERS`) and where they come from:
+
+- ``messages``, ``replies``, ``edits``: ``MessagePosted`` (top-level / with a ``parent_id``) and
+  ``MessageEdited`` events of the tenant's channels.
+- ``deliveries``, ``api_reads``, ``api_writes``, ``connection_minutes``, ``peak_connections``:
+  counted by each API node in memory and recorded as one ``UsageRecorded`` event per tenant and
+  interval on the stream ``usage:<node_id>`` (``streams/metering.py``).
+- ``mau``: users who wrote (posted, edited, deleted, reacted, moved a read marker, or any
+  channel command under their own token) or connected (``UsageRecorded.users``) in a calendar
+  month (UTC). A bucket holds the users whose *first* activity of their month falls in it, so
+  the buckets of a whole month sum to that month's MAU.
+- ``stored_bytes``: UTF-8 bytes of the text plus the JSON of the attachments of live messages.
+  A bucket holds the bytes, at their current size, of the messages created in it that are
+  still stored at the end of the asked range; ``period_totals`` gives the bytes stored at
+  ``end`` (every message created before it and not deleted before it).
+
+Documents (all scoped by ``tenant_id``):
+
+- ``usage/<YYYY-MM-DDTHH>/<shard>``: the hour's counters (``inc``) and socket samples
+  (``samples.<SSSS>``, ``inc``: the sockets the nodes of this shard held open at the second
+  ``SSSS`` of the hour, one of the instants every node samples at; see ``docs/meters.md``).
+- ``usage_users/<YYYY-MM>/<user_id>/<shard>``: a user active in a month; ``first_hour`` (``min``).
+- ``usage_messages/<channel_id>/<message_id>``: a message's created hour, sizes and deletion.
+
+**Why shards.** Ops are guarded per document by the event's position, which is one order on
+the embedded log but is ordered only within a partition on Kafka. A document fed by many
+streams (an hour's counters, a user's month) is therefore keyed by the shard of its source —
+the partition on Kafka, ``0`` on a log with one order — so each document only ever sees one
+ordered source; readers sum (or take the minimum) over shards. A message's document is fed by
+its channel stream alone and needs no shard. Each event yields at most one op per document.
+
+The queries billing codes against are in :mod:`projections.usage.queries`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import orjson
+
+from domain.events import Event
+from projections.ports import Op
+from projections.usage.ranges import hour_key
+
+NAME = "usage"
+COLLECTIONS = ("usage", "usage_users", "usage_messages")
+
+METERS: tuple[str, ...] = (
+    "messages",
+    "replies",
+    "edits",
+    "deliveries",
+    "api_reads",
+    "api_writes",
+    "connection_minutes",
+    "peak_connections",
+    "mau",
+    "stored_bytes",
+)
+COUNTERS: tuple[str, ...] = ("messages", "replies", "edits", "deliveries", "api_reads", "api_writes")
+Shard = Callable[[int], int]
+
+# the user who wrote, for events a tenant key may issue on a user's behalf
+_WRITER_FIELD = {
+    "MessagePosted": "author_id",
+    "ReactionAdded": "user_id",
+    "ReactionRemoved": "user_id",
+    "ReadMarkerMoved": "user_id",
+}
+
+
+def single_order(position: int) -> int:
+    """The shard of every event on a log whose positions are one order (the embedded log)."""
+    return 0
+
+
+def projector(shard: Shard = single_order) -> Callable[[Event], list[Op]]:
+    """The usage projection for a log whose events' sources are told apart by ``shard``
+    (a function of the position: the partition on Kafka)."""
+
+    def project(event: Event) -> list[Op]:
+        return _project(event, shard(event.position))
+
+    return project
+
+
+project = projector()
+
+
+# --- projection ------------------------------------------------------------------------------
+def _counter(event: Event, shard: int, hour: str, **fields: int) -> Op:
+    return Op(
+        "usage", event.tenant_id, f"{hour}/{shard}", event.position, inc=fields, insert={"hour": hour, "shard": shard}
+    )
+
+
+def _active(event: Event, shard: int, user_id: str, hour: str) -> Op:
+    month = hour[:7]
+    return Op(
+        "usage_users",
+        event.tenant_id,
+        f"{month}/{user_id}/{shard}",
+        event.position,
+        insert={"month": month, "user_id": user_id, "shard": shard},
+        min={"first_hour": hour},
+    )
+
+
+def _writer(event: Event) -> str | None:
+    name = _WRITER_FIELD.get(event.type)
+    if name is not None and isinstance(event.payload.get(name), str):
+        return str(event.payload[name])
+    if event.actor is not None and event.actor.startswith("user:"):
+        return event.actor[5:]
+    return None
+
+
+def _size(attachments: Sequence[object]) -> int:
+    return len(orjson.dumps(attachments)) if attachments else 0
+
+
+def _message(event: Event, message_id: str, **fields: object) -> Op:
+    return Op("usage_messages", event.tenant_id, f"{event.stream_id}/{message_id}", event.position, set=fields)
+
+
+def _project(event: Event, shard: int) -> list[Op]:
+    kind = event.stream_type
+    if kind == "usage":
+        return _recorded(event, shard)
+    if kind != "channel":
+        return []
+    hour, p = hour_key(event.occurred_at), event.payload
+    ops: list[Op] = []
+    if event.type == "MessagePosted":
+        meter = "replies" if p.get("parent_id") else "messages"
+        ops.append(_counter(event, shard, hour, **{meter: 1}))
+        ops.append(
+            _message(
+                event,
+                p["message_id"],
+                hour=hour,
+                text_bytes=len(p["text"].encode()),
+                attachment_bytes=_size(p.get("attachments") or []),
+                deleted_at=None,
+            )
+        )
+    elif event.type == "MessageEdited":
+        ops.append(_counter(event, shard, hour, edits=1))
+        ops.append(_message(event, p["message_id"], text_bytes=len(p["text"].encode())))
+    elif event.type == "MessageDeleted":
+        ops.append(_message(event, p["message_id"], deleted_at=event.occurred_at))
+    writer = _writer(event)
+    if writer is not None:
+        ops.append(_active(event, shard, writer, hour))
+    return ops
+
+
+def sample_key(moment: str) -> str:
+    """The field of a socket sample taken at ``moment`` in its hour's documents: the second
+    of the hour, four digits (``samples.0130`` is HH:02:10)."""
+    return f"{int(moment[14:16]) * 60 + int(moment[17:19]):04d}"
+
+
+def _recorded(event: Event, shard: int) -> list[Op]:
+    if event.type != "UsageRecorded":
+        return []
+    p = event.payload
+    hour = hour_key(p["start"])
+    counts = {name: int(p.get(name, 0)) for name in ("deliveries", "api_reads", "api_writes", "connection_ms")}
+    incs: dict[str, dict[str, int]] = {hour: {k: v for k, v in counts.items() if v}}
+    sample_at, connections = p.get("sample_at"), int(p.get("connections", 0))
+    if sample_at and connections:  # the node's open sockets at an instant of the shared grid
+        incs.setdefault(hour_key(sample_at), {})[f"samples.{sample_key(sample_at)}"] = connections
+    ops = [
+        Op("usage", event.tenant_id, f"{h}/{shard}", event.position, inc=inc, insert={"hour": h, "shard": shard})
+        for h, inc in incs.items()
+    ]
+    return [*ops, *(_active(event, shard, user, hour) for user in dict.fromkeys(p.get("users") or []))]
