@@ -83,7 +83,8 @@ class Quotas:
         self.past_due_read_only = past_due_read_only
         self._views: dict[str, _View] = {}
         self._refreshing: dict[str, asyncio.Future[_View]] = {}
-        self._announced: set[str] = set()
+        self._announced: set[str] = set()  # thresholds asked for this period (cleared at the next)
+        self._announced_period = ""
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def admit(self, tenant_id: str, meters: Sequence[str]) -> None:
@@ -170,6 +171,8 @@ class Quotas:
     def _announce(self, tenant_id: str, view: _View, meter: str, used: int) -> None:
         """Record each threshold ``used`` has reached, once per period (the decider drops a
         repeat from another node; this node asks at most once)."""
+        if view.period.label != self._announced_period:
+            self._announced, self._announced_period = set(), view.period.label
         quantity = view.included.get(meter, 0)
         if quantity <= 0:
             return
