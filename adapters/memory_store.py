@@ -7,7 +7,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from projections.ports import Doc, Filter, Op, ReadStore, apply_op, matches
+from projections.ports import Doc, Filter, Op, ReadStore, apply_op, matches, tallies
 
 
 def sort_docs(docs: list[Doc], sort: Sequence[tuple[str, int]]) -> list[Doc]:
@@ -33,12 +33,16 @@ class MemoryReadStore(ReadStore):
         return None
 
     async def apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
-        for op in ops:
-            docs = self._docs.setdefault(op.collection, {})
-            key = (op.tenant_id, op.id)
-            new = apply_op(docs.get(key), op)
-            if new is not None:
-                docs[key] = new
+        derived: list[Op] = []
+        for batch in (ops, derived):  # the counters the first ops' tallies move come second
+            for op in batch:
+                docs = self._docs.setdefault(op.collection, {})
+                key = (op.tenant_id, op.id)
+                old = docs.get(key)
+                new = apply_op(old, op)
+                if new is not None:
+                    docs[key] = new
+                    derived += tallies(old, new, op)
         self._checkpoints[projection] = max(position, self._checkpoints.get(projection, 0))
 
     async def checkpoint(self, projection: str) -> int:

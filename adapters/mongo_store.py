@@ -32,14 +32,23 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
-from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreRefused, ReadStoreUnavailable, apply_op
+from projections.ports import (
+    Doc,
+    Filter,
+    Op,
+    ReadStore,
+    ReadStoreRefused,
+    ReadStoreUnavailable,
+    apply_op,
+    tallies,
+)
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
     "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
     "memberships": [("user_id", "active"), ("channel_id", "active")],
     "usage": [("hour",)],
     "usage_users": [("month",)],
-    "usage_messages": [("hour",)],
+    "usage_stored": [("hour",)],  # usage_messages are read by id only (stored-bytes changes)
     "channels": [("channel_id",)],
 }
 DUPLICATE_KEY = 11000
@@ -160,14 +169,26 @@ class MongoReadStore(ReadStore):
             return {}
         return {d["_id"]: d async for d in self._coll(collection).find({"_id": {"$in": keys}})}
 
+    async def _folded(self, ops: Sequence[Op]) -> tuple[dict[str, _Folded], list[Op]]:
+        """Per collection: the stored documents ``ops`` touch, the documents they leave and the
+        keys they changed; and the counter ops their tallies cause."""
+        out: dict[str, _Folded] = {}
+        derived: list[Op] = []
+        for collection, coll_ops in _by_collection(ops).items():
+            found = await self._found(collection, list(dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops)))
+            docs, changed = _fold(coll_ops, found, derived)
+            out[collection] = (found, docs, changed)
+        return out, derived
+
     async def _advance(self, projection: str, position: int) -> None:
         await self._coll("checkpoints").update_one({"_id": projection}, {"$max": {"position": position}}, upsert=True)
 
     async def _apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
-        for collection, coll_ops in _by_collection(ops).items():
-            found = await self._found(collection, list(dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops)))
+        folded, derived = await self._folded(ops)
+        counters, _ = await self._folded(derived)
+        # the counters that tallies move are written before the measured documents (Op.tally)
+        for collection, (found, docs, changed) in [*counters.items(), *folded.items()]:
             read_pos = {k: d.get("_pos") for k, d in found.items()}
-            docs, changed = _fold(coll_ops, found)
             writes = []
             for key in changed:
                 doc = _stored(docs[key] or {})
@@ -186,9 +207,11 @@ class MongoReadStore(ReadStore):
         await self._advance(projection, position)
 
     async def _load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[str]) -> None:
-        for collection, coll_ops in _by_collection(ops).items():
-            keys = dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops)
-            docs, _ = _fold(coll_ops, await self._found(collection, [k for k in keys if f"{collection}/{k}" in loaded]))
+        derived: list[Op] = []
+        folded = await self._loading(ops, loaded, derived)
+        counters = await self._loading(derived, loaded, [])
+        # the counters first, as in apply: a retried window derives what a failed one did not write
+        for collection, docs in [*counters.items(), *folded.items()]:
             inserts, replaces = [], []
             for key, local in docs.items():
                 if local is None:
@@ -210,6 +233,16 @@ class MongoReadStore(ReadStore):
             for chunk in _chunks(replaces):
                 await self._coll(collection).bulk_write(chunk, ordered=False)
         await self._advance(projection, position)
+
+    async def _loading(
+        self, ops: Sequence[Op], loaded: set[str], derived: list[Op]
+    ) -> dict[str, dict[str, Doc | None]]:
+        out = {}
+        for collection, coll_ops in _by_collection(ops).items():
+            keys = dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops)
+            found = await self._found(collection, [k for k in keys if f"{collection}/{k}" in loaded])
+            out[collection], _ = _fold(coll_ops, found, derived)
+        return out
 
     async def checkpoint(self, projection: str) -> int:
         try:
@@ -260,8 +293,13 @@ class MongoReadStore(ReadStore):
 async def swap_in(fresh: MongoReadStore, live: MongoReadStore, projection: str, collections: Sequence[str]) -> None:
     """Make ``fresh``'s rebuilt collections the live ones: each is renamed over its live
     counterpart (``renameCollection`` with ``dropTarget``, atomic per collection), then the
-    rebuilt checkpoints replace the live ones."""
+    rebuilt checkpoints replace the live ones. A collection the rebuild wrote nothing to (no
+    event made a document of it) does not exist: its live counterpart is dropped instead."""
+    built = set(await fresh._client[fresh.database].list_collection_names()) if fresh._client is not None else set()
     for name in collections:
+        if fresh.prefix + name not in built:
+            await live._coll(name).drop()
+            continue
         try:
             await fresh._coll(name).rename(live.prefix + name, dropTarget=True)
         except OperationFailure as exc:
@@ -284,9 +322,13 @@ def _by_collection(ops: Sequence[Op]) -> dict[str, list[Op]]:
     return grouped
 
 
-def _fold(ops: list[Op], found: dict[str, Any]) -> tuple[dict[str, Doc | None], set[str]]:
+_Folded = tuple[dict[str, Any], dict[str, "Doc | None"], set[str]]  # found, docs left, keys changed
+
+
+def _fold(ops: list[Op], found: dict[str, Any], derived: list[Op]) -> tuple[dict[str, Doc | None], set[str]]:
     """The documents ``ops`` leave, starting from the stored ones in ``found``, and the keys
-    of those they changed (an op at or below a document's position changes nothing)."""
+    of those they changed (an op at or below a document's position changes nothing); the
+    counter ops their tallies cause are added to ``derived``."""
     docs: dict[str, Doc | None] = {}
     changed: set[str] = set()
     for op in ops:
@@ -296,6 +338,7 @@ def _fold(ops: list[Op], found: dict[str, Any]) -> tuple[dict[str, Doc | None], 
         docs[key] = new if new is not None else current
         if new is not None:
             changed.add(key)
+            derived += tallies(current, new, op)
     return docs, changed
 
 

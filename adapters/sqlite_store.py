@@ -20,14 +20,14 @@ from typing import Any
 
 import orjson
 
-from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreRefused, apply_op
+from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreRefused, apply_op, tallies
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
     "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
     "memberships": [("user_id", "active"), ("channel_id", "active")],
     "usage": [("hour",)],
     "usage_users": [("month",)],
-    "usage_messages": [("hour",)],
+    "usage_stored": [("hour",)],  # usage_messages are read by id only (stored-bytes changes)
 }
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LOAD_CHUNK = 500  # documents loaded per SELECT … IN (…) when a batch is applied
@@ -123,18 +123,20 @@ class SqliteReadStore(ReadStore):
         """Apply a batch in the calling thread (projection runners call it off the loop)."""
         with self._lock:
             db = self._db()
-            tables = {op.collection: self._table(op.collection) for op in ops}
+            tables: dict[str, str] = {}
             docs: dict[tuple[str, str, str], Doc | None] = {}
             dirty: set[tuple[str, str, str]] = set()
-            wanted: dict[tuple[str, str], list[str]] = {}
-            for op in ops:
-                key = (op.collection, op.tenant_id, op.id)
-                if key not in docs:
-                    docs[key] = None
-                    wanted.setdefault((op.collection, op.tenant_id), []).append(op.id)
-            db.execute("BEGIN")
-            try:
-                for (collection, tenant_id), ids in wanted.items():  # load touched documents, many per query
+
+            def load(batch: Sequence[Op]) -> None:  # the touched documents not loaded yet, many per query
+                wanted: dict[tuple[str, str], list[str]] = {}
+                for op in batch:
+                    if op.collection not in tables:
+                        tables[op.collection] = self._table(op.collection)
+                    key = (op.collection, op.tenant_id, op.id)
+                    if key not in docs:
+                        docs[key] = None
+                        wanted.setdefault((op.collection, op.tenant_id), []).append(op.id)
+                for (collection, tenant_id), ids in wanted.items():
                     for start in range(0, len(ids), LOAD_CHUNK):
                         chunk = ids[start : start + LOAD_CHUNK]
                         rows = db.execute(
@@ -144,12 +146,29 @@ class SqliteReadStore(ReadStore):
                         )
                         for id, doc in rows:
                             docs[(collection, tenant_id, id)] = orjson.loads(doc)
-                for op in ops:
+
+            def fold(batch: Sequence[Op]) -> list[Op]:
+                derived: list[Op] = []
+                for op in batch:
                     key = (op.collection, op.tenant_id, op.id)
                     new = apply_op(docs[key], op)
                     if new is not None:
+                        derived += tallies(docs[key], new, op)
                         docs[key] = new
                         dirty.add(key)
+                return derived
+
+            for op in ops:  # tables first: creating one is not part of the transaction
+                if op.collection not in tables:
+                    tables[op.collection] = self._table(op.collection)
+            for tally in {t.collection for op in ops for t in op.tally}:
+                tables[tally] = self._table(tally)
+            db.execute("BEGIN")
+            try:
+                load(ops)
+                derived = fold(ops)
+                load(derived)  # one transaction: the counters and the measured documents together
+                fold(derived)
                 writes: dict[str, list[tuple[str, str, str]]] = {}
                 for collection, tenant_id, id in dirty:
                     try:

@@ -76,6 +76,23 @@ DISTRIBUTED_PROJECTIONS = {
 RebuildProgress = Callable[[str, int, int], None]
 
 
+class Unlimited:
+    """The quota check when ``CAAS_QUOTAS=off``: every write is admitted and nothing is read
+    (a deployment that does not bill, and the benchmarks that measure the check's cost)."""
+
+    async def admit(self, tenant_id: str, meters: Sequence[str]) -> None:
+        return None
+
+    def release(self, tenant_id: str, meters: Sequence[str]) -> None:
+        return None
+
+    def forget(self, tenant_id: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 class BackendUnsupported(Exception):
     """Asked of a backend that does not have it (``caas worker`` on the embedded backend)."""
 
@@ -428,7 +445,7 @@ class Engine:
     meter: Meter = field(init=False)
     billing: Billing = field(init=False)
     webhooks: WebhookVerifier | None = field(init=False)  # None: webhooks are not configured
-    quotas: Quotas = field(init=False)
+    quotas: Quotas | Unlimited = field(init=False)
     _billing_sync: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -443,12 +460,16 @@ class Engine:
         )
         self.billing = build_billing(s, self.service, self.backend.store, self.clock)
         self.webhooks = build_webhooks(s)
-        self.quotas = Quotas(
-            self.billing,
-            ttl=s.quota_cache_seconds,
-            clock=self.clock,
-            monotonic=time.monotonic,
-            past_due_read_only=s.billing_past_due == "read_only",
+        self.quotas = (
+            Quotas(
+                self.billing,
+                ttl=s.quota_cache_seconds,
+                clock=self.clock,
+                monotonic=time.monotonic,
+                past_due_read_only=s.billing_past_due == "read_only",
+            )
+            if s.quotas == "on"
+            else Unlimited()
         )
         self.presence = PresenceService(
             self.bus,

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
 
     # billing (docs/plans.md, docs/quotas.md, docs/stripe.md)
     plans_file: Path | None = Field(default=None, description="TOML plans; the built-in free plan when unset")
+    quotas: Literal["on", "off"] = Field(
+        default="on", description="off: no quota check on writes (no 402s, no thresholds recorded)"
+    )
     quota_cache_seconds: float = Field(default=5.0, gt=0, description="how stale a node's view of usage may be")
     billing_past_due: Literal["allow", "read_only"] = "allow"
     stripe_api_key: SecretStr | None = Field(default=None, description="secret; never logged")

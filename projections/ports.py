@@ -20,6 +20,18 @@ Filter = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
+class Tally:
+    """A counter that follows a measured document (:attr:`Op.tally`): the field ``counter`` of
+    the document ``collection``/``id`` (same tenant) moves by the change the op made to the
+    measured sum. ``insert`` as for an op, when the counter document is created."""
+
+    collection: str
+    id: str
+    counter: str
+    insert: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Op:
     """Upsert one document, guarded by ``position``.
 
@@ -27,6 +39,16 @@ class Op:
     the list at a path if absent; ``pull`` removes it; ``inc`` adds to a number; ``min`` and
     ``max`` keep the smaller or larger of the stored value and the given one (a missing
     value is replaced); ``insert`` sets fields only when the document is created.
+
+    ``measure`` and ``tally`` keep a running sum over many documents without reading them:
+    when the op applies, the sum of the document's ``measure`` fields (missing: 0; all of it 0
+    while the field ``measure_unless`` is set, e.g. a deletion time) is taken before and
+    after, and each :class:`Tally` counter moves by the difference, guarded by the op's
+    position (:func:`tallies`). A store writes the counters *before* the measured
+    document, so a crash between the two is repaired by redelivery: the measured document
+    still shows the old sum, the same difference is derived again, and the counter's guard
+    drops what it already has. A counter document must receive tally ops only, all from one
+    ordered source (its position guard needs them in order).
     """
 
     collection: str
@@ -40,6 +62,9 @@ class Op:
     insert: Mapping[str, Any] = field(default_factory=dict)
     min: Mapping[str, Any] = field(default_factory=dict)
     max: Mapping[str, Any] = field(default_factory=dict)
+    measure: tuple[str, ...] = ()
+    measure_unless: str | None = None
+    tally: tuple[Tally, ...] = ()
 
 
 class ReadStoreUnavailable(Exception):
@@ -133,6 +158,24 @@ def apply_op(doc: Doc | None, op: Op) -> Doc | None:
             parent[name] = value
     new["_pos"] = op.position
     return new
+
+
+def tallies(before: Doc | None, after: Doc, op: Op) -> list[Op]:
+    """The counter ops ``op`` causes, having turned ``before`` into ``after`` (see :class:`Op`)."""
+    if not op.tally:
+        return []
+    delta = _measured(after, op) - _measured(before, op)
+    if not delta:
+        return []
+    return [
+        Op(t.collection, op.tenant_id, t.id, op.position, inc={t.counter: delta}, insert=t.insert) for t in op.tally
+    ]
+
+
+def _measured(doc: Doc | None, op: Op) -> int:
+    if doc is None or (op.measure_unless is not None and doc.get(op.measure_unless) is not None):
+        return 0
+    return sum(int(doc.get(name) or 0) for name in op.measure)
 
 
 def _target(doc: Doc, path: str) -> Doc:

@@ -118,6 +118,7 @@ class Meter:
         self.backlog: dict[str, list[RecordUsage]] = {}
         self.started = 0.0  # wall time the current interval started
         self.recorded = 0  # intervals recorded (tests wait on it)
+        self.sampled = 0.0  # the last sample instant taken
         self._task: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
 
@@ -190,8 +191,10 @@ class Meter:
         return abs(moment - whole) < 1e-6 and (whole % self.sample_every == 0 or whole % 3600 == 0)
 
     async def _run(self) -> None:
+        boundary = 0.0
         while True:
-            boundary = self.next_boundary(self.wall())
+            # never the same boundary twice, even if the timer woke a hair before the wall clock
+            boundary = self.next_boundary(max(self.wall(), boundary))
             await asyncio.sleep(max(boundary - self.wall(), 0.0))
             try:
                 await self.flush(boundary)
@@ -199,16 +202,19 @@ class Meter:
                 log.warning("usage_flush_failed", error=str(exc))
 
     async def flush(self, boundary: float | None = None) -> None:
-        """Close the current interval at ``boundary`` (the wall-clock instant the flush was
-        due; ``None``: now, off the grid, as on a shutdown): queue the tallies due a record
-        (see the module doc), then record every queued interval, oldest first per tenant."""
+        """Close the current interval now; ``boundary`` is the wall-clock instant the flush was
+        due (``None``: off the grid, as on a shutdown), and names the sample taken if it is a
+        sample instant. Queue the tallies due a record (see the module doc), then record every
+        queued interval, oldest first per tenant."""
         async with self._flushing:
-            end = self.wall() if boundary is None else boundary
+            end = self.wall()  # the interval ends where the counts were actually cut
             begin, until = _iso(self.started), _iso(end)
             if until <= begin:  # within the same millisecond: the interval would have no name of its own
                 return
             self.started = end
-            sample = boundary is not None and self.on_grid(boundary)
+            sample = boundary is not None and boundary > self.sampled and self.on_grid(boundary)
+            if sample and boundary is not None:
+                self.sampled = boundary  # one sample per instant, whatever calls flush
             month = begin[:7]
             now = self.clock()
             for tenant_id, tally in self.tallies.items():
@@ -229,7 +235,7 @@ class Meter:
                     api_writes=tally.api_writes,
                     connection_ms=int(tally.connection_ms),
                     connections=tally.open if sample else 0,
-                    sample_at=until if sample else None,
+                    sample_at=_iso(boundary) if sample and boundary is not None else None,
                     users=sorted(tally.new_users),
                 )
                 tally.reported |= tally.new_users

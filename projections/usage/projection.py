@@ -11,10 +11,10 @@ Meters (:data:`METERS`) and where they come from:
   channel command under their own token) or connected (``UsageRecorded.users``) in a calendar
   month (UTC). A bucket holds the users whose *first* activity of their month falls in it, so
   the buckets of a whole month sum to that month's MAU.
-- ``stored_bytes``: UTF-8 bytes of the text plus the JSON of the attachments of live messages.
-  A bucket holds the bytes, at their current size, of the messages created in it that are
-  still stored at the end of the asked range; ``period_totals`` gives the bytes stored at
-  ``end`` (every message created before it and not deleted before it).
+- ``stored_bytes``: UTF-8 bytes of the text plus the JSON of the attachments of live messages,
+  as a running counter: each post, edit and delete moves it by the change it made to its
+  message's size, in the hour it happened. The queries read the total and the hours' changes
+  after a moment, never the messages.
 
 Documents (all scoped by ``tenant_id``):
 
@@ -22,14 +22,19 @@ Documents (all scoped by ``tenant_id``):
   (``samples.<SSSS>``, ``inc``: the sockets the nodes of this shard held open at the second
   ``SSSS`` of the hour, one of the instants every node samples at; see ``docs/meters.md``).
 - ``usage_users/<YYYY-MM>/<user_id>/<shard>``: a user active in a month; ``first_hour`` (``min``).
-- ``usage_messages/<channel_id>/<message_id>``: a message's created hour, sizes and deletion.
+- ``usage_messages/<channel_id>/<message_id>``: a message's created hour, sizes and deletion
+  time: what the change of an edit or a delete is measured against (a deleted message: 0).
+- ``usage_stored/<YYYY-MM-DDTHH>/<shard>``: the change of the stored bytes in the hour (``bytes``).
+- ``usage_bytes/<shard>``: the stored bytes now (``bytes``), the sum of every hour's change.
 
 **Why shards.** Ops are guarded per document by the event's position, which is one order on
 the embedded log but is ordered only within a partition on Kafka. A document fed by many
 streams (an hour's counters, a user's month) is therefore keyed by the shard of its source —
 the partition on Kafka, ``0`` on a log with one order — so each document only ever sees one
 ordered source; readers sum (or take the minimum) over shards. A message's document is fed by
-its channel stream alone and needs no shard. Each event yields at most one op per document.
+its channel stream alone and needs no shard; the stored-bytes counters its changes move are
+keyed by the shard of that stream, so they too see one ordered source. Each event yields at most
+one op per document.
 
 The queries billing codes against are in :mod:`projections.usage.queries`.
 """
@@ -41,11 +46,12 @@ from collections.abc import Callable, Sequence
 import orjson
 
 from domain.events import Event
-from projections.ports import Op
+from projections.ports import Op, Tally
 from projections.usage.ranges import hour_key
 
 NAME = "usage"
-COLLECTIONS = ("usage", "usage_users", "usage_messages")
+COLLECTIONS = ("usage", "usage_users", "usage_messages", "usage_stored", "usage_bytes")
+SIZES = ("text_bytes", "attachment_bytes")  # what a live message stores, in bytes
 
 METERS: tuple[str, ...] = (
     "messages",
@@ -121,8 +127,23 @@ def _size(attachments: Sequence[object]) -> int:
     return len(orjson.dumps(attachments)) if attachments else 0
 
 
-def _message(event: Event, message_id: str, **fields: object) -> Op:
-    return Op("usage_messages", event.tenant_id, f"{event.stream_id}/{message_id}", event.position, set=fields)
+def _message(event: Event, shard: int, when: str, message_id: str, **fields: object) -> Op:
+    """The message's sizes; the change it makes to them moves the tenant's stored bytes: the
+    hour's change (``usage_stored/<hour>/<shard>``) and the running total
+    (``usage_bytes/<shard>``), without reading anything (:attr:`Op.tally`)."""
+    return Op(
+        "usage_messages",
+        event.tenant_id,
+        f"{event.stream_id}/{message_id}",
+        event.position,
+        set=fields,
+        measure=SIZES,
+        measure_unless="deleted_at",
+        tally=(
+            Tally("usage_stored", f"{when}/{shard}", "bytes", insert={"hour": when, "shard": shard}),
+            Tally("usage_bytes", str(shard), "bytes", insert={"shard": shard}),
+        ),
+    )
 
 
 def _project(event: Event, shard: int) -> list[Op]:
@@ -139,6 +160,8 @@ def _project(event: Event, shard: int) -> list[Op]:
         ops.append(
             _message(
                 event,
+                shard,
+                hour,
                 p["message_id"],
                 hour=hour,
                 text_bytes=len(p["text"].encode()),
@@ -148,9 +171,9 @@ def _project(event: Event, shard: int) -> list[Op]:
         )
     elif event.type == "MessageEdited":
         ops.append(_counter(event, shard, hour, edits=1))
-        ops.append(_message(event, p["message_id"], text_bytes=len(p["text"].encode())))
+        ops.append(_message(event, shard, hour, p["message_id"], text_bytes=len(p["text"].encode())))
     elif event.type == "MessageDeleted":
-        ops.append(_message(event, p["message_id"], deleted_at=event.occurred_at))
+        ops.append(_message(event, shard, hour, p["message_id"], deleted_at=event.occurred_at))
     writer = _writer(event)
     if writer is not None:
         ops.append(_active(event, shard, writer, hour))

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from domain.base import format_time
-from projections.ports import Doc, ReadStore
+from projections.ports import ReadStore
 from projections.usage.projection import COUNTERS, METERS
 from projections.usage.ranges import Granularity, bucket_start, ceil_hour, format_hour, next_bucket, parse_hour
 
@@ -21,10 +20,16 @@ class Hourly:
     counters: dict[str, dict[str, int]]  # meter (COUNTERS + connection_ms) -> hour -> value
     peaks: dict[str, dict[str, int]]  # hour -> second of the hour -> sockets
     mau: dict[str, int]  # hour -> users first active in their month in that hour
-    stored: dict[str, int]  # hour -> bytes of messages created then, stored at the range's end
+    stored: dict[str, int] = field(default_factory=dict)  # hour -> change of the stored bytes in it
+    stored_at_end: int = 0  # the stored bytes at the end of the range's last hour
 
     def peak(self, hour: str) -> int:
         return max(self.peaks.get(hour, {}).values(), default=0)
+
+    def stored_after(self, hours: Iterable[str]) -> int:
+        """The stored bytes at the end of the last of ``hours`` (at the range's start if none)."""
+        last = max(hours, default="")
+        return self.stored_at_end - sum(change for hour, change in self.stored.items() if hour > last)
 
 
 def _known(meters: Iterable[str]) -> list[str]:
@@ -35,11 +40,15 @@ def _known(meters: Iterable[str]) -> list[str]:
     return names
 
 
-async def _hourly(store: ReadStore, tenant_id: str, start: datetime, end: datetime, meters: Iterable[str]) -> Hourly:
+async def _hourly(
+    store: ReadStore, tenant_id: str, start: datetime, end: datetime, meters: Iterable[str], *, force: bool = False
+) -> Hourly:
+    """The hours starting in ``[start, end)`` (``force``: read the stored-bytes level at
+    ``end`` even if no hour starts in the range)."""
     wanted = set(meters)
     lo, hi = format_hour(ceil_hour(start)), format_hour(ceil_hour(end))
-    out = Hourly({name: {} for name in (*COUNTERS, "connection_ms")}, {}, {}, {})
-    if lo >= hi:
+    out = Hourly({name: {} for name in (*COUNTERS, "connection_ms")}, {}, {})
+    if lo >= hi and not force:
         return out
     span = {"$gte": lo, "$lt": hi}
     if wanted & {*COUNTERS, "connection_minutes", "peak_connections"}:
@@ -63,24 +72,26 @@ async def _hourly(store: ReadStore, tenant_id: str, start: datetime, end: dateti
             if lo <= hour < hi:
                 out.mau[hour] = out.mau.get(hour, 0) + 1
     if "stored_bytes" in wanted:
-        for doc in await _live_messages(store, tenant_id, {"hour": span}, end):
-            out.stored[doc["hour"]] = out.stored.get(doc["hour"], 0) + _bytes(doc)
+        later = 0  # the changes after the range: taken off the total to give the level at its end
+        for doc in await store.find("usage_stored", tenant_id, {"hour": {"$gte": lo}}):
+            hour, change = doc["hour"], int(doc.get("bytes") or 0)
+            if hour >= hi:
+                later += change
+            else:
+                out.stored[hour] = out.stored.get(hour, 0) + change
+        out.stored_at_end = await _stored_now(store, tenant_id) - later
     return out
 
 
-async def _live_messages(store: ReadStore, tenant_id: str, filter: Doc, at: datetime) -> list[Doc]:
-    moment = format_time(at)
-    docs = await store.find("usage_messages", tenant_id, filter)
-    return [d for d in docs if d.get("deleted_at") is None or d["deleted_at"] >= moment]
-
-
-def _bytes(doc: Doc) -> int:
-    return int(doc.get("text_bytes", 0)) + int(doc.get("attachment_bytes", 0))
+async def _stored_now(store: ReadStore, tenant_id: str) -> int:
+    """The running total: one document per shard."""
+    return sum(int(doc.get("bytes") or 0) for doc in await store.find("usage_bytes", tenant_id, {}))
 
 
 def _value(hourly: Hourly, meter: str, hours: Iterable[str]) -> int:
-    """One meter over a group of hours: sums, except ``peak_connections`` (the highest sample)
-    and ``connection_minutes`` (the summed time, in whole minutes rounded down)."""
+    """One meter over a group of hours: sums, except ``peak_connections`` (the highest sample),
+    ``connection_minutes`` (the summed time, in whole minutes rounded down) and ``stored_bytes``
+    (the level at the end of the group's last hour)."""
     if meter == "peak_connections":
         return max((hourly.peak(h) for h in hours), default=0)
     if meter == "connection_minutes":
@@ -88,7 +99,7 @@ def _value(hourly: Hourly, meter: str, hours: Iterable[str]) -> int:
     if meter == "mau":
         return sum(hourly.mau.get(h, 0) for h in hours)
     if meter == "stored_bytes":
-        return sum(hourly.stored.get(h, 0) for h in hours)
+        return hourly.stored_after(hours)
     return sum(hourly.counters[meter].get(h, 0) for h in hours)
 
 
@@ -105,9 +116,10 @@ async def usage_buckets(
     """Meter -> {hour start (UTC, aware) -> value} for the hours starting in ``[start, end)``.
 
     Sparse: an hour missing from a meter's map is 0. ``connection_minutes`` is rounded down
-    per hour (sum ``connection_minutes`` of :func:`period_totals` for a period instead);
-    ``stored_bytes`` of an hour is the bytes of the messages created in it that are still
-    stored at ``end``.
+    per hour (sum ``connection_minutes`` of :func:`period_totals` for a period instead).
+    ``stored_bytes`` is a level: the bytes stored at the end of each hour in which they changed
+    (an hour not listed has the level of the last listed hour before it; zero levels are left
+    out like any zero).
     """
     names = _known(meters)
     hourly = await _hourly(store, tenant_id, start, end, names)
@@ -124,9 +136,9 @@ async def usage_buckets(
 
 
 async def stored_bytes_at(store: ReadStore, tenant_id: str, at: datetime) -> int:
-    """Bytes of the messages created before ``at`` and not deleted before it (current sizes)."""
-    docs = await _live_messages(store, tenant_id, {"hour": {"$lt": format_hour(ceil_hour(at))}}, at)
-    return sum(_bytes(d) for d in docs)
+    """The bytes stored at the end of the last hour that starts before ``at``: the running
+    total less the changes of the hours after (reads no message)."""
+    return (await _hourly(store, tenant_id, at, at, ["stored_bytes"], force=True)).stored_at_end
 
 
 async def current_totals(
@@ -136,11 +148,11 @@ async def current_totals(
     meters need, so a quota check of, say, ``messages`` and ``api_writes`` reads the period's
     hour documents and nothing else (no user or message documents)."""
     names = _known(meters)
-    hourly = await _hourly(store, tenant_id, start, end, [m for m in names if m != "stored_bytes"])
+    hourly = await _hourly(store, tenant_id, start, end, names, force=True)
     hours = _hours_of(hourly)
     totals = {meter: _value(hourly, meter, hours) for meter in names if meter != "stored_bytes"}
     if "stored_bytes" in names:
-        totals["stored_bytes"] = await stored_bytes_at(store, tenant_id, end)
+        totals["stored_bytes"] = hourly.stored_at_end
     return {meter: totals[meter] for meter in names}
 
 
@@ -151,8 +163,9 @@ async def period_totals(store: ReadStore, tenant_id: str, start: datetime, end: 
     minutes, rounded down; ``peak_connections`` the most sockets open at one sample instant of
     the period (summed over nodes); ``mau`` the users whose first activity of their calendar
     month falls in the period (for a period of whole calendar months: each month's distinct
-    active users, summed); ``stored_bytes`` the bytes stored at ``end``. Periods are taken in
-    whole hours (an hour belongs to the period its start is in).
+    active users, summed); ``stored_bytes`` the bytes stored at the end of the period's last
+    hour (the running total less later hours' changes). Periods are taken in whole hours (an
+    hour belongs to the period its start is in).
     """
     return await current_totals(store, tenant_id, start, end, METERS)
 
@@ -186,9 +199,13 @@ async def usage_report(
     cursor = bucket_start(ceil_hour(start), granularity)
     while cursor < end:
         hours = groups.get(cursor, [])
-        buckets.append((cursor, {meter: _value(hourly, meter, hours) for meter in names}))
+        values = {meter: _value(hourly, meter, hours) for meter in names}
+        if "stored_bytes" in names:  # a level: at the bucket's end, changed in it or not
+            last = min(next_bucket(cursor, granularity), ceil_hour(end)) - timedelta(hours=1)
+            values["stored_bytes"] = hourly.stored_after([format_hour(last)])
+        buckets.append((cursor, values))
         cursor = next_bucket(cursor, granularity)
     totals = {meter: _value(hourly, meter, every) for meter in names if meter != "stored_bytes"}
     if "stored_bytes" in names:
-        totals["stored_bytes"] = await stored_bytes_at(store, tenant_id, end)
+        totals["stored_bytes"] = hourly.stored_at_end
     return Report(buckets, {meter: totals[meter] for meter in names})

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from projections.ports import Doc, Op, ReadStore
+from projections.ports import Doc, Op, ReadStore, Tally
 
 THINGS = "things"
 
@@ -168,6 +168,43 @@ class ReadStoreContract(abc.ABC):
             "reply_count": 1,
             "reactions": {"👍": ["u1"]},
         }
+
+    async def test_tallies_keep_a_running_sum_of_measured_documents_exactly_once(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        """``measure``/``tally``: each applied op moves the counter by the change it made to its
+        document's measured sum (0 while ``measure_unless`` is set); redelivery moves nothing."""
+        total = Tally("counters", "total", "bytes", insert={"kind": "total"})
+
+        def sized(id: str, position: int, **changes: Any) -> Op:
+            return op(id, position, tenant, measure=("a", "b"), measure_unless="gone", tally=(total,), **changes)
+
+        ops = [
+            sized("m1", 1, set={"a": 5, "b": 2}),  # +7
+            sized("m2", 2, set={"a": 10}),  # +10
+            sized("m1", 3, set={"a": 1}),  # -4
+            sized("m2", 4, set={"gone": "2026-01-01"}),  # -10
+            sized("m2", 5, set={"a": 99}),  # gone: 0
+        ]
+        await store.apply(projection, ops[:2], 2)
+        await store.apply(projection, ops[:4], 4)  # a redelivery of the first two, then two more
+        await store.apply(projection, ops, 5)
+        await store.apply(projection, ops, 5)
+        assert fields(await store.get("counters", tenant, "total")) == {"kind": "total", "bytes": 3}
+
+    async def test_a_counter_written_before_a_crash_is_not_moved_again_by_the_redelivery(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        """A store writes the counters first: a crash may leave a counter ahead of its measured
+        document, never behind. Redelivering the op then writes the document and leaves the
+        counter as it is."""
+        total = Tally("counters", "total", "bytes")
+        edit = op("m1", 2, tenant, set={"a": 3}, measure=("a",), tally=(total,))
+        await store.apply(projection, [op("m1", 1, tenant, set={"a": 10}, measure=("a",), tally=(total,))], 1)
+        await store.apply(projection, [Op("counters", tenant, "total", 2, inc={"bytes": -7})], 2)  # the crash
+        await store.apply(projection, [edit], 2)
+        assert (await store.get(THINGS, tenant, "m1") or {})["a"] == 3
+        assert (await store.get("counters", tenant, "total") or {})["bytes"] == 3
 
     async def test_a_large_batch_creates_then_updates_every_document(
         self, store: ReadStore, tenant: str, projection: str

@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
 from tests.cluster import serving
@@ -74,7 +76,7 @@ async def watch(url: str, token: str, since: int, stop_at: int, hold: Callable[[
     frames = 0
     async with connect(f"{url.replace('http', 'ws')}/v1/ws?token={token}", proxy=None, open_timeout=WAIT) as ws:
         await ws.send(json.dumps({"type": "subscribe", "channel_id": "c", "since_seq": since}))
-        while True:
+        while since < stop_at:  # from stop_at itself nothing is replayed: no frame to wait for
             frame = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
             if frame["type"] == "event":
                 frames += 1
@@ -262,3 +264,75 @@ def test_caas_usage_refuses_what_the_api_refuses(tmp_path: Path, args: list[str]
     )  # fmt: skip
     assert done.returncode != 0 and f"caas usage: {message}" in done.stderr, done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def usage_records(client: httpx.Client, tenant: Tenant) -> list[dict[str, Any]]:
+    r = client.get(
+        f"{tenant.url}/v1/events", params={"types": "UsageRecorded", "limit": 1000}, headers=tenant.headers()
+    )
+    assert r.status_code == 200, r.text
+    return [e["payload"] for e in r.json()["events"]]
+
+
+def recorded_past(client: httpx.Client, tenant: Tenant, moment: float) -> list[dict[str, Any]]:
+    """The tenant's node records once one of them starts after ``moment``: the node records a
+    tenant's intervals in order, so every count made before ``moment`` is among them. Reads
+    keep something to record at each flush until then."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        found = usage_records(client, tenant)
+        if any(datetime.fromisoformat(p["start"]).timestamp() >= moment for p in found):
+            return found
+        assert time.monotonic() < deadline, "no record after the sockets closed"
+        time.sleep(0.1)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 8), st.booleans()), min_size=1, max_size=4))
+def test_deliveries_across_resumes_are_one_per_frame_sent(metered: Server, sessions: list[tuple[int, bool]]) -> None:
+    """A subscriber connects, reads up to the channel's last message, goes away, and resumes
+    from any seq it likes (more messages posted meanwhile, or not): the tenant is billed exactly
+    one delivery per event frame each socket was sent, nothing for the resume itself."""
+    with httpx.Client(timeout=10) as client:
+        tenant = new_tenant(client, metered.url)
+        key = tenant.headers()
+        for uid in ("alice", "bob"):
+            assert client.put(f"{tenant.url}/v1/users/{uid}", json={"name": uid}, headers=key).status_code < 300
+        token = client.post(f"{tenant.url}/v1/users/bob/tokens", json={}, headers=key).json()["token"]
+        alice = bearer(client.post(f"{tenant.url}/v1/users/alice/tokens", json={}, headers=key).json()["token"])
+        body = {"channel_id": "c", "name": "C", "members": ["bob"]}
+        assert client.post(f"{tenant.url}/v1/channels", json=body, headers=alice).status_code == 201
+        last = 0
+        for _ in range(3):
+            last = client.post(f"{tenant.url}/v1/channels/c/messages", json={"text": "m"}, headers=alice).json()["seq"]
+        expected = 0
+        for since, post_more in sessions:
+            start = min(since, last)
+            frames = asyncio.run(watch(metered.url, token, start, last))
+            assert frames == last - start  # the replay and nothing else: one frame per event after since
+            expected += frames
+            if post_more:
+                r = client.post(f"{tenant.url}/v1/channels/c/messages", json={"text": "more"}, headers=alice)
+                last = r.json()["seq"]
+        closed = time.time()
+        records = recorded_past(client, tenant, closed)
+        assert sum(p["deliveries"] for p in records) == expected
+
+
+def test_with_quotas_off_a_capped_meter_refuses_nothing(tmp_path: Path) -> None:
+    """``CAAS_QUOTAS=off`` (a deployment that does not bill; the benchmarks that measure the
+    check's cost): a default plan capping messages at 1 admits every post, and usage still counts them."""
+    plans = tmp_path / "plans.toml"
+    plans.write_text('default = "tiny"\n[plans.tiny.meters.messages]\nincluded = 1\nmode = "cap"\n')
+    env = {**FLUSH, "CAAS_QUOTAS": "off", "CAAS_PLANS_FILE": str(plans)}
+    with serving("embedded", tmp_path, env) as srv, httpx.Client(timeout=10) as client:
+        tenant = new_tenant(client, srv.url)
+        key = tenant.headers()
+        assert client.put(f"{srv.url}/v1/users/alice", json={"name": "a"}, headers=key).status_code < 300
+        alice = bearer(client.post(f"{srv.url}/v1/users/alice/tokens", json={}, headers=key).json()["token"])
+        assert client.post(f"{srv.url}/v1/channels", json={"channel_id": "c", "name": "C"}, headers=alice).is_success
+        for n in range(3):
+            r = client.post(f"{srv.url}/v1/channels/c/messages", json={"text": f"m{n}"}, headers=alice)
+            assert r.status_code == 201, r.text
+        head = str(r.json()["position"])
+        assert admin_usage(client, srv.url, tenant.tenant_id, min_position=head)["totals"]["messages"] == 3

@@ -154,8 +154,12 @@ def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
         key = (moment[:7], user)
         active[key] = min(active.get(key, moment[:13]), moment[:13])
 
+    def stored() -> int:
+        return sum(t + a for t, a, live in sizes.values() if live)
+
     for fact in (f for f in log if f.tenant_id == tenant_id):
         p, moment = fact.payload, at(fact.minutes)
+
         if fact.type == "UsageRecorded":
             for name in ("deliveries", "api_reads", "api_writes"):
                 totals[name] += p[name]
@@ -183,8 +187,27 @@ def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
     totals["connection_minutes"] = conn_ms // 60_000
     totals["peak_connections"] = max(samples.values(), default=0)
     totals["mau"] = len(active)
-    totals["stored_bytes"] = sum(t + a for t, a, live in sizes.values() if live)
+    totals["stored_bytes"] = stored()
     return {meter: totals[meter] for meter in usage.METERS}
+
+
+def stored_levels(log: list[Fact], tenant_id: str) -> list[int]:
+    """The stored bytes at the end of each hour of the range: each post, edit and delete moves
+    them (in log order) by the change it made, in the hour it happened."""
+    changes: Counter[str] = Counter()
+    sizes: dict[tuple[str, str], list[int]] = {}
+    for fact in (f for f in log if f.tenant_id == tenant_id and f.type.startswith("Message")):
+        p, key = fact.payload, (fact.stream, fact.payload["message_id"])
+        before = sum(t + a for t, a, live in sizes.values() if live)
+        if fact.type == "MessagePosted":
+            sizes[key] = [len(p["text"].encode()), usage_projection._size(p.get("attachments") or []), 1]
+        elif fact.type == "MessageEdited":
+            sizes[key][0] = len(p["text"].encode())
+        else:
+            sizes[key][2] = 0
+        changes[at(fact.minutes)[:13]] += sum(t + a for t, a, live in sizes.values() if live) - before
+    hours = [usage.format_hour(START + timedelta(hours=h)) for h in range(8)]
+    return [sum(v for hour, v in changes.items() if hour <= h) for h in hours]
 
 
 # --- building the read model as each backend does ------------------------------------------------
@@ -212,11 +235,21 @@ async def apply(store: ReadStore, project: Any, events: list[Event]) -> None:
         await store.apply(usage.NAME, [op for e in events for op in project(e)], max(e.position for e in events))
 
 
-async def answers(store: ReadStore, tenant_id: str) -> tuple[dict[str, int], Any, Any]:
+async def answers(store: ReadStore, tenant_id: str) -> tuple[dict[str, int], Any, Any, Any]:
     totals = await usage.period_totals(store, tenant_id, START, END)
     buckets = await usage.usage_buckets(store, tenant_id, START, END)
     daily = await usage.usage_report(store, tenant_id, START, END, "day")
-    return totals, buckets, daily
+    hourly = await usage.usage_report(store, tenant_id, START, END, "hour", ["stored_bytes", "messages"])
+    return totals, buckets, daily, hourly
+
+
+def check_stored(got: Any, log: list[Fact], tenant_id: str) -> None:
+    """The stored bytes at the end of every hour, and at the end of every hour in which they
+    changed (usage_buckets), are the model's levels."""
+    levels = stored_levels(log, tenant_id)
+    assert [values["stored_bytes"] for _, values in got[3].buckets] == levels
+    for hour, level in got[1]["stored_bytes"].items():
+        assert level == levels[int((hour - START).total_seconds()) // 3600]
 
 
 def run(coro: Any) -> Any:
@@ -248,6 +281,7 @@ def test_embedded_usage_live_with_redeliveries_equals_rebuilt_and_the_model(
                 got = await answers(live, tenant_id)
                 assert got == await answers(rebuilt, tenant_id)
                 assert got[0] == model(log, tenant_id)
+                check_stored(got, log, tenant_id)
                 assert sum(got[2].totals[m] for m in ("messages", "replies", "edits")) == sum(
                     v for m in ("messages", "replies", "edits") for v in got[1][m].values()
                 )
@@ -282,6 +316,7 @@ def test_kafka_usage_any_partition_interleaving_and_redelivery_equals_the_model(
             got = await answers(live, tenant_id)
             assert got == await answers(rebuilt, tenant_id) == await answers(one_order, tenant_id)
             assert got[0] == model(log, tenant_id)
+            check_stored(got, log, tenant_id)
 
     run(check())
 
