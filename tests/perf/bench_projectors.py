@@ -9,7 +9,7 @@ worker`` ran before (kept here as the baseline), and (b) ``caas worker``'s Faust
 event index through the same rule (:func:`adapters.kafka.projectors.project`), batches of
 the same size; each run ends when every projection has applied every partition's end offset.
 
-    .venv/bin/python -m tests.perf.bench_projectors [--events 200000] [--partitions 2]
+    .venv/bin/python -m tests.perf.bench_projectors [--events 200000] [--partitions 2] [--faust-first]
 
 Needs ``eval "$(infra/services env)"`` (CAAS_KAFKA_BOOTSTRAP, CAAS_MONGO_URL).
 """
@@ -145,7 +145,7 @@ async def measure(name: str, runner: Any, ends: dict[int, int], events: int, pro
     return {"seconds": round(seconds, 2), "events_per_second": round(events / seconds)}
 
 
-async def bench(events: int, partitions: int, work: Path) -> dict[str, Any]:
+async def bench(events: int, partitions: int, work: Path, faust_first: bool = False) -> dict[str, Any]:
     bootstrap, mongo = os.environ["CAAS_KAFKA_BOOTSTRAP"], os.environ["CAAS_MONGO_URL"]
     prefix = f"bp{uuid.uuid4().hex[:8]}."
     topics = await ensure_topics(bootstrap, prefix, partitions)
@@ -158,25 +158,31 @@ async def bench(events: int, partitions: int, work: Path) -> dict[str, Any]:
     names = [p.name for p in projections]
     out: dict[str, Any] = {"events": total, "partitions": partitions, "batch": BATCH, "projections": names}
 
-    store = MongoReadStore(mongo, f"{prefix.rstrip('.')}_aiokafka", timeout=30.0)
-    await store.start()
-    baseline = AiokafkaProjectors(bootstrap, topics["events"], f"{prefix}aiokafka-projectors", store, projections)
-    out["aiokafka"] = await measure("aiokafka", baseline, ends, total, names)
-    await store.close()
+    async def aiokafka() -> None:
+        store = MongoReadStore(mongo, f"{prefix.rstrip('.')}_aiokafka", timeout=30.0)
+        await store.start()
+        baseline = AiokafkaProjectors(bootstrap, topics["events"], f"{prefix}aiokafka-projectors", store, projections)
+        out["aiokafka"] = await measure("aiokafka", baseline, ends, total, names)
+        await store.close()
 
-    store = MongoReadStore(mongo, f"{prefix.rstrip('.')}_faust", timeout=30.0)
-    await store.start()
-    agent = ProjectorAgent(
-        bootstrap, prefix, partitions, store, projections, datadir=work / "faust", store_timeout=30.0
-    )
-    out["faust"] = await measure("faust", agent, ends, total, names)
-    await store.close()
+    async def faust() -> None:
+        store = MongoReadStore(mongo, f"{prefix.rstrip('.')}_faust", timeout=30.0)
+        await store.start()
+        agent = ProjectorAgent(
+            bootstrap, prefix, partitions, store, projections, datadir=work / "faust", store_timeout=30.0
+        )
+        out["faust"] = await measure("faust", agent, ends, total, names)
+        await store.close()
+
+    out["order"] = ["faust", "aiokafka"] if faust_first else ["aiokafka", "faust"]
+    for runner in (faust, aiokafka) if faust_first else (aiokafka, faust):
+        await runner()
     return out
 
 
-def run(events: int = 200_000, partitions: int = 2) -> dict[str, Any]:
+def run(events: int = 200_000, partitions: int = 2, faust_first: bool = False) -> dict[str, Any]:
     with Workdir() as work:
-        result = run_async(bench(events, partitions, work))
+        result = run_async(bench(events, partitions, work, faust_first))
     faust, aiokafka = result["faust"]["events_per_second"], result["aiokafka"]["events_per_second"]
     result["ratio_faust_to_aiokafka"] = round(faust / aiokafka, 3)
     log(f"projectors: faust {faust}/s, aiokafka {aiokafka}/s, ratio {result['ratio_faust_to_aiokafka']}")
@@ -193,9 +199,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--faust-first", action="store_true", help="run the Faust agent before the aiokafka baseline")
     args = p.parse_args()
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout is the JSON's
-    out = {"machine": machine(), "projectors": run(args.events, args.partitions)}
+    out = {"machine": machine(), "projectors": run(args.events, args.partitions, args.faust_first)}
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
 
