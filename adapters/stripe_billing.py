@@ -1,4 +1,7 @@
-"""The Stripe adapter of the :class:`~commands.billing.PaymentProvider` port (the ``stripe`` SDK).
+"""Stripe's two sides (the ``stripe`` SDK): :class:`StripeReporter`, the
+:class:`~commands.billing.UsageReporter` (customers, Billing Meter Events; needs the API key), and
+:class:`StripeWebhooks`, the :class:`~commands.billing.WebhookVerifier` (needs the endpoint's
+signing secret). ``api/bootstrap.py`` builds each only when it is configured.
 
 The SDK is synchronous; each call runs in a worker thread. ``api_base`` points it elsewhere
 than Stripe (stripe-mock in tests). With ``request_log`` every request is appended to a JSON
@@ -17,33 +20,17 @@ from typing import Any
 import orjson
 import stripe
 
-from commands.billing import BadSignature, PaymentProvider
+from commands.billing import BadPayload, BadSignature, UsageReporter, WebhookVerifier
 from domain.base import format_time
 
 
-class StripeProvider(PaymentProvider):
-    def __init__(
-        self,
-        api_key: str | None,
-        *,
-        api_base: str | None = None,
-        webhook_secret: str | None = None,
-        tolerance: int = 300,
-        request_log: Path | None = None,
-    ) -> None:
-        self.webhook_secret = webhook_secret
-        self.tolerance = tolerance
+class StripeReporter(UsageReporter):
+    def __init__(self, api_key: str, *, api_base: str | None = None, request_log: Path | None = None) -> None:
         self.request_log = request_log
         self._log_lock = threading.Lock()
-        self.client: stripe.StripeClient | None = None
-        if api_key:
-            addresses: Any = {"api": api_base} if api_base else None
-            self.client = stripe.StripeClient(api_key, base_addresses=addresses, max_network_retries=2)
-
-    def _require(self) -> stripe.StripeClient:
-        if self.client is None:
-            raise RuntimeError("Stripe is not configured: set CAAS_STRIPE_API_KEY (see docs/stripe.md)")
-        return self.client
+        addresses: Any = {"api": api_base} if api_base else None
+        # the SDK retries network failures with one idempotency key of its own per call
+        self.client = stripe.StripeClient(api_key, base_addresses=addresses, max_network_retries=2)
 
     def _logged(self, entry: dict[str, Any]) -> None:
         if self.request_log is None:
@@ -53,10 +40,8 @@ class StripeProvider(PaymentProvider):
             out.write(line)
 
     async def create_customer(self, tenant_id: str, name: str, idempotency_key: str) -> str:
-        client = self._require()
-
         def create() -> str:
-            customer = client.v1.customers.create(
+            customer = self.client.v1.customers.create(
                 params={"name": name, "metadata": {"caas_tenant_id": tenant_id}},
                 options={"idempotency_key": idempotency_key},
             )
@@ -68,17 +53,16 @@ class StripeProvider(PaymentProvider):
     async def send_meter_event(
         self, event_name: str, customer_id: str, value: int, identifier: str, timestamp: datetime
     ) -> None:
-        client = self._require()
-
         def send() -> None:
-            client.v1.billing.meter_events.create(
+            # No idempotency key of ours: the identifier deduplicates at Stripe, and a key reused
+            # with other parameters would be refused for 24 hours.
+            self.client.v1.billing.meter_events.create(
                 params={
                     "event_name": event_name,
                     "payload": {"stripe_customer_id": customer_id, "value": str(value)},
                     "identifier": identifier,
                     "timestamp": int(timestamp.timestamp()),
                 },
-                options={"idempotency_key": identifier},
             )
             self._logged(
                 {
@@ -93,15 +77,21 @@ class StripeProvider(PaymentProvider):
 
         await asyncio.to_thread(send)
 
-    def verify_webhook(self, payload: bytes, signature: str) -> dict[str, Any]:
-        if not self.webhook_secret:
-            raise BadSignature("webhooks are not configured here: set CAAS_STRIPE_WEBHOOK_SECRET")
+
+class StripeWebhooks(WebhookVerifier):
+    def __init__(self, secret: str, *, tolerance: int = 300) -> None:
+        self.secret = secret
+        self.tolerance = tolerance
+
+    def verify(self, payload: bytes, signature: str) -> dict[str, Any]:
         try:
-            stripe.WebhookSignature.verify_header(payload, signature, self.webhook_secret, self.tolerance)
+            stripe.WebhookSignature.verify_header(payload, signature, self.secret, self.tolerance)
         except stripe.SignatureVerificationError as exc:
             raise BadSignature(str(exc.user_message or "the Stripe-Signature does not verify")) from None
         try:
-            event: dict[str, Any] = orjson.loads(payload)
+            event = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            raise BadSignature("the signed payload is not JSON") from None
+            raise BadPayload("the signed payload is not JSON") from None
+        if not isinstance(event, dict):
+            raise BadPayload("the signed payload is not a JSON object (a Stripe event)")
         return event

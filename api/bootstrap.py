@@ -29,7 +29,7 @@ from api.observability import MeteredCommands, count_events
 from api.settings import Settings
 from api.socket_watch import SocketWatch
 from commands.auth import Authenticator
-from commands.billing import Billing, PaymentProvider
+from commands.billing import Billing, UsageReporter, WebhookVerifier
 from commands.billing_sync import BillingSync, SyncReport
 from commands.ports import EphemeralBus, EventHistory, EventLog, Listener
 from commands.quotas import Quotas
@@ -81,6 +81,9 @@ class Unlimited:
     (a deployment that does not bill, and the benchmarks that measure the check's cost)."""
 
     async def admit(self, tenant_id: str, meters: Sequence[str]) -> None:
+        return None
+
+    def release(self, tenant_id: str, meters: Sequence[str]) -> None:
         return None
 
     def forget(self, tenant_id: str) -> None:
@@ -357,28 +360,30 @@ class KafkaBackend(Backend):
         )
 
     async def worker(self) -> None:
-        from adapters.kafka.worker import run_worker
-
         s = self.settings
-        if s.billing_sync_seconds > 0:  # beside the processors: an API node's view of the log to record with
-            sync = asyncio.ensure_future(self._sync_billing())
+        reporter = build_reporter(s)
+        if s.billing_sync_seconds > 0 and reporter is not None:  # beside the processors, with its own view of the log
+            sync = asyncio.ensure_future(self._sync_billing(reporter))
             try:
-                await self._run_worker(run_worker)
+                await self._run_worker()
             finally:
                 sync.cancel()
                 await asyncio.gather(sync, return_exceptions=True)
             return
-        await self._run_worker(run_worker)
+        await self._run_worker()
 
-    async def _sync_billing(self) -> None:
+    async def _sync_billing(self, reporter: UsageReporter) -> None:
         await self.start([])
         try:
-            billing_service, provider = build_billing(self.settings, self.commands, self.store, utcnow)
-            await billing_loop(self, billing_service, provider, self.settings)
+            await billing_loop(
+                self, build_billing(self.settings, self.commands, self.store, utcnow), reporter, self.settings
+            )
         finally:
             await self.close()
 
-    async def _run_worker(self, run_worker: Any) -> None:
+    async def _run_worker(self) -> None:
+        from adapters.kafka.worker import run_worker
+
         s = self.settings
         await run_worker(
             s.kafka_bootstrap,
@@ -439,7 +444,7 @@ class Engine:
     socket_watch: SocketWatch = field(init=False)
     meter: Meter = field(init=False)
     billing: Billing = field(init=False)
-    payments: PaymentProvider = field(init=False)
+    webhooks: WebhookVerifier | None = field(init=False)  # None: webhooks are not configured
     quotas: Quotas | Unlimited = field(init=False)
     _billing_sync: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -453,7 +458,8 @@ class Engine:
             sample_every=s.usage_sample_seconds,
             enabled=s.metering == "on",
         )
-        self.billing, self.payments = build_billing(s, self.service, self.backend.store, self.clock)
+        self.billing = build_billing(s, self.service, self.backend.store, self.clock)
+        self.webhooks = build_webhooks(s)
         self.quotas = (
             Quotas(
                 self.billing,
@@ -501,9 +507,10 @@ class Engine:
         await self.backend.start([self.hub.publish, count_events, self.socket_watch.on_events])
         await self.presence.start(await self.backend.durable_presence())
         await self.meter.start()
-        if self.settings.billing_sync_seconds > 0 and self.backend.syncs_in_serve:
+        reporter = build_reporter(self.settings)
+        if self.settings.billing_sync_seconds > 0 and self.backend.syncs_in_serve and reporter is not None:
             self._billing_sync = asyncio.ensure_future(
-                billing_loop(self.backend, self.billing, self.payments, self.settings)
+                billing_loop(self.backend, self.billing, reporter, self.settings)
             )
 
     async def close(self) -> None:
@@ -545,29 +552,58 @@ def load_catalog(settings: Settings) -> Catalog:
         raise SystemExit(f"CAAS_PLANS_FILE {settings.plans_file}: {exc}") from None
 
 
-def build_billing(
-    settings: Settings, commands: Commands, store: ReadStore, clock: Callable[[], datetime]
-) -> tuple[Billing, PaymentProvider]:
-    """Billing over ``commands`` and the usage read model in ``store``, and the Stripe adapter."""
-    from adapters.stripe_billing import StripeProvider
+def build_billing(settings: Settings, commands: Commands, store: ReadStore, clock: Callable[[], datetime]) -> Billing:
+    """Billing over ``commands`` and the usage read model in ``store``."""
+    return Billing(commands, billing.StoreUsage(store), load_catalog(settings), clock)
 
-    provider = StripeProvider(
-        settings.stripe_api_key,
+
+def build_reporter(settings: Settings) -> UsageReporter | None:
+    """Stripe's usage side, if ``CAAS_STRIPE_API_KEY`` is set (else there is nothing to sync to)."""
+    from adapters.stripe_billing import StripeReporter
+
+    if settings.stripe_api_key is None:
+        return None
+    return StripeReporter(
+        settings.stripe_api_key.get_secret_value(),
         api_base=settings.stripe_api_base,
-        webhook_secret=settings.stripe_webhook_secret,
-        tolerance=settings.stripe_webhook_tolerance_seconds,
         request_log=settings.stripe_request_log,
     )
-    return Billing(commands, billing.StoreUsage(store), load_catalog(settings), clock), provider
+
+
+def build_webhooks(settings: Settings) -> WebhookVerifier | None:
+    """Stripe's webhook side, if ``CAAS_STRIPE_WEBHOOK_SECRET`` is set."""
+    from adapters.stripe_billing import StripeWebhooks
+
+    if settings.stripe_webhook_secret is None:
+        return None
+    return StripeWebhooks(
+        settings.stripe_webhook_secret.get_secret_value(), tolerance=settings.stripe_webhook_tolerance_seconds
+    )
+
+
+def sync_clock(settings: Settings, clock: Callable[[], datetime]) -> Callable[[], datetime]:
+    offset = timedelta(seconds=settings.billing_sync_clock_offset_seconds)
+    return clock if not offset else lambda: clock() + offset
 
 
 async def sync_billing(
-    backend: Backend, billing_service: Billing, provider: PaymentProvider, settings: Settings
-) -> SyncReport:
-    """One ``caas billing sync`` pass over every tenant (the backend is started)."""
+    backend: Backend, billing_service: Billing, reporter: UsageReporter, settings: Settings
+) -> SyncReport | None:
+    """One ``caas billing sync`` pass over every tenant (the backend is started), once the read
+    models caught up with the log as it is now; ``None`` if they did not within the bound (an
+    hour must not be sent from a usage model that has not applied all of it)."""
+    head = await backend.log.head_position()
+    if not await backend.wait_for(head, settings.query_wait_seconds * 6):
+        return None
+    clocked = Billing(
+        billing_service.commands,
+        billing_service.usage,
+        billing_service.catalog,
+        sync_clock(settings, billing_service.clock),
+    )
     sync = BillingSync(
-        billing_service,
-        provider,
+        clocked,
+        reporter,
         settle=timedelta(seconds=settings.billing_sync_settle_seconds),
         prefix=settings.stripe_meter_prefix,
     )
@@ -579,15 +615,16 @@ async def sync_billing(
     return await sync.run(tenants())
 
 
-async def billing_loop(
-    backend: Backend, billing_service: Billing, provider: PaymentProvider, settings: Settings
-) -> None:
+async def billing_loop(backend: Backend, billing_service: Billing, reporter: UsageReporter, settings: Settings) -> None:
     """Sync every ``CAAS_BILLING_SYNC_SECONDS`` until cancelled; a failed pass is logged and retried next time."""
     log = structlog.get_logger("caas.billing")
     while True:
         try:
-            report = await sync_billing(backend, billing_service, provider, settings)
-            log.info("billing_synced", **report.as_dict())
+            report = await sync_billing(backend, billing_service, reporter, settings)
+            if report is None:
+                log.warning("billing_sync_postponed", reason="the read models have not caught up with the log")
+            else:
+                log.info("billing_synced", **report.as_dict())
         except Exception as exc:
             log.warning("billing_sync_failed", error=repr(exc))
         await asyncio.sleep(settings.billing_sync_seconds)

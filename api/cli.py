@@ -245,20 +245,26 @@ async def worker(settings: Settings) -> None:
 
 
 async def billing_sync(settings: Settings) -> None:
-    """``caas billing sync``: one pass, then a JSON report on stdout."""
+    """``caas billing sync``: one pass, then a JSON report on stdout; exit status 1 if the read
+    models did not catch up with the log (nothing sent) or a tenant failed (the rest went on)."""
     from adapters.ids import utcnow
-    from api.bootstrap import build_billing, sync_billing
+    from api.bootstrap import build_billing, build_reporter, sync_billing
 
+    reporter = build_reporter(settings)
+    if reporter is None:
+        raise SystemExit("caas billing sync needs CAAS_STRIPE_API_KEY (docs/stripe.md)")
     backend = build_backend(settings)
     await backend.start([])
     try:
-        # the usage read model first catches up with the log as it is now (bounded)
-        await backend.wait_for(await backend.log.head_position(), settings.query_wait_seconds * 6)
-        billing_service, provider = build_billing(settings, backend.commands, backend.store, utcnow)
-        report = await sync_billing(backend, billing_service, provider, settings)
+        billing_service = build_billing(settings, backend.commands, backend.store, utcnow)
+        report = await sync_billing(backend, billing_service, reporter, settings)
     finally:
         await backend.close()
+    if report is None:
+        raise SystemExit("the read models did not catch up with the log; nothing was sent, run it again")
     print(orjson.dumps(report.as_dict()).decode(), flush=True)
+    if report.failed:
+        raise SystemExit(1)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -12,7 +12,21 @@ from starlette.responses import Response
 from api import schemas
 from api.errors import ApiError, error_response
 from api.observability import record_projections
-from api.plumbing import body, engine, idempotency, int_param, json, principal, raw_body, wait_min_position, written
+from api.plumbing import (
+    admit,
+    body,
+    engine,
+    execute,
+    idempotency,
+    int_param,
+    json,
+    meter_write,
+    principal,
+    raw_body,
+    refuse_deferred,
+    wait_min_position,
+    written,
+)
 from commands.auth import Principal, new_api_key
 from commands.ports import Idempotency
 from commands.service import CommandEnvelope
@@ -49,8 +63,9 @@ async def create_tenant(request: Request) -> Response:
     api_key, key_hash = new_api_key(tenant_id, key_id)
     now = format_time(engine(request).clock())
     command = tenant.RegisterTenant(name=data.name, key_id=key_id, key_hash=key_hash, registered_at=now)
-    outcome = await engine(request).service.execute(
-        CommandEnvelope(tenant_id, stream_name("tenant", tenant_id), command, actor="admin:admin", idempotency=retry)
+    outcome = await execute(
+        request,
+        CommandEnvelope(tenant_id, stream_name("tenant", tenant_id), command, actor="admin:admin", idempotency=retry),
     )
     first = outcome.events[0]
     issued = outcome.events[-1].payload
@@ -65,14 +80,15 @@ async def create_api_key(request: Request) -> Response:
     data = await body(request, schemas.CreateApiKey, raw)
     key_id = engine(request).short_id("k")
     api_key, key_hash = new_api_key(who.tenant_id, key_id)
-    outcome = await engine(request).service.execute(
+    outcome = await execute(
+        request,
         CommandEnvelope(
             who.tenant_id,
             stream_name("tenant", who.tenant_id),
             tenant.IssueApiKey(key_id=key_id, key_hash=key_hash, name=data.name),
             actor=who.actor.label,
             idempotency=idempotency(request, raw, who),
-        )
+        ),
     )
     issued = outcome.last.payload
     return written(outcome, key_id=issued["key_id"], api_key=None if outcome.replayed else api_key)
@@ -81,13 +97,14 @@ async def create_api_key(request: Request) -> Response:
 async def revoke_api_key(request: Request) -> Response:
     who = await principal(request, "tenant")
     key_id = _path(request, "key_id")
-    outcome = await engine(request).service.execute(
+    outcome = await execute(
+        request,
         CommandEnvelope(
             who.tenant_id,
             stream_name("tenant", who.tenant_id),
             tenant.RevokeApiKey(key_id=key_id),
             actor=who.actor.label,
-        )
+        ),
     )
     return written(outcome, key_id=key_id)
 
@@ -95,14 +112,15 @@ async def revoke_api_key(request: Request) -> Response:
 async def rotate_signing_key(request: Request) -> Response:
     who = await principal(request, "tenant")
     raw = await raw_body(request)
-    outcome = await engine(request).service.execute(
+    outcome = await execute(
+        request,
         CommandEnvelope(
             who.tenant_id,
             stream_name("tenant", who.tenant_id),
             tenant.RotateSigningKey(),
             actor=who.actor.label,
             idempotency=idempotency(request, raw, who),
-        )
+        ),
     )
     return written(outcome, kid=outcome.last.payload["kid"])
 
@@ -111,14 +129,15 @@ async def set_allowed_origins(request: Request) -> Response:
     who = await principal(request, "tenant")
     raw = await raw_body(request)
     data = await body(request, schemas.AllowedOrigins, raw)
-    outcome = await engine(request).service.execute(
+    outcome = await execute(
+        request,
         CommandEnvelope(
             who.tenant_id,
             stream_name("tenant", who.tenant_id),
             tenant.SetAllowedOrigins(origins=data.origins),
             actor=who.actor.label,
             idempotency=idempotency(request, raw, who),
-        )
+        ),
     )
     return written(outcome, origins=sorted(set(data.origins)))
 
@@ -129,14 +148,15 @@ async def put_user(request: Request) -> Response:
     user_id = _path(request, "user_id")
     raw = await raw_body(request)
     data = await body(request, schemas.PutUser, raw)
-    outcome = await engine(request).service.execute(
+    outcome = await execute(
+        request,
         CommandEnvelope(
             who.tenant_id,
             stream_name("user", user_id),
             user.RegisterUser(name=data.name, metadata=data.metadata),
             actor=who.actor.label,
             idempotency=idempotency(request, raw, who),
-        )
+        ),
     )
     return written(outcome, user_id=user_id)
 
@@ -159,6 +179,7 @@ async def create_token(request: Request) -> Response:
     if ttl > settings.max_token_ttl_seconds:
         raise ApiError("invalid_request", f"ttl_seconds is at most {settings.max_token_ttl_seconds}")
     await _require_users(request, who.tenant_id, [user_id])
+    meter_write(request)
     token, expires = await engine(request).auth.mint(who.tenant_id, user_id, engine(request).clock(), ttl)
     return json({"token": token, "expires_at": format_time(expires)}, 201)
 
@@ -178,8 +199,9 @@ async def _channel_command(
 ) -> Response:
     meters = _metered(command)
     if meters:
-        await engine(request).quotas.admit(who.tenant_id, meters)
-    outcome = await engine(request).service.execute(
+        await admit(request, who.tenant_id, meters)
+    outcome = await execute(
+        request,
         CommandEnvelope(
             who.tenant_id,
             stream_name("channel", cid),
@@ -187,7 +209,7 @@ async def _channel_command(
             actor=who.actor.label,
             correlation_id=request.headers.get("x-request-id"),
             idempotency=idempotency(request, raw, who) if raw or request.method == "POST" else None,
-        )
+        ),
     )
     extra = {"channel_id": outcome.last.stream_id}  # a replay answers with the first request's channel
     message_id = getattr(command, "message_id", None)
@@ -325,6 +347,8 @@ async def move_read_marker(request: Request) -> Response:
 
 async def typing(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
+    refuse_deferred()  # nothing recorded, so nothing to replay
+    meter_write(request)
     cid = _path(request, "cid")
     data = await body(request, schemas.Typing)
     uid = _acting_user(who, data.user_id)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
@@ -13,14 +16,84 @@ from starlette.responses import Response
 from api.errors import ApiError, validation_error
 from commands.auth import Principal
 from commands.ports import Idempotency
-from commands.service import Outcome
+from commands.quotas import PaymentRequired, QuotaExceeded
+from commands.service import CommandEnvelope, NotReplayed, Outcome
 from domain import events as ev
+from domain.errors import DomainError
 
 if TYPE_CHECKING:
     from api.bootstrap import Engine
 
 B = TypeVar("B", bound=BaseModel)
 WRITE_METERS = ("api_writes",)  # what every write request counts (docs/quotas.md)
+# Writes a quota or a past-due standing never refuses (docs/quotas.md): removals (revoking a
+# leaked key, deleting a message, a reaction, a member), and the credentials a tenant must
+# always be able to manage (issuing and revoking API keys, rotating the signing key, minting
+# end-user tokens).
+UNREFUSED_PATHS = re.compile(r"^/v1/(api-keys(/[^/]+)?|signing-keys|users/[^/]+/tokens)$")
+# A write refused at a quota that carries an Idempotency-Key: its command runs replay-only
+# (docs/quotas.md), so the retry of a write admitted earlier still gets its first answer.
+_deferred: ContextVar[Exception | None] = ContextVar("caas_deferred_refusal", default=None)
+# The tenant of a write request not metered yet: a write counts in ``api_writes`` once admitted
+# (when its command runs, or its handler does what it asked), never when refused.
+_unmetered: ContextVar[str | None] = ContextVar("caas_unmetered_write", default=None)
+
+
+def meter_write(request: Request) -> None:
+    """Count the request's write in the tenant's usage, once, now that it is admitted."""
+    tenant_id = _unmetered.get()
+    if tenant_id is not None:
+        _unmetered.set(None)
+        engine(request).meter.request(tenant_id, write=True)
+
+
+def refusable(request: Request) -> bool:
+    """Whether a quota or a past-due standing may refuse this write."""
+    return request.method != "DELETE" and not UNREFUSED_PATHS.match(request.url.path)
+
+
+async def admit(request: Request, tenant_id: str, meters: tuple[str, ...]) -> None:
+    """Count a write in ``meters`` or refuse it (402), unless it is a retry: with an
+    Idempotency-Key the refusal waits for the command, which then only replays (see
+    :func:`execute`)."""
+    quotas = engine(request).quotas
+    try:
+        await quotas.admit(tenant_id, meters)
+    except (QuotaExceeded, PaymentRequired) as exc:
+        if meters != WRITE_METERS and _deferred.get() is None:
+            quotas.release(tenant_id, WRITE_METERS)  # the request as a whole is refused
+        if request.headers.get("idempotency-key") is None:
+            raise
+        if _deferred.get() is None:
+            _deferred.set(exc)
+
+
+def refuse_deferred() -> None:
+    """Raise the refusal a write without a command (nothing to replay) was given, if any."""
+    refusal = _deferred.get()
+    if refusal is not None:
+        _deferred.set(None)
+        raise refusal
+
+
+async def execute(request: Request, envelope: CommandEnvelope) -> Outcome:
+    """Run a request's command; if a quota refused the request, only replay an earlier run
+    under the same Idempotency-Key, or give the refusal."""
+    refusal = _deferred.get()
+    if refusal is None:
+        meter_write(request)
+        return await engine(request).service.execute(envelope)
+    _deferred.set(None)
+    if envelope.idempotency is None:
+        raise refusal
+    try:
+        return await engine(request).service.execute(dataclasses.replace(envelope, replay_only=True))
+    except NotReplayed:
+        raise refusal from None
+    except DomainError as exc:  # the same refusal carried back from a remote decider
+        if exc.rule == NotReplayed.rule:
+            raise refusal from None
+        raise
 
 
 def engine(connection: HTTPConnection) -> Engine:
@@ -54,9 +127,14 @@ async def principal(request: Request, *kinds: str) -> Principal:
     if who.kind != "admin":
         write = request.method != "GET"
         node.limits.check(who, write=write, credential=header.strip())
-        if write:  # a capped tenant at its limit, or past due where that means read-only: 402
-            await node.quotas.admit(who.tenant_id, WRITE_METERS)
-        node.meter.request(who.tenant_id, write=write)
+        _deferred.set(None)
+        _unmetered.set(None)
+        if write and refusable(request):  # a capped tenant at its limit, or past due where that means read-only: 402
+            await admit(request, who.tenant_id, WRITE_METERS)
+        if write:  # metered once admitted (meter_write), so a refused write is not billed
+            _unmetered.set(who.tenant_id)
+        else:
+            node.meter.request(who.tenant_id, write=False)
         origin = request.headers.get("origin")
         if origin is not None:
             state = await node.service.tenant(who.tenant_id)

@@ -301,10 +301,14 @@ class TierUnits(BaseModel):
 
 
 class PreviewLine(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
     meter: str
+    plan: str = Field(description="the plan this line prices: one line per meter per plan in force in the period")
+    from_: str = Field(alias="from", description="the stretch of the period this plan was in force (RFC 3339)")
+    to: str
     mode: Literal["cap", "overage"]
-    used: int
-    included: int = Field(description="prorated by time across plan changes in the period")
+    used: int = Field(description="usage of the hours that started while this plan was in force")
+    included: int = Field(description="the plan's quantity times its share of the period")
     billable: int
     over_cap: int = Field(description="usage past a hard cap (admitted by projection lag; never charged)")
     tiers: list[TierUnits]
@@ -319,7 +323,7 @@ class PreviewPeriod(BaseModel):
 
 class BillingPreview(BaseModel):
     period: PreviewPeriod
-    plan: str = Field(description="the plan in force now: its tiers and caps price the period")
+    plan: str = Field(description="the plan in force now")
     plans: list[str] = Field(description="the plans in force during the period, in order")
     currency: str
     base_fee: int
@@ -337,6 +341,9 @@ class Invoice(BaseModel):
     period_start: int | None = None
     period_end: int | None = None
     hosted_invoice_url: str | None = None
+    outcome: Literal["paid", "failed"] | None = Field(
+        default=None, description="the invoice's last word by Stripe's event time: paid, payment failed, or neither"
+    )
 
 
 class InvoiceList(BaseModel):
@@ -348,7 +355,7 @@ class InvoiceList(BaseModel):
 
 class WebhookReceived(BaseModel):
     received: bool
-    recorded: bool = Field(description="false for event types CAAS ignores, customers it does not know, or repeats")
+    recorded: bool = Field(description="false for event types CAAS ignores, and for repeats")
 
 
 class ErrorDetail(BaseModel):

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -96,14 +96,19 @@ class Settings(BaseSettings):
     )
     quota_cache_seconds: float = Field(default=5.0, gt=0, description="how stale a node's view of usage may be")
     billing_past_due: Literal["allow", "read_only"] = "allow"
-    stripe_api_key: str | None = Field(default=None, description="secret; never logged")
+    stripe_api_key: SecretStr | None = Field(default=None, description="secret; never logged")
     stripe_api_base: str | None = Field(default=None, description="Stripe's API address (stripe-mock in tests)")
-    stripe_webhook_secret: str | None = None
+    stripe_webhook_secret: SecretStr | None = Field(default=None, description="secret; never logged")
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     stripe_meter_prefix: str = "caas_"
     stripe_request_log: Path | None = Field(default=None, description="JSONL of every request the sync sends")
     billing_sync_seconds: float = Field(default=0.0, ge=0, description="periodic sync in worker/serve; 0: off")
-    billing_sync_settle_seconds: float = Field(default=120.0, description="an hour is closed this long after it ends")
+    billing_sync_settle_seconds: float = Field(
+        default=120.0, ge=0, description="an hour is closed this long after it ends"
+    )
+    billing_sync_clock_offset_seconds: float = Field(
+        default=0.0, ge=0, description="the sync acts as if it were this much later (tests: close the current hour)"
+    )
 
     def unshared_secrets(self) -> list[str]:
         """The secrets a node of a cluster must be given rather than generate: ``secret_key``

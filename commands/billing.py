@@ -1,14 +1,14 @@
 """Billing as the API and the command line use it: plans, the invoice preview, what Stripe told
 us. Everything it remembers is in the tenant's billing stream (``domain/billing.py``).
 
-Two ports: :class:`UsageReader` (the hourly usage read model) and :class:`PaymentProvider`
-(Stripe, ``adapters/stripe_billing.py``).
+Ports: :class:`UsageReader` (the hourly usage read model), and Stripe's two sides
+(``adapters/stripe_billing.py``): :class:`UsageReporter` and :class:`WebhookVerifier`.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -16,7 +16,7 @@ from commands.service import CommandEnvelope, Commands, Outcome
 from domain import billing, errors
 from domain.base import Command, format_time
 from domain.events import stream_name
-from domain.plans import Catalog, PlanChange, period_of, preview
+from domain.plans import SUMMED_METERS, Catalog, PlanChange, period_of, preview
 
 # The default plan is in force from the beginning: a tenant never given a plan is on it.
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
@@ -33,10 +33,15 @@ class UsageReader(Protocol):
         """Per meter, each hour's value (hour start, UTC) in ``[start, end)``; hours without usage may be absent."""
         ...
 
+    async def counters(self, tenant_id: str, start: datetime, end: datetime, meters: Sequence[str]) -> dict[str, int]:
+        """The hourly values of ``meters`` (summed meters only) over ``[start, end)``, summed:
+        what the quota check needs, and nothing else (no message sizes, no users)."""
+        ...
 
-class PaymentProvider(abc.ABC):
-    """Where usage is billed (Stripe). Calls may be retried: each takes a key that makes a
-    repeat harmless at the provider."""
+
+class UsageReporter(abc.ABC):
+    """Where usage is billed (Stripe's customers and Billing Meter Events). Calls may be
+    retried: each carries what makes a repeat harmless at the provider."""
 
     @abc.abstractmethod
     async def create_customer(self, tenant_id: str, name: str, idempotency_key: str) -> str:
@@ -49,14 +54,22 @@ class PaymentProvider(abc.ABC):
         """Report ``value`` units of ``event_name`` for ``customer_id`` at ``timestamp``;
         the provider drops a second event with the same ``identifier``."""
 
+
+class WebhookVerifier(abc.ABC):
+    """Checks that a webhook comes from the provider."""
+
     @abc.abstractmethod
-    def verify_webhook(self, payload: bytes, signature: str) -> dict[str, Any]:
-        """The webhook event, if ``signature`` (``Stripe-Signature``) signs ``payload`` and is
-        fresh; raises :class:`BadSignature` otherwise."""
+    def verify(self, payload: bytes, signature: str) -> dict[str, Any]:
+        """The webhook event (a JSON object), if ``signature`` (``Stripe-Signature``) signs
+        ``payload`` and is fresh; raises :class:`BadSignature` otherwise."""
 
 
 class BadSignature(Exception):
     """A webhook whose signature is missing, wrong or too old; nothing is recorded."""
+
+
+class BadPayload(Exception):
+    """A validly signed webhook whose body is not a JSON object; nothing is recorded."""
 
 
 class UnknownPlan(errors.NotFound):
@@ -80,8 +93,23 @@ class Billing:
         found: billing.BillingState = await self.commands.state(tenant_id, billing_stream(tenant_id))
         return found
 
-    async def history(self, tenant_id: str) -> list[PlanChange]:
-        return (await self.state(tenant_id)).plan_history(self.catalog.default_plan, await self.since(tenant_id))
+    async def history(self, tenant_id: str, state: billing.BillingState | None = None) -> list[PlanChange]:
+        """The tenant's plans over time (``state``: its billing state, if already read)."""
+        state = await self.state(tenant_id) if state is None else state
+        return state.plan_history(self.catalog.default_plan, await self.since(tenant_id))
+
+    async def pin_initial_plan(self, tenant_id: str) -> None:
+        """Record the plan a tenant never given one is on (the deployment's default, with its
+        terms as they are now) from the tenant's start, if no plan is recorded yet; from then
+        on, editing the plans file or its ``default`` changes nothing the tenant was billed."""
+        if (await self.state(tenant_id)).plans:
+            return
+        plan = self.catalog.default_plan
+        since = format_time(await self.since(tenant_id))
+        command = billing.ChangePlan(
+            plan=plan.name, terms=plan.model_dump(mode="json"), effective_at=since, initial=True
+        )
+        await self.record(tenant_id, command, "system:billing")
 
     async def since(self, tenant_id: str) -> datetime:
         """When the tenant started: its plan history begins there (before billing: the beginning)."""
@@ -98,6 +126,7 @@ class Billing:
         found = self.catalog.plans.get(plan)
         if found is None:
             raise UnknownPlan(f"no plan {plan!r}; plans: {', '.join(self.catalog.plans)}", plan=plan)
+        await self.pin_initial_plan(tenant_id)  # what the tenant was on until now stays as it was
         command = billing.ChangePlan(
             plan=plan, terms=found.model_dump(mode="json"), effective_at=format_time(self.clock())
         )
@@ -107,9 +136,12 @@ class Billing:
         """The current period's bill so far: the usage until now, priced as if the plan in force
         stays until the period ends."""
         period = period_of(self.clock())
-        usage = await self.usage.totals(tenant_id, period.start, period.end)
+        hourly = await self.usage.buckets(tenant_id, period.start, period.end)
+        usage = {meter: hourly.get(meter, {}) for meter in SUMMED_METERS}  # what Stripe is sent, hour by hour
         bill = preview(await self.history(tenant_id), usage, period)
         bill["period"] = {k: format_time(v) if isinstance(v, datetime) else v for k, v in bill["period"].items()}
+        for line in bill["lines"]:
+            line["from"], line["to"] = format_time(line["from"]), format_time(line["to"])
         return bill
 
     async def invoices(self, tenant_id: str) -> dict[str, Any]:

@@ -1,15 +1,25 @@
-"""``caas billing sync``: report every closed hour of usage to Stripe, each meter hour once.
+"""``caas billing sync``: report every closed hour of usage to Stripe, and every later increase.
 
 Per tenant: create its Stripe customer if it has none (with an idempotency key derived from
-the tenant, then recorded as ``StripeCustomerCreated``, so it is created once); then, from
-the hour after the last one recorded as synced up to the last closed hour, send each hour's
-meters as Billing Meter Events and record ``UsageHourSynced`` after each hour's batch. A
-meter event's ``identifier`` is a digest of (tenant, meter, hour), so the one hour that can be
-sent twice, the hour in flight when a sync was killed, is dropped by Stripe the second time;
-an hour recorded as synced is never sent again.
+the tenant, then recorded as ``StripeCustomerCreated``, so it is created once). Then compare
+the usage read model's hours in the sync window with what the billing stream says was sent,
+and send each difference (:func:`increases`) as new meter events, hour by hour:
 
-An hour is *closed* ``settle`` after it ends: by then the nodes have flushed their counters
-and the usage projection has applied them (docs/stripe.md).
+1. record ``MeterEventsPrepared`` (the exact events: meter, value, number, identifier);
+2. send them; 3. record ``UsageHourSynced``.
+
+A meter event's ``identifier`` is a digest of (tenant, meter, hour, n), ``n`` numbering that
+meter hour's events: usage that reaches the read model after its hour was sent (a node's retried
+flush, a usage worker that was down) goes out as event ``n + 1``, never lost, never merged into
+an identifier Stripe already holds. A run killed between 1 and 3 leaves the events recorded:
+the next run sends exactly the same ones again (Stripe drops a repeated identifier for 24 hours),
+or, if they are older than :data:`RESEND_WITHIN`, records them abandoned and logs an error for an
+operator: counting twice is worse than checking Stripe by hand.
+
+The window is ``[max(tenant's start, now - WINDOW), closed)``: Stripe refuses meter events more
+than 35 days old, so hours leaving the window with usage never sent are recorded as skipped
+(``UsageWindowMoved``) and logged, and the sync goes on with the rest. An hour is *closed*
+``settle`` after it ends; the caller also checks the usage projection caught up with the log.
 """
 
 from __future__ import annotations
@@ -21,24 +31,45 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from commands.billing import BEGINNING, Billing, PaymentProvider
+from commands.billing import Billing, UsageReporter
 from domain import billing
 from domain.base import format_time
-from domain.plans import HOUR, hour_of
+from domain.plans import SUMMED_METERS, hour_of
 
 ACTOR = "system:billing-sync"
-# Meters whose period total is the sum of their hours: what a Stripe meter with the ``sum``
-# aggregation can bill. The others (peak connections, monthly active users, bytes stored) are
-# priced by CAAS's preview but not reported hour by hour.
-SUMMED_METERS = ("messages", "replies", "edits", "deliveries", "api_reads", "api_writes", "connection_minutes")
+WINDOW = timedelta(days=34)  # a day inside Stripe's 35
+RESEND_WITHIN = timedelta(hours=23)  # an hour inside Stripe's 24 of identifier deduplication
 
 log = structlog.get_logger("caas.billing")
 
 
-def identifier(tenant_id: str, meter: str, hour: datetime) -> str:
-    """The meter event's identifier: the same for the same (tenant, meter, hour), always."""
-    digest = hashlib.sha256(f"{tenant_id}\n{meter}\n{format_time(hour)}".encode()).hexdigest()
+def identifier(tenant_id: str, meter: str, hour: datetime, n: int) -> str:
+    """The meter event's identifier: one per (tenant, meter, hour, n), always the same."""
+    digest = hashlib.sha256(f"{tenant_id}\n{meter}\n{format_time(hour)}\n{n}".encode()).hexdigest()
     return f"caas_{digest[:40]}"
+
+
+def window_floor(since: datetime, now: datetime) -> datetime:
+    """The first hour the sync may still send: the tenant's start, at most ``WINDOW`` ago."""
+    return max(hour_of(since), hour_of(now - WINDOW))
+
+
+def increases(
+    usage: Mapping[str, Mapping[datetime, int]], sent: Mapping[str, Mapping[str, int]]
+) -> dict[datetime, dict[str, int]]:
+    """Hour -> {meter: usage not yet sent} of the summed meters, hours in order, zeros left out.
+
+    ``sent`` is the billing stream's hour (RFC 3339) -> meter -> value sent. Usage never goes
+    down (counters only grow; an hour's connection minutes are rounded down from growing time),
+    so a value below what was sent is left alone rather than sent negative.
+    """
+    out: dict[datetime, dict[str, int]] = {}
+    for meter in SUMMED_METERS:
+        for hour, value in (usage.get(meter) or {}).items():
+            more = value - sent.get(format_time(hour), {}).get(meter, 0)
+            if more > 0:
+                out.setdefault(hour, {})[meter] = more
+    return {hour: dict(sorted(out[hour].items())) for hour in sorted(out)}
 
 
 @dataclass(slots=True)
@@ -47,6 +78,8 @@ class SyncReport:
     customers_created: int = 0
     hours: int = 0
     meter_events: int = 0
+    skipped_hours: int = 0
+    failed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -54,17 +87,19 @@ class SyncReport:
             "customers_created": self.customers_created,
             "hours": self.hours,
             "meter_events": self.meter_events,
+            "skipped_hours": self.skipped_hours,
+            "failed": self.failed,
         }
 
 
 class BillingSync:
-    """Sends usage to a :class:`PaymentProvider` and records how far it got."""
+    """Sends usage to a :class:`UsageReporter` and records what it sends before and after."""
 
-    def __init__(
-        self, billing_service: Billing, provider: PaymentProvider, *, settle: timedelta, prefix: str = "caas_"
-    ) -> None:
+    def __init__(self, billing_service: Billing, reporter: UsageReporter, *, settle: timedelta, prefix: str) -> None:
+        if settle < timedelta(0):
+            raise ValueError("settle is a duration, at least 0")
         self.billing = billing_service
-        self.provider = provider
+        self.reporter = reporter
         self.settle = settle
         self.prefix = prefix
 
@@ -77,44 +112,84 @@ class BillingSync:
             try:
                 await self.tenant(tenant_id, name, report)
             except Exception as exc:
+                report.failed += 1
                 log.warning("billing_sync_failed", tenant_id=tenant_id, error=repr(exc))
         return report
 
     async def tenant(self, tenant_id: str, name: str, report: SyncReport) -> None:
+        await self.billing.pin_initial_plan(tenant_id)
         state = await self.billing.state(tenant_id)
         customer = state.customer_id
         if customer is None:
-            created = await self.provider.create_customer(tenant_id, name, f"caas-customer-{tenant_id}")
+            created = await self.reporter.create_customer(tenant_id, name, f"caas-customer-{tenant_id}")
             await self.billing.record(tenant_id, billing.RecordStripeCustomer(customer_id=created), ACTOR)
             customer = (await self.billing.state(tenant_id)).customer_id or created
             report.customers_created += 1
-        closed = hour_of(self.billing.clock() - self.settle)  # hours starting before it have ended and settled
-        start = datetime.fromisoformat(state.synced_through) if state.synced_through else BEGINNING
-        if start >= closed:
+        now = self.billing.clock()
+        if state.pending is not None:
+            await self._finish(tenant_id, customer, state.pending, now, report)
+            state = await self.billing.state(tenant_id)
+        closed = hour_of(now - self.settle)  # hours starting before it have ended and settled
+        since = await self.billing.since(tenant_id)
+        previous = datetime.fromisoformat(state.floor) if state.floor else hour_of(since)
+        floor = max(window_floor(since, now), previous)  # the window never moves back
+        if previous >= closed:
             return
-        buckets = await self.billing.usage.buckets(tenant_id, start, closed)
-        last = None
-        for hour, values in _by_hour(buckets).items():
-            for meter, value in values.items():
-                event = f"{self.prefix}{meter}"
-                await self.provider.send_meter_event(event, customer, value, identifier(tenant_id, meter, hour), hour)
-            await self.billing.record(
-                tenant_id, billing.RecordUsageSynced(hour=format_time(hour), meter_events=len(values)), ACTOR
-            )
-            report.hours += 1
-            report.meter_events += len(values)
-            last = hour
-        if last is None or last < closed - HOUR:  # the empty hours since are done too
-            await self.billing.record(
-                tenant_id, billing.RecordUsageSynced(hour=format_time(closed - HOUR), meter_events=0), ACTOR
-            )
+        usage = await self.billing.usage.buckets(tenant_id, previous, closed)
+        todo = increases(usage, state.sent)
+        late = {hour: values for hour, values in todo.items() if hour < floor}
+        if late or state.floor is None or previous + timedelta(days=1) <= floor:
+            skipped: dict[str, int] = {}
+            for values in late.values():
+                for meter, value in values.items():
+                    skipped[meter] = skipped.get(meter, 0) + value
+            if skipped:
+                log.error(
+                    "billing_usage_too_old_for_stripe", tenant_id=tenant_id, before=format_time(floor), units=skipped
+                )
+            report.skipped_hours += len(late)
+            moved = billing.MoveSyncWindow(floor=format_time(floor), skipped=skipped)
+            await self.billing.record(tenant_id, moved, ACTOR)
+        counts = state.events
+        for hour, values in todo.items():
+            if hour < floor:
+                continue
+            key = format_time(hour)
+            items = [
+                {
+                    "meter": meter,
+                    "value": value,
+                    "n": (n := counts.get(key, {}).get(meter, 0)),
+                    "identifier": identifier(tenant_id, meter, hour, n),
+                }
+                for meter, value in values.items()
+            ]
+            command = billing.PrepareMeterEvents(hour=key, items=items, prepared_at=format_time(self.billing.clock()))
+            await self.billing.record(tenant_id, command, ACTOR)
+            pending = (await self.billing.state(tenant_id)).pending
+            assert pending is not None
+            await self._finish(tenant_id, customer, pending, self.billing.clock(), report)
 
-
-def _by_hour(buckets: Mapping[str, Mapping[datetime, int]]) -> dict[datetime, dict[str, int]]:
-    """Hour -> {meter: value} of the summed meters, hours in order, zero values left out."""
-    hours: dict[datetime, dict[str, int]] = {}
-    for meter in SUMMED_METERS:
-        for hour, value in (buckets.get(meter) or {}).items():
-            if value > 0:
-                hours.setdefault(hour, {})[meter] = value
-    return {hour: dict(sorted(hours[hour].items())) for hour in sorted(hours)}
+    async def _finish(
+        self, tenant_id: str, customer: str, pending: billing.Pending, now: datetime, report: SyncReport
+    ) -> None:
+        """Send the recorded events (again, after a crash) and confirm them; or abandon them if
+        they are too old for Stripe to recognise a repeat."""
+        if now - datetime.fromisoformat(pending.prepared_at) > RESEND_WITHIN:
+            log.error(
+                "billing_meter_events_abandoned",
+                tenant_id=tenant_id,
+                hour=pending.hour,
+                identifiers=[i["identifier"] for i in pending.items],
+                hint="check these identifiers in Stripe's meter events; they count as sent",
+            )
+            reason = f"unconfirmed since {pending.prepared_at}, past Stripe's identifier deduplication"
+            await self.billing.record(tenant_id, billing.AbandonMeterEvents(hour=pending.hour, reason=reason), ACTOR)
+            return
+        hour = datetime.fromisoformat(pending.hour)
+        for item in pending.items:
+            event = f"{self.prefix}{item['meter']}"
+            await self.reporter.send_meter_event(event, customer, int(item["value"]), str(item["identifier"]), hour)
+        await self.billing.record(tenant_id, billing.ConfirmMeterEvents(hour=pending.hour), ACTOR)
+        report.hours += 1
+        report.meter_events += len(pending.items)

@@ -1,12 +1,15 @@
 """Quotas on the write path: a hard-capped meter at its limit refuses further writes of its kind.
 
 The check must cost a write almost nothing, so each node keeps, per tenant, what the usage
-read model said at most ``ttl`` seconds ago plus what this node itself admitted since: a
-dictionary lookup and a comparison on the hot path, one read-model query per tenant per
-``ttl``. The view lags the truth by the usage projection (the meters' flush and the
-projector) and by other nodes' writes within ``ttl``, so a tenant can get past its cap by what
-the whole cluster admits in that window; docs/quotas.md has the numbers. Reads are never
-checked, and one tenant's quota never touches another's.
+read model said at most ``ttl`` seconds ago about the plan's *capped* meters only (their
+hourly counters this period: no message sizes, no users), plus what this node itself
+admitted since: a dictionary lookup and a comparison on the hot path, one small read-model
+query per tenant per ``ttl``. A node also counts everything it admitted this period, so on one
+node the check never falls behind what that node let through, whatever the flush and projection
+lag (:func:`used_of`). Other nodes' writes reach the view through the read model, so a cluster
+can get past a cap by what the other nodes admit within that lag; docs/quotas.md has the numbers.
+If the read model cannot be read, the last view stands (writes go on). Reads are never checked,
+and one tenant's quota never touches another's.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from datetime import datetime
 
 import structlog
 
-from commands.billing import Billing, billing_stream
+from commands.billing import Billing
 from domain import billing
 from domain.base import format_time
 from domain.plans import Period, included, limits, period_of
@@ -51,6 +54,14 @@ class _View:
     used: dict[str, int]
     past_due: bool
     admitted: dict[str, int] = field(default_factory=dict)  # by this node since the read
+    local: dict[str, int] = field(default_factory=dict)  # by this node this period
+
+
+def used_of(read: int, since_read: int, local: int) -> int:
+    """What a capped meter is taken to have used: the read model's figure plus this node's
+    writes since the read, and never less than what this node alone admitted this period (the
+    read model may not show this node's writes yet: its meters flush every few seconds)."""
+    return max(read + since_read, local)
 
 
 class Quotas:
@@ -72,7 +83,8 @@ class Quotas:
         self.past_due_read_only = past_due_read_only
         self._views: dict[str, _View] = {}
         self._refreshing: dict[str, asyncio.Future[_View]] = {}
-        self._announced: set[str] = set()
+        self._announced: set[str] = set()  # thresholds asked for this period (cleared at the next)
+        self._announced_period = ""
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def admit(self, tenant_id: str, meters: Sequence[str]) -> None:
@@ -85,16 +97,31 @@ class Quotas:
             limit = view.limits.get(meter)
             if limit is None:
                 continue
-            used = view.used.get(meter, 0) + view.admitted.get(meter, 0)
+            used = used_of(view.used.get(meter, 0), view.admitted.get(meter, 0), view.local.get(meter, 0))
             if used >= limit:
                 self._announce(tenant_id, view, meter, used)
                 raise QuotaExceeded(meter, limit, used, format_time(view.period.end))
         for meter in meters:
             view.admitted[meter] = view.admitted.get(meter, 0) + 1
+            view.local[meter] = view.local.get(meter, 0) + 1
+
+    def release(self, tenant_id: str, meters: Sequence[str]) -> None:
+        """Uncount one write of each of ``meters`` admitted by :meth:`admit` (the request was
+        refused by a later check)."""
+        view = self._views.get(tenant_id)
+        if view is None:
+            return
+        for meter in meters:
+            for counts in (view.admitted, view.local):
+                if counts.get(meter, 0) > 0:
+                    counts[meter] -= 1
 
     def forget(self, tenant_id: str) -> None:
-        """Read the tenant's plan and usage again at its next write (its plan changed)."""
-        self._views.pop(tenant_id, None)
+        """Read the tenant's plan and usage again at its next write (its plan changed); what this
+        node admitted this period still counts."""
+        view = self._views.get(tenant_id)
+        if view is not None:
+            view.expires = float("-inf")
 
     async def _view(self, tenant_id: str) -> _View:
         view = self._views.get(tenant_id)
@@ -109,25 +136,43 @@ class Quotas:
 
     async def _read(self, tenant_id: str) -> _View:
         period = period_of(self.clock())
-        state: billing.BillingState = await self.billing.commands.state(tenant_id, billing_stream(tenant_id))
-        history = state.plan_history(self.billing.catalog.default_plan, await self.billing.since(tenant_id))
-        used = await self.billing.usage.totals(tenant_id, period.start, period.end)
+        last = self._views.get(tenant_id)
+        try:
+            await self.billing.pin_initial_plan(tenant_id)
+        except Exception as exc:  # recorded at a later read; the default plan applies meanwhile
+            log.warning("initial_plan_not_recorded", tenant_id=tenant_id, error=repr(exc))
+        state = await self.billing.state(tenant_id)
+        history = await self.billing.history(tenant_id, state)
+        caps = limits(history, period)
+        quantities = included(history, period)
+        watched = sorted({*caps, *(m for m, q in quantities.items() if q > 0)})  # caps, and thresholds
+        try:
+            used = await self.billing.usage.counters(tenant_id, period.start, period.end, watched)
+        except Exception as exc:  # the read store is down: the last view's figures, not a failed write
+            log.warning("quota_usage_unreadable", tenant_id=tenant_id, error=repr(exc))
+            used = dict(last.used) if last is not None and last.period == period else {}
+            if last is not None and last.period == period:
+                used = {m: used.get(m, 0) + last.admitted.get(m, 0) for m in set(used) | set(last.admitted)}
+        local = dict(last.local) if last is not None and last.period == period else {}
         view = _View(
             period,
             self.monotonic() + self.ttl,
-            limits(history, period),
-            included(history, period),
+            caps,
+            quantities,
             used,
             state.payment_status == "past_due",
+            local=local,
         )
         self._views[tenant_id] = view
-        for meter in view.included:
-            self._announce(tenant_id, view, meter, used.get(meter, 0))
+        for meter in watched:
+            self._announce(tenant_id, view, meter, used_of(used.get(meter, 0), 0, local.get(meter, 0)))
         return view
 
     def _announce(self, tenant_id: str, view: _View, meter: str, used: int) -> None:
         """Record each threshold ``used`` has reached, once per period (the decider drops a
         repeat from another node; this node asks at most once)."""
+        if view.period.label != self._announced_period:
+            self._announced, self._announced_period = set(), view.period.label
         quantity = view.included.get(meter, 0)
         if quantity <= 0:
             return

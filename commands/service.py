@@ -39,6 +39,13 @@ class Outcome:
         return self.events[-1]
 
 
+class NotReplayed(DomainError):
+    """A ``replay_only`` command with nothing recorded to replay."""
+
+    category = "conflict"
+    rule = "not_replayed"
+
+
 @dataclass(frozen=True, slots=True)
 class CommandEnvelope:
     """A command addressed to a stream, with who sent it and how to recognise a retry of it.
@@ -46,7 +53,9 @@ class CommandEnvelope:
     ``command_id`` names this request in the events it causes (one is generated if not
     given); ``idempotency`` is the caller's retry key, already scoped to its principal
     (``api.plumbing.idempotency``); ``correlation_id`` ties the events to the request that
-    caused them (``X-Request-Id``).
+    caused them (``X-Request-Id``). ``replay_only``: answer only with what an earlier run
+    under the same idempotency key recorded, else raise :class:`NotReplayed` (a retry of a write
+    the API would now refuse, e.g. at a quota, still gets its first answer).
     """
 
     tenant_id: str
@@ -56,6 +65,7 @@ class CommandEnvelope:
     correlation_id: str | None = None
     idempotency: Idempotency | None = None
     command_id: str | None = None
+    replay_only: bool = False
 
 
 class Commands(Protocol):
@@ -124,6 +134,8 @@ class CommandService(Commands):
         """
         idempotency = envelope.idempotency
         if idempotency is None:
+            if envelope.replay_only:
+                raise NotReplayed("nothing was recorded for this request before")
             return await self._execute(envelope)
         key = (envelope.tenant_id, idempotency.key)
         while (running := self._inflight.get(key)) is not None:
@@ -138,6 +150,8 @@ class CommandService(Commands):
                 if fingerprint != idempotency.fingerprint:
                     raise IdempotencyKeyReused(idempotency.key)
                 return Outcome(events, replayed=True)
+            if envelope.replay_only:
+                raise NotReplayed("nothing was recorded under this Idempotency-Key before")
             return await self._execute(envelope)
         finally:
             del self._inflight[key]

@@ -205,11 +205,38 @@ class StripeCustomerCreated(DomainEvent):
     customer_id: str
 
 
+class MeterEventsPrepared(DomainEvent):
+    """``caas billing sync`` is about to send these meter events for the hour starting at
+    ``hour``: each item is ``{meter, value, n, identifier}`` (``value`` is the increase over what
+    was sent for that meter hour before; ``n`` numbers the meter hour's events from 0). Recorded
+    before sending, so a retry after a crash sends exactly the same events."""
+
+    hour: str
+    items: list[dict[str, Any]]
+    prepared_at: str
+
+
 class UsageHourSynced(DomainEvent):
-    """Every meter's usage of the hour starting at ``hour`` was sent to Stripe."""
+    """Stripe accepted the prepared meter events of ``hour`` (``meter_events`` of them)."""
 
     hour: str
     meter_events: int
+
+
+class MeterEventsAbandoned(DomainEvent):
+    """Prepared meter events that were not confirmed in time to be re-sent safely (Stripe
+    dedupes identifiers for 24 hours): they count as sent, an operator checks Stripe."""
+
+    hour: str
+    reason: str
+
+
+class UsageWindowMoved(DomainEvent):
+    """Hours before ``floor`` are out of the sync (Stripe takes meter events up to 35 days old);
+    ``skipped`` is, per meter, the usage of those hours that was never sent."""
+
+    floor: str
+    skipped: dict[str, int] = Field(default_factory=dict)
 
 
 class StripeEventRecorded(DomainEvent):
@@ -219,6 +246,7 @@ class StripeEventRecorded(DomainEvent):
     stripe_event_id: str
     kind: Literal["invoice_paid", "payment_failed", "subscription_changed"]
     status: Literal["ok", "past_due"]
+    created: int = 0  # Stripe's ``created`` of the event: what came later wins, whatever the arrival order
     invoice: dict[str, Any] | None = None
     subscription: dict[str, Any] | None = None
 

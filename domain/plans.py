@@ -9,9 +9,10 @@ fraction and nothing here is a float.
 :func:`preview` is the whole of pricing: a pure function of the plan history, the period's
 usage totals and the period. A plan change in the middle of a period is billed by time:
 each plan's included quantities and base fee count for the share of the period it was in
-force (exact fractions, rounded half up once per line); tiers and the cap-or-overage choice
-come from the plan in force at the end of the period. A tenant's first period counts from its
-start (the history's first entry): it gets its plan's whole quantities for the rest of the month.
+force (exact fractions, rounded half up once per line), and each hour's usage is priced on the
+plan in force at the hour's start, with that plan's tiers and cap-or-overage choice. A tenant's
+first period counts from its start (the history's first entry): it gets its plan's whole
+quantities for the rest of the month.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ class Plan(BaseModel):
         return terms.included if terms is not None and terms.mode == "cap" else None
 
 
+# Meters whose period figure is the sum of their hours: the only ones a plan may cap or price,
+# and the ones reported to Stripe (a ``sum`` meter there). ``peak_connections``, ``mau`` and
+# ``stored_bytes`` are not sums of hours; they are shown in usage, never billed (docs/plans.md).
+SUMMED_METERS = ("messages", "replies", "edits", "deliveries", "api_reads", "api_writes", "connection_minutes")
+
 # The plan of a tenant that was never given one: usage is capped, nothing is charged.
 FREE = Plan(
     name="free",
@@ -137,6 +143,12 @@ def parse_plans(text: str, meters: Collection[str]) -> Catalog:
         strange = set(plans[name].meters) - set(meters)
         if strange:
             raise PlansError(f"plan {name!r} prices unknown meter(s) {sorted(strange)}; meters: {', '.join(meters)}")
+        unbillable = set(plans[name].meters) - set(SUMMED_METERS)
+        if unbillable:
+            raise PlansError(
+                f"plan {name!r} names meter(s) {sorted(unbillable)} that are not sums of hours; plans cap and "
+                f"price only {', '.join(SUMMED_METERS)} (docs/plans.md)"
+            )
     currencies = {p.currency for p in plans.values() if p.base_fee or any(t.tiers for t in p.meters.values())}
     if len(currencies) > 1:
         raise PlansError(f"plans charge in several currencies {sorted(currencies)}; use one")
@@ -254,31 +266,64 @@ def graduated(billable: int, terms: MeterTerms) -> tuple[list[dict[str, Any]], i
     return rows, -(-numerator // terms.per)
 
 
-def preview(history: Sequence[PlanChange], usage: Mapping[str, int], period: Period) -> dict[str, Any]:
-    """The period's bill: a line per meter (used, included, billable, tiers, amount), the
-    prorated base fee, and the total, all integers in minor units of the final plan's currency.
+Usage = Mapping[str, Mapping[datetime, int]]  # meter -> hour start (UTC) -> value
 
-    A capped meter is never charged, even for usage that got past its cap (the cap is enforced
-    from a read model that lags the writes by seconds): we do not bill what we should have refused.
+
+def segments(history: Sequence[PlanChange], period: Period) -> list[tuple[datetime, datetime, Plan, Fraction]]:
+    """The period cut where the plan changes: ``(begin, end, plan, share of the billed time)``."""
+    start = min(max(period.start, history[0].at), period.end - timedelta(seconds=1))
+    cuts = sorted({start, *(c.at for c in history if start < c.at < period.end), period.end})
+    parts = shares(history, period)
+    return [
+        (begin, end, plan, share) for (begin, end), (plan, share) in zip(itertools.pairwise(cuts), parts, strict=True)
+    ]
+
+
+def segment_usage(usage: Usage, cuts: Sequence[tuple[datetime, datetime]], period: Period) -> list[dict[str, int]]:
+    """Each segment's usage: an hour counts in the segment its start is in (an hour before the
+    first segment, in the first; hours outside the period, nowhere)."""
+    out: list[dict[str, int]] = [{} for _ in cuts]
+    for meter, hours in usage.items():
+        for hour, value in hours.items():
+            if not period.start <= hour < period.end or value <= 0:
+                continue
+            index = next((n for n, (_, end) in enumerate(cuts) if hour < end), len(cuts) - 1)
+            out[index][meter] = out[index].get(meter, 0) + value
+    return out
+
+
+def preview(history: Sequence[PlanChange], usage: Usage, period: Period) -> dict[str, Any]:
+    """The period's bill: per stretch of the period on one plan (a *segment*), a line per meter
+    (used, included, billable, tiers, amount) priced on that segment's plan with the usage of its
+    hours; the prorated base fee, and the total, all integers in minor units.
+
+    Each segment's included quantities are its plan's, times its share of the billed time (rounded
+    half up per line): switching plans neither doubles nor loses what is included, and usage is
+    priced on the plan in force when it happened. A capped meter is never charged, even for usage
+    that got past its cap (the cap is enforced from a read model that lags the writes by seconds):
+    we do not bill what we should have refused.
     """
     final = in_force(history, period.end - timedelta(microseconds=1))
-    quantities = included(history, period)
-    base = half_up(sum((share * plan.base_fee for plan, share in shares(history, period)), Fraction()))
+    parts = segments(history, period)
+    used_by = segment_usage(usage, [(begin, end) for begin, end, _, _ in parts], period)
+    base = half_up(sum((share * plan.base_fee for _, _, plan, share in parts), Fraction()))
     lines: list[dict[str, Any]] = []
-    for meter in sorted(set(final.meters) | {m for m, v in usage.items() if v}):
-        used = max(int(usage.get(meter, 0)), 0)
-        terms = final.meters.get(meter, MeterTerms())
-        free = quantities.get(meter, 0)
-        over = max(used - free, 0)
-        billable = over if terms.mode == "overage" and terms.tiers else 0
-        tiers, amount = graduated(billable, terms)
-        capped = over if terms.mode == "cap" else 0
-        line: dict[str, Any] = {"meter": meter, "mode": terms.mode, "used": used, "included": free}
-        lines.append({**line, "billable": billable, "over_cap": capped, "tiers": tiers, "amount": amount})
+    for (begin, end, plan, share), used_in in zip(parts, used_by, strict=True):
+        for meter in sorted(set(plan.meters) | {m for m, v in used_in.items() if v}):
+            used = used_in.get(meter, 0)
+            terms = plan.meters.get(meter, MeterTerms())
+            free = half_up(share * terms.included)
+            over = max(used - free, 0)
+            billable = over if terms.mode == "overage" and terms.tiers else 0
+            tiers, amount = graduated(billable, terms)
+            capped = over if terms.mode == "cap" else 0
+            line: dict[str, Any] = {"meter": meter, "plan": plan.name, "from": begin, "to": end, "mode": terms.mode}
+            line |= {"used": used, "included": free, "billable": billable, "over_cap": capped}
+            lines.append({**line, "tiers": tiers, "amount": amount})
     return {
         "period": {"start": period.start, "end": period.end, "label": period.label},
         "plan": final.name,
-        "plans": [p.name for p, _ in shares(history, period)],
+        "plans": [plan.name for _, _, plan, _ in parts],
         "currency": final.currency,
         "base_fee": base,
         "lines": lines,

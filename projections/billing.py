@@ -9,9 +9,11 @@ can take: tenant ids start with a letter or digit).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from domain.events import Event
+from domain.plans import SUMMED_METERS
 from projections import usage
 from projections.ports import Op, ReadStore
 
@@ -43,3 +45,10 @@ class StoreUsage:
 
     async def buckets(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, dict[datetime, int]]:
         return await usage.usage_buckets(self.store, tenant_id, start, end)
+
+    async def counters(self, tenant_id: str, start: datetime, end: datetime, meters: Sequence[str]) -> dict[str, int]:
+        wanted = [m for m in meters if m in SUMMED_METERS]
+        if not wanted:
+            return {}
+        hours = await usage.usage_buckets(self.store, tenant_id, start, end, wanted)
+        return {meter: sum(hours.get(meter, {}).values()) for meter in wanted}

@@ -57,6 +57,7 @@ class CommandRequest:
                 "actor": envelope.actor,
                 "correlation_id": envelope.correlation_id,
                 "idempotency": {"key": idem.key, "fingerprint": idem.fingerprint} if idem else None,
+                "replay_only": envelope.replay_only,
             }
         )
 
@@ -82,6 +83,7 @@ def request_from(message: dict[str, Any]) -> CommandRequest:
             correlation_id=message.get("correlation_id"),
             idempotency=Idempotency(idem["key"], idem["fingerprint"]) if idem else None,
             command_id=message["command_id"],
+            replay_only=bool(message.get("replay_only", False)),
         ),
     )
 

@@ -1,7 +1,9 @@
 """Billing on a real server of each backend, with a plans file and a real stripe-mock.
 
 stripe-mock keeps no state, so the tests check what CAAS sent (through a recording proxy in
-front of stripe-mock: what reached "Stripe") and what CAAS recorded in its log.
+front of stripe-mock: what reached "Stripe") and what CAAS recorded in its log. stripe-mock
+enforces neither the age limit of meter events nor idempotency keys nor identifiers, so the
+proxy enforces those rules of Stripe's itself (:class:`Recorder`).
 """
 
 from __future__ import annotations
@@ -83,24 +85,70 @@ def stripe_mock() -> Iterator[str]:
         process.wait(10)
 
 
+METER_EVENT_MAX_AGE = 35 * 86_400  # Stripe: "within the past 35 calendar days"
+METER_EVENT_MAX_AHEAD = 300  # "or up to 5 minutes in the future"
+
+
 @dataclass
 class Recorder:
-    """A proxy in front of stripe-mock that keeps every request it forwarded."""
+    """A proxy in front of stripe-mock that keeps every request it forwarded, and plays the
+    rules stripe-mock leaves out, as Stripe states them:
+
+    - a meter event's ``timestamp`` must be within the past 35 days and at most 5 minutes ahead
+      (else ``400 invalid_request_error``);
+    - an ``Idempotency-Key`` seen before with other parameters is refused
+      (``400 idempotency_error``); with the same parameters the first answer is replayed;
+    - a meter event whose ``identifier`` was seen before is accepted and not counted.
+    """
 
     upstream: str
     requests: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)
     delay: float = 0.0
     port: int = field(default_factory=free_port)
+    _keys: dict[str, tuple[bytes, int, bytes]] = field(default_factory=dict)
+    _identifiers: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def meter_events(self) -> list[dict[str, Any]]:
+        """Every meter event Stripe accepted (repeats of an identifier included)."""
         return [r["form"] for r in list(self.requests) if r["path"] == "/v1/billing/meter_events"]
+
+    def counted(self) -> list[dict[str, Any]]:
+        """The meter events Stripe counts: the first of each identifier."""
+        return [r["form"] for r in list(self.requests) if r["path"] == "/v1/billing/meter_events" and r["counted"]]
+
+    def totals(self) -> dict[tuple[str, str], int]:
+        """(customer, event name) -> the value Stripe would bill."""
+        out: dict[tuple[str, str], int] = {}
+        for e in self.counted():
+            key = (e["payload[stripe_customer_id]"], e["event_name"])
+            out[key] = out.get(key, 0) + int(e["payload[value]"])
+        return out
 
     def customers(self) -> list[dict[str, Any]]:
         return [r for r in list(self.requests) if r["path"] == "/v1/customers" and r["method"] == "POST"]
+
+    def _rule(self, path: str, form: dict[str, str], body: bytes, key: str | None) -> tuple[int, bytes] | None:
+        """Stripe's answer if one of its rules stops the request here, else None."""
+        if key is not None and key in self._keys:
+            first, status, answer = self._keys[key]
+            if first != body:
+                error = {"type": "idempotency_error", "message": f"{key} was used with other parameters"}
+                return 400, json.dumps({"error": error}).encode()
+            return status, answer
+        if path == "/v1/billing/meter_events":
+            at = int(form.get("timestamp", time.time()))
+            now = time.time()
+            if at < now - METER_EVENT_MAX_AGE or at > now + METER_EVENT_MAX_AHEAD:
+                message = "timestamp must be within the past 35 calendar days or up to 5 minutes in the future"
+                error = {"type": "invalid_request_error", "param": "timestamp", "message": message}
+                return 400, json.dumps({"error": error}).encode()
+        return None
 
     def start(self) -> ThreadingHTTPServer:
         recorder = self
@@ -109,23 +157,51 @@ class Recorder:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def _answer(self, status: int, content: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(name, value)
+                self.send_header("content-length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 if recorder.delay:
                     time.sleep(recorder.delay)
+                form = dict(urllib.parse.parse_qsl(body.decode()))
+                path = self.path.split("?")[0]
+                key = self.headers.get("idempotency-key") if self.command == "POST" else None
+                with recorder._lock:
+                    stopped = recorder._rule(path, form, body, key)
+                if stopped is not None and stopped[0] >= 400:
+                    recorder.refused.append({"path": path, "form": form, "status": stopped[0], "body": stopped[1]})
+                    self._answer(stopped[0], stopped[1], {"content-type": "application/json"})
+                    return
+                if stopped is not None:  # an idempotent replay: Stripe answers as the first time
+                    self._answer(stopped[0], stopped[1], {"content-type": "application/json"})
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 r = httpx.request(self.command, recorder.upstream + self.path, content=body, headers=headers)
-                form = dict(urllib.parse.parse_qsl(body.decode()))
-                recorder.requests.append(
-                    {"method": self.command, "path": self.path, "form": form, "status": r.status_code}
-                )
-                self.send_response(r.status_code)
-                for name, value in r.headers.items():
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                        self.send_header(name, value)
-                self.send_header("content-length", str(len(r.content)))
-                self.end_headers()
-                self.wfile.write(r.content)
+                with recorder._lock:
+                    counted = False
+                    if path == "/v1/billing/meter_events" and r.status_code == 200:
+                        identifier = form.get("identifier", "")
+                        counted = identifier not in recorder._identifiers
+                        recorder._identifiers.add(identifier)
+                    if key is not None:
+                        recorder._keys[key] = (body, r.status_code, r.content)
+                    recorder.requests.append(
+                        {
+                            "method": self.command,
+                            "path": path,
+                            "form": form,
+                            "status": r.status_code,
+                            "counted": counted,
+                        }
+                    )
+                self._answer(r.status_code, r.content, dict(r.headers.items()))
 
             do_GET = do_POST = _forward
 
@@ -157,7 +233,7 @@ class Billed:
         node = self.server if self.server is not None else self.cluster.nodes[0]  # type: ignore[union-attr]
         return node.url
 
-    def sync_env(self, stripe_base: str, request_log: Path) -> dict[str, str]:
+    def sync_env(self, stripe_base: str, request_log: Path, ahead: float = 3600) -> dict[str, str]:
         data_dir = self.server.data_dir if self.server is not None else self.root / "sync"
         settings = self.cluster.settings() if self.cluster is not None else {"CAAS_ADMIN_TOKEN": ADMIN}
         return {
@@ -168,6 +244,8 @@ class Billed:
             "CAAS_STRIPE_API_BASE": stripe_base,
             "CAAS_STRIPE_REQUEST_LOG": str(request_log),
             "CAAS_LOG_LEVEL": "warning",
+            # tests cannot wait for the hour to end: the sync acts as if it were ``ahead`` later
+            "CAAS_BILLING_SYNC_CLOCK_OFFSET_SECONDS": str(ahead),
         }
 
     @contextlib.contextmanager
@@ -183,16 +261,16 @@ class Billed:
         finally:
             self.server.start()
 
-    def sync(self, stripe_base: str, request_log: Path) -> subprocess.Popen[bytes]:
+    def sync(self, stripe_base: str, request_log: Path, ahead: float = 3600) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "api.cli", "billing", "sync"],
-            env=self.sync_env(stripe_base, request_log),
+            env=self.sync_env(stripe_base, request_log, ahead),
             stdout=subprocess.PIPE,
             stderr=open(self.root / "sync.log", "ab"),
         )
 
-    def sync_done(self, stripe_base: str, request_log: Path) -> dict[str, int]:
-        process = self.sync(stripe_base, request_log)
+    def sync_done(self, stripe_base: str, request_log: Path, ahead: float = 3600) -> dict[str, int]:
+        process = self.sync(stripe_base, request_log, ahead)
         out, _ = process.communicate(timeout=300)
         assert process.returncode == 0, (self.root / "sync.log").read_text()[-3000:]
         report: dict[str, int] = json.loads(out.decode().strip().splitlines()[-1])
@@ -213,8 +291,7 @@ def billed(
         "CAAS_STRIPE_API_BASE": stripe_mock,
         "CAAS_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "CAAS_BILLING_PAST_DUE": "read_only",
-        # tests cannot wait for the hour to end: the current hour counts as closed
-        "CAAS_BILLING_SYNC_SETTLE_SECONDS": "-3600",
+        "CAAS_BILLING_SYNC_SETTLE_SECONDS": "0",
     }
     if request.param == "embedded":
         srv = Server(root / "data", env=env)
