@@ -120,3 +120,13 @@ def new_tenant(client: httpx.Client, url: str, name: str = "acme") -> Tenant:
     assert r.status_code == 201, r.text
     data: dict[str, Any] = r.json()
     return Tenant(url, data["tenant_id"], data["api_key"])
+
+
+NODE_RECORDS = frozenset({"UsageRecorded"})
+"""Events an API node records on its own schedule (usage metering, every flush interval), not in
+answer to a request: a check that requests recorded nothing leaves them out."""
+
+
+def requested_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` without the nodes' own records (:data:`NODE_RECORDS`)."""
+    return [e for e in events if e["type"] not in NODE_RECORDS]
