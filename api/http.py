@@ -174,6 +174,9 @@ async def create_token(request: Request) -> Response:
     who = await principal(request, "tenant")
     user_id = _path(request, "user_id")
     data = await body(request, schemas.CreateToken)
+    # The Idempotency-Key every write accepts is checked as documented; a mint records nothing,
+    # so a retry simply mints another token.
+    idempotency(request, b"", who)
     settings = engine(request).settings
     ttl = data.ttl_seconds or settings.token_ttl_seconds
     if ttl > settings.max_token_ttl_seconds:
