@@ -255,7 +255,8 @@ def evolve(state: BillingState, event: DomainEvent) -> BillingState:
         case MeterEventsPrepared():
             state.pending = Pending(event.hour, [dict(i) for i in event.items], event.prepared_at, state.version)
         case UsageHourSynced() | MeterEventsAbandoned():
-            if state.pending is not None:
+            # a batch of an hour the window has since left is not kept: that hour's record is gone
+            if state.pending is not None and (state.floor is None or state.pending.hour >= state.floor):
                 _count_sent(state, state.pending)
             state.pending, state.synced_seq = None, state.version
         case UsageWindowMoved():
