@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import accumulate
 
 from projections.ports import ReadStore
 from projections.usage.projection import COUNTERS, METERS
@@ -22,14 +24,24 @@ class Hourly:
     mau: dict[str, int]  # hour -> users first active in their month in that hour
     stored: dict[str, int] = field(default_factory=dict)  # hour -> change of the stored bytes in it
     stored_at_end: int = 0  # the stored bytes at the end of the range's last hour
+    # the hours of ``stored`` in order, and the sum of their changes up to each (built on first use)
+    _changed: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
+    _sums: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def peak(self, hour: str) -> int:
         return max(self.peaks.get(hour, {}).values(), default=0)
 
     def stored_after(self, hours: Iterable[str]) -> int:
-        """The stored bytes at the end of the last of ``hours`` (at the range's start if none)."""
+        """The stored bytes at the end of the last of ``hours`` (at the range's start if none).
+
+        One bisect over the changes' running sums: a report asks this once per bucket, and
+        summing every later change each time made a year of hourly buckets quadratic."""
         last = max(hours, default="")
-        return self.stored_at_end - sum(change for hour, change in self.stored.items() if hour > last)
+        if len(self._sums) != len(self.stored) + 1:
+            self._changed = sorted(self.stored)
+            self._sums = list(accumulate((self.stored[hour] for hour in self._changed), initial=0))
+        later = self._sums[-1] - self._sums[bisect_right(self._changed, last)]
+        return self.stored_at_end - later
 
 
 def _known(meters: Iterable[str]) -> list[str]:
