@@ -34,6 +34,7 @@ from domain import channel as ch
 from domain import errors, tenant, user
 from domain.base import format_time
 from domain.events import stream_name
+from projections.usage.projection import message_meter
 from streams.projector import stall_reason
 
 
@@ -191,7 +192,7 @@ async def create_token(request: Request) -> Response:
 def _metered(command: ch.ChannelCommand) -> tuple[str, ...]:
     """The quota meters a channel command counts in (docs/quotas.md)."""
     if isinstance(command, ch.PostMessage):
-        return ("replies",) if command.parent_id else ("messages",)
+        return (message_meter(command.parent_id),)
     if isinstance(command, ch.EditMessage):
         return ("edits",)
     return ()

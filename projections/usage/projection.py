@@ -66,6 +66,14 @@ METERS: tuple[str, ...] = (
     "stored_bytes",
 )
 COUNTERS: tuple[str, ...] = ("messages", "replies", "edits", "deliveries", "api_reads", "api_writes")
+
+
+def message_meter(parent_id: str | None) -> str:
+    """The meter a posted message counts in: ``replies`` in a thread, ``messages`` otherwise
+    (the projection counts the event; the quota check admits the command by the same rule)."""
+    return "replies" if parent_id else "messages"
+
+
 Shard = Callable[[int], int]
 
 # the user who wrote, for events a tenant key may issue on a user's behalf
@@ -155,8 +163,7 @@ def _project(event: Event, shard: int) -> list[Op]:
     hour, p = hour_key(event.occurred_at), event.payload
     ops: list[Op] = []
     if event.type == "MessagePosted":
-        meter = "replies" if p.get("parent_id") else "messages"
-        ops.append(_counter(event, shard, hour, **{meter: 1}))
+        ops.append(_counter(event, shard, hour, **{message_meter(p.get("parent_id")): 1}))
         ops.append(
             _message(
                 event,
