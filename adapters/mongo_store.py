@@ -46,9 +46,11 @@ from projections.ports import (
 INDEXES: dict[str, list[tuple[str, ...]]] = {
     "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
     "memberships": [("user_id", "active"), ("channel_id", "active")],
-    "usage": [("hour",)],
+    "usage": [("day",)],
+    "usage_peaks": [("day",)],
+    "usage_samples": [("day",)],
     "usage_users": [("month",)],
-    "usage_stored": [("hour",)],  # usage_messages are read by id only (stored-bytes changes)
+    "usage_stored": [("day",)],  # usage_messages are read by id only (stored-bytes changes)
     "channels": [("channel_id",)],
 }
 DUPLICATE_KEY = 11000

@@ -25,9 +25,11 @@ from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreRefused, appl
 INDEXES: dict[str, list[tuple[str, ...]]] = {
     "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
     "memberships": [("user_id", "active"), ("channel_id", "active")],
-    "usage": [("hour",)],
+    "usage": [("day",)],
+    "usage_peaks": [("day",)],
+    "usage_samples": [("day",)],
     "usage_users": [("month",)],
-    "usage_stored": [("hour",)],  # usage_messages are read by id only (stored-bytes changes)
+    "usage_stored": [("day",)],  # usage_messages are read by id only (stored-bytes changes)
 }
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LOAD_CHUNK = 500  # documents loaded per SELECT … IN (…) when a batch is applied

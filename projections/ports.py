@@ -23,12 +23,16 @@ Filter = Mapping[str, Any]
 class Tally:
     """A counter that follows a measured document (:attr:`Op.tally`): the field ``counter`` of
     the document ``collection``/``id`` (same tenant) moves by the change the op made to the
-    measured sum. ``insert`` as for an op, when the counter document is created."""
+    measured sum — or, with ``high``, is raised to the measured sum the op left, if that is
+    larger (a running maximum: the most sockets at any sample instant of an hour, kept in a
+    small document while the samples, incremented node by node, stay in another).
+    ``insert`` as for an op, when the counter document is created."""
 
     collection: str
     id: str
     counter: str
     insert: Mapping[str, Any] = field(default_factory=dict)
+    high: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,11 +168,15 @@ def tallies(before: Doc | None, after: Doc, op: Op) -> list[Op]:
     """The counter ops ``op`` causes, having turned ``before`` into ``after`` (see :class:`Op`)."""
     if not op.tally:
         return []
-    delta = _measured(after, op) - _measured(before, op)
+    now = _measured(after, op)
+    delta = now - _measured(before, op)
     if not delta:
         return []
     return [
-        Op(t.collection, op.tenant_id, t.id, op.position, inc={t.counter: delta}, insert=t.insert) for t in op.tally
+        Op(t.collection, op.tenant_id, t.id, op.position, max={t.counter: now}, insert=t.insert)
+        if t.high
+        else Op(t.collection, op.tenant_id, t.id, op.position, inc={t.counter: delta}, insert=t.insert)
+        for t in op.tally
     ]
 
 

@@ -5,7 +5,7 @@ whole interface."""
 
 from projections.usage.projection import COLLECTIONS, COUNTERS, METERS, NAME, Shard, project, projector, single_order
 from projections.usage.queries import (
-    Hourly,
+    Days,
     Report,
     current_totals,
     period_totals,
@@ -43,8 +43,8 @@ __all__ = [
     "MAX_RANGE",
     "METERS",
     "NAME",
+    "Days",
     "Granularity",
-    "Hourly",
     "RangeError",
     "Report",
     "Shard",

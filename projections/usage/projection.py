@@ -16,22 +16,33 @@ Meters (:data:`METERS`) and where they come from:
   message's size, in the hour it happened. The queries read the total and the hours' changes
   after a moment, never the messages.
 
-Documents (all scoped by ``tenant_id``):
+Documents (all scoped by ``tenant_id``), one per UTC day where time matters, so a year is 365
+documents per shard however it is read (a report by month reads the same days a report by hour
+does, and a quota check of the month so far reads at most 31):
 
-- ``usage/<YYYY-MM-DDTHH>/<shard>``: the hour's counters (``inc``) and socket samples
-  (``samples.<SSSS>``, ``inc``: the sockets the nodes of this shard held open at the second
-  ``SSSS`` of the hour, one of the instants every node samples at; see ``docs/meters.md``).
+- ``usage/<YYYY-MM-DD>/<shard>``: the day's counters, each a map from the hour (``HH``) to its
+  count (``messages.07``, ``inc``).
+- ``usage_samples/<YYYY-MM-DD>/<shard>``: the day's socket samples (``s<SSSSS>``, ``inc``: the
+  sockets the nodes of this shard held open at the second ``SSSSS`` of the day, one of the
+  instants every node samples at; see ``docs/meters.md``).
+- ``usage_peaks/<YYYY-MM-DD>/<shard>``: ``peak.<HH>``, the most sockets at one sample instant of
+  the hour in this shard, raised by each sample as it is added (a ``high`` :class:`Tally`), so
+  readers leave the samples in the store unless two shards' sockets must be summed.
 - ``usage_users/<YYYY-MM>/<user_id>/<shard>``: a user active in a month; ``first_hour`` (``min``).
 - ``usage_messages/<channel_id>/<message_id>``: a message's created hour, sizes and deletion
   time: what the change of an edit or a delete is measured against (a deleted message: 0).
-- ``usage_stored/<YYYY-MM-DDTHH>/<shard>``: the change of the stored bytes in the hour (``bytes``).
+- ``usage_stored/<YYYY-MM-DD>/<shard>``: the change of the stored bytes in each hour of the day
+  (``bytes.<HH>``).
 - ``usage_bytes/<shard>``: the stored bytes now (``bytes``), the sum of every hour's change.
 
 **Why shards.** Ops are guarded per document by the event's position, which is one order on
 the embedded log but is ordered only within a partition on Kafka. A document fed by many
 streams (an hour's counters, a user's month) is therefore keyed by the shard of its source —
 the partition on Kafka, ``0`` on a log with one order — so each document only ever sees one
-ordered source; readers sum (or take the minimum) over shards. A message's document is fed by
+ordered source; readers sum (or take the minimum) over shards. A day's ``peak`` is its shard's:
+when two shards of a day have sockets in the same hour, readers sum those days' samples instant
+by instant (exact whatever the shards, fast when one node holds a tenant's sockets, the embedded
+case and the usual one). A message's document is fed by
 its channel stream alone and needs no shard; the stored-bytes counters its changes move are
 keyed by the shard of that stream, so they too see one ordered source. Each event yields at most
 one op per document.
@@ -50,7 +61,7 @@ from projections.ports import Op, Tally
 from projections.usage.ranges import hour_key
 
 NAME = "usage"
-COLLECTIONS = ("usage", "usage_users", "usage_messages", "usage_stored", "usage_bytes")
+COLLECTIONS = ("usage", "usage_samples", "usage_peaks", "usage_users", "usage_messages", "usage_stored", "usage_bytes")
 SIZES = ("text_bytes", "attachment_bytes")  # what a live message stores, in bytes
 
 METERS: tuple[str, ...] = (
@@ -104,10 +115,13 @@ project = projector()
 
 
 # --- projection ------------------------------------------------------------------------------
-def _counter(event: Event, shard: int, hour: str, **fields: int) -> Op:
-    return Op(
-        "usage", event.tenant_id, f"{hour}/{shard}", event.position, inc=fields, insert={"hour": hour, "shard": shard}
-    )
+def _day(event: Event, shard: int, day: str, inc: dict[str, int]) -> Op:
+    """The op on the day's counters (``inc`` names ``<counter>.<HH>``)."""
+    return Op("usage", event.tenant_id, f"{day}/{shard}", event.position, inc=inc, insert={"day": day, "shard": shard})
+
+
+def _counter(event: Event, shard: int, hour: str, name: str) -> Op:
+    return _day(event, shard, hour[:10], {f"{name}.{hour[11:13]}": 1})
 
 
 def _active(event: Event, shard: int, user_id: str, hour: str) -> Op:
@@ -137,7 +151,7 @@ def _size(attachments: Sequence[object]) -> int:
 
 def _message(event: Event, shard: int, when: str, message_id: str, **fields: object) -> Op:
     """The message's sizes; the change it makes to them moves the tenant's stored bytes: the
-    hour's change (``usage_stored/<hour>/<shard>``) and the running total
+    hour's change (``usage_stored/<day>/<shard>``, ``bytes.<HH>``) and the running total
     (``usage_bytes/<shard>``), without reading anything (:attr:`Op.tally`)."""
     return Op(
         "usage_messages",
@@ -148,7 +162,12 @@ def _message(event: Event, shard: int, when: str, message_id: str, **fields: obj
         measure=SIZES,
         measure_unless="deleted_at",
         tally=(
-            Tally("usage_stored", f"{when}/{shard}", "bytes", insert={"hour": when, "shard": shard}),
+            Tally(
+                "usage_stored",
+                f"{when[:10]}/{shard}",
+                f"bytes.{when[11:13]}",
+                insert={"day": when[:10], "shard": shard},
+            ),
             Tally("usage_bytes", str(shard), "bytes", insert={"shard": shard}),
         ),
     )
@@ -163,7 +182,7 @@ def _project(event: Event, shard: int) -> list[Op]:
     hour, p = hour_key(event.occurred_at), event.payload
     ops: list[Op] = []
     if event.type == "MessagePosted":
-        ops.append(_counter(event, shard, hour, **{message_meter(p.get("parent_id")): 1}))
+        ops.append(_counter(event, shard, hour, message_meter(p.get("parent_id"))))
         ops.append(
             _message(
                 event,
@@ -177,7 +196,7 @@ def _project(event: Event, shard: int) -> list[Op]:
             )
         )
     elif event.type == "MessageEdited":
-        ops.append(_counter(event, shard, hour, edits=1))
+        ops.append(_counter(event, shard, hour, "edits"))
         ops.append(_message(event, shard, hour, p["message_id"], text_bytes=len(p["text"].encode())))
     elif event.type == "MessageDeleted":
         ops.append(_message(event, shard, hour, p["message_id"], deleted_at=event.occurred_at))
@@ -188,9 +207,19 @@ def _project(event: Event, shard: int) -> list[Op]:
 
 
 def sample_key(moment: str) -> str:
-    """The field of a socket sample taken at ``moment`` in its hour's documents: the second
-    of the hour, four digits (``samples.0130`` is HH:02:10)."""
-    return f"{int(moment[14:16]) * 60 + int(moment[17:19]):04d}"
+    """The field of a socket sample taken at ``moment`` in its day's samples document: the
+    second of the day, five digits after an ``s`` (``s03730`` is 01:02:10)."""
+    return f"s{int(moment[11:13]) * 3600 + int(moment[14:16]) * 60 + int(moment[17:19]):05d}"
+
+
+def _sample(event: Event, shard: int, moment: str, sockets: int) -> Op:
+    at, field = hour_key(moment), sample_key(moment)
+    day, insert = at[:10], {"day": at[:10], "shard": shard}
+    peak = Tally("usage_peaks", f"{day}/{shard}", f"peak.{at[11:13]}", insert=insert, high=True)
+    return Op(
+        "usage_samples", event.tenant_id, f"{day}/{shard}", event.position,
+        inc={field: sockets}, insert=insert, measure=(field,), tally=(peak,),
+    )  # fmt: skip
 
 
 def _recorded(event: Event, shard: int) -> list[Op]:
@@ -199,12 +228,9 @@ def _recorded(event: Event, shard: int) -> list[Op]:
     p = event.payload
     hour = hour_key(p["start"])
     counts = {name: int(p.get(name, 0)) for name in ("deliveries", "api_reads", "api_writes", "connection_ms")}
-    incs: dict[str, dict[str, int]] = {hour: {k: v for k, v in counts.items() if v}}
+    inc = {f"{k}.{hour[11:13]}": v for k, v in counts.items() if v}
+    ops = [_day(event, shard, hour[:10], inc)] if inc else []
     sample_at, connections = p.get("sample_at"), int(p.get("connections", 0))
     if sample_at and connections:  # the node's open sockets at an instant of the shared grid
-        incs.setdefault(hour_key(sample_at), {})[f"samples.{sample_key(sample_at)}"] = connections
-    ops = [
-        Op("usage", event.tenant_id, f"{h}/{shard}", event.position, inc=inc, insert={"hour": h, "shard": shard})
-        for h, inc in incs.items()
-    ]
+        ops.append(_sample(event, shard, sample_at, connections))
     return [*ops, *(_active(event, shard, user, hour) for user in dict.fromkeys(p.get("users") or []))]

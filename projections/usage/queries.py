@@ -3,45 +3,79 @@
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from itertools import accumulate
+from datetime import UTC, datetime, timedelta
 
 from projections.ports import ReadStore
 from projections.usage.projection import COUNTERS, METERS
-from projections.usage.ranges import Granularity, bucket_start, ceil_hour, format_hour, next_bucket, parse_hour
+from projections.usage.ranges import Granularity, bucket_start, ceil_hour, format_hour, next_bucket
+
+Cells = dict[str, dict[str, int]]  # day (YYYY-MM-DD) -> hour of the day (HH) -> value
+_NONE: dict[str, int] = {}
 
 
 @dataclass(slots=True)
-class Hourly:
-    """The raw hourly figures of a range, before rounding: ``connection_ms`` not minutes,
-    ``peaks`` per hour as ``{sample second: sockets summed over nodes}``."""
+class Days:
+    """A range's figures per UTC day and hour, merged over shards, before rounding
+    (``connection_ms`` not minutes). Only the hours of the range are in it."""
 
-    counters: dict[str, dict[str, int]]  # meter (COUNTERS + connection_ms) -> hour -> value
-    peaks: dict[str, dict[str, int]]  # hour -> second of the hour -> sockets
-    mau: dict[str, int]  # hour -> users first active in their month in that hour
-    stored: dict[str, int] = field(default_factory=dict)  # hour -> change of the stored bytes in it
+    counters: dict[str, Cells]  # meter (COUNTERS + connection_ms) -> cells
+    peaks: Cells  # the most sockets at one sample instant of each hour (summed over nodes)
+    mau: Cells  # users first active in their month in each hour
+    stored: Cells = field(default_factory=dict)  # the change of the stored bytes in each hour
     stored_at_end: int = 0  # the stored bytes at the end of the range's last hour
-    # the hours of ``stored`` in order, and the sum of their changes up to each (built on first use)
-    _changed: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
-    _sums: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
 
-    def peak(self, hour: str) -> int:
-        return max(self.peaks.get(hour, {}).values(), default=0)
+    def hours(self) -> list[tuple[str, str]]:
+        """Every (day, hour) with a figure, in order."""
+        cells: set[tuple[str, str]] = set()
+        for table in (*self.counters.values(), self.peaks, self.mau, self.stored):
+            for day, hours in table.items():
+                cells.update((day, hour) for hour in hours)
+        return sorted(cells)
 
-    def stored_after(self, hours: Iterable[str]) -> int:
-        """The stored bytes at the end of the last of ``hours`` (at the range's start if none).
+    def days(self) -> set[str]:
+        found: set[str] = set()
+        for table in (*self.counters.values(), self.peaks, self.mau, self.stored):
+            found.update(table)
+        return found
 
-        One bisect over the changes' running sums: a report asks this once per bucket, and
-        summing every later change each time made a year of hourly buckets quadratic."""
-        last = max(hours, default="")
-        if len(self._sums) != len(self.stored) + 1:
-            self._changed = sorted(self.stored)
-            self._sums = list(accumulate((self.stored[hour] for hour in self._changed), initial=0))
-        later = self._sums[-1] - self._sums[bisect_right(self._changed, last)]
-        return self.stored_at_end - later
+    def value(self, meter: str, cells: Sequence[tuple[str, str | None]]) -> int:
+        """One meter over ``cells`` — ``(day, hour)``, or ``(day, None)`` for the whole day:
+        sums, except ``peak_connections`` (the highest sample) and ``connection_minutes`` (the
+        summed time, in whole minutes rounded down). Not ``stored_bytes``, a level (:meth:`levels`)."""
+        day, hour = cells[0] if len(cells) == 1 else ("", None)
+        if hour is not None:  # one hour: a lookup (a report by hour over a year asks 87,600)
+            if meter == "connection_minutes":
+                return self.counters["connection_ms"].get(day, _NONE).get(hour, 0) // 60_000
+            table = self.peaks if meter == "peak_connections" else self.mau if meter == "mau" else self.counters[meter]
+            return table.get(day, _NONE).get(hour, 0)
+        if meter == "peak_connections":
+            return max((_cell(self.peaks, day, hour, max) for day, hour in cells), default=0)
+        if meter == "connection_minutes":
+            return sum(_cell(self.counters["connection_ms"], d, h, sum) for d, h in cells) // 60_000
+        table = self.mau if meter == "mau" else self.counters[meter]
+        return sum(_cell(table, day, hour, sum) for day, hour in cells)
+
+    def levels(self, ends: Iterable[tuple[str, str]]) -> list[int]:
+        """The stored bytes at the end of each of the (ascending) ``ends`` (day, hour): the
+        range's end level less the changes after each, one pass over the changes."""
+        changes = sorted((day, hour, change) for day, hours in self.stored.items() for hour, change in hours.items())
+        level = self.stored_at_end - sum(change for _, _, change in changes)  # at the range's start
+        out, i = [], 0
+        for end in ends:
+            while i < len(changes) and changes[i][:2] <= end:
+                level += changes[i][2]
+                i += 1
+            out.append(level)
+        return out
+
+
+def _cell(table: Cells, day: str, hour: str | None, whole: Callable[[Iterable[int]], int]) -> int:
+    hours = table.get(day)
+    if not hours:
+        return 0
+    return whole(hours.values()) if hour is None else hours.get(hour, 0)
 
 
 def _known(meters: Iterable[str]) -> list[str]:
@@ -52,28 +86,43 @@ def _known(meters: Iterable[str]) -> list[str]:
     return names
 
 
-async def _hourly(
+def _within(day: str, hours: dict[str, int], lo: str, hi: str) -> dict[str, int]:
+    """The hours of a day's map that lie in ``[lo, hi)`` (all of them on a day inside it)."""
+    if lo[:10] < day < hi[:10]:
+        return hours
+    return {h: v for h, v in hours.items() if lo <= f"{day}T{h}" < hi}
+
+
+def _merge(into: Cells, day: str, hours: dict[str, int]) -> None:
+    mine = into.get(day)
+    if mine is None:
+        into[day] = dict(hours)
+        return
+    for hour, value in hours.items():
+        mine[hour] = mine.get(hour, 0) + value
+
+
+async def _days(
     store: ReadStore, tenant_id: str, start: datetime, end: datetime, meters: Iterable[str], *, force: bool = False
-) -> Hourly:
+) -> Days:
     """The hours starting in ``[start, end)`` (``force``: read the stored-bytes level at
     ``end`` even if no hour starts in the range)."""
     wanted = set(meters)
     lo, hi = format_hour(ceil_hour(start)), format_hour(ceil_hour(end))
-    out = Hourly({name: {} for name in (*COUNTERS, "connection_ms")}, {}, {})
+    out = Days({name: {} for name in (*COUNTERS, "connection_ms")}, {}, {})
     if lo >= hi and not force:
         return out
-    span = {"$gte": lo, "$lt": hi}
-    if wanted & {*COUNTERS, "connection_minutes", "peak_connections"}:
-        for doc in await store.find("usage", tenant_id, {"hour": span}):
-            hour = doc["hour"]
-            for name, values in out.counters.items():
-                value = doc.get(name)
-                if value:
-                    values[hour] = values.get(hour, 0) + value
-            for second, sockets in (doc.get("samples") or {}).items():
-                seconds = out.peaks.setdefault(hour, {})
-                seconds[second] = seconds.get(second, 0) + sockets
-    if "mau" in wanted:
+    span = {"$gte": lo[:10], "$lte": format_hour(ceil_hour(end) - timedelta(hours=1))[:10]}  # the range's days
+    if lo < hi and wanted & {*COUNTERS, "connection_minutes"}:
+        for doc in await store.find("usage", tenant_id, {"day": span}):
+            day = doc["day"]
+            for name, cells in out.counters.items():
+                hours = doc.get(name)
+                if hours:
+                    _merge(cells, day, _within(day, hours, lo, hi))
+    if lo < hi and "peak_connections" in wanted:
+        out.peaks = await _peaks(store, tenant_id, span, lo, hi)
+    if "mau" in wanted and lo < hi:
         first: dict[tuple[str, str], str] = {}
         for doc in await store.find("usage_users", tenant_id, {"month": {"$gte": lo[:7], "$lte": hi[:7]}}):
             key = (doc["month"], doc["user_id"])
@@ -82,16 +131,51 @@ async def _hourly(
                 first[key] = hour
         for hour in first.values():
             if lo <= hour < hi:
-                out.mau[hour] = out.mau.get(hour, 0) + 1
+                hours = out.mau.setdefault(hour[:10], {})
+                hours[hour[11:13]] = hours.get(hour[11:13], 0) + 1
     if "stored_bytes" in wanted:
         later = 0  # the changes after the range: taken off the total to give the level at its end
-        for doc in await store.find("usage_stored", tenant_id, {"hour": {"$gte": lo}}):
-            hour, change = doc["hour"], int(doc.get("bytes") or 0)
-            if hour >= hi:
-                later += change
-            else:
-                out.stored[hour] = out.stored.get(hour, 0) + change
+        for doc in await store.find("usage_stored", tenant_id, {"day": {"$gte": lo[:10]}}):
+            day = doc["day"]
+            for hour, change in (doc.get("bytes") or {}).items():
+                at = f"{day}T{hour}"
+                if at >= hi:
+                    later += change
+                elif at >= lo:
+                    changed = out.stored.setdefault(day, {})
+                    changed[hour] = changed.get(hour, 0) + change
         out.stored_at_end = await _stored_now(store, tenant_id) - later
+    return out
+
+
+async def _peaks(store: ReadStore, tenant_id: str, span: dict[str, str], lo: str, hi: str) -> Cells:
+    """Each hour's peak: a shard's own where only one shard had sockets in the hour, else the
+    samples of every shard of the day summed instant by instant."""
+    found: dict[str, list[dict[str, int]]] = {}
+    for doc in await store.find("usage_peaks", tenant_id, {"day": span}):
+        found.setdefault(doc["day"], []).append(_within(doc["day"], doc.get("peak") or {}, lo, hi))
+    out: Cells = {}
+    shared = []  # days on which two shards had sockets in the same hour
+    for day, shards in found.items():
+        if len(shards) > 1 and len({hour for hours in shards for hour in hours}) < sum(map(len, shards)):
+            shared.append(day)
+        else:
+            out[day] = {hour: value for hours in shards for hour, value in hours.items()}
+    if not shared:
+        return out
+    at: dict[str, dict[str, int]] = {}
+    for doc in await store.find("usage_samples", tenant_id, {"day": {"$in": shared}}):
+        sockets = at.setdefault(doc["day"], {})
+        for name, count in doc.items():
+            if name.startswith("s") and name[1:].isdigit():
+                sockets[name] = sockets.get(name, 0) + count
+    for day, sockets in at.items():
+        hours: dict[str, int] = {}
+        for name, count in sockets.items():
+            hour = f"{int(name[1:]) // 3600:02d}"
+            if count > hours.get(hour, 0):
+                hours[hour] = count
+        out[day] = _within(day, hours, lo, hi)
     return out
 
 
@@ -100,26 +184,12 @@ async def _stored_now(store: ReadStore, tenant_id: str) -> int:
     return sum(int(doc.get("bytes") or 0) for doc in await store.find("usage_bytes", tenant_id, {}))
 
 
-def _value(hourly: Hourly, meter: str, hours: Iterable[str]) -> int:
-    """One meter over a group of hours: sums, except ``peak_connections`` (the highest sample),
-    ``connection_minutes`` (the summed time, in whole minutes rounded down) and ``stored_bytes``
-    (the level at the end of the group's last hour)."""
-    if meter == "peak_connections":
-        return max((hourly.peak(h) for h in hours), default=0)
-    if meter == "connection_minutes":
-        return sum(hourly.counters["connection_ms"].get(h, 0) for h in hours) // 60_000
-    if meter == "mau":
-        return sum(hourly.mau.get(h, 0) for h in hours)
-    if meter == "stored_bytes":
-        return hourly.stored_after(hours)
-    return sum(hourly.counters[meter].get(h, 0) for h in hours)
+def _day_key(moment: datetime) -> str:
+    return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
 
 
-def _hours_of(hourly: Hourly) -> set[str]:
-    hours = set(hourly.peaks) | set(hourly.mau) | set(hourly.stored)
-    for values in hourly.counters.values():
-        hours |= set(values)
-    return hours
+def _hour_of(day: str, hour: str) -> datetime:
+    return datetime(int(day[0:4]), int(day[5:7]), int(day[8:10]), int(hour), tzinfo=UTC)
 
 
 async def usage_buckets(
@@ -134,15 +204,19 @@ async def usage_buckets(
     out like any zero).
     """
     names = _known(meters)
-    hourly = await _hourly(store, tenant_id, start, end, names)
-    hours = sorted(_hours_of(hourly))
+    days = await _days(store, tenant_id, start, end, names)
+    cells = days.hours()
     out: dict[str, dict[datetime, int]] = {}
     for meter in names:
+        if meter == "stored_bytes":
+            levels = zip(cells, days.levels(cells), strict=True)
+            out[meter] = {_hour_of(*cell): level for cell, level in levels if level}
+            continue
         values = {}
-        for hour in hours:
-            value = _value(hourly, meter, (hour,))
+        for day, hour in cells:
+            value = days.value(meter, ((day, hour),))
             if value:
-                values[parse_hour(hour)] = value
+                values[_hour_of(day, hour)] = value
         out[meter] = values
     return out
 
@@ -150,7 +224,7 @@ async def usage_buckets(
 async def stored_bytes_at(store: ReadStore, tenant_id: str, at: datetime) -> int:
     """The bytes stored at the end of the last hour that starts before ``at``: the running
     total less the changes of the hours after (reads no message)."""
-    return (await _hourly(store, tenant_id, at, at, ["stored_bytes"], force=True)).stored_at_end
+    return (await _days(store, tenant_id, at, at, ["stored_bytes"], force=True)).stored_at_end
 
 
 async def current_totals(
@@ -158,14 +232,11 @@ async def current_totals(
 ) -> dict[str, int]:
     """:func:`period_totals` of only ``meters`` (in that order): reads only the documents those
     meters need, so a quota check of, say, ``messages`` and ``api_writes`` reads the period's
-    hour documents and nothing else (no user or message documents)."""
+    day documents (without their samples) and nothing else (no user or message documents)."""
     names = _known(meters)
-    hourly = await _hourly(store, tenant_id, start, end, names, force=True)
-    hours = _hours_of(hourly)
-    totals = {meter: _value(hourly, meter, hours) for meter in names if meter != "stored_bytes"}
-    if "stored_bytes" in names:
-        totals["stored_bytes"] = hourly.stored_at_end
-    return {meter: totals[meter] for meter in names}
+    days = await _days(store, tenant_id, start, end, names, force=True)
+    whole = [(day, None) for day in days.days()]
+    return {meter: days.stored_at_end if meter == "stored_bytes" else days.value(meter, whole) for meter in names}
 
 
 async def period_totals(store: ReadStore, tenant_id: str, start: datetime, end: datetime) -> dict[str, int]:
@@ -202,22 +273,29 @@ async def usage_report(
     start at ``start``'s hour, day or month, in UTC) and the range's totals as
     :func:`period_totals` defines them."""
     names = _known(meters)
-    hourly = await _hourly(store, tenant_id, start, end, names)
-    groups: dict[datetime, list[str]] = {}
-    every = _hours_of(hourly)
-    for hour in every:
-        groups.setdefault(bucket_start(parse_hour(hour), granularity), []).append(hour)
-    buckets = []
+    days = await _days(store, tenant_id, start, end, names)
+    starts: list[datetime] = []
+    groups: list[list[tuple[str, str | None]]] = []  # each bucket's days (whole) or hour
+    ends: list[tuple[str, str]] = []  # each bucket's last hour within the range
+    last = ceil_hour(end) - timedelta(hours=1)  # the range's last hour
     cursor = bucket_start(ceil_hour(start), granularity)
     while cursor < end:
-        hours = groups.get(cursor, [])
-        values = {meter: _value(hourly, meter, hours) for meter in names}
-        if "stored_bytes" in names:  # a level: at the bucket's end, changed in it or not
-            last = min(next_bucket(cursor, granularity), ceil_hour(end)) - timedelta(hours=1)
-            values["stored_bytes"] = hourly.stored_after([format_hour(last)])
-        buckets.append((cursor, values))
-        cursor = next_bucket(cursor, granularity)
-    totals = {meter: _value(hourly, meter, every) for meter in names if meter != "stored_bytes"}
-    if "stored_bytes" in names:
-        totals["stored_bytes"] = hourly.stored_at_end
-    return Report(buckets, {meter: totals[meter] for meter in names})
+        after = next_bucket(cursor, granularity)
+        starts.append(cursor)
+        if granularity == "hour":
+            cell = (_day_key(cursor), f"{cursor.hour:02d}")
+            groups.append([cell])
+            ends.append(cell)
+        else:  # whole days: the hours outside the range are not in ``days`` at all
+            groups.append([(_day_key(cursor + timedelta(days=n)), None) for n in range((after - cursor).days)])
+            final = min(after - timedelta(hours=1), last)
+            ends.append((_day_key(final), f"{final.hour:02d}"))
+        cursor = after
+    columns = [
+        days.levels(ends) if meter == "stored_bytes" else [days.value(meter, group) for group in groups]
+        for meter in names
+    ]
+    buckets = [(begin, dict(zip(names, row, strict=True))) for begin, *row in zip(starts, *columns, strict=True)]
+    whole = [(day, None) for day in days.days()]
+    totals = {meter: days.stored_at_end if meter == "stored_bytes" else days.value(meter, whole) for meter in names}
+    return Report(buckets, totals)

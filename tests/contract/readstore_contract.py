@@ -94,6 +94,22 @@ class ReadStoreContract(abc.ABC):
         await store.apply(projection, [op("a", 2, tenant, inc={"replies": 2, "likes": -1})], 2)
         assert fields(await store.get(THINGS, tenant, "a")) == {"replies": 3, "likes": -1}
 
+    async def test_a_high_tally_keeps_the_highest_sum_its_measured_field_reached(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        """Sockets summed node by node at each instant: the peak follows the sums, never one
+        node's share, and a redelivered sample raises nothing."""
+        peak = Tally("counters", "day", "peak.07", insert={"kind": "peaks"}, high=True)
+
+        def sample(position: int, at: str, sockets: int) -> Op:
+            return op("day", position, tenant, inc={at: sockets}, measure=(at,), tally=(peak,))
+
+        ops = [sample(1, "s1", 3), sample(2, "s2", 4), sample(3, "s1", 2), sample(4, "s2", 0)]
+        await store.apply(projection, ops[:3], 3)
+        await store.apply(projection, ops, 4)  # a redelivery of the first three
+        assert fields(await store.get(THINGS, tenant, "day")) == {"s1": 5, "s2": 4}
+        assert fields(await store.get("counters", tenant, "day")) == {"kind": "peaks", "peak": {"07": 5}}
+
     async def test_add_appends_a_value_once_and_pull_removes_it(
         self, store: ReadStore, tenant: str, projection: str
     ) -> None:

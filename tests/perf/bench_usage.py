@@ -32,6 +32,7 @@ import orjson
 from adapters.sqlite_store import SqliteReadStore
 from projections import usage
 from projections.ports import Op, Tally
+from projections.usage.projection import sample_key
 from tests.perf import bench_fanout, bench_http, bench_rebuild
 from tests.perf.common import PYTHON, ROOT, Workdir, figure, log, machine, make_chat, percentiles, run_async, start_caas
 
@@ -92,22 +93,29 @@ MESSAGES_PER_HOUR = 45  # the hours' messages + replies counters below
 
 
 def year_of_usage(store: SqliteReadStore, tenant_id: str) -> int:
-    """Fill ``store`` with a busy tenant's year: every hour has every counter, a socket sample
-    for every minute, and a message document for each of its 45 messages (394,200 in the
-    year, so reading stored bytes by scanning messages would show); 500 active users a month.
-    Returns the documents."""
+    """Fill ``store`` with a busy tenant's year, written as the projection writes it: every
+    hour has every counter, a socket sample for every minute, and a message document for each
+    of its 45 messages (394,200 in the year, so reading stored bytes by scanning messages
+    would show); 500 active users a month.
+    Returns how many documents it wrote."""
     ops: list[Op] = []
     position = 0
     for h in range(24 * 365):
         hour = usage.format_hour(YEAR + timedelta(hours=h))
+        day, hh = hour[:10], hour[11:13]
         position += 1
         counters = {"messages": 40, "replies": 5, "edits": 2, "deliveries": 4000, "api_reads": 300,
                     "api_writes": 60, "connection_ms": 36_000_000}  # fmt: skip
-        samples = {f"samples.{60 * m:04d}": 50 + (m + h) % 30 for m in range(60)}
-        ops.append(Op("usage", tenant_id, f"{hour}/0", position, inc={**counters, **samples},
-                      insert={"hour": hour, "shard": 0}))  # fmt: skip
+        ops.append(Op("usage", tenant_id, f"{day}/0", position, inc={f"{k}.{hh}": v for k, v in counters.items()},
+                      insert={"day": day, "shard": 0}))  # fmt: skip
+        for m in range(60):  # as the projection writes a node's sample: the sockets, raising the hour's peak
+            position += 1
+            field = sample_key(f"{hour}:{m:02d}:00")
+            peak = Tally("usage_peaks", f"{day}/0", f"peak.{hh}", insert={"day": day, "shard": 0}, high=True)
+            ops.append(Op("usage_samples", tenant_id, f"{day}/0", position, inc={field: 50 + (m + h) % 30},
+                          insert={"day": day, "shard": 0}, measure=(field,), tally=(peak,)))  # fmt: skip
         # as the projection writes them: a message's size moves the hour's change and the total
-        tally = (Tally("usage_stored", f"{hour}/0", "bytes", insert={"hour": hour, "shard": 0}),
+        tally = (Tally("usage_stored", f"{day}/0", f"bytes.{hh}", insert={"day": day, "shard": 0}),
                  Tally("usage_bytes", "0", "bytes", insert={"shard": 0}))  # fmt: skip
         for k in range(MESSAGES_PER_HOUR):
             position += 1
@@ -124,13 +132,13 @@ def year_of_usage(store: SqliteReadStore, tenant_id: str) -> int:
                           insert=user, min={"first_hour": first}))  # fmt: skip
     for start in range(0, len(ops), 5000):
         store.apply_sync(usage.NAME, ops[start : start + 5000], position)
-    return len(ops)
+    return len({(op.collection, op.id) for op in ops} | {(t.collection, t.id) for op in ops for t in op.tally})
 
 
 def raw_scan(path: Path, tenant_id: str) -> float:
     conn = sqlite3.connect(path)
     started = time.perf_counter()
-    for table in ("rm_usage", "rm_usage_users", "rm_usage_messages", "rm_usage_stored", "rm_usage_bytes"):
+    for table in (f"rm_{name}" for name in usage.COLLECTIONS):
         for (doc,) in conn.execute(f"SELECT doc FROM {table} WHERE tenant_id = ?", (tenant_id,)):
             orjson.loads(doc)
     conn.close()
