@@ -19,6 +19,7 @@ from adapters.kafka.node import IndexedLog, KafkaNode
 from adapters.memory_store import MemoryReadStore
 from adapters.sqlite_log import SqliteEventLog
 from commands.service import CommandService
+from domain.base import format_time
 from domain.events import Event
 from projections import usage
 from streams.metering import Meter
@@ -90,6 +91,50 @@ def test_what_a_node_counts_is_what_it_records_once(steps: list[tuple[str, str]]
             assert abs(sum(p["connection_ms"] for p in mine) - ms) <= len(mine) + 1  # rounding to whole ms
             starts = [p["start"] for p in mine]
             assert starts == sorted(set(starts)), "each interval once, in order"
+        await log.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(check(Path(tmp)))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.integers(0, 999_999_999),
+    st.lists(st.tuples(st.integers(1_000, 3_000_000), st.booleans()), min_size=1, max_size=60),
+)
+def test_an_interval_holds_the_requests_before_its_recorded_end_and_none_after_its_millisecond(
+    offset_ns: int, steps: list[tuple[int, bool]]
+) -> None:
+    """The interval's ``end`` is the cut truncated to the millisecond: a request made by the
+    recorded end is in it (or an earlier interval), one made after the end's millisecond is not,
+    one made within that millisecond may be either. What tests/distributed/test_usage_kill.py
+    checks a killed node's recorded reads against. Steps are a microsecond or more apart (the
+    node's clock is read to the microsecond) and up to 3 ms, so cuts fall inside milliseconds."""
+
+    async def check(tmp: Path) -> None:
+        log = SqliteEventLog(tmp / "events.db")
+        await log.start()
+        clock = Clock()
+        clock.now += offset_ns / 1e9
+        meter = Meter(CommandService(log, clock=utcnow, new_id=uuid7), "n1", wall=clock, clock=clock)
+        await meter.start()
+        reads: list[float] = []  # the wall-clock instant each read was counted at
+        for gap_ns, flush in steps:
+            clock.now += gap_ns / 1e9
+            if flush:
+                await meter.flush()
+            else:
+                meter.request("t1", write=False)
+                reads.append(clock.now)
+        clock.now += 0.001
+        await meter.close()
+        counted = 0
+        for event in await recorded(log):
+            counted += event.payload["api_reads"]
+            end = event.payload["end"]
+            assert sum(1 for t in reads if t <= datetime.fromisoformat(end).timestamp()) <= counted
+            assert counted <= sum(1 for t in reads if format_time(datetime.fromtimestamp(t, UTC)) <= end)
+        assert counted == len(reads)
         await log.close()
 
     with tempfile.TemporaryDirectory() as tmp:
