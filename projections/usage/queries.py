@@ -221,3 +221,30 @@ async def usage_report(
     if "stored_bytes" in names:
         totals["stored_bytes"] = hourly.stored_at_end
     return Report(buckets, {meter: totals[meter] for meter in names})
+
+
+# --- billing's reads of the gauges (docs/plans.md, docs/quotas.md) ------------------------------
+async def billing_buckets(
+    store: ReadStore, tenant_id: str, start: datetime, end: datetime, meters: Sequence[str] = METERS
+) -> dict[str, dict[datetime, int]]:
+    """:func:`usage_buckets`, with ``stored_bytes`` also listed at the range's first hour (its
+    level at that hour's end, changed in it or not): the level carried into a billing period, so
+    that a period's high-water mark can be read off these hours alone
+    (``domain.plans.gauge_value``)."""
+    out = await usage_buckets(store, tenant_id, start, end, meters)
+    first = ceil_hour(start)
+    if "stored_bytes" in meters and first < end and first not in out["stored_bytes"]:
+        level = await stored_bytes_at(store, tenant_id, first + timedelta(hours=1))
+        if level:
+            out["stored_bytes"] = {first: level, **out["stored_bytes"]}
+    return out
+
+
+async def stored_bytes_now(store: ReadStore, tenant_id: str) -> int:
+    """The bytes stored now: the per-shard running totals (one document per shard)."""
+    return await _stored_now(store, tenant_id)
+
+
+async def active_users(store: ReadStore, tenant_id: str, month: str) -> set[str]:
+    """The users active in ``month`` (``YYYY-MM``): one read of the month's user documents."""
+    return {str(doc["user_id"]) for doc in await store.find("usage_users", tenant_id, {"month": month})}
