@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from itertools import accumulate
 
 from projections.ports import ReadStore
-from projections.usage.projection import COUNTERS, METERS
+from projections.usage.projection import COUNTERS, METERS, _size
 from projections.usage.ranges import Granularity, bucket_start, ceil_hour, format_hour, next_bucket, parse_hour
 
 
@@ -248,3 +248,17 @@ async def stored_bytes_now(store: ReadStore, tenant_id: str) -> int:
 async def active_users(store: ReadStore, tenant_id: str, month: str) -> set[str]:
     """The users active in ``month`` (``YYYY-MM``): one read of the month's user documents."""
     return {str(doc["user_id"]) for doc in await store.find("usage_users", tenant_id, {"month": month})}
+
+
+def posted_bytes(text: str, attachments: Sequence[object]) -> int:
+    """What a posted message adds to the stored bytes (the projection's own measure)."""
+    return len(text.encode()) + _size(attachments)
+
+
+async def edit_growth(store: ReadStore, tenant_id: str, stream_id: str, message_id: str, text: str) -> int:
+    """What an edit to ``text`` would add to the stored bytes: one read of the message's usage
+    document (0 if the read model does not know the message, or it is deleted)."""
+    doc = await store.get("usage_messages", tenant_id, f"{stream_id}/{message_id}")
+    if doc is None or doc.get("deleted_at"):
+        return 0
+    return len(text.encode()) - int(doc.get("text_bytes") or 0)
