@@ -218,8 +218,8 @@ def _stored(request: Request, who: Principal, cid: str, command: ch.ChannelComma
     if isinstance(command, ch.PostMessage):
         return posted_bytes(command.text, command.attachments)
     if isinstance(command, ch.EditMessage):
-        store, stream = engine(request).store, stream_name("channel", cid)
-        return lambda: edit_growth(store, who.tenant_id, stream, command.message_id, command.text)
+        store = engine(request).store
+        return lambda: edit_growth(store, who.tenant_id, cid, command.message_id, command.text)
     return None
 
 

@@ -255,10 +255,10 @@ def posted_bytes(text: str, attachments: Sequence[object]) -> int:
     return len(text.encode()) + _size(attachments)
 
 
-async def edit_growth(store: ReadStore, tenant_id: str, stream_id: str, message_id: str, text: str) -> int:
+async def edit_growth(store: ReadStore, tenant_id: str, channel_id: str, message_id: str, text: str) -> int:
     """What an edit to ``text`` would add to the stored bytes: one read of the message's usage
     document (0 if the read model does not know the message, or it is deleted)."""
-    doc = await store.get("usage_messages", tenant_id, f"{stream_id}/{message_id}")
+    doc = await store.get("usage_messages", tenant_id, f"{channel_id}/{message_id}")
     if doc is None or doc.get("deleted_at"):
         return 0
     return len(text.encode()) - int(doc.get("text_bytes") or 0)

@@ -36,6 +36,18 @@ PLANS = """
 included = 3
 mode = "cap"
 
+[plans.small_store.meters.stored_bytes]
+included = 30
+mode = "cap"
+
+[plans.two_users.meters.mau]
+included = 2
+mode = "cap"
+
+[plans.one_socket.meters.peak_connections]
+included = 1
+mode = "cap"
+
 [plans.pro]
 base_fee = 4900
 [plans.pro.meters.messages]
