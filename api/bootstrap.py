@@ -32,7 +32,7 @@ from commands.auth import Authenticator
 from commands.billing import Billing, UsageReporter, WebhookVerifier
 from commands.billing_sync import BillingSync, SyncReport
 from commands.ports import EphemeralBus, EventHistory, EventLog, Listener
-from commands.quotas import Quotas
+from commands.quotas import Adds, Quotas
 from commands.service import Commands, CommandService
 from domain.events import Event
 from domain.plans import Catalog, PlansError, builtin_catalog, parse_plans
@@ -80,7 +80,12 @@ class Unlimited:
     """The quota check when ``CAAS_QUOTAS=off``: every write is admitted and nothing is read
     (a deployment that does not bill, and the benchmarks that measure the check's cost)."""
 
-    async def admit(self, tenant_id: str, meters: Sequence[str]) -> None:
+    async def admit(
+        self, tenant_id: str, meters: Sequence[str], *, user: str | None = None, stored: Adds | None = None
+    ) -> None:
+        return None
+
+    async def admit_socket(self, tenant_id: str, user: str, open_sockets: Callable[[], int]) -> None:
         return None
 
     def release(self, tenant_id: str, meters: Sequence[str]) -> None:

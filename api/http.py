@@ -23,17 +23,20 @@ from api.plumbing import (
     meter_write,
     principal,
     raw_body,
+    refusable,
     refuse_deferred,
     wait_min_position,
     written,
 )
 from commands.auth import Principal, new_api_key
 from commands.ports import Idempotency
+from commands.quotas import Adds
 from commands.service import CommandEnvelope
 from domain import channel as ch
 from domain import errors, tenant, user
 from domain.base import format_time
 from domain.events import stream_name
+from projections.usage import edit_growth, posted_bytes
 from projections.usage.projection import message_meter
 from streams.projector import stall_reason
 
@@ -198,12 +201,36 @@ def _metered(command: ch.ChannelCommand) -> tuple[str, ...]:
     return ()
 
 
+# the user a channel command acts for, as the usage projection counts it active (``mau``)
+_WRITER_FIELD = {ch.PostMessage: "author_id", ch.AddReaction: "user_id", ch.RemoveReaction: "user_id",
+                 ch.MoveReadMarker: "user_id"}  # fmt: skip
+
+
+def _writer(command: ch.ChannelCommand) -> str | None:
+    name = _WRITER_FIELD.get(type(command))
+    if name is not None:
+        return str(getattr(command, name))
+    return command.actor.id if command.actor.kind == "user" else None
+
+
+def _stored(request: Request, who: Principal, cid: str, command: ch.ChannelCommand) -> Adds | None:
+    """What a channel command adds to the stored bytes (docs/quotas.md)."""
+    if isinstance(command, ch.PostMessage):
+        return posted_bytes(command.text, command.attachments)
+    if isinstance(command, ch.EditMessage):
+        store = engine(request).store
+        return lambda: edit_growth(store, who.tenant_id, cid, command.message_id, command.text)
+    return None
+
+
 async def _channel_command(
     request: Request, who: Principal, cid: str, command: ch.ChannelCommand, raw: bytes = b""
 ) -> Response:
     meters = _metered(command)
-    if meters:
-        await admit(request, who.tenant_id, meters)
+    if refusable(request):  # removals are never refused, not even by the gauges
+        user, stored = _writer(command), _stored(request, who, cid, command)
+        if meters or user is not None or stored is not None:
+            await admit(request, who.tenant_id, meters, user=user, stored=stored)
     outcome = await execute(
         request,
         CommandEnvelope(

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from api.errors import ApiError, validation_error
 from commands.auth import Principal
 from commands.ports import Idempotency
-from commands.quotas import PaymentRequired, QuotaExceeded
+from commands.quotas import Adds, PaymentRequired, QuotaExceeded
 from commands.service import CommandEnvelope, NotReplayed, Outcome
 from domain import events as ev
 from domain.errors import DomainError
@@ -52,13 +52,15 @@ def refusable(request: Request) -> bool:
     return request.method != "DELETE" and not UNREFUSED_PATHS.match(request.url.path)
 
 
-async def admit(request: Request, tenant_id: str, meters: tuple[str, ...]) -> None:
-    """Count a write in ``meters`` or refuse it (402), unless it is a retry: with an
-    Idempotency-Key the refusal waits for the command, which then only replays (see
-    :func:`execute`)."""
+async def admit(
+    request: Request, tenant_id: str, meters: tuple[str, ...], *, user: str | None = None, stored: Adds | None = None
+) -> None:
+    """Count a write in ``meters`` (and ``user``'s activity, the ``stored`` bytes it adds) or
+    refuse it (402), unless it is a retry: with an Idempotency-Key the refusal waits for the
+    command, which then only replays (see :func:`execute`)."""
     quotas = engine(request).quotas
     try:
-        await quotas.admit(tenant_id, meters)
+        await quotas.admit(tenant_id, meters, user=user, stored=stored)
     except (QuotaExceeded, PaymentRequired) as exc:
         if meters != WRITE_METERS and _deferred.get() is None:
             quotas.release(tenant_id, WRITE_METERS)  # the request as a whole is refused

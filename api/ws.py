@@ -30,6 +30,7 @@ from api.limits import retry_after
 from api.observability import SLOW_CLOSES, SOCKETS, SUBSCRIPTIONS
 from api.plumbing import engine
 from commands.auth import Principal, Unauthenticated
+from commands.quotas import QuotaExceeded
 from domain.base import ID_PATTERN
 from domain.events import stream_name
 from streams.fanout import REVOKING, HistoryView, Subscription
@@ -466,6 +467,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     if node.sockets.get(key, 0) >= cap:
         message = f"at most {cap} open sockets per user; close one first"
         await ws.send_text(orjson.dumps({"type": "error", "code": "rate_limited", "message": message}).decode())
+        await ws.close(POLICY_VIOLATION)
+        return
+    try:  # a plan's cap on concurrent sockets or on monthly active users (docs/quotas.md)
+        await node.quotas.admit_socket(who.tenant_id, who.user_id, lambda: node.presence.open_sockets(who.tenant_id))
+    except QuotaExceeded as exc:
+        details = {"meter": exc.meter, "limit": exc.limit, "used": exc.used, "resets_at": exc.resets_at}
+        refusal = {"type": "error", "code": "quota_exceeded", "message": str(exc), "details": details}
+        await ws.send_text(orjson.dumps(refusal).decode())
         await ws.close(POLICY_VIOLATION)
         return
     node.sockets[key] = node.sockets.get(key, 0) + 1

@@ -16,7 +16,7 @@ from commands.service import CommandEnvelope, Commands, Outcome
 from domain import billing, errors
 from domain.base import Command, format_time
 from domain.events import stream_name
-from domain.plans import SUMMED_METERS, Catalog, PlanChange, period_of, preview
+from domain.plans import BILLED_METERS, Catalog, PlanChange, period_of, preview
 
 # The default plan is in force from the beginning: a tenant never given a plan is on it.
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
@@ -30,12 +30,19 @@ class UsageReader(Protocol):
         ...
 
     async def buckets(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, dict[datetime, int]]:
-        """Per meter, each hour's value (hour start, UTC) in ``[start, end)``; hours without usage may be absent."""
+        """Per meter, each hour's value (hour start, UTC) in ``[start, end)``; hours without usage may
+        be absent. ``stored_bytes`` (a level) is listed at each hour it changed in and at the first
+        hour of the range (``domain.plans.gauge_value``)."""
         ...
 
     async def counters(self, tenant_id: str, start: datetime, end: datetime, meters: Sequence[str]) -> dict[str, int]:
-        """The hourly values of ``meters`` (summed meters only) over ``[start, end)``, summed:
-        what the quota check needs, and nothing else (no message sizes, no users)."""
+        """What the quota check compares, for ``meters`` over ``[start, end)``: a summed meter's
+        hours summed, ``peak_connections`` the highest sample, ``stored_bytes`` the level now
+        (``mau``: :meth:`active_users`). No message sizes, no users."""
+        ...
+
+    async def active_users(self, tenant_id: str, month: str) -> set[str]:
+        """The users active in the calendar month ``YYYY-MM`` (what ``mau`` counts)."""
         ...
 
 
@@ -137,7 +144,7 @@ class Billing:
         stays until the period ends."""
         period = period_of(self.clock())
         hourly = await self.usage.buckets(tenant_id, period.start, period.end)
-        usage = {meter: hourly.get(meter, {}) for meter in SUMMED_METERS}  # what Stripe is sent, hour by hour
+        usage = {meter: hourly.get(meter, {}) for meter in BILLED_METERS}  # what Stripe is sent, hour by hour
         bill = preview(await self.history(tenant_id), usage, period)
         bill["period"] = {k: format_time(v) if isinstance(v, datetime) else v for k, v in bill["period"].items()}
         for line in bill["lines"]:

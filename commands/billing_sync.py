@@ -16,6 +16,15 @@ the next run sends exactly the same ones again (Stripe drops a repeated identifi
 or, if they are older than :data:`RESEND_WITHIN`, records them abandoned and logs an error for an
 operator: counting twice is worse than checking Stripe by hand.
 
+The gauges (``mau``, ``peak_connections``, ``stored_bytes``) are not sums: Stripe bills them with
+the ``last`` formula (the value of the period's last event), so what is sent for them is the
+*period-to-date* value (:func:`gauge_reports`): at a closed hour, the month's distinct active users
+so far, the peak so far, the high-water mark of the stored bytes so far — only when it grew past
+what was sent for that period, and never at an hour before the last one sent for it, so the
+events of a gauge in a period rise in value as they rise in time (and the event numbered ``n`` of
+a meter hour is stamped ``n`` seconds into the hour: two events never share a timestamp). The
+last event of a period carries its value, whichever order Stripe takes "last" in.
+
 The window is ``[max(tenant's start, now - WINDOW), closed)``: Stripe refuses meter events more
 than 35 days old, so hours leaving the window with usage never sent are recorded as skipped
 (``UsageWindowMoved``) and logged, and the sync goes on with the rest. An hour is *closed*
@@ -34,7 +43,7 @@ import structlog
 from commands.billing import Billing, UsageReporter
 from domain import billing
 from domain.base import format_time
-from domain.plans import SUMMED_METERS, hour_of
+from domain.plans import GAUGE_METERS, HOUR, SUMMED_METERS, gauge_value, hour_of, period_of
 
 ACTOR = "system:billing-sync"
 WINDOW = timedelta(days=34)  # a day inside Stripe's 35
@@ -70,6 +79,54 @@ def increases(
             if more > 0:
                 out.setdefault(hour, {})[meter] = more
     return {hour: dict(sorted(out[hour].items())) for hour in sorted(out)}
+
+
+def gauge_reports(
+    usage: Mapping[str, Mapping[datetime, int]],
+    sent: Mapping[str, Mapping[str, int]],
+    floor: datetime,
+    closed: datetime,
+) -> dict[datetime, dict[str, int]]:
+    """Hour -> {gauge: its period-to-date value at the end of that hour} to send now, for the
+    hours in ``[floor, closed)``, hours in order.
+
+    ``usage`` holds the gauges' hourly values (``domain.plans.gauge_value``) from the start of the
+    period of ``floor`` at the latest (and ``stored_bytes`` listed at that first hour); ``sent`` is
+    the billing stream's hour -> meter -> value sent (a gauge's: the highest value sent at that
+    hour). Per gauge and period, a value is sent at an hour when it exceeds every value already
+    sent in the period, and only at or after the last hour sent in the period (a value that grew
+    late is sent at the newest closed hour, which carries it too: period-to-date values only
+    grow within a period)."""
+    out: dict[datetime, dict[str, int]] = {}
+    if floor >= closed:
+        return out
+    sent_hours = sorted((datetime.fromisoformat(key), values) for key, values in sent.items())
+    for meter in GAUGE_METERS:
+        hours = dict(usage.get(meter) or {})
+        period = period_of(floor)
+        while period.start < closed:
+            if meter == "stored_bytes" and period.start not in hours:  # the level carried into the period
+                before = [h for h in hours if h < period.start]
+                if before:
+                    hours[period.start] = hours[max(before)]
+            mine = [(h, v[meter]) for h, v in sent_hours if meter in v and period.start <= h < period.end]
+            best = max((v for _, v in mine), default=0)
+            first = max(floor, period.start, max((h for h, _ in mine), default=period.start))
+            changed = sorted({h for h in hours if first <= h < min(period.end, closed)} | {first})
+            for hour in changed:
+                if hour >= min(period.end, closed):
+                    continue
+                value = gauge_value(meter, hours, period, hour + HOUR)
+                if value > best:
+                    out.setdefault(hour, {})[meter] = best = value
+            period = period_of(period.end)
+    return {hour: dict(sorted(out[hour].items())) for hour in sorted(out)}
+
+
+def event_time(meter: str, hour: datetime, n: int) -> datetime:
+    """A meter event's timestamp: its hour's start; a gauge's ``n``-th event of the hour ``n``
+    seconds later, so that Stripe's ``last`` is the one sent last (within the hour)."""
+    return hour + timedelta(seconds=min(n, 3599)) if meter in GAUGE_METERS else hour
 
 
 @dataclass(slots=True)
@@ -135,7 +192,9 @@ class BillingSync:
         floor = max(window_floor(since, now), previous)  # the window never moves back
         if previous >= closed:
             return
-        usage = await self.billing.usage.buckets(tenant_id, previous, closed)
+        start = min(previous, period_of(floor).start)  # the gauges count from their period's start
+        read = await self.billing.usage.buckets(tenant_id, start, closed)
+        usage = {meter: {h: v for h, v in read.get(meter, {}).items() if h >= previous} for meter in SUMMED_METERS}
         todo = increases(usage, state.sent)
         late = {hour: values for hour, values in todo.items() if hour < floor}
         if late or state.floor is None or previous + timedelta(days=1) <= floor:
@@ -151,7 +210,9 @@ class BillingSync:
             moved = billing.MoveSyncWindow(floor=format_time(floor), skipped=skipped)
             await self.billing.record(tenant_id, moved, ACTOR)
         counts = state.events
-        for hour, values in todo.items():
+        for hour, values in gauge_reports(read, state.sent, floor, closed).items():
+            todo[hour] = dict(sorted({**todo.get(hour, {}), **values}.items()))
+        for hour, values in sorted(todo.items()):
             if hour < floor:
                 continue
             key = format_time(hour)
@@ -189,7 +250,8 @@ class BillingSync:
         hour = datetime.fromisoformat(pending.hour)
         for item in pending.items:
             event = f"{self.prefix}{item['meter']}"
-            await self.reporter.send_meter_event(event, customer, int(item["value"]), str(item["identifier"]), hour)
+            at = event_time(str(item["meter"]), hour, int(item["n"]))
+            await self.reporter.send_meter_event(event, customer, int(item["value"]), str(item["identifier"]), at)
         await self.billing.record(tenant_id, billing.ConfirmMeterEvents(hour=pending.hour), ACTOR)
         report.hours += 1
         report.meter_events += len(pending.items)

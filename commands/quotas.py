@@ -10,14 +10,22 @@ lag (:func:`used_of`). Other nodes' writes reach the view through the read model
 can get past a cap by what the other nodes admit within that lag; docs/quotas.md has the numbers.
 If the read model cannot be read, the last view stands (writes go on). Reads are never checked,
 and one tenant's quota never touches another's.
+
+The gauges are capped on what they measure now (docs/quotas.md): ``stored_bytes`` on the level
+(the read model's per-shard totals, plus the bytes of the posts this node admitted since; a write
+that adds nothing, such as an edit that does not grow its message, is never refused);
+``mau`` on the month's active users (the view keeps their ids: a user already active always
+writes on, a new one is refused at the cap); ``peak_connections`` on the tenant's sockets open in
+the cluster now (:meth:`Quotas.admit_socket`, asked by the websocket endpoint).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NoReturn
 
 import structlog
 
@@ -27,6 +35,8 @@ from domain.base import format_time
 from domain.plans import Period, included, limits, period_of
 
 THRESHOLDS = (80, 100)
+# What a write adds to the stored bytes: a number, or a reading of it awaited only at the cap.
+Adds = int | Callable[[], Awaitable[int]]
 log = structlog.get_logger("caas.quotas")
 
 
@@ -55,6 +65,21 @@ class _View:
     past_due: bool
     admitted: dict[str, int] = field(default_factory=dict)  # by this node since the read
     local: dict[str, int] = field(default_factory=dict)  # by this node this period
+    users: set[str] = field(default_factory=set)  # active this month, at the read (``mau`` watched)
+    new_users: set[str] = field(default_factory=set)  # made active by this node since the read
+    local_users: set[str] = field(default_factory=set)  # admitted by this node this period
+
+    def mau(self) -> int:
+        """The month's active users: the read's plus this node's new ones, and never fewer than
+        the users this node alone admitted this period."""
+        return max(len(self.users) + len(self.new_users), len(self.local_users))
+
+    def active(self, user: str) -> bool:
+        return user in self.users or user in self.new_users or user in self.local_users
+
+    def stored(self) -> int:
+        """The stored bytes: the level read, plus what this node's posts added since."""
+        return self.used.get("stored_bytes", 0) + self.admitted.get("stored_bytes", 0)
 
 
 def used_of(read: int, since_read: int, local: int) -> int:
@@ -87,9 +112,15 @@ class Quotas:
         self._announced_period = ""
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def admit(self, tenant_id: str, meters: Sequence[str]) -> None:
+    async def admit(
+        self, tenant_id: str, meters: Sequence[str], *, user: str | None = None, stored: Adds | None = None
+    ) -> None:
         """Count one write of each of ``meters``, or raise :class:`QuotaExceeded` (nothing counted)
-        if one of them is capped and used up, :class:`PaymentRequired` if the tenant may only read."""
+        if one of them is capped and used up, :class:`PaymentRequired` if the tenant may only read.
+
+        ``user``: the user the write makes active this month (``mau`` refuses a user not active
+        yet at its cap). ``stored``: the bytes the write adds to the stored bytes (``stored_bytes``
+        at its cap refuses a write that adds any; a callable is awaited only then)."""
         view = await self._view(tenant_id)
         if view.past_due and self.past_due_read_only:
             raise PaymentRequired("the tenant's payment is past due: it can read but not write until it is paid")
@@ -99,11 +130,50 @@ class Quotas:
                 continue
             used = used_of(view.used.get(meter, 0), view.admitted.get(meter, 0), view.local.get(meter, 0))
             if used >= limit:
-                self._announce(tenant_id, view, meter, used)
-                raise QuotaExceeded(meter, limit, used, format_time(view.period.end))
+                self._refuse(tenant_id, view, meter, used)
+        grows = 0
+        limit = view.limits.get("stored_bytes")
+        if stored is not None and limit is not None:
+            at_cap = view.stored() >= limit
+            if at_cap or isinstance(stored, int):
+                grows = stored if isinstance(stored, int) else await stored()
+            if at_cap and grows > 0:
+                self._refuse(tenant_id, view, "stored_bytes", view.stored())
+        watching_users = user is not None and "mau" in view.included
+        new_user = watching_users and user is not None and not view.active(user)
+        limit = view.limits.get("mau")
+        if new_user and limit is not None and view.mau() >= limit:
+            self._refuse(tenant_id, view, "mau", view.mau())
         for meter in meters:
             view.admitted[meter] = view.admitted.get(meter, 0) + 1
             view.local[meter] = view.local.get(meter, 0) + 1
+        if grows > 0:
+            view.admitted["stored_bytes"] = view.admitted.get("stored_bytes", 0) + grows
+        if watching_users and user is not None:
+            if new_user:
+                view.new_users.add(user)
+            view.local_users.add(user)
+
+    async def admit_socket(self, tenant_id: str, user: str, open_sockets: Callable[[], int]) -> None:
+        """Admit a new websocket of ``user``, or raise :class:`QuotaExceeded`: ``peak_connections``
+        capped and the tenant's open sockets (``open_sockets()``, counted only then) at the limit,
+        or ``mau`` capped at its limit and ``user`` not active this month. Nothing is counted: the
+        socket counts once open, the user once the node records it connected."""
+        view = await self._view(tenant_id)
+        limit = view.limits.get("peak_connections")
+        if limit is not None:
+            sockets = open_sockets()
+            if sockets >= limit:
+                self._refuse(tenant_id, view, "peak_connections", sockets)
+        limit = view.limits.get("mau")
+        if limit is not None and not view.active(user) and view.mau() >= limit:
+            self._refuse(tenant_id, view, "mau", view.mau())
+        if "mau" in view.included:
+            view.local_users.add(user)
+
+    def _refuse(self, tenant_id: str, view: _View, meter: str, used: int) -> NoReturn:
+        self._announce(tenant_id, view, meter, used)
+        raise QuotaExceeded(meter, view.limits[meter], used, format_time(view.period.end))
 
     def release(self, tenant_id: str, meters: Sequence[str]) -> None:
         """Uncount one write of each of ``meters`` admitted by :meth:`admit` (the request was
@@ -146,14 +216,20 @@ class Quotas:
         caps = limits(history, period)
         quantities = included(history, period)
         watched = sorted({*caps, *(m for m, q in quantities.items() if q > 0)})  # caps, and thresholds
+        same = last is not None and last.period == period
+        users: set[str] = set()
         try:
             used = await self.billing.usage.counters(tenant_id, period.start, period.end, watched)
+            if "mau" in watched:  # the month's active users: one read of its user documents
+                users = await self.billing.usage.active_users(tenant_id, period.label)
+                used["mau"] = len(users)
         except Exception as exc:  # the read store is down: the last view's figures, not a failed write
             log.warning("quota_usage_unreadable", tenant_id=tenant_id, error=repr(exc))
-            used = dict(last.used) if last is not None and last.period == period else {}
-            if last is not None and last.period == period:
+            used = dict(last.used) if last is not None and same else {}
+            if last is not None and same:
                 used = {m: used.get(m, 0) + last.admitted.get(m, 0) for m in set(used) | set(last.admitted)}
-        local = dict(last.local) if last is not None and last.period == period else {}
+                users = last.users | last.new_users
+        local = dict(last.local) if last is not None and same else {}
         view = _View(
             period,
             self.monotonic() + self.ttl,
@@ -162,10 +238,13 @@ class Quotas:
             used,
             state.payment_status == "past_due",
             local=local,
+            users=users,
+            local_users=set(last.local_users) if last is not None and same else set(),
         )
         self._views[tenant_id] = view
         for meter in watched:
-            self._announce(tenant_id, view, meter, used_of(used.get(meter, 0), 0, local.get(meter, 0)))
+            figure = view.mau() if meter == "mau" else used_of(used.get(meter, 0), 0, local.get(meter, 0))
+            self._announce(tenant_id, view, meter, figure)
         return view
 
     def _announce(self, tenant_id: str, view: _View, meter: str, used: int) -> None:

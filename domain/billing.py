@@ -27,7 +27,7 @@ from domain.events import (
     UsageHourSynced,
     UsageWindowMoved,
 )
-from domain.plans import Plan, PlanChange
+from domain.plans import GAUGE_METERS, Plan, PlanChange
 
 StripeKind = Literal["invoice_paid", "payment_failed", "subscription_changed"]
 # Subscription statuses (Stripe's) that make a tenant past due, whatever its invoices say.
@@ -126,7 +126,8 @@ class BillingState:
     thresholds: dict[str, int] = field(default_factory=dict)  # "<period>/<meter>/<threshold>" -> seq
     customer_id: str | None = None
     customer_seq: int = 0
-    sent: dict[str, dict[str, int]] = field(default_factory=dict)  # hour -> meter -> value sent in all
+    # hour -> meter -> value sent in all (a gauge's: the highest period-to-date value sent at the hour)
+    sent: dict[str, dict[str, int]] = field(default_factory=dict)
     events: dict[str, dict[str, int]] = field(default_factory=dict)  # hour -> meter -> meter events sent
     pending: Pending | None = None
     synced_seq: int = 0  # of the last confirmation or abandonment
@@ -275,7 +276,8 @@ def _count_sent(state: BillingState, pending: Pending) -> None:
     sent, counts = state.sent.setdefault(pending.hour, {}), state.events.setdefault(pending.hour, {})
     for item in pending.items:
         meter = str(item["meter"])
-        sent[meter] = sent.get(meter, 0) + int(item["value"])
+        value = int(item["value"])
+        sent[meter] = max(sent.get(meter, 0), value) if meter in GAUGE_METERS else sent.get(meter, 0) + value
         counts[meter] = max(counts.get(meter, 0), int(item["n"]) + 1)
     oldest = format_time(datetime.fromisoformat(pending.hour) - SENT_RETENTION)
     for hour in [h for h in state.sent if h < oldest]:  # Stripe would refuse them anyway

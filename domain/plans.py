@@ -13,6 +13,12 @@ force (exact fractions, rounded half up once per line), and each hour's usage is
 plan in force at the hour's start, with that plan's tiers and cap-or-overage choice. A tenant's
 first period counts from its start (the history's first entry): it gets its plan's whole
 quantities for the rest of the month.
+
+The *gauges* (:data:`GAUGE_METERS`: ``mau``, ``peak_connections``, ``stored_bytes``) are not sums
+of hours: each is priced once per period on its period value (:func:`gauge_value`: the month's
+distinct active users, the period's peak, the high-water mark of the stored bytes), on the plan in
+force at the end of the period (for the open period: the plan in force now), with that plan's
+whole included quantity — a level has no share of time to prorate.
 """
 
 from __future__ import annotations
@@ -79,10 +85,13 @@ class Plan(BaseModel):
         return terms.included if terms is not None and terms.mode == "cap" else None
 
 
-# Meters whose period figure is the sum of their hours: the only ones a plan may cap or price,
-# and the ones reported to Stripe (a ``sum`` meter there). ``peak_connections``, ``mau`` and
-# ``stored_bytes`` are not sums of hours; they are shown in usage, never billed (docs/plans.md).
+# Meters whose period figure is the sum of their hours: priced hour by hour on the plan in force
+# at each hour's start, and reported to Stripe as a ``sum`` meter.
 SUMMED_METERS = ("messages", "replies", "edits", "deliveries", "api_reads", "api_writes", "connection_minutes")
+# Meters whose period figure is not a sum of hours (docs/plans.md): priced once per period on
+# their period value, and reported to Stripe as a ``last`` meter (docs/stripe.md).
+GAUGE_METERS = ("mau", "peak_connections", "stored_bytes")
+BILLED_METERS = (*SUMMED_METERS, *GAUGE_METERS)
 
 # The plan of a tenant that was never given one: usage is capped, nothing is charged.
 FREE = Plan(
@@ -143,11 +152,11 @@ def parse_plans(text: str, meters: Collection[str]) -> Catalog:
         strange = set(plans[name].meters) - set(meters)
         if strange:
             raise PlansError(f"plan {name!r} prices unknown meter(s) {sorted(strange)}; meters: {', '.join(meters)}")
-        unbillable = set(plans[name].meters) - set(SUMMED_METERS)
+        unbillable = set(plans[name].meters) - set(BILLED_METERS)
         if unbillable:
             raise PlansError(
-                f"plan {name!r} names meter(s) {sorted(unbillable)} that are not sums of hours; plans cap and "
-                f"price only {', '.join(SUMMED_METERS)} (docs/plans.md)"
+                f"plan {name!r} names meter(s) {sorted(unbillable)} that cannot be billed; plans cap and "
+                f"price {', '.join(BILLED_METERS)} (docs/plans.md)"
             )
     currencies = {p.currency for p in plans.values() if p.base_fee or any(t.tiers for t in p.meters.values())}
     if len(currencies) > 1:
@@ -233,12 +242,23 @@ def half_up(value: Fraction) -> int:
     return int((value + Fraction(1, 2)) // 1)
 
 
+def final_plan(history: Sequence[PlanChange], period: Period) -> Plan:
+    """The plan in force at the end of ``period`` (of an open period: the plan in force now,
+    the history holding no change after now)."""
+    return in_force(history, period.end - timedelta(microseconds=1))
+
+
 def included(history: Sequence[PlanChange], period: Period) -> dict[str, int]:
-    """Each meter's included quantity for ``period``, prorated by time across plan changes."""
+    """Each meter's included quantity for ``period``: a summed meter's prorated by time across
+    plan changes; a gauge's, the whole quantity of the plan in force at the period's end."""
     names = {m for change in history for m in change.plan.meters}
     parts = shares(history, period)
+    final = final_plan(history, period)
     out = {}
     for meter in sorted(names):
+        if meter in GAUGE_METERS:
+            out[meter] = final.meters[meter].included if meter in final.meters else 0
+            continue
         exact = sum((share * (p.meters[meter].included if meter in p.meters else 0) for p, share in parts), Fraction())
         out[meter] = half_up(exact)
     return out
@@ -246,7 +266,7 @@ def included(history: Sequence[PlanChange], period: Period) -> dict[str, int]:
 
 def limits(history: Sequence[PlanChange], period: Period) -> dict[str, int]:
     """The hard limit of each capped meter (by the plan in force at the period's end)."""
-    final = in_force(history, period.end - timedelta(microseconds=1))
+    final = final_plan(history, period)
     quantities = included(history, period)
     return {m: quantities.get(m, 0) for m, t in final.meters.items() if t.mode == "cap"}
 
@@ -267,6 +287,25 @@ def graduated(billable: int, terms: MeterTerms) -> tuple[list[dict[str, Any]], i
 
 
 Usage = Mapping[str, Mapping[datetime, int]]  # meter -> hour start (UTC) -> value
+
+
+def gauge_value(meter: str, hours: Mapping[datetime, int], period: Period, through: datetime | None = None) -> int:
+    """A gauge's value for the hours of ``period`` that start before ``through`` (default: the
+    period's end) — its period-to-date value at the end of the last of them.
+
+    The hourly values are those of the usage read model: ``mau`` the users whose first activity
+    of the month fell in the hour (so their sum is the month's distinct active users);
+    ``peak_connections`` the hour's highest sample; ``stored_bytes`` the level at the end of the
+    hour, listed for every hour it changed in *and for the period's first hour* (the level carried
+    into the period), an hour not listed having the level of the last listed one before it. So
+    ``mau`` sums, and the other two take the highest: the peak, and the high-water mark of the
+    end-of-hour levels.
+    """
+    end = period.end if through is None else min(through, period.end)
+    values = [value for hour, value in hours.items() if period.start <= hour < end]
+    if meter == "mau":
+        return sum(values)
+    return max(values, default=0)
 
 
 def segments(history: Sequence[PlanChange], period: Period) -> list[tuple[datetime, datetime, Plan, Fraction]]:
@@ -292,10 +331,23 @@ def segment_usage(usage: Usage, cuts: Sequence[tuple[datetime, datetime]], perio
     return out
 
 
+def _line(meter: str, plan: Plan, begin: datetime, end: datetime, used: int, free: int) -> dict[str, Any]:
+    terms = plan.meters.get(meter, MeterTerms())
+    over = max(used - free, 0)
+    billable = over if terms.mode == "overage" and terms.tiers else 0
+    tiers, amount = graduated(billable, terms)
+    capped = over if terms.mode == "cap" else 0
+    line: dict[str, Any] = {"meter": meter, "plan": plan.name, "from": begin, "to": end, "mode": terms.mode}
+    line |= {"used": used, "included": free, "billable": billable, "over_cap": capped}
+    return {**line, "tiers": tiers, "amount": amount}
+
+
 def preview(history: Sequence[PlanChange], usage: Usage, period: Period) -> dict[str, Any]:
-    """The period's bill: per stretch of the period on one plan (a *segment*), a line per meter
-    (used, included, billable, tiers, amount) priced on that segment's plan with the usage of its
-    hours; the prorated base fee, and the total, all integers in minor units.
+    """The period's bill: per stretch of the period on one plan (a *segment*), a line per summed
+    meter (used, included, billable, tiers, amount) priced on that segment's plan with the usage of
+    its hours; one line per gauge for the whole billed period, on its period value
+    (:func:`gauge_value`) and the plan in force at the period's end with its whole included
+    quantity; the prorated base fee, and the total, all integers in minor units.
 
     Each segment's included quantities are its plan's, times its share of the billed time (rounded
     half up per line): switching plans neither doubles nor loses what is included, and usage is
@@ -303,23 +355,22 @@ def preview(history: Sequence[PlanChange], usage: Usage, period: Period) -> dict
     that got past its cap (the cap is enforced from a read model that lags the writes by seconds):
     we do not bill what we should have refused.
     """
-    final = in_force(history, period.end - timedelta(microseconds=1))
+    final = final_plan(history, period)
     parts = segments(history, period)
-    used_by = segment_usage(usage, [(begin, end) for begin, end, _, _ in parts], period)
+    summed = {m: hours for m, hours in usage.items() if m not in GAUGE_METERS}
+    used_by = segment_usage(summed, [(begin, end) for begin, end, _, _ in parts], period)
     base = half_up(sum((share * plan.base_fee for _, _, plan, share in parts), Fraction()))
     lines: list[dict[str, Any]] = []
     for (begin, end, plan, share), used_in in zip(parts, used_by, strict=True):
-        for meter in sorted(set(plan.meters) | {m for m, v in used_in.items() if v}):
-            used = used_in.get(meter, 0)
-            terms = plan.meters.get(meter, MeterTerms())
-            free = half_up(share * terms.included)
-            over = max(used - free, 0)
-            billable = over if terms.mode == "overage" and terms.tiers else 0
-            tiers, amount = graduated(billable, terms)
-            capped = over if terms.mode == "cap" else 0
-            line: dict[str, Any] = {"meter": meter, "plan": plan.name, "from": begin, "to": end, "mode": terms.mode}
-            line |= {"used": used, "included": free, "billable": billable, "over_cap": capped}
-            lines.append({**line, "tiers": tiers, "amount": amount})
+        for meter in sorted({m for m in plan.meters if m not in GAUGE_METERS} | {m for m, v in used_in.items() if v}):
+            free = half_up(share * plan.meters[meter].included) if meter in plan.meters else 0
+            lines.append(_line(meter, plan, begin, end, used_in.get(meter, 0), free))
+    billed_from = parts[0][0]
+    for meter in GAUGE_METERS:
+        used = gauge_value(meter, usage.get(meter) or {}, period)
+        if meter in final.meters or used:
+            free = final.meters[meter].included if meter in final.meters else 0
+            lines.append(_line(meter, final, billed_from, period.end, used, free))
     return {
         "period": {"start": period.start, "end": period.end, "label": period.label},
         "plan": final.name,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from domain.events import Event
-from domain.plans import SUMMED_METERS
+from domain.plans import SUMMED_METERS, Period, gauge_value
 from projections import usage
 from projections.ports import Op, ReadStore
 
@@ -44,11 +44,23 @@ class StoreUsage:
         return await usage.period_totals(self.store, tenant_id, start, end)
 
     async def buckets(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, dict[datetime, int]]:
-        return await usage.usage_buckets(self.store, tenant_id, start, end)
+        return await usage.billing_buckets(self.store, tenant_id, start, end)
 
     async def counters(self, tenant_id: str, start: datetime, end: datetime, meters: Sequence[str]) -> dict[str, int]:
-        wanted = [m for m in meters if m in SUMMED_METERS]
-        if not wanted:
-            return {}
-        hours = await usage.usage_buckets(self.store, tenant_id, start, end, wanted)
-        return {meter: sum(hours.get(meter, {}).values()) for meter in wanted}
+        hourly = [m for m in meters if m in SUMMED_METERS or m == "peak_connections"]
+        out: dict[str, int] = {}
+        if hourly:  # one read of the period's hour documents
+            hours = await usage.usage_buckets(self.store, tenant_id, start, end, hourly)
+            for meter in hourly:
+                values = hours.get(meter, {})
+                out[meter] = (
+                    gauge_value(meter, values, Period(start, end))
+                    if meter not in SUMMED_METERS
+                    else sum(values.values())
+                )
+        if "stored_bytes" in meters:  # the level now: the per-shard totals, nothing else
+            out["stored_bytes"] = await usage.stored_bytes_now(self.store, tenant_id)
+        return out
+
+    async def active_users(self, tenant_id: str, month: str) -> set[str]:
+        return await usage.active_users(self.store, tenant_id, month)

@@ -98,6 +98,16 @@ class PresenceService:
         self.bus.publish({"kind": "opened", "conn": conn_id, "tenant": tenant_id, "user": user_id,
                           "node": self.node_id, "at": now})  # fmt: skip
 
+    def open_sockets(self, tenant_id: str) -> int:
+        """The tenant's sockets open in the cluster as this node knows it: its own now, the other
+        nodes' as their published facts and heartbeats say (late by the bus's delivery). One pass
+        over the sockets this node knows of."""
+        mine = sum(1 for tenant, _, _ in self.local.values() if tenant == tenant_id)
+        others = sum(
+            1 for c in self.state.connections.values() if c.tenant_id == tenant_id and c.node_id != self.node_id
+        )
+        return mine + others
+
     def active(self, conn_id: str) -> None:
         held = self.local.get(conn_id)
         if held is not None:

@@ -145,7 +145,8 @@ def _writer(event: Event) -> str | None:
     return None
 
 
-def _size(attachments: Sequence[object]) -> int:
+def attachments_size(attachments: Sequence[object]) -> int:
+    """The bytes a message's attachments store: their JSON (0 for none)."""
     return len(orjson.dumps(attachments)) if attachments else 0
 
 
@@ -191,7 +192,7 @@ def _project(event: Event, shard: int) -> list[Op]:
                 p["message_id"],
                 hour=hour,
                 text_bytes=len(p["text"].encode()),
-                attachment_bytes=_size(p.get("attachments") or []),
+                attachment_bytes=attachments_size(p.get("attachments") or []),
                 deleted_at=None,
             )
         )

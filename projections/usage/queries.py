@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from projections.ports import ReadStore
-from projections.usage.projection import COUNTERS, METERS
+from projections.usage.projection import COUNTERS, METERS, attachments_size
 from projections.usage.ranges import Granularity, bucket_start, ceil_hour, format_hour, next_bucket
 
 Cells = dict[str, dict[str, int]]  # day (YYYY-MM-DD) -> hour of the day (HH) -> value
@@ -299,3 +299,44 @@ async def usage_report(
     whole = [(day, None) for day in days.days()]
     totals = {meter: days.stored_at_end if meter == "stored_bytes" else days.value(meter, whole) for meter in names}
     return Report(buckets, totals)
+
+
+# --- billing's reads of the gauges (docs/plans.md, docs/quotas.md) ------------------------------
+async def billing_buckets(
+    store: ReadStore, tenant_id: str, start: datetime, end: datetime, meters: Sequence[str] = METERS
+) -> dict[str, dict[datetime, int]]:
+    """:func:`usage_buckets`, with ``stored_bytes`` also listed at the range's first hour (its
+    level at that hour's end, changed in it or not): the level carried into a billing period, so
+    that a period's high-water mark can be read off these hours alone
+    (``domain.plans.gauge_value``)."""
+    out = await usage_buckets(store, tenant_id, start, end, meters)
+    first = ceil_hour(start)
+    if "stored_bytes" in meters and first < end and first not in out["stored_bytes"]:
+        level = await stored_bytes_at(store, tenant_id, first + timedelta(hours=1))
+        if level:
+            out["stored_bytes"] = {first: level, **out["stored_bytes"]}
+    return out
+
+
+async def stored_bytes_now(store: ReadStore, tenant_id: str) -> int:
+    """The bytes stored now: the per-shard running totals (one document per shard)."""
+    return await _stored_now(store, tenant_id)
+
+
+async def active_users(store: ReadStore, tenant_id: str, month: str) -> set[str]:
+    """The users active in ``month`` (``YYYY-MM``): one read of the month's user documents."""
+    return {str(doc["user_id"]) for doc in await store.find("usage_users", tenant_id, {"month": month})}
+
+
+def posted_bytes(text: str, attachments: Sequence[object]) -> int:
+    """What a posted message adds to the stored bytes (the projection's own measure)."""
+    return len(text.encode()) + attachments_size(attachments)
+
+
+async def edit_growth(store: ReadStore, tenant_id: str, channel_id: str, message_id: str, text: str) -> int:
+    """What an edit to ``text`` would add to the stored bytes: one read of the message's usage
+    document (0 if the read model does not know the message, or it is deleted)."""
+    doc = await store.get("usage_messages", tenant_id, f"{channel_id}/{message_id}")
+    if doc is None or doc.get("deleted_at"):
+        return 0
+    return len(text.encode()) - int(doc.get("text_bytes") or 0)

@@ -36,6 +36,18 @@ PLANS = """
 included = 3
 mode = "cap"
 
+[plans.small_store.meters.stored_bytes]
+included = 30
+mode = "cap"
+
+[plans.two_users.meters.mau]
+included = 2
+mode = "cap"
+
+[plans.one_socket.meters.peak_connections]
+included = 1
+mode = "cap"
+
 [plans.pro]
 base_fee = 4900
 [plans.pro.meters.messages]
@@ -105,6 +117,7 @@ class Recorder:
     requests: list[dict[str, Any]] = field(default_factory=list)
     refused: list[dict[str, Any]] = field(default_factory=list)
     delay: float = 0.0
+    ahead: float = 0.0  # play Stripe this many seconds later (a sync run with a clock offset)
     port: int = field(default_factory=free_port)
     _keys: dict[str, tuple[bytes, int, bytes]] = field(default_factory=dict)
     _identifiers: set[str] = field(default_factory=set)
@@ -130,6 +143,16 @@ class Recorder:
             out[key] = out.get(key, 0) + int(e["payload[value]"])
         return out
 
+    def last(self) -> dict[tuple[str, str], int]:
+        """(customer, event name) -> the value of the last counted event (by timestamp, then by
+        arrival): what a meter with the ``last`` formula bills."""
+        out: dict[tuple[str, str], tuple[int, int, int]] = {}
+        for order, e in enumerate(self.counted()):
+            key = (e["payload[stripe_customer_id]"], e["event_name"])
+            stamp = (int(e["timestamp"]), order, int(e["payload[value]"]))
+            out[key] = max(out.get(key, stamp), stamp)
+        return {key: value for key, (_, _, value) in out.items()}
+
     def customers(self) -> list[dict[str, Any]]:
         return [r for r in list(self.requests) if r["path"] == "/v1/customers" and r["method"] == "POST"]
 
@@ -142,8 +165,8 @@ class Recorder:
                 return 400, json.dumps({"error": error}).encode()
             return status, answer
         if path == "/v1/billing/meter_events":
-            at = int(form.get("timestamp", time.time()))
-            now = time.time()
+            now = time.time() + self.ahead
+            at = int(form.get("timestamp", now))
             if at < now - METER_EVENT_MAX_AGE or at > now + METER_EVENT_MAX_AHEAD:
                 message = "timestamp must be within the past 35 calendar days or up to 5 minutes in the future"
                 error = {"type": "invalid_request_error", "param": "timestamp", "message": message}

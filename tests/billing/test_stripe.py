@@ -10,6 +10,7 @@ import json
 import signal
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -60,6 +61,7 @@ def synced_hours(client: httpx.Client, tenant: Tenant) -> set[str]:
 
 
 EXACT = ("messages", "replies", "edits")  # meters the tests' own reads and writes do not move
+GAUGES = ("mau", "stored_bytes")  # gauges the tests move (no sockets here: no peak)
 
 
 def used(client: httpx.Client, tenant: Tenant) -> dict[str, int]:
@@ -83,6 +85,10 @@ def assert_billed_exactly(client: httpx.Client, billed: Billed, recorder: Record
         customer, usage = customer_of(client, billed, tenant), used(client, tenant)
         for meter in EXACT:
             assert totals.get((customer, f"caas_{meter}"), 0) == usage.get(meter, 0), (tenant.tenant_id, meter)
+        # a gauge is billed by its last event (Stripe's ``last`` formula): the period's value
+        lasts = recorder.last()
+        for meter in GAUGES:
+            assert lasts.get((customer, f"caas_{meter}"), 0) == usage.get(meter, 0), (tenant.tenant_id, meter)
     assert recorder.refused == []  # no stale timestamp, no idempotency key reused with other parameters
 
 
@@ -108,6 +114,9 @@ def test_sync_sends_each_meter_hour_once_and_a_second_run_sends_nothing_new(bill
         for tenant in tenants:
             mine = [e for e in sent if e["payload[stripe_customer_id]"] == customer_of(client, billed, tenant)]
             assert {e["event_name"] for e in mine} >= {"caas_messages", "caas_replies", "caas_edits"}
+            # one user wrote (MAU 1), and the bytes of "hi!", "hi" and "re" are stored
+            assert used(client, tenant)["mau"] == 1 and used(client, tenant)["stored_bytes"] == 7
+            assert {e["event_name"] for e in mine} >= {"caas_mau", "caas_stored_bytes"}
             assert synced_hours(client, tenant)
             assert len(events(client, tenant, "StripeCustomerCreated")) == 1
 
@@ -137,6 +146,10 @@ def test_usage_that_arrives_after_its_hour_was_synced_is_invoiced_under_new_iden
             e for e in new if e["payload[stripe_customer_id]"] == customer and e["event_name"] == "caas_messages"
         ]
         assert sum(int(e["payload[value]"]) for e in increase) == 3
+        stored = [
+            e for e in new if e["payload[stripe_customer_id]"] == customer and e["event_name"] == "caas_stored_bytes"
+        ]
+        assert [int(e["payload[value]"]) for e in stored] == [13]  # the period-to-date level, not a difference
         assert_billed_exactly(client, billed, recorder, [tenant])
         prepared = events(client, tenant, "MeterEventsPrepared")
         numbers = [i["n"] for e in prepared for i in e["payload"]["items"] if i["meter"] == "messages"]
@@ -327,16 +340,25 @@ def test_hours_older_than_stripe_accepts_are_recorded_as_skipped_and_the_sync_go
         tenant = room(billed, client, "stale")
         usage_in(client, [tenant])
         log = billed.root / "requests-stale.jsonl"
+        recorder.ahead = 40 * 86_400  # "Stripe" is as far ahead as the sync
         with billed.offline():
             report = billed.sync_done(recorder.url, log, ahead=40 * 86_400)
+        recorder.ahead = 0
         assert report["skipped_hours"] >= 1 and report["failed"] == 0
         assert recorder.refused == []  # nothing too old was sent to be refused
         customer = customer_of(client, billed, tenant)
-        assert [e for e in recorder.meter_events() if e["payload[stripe_customer_id]"] == customer] == []
+        floor = max(e["payload"]["floor"] for e in events(client, tenant, "UsageWindowMoved"))
+        floor_at = int(datetime.fromisoformat(floor).timestamp())
+        # no usage of the skipped hours; only the gauges' values carried into the window (the bytes
+        # still stored, the month's users), stamped at its hours
+        mine = [e for e in recorder.meter_events() if e["payload[stripe_customer_id]"] == customer]
+        assert {e["event_name"] for e in mine} <= {"caas_stored_bytes", "caas_mau"}, mine
+        assert all(int(e["timestamp"]) >= floor_at for e in mine)
+        before = len(mine)
         moved = events(client, tenant, "UsageWindowMoved")
         skipped = {m: v for e in moved for m, v in e["payload"]["skipped"].items()}
         assert {m: skipped.get(m) for m in EXACT} == {"messages": 2, "replies": 1, "edits": 1}
         with billed.offline():
             again = billed.sync_done(recorder.url, log)  # back to now: the skipped hours stay skipped
         assert again["failed"] == 0
-        assert [e for e in recorder.meter_events() if e["payload[stripe_customer_id]"] == customer] == []
+        assert len([e for e in recorder.meter_events() if e["payload[stripe_customer_id]"] == customer]) == before

@@ -1,5 +1,6 @@
 """Property tests of pricing: the invoice preview is a pure function of plan history, usage and
-period. Tiers, caps, month boundaries (leap years included) and plan changes mid-month."""
+period. Tiers, caps, month boundaries (leap years included) and plan changes mid-month, for the
+summed meters and the gauges (``mau``, ``peak_connections``, ``stored_bytes``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.plans import (
+    BILLED_METERS,
     FREE,
+    GAUGE_METERS,
     HOUR,
     SUMMED_METERS,
     MeterTerms,
@@ -22,6 +25,7 @@ from domain.plans import (
     PlansError,
     Tier,
     Usage,
+    gauge_value,
     graduated,
     half_up,
     hour_of,
@@ -34,7 +38,8 @@ from domain.plans import (
 from projections.usage import METERS as ALL_METERS
 
 SETTINGS = settings(max_examples=200, deadline=None)
-METERS = ("messages", "replies", "edits", "api_writes")
+COUNTED = ("messages", "replies", "edits", "api_writes")
+METERS = (*COUNTED, *GAUGE_METERS)
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 moments = st.datetimes(
@@ -68,7 +73,9 @@ usages = st.dictionaries(st.sampled_from(METERS), st.integers(0, 50_000))
 
 
 def hourly(usage: dict[str, int], period: Period) -> Usage:
-    """Period totals as the usage of the period's first hour."""
+    """Period totals as the usage of the period's first hour (a gauge's period value too: the
+    month's users first active then, the peak then, the stored bytes' level at its end, never
+    changed after)."""
     return {meter: {period.start: value} for meter, value in usage.items()}
 
 
@@ -167,9 +174,13 @@ def test_a_change_mid_month_prorates_included_quantities_and_fee_by_time(
     expected_fee = share_old * old.base_fee + (1 - share_old) * new.base_fee
     assert abs(bill["base_fee"] - expected_fee) <= Fraction(1, 2)
     quantities = included(history, period)
+    final = new if at < period.end else old
     for meter in set(old.meters) | set(new.meters):
         a = old.meters[meter].included if meter in old.meters else 0
         b = new.meters[meter].included if meter in new.meters else 0
+        if meter in GAUGE_METERS:  # the plan in force at the end, its whole quantity
+            assert quantities[meter] == (final.meters[meter].included if meter in final.meters else 0)
+            continue
         assert min(a, b) <= quantities[meter] <= max(a, b)
         assert abs(quantities[meter] - (share_old * a + (1 - share_old) * b)) <= Fraction(1, 2)
     assert bill["plan"] == (new.name if at < period.end else old.name)  # the plan in force at the end
@@ -234,12 +245,26 @@ def test_plans_file_is_validated_with_messages_that_say_what_to_fix() -> None:
         ("default = 'gold'", "not defined"),
         ("[plans.x]\ncurrency = 'eur'\nbase_fee = 1\n[plans.y]\nbase_fee = 1", "currencies"),
         ("plans = [", "not TOML"),
-        ("[plans.x.meters.mau]\nincluded = 5", "not sums of hours"),
-        ("[plans.x.meters.stored_bytes]\nmode = 'cap'\nincluded = 5", "not sums of hours"),
-        ("[plans.x.meters.peak_connections]\ntiers = [{unit_price = 1}]", "not sums of hours"),
+        ("[plans.x.meters.mau]\nincluded = 5\nmode = 'cap'\ntiers = [{unit_price = 1}]", "capped meter"),
     ]:
         with pytest.raises(PlansError, match=says):
             parse_plans(bad, ALL_METERS)
+    gauges = parse_plans(
+        """
+        [plans.g.meters.mau]
+        included = 500
+        tiers = [{unit_price = 40}]
+        [plans.g.meters.peak_connections]
+        included = 100
+        mode = "cap"
+        [plans.g.meters.stored_bytes]
+        included = 1000000000
+        per = 1000000000
+        tiers = [{unit_price = 10}]
+        """,
+        ALL_METERS,
+    ).plans["g"]
+    assert gauges.cap("peak_connications") is None and gauges.cap("peak_connections") == 100
 
 
 @SETTINGS
@@ -285,6 +310,8 @@ def test_each_plan_prices_the_usage_of_its_own_hours(
             if x["plan"] == plan.name and x["from"] == (period.start if plan is old else at)
         }
         for meter, terms in plan.meters.items():
+            if meter in GAUGE_METERS:
+                continue
             line = lines[meter]
             assert line["used"] == used_in.get(meter, 0)
             assert line["included"] == half_up(share * terms.included)
@@ -292,6 +319,22 @@ def test_each_plan_prices_the_usage_of_its_own_hours(
             expected = graduated(over, terms)[1] if terms.mode == "overage" and terms.tiers else 0
             assert line["amount"] == expected
             assert line["over_cap"] == (over if terms.mode == "cap" else 0)
+    # a gauge: one line on the period value, priced on the plan in force at the end (the new one)
+    # with its whole included quantity, however late in the month the change came
+    for meter in GAUGE_METERS:
+        found = [x for x in bill["lines"] if x["meter"] == meter]
+        a, b = before.get(meter, 0), after.get(meter, 0)
+        value = a + b if meter == "mau" else max(a, b)
+        if meter not in new.meters and not value:
+            assert found == []
+            continue
+        (line,) = found
+        terms = new.meters.get(meter, MeterTerms())
+        assert (line["plan"], line["from"], line["to"]) == (new.name, period.start, period.end)
+        assert line["used"] == value and line["included"] == (terms.included if meter in new.meters else 0)
+        over = max(value - line["included"], 0)
+        assert line["amount"] == (graduated(over, terms)[1] if terms.mode == "overage" and terms.tiers else 0)
+        assert line["over_cap"] == (over if terms.mode == "cap" else 0)
     assert bill["total"] == bill["base_fee"] + sum(x["amount"] for x in bill["lines"])
 
 
@@ -300,6 +343,9 @@ def test_each_plan_prices_the_usage_of_its_own_hours(
 def test_within_one_plan_it_does_not_matter_which_hours_the_usage_fell_in(
     plan: Plan, usage: dict[str, int], moment: datetime, hours: list[int]
 ) -> None:
+    """For every meter whose hours add up: the summed ones, and ``mau`` (each user counted in the
+    hour of their first activity of the month)."""
+    usage = {m: v for m, v in usage.items() if m not in ("peak_connections", "stored_bytes")}
     period = period_of(moment)
     spread: Usage = {}
     for meter, value in usage.items():  # the same totals, split across some hours of the period
@@ -316,4 +362,86 @@ def test_within_one_plan_it_does_not_matter_which_hours_the_usage_fell_in(
 
 
 def test_the_billable_meters_are_meters_of_the_usage_model() -> None:
-    assert set(SUMMED_METERS) < set(ALL_METERS)
+    assert set(SUMMED_METERS) | set(GAUGE_METERS) == set(BILLED_METERS) == set(ALL_METERS)
+    assert not set(SUMMED_METERS) & set(GAUGE_METERS)
+
+
+@st.composite
+def level_changes(draw: st.DrawFn) -> tuple[int, dict[int, int]]:
+    """A stored-bytes level carried into a month and its changes: hour offset -> change."""
+    opening = draw(st.integers(0, 10_000))
+    changes = draw(st.dictionaries(st.integers(0, 28 * 24 - 1), st.integers(-5_000, 5_000), max_size=20))
+    return opening, changes
+
+
+@SETTINGS
+@given(changed=level_changes(), moment=moments, through=st.integers(1, 28 * 24))
+def test_stored_bytes_are_priced_on_the_high_water_mark_of_end_of_hour_levels(
+    changed: tuple[int, dict[int, int]], moment: datetime, through: int
+) -> None:
+    """The sparse levels the usage model lists (an hour when the level changed, and the period's
+    first hour) give the same high-water mark as the level at the end of every hour."""
+    opening, changes = changed
+    period = period_of(moment)
+    dense, sparse, level = [], {}, opening
+    for offset in range(through):
+        if offset in changes:
+            level = max(level + changes[offset], 0)
+        dense.append(level)
+        if offset in changes or offset == 0:
+            sparse[period.start + offset * HOUR] = level
+    cut = period.start + through * HOUR
+    assert gauge_value("stored_bytes", sparse, period, cut) == max(dense)
+    assert gauge_value("stored_bytes", sparse, period, cut) >= dense[-1]  # never below the level at the end
+    # an hour of another month never counts
+    assert gauge_value("stored_bytes", {**sparse, period.end: 10**9, period.start - HOUR: 10**9}, period, cut) == max(
+        dense
+    )
+
+
+@SETTINGS
+@given(
+    values=st.dictionaries(st.integers(-48, 31 * 24 + 48), st.integers(0, 1000), max_size=30),
+    moment=moments,
+    cuts=st.lists(st.integers(0, 31 * 24), min_size=2, max_size=2),
+)
+def test_period_to_date_gauges_only_grow_within_a_month_and_start_again_at_the_next(
+    values: dict[int, int], moment: datetime, cuts: list[int]
+) -> None:
+    period = period_of(moment)
+    hours = {period.start + offset * HOUR: value for offset, value in values.items()}
+    early, late = sorted(period.start + c * HOUR for c in cuts)
+    inside = [v for h, v in hours.items() if period.start <= h < period.end]
+    for meter in GAUGE_METERS:
+        assert gauge_value(meter, hours, period, early) <= gauge_value(meter, hours, period, late)
+        assert gauge_value(meter, hours, period) == (sum(inside) if meter == "mau" else max(inside, default=0))
+        assert gauge_value(meter, hours, period, period.start) == 0
+    after = period_of(period.end)  # the next month counts only its own hours
+    assert gauge_value("mau", hours, after) == sum(v for h, v in hours.items() if after.start <= h < after.end)
+
+
+@SETTINGS
+@given(old=plans(), new=plans(), value=st.integers(0, 50_000), moment=moments, fraction=st.fractions(0, 1))
+def test_a_gauge_is_priced_once_on_the_plan_in_force_at_the_end_of_the_period(
+    old: Plan, new: Plan, value: int, moment: datetime, fraction: Fraction
+) -> None:
+    period = period_of(moment)
+    at = min(max(hour_of(period.start + (period.end - period.start) * float(fraction)), period.start), period.end)
+    history = [PlanChange(EPOCH, old), PlanChange(at, new)]
+    final = new if at < period.end else old
+    bill = bill_of(history, dict.fromkeys(GAUGE_METERS, value), period)
+    for meter in GAUGE_METERS:
+        (line,) = [x for x in bill["lines"] if x["meter"] == meter] or [None]
+        if line is None:
+            assert value == 0 and meter not in final.meters
+            continue
+        terms = final.meters.get(meter, MeterTerms())
+        assert line["plan"] == final.name and line["used"] == value
+        assert line["included"] == (terms.included if meter in final.meters else 0)
+        over = max(value - line["included"], 0)
+        assert line["amount"] == (reference_amount(over, terms) if terms.mode == "overage" and terms.tiers else 0)
+        assert line["over_cap"] == (over if terms.mode == "cap" else 0)
+        alone = bill_of([PlanChange(EPOCH, final)], dict.fromkeys(GAUGE_METERS, value), period)
+        assert [x for x in alone["lines"] if x["meter"] == meter] == [line]  # whatever came before
+    if "stored_bytes" in final.meters and final.meters["stored_bytes"].mode == "cap":
+        assert limits(history, period)["stored_bytes"] == final.meters["stored_bytes"].included
