@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,12 @@ from domain.base import Unchanged
 from domain.events import Event
 from projections import usage
 from projections.ports import ReadStore
-from projections.usage import projection as usage_projection
+
+
+def attachments_json(attachments: list[Any]) -> int:
+    """The model's measure of attachments: the bytes of their JSON (docs/meters.md)."""
+    return len(orjson.dumps(attachments)) if attachments else 0
+
 
 TENANTS = ("t1", "t2")
 CHANNELS = ("c1", "c2", "c3")
@@ -181,7 +187,7 @@ def model(log: list[Fact], tenant_id: str) -> dict[str, int]:
         if fact.type == "MessagePosted":
             totals["replies" if p.get("parent_id") else "messages"] += 1
             attachments = p.get("attachments") or []
-            sizes[key] = [len(p["text"].encode()), usage_projection._size(attachments), 1]
+            sizes[key] = [len(p["text"].encode()), attachments_json(attachments), 1]
             seen(p["author_id"], moment)
         elif fact.type == "MessageEdited":
             totals["edits"] += 1
@@ -208,7 +214,7 @@ def stored_levels(log: list[Fact], tenant_id: str) -> list[int]:
         p, key = fact.payload, (fact.stream, fact.payload["message_id"])
         before = sum(t + a for t, a, live in sizes.values() if live)
         if fact.type == "MessagePosted":
-            sizes[key] = [len(p["text"].encode()), usage_projection._size(p.get("attachments") or []), 1]
+            sizes[key] = [len(p["text"].encode()), attachments_json(p.get("attachments") or []), 1]
         elif fact.type == "MessageEdited":
             sizes[key][0] = len(p["text"].encode())
         else:
