@@ -4,6 +4,7 @@ admin's view of any tenant's): parse the range, read the usage read model, rende
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,17 +32,20 @@ async def _report(request: Request, tenant_id: str) -> Response:
     start, end, granularity, meters = asked.start, asked.end, asked.granularity, asked.meters
     await wait_min_position(request)
     report = await usage.usage_report(engine(request).store, tenant_id, start, end, granularity, meters)
-    return json(
-        {
-            "tenant_id": tenant_id,
-            "from": format_time(start),
-            "to": format_time(end),
-            "granularity": granularity,
-            "meters": meters,
-            "buckets": [{"start": format_time(at), "meters": values} for at, values in report.buckets],
-            "totals": report.totals,
-        }
-    )
+    return json(render(tenant_id, asked, report))
+
+
+def render(tenant_id: str, asked: usage.UsageRange, report: usage.Report) -> dict[str, Any]:
+    """The body of a usage response (the ``Usage`` schema)."""
+    return {
+        "tenant_id": tenant_id,
+        "from": format_time(asked.start),
+        "to": format_time(asked.end),
+        "granularity": asked.granularity,
+        "meters": asked.meters,
+        "buckets": [{"start": format_time(at), "meters": values} for at, values in report.buckets],
+        "totals": report.totals,
+    }
 
 
 async def get_usage(request: Request) -> Response:

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,8 @@ from projections.usage.ranges import Granularity, bucket_start, ceil_hour, forma
 
 Cells = dict[str, dict[str, int]]  # day (YYYY-MM-DD) -> hour of the day (HH) -> value
 _NONE: dict[str, int] = {}
+_HOURS = [timedelta(hours=hour) for hour in range(24)]
+_HH = [f"{hour:02d}" for hour in range(24)]
 
 
 @dataclass(slots=True)
@@ -25,6 +28,7 @@ class Days:
     mau: Cells  # users first active in their month in each hour
     stored: Cells = field(default_factory=dict)  # the change of the stored bytes in each hour
     stored_at_end: int = 0  # the stored bytes at the end of the range's last hour
+    _daily: dict[str, dict[str, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def hours(self) -> list[tuple[str, str]]:
         """Every (day, hour) with a figure, in order."""
@@ -40,42 +44,70 @@ class Days:
             found.update(table)
         return found
 
-    def value(self, meter: str, cells: Sequence[tuple[str, str | None]]) -> int:
-        """One meter over ``cells`` — ``(day, hour)``, or ``(day, None)`` for the whole day:
-        sums, except ``peak_connections`` (the highest sample) and ``connection_minutes`` (the
-        summed time, in whole minutes rounded down). Not ``stored_bytes``, a level (:meth:`levels`)."""
-        day, hour = cells[0] if len(cells) == 1 else ("", None)
-        if hour is not None:  # one hour: a lookup (a report by hour over a year asks 87,600)
-            if meter == "connection_minutes":
-                return self.counters["connection_ms"].get(day, _NONE).get(hour, 0) // 60_000
-            table = self.peaks if meter == "peak_connections" else self.mau if meter == "mau" else self.counters[meter]
-            return table.get(day, _NONE).get(hour, 0)
+    def _table(self, meter: str) -> Cells:
         if meter == "peak_connections":
-            return max((_cell(self.peaks, day, hour, max) for day, hour in cells), default=0)
-        if meter == "connection_minutes":
-            return sum(_cell(self.counters["connection_ms"], d, h, sum) for d, h in cells) // 60_000
-        table = self.mau if meter == "mau" else self.counters[meter]
-        return sum(_cell(table, day, hour, sum) for day, hour in cells)
+            return self.peaks
+        if meter == "mau":
+            return self.mau
+        return self.counters["connection_ms" if meter == "connection_minutes" else meter]
+
+    def daily(self, meter: str) -> dict[str, int]:
+        """Each day's figure of ``meter`` (the highest hour for peaks, milliseconds for
+        connection minutes, else the sum), worked out once per meter."""
+        found = self._daily.get(meter)
+        if found is None:
+            whole = max if meter == "peak_connections" else sum
+            found = self._daily[meter] = {
+                day: whole(hours.values()) for day, hours in self._table(meter).items() if hours
+            }
+        return found
+
+    def value(self, meter: str, days: Iterable[str]) -> int:
+        """One meter over whole ``days``: sums, except ``peak_connections`` (the highest
+        sample) and ``connection_minutes`` (the summed time, in whole minutes rounded down).
+        Not ``stored_bytes``, a level (:meth:`levels`)."""
+        daily = self.daily(meter)
+        if meter == "peak_connections":
+            return max((daily.get(day, 0) for day in days), default=0)
+        total = sum(daily.get(day, 0) for day in days)
+        return total // 60_000 if meter == "connection_minutes" else total
+
+    def column(self, meter: str, cells: Sequence[tuple[str, str]]) -> list[int]:
+        """One meter in each of the hours ``cells``, as one loop (a year of hours is 8,760)."""
+        table = self._table(meter)
+        out, seen, hours = [], "", _NONE
+        for day, hour in cells:
+            if day != seen:
+                seen, hours = day, table.get(day, _NONE)
+            out.append(hours.get(hour, 0))
+        return [value // 60_000 for value in out] if meter == "connection_minutes" else out
 
     def levels(self, ends: Iterable[tuple[str, str]]) -> list[int]:
         """The stored bytes at the end of each of the (ascending) ``ends`` (day, hour): the
-        range's end level less the changes after each, one pass over the changes."""
-        changes = sorted((day, hour, change) for day, hours in self.stored.items() for hour, change in hours.items())
-        level = self.stored_at_end - sum(change for _, _, change in changes)  # at the range's start
-        out, i = [], 0
-        for end in ends:
-            while i < len(changes) and changes[i][:2] <= end:
-                level += changes[i][2]
+        range's start level plus the changes up to each, one pass over the days (a day's
+        hours are looked at only when an end falls inside it)."""
+        totals = {day: sum(hours.values()) for day, hours in self.stored.items()}
+        days = sorted(totals)
+        level = self.stored_at_end - sum(totals.values())  # at the range's start
+        out: list[int] = []
+        i, open_day, rest = 0, "", 0  # rest: the changes of ``open_day`` after the last end in it
+        for day, hour in ends:
+            if open_day and open_day < day:  # the day an earlier end fell in: what followed that end
+                level, open_day = level + rest, ""
+            while i < len(days) and days[i] < day:
+                level += totals[days[i]] if days[i] != open_day else 0
                 i += 1
+            if hour == "23" and open_day != day:  # a whole day: its total
+                out.append(level + totals.get(day, 0))
+                continue
+            if open_day != day:
+                open_day, rest = day, totals.get(day, 0)
+                if i < len(days) and days[i] == day:
+                    i += 1
+            moved = sum(v for h, v in self.stored.get(day, _NONE).items() if h <= hour) - (totals.get(day, 0) - rest)
+            level, rest = level + moved, rest - moved
             out.append(level)
         return out
-
-
-def _cell(table: Cells, day: str, hour: str | None, whole: Callable[[Iterable[int]], int]) -> int:
-    hours = table.get(day)
-    if not hours:
-        return 0
-    return whole(hours.values()) if hour is None else hours.get(hour, 0)
 
 
 def _known(meters: Iterable[str]) -> list[str]:
@@ -95,8 +127,8 @@ def _within(day: str, hours: dict[str, int], lo: str, hi: str) -> dict[str, int]
 
 def _merge(into: Cells, day: str, hours: dict[str, int]) -> None:
     mine = into.get(day)
-    if mine is None:
-        into[day] = dict(hours)
+    if mine is None:  # the map of a document just read: no one else holds it
+        into[day] = hours
         return
     for hour, value in hours.items():
         mine[hour] = mine.get(hour, 0) + value
@@ -123,27 +155,24 @@ async def _days(
     if lo < hi and "peak_connections" in wanted:
         out.peaks = await _peaks(store, tenant_id, span, lo, hi)
     if "mau" in wanted and lo < hi:
-        first: dict[tuple[str, str], str] = {}
+        first: dict[tuple[str, str], str] = {}  # (month, user) -> the first hour, over shards
         for doc in await store.find("usage_users", tenant_id, {"month": {"$gte": lo[:7], "$lte": hi[:7]}}):
-            key = (doc["month"], doc["user_id"])
-            hour = doc["first_hour"]
-            if key not in first or hour < first[key]:
+            key, hour = (doc["month"], doc["user_id"]), doc["first_hour"]
+            seen = first.get(key)
+            if seen is None or hour < seen:
                 first[key] = hour
-        for hour in first.values():
-            if lo <= hour < hi:
-                hours = out.mau.setdefault(hour[:10], {})
-                hours[hour[11:13]] = hours.get(hour[11:13], 0) + 1
+        for hour, users in Counter(hour for hour in first.values() if lo <= hour < hi).items():
+            out.mau.setdefault(hour[:10], {})[hour[11:13]] = users
     if "stored_bytes" in wanted:
         later = 0  # the changes after the range: taken off the total to give the level at its end
         for doc in await store.find("usage_stored", tenant_id, {"day": {"$gte": lo[:10]}}):
-            day = doc["day"]
-            for hour, change in (doc.get("bytes") or {}).items():
-                at = f"{day}T{hour}"
-                if at >= hi:
-                    later += change
-                elif at >= lo:
-                    changed = out.stored.setdefault(day, {})
-                    changed[hour] = changed.get(hour, 0) + change
+            day, hours = doc["day"], doc.get("bytes") or {}
+            if day > hi[:10]:
+                later += sum(hours.values())
+                continue
+            if day == hi[:10]:
+                later += sum(change for hour, change in hours.items() if f"{day}T{hour}" >= hi)
+            _merge(out.stored, day, _within(day, hours, lo, hi))
         out.stored_at_end = await _stored_now(store, tenant_id) - later
     return out
 
@@ -207,17 +236,10 @@ async def usage_buckets(
     days = await _days(store, tenant_id, start, end, names)
     cells = days.hours()
     out: dict[str, dict[datetime, int]] = {}
+    starts = [_hour_of(*cell) for cell in cells]
     for meter in names:
-        if meter == "stored_bytes":
-            levels = zip(cells, days.levels(cells), strict=True)
-            out[meter] = {_hour_of(*cell): level for cell, level in levels if level}
-            continue
-        values = {}
-        for day, hour in cells:
-            value = days.value(meter, ((day, hour),))
-            if value:
-                values[_hour_of(day, hour)] = value
-        out[meter] = values
+        column = days.levels(cells) if meter == "stored_bytes" else days.column(meter, cells)
+        out[meter] = {at: value for at, value in zip(starts, column, strict=True) if value}
     return out
 
 
@@ -235,7 +257,7 @@ async def current_totals(
     day documents (without their samples) and nothing else (no user or message documents)."""
     names = _known(meters)
     days = await _days(store, tenant_id, start, end, names, force=True)
-    whole = [(day, None) for day in days.days()]
+    whole = days.days()
     return {meter: days.stored_at_end if meter == "stored_bytes" else days.value(meter, whole) for meter in names}
 
 
@@ -275,28 +297,36 @@ async def usage_report(
     names = _known(meters)
     days = await _days(store, tenant_id, start, end, names)
     starts: list[datetime] = []
-    groups: list[list[tuple[str, str | None]]] = []  # each bucket's days (whole) or hour
-    ends: list[tuple[str, str]] = []  # each bucket's last hour within the range
     last = ceil_hour(end) - timedelta(hours=1)  # the range's last hour
     cursor = bucket_start(ceil_hour(start), granularity)
-    while cursor < end:
-        after = next_bucket(cursor, granularity)
-        starts.append(cursor)
-        if granularity == "hour":
-            cell = (_day_key(cursor), f"{cursor.hour:02d}")
-            groups.append([cell])
-            ends.append(cell)
-        else:  # whole days: the hours outside the range are not in ``days`` at all
-            groups.append([(_day_key(cursor + timedelta(days=n)), None) for n in range((after - cursor).days)])
+    if granularity == "hour":  # a year of hours asks 87,600 values: a column per meter, one lookup each
+        cells: list[tuple[str, str]] = []
+        while cursor < end:
+            day, midnight = _day_key(cursor), cursor - _HOURS[cursor.hour]
+            for hour in range(cursor.hour, 24):
+                if midnight + _HOURS[hour] >= end:
+                    break
+                starts.append(midnight + _HOURS[hour])
+                cells.append((day, _HH[hour]))
+            cursor = midnight + timedelta(days=1)
+        columns = [days.levels(cells) if meter == "stored_bytes" else days.column(meter, cells) for meter in names]
+    else:
+        groups: list[list[str]] = []  # each bucket's days, whole
+        ends: list[tuple[str, str]] = []  # each bucket's last hour within the range
+        while cursor < end:
+            after = next_bucket(cursor, granularity)
+            starts.append(cursor)
+            # whole days: the hours outside the range are not in ``days`` at all
+            groups.append([_day_key(cursor + timedelta(days=n)) for n in range((after - cursor).days)])
             final = min(after - timedelta(hours=1), last)
             ends.append((_day_key(final), f"{final.hour:02d}"))
-        cursor = after
-    columns = [
-        days.levels(ends) if meter == "stored_bytes" else [days.value(meter, group) for group in groups]
-        for meter in names
-    ]
+            cursor = after
+        columns = [
+            days.levels(ends) if meter == "stored_bytes" else [days.value(meter, group) for group in groups]
+            for meter in names
+        ]
     buckets = [(begin, dict(zip(names, row, strict=True))) for begin, *row in zip(starts, *columns, strict=True)]
-    whole = [(day, None) for day in days.days()]
+    whole = days.days()
     totals = {meter: days.stored_at_end if meter == "stored_bytes" else days.value(meter, whole) for meter in names}
     return Report(buckets, totals)
 

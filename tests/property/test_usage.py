@@ -249,12 +249,24 @@ async def apply(store: ReadStore, project: Any, events: list[Event]) -> None:
         await store.apply(usage.NAME, [op for e in events for op in project(e)], max(e.position for e in events))
 
 
-async def answers(store: ReadStore, tenant_id: str) -> tuple[dict[str, int], Any, Any, Any]:
+SUB_RANGES = ((0, 2), (1, 3), (2, 7), (3, 4), (5, 8))  # hours of the range; 22:00 + 2 is the next day
+
+
+async def answers(store: ReadStore, tenant_id: str) -> tuple[dict[str, int], Any, Any, Any, Any]:
     totals = await usage.period_totals(store, tenant_id, START, END)
     buckets = await usage.usage_buckets(store, tenant_id, START, END)
     daily = await usage.usage_report(store, tenant_id, START, END, "day")
     hourly = await usage.usage_report(store, tenant_id, START, END, "hour", ["stored_bytes", "messages"])
-    return totals, buckets, daily, hourly
+    parts = [
+        (
+            await usage.stored_bytes_at(store, tenant_id, START + timedelta(hours=i, minutes=30)),
+            await usage.current_totals(
+                store, tenant_id, START + timedelta(hours=i), START + timedelta(hours=j), ["messages", "stored_bytes"]
+            ),
+        )
+        for i, j in SUB_RANGES
+    ]
+    return totals, buckets, daily, hourly, parts
 
 
 def check_stored(got: Any, log: list[Fact], tenant_id: str) -> None:
@@ -264,6 +276,11 @@ def check_stored(got: Any, log: list[Fact], tenant_id: str) -> None:
     assert [values["stored_bytes"] for _, values in got[3].buckets] == levels
     for hour, level in got[1]["stored_bytes"].items():
         assert level == levels[int((hour - START).total_seconds()) // 3600]
+    # ranges that start or end inside the range's days read the same levels and counts
+    messages = [values["messages"] for _, values in got[3].buckets]
+    for (i, j), (at, part) in zip(SUB_RANGES, got[4], strict=True):
+        assert at == levels[i], "stored_bytes_at: the level at the end of the last hour starting before it"
+        assert part == {"messages": sum(messages[i:j]), "stored_bytes": levels[j - 1]}
 
 
 def run(coro: Any) -> Any:
@@ -426,3 +443,25 @@ def test_the_edges_of_the_calendar_are_refused_as_out_of_range() -> None:
     near = usage.parse_range("8999-11-30T00:00:00Z", "9000-01-01T00:00:00Z", "month", None, usage.METERS)
     report = run(usage.usage_report(MemoryReadStore(), "t1", near.start, near.end, "month"))
     assert [b for b, _ in report.buckets][-1] == datetime(8999, 12, 1, tzinfo=UTC)
+
+
+LEVEL_DAYS = ("2026-02-26", "2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02")
+LEVEL_HOURS = ("00", "06", "07", "08", "22", "23")
+level_cells = st.tuples(st.sampled_from(LEVEL_DAYS), st.sampled_from(LEVEL_HOURS))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(level_cells, st.integers(-50, 50), max_size=12), st.lists(level_cells, max_size=15),
+       st.integers(0, 1000))  # fmt: skip
+def test_stored_levels_at_any_ends_are_the_start_level_plus_the_changes_up_to_each(
+    changes: dict[tuple[str, str], int], ends: list[tuple[str, str]], at_end: int
+) -> None:
+    """``Days.levels``, which walks days and opens a day's hours only when an end falls inside
+    it, equals summing every change up to each end."""
+    stored: dict[str, dict[str, int]] = {}
+    for (day, hour), change in changes.items():
+        stored.setdefault(day, {})[hour] = change
+    days = usage.Days({}, {}, {}, stored, at_end)
+    start = at_end - sum(changes.values())
+    ordered = sorted(set(ends))
+    assert days.levels(ordered) == [start + sum(v for cell, v in changes.items() if cell <= end) for end in ordered]
