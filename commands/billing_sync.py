@@ -92,11 +92,13 @@ def gauge_reports(
 
     ``usage`` holds the gauges' hourly values (``domain.plans.gauge_value``) from the start of the
     period of ``floor`` at the latest (and ``stored_bytes`` listed at that first hour); ``sent`` is
-    the billing stream's hour -> meter -> value sent (a gauge's: the highest value sent at that
-    hour). Per gauge and period, a value is sent at an hour when it exceeds every value already
-    sent in the period, and only at or after the last hour sent in the period (a value that grew
-    late is sent at the newest closed hour, which carries it too: period-to-date values only
-    grow within a period)."""
+    the billing stream's hour -> meter -> value sent (a gauge's: the value of the last event sent at
+    that hour). Per gauge and period, a value is sent at an hour when it differs from the last value
+    sent in the period, and only at or after the last hour sent in the period, so the event Stripe's
+    ``last`` takes — the latest by timestamp and by arrival alike — always carries the period's
+    value so far. A value that changed late is sent at the newest closed hour, which carries it too;
+    that includes a lower one: usage that arrives late can lower the stored bytes' high-water mark
+    (a delete projected after the hour was sent), and the correction is sent like any change."""
     out: dict[datetime, dict[str, int]] = {}
     if floor >= closed:
         return out
@@ -110,15 +112,15 @@ def gauge_reports(
                 if before:
                     hours[period.start] = hours[max(before)]
             mine = [(h, v[meter]) for h, v in sent_hours if meter in v and period.start <= h < period.end]
-            best = max((v for _, v in mine), default=0)
+            last = mine[-1][1] if mine else 0  # what Stripe's last event of the period says now
             first = max(floor, period.start, max((h for h, _ in mine), default=period.start))
             changed = sorted({h for h in hours if first <= h < min(period.end, closed)} | {first})
             for hour in changed:
                 if hour >= min(period.end, closed):
                     continue
                 value = gauge_value(meter, hours, period, hour + HOUR)
-                if value > best:
-                    out.setdefault(hour, {})[meter] = best = value
+                if value != last:
+                    out.setdefault(hour, {})[meter] = last = value
             period = period_of(period.end)
     return {hour: dict(sorted(out[hour].items())) for hour in sorted(out)}
 

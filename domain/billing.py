@@ -126,7 +126,7 @@ class BillingState:
     thresholds: dict[str, int] = field(default_factory=dict)  # "<period>/<meter>/<threshold>" -> seq
     customer_id: str | None = None
     customer_seq: int = 0
-    # hour -> meter -> value sent in all (a gauge's: the highest period-to-date value sent at the hour)
+    # hour -> meter -> value sent in all (a gauge's: the period-to-date value of its last event at the hour)
     sent: dict[str, dict[str, int]] = field(default_factory=dict)
     events: dict[str, dict[str, int]] = field(default_factory=dict)  # hour -> meter -> meter events sent
     pending: Pending | None = None
@@ -277,7 +277,7 @@ def _count_sent(state: BillingState, pending: Pending) -> None:
     for item in pending.items:
         meter = str(item["meter"])
         value = int(item["value"])
-        sent[meter] = max(sent.get(meter, 0), value) if meter in GAUGE_METERS else sent.get(meter, 0) + value
+        sent[meter] = value if meter in GAUGE_METERS else sent.get(meter, 0) + value
         counts[meter] = max(counts.get(meter, 0), int(item["n"]) + 1)
     oldest = format_time(datetime.fromisoformat(pending.hour) - SENT_RETENTION)
     for hour in [h for h in state.sent if h < oldest]:  # Stripe would refuse them anyway
