@@ -9,9 +9,8 @@ an event twice, or replaying the log, changes nothing.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 Doc = dict[str, Any]
 Filter = Mapping[str, Any]
@@ -19,8 +18,31 @@ Filter = Mapping[str, Any]
 "$lte"|"$ne"|"$in": value}}``, fields joined by AND."""
 
 
-@dataclass(frozen=True, slots=True)
-class Tally:
+class _Nothing(Mapping[str, Any]):
+    """The empty mapping an op's unused fields share: immutable, so one instance serves all."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
+NOTHING: Mapping[str, Any] = _Nothing()
+
+
+class Tally(NamedTuple):
     """A counter that follows a measured document (:attr:`Op.tally`): the field ``counter`` of
     the document ``collection``/``id`` (same tenant) moves by the change the op made to the
     measured sum — or, with ``high``, is raised to the measured sum the op left, if that is
@@ -31,12 +53,11 @@ class Tally:
     collection: str
     id: str
     counter: str
-    insert: Mapping[str, Any] = field(default_factory=dict)
+    insert: Mapping[str, Any] = NOTHING
     high: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
+class Op(NamedTuple):
     """Upsert one document, guarded by ``position``.
 
     ``set`` may use one level of dotted paths (``reactions.👍``); ``add`` adds a value to
@@ -53,19 +74,23 @@ class Op:
     still shows the old sum, the same difference is derived again, and the counter's guard
     drops what it already has. A counter document must receive tally ops only, all from one
     ordered source (its position guard needs them in order).
+
+    Ops (and tallies) are named tuples whose unused fields share one empty mapping: a rebuild
+    makes several per event, and a frozen dataclass with a fresh dict per field cost 2 µs each
+    against 0.3 µs for a tuple (tests/perf: the usage rebuild).
     """
 
     collection: str
     tenant_id: str
     id: str
     position: int
-    set: Mapping[str, Any] = field(default_factory=dict)
-    inc: Mapping[str, int] = field(default_factory=dict)
-    add: Mapping[str, Any] = field(default_factory=dict)
-    pull: Mapping[str, Any] = field(default_factory=dict)
-    insert: Mapping[str, Any] = field(default_factory=dict)
-    min: Mapping[str, Any] = field(default_factory=dict)
-    max: Mapping[str, Any] = field(default_factory=dict)
+    set: Mapping[str, Any] = NOTHING
+    inc: Mapping[str, int] = NOTHING
+    add: Mapping[str, Any] = NOTHING
+    pull: Mapping[str, Any] = NOTHING
+    insert: Mapping[str, Any] = NOTHING
+    min: Mapping[str, Any] = NOTHING
+    max: Mapping[str, Any] = NOTHING
     measure: tuple[str, ...] = ()
     measure_unless: str | None = None
     tally: tuple[Tally, ...] = ()
