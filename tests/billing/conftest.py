@@ -190,7 +190,11 @@ class Recorder:
                 self.wfile.write(content)
 
             def _forward(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:  # the client died mid-request (a killed sync): Stripe never sees it
+                    self.close_connection = True
+                    return
                 if recorder.delay:
                     time.sleep(recorder.delay)
                 form = dict(urllib.parse.parse_qsl(body.decode()))
