@@ -57,6 +57,8 @@ def configure_logging(level: str) -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # An error's traceback goes into the line as ``exception``, for our logs and the libraries'.
+                structlog.processors.format_exc_info,
                 structlog.processors.JSONRenderer(),
             ],
         )
@@ -317,9 +319,10 @@ def log_time(text: str) -> str:
 
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        # A time at the edge of the calendar can name an instant UTC cannot hold (year 0 or 10000).
+        return format_time(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+    except (ValueError, OverflowError):
         raise SystemExit(f"--since takes an RFC 3339 time such as 2026-01-31T12:00:00Z, not {text!r}") from None
-    return format_time(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
 
 def event_types(text: str | None) -> list[str]:

@@ -56,3 +56,12 @@ def test_a_kafka_node_refuses_to_start_without_the_shared_secrets(
     assert all(name in done.stderr for name in missing), done.stderr
     assert "every node" in done.stderr, done.stderr  # it says why: a generated secret differs per node
     assert not (tmp_path / "data").exists(), "no per-node secret may be generated"
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_replay_since_a_time_utc_cannot_hold_is_refused_with_the_form_it_takes(tmp_path: Path, since: str) -> None:
+    done = run(tmp_path, "replay", "--since", since)
+    assert done.returncode != 0
+    assert "RFC 3339" in done.stderr and since in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "data").exists(), "the backend was touched before the time was checked"
