@@ -143,7 +143,15 @@ class ProjectorAgent:
         assert isinstance(stream, faust.Stream)  # noack_take is not in the StreamT interface
         async for batch in stream.noack_take(self.batch, within=WITHIN):
             events: Sequence[EventT[Any]] = batch  # noack_take yields the events themselves
-            await self.apply(events)
+            try:
+                await self.apply(events)
+            except Exception as exc:
+                # Faust would restart the agent past this batch, and the next one would move the
+                # checkpoints over it. Stop the app instead: the worker exits, and its restart
+                # resumes from the checkpoints, which never passed an unapplied event.
+                log.exception("projection_crashed", events=len(events))
+                await self.app.crash(exc)
+                raise
             for event in events:
                 await stream.ack(event)
 
@@ -152,7 +160,18 @@ class ProjectorAgent:
         partitions: dict[int, list[Event]] = {}
         for record in records:
             tp, offset = record.message.tp, record.message.offset
-            partitions.setdefault(tp.partition, []).append(event_from_record(record.value, tp.partition, offset))
+            try:
+                event = event_from_record(record.value, tp.partition, offset)
+            except Exception as exc:  # no projection can ever apply it; holding it would stall every tenant
+                log.error(
+                    "projection_parked",
+                    projection="*",
+                    partition=tp.partition,
+                    offset=offset,
+                    error=f"undecodable record: {type(exc).__name__}: {str(exc)[:200]}",
+                )
+                continue
+            partitions.setdefault(tp.partition, []).append(event)
         for partition, events in partitions.items():
             for projection in self.projections:
                 await self.apply_partition(projection, partition, events)

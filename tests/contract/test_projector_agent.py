@@ -9,6 +9,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import structlog
+
 from adapters.kafka.codec import checkpoint_name, encode_position, event_value
 from adapters.kafka.projectors import ProjectorAgent
 from adapters.sqlite_store import SqliteReadStore
@@ -52,5 +54,32 @@ async def test_the_agent_resumes_after_the_stores_checkpoint_and_moves_it_to_the
         indexed = await store.find("events", "t1", {})
         assert sorted(doc["event_id"] for doc in indexed) == ["e3", "e4", "e5"]
         assert projectors.applied[(EVENT_INDEX.name, 0)] == 6
+    finally:
+        await store.close()
+
+
+async def test_an_undecodable_record_is_parked_and_the_events_around_it_are_applied(tmp_path: Path) -> None:
+    """A record no projection can read (not JSON, or JSON that is not an event) is logged as
+    ``projection_parked`` with its partition and offset, and does not hold back the rest."""
+    store = SqliteReadStore(tmp_path / "read.db")
+    await store.start()
+    name = checkpoint_name(EVENT_INDEX.name, 0)
+    projectors = ProjectorAgent("127.0.0.1:9", "t.", 1, store, [EVENT_INDEX], datadir=tmp_path / "faust")
+    garbage = {2: b"\\xff not json", 4: b'{"no": "type"}'}
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with projectors.agent.test_context() as agent:
+                for offset in range(6):
+                    value = garbage.get(offset) or event_value(registered(offset))
+                    await agent.put(value, key=b"t1/user", partition=0)
+                deadline = time.monotonic() + 30
+                while await store.checkpoint(name) < 6:
+                    assert time.monotonic() < deadline, f"stuck at {await store.checkpoint(name)}: {logs[-3:]}"
+                    await asyncio.sleep(0.05)
+        indexed = await store.find("events", "t1", {})
+        assert sorted(doc["event_id"] for doc in indexed) == ["e0", "e1", "e3", "e5"]
+        parked = [(e["partition"], e["offset"]) for e in logs if e["event"] == "projection_parked"]
+        assert parked == [(0, 2), (0, 4)]
+        assert not any("not json" in str(e) for e in logs), "a record's content is never logged"
     finally:
         await store.close()
