@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint unit bench services-up services-down clean
+.PHONY: serve test lint unit bench docs services-up services-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(STAMP)
 	set -a; [ -f $(VENV)/services.env ] && . $(VENV)/services.env; set +a; \
 	$(BIN)/pytest -q tests --ignore=tests/perf
 
+# The docs site into site/ (offline; --strict: a broken link or anchor fails). Preview: $(BIN)/mkdocs serve
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
 bench: $(STAMP)
 	$(BIN)/python -m tests.perf.run
 
@@ -42,4 +46,4 @@ services-down:
 	infra/services down
 
 clean:
-	rm -rf $(VENV) .caas-data
+	rm -rf $(VENV) .caas-data site
