@@ -33,6 +33,13 @@ def openapi_page() -> str:
     return render.render(openapi(), STATUS)
 
 
+def asyncapi_page() -> str:
+    from api.asyncapi import asyncapi
+    from docsite import asyncapi as render
+
+    return render.render(asyncapi())
+
+
 def cli_page() -> str:
     from api.cli import parser
     from api.settings import Settings
@@ -51,6 +58,7 @@ def events_page() -> str:
 
 MARKERS: dict[str, Callable[[], str]] = {
     "<!-- caas:openapi -->": openapi_page,
+    "<!-- caas:asyncapi -->": asyncapi_page,
     "<!-- caas:cli -->": cli_page,
     "<!-- caas:events -->": events_page,
 }

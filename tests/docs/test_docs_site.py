@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from api.asyncapi import asyncapi
 from api.cli import parser
 from api.routes import openapi
+from docsite import asyncapi as websocket_page
 from docsite.cli import commands
 from docsite.links import targets
 from docsite.openapi import anchor, operations
@@ -46,7 +48,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_page_of_the_navigation_is_built(site: Path) -> None:
     for page in ["index", "quickstart", "concepts", "websockets", "api", "design", "meters", "plans", "quotas",
-                 "stripe", "reference/api", "reference/cli", "phases/index"]:  # fmt: skip
+                 "stripe", "reference/api", "reference/websocket", "reference/cli", "phases/index"]:  # fmt: skip
         assert (site / f"{page}.html").is_file(), page
 
 
@@ -58,6 +60,19 @@ def test_the_http_reference_has_every_operation_of_the_openapi_document(site: Pa
         assert f"{method} {path}" in html
     for name in document["components"]["schemas"]:  # type: ignore[index]
         assert f'id="schema-{name.lower()}"' in html, name
+
+
+def test_the_websocket_reference_has_every_frame_of_the_asyncapi_document(site: Path) -> None:
+    html = (site / "reference" / "websocket.html").read_text()
+    document = asyncapi()
+    found = websocket_page.messages_by_action(document, websocket_page.Schemas(document))
+    assert {action for action in found} == {"send", "receive"}
+    for action, messages in found.items():
+        for name, _ in messages:
+            assert f'id="{websocket_page.anchor(f"{action}-{name}")}"' in html, f"{action} {name}"
+    assert len([name for messages in found.values() for name, _ in messages]) == len(
+        document["channels"]["ws"]["messages"]
+    )
 
 
 def test_the_cli_reference_has_every_command_and_option(site: Path) -> None:
