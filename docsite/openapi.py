@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,9 +28,9 @@ def group_of(path: str, operation: JSON) -> str:
     if tags:
         return str(tags[0])
     parts = [p for p in path.split("/") if p]
-    if parts and parts[0].startswith("v") and parts[0][1:].isdigit():
-        parts = parts[1:]
-    return parts[0] if parts else "root"
+    if not (parts and parts[0].startswith("v") and parts[0][1:].isdigit()):
+        return "unversioned"  # /healthz, /readyz
+    return parts[1].replace("-", " ") if len(parts) > 1 else "root"
 
 
 def anchor(method: str, path: str, operation: JSON) -> str:
@@ -138,40 +139,52 @@ def _body(schemas: Schemas, op: JSON) -> str:
         if body.get("description"):
             out.append(sentence(body["description"]))
         out.append(schemas.fields(schema))
-        out += _examples(content, "Example request")
+        out += [example(value, title) for title, value in _examples(content, "Example request")]
     return "\n\n".join(out)
 
 
-def _examples(content: JSON, title: str) -> list[str]:
-    found: list[str] = []
+def _examples(content: JSON, title: str) -> list[tuple[str, Any]]:
+    """``(title, value)`` of each example of a media type."""
+    found: list[tuple[str, Any]] = []
     if "example" in content:
-        found.append(example(content["example"], title))
+        found.append((title, content["example"]))
     for name, item in content.get("examples", {}).items():
         if isinstance(item, Mapping) and "value" in item:
-            label = item.get("summary") or name
-            found.append(example(item["value"], f"{title} ({label})"))
+            found.append((f"{title} ({item.get('summary') or name})", item["value"]))
     return found
 
 
 def _responses(schemas: Schemas, op: JSON) -> str:
+    """A row per status; the response headers once, with the statuses that carry each; each
+    distinct example once, with the statuses it is given for."""
     rows: list[list[str]] = []
-    shown: list[str] = []
-    for status, raw in sorted(op.get("responses", {}).items(), key=lambda kv: str(kv[0])):
+    headers: dict[str, tuple[str, list[str]]] = {}
+    shown: dict[str, tuple[Any, list[str]]] = {}
+    responses = sorted(op.get("responses", {}).items(), key=lambda kv: str(kv[0]))
+    for status, raw in responses:
         response = schemas.resolve(raw)
         bodies = [
             f"{schemas.type_of(c.get('schema'))}" + ("" if media == "application/json" else f" ({code(media)})")
             for media, c in response.get("content", {}).items()
         ]
-        headers = []
         for header, spec in response.get("headers", {}).items():
-            spec = schemas.resolve(spec)
-            words = spec.get("description", "")
-            headers.append(code(header) + (f": {words}" if words else ""))
-        rows.append([code(str(status)), sentence(str(response.get("description", ""))), ", ".join(bodies) or "—",
-                     "; ".join(headers)])  # fmt: skip
+            words = str(schemas.resolve(spec).get("description", ""))
+            headers.setdefault(header, (words, []))[1].append(str(status))
+        rows.append([code(str(status)), sentence(str(response.get("description", ""))), ", ".join(bodies) or "—"])
         for content in response.get("content", {}).values():
-            shown += _examples(content, f"Example response {status}")
-    return "\n\n".join(["**Responses**", table(["status", "meaning", "body", "headers"], rows), *shown])
+            for _, value in _examples(content, ""):
+                key = json.dumps(value, sort_keys=True)
+                shown.setdefault(key, (value, []))[1].append(str(status))
+    out = ["**Responses**", table(["status", "meaning", "body"], rows)]
+    if headers:
+        every = len(responses)
+        header_rows = [
+            [code(name), "every response" if len(on) == every else ", ".join(code(s) for s in on), sentence(words)]
+            for name, (words, on) in headers.items()
+        ]
+        out.append("**Response headers**\n\n" + table(["header", "on", "meaning"], header_rows))
+    out += [example(value, f"Example response {', '.join(on)}") for value, on in shown.values()]
+    return "\n\n".join(out)
 
 
 def _operation(document: JSON, schemas: Schemas, method: str, path: str, op: JSON) -> str:
