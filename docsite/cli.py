@@ -8,7 +8,7 @@ from typing import Any
 
 from docsite.markdown import code, sentence, slug, table
 
-WIDTH = 100  # usage lines are wrapped at this width, whatever the terminal that builds the site
+WIDTH = 80  # usage lines are wrapped at this width, whatever the terminal that builds the site
 
 
 def commands(parser: argparse.ArgumentParser) -> Iterator[tuple[argparse.ArgumentParser, str]]:
@@ -55,10 +55,9 @@ def _option(action: argparse.Action, settings: Mapping[str, tuple[str, Any]]) ->
     mentioned = "default" in words
     if action.default not in (None, argparse.SUPPRESS, False) and action.nargs != 0 and not mentioned:
         notes.append(f"default {code(str(action.default))}")
-    text = sentence(words) if words else ""
     if notes:
-        text = f"{text} ({', '.join(notes)})".strip()
-    return [names, value, text]
+        words = f"{words} ({', '.join(notes)})" if words else ", ".join(notes)
+    return [names, value, sentence(words)]
 
 
 def render(parser: argparse.ArgumentParser, settings: Mapping[str, tuple[str, Any]] | None = None) -> str:
@@ -67,8 +66,6 @@ def render(parser: argparse.ArgumentParser, settings: Mapping[str, tuple[str, An
     overrides and that variable's default."""
     found = list(commands(parser))
     out: list[str] = []
-    if parser.description:
-        out.append(sentence(parser.description))
     summary = [[f"[{code(child.prog)}](#{slug(child.prog)})", sentence(help_)] for child, help_ in found]
     out.append(table(["command", "what it does"], summary))
     for child, help_ in found:
