@@ -58,7 +58,7 @@ def render(document: JSON, errors: Mapping[str, int] | None = None) -> str:
         [f"[{code(f'{m} {p}')}](#{anchor(m, p, op)})", str(op.get("summary", "")), _security(document, op)]
         for m, p, op in ops
     ]
-    out.append("## Operations\n\n" + table(["operation", "summary", "credential"], index))
+    out.append("## Operation index { #operation-index }\n\n" + table(["operation", "summary", "credential"], index))
     for group, members in groups.items():
         section = [f"## {group[:1].upper()}{group[1:]} {{ #group-{slug(group)} }}"]
         if tag_text.get(group):
@@ -93,7 +93,7 @@ def _credentials(document: JSON, schemas: Schemas) -> str:
         elif how == "apiKey":
             how = f"{scheme.get('in', '')} {code(str(scheme.get('name', '')))}"
         rows.append([code(name), how, sentence(str(scheme.get("description", "")))])
-    return "## Credentials\n\n" + table(["scheme", "sent as", "description"], rows)
+    return "## Security schemes { #security-schemes }\n\n" + table(["scheme", "sent as", "description"], rows)
 
 
 def _security(document: JSON, op: JSON) -> str:
