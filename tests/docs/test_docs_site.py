@@ -19,6 +19,7 @@ from api.routes import openapi
 from docsite import asyncapi as websocket_page
 from docsite.cli import commands
 from docsite.links import targets
+from docsite.markdown import Schemas
 from docsite.openapi import anchor, operations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ def test_the_http_reference_has_every_operation_of_the_openapi_document(site: Pa
 def test_the_websocket_reference_has_every_frame_of_the_asyncapi_document(site: Path) -> None:
     html = (site / "reference" / "websocket.html").read_text()
     document = asyncapi()
-    found = websocket_page.messages_by_action(document, websocket_page.Schemas(document))
+    found = websocket_page.messages_by_action(document, Schemas(document))
     assert {action for action in found} == {"send", "receive"}
     for action, messages in found.items():
         for name, _ in messages:
