@@ -30,7 +30,7 @@ def openapi_page() -> str:
     from api.routes import openapi
     from docsite import openapi as render
 
-    return render.render(openapi(), STATUS)
+    return render.render(openapi(), {str(code): status for code, status in STATUS.items()})
 
 
 def asyncapi_page() -> str:
