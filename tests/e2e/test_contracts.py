@@ -15,7 +15,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -403,3 +403,13 @@ def test_every_rate_limited_answer_carries_the_ratelimit_headers(limited: Server
     r = client.get(f"{limited.url}/v1/tenants/{tenant.tenant_id}/usage", headers=bearer(ADMIN),
                    params={"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"})  # fmt: skip
     assert r.status_code == 200 and "ratelimit-limit" not in r.headers
+
+
+def test_protocol_page_covers_every_frame_and_close_code() -> None:
+    page = (ROOT / "docs" / "websocket-protocol.md").read_text()
+    for model in (*f.CLIENT_FRAMES, *f.SERVER_FRAMES):
+        assert f"| `{f.frame_type(model)}` |" in page, model
+    for code in f.CLOSE_CODES:
+        assert f"| {code} |" in page, code
+    for code in get_args(f.ErrorCode):
+        assert f"`{code}`" in page, code
