@@ -25,9 +25,25 @@ def messages_by_action(document: JSON, schemas: Schemas) -> dict[str, list[tuple
         action = str(operation.get("action", ""))
         for ref in operation.get("messages", []):
             message = schemas.resolve(ref)
-            name = str(message.get("name") or ref.get("$ref", "").rsplit("/", 1)[-1])
+            name = message_name(schemas, ref)
             if all(name != known for known, _ in found.get(action, [])):
                 found.setdefault(action, []).append((name, message))
+    return found
+
+
+def message_name(schemas: Schemas, ref: JSON) -> str:
+    message = schemas.resolve(ref)
+    return str(message.get("name") or ref.get("$ref", "").rsplit("/", 1)[-1])
+
+
+def replies(document: JSON, schemas: Schemas) -> dict[str, list[str]]:
+    """The messages that answer each message, from the operations' ``reply``."""
+    found: dict[str, list[str]] = {}
+    for operation in document.get("operations", {}).values():
+        answers = [message_name(schemas, r) for r in operation.get("reply", {}).get("messages", [])]
+        for ref in operation.get("messages", []) if answers else []:
+            known = found.setdefault(message_name(schemas, ref), [])
+            known += [a for a in answers if a not in known]
     return found
 
 
@@ -49,10 +65,14 @@ def render(document: JSON) -> str:
             link = f"[{code(_frame_type(schemas, m) or name)}](#{anchor(f'{action}-{name}')})"
             index.append([link, direction, sentence(_first_sentence(m))])
     out.append("## Frames\n\n" + table(["frame", "direction", "summary"], index))
+    answers = replies(document, schemas)
+    sent = {name for name, _ in actions.get("send", [])}
     for action, found in actions.items():
         heading, words = DIRECTIONS.get(action, (action, ""))
         section = [f"## {heading} {{ #{slug(action)} }}", words]
-        section += [_message(schemas, action, name, m) for name, m in found]
+        for name, m in found:
+            links = [f"[{code(a)}](#{anchor(f'send-{a}')})" if a in sent else code(a) for a in answers.get(name, [])]
+            section.append(_message(schemas, action, name, m, "**Answered by:** " + ", ".join(links) if links else ""))
         out.append("\n\n".join(s for s in section if s))
     definitions = schemas.definitions("###")
     if definitions:
@@ -104,7 +124,7 @@ def _first_sentence(message: JSON) -> str:
     return text if end < 0 else text[: end + 1]
 
 
-def _message(schemas: Schemas, action: str, name: str, message: JSON) -> str:
+def _message(schemas: Schemas, action: str, name: str, message: JSON, answered: str) -> str:
     kind = _frame_type(schemas, message)
     label = f"{code(kind)} ({name})" if kind and kind != name else code(kind or name)
     parts = [f"### {label} {{ #{anchor(f'{action}-{name}')} }}"]
@@ -114,6 +134,8 @@ def _message(schemas: Schemas, action: str, name: str, message: JSON) -> str:
     payload = message.get("payload")
     if payload is not None:
         parts.append(schemas.fields(payload))
+    if answered:
+        parts.append(sentence(answered))
     for item in message.get("examples", []):
         if isinstance(item, Mapping) and "payload" in item:
             parts.append(example(item["payload"], f"Example{' (' + item['name'] + ')' if item.get('name') else ''}"))

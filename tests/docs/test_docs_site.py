@@ -49,7 +49,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_page_of_the_navigation_is_built(site: Path) -> None:
     for page in ["index", "quickstart", "concepts", "websockets", "api", "design", "meters", "plans", "quotas",
-                 "stripe", "reference/api", "reference/websocket", "reference/cli", "phases/index"]:  # fmt: skip
+                 "stripe", "websocket-protocol", "reference/api", "reference/websocket", "reference/cli",
+                 "phases/index"]:  # fmt: skip
         assert (site / f"{page}.html").is_file(), page
 
 
