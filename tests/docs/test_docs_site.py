@@ -54,6 +54,20 @@ def test_every_page_of_the_navigation_is_built(site: Path) -> None:
         assert (site / f"{page}.html").is_file(), page
 
 
+def test_links_between_docs_and_the_roadmap_work_on_the_site(site: Path) -> None:
+    """The pages link by their paths in the repository (docs/design.md to ../phases/README.md);
+    on the site those links lead to the published pages."""
+    assert 'href="phases/index.html"' in (site / "design.html").read_text()
+    assert 'href="../design.html"' in (site / "phases" / "index.html").read_text()
+
+
+def test_a_guide_still_being_written_is_named_without_a_broken_link(site: Path) -> None:
+    html = (site / "quickstart.html").read_text()
+    for guide in ("sdk/typescript", "sdk/python"):
+        written = (ROOT / "docs" / f"{guide}.md").exists()
+        assert (f'href="{guide}.html"' in html) == written, guide
+
+
 def test_the_http_reference_has_every_operation_of_the_openapi_document(site: Path) -> None:
     html = (site / "reference" / "api.html").read_text()
     document = openapi()
