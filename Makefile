@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONTRACTS := tools/contracts
 NODE_STAMP := $(CONTRACTS)/node_modules/.installed
 
-.PHONY: serve test lint unit bench docs contracts services-up services-down clean
+.PHONY: serve test lint unit bench contracts services-up services-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,7 @@ test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -q tests --ignore=tests/perf
 
 # The docs site into site/ (offline; --strict: a broken link or anchor fails). Preview: $(BIN)/mkdocs serve
+.PHONY: docs  # (docs/ is a folder)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
@@ -56,4 +57,4 @@ services-down:
 	infra/services down
 
 clean:
-	rm -rf $(VENV) .caas-data site $(CONTRACTS)/node_modules
+	rm -rf $(VENV) .caas-data $(CONTRACTS)/node_modules site
