@@ -57,4 +57,4 @@ services-down:
 	infra/services down
 
 clean:
-	rm -rf $(VENV) .caas-data $(CONTRACTS)/node_modules site
+	rm -rf $(VENV) .caas-data $(CONTRACTS)/node_modules
