@@ -39,7 +39,8 @@ asyncio.run(follow(URL, "not-a-token"))
 
 
 def resume_loop() -> str:
-    return next(b for b in re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S) if "async def follow" in b)
+    found: list[str] = re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S)
+    return next(b for b in found if "async def follow" in b)
 
 
 @pytest.fixture
