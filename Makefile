@@ -42,6 +42,11 @@ test: $(STAMP) $(NODE_STAMP)
 	set -a; [ -f $(VENV)/services.env ] && . $(VENV)/services.env; set +a; \
 	$(BIN)/pytest -q tests --ignore=tests/perf
 
+# The docs site into site/ (offline; --strict: a broken link or anchor fails). Preview: $(BIN)/mkdocs serve
+.PHONY: docs  # (docs/ is a folder)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
 bench: $(STAMP)
 	$(BIN)/python -m tests.perf.run
 
