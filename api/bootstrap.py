@@ -472,6 +472,7 @@ class Engine:
                 clock=self.clock,
                 monotonic=time.monotonic,
                 past_due_read_only=s.billing_past_due == "read_only",
+                settle=self._settle,
             )
             if s.quotas == "on"
             else Unlimited()
@@ -495,6 +496,10 @@ class Engine:
             ws_frames=(s.ws_frames_per_second, s.ws_frames_burst),
             nodes=(lambda: len(self.presence.state.nodes)) if s.rate_limit_scope == "cluster" else (lambda: 1),
         )
+
+    async def _settle(self) -> bool:
+        """Wait, bounded like a query, until the read models hold every event this node knows."""
+        return await self.backend.wait_for(await self.log.head_position(), self.settings.query_wait_seconds)
 
     @property
     def log(self) -> EventHistory:

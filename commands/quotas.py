@@ -100,8 +100,12 @@ class Quotas:
         clock: Callable[[], datetime],
         monotonic: Callable[[], float],
         past_due_read_only: bool = False,
+        settle: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        """``settle``: wait, bounded, until the usage read model holds every write this node has
+        made; a tenant with a ``stored_bytes`` cap reads its level only after it (see :meth:`_read`)."""
         self.billing = billing_service
+        self.settle = settle
         self.ttl = ttl
         self.clock = clock
         self.monotonic = monotonic
@@ -218,6 +222,11 @@ class Quotas:
         watched = sorted({*caps, *(m for m, q in quantities.items() if q > 0)})  # caps, and thresholds
         same = last is not None and last.period == period
         users: set[str] = set()
+        if self.settle is not None and last is not None and "stored_bytes" in last.limits:
+            # The level is read afresh and what this node admitted since the last read is dropped,
+            # so the read must already hold those posts, or a lagging projection would let the
+            # node admit them again. Only tenants with a stored-bytes cap pay for the wait.
+            await self.settle()
         try:
             used = await self.billing.usage.counters(tenant_id, period.start, period.end, watched)
             if "mau" in watched:  # the month's active users: one read of its user documents
