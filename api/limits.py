@@ -100,17 +100,19 @@ class Limits:
         tenant_reads: tuple[float, float],
         ws_frames: tuple[float, float],
         nodes: Callable[[], int] = lambda: 1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.nodes = nodes  # live API nodes sharing the tenant buckets
-        self.user_writes = RateLimiter(*user_writes)
-        self.tenant_writes = RateLimiter(*tenant_writes)
-        self.tenant_reads = RateLimiter(*tenant_reads)
-        self.ws_frames = RateLimiter(*ws_frames)
-        self.refused = Refused(clock=self.user_writes.clock)
+        self.user_writes = RateLimiter(*user_writes, clock=clock)
+        self.tenant_writes = RateLimiter(*tenant_writes, clock=clock)
+        self.tenant_reads = RateLimiter(*tenant_reads, clock=clock)
+        self.ws_frames = RateLimiter(*ws_frames, clock=clock)
+        self.refused = Refused(clock=clock)
 
     def check(self, who: Principal, *, write: bool, credential: str = "") -> Quota:
         """Raise ``429 rate_limited`` if the caller's tenant or user is over its rate; else the
-        quota of the most constrained bucket the request drew on (``RateLimit-*`` headers). A
+        quota of the bucket that will refuse first (fewest whole requests left; on a tie the
+        later to refill), so ``RateLimit-Remaining`` more requests at once all pass. A
         refused ``credential`` (the Authorization header) is remembered until its bucket has
         a token again, so :class:`RefuseLimited` refuses its repeats before any other work."""
         if not write:
@@ -121,8 +123,13 @@ class Limits:
             scope = "tenant writes"
             if not wait and who.kind == "user":
                 wait, user = self.user_writes.spend((who.tenant_id, who.user_id))
-                if wait or user.tokens / user.burst < bucket.tokens / bucket.burst:
+                if wait:
                     bucket, scope = user, "user writes"
+                else:  # the fuller bucket by ratio may hold fewer requests: compare what each allows
+                    mine, shared = quota(user), quota(bucket)
+                    if (mine.remaining, -mine.reset) <= (shared.remaining, -shared.reset):
+                        return mine
+                    return shared
         state = quota(bucket)
         if wait:
             if credential:

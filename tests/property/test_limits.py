@@ -111,3 +111,70 @@ def test_the_ratelimit_headers_state_what_the_bucket_will_do(
         assert refill >= bucket.burst - 1e-9 * bucket.burst
         allowed = limiter.take("tenant", share=share) == 0.0  # the next request, at the same instant
         assert allowed == (state.remaining >= 1)
+
+
+CALLERS = ["alice", "bob", "backend"]
+
+
+def _admitted(limits: Limits, who: Principal, *, write: bool) -> bool:
+    try:
+        limits.check(who, write=write)
+    except ApiError as exc:
+        assert exc.code == "rate_limited"
+        return False
+    return True
+
+
+@given(
+    user=st.tuples(rates, bursts),
+    tenant=st.tuples(rates, bursts),
+    share=shares,
+    steps=st.lists(
+        st.tuples(st.floats(0, 2, allow_nan=False), st.sampled_from(CALLERS), st.integers(1, 60)), max_size=12
+    ),
+)
+def test_a_client_that_sends_ratelimit_remaining_more_requests_at_once_is_not_refused(
+    user: tuple[float, int], tenant: tuple[float, int], share: int, steps: list[tuple[float, str, int]]
+) -> None:
+    """Whichever of the user's and the tenant's write buckets holds fewer requests, the headers
+    of a write state it: ``RateLimit-Remaining`` more writes sent at once are all admitted (the
+    tenant's backend may have spent most of the shared bucket, the user little of theirs)."""
+    clock = Clock()
+    limits = Limits(user_writes=user, tenant_writes=tenant, tenant_reads=(1, 1), ws_frames=(1, 1),
+                    nodes=lambda: share, clock=clock)  # fmt: skip
+    callers = {
+        "alice": Principal(kind="user", tenant_id="t", user_id="alice"),
+        "bob": Principal(kind="user", tenant_id="t", user_id="bob"),
+        "backend": Principal(kind="tenant", tenant_id="t", key_id="k"),
+    }
+    for step, name, count in steps:
+        clock.now += step
+        for _ in range(count):
+            _admitted(limits, callers[name], write=True)
+    for who in callers.values():
+        try:
+            state = limits.check(who, write=True)
+        except ApiError as exc:
+            assert exc.headers["RateLimit-Remaining"] == "0"
+            continue
+        assert 0 <= state.remaining <= state.limit
+        for sent in range(state.remaining):
+            assert _admitted(limits, who, write=True), f"{who.kind} refused after {sent} of {state}"
+
+
+def test_a_users_write_headers_state_her_own_bucket_when_it_holds_fewer_requests() -> None:
+    """The tenant's backend spent 1849 of its 2000 writes; alice writes 45 times: the tenant's
+    bucket holds 106 (a smaller share of its burst), hers 5, and 5 is what she can still send."""
+    clock = Clock()
+    limits = Limits(user_writes=(10, 50), tenant_writes=(1000, 2000), tenant_reads=(1, 1), ws_frames=(1, 1),
+                    clock=clock)  # fmt: skip
+    backend = Principal(kind="tenant", tenant_id="t", key_id="k")
+    alice = Principal(kind="user", tenant_id="t", user_id="alice")
+    limits.tenant_writes.rate = limits.user_writes.rate = 1e-9  # no refill within the test
+    for _ in range(1849):
+        limits.check(backend, write=True)
+    for _ in range(44):
+        limits.check(alice, write=True)
+    state = limits.check(alice, write=True)
+    assert (state.limit, state.remaining) == (50, 5)
+    assert sum(_admitted(limits, alice, write=True) for _ in range(200)) == 5
