@@ -133,7 +133,9 @@ class Limits:
         state = quota(bucket)
         if wait:
             if credential:
-                self.refused.note(credential, write, scope, self.user_writes.clock() + wait, state)
+                now = self.user_writes.clock()
+                full = now + (bucket.burst - bucket.tokens) / bucket.rate
+                self.refused.note(credential, write, scope, now + wait, state.limit, full)
             raise ApiError(
                 "rate_limited",
                 f"too many requests ({scope}); retry after {retry_after(wait)} s",
@@ -155,25 +157,29 @@ class Refused:
     def __init__(self, *, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_keys = max_keys
         self.clock = clock
-        self._until: OrderedDict[tuple[str, bool], tuple[float, str, Quota]] = OrderedDict()
+        # until when it is refused, the limit's scope, the bucket's size, and when it is full again
+        self._until: OrderedDict[tuple[str, bool], tuple[float, str, int, float]] = OrderedDict()
 
-    def note(self, credential: str, write: bool, scope: str, until: float, state: Quota) -> None:
-        self._until[(credential, write)] = (until, scope, state)
+    def note(self, credential: str, write: bool, scope: str, until: float, limit: int, full: float) -> None:
+        """Refuse ``credential`` until the monotonic time ``until``; its bucket holds ``limit``
+        requests and is full again at ``full`` (absolute, so each refusal states its own reset)."""
+        self._until[(credential, write)] = (until, scope, limit, full)
         self._until.move_to_end((credential, write))
         if len(self._until) > self.max_keys:
             self._until.popitem(last=False)
 
     def wait(self, credential: str, write: bool) -> tuple[float, str, Quota]:
         """Seconds the credential must still wait (0 if none), the limit's scope, and its
-        quota as of the refusal."""
+        quota now (no request left; the seconds until the bucket is full, counted from now)."""
         found = self._until.get((credential, write))
         if found is None:
             return 0.0, "", NO_QUOTA
-        wait = found[0] - self.clock()
-        if wait <= 0:
+        until, scope, limit, full = found
+        now = self.clock()
+        if until <= now:
             del self._until[(credential, write)]
             return 0.0, "", NO_QUOTA
-        return wait, found[1], found[2]
+        return until - now, scope, Quota(limit, 0, max(0, math.ceil(full - now)))
 
 
 class RefuseLimited:

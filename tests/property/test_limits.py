@@ -178,3 +178,27 @@ def test_a_users_write_headers_state_her_own_bucket_when_it_holds_fewer_requests
     state = limits.check(alice, write=True)
     assert (state.limit, state.remaining) == (50, 5)
     assert sum(_admitted(limits, alice, write=True) for _ in range(200)) == 5
+
+
+@given(rate=st.floats(0.01, 2, allow_nan=False), burst=bursts, later=st.floats(0, 1, allow_nan=False))
+def test_an_early_refusal_counts_its_reset_down_from_now(rate: float, burst: int, later: float) -> None:
+    """A repeat of a refused credential is refused early; its ``RateLimit-Reset`` is the seconds
+    from this answer until the bucket is full, not the figure of the first refusal."""
+    clock = Clock()
+    limits = Limits(user_writes=(1, 1), tenant_writes=(1, 1), tenant_reads=(rate, burst), ws_frames=(1, 1),
+                    clock=clock)  # fmt: skip
+    backend = Principal(kind="tenant", tenant_id="t", key_id="k")
+    while True:
+        try:
+            limits.check(backend, write=False, credential="Bearer k")
+        except ApiError as exc:
+            first = int(exc.headers["RateLimit-Reset"])
+            wait = float(exc.details["retry_after"])
+            break
+    full_at = clock.now + first  # at most a second after the bucket is really full
+    clock.now += later * wait
+    left, _, state = limits.refused.wait("Bearer k", False)
+    if left:
+        assert state.remaining == 0
+        assert state.reset <= max(0, math.ceil(full_at - clock.now))
+        assert state.reset >= first - math.ceil(clock.now - 1000.0) - 1
