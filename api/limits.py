@@ -114,7 +114,11 @@ class Limits:
         quota of the bucket that will refuse first (fewest whole requests left; on a tie the
         later to refill), so ``RateLimit-Remaining`` more requests at once all pass. A
         refused ``credential`` (the Authorization header) is remembered until its bucket has
-        a token again, so :class:`RefuseLimited` refuses its repeats before any other work."""
+        a token again, so :class:`RefuseLimited` refuses its repeats before any other work.
+
+        A user token is told only of its own bucket: no headers on reads (they draw on the
+        tenant's shared bucket alone), and on writes the user's own ``RateLimit-Limit`` (never
+        the tenant's share of this node), with what is left of the bucket that binds first."""
         if not write:
             wait, bucket = self.tenant_reads.spend(who.tenant_id, share=max(1, self.nodes()))
             scope = "tenant reads"
@@ -123,14 +127,11 @@ class Limits:
             scope = "tenant writes"
             if not wait and who.kind == "user":
                 wait, user = self.user_writes.spend((who.tenant_id, who.user_id))
-                if wait:
+                if wait or tighter(user, bucket):
                     bucket, scope = user, "user writes"
-                else:  # the fuller bucket by ratio may hold fewer requests: compare what each allows
-                    mine, shared = quota(user), quota(bucket)
-                    if (mine.remaining, -mine.reset) <= (shared.remaining, -shared.reset):
-                        return mine
-                    return shared
         state = quota(bucket)
+        if who.kind == "user":
+            state = state._replace(limit=max(1, int(self.user_writes.burst))) if write else NO_QUOTA
         if wait:
             if credential:
                 now = self.user_writes.clock()
@@ -144,6 +145,13 @@ class Limits:
                 retry_after=round(wait, 3),
             )
         return state
+
+
+def tighter(mine: TokenBucket, shared: TokenBucket) -> bool:
+    """Whether ``mine`` refuses no later than ``shared``: no more whole requests left, and on a
+    tie no sooner full (the fuller bucket by ratio may hold fewer requests)."""
+    a, b = quota(mine), quota(shared)
+    return (a.remaining, -a.reset) <= (b.remaining, -b.reset)
 
 
 class Refused:
@@ -179,7 +187,8 @@ class Refused:
         if until <= now:
             del self._until[(credential, write)]
             return 0.0, "", NO_QUOTA
-        return until - now, scope, Quota(limit, 0, max(0, math.ceil(full - now)))
+        state = Quota(limit, 0, max(0, math.ceil(full - now))) if limit else NO_QUOTA
+        return until - now, scope, state
 
 
 class RefuseLimited:

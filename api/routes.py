@@ -165,9 +165,10 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
 }  # fmt: skip
 SCHEME_NAMES = {"admin": "adminToken", "tenant": "tenantApiKey", "user": "userToken"}
 RATE_HEADERS: dict[str, dict[str, Any]] = {
-    "RateLimit-Limit": {"description": "requests the rate limit the request drew on allows in a burst (IETF "
-                        "httpapi rate-limit headers draft)", "schema": {"type": "integer", "minimum": 1}},
-    "RateLimit-Remaining": {"description": "requests left in that limit now",
+    "RateLimit-Limit": {"description": "requests the rate limit that binds first allows in a burst on this node "
+                        "(IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user "
+                        "token's reads (docs/api.md, Rate limits)", "schema": {"type": "integer", "minimum": 1}},
+    "RateLimit-Remaining": {"description": "requests left now: that many more sent at once are admitted",
                             "schema": {"type": "integer", "minimum": 0}},
     "RateLimit-Reset": {"description": "seconds until that limit is whole again",
                         "schema": {"type": "integer", "minimum": 0}},
@@ -217,7 +218,8 @@ def tag(path: str) -> str:
 
 def rate_limited(api: Api) -> bool:
     """Whether the route draws on the rate limits: every credential but the admin token does
-    (``api.plumbing.principal``), and then every answer carries ``RateLimit-*`` headers."""
+    (``api.plumbing.principal``), and then its answers carry ``RateLimit-*`` headers (but for a
+    user token's reads)."""
     return any(kind != "admin" for kind in api.who)
 
 

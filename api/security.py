@@ -36,15 +36,19 @@ class Quota(NamedTuple):
     reset: int  # seconds until it is full again
 
     def headers(self) -> dict[str, str]:
+        if not self.limit:
+            return {}
         return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(self.remaining),
                 "RateLimit-Reset": str(self.reset)}  # fmt: skip
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        if not self.limit:
+            return []
         return [(b"ratelimit-limit", b"%d" % self.limit), (b"ratelimit-remaining", b"%d" % self.remaining),
                 (b"ratelimit-reset", b"%d" % self.reset)]  # fmt: skip
 
 
-NO_QUOTA = Quota(0, 0, 0)
+NO_QUOTA = Quota(0, 0, 0)  # a request with no figures to state: no RateLimit-* headers
 
 
 class SecurityHeaders:

@@ -397,8 +397,11 @@ def test_every_rate_limited_answer_carries_the_ratelimit_headers(limited: Server
     assert [int(a.headers["ratelimit-remaining"]) for a in answers] == [1, 0, 0, 0]
     assert all(int(a.headers["retry-after"]) >= 1 for a in answers[2:])
     # reads, and an error answered after the credential was judged, carry them too
-    r = client.get(f"{limited.url}/v1/channels/nope", headers=bearer(token))
+    r = client.get(f"{limited.url}/v1/channels/nope", headers=tenant.headers())
     assert r.status_code == 404 and int(r.headers["ratelimit-remaining"]) >= 0
+    # but a user's reads draw only on the tenant's shared bucket: nothing of it is shown to users
+    r = client.get(f"{limited.url}/v1/channels/nope", headers=bearer(token))
+    assert r.status_code == 404 and "ratelimit-remaining" not in r.headers, r.headers
     # the admin token draws on no rate limit: no headers to state
     r = client.get(f"{limited.url}/v1/tenants/{tenant.tenant_id}/usage", headers=bearer(ADMIN),
                    params={"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"})  # fmt: skip

@@ -158,6 +158,8 @@ def test_a_client_that_sends_ratelimit_remaining_more_requests_at_once_is_not_re
             assert exc.headers["RateLimit-Remaining"] == "0"
             continue
         assert 0 <= state.remaining <= state.limit
+        if who.kind == "user":  # a user is shown the size of their own bucket, not the tenant's share
+            assert state.limit == user[1]
         for sent in range(state.remaining):
             assert _admitted(limits, who, write=True), f"{who.kind} refused after {sent} of {state}"
 
@@ -202,3 +204,11 @@ def test_an_early_refusal_counts_its_reset_down_from_now(rate: float, burst: int
         assert state.remaining == 0
         assert state.reset <= max(0, math.ceil(full_at - clock.now))
         assert state.reset >= first - math.ceil(clock.now - 1000.0) - 1
+
+
+def test_a_users_reads_state_nothing_of_the_tenants_shared_bucket() -> None:
+    limits = Limits(user_writes=(1, 5), tenant_writes=(1, 50), tenant_reads=(1, 40), ws_frames=(1, 1),
+                    nodes=lambda: 4)  # fmt: skip
+    alice = Principal(kind="user", tenant_id="t", user_id="alice")
+    assert limits.check(alice, write=False).headers() == {}
+    assert limits.check(Principal(kind="tenant", tenant_id="t"), write=False).headers()["RateLimit-Limit"] == "10"
