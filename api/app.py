@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from api.asyncapi import asyncapi
+from api.asyncapi import asyncapi, served
 from api.bootstrap import Engine, build_engine
 from api.errors import ApiError, handle
 from api.limits import RefuseLimited
@@ -41,12 +41,13 @@ HANDLERS = {
 def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     node = engine or build_engine(settings)
     document = openapi()
+    frames = asyncapi()  # built once: generating it costs milliseconds, and the route is public
 
     async def openapi_json(request: Request) -> Response:
         return json(document)
 
     async def asyncapi_json(request: Request) -> Response:
-        return json(asyncapi(request.headers.get("host") or "localhost"))
+        return json(served(frames, request.headers.get("host") or "localhost"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

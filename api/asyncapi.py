@@ -46,6 +46,14 @@ with no gap and no duplicate. `since_seq: 0` replays the whole channel.
 """ + "".join(f"\n- `{code}`: {why}. Client: {todo}." for code, (why, todo) in f.CLOSE_CODES.items())
 
 
+def served(document: dict[str, Any], host: str) -> dict[str, Any]:
+    """``document`` (built once) naming ``host`` as its server: only the ``servers`` entry is
+    per request; the rest is shared, not copied."""
+    if not HOST.match(host):
+        host = "localhost"
+    return {**document, "servers": {"caas": {**document["servers"]["caas"], "host": host}}}
+
+
 def asyncapi(host: str = "localhost:8000") -> dict[str, Any]:
     """The document; ``host`` is the server the client reached (the request's ``Host``, if it
     is a host name or address with an optional port)."""

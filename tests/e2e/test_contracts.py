@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from api import examples, schemas
+from api.asyncapi import asyncapi
 from api.errors import ERROR_CODES, STATUS
 from api.routes import ROUTES, SCHEME_NAMES
 from streams import frames as f
@@ -80,6 +81,15 @@ def test_asyncapi_document_passes_the_asyncapi_parser(
         f"{f.frame_type(m)} ({'client' if m in f.CLIENT_FRAMES else 'server'})"
         for m in (*f.CLIENT_FRAMES, *f.SERVER_FRAMES)
     }
+
+
+def test_the_served_asyncapi_document_is_the_generated_one_naming_the_reached_host(
+    server: Server, client: httpx.Client
+) -> None:
+    """The node builds the document once; each answer only names the host the client reached."""
+    for host in ("chat.example.com", "127.0.0.1:8443"):
+        document = client.get(f"{server.url}/asyncapi.json", headers={"host": host}).json()
+        assert document == asyncapi(host)
 
 
 def test_asyncapi_document_is_generated_from_the_frame_models(server: Server, client: httpx.Client) -> None:
