@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from api.asyncapi import asyncapi, served
+from api.asyncapi import asyncapi, public_server, served, server
 from api.bootstrap import Engine, build_engine
 from api.errors import ApiError, handle
 from api.limits import RefuseLimited
@@ -42,12 +42,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     node = engine or build_engine(settings)
     document = openapi()
     frames = asyncapi()  # built once: generating it costs milliseconds, and the route is public
+    public = public_server(settings.public_url) if settings.public_url else None
 
     async def openapi_json(request: Request) -> Response:
         return json(document)
 
     async def asyncapi_json(request: Request) -> Response:
-        return json(served(frames, request.headers.get("host") or "localhost"))
+        where = public or server(request.headers.get("host") or "localhost", request.url.scheme)
+        return json(served(frames, where))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

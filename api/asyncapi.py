@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from streams import frames as f
 
 CHANNEL = "/v1/ws"
-HOST = re.compile(r"^[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
+# a host name or a bracketed IPv6 address, and an optional port (``fullmatch``: nothing after it)
+HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?"
+)
+# the websocket scheme of the HTTP scheme a document was fetched with (a TLS proxy says https)
+PROTOCOLS = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 # A client frame the server answers with one frame: the operation's AsyncAPI ``reply``.
 REPLIES: dict[type[f.Frame], str] = {f.Subscribe: "subscribed", f.Unsubscribe: "unsubscribed", f.Ping: "pong"}
 
@@ -46,19 +52,34 @@ with no gap and no duplicate. `since_seq: 0` replays the whole channel.
 """ + "".join(f"\n- `{code}`: {why}. Client: {todo}." for code, (why, todo) in f.CLOSE_CODES.items())
 
 
-def served(document: dict[str, Any], host: str) -> dict[str, Any]:
-    """``document`` (built once) naming ``host`` as its server: only the ``servers`` entry is
+def server(host: str, scheme: str = "http") -> dict[str, str]:
+    """The AsyncAPI server of a node reached at ``host`` (a request's ``Host``) over ``scheme``
+    (its URL's): ``wss`` behind TLS. A ``host`` that is not a host name or address with a valid
+    port (1-65535) and nothing else is not echoed: the document names ``localhost``."""
+    found = HOST.fullmatch(host)
+    if found is None or (found["port"] is not None and not 1 <= int(found["port"]) <= 65535):
+        host = "localhost"
+    return {"host": host, "protocol": PROTOCOLS.get(scheme, "ws")}
+
+
+def public_server(url: str) -> dict[str, str]:
+    """The AsyncAPI server of a configured public URL (``CAAS_PUBLIC_URL``, checked by
+    :class:`api.settings.Settings`): its host, ``wss`` for https, and its path if any."""
+    parts = urlsplit(url)
+    found = {"host": parts.netloc, "protocol": PROTOCOLS[parts.scheme]}
+    if parts.path.rstrip("/"):
+        found["pathname"] = parts.path.rstrip("/")
+    return found
+
+
+def served(document: dict[str, Any], where: dict[str, str]) -> dict[str, Any]:
+    """``document`` (built once) naming ``where`` as its server: only the ``servers`` entry is
     per request; the rest is shared, not copied."""
-    if not HOST.match(host):
-        host = "localhost"
-    return {**document, "servers": {"caas": {**document["servers"]["caas"], "host": host}}}
+    return {**document, "servers": {"caas": {**document["servers"]["caas"], **where}}}
 
 
-def asyncapi(host: str = "localhost:8000") -> dict[str, Any]:
-    """The document; ``host`` is the server the client reached (the request's ``Host``, if it
-    is a host name or address with an optional port)."""
-    if not HOST.match(host):
-        host = "localhost"
+def asyncapi(host: str = "localhost:8000", scheme: str = "http") -> dict[str, Any]:
+    """The document; ``host`` is the server the client reached over ``scheme`` (see :func:`server`)."""
     schemas: dict[str, Any] = {}
 
     def ref(model: type[f.Frame]) -> dict[str, str]:
@@ -114,9 +135,9 @@ def asyncapi(host: str = "localhost:8000") -> dict[str, Any]:
         "defaultContentType": "application/json",
         "servers": {
             "caas": {
-                "host": host,
-                "protocol": "ws",
-                "description": "the CAAS node that served this document (wss behind TLS)",
+                **server(host, scheme),
+                "description": "CAAS_PUBLIC_URL if the operator set it, else the host and scheme this "
+                "document was fetched with (wss over https)",
             }
         },
         "channels": {

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +21,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".caas-data")
     host: str = "127.0.0.1"
     port: int = 8000
+    public_url: str | None = Field(
+        default=None,
+        description="the address clients reach the API at (https://chat.example.com); named by /asyncapi.json",
+    )
     admin_token: str | None = Field(default=None, description="generated into the data dir when unset")
     secret_key: str | None = Field(default=None, description="signs end-user tokens; generated when unset")
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -109,6 +114,22 @@ class Settings(BaseSettings):
     billing_sync_clock_offset_seconds: float = Field(
         default=0.0, ge=0, description="the sync acts as if it were this much later (tests: close the current hour)"
     )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # a port out of 0-65535 raises here
+        except ValueError as exc:
+            raise ValueError(f"CAAS_PUBLIC_URL is not a URL: {exc}") from None
+        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname or port == 0:
+            raise ValueError("CAAS_PUBLIC_URL must be http(s)://host[:port][/path] with a port in 1-65535")
+        if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+            raise ValueError("CAAS_PUBLIC_URL takes no user, password, query or fragment")
+        return url
 
     def unshared_secrets(self) -> list[str]:
         """The secrets a node of a cluster must be given rather than generate: ``secret_key``

@@ -24,8 +24,10 @@ from websockets.exceptions import ConnectionClosed
 
 from api import examples, schemas
 from api.asyncapi import asyncapi
+from api.asyncapi import server as asyncapi_server
 from api.errors import ERROR_CODES, STATUS
 from api.routes import ROUTES, SCHEME_NAMES
+from api.settings import Settings
 from streams import frames as f
 from tests.e2e.test_websocket import WAIT, recv, send, until_pong, ws_connect
 from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
@@ -86,10 +88,36 @@ def test_asyncapi_document_passes_the_asyncapi_parser(
 def test_the_served_asyncapi_document_is_the_generated_one_naming_the_reached_host(
     server: Server, client: httpx.Client
 ) -> None:
-    """The node builds the document once; each answer only names the host the client reached."""
-    for host in ("chat.example.com", "127.0.0.1:8443"):
+    """The node builds the document once; each answer only names the host the client reached,
+    and the websocket scheme of the URL it was fetched with (plain http here: ws)."""
+    for host in ("chat.example.com", "127.0.0.1:8443", "[::1]:8000"):
         document = client.get(f"{server.url}/asyncapi.json", headers={"host": host}).json()
         assert document == asyncapi(host)
+        assert document["servers"]["caas"]["host"] == host
+        assert document["servers"]["caas"]["protocol"] == "ws"
+    for bad in ("evil.example:99999", "evil.example:0", "evil.example/x", "a@evil.example", "-evil"):
+        document = client.get(f"{server.url}/asyncapi.json", headers={"host": bad}).json()
+        assert document["servers"]["caas"]["host"] == "localhost", bad
+
+
+def test_the_asyncapi_server_is_echoed_only_as_a_whole_valid_host() -> None:
+    assert asyncapi_server("evil.com\n") == {"host": "localhost", "protocol": "ws"}  # a regex with $ let it through
+    assert asyncapi_server("chat.example.com:65535", "https") == {"host": "chat.example.com:65535", "protocol": "wss"}
+    assert asyncapi_server("chat.example.com:65536", "https")["host"] == "localhost"
+    assert asyncapi_server("chat.example.com", "gopher")["protocol"] == "ws"
+
+
+def test_a_public_url_names_the_asyncapi_server_whatever_host_the_client_sends(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", env={"CAAS_PUBLIC_URL": "https://chat.example.com/caas"}).start()
+    try:
+        document = httpx.get(f"{srv.url}/asyncapi.json", headers={"host": "evil.example:443"}).json()
+    finally:
+        srv.stop()
+    assert document["servers"]["caas"] | {"description": ""} == {
+        "host": "chat.example.com", "protocol": "wss", "pathname": "/caas", "description": ""}  # fmt: skip
+    for bad in ("ftp://chat.example.com", "https://chat.example.com:99999", "https://u:p@chat.example.com", "chat"):
+        with pytest.raises(ValueError, match="CAAS_PUBLIC_URL"):
+            Settings.from_env({"CAAS_PUBLIC_URL": bad})
 
 
 def test_asyncapi_document_is_generated_from_the_frame_models(server: Server, client: httpx.Client) -> None:
