@@ -22,20 +22,42 @@ Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 MAX_SEQ = 2**63 - 1  # seqs are 64-bit signed integers in every store
 
 # The websocket close codes, and what a client does about each (docs/websocket-protocol.md).
+NORMAL = 1000
+ABNORMAL = 1006
 POLICY_VIOLATION = 1008
 TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+SERVICE_RESTART = 1012
 TRY_AGAIN_LATER = 1013
+BACKOFF = "reconnect with exponential backoff and jitter (0.5 s doubling to 30 s, ± 50 %) and resume with since_seq"
 CLOSE_CODES: dict[int, tuple[str, str]] = {
-    1000: ("normal closure: the client closed, or the server is shutting down", "reconnect and resume if still needed"),
+    NORMAL: (
+        "normal closure: the client closed the socket (the server answers its close with the same code)",
+        "nothing if the client asked for it; otherwise " + BACKOFF,
+    ),
+    ABNORMAL: (
+        "never sent: the client's library reports it when the connection ended without a close frame (a "
+        "network break, a killed node, or a socket reset because its client read nothing for "
+        "CAAS_WS_STALL_SECONDS)",
+        BACKOFF,
+    ),
     POLICY_VIOLATION: (
         "the token is bad, expired or its signing key retired by a second rotation (after an "
         "`unauthenticated` error frame); too many sockets for the user (`rate_limited`); or a plan's "
         "socket or monthly-active-user cap (`quota_exceeded`)",
-        "get a new token (or close another socket), then reconnect and resume",
+        "get a new token (or close another socket), then reconnect and resume; after `quota_exceeded` or "
+        "`rate_limited` do not retry in a loop: wait until the cap allows it",
     ),
     TOO_BIG: (
         "a client frame was larger than CAAS_WS_MAX_FRAME_BYTES (after a `payload_too_large` error frame)",
         "send smaller frames; do not retry the same frame",
+    ),
+    INTERNAL_ERROR: ("the server met an unexpected error on this socket", BACKOFF),
+    SERVICE_RESTART: (
+        "the node is shutting down or restarting (a deploy, a scale-down); the server sends it to every "
+        "open socket as it stops",
+        BACKOFF + ": the first attempt after a random 0-1 s, so sockets do not all land on the other nodes "
+        "at once; not an error, nothing is lost",
     ),
     TRY_AGAIN_LATER: (
         "the client fell more than CAAS_WS_QUEUE_FRAMES frames or CAAS_WS_MAX_BUFFERED_BYTES behind, "

@@ -450,7 +450,32 @@ def test_protocol_page_covers_every_frame_and_close_code() -> None:
     page = (ROOT / "docs" / "websocket-protocol.md").read_text()
     for model in (*f.CLIENT_FRAMES, *f.SERVER_FRAMES):
         assert f"| `{f.frame_type(model)}` |" in page, model
-    for code in f.CLOSE_CODES:
+    guide = (ROOT / "docs" / "websockets.md").read_text()
+    for code in f.CLOSE_CODES:  # the guide and the protocol page list the same codes
         assert f"| {code} |" in page, code
+        assert f"| {code} |" in guide or f"| **{code}** |" in guide, code
     for code in get_args(f.ErrorCode):
         assert f"`{code}`" in page, code
+
+
+async def test_a_stopping_server_closes_open_sockets_with_a_documented_code(tmp_path: Path) -> None:
+    """``caas serve`` stopped (SIGTERM, a deploy) with a socket open closes it with 1012, and the
+    contract tells the client to come back with backoff and resume."""
+    srv = Server(tmp_path / "data").start()
+    try:
+        with httpx.Client(timeout=30) as client:
+            token = new_tenant(client, srv.url).user(client, "alice")
+        async with ws_connect(srv.ws_url, token) as ws:
+            await until_pong(ws)
+            stopping = asyncio.create_task(asyncio.to_thread(srv.stop))
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), WAIT)
+            await stopping
+    finally:
+        srv.stop()
+    assert closed.value.rcvd is not None
+    code = closed.value.rcvd.code
+    assert code == f.SERVICE_RESTART, code
+    why, todo = f.CLOSE_CODES[code]
+    assert "shutting down" in why and "backoff" in todo and "since_seq" in todo
