@@ -10,13 +10,15 @@ these models, and sends every client frame of the document to it.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from domain.base import ID_PATTERN
+from domain.base import ID_PATTERN, Actor, format_time
+from domain.events import MessagePosted, stream_name
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 MAX_SEQ = 2**63 - 1  # seqs are 64-bit signed integers in every store
@@ -162,6 +164,11 @@ class Envelope(Frame):
     )
 
 
+# The examples are built by the domain, so they show what the server sends: the recorded payload
+# of a real ``MessagePosted`` (every field, defaults included) and times as ``format_time`` writes
+# them. ``tests/e2e/test_contracts.py`` checks the example's shape against a live event frame.
+EXAMPLE_TIME = format_time(datetime(2026, 1, 1, 12, tzinfo=UTC))
+EXAMPLE_POST = MessagePosted(message_id="m1", author_id="alice", text="hello")
 EVENT_EXAMPLE: dict[str, Any] = {
     "type": "event",
     "channel_id": "c1",
@@ -170,17 +177,17 @@ EVENT_EXAMPLE: dict[str, Any] = {
     "event": {
         "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
         "tenant_id": "t_3f2a",
-        "stream": "channel:c1",
+        "stream": stream_name("channel", "c1"),
         "seq": 42,
         "position": 1017,
-        "type": "MessagePosted",
-        "schema_version": 1,
-        "occurred_at": "2026-01-01T12:00:00.000000Z",
-        "actor": "user:alice",
+        "type": EXAMPLE_POST.type,
+        "schema_version": EXAMPLE_POST.schema_version,
+        "occurred_at": EXAMPLE_TIME,
+        "actor": Actor("user", "alice").label,
         "command_id": None,
         "causation_id": None,
         "correlation_id": None,
-        "payload": {"message_id": "m1", "user_id": "alice", "text": "hello"},
+        "payload": EXAMPLE_POST.model_dump(mode="json"),
     },
 }
 
@@ -213,7 +220,7 @@ class Presence(Frame):
                     "type": "presence",
                     "user_id": "bob",
                     "status": "online",
-                    "last_seen_at": "2026-01-01T12:00:00.000000Z",
+                    "last_seen_at": EXAMPLE_TIME,
                     "devices": 1,
                 }
             ]

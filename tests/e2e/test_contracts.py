@@ -60,6 +60,15 @@ def checked(frame: dict[str, Any]) -> dict[str, Any]:
     return frame
 
 
+def shape(value: Any) -> Any:
+    """``value`` with every leaf replaced by its JSON type: what a frame looks like, not its data."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    return type(value).__name__
+
+
 async def frames_until_pong(ws: ClientConnection) -> list[dict[str, Any]]:
     return [checked(frame) for frame in await until_pong(ws)]
 
@@ -154,6 +163,10 @@ async def test_every_server_frame_kind_matches_its_model(server: Server, client:
         assert r.status_code == 201, r.text
         live = checked(await recv(b))
         assert live["type"] == "event" and live["seq"] == head + 1
+        # the document's example is what the server sends: the same fields, of the same types
+        assert shape(f.EVENT_EXAMPLE) == shape(live), (f.EVENT_EXAMPLE, live)
+        for frame in (f.EVENT_EXAMPLE, live):
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", frame["event"]["occurred_at"])
 
         await send(a, {"type": "subscribe", "channel_id": "c1"})
         assert checked(await recv(a))["type"] == "subscribed"
