@@ -91,3 +91,42 @@ def test_the_resume_loop_survives_a_refused_token_and_a_server_restart(server: S
         follower.kill()
         follower.wait()
     assert lines == ["1 ChannelCreated", "2 MemberAdded", "3 MemberAdded", "4 MessagePosted", "5 MessagePosted"]
+
+
+def test_the_resume_loop_stops_when_a_cap_refuses_the_socket(tmp_path: Path) -> None:
+    """Over the user's socket cap the server sends ``rate_limited`` and closes with 1008: the
+    loop gives up (the guide says not to retry in a loop) instead of reconnecting forever."""
+    srv = Server(tmp_path / "data", env={"CAAS_WS_MAX_SOCKETS_PER_USER": "1"}).start()
+    out = tmp_path / "follow.out"
+    try:
+        with httpx.Client(timeout=10) as client:
+            tenant = new_tenant(client, srv.url)
+            bob = tenant.user(client, "bob")
+            body = {"channel_id": "general", "members": ["bob"]}
+            assert client.post(f"{srv.url}/v1/channels", json=body, headers=tenant.headers()).status_code == 201
+        (tmp_path / "bob.token").write_text(bob)
+        url = srv.url.replace("http://", "ws://")
+        app = APP.replace('follow(URL, "not-a-token")', "follow(URL, open(TOKEN_FILE).read().strip())")
+        (tmp_path / "follow.py").write_text(resume_loop() + app)
+        held = tmp_path / "holder.out"
+        holder = subprocess.Popen(  # bob's one allowed socket, held open
+            [sys.executable, "follow.py", url, "bob.token"], cwd=tmp_path, stdout=held.open("w"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            assert "1 ChannelCreated" in wait_until_printed(held, "1 ChannelCreated", holder)
+            follower = subprocess.Popen(
+                [sys.executable, "follow.py", url, "bob.token"], cwd=tmp_path, stdout=out.open("w"),
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            try:
+                code = follower.wait(WAIT)
+            finally:
+                follower.kill()
+                follower.wait()
+        finally:
+            holder.kill()
+            holder.wait()
+    finally:
+        srv.stop()
+    assert code != 0 and "ConnectionClosed" in out.read_text(), out.read_text()
