@@ -75,19 +75,18 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                extra = list(SECURITY_HEADERS)
+                headers = [*message.get("headers", ()), *SECURITY_HEADERS]  # one list per response
                 state = scope.get("state", {})
                 rate: Quota | None = state.get(QUOTA_STATE)
                 if rate is not None:
-                    extra += rate.raw_headers()
-                allowed = state.get(CORS_STATE)
-                if origin and allowed:
-                    extra += [
+                    headers += rate.raw_headers()
+                if origin and state.get(CORS_STATE):
+                    headers += (
                         (b"access-control-allow-origin", origin),
                         (b"access-control-expose-headers", EXPOSE_HEADERS),
                         (b"vary", b"origin"),
-                    ]
-                message["headers"] = [*message.get("headers", []), *extra]
+                    )
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -181,8 +181,9 @@ class Session:
             return True
         return self.outbox.offer(frame)
 
-    def send(self, frame: frames.Frame) -> None:
-        if not self.enqueue(frame.model_dump_json()):
+    def send(self, frame: str) -> None:
+        """Queue an encoded control frame (``frames.PONG_WIRE``, ``frames.subscribed_wire``…)."""
+        if not self.enqueue(frame):
             self.close(TRY_AGAIN_LATER)
 
     def error(
@@ -300,14 +301,14 @@ class Session:
     async def dispatch(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == "ping":
-            self.send(frames.Pong())
+            self.send(frames.PONG_WIRE)
         elif kind == "subscribe":
             await self.subscribe(frame)
         elif kind == "unsubscribe":
             cid = self._channel_id(frame)
             if cid is not None:
                 self.unsubscribe(cid)
-                self.send(frames.Unsubscribed(channel_id=cid))
+                self.send(frames.unsubscribed_wire(cid))
         elif kind == "typing":
             cid = self._channel_id(frame)
             if cid is not None and await self._member(cid):
@@ -385,7 +386,7 @@ class Session:
         self.subs[cid] = sub
         self.node.hub.add(sub)
         SUBSCRIPTIONS.inc()
-        self.send(frames.Subscribed(channel_id=cid, head_seq=state.version))
+        self.send(frames.subscribed_wire(cid, state.version))
         if since is None:
             sub.go_live(0)
             return

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
@@ -301,6 +302,21 @@ class Error(Frame):
 
 
 OPTIONAL_ERROR_FIELDS = frozenset({"channel_id", "retry_after", "details"})
+
+
+# The control frames the server sends most, encoded without building a model per frame; the
+# bytes are the models' own (``tests/property/test_frames_wire.py``).
+PONG_WIRE = Pong().model_dump_json()
+
+
+def subscribed_wire(channel_id: str, head_seq: int) -> str:
+    """``Subscribed(channel_id=…, head_seq=…).model_dump_json()``, without the model."""
+    return orjson.dumps({"type": "subscribed", "channel_id": channel_id, "head_seq": head_seq}).decode()
+
+
+def unsubscribed_wire(channel_id: str) -> str:
+    """``Unsubscribed(channel_id=…).model_dump_json()``, without the model."""
+    return orjson.dumps({"type": "unsubscribed", "channel_id": channel_id}).decode()
 
 
 CLIENT_FRAMES: tuple[type[Frame], ...] = (Subscribe, Unsubscribe, SendTyping, SubscribePresence, Ping)
