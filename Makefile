@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONTRACTS := tools/contracts
 NODE_STAMP := $(CONTRACTS)/node_modules/.installed
 
-.PHONY: serve test lint unit bench contracts services-up services-down clean
+.PHONY: serve test lint unit bench contracts tools services-up services-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,18 +24,30 @@ $(NODE_STAMP): $(CONTRACTS)/package.json $(CONTRACTS)/package-lock.json
 
 contracts: $(NODE_STAMP)
 
+# The command-line tools the docs tests run as the quickstart prints them (tests/docs/test_quickstart.py):
+# installed from Debian's packages when missing and we are root, else a clear failure (never a skip)
+tools:
+	@for t in curl jq; do \
+	  command -v $$t >/dev/null && continue; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "$$t not found; installing Debian's $$t package"; \
+	    apt-get install -y -q $$t >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $$t >/dev/null; }; \
+	  fi; \
+	  command -v $$t >/dev/null || { echo "the docs tests need $$t on PATH: install it" >&2; exit 1; }; \
+	done
+
 serve: $(STAMP)
 	$(BIN)/caas serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict domain commands projections streams adapters api
+	$(BIN)/mypy --strict domain commands projections streams adapters api docsite
 
-unit: $(STAMP) $(NODE_STAMP)
+unit: $(STAMP) $(NODE_STAMP) tools
 	$(BIN)/pytest -q tests --ignore=tests/perf
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) tools
 	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
 	$(MAKE) --no-print-directory lint
 	# One pass: a test that fails is a failure (a flaky test is fixed at its cause, never rerun).
