@@ -674,7 +674,7 @@ export interface components {
              * @default member
              * @enum {string}
              */
-            role: "owner" | "admin" | "member";
+            role?: "owner" | "admin" | "member";
             /** User Id */
             user_id: string;
         };
@@ -687,7 +687,7 @@ export interface components {
              * @description who reacts, when a tenant API key acts for a user
              * @default null
              */
-            user_id: string | null;
+            user_id?: string | null;
         };
         /** AllowedOrigins */
         AllowedOrigins: {
@@ -713,17 +713,17 @@ export interface components {
              * Mime Type
              * @default null
              */
-            mime_type: string | null;
+            mime_type?: string | null;
             /**
              * Name
              * @default null
              */
-            name: string | null;
+            name?: string | null;
             /**
              * Size
              * @default null
              */
-            size: number | null;
+            size?: number | null;
             /**
              * Type
              * @enum {string}
@@ -738,7 +738,7 @@ export interface components {
              * Reason
              * @default null
              */
-            reason: string | null;
+            reason?: string | null;
             /** User Id */
             user_id: string;
         };
@@ -820,7 +820,7 @@ export interface components {
              * Name
              * @default default
              */
-            name: string;
+            name?: string;
         };
         /** CreateChannel */
         CreateChannel: {
@@ -828,28 +828,28 @@ export interface components {
              * Channel Id
              * @default null
              */
-            channel_id: string | null;
+            channel_id?: string | null;
             /**
              * E2E
              * @default false
              */
-            e2e: boolean;
+            e2e?: boolean;
             /**
              * Kind
              * @default group
              * @enum {string}
              */
-            kind: "group" | "direct";
+            kind?: "group" | "direct";
             /**
              * Members
              * @default []
              */
-            members: string[];
+            members?: string[];
             /**
              * Name
              * @default
              */
-            name: string;
+            name?: string;
         };
         /** CreateTenant */
         CreateTenant: {
@@ -862,7 +862,7 @@ export interface components {
              * Ttl Seconds
              * @default null
              */
-            ttl_seconds: number | null;
+            ttl_seconds?: number | null;
         };
         /** EditMessage */
         EditMessage: {
@@ -928,50 +928,50 @@ export interface components {
              * Amount Due
              * @default null
              */
-            amount_due: number | null;
+            amount_due?: number | null;
             /**
              * Amount Paid
              * @default null
              */
-            amount_paid: number | null;
+            amount_paid?: number | null;
             /**
              * Currency
              * @default null
              */
-            currency: string | null;
+            currency?: string | null;
             /**
              * Hosted Invoice Url
              * @default null
              */
-            hosted_invoice_url: string | null;
+            hosted_invoice_url?: string | null;
             /** Id */
             id: string;
             /**
              * Number
              * @default null
              */
-            number: string | null;
+            number?: string | null;
             /**
              * Outcome
              * @description the invoice's last word by Stripe's event time: paid, payment failed, or neither
              * @default null
              */
-            outcome: ("paid" | "failed") | null;
+            outcome?: ("paid" | "failed") | null;
             /**
              * Period End
              * @default null
              */
-            period_end: number | null;
+            period_end?: number | null;
             /**
              * Period Start
              * @default null
              */
-            period_start: number | null;
+            period_start?: number | null;
             /**
              * Status
              * @default null
              */
-            status: string | null;
+            status?: string | null;
         };
         /** InvoiceList */
         InvoiceList: {
@@ -1030,7 +1030,7 @@ export interface components {
              * @description members who have read it (channels up to 100)
              * @default null
              */
-            seen_by: string[] | null;
+            seen_by?: string[] | null;
             /** Seq */
             seq: number;
             /** Text */
@@ -1044,12 +1044,12 @@ export interface components {
              * Next After Seq
              * @default null
              */
-            next_after_seq: number | null;
+            next_after_seq?: number | null;
             /**
              * Next Before Seq
              * @default null
              */
-            next_before_seq: number | null;
+            next_before_seq?: number | null;
         };
         /** MessageWritten */
         MessageWritten: {
@@ -1072,7 +1072,7 @@ export interface components {
              * User Id
              * @default null
              */
-            user_id: string | null;
+            user_id?: string | null;
         };
         /** Mute */
         Mute: {
@@ -1080,7 +1080,7 @@ export interface components {
              * Until
              * @default null
              */
-            until: string | null;
+            until?: string | null;
             /** User Id */
             user_id: string;
         };
@@ -1116,28 +1116,28 @@ export interface components {
              * Attachments
              * @default []
              */
-            attachments: components["schemas"]["Attachment"][];
+            attachments?: components["schemas"]["Attachment"][];
             /**
              * Client Msg Id
              * @default null
              */
-            client_msg_id: string | null;
+            client_msg_id?: string | null;
             /**
              * Parent Id
              * @default null
              */
-            parent_id: string | null;
+            parent_id?: string | null;
             /**
              * Text
              * @default
              */
-            text: string;
+            text?: string;
             /**
              * User Id
              * @description author, when a tenant API key posts for a user
              * @default null
              */
-            user_id: string | null;
+            user_id?: string | null;
         };
         /** PresenceMap */
         PresenceMap: {
@@ -1209,7 +1209,7 @@ export interface components {
              * Metadata
              * @default {}
              */
-            metadata: {
+            metadata?: {
                 [key: string]: unknown;
             };
             /** Name */
@@ -1271,7 +1271,7 @@ export interface components {
              * User Id
              * @default null
              */
-            user_id: string | null;
+            user_id?: string | null;
         };
         /** TypingDelivered */
         TypingDelivered: {
