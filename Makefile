@@ -5,14 +5,24 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The Node tools that validate /asyncapi.json and /openapi.json (tests/e2e/test_contracts.py),
+# installed from the committed lockfile on first use
+CONTRACTS := tools/contracts
+NODE_STAMP := $(CONTRACTS)/node_modules/.installed
 
-.PHONY: serve test lint unit bench services-up services-down clean
+.PHONY: serve test lint unit bench contracts services-up services-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+$(NODE_STAMP): $(CONTRACTS)/package.json $(CONTRACTS)/package-lock.json
+	cd $(CONTRACTS) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+contracts: $(NODE_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/caas serve
@@ -22,10 +32,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict domain commands projections streams adapters api
 
-unit: $(STAMP)
+unit: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -q tests --ignore=tests/perf
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
 	$(MAKE) --no-print-directory lint
 	# One pass: a test that fails is a failure (a flaky test is fixed at its cause, never rerun).
@@ -42,4 +52,4 @@ services-down:
 	infra/services down
 
 clean:
-	rm -rf $(VENV) .caas-data
+	rm -rf $(VENV) .caas-data $(CONTRACTS)/node_modules
