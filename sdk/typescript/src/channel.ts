@@ -247,7 +247,7 @@ export class Channel extends Emitter<ChannelEvents> {
 
   /** @internal */
   onError(frame: ErrorFrame): void {
-    this.emit("error", new CaasError(frame.code, frame.message, { details: frame.details ?? {} }));
+    this.emit("error", new CaasError(frame.code, frame.message, { details: { ...frame.details } }));
     if (frame.code === "forbidden" || frame.code === "not_found") this.close();
   }
 

@@ -218,9 +218,9 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
         break;
       case "error":
         this.lastError = frame.code;
-        if (frame.channel_id !== undefined) this.channels.get(frame.channel_id)?.onError(frame);
+        if (frame.channel_id !== undefined && frame.channel_id !== null) this.channels.get(frame.channel_id)?.onError(frame);
         else if (frame.code !== "unauthenticated")
-          this.emit("error", new CaasError(frame.code, frame.message, { details: frame.details ?? {}, ...(frame.retry_after ? { retryAfter: frame.retry_after } : {}) }));
+          this.emit("error", new CaasError(frame.code, frame.message, { details: { ...frame.details }, ...(frame.retry_after ? { retryAfter: frame.retry_after } : {}) }));
         break;
       default:
         break;

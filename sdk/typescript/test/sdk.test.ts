@@ -217,12 +217,14 @@ describe(`caas sdk (${BACKEND})`, () => {
     assert.equal((await bob.http.call("get_channel", { path: { cid: "auth" } })).channel_id, "auth");
   });
 
-  test("the committed generated types equal what the live server's /openapi.json generates", { skip: RESUME_ONLY }, async () => {
+  test("the committed generated types equal what the live server's /openapi.json and /asyncapi.json generate", { skip: RESUME_ONLY }, async () => {
     // @ts-expect-error the code generator is plain JavaScript
-    const { openapiSource, routesSource } = await import("../../scripts/codegen.mjs");
+    const { framesSource, openapiSource, routesSource } = await import("../../scripts/codegen.mjs");
     const spec = await (await fetch(`${server.url}/openapi.json`)).json();
     const root = new URL("../../src/generated/", import.meta.url);
     assert.equal(await openapiSource(spec), await readFile(new URL("openapi.ts", root), "utf8"), "run `npm run generate -- --url <server>`");
     assert.equal(routesSource(spec), await readFile(new URL("routes.ts", root), "utf8"));
+    const asyncapi = await (await fetch(`${server.url}/asyncapi.json`)).json();
+    assert.equal(await framesSource(asyncapi), await readFile(new URL("frames.ts", root), "utf8"), "run `npm run generate -- --url <server>`");
   });
 });

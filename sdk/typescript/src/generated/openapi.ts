@@ -875,8 +875,12 @@ export interface components {
         };
         /** ErrorDetail */
         ErrorDetail: {
-            /** Code */
-            code: string;
+            /**
+             * Code
+             * @description what went wrong; clients branch on it (and on details.rule)
+             * @enum {string}
+             */
+            code: "invalid_signature" | "invalid_request" | "unauthenticated" | "payment_required" | "quota_exceeded" | "forbidden" | "not_found" | "method_not_allowed" | "conflict" | "payload_too_large" | "rate_limited" | "internal" | "unavailable";
             /** Details */
             details: {
                 [key: string]: unknown;
@@ -1371,7 +1375,16 @@ export interface components {
     responses: never;
     parameters: never;
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+        "RateLimit-Limit": number;
+        /** @description requests left in that limit now */
+        "RateLimit-Remaining": number;
+        /** @description seconds until that limit is whole again */
+        "RateLimit-Reset": number;
+        /** @description seconds to wait before a retry */
+        "Retry-After": number;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -1385,12 +1398,24 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1401,12 +1426,26 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description error */
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1421,12 +1460,24 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1437,12 +1488,26 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description error */
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1452,6 +1517,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -1459,43 +1525,135 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "ci"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateApiKey"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description the replay of an idempotent retry */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "key_id": "k2b7c",
+                     *       "api_key": "caas_t3f2a9c1d_k2b7c_s3cr3t"
+                     *     }
+                     */
                     "application/json": components["schemas"]["ApiKeyCreated"];
                 };
             };
             /** @description success */
             201: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "key_id": "k2b7c",
+                     *       "api_key": "caas_t3f2a9c1d_k2b7c_s3cr3t"
+                     *     }
+                     */
                     "application/json": components["schemas"]["ApiKeyCreated"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1512,30 +1670,103 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42
+                     *     }
+                     */
                     "application/json": components["schemas"]["Written"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1550,30 +1781,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["InvoiceList"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1588,30 +1885,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["BillingPreview"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1620,18 +1983,33 @@ export interface operations {
     stripe_webhook: {
         parameters: {
             query?: never;
-            header?: never;
+            header: {
+                /** @description Stripe's signature of the body (t=…,v1=…); 400 invalid_signature if it does not verify */
+                "Stripe-Signature": string;
+            };
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1644,12 +2022,26 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookReceived"];
                 };
             };
-            /** @description error */
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1668,30 +2060,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelList"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1701,6 +2159,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -1708,43 +2167,138 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "channel_id": "general",
+                 *       "name": "General",
+                 *       "members": [
+                 *         "alice",
+                 *         "bob"
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateChannel"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description the replay of an idempotent retry */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 3,
+                     *       "channel_id": "general"
+                     *     }
+                     */
                     "application/json": components["schemas"]["ChannelWritten"];
                 };
             };
             /** @description success */
             201: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 3,
+                     *       "channel_id": "general"
+                     *     }
+                     */
                     "application/json": components["schemas"]["ChannelWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1763,30 +2317,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Channel"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1796,6 +2416,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1805,22 +2426,49 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "user_id": "mallory",
+                 *       "reason": "spam"
+                 *     }
+                 */
                 "application/json": components["schemas"]["Ban"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description the replay of an idempotent retry */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1830,18 +2478,66 @@ export interface operations {
             /** @description success */
             201: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1859,30 +2555,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1892,6 +2654,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -1901,43 +2664,134 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "user_id": "carol",
+                 *       "role": "member"
+                 *     }
+                 */
                 "application/json": components["schemas"]["AddMember"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description an update of what existed, or the replay of an idempotent retry */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "channel_id": "general"
+                     *     }
+                     */
                     "application/json": components["schemas"]["ChannelWritten"];
                 };
             };
             /** @description success */
             201: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "channel_id": "general"
+                     *     }
+                     */
                     "application/json": components["schemas"]["ChannelWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1955,30 +2809,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2000,30 +2920,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["MessagePage"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2033,6 +3019,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -2042,43 +3029,136 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "text": "hello",
+                 *       "client_msg_id": "7f9c2b1e-1"
+                 *     }
+                 */
                 "application/json": components["schemas"]["PostMessage"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description the replay of an idempotent retry */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "channel_id": "general",
+                     *       "message_id": "m01hzyx"
+                     *     }
+                     */
                     "application/json": components["schemas"]["MessageWritten"];
                 };
             };
             /** @description success */
             201: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "channel_id": "general",
+                     *       "message_id": "m01hzyx"
+                     *     }
+                     */
                     "application/json": components["schemas"]["MessageWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2096,30 +3176,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["MessageWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2128,52 +3274,8 @@ export interface operations {
     edit_message: {
         parameters: {
             query?: never;
-            header?: never;
-            path: {
-                cid: string;
-                mid: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: {
-            content: {
-                "application/json": components["schemas"]["EditMessage"];
-            };
-        };
-        responses: {
-            /** @description error */
-            "4XX": {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description success */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["MessageWritten"];
-                };
-            };
-            /** @description error */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    add_reaction: {
-        parameters: {
-            query?: never;
             header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -2184,22 +3286,176 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "text": "hello, edited"
+                 *     }
+                 */
+                "application/json": components["schemas"]["EditMessage"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "channel_id": "general",
+                     *       "message_id": "m01hzyx"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["MessageWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    add_reaction: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                cid: string;
+                mid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "emoji": "👍"
+                 *     }
+                 */
                 "application/json": components["schemas"]["AddReaction"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description the replay of an idempotent retry */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2209,18 +3465,66 @@ export interface operations {
             /** @description success */
             201: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["MessageWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2241,30 +3545,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["MessageWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2285,30 +3655,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Thread"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2318,6 +3754,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -2327,22 +3764,49 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "user_id": "bob",
+                 *       "until": "2026-01-02T00:00:00Z"
+                 *     }
+                 */
                 "application/json": components["schemas"]["Mute"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description the replay of an idempotent retry */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2352,18 +3816,66 @@ export interface operations {
             /** @description success */
             201: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2381,30 +3893,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2421,30 +3999,107 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "channel_id": "general",
+                     *       "members": 2,
+                     *       "online": 1,
+                     *       "statuses": {
+                     *         "alice": "online",
+                     *         "bob": "offline"
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ChannelPresence"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2454,6 +4109,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
                 "Idempotency-Key"?: string;
             };
             path: {
@@ -2463,34 +4119,105 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "seq": 42
+                 *     }
+                 */
                 "application/json": components["schemas"]["MoveReadMarker"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2499,9 +4226,7 @@ export interface operations {
     typing: {
         parameters: {
             query?: never;
-            header?: {
-                "Idempotency-Key"?: string;
-            };
+            header?: never;
             path: {
                 cid: string;
             };
@@ -2509,34 +4234,109 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /** @example {} */
                 "application/json": components["schemas"]["Typing"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             202: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "channel_id": "general",
+                     *       "user_id": "alice",
+                     *       "sent": true,
+                     *       "expires_in_ms": 5000
+                     *     }
+                     */
                     "application/json": components["schemas"]["TypingDelivered"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2545,40 +4345,126 @@ export interface operations {
     set_allowed_origins: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "origins": [
+                 *         "https://app.example.com"
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["AllowedOrigins"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "origins": [
+                     *         "https://app.example.com"
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["OriginsWritten"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2598,30 +4484,96 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["EventPage"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2638,30 +4590,105 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "alice": {
+                     *         "status": "online",
+                     *         "last_seen_at": "2026-01-01T12:00:00Z",
+                     *         "devices": 1
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["PresenceMap"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2670,45 +4697,133 @@ export interface operations {
     rotate_signing_key: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description the replay of an idempotent retry */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "kid": "sk2"
+                     *     }
+                     */
                     "application/json": components["schemas"]["SigningKeyRotated"];
                 };
             };
             /** @description success */
             201: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "kid": "sk2"
+                     *     }
+                     */
                     "application/json": components["schemas"]["SigningKeyRotated"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2718,6 +4833,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -2725,16 +4841,33 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "Acme"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateTenant"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2744,6 +4877,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 2,
+                     *       "tenant_id": "t3f2a9c1d",
+                     *       "key_id": "k8d1e",
+                     *       "api_key": "caas_t3f2a9c1d_k8d1e_s3cr3t"
+                     *     }
+                     */
                     "application/json": components["schemas"]["TenantCreated"];
                 };
             };
@@ -2753,15 +4896,39 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 2,
+                     *       "tenant_id": "t3f2a9c1d",
+                     *       "key_id": "k8d1e",
+                     *       "api_key": "caas_t3f2a9c1d_k8d1e_s3cr3t"
+                     *     }
+                     */
                     "application/json": components["schemas"]["TenantCreated"];
                 };
             };
-            /** @description error */
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2778,16 +4945,33 @@ export interface operations {
         };
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "plan": "pro"
+                 *     }
+                 */
                 "application/json": components["schemas"]["PutPlan"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2800,12 +4984,26 @@ export interface operations {
                     "application/json": components["schemas"]["PlanWritten"];
                 };
             };
-            /** @description error */
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2828,12 +5026,24 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2846,12 +5056,26 @@ export interface operations {
                     "application/json": components["schemas"]["UsageReport"];
                 };
             };
-            /** @description error */
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -2872,36 +5096,251 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["UsageReport"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
     };
     put_user: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "name": "Alice",
+                 *       "metadata": {
+                 *         "plan": "pro"
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["PutUser"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an update of what existed, or the replay of an idempotent retry */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 1,
+                     *       "user_id": "alice"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["UserWritten"];
+                };
+            };
+            /** @description success */
+            201: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 1,
+                     *       "user_id": "alice"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["UserWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_token: {
         parameters: {
             query?: never;
             header?: never;
@@ -2912,89 +5351,111 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["PutUser"];
-            };
-        };
-        responses: {
-            /** @description error */
-            "4XX": {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description an update of what existed, or the replay of an idempotent retry */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["UserWritten"];
-                };
-            };
-            /** @description success */
-            201: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["UserWritten"];
-                };
-            };
-            /** @description error */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    create_token: {
-        parameters: {
-            query?: never;
-            header?: {
-                "Idempotency-Key"?: string;
-            };
-            path: {
-                user_id: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: {
-            content: {
+                /**
+                 * @example {
+                 *       "ttl_seconds": 3600
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateToken"];
             };
         };
         responses: {
-            /** @description error */
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description success */
             201: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "token": "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl",
+                     *       "expires_at": "2026-01-01T13:00:00Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Token"];
                 };
             };
-            /** @description error */
-            503: {
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in that limit now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
