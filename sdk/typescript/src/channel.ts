@@ -26,7 +26,7 @@ export interface TimelineMessage {
 export type ChannelEvents = {
   /** Every event, in `seq` order, exactly once (across reconnects and restarts). */
   event: EventFrame;
-  /** The timeline changed (a message added, echoed, acknowledged, edited, deleted, reacted to). */
+  /** The timeline changed (a message added, echoed, acknowledged, edited, deleted, reacted to); once per burst of frames. */
   messages: TimelineMessage[];
   /** Who is typing now (others only). */
   typing: string[];
@@ -68,6 +68,7 @@ export class Channel extends Emitter<ChannelEvents> {
   private readonly typists = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly throttle: number;
   private lastTyping = -Infinity;
+  private pendingChange = false;
   private readonly iterators = new Set<(frame: EventFrame | null) => void>();
   active = true;
 
@@ -83,7 +84,7 @@ export class Channel extends Emitter<ChannelEvents> {
 
   /** Confirmed messages in seq order, then the local echoes still waiting. */
   get messages(): TimelineMessage[] {
-    const confirmed = [...this.byId.values()].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
+    const confirmed = [...this.byId.values()]; // inserted in seq order: events arrive in order
     return [...confirmed, ...[...this.echoes.values()].filter((m) => m.message_id === null || !this.byId.has(m.message_id))];
   }
 
@@ -301,7 +302,13 @@ export class Channel extends Emitter<ChannelEvents> {
   }
 
   private changed(): void {
-    this.emit("messages", this.messages);
+    // once per burst of frames, and only for listeners: a replay of 10k events builds no 10k lists
+    if (this.pendingChange || !this.heard("messages")) return;
+    this.pendingChange = true;
+    setTimeout(() => {
+      this.pendingChange = false;
+      this.emit("messages", this.messages);
+    }, 0);
   }
 }
 

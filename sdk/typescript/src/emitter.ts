@@ -10,6 +10,11 @@ export class Emitter<E extends Record<string, unknown>> {
     return () => set.delete(fn as (value: never) => void);
   }
 
+  /** Whether anyone listens to `type`. */
+  protected heard(type: keyof E): boolean {
+    return (this.listeners.get(type)?.size ?? 0) > 0;
+  }
+
   protected emit<K extends keyof E>(type: K, value: E[K]): void {
     for (const fn of [...(this.listeners.get(type) ?? [])]) (fn as (value: E[K]) => void)(value);
   }
