@@ -65,12 +65,15 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
   private lastError: string | undefined;
   private closedByApp = true;
   private me: string | undefined;
+  private frameLimit: number;
+  private largestSent = 0;
 
   constructor(options: ClientOptions) {
     super();
     this.options = options;
     this.http = new HttpClient(options);
     this.outbox = new Outbox(this.http, options);
+    this.frameLimit = options.maxFrameBytes ?? 16384;
     this.me = options.userId ?? (typeof options.token === "string" ? subjectOf(options.token) : undefined);
   }
 
@@ -135,10 +138,16 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     const socket = this.socket;
     if (socket?.readyState !== OPEN) return false;
     const text = JSON.stringify(frame);
-    const limit = this.options.maxFrameBytes ?? 16384;
-    if (new TextEncoder().encode(text).length > limit) {
-      throw new CaasError("payload_too_large", `frames are at most ${limit} bytes`);
+    const size = new TextEncoder().encode(text).length;
+    if (size > this.frameLimit) {
+      if (frame.type === "subscribe_presence" && frame.user_ids.length > 1) {
+        // split a long watch list into frames the server takes
+        const half = frame.user_ids.length >> 1;
+        return this.sendFrame({ ...frame, user_ids: frame.user_ids.slice(0, half) }) && this.sendFrame({ ...frame, user_ids: frame.user_ids.slice(half) });
+      }
+      throw new CaasError("payload_too_large", `frames are at most ${this.frameLimit} bytes`);
     }
+    this.largestSent = Math.max(this.largestSent, size);
     socket.send(text);
     return true;
   }
@@ -174,6 +183,7 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     const socket = new Socket(url);
     this.socket = socket;
     this.lastError = undefined;
+    this.largestSent = 0;
     socket.onopen = () => {
       this.lastFrameAt = Date.now();
       const attempt = this.attempt;
@@ -267,7 +277,11 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
         },
       );
     } else {
-      if (code === 1009) this.emit("error", new CaasError("payload_too_large", "the server closed the socket: a frame was too large (1009)"));
+      if (code === 1009) {
+        // the server takes less than we thought: stay under the largest frame sent on that socket
+        if (this.largestSent > 1) this.frameLimit = Math.min(this.frameLimit, this.largestSent - 1);
+        this.emit("error", new CaasError("payload_too_large", `the server closed the socket: a frame was too large (1009); frames now at most ${this.frameLimit} bytes`));
+      }
       else if (code === 1008) this.emit("error", new CaasError(error ?? "forbidden", `the server refused the socket (${reason || error})`));
       this.retry(code, reason, backoff(this.attempt++, this.base, this.cap));
     }

@@ -217,6 +217,29 @@ describe(`caas sdk (${BACKEND})`, () => {
     assert.equal((await bob.http.call("get_channel", { path: { cid: "auth" } })).channel_id, "auth");
   });
 
+  test("a 1009 is surfaced as an error, and the client resumes with frames the server takes", { skip: RESUME_ONLY }, async () => {
+    const strict = await new Server({ CAAS_WS_MAX_FRAME_BYTES: "1024" }).start();
+    try {
+      const users = Array.from({ length: 120 }, (_, i) => `user-${String(i).padStart(4, "0")}`);
+      const t = await newTenant(strict.url, "alice", "bob", ...users);
+      await room(t, "big", "alice", "bob");
+      const bob = track(await userClient(t, "bob")); // believes the default 16 KiB limit
+      const errors: string[] = [];
+      bob.on("error", (e) => errors.push(e.code));
+      const got = collect(bob, "big", 0);
+      const seen = new Set<string>();
+      bob.watchPresence(users, (p) => seen.add(p.user_id)); // one ~2 KB frame: over the server's 1 KiB
+      await until(() => errors.includes("payload_too_large"), 10_000, "the 1009 error");
+      await until(() => seen.size === users.length, 20_000, "every user's presence after the resume");
+      const alice = track(await userClient(t, "alice"));
+      const ack = await alice.channel("big").send("still here");
+      await until(() => (got.seqs.at(-1) ?? 0) >= ack.seq, 10_000, "the channel after the 1009");
+      assertGapless(got.seqs, 1, ack.seq);
+    } finally {
+      await strict.stop();
+    }
+  });
+
   test("the committed generated types equal what the live server's /openapi.json and /asyncapi.json generate", { skip: RESUME_ONLY }, async () => {
     // @ts-expect-error the code generator is plain JavaScript
     const { framesSource, openapiSource, routesSource } = await import("../../scripts/codegen.mjs");
