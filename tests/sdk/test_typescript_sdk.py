@@ -50,7 +50,7 @@ def run_suite(suite: Path, env: dict[str, str]) -> str:
 
 def test_typescript_sdk_on_the_embedded_backend(built: Path) -> None:
     out = run_suite(built, {"CAAS_SDK_BACKEND": "embedded"})
-    assert "# pass 7" in out, out
+    assert "# pass 8" in out, out
 
 
 def test_typescript_sdk_resumes_on_the_kafka_backend(built: Path, tmp_path: Path) -> None:

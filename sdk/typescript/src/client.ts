@@ -89,6 +89,9 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
   /** Open the websocket (done by `channel()` and `watchPresence()` too); reconnects until `close()`. */
   connect(): void {
     if (!this.closedByApp) return;
+    if (this.options.WebSocket === undefined && typeof (globalThis as { WebSocket?: unknown }).WebSocket !== "function") {
+      throw new CaasError("unsupported", "no WebSocket here: pass the WebSocket option (e.g. the ws package on Node 20)");
+    }
     this.closedByApp = false;
     this.open();
   }
@@ -167,8 +170,7 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
 
   private async open(): Promise<void> {
     if (this.closedByApp) return;
-    const Socket = this.options.WebSocket ?? (globalThis as unknown as { WebSocket?: SocketConstructor }).WebSocket;
-    if (Socket === undefined) throw new CaasError("unsupported", "no WebSocket here: pass the WebSocket option (e.g. the ws package)");
+    const Socket = (this.options.WebSocket ?? (globalThis as unknown as { WebSocket: SocketConstructor }).WebSocket);
     let token: string | undefined;
     try {
       token = await this.http.currentToken();

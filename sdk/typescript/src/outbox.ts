@@ -136,9 +136,13 @@ export class Outbox extends Emitter<OutboxEvents> {
     for (const wake of [...this.wakers]) wake();
   }
 
+  /** Stop sending: what is not acknowledged stays in the storage (for `restore()` on the next
+   * start) and its `send` promise rejects with `code: "closed"`. */
   stop(): void {
     this.stopped = true;
     this.wake();
+    for (const [id, waiter] of this.waiting) waiter.reject(new CaasError("closed", `the outbox stopped before ${id} was acknowledged; it stays in the storage`));
+    this.waiting.clear();
   }
 
   private push(entry: OutboxEntry): void {
@@ -197,6 +201,13 @@ export class Outbox extends Emitter<OutboxEvents> {
   }
 }
 
+/** A random UUID (v4), also where `crypto.randomUUID` is missing (a browser page over plain http). */
 export function newId(): string {
-  return globalThis.crypto.randomUUID();
+  const crypto = globalThis.crypto;
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = ((b[6] as number) & 0x0f) | 0x40;
+  b[8] = ((b[8] as number) & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
-import type { CaasClient, EventFrame } from "../src/index.js";
+import { CaasClient, IndexedDbStorage, type EventFrame } from "../src/index.js";
 import { Proxy } from "./proxy.js";
 import { assertGapless, BACKEND, newTenant, room, Server, until, userClient } from "./support.js";
 
@@ -215,6 +215,35 @@ describe(`caas sdk (${BACKEND})`, () => {
     assertGapless(got.seqs, 1, ack.seq);
     // HTTP calls with the refreshed token work too
     assert.equal((await bob.http.call("get_channel", { path: { cid: "auth" } })).channel_id, "auth");
+  });
+
+  test("an IndexedDB outbox keeps what a closed page left and sends it once on the next start", { skip: RESUME_ONLY }, async () => {
+    // fake-indexeddb implements the IndexedDB API in memory: Node has no browser storage
+    const { indexedDB } = await import("fake-indexeddb");
+    (globalThis as { indexedDB?: unknown }).indexedDB = indexedDB;
+    try {
+      const t = await newTenant(server.url, "alice");
+      await room(t, "kept", "alice");
+      // the first page's server is unreachable: its messages wait in IndexedDB
+      const gone = new CaasClient({ baseUrl: "http://127.0.0.1:9", token: await t.token("alice"), storage: new IndexedDbStorage("kept-db"), retryBaseMs: 10_000 });
+      const waiting = [gone.outbox.send("kept", { text: "first" }), gone.outbox.send("kept", { text: "second" })];
+      await until(async () => (await new IndexedDbStorage("kept-db").all()).length === 2, 10_000, "the entries in IndexedDB");
+      gone.outbox.stop(); // the page closes
+      await Promise.allSettled(waiting);
+      const next = track(await userClient(t, "alice", { storage: new IndexedDbStorage("kept-db") }));
+      const acked: string[] = [];
+      next.outbox.on("acked", ({ entry }) => acked.push(entry.body.text ?? ""));
+      const restored = await next.outbox.restore();
+      assert.deepEqual(restored.map((e) => e.body.text), ["first", "second"]);
+      await until(() => acked.length === 2, 10_000, "both acknowledged");
+      assert.deepEqual(acked, ["first", "second"]);
+      assert.deepEqual(await new IndexedDbStorage("kept-db").all(), []);
+      await next.outbox.restore(); // nothing left: nothing sent twice
+      const page = await t.key.call("list_messages", { path: { cid: "kept" } });
+      assert.deepEqual(page.messages.map((m) => m.text).reverse(), ["first", "second"]);
+    } finally {
+      delete (globalThis as { indexedDB?: unknown }).indexedDB;
+    }
   });
 
   test("a 1009 is surfaced as an error, and the client resumes with frames the server takes", { skip: RESUME_ONLY }, async () => {
