@@ -11,6 +11,15 @@ export interface OutboxEntry {
   channelId: string;
   body: PostBody;
   createdAt: number;
+  /** Increases with every message queued, across sessions: the order they are sent in. */
+  order: number;
+}
+
+let lastOrder = 0;
+/** Microseconds since the epoch, strictly increasing in this process. */
+function nextOrder(): number {
+  lastOrder = Math.max(Date.now() * 1000, lastOrder + 1);
+  return lastOrder;
 }
 
 /** Where pending messages wait: keep them across page reloads with {@link IndexedDbStorage}. */
@@ -59,7 +68,7 @@ export class IndexedDbStorage implements OutboxStorage {
 
   async all(): Promise<OutboxEntry[]> {
     const entries = await this.run<OutboxEntry[]>("readonly", (s) => s.getAll());
-    return entries.sort((a, b) => a.createdAt - b.createdAt);
+    return entries.sort((a, b) => a.order - b.order);
   }
   async put(entry: OutboxEntry): Promise<void> {
     await this.run("readwrite", (s) => s.put(entry));
@@ -111,7 +120,7 @@ export class Outbox extends Emitter<OutboxEvents> {
 
   /** Queue a message; resolves with the server's acknowledgement. */
   async send(channelId: string, body: PostBody, id: string = newId()): Promise<Ack> {
-    const entry: OutboxEntry = { id, channelId, body: { ...body, client_msg_id: id }, createdAt: Date.now() };
+    const entry: OutboxEntry = { id, channelId, body: { ...body, client_msg_id: id }, createdAt: Date.now(), order: nextOrder() };
     const acked = new Promise<Ack>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
     await this.storage.put(entry);
     this.push(entry);
@@ -121,7 +130,8 @@ export class Outbox extends Emitter<OutboxEvents> {
   /** Send what a previous session left in the storage (acknowledgements arrive as `acked` events). */
   async restore(): Promise<OutboxEntry[]> {
     const known = new Set([...this.queues.values()].flat().map((e) => e.id));
-    const left = (await this.storage.all()).filter((e) => !known.has(e.id));
+    const left = (await this.storage.all()).filter((e) => !known.has(e.id)).sort((a, b) => a.order - b.order);
+    if (left.length) lastOrder = Math.max(lastOrder, (left.at(-1) as OutboxEntry).order);
     for (const entry of left) this.push(entry);
     return left;
   }

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
-import { CaasClient, IndexedDbStorage, type EventFrame } from "../src/index.js";
+import { CaasClient, HttpClient, IndexedDbStorage, type EventFrame } from "../src/index.js";
 import { Proxy } from "./proxy.js";
 import { assertGapless, BACKEND, newTenant, room, Server, until, userClient } from "./support.js";
 
@@ -188,6 +188,7 @@ describe(`caas sdk (${BACKEND})`, () => {
     const t = await newTenant(server.url, "alice", "bob");
     await room(t, "auth", "alice", "bob");
     let refreshes = 0;
+    const retired = await t.token("bob");
     const bob = track(
       await userClient(t, "bob", {
         refreshToken: async () => {
@@ -215,6 +216,11 @@ describe(`caas sdk (${BACKEND})`, () => {
     assertGapless(got.seqs, 1, ack.seq);
     // HTTP calls with the refreshed token work too
     assert.equal((await bob.http.call("get_channel", { path: { cid: "auth" } })).channel_id, "auth");
+    // and an HTTP call with a retired token answers 401, refreshes once and is repeated
+    let httpRefreshes = 0;
+    const http = new HttpClient({ baseUrl: server.url, token: retired, refreshToken: async () => (httpRefreshes++, t.token("bob")) });
+    assert.equal((await http.call("get_channel", { path: { cid: "auth" } })).channel_id, "auth");
+    assert.equal(httpRefreshes, 1);
   });
 
   test("an IndexedDB outbox keeps what a closed page left and sends it once on the next start", { skip: RESUME_ONLY }, async () => {
