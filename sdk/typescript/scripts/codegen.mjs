@@ -33,13 +33,8 @@ export async function framesSource(doc) {
     }
     return out;
   };
-  // every frame on the wire carries its `type` (a default in the models, so not "required" there)
-  const typed = (schema) =>
-    schema.properties?.type?.const === undefined || schema.required?.includes("type")
-      ? schema
-      : { ...schema, required: ["type", ...(schema.required ?? [])] };
   const definitions = Object.fromEntries(
-    Object.entries(schemas).map(([name, schema]) => [name, { ...typed(untitled(schema, true)), title: name }]),
+    Object.entries(schemas).map(([name, schema]) => [name, { ...untitled(schema, true), title: name }]),
   );
   const root = {
     title: "AsyncApiSchemas",
@@ -62,8 +57,9 @@ export async function framesSource(doc) {
       if (name && !unions[op.action].includes(name)) unions[op.action].push(name);
     }
   }
-  source += `\n/** Frames a client sends. */\nexport type ClientFrame = ${unions.receive.join(" | ")};\n`;
-  source += `/** Frames the server sends. */\nexport type ServerFrame = ${unions.send.join(" | ")};\n`;
+  // the document names the two unions itself; an older one only implies them by its operations
+  if (!schemas.ClientFrame) source += `\n/** Frames a client sends. */\nexport type ClientFrame = ${unions.receive.join(" | ")};\n`;
+  if (!schemas.ServerFrame) source += `/** Frames the server sends. */\nexport type ServerFrame = ${unions.send.join(" | ")};\n`;
   return source;
 }
 

@@ -1437,12 +1437,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -1499,12 +1496,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -1645,12 +1639,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -1758,12 +1749,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -1862,12 +1850,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -1966,12 +1951,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -2033,12 +2015,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -2141,12 +2120,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -2290,12 +2266,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -2398,12 +2371,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -2529,12 +2499,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -2636,12 +2603,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -2783,12 +2747,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -2890,12 +2851,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -3001,12 +2959,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -3150,12 +3105,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -3257,12 +3209,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -3385,12 +3334,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -3516,12 +3462,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -3626,12 +3569,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -3736,12 +3676,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -3867,12 +3804,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -3974,12 +3908,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -4091,12 +4022,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -4209,12 +4137,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -4328,12 +4253,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -4456,12 +4378,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -4565,12 +4484,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -4680,12 +4596,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -4815,12 +4728,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -4920,12 +4830,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -4995,12 +4902,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -5067,12 +4971,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -5177,12 +5078,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -5326,12 +5224,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
@@ -5447,12 +5342,9 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "forbidden",
-                     *         "message": "you are not a member of channel 'general'",
-                     *         "details": {
-                     *           "rule": "not_a_member",
-                     *           "user_id": "alice"
-                     *         }
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
                      *       }
                      *     }
                      */
