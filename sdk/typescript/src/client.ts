@@ -73,6 +73,8 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     this.options = options;
     this.http = new HttpClient(options);
     this.outbox = new Outbox(this.http, options);
+    // a browser back online: retry the outbox and reconnect now rather than after the backoff
+    (globalThis as { addEventListener?: (type: string, fn: () => void) => void }).addEventListener?.("online", this.online);
     this.frameLimit = options.maxFrameBytes ?? 16384;
     this.me = options.userId ?? (typeof options.token === "string" ? subjectOf(options.token) : undefined);
   }
@@ -96,8 +98,19 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     this.open();
   }
 
+  private readonly online = (): void => {
+    this.outbox.wake();
+    if (this.timer !== undefined && !this.closedByApp) {
+      // waiting out a backoff: reconnect now
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      void this.open();
+    }
+  };
+
   /** Close the socket for good and stop the outbox's retries. */
   close(): void {
+    (globalThis as { removeEventListener?: (type: string, fn: () => void) => void }).removeEventListener?.("online", this.online);
     this.closedByApp = true;
     clearTimeout(this.timer);
     clearInterval(this.pinger);
@@ -292,7 +305,10 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
   private retry(code: number, reason: string, delayMs: number): void {
     this.emit("disconnected", { code, reason, delayMs });
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.open(), delayMs);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.open();
+    }, delayMs);
   }
 }
 
