@@ -42,7 +42,6 @@ export type ClientEvents = {
   presence: PresenceFrame;
 };
 
-const CLOSED = 3;
 const OPEN = 1;
 
 /**
@@ -95,7 +94,17 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       throw new CaasError("unsupported", "no WebSocket here: pass the WebSocket option (e.g. the ws package on Node 20)");
     }
     this.closedByApp = false;
-    this.open();
+    void this.opened();
+  }
+
+  private async opened(): Promise<void> {
+    try {
+      await this.open();
+    } catch (cause) {
+      // e.g. a constructor that refuses the URL: report it and try again later
+      this.emit("error", cause instanceof CaasError ? cause : new CaasError("network", String(cause), { cause }));
+      this.retry(0, "connect failed", backoff(this.attempt++, this.base, this.cap));
+    }
   }
 
   private readonly online = (): void => {
@@ -104,7 +113,7 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       // waiting out a backoff: reconnect now
       clearTimeout(this.timer);
       this.timer = undefined;
-      void this.open();
+      void this.opened();
     }
   };
 
@@ -307,15 +316,15 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      void this.open();
+      void this.opened();
     }, delayMs);
   }
 }
 
 function detach(socket: SocketLike): void {
-  socket.onopen = socket.onmessage = socket.onerror = null;
+  socket.onopen = socket.onmessage = null;
   socket.onclose = null;
-  void CLOSED;
+  socket.onerror = () => {}; // closing a socket still connecting reports an error: nobody needs it
 }
 
 /** The `sub` claim of a JWT (no verification: the server does that). */

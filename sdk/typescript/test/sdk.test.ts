@@ -4,9 +4,9 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
-import { CaasClient, HttpClient, IndexedDbStorage, type EventFrame } from "../src/index.js";
+import { CaasClient, HttpClient, IndexedDbStorage, type EventFrame, type SocketConstructor } from "../src/index.js";
 import { Proxy } from "./proxy.js";
-import { assertGapless, BACKEND, newTenant, room, Server, until, userClient } from "./support.js";
+import { assertGapless, BACKEND, newTenant, NodeWebSocket, room, Server, until, userClient } from "./support.js";
 
 const RESUME_ONLY = BACKEND !== "embedded"; // on Kafka the wrapper runs the resume tests
 const clients: CaasClient[] = [];
@@ -273,6 +273,32 @@ describe(`caas sdk (${BACKEND})`, () => {
     } finally {
       await strict.stop();
     }
+  });
+
+  test("a client closed while its socket is still connecting stops quietly", { skip: RESUME_ONLY }, async () => {
+    const t = await newTenant(server.url, "alice");
+    const sockets: { readyState: number }[] = [];
+    const states: number[] = [];
+    let client: CaasClient | undefined;
+    class Closing extends (NodeWebSocket as unknown as new (url: string) => { readyState: number }) {
+      constructor(url: string) {
+        super(url);
+        sockets.push(this);
+        queueMicrotask(() => {
+          states.push(this.readyState);
+          client?.close(); // before any byte of the handshake came back
+        });
+      }
+    }
+    client = await userClient(t, "alice", { WebSocket: Closing as unknown as SocketConstructor });
+    const errors: unknown[] = [];
+    client.on("error", (e) => errors.push(e));
+    client.channel("nowhere");
+    await until(() => sockets[0]?.readyState === 3, 10_000, "the socket closed");
+    assert.deepEqual(states, [0]); // it was still connecting
+    assert.equal(client.connected, false);
+    assert.equal(sockets.length, 1, "no reconnect after close()");
+    assert.deepEqual(errors, []);
   });
 
   test("the committed generated types equal what the live server's /openapi.json and /asyncapi.json generate", { skip: RESUME_ONLY }, async () => {
