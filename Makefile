@@ -9,8 +9,12 @@ STAMP := $(VENV)/.installed
 # installed from the committed lockfile on first use
 CONTRACTS := tools/contracts
 NODE_STAMP := $(CONTRACTS)/node_modules/.installed
+# The TypeScript SDK (sdk/typescript): its dev dependencies from the committed lockfile on first
+# use; tests/sdk/test_typescript_sdk.py runs its Node suite against real servers
+SDK_TS := sdk/typescript
+SDK_TS_STAMP := $(SDK_TS)/node_modules/.installed
 
-.PHONY: serve test lint unit bench contracts tools services-up services-down clean
+.PHONY: serve test lint unit bench contracts tools sdk-ts services-up services-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +40,12 @@ tools:
 	  command -v $$t >/dev/null || { echo "the docs tests need $$t on PATH: install it" >&2; exit 1; }; \
 	done
 
+$(SDK_TS_STAMP): $(SDK_TS)/package.json $(SDK_TS)/package-lock.json
+	cd $(SDK_TS) && npm ci --no-audit --no-fund
+	touch $(SDK_TS_STAMP)
+
+sdk-ts: $(SDK_TS_STAMP)
+
 serve: $(STAMP)
 	$(BIN)/caas serve
 
@@ -44,10 +54,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict domain commands projections streams adapters api docsite
 
-unit: $(STAMP) $(NODE_STAMP) tools
+unit: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) tools
 	$(BIN)/pytest -q tests --ignore=tests/perf
 
-test: $(STAMP) $(NODE_STAMP) tools
+test: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) tools
 	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
 	$(MAKE) --no-print-directory lint
 	# One pass: a test that fails is a failure (a flaky test is fixed at its cause, never rerun).
@@ -69,4 +79,4 @@ services-down:
 	infra/services down
 
 clean:
-	rm -rf $(VENV) .caas-data $(CONTRACTS)/node_modules
+	rm -rf $(VENV) .caas-data $(CONTRACTS)/node_modules $(SDK_TS)/node_modules

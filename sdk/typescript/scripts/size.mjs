@@ -1,0 +1,23 @@
+// The core bundle's size budget: esbuild bundles and minifies dist/index.js (no Node built-ins,
+// no `ws`), then gzip; the build fails over budget.
+import { build } from "esbuild";
+import { gzipSync } from "node:zlib";
+
+const BUDGET = 12 * 1024; // bytes, minified + gzipped
+const result = await build({
+  entryPoints: [new URL("../dist/index.js", import.meta.url).pathname],
+  bundle: true,
+  minify: true,
+  format: "esm",
+  platform: "browser",
+  target: "es2022",
+  write: false,
+});
+const code = result.outputFiles[0].contents;
+const gz = gzipSync(code, { level: 9 }).length;
+const report = { bundle: "dist/index.js", minified_bytes: code.length, min_gzip_bytes: gz, budget_bytes: BUDGET };
+console.log(JSON.stringify(report));
+if (gz > BUDGET) {
+  console.error(`core bundle is ${gz} B min+gzip, over the ${BUDGET} B budget`);
+  process.exit(1);
+}

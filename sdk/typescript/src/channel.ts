@@ -1,0 +1,315 @@
+import { Emitter } from "./emitter.js";
+import { CaasError } from "./errors.js";
+import type { ErrorFrame, EventFrame, TypingFrame } from "./frames.js";
+import type { HttpClient, RequestBody, ResponseBody, Schemas } from "./http.js";
+import { newId, type Ack, type Outbox, type PostBody } from "./outbox.js";
+
+/** A message as the timeline shows it: confirmed by an event, or a local echo of one being sent. */
+export interface TimelineMessage {
+  /** `null` while only the local echo exists. */
+  message_id: string | null;
+  client_msg_id: string | null;
+  /** `null` until acknowledged. */
+  seq: number | null;
+  author_id: string;
+  text: string;
+  parent_id: string | null;
+  attachments: unknown[];
+  reactions: Record<string, string[]>;
+  edited: boolean;
+  deleted: boolean;
+  /** `pending`: in the outbox; `sent`: acknowledged; `delivered`: its event arrived; `failed`: refused. */
+  status: "pending" | "sent" | "delivered" | "failed";
+  error?: CaasError;
+}
+
+export type ChannelEvents = {
+  /** Every event, in `seq` order, exactly once (across reconnects and restarts). */
+  event: EventFrame;
+  /** The timeline changed (a message added, echoed, acknowledged, edited, deleted, reacted to); once per burst of frames. */
+  messages: TimelineMessage[];
+  /** Who is typing now (others only). */
+  typing: string[];
+  /** An error frame for this channel (e.g. `forbidden` after removal); the subscription ends. */
+  error: CaasError;
+  /** `subscribed` answered: the channel's head at that moment. */
+  subscribed: { headSeq: number };
+};
+
+export interface ChannelOptions {
+  /** Replay every event after this seq first; omit for the live tail only. */
+  since?: number;
+  /** At most one typing signal per this many ms (the server's `CAAS_TYPING_THROTTLE_SECONDS`, 2 s). */
+  typingThrottleMs?: number;
+}
+
+/** What a channel needs of its client (kept small so the channel is testable on its own). */
+export interface ChannelHost {
+  readonly http: HttpClient;
+  readonly outbox: Outbox;
+  userId(): string | undefined;
+  sendFrame(frame: { type: "typing"; channel_id: string }): boolean;
+  resubscribe(channel: Channel): void;
+  release(channel: Channel): void;
+}
+
+/**
+ * A channel's live timeline. It keeps the last `seq` it applied and the client resumes from it
+ * after every disconnect, so `event` listeners see each event once, in order, with no gap.
+ */
+export class Channel extends Emitter<ChannelEvents> {
+  /** The last seq applied (`undefined` before the first event or `subscribed` of a live-only subscription). */
+  seq: number | undefined;
+  headSeq = 0;
+  /** The caller's read marker as last seen (by event or by `markRead`). */
+  readSeq = 0;
+  private readonly byId = new Map<string, TimelineMessage>();
+  private readonly echoes = new Map<string, TimelineMessage>();
+  private readonly typists = new Map<string, ReturnType<typeof setTimeout>>();
+  private readonly throttle: number;
+  private lastTyping = -Infinity;
+  private pendingChange = false;
+  private readonly iterators = new Set<(frame: EventFrame | null) => void>();
+  active = true;
+
+  constructor(
+    readonly id: string,
+    private readonly host: ChannelHost,
+    options: ChannelOptions = {},
+  ) {
+    super();
+    this.seq = options.since;
+    this.throttle = options.typingThrottleMs ?? 2000;
+  }
+
+  /** Confirmed messages in seq order, then the local echoes still waiting. */
+  get messages(): TimelineMessage[] {
+    const confirmed = [...this.byId.values()]; // inserted in seq order: events arrive in order
+    return [...confirmed, ...[...this.echoes.values()].filter((m) => m.message_id === null || !this.byId.has(m.message_id))];
+  }
+
+  /** Top-level messages by others after the read marker, among those this timeline holds. */
+  get unreadCount(): number {
+    const me = this.host.userId();
+    return [...this.byId.values()].filter((m) => !m.parent_id && !m.deleted && m.author_id !== me && (m.seq ?? 0) > this.readSeq).length;
+  }
+
+  /** Who is typing now. */
+  get typing(): string[] {
+    return [...this.typists.keys()];
+  }
+
+  /**
+   * Post through the outbox with an optimistic local echo: the message is in `messages` at once
+   * (`pending`), becomes `sent` on acknowledgement and `delivered` when its event arrives, always
+   * one entry. Resolves with the acknowledgement.
+   */
+  send(text: string, extra: Omit<PostBody, "text" | "client_msg_id"> = {}): Promise<Ack> {
+    const id = newId();
+    const echo: TimelineMessage = {
+      message_id: null,
+      client_msg_id: id,
+      seq: null,
+      author_id: this.host.userId() ?? "",
+      text,
+      parent_id: extra.parent_id ?? null,
+      attachments: extra.attachments ?? [],
+      reactions: {},
+      edited: false,
+      deleted: false,
+      status: "pending",
+    };
+    this.echoes.set(id, echo);
+    this.changed();
+    const acked = this.host.outbox.send(this.id, { ...extra, text }, id);
+    acked.then(
+      (ack) => {
+        const confirmed = ack.message_id ? this.byId.get(ack.message_id) : undefined;
+        if (confirmed) this.echoes.delete(id);
+        else Object.assign(echo, { message_id: ack.message_id ?? null, seq: ack.seq, status: "sent" });
+        this.changed();
+      },
+      (error: unknown) => {
+        Object.assign(echo, { status: "failed", error });
+        this.changed();
+      },
+    );
+    return acked;
+  }
+
+  /** Signal typing, at most once per throttle window (as the server throttles); `false` if skipped. */
+  async startTyping(): Promise<boolean> {
+    const now = Date.now();
+    if (now - this.lastTyping < this.throttle) return false;
+    this.lastTyping = now;
+    if (this.host.sendFrame({ type: "typing", channel_id: this.id })) return true;
+    const answer = await this.host.http.call("typing", { path: { cid: this.id }, body: {} });
+    return answer.sent;
+  }
+
+  /** Move the read marker to `seq` (default: the last message this timeline holds). */
+  async markRead(seq?: number): Promise<ResponseBody<"move_read_marker">> {
+    const target = seq ?? Math.max(this.readSeq, ...[...this.byId.values()].map((m) => m.seq ?? 0));
+    const answer = await this.host.http.call("move_read_marker", { path: { cid: this.id }, body: { seq: target } });
+    this.readSeq = Math.max(this.readSeq, target);
+    this.changed();
+    return answer;
+  }
+
+  /** Pages of history, newest first, until the beginning (each a `GET …/messages`). */
+  async *history(options: { limit?: number; beforeSeq?: number } = {}): AsyncGenerator<Schemas["Message"][]> {
+    let before = options.beforeSeq;
+    for (;;) {
+      const page = await this.host.http.call("list_messages", {
+        path: { cid: this.id },
+        query: { limit: options.limit ?? 50, ...(before === undefined ? {} : { before_seq: before }) },
+      });
+      if (page.messages.length) yield page.messages;
+      if (page.next_before_seq === null || page.next_before_seq === undefined || !page.messages.length) return;
+      before = page.next_before_seq;
+    }
+  }
+
+  /** Every later event as an async iterator (ends when the channel is closed). */
+  async *[Symbol.asyncIterator](): AsyncGenerator<EventFrame> {
+    const queue: (EventFrame | null)[] = [];
+    let wake: (() => void) | undefined;
+    const push = (frame: EventFrame | null) => {
+      queue.push(frame);
+      wake?.();
+    };
+    this.iterators.add(push);
+    try {
+      for (;;) {
+        while (!queue.length) await new Promise<void>((resolve) => (wake = resolve));
+        const frame = queue.shift() as EventFrame | null;
+        if (frame === null) return;
+        yield frame;
+      }
+    } finally {
+      this.iterators.delete(push);
+    }
+  }
+
+  /** Resolves once an event with `seq` or later has been applied. */
+  caughtUp(seq: number): Promise<void> {
+    if ((this.seq ?? 0) >= seq) return Promise.resolve();
+    return new Promise((resolve) => {
+      const off = this.on("event", (frame) => {
+        if (frame.seq >= seq) {
+          off();
+          resolve();
+        }
+      });
+    });
+  }
+
+  /** Stop receiving this channel's events. */
+  close(): void {
+    if (!this.active) return;
+    this.active = false;
+    this.host.release(this);
+    for (const push of [...this.iterators]) push(null);
+  }
+
+  // frames from the connection -----------------------------------------------------------
+  /** @internal */
+  onSubscribed(headSeq: number): void {
+    this.headSeq = headSeq;
+    if (this.seq === undefined) this.seq = headSeq; // live only: resume from here after a drop
+    this.emit("subscribed", { headSeq });
+  }
+
+  /** @internal `false` when the frame shows a gap, so the client resubscribes from `seq`. */
+  onEvent(frame: EventFrame): boolean {
+    const last = this.seq ?? frame.seq - 1;
+    if (frame.seq <= last) return true; // already applied (never expected: the server sends each once)
+    if (frame.seq !== last + 1 && this.seq !== undefined) return false;
+    this.seq = frame.seq;
+    if (frame.seq > this.headSeq) this.headSeq = frame.seq;
+    this.apply(frame);
+    this.emit("event", frame);
+    for (const push of this.iterators) push(frame);
+    return true;
+  }
+
+  /** @internal */
+  onTyping(frame: TypingFrame): void {
+    clearTimeout(this.typists.get(frame.user_id));
+    this.typists.set(
+      frame.user_id,
+      setTimeout(() => {
+        this.typists.delete(frame.user_id);
+        this.emit("typing", this.typing);
+      }, frame.expires_in_ms),
+    );
+    this.emit("typing", this.typing);
+  }
+
+  /** @internal */
+  onError(frame: ErrorFrame): void {
+    this.emit("error", new CaasError(frame.code, frame.message, { details: { ...frame.details } }));
+    if (frame.code === "forbidden" || frame.code === "not_found") this.close();
+  }
+
+  private apply(frame: EventFrame): void {
+    const { type, payload } = frame.event as { type: string; payload: Record<string, unknown> };
+    const mid = payload.message_id as string | undefined;
+    const message = mid === undefined ? undefined : this.byId.get(mid);
+    switch (type) {
+      case "MessagePosted": {
+        const cmid = (payload.client_msg_id as string | null | undefined) ?? null;
+        const posted: TimelineMessage = {
+          message_id: mid ?? null,
+          client_msg_id: cmid,
+          seq: frame.seq,
+          author_id: payload.author_id as string,
+          text: payload.text as string,
+          parent_id: (payload.parent_id as string | null | undefined) ?? null,
+          attachments: (payload.attachments as unknown[] | undefined) ?? [],
+          reactions: {},
+          edited: payload.redacted === "edited",
+          deleted: payload.redacted === "deleted",
+          status: "delivered",
+        };
+        if (mid !== undefined) this.byId.set(mid, posted);
+        if (cmid !== null && posted.author_id === this.host.userId()) this.echoes.delete(cmid);
+        break;
+      }
+      case "MessageEdited":
+        if (message) Object.assign(message, { text: payload.text as string, edited: true });
+        break;
+      case "MessageDeleted":
+        if (message) Object.assign(message, { text: "", attachments: [], deleted: true });
+        break;
+      case "ReactionAdded":
+      case "ReactionRemoved":
+        if (message) {
+          const emoji = payload.emoji as string;
+          const users = (message.reactions[emoji] ?? []).filter((u) => u !== payload.user_id);
+          if (type === "ReactionAdded") users.push(payload.user_id as string);
+          if (users.length) message.reactions[emoji] = users;
+          else delete message.reactions[emoji];
+        }
+        break;
+      case "ReadMarkerMoved":
+        if (payload.user_id === this.host.userId()) this.readSeq = Math.max(this.readSeq, payload.seq as number);
+        break;
+      default:
+        return;
+    }
+    this.changed();
+  }
+
+  private changed(): void {
+    // once per burst of frames, and only for listeners: a replay of 10k events builds no 10k lists
+    if (this.pendingChange || !this.heard("messages")) return;
+    this.pendingChange = true;
+    setTimeout(() => {
+      this.pendingChange = false;
+      this.emit("messages", this.messages);
+    }, 0);
+  }
+}
+
+export type { RequestBody };

@@ -1,0 +1,346 @@
+import { Channel, type ChannelHost, type ChannelOptions } from "./channel.js";
+import { backoff, Emitter } from "./emitter.js";
+import { CaasError } from "./errors.js";
+import type { ClientFrame, PresenceFrame, ServerFrame } from "./frames.js";
+import { HttpClient, type HttpOptions } from "./http.js";
+import { Outbox, type OutboxOptions } from "./outbox.js";
+
+/** The part of the WebSocket API the client uses (browsers', Node ≥ 22's, or the `ws` package's). */
+export interface SocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+export type SocketConstructor = new (url: string) => SocketLike;
+
+export interface ClientOptions extends HttpOptions, OutboxOptions {
+  /** The WebSocket class; defaults to `globalThis.WebSocket` (browsers, Node ≥ 22). */
+  WebSocket?: SocketConstructor;
+  /** The user this token belongs to (for local echo and unread counts); read from the token if omitted. */
+  userId?: string;
+  /** Reconnect backoff: first delay and cap (default 500 ms, 30 s), full jitter. */
+  reconnectBaseMs?: number;
+  reconnectMaxMs?: number;
+  /** A ping this often; a socket silent for `pingIntervalMs + pingTimeoutMs` is dropped and reopened. */
+  pingIntervalMs?: number;
+  pingTimeoutMs?: number;
+  /** The server's `CAAS_WS_MAX_FRAME_BYTES`: larger frames are refused before they are sent. */
+  maxFrameBytes?: number;
+}
+
+export type ClientEvents = {
+  /** The socket is open and every subscription has been sent again. */
+  connected: { attempt: number };
+  /** The socket closed; the client reconnects after `delayMs` unless it was closed by the app. */
+  disconnected: { code: number; reason: string; delayMs: number };
+  /** Something the app should know: a 1009 close, a refused refresh, a rate limit, a quota. */
+  error: CaasError;
+  presence: PresenceFrame;
+};
+
+const OPEN = 1;
+
+/**
+ * The CAAS client: `http` calls any route; `channel()` opens a live timeline that resumes with
+ * `since_seq` after every disconnect; `outbox` sends messages exactly once.
+ */
+export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
+  readonly http: HttpClient;
+  readonly outbox: Outbox;
+  /** Last presence frame per watched user. */
+  readonly presence = new Map<string, PresenceFrame>();
+  private readonly options: ClientOptions;
+  private readonly channels = new Map<string, Channel>();
+  private readonly watched = new Set<string>();
+  private socket: SocketLike | undefined;
+  private attempt = 0;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private pinger: ReturnType<typeof setInterval> | undefined;
+  private lastFrameAt = 0;
+  private lastError: string | undefined;
+  private closedByApp = true;
+  private me: string | undefined;
+  private frameLimit: number;
+  private largestSent = 0;
+
+  constructor(options: ClientOptions) {
+    super();
+    this.options = options;
+    this.http = new HttpClient(options);
+    this.outbox = new Outbox(this.http, options);
+    // a browser back online: retry the outbox and reconnect now rather than after the backoff
+    (globalThis as { addEventListener?: (type: string, fn: () => void) => void }).addEventListener?.("online", this.online);
+    this.frameLimit = options.maxFrameBytes ?? 16384;
+    this.me = options.userId ?? (typeof options.token === "string" ? subjectOf(options.token) : undefined);
+  }
+
+  userId(): string | undefined {
+    return this.me;
+  }
+
+  /** Whether the websocket is open now. */
+  get connected(): boolean {
+    return this.socket?.readyState === OPEN;
+  }
+
+  /** Open the websocket (done by `channel()` and `watchPresence()` too); reconnects until `close()`. */
+  connect(): void {
+    if (!this.closedByApp) return;
+    if (this.options.WebSocket === undefined && typeof (globalThis as { WebSocket?: unknown }).WebSocket !== "function") {
+      throw new CaasError("unsupported", "no WebSocket here: pass the WebSocket option (e.g. the ws package on Node 20)");
+    }
+    this.closedByApp = false;
+    void this.opened();
+  }
+
+  private async opened(): Promise<void> {
+    try {
+      await this.open();
+    } catch (cause) {
+      // e.g. a constructor that refuses the URL: report it and try again later
+      this.emit("error", cause instanceof CaasError ? cause : new CaasError("network", String(cause), { cause }));
+      this.retry(0, "connect failed", backoff(this.attempt++, this.base, this.cap));
+    }
+  }
+
+  private readonly online = (): void => {
+    this.outbox.wake();
+    if (this.timer !== undefined && !this.closedByApp) {
+      // waiting out a backoff: reconnect now
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      void this.opened();
+    }
+  };
+
+  /** Close the socket for good and stop the outbox's retries. */
+  close(): void {
+    (globalThis as { removeEventListener?: (type: string, fn: () => void) => void }).removeEventListener?.("online", this.online);
+    this.closedByApp = true;
+    clearTimeout(this.timer);
+    clearInterval(this.pinger);
+    const socket = this.socket;
+    this.socket = undefined;
+    if (socket) {
+      detach(socket);
+      socket.close(1000);
+    }
+    this.outbox.stop();
+  }
+
+  /** A live timeline of a channel (one per id): events from `since` (or live), resumed on every reconnect. */
+  channel(id: string, options: ChannelOptions = {}): Channel {
+    const existing = this.channels.get(id);
+    if (existing?.active) return existing;
+    const channel = new Channel(id, this, options);
+    this.channels.set(id, channel);
+    this.connect();
+    this.resubscribe(channel);
+    return channel;
+  }
+
+  /** Presence frames of these users: their status now, then each change (also after reconnects). */
+  watchPresence(userIds: string[], listener?: (frame: PresenceFrame) => void): () => void {
+    const fresh = userIds.filter((u) => !this.watched.has(u));
+    for (const u of fresh) this.watched.add(u);
+    this.connect();
+    if (fresh.length) this.sendFrame({ type: "subscribe_presence", user_ids: fresh });
+    return listener ? this.on("presence", (f) => userIds.includes(f.user_id) && listener(f)) : () => {};
+  }
+
+  /** Unread counts per channel, from the server (after the app's own writes: read-your-writes). */
+  async unreadCounts(): Promise<Map<string, number>> {
+    const list = await this.http.call("list_channels");
+    return new Map(list.channels.map((c) => [c.channel_id, c.unread_count ?? 0]));
+  }
+
+  /** @internal */
+  sendFrame(frame: ClientFrame): boolean {
+    const socket = this.socket;
+    if (socket?.readyState !== OPEN) return false;
+    const text = JSON.stringify(frame);
+    const size = new TextEncoder().encode(text).length;
+    if (size > this.frameLimit) {
+      if (frame.type === "subscribe_presence" && frame.user_ids.length > 1) {
+        // split a long watch list into frames the server takes
+        const half = frame.user_ids.length >> 1;
+        return this.sendFrame({ ...frame, user_ids: frame.user_ids.slice(0, half) }) && this.sendFrame({ ...frame, user_ids: frame.user_ids.slice(half) });
+      }
+      throw new CaasError("payload_too_large", `frames are at most ${this.frameLimit} bytes`);
+    }
+    this.largestSent = Math.max(this.largestSent, size);
+    socket.send(text);
+    return true;
+  }
+
+  /** @internal */
+  resubscribe(channel: Channel): void {
+    this.sendFrame({ type: "subscribe", channel_id: channel.id, ...(channel.seq === undefined ? {} : { since_seq: channel.seq }) });
+  }
+
+  /** @internal */
+  release(channel: Channel): void {
+    if (this.channels.get(channel.id) === channel) {
+      this.channels.delete(channel.id);
+      this.sendFrame({ type: "unsubscribe", channel_id: channel.id });
+    }
+  }
+
+  private async open(): Promise<void> {
+    if (this.closedByApp) return;
+    const Socket = (this.options.WebSocket ?? (globalThis as unknown as { WebSocket: SocketConstructor }).WebSocket);
+    let token: string | undefined;
+    try {
+      token = await this.http.currentToken();
+    } catch (cause) {
+      this.emit("error", new CaasError("unauthenticated", "the token source failed", { cause }));
+      this.retry(0, "token source failed", backoff(this.attempt++, this.base, this.cap));
+      return;
+    }
+    if (this.closedByApp) return;
+    if (token !== undefined) this.me ??= subjectOf(token);
+    const url = `${this.http.baseUrl.replace(/^http/, "ws")}/v1/ws?token=${encodeURIComponent(token ?? "")}`;
+    const socket = new Socket(url);
+    this.socket = socket;
+    this.lastError = undefined;
+    this.largestSent = 0;
+    socket.onopen = () => {
+      this.lastFrameAt = Date.now();
+      const attempt = this.attempt;
+      for (const channel of this.channels.values()) this.resubscribe(channel);
+      if (this.watched.size) this.sendFrame({ type: "subscribe_presence", user_ids: [...this.watched] });
+      this.startPinging(socket);
+      this.emit("connected", { attempt });
+    };
+    socket.onmessage = (event) => {
+      this.lastFrameAt = Date.now();
+      if (typeof event.data === "string") this.onFrame(socket, JSON.parse(event.data) as ServerFrame);
+    };
+    socket.onerror = () => {}; // a close follows
+    socket.onclose = (event) => this.onClose(socket, event.code, event.reason);
+  }
+
+  private get base(): number {
+    return this.options.reconnectBaseMs ?? 500;
+  }
+  private get cap(): number {
+    return this.options.reconnectMaxMs ?? 30_000;
+  }
+
+  private onFrame(socket: SocketLike, frame: ServerFrame): void {
+    switch (frame.type) {
+      case "event": {
+        this.attempt = 0; // progress: the next drop starts the backoff afresh
+        const channel = this.channels.get(frame.channel_id);
+        if (channel && !channel.onEvent(frame)) this.resubscribe(channel); // a gap: ask again from seq
+        break;
+      }
+      case "subscribed":
+        this.attempt = 0;
+        this.channels.get(frame.channel_id)?.onSubscribed(frame.head_seq);
+        break;
+      case "typing":
+        this.channels.get(frame.channel_id)?.onTyping(frame);
+        break;
+      case "presence":
+        this.presence.set(frame.user_id, frame);
+        this.emit("presence", frame);
+        break;
+      case "error":
+        this.lastError = frame.code;
+        if (frame.channel_id !== undefined && frame.channel_id !== null) this.channels.get(frame.channel_id)?.onError(frame);
+        else if (frame.code !== "unauthenticated")
+          this.emit("error", new CaasError(frame.code, frame.message, { details: { ...frame.details }, ...(frame.retry_after ? { retryAfter: frame.retry_after } : {}) }));
+        break;
+      default:
+        break;
+    }
+    void socket;
+  }
+
+  private startPinging(socket: SocketLike): void {
+    clearInterval(this.pinger);
+    const every = this.options.pingIntervalMs ?? 20_000;
+    const grace = this.options.pingTimeoutMs ?? 10_000;
+    this.pinger = setInterval(() => {
+      if (this.socket !== socket) return;
+      if (Date.now() - this.lastFrameAt > every + grace) {
+        // silent too long: the network is gone without a close; drop it and reconnect
+        detach(socket);
+        try {
+          socket.close(4000);
+        } catch {
+          /* already closing */
+        }
+        this.onClose(socket, 1006, "no answer to ping");
+        return;
+      }
+      this.sendFrame({ type: "ping" });
+    }, every);
+  }
+
+  private onClose(socket: SocketLike, code: number, reason: string): void {
+    if (this.socket !== socket) return;
+    detach(socket);
+    this.socket = undefined;
+    clearInterval(this.pinger);
+    if (this.closedByApp) return;
+    const error = this.lastError;
+    if (code === 1013) {
+      this.retry(code, reason, 0); // the server shed a slow socket: resume at once from seq
+    } else if (code === 1008 && (error === undefined || error === "unauthenticated")) {
+      this.http.refreshCredential().then(
+        () => this.retry(code, reason, 0),
+        (cause: unknown) => {
+          this.emit("error", cause instanceof CaasError ? cause : new CaasError("unauthenticated", "token refresh failed", { cause }));
+          this.retry(code, reason, backoff(this.attempt++, this.base, this.cap));
+        },
+      );
+    } else {
+      if (code === 1009) {
+        // the server takes less than we thought: stay under the largest frame sent on that socket
+        if (this.largestSent > 1) this.frameLimit = Math.min(this.frameLimit, this.largestSent - 1);
+        this.emit("error", new CaasError("payload_too_large", `the server closed the socket: a frame was too large (1009); frames now at most ${this.frameLimit} bytes`));
+      }
+      else if (code === 1008) this.emit("error", new CaasError(error ?? "forbidden", `the server refused the socket (${reason || error})`));
+      this.retry(code, reason, backoff(this.attempt++, this.base, this.cap));
+    }
+  }
+
+  private retry(code: number, reason: string, delayMs: number): void {
+    this.emit("disconnected", { code, reason, delayMs });
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.opened();
+    }, delayMs);
+  }
+}
+
+function detach(socket: SocketLike): void {
+  socket.onopen = socket.onmessage = null;
+  socket.onclose = null;
+  socket.onerror = () => {}; // closing a socket still connecting reports an error: nobody needs it
+}
+
+/** The `sub` claim of a JWT (no verification: the server does that). */
+function subjectOf(token: string): string | undefined {
+  const part = token.split(".")[1];
+  if (part === undefined) return undefined;
+  try {
+    const json = atob(part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "="));
+    const sub = (JSON.parse(json) as { sub?: unknown }).sub;
+    return typeof sub === "string" ? sub : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A client for `baseUrl` with a credential; see {@link ClientOptions}. */
+export function createClient(options: ClientOptions): CaasClient {
+  return new CaasClient(options);
+}

@@ -1,0 +1,10 @@
+export { CaasError } from "./errors.js";
+export { HttpClient } from "./http.js";
+export type { CallArgs, HttpOptions, OperationId, RequestBody, ResponseBody, Schemas, TokenSource } from "./http.js";
+export { CaasClient, createClient } from "./client.js";
+export type { ClientEvents, ClientOptions, SocketConstructor, SocketLike } from "./client.js";
+export { Channel } from "./channel.js";
+export type { ChannelEvents, ChannelOptions, TimelineMessage } from "./channel.js";
+export { IndexedDbStorage, MemoryStorage, Outbox } from "./outbox.js";
+export type { Ack, OutboxEntry, OutboxEvents, OutboxOptions, OutboxStorage, PostBody } from "./outbox.js";
+export type * from "./frames.js";

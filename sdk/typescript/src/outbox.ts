@@ -1,0 +1,223 @@
+import { backoff, Emitter } from "./emitter.js";
+import { CaasError } from "./errors.js";
+import type { HttpClient, RequestBody, ResponseBody } from "./http.js";
+
+export type PostBody = RequestBody<"post_message">;
+export type Ack = ResponseBody<"post_message">;
+
+/** A message waiting for the server's acknowledgement. `id` is its `client_msg_id`. */
+export interface OutboxEntry {
+  id: string;
+  channelId: string;
+  body: PostBody;
+  createdAt: number;
+  /** Increases with every message queued, across sessions: the order they are sent in. */
+  order: number;
+}
+
+let lastOrder = 0;
+/** Microseconds since the epoch, strictly increasing in this process. */
+function nextOrder(): number {
+  lastOrder = Math.max(Date.now() * 1000, lastOrder + 1);
+  return lastOrder;
+}
+
+/** Where pending messages wait: keep them across page reloads with {@link IndexedDbStorage}. */
+export interface OutboxStorage {
+  all(): Promise<OutboxEntry[]>;
+  put(entry: OutboxEntry): Promise<void>;
+  delete(id: string): Promise<void>;
+}
+
+export class MemoryStorage implements OutboxStorage {
+  private readonly entries = new Map<string, OutboxEntry>();
+  async all(): Promise<OutboxEntry[]> {
+    return [...this.entries.values()];
+  }
+  async put(entry: OutboxEntry): Promise<void> {
+    this.entries.set(entry.id, entry);
+  }
+  async delete(id: string): Promise<void> {
+    this.entries.delete(id);
+  }
+}
+
+/** Browser storage: pending messages survive a reload or a closed tab and are sent on the next start. */
+export class IndexedDbStorage implements OutboxStorage {
+  private db: Promise<IDBDatabase> | undefined;
+  constructor(private readonly name = "caas-outbox") {}
+
+  private open(): Promise<IDBDatabase> {
+    this.db ??= new Promise((resolve, reject) => {
+      const request = indexedDB.open(this.name, 1);
+      request.onupgradeneeded = () => request.result.createObjectStore("outbox", { keyPath: "id" });
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+    return this.db;
+  }
+
+  private async run<T>(mode: IDBTransactionMode, act: (store: IDBObjectStore) => IDBRequest<T>): Promise<T> {
+    const db = await this.open();
+    return new Promise((resolve, reject) => {
+      const request = act(db.transaction("outbox", mode).objectStore("outbox"));
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+  }
+
+  async all(): Promise<OutboxEntry[]> {
+    const entries = await this.run<OutboxEntry[]>("readonly", (s) => s.getAll());
+    return entries.sort((a, b) => a.order - b.order);
+  }
+  async put(entry: OutboxEntry): Promise<void> {
+    await this.run("readwrite", (s) => s.put(entry));
+  }
+  async delete(id: string): Promise<void> {
+    await this.run("readwrite", (s) => s.delete(id));
+  }
+}
+
+export interface OutboxOptions {
+  storage?: OutboxStorage;
+  /** First retry delay, doubled per failure with full jitter (default 250 ms, at most `retryMaxMs`, 30 s). */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+}
+
+export type OutboxEvents = {
+  acked: { entry: OutboxEntry; ack: Ack };
+  failed: { entry: OutboxEntry; error: CaasError };
+  retrying: { entry: OutboxEntry; error: CaasError; attempt: number; delayMs: number };
+};
+
+/**
+ * Sends messages until the server acknowledges them, retrying with the same `client_msg_id`, so
+ * the server records each exactly once however often the network fails (a retry of a recorded
+ * message answers its first result). Messages of one channel go in order, one at a time.
+ * A transient failure (network, timeout, 429, 5xx) is retried forever with backoff; any other
+ * answer (403, 422…) fails the message.
+ */
+export class Outbox extends Emitter<OutboxEvents> {
+  readonly storage: OutboxStorage;
+  private readonly queues = new Map<string, OutboxEntry[]>();
+  private readonly waiting = new Map<string, { resolve: (a: Ack) => void; reject: (e: unknown) => void }>();
+  private readonly pumping = new Set<string>();
+  private readonly wakers = new Set<() => void>();
+  private readonly base: number;
+  private readonly max: number;
+  private stopped = false;
+
+  constructor(
+    private readonly http: HttpClient,
+    options: OutboxOptions = {},
+  ) {
+    super();
+    this.storage = options.storage ?? new MemoryStorage();
+    this.base = options.retryBaseMs ?? 250;
+    this.max = options.retryMaxMs ?? 30_000;
+  }
+
+  /** Queue a message; resolves with the server's acknowledgement. */
+  async send(channelId: string, body: PostBody, id: string = newId()): Promise<Ack> {
+    const entry: OutboxEntry = { id, channelId, body: { ...body, client_msg_id: id }, createdAt: Date.now(), order: nextOrder() };
+    const acked = new Promise<Ack>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    await this.storage.put(entry);
+    this.push(entry);
+    return acked;
+  }
+
+  /** Send what a previous session left in the storage (acknowledgements arrive as `acked` events). */
+  async restore(): Promise<OutboxEntry[]> {
+    const known = new Set([...this.queues.values()].flat().map((e) => e.id));
+    const left = (await this.storage.all()).filter((e) => !known.has(e.id)).sort((a, b) => a.order - b.order);
+    if (left.length) lastOrder = Math.max(lastOrder, (left.at(-1) as OutboxEntry).order);
+    for (const entry of left) this.push(entry);
+    return left;
+  }
+
+  /** Messages not yet acknowledged. */
+  pending(channelId?: string): OutboxEntry[] {
+    return channelId === undefined ? [...this.queues.values()].flat() : [...(this.queues.get(channelId) ?? [])];
+  }
+
+  /** Retry now instead of waiting out the backoff (e.g. when the browser says it is online again). */
+  wake(): void {
+    for (const wake of [...this.wakers]) wake();
+  }
+
+  /** Stop sending: what is not acknowledged stays in the storage (for `restore()` on the next
+   * start) and its `send` promise rejects with `code: "closed"`. */
+  stop(): void {
+    this.stopped = true;
+    this.wake();
+    for (const [id, waiter] of this.waiting) waiter.reject(new CaasError("closed", `the outbox stopped before ${id} was acknowledged; it stays in the storage`));
+    this.waiting.clear();
+  }
+
+  private push(entry: OutboxEntry): void {
+    const queue = this.queues.get(entry.channelId) ?? [];
+    queue.push(entry);
+    this.queues.set(entry.channelId, queue);
+    if (!this.pumping.has(entry.channelId)) void this.pump(entry.channelId);
+  }
+
+  private async pump(channelId: string): Promise<void> {
+    this.pumping.add(channelId);
+    const queue = this.queues.get(channelId) ?? [];
+    try {
+      while (queue.length && !this.stopped) {
+        const entry = queue[0] as OutboxEntry;
+        const outcome = await this.deliver(entry);
+        if (this.stopped) return;
+        queue.shift();
+        await this.storage.delete(entry.id);
+        const waiter = this.waiting.get(entry.id);
+        this.waiting.delete(entry.id);
+        if (outcome instanceof CaasError) {
+          this.emit("failed", { entry, error: outcome });
+          waiter?.reject(outcome);
+        } else {
+          this.emit("acked", { entry, ack: outcome });
+          waiter?.resolve(outcome);
+        }
+      }
+    } finally {
+      this.pumping.delete(channelId);
+    }
+  }
+
+  private async deliver(entry: OutboxEntry): Promise<Ack | CaasError> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.http.call("post_message", { path: { cid: entry.channelId }, body: entry.body });
+      } catch (e) {
+        const error = e instanceof CaasError ? e : new CaasError("network", String(e), { cause: e });
+        if (!error.transient) return error;
+        const delayMs = Math.max(backoff(attempt, this.base, this.max), (error.retryAfter ?? 0) * 1000);
+        this.emit("retrying", { entry, error, attempt, delayMs });
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            this.wakers.delete(done);
+            resolve();
+          };
+          const timer = setTimeout(done, delayMs);
+          this.wakers.add(done);
+        });
+        if (this.stopped) return error;
+      }
+    }
+  }
+}
+
+/** A random UUID (v4), also where `crypto.randomUUID` is missing (a browser page over plain http). */
+export function newId(): string {
+  const crypto = globalThis.crypto;
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = ((b[6] as number) & 0x0f) | 0x40;
+  b[8] = ((b[8] as number) & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}

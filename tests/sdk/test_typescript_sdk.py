@@ -1,0 +1,66 @@
+"""The TypeScript SDK's Node suite (``sdk/typescript/test``), run against real servers.
+
+Embedded: property tests of the channel timeline (``timeline.test.ts``), then the suite starts
+its own ``caas serve`` subprocesses (this interpreter's CAAS) and runs every scenario: send and
+receive, resume across a restart and a forced 1013, the outbox through a proxy that cuts
+requests and in IndexedDB, token refresh on 1008 (expiry and key rotation) and 401, a 1009, the generated types
+against the live documents. Kafka: this test starts a ``caas worker`` on the test Kafka and FerretDB (as
+``tests/cluster.py`` does) and the suite starts its API nodes with the cluster's settings, then
+runs the resume tests (restart, 1013) on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+SDK = ROOT / "sdk" / "typescript"
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    """The SDK's dependencies from its lockfile (``make sdk-ts``), then the compiled suite."""
+    subprocess.run(["make", "-s", "sdk-ts"], cwd=ROOT, check=True, timeout=600)
+    for config in ("tsconfig.json", "tsconfig.test.json"):
+        done = subprocess.run(["npx", "tsc", "-p", config], cwd=SDK, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    return SDK / "dist-test" / "test"
+
+
+def run_suite(suites: list[Path], env: dict[str, str]) -> str:
+    done = subprocess.run(
+        ["node", "--test", "--test-concurrency=1", *map(str, suites)],
+        cwd=SDK,
+        env={**os.environ, "CAAS_PYTHON": sys.executable, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-20000:] + done.stderr[-5000:]
+    assert "# fail 0" in done.stdout, done.stdout
+    return done.stdout
+
+
+def test_typescript_sdk_on_the_embedded_backend(built: Path) -> None:
+    # the timeline's property tests, then every scenario against real servers
+    out = run_suite([built / "timeline.test.js", built / "sdk.test.js"], {"CAAS_SDK_BACKEND": "embedded"})
+    assert "# pass 12" in out, out
+
+
+def test_typescript_sdk_resumes_on_the_kafka_backend(built: Path, tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "cluster")
+    cluster.start_worker()
+    try:
+        env = {"CAAS_SDK_BACKEND": "kafka", "CAAS_SDK_SERVER_ENV": json.dumps(cluster.settings())}
+        out = run_suite([built / "sdk.test.js"], env)
+    finally:
+        cluster.stop()
+    assert "# pass 2" in out, out  # the restart and 1013 resume tests; the others are skipped on Kafka
