@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: serve test lint unit bench services-up services-down clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e 'sdk/python[generate]'  # the Python SDK, tested in tests/sdk
 	touch $(STAMP)
 
 serve: $(STAMP)
@@ -21,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict domain commands projections streams adapters api
+	$(BIN)/mypy --strict sdk/python/caas_client sdk/python/tools
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests --ignore=tests/perf
