@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The Node tools that validate /asyncapi.json and /openapi.json (tests/e2e/test_contracts.py),
+# installed from the committed lockfile on first use
+CONTRACTS := tools/contracts
+NODE_STAMP := $(CONTRACTS)/node_modules/.installed
 
-.PHONY: serve test lint unit bench services-up services-down clean
+.PHONY: serve test lint unit bench contracts services-up services-down clean
 
 $(STAMP): pyproject.toml sdk/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +18,12 @@ $(STAMP): pyproject.toml sdk/python/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet -e 'sdk/python[generate]'  # the Python SDK, tested in tests/sdk
 	touch $(STAMP)
+
+$(NODE_STAMP): $(CONTRACTS)/package.json $(CONTRACTS)/package-lock.json
+	cd $(CONTRACTS) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+contracts: $(NODE_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/caas serve
@@ -24,10 +34,10 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict domain commands projections streams adapters api
 	$(BIN)/mypy --strict sdk/python/caas_client sdk/python/tools
 
-unit: $(STAMP)
+unit: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -q tests --ignore=tests/perf
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
 	$(MAKE) --no-print-directory lint
 	# One pass: a test that fails is a failure (a flaky test is fixed at its cause, never rerun).
@@ -44,4 +54,4 @@ services-down:
 	infra/services down
 
 clean:
-	rm -rf $(VENV) .caas-data
+	rm -rf $(VENV) .caas-data $(CONTRACTS)/node_modules

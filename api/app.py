@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from api.asyncapi import asyncapi
 from api.bootstrap import Engine, build_engine
 from api.errors import ApiError, handle
 from api.limits import RefuseLimited
@@ -44,6 +45,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     async def openapi_json(request: Request) -> Response:
         return json(document)
 
+    async def asyncapi_json(request: Request) -> Response:
+        return json(asyncapi(request.headers.get("host") or "localhost"))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await node.start()
@@ -55,6 +59,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     routes: list[BaseRoute] = [Route(api.path, api.handler, methods=[api.method]) for api in ROUTES]
     routes += [
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/asyncapi.json", asyncapi_json, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute("/v1/ws", websocket_endpoint),
     ]

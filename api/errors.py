@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import orjson
 import structlog
@@ -19,7 +19,25 @@ from projections.ports import ReadStoreUnavailable
 
 log = structlog.get_logger("caas.api")
 
-STATUS = {
+# Every error code the HTTP API answers with: ``/openapi.json`` lists them as the enum of
+# ``error.code``, and mypy holds every ``ApiError`` (and every domain error's category) to them.
+ErrorCode = Literal[
+    "invalid_signature",
+    "invalid_request",
+    "unauthenticated",
+    "payment_required",
+    "quota_exceeded",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "conflict",
+    "payload_too_large",
+    "rate_limited",
+    "internal",
+    "unavailable",
+]
+ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
+STATUS: dict[ErrorCode, int] = {
     "invalid_signature": 400,
     "invalid_request": 422,
     "unauthenticated": 401,
@@ -30,7 +48,6 @@ STATUS = {
     "method_not_allowed": 405,
     "conflict": 409,
     "payload_too_large": 413,
-    "unsupported_media_type": 415,
     "rate_limited": 429,
     "internal": 500,
     "unavailable": 503,
@@ -40,7 +57,7 @@ STATUS = {
 class ApiError(Exception):
     """An error the API answers with; ``code`` is one of :data:`STATUS`."""
 
-    def __init__(self, code: str, message: str, headers: dict[str, str] | None = None, **details: Any) -> None:
+    def __init__(self, code: ErrorCode, message: str, headers: dict[str, str] | None = None, **details: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -52,7 +69,7 @@ class ApiError(Exception):
         return STATUS[self.code]
 
 
-def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
+def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message, "details": details or {}}})
 
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import ApiError
 from api.observability import EARLY_REFUSALS
-from api.security import SECURITY_HEADERS
+from api.security import NO_QUOTA, SECURITY_HEADERS, Quota
 from commands.auth import Principal
 
 
@@ -57,6 +57,10 @@ class RateLimiter:
 
     def take(self, key: Hashable, cost: float = 1.0, *, share: int = 1) -> float:
         """Spend from ``key``'s bucket, which holds ``1/share`` of the rate and burst."""
+        return self.spend(key, cost, share=share)[0]
+
+    def spend(self, key: Hashable, cost: float = 1.0, *, share: int = 1) -> tuple[float, TokenBucket]:
+        """:meth:`take`, and the bucket it spent from (for the ``RateLimit-*`` headers)."""
         now = self.clock()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -66,7 +70,7 @@ class RateLimiter:
         else:
             self._buckets.move_to_end(key)
         bucket.rate, bucket.burst = self.rate / share, max(self.burst / share, cost)
-        return bucket.take(now, cost)
+        return bucket.take(now, cost), bucket
 
     def bucket(self) -> TokenBucket:
         """A standalone bucket with this limiter's rate (for one socket)."""
@@ -75,6 +79,14 @@ class RateLimiter:
 
 def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
+
+
+def quota(bucket: TokenBucket) -> Quota:
+    """A bucket as the ``RateLimit-*`` headers state it: requests it holds when full, requests
+    left now, whole seconds until it is full again."""
+    missing = max(0.0, bucket.burst - bucket.tokens)
+    reset = math.ceil(missing / bucket.rate) if bucket.rate > 0 else 0
+    return Quota(max(1, int(bucket.burst)), max(0, int(bucket.tokens)), reset)
 
 
 class Limits:
@@ -96,29 +108,33 @@ class Limits:
         self.ws_frames = RateLimiter(*ws_frames)
         self.refused = Refused(clock=self.user_writes.clock)
 
-    def check(self, who: Principal, *, write: bool, credential: str = "") -> None:
-        """Raise ``429 rate_limited`` if the caller's tenant or user is over its rate. A
+    def check(self, who: Principal, *, write: bool, credential: str = "") -> Quota:
+        """Raise ``429 rate_limited`` if the caller's tenant or user is over its rate; else the
+        quota of the most constrained bucket the request drew on (``RateLimit-*`` headers). A
         refused ``credential`` (the Authorization header) is remembered until its bucket has
         a token again, so :class:`RefuseLimited` refuses its repeats before any other work."""
         if not write:
-            wait = self.tenant_reads.take(who.tenant_id, share=max(1, self.nodes()))
+            wait, bucket = self.tenant_reads.spend(who.tenant_id, share=max(1, self.nodes()))
             scope = "tenant reads"
         else:
-            wait = self.tenant_writes.take(who.tenant_id, share=max(1, self.nodes()))
+            wait, bucket = self.tenant_writes.spend(who.tenant_id, share=max(1, self.nodes()))
             scope = "tenant writes"
             if not wait and who.kind == "user":
-                wait = self.user_writes.take((who.tenant_id, who.user_id))
-                scope = "user writes"
+                wait, user = self.user_writes.spend((who.tenant_id, who.user_id))
+                if wait or user.tokens / user.burst < bucket.tokens / bucket.burst:
+                    bucket, scope = user, "user writes"
+        state = quota(bucket)
         if wait:
             if credential:
-                self.refused.note(credential, write, scope, self.user_writes.clock() + wait)
+                self.refused.note(credential, write, scope, self.user_writes.clock() + wait, state)
             raise ApiError(
                 "rate_limited",
                 f"too many requests ({scope}); retry after {retry_after(wait)} s",
-                headers={"Retry-After": retry_after(wait)},
+                headers={"Retry-After": retry_after(wait), **state.headers()},
                 scope=scope,
                 retry_after=round(wait, 3),
             )
+        return state
 
 
 class Refused:
@@ -132,24 +148,25 @@ class Refused:
     def __init__(self, *, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_keys = max_keys
         self.clock = clock
-        self._until: OrderedDict[tuple[str, bool], tuple[float, str]] = OrderedDict()
+        self._until: OrderedDict[tuple[str, bool], tuple[float, str, Quota]] = OrderedDict()
 
-    def note(self, credential: str, write: bool, scope: str, until: float) -> None:
-        self._until[(credential, write)] = (until, scope)
+    def note(self, credential: str, write: bool, scope: str, until: float, state: Quota) -> None:
+        self._until[(credential, write)] = (until, scope, state)
         self._until.move_to_end((credential, write))
         if len(self._until) > self.max_keys:
             self._until.popitem(last=False)
 
-    def wait(self, credential: str, write: bool) -> tuple[float, str]:
-        """Seconds the credential must still wait (0 if none), and the limit's scope."""
+    def wait(self, credential: str, write: bool) -> tuple[float, str, Quota]:
+        """Seconds the credential must still wait (0 if none), the limit's scope, and its
+        quota as of the refusal."""
         found = self._until.get((credential, write))
         if found is None:
-            return 0.0, ""
+            return 0.0, "", NO_QUOTA
         wait = found[0] - self.clock()
         if wait <= 0:
             del self._until[(credential, write)]
-            return 0.0, ""
-        return wait, found[1]
+            return 0.0, "", NO_QUOTA
+        return wait, found[1], found[2]
 
 
 class RefuseLimited:
@@ -167,15 +184,16 @@ class RefuseLimited:
             headers = dict(scope["headers"])
             credential = headers.get(b"authorization")
             if credential is not None:
-                wait, limit = self.refused().wait(credential.decode("latin-1").strip(), scope["method"] != "GET")
+                found = self.refused().wait(credential.decode("latin-1").strip(), scope["method"] != "GET")
+                wait, limit, state = found
                 if wait:
                     request_id = headers.get(b"x-request-id", b"")[:128] or uuid.uuid4().hex.encode()
-                    await self._refuse(send, wait, limit, request_id)
+                    await self._refuse(send, wait, limit, state, request_id)
                     return
         await self.app(scope, receive, send)
 
     @staticmethod
-    async def _refuse(send: Send, wait: float, scope: str, request_id: bytes) -> None:
+    async def _refuse(send: Send, wait: float, scope: str, state: Quota, request_id: bytes) -> None:
         EARLY_REFUSALS.inc()
         after = retry_after(wait)
         body = orjson.dumps({"error": {
@@ -188,6 +206,7 @@ class RefuseLimited:
             (b"content-length", str(len(body)).encode()),
             (b"retry-after", after.encode()),
             (b"x-request-id", request_id),
+            *state.raw_headers(),
             *SECURITY_HEADERS,
         ]})  # fmt: skip
         await send({"type": "http.response.body", "body": body})

@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from api.errors import ApiError, validation_error
+from api.security import QUOTA_STATE
 from commands.auth import Principal
 from commands.ports import Idempotency
 from commands.quotas import Adds, PaymentRequired, QuotaExceeded
@@ -128,7 +129,7 @@ async def principal(request: Request, *kinds: str) -> Principal:
         raise ApiError("forbidden", f"this route needs {need}", rule="wrong_credential")
     if who.kind != "admin":
         write = request.method != "GET"
-        node.limits.check(who, write=write, credential=header.strip())
+        setattr(request.state, QUOTA_STATE, node.limits.check(who, write=write, credential=header.strip()))
         _deferred.set(None)
         _unmetered.set(None)
         if write and refusable(request):  # a capped tenant at its limit, or past due where that means read-only: 402

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import billing, http, schemas, usage
+from api import billing, examples, http, schemas, usage
 from api.errors import ApiError
 from api.plumbing import MAX_INT
 
@@ -29,6 +29,7 @@ class Api:
     status: int = 200
     query: tuple[str | tuple[str, dict[str, Any]], ...] = ()
     upsert: bool = False  # creates (201) or updates (200) what it names
+    idempotent: bool = False  # honours Idempotency-Key: a retry with the same key gets the first answer
 
     @property
     def handler(self) -> Endpoint:
@@ -72,55 +73,55 @@ USAGE_QUERY = ("from", "to", "granularity", "meters", "min_position")
 
 ROUTES: list[Api] = [
     Api("POST", "/v1/tenants", http.create_tenant, "Register a tenant; returns its first API key (shown once)",
-        ("admin",), schemas.CreateTenant, schemas.TenantCreated, 201),
+        ("admin",), schemas.CreateTenant, schemas.TenantCreated, 201, idempotent=True),
     Api("POST", "/v1/api-keys", http.create_api_key, "Issue another API key (shown once)",
-        ("tenant",), schemas.CreateApiKey, schemas.ApiKeyCreated, 201),
+        ("tenant",), schemas.CreateApiKey, schemas.ApiKeyCreated, 201, idempotent=True),
     Api("DELETE", "/v1/api-keys/{key_id}", http.revoke_api_key, "Revoke an API key",
         ("tenant",), None, schemas.Written),
     Api("POST", "/v1/signing-keys", http.rotate_signing_key,
         "Rotate the key that signs end-user tokens (tokens of the previous key keep working)",
-        ("tenant",), None, schemas.SigningKeyRotated, 201),
+        ("tenant",), None, schemas.SigningKeyRotated, 201, idempotent=True),
     Api("PUT", "/v1/cors", http.set_allowed_origins, "Set the browser origins allowed to read responses (CORS)",
-        ("tenant",), schemas.AllowedOrigins, schemas.OriginsWritten),
+        ("tenant",), schemas.AllowedOrigins, schemas.OriginsWritten, idempotent=True),
     Api("PUT", "/v1/users/{user_id}", http.put_user, "Register or update an end user",
-        ("tenant",), schemas.PutUser, schemas.UserWritten, 201, upsert=True),
+        ("tenant",), schemas.PutUser, schemas.UserWritten, 201, upsert=True, idempotent=True),
     Api("POST", "/v1/users/{user_id}/tokens", http.create_token, "Mint an end-user token",
         ("tenant",), schemas.CreateToken, schemas.Token, 201),
     Api("GET", "/v1/channels", http.list_channels, "Channels of the user, or all of the tenant's",
         ("tenant", "user"), None, schemas.ChannelList, query=("limit", "after", "min_position")),
     Api("POST", "/v1/channels", http.create_channel, "Create a group or direct channel",
-        ("tenant", "user"), schemas.CreateChannel, schemas.ChannelWritten, 201),
+        ("tenant", "user"), schemas.CreateChannel, schemas.ChannelWritten, 201, idempotent=True),
     Api("GET", "/v1/channels/{cid}", http.get_channel, "A channel with its members and roles",
         ("tenant", "user"), None, schemas.Channel, query=("min_position",)),
     Api("POST", "/v1/channels/{cid}/members", http.add_member, "Add a member or change their role",
-        ("tenant", "user"), schemas.AddMember, schemas.ChannelWritten, 201, upsert=True),
+        ("tenant", "user"), schemas.AddMember, schemas.ChannelWritten, 201, upsert=True, idempotent=True),
     Api("DELETE", "/v1/channels/{cid}/members/{uid}", http.remove_member, "Remove a member (or leave)",
         ("tenant", "user"), None, schemas.ChannelWritten),
     Api("GET", "/v1/channels/{cid}/messages", http.list_messages, "A page of the channel's timeline",
         ("tenant", "user"), None, schemas.MessagePage,
         query=("before_seq", "after_seq", "limit", "min_position")),
     Api("POST", "/v1/channels/{cid}/messages", http.post_message, "Post a message",
-        ("tenant", "user"), schemas.PostMessage, schemas.MessageWritten, 201),
+        ("tenant", "user"), schemas.PostMessage, schemas.MessageWritten, 201, idempotent=True),
     Api("PATCH", "/v1/channels/{cid}/messages/{mid}", http.edit_message, "Edit your message",
-        ("tenant", "user"), schemas.EditMessage, schemas.MessageWritten),
+        ("tenant", "user"), schemas.EditMessage, schemas.MessageWritten, idempotent=True),
     Api("DELETE", "/v1/channels/{cid}/messages/{mid}", http.delete_message, "Delete a message (tombstone)",
         ("tenant", "user"), None, schemas.MessageWritten),
     Api("GET", "/v1/channels/{cid}/messages/{mid}/thread", http.get_thread, "Replies to a message",
         ("tenant", "user"), None, schemas.Thread, query=(("limit", {"maximum": 1000}), "min_position")),
     Api("POST", "/v1/channels/{cid}/messages/{mid}/reactions", http.add_reaction, "React to a message",
-        ("tenant", "user"), schemas.AddReaction, schemas.MessageWritten, 201),
+        ("tenant", "user"), schemas.AddReaction, schemas.MessageWritten, 201, idempotent=True),
     Api("DELETE", "/v1/channels/{cid}/messages/{mid}/reactions/{emoji}", http.remove_reaction,
         "Remove your reaction", ("tenant", "user"), None, schemas.MessageWritten, query=("user_id",)),
     Api("POST", "/v1/channels/{cid}/read", http.move_read_marker, "Move your read marker forward",
-        ("tenant", "user"), schemas.MoveReadMarker, schemas.ChannelWritten),
+        ("tenant", "user"), schemas.MoveReadMarker, schemas.ChannelWritten, idempotent=True),
     Api("POST", "/v1/channels/{cid}/typing", http.typing, "Say you are typing (ephemeral)",
         ("tenant", "user"), schemas.Typing, schemas.TypingDelivered, 202),
     Api("POST", "/v1/channels/{cid}/mutes", http.mute, "Mute a member (reads, cannot post)",
-        ("tenant", "user"), schemas.Mute, schemas.ChannelWritten, 201),
+        ("tenant", "user"), schemas.Mute, schemas.ChannelWritten, 201, idempotent=True),
     Api("DELETE", "/v1/channels/{cid}/mutes/{uid}", http.unmute, "Unmute a member",
         ("tenant", "user"), None, schemas.ChannelWritten),
     Api("POST", "/v1/channels/{cid}/bans", http.ban, "Ban a user (removed, cannot rejoin)",
-        ("tenant", "user"), schemas.Ban, schemas.ChannelWritten, 201),
+        ("tenant", "user"), schemas.Ban, schemas.ChannelWritten, 201, idempotent=True),
     Api("DELETE", "/v1/channels/{cid}/bans/{uid}", http.unban, "Lift a ban",
         ("tenant", "user"), None, schemas.ChannelWritten),
     Api("GET", "/v1/presence", http.get_presence, "Presence of up to 100 users of the tenant",
@@ -151,6 +152,75 @@ ROUTES: list[Api] = [
 ]  # fmt: skip
 
 
+# One security scheme per credential; each is sent as ``Authorization: Bearer <credential>``.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "admin": {"type": "http", "scheme": "bearer", "description": (
+        "The platform operator's admin token (CAAS_ADMIN_TOKEN): `Authorization: Bearer <admin token>`.")},
+    "tenant": {"type": "http", "scheme": "bearer", "description": (
+        "A tenant API key, for the tenant's backend (shown once by POST /v1/tenants and POST /v1/api-keys): "
+        "`Authorization: Bearer <API key>`.")},
+    "user": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": (
+        "An end-user token minted by POST /v1/users/{user_id}/tokens: `Authorization: Bearer <token>` "
+        "(the websocket takes it as `?token=`).")},
+}  # fmt: skip
+SCHEME_NAMES = {"admin": "adminToken", "tenant": "tenantApiKey", "user": "userToken"}
+RATE_HEADERS: dict[str, dict[str, Any]] = {
+    "RateLimit-Limit": {"description": "requests the rate limit the request drew on allows in a burst (IETF "
+                        "httpapi rate-limit headers draft)", "schema": {"type": "integer", "minimum": 1}},
+    "RateLimit-Remaining": {"description": "requests left in that limit now",
+                            "schema": {"type": "integer", "minimum": 0}},
+    "RateLimit-Reset": {"description": "seconds until that limit is whole again",
+                        "schema": {"type": "integer", "minimum": 0}},
+}  # fmt: skip
+RETRY_AFTER = {"description": "seconds to wait before a retry", "schema": {"type": "integer", "minimum": 1}}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes the write safe to retry: a retry by the same caller with the same key and the same request "
+        "gets the first answer (200) and records nothing more; the same key with another request is "
+        "409 conflict (rule idempotency_key_reused). Keys are kept as long as the log."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+}
+STRIPE_SIGNATURE = {
+    "name": "Stripe-Signature",
+    "in": "header",
+    "required": True,
+    "description": "Stripe's signature of the body (t=…,v1=…); 400 invalid_signature if it does not verify",
+    "schema": {"type": "string"},
+}
+TAGS: list[tuple[str, str, str]] = [  # (path prefix, tag, description); the first match wins
+    ("/v1/tenants/{tenant_id}/", "platform", "The platform operator's routes (admin token)"),
+    ("/v1/tenants", "platform", "The platform operator's routes (admin token)"),
+    ("/v1/api-keys", "credentials", "API keys, the end-user token signing key, browser origins"),
+    ("/v1/signing-keys", "credentials", "API keys, the end-user token signing key, browser origins"),
+    ("/v1/cors", "credentials", "API keys, the end-user token signing key, browser origins"),
+    ("/v1/users", "users", "End users and their tokens"),
+    ("/v1/channels/{cid}/messages", "messages", "Messages, threads, reactions"),
+    ("/v1/channels/{cid}/read", "messages", "Messages, threads, reactions"),
+    ("/v1/channels/{cid}/typing", "presence", "Presence and typing"),
+    ("/v1/channels/{cid}/presence", "presence", "Presence and typing"),
+    ("/v1/presence", "presence", "Presence and typing"),
+    ("/v1/channels", "channels", "Channels, members and moderation (mutes, bans)"),
+    ("/v1/events", "events", "The tenant's event log"),
+    ("/v1/usage", "billing", "Usage, bills, invoices, Stripe"),
+    ("/v1/billing", "billing", "Usage, bills, invoices, Stripe"),
+    ("/", "operations", "Health and readiness"),
+]
+
+
+def tag(path: str) -> str:
+    return next(name for prefix, name, _ in TAGS if path.startswith(prefix))
+
+
+def rate_limited(api: Api) -> bool:
+    """Whether the route draws on the rate limits: every credential but the admin token does
+    (``api.plumbing.principal``), and then every answer carries ``RateLimit-*`` headers."""
+    return any(kind != "admin" for kind in api.who)
+
+
 def openapi() -> dict[str, object]:
     """The OpenAPI 3.1 document, generated from :data:`ROUTES` and the pydantic schemas."""
     components: dict[str, object] = {}
@@ -162,7 +232,11 @@ def openapi() -> dict[str, object]:
         components[model.__name__] = schema
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
-    error = {"description": "error", "content": {"application/json": {"schema": ref(schemas.ErrorBody)}}}
+    def headers(names: dict[str, dict[str, Any]], required: bool) -> dict[str, object]:
+        return {name: {"$ref": f"#/components/headers/{name}"} if required else {**spec, "required": False}
+                for name, spec in names.items()}  # fmt: skip
+
+    error_schema = ref(schemas.ErrorBody)
     paths: dict[str, dict[str, object]] = {}
     for api in ROUTES:
         params = [
@@ -170,36 +244,72 @@ def openapi() -> dict[str, object]:
             for name in _path_params(api.path)
         ]
         params += [_query_param(entry) for entry in api.query]
-        if api.body is not None and api.method == "POST":
-            key = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"}
-            params.append({"name": "Idempotency-Key", "in": "header", "required": False, "schema": key})
+        if api.idempotent:
+            params.append(IDEMPOTENCY_KEY)
+        if api.endpoint is billing.stripe_webhook:
+            params.append(STRIPE_SIGNATURE)
+        limited = rate_limited(api)
+        rated = headers(RATE_HEADERS, required=True) if limited else {}
+        name = api.endpoint.__name__
         ok: dict[str, object] = {"description": "success"}
         if api.returns is not None:
-            ok["content"] = {"application/json": {"schema": ref(api.returns)}}
-        responses: dict[str, object] = {str(api.status): ok, "4XX": error, "503": error}
+            media: dict[str, object] = {"schema": ref(api.returns)}
+            if name in examples.RESPONSES:
+                media["example"] = examples.RESPONSES[name]
+            ok["content"] = {"application/json": media}
+        if rated:
+            ok["headers"] = rated
+        maybe_rated = headers(RATE_HEADERS, required=False) if limited else {}
+        error: dict[str, object] = {
+            "description": "error: `error.code` says what went wrong (api/errors.py)",
+            "content": {"application/json": {"schema": error_schema, "example": examples.ERROR}},
+        }
+        if maybe_rated:
+            error["headers"] = maybe_rated
+        unavailable = {
+            **error,
+            "description": "the backend is unavailable or busy: retry after Retry-After seconds",
+            "headers": {"Retry-After": {**RETRY_AFTER, "required": False}, **maybe_rated},
+        }
+        responses: dict[str, object] = {str(api.status): ok, "4XX": error, "503": unavailable}
+        if limited:
+            responses["429"] = {
+                "description": "rate limited: retry after Retry-After seconds (docs/api.md, Rate limits)",
+                "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}, **rated},
+                "content": {"application/json": {"schema": error_schema, "example": examples.RATE_LIMITED}},
+            }
         if api.status == 201 and api.returns is not None and issubclass(api.returns, schemas.Written):
             # plumbing.written: 201 when the write creates, 200 for an update or a replay
             again = "an update of what existed, or " if api.upsert else ""
-            responses["200"] = {**ok, "description": f"{again}the replay of an idempotent retry"}
+            replay = "the replay of an idempotent retry" if api.idempotent else "a write that created nothing"
+            responses["200"] = {**ok, "description": f"{again}{replay}"}
         op: dict[str, object] = {
             "summary": api.summary,
-            "operationId": api.endpoint.__name__,
+            "operationId": name,
+            "tags": [tag(api.path)],
             "parameters": params,
             "responses": responses,
         }
         if api.who:
-            op["security"] = [{"bearer": []}]
+            op["security"] = [{SCHEME_NAMES[kind]: []} for kind in api.who]
             op["description"] = "Credential: " + " or ".join(api.who)
         if api.body is not None:
-            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": ref(api.body)}}}
+            body: dict[str, object] = {"schema": ref(api.body)}
+            if name in examples.REQUESTS:
+                body["example"] = examples.REQUESTS[name]
+            op["requestBody"] = {"required": False, "content": {"application/json": body}}
         paths.setdefault(api.path, {})[api.method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": "CAAS", "version": "1.0.0", "description": "Chat as a service: the v1 HTTP API."},
+        "tags": [{"name": name, "description": text} for name, text in dict((n, d) for _, n, d in TAGS).items()],
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "headers": {
+                name: {**spec, "required": True} for name, spec in {**RATE_HEADERS, "Retry-After": RETRY_AFTER}.items()
+            },
+            "securitySchemes": {SCHEME_NAMES[kind]: scheme for kind, scheme in SECURITY_SCHEMES.items()},
         },
     }
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
+from api.errors import ErrorCode
 from domain.base import ID_PATTERN as ID_PATTERN  # re-exported: the API layer names ids by it
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -359,7 +360,7 @@ class WebhookReceived(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str
+    code: ErrorCode = Field(description="what went wrong; clients branch on it (and on details.rule)")
     message: str
     details: dict[str, Any]
 

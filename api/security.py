@@ -8,6 +8,8 @@ listed that origin (``PUT /v1/cors``), so a browser at any other origin cannot r
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SECURITY_HEADERS = [
@@ -19,9 +21,30 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 ALLOW_HEADERS = b"authorization, content-type, idempotency-key, x-request-id"
-EXPOSE_HEADERS = b"x-request-id, retry-after"
+EXPOSE_HEADERS = b"x-request-id, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset"
 ALLOW_METHODS = b"GET, POST, PUT, PATCH, DELETE"
 CORS_STATE = "cors_origin"
+QUOTA_STATE = "rate_quota"  # the request's Quota, once its credential drew on a rate limit
+
+
+class Quota(NamedTuple):
+    """The rate limit a request drew on, as the ``RateLimit-Limit``, ``RateLimit-Remaining``
+    and ``RateLimit-Reset`` headers state it (IETF httpapi rate-limit headers draft)."""
+
+    limit: int  # requests the bucket holds when full
+    remaining: int  # requests it holds now
+    reset: int  # seconds until it is full again
+
+    def headers(self) -> dict[str, str]:
+        return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(self.remaining),
+                "RateLimit-Reset": str(self.reset)}  # fmt: skip
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"ratelimit-limit", b"%d" % self.limit), (b"ratelimit-remaining", b"%d" % self.remaining),
+                (b"ratelimit-reset", b"%d" % self.reset)]  # fmt: skip
+
+
+NO_QUOTA = Quota(0, 0, 0)
 
 
 class SecurityHeaders:
@@ -49,7 +72,11 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 extra = list(SECURITY_HEADERS)
-                allowed = scope.get("state", {}).get(CORS_STATE)
+                state = scope.get("state", {})
+                rate: Quota | None = state.get(QUOTA_STATE)
+                if rate is not None:
+                    extra += rate.raw_headers()
+                allowed = state.get(CORS_STATE)
                 if origin and allowed:
                     extra += [
                         (b"access-control-allow-origin", origin),

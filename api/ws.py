@@ -33,17 +33,15 @@ from commands.auth import Principal, Unauthenticated
 from commands.quotas import QuotaExceeded
 from domain.base import ID_PATTERN
 from domain.events import stream_name
+from streams import frames
 from streams.fanout import REVOKING, HistoryView, Subscription
+from streams.frames import MAX_SEQ, POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER
 from streams.metering import EVENT_FRAME
 
 log = structlog.get_logger("caas.ws")
-TRY_AGAIN_LATER = 1013
-POLICY_VIOLATION = 1008
-TOO_BIG = 1009
 HISTORY_PAGE = 500  # events per read of history, at most
 FIRST_HISTORY_PAGE = 64  # the first read, before the size of the channel's frames is known
 MIN_HISTORY_PAGE = 16
-MAX_SEQ = 2**63 - 1  # seqs are 64-bit signed integers in every store
 
 
 class Transport(Protocol):
@@ -183,12 +181,22 @@ class Session:
             return True
         return self.outbox.offer(frame)
 
-    def send_json(self, data: dict[str, Any]) -> None:
-        if not self.enqueue(orjson.dumps(data).decode()):
+    def send(self, frame: frames.Frame) -> None:
+        if not self.enqueue(frame.model_dump_json()):
             self.close(TRY_AGAIN_LATER)
 
-    def error(self, code: str, message: str, **extra: Any) -> None:
-        self.send_json({"type": "error", "code": code, "message": message, **extra})
+    def error(
+        self,
+        code: frames.ErrorCode,
+        message: str,
+        *,
+        channel_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {"channel_id": channel_id, "retry_after": retry_after}
+        frame = frames.Error(code=code, message=message, **{k: v for k, v in extra.items() if v is not None})
+        if not self.enqueue(frame.wire()):
+            self.close(TRY_AGAIN_LATER)
 
     def close(self, code: int) -> None:
         if self.closing is None:
@@ -197,10 +205,10 @@ class Session:
             self.closing = code
             self.closed.set()
 
-    def fail(self, code: int, error: str, message: str) -> None:
+    def fail(self, code: int, error: frames.ErrorCode, message: str) -> None:
         """Close with ``code`` after one last error frame, sent ahead of anything still queued."""
         if self.closing is None:
-            self.farewell = orjson.dumps({"type": "error", "code": error, "message": message}).decode()
+            self.farewell = frames.Error(code=error, message=message).wire()
             self.close(code)
 
     def refuse(self, message: str) -> None:
@@ -292,14 +300,14 @@ class Session:
     async def dispatch(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == "ping":
-            self.send_json({"type": "pong"})
+            self.send(frames.Pong())
         elif kind == "subscribe":
             await self.subscribe(frame)
         elif kind == "unsubscribe":
             cid = self._channel_id(frame)
             if cid is not None:
                 self.unsubscribe(cid)
-                self.send_json({"type": "unsubscribed", "channel_id": cid})
+                self.send(frames.Unsubscribed(channel_id=cid))
         elif kind == "typing":
             cid = self._channel_id(frame)
             if cid is not None and await self._member(cid):
@@ -377,7 +385,7 @@ class Session:
         self.subs[cid] = sub
         self.node.hub.add(sub)
         SUBSCRIPTIONS.inc()
-        self.send_json({"type": "subscribed", "channel_id": cid, "head_seq": state.version})
+        self.send(frames.Subscribed(channel_id=cid, head_seq=state.version))
         if since is None:
             sub.go_live(0)
             return
@@ -460,21 +468,20 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         if who.kind != "user":
             raise Unauthenticated("connect with a user token: /v1/ws?token=<jwt>")
     except Unauthenticated as exc:
-        await ws.send_text(orjson.dumps({"type": "error", "code": "unauthenticated", "message": str(exc)}).decode())
+        await ws.send_text(frames.Error(code="unauthenticated", message=str(exc)).wire())
         await ws.close(POLICY_VIOLATION)
         return
     key, cap = (who.tenant_id, who.user_id), node.settings.ws_max_sockets_per_user
     if node.sockets.get(key, 0) >= cap:
         message = f"at most {cap} open sockets per user; close one first"
-        await ws.send_text(orjson.dumps({"type": "error", "code": "rate_limited", "message": message}).decode())
+        await ws.send_text(frames.Error(code="rate_limited", message=message).wire())
         await ws.close(POLICY_VIOLATION)
         return
     try:  # a plan's cap on concurrent sockets or on monthly active users (docs/quotas.md)
         await node.quotas.admit_socket(who.tenant_id, who.user_id, lambda: node.presence.open_sockets(who.tenant_id))
     except QuotaExceeded as exc:
-        details = {"meter": exc.meter, "limit": exc.limit, "used": exc.used, "resets_at": exc.resets_at}
-        refusal = {"type": "error", "code": "quota_exceeded", "message": str(exc), "details": details}
-        await ws.send_text(orjson.dumps(refusal).decode())
+        details = frames.QuotaDetails(meter=exc.meter, limit=exc.limit, used=exc.used, resets_at=exc.resets_at)
+        await ws.send_text(frames.Error(code="quota_exceeded", message=str(exc), details=details).wire())
         await ws.close(POLICY_VIOLATION)
         return
     node.sockets[key] = node.sockets.get(key, 0) + 1

@@ -8,13 +8,16 @@ fix the request.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
+
+Category = Literal["forbidden", "not_found", "conflict", "invalid_request"]
+CATEGORIES: tuple[Category, ...] = get_args(Category)
 
 
 class DomainError(Exception):
     """A command broke a rule of the domain; nothing was recorded."""
 
-    category: ClassVar[str] = "conflict"
+    category: ClassVar[Category] = "conflict"
     rule: ClassVar[str] = "domain_rule"
 
     def __init__(self, message: str, **details: Any) -> None:

@@ -18,7 +18,7 @@ from commands.ports import ConcurrencyError, Idempotency, IdempotencyKeyReused, 
 from commands.service import CommandEnvelope, Outcome
 from domain import billing, channel, tenant, usage, user
 from domain.base import Command
-from domain.errors import DomainError
+from domain.errors import CATEGORIES, DomainError
 from domain.events import Event
 
 
@@ -95,7 +95,8 @@ class RemoteDomainError(DomainError):
         super().__init__(message, **details)
         # The API answers by an error's category and rule; here they are the remote error's,
         # known only per instance, so they shadow DomainError's class-level constants.
-        self.category = category  # type: ignore[misc]  # assigning a ClassVar on purpose, see above
+        known = category if category in CATEGORIES else DomainError.category  # a decider of another version
+        self.category = known  # type: ignore[misc]  # assigning a ClassVar on purpose, see above
         self.rule = rule  # type: ignore[misc]  # likewise
 
 

@@ -1,0 +1,282 @@
+"""The frames of ``WS /v1/ws``: one pydantic model per frame kind, in each direction.
+
+These models are the websocket contract. ``/asyncapi.json`` is generated from them
+(``api/asyncapi.py``), the SDKs generate their frame types from that document, and the server
+builds its control frames from them (``api/ws.py``). The hot frames (``event``, ``typing``,
+``presence``) are encoded directly with orjson for speed, in the same shape;
+``tests/e2e/test_contracts.py`` validates every kind of frame a live server sends against
+these models, and sends every client frame of the document to it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from domain.base import ID_PATTERN
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+MAX_SEQ = 2**63 - 1  # seqs are 64-bit signed integers in every store
+
+# The websocket close codes, and what a client does about each (docs/websocket-protocol.md).
+POLICY_VIOLATION = 1008
+TOO_BIG = 1009
+TRY_AGAIN_LATER = 1013
+CLOSE_CODES: dict[int, tuple[str, str]] = {
+    1000: ("normal closure: the client closed, or the server is shutting down", "reconnect and resume if still needed"),
+    POLICY_VIOLATION: (
+        "the token is bad, expired or its signing key retired by a second rotation (after an "
+        "`unauthenticated` error frame); too many sockets for the user (`rate_limited`); or a plan's "
+        "socket or monthly-active-user cap (`quota_exceeded`)",
+        "get a new token (or close another socket), then reconnect and resume",
+    ),
+    TOO_BIG: (
+        "a client frame was larger than CAAS_WS_MAX_FRAME_BYTES (after a `payload_too_large` error frame)",
+        "send smaller frames; do not retry the same frame",
+    ),
+    TRY_AGAIN_LATER: (
+        "the client fell more than CAAS_WS_QUEUE_FRAMES frames or CAAS_WS_MAX_BUFFERED_BYTES behind, "
+        "or a history replay could not reach the channel's head in time",
+        "reconnect at once and resubscribe each channel with since_seq = the last seq received",
+    ),
+}
+
+
+class Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- client -> server ------------------------------------------------------------------------
+class Subscribe(Frame):
+    """Deliver every event of the channel with ``seq > since_seq``, in order and exactly once,
+    then its live tail. Without ``since_seq``: the live tail only. The caller must be a member."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "subscribe", "channel_id": "c1", "since_seq": 41}]}
+    )
+    type: Literal["subscribe"]
+    channel_id: Id
+    since_seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = Field(
+        default=None, description="the last seq the client holds: resume after it (0: the whole history)"
+    )
+
+
+class Unsubscribe(Frame):
+    """Stop the channel's events on this socket; answered by ``unsubscribed``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "unsubscribe", "channel_id": "c1"}]})
+    type: Literal["unsubscribe"]
+    channel_id: Id
+
+
+class SendTyping(Frame):
+    """Say the user is typing in the channel (the channel's other live subscribers get a
+    ``typing`` frame, throttled per user)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "typing", "channel_id": "c1"}]})
+    type: Literal["typing"]
+    channel_id: Id
+
+
+class SubscribePresence(Frame):
+    """Presence frames for these users of the tenant: each one's status now, then changes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "subscribe_presence", "user_ids": ["u1", "u2"]}]}
+    )
+    type: Literal["subscribe_presence"]
+    user_ids: list[Id] = Field(description="at most CAAS_WS_MAX_PRESENCE_WATCH per socket, over all such frames")
+
+
+class Ping(Frame):
+    """Answered by ``pong`` after every frame queued before it (a barrier)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "ping"}]})
+    type: Literal["ping"]
+
+
+# --- server -> client ------------------------------------------------------------------------
+class Subscribed(Frame):
+    """The subscription is on; replayed events (``since_seq``) and then live ones follow."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "subscribed", "channel_id": "c1", "head_seq": 42}]}
+    )
+    type: Literal["subscribed"] = "subscribed"
+    channel_id: str
+    head_seq: int = Field(description="the channel's last seq when the subscription started")
+
+
+class Envelope(Frame):
+    """A recorded event as subscribers see it. The request metadata of whoever caused it
+    (``command_id``, ``causation_id``, ``correlation_id``) is always ``null``."""
+
+    event_id: str
+    tenant_id: str
+    stream: str = Field(description='"channel:<channel_id>"')
+    seq: int
+    position: int
+    type: str = Field(description="the event type, e.g. MessagePosted, MemberAdded, MemberRemoved")
+    schema_version: int
+    occurred_at: str
+    actor: str | None
+    command_id: None
+    causation_id: None
+    correlation_id: None
+    payload: dict[str, Any] = Field(
+        description='the event\'s payload; in a replay a message deleted since shows "text": "", no '
+        'attachments and "redacted": "deleted", and one edited since its current text and "redacted": "edited"'
+    )
+
+
+EVENT_EXAMPLE: dict[str, Any] = {
+    "type": "event",
+    "channel_id": "c1",
+    "seq": 42,
+    "position": 1017,
+    "event": {
+        "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+        "tenant_id": "t_3f2a",
+        "stream": "channel:c1",
+        "seq": 42,
+        "position": 1017,
+        "type": "MessagePosted",
+        "schema_version": 1,
+        "occurred_at": "2026-01-01T12:00:00.000000Z",
+        "actor": "user:alice",
+        "command_id": None,
+        "causation_id": None,
+        "correlation_id": None,
+        "payload": {"message_id": "m1", "user_id": "alice", "text": "hello"},
+    },
+}
+
+
+class EventFrame(Frame):
+    """One event of a subscribed channel. Seqs of a channel arrive in order, each exactly
+    once per subscription; keep the last one to resume with ``since_seq``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EVENT_EXAMPLE]})
+    type: Literal["event"]
+    channel_id: str
+    seq: int = Field(description="gapless per channel: resume with since_seq = the last seq received")
+    position: int = Field(description="the event's place in the tenant's log (min_position for reads)")
+    event: Envelope
+
+
+class Unsubscribed(Frame):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "unsubscribed", "channel_id": "c1"}]})
+    type: Literal["unsubscribed"] = "unsubscribed"
+    channel_id: str
+
+
+class Presence(Frame):
+    """A watched user's status: one per user at once, then one per change (sampled every 250 ms)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "presence",
+                    "user_id": "bob",
+                    "status": "online",
+                    "last_seen_at": "2026-01-01T12:00:00.000000Z",
+                    "devices": 1,
+                }
+            ]
+        }
+    )
+    type: Literal["presence"]
+    user_id: str
+    status: Literal["online", "away", "offline"]
+    last_seen_at: str | None
+    devices: int = Field(description="the user's open sockets")
+
+
+class Typing(Frame):
+    """Another member is typing: hide the indicator after ``expires_in_ms`` unless renewed.
+    Never sent to the typer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "typing", "channel_id": "c1", "user_id": "bob", "expires_in_ms": 5000}]
+        }
+    )
+    type: Literal["typing"]
+    channel_id: str
+    user_id: str
+    expires_in_ms: int
+
+
+class Pong(Frame):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "pong"}]})
+    type: Literal["pong"] = "pong"
+
+
+ErrorCode = Literal[
+    "invalid_request",
+    "not_found",
+    "forbidden",
+    "rate_limited",
+    "unauthenticated",
+    "payload_too_large",
+    "quota_exceeded",
+]
+
+
+class QuotaDetails(Frame):
+    meter: str
+    limit: int
+    used: int
+    resets_at: str
+
+
+class Error(Frame):
+    """A refused frame (the socket stays open), or the reason for the close that follows:
+    ``unauthenticated`` and ``quota_exceeded`` before 1008, ``rate_limited`` before 1008 when
+    the user has too many sockets, ``payload_too_large`` before 1009. ``forbidden`` with a
+    ``channel_id`` after a ``MemberRemoved``/``MemberBanned`` event of the subscriber: nothing
+    more of that channel follows."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "error", "code": "forbidden", "message": "you are not a member of channel 'c1'",
+                 "channel_id": "c1"},
+                {"type": "error", "code": "rate_limited", "message": "too many frames; retry after 1 s",
+                 "retry_after": 0.25},
+            ]
+        }
+    )  # fmt: skip
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    channel_id: str | None = Field(default=None, description="the channel the refused frame named")
+    retry_after: float | None = Field(default=None, description="seconds until a frame is accepted (rate_limited)")
+    details: QuotaDetails | None = Field(default=None, description="the quota that refused the socket")
+
+    def wire(self) -> str:
+        """The frame as sent: the optional fields not given are left out."""
+        return self.model_dump_json(exclude=set(OPTIONAL_ERROR_FIELDS - self.model_fields_set))
+
+
+OPTIONAL_ERROR_FIELDS = frozenset({"channel_id", "retry_after", "details"})
+
+
+CLIENT_FRAMES: tuple[type[Frame], ...] = (Subscribe, Unsubscribe, SendTyping, SubscribePresence, Ping)
+SERVER_FRAMES: tuple[type[Frame], ...] = (Subscribed, EventFrame, Unsubscribed, Presence, Typing, Pong, Error)
+
+
+def examples(model: type[Frame]) -> list[dict[str, Any]]:
+    """The example frames of ``model`` (its schema's ``examples``)."""
+    extra = model.model_config.get("json_schema_extra")
+    found = extra.get("examples", []) if isinstance(extra, dict) else []
+    return [dict(example) for example in found if isinstance(example, dict)] if isinstance(found, list) else []
+
+
+def frame_type(model: type[Frame]) -> str:
+    """The ``type`` a frame model carries."""
+    literal = model.model_fields["type"].annotation
+    (value,) = literal.__args__  # type: ignore[union-attr]
+    return str(value)
