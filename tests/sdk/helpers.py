@@ -61,4 +61,4 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str) -> Any:
 def assert_exactly_once(frames: list[EventFrame], first: int, last: int) -> None:
     seqs = [f.seq for f in frames]
     assert seqs == list(range(first, last + 1)), f"expected {first}..{last}, got {seqs[:5]}…{seqs[-5:]} ({len(seqs)})"
-    assert all(f.event["seq"] == f.seq for f in frames)
+    assert all(f.event.seq == f.seq and f.event.position == f.position for f in frames)

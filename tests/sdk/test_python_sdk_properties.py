@@ -11,7 +11,7 @@ from pathlib import Path
 
 from caas_client import Ack, Backoff, MemoryStore, OutboxState, Pending, SqliteStore, Step, Timeline, Verdict, next_step
 from caas_client.throttle import Throttle
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
@@ -114,6 +114,7 @@ def test_outbox_acknowledges_each_message_once_and_never_drops_one(steps: list[t
     check_outbox(OutboxState(MemoryStore()), steps)
 
 
+@settings(deadline=None)  # a file per example: its time varies with the disk
 @given(ops)
 def test_sqlite_outbox_keeps_the_pending_messages_across_a_restart(steps: list[tuple[str, int]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,63 +1,32 @@
-"""The websocket's server frames (``WS /v1/ws``, docs/api.md#websocket), typed."""
+"""The websocket's frames (``WS /v1/ws``): the models generated from ``/asyncapi.json``
+(:mod:`caas_client.frame_models`), and the union of what the server sends."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter, ValidationError
 
+from caas_client.frame_models import (
+    Envelope,
+    EventFrame,
+    Ping,
+    Pong,
+    Presence,
+    SendTyping,
+    Subscribe,
+    Subscribed,
+    SubscribePresence,
+    Typing,
+    Unsubscribe,
+    Unsubscribed,
+)
+from caas_client.frame_models import Error as ErrorFrame
 
-class _Frame(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-class Subscribed(_Frame):
-    type: Literal["subscribed"]
-    channel_id: str
-    head_seq: int
-
-
-class Unsubscribed(_Frame):
-    type: Literal["unsubscribed"]
-    channel_id: str
-
-
-class EventFrame(_Frame):
-    """One event of a channel: ``event`` is the envelope (``type``, ``payload``, ``seq``…)."""
-
-    type: Literal["event"]
-    channel_id: str
-    seq: int
-    position: int
-    event: dict[str, Any]
-
-
-class Presence(_Frame):
-    type: Literal["presence"]
-    user_id: str
-    status: Literal["online", "away", "offline"]
-    last_seen_at: str | None = None
-    devices: int = 0
-
-
-class Typing(_Frame):
-    type: Literal["typing"]
-    channel_id: str
-    user_id: str
-    expires_in_ms: int
-
-
-class Pong(_Frame):
-    type: Literal["pong"]
-
-
-class ErrorFrame(_Frame):
-    type: Literal["error"]
-    code: str
-    message: str
-    channel_id: str | None = None
-    retry_after: float | None = None
-
+__all__ = [
+    "Envelope", "ErrorFrame", "EventFrame", "Ping", "Pong", "Presence", "SendTyping", "ServerFrame", "Subscribe",
+    "SubscribePresence", "Subscribed", "Typing", "Unsubscribe", "Unsubscribed", "parse_frame",
+]  # fmt: skip
 
 ServerFrame = Annotated[
     Subscribed | Unsubscribed | EventFrame | Presence | Typing | Pong | ErrorFrame, Field(discriminator="type")
@@ -65,6 +34,10 @@ ServerFrame = Annotated[
 _frames: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
 
 
-def parse_frame(text: str | bytes) -> ServerFrame:
-    """A server frame from its JSON text; ``ValueError`` for anything else."""
-    return _frames.validate_json(text)
+def parse_frame(text: str | bytes) -> ServerFrame | None:
+    """A server frame from its JSON text; ``None`` for a frame this client does not know (a newer
+    server's), which the client skips."""
+    try:
+        return _frames.validate_json(text)
+    except ValidationError:
+        return None

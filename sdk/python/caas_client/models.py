@@ -13,7 +13,27 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 
 class ErrorDetail(BaseModel):
-    code: Annotated[str, Field(title="Code")]
+    code: Annotated[
+        Literal[
+            "invalid_signature",
+            "invalid_request",
+            "unauthenticated",
+            "payment_required",
+            "quota_exceeded",
+            "forbidden",
+            "not_found",
+            "method_not_allowed",
+            "conflict",
+            "payload_too_large",
+            "rate_limited",
+            "internal",
+            "unavailable",
+        ],
+        Field(title="Code"),
+    ]
+    """
+    what went wrong; clients branch on it (and on details.rule)
+    """
     message: Annotated[str, Field(title="Message")]
     details: Annotated[dict[str, Any], Field(title="Details")]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -33,9 +32,13 @@ from caas_client.frames import (
     ErrorFrame,
     EventFrame,
     Presence,
+    SendTyping,
     ServerFrame,
+    Subscribe,
     Subscribed,
+    SubscribePresence,
     Typing,
+    Unsubscribe,
     Unsubscribed,
     parse_frame,
 )
@@ -224,37 +227,36 @@ class Realtime:
     async def unsubscribe(self, channel_id: str) -> None:
         channel = self.channels.pop(channel_id, None)
         if channel is not None:
-            await self._send({"type": "unsubscribe", "channel_id": channel_id})
+            await self._send(Unsubscribe(type="unsubscribe", channel_id=channel_id))
 
     async def watch_presence(self, user_ids: list[str]) -> None:
         """Presence frames (to ``on_presence``) for these users: now, then on every change."""
         fresh = [u for u in user_ids if u not in self.watched]
         self.watched += fresh
         if fresh:
-            await self._send({"type": "subscribe_presence", "user_ids": fresh})
+            await self._send(SubscribePresence(type="subscribe_presence", user_ids=fresh))
 
     async def typing(self, channel_id: str) -> bool:
         if not self.throttle.allow(channel_id, asyncio.get_running_loop().time()):
             return False
-        return await self._send({"type": "typing", "channel_id": channel_id})
+        return await self._send(SendTyping(type="typing", channel_id=channel_id))
 
     # the connection --------------------------------------------------------------------------
-    async def _send(self, frame: dict[str, Any]) -> bool:
+    async def _send(self, frame: Subscribe | Unsubscribe | SendTyping | SubscribePresence) -> bool:
         """Send now if connected (a reconnect re-sends subscriptions and watches by itself)."""
         ws = self._ws
         if ws is None:
             return False
         try:
-            await ws.send(json.dumps(frame))
+            await ws.send(frame.model_dump_json(exclude_none=True))
         except ConnectionClosed:
             return False
         return True
 
     async def _subscribe(self, channel: Channel) -> None:
-        frame: dict[str, Any] = {"type": "subscribe", "channel_id": channel.channel_id}
-        if channel.timeline.since_seq is not None:
-            frame["since_seq"] = channel.timeline.since_seq
-        await self._send(frame)
+        await self._send(
+            Subscribe(type="subscribe", channel_id=channel.channel_id, since_seq=channel.timeline.since_seq)
+        )
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -303,9 +305,11 @@ class Realtime:
                 for channel in list(self.channels.values()):
                     await self._subscribe(channel)
                 if self.watched:
-                    await self._send({"type": "subscribe_presence", "user_ids": self.watched})
+                    await self._send(SubscribePresence(type="subscribe_presence", user_ids=self.watched))
                 async for raw in ws:
                     frame = parse_frame(raw)
+                    if frame is None:
+                        continue
                     if isinstance(frame, ErrorFrame):
                         last_error = frame.code
                     progressed = self._dispatch(frame) or progressed
@@ -352,7 +356,7 @@ class Realtime:
         if verdict is Verdict.DUPLICATE:
             return False
         if self.outbox is not None:
-            self.outbox.observe({**frame.event, "seq": frame.seq})
+            self.outbox.observe(frame.event.model_dump())
         channel._queue.put_nowait(frame)
         channel._check()
         return True
