@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from caas_client import AsyncClient, CaasError, Client, Outbox, Presence, Realtime, SqliteStore, Typing
+from caas_client import AsyncClient, CaasError, Client, FrameTooBig, Outbox, Presence, Realtime, SqliteStore, Typing
 
 from tests.cluster import serving
 from tests.sdk.helpers import WAIT, admin_for, assert_exactly_once, eventually, read_until, room
@@ -146,6 +146,20 @@ async def test_channel_closed_1013_for_falling_behind_resumes_at_once_with_no_ga
         finally:
             await proxy.stop()
             await admin.aclose()
+
+
+async def test_a_frame_over_the_servers_limit_ends_the_channels_with_frame_too_big(tmp_path: Path) -> None:
+    with serving("embedded", tmp_path, {"CAAS_WS_MAX_FRAME_BYTES": "300"}) as srv:
+        admin = await admin_for(srv)
+        tokens = await room(admin, "room", "alice", "bob")
+        async with Realtime(srv.url, tokens["bob"]) as bob:
+            channel = bob.channel("room", since_seq=0)
+            await asyncio.wait_for(channel.caught_up(), WAIT)
+            await bob.watch_presence([f"user-{i}" for i in range(40)])  # one frame of ~500 bytes
+            with pytest.raises(FrameTooBig):
+                await asyncio.wait_for(read_until(channel, 10**9, []), WAIT)
+            assert bob.stats.closes == {1009: 1}
+        await admin.aclose()
 
 
 async def test_outbox_retries_through_cut_connections_and_the_message_is_recorded_once(

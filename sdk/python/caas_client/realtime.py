@@ -175,10 +175,8 @@ class Realtime:
         on_error: Callable[[ErrorFrame], None] | None = None,
         max_frame_bytes: int = 16 * 2**20,
     ) -> None:
-        base = base_url.rstrip("/")
+        base = base_url.rstrip("/")  # http(s)://host[:port], as for the HTTP clients
         self.ws_url = ("ws" + base.removeprefix("http") if base.startswith("http") else base) + "/v1/ws"
-        if self.ws_url.endswith("/v1/ws/v1/ws"):
-            self.ws_url = self.ws_url.removesuffix("/v1/ws")
         self.token = token
         self.refresh_token = refresh_token
         self.outbox = outbox
