@@ -49,7 +49,7 @@ class Ack:
     channel_id: str
     message_id: str
     seq: int
-    position: int | None  # None when learnt from the socket's event frame
+    position: int | None  # what min_position takes to read the message back
 
 
 class OutboxStore(Protocol):
@@ -169,5 +169,12 @@ class OutboxState:
         cmid = payload.get("client_msg_id")
         if not isinstance(cmid, str) or cmid not in self.pending:
             return None
-        ack = Ack(cmid, self.pending[cmid].channel_id, str(payload.get("message_id")), int(event["seq"]), None)
+        position = event.get("position")
+        ack = Ack(
+            cmid,
+            self.pending[cmid].channel_id,
+            str(payload.get("message_id")),
+            int(event["seq"]),
+            position if isinstance(position, int) else None,
+        )
         return ack if self.acknowledge(ack) else None
