@@ -3,11 +3,15 @@ models of :mod:`streams.frames`: the document cannot say what the server does no
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from streams import frames as f
 
 CHANNEL = "/v1/ws"
+HOST = re.compile(r"^[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
+# A client frame the server answers with one frame: the operation's AsyncAPI ``reply``.
+REPLIES: dict[type[f.Frame], str] = {f.Subscribe: "subscribed", f.Unsubscribe: "unsubscribed", f.Ping: "pong"}
 
 # One message name per frame model: the client's and the server's ``typing`` differ in shape.
 MESSAGES: dict[str, type[f.Frame]] = {
@@ -43,7 +47,10 @@ with no gap and no duplicate. `since_seq: 0` replays the whole channel.
 
 
 def asyncapi(host: str = "localhost:8000") -> dict[str, Any]:
-    """The document; ``host`` is the server the client reached (the request's ``Host``)."""
+    """The document; ``host`` is the server the client reached (the request's ``Host``, if it
+    is a host name or address with an optional port)."""
+    if not HOST.match(host):
+        host = "localhost"
     schemas: dict[str, Any] = {}
 
     def ref(model: type[f.Frame]) -> dict[str, str]:
@@ -70,12 +77,18 @@ def asyncapi(host: str = "localhost:8000") -> dict[str, Any]:
 
     def operation(name: str, model: type[f.Frame]) -> dict[str, Any]:
         sends = model in f.SERVER_FRAMES
-        return {
+        op: dict[str, Any] = {
             "action": "send" if sends else "receive",
             "channel": {"$ref": "#/channels/ws"},
             "summary": f"{'Server sends' if sends else 'Client sends'} a `{f.frame_type(model)}` frame",
             "messages": [{"$ref": f"#/channels/ws/messages/{name}"}],
         }
+        if model in REPLIES:
+            op["reply"] = {
+                "channel": {"$ref": "#/channels/ws"},
+                "messages": [{"$ref": f"#/channels/ws/messages/{REPLIES[model]}"}],
+            }
+        return op
 
     return {
         "asyncapi": "3.0.0",

@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from api import examples, schemas
+from api.errors import ERROR_CODES, STATUS
+from api.routes import ROUTES, SCHEME_NAMES
 from streams import frames as f
 from tests.e2e.test_websocket import WAIT, recv, send, until_pong, ws_connect
-from tests.support import Server, Tenant, bearer, new_tenant
+from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools" / "contracts"
@@ -182,9 +186,9 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(
         root / "data",
         env={
-            "CAAS_WS_FRAMES_PER_SECOND": "0.5",
+            "CAAS_WS_FRAMES_PER_SECOND": "0.05",
             "CAAS_WS_FRAMES_BURST": "2",
-            "CAAS_RATE_USER_WRITES_PER_SECOND": "0.5",
+            "CAAS_RATE_USER_WRITES_PER_SECOND": "0.05",
             "CAAS_RATE_USER_WRITES_BURST": "2",
         },
     ).start()
@@ -201,3 +205,211 @@ async def test_rate_limited_frame_matches_the_model(limited: Server, client: htt
         got = [checked(await recv(ws)) for _ in range(3)]
     refused = [frame for frame in got if frame["type"] == "error"]
     assert refused and refused[0]["code"] == "rate_limited" and refused[0]["retry_after"] > 0
+
+
+# --- OpenAPI -------------------------------------------------------------------------------------
+def test_openapi_document_passes_redocly_and_openapi_typescript(
+    server: Server, client: httpx.Client, validator: Path, tmp_path: Path
+) -> None:
+    document = client.get(f"{server.url}/openapi.json").json()
+    out = node_validate(validator, "openapi", document, tmp_path)
+    assert '"ok":true' in out
+
+
+def test_each_operation_declares_exactly_the_credentials_it_takes(server: Server, client: httpx.Client) -> None:
+    """The document's ``security`` names the schemes the route accepts; every other credential
+    is refused by the live server (403 wrong_credential)."""
+    document = client.get(f"{server.url}/openapi.json").json()
+    schemes = document["components"]["securitySchemes"]
+    assert set(schemes) == set(SCHEME_NAMES.values())
+    tenant = new_tenant(client, server.url)
+    credentials = {"adminToken": bearer(ADMIN), "tenantApiKey": tenant.headers(),
+                   "userToken": bearer(tenant.user(client, "alice"))}  # fmt: skip
+    for api in ROUTES:
+        op = document["paths"][api.path][api.method.lower()]
+        declared = [name for requirement in op.get("security", []) for name in requirement]
+        assert declared == [SCHEME_NAMES[kind] for kind in api.who], api.path
+        path = api.path.replace("{", "").replace("}", "")  # any id: the credential is judged first
+        for scheme in set(schemes) - set(declared) if declared else ():
+            r = client.request(api.method, f"{server.url}{path}", headers=credentials[scheme])
+            assert r.status_code == 403 and r.json()["error"]["details"]["rule"] == "wrong_credential", (api, r.text)
+
+
+SOURCES = [*sorted((ROOT / "api").glob("*.py")), ROOT / "domain" / "errors.py"]
+PRODUCED = [
+    re.compile(r'ApiError\(\s*"([a-z_]+)"'),  # raised or returned by the API layer
+    re.compile(r'category(?:: ClassVar\[Category\])? = "([a-z_]+)"'),  # a domain rule's category
+    re.compile(r'"code": "([a-z_]+)"'),  # a body written without ApiError (api/limits.py's early 429)
+]
+
+
+def test_error_code_enum_is_every_code_the_api_produces(server: Server, client: httpx.Client) -> None:
+    document = client.get(f"{server.url}/openapi.json").json()
+    enum = document["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"]
+    produced = {code for source in SOURCES for rx in PRODUCED for code in rx.findall(source.read_text())}
+    assert sorted(enum) == sorted(ERROR_CODES) == sorted(STATUS) == sorted(produced)
+
+
+def test_examples_are_valid_instances_of_their_schemas() -> None:
+    routes = {api.endpoint.__name__: api for api in ROUTES}
+    for name, example in examples.REQUESTS.items():
+        body = routes[name].body
+        assert body is not None, name
+        body.model_validate_json(json.dumps(example))
+    for name, example in examples.RESPONSES.items():
+        returns = routes[name].returns
+        assert returns is not None, name
+        returns.model_validate(example)
+    for error in (examples.ERROR, examples.RATE_LIMITED):
+        schemas.ErrorBody.model_validate(error)
+
+
+class World:
+    """A tenant with users and channels, to send every write twice under one Idempotency-Key."""
+
+    def __init__(self, client: httpx.Client, url: str) -> None:
+        self.client, self.url = client, url
+        self.tenant = new_tenant(client, url)
+        self.alice = self.tenant.user(client, "alice")
+        for uid in ("bob", "carol", "dave", "erin", "x1", "x2", "y1", "y2"):
+            self.tenant.user(client, uid)
+        self.write("POST", "/v1/channels", {"channel_id": "c", "members": ["alice", "bob", "x1", "x2", "y1", "y2"]})
+        self.as_alice = bearer(self.alice)
+
+    def write(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        r = self.client.request(method, f"{self.url}{path}", json=body, headers=headers or self.tenant.headers())
+        assert r.status_code in (200, 201), (method, path, r.text)
+        return r.json()
+
+    def message(self) -> str:
+        return str(self.write("POST", "/v1/channels/c/messages", {"text": "m", "user_id": "alice"})["message_id"])
+
+    def key(self) -> str:
+        return str(self.write("POST", "/v1/api-keys", {"name": "spare"})["key_id"])
+
+
+Case = tuple[str, str, Any, Any, dict[str, str] | None]  # method, path, first body, another body, credential
+
+
+def cases(w: World) -> dict[str, Case]:
+    """For each write: a request, and another request to the same operation (never the same)."""
+    m1, m2, m3 = w.message(), w.message(), w.message()
+    w.write("POST", f"/v1/channels/c/messages/{m2}/reactions", {"emoji": "👍", "user_id": "alice"})
+    w.write("POST", f"/v1/channels/c/messages/{m3}/reactions", {"emoji": "👍", "user_id": "alice"})
+    for uid in ("y1", "y2"):
+        w.write("POST", "/v1/channels/c/mutes", {"user_id": uid})
+    w.write("POST", "/v1/channels/c/bans", {"user_id": "dave"})
+    w.write("POST", "/v1/channels/c/bans", {"user_id": "carol"})
+    admin = bearer(ADMIN)
+    return {
+        "create_tenant": ("POST", "/v1/tenants", {"name": "one"}, {"name": "two"}, admin),
+        "create_api_key": ("POST", "/v1/api-keys", {"name": "one"}, {"name": "two"}, None),
+        "revoke_api_key": ("DELETE", f"/v1/api-keys/{w.key()}", None, f"/v1/api-keys/{w.key()}", None),
+        "rotate_signing_key": ("POST", "/v1/signing-keys", None, {}, None),
+        "set_allowed_origins": ("PUT", "/v1/cors", {"origins": ["https://a.example"]},
+                                {"origins": ["https://b.example"]}, None),
+        "put_user": ("PUT", "/v1/users/newbie", {"name": "One"}, {"name": "Two"}, None),
+        "create_token": ("POST", "/v1/users/alice/tokens", {}, {}, None),
+        "create_channel": ("POST", "/v1/channels", {"channel_id": "i1", "members": ["alice"]},
+                           {"channel_id": "i2", "members": ["alice"]}, None),
+        "add_member": ("POST", "/v1/channels/c/members", {"user_id": "erin"}, {"user_id": "erin", "role": "admin"},
+                       None),
+        "remove_member": ("DELETE", "/v1/channels/c/members/x1", None, "/v1/channels/c/members/x2", None),
+        "post_message": ("POST", "/v1/channels/c/messages", {"text": "one", "user_id": "alice"},
+                         {"text": "two", "user_id": "alice"}, None),
+        "edit_message": ("PATCH", f"/v1/channels/c/messages/{m1}", {"text": "one"}, {"text": "two"}, w.as_alice),
+        "delete_message": ("DELETE", f"/v1/channels/c/messages/{m2}", None, f"/v1/channels/c/messages/{m3}",
+                           w.as_alice),
+        "add_reaction": ("POST", f"/v1/channels/c/messages/{m1}/reactions", {"emoji": "🎉", "user_id": "alice"},
+                         {"emoji": "🚀", "user_id": "alice"}, None),
+        "remove_reaction": ("DELETE", f"/v1/channels/c/messages/{m2}/reactions/👍?user_id=alice", None,
+                            f"/v1/channels/c/messages/{m3}/reactions/👍?user_id=alice", None),
+        "move_read_marker": ("POST", "/v1/channels/c/read", {"seq": 1, "user_id": "bob"},
+                             {"seq": 2, "user_id": "bob"}, None),
+        "typing": ("POST", "/v1/channels/c/typing", {"user_id": "alice"}, {"user_id": "bob"}, None),
+        "mute": ("POST", "/v1/channels/c/mutes", {"user_id": "bob"},
+                 {"user_id": "bob", "until": "2030-01-01T00:00:00Z"}, None),
+        "unmute": ("DELETE", "/v1/channels/c/mutes/y1", None, "/v1/channels/c/mutes/y2", None),
+        "ban": ("POST", "/v1/channels/c/bans", {"user_id": "erin"}, {"user_id": "erin", "reason": "spam"}, None),
+        "unban": ("DELETE", "/v1/channels/c/bans/dave", None, "/v1/channels/c/bans/carol", None),
+        "put_plan": ("PUT", f"/v1/tenants/{w.tenant.tenant_id}/plan", {"plan": "free"}, {"plan": "free"}, admin),
+    }  # fmt: skip
+
+
+def test_idempotency_key_is_documented_exactly_where_a_retry_gets_the_first_answer(
+    server: Server, client: httpx.Client
+) -> None:
+    """Every write documenting ``Idempotency-Key`` answers a retry with its first answer (and
+    another request under the same key with 409); every other write ignores the key."""
+    document = client.get(f"{server.url}/openapi.json").json()
+    w = World(client, server.url)
+    table = cases(w)
+    writes = {api.endpoint.__name__ for api in ROUTES if api.method != "GET" and api.who}
+    assert set(table) == writes  # a new write needs its case here (the Stripe webhook has no credential)
+    documented = set()
+    for api in ROUTES:
+        op = document["paths"][api.path][api.method.lower()]
+        if any(p["name"] == "Idempotency-Key" for p in op["parameters"]):
+            documented.add(api.endpoint.__name__)
+    assert documented and documented < writes
+    for name in sorted(table, key=lambda n: n == "rotate_signing_key"):  # the rotation last: it retires nothing
+        method, path, first, other, credential = table[name]
+        headers = {**(credential or w.tenant.headers()), "idempotency-key": f"key-{name}"}
+
+        def call(target: str, body: Any, *, method: str = method, headers: dict[str, str] = headers) -> httpx.Response:
+            return client.request(method, f"{server.url}{target}", json=body, headers=headers)
+
+        answer = call(path, first)
+        assert answer.status_code in (200, 201, 202), (name, answer.text)
+        retry = call(path, first)
+        another = call(other, None) if isinstance(other, str) else call(path, other)
+        if name in documented:
+            assert retry.status_code == 200, (name, retry.text)
+            replayed = {k: v for k, v in retry.json().items() if k != "api_key"}  # a secret is shown once
+            assert replayed == {k: v for k, v in answer.json().items() if k != "api_key"}, name
+            assert another.status_code == 409, (name, another.text)
+            assert another.json()["error"]["details"]["rule"] == "idempotency_key_reused"
+        else:
+            # the key was not recorded: another request under it is served (a removal repeated
+            # is a no-op answering with its last event, idempotent by nature, not by the key)
+            assert another.status_code in (200, 201, 202), (name, another.text)
+            if name == "create_token":
+                assert retry.json()["token"] != answer.json()["token"]
+
+
+def test_every_rate_limited_answer_carries_the_ratelimit_headers(limited: Server, client: httpx.Client) -> None:
+    document = client.get(f"{limited.url}/openapi.json").json()
+    post = document["paths"]["/v1/channels/{cid}/messages"]["post"]
+    assert set(post["responses"]["201"]["headers"]) == {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"}
+    assert set(post["responses"]["429"]["headers"]) == {
+        "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"}  # fmt: skip
+    tenant = new_tenant(client, limited.url)
+    token = tenant.user(client, "alice")
+    r = client.post(f"{limited.url}/v1/channels", json={"channel_id": "c", "members": ["alice"]},
+                    headers=tenant.headers())  # fmt: skip
+    assert r.status_code == 201 and int(r.headers["ratelimit-limit"]) >= 1, r.headers
+    url = f"{limited.url}/v1/channels/c/messages"
+    answers = [client.post(url, json={"text": "hi"}, headers=bearer(token)) for _ in range(4)]
+    assert [a.status_code for a in answers] == [201, 201, 429, 429]
+    for answer in answers:  # the user's bucket: 2 at once, then one per 20 s
+        assert answer.headers["ratelimit-limit"] == "2"
+        assert 0 <= int(answer.headers["ratelimit-reset"]) <= 40
+    assert [int(a.headers["ratelimit-remaining"]) for a in answers] == [1, 0, 0, 0]
+    assert all(int(a.headers["retry-after"]) >= 1 for a in answers[2:])
+    # reads, and an error answered after the credential was judged, carry them too
+    r = client.get(f"{limited.url}/v1/channels/nope", headers=bearer(token))
+    assert r.status_code == 404 and int(r.headers["ratelimit-remaining"]) >= 0
+    # the admin token draws on no rate limit: no headers to state
+    r = client.get(f"{limited.url}/v1/tenants/{tenant.tenant_id}/usage", headers=bearer(ADMIN),
+                   params={"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"})  # fmt: skip
+    assert r.status_code == 200 and "ratelimit-limit" not in r.headers
+
+
+def test_protocol_page_covers_every_frame_and_close_code() -> None:
+    page = (ROOT / "docs" / "websocket-protocol.md").read_text()
+    for model in (*f.CLIENT_FRAMES, *f.SERVER_FRAMES):
+        assert f"| `{f.frame_type(model)}` |" in page, model
+    for code in f.CLOSE_CODES:
+        assert f"| {code} |" in page, code
+    for code in get_args(f.ErrorCode):
+        assert f"`{code}`" in page, code
