@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 from urllib.parse import quote
@@ -144,12 +144,14 @@ class Channel:
 
 @dataclass
 class Stats:
+    """What the connection went through: sockets opened, closes by code (``None``: no close
+    frame), token refreshes."""
+
     connects: int = 0
-    closes: dict[int | None, int] | None = None
+    closes: dict[int | None, int] = field(default_factory=dict)
     refreshes: int = 0
 
     def closed(self, code: int | None) -> None:
-        self.closes = self.closes or {}
         self.closes[code] = self.closes.get(code, 0) + 1
 
 
