@@ -233,6 +233,25 @@ async def test_socket_refused_with_1008_calls_the_token_refresh_and_resumes(serv
     await admin.aclose()
 
 
+async def test_outbox_of_a_client_whose_token_was_retired_refreshes_it_and_posts_once(server: Server) -> None:
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice")
+    await admin.rotate_signing_key()
+    await admin.rotate_signing_key()  # alice's token is no longer accepted
+
+    async def refresh() -> str:
+        return (await admin.create_token("alice")).token
+
+    async with AsyncClient(server.url, tokens["alice"], refresh_token=refresh) as alice:
+        outbox = Outbox(alice)
+        item = outbox.send("room", "after the rotation")
+        await asyncio.wait_for(outbox.flush(), WAIT)
+        ack = await outbox.acknowledged(item.client_msg_id)
+        assert alice.refreshes == 1
+        assert [(m.text, m.seq) for m in (await alice.messages("room")).messages] == [("after the rotation", ack.seq)]
+    await admin.aclose()
+
+
 async def _true(value: object) -> bool:
     return bool(value)
 

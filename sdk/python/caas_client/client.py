@@ -8,7 +8,7 @@ client's own writes, whichever node answers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -26,6 +26,7 @@ class _Base:
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.refreshes = 0  # tokens replaced after a 401
         self.position = 0  # the newest position this client wrote: min_position of its reads
 
     @property
@@ -72,9 +73,20 @@ def _error(response: httpx.Response, data: Any) -> CaasError:
 class AsyncClient(_Base):
     """The async HTTP client. ``async with AsyncClient(url, token) as client: …``"""
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0, http: httpx.AsyncClient | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        http: httpx.AsyncClient | None = None,
+        refresh_token: Callable[[], Awaitable[str]] | None = None,
+    ):
+        """``refresh_token``: called for a new token when the server answers 401 (an end user's
+        token expired, or its key was rotated out); the request is then sent once more."""
         super().__init__(base_url, token)
         self.http = http or httpx.AsyncClient(timeout=timeout)
+        self.refresh_token = refresh_token
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -88,10 +100,16 @@ class AsyncClient(_Base):
     async def call(self, call: Call[T]) -> T:
         """Send one :class:`Call`; raises :class:`CaasError` for an error answer and
         :class:`ConnectionLost` when the answer is lost (the request may have been applied)."""
-        try:
-            response = await self.http.request(**self._request(call))
-        except httpx.TransportError as exc:
-            raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+        for attempt in range(2):
+            try:
+                response = await self.http.request(**self._request(call))
+            except httpx.TransportError as exc:
+                raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+            if response.status_code == 401 and self.refresh_token is not None and attempt == 0:
+                self.token = await self.refresh_token()
+                self.refreshes += 1
+                continue
+            break
         return self._answer(call, response)
 
     async def pages(self, pager: Pager[T]) -> AsyncIterator[list[T]]:
@@ -192,9 +210,19 @@ class AsyncClient(_Base):
 class Client(_Base):
     """The blocking HTTP client, for scripts and tenant backends without an event loop."""
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0, http: httpx.Client | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        http: httpx.Client | None = None,
+        refresh_token: Callable[[], str] | None = None,
+    ):
+        """``refresh_token``: as for :class:`AsyncClient`, a plain function."""
         super().__init__(base_url, token)
         self.http = http or httpx.Client(timeout=timeout)
+        self.refresh_token = refresh_token
 
     def __enter__(self) -> Client:
         return self
@@ -207,10 +235,16 @@ class Client(_Base):
 
     def call(self, call: Call[T]) -> T:
         """Send one :class:`Call` (see :meth:`AsyncClient.call`)."""
-        try:
-            response = self.http.request(**self._request(call))
-        except httpx.TransportError as exc:
-            raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+        for attempt in range(2):
+            try:
+                response = self.http.request(**self._request(call))
+            except httpx.TransportError as exc:
+                raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+            if response.status_code == 401 and self.refresh_token is not None and attempt == 0:
+                self.token = self.refresh_token()
+                self.refreshes += 1
+                continue
+            break
         return self._answer(call, response)
 
     def pages(self, pager: Pager[T]) -> Iterator[list[T]]:

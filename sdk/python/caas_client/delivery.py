@@ -17,8 +17,9 @@ from caas_client.outbox import Ack, OutboxState, OutboxStore, Pending, new_clien
 class Outbox:
     """Messages are stored, then posted one at a time in order, each attempt with the same
     ``client_msg_id``. A lost answer (broken connection, timeout), a 429 or a 5xx is retried after
-    a backoff with jitter (or the server's ``Retry-After``); any other error answer rejects the
-    message for good (``on_rejected``). A :class:`caas_client.Realtime` given this outbox also
+    a backoff with jitter (or the server's ``Retry-After``), and so is a 401 (a new token on the
+    client lets it through: give the client a ``refresh_token``); any other error answer rejects
+    the message for good (``on_rejected``). A :class:`caas_client.Realtime` given this outbox also
     acknowledges a message when its event arrives on the socket.
 
     ``async with Outbox(client) as outbox: await outbox.send("room", "hi")`` runs the sender in
@@ -107,7 +108,9 @@ class Outbox:
             await asyncio.sleep(self.backoff.failed())
             return
         except CaasError as exc:
-            if exc.retryable:
+            # 401: the token is not accepted (the client's refresh_token, if any, failed too);
+            # the message waits for a token the app sets on the client, it is never dropped
+            if exc.retryable or exc.status == 401:
                 await asyncio.sleep(max(exc.retry_after or 0.0, self.backoff.failed()))
                 return
             if self.state.reject(item.client_msg_id, exc.code):
