@@ -59,6 +59,7 @@ async def test_messages_sent_through_the_outbox_arrive_on_the_others_channel_in_
         assert [m.text for m in newest] == [f"hello {i}" for i in range(4, -1, -1)]
         # read markers and unread counts
         async with AsyncClient(server.url, tokens["bob"]) as bob_http:
+            bob_http.observe_position(alice.position)  # bob reads what alice wrote
             assert await bob_http.unread_count("room") == 5
             await bob_http.mark_read("room", acks[2].seq)
             assert await bob_http.unread_count("room") == 2
@@ -195,8 +196,9 @@ async def test_outbox_retries_through_cut_connections_and_the_message_is_recorde
             assert [p.client_msg_id for p in store.load()] == [item.client_msg_id]  # stored before sending
             await asyncio.wait_for(outbox.flush(), WAIT)
             ack = await outbox.acknowledged(item.client_msg_id)
-            assert outbox.attempts == 3 and proxy.connections >= 3
+            assert outbox.attempts >= 3 and proxy.connections >= 3  # more if the server was briefly unavailable
             assert store.load() == []
+        admin.observe_position(ack.position)  # read alice's write back
         texts = [(m.text, m.seq) async for m in admin.history("room")]
         assert texts == [("exactly once", ack.seq)]
     finally:

@@ -29,6 +29,12 @@ class _Base:
         self.refreshes = 0  # tokens replaced after a 401
         self.position = 0  # the newest position this client wrote: min_position of its reads
 
+    def observe_position(self, position: int | None) -> None:
+        """Make later queries wait for ``position`` too: a write made by another client (or learnt
+        from the websocket) that this one must read back."""
+        if position is not None:
+            self.position = max(self.position, position)
+
     @property
     def ws_url(self) -> str:
         return ("ws" + self.base_url.removeprefix("http")) + "/v1/ws"
@@ -55,7 +61,7 @@ class _Base:
         if response.status_code >= 400:
             raise _error(response, data)
         if call.method != "GET" and isinstance(data, dict) and isinstance(data.get("position"), int):
-            self.position = max(self.position, data["position"])
+            self.observe_position(data["position"])
         return call.parse(data)
 
 

@@ -84,8 +84,7 @@ class Outbox:
         """An event seen on the socket (called by :class:`caas_client.Realtime`)."""
         ack = self.state.observe(event)
         if ack is not None:
-            if ack.position is not None:  # the client's reads wait for it, as after its HTTP answer
-                self.client.position = max(self.client.position, ack.position)
+            self.client.observe_position(ack.position)  # reads wait for it, as after the HTTP answer
             self._settle(ack)
 
     async def flush(self) -> None:
