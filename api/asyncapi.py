@@ -90,6 +90,12 @@ def asyncapi(host: str = "localhost:8000") -> dict[str, Any]:
             }
         return op
 
+    for union, models in (("ClientFrame", f.CLIENT_FRAMES), ("ServerFrame", f.SERVER_FRAMES)):
+        schemas[union] = {  # every frame of one direction, told apart by its ``type``
+            "description": f"any frame the {'client' if union == 'ClientFrame' else 'server'} sends",
+            "oneOf": [{"$ref": f"#/components/schemas/{model.__name__}"} for model in models],
+            "discriminator": "type",
+        }
     return {
         "asyncapi": "3.0.0",
         "info": {

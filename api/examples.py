@@ -61,3 +61,6 @@ RATE_LIMITED: dict[str, Any] = {
         "details": {"scope": "user writes", "retry_after": 0.2},
     }
 }
+UNAVAILABLE: dict[str, Any] = {
+    "error": {"code": "unavailable", "message": "the stream is busy; retry the request", "details": {}}
+}

@@ -267,8 +267,8 @@ def openapi() -> dict[str, object]:
         if maybe_rated:
             error["headers"] = maybe_rated
         unavailable = {
-            **error,
             "description": "the backend is unavailable or busy: retry after Retry-After seconds",
+            "content": {"application/json": {"schema": error_schema, "example": examples.UNAVAILABLE}},
             "headers": {"Retry-After": {**RETRY_AFTER, "required": False}, **maybe_rated},
         }
         responses: dict[str, object] = {str(api.status): ok, "4XX": error, "503": unavailable}

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from domain.base import ID_PATTERN
 
@@ -45,6 +47,14 @@ CLOSE_CODES: dict[int, tuple[str, str]] = {
 
 class Frame(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """Every frame carries its ``type`` on the wire, even where the model defaults it."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        if "type" in schema.get("properties", {}) and "type" not in schema.setdefault("required", []):
+            schema["required"].insert(0, "type")
+        return schema
 
 
 # --- client -> server ------------------------------------------------------------------------

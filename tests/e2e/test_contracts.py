@@ -260,7 +260,7 @@ def test_examples_are_valid_instances_of_their_schemas() -> None:
         returns = routes[name].returns
         assert returns is not None, name
         returns.model_validate(example)
-    for error in (examples.ERROR, examples.RATE_LIMITED):
+    for error in (examples.ERROR, examples.RATE_LIMITED, examples.UNAVAILABLE):
         schemas.ErrorBody.model_validate(error)
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.errors import ApiError
-from api.limits import Limits, RateLimiter, retry_after
+from api.limits import Limits, RateLimiter, quota, retry_after
 from commands.auth import Principal
 
 rates = st.floats(min_value=0.5, max_value=1000, allow_nan=False)
@@ -90,3 +90,24 @@ def test_limits_share_tenant_buckets_between_live_nodes_but_not_user_buckets() -
         raise AssertionError("the eleventh write was allowed")
     except ApiError as exc:
         assert exc.details["scope"] == "user writes"
+
+
+@given(rate=rates, burst=bursts, share=shares, steps=st.lists(st.floats(0, 5, allow_nan=False), max_size=40))
+def test_the_ratelimit_headers_state_what_the_bucket_will_do(
+    rate: float, burst: int, share: int, steps: list[float]
+) -> None:
+    """``RateLimit-Remaining`` is at least 1 exactly when the next request is allowed, never above
+    ``RateLimit-Limit``; ``RateLimit-Reset`` is 0 exactly when the bucket is full, and after that
+    many seconds it is."""
+    clock = Clock()
+    limiter = RateLimiter(rate, burst, clock=clock)
+    for step in steps:
+        clock.now += step
+        _, bucket = limiter.spend("tenant", share=share)
+        state = quota(bucket)
+        assert 0 <= state.remaining <= state.limit
+        assert (state.reset == 0) == (bucket.tokens >= bucket.burst)
+        refill = bucket.tokens + state.reset * bucket.rate
+        assert refill >= bucket.burst - 1e-9 * bucket.burst
+        allowed = limiter.take("tenant", share=share) == 0.0  # the next request, at the same instant
+        assert allowed == (state.remaining >= 1)
