@@ -83,7 +83,7 @@ class Subscribed(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    type: Annotated[Literal["subscribed"], Field(title="Type")] = "subscribed"
+    type: Annotated[Literal["subscribed"], Field(title="Type")]
     channel_id: Annotated[str, Field(title="Channel Id")]
     head_seq: Annotated[int, Field(title="Head Seq")]
     """
@@ -140,7 +140,7 @@ class Unsubscribed(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    type: Annotated[Literal["unsubscribed"], Field(title="Type")] = "unsubscribed"
+    type: Annotated[Literal["unsubscribed"], Field(title="Type")]
     channel_id: Annotated[str, Field(title="Channel Id")]
 
 
@@ -172,7 +172,7 @@ class Pong(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    type: Annotated[Literal["pong"], Field(title="Type")] = "pong"
+    type: Annotated[Literal["pong"], Field(title="Type")]
 
 
 class QuotaDetails(BaseModel):
@@ -189,7 +189,7 @@ class Error(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    type: Annotated[Literal["error"], Field(title="Type")] = "error"
+    type: Annotated[Literal["error"], Field(title="Type")]
     code: Annotated[
         Literal[
             "invalid_request",
@@ -214,6 +214,26 @@ class Error(BaseModel):
     details: QuotaDetails | None = None
     """
     the quota that refused the socket
+    """
+
+
+class ClientFrame(RootModel[Subscribe | Unsubscribe | SendTyping | SubscribePresence | Ping]):
+    root: Annotated[
+        Subscribe | Unsubscribe | SendTyping | SubscribePresence | Ping,
+        Field(discriminator="type"),
+    ]
+    """
+    any frame the client sends
+    """
+
+
+class ServerFrame(RootModel[Subscribed | EventFrame | Unsubscribed | Presence | Typing | Pong | Error]):
+    root: Annotated[
+        Subscribed | EventFrame | Unsubscribed | Presence | Typing | Pong | Error,
+        Field(discriminator="type"),
+    ]
+    """
+    any frame the server sends
     """
 
 
