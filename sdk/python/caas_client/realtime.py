@@ -263,6 +263,14 @@ class Realtime:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _run(self) -> None:
+        try:
+            await self._reconnecting()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a bad URL: the channels raise it rather than wait forever
+            self._fail(exc)
+
+    async def _reconnecting(self) -> None:
         while True:
             code, last_error, progressed = await self._connection()
             self.stats.closed(code)
@@ -274,14 +282,23 @@ class Realtime:
                 if self.refresh_token is None:
                     self._fail(SocketRefused("the server refused the token (1008) and there is no refresh_token"))
                     return
-                token = self.refresh_token()
-                self.token = await token if inspect.isawaitable(token) else token
-                self.stats.refreshes += 1
-                if progressed:
+                if await self._refresh() and progressed:
                     continue
             if step is Step.RESUME_NOW:
                 continue
             await asyncio.sleep(self.backoff.failed())
+
+    async def _refresh(self) -> bool:
+        """A new token from the app's callback; ``False`` if the callback failed (the next
+        refusal asks again, after a backoff)."""
+        assert self.refresh_token is not None
+        try:
+            token = self.refresh_token()
+            self.token = await token if inspect.isawaitable(token) else token
+        except Exception:
+            return False
+        self.stats.refreshes += 1
+        return True
 
     def _fail(self, error: Exception) -> None:
         self._failure = error
