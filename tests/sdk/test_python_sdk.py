@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from caas_client import (
     Ack,
     AsyncClient,
+    Backoff,
     CaasError,
     Client,
     FrameTooBig,
@@ -20,6 +22,7 @@ from caas_client import (
     Presence,
     Realtime,
     SqliteStore,
+    SyncOutbox,
     Typing,
 )
 
@@ -100,6 +103,33 @@ def test_blocking_client_administers_a_tenant_and_pages_history(server: Server) 
             with pytest.raises(CaasError) as missing:
                 alice.get_channel("nope")
             assert missing.value.status == 404 and missing.value.code == "not_found"
+
+
+def test_blocking_outbox_retries_through_a_cut_connection_and_posts_once(server: Server, tmp_path: Path) -> None:
+    with httpx.Client(timeout=30) as http:
+        tenant = new_tenant(http, server.url)
+    loop = asyncio.new_event_loop()  # the proxy runs on its own loop: this test blocks
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    proxy = asyncio.run_coroutine_threadsafe(Proxy(server.port, plan=[Cut.BEFORE_ANSWER]).start(), loop).result(WAIT)
+    try:
+        with Client(server.url, tenant.api_key) as admin, Client(proxy.url, tenant.api_key) as flaky:
+            admin.put_user("alice", "Alice")
+            admin.create_channel(["alice"], channel_id="room")
+            outbox = SyncOutbox(flaky, SqliteStore(tmp_path / "outbox.sqlite"), backoff=Backoff(base=0.01))
+            item = outbox.send("room", "once, from the backend", user_id="alice")
+            outbox.send("room", "second", user_id="alice")
+            outbox.flush()
+            ack = outbox.acknowledged(item.client_msg_id)
+            assert ack is not None and outbox.pending == [] and outbox.attempts == 3
+            admin.observe_position(flaky.position)
+            texts = [m.text for m in admin.history("room")]
+        assert texts == ["once, from the backend", "second"]
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.stop(), loop).result(WAIT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT)
+        loop.close()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -31,9 +31,12 @@ class Pending:
     text: str
     parent_id: str | None = None
     attachments: tuple[dict[str, Any], ...] = ()
+    user_id: str | None = None  # the author, when a tenant's API key posts for a user
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"text": self.text, "client_msg_id": self.client_msg_id}
+        if self.user_id is not None:
+            body["user_id"] = self.user_id
         if self.parent_id is not None:
             body["parent_id"] = self.parent_id
         if self.attachments:
