@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from caas_client.frame_models import (
     Envelope,
@@ -22,22 +20,21 @@ from caas_client.frame_models import (
     Unsubscribed,
 )
 from caas_client.frame_models import Error as ErrorFrame
+from caas_client.frame_models import ServerFrame as _ServerFrame
 
 __all__ = [
     "Envelope", "ErrorFrame", "EventFrame", "Ping", "Pong", "Presence", "SendTyping", "ServerFrame", "Subscribe",
     "SubscribePresence", "Subscribed", "Typing", "Unsubscribe", "Unsubscribed", "parse_frame",
 ]  # fmt: skip
 
-ServerFrame = Annotated[
-    Subscribed | Unsubscribed | EventFrame | Presence | Typing | Pong | ErrorFrame, Field(discriminator="type")
-]
-_frames: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
+ServerFrame = Subscribed | Unsubscribed | EventFrame | Presence | Typing | Pong | ErrorFrame
+"""What the server sends: the generated ``ServerFrame`` union (discriminated by ``type``), unwrapped."""
 
 
 def parse_frame(text: str | bytes) -> ServerFrame | None:
     """A server frame from its JSON text; ``None`` for a frame this client does not know (a newer
     server's), which the client skips."""
     try:
-        return _frames.validate_json(text)
+        return _ServerFrame.model_validate_json(text).root
     except ValidationError:
         return None
