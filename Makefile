@@ -16,10 +16,11 @@ SDK_TS_STAMP := $(SDK_TS)/node_modules/.installed
 
 .PHONY: serve test lint unit bench contracts tools sdk-ts services-up services-down clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e 'sdk/python[generate]'  # the Python SDK, tested in tests/sdk
 	touch $(STAMP)
 
 $(NODE_STAMP): $(CONTRACTS)/package.json $(CONTRACTS)/package-lock.json
@@ -53,6 +54,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict domain commands projections streams adapters api docsite
+	$(BIN)/mypy --strict sdk/python/caas_client sdk/python/tools
 
 unit: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) tools
 	$(BIN)/pytest -q tests --ignore=tests/perf

@@ -1,0 +1,527 @@
+# mypy: disable-error-code="assignment"
+# (the generator gives optional constrained values a None default that pydantic accepts)
+"""Request and response models, generated from the server's ``/openapi.json``: do not edit.
+
+Regenerate with ``python sdk/python/tools/generate_models.py <server url>``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+
+
+class ErrorDetail(BaseModel):
+    code: Annotated[
+        Literal[
+            "invalid_signature",
+            "invalid_request",
+            "unauthenticated",
+            "payment_required",
+            "quota_exceeded",
+            "forbidden",
+            "not_found",
+            "method_not_allowed",
+            "conflict",
+            "payload_too_large",
+            "rate_limited",
+            "internal",
+            "unavailable",
+        ],
+        Field(title="Code"),
+    ]
+    """
+    what went wrong; clients branch on it (and on details.rule)
+    """
+    message: Annotated[str, Field(title="Message")]
+    details: Annotated[dict[str, Any], Field(title="Details")]
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class TenantCreated(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    tenant_id: Annotated[str, Field(title="Tenant Id")]
+    key_id: Annotated[str, Field(title="Key Id")]
+    api_key: Annotated[str | None, Field(title="Api Key")]
+
+
+class CreateTenant(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=200, min_length=1, title="Name")]
+
+
+class ApiKeyCreated(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    key_id: Annotated[str, Field(title="Key Id")]
+    api_key: Annotated[str | None, Field(title="Api Key")]
+
+
+class CreateApiKey(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str | None, Field(max_length=200, min_length=1, title="Name")] = "default"
+
+
+class Written(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+
+
+class SigningKeyRotated(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    kid: Annotated[str, Field(title="Kid")]
+
+
+class OriginsWritten(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    origins: Annotated[list[str], Field(title="Origins")]
+
+
+class Origin(RootModel[str]):
+    root: Annotated[str, Field(max_length=255, pattern="^https?://[A-Za-z0-9.\\-]+(:[0-9]{1,5})?$")]
+
+
+class AllowedOrigins(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    origins: Annotated[list[Origin], Field(max_length=50, title="Origins")]
+
+
+class UserWritten(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    user_id: Annotated[str, Field(title="User Id")]
+
+
+class PutUser(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=200, min_length=1, title="Name")]
+    metadata: Annotated[dict[str, Any] | None, Field(title="Metadata")] = {}
+
+
+class Token(BaseModel):
+    token: Annotated[str, Field(title="Token")]
+    expires_at: Annotated[str, Field(title="Expires At")]
+
+
+class TtlSeconds(RootModel[int]):
+    root: Annotated[int, Field(ge=60, title="Ttl Seconds")] = None
+
+
+class CreateToken(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    ttl_seconds: Annotated[TtlSeconds | None, Field(title="Ttl Seconds")] = None
+
+
+class Member(BaseModel):
+    user_id: Annotated[str, Field(title="User Id")]
+    role: Annotated[Literal["owner", "admin", "member"], Field(title="Role")]
+
+
+class Message(BaseModel):
+    message_id: Annotated[str, Field(title="Message Id")]
+    channel_id: Annotated[str, Field(title="Channel Id")]
+    seq: Annotated[int, Field(title="Seq")]
+    author_id: Annotated[str, Field(title="Author Id")]
+    text: Annotated[str | None, Field(title="Text")]
+    parent_id: Annotated[str | None, Field(title="Parent Id")]
+    attachments: Annotated[list[dict[str, Any]], Field(title="Attachments")]
+    created_at: Annotated[str, Field(title="Created At")]
+    edited_at: Annotated[str | None, Field(title="Edited At")]
+    deleted: Annotated[bool, Field(title="Deleted")]
+    reactions: Annotated[dict[str, list[str]], Field(title="Reactions")]
+    reply_count: Annotated[int, Field(title="Reply Count")]
+    seen_by: Annotated[list[str] | None, Field(title="Seen By")] = None
+    """
+    members who have read it (channels up to 100)
+    """
+
+
+class ChannelWritten(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    channel_id: Annotated[str, Field(title="Channel Id")]
+
+
+class ChannelId(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="Channel Id"),
+    ] = None
+
+
+class Member1(RootModel[str]):
+    root: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$")]
+
+
+class CreateChannel(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    channel_id: Annotated[ChannelId | None, Field(title="Channel Id")] = None
+    name: Annotated[str | None, Field(max_length=200, title="Name")] = ""
+    kind: Annotated[Literal["group", "direct"] | None, Field(title="Kind")] = "group"
+    members: Annotated[
+        list[Member1] | None,
+        Field(max_length=10000, title="Members", validate_default=True),
+    ] = []
+    e2e: Annotated[bool | None, Field(title="E2E")] = False
+
+
+class AddMember(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    user_id: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="User Id")]
+    role: Annotated[Literal["owner", "admin", "member"] | None, Field(title="Role")] = "member"
+
+
+class MessagePage(BaseModel):
+    messages: Annotated[list[Message], Field(title="Messages")]
+    next_before_seq: Annotated[int | None, Field(title="Next Before Seq")] = None
+    next_after_seq: Annotated[int | None, Field(title="Next After Seq")] = None
+
+
+class MessageWritten(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    channel_id: Annotated[str, Field(title="Channel Id")]
+    message_id: Annotated[str, Field(title="Message Id")]
+
+
+class Name(RootModel[str]):
+    root: Annotated[str, Field(max_length=255, title="Name")] = None
+
+
+class MimeType(RootModel[str]):
+    root: Annotated[str, Field(max_length=127, title="Mime Type")] = None
+
+
+class Size(RootModel[int]):
+    root: Annotated[int, Field(ge=0, le=9223372036854775807, title="Size")] = None
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Annotated[Literal["image", "video", "audio", "file", "link"], Field(title="Type")]
+    url: Annotated[str, Field(max_length=2048, pattern="^https?://\\S+$", title="Url")]
+    name: Annotated[Name | None, Field(title="Name")] = None
+    mime_type: Annotated[MimeType | None, Field(title="Mime Type")] = None
+    size: Annotated[Size | None, Field(title="Size")] = None
+
+
+class ClientMsgId(RootModel[str]):
+    root: Annotated[str, Field(pattern="^[\\x21-\\x7e]{1,128}$", title="Client Msg Id")] = None
+
+
+class ParentId(RootModel[str]):
+    root: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="Parent Id")] = None
+
+
+class UserId(RootModel[str]):
+    root: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="User Id")] = None
+    """
+    author, when a tenant API key posts for a user
+    """
+
+
+class PostMessage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    text: Annotated[str | None, Field(title="Text")] = ""
+    client_msg_id: Annotated[ClientMsgId | None, Field(title="Client Msg Id")] = None
+    parent_id: Annotated[ParentId | None, Field(title="Parent Id")] = None
+    attachments: Annotated[list[Attachment] | None, Field(title="Attachments", validate_default=True)] = []
+    user_id: Annotated[UserId | None, Field(title="User Id")] = None
+    """
+    author, when a tenant API key posts for a user
+    """
+
+
+class EditMessage(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    text: Annotated[str, Field(title="Text")]
+
+
+class Thread(BaseModel):
+    messages: Annotated[list[Message], Field(title="Messages")]
+
+
+class UserId1(RootModel[str]):
+    root: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="User Id")] = None
+    """
+    who reacts, when a tenant API key acts for a user
+    """
+
+
+class AddReaction(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    emoji: Annotated[str, Field(pattern="^[^\\s.$\\x00-\\x1f\\x7f]{1,64}$", title="Emoji")]
+    user_id: Annotated[UserId1 | None, Field(title="User Id")] = None
+    """
+    who reacts, when a tenant API key acts for a user
+    """
+
+
+class UserId2(RootModel[str]):
+    root: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="User Id")] = None
+
+
+class MoveReadMarker(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    seq: Annotated[int, Field(ge=1, le=9223372036854775807, title="Seq")]
+    user_id: Annotated[UserId2 | None, Field(title="User Id")] = None
+
+
+class TypingDelivered(BaseModel):
+    channel_id: Annotated[str, Field(title="Channel Id")]
+    user_id: Annotated[str, Field(title="User Id")]
+    sent: Annotated[bool, Field(title="Sent")]
+    """
+    false when throttled: the user's typing was announced moments ago
+    """
+    expires_in_ms: Annotated[int, Field(title="Expires In Ms")]
+
+
+class Typing(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    user_id: Annotated[UserId2 | None, Field(title="User Id")] = None
+
+
+class Mute(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    user_id: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="User Id")]
+    until: Annotated[AwareDatetime | None, Field(title="Until")] = None
+
+
+class Reason(RootModel[str]):
+    root: Annotated[str, Field(max_length=500, title="Reason")] = None
+
+
+class Ban(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    user_id: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="User Id")]
+    reason: Annotated[Reason | None, Field(title="Reason")] = None
+
+
+class UserPresence(BaseModel):
+    status: Annotated[Literal["online", "away", "offline"], Field(title="Status")]
+    last_seen_at: Annotated[str | None, Field(title="Last Seen At")]
+    devices: Annotated[int, Field(title="Devices")]
+
+
+class PresenceMap(RootModel[dict[str, UserPresence]]):
+    root: dict[str, UserPresence]
+
+
+class ChannelPresence(BaseModel):
+    channel_id: Annotated[str, Field(title="Channel Id")]
+    members: Annotated[int, Field(title="Members")]
+    online: Annotated[int, Field(title="Online")]
+    statuses: Annotated[dict[str, Literal["online", "away", "offline"]], Field(title="Statuses")]
+
+
+class EventOut(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    tenant_id: Annotated[str, Field(title="Tenant Id")]
+    stream: Annotated[str, Field(title="Stream")]
+    seq: Annotated[int, Field(title="Seq")]
+    position: Annotated[int, Field(title="Position")]
+    type: Annotated[str, Field(title="Type")]
+    schema_version: Annotated[int, Field(title="Schema Version")]
+    occurred_at: Annotated[str, Field(title="Occurred At")]
+    actor: Annotated[str | None, Field(title="Actor")]
+    command_id: Annotated[str | None, Field(title="Command Id")]
+    causation_id: Annotated[str | None, Field(title="Causation Id")]
+    correlation_id: Annotated[str | None, Field(title="Correlation Id")]
+    payload: Annotated[dict[str, Any], Field(title="Payload")]
+
+
+class EventPage(BaseModel):
+    events: Annotated[list[EventOut], Field(title="Events")]
+    next_after_position: Annotated[int | None, Field(title="Next After Position")]
+
+
+class UsageBucket(BaseModel):
+    start: Annotated[str, Field(title="Start")]
+    """
+    the bucket's start (UTC): an hour, a day or a calendar month
+    """
+    meters: Annotated[dict[str, int], Field(title="Meters")]
+
+
+class UsageReport(BaseModel):
+    tenant_id: Annotated[str, Field(title="Tenant Id")]
+    from_: Annotated[str, Field(alias="from", title="From")]
+    to: Annotated[str, Field(title="To")]
+    granularity: Annotated[Literal["hour", "day", "month"], Field(title="Granularity")]
+    meters: Annotated[list[str], Field(title="Meters")]
+    buckets: Annotated[list[UsageBucket], Field(title="Buckets")]
+    totals: Annotated[dict[str, int], Field(title="Totals")]
+
+
+class PlanWritten(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    tenant_id: Annotated[str, Field(title="Tenant Id")]
+    plan: Annotated[str, Field(title="Plan")]
+    effective_at: Annotated[str, Field(title="Effective At")]
+
+
+class PutPlan(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    plan: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}$", title="Plan")]
+
+
+class PreviewPeriod(BaseModel):
+    start: Annotated[str, Field(title="Start")]
+    end: Annotated[str, Field(title="End")]
+    label: Annotated[str, Field(title="Label")]
+
+
+class TierUnits(BaseModel):
+    up_to: Annotated[int | None, Field(title="Up To")]
+    unit_price: Annotated[int, Field(title="Unit Price")]
+    """
+    minor currency units per `per` units of the meter
+    """
+    units: Annotated[int, Field(title="Units")]
+
+
+class Invoice(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    status: Annotated[str | None, Field(title="Status")] = None
+    number: Annotated[str | None, Field(title="Number")] = None
+    currency: Annotated[str | None, Field(title="Currency")] = None
+    amount_due: Annotated[int | None, Field(title="Amount Due")] = None
+    amount_paid: Annotated[int | None, Field(title="Amount Paid")] = None
+    period_start: Annotated[int | None, Field(title="Period Start")] = None
+    period_end: Annotated[int | None, Field(title="Period End")] = None
+    hosted_invoice_url: Annotated[str | None, Field(title="Hosted Invoice Url")] = None
+    outcome: Annotated[Literal["paid", "failed"] | None, Field(title="Outcome")] = None
+    """
+    the invoice's last word by Stripe's event time: paid, payment failed, or neither
+    """
+
+
+class InvoiceList(BaseModel):
+    customer_id: Annotated[str | None, Field(title="Customer Id")]
+    payment_status: Annotated[Literal["ok", "past_due"], Field(title="Payment Status")]
+    subscription: Annotated[dict[str, Any] | None, Field(title="Subscription")]
+    invoices: Annotated[list[Invoice], Field(title="Invoices")]
+
+
+class WebhookReceived(BaseModel):
+    received: Annotated[bool, Field(title="Received")]
+    recorded: Annotated[bool, Field(title="Recorded")]
+    """
+    false for event types CAAS ignores, and for repeats
+    """
+
+
+class Channel(BaseModel):
+    channel_id: Annotated[str, Field(title="Channel Id")]
+    name: Annotated[str | None, Field(title="Name")]
+    kind: Annotated[str | None, Field(title="Kind")]
+    e2e: Annotated[bool, Field(title="E2E")]
+    members: Annotated[list[Member], Field(title="Members")]
+    head_seq: Annotated[int, Field(title="Head Seq")]
+    last_message: Message | None
+    unread_count: Annotated[int | None, Field(title="Unread Count")]
+
+
+class ChannelList(BaseModel):
+    channels: Annotated[list[Channel], Field(title="Channels")]
+
+
+class PreviewLine(BaseModel):
+    meter: Annotated[str, Field(title="Meter")]
+    plan: Annotated[str, Field(title="Plan")]
+    """
+    the plan this line prices: one line per meter per plan in force in the period
+    """
+    from_: Annotated[str, Field(alias="from", title="From")]
+    """
+    the stretch of the period this plan was in force (RFC 3339)
+    """
+    to: Annotated[str, Field(title="To")]
+    mode: Annotated[Literal["cap", "overage"], Field(title="Mode")]
+    used: Annotated[int, Field(title="Used")]
+    """
+    usage of the hours that started while this plan was in force
+    """
+    included: Annotated[int, Field(title="Included")]
+    """
+    the plan's quantity times its share of the period
+    """
+    billable: Annotated[int, Field(title="Billable")]
+    over_cap: Annotated[int, Field(title="Over Cap")]
+    """
+    usage past a hard cap (admitted by projection lag; never charged)
+    """
+    tiers: Annotated[list[TierUnits], Field(title="Tiers")]
+    amount: Annotated[int, Field(title="Amount")]
+    """
+    minor currency units
+    """
+
+
+class BillingPreview(BaseModel):
+    period: PreviewPeriod
+    plan: Annotated[str, Field(title="Plan")]
+    """
+    the plan in force now
+    """
+    plans: Annotated[list[str], Field(title="Plans")]
+    """
+    the plans in force during the period, in order
+    """
+    currency: Annotated[str, Field(title="Currency")]
+    base_fee: Annotated[int, Field(title="Base Fee")]
+    lines: Annotated[list[PreviewLine], Field(title="Lines")]
+    total: Annotated[int, Field(title="Total")]
+    """
+    minor currency units
+    """

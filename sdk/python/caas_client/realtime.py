@@ -1,0 +1,387 @@
+""":class:`Realtime`: one websocket that keeps its channels' timelines through any disconnect.
+
+Each :class:`Channel` remembers the last ``seq`` it delivered. Whenever the socket goes away
+(the network, a server restart, a close by the server) the connection comes back and every
+channel subscribes again with ``since_seq``: the server replays what was missed, the timeline
+drops what was seen already, and the application reads each event once, in order.
+
+How a close is handled (:func:`next_step`): 1013 (the client fell behind) reconnects at once;
+1008 (the token is no longer accepted) asks the app's ``refresh_token`` callback for a new one,
+then reconnects; 1009 (a frame of ours was too big) is raised to the channels and ends the
+connection; anything else reconnects after a backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from urllib.parse import quote
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from caas_client.backoff import Backoff
+from caas_client.delivery import Outbox
+from caas_client.errors import FrameTooBig, SocketRefused
+from caas_client.frames import (
+    ErrorFrame,
+    EventFrame,
+    Presence,
+    SendTyping,
+    ServerFrame,
+    Subscribe,
+    Subscribed,
+    SubscribePresence,
+    Typing,
+    Unsubscribe,
+    Unsubscribed,
+    parse_frame,
+)
+from caas_client.throttle import Throttle
+from caas_client.timeline import Timeline, Verdict
+
+TokenRefresh = Callable[[], Awaitable[str]] | Callable[[], str]
+POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = 1008, 1009, 1013
+
+
+class Step(Enum):
+    RESUME_NOW = "resume_now"
+    REFRESH_TOKEN = "refresh_token"
+    FAIL = "fail"
+    BACK_OFF = "back_off"
+
+
+def next_step(code: int | None, last_error: str | None, progressed: bool) -> Step:
+    """What to do after the socket closed with ``code`` (``None``: no close frame, the network
+    or the process went away). ``last_error`` is the code of the error frame just before the
+    close; ``progressed`` whether the connection delivered anything (a 1013 that repeats without
+    progress backs off rather than spinning)."""
+    if code == TOO_BIG:
+        return Step.FAIL
+    if code == POLICY_VIOLATION:
+        return Step.REFRESH_TOKEN if last_error in (None, "unauthenticated") else Step.BACK_OFF
+    if code == TRY_AGAIN_LATER and progressed:
+        return Step.RESUME_NOW
+    return Step.BACK_OFF
+
+
+class _End:
+    """Put in a channel's queue when it ends (``error`` is raised to the reader)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class Channel:
+    """A subscribed channel's timeline. ``async for frame in channel`` yields its event frames
+    in ``seq`` order, each once, across reconnects; :meth:`caught_up` waits for the head."""
+
+    def __init__(self, realtime: Realtime, channel_id: str, since_seq: int | None) -> None:
+        self.realtime = realtime
+        self.channel_id = channel_id
+        self.timeline = Timeline(seq=since_seq)
+        self.on_typing: Callable[[Typing], None] | None = None
+        self._queue: asyncio.Queue[EventFrame | _End] = asyncio.Queue()
+        self._caught_up = asyncio.Event()
+        self.active = True
+
+    @property
+    def seq(self) -> int | None:
+        """The last seq delivered: where a resume starts."""
+        return self.timeline.seq
+
+    def __aiter__(self) -> AsyncIterator[EventFrame]:
+        return self
+
+    async def __anext__(self) -> EventFrame:
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self._queue.put_nowait(item)  # every later read ends too
+            raise item.error
+        return item
+
+    def drain(self) -> list[EventFrame]:
+        """The frames already received and not yet read, without waiting."""
+        out: list[EventFrame] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _End):
+                self._queue.put_nowait(item)
+                break
+            out.append(item)
+        return out
+
+    async def caught_up(self) -> None:
+        """Wait until the channel has delivered up to the head it had when (re)subscribed."""
+        await self._caught_up.wait()
+
+    async def typing(self) -> bool:
+        """Tell the channel that the user is typing; throttled as the server throttles (``False``
+        when nothing was sent)."""
+        return await self.realtime.typing(self.channel_id)
+
+    async def unsubscribe(self) -> None:
+        await self.realtime.unsubscribe(self.channel_id)
+
+    # called by Realtime
+    def _subscribed(self, head_seq: int) -> None:
+        self.timeline.subscribed(head_seq)
+        self._check()
+
+    def _check(self) -> None:
+        if self.timeline.caught_up:
+            self._caught_up.set()
+
+    def _end(self, error: Exception) -> None:
+        self.active = False
+        self._queue.put_nowait(_End(error))
+
+
+@dataclass
+class Stats:
+    """What the connection went through: sockets opened, closes by code (``None``: no close
+    frame), token refreshes."""
+
+    connects: int = 0
+    closes: dict[int | None, int] = field(default_factory=dict)
+    refreshes: int = 0
+
+    def closed(self, code: int | None) -> None:
+        self.closes[code] = self.closes.get(code, 0) + 1
+
+
+class Realtime:
+    """The websocket of one end user. ``async with Realtime(url, token) as rt:
+    channel = rt.channel("room", since_seq=0)``.
+
+    ``refresh_token`` (sync or async) returns a new token when the server refuses the current
+    one (1008). ``outbox``: an :class:`Outbox` whose messages are acknowledged when their events
+    arrive here. ``on_presence``, ``on_error``: callbacks for presence frames and for error
+    frames that name no channel."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        refresh_token: TokenRefresh | None = None,
+        outbox: Outbox | None = None,
+        backoff: Backoff | None = None,
+        typing_throttle_seconds: float = 2.0,
+        on_presence: Callable[[Presence], None] | None = None,
+        on_error: Callable[[ErrorFrame], None] | None = None,
+        max_frame_bytes: int = 16 * 2**20,
+    ) -> None:
+        base = base_url.rstrip("/")  # http(s)://host[:port], as for the HTTP clients
+        self.ws_url = ("ws" + base.removeprefix("http") if base.startswith("http") else base) + "/v1/ws"
+        self.token = token
+        self.refresh_token = refresh_token
+        self.outbox = outbox
+        self.backoff = backoff or Backoff()
+        self.throttle = Throttle(typing_throttle_seconds)
+        self.on_presence = on_presence
+        self.on_error = on_error
+        self.max_frame_bytes = max_frame_bytes
+        self.channels: dict[str, Channel] = {}
+        self.watched: list[str] = []
+        self.connected = asyncio.Event()
+        self.stats = Stats()
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
+
+    async def __aenter__(self) -> Realtime:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._ws is not None:
+            await self._ws.close()
+
+    # the application's side --------------------------------------------------------------------
+    def channel(self, channel_id: str, since_seq: int | None = None) -> Channel:
+        """Subscribe to ``channel_id``: every event after ``since_seq`` (``None``: from now on)."""
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            channel = self.channels[channel_id] = Channel(self, channel_id, since_seq)
+            self._spawn(self._subscribe(channel))
+        return channel
+
+    async def unsubscribe(self, channel_id: str) -> None:
+        channel = self.channels.pop(channel_id, None)
+        if channel is not None:
+            await self._send(Unsubscribe(type="unsubscribe", channel_id=channel_id))
+
+    async def watch_presence(self, user_ids: list[str]) -> None:
+        """Presence frames (to ``on_presence``) for these users: now, then on every change."""
+        fresh = [u for u in user_ids if u not in self.watched]
+        self.watched += fresh
+        if fresh:
+            await self._send(SubscribePresence(type="subscribe_presence", user_ids=fresh))
+
+    async def typing(self, channel_id: str) -> bool:
+        if not self.throttle.allow(channel_id, asyncio.get_running_loop().time()):
+            return False
+        return await self._send(SendTyping(type="typing", channel_id=channel_id))
+
+    # the connection --------------------------------------------------------------------------
+    async def _send(self, frame: Subscribe | Unsubscribe | SendTyping | SubscribePresence) -> bool:
+        """Send now if connected (a reconnect re-sends subscriptions and watches by itself)."""
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await ws.send(frame.model_dump_json(exclude_none=True))
+        except ConnectionClosed:
+            return False
+        return True
+
+    async def _subscribe(self, channel: Channel) -> None:
+        await self._send(
+            Subscribe(type="subscribe", channel_id=channel.channel_id, since_seq=channel.timeline.since_seq)
+        )
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _run(self) -> None:
+        try:
+            await self._reconnecting()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a bad URL: the channels raise it rather than wait forever
+            self._fail(exc)
+
+    async def _reconnecting(self) -> None:
+        while True:
+            code, last_error, progressed = await self._connection()
+            self.stats.closed(code)
+            step = next_step(code, last_error, progressed)
+            if step is Step.FAIL:
+                self._fail(FrameTooBig(f"the server closed the socket with {code}: a frame was too big"))
+                return
+            if step is Step.REFRESH_TOKEN:
+                if self.refresh_token is None:
+                    self._fail(SocketRefused("the server refused the token (1008) and there is no refresh_token"))
+                    return
+                if await self._refresh() and progressed:
+                    continue
+            if step is Step.RESUME_NOW:
+                continue
+            await asyncio.sleep(self.backoff.failed())
+
+    async def _refresh(self) -> bool:
+        """A new token from the app's callback; ``False`` if the callback failed (the next
+        refusal asks again, after a backoff)."""
+        assert self.refresh_token is not None
+        try:
+            token = self.refresh_token()
+            self.token = await token if inspect.isawaitable(token) else token
+        except Exception:
+            return False
+        self.stats.refreshes += 1
+        return True
+
+    def _fail(self, error: Exception) -> None:
+        self._failure = error
+        for channel in self.channels.values():
+            channel._end(error)
+
+    async def _connection(self) -> tuple[int | None, str | None, bool]:
+        """One socket, from connect to close: (close code, last error frame's code, progressed)."""
+        last_error: str | None = None
+        progressed = False
+        try:
+            async with connect(
+                f"{self.ws_url}?token={quote(self.token, safe='')}",
+                max_size=self.max_frame_bytes,
+                compression=None,
+                open_timeout=10,
+            ) as ws:
+                self._ws = ws
+                self.stats.connects += 1
+                self.connected.set()
+                for channel in list(self.channels.values()):
+                    await self._subscribe(channel)
+                if self.watched:
+                    await self._send(SubscribePresence(type="subscribe_presence", user_ids=self.watched))
+                async for raw in ws:
+                    frame = parse_frame(raw)
+                    if frame is None:
+                        continue
+                    if isinstance(frame, ErrorFrame):
+                        last_error = frame.code
+                    progressed = self._dispatch(frame) or progressed
+            return (ws.close_code, last_error, progressed)
+        except ConnectionClosed as exc:
+            return (exc.rcvd.code if exc.rcvd is not None else None, last_error, progressed)
+        except (OSError, InvalidHandshake, TimeoutError):
+            return (None, last_error, progressed)
+        finally:
+            self._ws = None
+            self.connected.clear()
+
+    def _dispatch(self, frame: ServerFrame) -> bool:
+        """Handle one frame; ``True`` if it delivered an event or confirmed a subscription."""
+        if isinstance(frame, EventFrame):
+            return self._event(frame)
+        if isinstance(frame, Subscribed):
+            channel = self.channels.get(frame.channel_id)
+            if channel is not None:
+                channel._subscribed(frame.head_seq)
+            self.backoff.reset()
+            return True
+        if isinstance(frame, Typing):
+            channel = self.channels.get(frame.channel_id)
+            if channel is not None and channel.on_typing is not None:
+                channel.on_typing(frame)
+        elif isinstance(frame, Presence):
+            if self.on_presence is not None:
+                self.on_presence(frame)
+        elif isinstance(frame, ErrorFrame):
+            self._error(frame)
+        elif isinstance(frame, Unsubscribed):
+            pass
+        return False
+
+    def _event(self, frame: EventFrame) -> bool:
+        channel = self.channels.get(frame.channel_id)
+        if channel is None:
+            return False
+        verdict = channel.timeline.offer(frame.seq)
+        if verdict is Verdict.GAP:  # never from a correct server; resubscribe from what we have
+            self._spawn(self._subscribe(channel))
+            return False
+        if verdict is Verdict.DUPLICATE:
+            return False
+        if self.outbox is not None:
+            self.outbox.observe(frame.event.model_dump())
+        channel._queue.put_nowait(frame)
+        channel._check()
+        return True
+
+    def _error(self, frame: ErrorFrame) -> None:
+        channel = self.channels.get(frame.channel_id) if frame.channel_id else None
+        if channel is not None and frame.code in ("forbidden", "not_found"):
+            del self.channels[channel.channel_id]  # removed, banned, or never a member: it ends
+            channel._end(PermissionError(f"{frame.code}: {frame.message}"))
+        elif self.on_error is not None:
+            self.on_error(frame)

@@ -1,0 +1,110 @@
+"""Generate the SDK's models from the server's documents: ``caas_client/models.py`` (requests and
+responses) from ``/openapi.json``, ``caas_client/frame_models.py`` (websocket frames) from
+``/asyncapi.json``.
+
+    python sdk/python/tools/generate_models.py http://127.0.0.1:8000   # a running server
+
+The output is committed; a test regenerates both from a live server and compares, so the models
+cannot drift from the API. Needs the ``generate`` extra (datamodel-code-generator) and ruff.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PACKAGE = HERE.parent / "caas_client"
+
+
+@dataclass(frozen=True)
+class Target:
+    module: str  # file name in caas_client/
+    document: str  # the server's path that serves the source document
+    input_type: str  # datamodel-code-generator's InputFileType member
+    what: str
+    extra_fields: str | None = None  # override the schemas' additionalProperties
+
+    @property
+    def path(self) -> Path:
+        return PACKAGE / self.module
+
+    def header(self) -> str:
+        return (
+            '# mypy: disable-error-code="assignment"\n'
+            "# ruff: noqa: E501\n"
+            "# (the generator gives optional constrained values a None default that pydantic accepts)\n"
+            f'"""{self.what}, generated from the server\'s ``{self.document}``: do not edit.\n\n'
+            'Regenerate with ``python sdk/python/tools/generate_models.py <server url>``.\n"""\n'
+        )
+
+
+TARGETS = (
+    Target("models.py", "/openapi.json", "OpenAPI", "Request and response models"),
+    # frames the server adds fields to must still parse in an older client
+    Target("frame_models.py", "/asyncapi.json", "AsyncAPI", "Websocket frame models", extra_fields="allow"),
+)
+
+
+def generate(target: Target, document: dict[str, Any]) -> str:
+    """The module for ``document``, formatted as the repository is."""
+    from datamodel_code_generator import (  # type: ignore[attr-defined]
+        DataModelType,
+        Formatter,
+        InputFileType,
+        PythonVersion,
+    )
+    from datamodel_code_generator import generate as codegen
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, out = Path(tmp) / "document.json", Path(tmp) / "out.py"
+        source.write_text(json.dumps(document))
+        options: dict[str, Any] = {"extra_fields": target.extra_fields} if target.extra_fields else {}
+        codegen(
+            source,
+            output=out,
+            input_file_type=InputFileType[target.input_type],
+            output_model_type=DataModelType.PydanticV2BaseModel,
+            target_python_version=PythonVersion.PY_311,
+            disable_timestamp=True,
+            use_standard_collections=True,
+            use_union_operator=True,
+            enum_field_as_literal="all",  # type: ignore[arg-type]
+            field_constraints=True,
+            use_annotated=True,
+            collapse_root_models=True,
+            use_field_description=True,
+            custom_file_header=target.header(),
+            formatters=[Formatter.BUILTIN],
+            **options,
+        )
+        code = out.read_text()
+    return _format(code, target.path)
+
+
+def _format(code: str, path: Path) -> str:
+    ruff = Path(sys.executable).with_name("ruff")
+    command = [str(ruff) if ruff.exists() else "ruff"]
+    name = ["--stdin-filename", str(path)]
+    fixed = subprocess.run([*command, "check", "--fix-only", "--quiet", *name, "-"], input=code, text=True,
+                           capture_output=True, check=True, cwd=HERE).stdout  # fmt: skip
+    return subprocess.run([*command, "format", "--quiet", *name, "-"], input=fixed, text=True,
+                          capture_output=True, check=True, cwd=HERE).stdout  # fmt: skip
+
+
+def main(server: str) -> None:
+    import httpx
+
+    for target in TARGETS:
+        document: dict[str, Any] = httpx.get(server.rstrip("/") + target.document, timeout=30).json()
+        target.path.write_text(generate(target, document))
+        print(f"wrote {target.path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,326 @@
+"""The Python SDK against a real server (embedded and Kafka): send and receive, resume across a
+restart and a forced 1013 with no gap and no duplicate, an outbox through a cut connection,
+token refresh on 1008, presence and typing, and the blocking client."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from caas_client import (
+    Ack,
+    AsyncClient,
+    Backoff,
+    CaasError,
+    Client,
+    FrameTooBig,
+    Outbox,
+    Presence,
+    Realtime,
+    SqliteStore,
+    SyncOutbox,
+    Typing,
+)
+
+from tests.cluster import serving
+from tests.sdk.helpers import WAIT, admin_for, assert_exactly_once, eventually, read_until, room
+from tests.sdk.proxy import Cut, Proxy
+from tests.support import Server, new_tenant
+
+BACKENDS = ["embedded", "kafka"]
+FAT = [{"type": "file", "url": f"https://files.example/{i}/" + "y" * 2000} for i in range(10)]
+
+
+async def test_messages_sent_through_the_outbox_arrive_on_the_others_channel_in_order(server: Server) -> None:
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice", "bob")
+    head = (await admin.get_channel("room")).head_seq
+    acked: list[Ack] = []
+    async with AsyncClient(server.url, tokens["alice"]) as alice, Realtime(server.url, tokens["bob"]) as bob:
+        channel = bob.channel("room", since_seq=0)
+        outbox = Outbox(alice, on_acked=acked.append)
+        # alice's own socket reconciles her messages too: whichever of the HTTP answer and the
+        # event comes first acknowledges each, once
+        async with outbox, Realtime(server.url, tokens["alice"], outbox=outbox) as alice_rt:
+            alice_rt.channel("room")
+            sent = [outbox.send("room", f"hello {i}") for i in range(5)]
+            acks = [await asyncio.wait_for(outbox.acknowledged(p.client_msg_id), WAIT) for p in sent]
+        assert sorted(a.client_msg_id for a in acked) == sorted(p.client_msg_id for p in sent)
+        assert [a.seq for a in acks] == list(range(head + 1, head + 6))
+        got = await read_until(channel, head + 5, [])
+        assert_exactly_once(got, 1, head + 5)
+        posted = [f.event.payload for f in got if f.event.type == "MessagePosted"]
+        assert [p["text"] for p in posted] == [f"hello {i}" for i in range(5)]
+        assert [p["client_msg_id"] for p in posted] == [p.client_msg_id for p in sent]
+        # read your writes: alice's next query waits for her last write's position
+        assert alice.position >= max(a.position or 0 for a in acks) > 0
+        newest = (await alice.messages("room", limit=5)).messages
+        assert [m.text for m in newest] == [f"hello {i}" for i in range(4, -1, -1)]
+        # read markers and unread counts
+        async with AsyncClient(server.url, tokens["bob"]) as bob_http:
+            bob_http.observe_position(alice.position)  # bob reads what alice wrote
+            assert await bob_http.unread_count("room") == 5
+            await bob_http.mark_read("room", acks[2].seq)
+            assert await bob_http.unread_count("room") == 2
+    await admin.aclose()
+
+
+async def test_history_iterators_page_through_every_message_both_ways(server: Server) -> None:
+    admin = await admin_for(server)
+    await room(admin, "big", "alice")
+    for i in range(23):
+        await admin.post_message("big", f"m{i}", user_id="alice")
+    oldest_first = [m.text async for m in admin.history("big", limit=5)]
+    assert oldest_first == [f"m{i}" for i in range(23)]
+    newest_first = [m.text async for m in admin.history_backwards("big")]
+    assert newest_first == oldest_first[::-1]
+    assert [c.channel_id async for c in admin.channels()] == ["big"]
+    kinds = [e.type async for e in admin.events(types=["MessagePosted"])]
+    assert kinds == ["MessagePosted"] * 23
+    await admin.aclose()
+
+
+def test_blocking_client_administers_a_tenant_and_pages_history(server: Server) -> None:
+    with httpx.Client(timeout=30) as http:
+        tenant = new_tenant(http, server.url)
+    with Client(server.url, tenant.api_key) as admin:
+        assert admin.put_user("alice", "Alice").user_id == "alice"
+        token = admin.create_token("alice", ttl_seconds=600).token
+        key = admin.create_api_key("second")
+        assert key.api_key is not None and admin.revoke_api_key(key.key_id).position > 0
+        admin.create_channel(["alice"], channel_id="c1")
+        with Client(server.url, token) as alice:
+            for i in range(12):
+                alice.post_message("c1", f"s{i}", client_msg_id=f"cm-{i}")
+            again = alice.post_message("c1", "s0", client_msg_id="cm-0")  # a retry: the first answer
+            assert again.seq == alice.messages("c1", limit=1).messages[0].seq - 11
+            assert [m.text for m in alice.history("c1", limit=5)] == [f"s{i}" for i in range(12)]
+            assert alice.presence(["alice"])["alice"].status in ("online", "away", "offline")
+            with pytest.raises(CaasError) as missing:
+                alice.get_channel("nope")
+            assert missing.value.status == 404 and missing.value.code == "not_found"
+
+
+def test_blocking_outbox_retries_through_a_cut_connection_and_posts_once(server: Server, tmp_path: Path) -> None:
+    with httpx.Client(timeout=30) as http:
+        tenant = new_tenant(http, server.url)
+    loop = asyncio.new_event_loop()  # the proxy runs on its own loop: this test blocks
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    proxy = asyncio.run_coroutine_threadsafe(Proxy(server.port, plan=[Cut.BEFORE_ANSWER]).start(), loop).result(WAIT)
+    try:
+        with Client(server.url, tenant.api_key) as admin, Client(proxy.url, tenant.api_key) as flaky:
+            admin.put_user("alice", "Alice")
+            admin.create_channel(["alice"], channel_id="room")
+            outbox = SyncOutbox(flaky, SqliteStore(tmp_path / "outbox.sqlite"), backoff=Backoff(base=0.01))
+            item = outbox.send("room", "once, from the backend", user_id="alice")
+            outbox.send("room", "second", user_id="alice")
+            outbox.flush()
+            ack = outbox.acknowledged(item.client_msg_id)
+            assert ack is not None and outbox.pending == [] and outbox.attempts == 3
+            admin.observe_position(flaky.position)
+            texts = [m.text for m in admin.history("room")]
+        assert texts == ["once, from the backend", "second"]
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.stop(), loop).result(WAIT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT)
+        loop.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_channel_resumes_across_a_server_restart_with_no_gap_and_no_duplicate(
+    backend: str, tmp_path: Path
+) -> None:
+    with serving(backend, tmp_path, {}) as srv:
+        admin = await admin_for(srv)
+        tokens = await room(admin, "room", "alice", "bob")
+        async with Realtime(srv.url, tokens["bob"]) as bob:
+            bob.backoff.cap = 1.0
+            channel = bob.channel("room", since_seq=0)
+            for i in range(10):
+                await admin.post_message("room", f"before {i}", user_id="alice")
+            head = (await admin.get_channel("room")).head_seq
+            got = await read_until(channel, head, [])
+            srv.kill()  # kill -9: the socket goes away without a close frame
+            srv.start(timeout=60)
+            if backend == "kafka":
+                from tests.cluster import Cluster
+
+                Cluster.wait_ready(srv.url)
+            admin = AsyncClient(srv.url, admin.token)
+            for i in range(10):
+                await admin.post_message("room", f"after {i}", user_id="alice")
+            head = (await admin.get_channel("room")).head_seq
+            await read_until(channel, head, got)
+            assert bob.stats.connects >= 2
+        assert_exactly_once(got, 1, head)
+        assert channel.drain() == []
+        await admin.aclose()
+
+
+@pytest.fixture
+def small_queue_env() -> dict[str, str]:
+    # a 50-frame outbox; the stall reset must not fire first (the test holds the socket back)
+    return {"CAAS_WS_QUEUE_FRAMES": "50", "CAAS_WS_STALL_SECONDS": "120"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_channel_closed_1013_for_falling_behind_resumes_at_once_with_no_gap(
+    backend: str, tmp_path: Path, small_queue_env: dict[str, str]
+) -> None:
+    with serving(backend, tmp_path, small_queue_env) as srv:
+        admin = await admin_for(srv)
+        tokens = await room(admin, "room", "alice", "bob")
+        proxy = await Proxy(srv.port, small_buffer=True).start()
+        try:
+            async with Realtime(proxy.url, tokens["bob"]) as bob:
+                channel = bob.channel("room", since_seq=0)
+                await asyncio.wait_for(channel.caught_up(), WAIT)
+                proxy.flowing.clear()  # bob stops reading: the server's outbox for him overflows
+                for i in range(200):  # ~25 KB each: far more than the socket buffers and 50 frames hold
+                    await admin.post_message("room", f"{i} " + "x" * 4000, attachments=FAT, user_id="alice")
+                head = (await admin.get_channel("room")).head_seq
+                proxy.flowing.set()
+                got = await read_until(channel, head, [])
+                assert bob.stats.closes.get(1013, 0) >= 1, bob.stats
+                await admin.post_message("room", "live after the resume", user_id="alice")
+                await read_until(channel, head + 1, got)
+            assert_exactly_once(got, 1, head + 1)
+        finally:
+            await proxy.stop()
+            await admin.aclose()
+
+
+async def test_a_frame_over_the_servers_limit_ends_the_channels_with_frame_too_big(tmp_path: Path) -> None:
+    with serving("embedded", tmp_path, {"CAAS_WS_MAX_FRAME_BYTES": "300"}) as srv:
+        admin = await admin_for(srv)
+        tokens = await room(admin, "room", "alice", "bob")
+        async with Realtime(srv.url, tokens["bob"]) as bob:
+            channel = bob.channel("room", since_seq=0)
+            await asyncio.wait_for(channel.caught_up(), WAIT)
+            await bob.watch_presence([f"user-{i}" for i in range(40)])  # one frame of ~500 bytes
+            with pytest.raises(FrameTooBig):
+                await asyncio.wait_for(read_until(channel, 10**9, []), WAIT)
+            assert bob.stats.closes == {1009: 1}
+        await admin.aclose()
+
+
+async def test_outbox_retries_through_cut_connections_and_the_message_is_recorded_once(
+    server: Server, tmp_path: Path
+) -> None:
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice")
+    # the first attempt reaches the server and its answer is lost; the second is cut mid-request
+    proxy = await Proxy(server.port, plan=[Cut.BEFORE_ANSWER, Cut.MID_REQUEST]).start()
+    store = SqliteStore(tmp_path / "outbox.sqlite")
+    try:
+        async with AsyncClient(proxy.url, tokens["alice"]) as alice:
+            outbox = Outbox(alice, store)
+            outbox.backoff.base = 0.01
+            item = outbox.send("room", "exactly once")
+            assert [p.client_msg_id for p in store.load()] == [item.client_msg_id]  # stored before sending
+            await asyncio.wait_for(outbox.flush(), WAIT)
+            ack = await outbox.acknowledged(item.client_msg_id)
+            assert outbox.attempts >= 3 and proxy.connections >= 3  # more if the server was briefly unavailable
+            assert store.load() == []
+        admin.observe_position(ack.position)  # read alice's write back
+        texts = [(m.text, m.seq) async for m in admin.history("room")]
+        assert texts == [("exactly once", ack.seq)]
+    finally:
+        store.close()
+        await proxy.stop()
+        await admin.aclose()
+
+
+async def test_socket_refused_with_1008_calls_the_token_refresh_and_resumes(server: Server) -> None:
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice", "bob")
+    refreshed: list[str] = []
+
+    async def refresh() -> str:
+        token = (await admin.create_token("bob")).token
+        refreshed.append(token)
+        return token
+
+    async with Realtime(server.url, tokens["bob"], refresh_token=refresh) as bob:
+        channel = bob.channel("room", since_seq=0)
+        await admin.post_message("room", "one", user_id="alice")
+        head = (await admin.get_channel("room")).head_seq
+        got = await read_until(channel, head, [])
+        # two rotations retire the key that signed bob's token: the server closes his socket 1008
+        await admin.rotate_signing_key()
+        await admin.rotate_signing_key()
+        await eventually(lambda: _true(refreshed), "the refresh callback")
+        await admin.post_message("room", "two", user_id="alice")
+        head = (await admin.get_channel("room")).head_seq
+        await read_until(channel, head, got)
+        assert bob.stats.closes.get(1008) == 1
+        assert bob.token == refreshed[-1]
+    assert_exactly_once(got, 1, head)
+    await admin.aclose()
+
+
+async def test_outbox_of_a_client_whose_token_was_retired_refreshes_it_and_posts_once(server: Server) -> None:
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice")
+    await admin.rotate_signing_key()
+    await admin.rotate_signing_key()  # alice's token is no longer accepted
+
+    async def refresh() -> str:
+        return (await admin.create_token("alice")).token
+
+    async with AsyncClient(server.url, tokens["alice"], refresh_token=refresh) as alice:
+        outbox = Outbox(alice)
+        item = outbox.send("room", "after the rotation")
+        await asyncio.wait_for(outbox.flush(), WAIT)
+        ack = await outbox.acknowledged(item.client_msg_id)
+        assert alice.refreshes == 1
+        assert [(m.text, m.seq) for m in (await alice.messages("room")).messages] == [("after the rotation", ack.seq)]
+    await admin.aclose()
+
+
+async def _true(value: object) -> bool:
+    return bool(value)
+
+
+async def test_presence_and_throttled_typing_reach_the_other_member(server: Server) -> None:
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice", "bob")
+    seen: list[Presence] = []
+    typing: list[Typing] = []
+    async with (
+        Realtime(server.url, tokens["bob"], on_presence=seen.append) as bob,
+        Realtime(server.url, tokens["alice"]) as alice,
+    ):
+        bob_room = bob.channel("room")
+        bob_room.on_typing = typing.append
+        alice_room = alice.channel("room")
+        await asyncio.wait_for(bob_room.caught_up(), WAIT)
+        await asyncio.wait_for(alice_room.caught_up(), WAIT)
+        await bob.watch_presence(["alice"])
+        await eventually(lambda: _true([p for p in seen if p.user_id == "alice" and p.status == "online"]), "presence")
+        assert await alice_room.typing() is True
+        assert await alice_room.typing() is False  # inside the throttle window: nothing sent
+        await eventually(lambda: _true(typing), "the typing frame")
+        assert [(t.user_id, t.channel_id) for t in typing] == [("alice", "room")]
+    await admin.aclose()
+
+
+async def test_models_regenerated_from_the_live_openapi_and_asyncapi_equal_the_committed_ones(server: Server) -> None:
+    import importlib.util
+
+    tool = Path(__file__).resolve().parents[2] / "sdk" / "python" / "tools" / "generate_models.py"
+    spec = importlib.util.spec_from_file_location("generate_models", tool)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    for target in module.TARGETS:
+        async with httpx.AsyncClient(timeout=30) as http:
+            document = (await http.get(f"{server.url}{target.document}")).json()
+        assert module.generate(target, document) == target.path.read_text(), "run sdk/python/tools/generate_models.py"
