@@ -21,8 +21,9 @@ import socket
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 
@@ -117,11 +118,15 @@ class HttpSender:
         resolve_timeout: float = 5.0,
         resolver_threads: int = 2,
         max_hosts: int = 512,
+        getaddrinfo: Callable[..., list[Any]] = socket.getaddrinfo,
     ) -> None:
+        """``getaddrinfo``: the blocking resolver run on the sender's own threads (tests give
+        one that answers without DNS)."""
         self.allow_private = allow_private
         self.timeout = timeout
         self.resolve_timeout = min(resolve_timeout, timeout)
         self.max_hosts = max_hosts
+        self.getaddrinfo = getaddrinfo
         self._resolver = ThreadPoolExecutor(max_workers=resolver_threads, thread_name_prefix="caas-webhook-dns")
         self._clients: OrderedDict[tuple[str, str, int], httpx.AsyncClient] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()  # evicted pools being closed
@@ -172,7 +177,7 @@ class HttpSender:
             try:
                 async with asyncio.timeout(self.resolve_timeout):
                     infos = await loop.run_in_executor(
-                        self._resolver, socket.getaddrinfo, url.host, port, 0, socket.SOCK_STREAM
+                        self._resolver, self.getaddrinfo, url.host, port, 0, socket.SOCK_STREAM
                     )
             except TimeoutError:
                 raise InvalidWebhookUrl("the host name did not resolve in time") from None
