@@ -160,7 +160,7 @@ ROUTES: list[Api] = [
         ("tenant",), None, schemas.WebhookWritten),
     Api("GET", "/v1/webhooks/{webhook_id}/deliveries", webhooks.list_deliveries,
         "The endpoint's delivery log, oldest first: attempt, status code, latency, error",
-        ("tenant",), None, schemas.DeliveryPage, query=("limit", "after")),
+        ("tenant",), None, schemas.DeliveryPage, query=("limit", "after", "min_position")),
     Api("POST", "/v1/webhooks/{webhook_id}/replay", webhooks.replay_webhook,
         "Re-deliver the endpoint's matching events after from_position",
         ("tenant",), schemas.ReplayWebhook, schemas.WebhookWritten),

@@ -161,6 +161,7 @@ async def list_deliveries(request: Request) -> Response:
     endpoint_id = _webhook_id(request)
     limit = int_param(request, "limit", minimum=1, maximum=200) or 50
     after = request.query_params.get("after", "")
+    await wait_min_position(request)
     await _endpoint(request, who, endpoint_id)
     docs = await engine(request).store.find(
         DELIVERIES,
