@@ -37,6 +37,7 @@ class Receiver:
     redirect_to: str | None = None
     body_bytes: int = 0  # answer with this many bytes of body
     trickle: bool = False  # answer 200 with a body that never ends, a byte at a time
+    flood: bool = False  # answer 200 with a body that never ends, as fast as the socket takes it
     received: list[Received] = field(default_factory=list)
     answered: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,6 +73,19 @@ class Receiver:
                     self._answer(302, b"", {"location": receiver.redirect_to})
                 elif count <= receiver.fail_first:
                     self._answer(500, b"not yet")
+                elif receiver.flood:
+                    self.send_response(200)
+                    self.send_header("content-length", str(10**15))
+                    self.end_headers()
+                    with receiver.lock:
+                        receiver.answered += 1
+                    chunk = b"x" * 65536
+                    while not receiver.release.is_set():
+                        try:
+                            self.wfile.write(chunk)
+                        except OSError:
+                            return
+                    self.close_connection = True
                 elif receiver.trickle:
                     self.send_response(200)
                     self.send_header("content-length", str(10**9))
