@@ -191,6 +191,7 @@ class Dispatcher:
         self.progress: dict[str, Progress] = {}
         self.delivered = 0  # successful deliveries (benchmarks read it)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._kicks: dict[str, asyncio.Event] = {}  # wakes an endpoint waiting out its backoff
         self._slots = asyncio.Semaphore(policy.concurrency)
         self._wake = asyncio.Event()
         self._refresh = True
@@ -261,9 +262,15 @@ class Dispatcher:
         found = {doc["_id"]: doc for doc in docs}
         for gone in set(self.endpoints) - set(found):  # deleted: prune what was kept for it
             self.progress.pop(gone, None)
+            self._kicks.pop(gone, None)
             task = self._tasks.pop(gone, None)
             if task is not None:
                 task.cancel()
+        for key, doc in found.items():  # changed (re-enabled, new URL, replay): look again now
+            old = self.endpoints.get(key)
+            kick = self._kicks.get(key)
+            if old is not None and kick is not None and old.get("version") != doc.get("version"):
+                kick.set()
         self.endpoints = found
 
     def _ensure_task(self, key: str) -> None:
@@ -277,6 +284,7 @@ class Dispatcher:
         for key, running in list(self._tasks.items()):
             if running is task:
                 del self._tasks[key]
+                self._kicks.pop(key, None)
 
     # one endpoint --------------------------------------------------------------------------
     async def _endpoint(self, key: str) -> None:
@@ -322,8 +330,11 @@ class Dispatcher:
             progress.replay_seq = replay
             await self._save(key, progress)
         wait = progress.next_at - self.clock()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        if wait > 0:  # the backoff: until it ends, or the endpoint changes
+            kick = self._kicks.setdefault(key, asyncio.Event())
+            kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kick.wait(), wait)
             return True
         horizon = await self.horizon()
         if progress.cursor >= horizon:
