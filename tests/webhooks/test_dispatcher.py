@@ -201,7 +201,7 @@ def test_an_endpoint_failing_too_long_is_disabled_and_can_be_enabled_again(tmp_p
         async with rig(tmp_path, disable_after=0.3) as r:
             await r.hook(receiver.url)
             receiver.fail_first = 10**6
-            await r.post("one")
+            one = await r.post("one")
             await until(
                 lambda: not r.dispatcher.endpoints.get(KEY, {"enabled": True})["enabled"], what="the endpoint disabled"
             )
