@@ -33,7 +33,7 @@ from commands.billing import Billing, UsageReporter, WebhookVerifier
 from commands.billing_sync import BillingSync, SyncReport
 from commands.ports import EphemeralBus, EventHistory, EventLog, Listener
 from commands.quotas import Adds, Quotas
-from commands.service import Commands, CommandService
+from commands.service import CommandEnvelope, Commands, CommandService, Outcome
 from domain.events import Event
 from domain.plans import Catalog, PlansError, builtin_catalog, parse_plans
 from domain.presence import Timing
@@ -407,8 +407,14 @@ class KafkaBackend(Backend):
         if not (sync or deliver):
             await self._run_worker([])
             return
-        # beside the processors, with this node's own view of the log and command path
-        await self.start([])
+        # beside the processors, with this node's own view of the log and command path: started
+        # at once for the billing sync, on first use for the webhook processor (which needs it
+        # only to disable an endpoint, so a worker without failing endpoints never connects it)
+        node = _NodeOnUse(self)
+        if sync:
+            await node.ready()
+        else:
+            await self.store.start()
         side: list[asyncio.Future[None]] = []
         dispatcher = None
         try:
@@ -416,7 +422,7 @@ class KafkaBackend(Backend):
                 billing_service = build_billing(s, self.commands, self.store, utcnow)
                 side.append(asyncio.ensure_future(billing_loop(self, billing_service, reporter, s)))
             if deliver:
-                dispatcher = build_dispatcher(s, self.log, self.store, self.commands, self.indexed_position)
+                dispatcher = build_dispatcher(s, self.log, self.store, node, self.indexed_position)
                 await dispatcher.start()
             await self._run_worker([dispatcher.on_indexed] if dispatcher is not None else [])
         finally:
@@ -425,7 +431,8 @@ class KafkaBackend(Backend):
             await asyncio.gather(*side, return_exceptions=True)
             if dispatcher is not None:
                 await dispatcher.close()
-            await self.close()
+            if node.started:
+                await self.close()
 
     async def _run_worker(self, listeners: Sequence[Listener]) -> None:
         from adapters.kafka.worker import run_worker
@@ -442,6 +449,29 @@ class KafkaBackend(Backend):
             stall_seconds=s.projection_stall_seconds,
             listeners=listeners,
         )
+
+
+class _NodeOnUse(Commands):
+    """A Kafka backend's command path, connected (``start``) on first use."""
+
+    def __init__(self, backend: KafkaBackend) -> None:
+        self.backend = backend
+        self.started = False
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> None:
+        async with self._lock:
+            if not self.started:
+                await self.backend.start([])
+                self.started = True
+
+    async def state(self, tenant_id: str, stream: str) -> Any:
+        await self.ready()
+        return await self.backend.commands.state(tenant_id, stream)
+
+    async def execute(self, envelope: CommandEnvelope) -> Outcome:
+        await self.ready()
+        return await self.backend.commands.execute(envelope)
 
 
 BACKENDS: dict[str, type[Backend]] = {"embedded": EmbeddedBackend, "kafka": KafkaBackend}
