@@ -196,6 +196,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._refresh = True
         self._dirty: set[str] = set()  # tenants with new deliverable events
+        self._again: set[str] = set()  # endpoints whose running task must look once more before it ends
         self._loop: asyncio.Task[None] | None = None
         self._rev = 0
 
@@ -236,7 +237,10 @@ class Dispatcher:
                 if self._refresh or polled:
                     await self._load()
                 dirty, self._dirty = self._dirty, set()
-                live = {k: d for k, d in self.endpoints.items() if d["enabled"] and k not in self._tasks}
+                # a running task may be past its last read: it looks again before it ends
+                running = {k for k, t in self._tasks.items() if not t.done()}
+                self._again |= {k for k in running if self.endpoints.get(k, {}).get("tenant") in dirty}
+                live = {k: d for k, d in self.endpoints.items() if d["enabled"] and k not in running}
                 horizon = await self.horizon() if live else 0
                 for key, doc in live.items():
                     if polled or doc["tenant"] in dirty or self._pending(key, doc, horizon):
@@ -274,7 +278,8 @@ class Dispatcher:
         self.endpoints = found
 
     def _ensure_task(self, key: str) -> None:
-        if key in self._tasks:
+        existing = self._tasks.get(key)
+        if existing is not None and not existing.done():
             return
         task = asyncio.create_task(self._endpoint(key), name=f"caas-webhook-{key}")
         self._tasks[key] = task
@@ -285,6 +290,7 @@ class Dispatcher:
             if running is task:
                 del self._tasks[key]
                 self._kicks.pop(key, None)
+                self._again.discard(key)
 
     # one endpoint --------------------------------------------------------------------------
     async def _endpoint(self, key: str) -> None:
@@ -293,7 +299,9 @@ class Dispatcher:
         while True:
             try:
                 if not await self._step(key):
-                    return
+                    if key not in self._again:
+                        return
+                    self._again.discard(key)
                 delay = 0.5
             except asyncio.CancelledError:
                 raise
