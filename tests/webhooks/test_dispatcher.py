@@ -230,3 +230,33 @@ def test_idle_and_deleted_endpoints_keep_nothing_running(tmp_path: Path, receive
             assert len(receiver.unique()) == 1
 
     asyncio.run(go())
+
+
+def test_new_events_are_delivered_without_waiting_for_the_poll(tmp_path: Path, receiver: Receiver) -> None:
+    async def go() -> None:
+        async with rig(tmp_path, poll=3600.0) as r:  # only the wake-ups on new events can deliver
+            await r.hook(receiver.url)
+            await until(lambda: KEY in r.dispatcher.endpoints or bool(r.dispatcher._tasks), what="the endpoint seen")
+            for i in range(30):
+                await r.post(f"m{i}")
+            await until(lambda: len(receiver.unique()) == 30, what="every message without a poll")
+            assert [b["data"]["text"] for b in receiver.unique()] == [f"m{i}" for i in range(30)]
+
+    asyncio.run(go())
+
+
+def test_a_store_that_does_not_answer_at_start_fails_the_start(tmp_path: Path) -> None:
+    async def go() -> None:
+        found = Rig(tmp_path, Policy())
+        await found.log.start()
+        await found.store.start()
+        found.store.failures = 1
+        try:
+            with pytest.raises(ConnectionError):
+                await found.dispatcher.start()
+        finally:
+            await found.dispatcher.close()
+            await found.log.close()
+            await found.store.close()
+
+    asyncio.run(go())
