@@ -161,6 +161,7 @@ class Progress:
         }
 
 
+MAX_UNWRITTEN = 2000  # delivery log entries queued before senders wait for the writer
 PROGRESS_FIELDS = ("cursor", "attempt", "failing_since", "next_at", "replay_seq", "config_version")
 
 
@@ -198,6 +199,11 @@ class Dispatcher:
         self._dirty: set[str] = set()  # tenants with new deliverable events
         self._again: set[str] = set()  # endpoints whose running task must look once more before it ends
         self._loop: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._states: dict[str, Op] = {}  # the latest cursor document of each endpoint, not yet written
+        self._records: list[Op] = []  # delivery log entries not yet written
+        self._written = asyncio.Event()  # set after each write, so a full buffer waits for it
+        self._unwritten = asyncio.Event()
         self._rev = 0
 
     # lifecycle ----------------------------------------------------------------------------
@@ -206,13 +212,18 @@ class Dispatcher:
         await self._load()
         self._loop = asyncio.create_task(self._run(), name="caas-webhooks")
         self._loop.add_done_callback(_report_exit)
+        self._writer = asyncio.create_task(self._write_loop(), name="caas-webhooks-writer")
+        self._writer.add_done_callback(_report_exit)
 
     async def close(self) -> None:
-        tasks = [t for t in (self._loop, *self._tasks.values()) if t is not None]
+        tasks = [t for t in (self._loop, self._writer, *self._tasks.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._loop, self._tasks = None, {}
+        self._loop, self._writer, self._tasks = None, None, {}
+        with contextlib.suppress(Exception):  # what is left, if the store answers (else: sent again)
+            async with asyncio.timeout(5):
+                await self._write()
         await self.sender.close()
 
     def on_indexed(self, events: Sequence[Event]) -> None:
@@ -433,8 +444,45 @@ class Dispatcher:
         log.warning("webhook_disabled", tenant_id=doc["tenant"], webhook_id=doc["endpoint_id"])
 
     async def _save(self, key: str, progress: Progress, *extra: Op) -> None:
+        """Queue the endpoint's progress (and delivery log entries) for the writer, which writes
+        what accumulated in one batch: one store write per batch, not per delivery. What a
+        crash loses is sent again (at least once); a full queue waits for the writer."""
         rev = self._next_rev()
-        await self.store.apply(WRITES, [*extra, Op(STATE, SCOPE, key, rev, set=progress.as_doc())], rev)
+        self._states[key] = Op(STATE, SCOPE, key, rev, set=progress.as_doc())
+        self._records.extend(extra)
+        self._unwritten.set()
+        while len(self._records) >= MAX_UNWRITTEN:
+            self._written.clear()
+            await self._written.wait()
+
+    async def _write_loop(self) -> None:
+        delay = 0.1
+        while True:
+            await self._unwritten.wait()
+            try:
+                await self._write()
+                delay = 0.1
+            except Exception as exc:  # the store is away: keep what is queued, say so, back off
+                log.warning("webhook_progress_not_written", error=str(exc) or type(exc).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _write(self) -> None:
+        self._unwritten.clear()
+        states, records = self._states, self._records
+        self._states, self._records = {}, []
+        if not (states or records):
+            return
+        try:
+            rev = self._next_rev()
+            await self.store.apply(WRITES, [*records, *states.values()], rev)
+        except BaseException:
+            self._records[:0] = records  # back in front, in order; newer states win
+            self._states = {**states, **self._states}
+            self._unwritten.set()
+            raise
+        finally:
+            self._written.set()
 
     def _next_rev(self) -> int:
         """An increasing guard for the processor's own documents (they have no log position)."""

@@ -161,6 +161,7 @@ def main() -> None:
         asyncio.run(post_all(hooks, args.messages, None))
         httpx.delete(f"http://127.0.0.1:{receiver.port}/stats")
         set_enabled(hooks, True)
+        log("draining the backlog")
         got = wait_for(receiver.port, args.messages, 600)
         arrivals = sorted(r[3] for r in got)
         unique = len({r[1] for r in got})
