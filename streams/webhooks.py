@@ -278,6 +278,10 @@ class Dispatcher:
         for gone in set(self.endpoints) - set(found):  # deleted: prune what was kept for it
             self.progress.pop(gone, None)
             self._kicks.pop(gone, None)
+            self._again.discard(gone)
+            pruned = {"gone": True, **dict.fromkeys(PROGRESS_FIELDS)}
+            self._states[gone] = Op(STATE, SCOPE, gone, self._next_rev(), set=pruned)
+            self._unwritten.set()
             task = self._tasks.pop(gone, None)
             if task is not None:
                 task.cancel()

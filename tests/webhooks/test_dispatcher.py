@@ -227,6 +227,15 @@ def test_idle_and_deleted_endpoints_keep_nothing_running(tmp_path: Path, receive
             await until(lambda: not r.dispatcher._tasks, what="no task for an idle endpoint")
             await r.run(stream_name("webhook", "w1"), webhook.DeleteWebhook())
             await until(lambda: KEY not in r.dispatcher.progress and not r.dispatcher.endpoints, what="pruned")
+
+            async def stored() -> Any:
+                return await r.store.get("webhook_state", "_webhooks", KEY)
+
+            deadline = time.monotonic() + 30
+            while not (await stored() or {}).get("gone"):
+                assert time.monotonic() < deadline, "the stored cursor was not pruned"
+                await asyncio.sleep(0.02)
+            assert (await stored() or {})["cursor"] is None
             assert len(receiver.unique()) == 1
 
     asyncio.run(go())
