@@ -244,28 +244,27 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), delay)
             polled = not self._wake.is_set()
             self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
             try:
                 if self._refresh or polled:
                     await self._load()
-                dirty, self._dirty = self._dirty, set()
                 # a running task may be past its last read: it looks again before it ends
                 running = {k for k, t in self._tasks.items() if not t.done()}
                 self._again |= {k for k in running if self.endpoints.get(k, {}).get("tenant") in dirty}
-                live = {k: d for k, d in self.endpoints.items() if d["enabled"] and k not in running}
-                horizon = await self.horizon() if live else 0
-                for key, doc in live.items():
-                    if polled or doc["tenant"] in dirty or self._pending(key, doc, horizon):
+                for key, doc in self.endpoints.items():
+                    if doc["enabled"] and key not in running and (doc["tenant"] in dirty or self._pending(key, doc)):
                         self._ensure_task(key)
                 delay = self.policy.poll
             except Exception as exc:  # the store is away: say so, back off, go on
                 log.warning("webhook_dispatch_failed", error=str(exc) or type(exc).__name__, retry_in=delay)
                 self._refresh = True
+                self._dirty |= dirty  # not lost: looked at on the next round
                 delay = min(delay * 2, 30.0)
 
-    def _pending(self, key: str, doc: Doc, horizon: int) -> bool:
-        """Whether the endpoint may have work: never seen, a replay asked, or behind the horizon
-        with events of its tenant (``dirty``) or on the poll (an endpoint of a quiet tenant
-        behind the horizon has nothing to send; the poll moves its cursor now and then)."""
+    def _pending(self, key: str, doc: Doc) -> bool:
+        """Whether an endpoint whose tenant has no new events has work all the same: never seen
+        by this process (its backlog since the last run), a replay asked, or its configuration
+        changed. (The poll starts no task for an endpoint of a quiet tenant: nothing to send.)"""
         progress = self.progress.get(key)
         if progress is None or doc.get("replay_seq", 0) > progress.replay_seq:
             return True
