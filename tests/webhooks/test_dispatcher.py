@@ -269,3 +269,25 @@ def test_a_store_that_does_not_answer_at_start_fails_the_start(tmp_path: Path) -
             await found.store.close()
 
     asyncio.run(go())
+
+
+def test_on_kafka_the_horizon_is_the_event_indexs_durable_checkpoint(tmp_path: Path) -> None:
+    """The processor reads the event index up to the offset its checkpoint covers, which the
+    projector writes only after the batch's documents: never a position not yet indexed."""
+    from adapters.kafka.codec import decode_position
+    from api.bootstrap import KafkaBackend
+    from api.settings import Settings
+
+    async def go() -> None:
+        backend = KafkaBackend(Settings.from_env({"CAAS_BACKEND": "kafka", "CAAS_DATA_DIR": str(tmp_path)}))
+        store = SqliteReadStore(tmp_path / "read.db")  # the checkpoints as any read store keeps them
+        await store.start()
+        backend.store = store
+        try:
+            assert await backend.indexed_position() == 0
+            await store.apply("events@p0", [], 5)  # offsets 0 to 4 are indexed
+            assert decode_position(await backend.indexed_position()) == (0, 4)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
