@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -119,14 +119,17 @@ class HttpSender:
         resolver_threads: int = 2,
         max_hosts: int = 512,
         getaddrinfo: Callable[..., list[Any]] = socket.getaddrinfo,
+        allowed_targets: Sequence[str] | None = None,
     ) -> None:
         """``getaddrinfo``: the blocking resolver run on the sender's own threads (tests give
-        one that answers without DNS)."""
+        one that answers without DNS). ``allowed_targets``: if given, the only hosts sent to
+        (names, or IP networks an IP literal must fall in), checked before any lookup."""
         self.allow_private = allow_private
         self.timeout = timeout
         self.resolve_timeout = min(resolve_timeout, timeout)
         self.max_hosts = max_hosts
         self.getaddrinfo = getaddrinfo
+        self.allowed_names, self.allowed_networks = _targets(allowed_targets)
         self._resolver = ThreadPoolExecutor(max_workers=resolver_threads, thread_name_prefix="caas-webhook-dns")
         self._clients: OrderedDict[tuple[str, str, int], httpx.AsyncClient] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()  # evicted pools being closed
@@ -146,6 +149,8 @@ class HttpSender:
             parsed = check_url(url, allow_private=self.allow_private)
         except InvalidWebhookUrl as exc:
             return failed(str(exc))
+        if not self._listed(parsed.host):
+            return failed("the URL's host is not among the allowed targets (CAAS_WEBHOOK_ALLOWED_TARGETS)")
         try:
             async with asyncio.timeout(self.timeout):
                 ip = await self._resolve(parsed)
@@ -165,6 +170,14 @@ class HttpSender:
         except OSError as exc:
             return failed(f"network error ({type(exc).__name__})")
         return Attempt(status, None if 200 <= status < 300 else _status_error(status), _ms(started))
+
+    def _listed(self, host: str) -> bool:
+        if self.allowed_names is None:
+            return True
+        ip = _literal(host)
+        if ip is None:
+            return host.lower().rstrip(".") in self.allowed_names
+        return any(ip.version == net.version and ip in net for net in self.allowed_networks)
 
     async def _resolve(self, url: httpx.URL) -> str:
         """An address of the URL's host that may be connected to."""
@@ -227,6 +240,23 @@ class HttpSender:
         finally:
             await response.aclose()
         return response.status_code
+
+
+def _targets(
+    given: Sequence[str] | None,
+) -> tuple[frozenset[str] | None, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
+    """``CAAS_WEBHOOK_ALLOWED_TARGETS`` split into host names and IP networks."""
+    if given is None:
+        return None, ()
+    names, networks = set(), []
+    for item in (g.strip() for g in given):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            names.add(item.lower().rstrip("."))
+    return frozenset(names), tuple(networks)
 
 
 def _status_error(status: int) -> str:

@@ -627,7 +627,10 @@ def build_dispatcher(
     from adapters.webhook_http import HttpSender
 
     s = settings
-    sender = HttpSender(allow_private=s.webhook_allow_private, timeout=s.webhook_timeout_seconds)
+    allowed = None if s.webhook_allowed_targets is None else s.webhook_allowed_targets.split(",")
+    sender = HttpSender(
+        allow_private=s.webhook_allow_private, timeout=s.webhook_timeout_seconds, allowed_targets=allowed
+    )
     policy = Policy(
         retry_base=s.webhook_retry_base_seconds,
         retry_max=s.webhook_retry_max_seconds,

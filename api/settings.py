@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(
         default=False, description="allow private, loopback and link-local targets (tests, private networks)"
     )
+    webhook_allowed_targets: str | None = Field(
+        default=None,
+        description="comma-separated host names and IP networks: the only targets sent to (unset: any public one)",
+    )
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="one attempt, DNS to response")
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0, description="the first retry's wait (then doubled)")
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0, description="the longest wait between attempts")

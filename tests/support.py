@@ -27,6 +27,8 @@ UNLIMITED = {
 # Test servers send webhooks to receivers on loopback and retry quickly (docs/webhooks.md).
 WEBHOOKS = {
     "CAAS_WEBHOOK_ALLOW_PRIVATE": "true",
+    # whatever a test registers (a fuzzer's URLs too), nothing is sent, nor looked up, off this machine
+    "CAAS_WEBHOOK_ALLOWED_TARGETS": "127.0.0.0/8,::1/128,localhost",
     "CAAS_WEBHOOK_RETRY_BASE_SECONDS": "0.05",
     "CAAS_WEBHOOK_RETRY_MAX_SECONDS": "0.5",
     "CAAS_WEBHOOK_POLL_SECONDS": "1",

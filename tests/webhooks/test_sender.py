@@ -170,3 +170,15 @@ def test_a_refused_connection_is_an_error_without_the_address() -> None:
         port = s.getsockname()[1]  # closed when the block ends: nothing listens there
     attempt = send(HttpSender(allow_private=True), f"http://127.0.0.1:{port}/")
     assert attempt.status is None and attempt.error == "connection failed"
+
+
+def test_hosts_off_the_allowed_targets_are_neither_looked_up_nor_sent_to(receiver: Receiver) -> None:
+    def no_lookup(*args: Any) -> list[Any]:
+        raise AssertionError("a host off the allowed targets was looked up")
+
+    sender = HttpSender(allow_private=True, getaddrinfo=no_lookup, allowed_targets=["127.0.0.0/8", "localhost"])
+    for url in ("http://hooks.example.com/x", "http://93.184.216.34/x", "http://10.0.0.1/x", "http://[::1]/x"):
+        attempt = send(sender, url)
+        assert attempt.status is None and "allowed targets" in attempt.error, (url, attempt)
+    assert send(HttpSender(allow_private=True, allowed_targets=["127.0.0.0/8"]), receiver.url).ok
+    assert len(receiver.received) == 1
