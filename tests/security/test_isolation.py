@@ -122,6 +122,7 @@ def test_every_route_refuses_another_tenants_resources_and_leaks_nothing(
         )
         assert hook.status_code == 201, hook.text
         foreign["webhook_id"] = hook.json()["webhook_id"]
+        a.position = max(a.position, hook.json()["position"])  # A's reads wait for it
         before = [e["event_id"] for e in requested_events(events_of(client, a))]
         # Routes that could only create something in B's own tenant go last, so that B's own
         # "A-only" channel and "carol" do not exist yet while the others probe A's.
