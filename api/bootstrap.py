@@ -407,21 +407,17 @@ class KafkaBackend(Backend):
         if not (sync or deliver):
             await self._run_worker([])
             return
-        # beside the processors, with this node's own view of the log and command path: started
-        # at once for the billing sync, on first use for the webhook processor (which needs it
-        # only to disable an endpoint, so a worker without failing endpoints never connects it)
+        # beside the processors, with this node's own view of the log and command path, connected
+        # by the billing sync as it starts, or when the webhook processor first needs it (only to
+        # disable an endpoint: a worker without failing endpoints never connects it)
         node = _NodeOnUse(self)
-        if sync:
-            await node.ready()
-        else:
-            await self.store.start()
         side: list[asyncio.Future[None]] = []
         dispatcher = None
         try:
             if sync and reporter is not None:
-                billing_service = build_billing(s, self.commands, self.store, utcnow)
-                side.append(asyncio.ensure_future(billing_loop(self, billing_service, reporter, s)))
+                side.append(asyncio.ensure_future(self._sync_billing(node, reporter)))
             if deliver:
+                await self.store.start()
                 dispatcher = build_dispatcher(s, self.log, self.store, node, self.indexed_position)
                 await dispatcher.start()
             await self._run_worker([dispatcher.on_indexed] if dispatcher is not None else [])
@@ -433,6 +429,12 @@ class KafkaBackend(Backend):
                 await dispatcher.close()
             if node.started:
                 await self.close()
+
+    async def _sync_billing(self, node: _NodeOnUse, reporter: UsageReporter) -> None:
+        await node.ready()
+        await billing_loop(
+            self, build_billing(self.settings, self.commands, self.store, utcnow), reporter, self.settings
+        )
 
     async def _run_worker(self, listeners: Sequence[Listener]) -> None:
         from adapters.kafka.worker import run_worker
