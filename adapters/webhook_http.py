@@ -120,16 +120,19 @@ class HttpSender:
         max_hosts: int = 512,
         getaddrinfo: Callable[..., list[Any]] = socket.getaddrinfo,
         allowed_targets: Sequence[str] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         """``getaddrinfo``: the blocking resolver run on the sender's own threads (tests give
         one that answers without DNS). ``allowed_targets``: if given, the only hosts sent to
-        (names, or IP networks an IP literal must fall in), checked before any lookup."""
+        (names, or IP networks an IP literal must fall in), checked before any lookup.
+        ``verify``: how TLS certificates are checked (tests give a context trusting their CA)."""
         self.allow_private = allow_private
         self.timeout = timeout
         self.resolve_timeout = min(resolve_timeout, timeout)
         self.max_hosts = max_hosts
         self.getaddrinfo = getaddrinfo
         self.allowed_names, self.allowed_networks = _targets(allowed_targets)
+        self.verify = verify
         self._resolver = ThreadPoolExecutor(max_workers=resolver_threads, thread_name_prefix="caas-webhook-dns")
         self._clients: OrderedDict[tuple[str, str, int], httpx.AsyncClient] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()  # evicted pools being closed
@@ -211,6 +214,7 @@ class HttpSender:
                 timeout=httpx.Timeout(self.timeout),
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
                 trust_env=False,
+                verify=self.verify,
             )
             self._clients[key] = client
             while len(self._clients) > self.max_hosts:

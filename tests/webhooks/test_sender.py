@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,3 +186,41 @@ def test_hosts_off_the_allowed_targets_are_neither_looked_up_nor_sent_to(receive
         assert attempt.status is None and "allowed targets" in attempt.error, (url, attempt)
     assert send(HttpSender(allow_private=True, allowed_targets=["127.0.0.0/8"]), receiver.url).ok
     assert len(receiver.received) == 1
+
+
+def certificates(where: Path) -> tuple[Path, tuple[str, str]]:
+    """A CA and a leaf certificate for ``hooks.example.test`` signed by it (openssl)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=caas-test-ca")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj",
+        "/CN=hooks.example.test")  # fmt: skip
+    (where / "ext.cnf").write_text("subjectAltName=DNS:hooks.example.test\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "leaf.pem", "-days", "1", "-extfile", "ext.cnf")  # fmt: skip
+    return where / "ca.pem", (str(where / "leaf.pem"), str(where / "leaf.key"))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_https_goes_to_the_checked_address_and_verifies_the_urls_name(tmp_path: Path) -> None:
+    ca, leaf = certificates(tmp_path)
+    receiver = Receiver(tls=leaf).start()
+    try:
+        names = {"hooks.example.test": "127.0.0.1", "other.example.test": "127.0.0.1"}
+
+        def sender() -> HttpSender:
+            trust = ssl.create_default_context(cafile=str(ca))
+            return HttpSender(allow_private=True, getaddrinfo=resolving(names), verify=trust)
+
+        attempt = send(sender(), f"https://hooks.example.test:{receiver.port}/hook")
+        assert attempt.ok, attempt
+        assert receiver.received[0].headers["host"] == f"hooks.example.test:{receiver.port}"
+        # the same address under a name the certificate does not carry: the name is what is verified
+        attempt = send(sender(), f"https://other.example.test:{receiver.port}/hook")
+        assert attempt.status is None and attempt.error == "TLS handshake failed"
+        assert len(receiver.received) == 1
+    finally:
+        receiver.stop()
