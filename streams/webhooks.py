@@ -210,6 +210,7 @@ class Dispatcher:
     async def start(self) -> None:
         """Load the endpoints (a store that does not answer fails the start), then follow."""
         await self._load()
+        self._wake.set()  # the first round starts every endpoint's backlog since the last run
         self._loop = asyncio.create_task(self._run(), name="caas-webhooks")
         self._loop.add_done_callback(_report_exit)
         self._writer = asyncio.create_task(self._write_loop(), name="caas-webhooks-writer")
