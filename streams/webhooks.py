@@ -332,7 +332,8 @@ class Dispatcher:
             if stored is not None and not stored.get("gone"):
                 found = Progress(**{k: stored[k] for k in PROGRESS_FIELDS if k in stored})
             else:
-                found = Progress(cursor=int(doc["start_position"]), replay_seq=doc.get("replay_seq", 0))
+                # a replay already asked counts as not done: _step moves the cursor back to it
+                found = Progress(cursor=int(doc["start_position"]))
             self.progress[key] = found
         return found
 
