@@ -99,12 +99,23 @@ def check_url(url: str, *, allow_private: bool) -> httpx.URL:
         raise InvalidWebhookUrl("the URL may not carry credentials")
     if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
         raise InvalidWebhookUrl("the URL contains whitespace or control characters")
+    host = ascii_host(parsed)
+    if _literal(host) is None:
+        labels = host.rstrip(".").split(".")
+        if len(host.rstrip(".")) > 253 or any(not 0 < len(label) <= 63 for label in labels):
+            raise InvalidWebhookUrl("the URL's host name has an empty label or one longer than 63 characters")
     if not allow_private:
-        ip = _literal(parsed.host)
-        name = parsed.host.lower().rstrip(".")
+        ip = _literal(host)
+        name = host.lower().rstrip(".")
         if (ip is not None and blocked(ip)) or name == "localhost" or name.endswith((".localhost", ".local")):
             raise InvalidWebhookUrl("the URL's host is a private, loopback or link-local address")
     return parsed
+
+
+def ascii_host(url: httpx.URL) -> str:
+    """The URL's host as it goes on the wire (IDNA 2008, ``xn--`` labels: what httpx sends as
+    ``Host``), so the lookup, the TLS server name and the allow-list all name that same host."""
+    return url.raw_host.decode("ascii")
 
 
 class HttpSender:
@@ -152,7 +163,7 @@ class HttpSender:
             parsed = check_url(url, allow_private=self.allow_private)
         except InvalidWebhookUrl as exc:
             return failed(str(exc))
-        if not self._listed(parsed.host):
+        if not self._listed(ascii_host(parsed)):
             return failed("the URL's host is not among the allowed targets (CAAS_WEBHOOK_ALLOWED_TARGETS)")
         try:
             async with asyncio.timeout(self.timeout):
@@ -172,6 +183,8 @@ class HttpSender:
             return failed(f"request failed ({type(exc).__name__})")
         except OSError as exc:
             return failed(f"network error ({type(exc).__name__})")
+        except Exception as exc:  # anything else is a failed attempt too, never a stuck endpoint
+            return failed(f"request failed ({type(exc).__name__})")
         return Attempt(status, None if 200 <= status < 300 else _status_error(status), _ms(started))
 
     def _listed(self, host: str) -> bool:
@@ -184,7 +197,8 @@ class HttpSender:
 
     async def _resolve(self, url: httpx.URL) -> str:
         """An address of the URL's host that may be connected to."""
-        literal = _literal(url.host)
+        host = ascii_host(url)
+        literal = _literal(host)
         if literal is not None:
             candidates: list[IP] = [literal]
         else:
@@ -193,11 +207,11 @@ class HttpSender:
             try:
                 async with asyncio.timeout(self.resolve_timeout):
                     infos = await loop.run_in_executor(
-                        self._resolver, self.getaddrinfo, url.host, port, 0, socket.SOCK_STREAM
+                        self._resolver, self.getaddrinfo, host, port, 0, socket.SOCK_STREAM
                     )
             except TimeoutError:
                 raise InvalidWebhookUrl("the host name did not resolve in time") from None
-            except OSError:
+            except (OSError, UnicodeError):
                 raise InvalidWebhookUrl("the host name does not resolve") from None
             candidates = [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
         allowed = [ip for ip in candidates if self.allow_private or not blocked(ip)]
@@ -206,7 +220,7 @@ class HttpSender:
         return str(allowed[0])
 
     def _client(self, url: httpx.URL) -> httpx.AsyncClient:
-        key = (url.scheme, url.host, url.port or 0)
+        key = (url.scheme, ascii_host(url), url.port or 0)
         client = self._clients.get(key)
         if client is None:
             client = httpx.AsyncClient(
@@ -229,7 +243,7 @@ class HttpSender:
     async def _post(self, url: httpx.URL, ip: str, body: bytes, headers: Mapping[str, str]) -> int:
         pinned = url.copy_with(host=ip)
         host = url.netloc.decode("ascii")
-        extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+        extensions = {"sni_hostname": ascii_host(url)} if url.scheme == "https" else {}
         client = self._client(url)
         request = client.build_request(
             "POST", pinned, content=body, headers={**headers, "host": host}, extensions=extensions

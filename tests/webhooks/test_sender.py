@@ -224,3 +224,34 @@ def test_https_goes_to_the_checked_address_and_verifies_the_urls_name(tmp_path: 
         assert len(receiver.received) == 1
     finally:
         receiver.stop()
+
+
+def test_a_host_name_with_an_overlong_label_is_refused_at_registration_and_fails_an_attempt() -> None:
+    url = "https://" + "a" * 64 + ".example.com/hook"
+    with pytest.raises(InvalidWebhookUrl, match="63"):
+        check_url(url, allow_private=True)
+    attempt = send(HttpSender(allow_private=True, getaddrinfo=resolving({})), url)
+    assert attempt.status is None and "63" in attempt.error
+
+
+def test_a_resolver_that_raises_anything_is_a_failed_attempt_not_a_crash() -> None:
+    def broken(host: str, port: int, *args: Any) -> list[Any]:
+        raise UnicodeError("label empty or too long")
+
+    attempt = send(HttpSender(allow_private=True, getaddrinfo=broken), "http://hooks.example.test/hook")
+    assert attempt.status is None and attempt.error == "the host name does not resolve"
+
+
+def test_an_idn_host_is_looked_up_allowed_and_sent_as_its_idna_2008_name(receiver: Receiver) -> None:
+    """``faß.de`` is ``xn--fa-hia.de`` (IDNA 2008, what goes in ``Host``), not ``fass.de``
+    (IDNA 2003): the lookup and the allow-list must name the host the request names."""
+    port = receiver.port
+    sender = HttpSender(
+        allow_private=True,
+        getaddrinfo=resolving({"xn--fa-hia.de": "127.0.0.1"}),  # fass.de does not resolve here
+        allowed_targets=["xn--fa-hia.de"],
+    )
+    attempt = send(sender, f"http://faß.de:{port}/hook")
+    assert attempt.ok, attempt
+    [got] = receiver.received
+    assert got.headers["host"] == f"xn--fa-hia.de:{port}"
