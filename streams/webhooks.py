@@ -275,6 +275,12 @@ class Dispatcher:
         self._refresh = False
         docs = await self.store.find("webhooks", SCOPE, {"deleted": False})
         found = {doc["_id"]: doc for doc in docs}
+        for missing in set(self.endpoints) - set(found):
+            # pruned only when the read model says deleted: a document merely missing (the
+            # collection swapped by a live rebuild) keeps its endpoint and cursor as they were
+            doc = await self.store.get("webhooks", SCOPE, missing)
+            if doc is None or not doc.get("deleted"):
+                found[missing] = self.endpoints[missing]
         for gone in set(self.endpoints) - set(found):  # deleted: prune what was kept for it
             self.progress.pop(gone, None)
             self._kicks.pop(gone, None)
