@@ -369,24 +369,26 @@ class Dispatcher:
         horizon = await self.horizon()
         if progress.cursor >= horizon:
             return False
-        types = subscribed(list(doc["event_types"]))
-        if not types:
-            progress.cursor = horizon
-            await self._save(key, progress)
+        if not subscribed(list(doc["event_types"])):
             return False
-        read = await self.history.read_tenant(
-            doc["tenant"], after_position=progress.cursor, limit=self.policy.batch, types=types
-        )
+        # One read of every event of the tenant after the cursor (types filtered here): the
+        # cursor then moves over what this one read returned, never further. A read that finds
+        # nothing moves nothing, so an event index briefly empty (a live rebuild swapping its
+        # collection) cannot move the cursor past events never sent, and each round reads only
+        # what is new since the last one.
+        read = await self.history.read_tenant(doc["tenant"], after_position=progress.cursor, limit=self.policy.batch)
         events = [event for event in read if event.position <= horizon]
         complete = len(read) < self.policy.batch or len(events) < len(read)
         for event in events:
             current = self.endpoints.get(key)
             if current is None or not current["enabled"] or current.get("replay_seq", 0) > progress.replay_seq:
                 return True  # changed meanwhile: start the round again
+            if event.type not in subscribed(list(current["event_types"])):
+                continue  # not subscribed (the types as they are now, if changed mid-batch)
             if not await self._deliver(key, current, event, progress):
                 return True
-        if complete and progress.cursor < horizon:
-            progress.cursor = horizon  # everything up to the horizon is delivered or not subscribed
+        if events and progress.cursor < events[-1].position:
+            progress.cursor = events[-1].position  # every event up to it was read, and sent if subscribed
             await self._save(key, progress)
         return not complete
 
