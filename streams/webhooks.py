@@ -48,7 +48,7 @@ log = structlog.get_logger("caas.webhooks")
 
 STATE = "webhook_state"  # collection: one cursor document per endpoint, in SCOPE
 DELIVERIES = "webhook_deliveries"  # collection: the delivery log, in the tenant's scope
-WRITES = "webhook-deliveries"  # the checkpoint name the processor's writes go under (unused as a position)
+WRITES = "webhook-deliveries"  # the checkpoint the processor's writes go under: the last guard it used
 SIGNATURE_HEADER = "CAAS-Signature"
 
 
@@ -209,6 +209,9 @@ class Dispatcher:
     # lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Load the endpoints (a store that does not answer fails the start), then follow."""
+        # the guard of the processor's documents goes on from the last one written, whatever
+        # this host's clock says (a clock behind would have every write skipped as stale)
+        self._rev = max(self._rev, await self.store.checkpoint(WRITES))
         await self._load()
         self._wake.set()  # the first round starts every endpoint's backlog since the last run
         self._loop = asyncio.create_task(self._run(), name="caas-webhooks")
@@ -498,8 +501,9 @@ class Dispatcher:
             self._written.set()
 
     def _next_rev(self) -> int:
-        """An increasing guard for the processor's own documents (they have no log position)."""
-        self._rev = max(time.time_ns(), self._rev + 1)
+        """An increasing guard for the processor's own documents (they have no log position):
+        the clock in nanoseconds, but never below the last one used here or stored (start)."""
+        self._rev = max(int(self.clock() * 1_000_000_000), self._rev + 1)
         return self._rev
 
 
