@@ -33,17 +33,18 @@ from commands.billing import Billing, UsageReporter, WebhookVerifier
 from commands.billing_sync import BillingSync, SyncReport
 from commands.ports import EphemeralBus, EventHistory, EventLog, Listener
 from commands.quotas import Adds, Quotas
-from commands.service import Commands, CommandService
+from commands.service import CommandEnvelope, Commands, CommandService, Outcome
 from domain.events import Event
 from domain.plans import Catalog, PlansError, builtin_catalog, parse_plans
 from domain.presence import Timing
-from projections import billing, chat, eventindex, usage
+from projections import billing, chat, eventindex, usage, webhooks
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from streams.fanout import Hub
 from streams.metering import Meter
 from streams.presence import PresenceService
 from streams.projector import Projection, ProjectionRunner, rebuild
+from streams.webhooks import Dispatcher, Policy
 
 if TYPE_CHECKING:
     from adapters.kafka.node import KafkaNode, Progress
@@ -64,12 +65,14 @@ def _partition(position: int) -> int:
 USAGE = Projection(usage.NAME, usage.COLLECTIONS, usage.projector(usage.single_order))
 DISTRIBUTED_USAGE = Projection(usage.NAME, usage.COLLECTIONS, usage.projector(_partition))
 BILLING = Projection(billing.NAME, billing.COLLECTIONS, billing.project)
-PROJECTIONS = {CHAT.name: CHAT, USAGE.name: USAGE, BILLING.name: BILLING}
+WEBHOOKS = Projection(webhooks.NAME, webhooks.COLLECTIONS, webhooks.project)
+PROJECTIONS = {CHAT.name: CHAT, USAGE.name: USAGE, BILLING.name: BILLING, WEBHOOKS.name: WEBHOOKS}
 DISTRIBUTED_PROJECTIONS = {
     CHAT.name: CHAT,
     EVENT_INDEX.name: EVENT_INDEX,
     USAGE.name: DISTRIBUTED_USAGE,
     BILLING.name: BILLING,
+    WEBHOOKS.name: WEBHOOKS,
 }
 
 # ``caas rebuild`` reports ``(projection, events done, events in all)`` as it goes, if it can.
@@ -119,6 +122,7 @@ class Backend(abc.ABC):
     events_projected: bool  # ``GET /v1/events`` is served by a read model, so it honours ``min_position``
     clustered: bool  # one node of many: secrets must be given, the same on every node, never generated
     syncs_in_serve: bool  # ``caas serve`` runs the periodic billing sync (else ``caas worker`` does)
+    delivers_in_serve: bool  # ``caas serve`` runs the webhook delivery processor (else ``caas worker`` does)
 
     @abc.abstractmethod
     def __init__(self, settings: Settings) -> None:
@@ -159,6 +163,11 @@ class Backend(abc.ABC):
         """Wait until the read models have applied ``position``; ``False`` on timeout."""
 
     @abc.abstractmethod
+    async def indexed_position(self) -> int:
+        """The position up to which ``log.read_tenant`` sees every event, durably (the webhook
+        processor never reads past it)."""
+
+    @abc.abstractmethod
     async def durable_presence(self) -> dict[tuple[str, str], str]:
         """Each user's last recorded presence status, to reconcile at start."""
 
@@ -180,6 +189,10 @@ class Backend(abc.ABC):
         """Drop and rebuild the named read models from the log, for ``caas rebuild``; yields
         ``(projection, events, seconds)`` as each is done."""
 
+    def on_indexed(self, listener: Listener) -> None:
+        """``listener`` gets each batch once this process's read models applied it."""
+        raise BackendUnsupported(f"the {self.name} backend applies its read models in caas worker")
+
     async def worker(self) -> None:
         """Run ``caas worker`` (deciders and projectors) until cancelled."""
         raise BackendUnsupported(
@@ -195,6 +208,7 @@ class EmbeddedBackend(Backend):
     events_projected = False  # events are read from the log itself
     clustered = False
     syncs_in_serve = True
+    delivers_in_serve = True
     projections = PROJECTIONS
 
     def __init__(self, settings: Settings) -> None:
@@ -225,6 +239,13 @@ class EmbeddedBackend(Backend):
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         return await self.runner.wait_for(position, timeout)
+
+    async def indexed_position(self) -> int:
+        return self.runner.applied  # what every read model applied: committed, contiguous
+
+    def on_indexed(self, listener: Listener) -> None:
+        """``listener`` gets each batch once the read models applied it (the webhook processor)."""
+        self.runner.applied_listeners.append(listener)
 
     async def tenants(self) -> list[tuple[str, str]]:
         found, after = [], 0
@@ -282,6 +303,7 @@ class KafkaBackend(Backend):
     events_projected = True  # from the event index, a read model
     clustered = True
     syncs_in_serve = False  # one ``caas worker`` runs it
+    delivers_in_serve = False  # ``caas worker`` runs it, woken by the read-model agent
     projections = DISTRIBUTED_PROJECTIONS
 
     def __init__(self, settings: Settings) -> None:
@@ -325,6 +347,14 @@ class KafkaBackend(Backend):
     async def wait_for(self, position: int, timeout: float) -> bool:
         return await self.progress.wait_for(position, timeout)
 
+    async def indexed_position(self) -> int:
+        """The event index's checkpoint (durable: written after the batch it covers) of the one
+        partition webhooks support (docs/webhooks.md)."""
+        from adapters.kafka.codec import checkpoint_name, encode_position
+
+        mark = await self.store.checkpoint(checkpoint_name(EVENT_INDEX.name, 0))
+        return encode_position(0, mark - 1) if mark > 0 else 0
+
     async def durable_presence(self) -> dict[tuple[str, str], str]:
         return self.node.presence_statuses()
 
@@ -367,26 +397,46 @@ class KafkaBackend(Backend):
     async def worker(self) -> None:
         s = self.settings
         reporter = build_reporter(s)
-        if s.billing_sync_seconds > 0 and reporter is not None:  # beside the processors, with its own view of the log
-            sync = asyncio.ensure_future(self._sync_billing(reporter))
-            try:
-                await self._run_worker()
-            finally:
-                sync.cancel()
-                await asyncio.gather(sync, return_exceptions=True)
-            return
-        await self._run_worker()
-
-    async def _sync_billing(self, reporter: UsageReporter) -> None:
-        await self.start([])
-        try:
-            await billing_loop(
-                self, build_billing(self.settings, self.commands, self.store, utcnow), reporter, self.settings
+        sync = s.billing_sync_seconds > 0 and reporter is not None
+        deliver = s.webhooks == "on"
+        if deliver and s.kafka_partitions != 1:
+            structlog.get_logger("caas.webhooks").error(
+                "webhooks_not_started", reason="webhook delivery supports CAAS_KAFKA_PARTITIONS=1 only"
             )
+            deliver = False
+        if not (sync or deliver):
+            await self._run_worker([])
+            return
+        # beside the processors, with this node's own view of the log and command path, connected
+        # by the billing sync as it starts, or when the webhook processor first needs it (only to
+        # disable an endpoint: a worker without failing endpoints never connects it)
+        node = _NodeOnUse(self)
+        side: list[asyncio.Future[None]] = []
+        dispatcher = None
+        try:
+            if sync and reporter is not None:
+                side.append(asyncio.ensure_future(self._sync_billing(node, reporter)))
+            if deliver:
+                await self.store.start()
+                dispatcher = build_dispatcher(s, self.log, self.store, node, self.indexed_position)
+                await dispatcher.start()
+            await self._run_worker([dispatcher.on_indexed] if dispatcher is not None else [])
         finally:
-            await self.close()
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            if dispatcher is not None:
+                await dispatcher.close()
+            if node.started:
+                await self.close()
 
-    async def _run_worker(self) -> None:
+    async def _sync_billing(self, node: _NodeOnUse, reporter: UsageReporter) -> None:
+        await node.ready()
+        await billing_loop(
+            self, build_billing(self.settings, self.commands, self.store, utcnow), reporter, self.settings
+        )
+
+    async def _run_worker(self, listeners: Sequence[Listener]) -> None:
         from adapters.kafka.worker import run_worker
 
         s = self.settings
@@ -399,7 +449,31 @@ class KafkaBackend(Backend):
             data_dir=s.data_dir,
             store_timeout=s.mongo_timeout_seconds,
             stall_seconds=s.projection_stall_seconds,
+            listeners=listeners,
         )
+
+
+class _NodeOnUse(Commands):
+    """A Kafka backend's command path, connected (``start``) on first use."""
+
+    def __init__(self, backend: KafkaBackend) -> None:
+        self.backend = backend
+        self.started = False
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> None:
+        async with self._lock:
+            if not self.started:
+                await self.backend.start([])
+                self.started = True
+
+    async def state(self, tenant_id: str, stream: str) -> Any:
+        await self.ready()
+        return await self.backend.commands.state(tenant_id, stream)
+
+    async def execute(self, envelope: CommandEnvelope) -> Outcome:
+        await self.ready()
+        return await self.backend.commands.execute(envelope)
 
 
 BACKENDS: dict[str, type[Backend]] = {"embedded": EmbeddedBackend, "kafka": KafkaBackend}
@@ -451,6 +525,7 @@ class Engine:
     billing: Billing = field(init=False)
     webhooks: WebhookVerifier | None = field(init=False)  # None: webhooks are not configured
     quotas: Quotas | Unlimited = field(init=False)
+    deliveries: Dispatcher | None = field(init=False, default=None)  # the webhook processor, if it runs here
     _billing_sync: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -522,8 +597,16 @@ class Engine:
             self._billing_sync = asyncio.ensure_future(
                 billing_loop(self.backend, self.billing, reporter, self.settings)
             )
+        if self.settings.webhooks == "on" and self.backend.delivers_in_serve:
+            self.deliveries = build_dispatcher(
+                self.settings, self.log, self.store, self.service, self.backend.indexed_position
+            )
+            await self.deliveries.start()
+            self.backend.on_indexed(self.deliveries.on_indexed)
 
     async def close(self) -> None:
+        if self.deliveries is not None:
+            await self.deliveries.close()
         if self._billing_sync is not None:
             self._billing_sync.cancel()
             await asyncio.gather(self._billing_sync, return_exceptions=True)
@@ -539,9 +622,35 @@ def build_engine(settings: Settings) -> Engine:
     auth = Authenticator(
         backend.commands,
         admin_token=admin_token(settings),
-        secret_key=persistent_secret(settings.data_dir, "secret_key", settings.secret_key),
+        secret_key=server_key(settings),
     )
     return Engine(settings, backend, MeteredCommands(backend.commands), auth, ChatQueries(backend.store))
+
+
+def build_dispatcher(
+    settings: Settings, history: EventHistory, store: ReadStore, commands: Commands, horizon: Callable[[], Any]
+) -> Dispatcher:
+    """The webhook delivery processor over a backend's history, store and command path."""
+    from adapters.webhook_http import HttpSender
+
+    s = settings
+    allowed = None if s.webhook_allowed_targets is None else s.webhook_allowed_targets.split(",")
+    sender = HttpSender(
+        allow_private=s.webhook_allow_private, timeout=s.webhook_timeout_seconds, allowed_targets=allowed
+    )
+    policy = Policy(
+        retry_base=s.webhook_retry_base_seconds,
+        retry_max=s.webhook_retry_max_seconds,
+        disable_after=s.webhook_disable_after_seconds,
+        concurrency=s.webhook_concurrency,
+        poll=s.webhook_poll_seconds,
+    )
+    return Dispatcher(history, store, commands, sender, horizon, server_key(settings), policy)
+
+
+def server_key(settings: Settings) -> str:
+    """The server's secret key (signs end-user tokens; webhook secrets are derived from it)."""
+    return persistent_secret(settings.data_dir, "secret_key", settings.secret_key)
 
 
 def admin_token(settings: Settings) -> str:

@@ -204,6 +204,7 @@ CREATING_EVENTS = frozenset(
     for kind in (
         ev.TenantRegistered, ev.ApiKeyIssued, ev.SigningKeyRotated, ev.UserRegistered, ev.ChannelCreated,
         ev.MemberAdded, ev.MessagePosted, ev.ReactionAdded, ev.MemberMuted, ev.MemberBanned,
+        ev.WebhookRegistered,
     )
 )  # fmt: skip
 

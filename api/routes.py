@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import billing, examples, http, schemas, usage
+from api import billing, examples, http, schemas, usage, webhooks
 from api.errors import ApiError
 from api.plumbing import MAX_INT
 
@@ -147,6 +147,24 @@ ROUTES: list[Api] = [
     Api("POST", "/v1/billing/stripe/webhook", billing.stripe_webhook,
         "Stripe's webhook: verified by its Stripe-Signature header (400 invalid_signature otherwise)",
         (), None, schemas.WebhookReceived),
+    Api("POST", "/v1/webhooks", webhooks.create_webhook,
+        "Register an outbound webhook endpoint; returns its signing secret (again on an idempotent retry)",
+        ("tenant",), schemas.CreateWebhook, schemas.WebhookCreated, 201),
+    Api("GET", "/v1/webhooks", webhooks.list_webhooks, "The tenant's webhook endpoints",
+        ("tenant",), None, schemas.WebhookList, query=("min_position",)),
+    Api("GET", "/v1/webhooks/{webhook_id}", webhooks.get_webhook, "A webhook endpoint",
+        ("tenant",), None, schemas.Webhook, query=("min_position",)),
+    Api("PATCH", "/v1/webhooks/{webhook_id}", webhooks.update_webhook,
+        "Change an endpoint's URL, event types or description; enabled: true re-enables it",
+        ("tenant",), schemas.UpdateWebhook, schemas.WebhookWritten),
+    Api("DELETE", "/v1/webhooks/{webhook_id}", webhooks.delete_webhook, "Delete an endpoint (deliveries stop)",
+        ("tenant",), None, schemas.WebhookWritten),
+    Api("GET", "/v1/webhooks/{webhook_id}/deliveries", webhooks.list_deliveries,
+        "The endpoint's delivery log, oldest first: attempt, status code, latency, error",
+        ("tenant",), None, schemas.DeliveryPage, query=("limit", "after", "min_position")),
+    Api("POST", "/v1/webhooks/{webhook_id}/replay", webhooks.replay_webhook,
+        "Re-deliver the endpoint's matching events after from_position",
+        ("tenant",), schemas.ReplayWebhook, schemas.WebhookWritten),
     Api("GET", "/healthz", http.healthz, "The process is up"),
     Api("GET", "/readyz", http.readyz, "The backend is reachable; projection lag"),
 ]  # fmt: skip

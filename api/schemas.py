@@ -387,3 +387,67 @@ class UsageReport(BaseModel):
     meters: list[str]
     buckets: list[UsageBucket]
     totals: dict[str, int]
+
+
+# --- outbound webhooks (docs/webhooks.md) ----------------------------------------------------
+WebhookUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class CreateWebhook(Body):
+    url: WebhookUrl
+    event_types: list[EventType] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
+    description: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class UpdateWebhook(Body):
+    url: WebhookUrl | None = None
+    event_types: list[EventType] | None = Field(default=None, min_length=1, max_length=50)
+    description: Annotated[str, StringConstraints(max_length=200)] | None = None
+    enabled: bool | None = Field(default=None, description="true re-enables a disabled endpoint")
+
+
+class ReplayWebhook(Body):
+    from_position: int = Field(ge=0, description="re-deliver the matching events after this log position")
+
+
+class WebhookWritten(Written):
+    webhook_id: str
+
+
+class WebhookCreated(WebhookWritten):
+    secret: str = Field(description="the signing secret (whsec_…): shown on creation and on its idempotent retries")
+
+
+class Webhook(BaseModel):
+    webhook_id: str
+    url: str
+    event_types: list[str]
+    description: str
+    enabled: bool
+    disabled_reason: str | None
+    created_at: str | None
+    updated_at: str | None
+    version: int
+
+
+class WebhookList(BaseModel):
+    webhooks: list[Webhook]
+
+
+class Delivery(BaseModel):
+    delivery_id: str
+    event_id: str
+    event_type: str
+    position: int
+    attempt: int
+    status_code: int | None
+    ok: bool
+    latency_ms: float
+    error: str | None
+    at: str
+
+
+class DeliveryPage(BaseModel):
+    deliveries: list[Delivery]
+    next_after: str | None

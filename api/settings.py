@@ -131,6 +131,24 @@ class Settings(BaseSettings):
             raise ValueError("CAAS_PUBLIC_URL takes no user, password, query or fragment")
         return url
 
+    # outbound webhooks (docs/webhooks.md)
+    webhooks: Literal["on", "off"] = Field(
+        default="on", description="the delivery processor in serve (embedded) or worker (kafka)"
+    )
+    webhook_allow_private: bool = Field(
+        default=False, description="allow private, loopback and link-local targets (tests, private networks)"
+    )
+    webhook_allowed_targets: str | None = Field(
+        default=None,
+        description="comma-separated host names and IP networks: the only targets sent to (unset: any public one)",
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="one attempt, DNS to response")
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0, description="the first retry's wait (then doubled)")
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0, description="the longest wait between attempts")
+    webhook_disable_after_seconds: float = Field(default=86400.0, gt=0, description="failing this long disables")
+    webhook_concurrency: int = Field(default=32, ge=1, description="attempts in flight at once, all endpoints")
+    webhook_poll_seconds: float = Field(default=2.0, gt=0, description="the shared poll besides new-event wake-ups")
+
     def unshared_secrets(self) -> list[str]:
         """The secrets a node of a cluster must be given rather than generate: ``secret_key``
         signs tokens that every node verifies, and ``admin_token`` is one credential for all."""

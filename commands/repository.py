@@ -26,7 +26,7 @@ import structlog
 
 from commands import snapshots
 from commands.ports import Snapshot, StreamStore
-from domain import billing, channel, tenant, usage, user
+from domain import billing, channel, tenant, usage, user, webhook
 from domain.base import Command, Decision
 from domain.events import EVENT_TYPES, DomainEvent, Event, StreamId
 
@@ -55,6 +55,7 @@ AGGREGATES: dict[str, Aggregate] = {
     "channel": Aggregate(channel.ChannelState, channel.decide, channel.evolve),
     "usage": Aggregate(usage.UsageState, usage.decide, usage.evolve),
     "billing": Aggregate(billing.BillingState, billing.decide, billing.evolve),
+    "webhook": Aggregate(webhook.WebhookState, webhook.decide, webhook.evolve),
 }
 
 

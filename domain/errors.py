@@ -120,3 +120,7 @@ class InvalidParent(Invalid):
 
 class ReadMarkerAhead(Invalid):
     rule = "read_marker_ahead"
+
+
+class WebhookNotFound(NotFound):
+    rule = "webhook_not_found"

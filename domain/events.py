@@ -251,6 +251,43 @@ class StripeEventRecorded(DomainEvent):
     subscription: dict[str, Any] | None = None
 
 
+# --- webhook stream (docs/webhooks.md) ----------------------------------------------------
+class WebhookRegistered(DomainEvent):
+    """A tenant registered an endpoint; its secret is derived from the server's key and the
+    endpoint's id, never recorded."""
+
+    url: str
+    event_types: list[str]
+    description: str = ""
+
+
+class WebhookUpdated(DomainEvent):
+    url: str
+    event_types: list[str]
+    description: str = ""
+
+
+class WebhookEnabled(DomainEvent):
+    """Deliveries resume (from where the endpoint's cursor stopped)."""
+
+
+class WebhookDisabled(DomainEvent):
+    """No more deliveries until re-enabled: ``reason`` says why (it kept failing since ``failing_since``)."""
+
+    reason: str
+    failing_since: str | None = None
+
+
+class WebhookReplayRequested(DomainEvent):
+    """Re-deliver the tenant's matching events after ``from_position``."""
+
+    from_position: int
+
+
+class WebhookDeleted(DomainEvent):
+    pass
+
+
 class Event(BaseModel):
     """A recorded event: the envelope of docs/design.md around a domain event's payload.
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from commands.ports import EventLog
+from commands.ports import EventLog, Listener
 from domain.events import Event
 from projections.ports import Op, ReadStore, ReadStoreRefused
 
@@ -206,6 +206,7 @@ class ProjectionRunner:
         self._wake = asyncio.Event()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.applied_listeners: list[Listener] = []  # told of each batch once every read model applied it
 
     async def start(self) -> None:
         for projection in self.projections:
@@ -255,6 +256,8 @@ class ProjectionRunner:
             self._checkpoints[projection.name] = last
         self.applied = last
         self._release()
+        for listener in self.applied_listeners:
+            listener(events)
         return len(events) == self.batch
 
     def _release(self) -> None:

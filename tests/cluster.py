@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import ADMIN, Server, bearer, free_port
+from tests.support import ADMIN, WEBHOOKS, Server, bearer, free_port
 
 SECRET = "test-secret-key-shared-by-all-nodes"
 
@@ -62,6 +62,7 @@ class Cluster:
             "CAAS_LOG_LEVEL": "warning",
             # FerretDB (the test MongoDB) is slow on a loaded 2-core box; let replays wait for the event index
             "CAAS_WS_HISTORY_WAIT_SECONDS": "60",
+            **WEBHOOKS,
             **self.env,
         }
 

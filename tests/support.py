@@ -24,6 +24,15 @@ UNLIMITED = {
         "WS_FRAMES_PER_SECOND", "WS_FRAMES_BURST",
     )
 }  # fmt: skip
+# Test servers send webhooks to receivers on loopback and retry quickly (docs/webhooks.md).
+WEBHOOKS = {
+    "CAAS_WEBHOOK_ALLOW_PRIVATE": "true",
+    # whatever a test registers (a fuzzer's URLs too), nothing is sent, nor looked up, off this machine
+    "CAAS_WEBHOOK_ALLOWED_TARGETS": "127.0.0.0/8,::1/128,localhost",
+    "CAAS_WEBHOOK_RETRY_BASE_SECONDS": "0.05",
+    "CAAS_WEBHOOK_RETRY_MAX_SECONDS": "0.5",
+    "CAAS_WEBHOOK_POLL_SECONDS": "1",
+}
 
 
 def free_port() -> int:
@@ -57,6 +66,7 @@ class Server:
             "CAAS_PORT": str(self.port),
             "CAAS_LOG_LEVEL": "warning",
             **UNLIMITED,
+            **WEBHOOKS,
             **self.env,
         }
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115

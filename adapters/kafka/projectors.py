@@ -34,6 +34,7 @@ from faust.types import EventT, StreamT
 
 from adapters.kafka.codec import checkpoint_mark, checkpoint_name, event_from_record
 from adapters.kafka.topics import create_topic, ensure_topics
+from commands.ports import Listener
 from domain.events import Event
 from projections.ports import ReadStore
 from streams import projector
@@ -99,6 +100,7 @@ class ProjectorAgent:
         store_timeout: float = 10.0,
         stall_seconds: float = 30.0,
         batch: int = BATCH,
+        listeners: Sequence[Listener] = (),
     ):
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -106,6 +108,7 @@ class ProjectorAgent:
         self.store = store
         self.projections = projections
         self.batch = batch
+        self.listeners = list(listeners)  # told of each partition's batch once every read model applied it
         self.batch_timeout = store_timeout * BATCH_TIMEOUTS
         self.applied: dict[tuple[str, int], int] = {}  # (projection, partition) -> next offset to apply
         self.stalls = StallWatch(stall_seconds)
@@ -175,6 +178,8 @@ class ProjectorAgent:
         for partition, events in partitions.items():
             for projection in self.projections:
                 await self.apply_partition(projection, partition, events)
+            for listener in self.listeners:
+                listener(events)
 
     async def apply_partition(self, projection: Projection, partition: int, events: list[Event]) -> None:
         key = (projection.name, partition)

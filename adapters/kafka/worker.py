@@ -4,12 +4,14 @@ by side in one event loop."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
 
 from adapters.kafka.deciders import DeciderWorker
 from adapters.kafka.projectors import ProjectorAgent
+from commands.ports import Listener
 from projections.ports import ReadStore
 from streams.projector import Projection
 
@@ -26,9 +28,11 @@ async def run_worker(
     data_dir: Path,
     store_timeout: float = 10.0,
     stall_seconds: float = 30.0,
+    listeners: Sequence[Listener] = (),
 ) -> None:
-    """Run until cancelled (or until a half stops); ``store_timeout`` and ``stall_seconds``
-    as :class:`ProjectorAgent` takes them; Faust keeps its files under ``data_dir/faust``."""
+    """Run until cancelled (or until a half stops); ``store_timeout``, ``stall_seconds`` and
+    ``listeners`` (told of each batch the read models applied) as :class:`ProjectorAgent`
+    takes them; Faust keeps its files under ``data_dir/faust``."""
     deciders = DeciderWorker(bootstrap, prefix, partitions)
     projectors = ProjectorAgent(
         bootstrap,
@@ -39,6 +43,7 @@ async def run_worker(
         datadir=data_dir / "faust",
         store_timeout=store_timeout,
         stall_seconds=stall_seconds,
+        listeners=listeners,
     )
     await store.start()
     await deciders.start()

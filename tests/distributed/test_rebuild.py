@@ -114,7 +114,7 @@ def test_rebuild_from_kafka_restores_identical_read_models(cluster: Cluster, tmp
                           env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     reports = {r["projection"]: r for r in (json.loads(x) for x in done.stdout.splitlines() if x.startswith("{"))}
-    assert set(reports) == {"chat", "events", "usage", "billing"}
+    assert set(reports) == {"chat", "events", "usage", "billing", "webhooks"}
     assert reports["chat"]["events"] >= len(before["events"])
 
     cluster.start(workers=1, nodes=1)

@@ -47,7 +47,7 @@ class World:
 
     def path(self, api: Api, **override: str) -> str:
         values = {"key_id": self.key_id, "user_id": "bob", "cid": "c", "uid": "bob", "mid": self.mid, "emoji": "👍",
-                  "tenant_id": self.tenant.tenant_id}  # fmt: skip
+                  "tenant_id": self.tenant.tenant_id, "webhook_id": "w-none"}  # fmt: skip
         values.update(override)
         return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], api.path)
 
@@ -166,6 +166,9 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/channels/{cid}/typing"): {},
     ("POST", "/v1/channels/{cid}/mutes"): {"user_id": "bob"},
     ("POST", "/v1/channels/{cid}/bans"): {"user_id": "bob"},
+    ("POST", "/v1/webhooks"): {"url": "https://hooks.example/in"},
+    ("PATCH", "/v1/webhooks/{webhook_id}"): {"enabled": True},
+    ("POST", "/v1/webhooks/{webhook_id}/replay"): {"from_position": 0},
 }
 
 WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
@@ -197,6 +200,16 @@ WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("POST", "/v1/channels/{cid}/typing"): [{"user_id": 1}],
     ("POST", "/v1/channels/{cid}/mutes"): [{"user_id": "bob", "until": "tomorrow"}, {"user_id": ["bob"]}],
     ("POST", "/v1/channels/{cid}/bans"): [{"user_id": "bob", "reason": 5}, {"user_id": None}],
+    ("POST", "/v1/webhooks"): [
+        {"url": 5},
+        {"url": "ftp://hooks.example/in"},
+        {"url": "https://hooks.example/in", "event_types": "MessagePosted"},
+        {"url": "https://hooks.example/in", "event_types": []},
+        {"url": "https://hooks.example/in", "event_types": ["NoSuchEvent"]},
+        {},
+    ],
+    ("PATCH", "/v1/webhooks/{webhook_id}"): [{"enabled": "yes"}, {"url": 3}, {"event_types": []}],
+    ("POST", "/v1/webhooks/{webhook_id}/replay"): [{"from_position": -1}, {"from_position": "1"}, {}],
 }
 
 MALFORMED = [b"{", b'{"text": "hi",}', b"[]", b'"text"', b"null", b"\xff\xfe", b"{'text': 'hi'}"]

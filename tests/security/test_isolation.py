@@ -69,6 +69,9 @@ def body_for(api: Api, as_tenant: bool) -> dict[str, Any] | None:
         "Typing": {**acting},
         "Mute": {"user_id": "bob"},
         "Ban": {"user_id": "bob"},
+        "CreateWebhook": {"url": "http://127.0.0.1:9/b-only", "event_types": ["MemberRoleChanged"]},
+        "UpdateWebhook": {"enabled": False},
+        "ReplayWebhook": {"from_position": 0},
     }
     return bodies[api.body.__name__]
 
@@ -112,6 +115,14 @@ def test_every_route_refuses_another_tenants_resources_and_leaks_nothing(
     }
     credentials = {"B api key": (b.key(), True), "B user alice": (b.user("alice"), False)}
     with httpx.Client(timeout=30) as client:
+        hook = client.post(  # an endpoint of A's (no event it names happens: nothing is sent)
+            f"{server.url}/v1/webhooks",
+            json={"url": "http://127.0.0.1:9/a-only", "event_types": ["MemberBanned"]},
+            headers=a.key(),
+        )
+        assert hook.status_code == 201, hook.text
+        foreign["webhook_id"] = hook.json()["webhook_id"]
+        a.position = max(a.position, hook.json()["position"])  # A's reads wait for it
         before = [e["event_id"] for e in requested_events(events_of(client, a))]
         # Routes that could only create something in B's own tenant go last, so that B's own
         # "A-only" channel and "carol" do not exist yet while the others probe A's.
@@ -147,6 +158,8 @@ def assert_only_own(api: Api, data: dict[str, Any], own: World, where: str) -> N
         assert data[A_ONLY_USER]["status"] == "offline" and data[A_ONLY_USER]["last_seen_at"] is None, where
     elif api.path == "/v1/usage":
         assert data["tenant_id"] == own.tenant.tenant_id, where
+    elif api.path == "/v1/webhooks":
+        assert all("a-only" not in h["url"] for h in data["webhooks"]), where
 
 
 def test_colliding_ids_resolve_to_the_callers_own_tenant(server: Server, worlds: tuple[World, World]) -> None:

@@ -1,0 +1,512 @@
+"""Outbound webhooks: the delivery processor both backends run (docs/webhooks.md).
+
+One :class:`Dispatcher` follows the log. It runs inside ``caas serve`` on the embedded
+backend and inside ``caas worker`` on Kafka (woken by the Faust agent that keeps the read
+models); the composition root (``api/bootstrap.py``) gives it what differs:
+
+- ``history``: the tenant's events in position order (the log itself, or the event index);
+- ``horizon``: the position up to which ``history`` is complete, contiguous and durable (the
+  read models' applied position, or the event index's checkpoint). Nothing past it is read:
+  an endpoint's cursor only moves over positions it could see all of.
+
+Each endpoint has a cursor (the position of the last event delivered or skipped), a
+backoff and a delivery log, kept in the read store. An endpoint with work has one task; an
+idle endpoint has none, and the processor as a whole waits for new events (``on_indexed``)
+or one shared poll, never a timer per endpoint. Sends go through one semaphore (bounded
+concurrency), each attempt bounded by the sender's total timeout, so a hanging endpoint
+holds one slot for at most that long and never delays another endpoint's queue.
+Events go out one at a time per endpoint in log order, so a channel's order is kept; the
+cursor moves only after a 2xx (at least once: receivers dedupe by the event id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+import structlog
+
+from commands.ports import EventHistory
+from commands.service import CommandEnvelope, Commands
+from domain.base import format_time
+from domain.events import Event, StreamId, stream_name
+from domain.webhook import DELIVERABLE, DisableWebhook, subscribed
+from projections.ports import Doc, Op, ReadStore
+from projections.webhooks import SCOPE
+
+log = structlog.get_logger("caas.webhooks")
+
+STATE = "webhook_state"  # collection: one cursor document per endpoint, in SCOPE
+DELIVERIES = "webhook_deliveries"  # collection: the delivery log, in the tenant's scope
+WRITES = "webhook-deliveries"  # the checkpoint the processor's writes go under: the last guard it used
+SIGNATURE_HEADER = "CAAS-Signature"
+
+
+# --- secrets and signatures --------------------------------------------------------------
+def endpoint_secret(server_key: str, tenant_id: str, endpoint_id: str) -> str:
+    """The endpoint's signing secret: derived from the server's key and the endpoint's id, so
+    it is never stored and a retried creation shows the same one."""
+    mac = hmac.new(server_key.encode(), f"caas-webhook\n{tenant_id}\n{endpoint_id}".encode(), hashlib.sha256)
+    return "whsec_" + base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``CAAS-Signature`` header: HMAC-SHA256 of ``<timestamp>.<body>`` with the secret."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret: str, header: str, body: bytes, *, tolerance: int = 300, now: float | None = None) -> bool:
+    """Whether ``header`` (``CAAS-Signature``) signs ``body`` with ``secret``, made within
+    ``tolerance`` seconds of ``now``: what a receiver checks (docs/webhooks.md)."""
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        parts.setdefault(name, []).append(value)
+    try:
+        timestamp = int(parts["t"][0])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = sign(secret, timestamp, body).partition(",v1=")[2]
+    return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
+
+
+def payload(event: Event, endpoint_id: str) -> bytes:
+    """The JSON body delivered for ``event`` (the same on every attempt)."""
+    kind = StreamId.parse(event.stream)
+    return orjson.dumps(
+        {
+            "id": event.event_id,
+            "type": event.type,
+            "webhook_id": endpoint_id,
+            "tenant_id": event.tenant_id,
+            "stream": event.stream,
+            "channel_id": kind.id if kind.kind == "channel" else None,
+            "seq": event.seq,
+            "position": event.position,
+            "occurred_at": event.occurred_at,
+            "data": event.payload,
+        }
+    )
+
+
+# --- the sender port ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One HTTP attempt: ``status`` if a response came, else ``error`` (a message that never
+    names a resolved address)."""
+
+    status: int | None
+    error: str | None
+    latency_ms: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+class Sender(Protocol):
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Attempt: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    retry_base: float = 5.0  # seconds before the first retry (then doubled, with jitter)
+    retry_max: float = 3600.0  # the longest wait between attempts
+    disable_after: float = 86400.0  # failing this long disables the endpoint
+    concurrency: int = 32  # attempts in flight at once, over all endpoints
+    poll: float = 2.0  # the shared poll, besides the wake-ups on new events
+    batch: int = 100
+
+    def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds before retry ``attempt`` (1 is the first retry): exponential, capped, with
+        jitter (half to all of the step), so endpoints that failed together retry apart."""
+        step = min(self.retry_max, self.retry_base * 2.0 ** min(attempt - 1, 40))
+        return float(step * (0.5 + rand() / 2))
+
+
+@dataclass(slots=True)
+class Progress:
+    """Where an endpoint is: kept in the read store (:data:`STATE`)."""
+
+    cursor: int
+    attempt: int = 0  # failed attempts at the event after the cursor
+    failing_since: float | None = None
+    next_at: float = 0.0
+    replay_seq: int = 0
+    config_version: int = 0  # the endpoint's configuration the backoff was judged on
+
+    def as_doc(self) -> dict[str, Any]:
+        return {
+            "cursor": self.cursor,
+            "attempt": self.attempt,
+            "failing_since": self.failing_since,
+            "next_at": self.next_at,
+            "replay_seq": self.replay_seq,
+            "config_version": self.config_version,
+        }
+
+
+MAX_UNWRITTEN = 2000  # delivery log entries queued before senders wait for the writer
+PROGRESS_FIELDS = ("cursor", "attempt", "failing_since", "next_at", "replay_seq", "config_version")
+
+
+class Dispatcher:
+    """The delivery processor (see the module doc)."""
+
+    def __init__(
+        self,
+        history: EventHistory,
+        store: ReadStore,
+        commands: Commands,
+        sender: Sender,
+        horizon: Callable[[], Awaitable[int]],
+        server_key: str,
+        policy: Policy = Policy(),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.history = history
+        self.store = store
+        self.commands = commands
+        self.sender = sender
+        self.horizon = horizon
+        self.server_key = server_key
+        self.policy = policy
+        self.clock = clock
+        self.endpoints: dict[str, Doc] = {}
+        self.progress: dict[str, Progress] = {}
+        self.delivered = 0  # successful deliveries (benchmarks read it)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._kicks: dict[str, asyncio.Event] = {}  # wakes an endpoint waiting out its backoff
+        self._slots = asyncio.Semaphore(policy.concurrency)
+        self._wake = asyncio.Event()
+        self._refresh = True
+        self._dirty: set[str] = set()  # tenants with new deliverable events
+        self._again: set[str] = set()  # endpoints whose running task must look once more before it ends
+        self._loop: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._states: dict[str, Op] = {}  # the latest cursor document of each endpoint, not yet written
+        self._records: list[Op] = []  # delivery log entries not yet written
+        self._written = asyncio.Event()  # set after each write, so a full buffer waits for it
+        self._unwritten = asyncio.Event()
+        self._rev = 0
+
+    # lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the endpoints (a store that does not answer fails the start), then follow."""
+        # the guard of the processor's documents goes on from the last one written, whatever
+        # this host's clock says (a clock behind would have every write skipped as stale)
+        self._rev = max(self._rev, await self.store.checkpoint(WRITES))
+        await self._load()
+        self._wake.set()  # the first round starts every endpoint's backlog since the last run
+        self._loop = asyncio.create_task(self._run(), name="caas-webhooks")
+        self._loop.add_done_callback(_report_exit)
+        self._writer = asyncio.create_task(self._write_loop(), name="caas-webhooks-writer")
+        self._writer.add_done_callback(_report_exit)
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._loop, self._writer, *self._tasks.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop, self._writer, self._tasks = None, None, {}
+        with contextlib.suppress(Exception):  # what is left, if the store answers (else: sent again)
+            async with asyncio.timeout(5):
+                await self._write()
+        await self.sender.close()
+
+    def on_indexed(self, events: Sequence[Event]) -> None:
+        """The log has new events, readable through ``history`` up to ``horizon``."""
+        for event in events:
+            if event.type.startswith("Webhook"):
+                self._refresh = True
+            elif event.type in DELIVERABLE:
+                self._dirty.add(event.tenant_id)
+        if self._refresh or (self._dirty and self.endpoints):
+            self._wake.set()
+
+    # the shared loop -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        delay = self.policy.poll
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            polled = not self._wake.is_set()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            try:
+                if self._refresh or polled:
+                    await self._load()
+                # a running task may be past its last read: it looks again before it ends
+                running = {k for k, t in self._tasks.items() if not t.done()}
+                self._again |= {k for k in running if self.endpoints.get(k, {}).get("tenant") in dirty}
+                for key, doc in self.endpoints.items():
+                    if doc["enabled"] and key not in running and (doc["tenant"] in dirty or self._pending(key, doc)):
+                        self._ensure_task(key)
+                delay = self.policy.poll
+            except Exception as exc:  # the store is away: say so, back off, go on
+                log.warning("webhook_dispatch_failed", error=str(exc) or type(exc).__name__, retry_in=delay)
+                self._refresh = True
+                self._dirty |= dirty  # not lost: looked at on the next round
+                delay = min(delay * 2, 30.0)
+
+    def _pending(self, key: str, doc: Doc) -> bool:
+        """Whether an endpoint whose tenant has no new events has work all the same: never seen
+        by this process (its backlog since the last run), a replay asked, or its configuration
+        changed. (The poll starts no task for an endpoint of a quiet tenant: nothing to send.)"""
+        progress = self.progress.get(key)
+        if progress is None or doc.get("replay_seq", 0) > progress.replay_seq:
+            return True
+        return int(doc.get("config_version", 0)) != progress.config_version
+
+    async def _load(self) -> None:
+        self._refresh = False
+        docs = await self.store.find("webhooks", SCOPE, {"deleted": False})
+        found = {doc["_id"]: doc for doc in docs}
+        for missing in set(self.endpoints) - set(found):
+            # pruned only when the read model says deleted: a document merely missing (the
+            # collection swapped by a live rebuild) keeps its endpoint and cursor as they were
+            doc = await self.store.get("webhooks", SCOPE, missing)
+            if doc is None or not doc.get("deleted"):
+                found[missing] = self.endpoints[missing]
+        for gone in set(self.endpoints) - set(found):  # deleted: prune what was kept for it
+            self.progress.pop(gone, None)
+            self._kicks.pop(gone, None)
+            self._again.discard(gone)
+            pruned = {"gone": True, **dict.fromkeys(PROGRESS_FIELDS)}
+            self._states[gone] = Op(STATE, SCOPE, gone, self._next_rev(), set=pruned)
+            self._unwritten.set()
+            task = self._tasks.pop(gone, None)
+            if task is not None:
+                task.cancel()
+        for key, doc in found.items():  # changed (re-enabled, new URL, replay): look again now
+            old = self.endpoints.get(key)
+            kick = self._kicks.get(key)
+            if old is not None and kick is not None and old.get("version") != doc.get("version"):
+                kick.set()
+        self.endpoints = found
+
+    def _ensure_task(self, key: str) -> None:
+        existing = self._tasks.get(key)
+        if existing is not None and not existing.done():
+            return
+        task = asyncio.create_task(self._endpoint(key), name=f"caas-webhook-{key}")
+        self._tasks[key] = task
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        for key, running in list(self._tasks.items()):
+            if running is task:
+                del self._tasks[key]
+                self._kicks.pop(key, None)
+                self._again.discard(key)
+
+    # one endpoint --------------------------------------------------------------------------
+    async def _endpoint(self, key: str) -> None:
+        """Deliver the endpoint's backlog, then end (a new event or the poll starts it again)."""
+        delay = 0.5
+        while True:
+            try:
+                if not await self._step(key):
+                    if key not in self._again:
+                        return
+                    self._again.discard(key)
+                delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # store or log unavailable: log, back off, go on
+                log.warning("webhook_delivery_failed", endpoint=key, error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _progress(self, key: str, doc: Doc) -> Progress:
+        found = self.progress.get(key)
+        if found is None:
+            stored = await self.store.get(STATE, SCOPE, key)
+            if stored is not None and not stored.get("gone"):
+                found = Progress(**{k: stored[k] for k in PROGRESS_FIELDS if k in stored})
+            else:
+                # a replay already asked counts as not done: _step moves the cursor back to it
+                found = Progress(cursor=int(doc["start_position"]))
+            self.progress[key] = found
+        return found
+
+    async def _step(self, key: str) -> bool:
+        """One round for an endpoint; ``False`` when it has nothing more to do now."""
+        doc = self.endpoints.get(key)
+        if doc is None or not doc["enabled"]:
+            return False
+        progress = await self._progress(key, doc)
+        config = int(doc.get("config_version", 0))
+        if config != progress.config_version:  # re-enabled or changed: the backoff starts afresh
+            progress.config_version, progress.attempt, progress.failing_since, progress.next_at = config, 0, None, 0.0
+            await self._save(key, progress)
+        replay = int(doc.get("replay_seq", 0))
+        if replay > progress.replay_seq:
+            # back to an earlier point only (never past what was delivered), the backoff kept
+            progress.cursor = min(progress.cursor, int(doc["replay_from"]))
+            progress.replay_seq = replay
+            await self._save(key, progress)
+        wait = progress.next_at - self.clock()
+        if wait > 0:  # the backoff: until it ends, or the endpoint changes
+            kick = self._kicks.setdefault(key, asyncio.Event())
+            kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kick.wait(), wait)
+            return True
+        horizon = await self.horizon()
+        if progress.cursor >= horizon:
+            return False
+        if not subscribed(list(doc["event_types"])):
+            return False
+        # One read of every event of the tenant after the cursor (types filtered here): the
+        # cursor then moves over what this one read returned, never further. A read that finds
+        # nothing moves nothing, so an event index briefly empty (a live rebuild swapping its
+        # collection) cannot move the cursor past events never sent, and each round reads only
+        # what is new since the last one.
+        read = await self.history.read_tenant(doc["tenant"], after_position=progress.cursor, limit=self.policy.batch)
+        events = [event for event in read if event.position <= horizon]
+        complete = len(read) < self.policy.batch or len(events) < len(read)
+        for event in events:
+            current = self.endpoints.get(key)
+            if current is None or not current["enabled"] or current.get("replay_seq", 0) > progress.replay_seq:
+                return True  # changed meanwhile: start the round again
+            if event.type not in subscribed(list(current["event_types"])):
+                continue  # not subscribed (the types as they are now, if changed mid-batch)
+            if not await self._deliver(key, current, event, progress):
+                return True
+        if events and progress.cursor < events[-1].position:
+            progress.cursor = events[-1].position  # every event up to it was read, and sent if subscribed
+            await self._save(key, progress)
+        return not complete
+
+    async def _deliver(self, key: str, doc: Doc, event: Event, progress: Progress) -> bool:
+        endpoint_id = doc["endpoint_id"]
+        body = payload(event, endpoint_id)
+        timestamp = int(self.clock())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "CAAS-Webhooks/1",
+            SIGNATURE_HEADER: sign(endpoint_secret(self.server_key, doc["tenant"], endpoint_id), timestamp, body),
+            "CAAS-Event-Id": event.event_id,
+            "CAAS-Event-Type": event.type,
+            "CAAS-Delivery-Attempt": str(progress.attempt + 1),
+        }
+        async with self._slots:
+            attempt = await self.sender.send(doc["url"], body, headers)
+        now = self.clock()
+        number = progress.attempt + 1
+        if attempt.ok:
+            progress.cursor, progress.attempt, progress.failing_since, progress.next_at = event.position, 0, None, 0.0
+            self.delivered += 1
+        else:
+            progress.attempt = number
+            progress.failing_since = progress.failing_since or now
+            progress.next_at = now + self.policy.backoff(number)
+        await self._save(key, progress, self._record(doc, event, number, attempt, now))
+        failing = progress.failing_since
+        if not attempt.ok and failing is not None and now - failing >= self.policy.disable_after:
+            await self._disable(doc, progress)
+        return attempt.ok
+
+    def _record(self, doc: Doc, event: Event, number: int, attempt: Attempt, now: float) -> Op:
+        rev = self._next_rev()
+        endpoint_id = doc["endpoint_id"]
+        return Op(
+            DELIVERIES,
+            doc["tenant"],
+            f"{endpoint_id}/{rev:020d}",
+            rev,
+            set={
+                "webhook_id": endpoint_id,
+                "delivery_id": f"{rev:020d}",
+                "event_id": event.event_id,
+                "event_type": event.type,
+                "position": event.position,
+                "attempt": number,
+                "status_code": attempt.status,
+                "ok": attempt.ok,
+                "latency_ms": round(attempt.latency_ms, 1),
+                "error": attempt.error,
+                "at": format_time(datetime.fromtimestamp(now, UTC)),
+            },
+        )
+
+    async def _disable(self, doc: Doc, progress: Progress) -> None:
+        since = progress.failing_since or self.clock()
+        command = DisableWebhook(
+            reason=f"every delivery failed for {int(self.clock() - since)} s",
+            seen_version=int(doc["version"]),
+            failing_since=format_time(datetime.fromtimestamp(since, UTC)),
+        )
+        await self.commands.execute(
+            CommandEnvelope(doc["tenant"], stream_name("webhook", doc["endpoint_id"]), command, actor="system:webhooks")
+        )
+        log.warning("webhook_disabled", tenant_id=doc["tenant"], webhook_id=doc["endpoint_id"])
+
+    async def _save(self, key: str, progress: Progress, *extra: Op) -> None:
+        """Queue the endpoint's progress (and delivery log entries) for the writer, which writes
+        what accumulated in one batch: one store write per batch, not per delivery. What a
+        crash loses is sent again (at least once); a full queue waits for the writer."""
+        rev = self._next_rev()
+        self._states[key] = Op(STATE, SCOPE, key, rev, set=progress.as_doc())
+        self._records.extend(extra)
+        self._unwritten.set()
+        while len(self._records) >= MAX_UNWRITTEN:
+            self._written.clear()
+            await self._written.wait()
+
+    async def _write_loop(self) -> None:
+        delay = 0.1
+        while True:
+            await self._unwritten.wait()
+            try:
+                await self._write()
+                delay = 0.1
+            except Exception as exc:  # the store is away: keep what is queued, say so, back off
+                log.warning("webhook_progress_not_written", error=str(exc) or type(exc).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _write(self) -> None:
+        self._unwritten.clear()
+        states, records = self._states, self._records
+        self._states, self._records = {}, []
+        if not (states or records):
+            return
+        try:
+            rev = self._next_rev()
+            await self.store.apply(WRITES, [*records, *states.values()], rev)
+        except BaseException:
+            self._records[:0] = records  # back in front, in order; newer states win
+            self._states = {**states, **self._states}
+            self._unwritten.set()
+            raise
+        finally:
+            self._written.set()
+
+    def _next_rev(self) -> int:
+        """An increasing guard for the processor's own documents (they have no log position):
+        the clock in nanoseconds, but never below the last one used here or stored (start)."""
+        self._rev = max(int(self.clock() * 1_000_000_000), self._rev + 1)
+        return self._rev
+
+
+def _report_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("webhook_dispatcher_stopped", error=repr(task.exception()))
