@@ -144,7 +144,7 @@ class MongoReadStore(ReadStore):
     async def apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
         await self._guarded(self._apply(projection, ops, position))
 
-    async def load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[str]) -> None:
+    async def load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key]) -> None:
         """Bulk-load ``ops`` into collections no one else writes (a rebuild's fresh ones).
 
         The ops are folded into whole documents in memory; documents this load has not
@@ -212,17 +212,18 @@ class MongoReadStore(ReadStore):
                         raise
         await self._advance(projection, position)
 
-    async def _load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[str]) -> None:
-        found = await self._stored(k for k in touched(ops) if f"{k[0]}/{k[1]}/{k[2]}" in loaded)
+    async def _load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key]) -> None:
+        found = await self._stored(k for k in touched(ops) if k in loaded)
         # the counters first, as in apply: a retried window derives what a failed one did not write
         for collection, written in self._folded(ops, found):
-            inserts, replaces = [], []
+            inserts, replaces, fresh = [], [], []
             for tenant_id, id, local in written:
                 doc = {**_stored(local), "_id": _key(tenant_id, id)}
-                if f"{collection}/{tenant_id}/{id}" in loaded:
+                if (collection, tenant_id, id) in loaded:
                     replaces.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
                 else:
                     inserts.append(doc)
+                    fresh.append((collection, tenant_id, id))
             if inserts:
                 try:
                     await self._coll(collection).insert_many(inserts, ordered=False)
@@ -231,7 +232,7 @@ class MongoReadStore(ReadStore):
                         raise
                     # a retry after a partly applied attempt: replace what is already there
                     replaces += [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in inserts]
-                loaded.update(f"{collection}/{d['_id']}" for d in inserts)
+                loaded.update(fresh)
             for chunk in _chunks(replaces):
                 await self._coll(collection).bulk_write(chunk, ordered=False)
         await self._advance(projection, position)

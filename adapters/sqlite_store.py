@@ -125,20 +125,20 @@ class SqliteReadStore(ReadStore):
         """Apply a batch in the calling thread (projection runners call it off the loop)."""
         self._fold_and_write(projection, ops, position, None)
 
-    async def load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[str]) -> None:
+    async def load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key]) -> None:
         """A rebuild's window (see :meth:`ReadStore.load`): only the documents earlier windows
         wrote are read back; the window's documents are folded in memory and written with one
         ``executemany`` per collection, in key order, in one transaction with the checkpoint."""
         await asyncio.to_thread(self._fold_and_write, projection, ops, position, loaded)
 
-    def _fold_and_write(self, projection: str, ops: Sequence[Op], position: int, loaded: set[str] | None) -> None:
+    def _fold_and_write(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key] | None) -> None:
         keys = touched(ops)
         with self._lock:
             db = self._db()
             tables = {collection: self._table(collection) for collection, _, _ in keys}  # outside the transaction
             db.execute("BEGIN")
             try:
-                wanted = keys if loaded is None else [k for k in keys if f"{k[0]}/{k[1]}/{k[2]}" in loaded]
+                wanted = keys if loaded is None else [k for k in keys if k in loaded]
                 fold = Fold(self._load(db, tables, wanted))
                 fold.apply(ops)
                 for collection, docs in fold.written().items():
@@ -163,7 +163,7 @@ class SqliteReadStore(ReadStore):
                 db.execute("ROLLBACK")
                 raise
         if loaded is not None:
-            loaded.update(f"{c}/{t}/{i}" for c, t, i in fold.changed)
+            loaded.update(fold.changed)
 
     @staticmethod
     def _load(db: sqlite3.Connection, tables: dict[str, str], keys: Iterable[Key]) -> dict[Key, Doc | None]:

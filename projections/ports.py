@@ -18,6 +18,10 @@ Filter = Mapping[str, Any]
 "$lte"|"$ne"|"$in": value}}``, fields joined by AND."""
 
 
+Key = tuple[str, str, str]
+"""A document's coordinates: collection, tenant id, id."""
+
+
 class _Nothing(Mapping[str, Any]):
     """The empty mapping an op's unused fields share: immutable, so one instance serves all."""
 
@@ -120,15 +124,15 @@ class ReadStore(abc.ABC):
     async def apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
         """Execute ``ops`` and move ``projection``'s checkpoint to ``position``."""
 
-    async def load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[str]) -> None:
+    async def load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key]) -> None:
         """Bulk-load a rebuild's window: ``ops`` into collections no one else writes (dropped
         for the rebuild, or fresh ones swapped in after it), and ``projection``'s checkpoint
-        to ``position``. ``loaded`` holds the keys (``collection/tenant_id/id``) of the
+        to ``position``. ``loaded`` holds the keys (:data:`Key`) of the
         documents earlier windows wrote, and is updated: only those are read back, every other
         document is new. The outcome is :meth:`apply`'s (this default); a store overrides it
         to fold the window into whole documents (:class:`Fold`) and write them in bulk."""
         await self.apply(projection, ops, position)
-        loaded.update(f"{c}/{t}/{i}" for c, t, i in touched(ops))
+        loaded.update(touched(ops))
 
     @abc.abstractmethod
     async def checkpoint(self, projection: str) -> int:
@@ -227,10 +231,6 @@ def tallies(before: Doc | None, after: Doc, op: Op) -> list[Op]:
     ]
 
 
-Key = tuple[str, str, str]
-"""A document's coordinates: collection, tenant id, id."""
-
-
 def touched(ops: Sequence[Op]) -> dict[Key, None]:
     """Every document ``ops`` may write, in order: their own and the counters their tallies move
     (what a store loads before it folds them)."""
@@ -290,7 +290,10 @@ class Fold:
 def _measured(doc: Doc | None, op: Op) -> int:
     if doc is None or (op.measure_unless is not None and doc.get(op.measure_unless) is not None):
         return 0
-    return sum(int(doc.get(name) or 0) for name in op.measure)
+    total = 0
+    for name in op.measure:
+        total += int(doc.get(name) or 0)
+    return total
 
 
 def _target(doc: Doc, path: str) -> Doc:

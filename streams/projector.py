@@ -24,7 +24,7 @@ import structlog
 
 from commands.ports import EventLog
 from domain.events import Event
-from projections.ports import Op, ReadStore, ReadStoreRefused
+from projections.ports import Key, Op, ReadStore, ReadStoreRefused
 
 log = structlog.get_logger("caas.projector")
 
@@ -326,7 +326,7 @@ async def rebuild(
     await store.drop(projection.name, projection.collections)
     started = time.perf_counter()
     after = count = applied = 0
-    loaded: set[str] = set()  # the documents earlier windows wrote
+    loaded: set[Key] = set()  # the documents earlier windows wrote
     loading: asyncio.Future[None] | None = None
     with bulk_allocation():
         while True:

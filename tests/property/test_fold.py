@@ -25,7 +25,7 @@ from adapters.memory_store import MemoryReadStore
 from adapters.sqlite_store import SqliteReadStore
 from domain.events import Event
 from projections import chat, eventindex, usage
-from projections.ports import Fold, Op, ReadStore
+from projections.ports import Fold, Key, Op, ReadStore
 from tests.property.test_projection import deliveries, scenarios
 from tests.property.test_usage import embedded, facts
 
@@ -65,7 +65,7 @@ async def one_by_one(project: Project, events: Sequence[Event]) -> MemoryReadSto
 
 async def by_windows(store: ReadStore, project: Project, events: Sequence[Event], sizes: list[int]) -> None:
     """What ``streams.projector.rebuild`` does with the log read ``sizes[k]`` events at a time."""
-    loaded: set[str] = set()
+    loaded: set[Key] = set()
     done = 0
     for size in sizes:
         window = events[done : done + size]
