@@ -312,7 +312,7 @@ async def rebuild(
     store: ReadStore,
     projection: Projection,
     *,
-    window: int = 10_000,
+    window: int = 50_000,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, float]:
     """Drop ``projection``'s read model and rebuild it from the whole log.
