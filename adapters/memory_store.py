@@ -7,7 +7,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from projections.ports import Doc, Filter, Op, ReadStore, apply_op, matches, tallies
+from projections.ports import Doc, Filter, Fold, Op, ReadStore, matches, touched
 
 
 def sort_docs(docs: list[Doc], sort: Sequence[tuple[str, int]]) -> list[Doc]:
@@ -33,16 +33,12 @@ class MemoryReadStore(ReadStore):
         return None
 
     async def apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
-        derived: list[Op] = []
-        for batch in (ops, derived):  # the counters the first ops' tallies move come second
-            for op in batch:
-                docs = self._docs.setdefault(op.collection, {})
-                key = (op.tenant_id, op.id)
-                old = docs.get(key)
-                new = apply_op(old, op)
-                if new is not None:
-                    docs[key] = new
-                    derived += tallies(old, new, op)
+        fold = Fold({key: self._docs.get(key[0], {}).get((key[1], key[2])) for key in touched(ops)})
+        fold.apply(ops)
+        for collection, written in fold.written().items():
+            docs = self._docs.setdefault(collection, {})
+            for tenant_id, id, doc in written:
+                docs[(tenant_id, id)] = doc
         self._checkpoints[projection] = max(position, self._checkpoints.get(projection, 0))
 
     async def checkpoint(self, projection: str) -> int:

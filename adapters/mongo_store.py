@@ -3,7 +3,7 @@
 Documents live in one collection per read-model collection, ``_id`` = ``<tenant>/<id>``,
 with ``tenant_id`` as the first field of every index. A batch is applied the same way as
 in SQLite: the touched documents are loaded once, the ops are applied in memory with the
-position guard (:func:`projections.ports.apply_op`), and each changed document is written
+position guard (:class:`projections.ports.Fold`), and each changed document is written
 back once in one unordered ``bulk_write`` of upserts. The write is conditional on the
 ``_pos`` that was read, so two projectors racing on a document cannot lose an update.
 The checkpoint is stored with the data and moved after the batch: a crash in between
@@ -18,7 +18,7 @@ Field names the projections filter and sort on never contain those characters.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bson.errors import BSONError
@@ -35,12 +35,13 @@ from pymongo.errors import (
 from projections.ports import (
     Doc,
     Filter,
+    Fold,
+    Key,
     Op,
     ReadStore,
     ReadStoreRefused,
     ReadStoreUnavailable,
-    apply_op,
-    tallies,
+    touched,
 )
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
@@ -143,7 +144,7 @@ class MongoReadStore(ReadStore):
     async def apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
         await self._guarded(self._apply(projection, ops, position))
 
-    async def load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[str]) -> None:
+    async def load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key]) -> None:
         """Bulk-load ``ops`` into collections no one else writes (a rebuild's fresh ones).
 
         The ops are folded into whole documents in memory; documents this load has not
@@ -166,38 +167,41 @@ class MongoReadStore(ReadStore):
         except KeyError as exc:  # pymongo's bulk result parser, on a reply without counts (FerretDB)
             raise ReadStoreRefused(f"MongoDB answered a write without its result: {exc!r}") from exc
 
-    async def _found(self, collection: str, keys: list[str]) -> dict[str, Any]:
-        if not keys:
-            return {}
-        return {d["_id"]: d async for d in self._coll(collection).find({"_id": {"$in": keys}})}
+    async def _stored(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        """The stored documents among ``keys`` (as MongoDB holds them), one query per collection."""
+        wanted: dict[str, list[str]] = {}
+        for collection, tenant_id, id in keys:
+            wanted.setdefault(collection, []).append(_key(tenant_id, id))
+        found: dict[Key, Any] = {}
+        for collection, ids in wanted.items():
+            async for doc in self._coll(collection).find({"_id": {"$in": ids}}):
+                tenant_id, _, id = doc["_id"].partition("/")
+                found[(collection, tenant_id, id)] = doc
+        return found
 
-    async def _folded(self, ops: Sequence[Op]) -> tuple[dict[str, _Folded], list[Op]]:
-        """Per collection: the stored documents ``ops`` touch, the documents they leave and the
-        keys they changed; and the counter ops their tallies cause."""
-        out: dict[str, _Folded] = {}
-        derived: list[Op] = []
-        for collection, coll_ops in _by_collection(ops).items():
-            found = await self._found(collection, list(dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops)))
-            docs, changed = _fold(coll_ops, found, derived)
-            out[collection] = (found, docs, changed)
-        return out, derived
+    @staticmethod
+    def _folded(ops: Sequence[Op], found: dict[Key, Any]) -> list[tuple[str, list[tuple[str, str, Doc]]]]:
+        """``ops`` folded onto the stored documents in ``found`` (:class:`Fold`): the documents
+        they changed by collection, the counters their tallies move first (see :class:`Op`)."""
+        fold = Fold({key: _local(doc, key[2]) for key, doc in found.items()})
+        fold.apply(ops)
+        counters = {t.collection for op in ops for t in op.tally}
+        return sorted(fold.written().items(), key=lambda item: item[0] not in counters)
 
     async def _advance(self, projection: str, position: int) -> None:
         await self._coll("checkpoints").update_one({"_id": projection}, {"$max": {"position": position}}, upsert=True)
 
     async def _apply(self, projection: str, ops: Sequence[Op], position: int) -> None:
-        folded, derived = await self._folded(ops)
-        counters, _ = await self._folded(derived)
-        # the counters that tallies move are written before the measured documents (Op.tally)
-        for collection, (found, docs, changed) in [*counters.items(), *folded.items()]:
-            read_pos = {k: d.get("_pos") for k, d in found.items()}
+        found = await self._stored(touched(ops))
+        for collection, written in self._folded(ops, found):
             writes = []
-            for key in changed:
-                doc = _stored(docs[key] or {})
+            for tenant_id, id, local in written:
+                key = _key(tenant_id, id)
+                doc = _stored(local)
                 doc["_id"] = key
                 flt: dict[str, Any] = {"_id": key}
-                if key in read_pos:
-                    flt["_pos"] = read_pos[key]
+                if (stored := found.get((collection, tenant_id, id))) is not None:
+                    flt["_pos"] = stored.get("_pos")  # conditional on what was read: racing writers lose nothing
                 writes.append(ReplaceOne(flt, doc, upsert=True))
             for chunk in _chunks(writes):
                 try:
@@ -208,21 +212,18 @@ class MongoReadStore(ReadStore):
                         raise
         await self._advance(projection, position)
 
-    async def _load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[str]) -> None:
-        derived: list[Op] = []
-        folded = await self._loading(ops, loaded, derived)
-        counters = await self._loading(derived, loaded, [])
+    async def _load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key]) -> None:
+        found = await self._stored(k for k in touched(ops) if k in loaded)
         # the counters first, as in apply: a retried window derives what a failed one did not write
-        for collection, docs in [*counters.items(), *folded.items()]:
-            inserts, replaces = [], []
-            for key, local in docs.items():
-                if local is None:
-                    continue
-                doc = {**_stored(local), "_id": key}
-                if f"{collection}/{key}" in loaded:
-                    replaces.append(ReplaceOne({"_id": key}, doc, upsert=True))
+        for collection, written in self._folded(ops, found):
+            inserts, replaces, fresh = [], [], []
+            for tenant_id, id, local in written:
+                doc = {**_stored(local), "_id": _key(tenant_id, id)}
+                if (collection, tenant_id, id) in loaded:
+                    replaces.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
                 else:
                     inserts.append(doc)
+                    fresh.append((collection, tenant_id, id))
             if inserts:
                 try:
                     await self._coll(collection).insert_many(inserts, ordered=False)
@@ -231,20 +232,10 @@ class MongoReadStore(ReadStore):
                         raise
                     # a retry after a partly applied attempt: replace what is already there
                     replaces += [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in inserts]
-                loaded.update(f"{collection}/{d['_id']}" for d in inserts)
+                loaded.update(fresh)
             for chunk in _chunks(replaces):
                 await self._coll(collection).bulk_write(chunk, ordered=False)
         await self._advance(projection, position)
-
-    async def _loading(
-        self, ops: Sequence[Op], loaded: set[str], derived: list[Op]
-    ) -> dict[str, dict[str, Doc | None]]:
-        out = {}
-        for collection, coll_ops in _by_collection(ops).items():
-            keys = dict.fromkeys(_key(op.tenant_id, op.id) for op in coll_ops)
-            found = await self._found(collection, [k for k in keys if f"{collection}/{k}" in loaded])
-            out[collection], _ = _fold(coll_ops, found, derived)
-        return out
 
     async def checkpoint(self, projection: str) -> int:
         try:
@@ -315,33 +306,6 @@ async def swap_in(fresh: MongoReadStore, live: MongoReadStore, projection: str, 
     for doc in marks:
         await live._coll("checkpoints").replace_one({"_id": doc["_id"]}, doc, upsert=True)
     await fresh._coll("checkpoints").drop()
-
-
-def _by_collection(ops: Sequence[Op]) -> dict[str, list[Op]]:
-    grouped: dict[str, list[Op]] = {}
-    for op in ops:
-        grouped.setdefault(op.collection, []).append(op)
-    return grouped
-
-
-_Folded = tuple[dict[str, Any], dict[str, "Doc | None"], set[str]]  # found, docs left, keys changed
-
-
-def _fold(ops: list[Op], found: dict[str, Any], derived: list[Op]) -> tuple[dict[str, Doc | None], set[str]]:
-    """The documents ``ops`` leave, starting from the stored ones in ``found``, and the keys
-    of those they changed (an op at or below a document's position changes nothing); the
-    counter ops their tallies cause are added to ``derived``."""
-    docs: dict[str, Doc | None] = {}
-    changed: set[str] = set()
-    for op in ops:
-        key = _key(op.tenant_id, op.id)
-        current = docs[key] if key in docs else _local(found.get(key), op.id)
-        new = apply_op(current, op)
-        docs[key] = new if new is not None else current
-        if new is not None:
-            changed.add(key)
-            derived += tallies(current, new, op)
-    return docs, changed
 
 
 UPDATES_PER_COMMAND = 50

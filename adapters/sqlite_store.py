@@ -14,13 +14,13 @@ import asyncio
 import re
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from projections.ports import Doc, Filter, Op, ReadStore, ReadStoreRefused, apply_op, tallies
+from projections.ports import Doc, Filter, Fold, Key, Op, ReadStore, ReadStoreRefused, touched
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
     "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
@@ -123,63 +123,36 @@ class SqliteReadStore(ReadStore):
 
     def apply_sync(self, projection: str, ops: Sequence[Op], position: int) -> None:
         """Apply a batch in the calling thread (projection runners call it off the loop)."""
+        self._fold_and_write(projection, ops, position, None)
+
+    async def load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key]) -> None:
+        """A rebuild's window (see :meth:`ReadStore.load`): only the documents earlier windows
+        wrote are read back; the window's documents are folded in memory and written with one
+        ``executemany`` per collection, in key order, in one transaction with the checkpoint."""
+        await asyncio.to_thread(self._fold_and_write, projection, ops, position, loaded)
+
+    def _fold_and_write(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key] | None) -> None:
+        keys = touched(ops)
         with self._lock:
             db = self._db()
-            tables: dict[str, str] = {}
-            docs: dict[tuple[str, str, str], Doc | None] = {}
-            dirty: set[tuple[str, str, str]] = set()
-
-            def load(batch: Sequence[Op]) -> None:  # the touched documents not loaded yet, many per query
-                wanted: dict[tuple[str, str], list[str]] = {}
-                for op in batch:
-                    if op.collection not in tables:
-                        tables[op.collection] = self._table(op.collection)
-                    key = (op.collection, op.tenant_id, op.id)
-                    if key not in docs:
-                        docs[key] = None
-                        wanted.setdefault((op.collection, op.tenant_id), []).append(op.id)
-                for (collection, tenant_id), ids in wanted.items():
-                    for start in range(0, len(ids), LOAD_CHUNK):
-                        chunk = ids[start : start + LOAD_CHUNK]
-                        rows = db.execute(
-                            f"SELECT id, doc FROM {tables[collection]} WHERE tenant_id = ? "
-                            f"AND id IN ({','.join('?' * len(chunk))})",
-                            (tenant_id, *chunk),
-                        )
-                        for id, doc in rows:
-                            docs[(collection, tenant_id, id)] = orjson.loads(doc)
-
-            def fold(batch: Sequence[Op]) -> list[Op]:
-                derived: list[Op] = []
-                for op in batch:
-                    key = (op.collection, op.tenant_id, op.id)
-                    new = apply_op(docs[key], op)
-                    if new is not None:
-                        derived += tallies(docs[key], new, op)
-                        docs[key] = new
-                        dirty.add(key)
-                return derived
-
-            for op in ops:  # tables first: creating one is not part of the transaction
-                if op.collection not in tables:
-                    tables[op.collection] = self._table(op.collection)
-            for tally in {t.collection for op in ops for t in op.tally}:
-                tables[tally] = self._table(tally)
+            tables = {collection: self._table(collection) for collection, _, _ in keys}  # outside the transaction
             db.execute("BEGIN")
             try:
-                load(ops)
-                derived = fold(ops)
-                load(derived)  # one transaction: the counters and the measured documents together
-                fold(derived)
-                writes: dict[str, list[tuple[str, str, str]]] = {}
-                for collection, tenant_id, id in dirty:
-                    try:
-                        doc = orjson.dumps(docs[(collection, tenant_id, id)]).decode()
-                    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: no retry can store it
-                        raise ReadStoreRefused(f"the SQLite read store cannot hold {collection}/{id}: {exc}") from exc
-                    writes.setdefault(collection, []).append((tenant_id, id, doc))
-                for collection, rows_ in writes.items():
-                    db.executemany(f"INSERT OR REPLACE INTO {tables[collection]} VALUES (?, ?, ?)", rows_)
+                wanted = keys if loaded is None else [k for k in keys if k in loaded]
+                fold = Fold(self._load(db, tables, wanted))
+                fold.apply(ops)
+                for collection, docs in fold.written().items():
+                    rows = []
+                    for tenant_id, id, doc in docs:
+                        try:
+                            rows.append((tenant_id, id, orjson.dumps(doc).decode()))
+                        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: no retry can store it
+                            raise ReadStoreRefused(
+                                f"the SQLite read store cannot hold {collection}/{id}: {exc}"
+                            ) from exc
+                    if loaded is not None:
+                        rows.sort()  # in key order: B-tree appends instead of scattered page splits
+                    db.executemany(f"INSERT OR REPLACE INTO {tables[collection]} VALUES (?, ?, ?)", rows)
                 db.execute(
                     "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (projection) "
                     "DO UPDATE SET position = max(position, excluded.position)",
@@ -189,6 +162,27 @@ class SqliteReadStore(ReadStore):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        if loaded is not None:
+            loaded.update(fold.changed)
+
+    @staticmethod
+    def _load(db: sqlite3.Connection, tables: dict[str, str], keys: Iterable[Key]) -> dict[Key, Doc | None]:
+        """The stored documents among ``keys``, many per query."""
+        wanted: dict[tuple[str, str], list[str]] = {}
+        for collection, tenant_id, id in keys:
+            wanted.setdefault((collection, tenant_id), []).append(id)
+        docs: dict[Key, Doc | None] = {}
+        for (collection, tenant_id), ids in wanted.items():
+            for start in range(0, len(ids), LOAD_CHUNK):
+                chunk = ids[start : start + LOAD_CHUNK]
+                rows = db.execute(
+                    f"SELECT id, doc FROM {tables[collection]} WHERE tenant_id = ? "
+                    f"AND id IN ({','.join('?' * len(chunk))})",
+                    (tenant_id, *chunk),
+                )
+                for id, doc in rows:
+                    docs[(collection, tenant_id, id)] = orjson.loads(doc)
+        return docs
 
     async def checkpoint(self, projection: str) -> int:
         with self._lock:

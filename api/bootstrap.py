@@ -287,6 +287,7 @@ class EmbeddedBackend(Backend):
                     self.log,
                     self.store,
                     self.projections[name],
+                    window=window,
                     progress=functools.partial(progress, name),
                 )
                 yield name, count, seconds

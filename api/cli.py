@@ -139,7 +139,9 @@ def report(projection: str, count: int, seconds: float) -> None:
     print(orjson.dumps(summary).decode(), flush=True)
 
 
-REBUILD_WINDOW = 10_000  # events folded in memory per bulk load (``caas rebuild --backend kafka``)
+# Events folded in memory per bulk load (``caas rebuild``, both backends). Bigger windows mean fewer
+# documents read back and replaced by a later window (into FerretDB, 100k chat events: 30-31 s -> 24-27 s).
+REBUILD_WINDOW = 50_000
 
 
 class RebuildBars:
@@ -292,7 +294,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir")
     b.add_argument("--backend", choices=["embedded", "kafka"])
     b.add_argument(
-        "--window", type=int, default=REBUILD_WINDOW, help="kafka: events folded per bulk load (default %(default)s)"
+        "--window", type=int, default=REBUILD_WINDOW, help="events folded per bulk load (default %(default)s)"
     )
     u = sub.add_parser("usage", help="a tenant's metered usage (from the usage read model)")
     u.add_argument("--tenant", required=True, help="the tenant id")

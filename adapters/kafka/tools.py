@@ -12,8 +12,8 @@ from adapters.kafka.codec import decode_position
 from adapters.kafka.log import iterate_events
 from adapters.mongo_store import MongoReadStore, swap_in
 from domain.events import Event
-from projections.ports import ReadStoreUnavailable
-from streams.projector import Projection, checkpoint_name, ops_for
+from projections.ports import Key, ReadStoreUnavailable
+from streams.projector import Projection, bulk_allocation, checkpoint_name, ops_for
 
 
 async def replay(
@@ -34,7 +34,7 @@ async def replay(
 
 
 async def _bulk_load(
-    fresh: MongoReadStore, name: str, projection: Projection, window: list[Event], loaded: set[str]
+    fresh: MongoReadStore, name: str, projection: Projection, window: list[Event], loaded: set[Key]
 ) -> None:
     """Bulk-load a window of one partition's events into the fresh collections, retried: a
     slow database (FerretDB in tests) must not abort a rebuild."""
@@ -70,22 +70,23 @@ async def rebuild(
     await fresh.start()
     try:
         for name, projection in projections.items():
-            await fresh.drop(name, projection.collections)
-            started, count = time.perf_counter(), 0
-            loaded: set[str] = set()  # documents already in the fresh collections
-            window: list[Event] = []  # one partition's events (a window has one checkpoint)
-            async for events in iterate_events(bootstrap, topic, partitions, batch=5000):
-                if window and decode_position(window[-1].position)[0] != decode_position(events[0].position)[0]:
+            with bulk_allocation():
+                await fresh.drop(name, projection.collections)
+                started, count = time.perf_counter(), 0
+                loaded: set[Key] = set()  # documents already in the fresh collections
+                window: list[Event] = []  # one partition's events (a window has one checkpoint)
+                async for events in iterate_events(bootstrap, topic, partitions, batch=5000):
+                    if window and decode_position(window[-1].position)[0] != decode_position(events[0].position)[0]:
+                        await _bulk_load(fresh, name, projection, window, loaded)
+                        window = []
+                    window += events
+                    count += len(events)
+                    while len(window) >= window_size:
+                        await _bulk_load(fresh, name, projection, window[:window_size], loaded)
+                        window = window[window_size:]
+                if window:
                     await _bulk_load(fresh, name, projection, window, loaded)
-                    window = []
-                window += events
-                count += len(events)
-                while len(window) >= window_size:
-                    await _bulk_load(fresh, name, projection, window[:window_size], loaded)
-                    window = window[window_size:]
-            if window:
-                await _bulk_load(fresh, name, projection, window, loaded)
-            await swap_in(fresh, live, name, projection.collections)
+                await swap_in(fresh, live, name, projection.collections)
             yield name, count, time.perf_counter() - started
     finally:
         await live.close()

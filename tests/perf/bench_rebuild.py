@@ -3,8 +3,10 @@
 A log of ~200k events is generated in-process through the real write path
 (``commands.service.CommandService`` + ``adapters.sqlite_log.SqliteEventLog``): tenant, users,
 channels, then messages (a tenth of them thread replies), reactions and edits. Then
-``caas rebuild`` runs as a subprocess and its JSON line is parsed. The limit is a raw scan of
-the same file: SELECT every row and ``orjson.loads`` its payload.
+``caas rebuild --projection chat`` runs as a subprocess and its JSON line is parsed. The limit is
+a raw scan of the same file: SELECT every row and ``orjson.loads`` its payload. Beside events per
+second, the rebuild's events per CPU second (the process's user + system time) are compared with
+the scan's: on a shared machine that ratio moves far less than the wall-clock one.
 
     .venv/bin/python -m tests.perf.bench_rebuild [--events 200000]
 """
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import sqlite3
 import subprocess
 import time
@@ -32,7 +35,8 @@ from domain.base import Actor, format_time
 from domain.events import stream_name
 from tests.perf.common import PYTHON, ROOT, Workdir, figure, log, machine, run_async
 
-TARGET_EVENTS_PER_S = 30_000.0
+TARGET_EVENTS_PER_S = 100_000.0  # issue 12
+TARGET_RATIO = 0.3  # of the raw scan, issue 12
 USERS = 200
 CHANNELS = 100
 MEMBERS = 20
@@ -97,27 +101,39 @@ async def generate(path: Path, events: int, seed: int = 7) -> int:
 
 
 def raw_scan(path: Path) -> dict[str, Any]:
+    """The limit: every row read and its payload decoded. On a shared machine the events per
+    CPU second are the steadier figure (wall time depends on who else runs)."""
     conn = sqlite3.connect(path)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     count = 0
     for row in conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY position"):
         orjson.loads(row[12])
         count += 1
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     conn.close()
-    return {"events": count, "seconds": round(seconds, 3), "events_per_second": round(count / seconds)}
+    return {"events": count, "seconds": round(seconds, 3), "events_per_second": round(count / seconds),
+            "events_per_cpu_second": round(count / cpu), "load": os.getloadavg()}  # fmt: skip
 
 
-def caas_rebuild(data: Path) -> dict[str, Any]:
+def caas_rebuild(data: Path, *args: str, timeout: float = 900) -> dict[str, Any]:
+    """``caas rebuild [args]`` as a subprocess: its first JSON line, the process's wall time,
+    its CPU time (user + system, imports included) and the load average around it."""
     env = {**os.environ, "CAAS_DATA_DIR": str(data), "CAAS_LOG_LEVEL": "warning", "TERM": "dumb"}
+    load, before = os.getloadavg(), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    out = subprocess.run([PYTHON, "-m", "api.cli", "rebuild"], env=env, cwd=ROOT, capture_output=True, timeout=900)
+    cmd = [PYTHON, "-m", "api.cli", "rebuild", *args]
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, timeout=timeout)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if out.returncode != 0:
         raise RuntimeError(f"caas rebuild failed: {out.stderr.decode()[-2000:]}")
     for line in out.stdout.decode().splitlines():
         if line.startswith("{"):
-            return {**orjson.loads(line), "process_wall_seconds": round(wall, 3)}
+            summary = orjson.loads(line)
+            per_cpu = round(summary["events"] / cpu)
+            return {**summary, "process_wall_seconds": round(wall, 3), "process_cpu_seconds": round(cpu, 3),
+                    "events_per_cpu_second": per_cpu, "load": [load, os.getloadavg()]}  # fmt: skip
     raise RuntimeError(f"caas rebuild printed no JSON line: {out.stdout.decode()[-2000:]}")
 
 
@@ -133,13 +149,17 @@ def run(events: int = 200_000) -> dict[str, Any]:
         log(f"rebuild: {head} events in {generated}s; raw scan")
         raw = raw_scan(path)
         log("rebuild: caas rebuild")
-        rebuilt = caas_rebuild(data)
+        rebuilt = caas_rebuild(data, "--projection", "chat")  # one projection: its CPU seconds are its own
         size_mib = round(path.stat().st_size / 2**20, 1)
     log(f"rebuild: {rebuilt['events_per_second']} events/s (raw scan {raw['events_per_second']}/s)")
     figures = [
         figure("rebuild_throughput", rebuilt["events_per_second"], "events/s", target=TARGET_EVENTS_PER_S,
                limit=f"raw SQLite scan + JSON decode ({raw['events_per_second']}/s)",
                ratio_to=raw["events_per_second"]),
+        figure("rebuild_events_per_cpu_second", rebuilt["events_per_cpu_second"], "events/CPU s",
+               target=round(TARGET_RATIO * raw["events_per_cpu_second"]),
+               limit=f"raw scan per CPU second ({raw['events_per_cpu_second']})",
+               ratio_to=raw["events_per_cpu_second"]),
     ]  # fmt: skip
     return {
         "setup": {
