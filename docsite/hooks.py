@@ -22,7 +22,7 @@ from mkdocs.structure.pages import Page
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ("phases",)  # repository folders whose Markdown is published under the same path
 # Pages other branches are writing: until one exists, a link to it is shown as plain text.
-PLANNED = frozenset({"sdk/typescript.md", "sdk/python.md", "webhooks.md"})
+PLANNED: frozenset[str] = frozenset()  # pages linked before they are written: shown as plain text
 
 
 def openapi_page() -> str:
