@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import hmac
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ STATE = "webhook_state"  # collection: one cursor document per endpoint, in SCOP
 DELIVERIES = "webhook_deliveries"  # collection: the delivery log, in the tenant's scope
 WRITES = "webhook-deliveries"  # the checkpoint the processor's writes go under: the last guard it used
 SIGNATURE_HEADER = "CAAS-Signature"
+STAMP = re.compile(r"[0-9]{1,12}")
+DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 # --- secrets and signatures --------------------------------------------------------------
@@ -73,14 +76,15 @@ def verify(secret: str, header: str, body: bytes, *, tolerance: int = 300, now: 
     for item in header.split(","):
         name, _, value = item.strip().partition("=")
         parts.setdefault(name, []).append(value)
-    try:
-        timestamp = int(parts["t"][0])
-    except (KeyError, ValueError):
+    stamps = parts.get("t", [])
+    if not stamps or not STAMP.fullmatch(stamps[0]):  # ASCII digits only ("²".isdigit() is true)
         return False
+    timestamp = int(stamps[0])
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         return False
     expected = sign(secret, timestamp, body).partition(",v1=")[2]
-    return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
+    given = [v for v in parts.get("v1", []) if DIGEST.fullmatch(v)]  # compare_digest refuses non-ASCII
+    return any(hmac.compare_digest(expected, v) for v in given)
 
 
 def payload(event: Event, endpoint_id: str) -> bytes:
