@@ -638,6 +638,7 @@ def build_dispatcher(
         retry_max=s.webhook_retry_max_seconds,
         disable_after=s.webhook_disable_after_seconds,
         concurrency=s.webhook_concurrency,
+        tenant_concurrency=s.webhook_tenant_concurrency,
         poll=s.webhook_poll_seconds,
     )
     return Dispatcher(history, store, commands, sender, horizon, server_key(settings), policy)

@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0, description="the longest wait between attempts")
     webhook_disable_after_seconds: float = Field(default=86400.0, gt=0, description="failing this long disables")
     webhook_concurrency: int = Field(default=32, ge=1, description="attempts in flight at once, all endpoints")
+    webhook_tenant_concurrency: int = Field(default=4, ge=1, description="attempts in flight at once, one tenant")
     webhook_poll_seconds: float = Field(default=2.0, gt=0, description="the shared poll besides new-event wake-ups")
 
     def unshared_secrets(self) -> list[str]:

@@ -12,9 +12,10 @@ models); the composition root (``api/bootstrap.py``) gives it what differs:
 Each endpoint has a cursor (the position of the last event delivered or skipped), a
 backoff and a delivery log, kept in the read store. An endpoint with work has one task; an
 idle endpoint has none, and the processor as a whole waits for new events (``on_indexed``)
-or one shared poll, never a timer per endpoint. Sends go through one semaphore (bounded
-concurrency), each attempt bounded by the sender's total timeout, so a hanging endpoint
-holds one slot for at most that long and never delays another endpoint's queue.
+or one shared poll, never a timer per endpoint. Sends take a slot of :class:`FairSlots`
+(bounded overall and per tenant, freed slots handed to tenants in turn), each attempt bounded
+by the sender's total timeout, so a tenant's hanging endpoints hold at most its own share of
+slots for at most that long and never delay another tenant's sends.
 Events go out one at a time per endpoint in log order, so a channel's order is kept; the
 cursor moves only after a 2xx (at least once: receivers dedupe by the event id).
 """
@@ -29,7 +30,8 @@ import hmac
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -133,6 +135,7 @@ class Policy:
     retry_max: float = 3600.0  # the longest wait between attempts
     disable_after: float = 86400.0  # failing this long disables the endpoint
     concurrency: int = 32  # attempts in flight at once, over all endpoints
+    tenant_concurrency: int = 4  # attempts in flight at once for one tenant's endpoints
     poll: float = 2.0  # the shared poll, besides the wake-ups on new events
     batch: int = 100
 
@@ -163,6 +166,75 @@ class Progress:
             "replay_seq": self.replay_seq,
             "config_version": self.config_version,
         }
+
+
+class FairSlots:
+    """Send slots: at most ``total`` attempts in flight, at most ``per_tenant`` of one tenant's;
+    a freed slot goes to the tenants waiting in turn (round-robin), so a tenant with many slow
+    endpoints takes at most its own share and never queues ahead of another tenant's sends."""
+
+    def __init__(self, total: int, per_tenant: int) -> None:
+        self.total, self.per_tenant = total, max(1, min(per_tenant, total))
+        self.busy = 0
+        self.held: dict[str, int] = {}
+        self.waiting: dict[str, deque[asyncio.Future[None]]] = {}  # in turn order (oldest turn first)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, tenant: str) -> AsyncIterator[None]:
+        await self._acquire(tenant)
+        try:
+            yield
+        finally:
+            self._release(tenant)
+
+    def _free(self, tenant: str) -> bool:
+        return self.busy < self.total and self.held.get(tenant, 0) < self.per_tenant
+
+    def _take(self, tenant: str) -> None:
+        self.busy += 1
+        self.held[tenant] = self.held.get(tenant, 0) + 1
+
+    async def _acquire(self, tenant: str) -> None:
+        if not self.waiting.get(tenant) and self._free(tenant):
+            self._take(tenant)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(tenant, deque()).append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # granted as it was cancelled: hand it on
+                self._release(tenant)
+            else:
+                queue = self.waiting.get(tenant)
+                if queue is not None and future in queue:
+                    queue.remove(future)
+                    if not queue:
+                        del self.waiting[tenant]
+            raise
+
+    def _release(self, tenant: str) -> None:
+        self.busy -= 1
+        self.held[tenant] -= 1
+        if not self.held[tenant]:
+            del self.held[tenant]
+        granted = True
+        while granted and self.busy < self.total:
+            granted = False
+            for waiter in list(self.waiting):
+                if not self._free(waiter):
+                    continue
+                queue = self.waiting.pop(waiter)  # its turn: to the back of the order
+                while queue and queue[0].done():  # cancelled while waiting
+                    queue.popleft()
+                if queue:
+                    queue.popleft().set_result(None)
+                    self._take(waiter)
+                    granted = True
+                if queue:
+                    self.waiting[waiter] = queue
+                if granted:
+                    break
 
 
 MAX_UNWRITTEN = 2000  # delivery log entries queued before senders wait for the writer
@@ -197,7 +269,7 @@ class Dispatcher:
         self.delivered = 0  # successful deliveries (benchmarks read it)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._kicks: dict[str, asyncio.Event] = {}  # wakes an endpoint waiting out its backoff
-        self._slots = asyncio.Semaphore(policy.concurrency)
+        self._slots = FairSlots(policy.concurrency, policy.tenant_concurrency)
         self._wake = asyncio.Event()
         self._refresh = True
         self._dirty: set[str] = set()  # tenants with new deliverable events
@@ -411,7 +483,7 @@ class Dispatcher:
             "CAAS-Event-Type": event.type,
             "CAAS-Delivery-Attempt": str(progress.attempt + 1),
         }
-        async with self._slots:
+        async with self._slots.slot(doc["tenant"]):
             attempt = await self.sender.send(doc["url"], body, headers)
         now = self.clock()
         number = progress.attempt + 1
