@@ -639,6 +639,7 @@ def build_dispatcher(
         disable_after=s.webhook_disable_after_seconds,
         concurrency=s.webhook_concurrency,
         tenant_concurrency=s.webhook_tenant_concurrency,
+        log_kept=s.webhook_log_kept,
         poll=s.webhook_poll_seconds,
     )
     return Dispatcher(history, store, commands, sender, horizon, server_key(settings), policy)

@@ -91,9 +91,26 @@ async def create_webhook(request: Request) -> Response:
         url=_url(request, data.url), event_types=_types(data.event_types), description=data.description
     )
     endpoint_id = _new_id(request, who, idempotency(request, raw, who))
+    await _room_for_one(request, who, endpoint_id)
     outcome = await _command(request, who, endpoint_id, command, raw)
     secret = endpoint_secret(server_key(engine(request).settings), who.tenant_id, endpoint_id)
     return written(outcome, webhook_id=endpoint_id, secret=secret)
+
+
+async def _room_for_one(request: Request, who: Principal, endpoint_id: str) -> None:
+    """Refuse a new endpoint past ``CAAS_WEBHOOK_MAX_ENDPOINTS`` (counted in the read model: a
+    retry of a registration that went through is not a new endpoint)."""
+    store, limit = engine(request).store, engine(request).settings.webhook_max_endpoints
+    if await store.count("webhooks", SCOPE, {"tenant": who.tenant_id, "deleted": False}) < limit:
+        return
+    if await store.get("webhooks", SCOPE, doc_id(who.tenant_id, endpoint_id)) is not None:
+        return
+    raise ApiError(
+        "conflict",
+        f"a tenant may have at most {limit} webhook endpoints; delete one first",
+        rule="webhook_limit",
+        limit=limit,
+    )
 
 
 async def _endpoint(request: Request, who: Principal, endpoint_id: str) -> dict[str, object]:

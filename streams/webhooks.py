@@ -138,6 +138,7 @@ class Policy:
     tenant_concurrency: int = 4  # attempts in flight at once for one tenant's endpoints
     poll: float = 2.0  # the shared poll, besides the wake-ups on new events
     batch: int = 100
+    log_kept: int = 1000  # delivery log entries kept per endpoint (the oldest overwritten)
 
     def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds before retry ``attempt`` (1 is the first retry): exponential, capped, with
@@ -156,6 +157,7 @@ class Progress:
     next_at: float = 0.0
     replay_seq: int = 0
     config_version: int = 0  # the endpoint's configuration the backoff was judged on
+    logged: int = 0  # delivery log entries written: the next goes in slot logged % log_kept
 
     def as_doc(self) -> dict[str, Any]:
         return {
@@ -165,6 +167,7 @@ class Progress:
             "next_at": self.next_at,
             "replay_seq": self.replay_seq,
             "config_version": self.config_version,
+            "logged": self.logged,
         }
 
 
@@ -238,7 +241,7 @@ class FairSlots:
 
 
 MAX_UNWRITTEN = 2000  # delivery log entries queued before senders wait for the writer
-PROGRESS_FIELDS = ("cursor", "attempt", "failing_since", "next_at", "replay_seq", "config_version")
+PROGRESS_FIELDS = ("cursor", "attempt", "failing_since", "next_at", "replay_seq", "config_version", "logged")
 
 
 class Dispatcher:
@@ -265,6 +268,7 @@ class Dispatcher:
         self.policy = policy
         self.clock = clock
         self.endpoints: dict[str, Doc] = {}
+        self._by_tenant: dict[str, list[str]] = {}  # each tenant's endpoint keys
         self.progress: dict[str, Progress] = {}
         self.delivered = 0  # successful deliveries (benchmarks read it)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -326,13 +330,18 @@ class Dispatcher:
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             try:
-                if self._refresh or polled:
+                loaded = self._refresh or polled
+                if loaded:
                     await self._load()
-                # a running task may be past its last read: it looks again before it ends
-                running = {k for k, t in self._tasks.items() if not t.done()}
-                self._again |= {k for k in running if self.endpoints.get(k, {}).get("tenant") in dirty}
-                for key, doc in self.endpoints.items():
-                    if doc["enabled"] and key not in running and (doc["tenant"] in dirty or self._pending(key, doc)):
+                # only the dirty tenants' endpoints, unless the endpoints were loaded again (what
+                # makes an endpoint pending, a webhook event or a first sight, comes with a load)
+                keys = list(self.endpoints) if loaded else [k for t in dirty for k in self._by_tenant.get(t, ())]
+                for key in keys:
+                    doc = self.endpoints[key]
+                    running = key in self._tasks and not self._tasks[key].done()
+                    if running and doc["tenant"] in dirty:
+                        self._again.add(key)  # it may be past its last read: it looks again before it ends
+                    elif doc["enabled"] and not running and (doc["tenant"] in dirty or self._pending(key, doc)):
                         self._ensure_task(key)
                 delay = self.policy.poll
             except Exception as exc:  # the store is away: say so, back off, go on
@@ -376,6 +385,9 @@ class Dispatcher:
             if old is not None and kick is not None and old.get("version") != doc.get("version"):
                 kick.set()
         self.endpoints = found
+        self._by_tenant = {}
+        for key, doc in found.items():
+            self._by_tenant.setdefault(doc["tenant"], []).append(key)
 
     def _ensure_task(self, key: str) -> None:
         existing = self._tasks.get(key)
@@ -494,19 +506,23 @@ class Dispatcher:
             progress.attempt = number
             progress.failing_since = progress.failing_since or now
             progress.next_at = now + self.policy.backoff(number)
-        await self._save(key, progress, self._record(doc, event, number, attempt, now))
+        await self._save(key, progress, self._record(doc, event, number, attempt, now, progress))
         failing = progress.failing_since
         if not attempt.ok and failing is not None and now - failing >= self.policy.disable_after:
             await self._disable(doc, progress)
         return attempt.ok
 
-    def _record(self, doc: Doc, event: Event, number: int, attempt: Attempt, now: float) -> Op:
+    def _record(self, doc: Doc, event: Event, number: int, attempt: Attempt, now: float, progress: Progress) -> Op:
+        """The attempt's delivery log entry: the endpoint's log is a ring of ``log_kept``
+        documents, the oldest overwritten (the store keeps a bounded log per endpoint)."""
         rev = self._next_rev()
         endpoint_id = doc["endpoint_id"]
+        slot = progress.logged % self.policy.log_kept
+        progress.logged += 1
         return Op(
             DELIVERIES,
             doc["tenant"],
-            f"{endpoint_id}/{rev:020d}",
+            f"{endpoint_id}/{slot}",
             rev,
             set={
                 "webhook_id": endpoint_id,

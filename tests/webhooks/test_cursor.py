@@ -141,4 +141,17 @@ def test_a_clock_that_steps_back_between_runs_does_not_stop_progress_being_saved
     asyncio.run(go())
 
 
+def test_the_delivery_log_keeps_the_newest_entries_only(tmp_path: Path, receiver: Receiver) -> None:
+    async def go() -> None:
+        async with rig(tmp_path, log_kept=3) as r:
+            await r.hook(receiver.url)
+            posted = [await r.post(f"m{i}") for i in range(5)]
+            await until(lambda: r.dispatcher.delivered == 5, what="every message delivered")
+            await r.dispatcher.close()  # what is queued is written
+            log = await r.store.find(DELIVERIES, TENANT, {"webhook_id": "w1"}, sort=[("delivery_id", 1)])
+            assert [d["position"] for d in log] == [e.position for e in posted[-3:]]
+
+    asyncio.run(go())
+
+
 _ = WEBHOOKS
