@@ -640,9 +640,20 @@ def build_dispatcher(
         concurrency=s.webhook_concurrency,
         tenant_concurrency=s.webhook_tenant_concurrency,
         log_kept=s.webhook_log_kept,
+        lease=s.webhook_lease_seconds,
         poll=s.webhook_poll_seconds,
     )
     return Dispatcher(history, store, commands, sender, horizon, server_key(settings), policy)
+
+
+def webhook_refusal(settings: Settings) -> str | None:
+    """Why no processor of this deployment will deliver webhooks (registrations are refused
+    then, not accepted and never sent), or ``None``."""
+    if settings.webhooks == "off":
+        return "webhook delivery is turned off on this deployment (CAAS_WEBHOOKS=off)"
+    if settings.backend == "kafka" and settings.kafka_partitions != 1:
+        return "webhook delivery supports one Kafka partition only (CAAS_KAFKA_PARTITIONS=1)"
+    return None
 
 
 def server_key(settings: Settings) -> str:

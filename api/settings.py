@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     webhook_tenant_concurrency: int = Field(default=4, ge=1, description="attempts in flight at once, one tenant")
     webhook_max_endpoints: int = Field(default=20, ge=1, le=1000, description="endpoints one tenant may register")
     webhook_log_kept: int = Field(default=1000, ge=1, description="delivery log entries kept per endpoint")
+    webhook_lease_seconds: float = Field(
+        default=15.0, gt=0, description="the delivery lease (one processor sends); renewed every third of it"
+    )
     webhook_poll_seconds: float = Field(default=2.0, gt=0, description="the shared poll besides new-event wake-ups")
 
     def unshared_secrets(self) -> list[str]:

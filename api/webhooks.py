@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from adapters.webhook_http import InvalidWebhookUrl, check_url
 from api import schemas
-from api.bootstrap import server_key
+from api.bootstrap import server_key, webhook_refusal
 from api.errors import ApiError
 from api.plumbing import (
     body,
@@ -85,6 +85,9 @@ async def _command(request: Request, who: Principal, endpoint_id: str, command: 
 
 async def create_webhook(request: Request) -> Response:
     who = await principal(request, "tenant")
+    refused = webhook_refusal(engine(request).settings)
+    if refused is not None:
+        raise ApiError("unavailable", refused, rule="webhooks_unavailable")
     raw = await raw_body(request)
     data = await body(request, schemas.CreateWebhook, raw)
     command = webhook.RegisterWebhook(

@@ -18,6 +18,9 @@ by the sender's total timeout, so a tenant's hanging endpoints hold at most its 
 slots for at most that long and never delay another tenant's sends.
 Events go out one at a time per endpoint in log order, so a channel's order is kept; the
 cursor moves only after a 2xx (at least once: receivers dedupe by the event id).
+
+However many processors run (every ``caas worker``), only the holder of the lease (a document
+in the read store, taken conditionally on its version and renewed) sends.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import os
 import random
 import re
+import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -139,6 +145,7 @@ class Policy:
     poll: float = 2.0  # the shared poll, besides the wake-ups on new events
     batch: int = 100
     log_kept: int = 1000  # delivery log entries kept per endpoint (the oldest overwritten)
+    lease: float = 15.0  # seconds a processor's lease lasts unless renewed (renewed every third of it)
 
     def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds before retry ``attempt`` (1 is the first retry): exponential, capped, with
@@ -240,6 +247,9 @@ class FairSlots:
                     break
 
 
+LEASE = "lease"  # the document in STATE naming the one processor that delivers
+LEASE_WRITES = "webhook-lease"
+
 MAX_UNWRITTEN = 2000  # delivery log entries queued before senders wait for the writer
 PROGRESS_FIELDS = ("cursor", "attempt", "failing_since", "next_at", "replay_seq", "config_version", "logged")
 
@@ -285,30 +295,101 @@ class Dispatcher:
         self._written = asyncio.Event()  # set after each write, so a full buffer waits for it
         self._unwritten = asyncio.Event()
         self._rev = 0
+        self.holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.leading = False  # holds the lease: the only processor sending
+        self._lease_task: asyncio.Task[None] | None = None
 
     # lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the endpoints (a store that does not answer fails the start), then follow."""
-        # the guard of the processor's documents goes on from the last one written, whatever
-        # this host's clock says (a clock behind would have every write skipped as stale)
+        """Check the store answers (else the start fails), then deliver while this process
+        holds the lease: one processor sends, however many run (``caas worker`` on Kafka)."""
+        await self.store.checkpoint(WRITES)
+        await self._seed_lease()
+        if await self._hold_lease():
+            await self._lead()
+        self._lease_task = asyncio.create_task(self._lease_loop(), name="caas-webhooks-lease")
+        self._lease_task.add_done_callback(_report_exit)
+
+    async def close(self) -> None:
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+            self._lease_task = None
+        leading = self.leading
+        await self._follow()
+        if leading:
+            with contextlib.suppress(Exception):  # what is left, if the store answers (else: sent again)
+                async with asyncio.timeout(5):
+                    await self._write()
+                    await self._release_lease()
+        await self.sender.close()
+
+    # the lease ------------------------------------------------------------------------------
+    async def _seed_lease(self) -> None:
+        """The lease document exists before anyone takes it, so every taking is conditional."""
+        seed = Op(STATE, SCOPE, LEASE, 1, set={"holder": None, "expires": 0.0, "term": 1})
+        await self.store.apply(LEASE_WRITES, [seed], 1)
+
+    async def _hold_lease(self) -> bool:
+        """Take or renew the lease if it is free, expired or ours. Two takers write the same
+        next term: the store's guard keeps one write, and reading it back says whose."""
+        now = self.clock()
+        doc = await self.store.get(STATE, SCOPE, LEASE) or {"term": 0}
+        if doc.get("holder") not in (None, self.holder) and float(doc.get("expires", 0.0)) > now:
+            return False
+        term = int(doc["term"]) + 1
+        taken = {"holder": self.holder, "expires": now + self.policy.lease, "term": term}
+        await self.store.apply(LEASE_WRITES, [Op(STATE, SCOPE, LEASE, term, set=taken)], term)
+        held = await self.store.get(STATE, SCOPE, LEASE) or {}
+        return held.get("holder") == self.holder and held.get("term") == term
+
+    async def _release_lease(self) -> None:
+        doc = await self.store.get(STATE, SCOPE, LEASE) or {}
+        if doc.get("holder") == self.holder:
+            term = int(doc["term"]) + 1
+            freed = {"holder": None, "expires": 0.0, "term": term}
+            await self.store.apply(LEASE_WRITES, [Op(STATE, SCOPE, LEASE, term, set=freed)], term)
+
+    async def _lease_loop(self) -> None:
+        renewed = self.clock()
+        while True:
+            await asyncio.sleep(self.policy.lease / 3)
+            try:
+                held = await self._hold_lease()
+                renewed = self.clock() if held else renewed
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is away: lead on until the lease would have expired
+                log.warning("webhook_lease_not_renewed", error=str(exc) or type(exc).__name__)
+                held = self.leading and self.clock() - renewed < self.policy.lease * 2 / 3
+            if held and not self.leading:
+                await self._lead()
+            elif not held and self.leading:
+                log.warning("webhook_lease_lost", holder=self.holder)
+                await self._follow()
+
+    async def _lead(self) -> None:
+        """Start delivering: cursors read afresh (another processor may have moved them), the
+        write guard going on from the last one stored."""
         self._rev = max(self._rev, await self.store.checkpoint(WRITES))
+        self.progress, self._states, self._records = {}, {}, []
         await self._load()
-        self._wake.set()  # the first round starts every endpoint's backlog since the last run
+        self.leading = True
+        self._refresh = True  # the first round looks at every endpoint: its backlog since the last run
+        self._wake.set()
         self._loop = asyncio.create_task(self._run(), name="caas-webhooks")
         self._loop.add_done_callback(_report_exit)
         self._writer = asyncio.create_task(self._write_loop(), name="caas-webhooks-writer")
         self._writer.add_done_callback(_report_exit)
 
-    async def close(self) -> None:
+    async def _follow(self) -> None:
+        """Stop delivering (the lease is another's, or the processor closes)."""
+        self.leading = False
         tasks = [t for t in (self._loop, self._writer, *self._tasks.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop, self._writer, self._tasks = None, None, {}
-        with contextlib.suppress(Exception):  # what is left, if the store answers (else: sent again)
-            async with asyncio.timeout(5):
-                await self._write()
-        await self.sender.close()
 
     def on_indexed(self, events: Sequence[Event]) -> None:
         """The log has new events, readable through ``history`` up to ``horizon``."""

@@ -155,3 +155,33 @@ def test_the_delivery_log_keeps_the_newest_entries_only(tmp_path: Path, receiver
 
 
 _ = WEBHOOKS
+
+
+def test_two_processors_on_one_store_deliver_each_event_once_and_the_second_takes_over(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    async def go() -> None:
+        async with rig(tmp_path, lease=0.3) as r:
+            other = Dispatcher(
+                r.log, r.store, r.commands, HttpSender(allow_private=True), r.horizon, "server-key", r.dispatcher.policy
+            )  # a second caas worker
+            await other.start()
+            r.runner.applied_listeners.append(other.on_indexed)
+            try:
+                await r.hook(receiver.url)
+                for i in range(20):
+                    await r.post(f"m{i}")
+                await until(lambda: len(receiver.unique()) == 20, what="every message")
+                assert len(receiver.received) == 20  # each once: only the lease holder sends
+                assert [r.dispatcher.leading, other.leading].count(True) == 1
+                leader, follower = (r.dispatcher, other) if r.dispatcher.leading else (other, r.dispatcher)
+                await until(lambda: leader.delivered == 20, what="the leader's last progress queued")
+                await leader.close()  # writes its progress, frees the lease
+                await until(lambda: follower.leading, what="the other processor taking over")
+                await r.post("after")
+                await until(lambda: len(receiver.unique()) == 21, what="a delivery by the new holder")
+                assert texts(receiver.events()) == [f"m{i}" for i in range(20)] + ["after"]
+            finally:
+                await other.close()
+
+    asyncio.run(go())
