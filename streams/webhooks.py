@@ -351,6 +351,8 @@ class Dispatcher:
             await self.store.apply(LEASE_WRITES, [Op(STATE, SCOPE, LEASE, term, set=freed)], term)
 
     async def _lease_loop(self) -> None:
+        """Renew the lease (or take it), and while it is held keep the processor's own tasks
+        running: one that died (a bug) is reported and started again, not left dead."""
         renewed = self.clock()
         while True:
             await asyncio.sleep(self.policy.lease / 3)
@@ -362,11 +364,23 @@ class Dispatcher:
             except Exception as exc:  # the store is away: lead on until the lease would have expired
                 log.warning("webhook_lease_not_renewed", error=str(exc) or type(exc).__name__)
                 held = self.leading and self.clock() - renewed < self.policy.lease * 2 / 3
-            if held and not self.leading:
-                await self._lead()
-            elif not held and self.leading:
-                log.warning("webhook_lease_lost", holder=self.holder)
+            try:
+                if held and self.leading and not self._alive():
+                    log.error("webhook_dispatcher_restarted", holder=self.holder)
+                    await self._follow()
+                if held and not self.leading:
+                    await self._lead()
+                elif not held and self.leading:
+                    log.warning("webhook_lease_lost", holder=self.holder)
+                    await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is away as it starts: tried again next round
+                log.warning("webhook_dispatch_failed", error=str(exc) or type(exc).__name__)
                 await self._follow()
+
+    def _alive(self) -> bool:
+        return all(task is not None and not task.done() for task in (self._loop, self._writer))
 
     async def _lead(self) -> None:
         """Start delivering: cursors read afresh (another processor may have moved them), the

@@ -185,3 +185,19 @@ def test_two_processors_on_one_store_deliver_each_event_once_and_the_second_take
                 await other.close()
 
     asyncio.run(go())
+
+
+def test_a_processor_task_that_dies_is_started_again(tmp_path: Path, receiver: Receiver) -> None:
+    async def go() -> None:
+        async with rig(tmp_path, lease=0.3) as r:
+            await r.hook(receiver.url)
+            await r.post("one")
+            await until(lambda: len(receiver.unique()) == 1, what="the first delivery")
+            dead = r.dispatcher._loop
+            assert dead is not None
+            dead.cancel()  # the shared loop ended (as a bug would end it)
+            await until(lambda: r.dispatcher._loop is not dead and r.dispatcher._alive(), what="the loop restarted")
+            await r.post("two")
+            await until(lambda: len(receiver.unique()) == 2, what="a delivery after the restart")
+
+    asyncio.run(go())
