@@ -626,12 +626,15 @@ def build_dispatcher(
     settings: Settings, history: EventHistory, store: ReadStore, commands: Commands, horizon: Callable[[], Any]
 ) -> Dispatcher:
     """The webhook delivery processor over a backend's history, store and command path."""
-    from adapters.webhook_http import HttpSender
+    from adapters.webhook_http import HttpSender, parse_ports
 
     s = settings
     allowed = None if s.webhook_allowed_targets is None else s.webhook_allowed_targets.split(",")
     sender = HttpSender(
-        allow_private=s.webhook_allow_private, timeout=s.webhook_timeout_seconds, allowed_targets=allowed
+        allow_private=s.webhook_allow_private,
+        timeout=s.webhook_timeout_seconds,
+        allowed_targets=allowed,
+        allowed_ports=parse_ports(s.webhook_allowed_ports),
     )
     policy = Policy(
         retry_base=s.webhook_retry_base_seconds,

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         default=None,
         description="comma-separated host names and IP networks: the only targets sent to (unset: any public one)",
     )
+    webhook_allowed_ports: str = Field(
+        default="80,443,8080,8443",
+        pattern=r"^\s*(\*|[0-9]{1,5}(\s*,\s*[0-9]{1,5})*)\s*$",
+        description="the only ports webhooks are sent to, comma-separated; * for any",
+    )
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="one attempt, DNS to response")
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0, description="the first retry's wait (then doubled)")
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0, description="the longest wait between attempts")

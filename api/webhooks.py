@@ -9,7 +9,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.webhook_http import InvalidWebhookUrl, check_url
+from adapters.webhook_http import InvalidWebhookUrl, check_url, parse_ports, port_allowed
 from api import schemas
 from api.bootstrap import server_key, webhook_refusal
 from api.errors import ApiError
@@ -51,10 +51,17 @@ def _new_id(request: Request, who: Principal, retry: Idempotency | None) -> str:
 
 
 def _url(request: Request, url: str) -> str:
+    settings = engine(request).settings
     try:
-        check_url(url, allow_private=engine(request).settings.webhook_allow_private)
+        parsed = check_url(url, allow_private=settings.webhook_allow_private)
     except InvalidWebhookUrl as exc:
         raise ApiError("invalid_request", f"url: {exc}", rule="invalid_webhook_url") from None
+    if not port_allowed(parsed, parse_ports(settings.webhook_allowed_ports)):
+        raise ApiError(
+            "invalid_request",
+            f"url: the port is not one webhooks are sent to ({settings.webhook_allowed_ports})",
+            rule="invalid_webhook_url",
+        )
     return url
 
 
