@@ -183,6 +183,18 @@ async def replay_webhook(request: Request) -> Response:
     return written(outcome, webhook_id=endpoint_id)
 
 
+async def rotate_secret(request: Request) -> Response:
+    """A new signing secret, shown in this answer (and a retry's, with the same
+    ``Idempotency-Key``); the old one still signs for a grace period (docs/webhooks.md)."""
+    who = await principal(request, "tenant")
+    endpoint_id = _webhook_id(request)
+    raw = await raw_body(request)
+    outcome = await _command(request, who, endpoint_id, webhook.RotateWebhookSecret(), raw)
+    generation = outcome.last.seq
+    secret = endpoint_secret(server_key(engine(request).settings), who.tenant_id, endpoint_id, generation)
+    return written(outcome, webhook_id=endpoint_id, secret=secret)
+
+
 async def list_deliveries(request: Request) -> Response:
     who = await principal(request, "tenant")
     endpoint_id = _webhook_id(request)

@@ -64,17 +64,22 @@ DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 # --- secrets and signatures --------------------------------------------------------------
-def endpoint_secret(server_key: str, tenant_id: str, endpoint_id: str) -> str:
-    """The endpoint's signing secret: derived from the server's key and the endpoint's id, so
-    it is never stored and a retried creation shows the same one."""
-    mac = hmac.new(server_key.encode(), f"caas-webhook\n{tenant_id}\n{endpoint_id}".encode(), hashlib.sha256)
+def endpoint_secret(server_key: str, tenant_id: str, endpoint_id: str, generation: int = 0) -> str:
+    """The endpoint's signing secret: derived from the server's key, the endpoint's id and the
+    secret's generation (0 at creation, then the seq of each rotation), so it is never stored
+    and a retried creation or rotation shows the same one."""
+    message = f"caas-webhook\n{tenant_id}\n{endpoint_id}" + (f"\n{generation}" if generation else "")
+    mac = hmac.new(server_key.encode(), message.encode(), hashlib.sha256)
     return "whsec_" + base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``CAAS-Signature`` header: HMAC-SHA256 of ``<timestamp>.<body>`` with the secret."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+def sign(secret: str, timestamp: int, body: bytes, *others: str) -> str:
+    """The ``CAAS-Signature`` header: HMAC-SHA256 of ``<timestamp>.<body>`` with the secret
+    (and one ``v1`` more per secret in ``others``: the old one during a rotation's grace)."""
+    digests = [
+        hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest() for key in (secret, *others)
+    ]
+    return ",".join([f"t={timestamp}", *(f"v1={d}" for d in digests)])
 
 
 def verify(secret: str, header: str, body: bytes, *, tolerance: int = 300, now: float | None = None) -> bool:
@@ -90,7 +95,7 @@ def verify(secret: str, header: str, body: bytes, *, tolerance: int = 300, now: 
     timestamp = int(stamps[0])
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         return False
-    expected = sign(secret, timestamp, body).partition(",v1=")[2]
+    expected = sign(secret, timestamp, body).partition(",v1=")[2]  # one secret: one v1
     given = [v for v in parts.get("v1", []) if DIGEST.fullmatch(v)]  # compare_digest refuses non-ASCII
     return any(hmac.compare_digest(expected, v) for v in given)
 
@@ -145,6 +150,7 @@ class Policy:
     poll: float = 2.0  # the shared poll, besides the wake-ups on new events
     batch: int = 100
     log_kept: int = 1000  # delivery log entries kept per endpoint (the oldest overwritten)
+    secret_grace: float = 86400.0  # seconds after a rotation the old secret signs too
     lease: float = 15.0  # seconds a processor's lease lasts unless renewed (renewed every third of it)
 
     def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
@@ -585,7 +591,7 @@ class Dispatcher:
         headers = {
             "content-type": "application/json",
             "user-agent": "CAAS-Webhooks/1",
-            SIGNATURE_HEADER: sign(endpoint_secret(self.server_key, doc["tenant"], endpoint_id), timestamp, body),
+            SIGNATURE_HEADER: self._signature(doc, timestamp, body),
             "CAAS-Event-Id": event.event_id,
             "CAAS-Event-Type": event.type,
             "CAAS-Delivery-Attempt": str(progress.attempt + 1),
@@ -606,6 +612,17 @@ class Dispatcher:
         if not attempt.ok and failing is not None and now - failing >= self.policy.disable_after:
             await self._disable(doc, progress)
         return attempt.ok
+
+    def _signature(self, doc: Doc, timestamp: int, body: bytes) -> str:
+        """Signed with the endpoint's secret, and with the one before it during the grace
+        period after a rotation (receivers accept either ``v1``)."""
+        tenant, endpoint_id = doc["tenant"], doc["endpoint_id"]
+        current = endpoint_secret(self.server_key, tenant, endpoint_id, int(doc.get("secret_generation") or 0))
+        rotated = doc.get("secret_rotated_at")
+        if rotated is None or self.clock() - datetime.fromisoformat(rotated).timestamp() > self.policy.secret_grace:
+            return sign(current, timestamp, body)
+        previous = endpoint_secret(self.server_key, tenant, endpoint_id, int(doc.get("previous_generation") or 0))
+        return sign(current, timestamp, body, previous)
 
     def _record(self, doc: Doc, event: Event, number: int, attempt: Attempt, now: float, progress: Progress) -> Op:
         """The attempt's delivery log entry: the endpoint's log is a ring of ``log_kept``

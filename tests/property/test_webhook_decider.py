@@ -28,6 +28,7 @@ commands = st.one_of(
     st.builds(webhook.DisableWebhook, reason=st.just("failing"), seen_version=st.integers(0, 12)),
     st.builds(webhook.ReplayWebhook, from_position=st.integers(0, 100)),
     st.builds(webhook.DeleteWebhook),
+    st.builds(webhook.RotateWebhookSecret),
 )
 
 
@@ -61,7 +62,11 @@ def test_replay_equals_incremental_and_stale_disables_record_nothing(steps: list
         for event in decision:
             webhook.evolve(state, event)
             recorded.append(event)
-        if not isinstance(command, webhook.ReplayWebhook | webhook.RegisterWebhook):
+        if isinstance(command, webhook.RotateWebhookSecret):  # a new generation each time: the rotation's seq
+            assert (
+                state.secret_generation == state.version and decision[0].previous_generation == before.secret_generation
+            )
+        elif not isinstance(command, webhook.ReplayWebhook | webhook.RegisterWebhook):
             again = decide(state, command)  # the same command again: nothing new
             assert again is None or isinstance(again, Unchanged)
     replayed = webhook.WebhookState()
