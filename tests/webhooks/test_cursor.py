@@ -28,6 +28,13 @@ def texts(bodies: list[dict[str, object]]) -> list[object]:
     return [b["data"]["text"] for b in bodies]  # type: ignore[index]
 
 
+async def first_delivery(r: Rig, receiver: Receiver) -> None:
+    """An endpoint registered and "one" delivered to it."""
+    await r.hook(receiver.url)
+    await r.post("one")
+    await until(lambda: len(receiver.unique()) == 1, what="the first delivery")
+
+
 def test_a_replay_recorded_before_the_processor_first_sees_the_endpoint_is_delivered(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -61,9 +68,7 @@ def test_an_endpoint_missing_from_the_read_model_for_a_moment_keeps_its_cursor(
 ) -> None:
     async def go() -> None:
         async with rig(tmp_path) as r:
-            await r.hook(receiver.url)
-            await r.post("one")
-            await until(lambda: len(receiver.unique()) == 1, what="the first delivery")
+            await first_delivery(r, receiver)
             await until(lambda: not r.dispatcher._tasks, what="the endpoint idle")
             saved = await r.store.get("webhooks", "_webhooks", KEY)
             assert saved is not None
@@ -114,9 +119,7 @@ def test_a_clock_that_steps_back_between_runs_does_not_stop_progress_being_saved
 ) -> None:
     async def go() -> None:
         async with rig(tmp_path) as r:
-            await r.hook(receiver.url)
-            await r.post("one")
-            await until(lambda: len(receiver.unique()) == 1, what="the first delivery")
+            await first_delivery(r, receiver)
 
             async def restart(offset: float) -> None:
                 await r.dispatcher.close()
@@ -190,9 +193,7 @@ def test_two_processors_on_one_store_deliver_each_event_once_and_the_second_take
 def test_a_processor_task_that_dies_is_started_again(tmp_path: Path, receiver: Receiver) -> None:
     async def go() -> None:
         async with rig(tmp_path, lease=0.3) as r:
-            await r.hook(receiver.url)
-            await r.post("one")
-            await until(lambda: len(receiver.unique()) == 1, what="the first delivery")
+            await first_delivery(r, receiver)
             dead = r.dispatcher._loop
             assert dead is not None
             dead.cancel()  # the shared loop ended (as a bug would end it)
