@@ -4,9 +4,10 @@
   at registration).
 - The host is resolved on a small resolver pool of its own (never the event loop's default
   executor) with a timeout; every address is checked against :func:`blocked` unless the
-  operator allows private targets, and the connection goes to the checked address (so a DNS
-  answer that changes between the check and the connect cannot redirect it), with the URL's
-  host as the ``Host`` header and the TLS server name.
+  operator allows private targets, and the connection goes to a checked address (so a DNS
+  answer that changes between the check and the connect cannot redirect it; the next checked
+  address when one refuses), with the URL's ASCII host as the ``Host`` header, the lookup's
+  name and the TLS server name. Only the operator's allowed ports are sent to.
 - One connection pool per host name, so a TLS connection is never reused for another name.
 - Redirects are not followed (a 3xx is a failed attempt); the response body is streamed and
   at most :data:`MAX_BODY` bytes are read; one deadline bounds the whole attempt.
@@ -21,7 +22,7 @@ import socket
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,6 +32,7 @@ from streams.webhooks import Attempt
 
 MAX_BODY = 4096
 MAX_URL = 2048
+MAX_ADDRESSES = 4  # the checked addresses of a host tried in turn when a connection is refused
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DENIED = tuple(
@@ -118,6 +120,18 @@ def ascii_host(url: httpx.URL) -> str:
     return url.raw_host.decode("ascii")
 
 
+def port_allowed(url: httpx.URL, allowed: Collection[int] | None) -> bool:
+    """Whether the URL's port (its scheme's default if none) is among ``allowed`` (``None``: any)."""
+    return allowed is None or (url.port or (443 if url.scheme == "https" else 80)) in allowed
+
+
+def parse_ports(value: str) -> frozenset[int] | None:
+    """``CAAS_WEBHOOK_ALLOWED_PORTS``: comma-separated ports, or ``*`` for any (``None``)."""
+    if value.strip() == "*":
+        return None
+    return frozenset(int(p) for p in value.split(",") if p.strip())
+
+
 class HttpSender:
     """Sends one webhook attempt (see the module doc)."""
 
@@ -131,11 +145,13 @@ class HttpSender:
         max_hosts: int = 512,
         getaddrinfo: Callable[..., list[Any]] = socket.getaddrinfo,
         allowed_targets: Sequence[str] | None = None,
+        allowed_ports: Collection[int] | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         """``getaddrinfo``: the blocking resolver run on the sender's own threads (tests give
         one that answers without DNS). ``allowed_targets``: if given, the only hosts sent to
         (names, or IP networks an IP literal must fall in), checked before any lookup.
+        ``allowed_ports``: if given, the only ports sent to (else any).
         ``verify``: how TLS certificates are checked (tests give a context trusting their CA)."""
         self.allow_private = allow_private
         self.timeout = timeout
@@ -143,6 +159,7 @@ class HttpSender:
         self.max_hosts = max_hosts
         self.getaddrinfo = getaddrinfo
         self.allowed_names, self.allowed_networks = _targets(allowed_targets)
+        self.allowed_ports = None if allowed_ports is None else frozenset(allowed_ports)
         self.verify = verify
         self._resolver = ThreadPoolExecutor(max_workers=resolver_threads, thread_name_prefix="caas-webhook-dns")
         self._clients: OrderedDict[tuple[str, str, int], httpx.AsyncClient] = OrderedDict()
@@ -165,10 +182,11 @@ class HttpSender:
             return failed(str(exc))
         if not self._listed(ascii_host(parsed)):
             return failed("the URL's host is not among the allowed targets (CAAS_WEBHOOK_ALLOWED_TARGETS)")
+        if not port_allowed(parsed, self.allowed_ports):
+            return failed("the URL's port is not among the allowed ports (CAAS_WEBHOOK_ALLOWED_PORTS)")
         try:
             async with asyncio.timeout(self.timeout):
-                ip = await self._resolve(parsed)
-                status = await self._post(parsed, ip, body, headers)
+                status = await self._post_any(parsed, await self._resolve(parsed), body, headers)
         except InvalidWebhookUrl as exc:
             return failed(str(exc))
         except TimeoutError:
@@ -195,8 +213,18 @@ class HttpSender:
             return host.lower().rstrip(".") in self.allowed_names
         return any(ip.version == net.version and ip in net for net in self.allowed_networks)
 
-    async def _resolve(self, url: httpx.URL) -> str:
-        """An address of the URL's host that may be connected to."""
+    async def _post_any(self, url: httpx.URL, ips: Sequence[str], body: bytes, headers: Mapping[str, str]) -> int:
+        """Post to the first checked address that takes the connection, in the resolver's order."""
+        for ip in ips[:-1]:
+            try:
+                return await self._post(url, ip, body, headers)
+            except httpx.ConnectError as exc:
+                if _is_tls(exc):
+                    raise
+        return await self._post(url, ips[-1], body, headers)
+
+    async def _resolve(self, url: httpx.URL) -> list[str]:
+        """The addresses of the URL's host that may be connected to, in the resolver's order."""
         host = ascii_host(url)
         literal = _literal(host)
         if literal is not None:
@@ -217,7 +245,7 @@ class HttpSender:
         allowed = [ip for ip in candidates if self.allow_private or not blocked(ip)]
         if not allowed:
             raise InvalidWebhookUrl("the URL's host resolves to a private, loopback or link-local address")
-        return str(allowed[0])
+        return list(dict.fromkeys(str(ip) for ip in allowed))[:MAX_ADDRESSES]
 
     def _client(self, url: httpx.URL) -> httpx.AsyncClient:
         key = (url.scheme, ascii_host(url), url.port or 0)

@@ -632,21 +632,37 @@ def build_dispatcher(
     settings: Settings, history: EventHistory, store: ReadStore, commands: Commands, horizon: Callable[[], Any]
 ) -> Dispatcher:
     """The webhook delivery processor over a backend's history, store and command path."""
-    from adapters.webhook_http import HttpSender
+    from adapters.webhook_http import HttpSender, parse_ports
 
     s = settings
     allowed = None if s.webhook_allowed_targets is None else s.webhook_allowed_targets.split(",")
     sender = HttpSender(
-        allow_private=s.webhook_allow_private, timeout=s.webhook_timeout_seconds, allowed_targets=allowed
+        allow_private=s.webhook_allow_private,
+        timeout=s.webhook_timeout_seconds,
+        allowed_targets=allowed,
+        allowed_ports=parse_ports(s.webhook_allowed_ports),
     )
     policy = Policy(
         retry_base=s.webhook_retry_base_seconds,
         retry_max=s.webhook_retry_max_seconds,
         disable_after=s.webhook_disable_after_seconds,
         concurrency=s.webhook_concurrency,
+        tenant_concurrency=s.webhook_tenant_concurrency,
+        log_kept=s.webhook_log_kept,
+        lease=s.webhook_lease_seconds,
         poll=s.webhook_poll_seconds,
     )
     return Dispatcher(history, store, commands, sender, horizon, server_key(settings), policy)
+
+
+def webhook_refusal(settings: Settings) -> str | None:
+    """Why no processor of this deployment will deliver webhooks (registrations are refused
+    then, not accepted and never sent), or ``None``."""
+    if settings.webhooks == "off":
+        return "webhook delivery is turned off on this deployment (CAAS_WEBHOOKS=off)"
+    if settings.backend == "kafka" and settings.kafka_partitions != 1:
+        return "webhook delivery supports one Kafka partition only (CAAS_KAFKA_PARTITIONS=1)"
+    return None
 
 
 def server_key(settings: Settings) -> str:

@@ -165,6 +165,9 @@ ROUTES: list[Api] = [
     Api("POST", "/v1/webhooks/{webhook_id}/replay", webhooks.replay_webhook,
         "Re-deliver the endpoint's matching events after from_position",
         ("tenant",), schemas.ReplayWebhook, schemas.WebhookWritten),
+    Api("POST", "/v1/webhooks/{webhook_id}/rotate-secret", webhooks.rotate_secret,
+        "A new signing secret for the endpoint (the old one still signs for a day)",
+        ("tenant",), None, schemas.WebhookSecret),
     Api("GET", "/healthz", http.healthz, "The process is up"),
     Api("GET", "/readyz", http.readyz, "The backend is reachable; projection lag"),
 ]  # fmt: skip

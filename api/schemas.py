@@ -419,6 +419,10 @@ class WebhookCreated(WebhookWritten):
     secret: str = Field(description="the signing secret (whsec_…): shown on creation and on its idempotent retries")
 
 
+class WebhookSecret(WebhookWritten):
+    secret: str = Field(description="the new signing secret (whsec_…): shown here and on this rotation's retries")
+
+
 class Webhook(BaseModel):
     webhook_id: str
     url: str

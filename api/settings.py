@@ -142,11 +142,22 @@ class Settings(BaseSettings):
         default=None,
         description="comma-separated host names and IP networks: the only targets sent to (unset: any public one)",
     )
+    webhook_allowed_ports: str = Field(
+        default="80,443,8080,8443",
+        pattern=r"^\s*(\*|[0-9]{1,5}(\s*,\s*[0-9]{1,5})*)\s*$",
+        description="the only ports webhooks are sent to, comma-separated; * for any",
+    )
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="one attempt, DNS to response")
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0, description="the first retry's wait (then doubled)")
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0, description="the longest wait between attempts")
     webhook_disable_after_seconds: float = Field(default=86400.0, gt=0, description="failing this long disables")
     webhook_concurrency: int = Field(default=32, ge=1, description="attempts in flight at once, all endpoints")
+    webhook_tenant_concurrency: int = Field(default=4, ge=1, description="attempts in flight at once, one tenant")
+    webhook_max_endpoints: int = Field(default=20, ge=1, le=1000, description="endpoints one tenant may register")
+    webhook_log_kept: int = Field(default=1000, ge=1, description="delivery log entries kept per endpoint")
+    webhook_lease_seconds: float = Field(
+        default=15.0, gt=0, description="the delivery lease (one processor sends); renewed every third of it"
+    )
     webhook_poll_seconds: float = Field(default=2.0, gt=0, description="the shared poll besides new-event wake-ups")
 
     def unshared_secrets(self) -> list[str]:

@@ -9,9 +9,9 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.webhook_http import InvalidWebhookUrl, check_url
+from adapters.webhook_http import InvalidWebhookUrl, check_url, parse_ports, port_allowed
 from api import schemas
-from api.bootstrap import server_key
+from api.bootstrap import server_key, webhook_refusal
 from api.errors import ApiError
 from api.plumbing import (
     body,
@@ -51,10 +51,17 @@ def _new_id(request: Request, who: Principal, retry: Idempotency | None) -> str:
 
 
 def _url(request: Request, url: str) -> str:
+    settings = engine(request).settings
     try:
-        check_url(url, allow_private=engine(request).settings.webhook_allow_private)
+        parsed = check_url(url, allow_private=settings.webhook_allow_private)
     except InvalidWebhookUrl as exc:
         raise ApiError("invalid_request", f"url: {exc}", rule="invalid_webhook_url") from None
+    if not port_allowed(parsed, parse_ports(settings.webhook_allowed_ports)):
+        raise ApiError(
+            "invalid_request",
+            f"url: the port is not one webhooks are sent to ({settings.webhook_allowed_ports})",
+            rule="invalid_webhook_url",
+        )
     return url
 
 
@@ -85,15 +92,35 @@ async def _command(request: Request, who: Principal, endpoint_id: str, command: 
 
 async def create_webhook(request: Request) -> Response:
     who = await principal(request, "tenant")
+    refused = webhook_refusal(engine(request).settings)
+    if refused is not None:
+        raise ApiError("unavailable", refused, rule="webhooks_unavailable")
     raw = await raw_body(request)
     data = await body(request, schemas.CreateWebhook, raw)
     command = webhook.RegisterWebhook(
         url=_url(request, data.url), event_types=_types(data.event_types), description=data.description
     )
     endpoint_id = _new_id(request, who, idempotency(request, raw, who))
+    await _room_for_one(request, who, endpoint_id)
     outcome = await _command(request, who, endpoint_id, command, raw)
     secret = endpoint_secret(server_key(engine(request).settings), who.tenant_id, endpoint_id)
     return written(outcome, webhook_id=endpoint_id, secret=secret)
+
+
+async def _room_for_one(request: Request, who: Principal, endpoint_id: str) -> None:
+    """Refuse a new endpoint past ``CAAS_WEBHOOK_MAX_ENDPOINTS`` (counted in the read model: a
+    retry of a registration that went through is not a new endpoint)."""
+    store, limit = engine(request).store, engine(request).settings.webhook_max_endpoints
+    if await store.count("webhooks", SCOPE, {"tenant": who.tenant_id, "deleted": False}) < limit:
+        return
+    if await store.get("webhooks", SCOPE, doc_id(who.tenant_id, endpoint_id)) is not None:
+        return
+    raise ApiError(
+        "conflict",
+        f"a tenant may have at most {limit} webhook endpoints; delete one first",
+        rule="webhook_limit",
+        limit=limit,
+    )
 
 
 async def _endpoint(request: Request, who: Principal, endpoint_id: str) -> dict[str, object]:
@@ -154,6 +181,18 @@ async def replay_webhook(request: Request) -> Response:
         )
     outcome = await _command(request, who, endpoint_id, webhook.ReplayWebhook(from_position=data.from_position), raw)
     return written(outcome, webhook_id=endpoint_id)
+
+
+async def rotate_secret(request: Request) -> Response:
+    """A new signing secret, shown in this answer (and a retry's, with the same
+    ``Idempotency-Key``); the old one still signs for a grace period (docs/webhooks.md)."""
+    who = await principal(request, "tenant")
+    endpoint_id = _webhook_id(request)
+    raw = await raw_body(request)
+    outcome = await _command(request, who, endpoint_id, webhook.RotateWebhookSecret(), raw)
+    generation = outcome.last.seq
+    secret = endpoint_secret(server_key(engine(request).settings), who.tenant_id, endpoint_id, generation)
+    return written(outcome, webhook_id=endpoint_id, secret=secret)
 
 
 async def list_deliveries(request: Request) -> Response:

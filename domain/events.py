@@ -284,6 +284,13 @@ class WebhookReplayRequested(DomainEvent):
     from_position: int
 
 
+class WebhookSecretRotated(DomainEvent):
+    """The endpoint signs with a new secret from now on (its generation: this event's seq);
+    ``previous_generation`` is the one it replaces, still signed with for a grace period."""
+
+    previous_generation: int = 0
+
+
 class WebhookDeleted(DomainEvent):
     pass
 

@@ -19,6 +19,7 @@ from domain.events import (
     WebhookEnabled,
     WebhookRegistered,
     WebhookReplayRequested,
+    WebhookSecretRotated,
     WebhookUpdated,
 )
 
@@ -64,6 +65,10 @@ class ReplayWebhook(Command):
     from_position: int
 
 
+class RotateWebhookSecret(Command):
+    """Sign with a new secret (the old one is still signed with for a grace period)."""
+
+
 class DeleteWebhook(Command):
     pass
 
@@ -78,6 +83,7 @@ class WebhookState:
     deleted: bool = False
     changed_seq: int = 0  # the last seq that changed url, types, description or enabled
     deleted_seq: int = 0
+    secret_generation: int = 0  # the seq of the last rotation (0: the secret shown at creation)
 
     @property
     def exists(self) -> bool:
@@ -117,6 +123,9 @@ def decide(state: WebhookState, command: Command) -> Decision:
             if command.from_position < 0:
                 raise errors.Invalid("from_position is 0 or more")
             return [WebhookReplayRequested(from_position=command.from_position)]
+        case RotateWebhookSecret():
+            _require(state)
+            return [WebhookSecretRotated(previous_generation=state.secret_generation)]
         case DeleteWebhook():
             if state.deleted:
                 return Unchanged(state.deleted_seq)
@@ -136,6 +145,8 @@ def evolve(state: WebhookState, event: DomainEvent) -> WebhookState:
             state.enabled, state.changed_seq = True, state.version
         case WebhookDisabled():
             state.enabled, state.changed_seq = False, state.version
+        case WebhookSecretRotated():
+            state.secret_generation = state.version
         case WebhookDeleted():
             state.deleted, state.deleted_seq = True, state.version
     return state

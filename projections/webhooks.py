@@ -56,6 +56,13 @@ def project(event: Event) -> list[Op]:
             fields = {**common, "enabled": False, "disabled_reason": p["reason"]}
         case "WebhookReplayRequested":
             fields = {**common, "replay_from": p["from_position"], "replay_seq": event.seq}
+        case "WebhookSecretRotated":
+            fields = {
+                **common,
+                "secret_generation": event.seq,
+                "previous_generation": p.get("previous_generation", 0),
+                "secret_rotated_at": event.occurred_at,
+            }
         case "WebhookDeleted":
             fields = {**common, "deleted": True, "enabled": False}
         case _:

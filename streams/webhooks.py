@@ -12,11 +12,15 @@ models); the composition root (``api/bootstrap.py``) gives it what differs:
 Each endpoint has a cursor (the position of the last event delivered or skipped), a
 backoff and a delivery log, kept in the read store. An endpoint with work has one task; an
 idle endpoint has none, and the processor as a whole waits for new events (``on_indexed``)
-or one shared poll, never a timer per endpoint. Sends go through one semaphore (bounded
-concurrency), each attempt bounded by the sender's total timeout, so a hanging endpoint
-holds one slot for at most that long and never delays another endpoint's queue.
+or one shared poll, never a timer per endpoint. Sends take a slot of :class:`FairSlots`
+(bounded overall and per tenant, freed slots handed to tenants in turn), each attempt bounded
+by the sender's total timeout, so a tenant's hanging endpoints hold at most its own share of
+slots for at most that long and never delay another tenant's sends.
 Events go out one at a time per endpoint in log order, so a channel's order is kept; the
 cursor moves only after a 2xx (at least once: receivers dedupe by the event id).
+
+However many processors run (every ``caas worker``), only the holder of the lease (a document
+in the read store, taken conditionally on its version and renewed) sends.
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import os
 import random
+import re
+import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -50,20 +59,27 @@ STATE = "webhook_state"  # collection: one cursor document per endpoint, in SCOP
 DELIVERIES = "webhook_deliveries"  # collection: the delivery log, in the tenant's scope
 WRITES = "webhook-deliveries"  # the checkpoint the processor's writes go under: the last guard it used
 SIGNATURE_HEADER = "CAAS-Signature"
+STAMP = re.compile(r"[0-9]{1,12}")
+DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 # --- secrets and signatures --------------------------------------------------------------
-def endpoint_secret(server_key: str, tenant_id: str, endpoint_id: str) -> str:
-    """The endpoint's signing secret: derived from the server's key and the endpoint's id, so
-    it is never stored and a retried creation shows the same one."""
-    mac = hmac.new(server_key.encode(), f"caas-webhook\n{tenant_id}\n{endpoint_id}".encode(), hashlib.sha256)
+def endpoint_secret(server_key: str, tenant_id: str, endpoint_id: str, generation: int = 0) -> str:
+    """The endpoint's signing secret: derived from the server's key, the endpoint's id and the
+    secret's generation (0 at creation, then the seq of each rotation), so it is never stored
+    and a retried creation or rotation shows the same one."""
+    message = f"caas-webhook\n{tenant_id}\n{endpoint_id}" + (f"\n{generation}" if generation else "")
+    mac = hmac.new(server_key.encode(), message.encode(), hashlib.sha256)
     return "whsec_" + base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``CAAS-Signature`` header: HMAC-SHA256 of ``<timestamp>.<body>`` with the secret."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+def sign(secret: str, timestamp: int, body: bytes, *others: str) -> str:
+    """The ``CAAS-Signature`` header: HMAC-SHA256 of ``<timestamp>.<body>`` with the secret
+    (and one ``v1`` more per secret in ``others``: the old one during a rotation's grace)."""
+    digests = [
+        hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest() for key in (secret, *others)
+    ]
+    return ",".join([f"t={timestamp}", *(f"v1={d}" for d in digests)])
 
 
 def verify(secret: str, header: str, body: bytes, *, tolerance: int = 300, now: float | None = None) -> bool:
@@ -73,14 +89,15 @@ def verify(secret: str, header: str, body: bytes, *, tolerance: int = 300, now: 
     for item in header.split(","):
         name, _, value = item.strip().partition("=")
         parts.setdefault(name, []).append(value)
-    try:
-        timestamp = int(parts["t"][0])
-    except (KeyError, ValueError):
+    stamps = parts.get("t", [])
+    if not stamps or not STAMP.fullmatch(stamps[0]):  # ASCII digits only ("²".isdigit() is true)
         return False
+    timestamp = int(stamps[0])
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         return False
-    expected = sign(secret, timestamp, body).partition(",v1=")[2]
-    return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
+    expected = sign(secret, timestamp, body).partition(",v1=")[2]  # one secret: one v1
+    given = [v for v in parts.get("v1", []) if DIGEST.fullmatch(v)]  # compare_digest refuses non-ASCII
+    return any(hmac.compare_digest(expected, v) for v in given)
 
 
 def payload(event: Event, endpoint_id: str) -> bytes:
@@ -129,8 +146,12 @@ class Policy:
     retry_max: float = 3600.0  # the longest wait between attempts
     disable_after: float = 86400.0  # failing this long disables the endpoint
     concurrency: int = 32  # attempts in flight at once, over all endpoints
+    tenant_concurrency: int = 4  # attempts in flight at once for one tenant's endpoints
     poll: float = 2.0  # the shared poll, besides the wake-ups on new events
     batch: int = 100
+    log_kept: int = 1000  # delivery log entries kept per endpoint (the oldest overwritten)
+    secret_grace: float = 86400.0  # seconds after a rotation the old secret signs too
+    lease: float = 15.0  # seconds a processor's lease lasts unless renewed (renewed every third of it)
 
     def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds before retry ``attempt`` (1 is the first retry): exponential, capped, with
@@ -149,6 +170,7 @@ class Progress:
     next_at: float = 0.0
     replay_seq: int = 0
     config_version: int = 0  # the endpoint's configuration the backoff was judged on
+    logged: int = 0  # delivery log entries written: the next goes in slot logged % log_kept
 
     def as_doc(self) -> dict[str, Any]:
         return {
@@ -158,11 +180,84 @@ class Progress:
             "next_at": self.next_at,
             "replay_seq": self.replay_seq,
             "config_version": self.config_version,
+            "logged": self.logged,
         }
 
 
+class FairSlots:
+    """Send slots: at most ``total`` attempts in flight, at most ``per_tenant`` of one tenant's;
+    a freed slot goes to the tenants waiting in turn (round-robin), so a tenant with many slow
+    endpoints takes at most its own share and never queues ahead of another tenant's sends."""
+
+    def __init__(self, total: int, per_tenant: int) -> None:
+        self.total, self.per_tenant = total, max(1, min(per_tenant, total))
+        self.busy = 0
+        self.held: dict[str, int] = {}
+        self.waiting: dict[str, deque[asyncio.Future[None]]] = {}  # in turn order (oldest turn first)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, tenant: str) -> AsyncIterator[None]:
+        await self._acquire(tenant)
+        try:
+            yield
+        finally:
+            self._release(tenant)
+
+    def _free(self, tenant: str) -> bool:
+        return self.busy < self.total and self.held.get(tenant, 0) < self.per_tenant
+
+    def _take(self, tenant: str) -> None:
+        self.busy += 1
+        self.held[tenant] = self.held.get(tenant, 0) + 1
+
+    async def _acquire(self, tenant: str) -> None:
+        if not self.waiting.get(tenant) and self._free(tenant):
+            self._take(tenant)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(tenant, deque()).append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # granted as it was cancelled: hand it on
+                self._release(tenant)
+            else:
+                queue = self.waiting.get(tenant)
+                if queue is not None and future in queue:
+                    queue.remove(future)
+                    if not queue:
+                        del self.waiting[tenant]
+            raise
+
+    def _release(self, tenant: str) -> None:
+        self.busy -= 1
+        self.held[tenant] -= 1
+        if not self.held[tenant]:
+            del self.held[tenant]
+        granted = True
+        while granted and self.busy < self.total:
+            granted = False
+            for waiter in list(self.waiting):
+                if not self._free(waiter):
+                    continue
+                queue = self.waiting.pop(waiter)  # its turn: to the back of the order
+                while queue and queue[0].done():  # cancelled while waiting
+                    queue.popleft()
+                if queue:
+                    queue.popleft().set_result(None)
+                    self._take(waiter)
+                    granted = True
+                if queue:
+                    self.waiting[waiter] = queue
+                if granted:
+                    break
+
+
+LEASE = "lease"  # the document in STATE naming the one processor that delivers
+LEASE_WRITES = "webhook-lease"
+
 MAX_UNWRITTEN = 2000  # delivery log entries queued before senders wait for the writer
-PROGRESS_FIELDS = ("cursor", "attempt", "failing_since", "next_at", "replay_seq", "config_version")
+PROGRESS_FIELDS = ("cursor", "attempt", "failing_since", "next_at", "replay_seq", "config_version", "logged")
 
 
 class Dispatcher:
@@ -189,11 +284,12 @@ class Dispatcher:
         self.policy = policy
         self.clock = clock
         self.endpoints: dict[str, Doc] = {}
+        self._by_tenant: dict[str, list[str]] = {}  # each tenant's endpoint keys
         self.progress: dict[str, Progress] = {}
         self.delivered = 0  # successful deliveries (benchmarks read it)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._kicks: dict[str, asyncio.Event] = {}  # wakes an endpoint waiting out its backoff
-        self._slots = asyncio.Semaphore(policy.concurrency)
+        self._slots = FairSlots(policy.concurrency, policy.tenant_concurrency)
         self._wake = asyncio.Event()
         self._refresh = True
         self._dirty: set[str] = set()  # tenants with new deliverable events
@@ -205,30 +301,115 @@ class Dispatcher:
         self._written = asyncio.Event()  # set after each write, so a full buffer waits for it
         self._unwritten = asyncio.Event()
         self._rev = 0
+        self.holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.leading = False  # holds the lease: the only processor sending
+        self._lease_task: asyncio.Task[None] | None = None
 
     # lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the endpoints (a store that does not answer fails the start), then follow."""
-        # the guard of the processor's documents goes on from the last one written, whatever
-        # this host's clock says (a clock behind would have every write skipped as stale)
+        """Check the store answers (else the start fails), then deliver while this process
+        holds the lease: one processor sends, however many run (``caas worker`` on Kafka)."""
+        await self.store.checkpoint(WRITES)
+        await self._seed_lease()
+        if await self._hold_lease():
+            await self._lead()
+        self._lease_task = asyncio.create_task(self._lease_loop(), name="caas-webhooks-lease")
+        self._lease_task.add_done_callback(_report_exit)
+
+    async def close(self) -> None:
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+            self._lease_task = None
+        leading = self.leading
+        await self._follow()
+        if leading:
+            with contextlib.suppress(Exception):  # what is left, if the store answers (else: sent again)
+                async with asyncio.timeout(5):
+                    await self._write()
+                    await self._release_lease()
+        await self.sender.close()
+
+    # the lease ------------------------------------------------------------------------------
+    async def _seed_lease(self) -> None:
+        """The lease document exists before anyone takes it, so every taking is conditional."""
+        seed = Op(STATE, SCOPE, LEASE, 1, set={"holder": None, "expires": 0.0, "term": 1})
+        await self.store.apply(LEASE_WRITES, [seed], 1)
+
+    async def _hold_lease(self) -> bool:
+        """Take or renew the lease if it is free, expired or ours. Two takers write the same
+        next term: the store's guard keeps one write, and reading it back says whose."""
+        now = self.clock()
+        doc = await self.store.get(STATE, SCOPE, LEASE) or {"term": 0}
+        if doc.get("holder") not in (None, self.holder) and float(doc.get("expires", 0.0)) > now:
+            return False
+        term = int(doc["term"]) + 1
+        taken = {"holder": self.holder, "expires": now + self.policy.lease, "term": term}
+        await self.store.apply(LEASE_WRITES, [Op(STATE, SCOPE, LEASE, term, set=taken)], term)
+        held = await self.store.get(STATE, SCOPE, LEASE) or {}
+        return held.get("holder") == self.holder and held.get("term") == term
+
+    async def _release_lease(self) -> None:
+        doc = await self.store.get(STATE, SCOPE, LEASE) or {}
+        if doc.get("holder") == self.holder:
+            term = int(doc["term"]) + 1
+            freed = {"holder": None, "expires": 0.0, "term": term}
+            await self.store.apply(LEASE_WRITES, [Op(STATE, SCOPE, LEASE, term, set=freed)], term)
+
+    async def _lease_loop(self) -> None:
+        """Renew the lease (or take it), and while it is held keep the processor's own tasks
+        running: one that died (a bug) is reported and started again, not left dead."""
+        renewed = self.clock()
+        while True:
+            await asyncio.sleep(self.policy.lease / 3)
+            try:
+                held = await self._hold_lease()
+                renewed = self.clock() if held else renewed
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is away: lead on until the lease would have expired
+                log.warning("webhook_lease_not_renewed", error=str(exc) or type(exc).__name__)
+                held = self.leading and self.clock() - renewed < self.policy.lease * 2 / 3
+            try:
+                if held and self.leading and not self._alive():
+                    log.error("webhook_dispatcher_restarted", holder=self.holder)
+                    await self._follow()
+                if held and not self.leading:
+                    await self._lead()
+                elif not held and self.leading:
+                    log.warning("webhook_lease_lost", holder=self.holder)
+                    await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is away as it starts: tried again next round
+                log.warning("webhook_dispatch_failed", error=str(exc) or type(exc).__name__)
+                await self._follow()
+
+    def _alive(self) -> bool:
+        return all(task is not None and not task.done() for task in (self._loop, self._writer))
+
+    async def _lead(self) -> None:
+        """Start delivering: cursors read afresh (another processor may have moved them), the
+        write guard going on from the last one stored."""
         self._rev = max(self._rev, await self.store.checkpoint(WRITES))
+        self.progress, self._states, self._records = {}, {}, []
         await self._load()
-        self._wake.set()  # the first round starts every endpoint's backlog since the last run
+        self.leading = True
+        self._refresh = True  # the first round looks at every endpoint: its backlog since the last run
+        self._wake.set()
         self._loop = asyncio.create_task(self._run(), name="caas-webhooks")
         self._loop.add_done_callback(_report_exit)
         self._writer = asyncio.create_task(self._write_loop(), name="caas-webhooks-writer")
         self._writer.add_done_callback(_report_exit)
 
-    async def close(self) -> None:
+    async def _follow(self) -> None:
+        """Stop delivering (the lease is another's, or the processor closes)."""
+        self.leading = False
         tasks = [t for t in (self._loop, self._writer, *self._tasks.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop, self._writer, self._tasks = None, None, {}
-        with contextlib.suppress(Exception):  # what is left, if the store answers (else: sent again)
-            async with asyncio.timeout(5):
-                await self._write()
-        await self.sender.close()
 
     def on_indexed(self, events: Sequence[Event]) -> None:
         """The log has new events, readable through ``history`` up to ``horizon``."""
@@ -250,13 +431,18 @@ class Dispatcher:
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             try:
-                if self._refresh or polled:
+                loaded = self._refresh or polled
+                if loaded:
                     await self._load()
-                # a running task may be past its last read: it looks again before it ends
-                running = {k for k, t in self._tasks.items() if not t.done()}
-                self._again |= {k for k in running if self.endpoints.get(k, {}).get("tenant") in dirty}
-                for key, doc in self.endpoints.items():
-                    if doc["enabled"] and key not in running and (doc["tenant"] in dirty or self._pending(key, doc)):
+                # only the dirty tenants' endpoints, unless the endpoints were loaded again (what
+                # makes an endpoint pending, a webhook event or a first sight, comes with a load)
+                keys = list(self.endpoints) if loaded else [k for t in dirty for k in self._by_tenant.get(t, ())]
+                for key in keys:
+                    doc = self.endpoints[key]
+                    running = key in self._tasks and not self._tasks[key].done()
+                    if running and doc["tenant"] in dirty:
+                        self._again.add(key)  # it may be past its last read: it looks again before it ends
+                    elif doc["enabled"] and not running and (doc["tenant"] in dirty or self._pending(key, doc)):
                         self._ensure_task(key)
                 delay = self.policy.poll
             except Exception as exc:  # the store is away: say so, back off, go on
@@ -300,6 +486,9 @@ class Dispatcher:
             if old is not None and kick is not None and old.get("version") != doc.get("version"):
                 kick.set()
         self.endpoints = found
+        self._by_tenant = {}
+        for key, doc in found.items():
+            self._by_tenant.setdefault(doc["tenant"], []).append(key)
 
     def _ensure_task(self, key: str) -> None:
         existing = self._tasks.get(key)
@@ -402,12 +591,12 @@ class Dispatcher:
         headers = {
             "content-type": "application/json",
             "user-agent": "CAAS-Webhooks/1",
-            SIGNATURE_HEADER: sign(endpoint_secret(self.server_key, doc["tenant"], endpoint_id), timestamp, body),
+            SIGNATURE_HEADER: self._signature(doc, timestamp, body),
             "CAAS-Event-Id": event.event_id,
             "CAAS-Event-Type": event.type,
             "CAAS-Delivery-Attempt": str(progress.attempt + 1),
         }
-        async with self._slots:
+        async with self._slots.slot(doc["tenant"]):
             attempt = await self.sender.send(doc["url"], body, headers)
         now = self.clock()
         number = progress.attempt + 1
@@ -418,19 +607,34 @@ class Dispatcher:
             progress.attempt = number
             progress.failing_since = progress.failing_since or now
             progress.next_at = now + self.policy.backoff(number)
-        await self._save(key, progress, self._record(doc, event, number, attempt, now))
+        await self._save(key, progress, self._record(doc, event, number, attempt, now, progress))
         failing = progress.failing_since
         if not attempt.ok and failing is not None and now - failing >= self.policy.disable_after:
             await self._disable(doc, progress)
         return attempt.ok
 
-    def _record(self, doc: Doc, event: Event, number: int, attempt: Attempt, now: float) -> Op:
+    def _signature(self, doc: Doc, timestamp: int, body: bytes) -> str:
+        """Signed with the endpoint's secret, and with the one before it during the grace
+        period after a rotation (receivers accept either ``v1``)."""
+        tenant, endpoint_id = doc["tenant"], doc["endpoint_id"]
+        current = endpoint_secret(self.server_key, tenant, endpoint_id, int(doc.get("secret_generation") or 0))
+        rotated = doc.get("secret_rotated_at")
+        if rotated is None or self.clock() - datetime.fromisoformat(rotated).timestamp() > self.policy.secret_grace:
+            return sign(current, timestamp, body)
+        previous = endpoint_secret(self.server_key, tenant, endpoint_id, int(doc.get("previous_generation") or 0))
+        return sign(current, timestamp, body, previous)
+
+    def _record(self, doc: Doc, event: Event, number: int, attempt: Attempt, now: float, progress: Progress) -> Op:
+        """The attempt's delivery log entry: the endpoint's log is a ring of ``log_kept``
+        documents, the oldest overwritten (the store keeps a bounded log per endpoint)."""
         rev = self._next_rev()
         endpoint_id = doc["endpoint_id"]
+        slot = progress.logged % self.policy.log_kept
+        progress.logged += 1
         return Op(
             DELIVERIES,
             doc["tenant"],
-            f"{endpoint_id}/{rev:020d}",
+            f"{endpoint_id}/{slot}",
             rev,
             set={
                 "webhook_id": endpoint_id,

@@ -32,6 +32,8 @@ WEBHOOKS = {
     "CAAS_WEBHOOK_RETRY_BASE_SECONDS": "0.05",
     "CAAS_WEBHOOK_RETRY_MAX_SECONDS": "0.5",
     "CAAS_WEBHOOK_POLL_SECONDS": "1",
+    "CAAS_WEBHOOK_ALLOWED_PORTS": "*",  # receivers listen on ephemeral loopback ports
+    "CAAS_WEBHOOK_LEASE_SECONDS": "3",  # a server killed mid-test frees the delivery lease soon
 }
 
 

@@ -28,6 +28,7 @@ commands = st.one_of(
     st.builds(webhook.DisableWebhook, reason=st.just("failing"), seen_version=st.integers(0, 12)),
     st.builds(webhook.ReplayWebhook, from_position=st.integers(0, 100)),
     st.builds(webhook.DeleteWebhook),
+    st.builds(webhook.RotateWebhookSecret),
 )
 
 
@@ -61,7 +62,11 @@ def test_replay_equals_incremental_and_stale_disables_record_nothing(steps: list
         for event in decision:
             webhook.evolve(state, event)
             recorded.append(event)
-        if not isinstance(command, webhook.ReplayWebhook | webhook.RegisterWebhook):
+        if isinstance(command, webhook.RotateWebhookSecret):  # a new generation each time: the rotation's seq
+            assert (
+                state.secret_generation == state.version and decision[0].previous_generation == before.secret_generation
+            )
+        elif not isinstance(command, webhook.ReplayWebhook | webhook.RegisterWebhook):
             again = decide(state, command)  # the same command again: nothing new
             assert again is None or isinstance(again, Unchanged)
     replayed = webhook.WebhookState()
@@ -106,3 +111,61 @@ def test_backoff_doubles_up_to_the_cap_with_jitter(attempt: int, base: float, ca
     wait = policy.backoff(attempt, lambda: rand)
     assert step / 2 <= wait <= step
     assert policy.backoff(attempt + 1, lambda: 0.999) >= policy.backoff(attempt, lambda: 0.999) or step == cap
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    total=st.integers(1, 5),
+    per_tenant=st.integers(1, 5),
+    steps=st.lists(st.tuples(st.sampled_from(["want", "done", "cancel"]), st.sampled_from("abc")), max_size=40),
+)
+def test_send_slots_stay_within_both_limits_and_never_leave_a_tenant_waiting_on_a_free_slot(
+    total: int, per_tenant: int, steps: list[tuple[str, str]]
+) -> None:
+    """``FairSlots``: however tenants ask, finish and give up, no more than ``total`` (nor
+    ``per_tenant`` of one tenant) are held, no tenant waits while a slot it may take is free,
+    and once everything ends no slot is left held."""
+    import asyncio
+
+    from streams.webhooks import FairSlots
+
+    async def go() -> None:
+        slots = FairSlots(total, per_tenant)
+        release = {t: asyncio.Event() for t in "abc"}
+        tasks: dict[str, list[asyncio.Task[None]]] = {t: [] for t in "abc"}
+        holding: dict[str, int] = dict.fromkeys("abc", 0)
+
+        async def use(tenant: str) -> None:
+            async with slots.slot(tenant):
+                holding[tenant] += 1
+                try:
+                    await release[tenant].wait()
+                finally:
+                    holding[tenant] -= 1
+
+        for action, tenant in steps:
+            if action == "want":
+                tasks[tenant].append(asyncio.create_task(use(tenant)))
+            elif tasks[tenant]:
+                task = tasks[tenant].pop(0)
+                if action == "done":
+                    release[tenant].set()
+                    await asyncio.sleep(0)
+                    release[tenant].clear()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert sum(holding.values()) == slots.busy <= total
+            assert all(n <= min(per_tenant, total) for n in holding.values())
+            for waiting, queue in slots.waiting.items():
+                assert not (any(not f.done() for f in queue) and slots._free(waiting)), "waits on a free slot"
+        for event in release.values():
+            event.set()
+        for queue in tasks.values():
+            for task in queue:
+                task.cancel()
+        await asyncio.gather(*(t for q in tasks.values() for t in q), return_exceptions=True)
+        assert slots.busy == 0 and not slots.held
+
+    asyncio.run(go())

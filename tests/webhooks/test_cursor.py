@@ -28,6 +28,13 @@ def texts(bodies: list[dict[str, object]]) -> list[object]:
     return [b["data"]["text"] for b in bodies]  # type: ignore[index]
 
 
+async def first_delivery(r: Rig, receiver: Receiver) -> None:
+    """An endpoint registered and "one" delivered to it."""
+    await r.hook(receiver.url)
+    await r.post("one")
+    await until(lambda: len(receiver.unique()) == 1, what="the first delivery")
+
+
 def test_a_replay_recorded_before_the_processor_first_sees_the_endpoint_is_delivered(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -61,9 +68,7 @@ def test_an_endpoint_missing_from_the_read_model_for_a_moment_keeps_its_cursor(
 ) -> None:
     async def go() -> None:
         async with rig(tmp_path) as r:
-            await r.hook(receiver.url)
-            await r.post("one")
-            await until(lambda: len(receiver.unique()) == 1, what="the first delivery")
+            await first_delivery(r, receiver)
             await until(lambda: not r.dispatcher._tasks, what="the endpoint idle")
             saved = await r.store.get("webhooks", "_webhooks", KEY)
             assert saved is not None
@@ -114,9 +119,7 @@ def test_a_clock_that_steps_back_between_runs_does_not_stop_progress_being_saved
 ) -> None:
     async def go() -> None:
         async with rig(tmp_path) as r:
-            await r.hook(receiver.url)
-            await r.post("one")
-            await until(lambda: len(receiver.unique()) == 1, what="the first delivery")
+            await first_delivery(r, receiver)
 
             async def restart(offset: float) -> None:
                 await r.dispatcher.close()
@@ -141,4 +144,61 @@ def test_a_clock_that_steps_back_between_runs_does_not_stop_progress_being_saved
     asyncio.run(go())
 
 
+def test_the_delivery_log_keeps_the_newest_entries_only(tmp_path: Path, receiver: Receiver) -> None:
+    async def go() -> None:
+        async with rig(tmp_path, log_kept=3) as r:
+            await r.hook(receiver.url)
+            posted = [await r.post(f"m{i}") for i in range(5)]
+            await until(lambda: r.dispatcher.delivered == 5, what="every message delivered")
+            await r.dispatcher.close()  # what is queued is written
+            log = await r.store.find(DELIVERIES, TENANT, {"webhook_id": "w1"}, sort=[("delivery_id", 1)])
+            assert [d["position"] for d in log] == [e.position for e in posted[-3:]]
+
+    asyncio.run(go())
+
+
 _ = WEBHOOKS
+
+
+def test_two_processors_on_one_store_deliver_each_event_once_and_the_second_takes_over(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    async def go() -> None:
+        async with rig(tmp_path, lease=0.3) as r:
+            other = Dispatcher(
+                r.log, r.store, r.commands, HttpSender(allow_private=True), r.horizon, "server-key", r.dispatcher.policy
+            )  # a second caas worker
+            await other.start()
+            r.runner.applied_listeners.append(other.on_indexed)
+            try:
+                await r.hook(receiver.url)
+                for i in range(20):
+                    await r.post(f"m{i}")
+                await until(lambda: len(receiver.unique()) == 20, what="every message")
+                assert len(receiver.received) == 20  # each once: only the lease holder sends
+                assert [r.dispatcher.leading, other.leading].count(True) == 1
+                leader, follower = (r.dispatcher, other) if r.dispatcher.leading else (other, r.dispatcher)
+                await until(lambda: leader.delivered == 20, what="the leader's last progress queued")
+                await leader.close()  # writes its progress, frees the lease
+                await until(lambda: follower.leading, what="the other processor taking over")
+                await r.post("after")
+                await until(lambda: len(receiver.unique()) == 21, what="a delivery by the new holder")
+                assert texts(receiver.events()) == [f"m{i}" for i in range(20)] + ["after"]
+            finally:
+                await other.close()
+
+    asyncio.run(go())
+
+
+def test_a_processor_task_that_dies_is_started_again(tmp_path: Path, receiver: Receiver) -> None:
+    async def go() -> None:
+        async with rig(tmp_path, lease=0.3) as r:
+            await first_delivery(r, receiver)
+            dead = r.dispatcher._loop
+            assert dead is not None
+            dead.cancel()  # the shared loop ended (as a bug would end it)
+            await until(lambda: r.dispatcher._loop is not dead and r.dispatcher._alive(), what="the loop restarted")
+            await r.post("two")
+            await until(lambda: len(receiver.unique()) == 2, what="a delivery after the restart")
+
+    asyncio.run(go())

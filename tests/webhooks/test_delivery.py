@@ -218,6 +218,7 @@ def test_register_list_update_delete(server: Server, client: httpx.Client, tenan
         ("http:///nohost", "host"),
         ("https://user:pw@example.com/", "credentials"),
         ("http://example.com/" + "x" * 2100, "2048"),
+        ("https://" + "a" * 64 + ".example.com/hook", "63"),
     ],
 )
 def test_invalid_urls_are_refused(client: httpx.Client, tenant: Tenant, url: str, why: str) -> None:
@@ -233,3 +234,39 @@ def test_unknown_event_types_are_refused(client: httpx.Client, tenant: Tenant) -
         headers=tenant.headers(),
     )
     assert r.status_code == 422 and r.json()["error"]["details"]["rule"] == "invalid_event_type"
+
+
+def test_a_tenant_has_at_most_20_endpoints(server: Server, client: httpx.Client, tenant: Tenant) -> None:
+    made = [register(client, tenant, f"http://127.0.0.1:9/hook{i}") for i in range(20)]
+    client.get(f"{tenant.url}/v1/webhooks", params={"min_position": made[-1]["position"]}, headers=tenant.headers())
+    r = client.post(f"{tenant.url}/v1/webhooks", json={"url": "http://127.0.0.1:9/more"}, headers=tenant.headers())
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["details"]["rule"] == "webhook_limit" and r.json()["error"]["details"]["limit"] == 20
+    gone = client.delete(f"{tenant.url}/v1/webhooks/{made[0]['webhook_id']}", headers=tenant.headers())
+    client.get(f"{tenant.url}/v1/webhooks", params={"min_position": gone.json()["position"]}, headers=tenant.headers())
+    register(client, tenant, "http://127.0.0.1:9/more")  # room again
+
+
+def test_a_rotated_secret_signs_and_the_old_one_still_verifies_during_the_grace(
+    server: Server, client: httpx.Client, tenant: Tenant, receiver: Receiver
+) -> None:
+    channel(client, tenant, "general", ["u1"])
+    hook = register(client, tenant, receiver.url, event_types=["MessagePosted"])
+    key = {"Idempotency-Key": "rotate-1", **tenant.headers()}
+    rotated = client.post(f"{tenant.url}/v1/webhooks/{hook['webhook_id']}/rotate-secret", headers=key)
+    again = client.post(f"{tenant.url}/v1/webhooks/{hook['webhook_id']}/rotate-secret", headers=key)
+    assert rotated.status_code in (200, 201) and again.status_code in (200, 201), (rotated.text, again.text)
+    new = rotated.json()["secret"]
+    assert new.startswith("whsec_") and new != hook["secret"] and again.json()["secret"] == new
+    client.get(
+        f"{tenant.url}/v1/webhooks/{hook['webhook_id']}",
+        params={"min_position": rotated.json()["position"]},
+        headers=tenant.headers(),
+    )
+    post(client, tenant, "general", "after the rotation")
+    wait_until(lambda: len(posted(receiver)) == 1, what="the delivery")
+    [got] = [r for r in receiver.received if r.json["type"] == "MessagePosted"]
+    header = got.headers["CAAS-Signature"]
+    assert verify(new, header, got.body) and verify(hook["secret"], header, got.body)  # both, in the grace
+    r = client.post(f"{tenant.url}/v1/webhooks/w-none/rotate-secret", headers=tenant.headers())
+    assert r.status_code == 404

@@ -16,7 +16,8 @@ from tests.support import Server, new_tenant
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = Path(tmp_path_factory.mktemp("strict"))
-    with serving("embedded", root, {"CAAS_WEBHOOK_ALLOW_PRIVATE": "false"}) as srv:
+    strict_env = {"CAAS_WEBHOOK_ALLOW_PRIVATE": "false", "CAAS_WEBHOOK_ALLOWED_PORTS": "80,443,8080,8443"}
+    with serving("embedded", root, strict_env) as srv:
         yield srv
 
 
@@ -51,3 +52,14 @@ def test_a_public_target_is_accepted_and_a_patch_to_a_private_one_refused(strict
     assert r.status_code == 422
     r = client.delete(f"{strict.url}/v1/webhooks/{hook}", headers=tenant.headers())  # nothing is sent there
     assert r.status_code == 200
+
+
+def test_a_port_off_the_allowed_list_is_refused(strict: Server, client: httpx.Client) -> None:
+    tenant = new_tenant(client, strict.url)
+    for url, status in (("https://93.184.216.34:22/hook", 422), ("https://93.184.216.34:8443/hook", 201)):
+        r = client.post(f"{strict.url}/v1/webhooks", json={"url": url}, headers=tenant.headers())
+        assert r.status_code == status, r.text
+        if status == 422:
+            assert r.json()["error"]["details"]["rule"] == "invalid_webhook_url" and "port" in r.text
+        else:
+            client.delete(f"{strict.url}/v1/webhooks/{r.json()['webhook_id']}", headers=tenant.headers())

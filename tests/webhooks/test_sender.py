@@ -255,3 +255,25 @@ def test_an_idn_host_is_looked_up_allowed_and_sent_as_its_idna_2008_name(receive
     assert attempt.ok, attempt
     [got] = receiver.received
     assert got.headers["host"] == f"xn--fa-hia.de:{port}"
+
+
+def test_a_port_off_the_allowed_list_is_a_failed_attempt_without_a_lookup(receiver: Receiver) -> None:
+    asked: list[str] = []
+
+    def recording(host: str, port: int, *args: Any) -> list[Any]:
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    sender = HttpSender(allow_private=True, getaddrinfo=recording, allowed_ports={80, 443})
+    attempt = send(sender, f"http://hooks.example.test:{receiver.port}/hook")
+    assert attempt.status is None and "port" in attempt.error
+    assert asked == [] and receiver.received == []
+
+
+def test_the_next_checked_address_is_tried_when_one_refuses_the_connection(receiver: Receiver) -> None:
+    def two(host: str, port: int, *args: Any) -> list[Any]:  # nothing listens on 127.0.0.2
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("127.0.0.2", "127.0.0.1")]
+
+    attempt = send(HttpSender(allow_private=True, getaddrinfo=two), f"http://hooks.example.test:{receiver.port}/hook")
+    assert attempt.ok, attempt
+    assert len(receiver.received) == 1

@@ -45,9 +45,14 @@ def test_stale_or_malformed_headers_do_not_verify() -> None:
     secret = endpoint_secret("k", "t", "w")
     old = sign(secret, int(time.time()) - 3600, b"{}")
     assert not verify(secret, old, b"{}") and not documented_verify()(secret, old, b"{}")
-    for header in ("", "t=abc,v1=00", "v1=00", "t=1", "garbage"):
-        assert not verify(secret, header, b"{}")
-        assert not documented_verify()(secret, header, b"{}")
+    now = int(time.time())
+    malformed = (
+        "", "t=abc,v1=00", "v1=00", "t=1", "garbage",
+        f"t={now},v1=é", f"t={now},v1={'é' * 64}", "t=²,v1=00", f"t={now}²,v1=00", f"t={now},v1={'zz' * 32}",
+    )  # fmt: skip
+    for header in malformed:
+        assert not verify(secret, header, b"{}"), header
+        assert not documented_verify()(secret, header, b"{}"), header
 
 
 def test_secrets_differ_per_endpoint_and_server_key() -> None:
@@ -82,3 +87,6 @@ def test_the_typescript_example_verifies_what_the_processor_signs(tmp_path: Path
     assert run(secret, header, base64.b64encode(body).decode()) == "true"
     assert run(secret, header, base64.b64encode(body + b" ").decode()) == "false"
     assert run(secret + "x", header, base64.b64encode(body).decode()) == "false"
+    stamp = header.partition(",")[0]
+    for bad in (f"{stamp},v1={'zz' * 32}", f"{stamp},v1={'é' * 64}", "t=²,v1=00"):  # malformed: false, no throw
+        assert run(secret, bad, base64.b64encode(body).decode()) == "false", bad
