@@ -349,6 +349,9 @@ class World:
     def key(self) -> str:
         return str(self.write("POST", "/v1/api-keys", {"name": "spare"})["key_id"])
 
+    def webhook(self) -> str:  # an endpoint nothing listens at: only its registration matters here
+        return str(self.write("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/hook"})["webhook_id"])
+
 
 Case = tuple[str, str, Any, Any, dict[str, str] | None]  # method, path, first body, another body, credential
 
@@ -363,6 +366,7 @@ def cases(w: World) -> dict[str, Case]:
     w.write("POST", "/v1/channels/c/bans", {"user_id": "dave"})
     w.write("POST", "/v1/channels/c/bans", {"user_id": "carol"})
     admin = bearer(ADMIN)
+    hook, gone1, gone2 = w.webhook(), w.webhook(), w.webhook()
     return {
         "create_tenant": ("POST", "/v1/tenants", {"name": "one"}, {"name": "two"}, admin),
         "create_api_key": ("POST", "/v1/api-keys", {"name": "one"}, {"name": "two"}, None),
@@ -395,6 +399,12 @@ def cases(w: World) -> dict[str, Case]:
         "ban": ("POST", "/v1/channels/c/bans", {"user_id": "erin"}, {"user_id": "erin", "reason": "spam"}, None),
         "unban": ("DELETE", "/v1/channels/c/bans/dave", None, "/v1/channels/c/bans/carol", None),
         "put_plan": ("PUT", f"/v1/tenants/{w.tenant.tenant_id}/plan", {"plan": "free"}, {"plan": "free"}, admin),
+        "create_webhook": ("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/a"}, {"url": "http://127.0.0.1:9/b"},
+                           None),
+        "update_webhook": ("PATCH", f"/v1/webhooks/{hook}", {"description": "one"}, {"description": "two"}, None),
+        "delete_webhook": ("DELETE", f"/v1/webhooks/{gone1}", None, f"/v1/webhooks/{gone2}", None),
+        "replay_webhook": ("POST", f"/v1/webhooks/{hook}/replay", {"from_position": 0}, {"from_position": 1}, None),
+        "rotate_secret": ("POST", f"/v1/webhooks/{hook}/rotate-secret", None, {}, None),
     }  # fmt: skip
 
 
