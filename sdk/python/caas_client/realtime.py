@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -27,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from caas_client.backoff import Backoff
 from caas_client.delivery import Outbox
-from caas_client.errors import FrameTooBig, SocketRefused
+from caas_client.errors import FrameTooBig, FrameUnreadable, SocketRefused
 from caas_client.frames import (
     ErrorFrame,
     EventFrame,
@@ -38,6 +39,7 @@ from caas_client.frames import (
     Subscribed,
     SubscribePresence,
     Typing,
+    Unreadable,
     Unsubscribe,
     Unsubscribed,
     parse_frame,
@@ -45,6 +47,7 @@ from caas_client.frames import (
 from caas_client.throttle import Throttle
 from caas_client.timeline import Timeline, Verdict
 
+log = logging.getLogger("caas_client")
 TokenRefresh = Callable[[], Awaitable[str]] | Callable[[], str]
 POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = 1008, 1009, 1013
 
@@ -89,6 +92,8 @@ class Channel:
         self._queue: asyncio.Queue[EventFrame | _End] = asyncio.Queue()
         self._caught_up = asyncio.Event()
         self.active = True
+        self.gap_backoff = Backoff()  # resubscribes after a gap, one at a time
+        self._resubscribing = False
 
     @property
     def seq(self) -> int | None:
@@ -130,6 +135,7 @@ class Channel:
 
     # called by Realtime
     def _subscribed(self, head_seq: int) -> None:
+        self._resubscribing = False
         self.timeline.subscribed(head_seq)
         self._check()
 
@@ -327,6 +333,9 @@ class Realtime:
                     frame = parse_frame(raw)
                     if frame is None:
                         continue
+                    if isinstance(frame, Unreadable):
+                        await self._unreadable(frame)
+                        continue
                     if isinstance(frame, ErrorFrame):
                         last_error = frame.code
                     progressed = self._dispatch(frame) or progressed
@@ -368,15 +377,37 @@ class Realtime:
             return False
         verdict = channel.timeline.offer(frame.seq)
         if verdict is Verdict.GAP:  # never from a correct server; resubscribe from what we have
-            self._spawn(self._subscribe(channel))
+            if not channel._resubscribing:  # one at a time, backing off: the replay fills the gap
+                channel._resubscribing = True
+                self._spawn(self._resubscribe(channel, channel.gap_backoff.failed()))
             return False
         if verdict is Verdict.DUPLICATE:
             return False
+        channel.gap_backoff.reset()
         if self.outbox is not None:
             self.outbox.observe(frame.event.model_dump())
         channel._queue.put_nowait(frame)
         channel._check()
         return True
+
+    async def _resubscribe(self, channel: Channel, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.channels.get(channel.channel_id) is channel:
+            await self._subscribe(channel)
+
+    async def _unreadable(self, frame: Unreadable) -> None:
+        """A frame that does not fit its model. An event cannot be skipped (its seq would be a
+        hole that every resubscribe replays again): its channel ends with the error."""
+        log.warning("caas_client: unreadable %s frame: %s", frame.type, frame.error)
+        if frame.type != "event" or frame.channel_id is None:
+            return
+        channel = self.channels.pop(frame.channel_id, None)
+        if channel is None:
+            return
+        error = FrameUnreadable(f"an event of channel {frame.channel_id} does not fit the frame model")
+        error.__cause__ = frame.error
+        channel._end(error)
+        await self._send(Unsubscribe(type="unsubscribe", channel_id=frame.channel_id))
 
     def _error(self, frame: ErrorFrame) -> None:
         channel = self.channels.get(frame.channel_id) if frame.channel_id else None

@@ -1,0 +1,90 @@
+"""The SDK's Realtime against a scripted websocket server: what it does with frames and closes a
+correct server sends only rarely (a newer server's values, a gap, a close code)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from caas_client import ErrorFrame, FrameUnreadable, Presence, Realtime
+from websockets.asyncio.server import ServerConnection
+
+from tests.sdk.helpers import WAIT, eventually, read_until
+from tests.sdk.scripted import Scripted, event, subscribed
+
+
+async def _true(value: object) -> bool:
+    return bool(value)
+
+
+async def test_a_newer_servers_ids_status_and_code_are_read_not_skipped() -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        await server.receive(ws)  # subscribe
+        await ws.send(subscribed("room", 2))
+        for seq in (1, 2):
+            await ws.send(event("room", seq))
+        await ws.send(event("room", 3, correlation_id="req-1", command_id="cmd-1"))
+        await ws.send(event("room", 4))
+        await ws.send(json.dumps({"type": "presence", "user_id": "bob", "status": "busy",
+                                  "last_seen_at": None, "devices": 1}))  # fmt: skip
+        await ws.send(json.dumps({"type": "error", "code": "brand_new", "message": "a newer code"}))
+        await ws.wait_closed()
+
+    presences: list[Presence] = []
+    errors: list[ErrorFrame] = []
+    async with (
+        Scripted(script) as server,
+        Realtime(server.url, "t", on_presence=presences.append, on_error=errors.append) as rt,
+    ):
+        channel = rt.channel("room", since_seq=0)
+        got = await read_until(channel, 4, [])
+        assert [f.seq for f in got] == [1, 2, 3, 4]
+        assert got[2].event.correlation_id == "req-1"
+        await eventually(lambda: _true(errors), "the error frame")
+        assert [p.status for p in presences] == ["busy"]
+        assert [e.code for e in errors] == ["brand_new"]
+        assert server.connections == 1
+        assert [f["type"] for f in server.received] == ["subscribe"]  # no resubscribe storm
+
+
+async def test_an_event_that_cannot_be_read_ends_its_channel_instead_of_resubscribing_forever() -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        while True:
+            frame = await server.receive(ws)
+            if frame["type"] != "subscribe":
+                continue
+            since = frame.get("since_seq") or 0
+            await ws.send(subscribed("room", 3))
+            for seq in range(since + 1, 4):
+                await ws.send(event("room", seq, schema_version="one") if seq == 2 else event("room", seq))
+
+    async with Scripted(script) as server, Realtime(server.url, "t") as rt:
+        channel = rt.channel("room", since_seq=0)
+        got: list[object] = []
+        with pytest.raises(FrameUnreadable):
+            async for frame in channel:
+                got.append(frame.seq)
+        assert got == [1]
+        await eventually(lambda: _true([f for f in server.received if f["type"] == "unsubscribe"]), "unsubscribe")
+        assert [f["type"] for f in server.received] == ["subscribe", "unsubscribe"]
+
+
+async def test_a_gap_resubscribes_once_from_the_last_seq_and_the_replay_fills_it() -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        while True:
+            frame = await server.receive(ws)
+            since = frame.get("since_seq") or 0
+            await ws.send(subscribed("room", 6))
+            if since == 0:  # the first answer skips seq 3, then keeps sending
+                for seq in (1, 2, 4, 5, 6):
+                    await ws.send(event("room", seq))
+            else:
+                for seq in range(since + 1, 7):
+                    await ws.send(event("room", seq))
+
+    async with Scripted(script) as server, Realtime(server.url, "t") as rt:
+        channel = rt.channel("room", since_seq=0)
+        got = await asyncio.wait_for(read_until(channel, 6, []), WAIT)
+        assert [f.seq for f in got] == [1, 2, 3, 4, 5, 6]
+        assert [(f["type"], f.get("since_seq")) for f in server.received] == [("subscribe", 0), ("subscribe", 2)]
