@@ -7,7 +7,7 @@ import asyncio
 import json
 
 import pytest
-from caas_client import ErrorFrame, FrameUnreadable, Presence, Realtime
+from caas_client import Backoff, ErrorFrame, FrameUnreadable, Presence, Realtime
 from websockets.asyncio.server import ServerConnection
 
 from tests.sdk.helpers import WAIT, eventually, read_until
@@ -88,3 +88,17 @@ async def test_a_gap_resubscribes_once_from_the_last_seq_and_the_replay_fills_it
         got = await asyncio.wait_for(read_until(channel, 6, []), WAIT)
         assert [f.seq for f in got] == [1, 2, 3, 4, 5, 6]
         assert [(f["type"], f.get("since_seq")) for f in server.received] == [("subscribe", 0), ("subscribe", 2)]
+
+
+@pytest.mark.parametrize("code", [1013, 1011, 1012])
+async def test_a_server_that_confirms_then_closes_is_reconnected_to_with_a_growing_backoff(code: int) -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        await server.receive(ws)
+        await ws.send(subscribed("room", 0))  # the server confirms, then sheds the socket
+        await ws.close(code)
+
+    async with Scripted(script) as server, Realtime(server.url, "t", backoff=Backoff(base=0.001, cap=0.01)) as rt:
+        rt.channel("room", since_seq=0)
+        await eventually(lambda: _true(server.connections >= 8), "eight connections")
+        # at most one reconnect at once, then every attempt backs off further
+        assert rt.backoff.attempt >= 6, rt.stats

@@ -5,10 +5,13 @@ Each :class:`Channel` remembers the last ``seq`` it delivered. Whenever the sock
 channel subscribes again with ``since_seq``: the server replays what was missed, the timeline
 drops what was seen already, and the application reads each event once, in order.
 
-How a close is handled (:func:`next_step`): 1013 (the client fell behind) reconnects at once;
+How a close is handled (:func:`next_step`): 1013 (the client fell behind) reconnects at once,
+once in a row (then with a backoff, until a connection delivers events again);
 1008 (the token is no longer accepted) asks the app's ``refresh_token`` callback for a new one,
 then reconnects; 1009 (a frame of ours was too big) is raised to the channels and ends the
-connection; anything else reconnects after a backoff with jitter.
+connection; anything else (1011, 1012 on a server restart, a dropped connection) reconnects after
+a backoff with jitter, which resets only after a connection delivered events or stayed up for
+``stable_seconds``.
 """
 
 from __future__ import annotations
@@ -59,16 +62,21 @@ class Step(Enum):
     BACK_OFF = "back_off"
 
 
-def next_step(code: int | None, last_error: str | None, progressed: bool) -> Step:
+MAX_IMMEDIATE_RESUMES = 1  # reconnects at once (1013, a refreshed token) before backing off
+
+
+def next_step(code: int | None, last_error: str | None, immediate_resumes: int) -> Step:
     """What to do after the socket closed with ``code`` (``None``: no close frame, the network
     or the process went away). ``last_error`` is the code of the error frame just before the
-    close; ``progressed`` whether the connection delivered anything (a 1013 that repeats without
-    progress backs off rather than spinning)."""
+    close; ``immediate_resumes`` how many reconnects in a row were made at once since the last
+    connection that delivered an event: 1013 resumes at once only up to
+    :data:`MAX_IMMEDIATE_RESUMES` times, so that clients a server sheds together do not all come
+    back together, again and again. 1011, 1012 (a restart) and a drop back off."""
     if code == TOO_BIG:
         return Step.FAIL
     if code == POLICY_VIOLATION:
         return Step.REFRESH_TOKEN if last_error in (None, "unauthenticated") else Step.BACK_OFF
-    if code == TRY_AGAIN_LATER and progressed:
+    if code == TRY_AGAIN_LATER and immediate_resumes < MAX_IMMEDIATE_RESUMES:
         return Step.RESUME_NOW
     return Step.BACK_OFF
 
@@ -182,6 +190,7 @@ class Realtime:
         on_presence: Callable[[Presence], None] | None = None,
         on_error: Callable[[ErrorFrame], None] | None = None,
         max_frame_bytes: int = 16 * 2**20,
+        stable_seconds: float = 30.0,
     ) -> None:
         base = base_url.rstrip("/")  # http(s)://host[:port], as for the HTTP clients
         self.ws_url = ("ws" + base.removeprefix("http") if base.startswith("http") else base) + "/v1/ws"
@@ -193,6 +202,7 @@ class Realtime:
         self.on_presence = on_presence
         self.on_error = on_error
         self.max_frame_bytes = max_frame_bytes
+        self.stable_seconds = stable_seconds  # a connection up this long resets the backoff
         self.channels: dict[str, Channel] = {}
         self.watched: list[str] = []
         self.connected = asyncio.Event()
@@ -277,10 +287,16 @@ class Realtime:
             self._fail(exc)
 
     async def _reconnecting(self) -> None:
+        immediate = 0
+        loop = asyncio.get_running_loop()
         while True:
+            opened = loop.time()
             code, last_error, progressed = await self._connection()
             self.stats.closed(code)
-            step = next_step(code, last_error, progressed)
+            if progressed or loop.time() - opened >= self.stable_seconds:
+                self.backoff.reset()  # only a connection that did some good ends the backoff
+                immediate = 0
+            step = next_step(code, last_error, immediate)
             if step is Step.FAIL:
                 self._fail(FrameTooBig(f"the server closed the socket with {code}: a frame was too big"))
                 return
@@ -288,9 +304,11 @@ class Realtime:
                 if self.refresh_token is None:
                     self._fail(SocketRefused("the server refused the token (1008) and there is no refresh_token"))
                     return
-                if await self._refresh() and progressed:
+                if await self._refresh() and immediate < MAX_IMMEDIATE_RESUMES:
+                    immediate += 1
                     continue
             if step is Step.RESUME_NOW:
+                immediate += 1
                 continue
             await asyncio.sleep(self.backoff.failed())
 
@@ -349,15 +367,15 @@ class Realtime:
             self.connected.clear()
 
     def _dispatch(self, frame: ServerFrame) -> bool:
-        """Handle one frame; ``True`` if it delivered an event or confirmed a subscription."""
+        """Handle one frame; ``True`` if it delivered an event (a ``subscribed`` is no progress: the
+        server sends it before the replay, also when it is about to close the socket)."""
         if isinstance(frame, EventFrame):
             return self._event(frame)
         if isinstance(frame, Subscribed):
             channel = self.channels.get(frame.channel_id)
             if channel is not None:
                 channel._subscribed(frame.head_seq)
-            self.backoff.reset()
-            return True
+            return False
         if isinstance(frame, Typing):
             channel = self.channels.get(frame.channel_id)
             if channel is not None and channel.on_typing is not None:
