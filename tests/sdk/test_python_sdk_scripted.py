@@ -102,3 +102,29 @@ async def test_a_server_that_confirms_then_closes_is_reconnected_to_with_a_growi
         await eventually(lambda: _true(server.connections >= 8), "eight connections")
         # at most one reconnect at once, then every attempt backs off further
         assert rt.backoff.attempt >= 6, rt.stats
+
+
+async def test_callbacks_that_raise_are_counted_and_the_connection_and_channel_go_on() -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        await server.receive(ws)
+        await ws.send(subscribed("room", 2))
+        await ws.send(json.dumps({"type": "typing", "channel_id": "room", "user_id": "bob", "expires_in_ms": 1}))
+        await ws.send(json.dumps({"type": "presence", "user_id": "bob", "status": "online",
+                                  "last_seen_at": None, "devices": 1}))  # fmt: skip
+        await ws.send(json.dumps({"type": "error", "code": "rate_limited", "message": "slow down"}))
+        for seq in (1, 2):
+            await ws.send(event("room", seq))
+        await ws.wait_closed()
+
+    def boom(_: object) -> None:
+        raise OSError("the app's own bug")  # an OSError must not pass for a network drop
+
+    async with (
+        Scripted(script) as server,
+        Realtime(server.url, "t", on_presence=boom, on_error=boom) as rt,
+    ):
+        channel = rt.channel("room", since_seq=0)
+        channel.on_typing = boom
+        got = await read_until(channel, 2, [])
+        assert [f.seq for f in got] == [1, 2]
+        assert rt.stats.callback_errors == 3 and rt.stats.connects == 1 and rt.stats.closes == {}

@@ -164,6 +164,7 @@ class Stats:
     connects: int = 0
     closes: dict[int | None, int] = field(default_factory=dict)
     refreshes: int = 0
+    callback_errors: int = 0  # exceptions raised by the app's callbacks (logged, then ignored)
 
     def closed(self, code: int | None) -> None:
         self.closes[code] = self.closes.get(code, 0) + 1
@@ -379,10 +380,10 @@ class Realtime:
         if isinstance(frame, Typing):
             channel = self.channels.get(frame.channel_id)
             if channel is not None and channel.on_typing is not None:
-                channel.on_typing(frame)
+                self._callback(channel.on_typing, frame)
         elif isinstance(frame, Presence):
             if self.on_presence is not None:
-                self.on_presence(frame)
+                self._callback(self.on_presence, frame)
         elif isinstance(frame, ErrorFrame):
             self._error(frame)
         elif isinstance(frame, Unsubscribed):
@@ -402,8 +403,8 @@ class Realtime:
         if verdict is Verdict.DUPLICATE:
             return False
         channel.gap_backoff.reset()
-        if self.outbox is not None:
-            self.outbox.observe(frame.event.model_dump())
+        if self.outbox is not None:  # it calls the app's on_acked
+            self._callback(self.outbox.observe, frame.event.model_dump())
         channel._queue.put_nowait(frame)
         channel._check()
         return True
@@ -433,4 +434,13 @@ class Realtime:
             del self.channels[channel.channel_id]  # removed, banned, or never a member: it ends
             channel._end(PermissionError(f"{frame.code}: {frame.message}"))
         elif self.on_error is not None:
-            self.on_error(frame)
+            self._callback(self.on_error, frame)
+
+    def _callback(self, callback: Callable[[Any], object], argument: object) -> None:
+        """Call one of the app's callbacks: what it raises is logged and counted, never taken for
+        a network failure nor allowed to end the connection."""
+        try:
+            callback(argument)
+        except Exception:
+            self.stats.callback_errors += 1
+            log.exception("caas_client: a callback raised (%r)", callback)
