@@ -7,7 +7,7 @@ import asyncio
 import json
 
 import pytest
-from caas_client import Backoff, ErrorFrame, FrameUnreadable, Presence, Realtime
+from caas_client import Backoff, Channel, ErrorFrame, FrameTooBig, FrameUnreadable, Presence, Realtime
 from websockets.asyncio.server import ServerConnection
 
 from tests.sdk.helpers import WAIT, eventually, read_until
@@ -128,3 +128,38 @@ async def test_callbacks_that_raise_are_counted_and_the_connection_and_channel_g
         got = await read_until(channel, 2, [])
         assert [f.seq for f in got] == [1, 2]
         assert rt.stats.callback_errors == 3 and rt.stats.connects == 1 and rt.stats.closes == {}
+
+
+async def test_close_and_unsubscribe_end_the_readers_and_a_channel_after_a_failure_ends_at_once() -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        while True:
+            frame = await server.receive(ws)
+            if frame["type"] == "subscribe":
+                await ws.send(subscribed(frame["channel_id"], 1))
+                await ws.send(event(frame["channel_id"], 1))
+
+    async def read_all(channel: Channel) -> list[int]:
+        return [frame.seq async for frame in channel]
+
+    async with Scripted(script) as server:
+        rt = Realtime(server.url, "t")
+        rt.start()
+        one, two = rt.channel("one", since_seq=0), rt.channel("two", since_seq=0)  # two channels, one socket
+        readers = [asyncio.create_task(read_all(one)), asyncio.create_task(read_all(two))]
+        await asyncio.wait_for(one.caught_up(), WAIT)
+        await asyncio.wait_for(two.caught_up(), WAIT)
+        await one.unsubscribe()
+        assert await asyncio.wait_for(readers[0], WAIT) == [1]
+        await rt.close()
+        assert await asyncio.wait_for(readers[1], WAIT) == [1]
+        assert server.connections == 1
+
+    async def refuse(ws: ServerConnection, n: int) -> None:
+        await ws.close(1009)
+
+    async with Scripted(refuse) as server, Realtime(server.url, "t") as rt:
+        first = rt.channel("one", since_seq=0)
+        with pytest.raises(FrameTooBig):
+            await asyncio.wait_for(read_all(first), WAIT)
+        with pytest.raises(FrameTooBig):  # asked for after the failure: it ends at once
+            await asyncio.wait_for(read_all(rt.channel("two", since_seq=0)), WAIT)

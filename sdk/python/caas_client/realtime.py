@@ -82,9 +82,10 @@ def next_step(code: int | None, last_error: str | None, immediate_resumes: int) 
 
 
 class _End:
-    """Put in a channel's queue when it ends (``error`` is raised to the reader)."""
+    """Put in a channel's queue when it ends: ``error`` is raised to the reader; ``None`` (closed
+    by the app: :meth:`Realtime.close`, :meth:`Realtime.unsubscribe`) ends its ``async for``."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception | None) -> None:
         self.error = error
 
 
@@ -115,6 +116,8 @@ class Channel:
         item = await self._queue.get()
         if isinstance(item, _End):
             self._queue.put_nowait(item)  # every later read ends too
+            if item.error is None:
+                raise StopAsyncIteration
             raise item.error
         return item
 
@@ -151,9 +154,10 @@ class Channel:
         if self.timeline.caught_up:
             self._caught_up.set()
 
-    def _end(self, error: Exception) -> None:
-        self.active = False
-        self._queue.put_nowait(_End(error))
+    def _end(self, error: Exception | None) -> None:
+        if self.active:
+            self.active = False
+            self._queue.put_nowait(_End(error))
 
 
 @dataclass
@@ -224,6 +228,9 @@ class Realtime:
             self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
+        """Close the socket; every channel's reader ends (its ``async for`` stops)."""
+        for channel in self.channels.values():
+            channel._end(None)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -237,13 +244,18 @@ class Realtime:
         """Subscribe to ``channel_id``: every event after ``since_seq`` (``None``: from now on)."""
         channel = self.channels.get(channel_id)
         if channel is None:
-            channel = self.channels[channel_id] = Channel(self, channel_id, since_seq)
+            channel = Channel(self, channel_id, since_seq)
+            if self._failure is not None:  # the connection has ended for good: so does the channel
+                channel._end(self._failure)
+                return channel
+            self.channels[channel_id] = channel
             self._spawn(self._subscribe(channel))
         return channel
 
     async def unsubscribe(self, channel_id: str) -> None:
         channel = self.channels.pop(channel_id, None)
         if channel is not None:
+            channel._end(None)  # its reader stops
             await self._send(Unsubscribe(type="unsubscribe", channel_id=channel_id))
 
     async def watch_presence(self, user_ids: list[str]) -> None:
