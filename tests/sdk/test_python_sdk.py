@@ -324,3 +324,21 @@ async def test_models_regenerated_from_the_live_openapi_and_asyncapi_equal_the_c
         async with httpx.AsyncClient(timeout=30) as http:
             document = (await http.get(f"{server.url}{target.document}")).json()
         assert module.generate(target, document) == target.path.read_text(), "run sdk/python/tools/generate_models.py"
+
+
+async def test_outbox_goes_on_delivering_when_the_apps_on_acked_raises(server: Server) -> None:
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice")
+    calls: list[Ack] = []
+
+    def on_acked(ack: Ack) -> None:
+        calls.append(ack)
+        if len(calls) == 1:
+            raise RuntimeError("the app's bug")
+
+    async with AsyncClient(server.url, tokens["alice"]) as alice, Outbox(alice, on_acked=on_acked) as outbox:
+        sent = [outbox.send("room", f"m{i}") for i in range(3)]
+        acks = [await asyncio.wait_for(outbox.acknowledged(p.client_msg_id), WAIT) for p in sent]
+        assert [a.client_msg_id for a in acks] == [p.client_msg_id for p in sent]
+        assert len(calls) == 3 and [type(e) for e in outbox.errors] == [RuntimeError]
+    await admin.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,8 @@ from caas_client.client import AsyncClient, Client, _Base
 from caas_client.errors import CaasError, ConnectionLost
 from caas_client.models import MessageWritten
 from caas_client.outbox import Ack, OutboxState, OutboxStore, Pending, new_client_msg_id
+
+log = logging.getLogger("caas_client")
 
 
 class _Sender:
@@ -37,7 +40,21 @@ class _Sender:
         self.on_acked = on_acked
         self.on_rejected = on_rejected
         self.attempts = 0  # POSTs made, retries included
+        self.errors: list[Exception] = []  # the latest unexpected errors (at most 20), each logged
         self._client = client
+
+    def _unexpected(self, error: Exception) -> None:
+        """An error the sender did not expect (an answer it cannot read, a store or a callback that
+        raised): logged and kept in :attr:`errors`; the sender goes on."""
+        log.error("caas_client outbox: %r", error, exc_info=error)
+        self.errors = [*self.errors[-19:], error]
+
+    def _notify(self, callback: Callable[..., None] | None, *args: object) -> None:
+        if callback is not None:
+            try:
+                callback(*args)
+            except Exception as exc:  # the app's bug must not stop the delivery of other messages
+                self._unexpected(exc)
 
     @property
     def pending(self) -> list[Pending]:
@@ -75,8 +92,7 @@ class _Sender:
         ack = Ack(item.client_msg_id, written.channel_id, written.message_id, written.seq, written.position)
         if not self.state.acknowledge(ack):
             return None
-        if self.on_acked is not None:
-            self.on_acked(ack)
+        self._notify(self.on_acked, ack)
         return ack
 
     def _failed(self, item: Pending, error: ConnectionLost | CaasError) -> float | None:
@@ -88,8 +104,8 @@ class _Sender:
             return self.backoff.failed()
         if error.retryable or error.status == 401:
             return max(error.retry_after or 0.0, self.backoff.failed())
-        if self.state.reject(item.client_msg_id, error.code) and self.on_rejected is not None:
-            self.on_rejected(item, error)
+        if self.state.reject(item.client_msg_id, error.code):
+            self._notify(self.on_rejected, item, error)
         return None
 
     def observe(self, event: dict[str, Any]) -> Ack | None:
@@ -98,8 +114,7 @@ class _Sender:
         ack = self.state.observe(event)
         if ack is not None:
             self._client.observe_position(ack.position)  # reads wait for it, as after the HTTP answer
-            if self.on_acked is not None:
-                self.on_acked(ack)
+            self._notify(self.on_acked, ack)
         return ack
 
 
@@ -159,6 +174,8 @@ class Outbox(_Sender):
             await self._deliver(item)
 
     async def run(self) -> None:
+        """Deliver messages as they are queued, until cancelled; an unexpected error is logged
+        (:attr:`errors`) and the message is tried again after a backoff, never given up silently."""
         while True:
             await self.flush()
             self._wake.clear()
@@ -166,6 +183,13 @@ class Outbox(_Sender):
                 await self._wake.wait()
 
     async def _deliver(self, item: Pending) -> None:
+        try:
+            await self._attempt(item)
+        except Exception as exc:  # a reply it cannot read, a store or a token callback that raised
+            self._unexpected(exc)
+            await asyncio.sleep(self.backoff.failed())
+
+    async def _attempt(self, item: Pending) -> None:
         try:
             written = await self.client.call(self._call(item))
         except (ConnectionLost, CaasError) as exc:
@@ -220,6 +244,10 @@ class SyncOutbox(_Sender):
                 delay = self._failed(item, exc)
                 if delay is not None:
                     self._sleep(delay)
+                continue
+            except Exception as exc:  # as in Outbox: logged, tried again after a backoff
+                self._unexpected(exc)
+                self._sleep(self.backoff.failed())
                 continue
             self._written(item, written)
 
