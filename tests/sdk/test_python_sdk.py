@@ -342,3 +342,22 @@ async def test_outbox_goes_on_delivering_when_the_apps_on_acked_raises(server: S
         assert [a.client_msg_id for a in acks] == [p.client_msg_id for p in sent]
         assert len(calls) == 3 and [type(e) for e in outbox.errors] == [RuntimeError]
     await admin.aclose()
+
+
+async def test_concurrent_requests_refused_with_an_expired_token_refresh_it_once(server: Server) -> None:
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice")
+    await admin.rotate_signing_key()
+    await admin.rotate_signing_key()  # alice's token is no longer accepted
+    refreshed: list[str] = []
+
+    async def refresh() -> str:
+        token = (await admin.create_token("alice")).token
+        refreshed.append(token)
+        return token
+
+    async with AsyncClient(server.url, tokens["alice"], refresh_token=refresh) as alice:
+        channels = await asyncio.gather(*(alice.get_channel("room") for _ in range(20)))
+        assert {c.channel_id for c in channels} == {"room"}
+        assert len(refreshed) == 1 and alice.token == refreshed[0]
+    await admin.aclose()

@@ -8,6 +8,8 @@ client's own writes, whichever node answers.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -93,6 +95,7 @@ class AsyncClient(_Base):
         super().__init__(base_url, token)
         self.http = http or httpx.AsyncClient(timeout=timeout)
         self.refresh_token = refresh_token
+        self._refreshing = asyncio.Lock()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -107,13 +110,16 @@ class AsyncClient(_Base):
         """Send one :class:`Call`; raises :class:`CaasError` for an error answer and
         :class:`ConnectionLost` when the answer is lost (the request may have been applied)."""
         for attempt in range(2):
+            sent_with = self.token
             try:
                 response = await self.http.request(**self._request(call))
             except httpx.TransportError as exc:
                 raise ConnectionLost(str(exc) or type(exc).__name__) from exc
             if response.status_code == 401 and self.refresh_token is not None and attempt == 0:
-                self.token = await self.refresh_token()
-                self.refreshes += 1
+                async with self._refreshing:  # one refresh for all the requests the old token failed
+                    if self.token == sent_with:
+                        self.token = await self.refresh_token()
+                        self.refreshes += 1
                 continue
             break
         return self._answer(call, response)
@@ -229,6 +235,7 @@ class Client(_Base):
         super().__init__(base_url, token)
         self.http = http or httpx.Client(timeout=timeout)
         self.refresh_token = refresh_token
+        self._refreshing = threading.Lock()
 
     def __enter__(self) -> Client:
         return self
@@ -242,13 +249,16 @@ class Client(_Base):
     def call(self, call: Call[T]) -> T:
         """Send one :class:`Call` (see :meth:`AsyncClient.call`)."""
         for attempt in range(2):
+            sent_with = self.token
             try:
                 response = self.http.request(**self._request(call))
             except httpx.TransportError as exc:
                 raise ConnectionLost(str(exc) or type(exc).__name__) from exc
             if response.status_code == 401 and self.refresh_token is not None and attempt == 0:
-                self.token = self.refresh_token()
-                self.refreshes += 1
+                with self._refreshing:  # threads that failed with the same token refresh it once
+                    if self.token == sent_with:
+                        self.token = self.refresh_token()
+                        self.refreshes += 1
                 continue
             break
         return self._answer(call, response)
