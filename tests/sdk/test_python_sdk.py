@@ -361,3 +361,33 @@ async def test_concurrent_requests_refused_with_an_expired_token_refresh_it_once
         assert {c.channel_id for c in channels} == {"room"}
         assert len(refreshed) == 1 and alice.token == refreshed[0]
     await admin.aclose()
+
+
+def test_blocking_outbox_with_a_revoked_key_gives_up_after_max_attempts_and_flush_returns(server: Server) -> None:
+    with httpx.Client(timeout=30) as http:
+        tenant = new_tenant(http, server.url)
+    with Client(server.url, tenant.api_key) as admin:
+        admin.put_user("alice", "Alice")
+        admin.create_channel(["alice"], channel_id="room")
+        key = admin.create_api_key("doomed")
+        assert key.api_key is not None
+        admin.revoke_api_key(key.key_id)
+        retries: list[tuple[str, int]] = []
+        rejected: list[tuple[str, str]] = []
+        with Client(server.url, key.api_key) as revoked:
+            outbox = SyncOutbox(
+                revoked,
+                backoff=Backoff(base=0.01),
+                max_attempts=3,
+                on_retry=lambda p, e, n: retries.append((p.text, n)),
+                on_rejected=lambda p, e: rejected.append((p.text, e.code)),
+            )
+            outbox.send("room", "never", user_id="alice")
+            outbox.flush()
+            assert retries == [("never", 1), ("never", 2)]
+            assert rejected == [("never", "unauthenticated")] and outbox.pending == []
+            # without max_attempts, flush(timeout) still returns; the message stays pending
+            patient = SyncOutbox(revoked, backoff=Backoff(base=0.01, cap=0.05))
+            item = patient.send("room", "later", user_id="alice")
+            patient.flush(timeout=0.5)
+            assert [p.client_msg_id for p in patient.pending] == [item.client_msg_id]

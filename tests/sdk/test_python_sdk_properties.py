@@ -191,3 +191,22 @@ def test_a_1008_refreshes_the_token_only_when_the_token_was_refused(last_error: 
     refreshes = next_step(1008, last_error, immediate) is Step.REFRESH_TOKEN
     assert refreshes == (last_error in (None, "unauthenticated"))
     assert next_step(1009, last_error, immediate) is Step.FAIL
+
+
+@given(st.lists(st.sampled_from("abc"), min_size=1, max_size=20), st.data())
+def test_a_deferred_message_goes_behind_other_channels_and_each_channel_keeps_its_order(
+    channels: list[str], data: st.DataObject
+) -> None:
+    state = OutboxState()
+    items = [Pending(f"cm-{i}", c, f"t{i}") for i, c in enumerate(channels)]
+    for item in items:
+        state.enqueue(item)
+    failing = state.next()
+    assert failing is not None
+    for _ in range(data.draw(st.integers(1, 3))):
+        state.defer(failing.client_msg_id)
+    order = list(state.pending.values())
+    for c in set(channels):  # every channel's messages in the order they were sent
+        assert [p for p in order if p.channel_id == c] == [p for p in items if p.channel_id == c]
+    others = [p for p in items if p.channel_id != failing.channel_id]
+    assert order[: len(others)] == others  # the other channels go first

@@ -34,7 +34,12 @@ class _Sender:
         backoff: Backoff | None,
         on_acked: Callable[[Ack], None] | None,
         on_rejected: Callable[[Pending, CaasError], None] | None,
+        on_retry: Callable[[Pending, Exception, int], None] | None = None,
+        max_attempts: int | None = None,
     ) -> None:
+        self.on_retry = on_retry  # (message, error, failed attempts so far): before each retry
+        self.max_attempts = max_attempts  # a message failing this many times is rejected (None: never)
+        self._tries: dict[str, int] = {}  # failed attempts of each pending message
         self.state = OutboxState(store) if store is not None else OutboxState()
         self.backoff = backoff or Backoff(base=0.1, cap=10.0)
         self.on_acked = on_acked
@@ -89,6 +94,7 @@ class _Sender:
     def _written(self, item: Pending, written: MessageWritten) -> Ack | None:
         """The server's answer; the :class:`Ack` if it is news."""
         self.backoff.reset()
+        self._tries.pop(item.client_msg_id, None)
         ack = Ack(item.client_msg_id, written.channel_id, written.message_id, written.seq, written.position)
         if not self.state.acknowledge(ack):
             return None
@@ -98,14 +104,24 @@ class _Sender:
     def _failed(self, item: Pending, error: ConnectionLost | CaasError) -> float | None:
         """How long to wait before trying again, or ``None``: the message is rejected for good.
 
-        A lost answer, 429 and 5xx are retried, and so is 401: the message waits for a token
-        that works (the client's ``refresh_token``, or one the app sets) and is never dropped."""
-        if isinstance(error, ConnectionLost):
-            return self.backoff.failed()
-        if error.retryable or error.status == 401:
-            return max(error.retry_after or 0.0, self.backoff.failed())
-        if self.state.reject(item.client_msg_id, error.code):
-            self._notify(self.on_rejected, item, error)
+        A lost answer, 429 and 5xx are retried, and so is 401 (the message waits for a token that
+        works: the client's ``refresh_token``, or one the app sets), each time after ``on_retry``,
+        until ``max_attempts``. A message that failed goes behind the other channels' messages, so
+        that one that keeps failing does not hold up the rest (its channel's order is kept)."""
+        cmid = item.client_msg_id
+        tries = self._tries[cmid] = self._tries.get(cmid, 0) + 1
+        retryable = isinstance(error, ConnectionLost) or error.retryable or error.status == 401
+        if retryable and (self.max_attempts is None or tries < self.max_attempts):
+            self._notify(self.on_retry, item, error, tries)
+            self.state.defer(cmid)
+            delay = self.backoff.failed()
+            return max(error.retry_after or 0.0, delay) if isinstance(error, CaasError) else delay
+        refusal = error if isinstance(error, CaasError) else CaasError(0, "connection_lost", str(error))
+        self._tries.pop(cmid, None)
+        if self.state.reject(cmid, refusal.code):
+            if self.on_rejected is None:  # never dropped without a word
+                log.warning("caas_client outbox: message %s to %s rejected: %s", cmid, item.channel_id, refusal)
+            self._notify(self.on_rejected, item, refusal)
         return None
 
     def observe(self, event: dict[str, Any]) -> Ack | None:
@@ -135,8 +151,10 @@ class Outbox(_Sender):
         backoff: Backoff | None = None,
         on_acked: Callable[[Ack], None] | None = None,
         on_rejected: Callable[[Pending, CaasError], None] | None = None,
+        on_retry: Callable[[Pending, Exception, int], None] | None = None,
+        max_attempts: int | None = None,
     ) -> None:
-        super().__init__(client, store, backoff, on_acked, on_rejected)
+        super().__init__(client, store, backoff, on_acked, on_rejected, on_retry, max_attempts)
         self.client = client
         self._wake = asyncio.Event()
         self._settled: dict[str, asyncio.Future[Ack]] = {}
@@ -168,10 +186,13 @@ class Outbox(_Sender):
             self._settle(ack)
         return ack
 
-    async def flush(self) -> None:
-        """Deliver every pending message, retrying until each is acknowledged or rejected."""
-        while (item := self.state.next()) is not None:
-            await self._deliver(item)
+    async def flush(self, timeout: float | None = None) -> None:
+        """Deliver every pending message, retrying until each is acknowledged or rejected, or
+        ``timeout`` seconds have passed (what is left stays pending)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while (item := self.state.next()) is not None:
+                    await self._deliver(item)
 
     async def run(self) -> None:
         """Deliver messages as they are queued, until cancelled; an unexpected error is logged
@@ -230,20 +251,27 @@ class SyncOutbox(_Sender):
         backoff: Backoff | None = None,
         on_acked: Callable[[Ack], None] | None = None,
         on_rejected: Callable[[Pending, CaasError], None] | None = None,
+        on_retry: Callable[[Pending, Exception, int], None] | None = None,
+        max_attempts: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(client, store, backoff, on_acked, on_rejected)
+        super().__init__(client, store, backoff, on_acked, on_rejected, on_retry, max_attempts)
         self.client = client
         self._sleep = sleep
 
-    def flush(self) -> None:
+    def flush(self, timeout: float | None = None) -> None:
+        """Send what is pending, retrying, until every message is acknowledged or rejected, or
+        ``timeout`` seconds have passed (what is left stays pending)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while (item := self.state.next()) is not None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
             try:
                 written = self.client.call(self._call(item))
             except (ConnectionLost, CaasError) as exc:
                 delay = self._failed(item, exc)
                 if delay is not None:
-                    self._sleep(delay)
+                    self._sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
                 continue
             except Exception as exc:  # as in Outbox: logged, tried again after a backoff
                 self._unexpected(exc)

@@ -147,6 +147,17 @@ class OutboxState:
         """The oldest message still waiting."""
         return next(iter(self.pending.values()), None)
 
+    def defer(self, client_msg_id: str) -> None:
+        """Put the message, and the later ones of its channel, behind the other channels'
+        messages: one that keeps failing does not hold up the rest; a channel keeps its order."""
+        item = self.pending.get(client_msg_id)
+        if item is None:
+            return
+        moved = [p for p in self.pending.values() if p.channel_id == item.channel_id]
+        for p in moved:
+            del self.pending[p.client_msg_id]
+            self.pending[p.client_msg_id] = p
+
     def acknowledge(self, ack: Ack) -> bool:
         """Record the server's acknowledgement; ``True`` the first time only."""
         if self.pending.pop(ack.client_msg_id, None) is None:
