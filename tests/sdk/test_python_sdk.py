@@ -16,12 +16,14 @@ from caas_client import (
     AsyncClient,
     Backoff,
     CaasError,
+    Channel,
     Client,
     FrameTooBig,
     Outbox,
     Presence,
     Realtime,
     SqliteStore,
+    SubscriptionRefused,
     SyncOutbox,
     Typing,
 )
@@ -391,3 +393,34 @@ def test_blocking_outbox_with_a_revoked_key_gives_up_after_max_attempts_and_flus
             item = patient.send("room", "later", user_id="alice")
             patient.flush(timeout=0.5)
             assert [p.client_msg_id for p in patient.pending] == [item.client_msg_id]
+
+
+async def test_subscriptions_the_rate_limiter_dropped_are_sent_again_and_refused_ones_end(tmp_path: Path) -> None:
+    env = {"CAAS_WS_FRAMES_BURST": "4", "CAAS_WS_FRAMES_PER_SECOND": "20", "CAAS_WS_MAX_SUBSCRIPTIONS": "10"}
+    with serving("embedded", tmp_path, env) as srv:
+        admin = await admin_for(srv)
+        tokens = await room(admin, "c0", "alice", "bob")
+        for i in range(1, 12):
+            await admin.create_channel(["alice", "bob"], channel_id=f"c{i}")
+        await admin.post_message("c0", "hi", user_id="alice")
+        async with Realtime(srv.url, tokens["bob"]) as bob:
+            channels = [bob.channel(f"c{i}", since_seq=0) for i in range(12)]
+
+            async def ended(channel: Channel) -> None:
+                async for _ in channel:
+                    pass
+
+            async def outcome(channel: Channel) -> bool:
+                done, pending = await asyncio.wait(
+                    [asyncio.ensure_future(channel.caught_up()), asyncio.ensure_future(ended(channel))],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in pending:
+                    task.cancel()
+                errors = [t.exception() for t in done if t.exception() is not None]
+                assert all(isinstance(e, SubscriptionRefused) for e in errors), errors
+                return not errors
+
+            results = await asyncio.wait_for(asyncio.gather(*(outcome(c) for c in channels)), WAIT)
+            assert sorted(results) == [False] * 2 + [True] * 10  # 10 subscriptions per socket here
+        await admin.aclose()

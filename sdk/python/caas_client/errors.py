@@ -47,3 +47,8 @@ class SocketRefused(Exception):
 class FrameUnreadable(Exception):
     """An event frame of the channel did not fit the frame model: the channel ends with it rather
     than skip an event (``__cause__`` is the validation error)."""
+
+
+class SubscriptionRefused(Exception):
+    """The server refused the channel's subscription (an ``invalid_request`` naming it, e.g. too
+    many subscriptions on the socket): the channel ends with it."""

@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from caas_client.backoff import Backoff
 from caas_client.delivery import Outbox
-from caas_client.errors import FrameTooBig, FrameUnreadable, SocketRefused
+from caas_client.errors import FrameTooBig, FrameUnreadable, SocketRefused, SubscriptionRefused
 from caas_client.frames import (
     ErrorFrame,
     EventFrame,
@@ -47,7 +47,7 @@ from caas_client.frames import (
     Unsubscribed,
     parse_frame,
 )
-from caas_client.throttle import Throttle
+from caas_client.throttle import Bucket, Throttle
 from caas_client.timeline import Timeline, Verdict
 
 log = logging.getLogger("caas_client")
@@ -102,6 +102,7 @@ class Channel:
         self._caught_up = asyncio.Event()
         self.active = True
         self.gap_backoff = Backoff()  # resubscribes after a gap, one at a time
+        self._confirmed = False  # subscribed on the current socket
         self._resubscribing = False
 
     @property
@@ -147,6 +148,7 @@ class Channel:
     # called by Realtime
     def _subscribed(self, head_seq: int) -> None:
         self._resubscribing = False
+        self._confirmed = True
         self.timeline.subscribed(head_seq)
         self._check()
 
@@ -204,6 +206,7 @@ class Realtime:
         self.outbox = outbox
         self.backoff = backoff or Backoff()
         self.throttle = Throttle(typing_throttle_seconds)
+        self.pacer = Bucket()  # every frame this client sends, kept under the server's rate limit
         self.on_presence = on_presence
         self.on_error = on_error
         self.max_frame_bytes = max_frame_bytes
@@ -215,6 +218,7 @@ class Realtime:
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._failure: Exception | None = None
+        self._resending = False
 
     async def __aenter__(self) -> Realtime:
         self.start()
@@ -276,6 +280,12 @@ class Realtime:
         ws = self._ws
         if ws is None:
             return False
+        loop = asyncio.get_running_loop()
+        delay = self.pacer.wait(loop.time())
+        if delay:
+            await asyncio.sleep(delay)
+            if self._ws is not ws:  # gone meanwhile: the reconnect sends it again
+                return False
         try:
             await ws.send(frame.model_dump_json(exclude_none=True))
         except ConnectionClosed:
@@ -356,10 +366,9 @@ class Realtime:
                 self._ws = ws
                 self.stats.connects += 1
                 self.connected.set()
-                for channel in list(self.channels.values()):
-                    await self._subscribe(channel)
-                if self.watched:
-                    await self._send(SubscribePresence(type="subscribe_presence", user_ids=self.watched))
+                for channel in self.channels.values():
+                    channel._confirmed = False
+                self._spawn(self._subscribe_all())  # paced: frames are read meanwhile
                 async for raw in ws:
                     frame = parse_frame(raw)
                     if frame is None:
@@ -421,6 +430,26 @@ class Realtime:
         channel._check()
         return True
 
+    async def _subscribe_all(self) -> None:
+        for channel in list(self.channels.values()):
+            await self._subscribe(channel)
+        if self.watched:
+            await self._send(SubscribePresence(type="subscribe_presence", user_ids=self.watched))
+
+    async def _resend_unconfirmed(self, delay: float) -> None:
+        """The server dropped a frame of ours (rate_limited names no channel): after ``delay``,
+        subscribe again every channel this socket has not confirmed yet."""
+        if self._resending:
+            return
+        self._resending = True
+        try:
+            await asyncio.sleep(delay)
+            for channel in list(self.channels.values()):
+                if not channel._confirmed:
+                    await self._subscribe(channel)
+        finally:
+            self._resending = False
+
     async def _resubscribe(self, channel: Channel, delay: float) -> None:
         await asyncio.sleep(delay)
         if self.channels.get(channel.channel_id) is channel:
@@ -445,7 +474,14 @@ class Realtime:
         if channel is not None and frame.code in ("forbidden", "not_found"):
             del self.channels[channel.channel_id]  # removed, banned, or never a member: it ends
             channel._end(PermissionError(f"{frame.code}: {frame.message}"))
-        elif self.on_error is not None:
+            return
+        if channel is not None and frame.code == "invalid_request" and not channel._confirmed:
+            del self.channels[channel.channel_id]  # e.g. too many subscriptions on this socket
+            channel._end(SubscriptionRefused(f"{frame.code}: {frame.message}"))
+            return
+        if frame.code == "rate_limited" and frame.channel_id is None:
+            self._spawn(self._resend_unconfirmed(frame.retry_after or 1.0))
+        if self.on_error is not None:
             self._callback(self.on_error, frame)
 
     def _callback(self, callback: Callable[[Any], object], argument: object) -> None:
