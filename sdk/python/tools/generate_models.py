@@ -4,8 +4,9 @@ responses) from ``/openapi.json``, ``caas_client/frame_models.py`` (websocket fr
 
     python sdk/python/tools/generate_models.py http://127.0.0.1:8000   # a running server
 
-The output is committed; a test regenerates both from a live server and compares, so the models
-cannot drift from the API. Needs the ``generate`` extra (datamodel-code-generator) and ruff.
+The output is committed; a test compares the models' structure with a live server's schemas, so
+the models cannot drift from the API. Needs the ``generate`` extra (the pinned
+datamodel-code-generator) and ruff.
 """
 
 from __future__ import annotations
