@@ -467,3 +467,19 @@ async def test_subscriptions_the_rate_limiter_dropped_are_sent_again_and_refused
             results = await asyncio.wait_for(asyncio.gather(*(outcome(c) for c in channels)), WAIT)
             assert sorted(results) == [False] * 2 + [True] * 10  # 10 subscriptions per socket here
         await admin.aclose()
+
+
+async def test_outbox_remembers_a_bounded_number_of_outcomes_and_keeps_no_future_nobody_waits_for(
+    server: Server,
+) -> None:
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice")
+    async with AsyncClient(server.url, tokens["alice"]) as alice:
+        outbox = Outbox(alice)
+        outbox.state.remember = 10
+        sent = [outbox.send("room", f"m{i}") for i in range(30)]
+        await asyncio.wait_for(outbox.flush(), WAIT)
+        assert outbox.pending == [] and list(outbox.state.acked) == [p.client_msg_id for p in sent[-10:]]
+        assert (await outbox.acknowledged(sent[-1].client_msg_id)).client_msg_id == sent[-1].client_msg_id
+        assert outbox._settled == {}  # no future was made for a message nobody waited for
+    await admin.aclose()

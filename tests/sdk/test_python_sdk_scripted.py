@@ -163,3 +163,22 @@ async def test_close_and_unsubscribe_end_the_readers_and_a_channel_after_a_failu
             await asyncio.wait_for(read_all(first), WAIT)
         with pytest.raises(FrameTooBig):  # asked for after the failure: it ends at once
             await asyncio.wait_for(read_all(rt.channel("two", since_seq=0)), WAIT)
+
+
+async def test_a_channel_buffers_at_most_channel_buffer_frames_the_app_has_not_read() -> None:
+    sent: list[int] = []
+
+    async def script(ws: ServerConnection, n: int) -> None:
+        await server.receive(ws)
+        await ws.send(subscribed("room", 40))
+        for seq in range(1, 41):
+            await ws.send(event("room", seq))
+            sent.append(seq)
+        await ws.wait_closed()
+
+    async with Scripted(script) as server, Realtime(server.url, "t", channel_buffer=5) as rt:
+        channel = rt.channel("room", since_seq=0)
+        await eventually(lambda: _true(len(sent) == 40), "the server sent everything")  # into socket buffers
+        await eventually(lambda: _true(channel.buffered == 5), "five frames buffered")
+        got = await read_until(channel, 40, [])
+        assert [f.seq for f in got] == list(range(1, 41))

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,8 @@ class _Sender:
         self.max_attempts = max_attempts  # a message failing this many times is rejected (None: never)
         self._tries: dict[str, int] = {}  # failed attempts of each pending message
         self.state = OutboxState(store) if store is not None else OutboxState()
+        # the latest rejected messages and why (as many as the state remembers), to inspect
+        self.refused: OrderedDict[str, tuple[Pending, CaasError]] = OrderedDict()
         self.backoff = backoff or Backoff(base=0.1, cap=10.0)
         self.on_acked = on_acked
         self.on_rejected = on_rejected
@@ -119,6 +122,9 @@ class _Sender:
         refusal = error if isinstance(error, CaasError) else CaasError(0, "connection_lost", str(error))
         self._tries.pop(cmid, None)
         if self.state.reject(cmid, refusal.code):
+            self.refused[cmid] = (item, refusal)
+            while len(self.refused) > self.state.remember:
+                self.refused.popitem(last=False)
             if self.on_rejected is None:  # never dropped without a word
                 log.warning("caas_client outbox: message %s to %s rejected: %s", cmid, item.channel_id, refusal)
             self._notify(self.on_rejected, item, refusal)
@@ -178,7 +184,12 @@ class Outbox(_Sender):
         it was rejected)."""
         if (ack := self.state.acked.get(client_msg_id)) is not None:
             return ack
-        return await self._future(client_msg_id)
+        if (refused := self.refused.get(client_msg_id)) is not None:
+            raise refused[1]
+        future = self._settled.get(client_msg_id)  # futures only for messages someone waits for
+        if future is None:
+            future = self._settled[client_msg_id] = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(future)
 
     def observe(self, event: dict[str, Any]) -> Ack | None:
         ack = super().observe(event)
@@ -217,25 +228,19 @@ class Outbox(_Sender):
             delay = self._failed(item, exc)
             if delay is not None:
                 await asyncio.sleep(delay)
-            elif isinstance(exc, CaasError):
-                future = self._future(item.client_msg_id)
-                if not future.done():
-                    future.set_exception(exc)
-                    future.exception()  # read here too: nobody may be waiting for it
+            elif (refused := self.refused.get(item.client_msg_id)) is not None:
+                future = self._settled.pop(item.client_msg_id, None)
+                if future is not None and not future.done():
+                    future.set_exception(refused[1])
+                    future.exception()  # read here too: the waiter may have gone
             return
         if (ack := self._written(item, written)) is not None:
             self._settle(ack)
 
     def _settle(self, ack: Ack) -> None:
-        future = self._future(ack.client_msg_id)
-        if not future.done():
+        future = self._settled.pop(ack.client_msg_id, None)
+        if future is not None and not future.done():
             future.set_result(ack)
-
-    def _future(self, client_msg_id: str) -> asyncio.Future[Ack]:
-        future = self._settled.get(client_msg_id)
-        if future is None:
-            future = self._settled[client_msg_id] = asyncio.get_running_loop().create_future()
-        return future
 
 
 class SyncOutbox(_Sender):

@@ -99,6 +99,7 @@ class Channel:
         self.timeline = Timeline(seq=since_seq)
         self.on_typing: Callable[[Typing], None] | None = None
         self._queue: asyncio.Queue[EventFrame | _End] = asyncio.Queue()
+        self._space = asyncio.Event()  # set when the reader took a frame or the channel ended
         self._caught_up = asyncio.Event()
         self.active = True
         self.gap_backoff = Backoff()  # resubscribes after a gap, one at a time
@@ -113,8 +114,15 @@ class Channel:
     def __aiter__(self) -> AsyncIterator[EventFrame]:
         return self
 
+    @property
+    def buffered(self) -> int:
+        """Frames received and not yet read; at most the Realtime's ``channel_buffer`` (then the
+        socket is not read until the app catches up, and the server's flow control applies)."""
+        return self._queue.qsize()
+
     async def __anext__(self) -> EventFrame:
         item = await self._queue.get()
+        self._space.set()
         if isinstance(item, _End):
             self._queue.put_nowait(item)  # every later read ends too
             if item.error is None:
@@ -160,6 +168,7 @@ class Channel:
         if self.active:
             self.active = False
             self._queue.put_nowait(_End(error))
+            self._space.set()
 
 
 @dataclass
@@ -198,6 +207,7 @@ class Realtime:
         on_error: Callable[[ErrorFrame], None] | None = None,
         max_frame_bytes: int = 16 * 2**20,
         stable_seconds: float = 30.0,
+        channel_buffer: int = 1000,
     ) -> None:
         base = base_url.rstrip("/")  # http(s)://host[:port], as for the HTTP clients
         self.ws_url = ("ws" + base.removeprefix("http") if base.startswith("http") else base) + "/v1/ws"
@@ -211,6 +221,7 @@ class Realtime:
         self.on_error = on_error
         self.max_frame_bytes = max_frame_bytes
         self.stable_seconds = stable_seconds  # a connection up this long resets the backoff
+        self.channel_buffer = channel_buffer  # unread frames per channel before the socket waits
         self.channels: dict[str, Channel] = {}
         self.watched: list[str] = []
         self.connected = asyncio.Event()
@@ -379,6 +390,8 @@ class Realtime:
                     if isinstance(frame, ErrorFrame):
                         last_error = frame.code
                     progressed = self._dispatch(frame) or progressed
+                    if isinstance(frame, EventFrame):
+                        await self._room_in(frame.channel_id)
             return (ws.close_code, last_error, progressed)
         except ConnectionClosed as exc:
             return (exc.rcvd.code if exc.rcvd is not None else None, last_error, progressed)
@@ -429,6 +442,13 @@ class Realtime:
         channel._queue.put_nowait(frame)
         channel._check()
         return True
+
+    async def _room_in(self, channel_id: str) -> None:
+        """Stop reading the socket while the channel's reader is ``channel_buffer`` frames behind."""
+        channel = self.channels.get(channel_id)
+        while channel is not None and channel.active and channel.buffered >= self.channel_buffer:
+            channel._space.clear()
+            await channel._space.wait()
 
     async def _subscribe_all(self) -> None:
         for channel in list(self.channels.values()):
