@@ -7,7 +7,7 @@ import asyncio
 import json
 
 import pytest
-from caas_client import Backoff, Channel, ErrorFrame, FrameTooBig, FrameUnreadable, Presence, Realtime
+from caas_client import Backoff, Channel, ErrorFrame, FrameTooBig, FrameUnreadable, Presence, Realtime, SocketRefused
 from websockets.asyncio.server import ServerConnection
 
 from tests.sdk.helpers import WAIT, eventually, read_until
@@ -182,3 +182,23 @@ async def test_a_channel_buffers_at_most_channel_buffer_frames_the_app_has_not_r
         await eventually(lambda: _true(channel.buffered == 5), "five frames buffered")
         got = await read_until(channel, 40, [])
         assert [f.seq for f in got] == list(range(1, 41))
+
+
+async def test_a_refresh_callback_that_keeps_failing_ends_the_channels_with_socket_refused() -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        await ws.close(1008)  # the token is refused, every time
+
+    calls: list[int] = []
+
+    def refresh() -> str:
+        calls.append(1)
+        raise RuntimeError("the app's token endpoint is down")
+
+    async with (
+        Scripted(script) as server,
+        Realtime(server.url, "t", refresh_token=refresh, backoff=Backoff(base=0.001, cap=0.01)) as rt,
+    ):
+        channel = rt.channel("room", since_seq=0)
+        with pytest.raises(SocketRefused):
+            await asyncio.wait_for(read_until(channel, 1, []), WAIT)
+        assert len(calls) == 5 and rt.stats.refreshes == 0

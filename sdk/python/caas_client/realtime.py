@@ -62,6 +62,7 @@ class Step(Enum):
     BACK_OFF = "back_off"
 
 
+MAX_REFRESH_FAILURES = 5  # refresh_token failing this many times in a row ends the channels
 MAX_IMMEDIATE_RESUMES = 1  # reconnects at once (1013, a refreshed token) before backing off
 
 
@@ -230,6 +231,8 @@ class Realtime:
         self._task: asyncio.Task[None] | None = None
         self._failure: Exception | None = None
         self._resending = False
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._refresh_failures = 0  # in a row; MAX_REFRESH_FAILURES end the channels
 
     async def __aenter__(self) -> Realtime:
         self.start()
@@ -309,8 +312,16 @@ class Realtime:
         )
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
+        """Run ``coro`` in the background, held until it ends (the loop keeps only weak references
+        to tasks); what it raises is logged."""
         task = asyncio.ensure_future(coro)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("caas_client: a background task failed: %r", error, exc_info=error)
 
     async def _run(self) -> None:
         try:
@@ -341,6 +352,8 @@ class Realtime:
                 if await self._refresh() and immediate < MAX_IMMEDIATE_RESUMES:
                     immediate += 1
                     continue
+                if self._failure is not None:
+                    return
             if step is Step.RESUME_NOW:
                 immediate += 1
                 continue
@@ -353,8 +366,15 @@ class Realtime:
         try:
             token = self.refresh_token()
             self.token = await token if inspect.isawaitable(token) else token
-        except Exception:
+        except Exception as exc:
+            self._refresh_failures += 1
+            log.warning("caas_client: refresh_token failed (%d in a row): %r", self._refresh_failures, exc)
+            if self._refresh_failures >= MAX_REFRESH_FAILURES:
+                refused = SocketRefused(f"refresh_token failed {self._refresh_failures} times in a row")
+                refused.__cause__ = exc
+                self._fail(refused)
             return False
+        self._refresh_failures = 0
         self.stats.refreshes += 1
         return True
 
