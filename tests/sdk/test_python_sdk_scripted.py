@@ -202,3 +202,34 @@ async def test_a_refresh_callback_that_keeps_failing_ends_the_channels_with_sock
         with pytest.raises(SocketRefused):
             await asyncio.wait_for(read_until(channel, 1, []), WAIT)
         assert len(calls) == 5 and rt.stats.refreshes == 0
+
+
+async def test_caught_up_waits_again_for_the_new_head_after_a_reconnect() -> None:
+    release = asyncio.Event()
+
+    async def script(ws: ServerConnection, n: int) -> None:
+        frame = await server.receive(ws)
+        if n == 0:
+            await ws.send(subscribed("room", 1))
+            await ws.send(event("room", 1))
+            await ws.close(1011)
+            return
+        assert frame.get("since_seq") == 1
+        await ws.send(subscribed("room", 3))
+        await release.wait()
+        for seq in (2, 3):
+            await ws.send(event("room", seq))
+        await ws.wait_closed()
+
+    async with (
+        Scripted(script) as server,
+        Realtime(server.url, "t", backoff=Backoff(base=0.001, cap=0.01)) as rt,
+    ):
+        channel = rt.channel("room", since_seq=0)
+        got = await read_until(channel, 1, [])
+        await eventually(lambda: _true(channel.timeline.head_seq == 3), "the second subscription")
+        caught_up_early = channel.is_caught_up
+        release.set()
+        assert not caught_up_early  # seq 1 of 3: the new head is not reached yet
+        await asyncio.wait_for(channel.caught_up(), WAIT)
+        assert [f.seq for f in await read_until(channel, 3, got)] == [1, 2, 3]

@@ -142,6 +142,11 @@ class Channel:
             out.append(item)
         return out
 
+    @property
+    def is_caught_up(self) -> bool:
+        """Whether the channel has delivered up to the head of its latest subscription."""
+        return self._caught_up.is_set()
+
     async def caught_up(self) -> None:
         """Wait until the channel has delivered up to the head it had when (re)subscribed."""
         await self._caught_up.wait()
@@ -399,6 +404,7 @@ class Realtime:
                 self.connected.set()
                 for channel in self.channels.values():
                     channel._confirmed = False
+                    channel._caught_up.clear()  # re-armed: the head to reach is the new subscription's
                 self._spawn(self._subscribe_all())  # paced: frames are read meanwhile
                 async for raw in ws:
                     frame = parse_frame(raw)
