@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CONTRACTS := tools/contracts
 NODE_STAMP := $(CONTRACTS)/node_modules/.installed
 
-.PHONY: serve test lint unit bench contracts services-up services-down clean
+.PHONY: serve test lint unit sdk-test bench contracts services-up services-down clean
 
 $(STAMP): pyproject.toml sdk/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: $(STAMP)
 
 unit: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -q tests --ignore=tests/perf
+
+# the Python SDK's tests only: no Node tools needed (the Kafka variants need the services' env)
+sdk-test: $(STAMP)
+	$(BIN)/pytest -q tests/sdk
 
 test: $(STAMP) $(NODE_STAMP)
 	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
