@@ -486,3 +486,18 @@ async def test_outbox_remembers_a_bounded_number_of_outcomes_and_keeps_no_future
         assert (await outbox.acknowledged(sent[-1].client_msg_id)).client_msg_id == sent[-1].client_msg_id
         assert outbox._settled == {}  # no future was made for a message nobody waited for
     await admin.aclose()
+
+
+async def test_write_helpers_retried_with_one_idempotency_key_apply_once(server: Server) -> None:
+    admin = await admin_for(server)
+    await room(admin, "room", "alice")
+    first = await admin.create_channel(["alice"], name="no id", idempotency_key="create-1")
+    again = await admin.create_channel(["alice"], name="no id", idempotency_key="create-1")  # a lost answer's retry
+    assert again.channel_id == first.channel_id
+    posted = await admin.post_message("room", "once", user_id="alice", idempotency_key="post-1")
+    repeat = await admin.post_message("room", "once", user_id="alice", idempotency_key="post-1")
+    assert repeat.message_id == posted.message_id
+    admin.observe_position(repeat.position)
+    assert [m.text async for m in admin.history("room")] == ["once"]
+    assert [c.channel_id async for c in admin.channels()].count(first.channel_id) == 1
+    await admin.aclose()
