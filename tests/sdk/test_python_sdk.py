@@ -501,3 +501,13 @@ async def test_write_helpers_retried_with_one_idempotency_key_apply_once(server:
     assert [m.text async for m in admin.history("room")] == ["once"]
     assert [c.channel_id async for c in admin.channels()].count(first.channel_id) == 1
     await admin.aclose()
+
+
+async def test_presence_of_more_users_than_one_request_takes_is_asked_in_parts(server: Server) -> None:
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice")
+    ids = ["alice"] + [f"ghost-{i}" for i in range(249)]
+    async with AsyncClient(server.url, tokens["alice"]) as alice:
+        found = await alice.presence(ids)
+    assert set(found) == set(ids) and found["ghost-7"].status == "offline"
+    await admin.aclose()

@@ -239,7 +239,11 @@ class AsyncClient(_Base):
         return await self.call(calls.typing(channel_id))
 
     async def presence(self, user_ids: list[str]) -> dict[str, m.UserPresence]:
-        return await self.call(calls.presence(user_ids))
+        """Any number of users: asked for 100 at a time (the server's limit per request)."""
+        found: dict[str, m.UserPresence] = {}
+        for call in calls.presence_calls(user_ids):
+            found.update(await self.call(call))
+        return found
 
     async def channel_presence(self, channel_id: str) -> m.ChannelPresence:
         return await self.call(calls.channel_presence(channel_id))
@@ -394,7 +398,11 @@ class Client(_Base):
         return self.call(calls.typing(channel_id))
 
     def presence(self, user_ids: list[str]) -> dict[str, m.UserPresence]:
-        return self.call(calls.presence(user_ids))
+        """Any number of users: asked for 100 at a time (the server's limit per request)."""
+        found: dict[str, m.UserPresence] = {}
+        for call in calls.presence_calls(user_ids):
+            found.update(self.call(call))
+        return found
 
     def channel_presence(self, channel_id: str) -> m.ChannelPresence:
         return self.call(calls.channel_presence(channel_id))
