@@ -242,7 +242,8 @@ class AsyncClient(_Base):
         """Any number of users: asked for 100 at a time (the server's limit per request)."""
         found: dict[str, m.UserPresence] = {}
         for call in calls.presence_calls(user_ids):
-            found.update(await self.call(call))
+            part: dict[str, m.UserPresence] = await self.call(call)
+            found.update(part)
         return found
 
     async def channel_presence(self, channel_id: str) -> m.ChannelPresence:
@@ -401,7 +402,8 @@ class Client(_Base):
         """Any number of users: asked for 100 at a time (the server's limit per request)."""
         found: dict[str, m.UserPresence] = {}
         for call in calls.presence_calls(user_ids):
-            found.update(self.call(call))
+            part: dict[str, m.UserPresence] = self.call(call)
+            found.update(part)
         return found
 
     def channel_presence(self, channel_id: str) -> m.ChannelPresence:
