@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from caas_client import Ack, Backoff, MemoryStore, OutboxState, Pending, SqliteStore, Step, Timeline, Verdict, next_step
+from caas_client.realtime import MAX_IMMEDIATE_RESUMES
 from caas_client.throttle import Throttle
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -168,18 +169,44 @@ def test_typing_is_sent_at_most_once_per_window_per_channel(window: float, steps
         assert all(b - a >= window for a, b in itertools.pairwise(times))
 
 
-@given(
-    st.one_of(st.none(), st.integers(1000, 4999)),
-    st.sampled_from([None, "unauthenticated", "rate_limited"]),
-    st.booleans(),
-)
-def test_what_follows_a_close(code: int | None, last_error: str | None, progressed: bool) -> None:
-    step = next_step(code, last_error, progressed)
-    if code == 1009:
-        assert step is Step.FAIL
-    elif code == 1008:
-        assert step is (Step.REFRESH_TOKEN if last_error != "rate_limited" else Step.BACK_OFF)
-    elif code == 1013 and progressed:
-        assert step is Step.RESUME_NOW
-    else:
-        assert step is Step.BACK_OFF
+@given(st.lists(st.sampled_from([None, 1000, 1001, 1006, 1011, 1012, 1013]), min_size=1, max_size=30))
+def test_closes_without_progress_reconnect_at_once_at_most_once_in_a_row(codes: list[int | None]) -> None:
+    # a reconnect loop that never delivers: replay next_step as Realtime does
+    immediate, at_once_in_a_row, most = 0, 0, 0
+    for code in codes:
+        step = next_step(code, None, immediate)
+        assert step in (Step.RESUME_NOW, Step.BACK_OFF)
+        if step is Step.RESUME_NOW:
+            assert code == 1013
+            immediate += 1
+            at_once_in_a_row += 1
+        else:
+            at_once_in_a_row = 0
+        most = max(most, at_once_in_a_row)
+    assert most <= MAX_IMMEDIATE_RESUMES
+
+
+@given(st.sampled_from([None, "unauthenticated", "quota_exceeded", "rate_limited", "brand_new"]), st.integers(0, 5))
+def test_a_1008_refreshes_the_token_only_when_the_token_was_refused(last_error: str | None, immediate: int) -> None:
+    refreshes = next_step(1008, last_error, immediate) is Step.REFRESH_TOKEN
+    assert refreshes == (last_error in (None, "unauthenticated"))
+    assert next_step(1009, last_error, immediate) is Step.FAIL
+
+
+@given(st.lists(st.sampled_from("abc"), min_size=1, max_size=20), st.data())
+def test_a_deferred_message_goes_behind_other_channels_and_each_channel_keeps_its_order(
+    channels: list[str], data: st.DataObject
+) -> None:
+    state = OutboxState()
+    items = [Pending(f"cm-{i}", c, f"t{i}") for i, c in enumerate(channels)]
+    for item in items:
+        state.enqueue(item)
+    failing = state.next()
+    assert failing is not None
+    for _ in range(data.draw(st.integers(1, 3))):
+        state.defer(failing.client_msg_id)
+    order = list(state.pending.values())
+    for c in set(channels):  # every channel's messages in the order they were sent
+        assert [p for p in order if p.channel_id == c] == [p for p in items if p.channel_id == c]
+    others = [p for p in items if p.channel_id != failing.channel_id]
+    assert order[: len(others)] == others  # the other channels go first

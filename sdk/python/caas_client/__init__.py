@@ -6,7 +6,14 @@ from caas_client.backoff import Backoff
 from caas_client.calls import Call
 from caas_client.client import AsyncClient, Client
 from caas_client.delivery import Outbox, SyncOutbox
-from caas_client.errors import CaasError, ConnectionLost, FrameTooBig, SocketRefused
+from caas_client.errors import (
+    CaasError,
+    ConnectionLost,
+    FrameTooBig,
+    FrameUnreadable,
+    SocketRefused,
+    SubscriptionRefused,
+)
 from caas_client.frames import ErrorFrame, EventFrame, Presence, Subscribed, Typing
 from caas_client.outbox import Ack, MemoryStore, OutboxState, OutboxStore, Pending, SqliteStore
 from caas_client.realtime import Channel, Realtime, Step, next_step
@@ -24,6 +31,7 @@ __all__ = [
     "ErrorFrame",
     "EventFrame",
     "FrameTooBig",
+    "FrameUnreadable",
     "MemoryStore",
     "Outbox",
     "OutboxState",
@@ -35,6 +43,7 @@ __all__ = [
     "SqliteStore",
     "Step",
     "Subscribed",
+    "SubscriptionRefused",
     "SyncOutbox",
     "Timeline",
     "Typing",

@@ -148,6 +148,15 @@ def typing(channel_id: str, user_id: str | None = None) -> Call[m.TypingDelivere
 
 
 # --- presence -------------------------------------------------------------------------------------
+PRESENCE_IDS_PER_CALL = 100  # the server's limit on user_ids per GET /v1/presence
+
+
+def presence_calls(user_ids: list[str]) -> list[Call[dict[str, m.UserPresence]]]:
+    """As many presence calls as ``user_ids`` needs, each within the server's limit."""
+    ids = list(dict.fromkeys(user_ids))
+    return [presence(ids[i : i + PRESENCE_IDS_PER_CALL]) for i in range(0, len(ids), PRESENCE_IDS_PER_CALL)]
+
+
 def presence(user_ids: list[str]) -> Call[dict[str, m.UserPresence]]:
     def parse(data: Any) -> dict[str, m.UserPresence]:
         return {uid: m.UserPresence.model_validate(p) for uid, p in data.items()}

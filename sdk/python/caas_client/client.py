@@ -8,7 +8,10 @@ client's own writes, whichever node answers.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -65,6 +68,12 @@ class _Base:
         return call.parse(data)
 
 
+def keyed(call: Call[T], idempotency_key: str | None) -> Call[T]:
+    """``call`` sent with an ``Idempotency-Key``: retried with the same key after a lost answer,
+    the write is applied once and the first answer is returned again (docs/api.md)."""
+    return call if idempotency_key is None else replace(call, idempotency_key=idempotency_key)
+
+
 def _error(response: httpx.Response, data: Any) -> CaasError:
     body = data.get("error") if isinstance(data, dict) else None
     retry = response.headers.get("retry-after")
@@ -93,6 +102,7 @@ class AsyncClient(_Base):
         super().__init__(base_url, token)
         self.http = http or httpx.AsyncClient(timeout=timeout)
         self.refresh_token = refresh_token
+        self._refreshing = asyncio.Lock()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -107,13 +117,16 @@ class AsyncClient(_Base):
         """Send one :class:`Call`; raises :class:`CaasError` for an error answer and
         :class:`ConnectionLost` when the answer is lost (the request may have been applied)."""
         for attempt in range(2):
+            sent_with = self.token
             try:
                 response = await self.http.request(**self._request(call))
             except httpx.TransportError as exc:
                 raise ConnectionLost(str(exc) or type(exc).__name__) from exc
             if response.status_code == 401 and self.refresh_token is not None and attempt == 0:
-                self.token = await self.refresh_token()
-                self.refreshes += 1
+                async with self._refreshing:  # one refresh for all the requests the old token failed
+                    if self.token == sent_with:
+                        self.token = await self.refresh_token()
+                        self.refreshes += 1
                 continue
             break
         return self._answer(call, response)
@@ -143,42 +156,57 @@ class AsyncClient(_Base):
         return self.iterate(calls.events(after_position, types=types))
 
     # tenant administration
-    async def put_user(self, user_id: str, name: str, metadata: Json | None = None) -> m.UserWritten:
-        return await self.call(calls.put_user(user_id, name, metadata))
+    async def put_user(
+        self, user_id: str, name: str, metadata: Json | None = None, idempotency_key: str | None = None
+    ) -> m.UserWritten:
+        return await self.call(keyed(calls.put_user(user_id, name, metadata), idempotency_key))
 
     async def create_token(self, user_id: str, ttl_seconds: int | None = None) -> m.Token:
         return await self.call(calls.create_token(user_id, ttl_seconds))
 
-    async def create_api_key(self, name: str | None = None) -> m.ApiKeyCreated:
-        return await self.call(calls.create_api_key(name))
+    async def create_api_key(self, name: str | None = None, idempotency_key: str | None = None) -> m.ApiKeyCreated:
+        return await self.call(keyed(calls.create_api_key(name), idempotency_key))
 
     async def revoke_api_key(self, key_id: str) -> m.Written:
         return await self.call(calls.revoke_api_key(key_id))
 
-    async def rotate_signing_key(self) -> m.SigningKeyRotated:
-        return await self.call(calls.rotate_signing_key())
+    async def rotate_signing_key(self, idempotency_key: str | None = None) -> m.SigningKeyRotated:
+        return await self.call(keyed(calls.rotate_signing_key(), idempotency_key))
 
     # channels and messages
     async def create_channel(
-        self, members: list[str], channel_id: str | None = None, name: str | None = None, kind: str = "group"
+        self,
+        members: list[str],
+        channel_id: str | None = None,
+        name: str | None = None,
+        kind: str = "group",
+        idempotency_key: str | None = None,
     ) -> m.ChannelWritten:
-        return await self.call(calls.create_channel(members, channel_id, name, kind))
+        return await self.call(keyed(calls.create_channel(members, channel_id, name, kind), idempotency_key))
 
     async def get_channel(self, channel_id: str) -> m.Channel:
         return await self.call(calls.get_channel(channel_id))
 
-    async def add_member(self, channel_id: str, user_id: str, role: str | None = None) -> m.ChannelWritten:
-        return await self.call(calls.add_member(channel_id, user_id, role))
+    async def add_member(
+        self, channel_id: str, user_id: str, role: str | None = None, idempotency_key: str | None = None
+    ) -> m.ChannelWritten:
+        return await self.call(keyed(calls.add_member(channel_id, user_id, role), idempotency_key))
 
-    async def remove_member(self, channel_id: str, user_id: str) -> m.ChannelWritten:
-        return await self.call(calls.remove_member(channel_id, user_id))
+    async def remove_member(
+        self, channel_id: str, user_id: str, idempotency_key: str | None = None
+    ) -> m.ChannelWritten:
+        return await self.call(keyed(calls.remove_member(channel_id, user_id), idempotency_key))
 
-    async def post_message(self, channel_id: str, text: str, **fields: Any) -> m.MessageWritten:
+    async def post_message(
+        self, channel_id: str, text: str, idempotency_key: str | None = None, **fields: Any
+    ) -> m.MessageWritten:
         """``fields``: ``client_msg_id``, ``parent_id``, ``attachments``, ``user_id`` (API key)."""
-        return await self.call(calls.post_message(channel_id, {"text": text, **fields}))
+        return await self.call(keyed(calls.post_message(channel_id, {"text": text, **fields}), idempotency_key))
 
-    async def edit_message(self, channel_id: str, message_id: str, text: str) -> m.MessageWritten:
-        return await self.call(calls.edit_message(channel_id, message_id, text))
+    async def edit_message(
+        self, channel_id: str, message_id: str, text: str, idempotency_key: str | None = None
+    ) -> m.MessageWritten:
+        return await self.call(keyed(calls.edit_message(channel_id, message_id, text), idempotency_key))
 
     async def delete_message(self, channel_id: str, message_id: str) -> m.MessageWritten:
         return await self.call(calls.delete_message(channel_id, message_id))
@@ -191,14 +219,18 @@ class AsyncClient(_Base):
     async def thread(self, channel_id: str, message_id: str, limit: int | None = None) -> m.Thread:
         return await self.call(calls.thread(channel_id, message_id, limit))
 
-    async def add_reaction(self, channel_id: str, message_id: str, emoji: str) -> m.MessageWritten:
-        return await self.call(calls.add_reaction(channel_id, message_id, emoji))
+    async def add_reaction(
+        self, channel_id: str, message_id: str, emoji: str, idempotency_key: str | None = None
+    ) -> m.MessageWritten:
+        return await self.call(keyed(calls.add_reaction(channel_id, message_id, emoji), idempotency_key))
 
-    async def remove_reaction(self, channel_id: str, message_id: str, emoji: str) -> m.MessageWritten:
-        return await self.call(calls.remove_reaction(channel_id, message_id, emoji))
+    async def remove_reaction(
+        self, channel_id: str, message_id: str, emoji: str, idempotency_key: str | None = None
+    ) -> m.MessageWritten:
+        return await self.call(keyed(calls.remove_reaction(channel_id, message_id, emoji), idempotency_key))
 
-    async def mark_read(self, channel_id: str, seq: int) -> m.ChannelWritten:
-        return await self.call(calls.mark_read(channel_id, seq))
+    async def mark_read(self, channel_id: str, seq: int, idempotency_key: str | None = None) -> m.ChannelWritten:
+        return await self.call(keyed(calls.mark_read(channel_id, seq), idempotency_key))
 
     async def unread_count(self, channel_id: str) -> int | None:
         return (await self.get_channel(channel_id)).unread_count
@@ -207,7 +239,12 @@ class AsyncClient(_Base):
         return await self.call(calls.typing(channel_id))
 
     async def presence(self, user_ids: list[str]) -> dict[str, m.UserPresence]:
-        return await self.call(calls.presence(user_ids))
+        """Any number of users: asked for 100 at a time (the server's limit per request)."""
+        found: dict[str, m.UserPresence] = {}
+        for call in calls.presence_calls(user_ids):
+            part: dict[str, m.UserPresence] = await self.call(call)
+            found.update(part)
+        return found
 
     async def channel_presence(self, channel_id: str) -> m.ChannelPresence:
         return await self.call(calls.channel_presence(channel_id))
@@ -229,6 +266,7 @@ class Client(_Base):
         super().__init__(base_url, token)
         self.http = http or httpx.Client(timeout=timeout)
         self.refresh_token = refresh_token
+        self._refreshing = threading.Lock()
 
     def __enter__(self) -> Client:
         return self
@@ -242,13 +280,16 @@ class Client(_Base):
     def call(self, call: Call[T]) -> T:
         """Send one :class:`Call` (see :meth:`AsyncClient.call`)."""
         for attempt in range(2):
+            sent_with = self.token
             try:
                 response = self.http.request(**self._request(call))
             except httpx.TransportError as exc:
                 raise ConnectionLost(str(exc) or type(exc).__name__) from exc
             if response.status_code == 401 and self.refresh_token is not None and attempt == 0:
-                self.token = self.refresh_token()
-                self.refreshes += 1
+                with self._refreshing:  # threads that failed with the same token refresh it once
+                    if self.token == sent_with:
+                        self.token = self.refresh_token()
+                        self.refreshes += 1
                 continue
             break
         return self._answer(call, response)
@@ -277,42 +318,55 @@ class Client(_Base):
         return self.iterate(calls.events(after_position, types=types))
 
     # tenant administration
-    def put_user(self, user_id: str, name: str, metadata: Json | None = None) -> m.UserWritten:
-        return self.call(calls.put_user(user_id, name, metadata))
+    def put_user(
+        self, user_id: str, name: str, metadata: Json | None = None, idempotency_key: str | None = None
+    ) -> m.UserWritten:
+        return self.call(keyed(calls.put_user(user_id, name, metadata), idempotency_key))
 
     def create_token(self, user_id: str, ttl_seconds: int | None = None) -> m.Token:
         return self.call(calls.create_token(user_id, ttl_seconds))
 
-    def create_api_key(self, name: str | None = None) -> m.ApiKeyCreated:
-        return self.call(calls.create_api_key(name))
+    def create_api_key(self, name: str | None = None, idempotency_key: str | None = None) -> m.ApiKeyCreated:
+        return self.call(keyed(calls.create_api_key(name), idempotency_key))
 
     def revoke_api_key(self, key_id: str) -> m.Written:
         return self.call(calls.revoke_api_key(key_id))
 
-    def rotate_signing_key(self) -> m.SigningKeyRotated:
-        return self.call(calls.rotate_signing_key())
+    def rotate_signing_key(self, idempotency_key: str | None = None) -> m.SigningKeyRotated:
+        return self.call(keyed(calls.rotate_signing_key(), idempotency_key))
 
     # channels and messages
     def create_channel(
-        self, members: list[str], channel_id: str | None = None, name: str | None = None, kind: str = "group"
+        self,
+        members: list[str],
+        channel_id: str | None = None,
+        name: str | None = None,
+        kind: str = "group",
+        idempotency_key: str | None = None,
     ) -> m.ChannelWritten:
-        return self.call(calls.create_channel(members, channel_id, name, kind))
+        return self.call(keyed(calls.create_channel(members, channel_id, name, kind), idempotency_key))
 
     def get_channel(self, channel_id: str) -> m.Channel:
         return self.call(calls.get_channel(channel_id))
 
-    def add_member(self, channel_id: str, user_id: str, role: str | None = None) -> m.ChannelWritten:
-        return self.call(calls.add_member(channel_id, user_id, role))
+    def add_member(
+        self, channel_id: str, user_id: str, role: str | None = None, idempotency_key: str | None = None
+    ) -> m.ChannelWritten:
+        return self.call(keyed(calls.add_member(channel_id, user_id, role), idempotency_key))
 
-    def remove_member(self, channel_id: str, user_id: str) -> m.ChannelWritten:
-        return self.call(calls.remove_member(channel_id, user_id))
+    def remove_member(self, channel_id: str, user_id: str, idempotency_key: str | None = None) -> m.ChannelWritten:
+        return self.call(keyed(calls.remove_member(channel_id, user_id), idempotency_key))
 
-    def post_message(self, channel_id: str, text: str, **fields: Any) -> m.MessageWritten:
+    def post_message(
+        self, channel_id: str, text: str, idempotency_key: str | None = None, **fields: Any
+    ) -> m.MessageWritten:
         """``fields``: ``client_msg_id``, ``parent_id``, ``attachments``, ``user_id`` (API key)."""
-        return self.call(calls.post_message(channel_id, {"text": text, **fields}))
+        return self.call(keyed(calls.post_message(channel_id, {"text": text, **fields}), idempotency_key))
 
-    def edit_message(self, channel_id: str, message_id: str, text: str) -> m.MessageWritten:
-        return self.call(calls.edit_message(channel_id, message_id, text))
+    def edit_message(
+        self, channel_id: str, message_id: str, text: str, idempotency_key: str | None = None
+    ) -> m.MessageWritten:
+        return self.call(keyed(calls.edit_message(channel_id, message_id, text), idempotency_key))
 
     def delete_message(self, channel_id: str, message_id: str) -> m.MessageWritten:
         return self.call(calls.delete_message(channel_id, message_id))
@@ -325,14 +379,18 @@ class Client(_Base):
     def thread(self, channel_id: str, message_id: str, limit: int | None = None) -> m.Thread:
         return self.call(calls.thread(channel_id, message_id, limit))
 
-    def add_reaction(self, channel_id: str, message_id: str, emoji: str) -> m.MessageWritten:
-        return self.call(calls.add_reaction(channel_id, message_id, emoji))
+    def add_reaction(
+        self, channel_id: str, message_id: str, emoji: str, idempotency_key: str | None = None
+    ) -> m.MessageWritten:
+        return self.call(keyed(calls.add_reaction(channel_id, message_id, emoji), idempotency_key))
 
-    def remove_reaction(self, channel_id: str, message_id: str, emoji: str) -> m.MessageWritten:
-        return self.call(calls.remove_reaction(channel_id, message_id, emoji))
+    def remove_reaction(
+        self, channel_id: str, message_id: str, emoji: str, idempotency_key: str | None = None
+    ) -> m.MessageWritten:
+        return self.call(keyed(calls.remove_reaction(channel_id, message_id, emoji), idempotency_key))
 
-    def mark_read(self, channel_id: str, seq: int) -> m.ChannelWritten:
-        return self.call(calls.mark_read(channel_id, seq))
+    def mark_read(self, channel_id: str, seq: int, idempotency_key: str | None = None) -> m.ChannelWritten:
+        return self.call(keyed(calls.mark_read(channel_id, seq), idempotency_key))
 
     def unread_count(self, channel_id: str) -> int | None:
         return self.get_channel(channel_id).unread_count
@@ -341,7 +399,12 @@ class Client(_Base):
         return self.call(calls.typing(channel_id))
 
     def presence(self, user_ids: list[str]) -> dict[str, m.UserPresence]:
-        return self.call(calls.presence(user_ids))
+        """Any number of users: asked for 100 at a time (the server's limit per request)."""
+        found: dict[str, m.UserPresence] = {}
+        for call in calls.presence_calls(user_ids):
+            part: dict[str, m.UserPresence] = self.call(call)
+            found.update(part)
+        return found
 
     def channel_presence(self, channel_id: str) -> m.ChannelPresence:
         return self.call(calls.channel_presence(channel_id))

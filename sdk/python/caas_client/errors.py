@@ -42,3 +42,13 @@ class FrameTooBig(Exception):
 
 class SocketRefused(Exception):
     """The server refused the socket (1008) and no token-refresh callback could fix it."""
+
+
+class FrameUnreadable(Exception):
+    """An event frame of the channel did not fit the frame model: the channel ends with it rather
+    than skip an event (``__cause__`` is the validation error)."""
+
+
+class SubscriptionRefused(Exception):
+    """The server refused the channel's subscription (an ``invalid_request`` naming it, e.g. too
+    many subscriptions on the socket): the channel ends with it."""

@@ -110,9 +110,9 @@ class Envelope(BaseModel):
     schema_version: Annotated[int, Field(title="Schema Version")]
     occurred_at: Annotated[str, Field(title="Occurred At")]
     actor: Annotated[str | None, Field(title="Actor")]
-    command_id: Annotated[None, Field(title="Command Id")]
-    causation_id: Annotated[None, Field(title="Causation Id")]
-    correlation_id: Annotated[None, Field(title="Correlation Id")]
+    command_id: Annotated[Any, Field(title="Command Id")]
+    causation_id: Annotated[Any, Field(title="Causation Id")]
+    correlation_id: Annotated[Any, Field(title="Correlation Id")]
     payload: Annotated[dict[str, Any], Field(title="Payload")]
     """
     the event's payload; in a replay a message deleted since shows "text": "", no attachments and "redacted": "deleted", and one edited since its current text and "redacted": "edited"
@@ -150,7 +150,7 @@ class Presence(BaseModel):
     )
     type: Annotated[Literal["presence"], Field(title="Type")]
     user_id: Annotated[str, Field(title="User Id")]
-    status: Annotated[Literal["online", "away", "offline"], Field(title="Status")]
+    status: Annotated[str, Field(title="Status")]
     last_seen_at: Annotated[str | None, Field(title="Last Seen At")]
     devices: Annotated[int, Field(title="Devices")]
     """
@@ -191,15 +191,7 @@ class Error(BaseModel):
     )
     type: Annotated[Literal["error"], Field(title="Type")]
     code: Annotated[
-        Literal[
-            "invalid_request",
-            "not_found",
-            "forbidden",
-            "rate_limited",
-            "unauthenticated",
-            "payload_too_large",
-            "quota_exceeded",
-        ],
+        str,
         Field(title="Code"),
     ]
     message: Annotated[str, Field(title="Message")]

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 from pydantic import ValidationError
 
 from caas_client.frame_models import (
@@ -24,17 +27,41 @@ from caas_client.frame_models import ServerFrame as _ServerFrame
 
 __all__ = [
     "Envelope", "ErrorFrame", "EventFrame", "Ping", "Pong", "Presence", "SendTyping", "ServerFrame", "Subscribe",
-    "SubscribePresence", "Subscribed", "Typing", "Unsubscribe", "Unsubscribed", "parse_frame",
+    "SubscribePresence", "Subscribed", "Typing", "Unreadable", "Unsubscribe", "Unsubscribed", "parse_frame",
 ]  # fmt: skip
 
 ServerFrame = Subscribed | Unsubscribed | EventFrame | Presence | Typing | Pong | ErrorFrame
 """What the server sends: the generated ``ServerFrame`` union (discriminated by ``type``), unwrapped."""
 
 
-def parse_frame(text: str | bytes) -> ServerFrame | None:
-    """A server frame from its JSON text; ``None`` for a frame this client does not know (a newer
-    server's), which the client skips."""
+SERVER_TYPES = frozenset({"subscribed", "unsubscribed", "event", "presence", "typing", "pong", "error"})
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A frame of a known ``type`` that does not fit its model (or is not JSON at all).
+    ``channel_id`` is the channel it names, if it names one: an event that cannot be read must end
+    its channel, since skipping it would leave a hole in the timeline."""
+
+    type: str | None
+    channel_id: str | None
+    error: Exception
+
+
+def parse_frame(text: str | bytes) -> ServerFrame | Unreadable | None:
+    """A server frame from its JSON text; ``None`` for a frame of a ``type`` this client does not
+    know (a newer server's), which the client skips; :class:`Unreadable` for one it cannot read."""
     try:
-        return _ServerFrame.model_validate_json(text).root
-    except ValidationError:
+        data = json.loads(text)
+    except ValueError as exc:
+        return Unreadable(None, None, exc)
+    if not isinstance(data, dict):
+        return Unreadable(None, None, ValueError("a frame is a JSON object"))
+    kind = data.get("type")
+    if kind not in SERVER_TYPES:
         return None
+    try:
+        return _ServerFrame.model_validate(data).root
+    except ValidationError as exc:
+        channel_id = data.get("channel_id")
+        return Unreadable(kind, channel_id if isinstance(channel_id, str) else None, exc)

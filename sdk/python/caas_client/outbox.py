@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,8 +128,10 @@ class OutboxState:
 
     store: OutboxStore = field(default_factory=MemoryStore)
     pending: dict[str, Pending] = field(default_factory=dict)
-    acked: dict[str, Ack] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)  # client_msg_id -> error code
+    # the latest ``remember`` outcomes only: a long-running sender must not grow without bound
+    acked: OrderedDict[str, Ack] = field(default_factory=OrderedDict)
+    rejected: OrderedDict[str, str] = field(default_factory=OrderedDict)  # client_msg_id -> error code
+    remember: int = 1000
 
     def __post_init__(self) -> None:
         for item in self.store.load():
@@ -147,12 +150,24 @@ class OutboxState:
         """The oldest message still waiting."""
         return next(iter(self.pending.values()), None)
 
+    def defer(self, client_msg_id: str) -> None:
+        """Put the message, and the later ones of its channel, behind the other channels'
+        messages: one that keeps failing does not hold up the rest; a channel keeps its order."""
+        item = self.pending.get(client_msg_id)
+        if item is None:
+            return
+        moved = [p for p in self.pending.values() if p.channel_id == item.channel_id]
+        for p in moved:
+            del self.pending[p.client_msg_id]
+            self.pending[p.client_msg_id] = p
+
     def acknowledge(self, ack: Ack) -> bool:
         """Record the server's acknowledgement; ``True`` the first time only."""
         if self.pending.pop(ack.client_msg_id, None) is None:
             return False
         self.store.remove(ack.client_msg_id)
         self.acked[ack.client_msg_id] = ack
+        _forget_oldest(self.acked, self.remember)
         return True
 
     def reject(self, client_msg_id: str, code: str) -> bool:
@@ -161,6 +176,7 @@ class OutboxState:
             return False
         self.store.remove(client_msg_id)
         self.rejected[client_msg_id] = code
+        _forget_oldest(self.rejected, self.remember)
         return True
 
     def observe(self, event: dict[str, Any]) -> Ack | None:
@@ -181,3 +197,8 @@ class OutboxState:
             position if isinstance(position, int) else None,
         )
         return ack if self.acknowledge(ack) else None
+
+
+def _forget_oldest(items: OrderedDict[str, Any], keep: int) -> None:
+    while len(items) > keep:
+        items.popitem(last=False)

@@ -5,10 +5,13 @@ Each :class:`Channel` remembers the last ``seq`` it delivered. Whenever the sock
 channel subscribes again with ``since_seq``: the server replays what was missed, the timeline
 drops what was seen already, and the application reads each event once, in order.
 
-How a close is handled (:func:`next_step`): 1013 (the client fell behind) reconnects at once;
+How a close is handled (:func:`next_step`): 1013 (the client fell behind) reconnects at once,
+once in a row (then with a backoff, until a connection delivers events again);
 1008 (the token is no longer accepted) asks the app's ``refresh_token`` callback for a new one,
 then reconnects; 1009 (a frame of ours was too big) is raised to the channels and ends the
-connection; anything else reconnects after a backoff with jitter.
+connection; anything else (1011, 1012 on a server restart, a dropped connection) reconnects after
+a backoff with jitter, which resets only after a connection delivered events or stayed up for
+``stable_seconds``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -27,7 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from caas_client.backoff import Backoff
 from caas_client.delivery import Outbox
-from caas_client.errors import FrameTooBig, SocketRefused
+from caas_client.errors import FrameTooBig, FrameUnreadable, SocketRefused, SubscriptionRefused
 from caas_client.frames import (
     ErrorFrame,
     EventFrame,
@@ -38,13 +42,15 @@ from caas_client.frames import (
     Subscribed,
     SubscribePresence,
     Typing,
+    Unreadable,
     Unsubscribe,
     Unsubscribed,
     parse_frame,
 )
-from caas_client.throttle import Throttle
+from caas_client.throttle import Bucket, Throttle
 from caas_client.timeline import Timeline, Verdict
 
+log = logging.getLogger("caas_client")
 TokenRefresh = Callable[[], Awaitable[str]] | Callable[[], str]
 POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = 1008, 1009, 1013
 
@@ -56,24 +62,31 @@ class Step(Enum):
     BACK_OFF = "back_off"
 
 
-def next_step(code: int | None, last_error: str | None, progressed: bool) -> Step:
+MAX_REFRESH_FAILURES = 5  # refresh_token failing this many times in a row ends the channels
+MAX_IMMEDIATE_RESUMES = 1  # reconnects at once (1013, a refreshed token) before backing off
+
+
+def next_step(code: int | None, last_error: str | None, immediate_resumes: int) -> Step:
     """What to do after the socket closed with ``code`` (``None``: no close frame, the network
     or the process went away). ``last_error`` is the code of the error frame just before the
-    close; ``progressed`` whether the connection delivered anything (a 1013 that repeats without
-    progress backs off rather than spinning)."""
+    close; ``immediate_resumes`` how many reconnects in a row were made at once since the last
+    connection that delivered an event: 1013 resumes at once only up to
+    :data:`MAX_IMMEDIATE_RESUMES` times, so that clients a server sheds together do not all come
+    back together, again and again. 1011, 1012 (a restart) and a drop back off."""
     if code == TOO_BIG:
         return Step.FAIL
     if code == POLICY_VIOLATION:
         return Step.REFRESH_TOKEN if last_error in (None, "unauthenticated") else Step.BACK_OFF
-    if code == TRY_AGAIN_LATER and progressed:
+    if code == TRY_AGAIN_LATER and immediate_resumes < MAX_IMMEDIATE_RESUMES:
         return Step.RESUME_NOW
     return Step.BACK_OFF
 
 
 class _End:
-    """Put in a channel's queue when it ends (``error`` is raised to the reader)."""
+    """Put in a channel's queue when it ends: ``error`` is raised to the reader; ``None`` (closed
+    by the app: :meth:`Realtime.close`, :meth:`Realtime.unsubscribe`) ends its ``async for``."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception | None) -> None:
         self.error = error
 
 
@@ -87,8 +100,12 @@ class Channel:
         self.timeline = Timeline(seq=since_seq)
         self.on_typing: Callable[[Typing], None] | None = None
         self._queue: asyncio.Queue[EventFrame | _End] = asyncio.Queue()
+        self._space = asyncio.Event()  # set when the reader took a frame or the channel ended
         self._caught_up = asyncio.Event()
         self.active = True
+        self.gap_backoff = Backoff()  # resubscribes after a gap, one at a time
+        self._confirmed = False  # subscribed on the current socket
+        self._resubscribing = False
 
     @property
     def seq(self) -> int | None:
@@ -98,10 +115,19 @@ class Channel:
     def __aiter__(self) -> AsyncIterator[EventFrame]:
         return self
 
+    @property
+    def buffered(self) -> int:
+        """Frames received and not yet read; at most the Realtime's ``channel_buffer`` (then the
+        socket is not read until the app catches up, and the server's flow control applies)."""
+        return self._queue.qsize()
+
     async def __anext__(self) -> EventFrame:
         item = await self._queue.get()
+        self._space.set()
         if isinstance(item, _End):
             self._queue.put_nowait(item)  # every later read ends too
+            if item.error is None:
+                raise StopAsyncIteration
             raise item.error
         return item
 
@@ -115,6 +141,11 @@ class Channel:
                 break
             out.append(item)
         return out
+
+    @property
+    def is_caught_up(self) -> bool:
+        """Whether the channel has delivered up to the head of its latest subscription."""
+        return self._caught_up.is_set()
 
     async def caught_up(self) -> None:
         """Wait until the channel has delivered up to the head it had when (re)subscribed."""
@@ -130,6 +161,8 @@ class Channel:
 
     # called by Realtime
     def _subscribed(self, head_seq: int) -> None:
+        self._resubscribing = False
+        self._confirmed = True
         self.timeline.subscribed(head_seq)
         self._check()
 
@@ -137,9 +170,11 @@ class Channel:
         if self.timeline.caught_up:
             self._caught_up.set()
 
-    def _end(self, error: Exception) -> None:
-        self.active = False
-        self._queue.put_nowait(_End(error))
+    def _end(self, error: Exception | None) -> None:
+        if self.active:
+            self.active = False
+            self._queue.put_nowait(_End(error))
+            self._space.set()
 
 
 @dataclass
@@ -150,6 +185,7 @@ class Stats:
     connects: int = 0
     closes: dict[int | None, int] = field(default_factory=dict)
     refreshes: int = 0
+    callback_errors: int = 0  # exceptions raised by the app's callbacks (logged, then ignored)
 
     def closed(self, code: int | None) -> None:
         self.closes[code] = self.closes.get(code, 0) + 1
@@ -176,6 +212,8 @@ class Realtime:
         on_presence: Callable[[Presence], None] | None = None,
         on_error: Callable[[ErrorFrame], None] | None = None,
         max_frame_bytes: int = 16 * 2**20,
+        stable_seconds: float = 30.0,
+        channel_buffer: int = 1000,
     ) -> None:
         base = base_url.rstrip("/")  # http(s)://host[:port], as for the HTTP clients
         self.ws_url = ("ws" + base.removeprefix("http") if base.startswith("http") else base) + "/v1/ws"
@@ -184,9 +222,12 @@ class Realtime:
         self.outbox = outbox
         self.backoff = backoff or Backoff()
         self.throttle = Throttle(typing_throttle_seconds)
+        self.pacer = Bucket()  # every frame this client sends, kept under the server's rate limit
         self.on_presence = on_presence
         self.on_error = on_error
         self.max_frame_bytes = max_frame_bytes
+        self.stable_seconds = stable_seconds  # a connection up this long resets the backoff
+        self.channel_buffer = channel_buffer  # unread frames per channel before the socket waits
         self.channels: dict[str, Channel] = {}
         self.watched: list[str] = []
         self.connected = asyncio.Event()
@@ -194,6 +235,9 @@ class Realtime:
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._failure: Exception | None = None
+        self._resending = False
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._refresh_failures = 0  # in a row; MAX_REFRESH_FAILURES end the channels
 
     async def __aenter__(self) -> Realtime:
         self.start()
@@ -207,6 +251,9 @@ class Realtime:
             self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
+        """Close the socket; every channel's reader ends (its ``async for`` stops)."""
+        for channel in self.channels.values():
+            channel._end(None)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -220,13 +267,18 @@ class Realtime:
         """Subscribe to ``channel_id``: every event after ``since_seq`` (``None``: from now on)."""
         channel = self.channels.get(channel_id)
         if channel is None:
-            channel = self.channels[channel_id] = Channel(self, channel_id, since_seq)
+            channel = Channel(self, channel_id, since_seq)
+            if self._failure is not None:  # the connection has ended for good: so does the channel
+                channel._end(self._failure)
+                return channel
+            self.channels[channel_id] = channel
             self._spawn(self._subscribe(channel))
         return channel
 
     async def unsubscribe(self, channel_id: str) -> None:
         channel = self.channels.pop(channel_id, None)
         if channel is not None:
+            channel._end(None)  # its reader stops
             await self._send(Unsubscribe(type="unsubscribe", channel_id=channel_id))
 
     async def watch_presence(self, user_ids: list[str]) -> None:
@@ -247,6 +299,12 @@ class Realtime:
         ws = self._ws
         if ws is None:
             return False
+        loop = asyncio.get_running_loop()
+        delay = self.pacer.wait(loop.time())
+        if delay:
+            await asyncio.sleep(delay)
+            if self._ws is not ws:  # gone meanwhile: the reconnect sends it again
+                return False
         try:
             await ws.send(frame.model_dump_json(exclude_none=True))
         except ConnectionClosed:
@@ -259,8 +317,16 @@ class Realtime:
         )
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
+        """Run ``coro`` in the background, held until it ends (the loop keeps only weak references
+        to tasks); what it raises is logged."""
         task = asyncio.ensure_future(coro)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("caas_client: a background task failed: %r", error, exc_info=error)
 
     async def _run(self) -> None:
         try:
@@ -271,10 +337,16 @@ class Realtime:
             self._fail(exc)
 
     async def _reconnecting(self) -> None:
+        immediate = 0
+        loop = asyncio.get_running_loop()
         while True:
+            opened = loop.time()
             code, last_error, progressed = await self._connection()
             self.stats.closed(code)
-            step = next_step(code, last_error, progressed)
+            if progressed or loop.time() - opened >= self.stable_seconds:
+                self.backoff.reset()  # only a connection that did some good ends the backoff
+                immediate = 0
+            step = next_step(code, last_error, immediate)
             if step is Step.FAIL:
                 self._fail(FrameTooBig(f"the server closed the socket with {code}: a frame was too big"))
                 return
@@ -282,9 +354,13 @@ class Realtime:
                 if self.refresh_token is None:
                     self._fail(SocketRefused("the server refused the token (1008) and there is no refresh_token"))
                     return
-                if await self._refresh() and progressed:
+                if await self._refresh() and immediate < MAX_IMMEDIATE_RESUMES:
+                    immediate += 1
                     continue
+                if self._failure is not None:
+                    return
             if step is Step.RESUME_NOW:
+                immediate += 1
                 continue
             await asyncio.sleep(self.backoff.failed())
 
@@ -295,8 +371,15 @@ class Realtime:
         try:
             token = self.refresh_token()
             self.token = await token if inspect.isawaitable(token) else token
-        except Exception:
+        except Exception as exc:
+            self._refresh_failures += 1
+            log.warning("caas_client: refresh_token failed (%d in a row): %r", self._refresh_failures, exc)
+            if self._refresh_failures >= MAX_REFRESH_FAILURES:
+                refused = SocketRefused(f"refresh_token failed {self._refresh_failures} times in a row")
+                refused.__cause__ = exc
+                self._fail(refused)
             return False
+        self._refresh_failures = 0
         self.stats.refreshes += 1
         return True
 
@@ -319,17 +402,22 @@ class Realtime:
                 self._ws = ws
                 self.stats.connects += 1
                 self.connected.set()
-                for channel in list(self.channels.values()):
-                    await self._subscribe(channel)
-                if self.watched:
-                    await self._send(SubscribePresence(type="subscribe_presence", user_ids=self.watched))
+                for channel in self.channels.values():
+                    channel._confirmed = False
+                    channel._caught_up.clear()  # re-armed: the head to reach is the new subscription's
+                self._spawn(self._subscribe_all())  # paced: frames are read meanwhile
                 async for raw in ws:
                     frame = parse_frame(raw)
                     if frame is None:
                         continue
+                    if isinstance(frame, Unreadable):
+                        await self._unreadable(frame)
+                        continue
                     if isinstance(frame, ErrorFrame):
                         last_error = frame.code
                     progressed = self._dispatch(frame) or progressed
+                    if isinstance(frame, EventFrame):
+                        await self._room_in(frame.channel_id)
             return (ws.close_code, last_error, progressed)
         except ConnectionClosed as exc:
             return (exc.rcvd.code if exc.rcvd is not None else None, last_error, progressed)
@@ -340,22 +428,22 @@ class Realtime:
             self.connected.clear()
 
     def _dispatch(self, frame: ServerFrame) -> bool:
-        """Handle one frame; ``True`` if it delivered an event or confirmed a subscription."""
+        """Handle one frame; ``True`` if it delivered an event (a ``subscribed`` is no progress: the
+        server sends it before the replay, also when it is about to close the socket)."""
         if isinstance(frame, EventFrame):
             return self._event(frame)
         if isinstance(frame, Subscribed):
             channel = self.channels.get(frame.channel_id)
             if channel is not None:
                 channel._subscribed(frame.head_seq)
-            self.backoff.reset()
-            return True
+            return False
         if isinstance(frame, Typing):
             channel = self.channels.get(frame.channel_id)
             if channel is not None and channel.on_typing is not None:
-                channel.on_typing(frame)
+                self._callback(channel.on_typing, frame)
         elif isinstance(frame, Presence):
             if self.on_presence is not None:
-                self.on_presence(frame)
+                self._callback(self.on_presence, frame)
         elif isinstance(frame, ErrorFrame):
             self._error(frame)
         elif isinstance(frame, Unsubscribed):
@@ -368,20 +456,85 @@ class Realtime:
             return False
         verdict = channel.timeline.offer(frame.seq)
         if verdict is Verdict.GAP:  # never from a correct server; resubscribe from what we have
-            self._spawn(self._subscribe(channel))
+            if not channel._resubscribing:  # one at a time, backing off: the replay fills the gap
+                channel._resubscribing = True
+                self._spawn(self._resubscribe(channel, channel.gap_backoff.failed()))
             return False
         if verdict is Verdict.DUPLICATE:
             return False
-        if self.outbox is not None:
-            self.outbox.observe(frame.event.model_dump())
+        channel.gap_backoff.reset()
+        if self.outbox is not None:  # it calls the app's on_acked
+            self._callback(self.outbox.observe, frame.event.model_dump())
         channel._queue.put_nowait(frame)
         channel._check()
         return True
+
+    async def _room_in(self, channel_id: str) -> None:
+        """Stop reading the socket while the channel's reader is ``channel_buffer`` frames behind."""
+        channel = self.channels.get(channel_id)
+        while channel is not None and channel.active and channel.buffered >= self.channel_buffer:
+            channel._space.clear()
+            await channel._space.wait()
+
+    async def _subscribe_all(self) -> None:
+        for channel in list(self.channels.values()):
+            await self._subscribe(channel)
+        if self.watched:
+            await self._send(SubscribePresence(type="subscribe_presence", user_ids=self.watched))
+
+    async def _resend_unconfirmed(self, delay: float) -> None:
+        """The server dropped a frame of ours (rate_limited names no channel): after ``delay``,
+        subscribe again every channel this socket has not confirmed yet."""
+        if self._resending:
+            return
+        self._resending = True
+        try:
+            await asyncio.sleep(delay)
+            for channel in list(self.channels.values()):
+                if not channel._confirmed:
+                    await self._subscribe(channel)
+        finally:
+            self._resending = False
+
+    async def _resubscribe(self, channel: Channel, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.channels.get(channel.channel_id) is channel:
+            await self._subscribe(channel)
+
+    async def _unreadable(self, frame: Unreadable) -> None:
+        """A frame that does not fit its model. An event cannot be skipped (its seq would be a
+        hole that every resubscribe replays again): its channel ends with the error."""
+        log.warning("caas_client: unreadable %s frame: %s", frame.type, frame.error)
+        if frame.type != "event" or frame.channel_id is None:
+            return
+        channel = self.channels.pop(frame.channel_id, None)
+        if channel is None:
+            return
+        error = FrameUnreadable(f"an event of channel {frame.channel_id} does not fit the frame model")
+        error.__cause__ = frame.error
+        channel._end(error)
+        await self._send(Unsubscribe(type="unsubscribe", channel_id=frame.channel_id))
 
     def _error(self, frame: ErrorFrame) -> None:
         channel = self.channels.get(frame.channel_id) if frame.channel_id else None
         if channel is not None and frame.code in ("forbidden", "not_found"):
             del self.channels[channel.channel_id]  # removed, banned, or never a member: it ends
             channel._end(PermissionError(f"{frame.code}: {frame.message}"))
-        elif self.on_error is not None:
-            self.on_error(frame)
+            return
+        if channel is not None and frame.code == "invalid_request" and not channel._confirmed:
+            del self.channels[channel.channel_id]  # e.g. too many subscriptions on this socket
+            channel._end(SubscriptionRefused(f"{frame.code}: {frame.message}"))
+            return
+        if frame.code == "rate_limited" and frame.channel_id is None:
+            self._spawn(self._resend_unconfirmed(frame.retry_after or 1.0))
+        if self.on_error is not None:
+            self._callback(self.on_error, frame)
+
+    def _callback(self, callback: Callable[[Any], object], argument: object) -> None:
+        """Call one of the app's callbacks: what it raises is logged and counted, never taken for
+        a network failure nor allowed to end the connection."""
+        try:
+            callback(argument)
+        except Exception:
+            self.stats.callback_errors += 1
+            log.exception("caas_client: a callback raised (%r)", callback)

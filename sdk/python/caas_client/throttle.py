@@ -19,3 +19,23 @@ class Throttle:
             return False
         self.last[key] = now
         return True
+
+
+@dataclass
+class Bucket:
+    """A token bucket: :meth:`wait` says how long to wait before one more frame may go, so the
+    client stays under the server's frame rate limit (CAAS_WS_FRAMES_PER_SECOND, _BURST) and
+    its frames are not dropped."""
+
+    rate: float = 15.0  # frames per second, under the server's default of 20
+    burst: float = 80.0  # under the server's default of 100
+    tokens: float = -1.0  # -1: full at first use
+    at: float = 0.0
+
+    def wait(self, now: float) -> float:
+        if self.tokens < 0:
+            self.tokens, self.at = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate

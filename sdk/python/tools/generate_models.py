@@ -4,13 +4,15 @@ responses) from ``/openapi.json``, ``caas_client/frame_models.py`` (websocket fr
 
     python sdk/python/tools/generate_models.py http://127.0.0.1:8000   # a running server
 
-The output is committed; a test regenerates both from a live server and compares, so the models
-cannot drift from the API. Needs the ``generate`` extra (datamodel-code-generator) and ruff.
+The output is committed; a test compares the models' structure with a live server's schemas, so
+the models cannot drift from the API. Needs the ``generate`` extra (the pinned
+datamodel-code-generator) and ruff.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,7 @@ class Target:
     input_type: str  # datamodel-code-generator's InputFileType member
     what: str
     extra_fields: str | None = None  # override the schemas' additionalProperties
+    lenient: bool = False  # frames: a value the server adds later (a status, a code, an id) still parses
 
     @property
     def path(self) -> Path:
@@ -47,7 +50,9 @@ class Target:
 TARGETS = (
     Target("models.py", "/openapi.json", "OpenAPI", "Request and response models"),
     # frames the server adds fields to must still parse in an older client
-    Target("frame_models.py", "/asyncapi.json", "AsyncAPI", "Websocket frame models", extra_fields="allow"),
+    Target(
+        "frame_models.py", "/asyncapi.json", "AsyncAPI", "Websocket frame models", extra_fields="allow", lenient=True
+    ),
 )
 
 
@@ -84,7 +89,16 @@ def generate(target: Target, document: dict[str, Any]) -> str:
             **options,
         )
         code = out.read_text()
-    return _format(code, target.path)
+    return _format(relax(code) if target.lenient else code, target.path)
+
+
+def relax(code: str) -> str:
+    """Frame models that a newer server's frames still fit: a field the schema types as ``null``
+    (an id the server does not fill yet) takes any value, and an enum other than the ``type``
+    discriminator (a presence status, an error code) takes any string. A client that refused such a
+    frame would lose an event, a presence change or the reason for a close."""
+    code = code.replace("Annotated[None, ", "Annotated[Any, ")
+    return re.sub(r"(\n    (?!type:)\w+: Annotated\[\s*)Literal\[[^\]]*\]", r"\1str", code)
 
 
 def _format(code: str, path: Path) -> str:
