@@ -51,8 +51,10 @@ def run_suite(suites: list[Path], env: dict[str, str]) -> str:
 
 def test_typescript_sdk_on_the_embedded_backend(built: Path) -> None:
     # the timeline's property tests, then every scenario against real servers
-    out = run_suite([built / "timeline.test.js", built / "sdk.test.js"], {"CAAS_SDK_BACKEND": "embedded"})
-    assert "# pass 12" in out, out
+    out = run_suite(
+        [built / "timeline.test.js", built / "reconnect.test.js", built / "sdk.test.js"], {"CAAS_SDK_BACKEND": "embedded"}
+    )
+    assert "# pass 19" in out, out
 
 
 def test_typescript_sdk_resumes_on_the_kafka_backend(built: Path, tmp_path: Path) -> None:

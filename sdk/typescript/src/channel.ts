@@ -69,6 +69,8 @@ export class Channel extends Emitter<ChannelEvents> {
   private readonly throttle: number;
   private lastTyping = -Infinity;
   private pendingChange = false;
+  /** A gap was seen and a subscribe from `seq` sent: events are ignored until its `subscribed`. */
+  private resyncing = false;
   private readonly iterators = new Set<(frame: EventFrame | null) => void>();
   active = true;
 
@@ -215,22 +217,31 @@ export class Channel extends Emitter<ChannelEvents> {
   // frames from the connection -----------------------------------------------------------
   /** @internal */
   onSubscribed(headSeq: number): void {
+    this.resyncing = false;
     this.headSeq = headSeq;
     if (this.seq === undefined) this.seq = headSeq; // live only: resume from here after a drop
     this.emit("subscribed", { headSeq });
   }
 
-  /** @internal `false` when the frame shows a gap, so the client resubscribes from `seq`. */
-  onEvent(frame: EventFrame): boolean {
+  /**
+   * @internal `"applied"`: a new seq; `"gap"`: the frame shows a gap, so the client resubscribes
+   * from `seq` (once: later frames are ignored until the `subscribed` answer replays from there);
+   * `"ignored"`: already applied, or waiting for that answer.
+   */
+  onEvent(frame: EventFrame): "applied" | "gap" | "ignored" {
+    if (this.resyncing) return "ignored";
     const last = this.seq ?? frame.seq - 1;
-    if (frame.seq <= last) return true; // already applied (never expected: the server sends each once)
-    if (frame.seq !== last + 1 && this.seq !== undefined) return false;
+    if (frame.seq <= last) return "ignored"; // already applied (never expected: the server sends each once)
+    if (frame.seq !== last + 1 && this.seq !== undefined) {
+      this.resyncing = true;
+      return "gap";
+    }
     this.seq = frame.seq;
     if (frame.seq > this.headSeq) this.headSeq = frame.seq;
     this.apply(frame);
     this.emit("event", frame);
     for (const push of this.iterators) push(frame);
-    return true;
+    return "applied";
   }
 
   /** @internal */

@@ -22,7 +22,8 @@ export interface ClientOptions extends HttpOptions, OutboxOptions {
   WebSocket?: SocketConstructor;
   /** The user this token belongs to (for local echo and unread counts); read from the token if omitted. */
   userId?: string;
-  /** Reconnect backoff: first delay and cap (default 500 ms, 30 s), full jitter. */
+  /** Reconnect backoff: first delay and cap (default 1 s, 30 s), full jitter: the first reconnect
+   * after a restart (1012), an error (1011) or a lost connection (1006) waits a random 0–1 s. */
   reconnectBaseMs?: number;
   reconnectMaxMs?: number;
   /** A ping this often; a socket silent for `pingIntervalMs + pingTimeoutMs` is dropped and reopened. */
@@ -35,8 +36,10 @@ export interface ClientOptions extends HttpOptions, OutboxOptions {
 export type ClientEvents = {
   /** The socket is open and every subscription has been sent again. */
   connected: { attempt: number };
-  /** The socket closed; the client reconnects after `delayMs` unless it was closed by the app. */
-  disconnected: { code: number; reason: string; delayMs: number };
+  /** The socket closed. `retrying`: the client reconnects after `delayMs`; otherwise it stopped
+   * (closed by the app, or a refusal retrying cannot fix: a quota, a rate limit, a refreshed token
+   * the server refuses again, reported as an `error` first); `connect()` starts it again. */
+  disconnected: { code: number; reason: string; delayMs: number; retrying: boolean };
   /** Something the app should know: a 1009 close, a refused refresh, a rate limit, a quota. */
   error: CaasError;
   presence: PresenceFrame;
@@ -58,6 +61,12 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
   private readonly watched = new Set<string>();
   private socket: SocketLike | undefined;
   private attempt = 0;
+  /** The next 1013 or auth close may reconnect at once: no such close since the last new event. */
+  private atOnce = true;
+  /** The token the current socket was opened with (a refreshed token equal to it is refused again). */
+  private socketToken: string | undefined;
+  /** Bumped by `close()`: work started before it (a refresh under way) must not reopen. */
+  private generation = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private pinger: ReturnType<typeof setInterval> | undefined;
   private lastFrameAt = 0;
@@ -94,6 +103,8 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       throw new CaasError("unsupported", "no WebSocket here: pass the WebSocket option (e.g. the ws package on Node 20)");
     }
     this.closedByApp = false;
+    this.attempt = 0;
+    this.atOnce = true;
     void this.opened();
   }
 
@@ -121,7 +132,9 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
   close(): void {
     (globalThis as { removeEventListener?: (type: string, fn: () => void) => void }).removeEventListener?.("online", this.online);
     this.closedByApp = true;
+    this.generation++;
     clearTimeout(this.timer);
+    this.timer = undefined;
     clearInterval(this.pinger);
     const socket = this.socket;
     this.socket = undefined;
@@ -203,6 +216,7 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     }
     if (this.closedByApp) return;
     if (token !== undefined) this.me ??= subjectOf(token);
+    this.socketToken = token;
     const url = `${this.http.baseUrl.replace(/^http/, "ws")}/v1/ws?token=${encodeURIComponent(token ?? "")}`;
     const socket = new Socket(url);
     this.socket = socket;
@@ -217,15 +231,28 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       this.emit("connected", { attempt });
     };
     socket.onmessage = (event) => {
+      if (this.socket !== socket) return;
       this.lastFrameAt = Date.now();
-      if (typeof event.data === "string") this.onFrame(socket, JSON.parse(event.data) as ServerFrame);
+      if (typeof event.data !== "string") return;
+      let frame: ServerFrame | undefined;
+      try {
+        frame = wellFormed(JSON.parse(event.data));
+      } catch {
+        frame = undefined;
+      }
+      if (frame === undefined) {
+        // a bad frame is reported and skipped: asking again would only bring it back
+        this.emit("error", new CaasError("invalid_frame", `the server sent a frame the client cannot read: ${event.data.slice(0, 200)}`));
+        return;
+      }
+      this.onFrame(socket, frame);
     };
     socket.onerror = () => {}; // a close follows
     socket.onclose = (event) => this.onClose(socket, event.code, event.reason);
   }
 
   private get base(): number {
-    return this.options.reconnectBaseMs ?? 500;
+    return this.options.reconnectBaseMs ?? 1000;
   }
   private get cap(): number {
     return this.options.reconnectMaxMs ?? 30_000;
@@ -234,13 +261,16 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
   private onFrame(socket: SocketLike, frame: ServerFrame): void {
     switch (frame.type) {
       case "event": {
-        this.attempt = 0; // progress: the next drop starts the backoff afresh
         const channel = this.channels.get(frame.channel_id);
-        if (channel && !channel.onEvent(frame)) this.resubscribe(channel); // a gap: ask again from seq
+        const outcome = channel?.onEvent(frame);
+        if (outcome === "applied") {
+          // progress: the next drop starts the backoff afresh
+          this.attempt = 0;
+          this.atOnce = true;
+        } else if (outcome === "gap" && channel) this.resubscribe(channel); // once: ask again from seq
         break;
       }
       case "subscribed":
-        this.attempt = 0;
         this.channels.get(frame.channel_id)?.onSubscribed(frame.head_seq);
         break;
       case "typing":
@@ -291,34 +321,79 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     if (this.closedByApp) return;
     const error = this.lastError;
     if (code === 1013) {
-      this.retry(code, reason, 0); // the server shed a slow socket: resume at once from seq
+      // the server shed a slow socket: resume at once from seq, but back off if it keeps shedding
+      // without a new event in between
+      this.retry(code, reason, this.quickDelay());
     } else if (code === 1008 && (error === undefined || error === "unauthenticated")) {
+      const refused = this.socketToken;
+      const generation = this.generation;
       this.http.refreshCredential().then(
-        () => this.retry(code, reason, 0),
+        (token) => {
+          if (this.closedByApp || generation !== this.generation) return; // closed meanwhile
+          if (token === refused) {
+            this.stop(code, reason, new CaasError("unauthenticated", "the refreshed token is the one the server refused: not reconnecting"));
+          } else this.retry(code, reason, this.quickDelay());
+        },
         (cause: unknown) => {
+          if (this.closedByApp || generation !== this.generation) return;
           this.emit("error", cause instanceof CaasError ? cause : new CaasError("unauthenticated", "token refresh failed", { cause }));
           this.retry(code, reason, backoff(this.attempt++, this.base, this.cap));
         },
       );
+    } else if (code === 1008) {
+      // a quota or too many sockets: retrying in a loop cannot help; the app decides when to connect()
+      this.stop(code, reason, new CaasError(error ?? "forbidden", `the server refused the socket (${reason || error})`));
     } else {
       if (code === 1009) {
         // the server takes less than we thought: stay under the largest frame sent on that socket
         if (this.largestSent > 1) this.frameLimit = Math.min(this.frameLimit, this.largestSent - 1);
         this.emit("error", new CaasError("payload_too_large", `the server closed the socket: a frame was too large (1009); frames now at most ${this.frameLimit} bytes`));
       }
-      else if (code === 1008) this.emit("error", new CaasError(error ?? "forbidden", `the server refused the socket (${reason || error})`));
       this.retry(code, reason, backoff(this.attempt++, this.base, this.cap));
     }
   }
 
+  /** 0 for the first 1013 or auth close since the last new event, a growing backoff for the next ones. */
+  private quickDelay(): number {
+    if (this.atOnce) {
+      this.atOnce = false;
+      return 0;
+    }
+    return backoff(this.attempt++, this.base, this.cap);
+  }
+
   private retry(code: number, reason: string, delayMs: number): void {
-    this.emit("disconnected", { code, reason, delayMs });
+    // the timer first: a listener of `disconnected` that throws cannot stop the reconnect
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.opened();
     }, delayMs);
+    this.emit("disconnected", { code, reason, delayMs, retrying: true });
   }
+
+  /** Stop reconnecting after a refusal retrying cannot fix; `connect()` starts again. */
+  private stop(code: number, reason: string, error: CaasError): void {
+    this.closedByApp = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.emit("error", error);
+    this.emit("disconnected", { code, reason, delayMs: 0, retrying: false });
+  }
+}
+
+/** The frame if it has the shape the client relies on, else `undefined`. */
+function wellFormed(value: unknown): ServerFrame | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const f = value as Record<string, unknown>;
+  if (typeof f.type !== "string") return undefined;
+  if (f.type === "event") {
+    const event = f.event as Record<string, unknown> | null | undefined;
+    if (typeof f.seq !== "number" || typeof f.channel_id !== "string" || typeof event !== "object" || event === null || typeof event.payload !== "object") return undefined;
+  }
+  if (f.type === "subscribed" && (typeof f.channel_id !== "string" || typeof f.head_seq !== "number")) return undefined;
+  if (f.type === "error" && typeof f.code !== "string") return undefined;
+  return value as ServerFrame;
 }
 
 function detach(socket: SocketLike): void {
