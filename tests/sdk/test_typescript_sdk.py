@@ -52,9 +52,10 @@ def run_suite(suites: list[Path], env: dict[str, str]) -> str:
 def test_typescript_sdk_on_the_embedded_backend(built: Path) -> None:
     # the timeline's property tests, then every scenario against real servers
     out = run_suite(
-        [built / "timeline.test.js", built / "reconnect.test.js", built / "sdk.test.js"], {"CAAS_SDK_BACKEND": "embedded"}
+        [built / "timeline.test.js", built / "reconnect.test.js", built / "outbox.test.js", built / "sdk.test.js"],
+        {"CAAS_SDK_BACKEND": "embedded"},
     )
-    assert "# pass 18" in out, out
+    assert "# pass 21" in out, out
 
 
 def test_typescript_sdk_resumes_on_the_kafka_backend(built: Path, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ export class HttpClient {
   private readonly fetcher: typeof fetch;
   private readonly timeoutMs: number;
   private refreshing: Promise<string> | null = null;
+  private readonly credentialListeners = new Set<() => void>();
 
   constructor(options: HttpOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -74,6 +75,12 @@ export class HttpClient {
     return typeof t === "function" ? await t() : t;
   }
 
+  /** Call `fn` whenever a refresh brings a new credential; returns a function that stops it. */
+  onCredential(fn: () => void): () => void {
+    this.credentialListeners.add(fn);
+    return () => this.credentialListeners.delete(fn);
+  }
+
   /** Ask the app for a new token (once at a time, however many callers need it). */
   async refreshCredential(): Promise<string> {
     if (this.refresh === undefined) throw new CaasError("unauthenticated", "the token was refused and no refreshToken callback is set");
@@ -81,6 +88,7 @@ export class HttpClient {
       (token) => {
         this.token = token;
         this.refreshing = null;
+        for (const fn of [...this.credentialListeners]) fn();
         return token;
       },
       (error: unknown) => {
@@ -132,7 +140,12 @@ export class HttpClient {
       }
       if (response.status === 401 && this.refresh !== undefined && !refreshed) {
         refreshed = true;
-        await this.refreshCredential();
+        try {
+          await this.refreshCredential();
+        } catch (cause) {
+          // the app's refresh failed: the call is still unauthenticated, not a network failure
+          throw cause instanceof CaasError ? cause : new CaasError("unauthenticated", `${method} ${template}: the token was refused and refreshing it failed`, { status: 401, cause });
+        }
         continue;
       }
       const error = (data as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;

@@ -1,4 +1,4 @@
-import { backoff, Emitter } from "./emitter.js";
+import { backoff, Emitter, reportListenerError } from "./emitter.js";
 import { CaasError } from "./errors.js";
 import type { HttpClient, RequestBody, ResponseBody } from "./http.js";
 
@@ -95,8 +95,9 @@ export type OutboxEvents = {
  * Sends messages until the server acknowledges them, retrying with the same `client_msg_id`, so
  * the server records each exactly once however often the network fails (a retry of a recorded
  * message answers its first result). Messages of one channel go in order, one at a time.
- * A transient failure (network, timeout, 429, 5xx) is retried forever with backoff; any other
- * answer (403, 422…) fails the message.
+ * A transient failure (network, timeout, 429, 5xx) is retried forever with backoff; a refused
+ * credential (401) keeps the message and waits, with backoff, for a new one (a refresh, or
+ * `wake()` after the app changed its token); any other answer (403, 422…) fails the message.
  */
 export class Outbox extends Emitter<OutboxEvents> {
   readonly storage: OutboxStorage;
@@ -107,6 +108,8 @@ export class Outbox extends Emitter<OutboxEvents> {
   private readonly base: number;
   private readonly max: number;
   private stopped = false;
+  /** Resolves the waits of messages held by a refused credential when a refresh brings a new one. */
+  private readonly credentialWaiters = new Set<() => void>();
 
   constructor(
     private readonly http: HttpClient,
@@ -116,6 +119,9 @@ export class Outbox extends Emitter<OutboxEvents> {
     this.storage = options.storage ?? new MemoryStorage();
     this.base = options.retryBaseMs ?? 250;
     this.max = options.retryMaxMs ?? 30_000;
+    http.onCredential(() => {
+      for (const wake of [...this.credentialWaiters]) wake();
+    });
   }
 
   /** Queue a message; resolves with the server's acknowledgement. */
@@ -159,7 +165,15 @@ export class Outbox extends Emitter<OutboxEvents> {
     const queue = this.queues.get(entry.channelId) ?? [];
     queue.push(entry);
     this.queues.set(entry.channelId, queue);
-    if (!this.pumping.has(entry.channelId)) void this.pump(entry.channelId);
+    if (!this.pumping.has(entry.channelId)) this.startPump(entry.channelId);
+  }
+
+  private startPump(channelId: string): void {
+    this.pump(channelId).catch((error: unknown) => {
+      // never expected (every step is guarded): report it and keep the queue moving
+      reportListenerError(error);
+      if (!this.stopped && this.queues.get(channelId)?.length) this.startPump(channelId);
+    });
   }
 
   private async pump(channelId: string): Promise<void> {
@@ -168,19 +182,28 @@ export class Outbox extends Emitter<OutboxEvents> {
     try {
       while (queue.length && !this.stopped) {
         const entry = queue[0] as OutboxEntry;
-        const outcome = await this.deliver(entry);
+        let outcome: Ack | CaasError;
+        try {
+          outcome = await this.deliver(entry);
+        } catch (e) {
+          outcome = e instanceof CaasError ? e : new CaasError("network", String(e), { cause: e });
+        }
         if (this.stopped) return;
         queue.shift();
-        await this.storage.delete(entry.id);
+        // settle the sender first: nothing after this (storage, listeners) can leave it pending
         const waiter = this.waiting.get(entry.id);
         this.waiting.delete(entry.id);
-        if (outcome instanceof CaasError) {
-          this.emit("failed", { entry, error: outcome });
-          waiter?.reject(outcome);
-        } else {
-          this.emit("acked", { entry, ack: outcome });
-          waiter?.resolve(outcome);
+        if (outcome instanceof CaasError) waiter?.reject(outcome);
+        else waiter?.resolve(outcome);
+        try {
+          await this.storage.delete(entry.id);
+        } catch (error) {
+          // e.g. an aborted IndexedDB transaction: a later restore() sends it again, and the server
+          // answers its first result for the same client_msg_id
+          reportListenerError(error);
         }
+        if (outcome instanceof CaasError) this.emit("failed", { entry, error: outcome });
+        else this.emit("acked", { entry, ack: outcome });
       }
     } finally {
       this.pumping.delete(channelId);
@@ -193,17 +216,20 @@ export class Outbox extends Emitter<OutboxEvents> {
         return await this.http.call("post_message", { path: { cid: entry.channelId }, body: entry.body });
       } catch (e) {
         const error = e instanceof CaasError ? e : new CaasError("network", String(e), { cause: e });
-        if (!error.transient) return error;
+        const refused = error.status === 401 || error.code === "unauthenticated";
+        if (!error.transient && !refused) return error;
         const delayMs = Math.max(backoff(attempt, this.base, this.max), (error.retryAfter ?? 0) * 1000);
         this.emit("retrying", { entry, error, attempt, delayMs });
         await new Promise<void>((resolve) => {
           const done = () => {
             clearTimeout(timer);
             this.wakers.delete(done);
+            this.credentialWaiters.delete(done);
             resolve();
           };
           const timer = setTimeout(done, delayMs);
           this.wakers.add(done);
+          if (refused) this.credentialWaiters.add(done); // a new credential ends the wait
         });
         if (this.stopped) return error;
       }

@@ -1,0 +1,87 @@
+// The outbox's failure handling with a scripted fetch (what the server answers is chosen per
+// request, so refusals and storage failures are cheap to produce): nothing it meets leaves a
+// send() pending, kills the process or drops a message a refused credential held back.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { HttpClient, MemoryStorage, Outbox, type OutboxEntry } from "../src/index.js";
+import { until } from "./support.js";
+
+/** A fetch that answers every post_message with `answer(bearer)`; counts the calls. */
+function scripted(answer: (token: string) => { status: number; body: unknown }) {
+  const calls: string[] = [];
+  const fetcher = (async (_url: string | URL | Request, init?: RequestInit) => {
+    const token = String((init?.headers as Record<string, string>).authorization ?? "").replace("Bearer ", "");
+    calls.push(token);
+    const { status, body } = answer(token);
+    return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+  }) as typeof fetch;
+  return { fetcher, calls };
+}
+const ack = (n: number) => ({ status: 201, body: { message_id: `m${n}`, seq: n, position: n } });
+const refused = { status: 401, body: { error: { code: "unauthenticated", message: "expired" } } };
+
+test("a throwing acked listener and a storage that fails to delete leave no send() pending", async () => {
+  const reported: unknown[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => void reported.push(args);
+  try {
+    let n = 0;
+    const { fetcher } = scripted(() => ack(++n));
+    class Flaky extends MemoryStorage {
+      override async delete(id: string): Promise<void> {
+        if (id === "a") throw new Error("transaction aborted");
+        return super.delete(id);
+      }
+    }
+    const outbox = new Outbox(new HttpClient({ baseUrl: "http://caas.test", token: "t", fetch: fetcher }), { storage: new Flaky() });
+    outbox.on("acked", () => {
+      throw new Error("app bug in acked");
+    });
+    const acks = await Promise.all([outbox.send("c", { text: "one" }, "a"), outbox.send("c", { text: "two" }, "b"), outbox.send("c", { text: "three" })]);
+    assert.deepEqual(acks.map((a) => a.seq), [1, 2, 3]);
+    assert.ok(reported.length >= 3);
+    outbox.stop();
+  } finally {
+    console.error = original;
+  }
+});
+
+test("a refused credential holds the message (no failure, no hot retry) until a new one arrives", async () => {
+  let current = "old";
+  let n = 0;
+  const { fetcher, calls } = scripted((token) => (token === "good" ? ack(++n) : refused));
+  const storage = new MemoryStorage();
+  const http = new HttpClient({ baseUrl: "http://caas.test", token: () => current, fetch: fetcher });
+  const outbox = new Outbox(http, { storage, retryBaseMs: 20, retryMaxMs: 100 });
+  const retries: { code: string; delayMs: number }[] = [];
+  outbox.on("retrying", (r) => retries.push({ code: r.error.code, delayMs: r.delayMs }));
+  const sent = outbox.send("c", { text: "held" });
+  await until(() => retries.length >= 3, 10_000, "three held retries");
+  assert.ok(retries.every((r) => r.code === "unauthenticated"));
+  assert.deepEqual((await storage.all()).map((e: OutboxEntry) => e.body.text), ["held"]);
+  current = "good";
+  outbox.wake();
+  assert.equal((await sent).seq, 1);
+  assert.equal(calls.at(-1), "good");
+  assert.deepEqual(await storage.all(), []);
+  outbox.stop();
+});
+
+test("a refresh callback that throws is an unauthenticated error, waited out with backoff, not a network retry", async () => {
+  let refreshes = 0;
+  const { fetcher } = scripted(() => refused);
+  const http = new HttpClient({ baseUrl: "http://caas.test", token: "old", fetch: fetcher, refreshToken: async () => {
+    refreshes++;
+    throw new Error("identity provider down");
+  } });
+  const outbox = new Outbox(http, { retryBaseMs: 20, retryMaxMs: 100 });
+  const retries: string[] = [];
+  outbox.on("retrying", (r) => retries.push(r.error.code));
+  const sent = outbox.send("c", { text: "x" });
+  sent.catch(() => {});
+  await until(() => retries.length >= 3, 10_000, "three retries");
+  assert.deepEqual(retries.slice(0, 3), ["unauthenticated", "unauthenticated", "unauthenticated"]);
+  assert.ok(refreshes >= 3 && refreshes <= retries.length + 1, `one refresh per retry: ${refreshes}`);
+  outbox.stop();
+  await assert.rejects(sent, { code: "closed" });
+});
