@@ -31,6 +31,10 @@ export interface ClientOptions extends HttpOptions, OutboxOptions {
   pingTimeoutMs?: number;
   /** The server's `CAAS_WS_MAX_FRAME_BYTES`: larger frames are refused before they are sent. */
   maxFrameBytes?: number;
+  /** The server's `CAAS_WS_FRAMES_PER_SECOND` and `CAAS_WS_FRAMES_BURST` (20, 100): frames over
+   * this pace wait on the client instead of being refused with `rate_limited`. */
+  framesPerSecond?: number;
+  framesBurst?: number;
 }
 
 export type ClientEvents = {
@@ -75,6 +79,14 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
   private me: string | undefined;
   private frameLimit: number;
   private largestSent = 0;
+  /** Subscribes sent on this socket and not yet answered with `subscribed`: sent again after a `rate_limited`. */
+  private readonly unanswered = new Set<string>();
+  /** Client-side token bucket of frames, and the frames waiting for it. */
+  private tokens = 0;
+  private refilledAt = 0;
+  private readonly paced: string[] = [];
+  private pacer: ReturnType<typeof setTimeout> | undefined;
+  private resender: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: ClientOptions) {
     super();
@@ -135,6 +147,10 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     this.generation++;
     clearTimeout(this.timer);
     this.timer = undefined;
+    clearTimeout(this.pacer);
+    this.pacer = undefined;
+    clearTimeout(this.resender);
+    this.resender = undefined;
     clearInterval(this.pinger);
     const socket = this.socket;
     this.socket = undefined;
@@ -186,12 +202,33 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       throw new CaasError("payload_too_large", `frames are at most ${this.frameLimit} bytes`);
     }
     this.largestSent = Math.max(this.largestSent, size);
-    socket.send(text);
+    this.paced.push(text);
+    this.flush(socket);
     return true;
+  }
+
+  /** Send what the frame bucket allows now; wait for it to refill for the rest. */
+  private flush(socket: SocketLike): void {
+    const rate = this.options.framesPerSecond ?? 20;
+    const burst = this.options.framesBurst ?? 100;
+    const now = Date.now();
+    this.tokens = Math.min(burst, this.tokens + ((now - this.refilledAt) / 1000) * rate);
+    this.refilledAt = now;
+    while (this.paced.length && this.tokens >= 1) {
+      this.tokens--;
+      socket.send(this.paced.shift() as string);
+    }
+    if (this.paced.length && this.pacer === undefined) {
+      this.pacer = setTimeout(() => {
+        this.pacer = undefined;
+        if (this.socket === socket && socket.readyState === OPEN) this.flush(socket);
+      }, Math.ceil(((1 - this.tokens) / rate) * 1000));
+    }
   }
 
   /** @internal */
   resubscribe(channel: Channel): void {
+    if (this.socket?.readyState === OPEN) this.unanswered.add(channel.id);
     this.sendFrame({ type: "subscribe", channel_id: channel.id, ...(channel.seq === undefined ? {} : { since_seq: channel.seq }) });
   }
 
@@ -222,6 +259,14 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     this.socket = socket;
     this.lastError = undefined;
     this.largestSent = 0;
+    this.unanswered.clear();
+    this.paced.length = 0;
+    clearTimeout(this.pacer);
+    this.pacer = undefined;
+    clearTimeout(this.resender);
+    this.resender = undefined;
+    this.tokens = this.options.framesBurst ?? 100; // a new socket has a full bucket on the server
+    this.refilledAt = Date.now();
     socket.onopen = () => {
       this.lastFrameAt = Date.now();
       const attempt = this.attempt;
@@ -271,6 +316,7 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
         break;
       }
       case "subscribed":
+        this.unanswered.delete(frame.channel_id);
         this.channels.get(frame.channel_id)?.onSubscribed(frame.head_seq);
         break;
       case "typing":
@@ -282,6 +328,7 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
         break;
       case "error":
         this.lastError = frame.code;
+        if (frame.code === "rate_limited" && (frame.channel_id ?? null) === null) this.resendLater(socket, frame.retry_after ?? 1);
         if (frame.channel_id !== undefined && frame.channel_id !== null) this.channels.get(frame.channel_id)?.onError(frame);
         else if (frame.code !== "unauthenticated")
           this.emit("error", new CaasError(frame.code, frame.message, { details: { ...frame.details }, ...(frame.retry_after ? { retryAfter: frame.retry_after } : {}) }));
@@ -289,7 +336,20 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       default:
         break;
     }
-    void socket;
+  }
+
+  /** A frame was refused for the pace: after `retryAfter` s send again every subscribe not answered. */
+  private resendLater(socket: SocketLike, retryAfter: number): void {
+    if (this.resender !== undefined) return;
+    this.resender = setTimeout(() => {
+      this.resender = undefined;
+      if (this.socket !== socket) return;
+      for (const id of [...this.unanswered]) {
+        const channel = this.channels.get(id);
+        if (channel?.active) this.resubscribe(channel);
+        else this.unanswered.delete(id);
+      }
+    }, retryAfter * 1000);
   }
 
   private startPinging(socket: SocketLike): void {

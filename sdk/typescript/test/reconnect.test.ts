@@ -202,3 +202,30 @@ test("a malformed frame is reported, skipped, and asks for nothing again", async
   assert.equal(node.received.filter((f) => f.type === "subscribe").length, 1);
   client.close();
 });
+
+test("subscribes the server refuses for the pace are sent again; many channels are paced, none lost", async () => {
+  // the server's frame bucket: burst 5, refilled at 50/s
+  let tokens = 5;
+  let at = Date.now();
+  const answered = new Set<string>();
+  const node = new FakeNode((socket, frame) => {
+    tokens = Math.min(5, tokens + ((Date.now() - at) / 1000) * 50);
+    at = Date.now();
+    if (tokens < 1) {
+      send(socket, { type: "error", code: "rate_limited", message: "too many frames", retry_after: 0.1 });
+      return;
+    }
+    tokens--;
+    if (frame.type === "subscribe") {
+      answered.add(frame.channel_id as string);
+      send(socket, { type: "subscribed", channel_id: frame.channel_id as string, head_seq: 0 });
+    }
+  });
+  const { client } = await setup(node, { framesBurst: 100 }); // the client thinks it may send 100 at once
+  const ids = Array.from({ length: 10 }, (_, i) => `c${i}`);
+  const subscribed = new Set<string>();
+  for (const id of ids) client.channel(id).on("subscribed", () => subscribed.add(id));
+  await until(() => subscribed.size === 10, 10_000, `all ten subscribed (got ${[...subscribed]})`);
+  assert.deepEqual([...answered].sort(), ids);
+  client.close();
+});
