@@ -55,7 +55,7 @@ def test_typescript_sdk_on_the_embedded_backend(built: Path) -> None:
         [built / "timeline.test.js", built / "reconnect.test.js", built / "outbox.test.js", built / "sdk.test.js"],
         {"CAAS_SDK_BACKEND": "embedded"},
     )
-    assert "# pass 22" in out, out
+    assert "# pass 23" in out, out
 
 
 def test_typescript_sdk_resumes_on_the_kafka_backend(built: Path, tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ export class Channel extends Emitter<ChannelEvents> {
   /** A gap was seen and a subscribe from `seq` sent: events are ignored until its `subscribed`. */
   private resyncing = false;
   private readonly iterators = new Set<(frame: EventFrame | null) => void>();
+  private readonly waiters = new Set<(error: CaasError) => void>();
   active = true;
 
   constructor(
@@ -172,8 +173,9 @@ export class Channel extends Emitter<ChannelEvents> {
     }
   }
 
-  /** Every later event as an async iterator (ends when the channel is closed). */
+  /** Every later event as an async iterator (ends when the channel or its client is closed). */
   async *[Symbol.asyncIterator](): AsyncGenerator<EventFrame> {
+    if (!this.active) return;
     const queue: (EventFrame | null)[] = [];
     let wake: (() => void) | undefined;
     const push = (frame: EventFrame | null) => {
@@ -193,25 +195,38 @@ export class Channel extends Emitter<ChannelEvents> {
     }
   }
 
-  /** Resolves once an event with `seq` or later has been applied. */
+  /** Resolves once an event with `seq` or later has been applied; rejects with `code: "closed"`
+   * if the channel (or its client) is closed first. */
   caughtUp(seq: number): Promise<void> {
     if ((this.seq ?? 0) >= seq) return Promise.resolve();
-    return new Promise((resolve) => {
+    if (!this.active) return Promise.reject(new CaasError("closed", `channel ${this.id} is closed`));
+    return new Promise((resolve, reject) => {
+      const fail = (error: CaasError) => {
+        off();
+        reject(error);
+      };
       const off = this.on("event", (frame) => {
         if (frame.seq >= seq) {
           off();
+          this.waiters.delete(fail);
           resolve();
         }
       });
+      this.waiters.add(fail);
     });
   }
 
-  /** Stop receiving this channel's events. */
+  /** Stop receiving this channel's events: iterators end, `caughtUp` promises reject (`closed`). */
   close(): void {
     if (!this.active) return;
     this.active = false;
     this.host.release(this);
     for (const push of [...this.iterators]) push(null);
+    const closed = new CaasError("closed", `channel ${this.id} is closed`);
+    for (const fail of [...this.waiters]) fail(closed);
+    this.waiters.clear();
+    for (const timer of this.typists.values()) clearTimeout(timer);
+    this.typists.clear();
   }
 
   // frames from the connection -----------------------------------------------------------

@@ -115,6 +115,7 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       throw new CaasError("unsupported", "no WebSocket here: pass the WebSocket option (e.g. the ws package on Node 20)");
     }
     this.closedByApp = false;
+    this.outbox.start();
     this.attempt = 0;
     this.atOnce = true;
     void this.opened();
@@ -140,7 +141,8 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     }
   };
 
-  /** Close the socket for good and stop the outbox's retries. */
+  /** Close the socket and stop the outbox's retries: every channel ends (its iterators finish,
+   * its `caughtUp` promises reject with `closed`); `connect()` starts the outbox again. */
   close(): void {
     (globalThis as { removeEventListener?: (type: string, fn: () => void) => void }).removeEventListener?.("online", this.online);
     this.closedByApp = true;
@@ -158,6 +160,8 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       detach(socket);
       socket.close(1000);
     }
+    for (const channel of [...this.channels.values()]) channel.close();
+    this.channels.clear();
     this.outbox.stop();
   }
 

@@ -127,6 +127,10 @@ export class Outbox extends Emitter<OutboxEvents> {
   /** Queue a message; resolves with the server's acknowledgement. */
   async send(channelId: string, body: PostBody, id: string = newId()): Promise<Ack> {
     const entry: OutboxEntry = { id, channelId, body: { ...body, client_msg_id: id }, createdAt: Date.now(), order: nextOrder() };
+    if (this.stopped) {
+      await this.storage.put(entry);
+      throw new CaasError("closed", `the outbox is stopped: ${id} stays in the storage for restore() or start()`);
+    }
     const acked = new Promise<Ack>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
     await this.storage.put(entry);
     this.push(entry);
@@ -161,6 +165,13 @@ export class Outbox extends Emitter<OutboxEvents> {
     this.waiting.clear();
   }
 
+  /** Send again after `stop()` (done by the client's `connect()`): the queued messages go on. */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    for (const [channelId, queue] of this.queues) if (queue.length && !this.pumping.has(channelId)) this.startPump(channelId);
+  }
+
   private push(entry: OutboxEntry): void {
     const queue = this.queues.get(entry.channelId) ?? [];
     queue.push(entry);
@@ -182,13 +193,13 @@ export class Outbox extends Emitter<OutboxEvents> {
     try {
       while (queue.length && !this.stopped) {
         const entry = queue[0] as OutboxEntry;
-        let outcome: Ack | CaasError;
+        let outcome: Ack | CaasError | undefined;
         try {
           outcome = await this.deliver(entry);
         } catch (e) {
           outcome = e instanceof CaasError ? e : new CaasError("network", String(e), { cause: e });
         }
-        if (this.stopped) return;
+        if (this.stopped || outcome === undefined) return;
         queue.shift();
         // settle the sender first: nothing after this (storage, listeners) can leave it pending
         const waiter = this.waiting.get(entry.id);
@@ -207,10 +218,13 @@ export class Outbox extends Emitter<OutboxEvents> {
       }
     } finally {
       this.pumping.delete(channelId);
+      // started again while this pump was winding down from a stop: go on
+      if (!this.stopped && queue.length) this.startPump(channelId);
     }
   }
 
-  private async deliver(entry: OutboxEntry): Promise<Ack | CaasError> {
+  /** The ack, or the error that ends the message; `undefined` when stopped while waiting to retry. */
+  private async deliver(entry: OutboxEntry): Promise<Ack | CaasError | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.http.call("post_message", { path: { cid: entry.channelId }, body: entry.body });
@@ -231,7 +245,7 @@ export class Outbox extends Emitter<OutboxEvents> {
           this.wakers.add(done);
           if (refused) this.credentialWaiters.add(done); // a new credential ends the wait
         });
-        if (this.stopped) return error;
+        if (this.stopped) return undefined;
       }
     }
   }

@@ -229,3 +229,29 @@ test("subscribes the server refuses for the pace are sent again; many channels a
   assert.deepEqual([...answered].sort(), ids);
   client.close();
 });
+
+test("close() ends every channel: iterators finish, caughtUp rejects, a send after it rejects", async () => {
+  const node = new FakeNode((socket, frame) => {
+    if (frame.type === "subscribe") {
+      send(socket, { type: "subscribed", channel_id: "c", head_seq: 1 });
+      send(socket, event(1));
+    }
+  });
+  const { client } = await setup(node);
+  const channel = client.channel("c", { since: 0 });
+  await channel.caughtUp(1);
+  const iterated = (async () => {
+    const seqs: number[] = [];
+    for await (const f of channel) seqs.push(f.seq);
+    return seqs;
+  })();
+  const later = channel.caughtUp(5);
+  client.close();
+  assert.deepEqual(await iterated, []);
+  await assert.rejects(later, { code: "closed" });
+  await assert.rejects(channel.caughtUp(9), { code: "closed" });
+  const after: number[] = [];
+  for await (const f of channel) after.push(f.seq);
+  assert.deepEqual(after, []);
+  await assert.rejects(client.outbox.send("c", { text: "after close" }), { code: "closed" });
+});
