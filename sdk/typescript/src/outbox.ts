@@ -83,12 +83,18 @@ export interface OutboxOptions {
   /** First retry delay, doubled per failure with full jitter (default 250 ms, at most `retryMaxMs`, 30 s). */
   retryBaseMs?: number;
   retryMaxMs?: number;
+  /** Give a message up (it fails with `code: "gave_up"`) after this many attempts or this long
+   * since it was queued (default: never; the `stuck` event says when one keeps failing). */
+  maxAttempts?: number;
+  maxAgeMs?: number;
 }
 
 export type OutboxEvents = {
   acked: { entry: OutboxEntry; ack: Ack };
   failed: { entry: OutboxEntry; error: CaasError };
   retrying: { entry: OutboxEntry; error: CaasError; attempt: number; delayMs: number };
+  /** A message failed 5 times in a row and holds up its channel's queue: `discard(id)` it, or wait. */
+  stuck: { entry: OutboxEntry; error: CaasError; attempts: number };
 };
 
 /**
@@ -107,6 +113,9 @@ export class Outbox extends Emitter<OutboxEvents> {
   private readonly wakers = new Set<() => void>();
   private readonly base: number;
   private readonly max: number;
+  private readonly maxAttempts: number;
+  private readonly maxAgeMs: number;
+  private readonly discarded = new Set<string>();
   private stopped = false;
   /** Resolves the waits of messages held by a refused credential when a refresh brings a new one. */
   private readonly credentialWaiters = new Set<() => void>();
@@ -119,6 +128,8 @@ export class Outbox extends Emitter<OutboxEvents> {
     this.storage = options.storage ?? new MemoryStorage();
     this.base = options.retryBaseMs ?? 250;
     this.max = options.retryMaxMs ?? 30_000;
+    this.maxAttempts = options.maxAttempts ?? Infinity;
+    this.maxAgeMs = options.maxAgeMs ?? Infinity;
     http.onCredential(() => {
       for (const wake of [...this.credentialWaiters]) wake();
     });
@@ -149,6 +160,29 @@ export class Outbox extends Emitter<OutboxEvents> {
   /** Messages not yet acknowledged. */
   pending(channelId?: string): OutboxEntry[] {
     return channelId === undefined ? [...this.queues.values()].flat() : [...(this.queues.get(channelId) ?? [])];
+  }
+
+  /** Drop a message that is not acknowledged (e.g. one `stuck` in front of its channel's queue):
+   * it leaves the storage and its `send` rejects with `code: "discarded"`. A request already on
+   * the wire may still be recorded. `false` if no such message waits. */
+  async discard(id: string): Promise<boolean> {
+    for (const queue of this.queues.values()) {
+      const index = queue.findIndex((e) => e.id === id);
+      if (index < 0) continue;
+      if (index === 0 && this.pumping.has((queue[0] as OutboxEntry).channelId)) {
+        // being delivered: the pump ends it at its next retry
+        this.discarded.add(id);
+        this.wake();
+        return true;
+      }
+      queue.splice(index, 1);
+      await this.storage.delete(id);
+      const waiter = this.waiting.get(id);
+      this.waiting.delete(id);
+      waiter?.reject(new CaasError("discarded", `${id} was discarded`));
+      return true;
+    }
+    return false;
   }
 
   /** Retry now instead of waiting out the backoff (e.g. when the browser says it is online again). */
@@ -201,6 +235,7 @@ export class Outbox extends Emitter<OutboxEvents> {
         }
         if (this.stopped || outcome === undefined) return;
         queue.shift();
+        this.discarded.delete(entry.id);
         // settle the sender first: nothing after this (storage, listeners) can leave it pending
         const waiter = this.waiting.get(entry.id);
         this.waiting.delete(entry.id);
@@ -232,6 +267,10 @@ export class Outbox extends Emitter<OutboxEvents> {
         const error = e instanceof CaasError ? e : new CaasError("network", String(e), { cause: e });
         const refused = error.status === 401 || error.code === "unauthenticated";
         if (!error.transient && !refused) return error;
+        if (attempt + 1 >= this.maxAttempts || Date.now() - entry.createdAt >= this.maxAgeMs) {
+          return new CaasError("gave_up", `gave up on ${entry.id} after ${attempt + 1} attempts: ${error.message}`, { cause: error });
+        }
+        if (attempt === 4) this.emit("stuck", { entry, error, attempts: attempt + 1 });
         const delayMs = Math.max(backoff(attempt, this.base, this.max), (error.retryAfter ?? 0) * 1000);
         this.emit("retrying", { entry, error, attempt, delayMs });
         await new Promise<void>((resolve) => {
@@ -246,6 +285,7 @@ export class Outbox extends Emitter<OutboxEvents> {
           if (refused) this.credentialWaiters.add(done); // a new credential ends the wait
         });
         if (this.stopped) return undefined;
+        if (this.discarded.delete(entry.id)) return new CaasError("discarded", `${entry.id} was discarded`, { cause: error });
       }
     }
   }

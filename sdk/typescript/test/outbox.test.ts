@@ -7,12 +7,12 @@ import { HttpClient, MemoryStorage, Outbox, type OutboxEntry } from "../src/inde
 import { until } from "./support.js";
 
 /** A fetch that answers every post_message with `answer(bearer)`; counts the calls. */
-function scripted(answer: (token: string) => { status: number; body: unknown }) {
+function scripted(answer: (token: string, body: { text?: string }) => { status: number; body: unknown }) {
   const calls: string[] = [];
   const fetcher = (async (_url: string | URL | Request, init?: RequestInit) => {
     const token = String((init?.headers as Record<string, string>).authorization ?? "").replace("Bearer ", "");
     calls.push(token);
-    const { status, body } = answer(token);
+    const { status, body } = answer(token, JSON.parse(String(init?.body ?? "{}")) as { text?: string });
     return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
   }) as typeof fetch;
   return { fetcher, calls };
@@ -85,3 +85,26 @@ test("a refresh callback that throws is an unauthenticated error, waited out wit
   outbox.stop();
   await assert.rejects(sent, { code: "closed" });
 });
+
+test("a message the server keeps refusing with 5xx gives up after maxAttempts, or is discarded when stuck", async () => {
+  let n = 0;
+  const unavailable = { status: 503, body: { error: { code: "unavailable", message: "try later" } } };
+  const { fetcher } = scripted((_token, body) => (body.text === "poison" ? unavailable : ack(++n)));
+  const http = new HttpClient({ baseUrl: "http://caas.test", token: "t", fetch: fetcher });
+  const limited = new Outbox(http, { retryBaseMs: 1, retryMaxMs: 5, maxAttempts: 3 });
+  await assert.rejects(limited.send("c", { text: "poison" }), { code: "gave_up" });
+  assert.equal((await limited.send("c", { text: "fine" })).seq, 1);
+  limited.stop();
+
+  const storage = new MemoryStorage();
+  const outbox = new Outbox(http, { storage, retryBaseMs: 1, retryMaxMs: 5 });
+  const stuck = new Promise<OutboxEntry>((resolve) => outbox.on("stuck", ({ entry }) => resolve(entry)));
+  const poison = outbox.send("c", { text: "poison" });
+  const behind = outbox.send("c", { text: "behind it" });
+  assert.equal(await outbox.discard((await stuck).id), true);
+  await assert.rejects(poison, { code: "discarded" });
+  assert.equal((await behind).seq, 2);
+  assert.deepEqual(await storage.all(), []);
+  outbox.stop();
+});
+
