@@ -108,3 +108,22 @@ test("a message the server keeps refusing with 5xx gives up after maxAttempts, o
   outbox.stop();
 });
 
+test("concurrent calls refused with a retired token refresh once, and an app's token function is kept", async () => {
+  let refreshes = 0;
+  let source = "retired";
+  const valid = new Set(["fresh1", "app-new"]);
+  const { fetcher, calls } = scripted((token) => (valid.has(token) ? { status: 200, body: { channels: [] } } : refused));
+  const http = new HttpClient({ baseUrl: "http://caas.test", token: () => source, fetch: fetcher, refreshToken: async () => {
+    refreshes++;
+    await new Promise((r) => setImmediate(r));
+    return `fresh${refreshes}`;
+  } });
+  // 30 calls at once, answered one after another: the late 401s come after the refresh finished
+  await Promise.all(Array.from({ length: 30 }, () => http.call("list_channels")));
+  assert.equal(refreshes, 1);
+  assert.equal(await http.currentToken(), "fresh1");
+  source = "app-new"; // the app's own source moved on: it wins over the refreshed token
+  assert.equal(await http.currentToken(), "app-new");
+  await http.call("list_channels");
+  assert.equal(calls.at(-1), "app-new");
+});
