@@ -39,6 +39,9 @@ export type ChannelEvents = {
 export interface ChannelOptions {
   /** Replay every event after this seq first; omit for the live tail only. */
   since?: number;
+  /** The timeline keeps at most this many confirmed messages, dropping the oldest (default 5000;
+   * `history()` pages further back). */
+  maxMessages?: number;
   /** At most one typing signal per this many ms (the server's `CAAS_TYPING_THROTTLE_SECONDS`, 2 s). */
   typingThrottleMs?: number;
 }
@@ -67,6 +70,9 @@ export class Channel extends Emitter<ChannelEvents> {
   private readonly echoes = new Map<string, TimelineMessage>();
   private readonly typists = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly throttle: number;
+  private readonly maxMessages: number;
+  /** The highest seq of a message this timeline has held (kept when old messages are dropped). */
+  private lastMessageSeq = 0;
   private lastTyping = -Infinity;
   private pendingChange = false;
   /** A gap was seen and a subscribe from `seq` sent: events are ignored until its `subscribed`. */
@@ -83,6 +89,7 @@ export class Channel extends Emitter<ChannelEvents> {
     super();
     this.seq = options.since;
     this.throttle = options.typingThrottleMs ?? 2000;
+    this.maxMessages = options.maxMessages ?? 5000;
   }
 
   /** Confirmed messages in seq order, then the local echoes still waiting. */
@@ -152,7 +159,7 @@ export class Channel extends Emitter<ChannelEvents> {
 
   /** Move the read marker to `seq` (default: the last message this timeline holds). */
   async markRead(seq?: number): Promise<ResponseBody<"move_read_marker">> {
-    const target = seq ?? Math.max(this.readSeq, ...[...this.byId.values()].map((m) => m.seq ?? 0));
+    const target = seq ?? Math.max(this.readSeq, this.lastMessageSeq);
     const answer = await this.host.http.call("move_read_marker", { path: { cid: this.id }, body: { seq: target } });
     this.readSeq = Math.max(this.readSeq, target);
     this.changed();
@@ -298,7 +305,12 @@ export class Channel extends Emitter<ChannelEvents> {
           deleted: payload.redacted === "deleted",
           status: "delivered",
         };
-        if (mid !== undefined) this.byId.set(mid, posted);
+        if (mid !== undefined) {
+          this.byId.set(mid, posted);
+          // a window, not the whole channel: the oldest message goes (Maps keep insertion order)
+          if (this.byId.size > this.maxMessages) this.byId.delete(this.byId.keys().next().value as string);
+        }
+        this.lastMessageSeq = Math.max(this.lastMessageSeq, frame.seq);
         if (cmid !== null && posted.author_id === this.host.userId()) this.echoes.delete(cmid);
         break;
       }

@@ -115,3 +115,15 @@ test("a message sent with local echo is one timeline entry whatever the order of
     { numRuns: 200 },
   );
 });
+
+test("a long timeline keeps a window of messages, and markRead() needs no spread of every seq", async () => {
+  const marked: number[] = [];
+  const h = host();
+  (h as { http: unknown }).http = { call: async (_op: string, args: { body: { seq: number } }) => (marked.push(args.body.seq), { seq: args.body.seq }) };
+  const channel = new Channel("c", h, { since: 0, maxMessages: 1000 });
+  for (let seq = 1; seq <= 200_000; seq++) channel.onEvent(frame(seq));
+  assert.equal(channel.messages.length, 1000);
+  assert.equal(channel.messages[0]?.seq, 199_001);
+  await channel.markRead();
+  assert.deepEqual(marked, [200_000]);
+});
