@@ -150,11 +150,13 @@ export class Outbox extends Emitter<OutboxEvents> {
 
   /** Send what a previous session left in the storage (acknowledgements arrive as `acked` events). */
   async restore(): Promise<OutboxEntry[]> {
-    const known = new Set([...this.queues.values()].flat().map((e) => e.id));
+    // a message this session queued, or is writing to the storage right now, is not restored again
+    const known = new Set([...[...this.queues.values()].flat().map((e) => e.id), ...this.waiting.keys()]);
     const left = (await this.storage.all()).filter((e) => !known.has(e.id)).sort((a, b) => a.order - b.order);
     if (left.length) lastOrder = Math.max(lastOrder, (left.at(-1) as OutboxEntry).order);
-    for (const entry of left) this.push(entry);
-    return left;
+    const fresh = left.filter((e) => !this.waiting.has(e.id) && !this.pending().some((p) => p.id === e.id));
+    for (const entry of fresh) this.push(entry);
+    return fresh;
   }
 
   /** Messages not yet acknowledged. */

@@ -127,3 +127,18 @@ test("concurrent calls refused with a retired token refresh once, and an app's t
   await http.call("list_channels");
   assert.equal(calls.at(-1), "app-new");
 });
+
+test("restore() racing send() sends the message once", async () => {
+  let n = 0;
+  const { fetcher, calls } = scripted(() => ack(++n));
+  const outbox = new Outbox(new HttpClient({ baseUrl: "http://caas.test", token: "t", fetch: fetcher }));
+  let acked = 0;
+  outbox.on("acked", () => acked++);
+  const sent = outbox.send("c", { text: "once" });
+  const [restored] = await Promise.all([outbox.restore(), outbox.restore()]);
+  assert.deepEqual(restored, []);
+  assert.equal((await sent).seq, 1);
+  await until(() => acked === 1, 5_000, "the ack");
+  assert.equal(calls.length, 1);
+  outbox.stop();
+});
