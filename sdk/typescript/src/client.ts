@@ -165,10 +165,17 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     this.outbox.stop();
   }
 
-  /** A live timeline of a channel (one per id): events from `since` (or live), resumed on every reconnect. */
+  /** A live timeline of a channel (one per id): events from `since` (or live), resumed on every
+   * reconnect. An open channel is returned as it is; asking it for an earlier `since` throws
+   * (`invalid_request`: close it first to replay). */
   channel(id: string, options: ChannelOptions = {}): Channel {
     const existing = this.channels.get(id);
-    if (existing?.active) return existing;
+    if (existing?.active) {
+      if (options.since !== undefined && existing.seq !== undefined && options.since < existing.seq) {
+        throw new CaasError("invalid_request", `channel ${id} is open at seq ${existing.seq}: close it before replaying from ${options.since}`);
+      }
+      return existing;
+    }
     const channel = new Channel(id, this, options);
     this.channels.set(id, channel);
     this.connect();
@@ -185,9 +192,10 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     return listener ? this.on("presence", (f) => userIds.includes(f.user_id) && listener(f)) : () => {};
   }
 
-  /** Unread counts per channel, from the server (after the app's own writes: read-your-writes). */
+  /** Unread counts per channel, from the server (after the app's own writes: read-your-writes);
+   * at most 200 channels, the most the server lists for a user token. */
   async unreadCounts(): Promise<Map<string, number>> {
-    const list = await this.http.call("list_channels");
+    const list = await this.http.call("list_channels", { query: { limit: 200 } });
     return new Map(list.channels.map((c) => [c.channel_id, c.unread_count ?? 0]));
   }
 

@@ -255,3 +255,19 @@ test("close() ends every channel: iterators finish, caughtUp rejects, a send aft
   assert.deepEqual(after, []);
   await assert.rejects(client.outbox.send("c", { text: "after close" }), { code: "closed" });
 });
+
+test("asking an open channel for an earlier `since` throws instead of ignoring it", async () => {
+  const node = new FakeNode((socket, frame) => {
+    if (frame.type === "subscribe") {
+      send(socket, { type: "subscribed", channel_id: "c", head_seq: 2 });
+      send(socket, event(1));
+      send(socket, event(2));
+    }
+  });
+  const { client } = await setup(node);
+  const channel = client.channel("c", { since: 0 });
+  await channel.caughtUp(2);
+  assert.equal(client.channel("c"), channel);
+  assert.throws(() => client.channel("c", { since: 0 }), { code: "invalid_request" });
+  client.close();
+});
