@@ -48,21 +48,38 @@ export class IndexedDbStorage implements OutboxStorage {
   constructor(private readonly name = "caas-outbox") {}
 
   private open(): Promise<IDBDatabase> {
-    this.db ??= new Promise((resolve, reject) => {
+    this.db ??= new Promise<IDBDatabase>((resolve, reject) => {
       const request = indexedDB.open(this.name, 1);
       request.onupgradeneeded = () => request.result.createObjectStore("outbox", { keyPath: "id" });
-      request.onsuccess = () => resolve(request.result);
+      request.onsuccess = () => {
+        const db = request.result;
+        // another tab upgrading, or the browser closing the database: open it again next time
+        const forget = () => {
+          db.close();
+          this.db = undefined;
+        };
+        db.onversionchange = forget;
+        db.onclose = forget;
+        resolve(db);
+      };
       request.onerror = () => reject(request.error);
+      request.onblocked = () => reject(new Error(`IndexedDB ${this.name} is blocked by another tab`));
+    }).catch((error: unknown) => {
+      this.db = undefined; // a failed open is tried again, not cached
+      throw error;
     });
     return this.db;
   }
 
+  /** Resolves when the transaction has committed (a request's success is not yet durable). */
   private async run<T>(mode: IDBTransactionMode, act: (store: IDBObjectStore) => IDBRequest<T>): Promise<T> {
     const db = await this.open();
     return new Promise((resolve, reject) => {
-      const request = act(db.transaction("outbox", mode).objectStore("outbox"));
-      request.onsuccess = () => resolve(request.result);
-      request.onerror = () => reject(request.error);
+      const tx = db.transaction("outbox", mode);
+      const request = act(tx.objectStore("outbox"));
+      tx.oncomplete = () => resolve(request.result);
+      tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
+      tx.onerror = () => reject(tx.error ?? request.error);
     });
   }
 
