@@ -275,6 +275,23 @@ describe(`caas sdk (${BACKEND})`, () => {
     }
   });
 
+  test("a server refusing frames over a small burst still gets every subscribe, and every channel delivers", { skip: RESUME_ONLY }, async () => {
+    const paced = await new Server({ CAAS_WS_FRAMES_BURST: "5", CAAS_WS_FRAMES_PER_SECOND: "20" }).start();
+    try {
+      const t = await newTenant(paced.url, "alice", "bob");
+      const ids = Array.from({ length: 12 }, (_, i) => `burst-${i}`);
+      for (const id of ids) await room(t, id, "alice", "bob");
+      const bob = track(await userClient(t, "bob")); // believes the default burst of 100
+      const got = new Map(ids.map((id) => [id, collect(bob, id, 0)]));
+      const alice = track(await userClient(t, "alice"));
+      const acks = await Promise.all(ids.map((id) => alice.outbox.send(id, { text: `hello ${id}` })));
+      await until(() => ids.every((id, i) => (got.get(id)?.seqs.at(-1) ?? 0) >= (acks[i]?.seq ?? Infinity)), 30_000, "every channel's message");
+      for (const [i, id] of ids.entries()) assertGapless(got.get(id)?.seqs ?? [], 1, acks[i]?.seq ?? 0);
+    } finally {
+      await paced.stop();
+    }
+  });
+
   test("a client closed while its socket is still connecting stops quietly", { skip: RESUME_ONLY }, async () => {
     const t = await newTenant(server.url, "alice");
     const sockets: { readyState: number }[] = [];
