@@ -42,6 +42,10 @@ export interface ChannelOptions {
   /** The timeline keeps at most this many confirmed messages, dropping the oldest (default 5000;
    * `history()` pages further back). */
   maxMessages?: number;
+  /** An async iterator holds at most this many events its consumer has not taken (default
+   * 10 000); past that it drops them and throws `overflow` (with `details.seq`, the last seq it
+   * yielded) instead of growing without bound. */
+  iteratorBuffer?: number;
   /** At most one typing signal per this many ms (the server's `CAAS_TYPING_THROTTLE_SECONDS`, 2 s). */
   typingThrottleMs?: number;
 }
@@ -71,6 +75,7 @@ export class Channel extends Emitter<ChannelEvents> {
   private readonly typists = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly throttle: number;
   private readonly maxMessages: number;
+  private readonly iteratorBuffer: number;
   /** The highest seq of a message this timeline has held (kept when old messages are dropped). */
   private lastMessageSeq = 0;
   private lastTyping = -Infinity;
@@ -90,6 +95,7 @@ export class Channel extends Emitter<ChannelEvents> {
     this.seq = options.since;
     this.throttle = options.typingThrottleMs ?? 2000;
     this.maxMessages = options.maxMessages ?? 5000;
+    this.iteratorBuffer = options.iteratorBuffer ?? 10_000;
   }
 
   /** Confirmed messages in seq order, then the local echoes still waiting. */
@@ -185,16 +191,28 @@ export class Channel extends Emitter<ChannelEvents> {
     if (!this.active) return;
     const queue: (EventFrame | null)[] = [];
     let wake: (() => void) | undefined;
+    let overflowed = false;
+    let lastSeq: number | undefined;
     const push = (frame: EventFrame | null) => {
+      if (frame !== null && queue.length >= this.iteratorBuffer) {
+        overflowed = true; // the consumer is too slow: drop what waits rather than grow
+        queue.length = 0;
+      }
       queue.push(frame);
       wake?.();
     };
     this.iterators.add(push);
     try {
       for (;;) {
-        while (!queue.length) await new Promise<void>((resolve) => (wake = resolve));
+        while (!queue.length && !overflowed) await new Promise<void>((resolve) => (wake = resolve));
+        if (overflowed) {
+          throw new CaasError("overflow", `the iterator fell more than ${this.iteratorBuffer} events behind after seq ${lastSeq ?? "none"}`, {
+            details: { seq: lastSeq ?? null },
+          });
+        }
         const frame = queue.shift() as EventFrame | null;
         if (frame === null) return;
+        lastSeq = frame.seq;
         yield frame;
       }
     } finally {

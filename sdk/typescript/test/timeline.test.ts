@@ -127,3 +127,13 @@ test("a long timeline keeps a window of messages, and markRead() needs no spread
   await channel.markRead();
   assert.deepEqual(marked, [200_000]);
 });
+
+test("an iterator whose consumer falls too far behind throws overflow with its last seq instead of growing", async () => {
+  const channel = new Channel("c", host(), { since: 0, iteratorBuffer: 10 });
+  const iterator = channel[Symbol.asyncIterator]();
+  const first = iterator.next(); // the iterator is waiting
+  channel.onEvent(frame(1));
+  assert.equal((await first).value?.seq, 1);
+  for (let seq = 2; seq <= 30; seq++) channel.onEvent(frame(seq)); // nobody takes these
+  await assert.rejects(iterator.next(), (e: { code: string; details: { seq: number } }) => e.code === "overflow" && e.details.seq === 1);
+});
