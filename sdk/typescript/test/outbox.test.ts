@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { HttpClient, MemoryStorage, Outbox, type OutboxEntry } from "../src/index.js";
-import { until } from "./support.js";
+import { until, withReportedErrors } from "./support.js";
 
 /** A fetch that answers every post_message with `answer(bearer)`; counts the calls. */
 function scripted(answer: (token: string, body: { text?: string }) => { status: number; body: unknown }) {
@@ -21,10 +21,7 @@ const ack = (n: number) => ({ status: 201, body: { message_id: `m${n}`, seq: n, 
 const refused = { status: 401, body: { error: { code: "unauthenticated", message: "expired" } } };
 
 test("a throwing acked listener and a storage that fails to delete leave no send() pending", async () => {
-  const reported: unknown[] = [];
-  const original = console.error;
-  console.error = (...args: unknown[]) => void reported.push(args);
-  try {
+  await withReportedErrors(async (reported) => {
     let n = 0;
     const { fetcher } = scripted(() => ack(++n));
     class Flaky extends MemoryStorage {
@@ -41,9 +38,7 @@ test("a throwing acked listener and a storage that fails to delete leave no send
     assert.deepEqual(acks.map((a) => a.seq), [1, 2, 3]);
     assert.ok(reported.length >= 3);
     outbox.stop();
-  } finally {
-    console.error = original;
-  }
+  });
 });
 
 test("a refused credential holds the message (no failure, no hot retry) until a new one arrives", async () => {

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { WebSocketServer, type WebSocket as ServerSocket } from "ws";
 import { CaasClient, type ClientEvents } from "../src/index.js";
-import { NodeWebSocket, until } from "./support.js";
+import { NodeWebSocket, until, withReportedErrors } from "./support.js";
 
 type Frame = Record<string, unknown> & { type: string };
 
@@ -135,10 +135,7 @@ test("1008 after quota_exceeded stops and reports it instead of retrying", async
 });
 
 test("a listener that throws neither loses events for the others nor stops the reconnect", async () => {
-  const reported: unknown[] = [];
-  const original = console.error;
-  console.error = (...args: unknown[]) => void reported.push(args);
-  try {
+  await withReportedErrors(async (reported) => {
     let connections = 0;
     const node = new FakeNode((socket, frame) => {
       if (frame.type !== "subscribe") return;
@@ -164,9 +161,7 @@ test("a listener that throws neither loses events for the others nor stops the r
     assert.deepEqual(throwing, [1, 2, 3, 4, 5, 6]);
     assert.ok(reported.length >= 2);
     client.close();
-  } finally {
-    console.error = original;
-  }
+  });
 });
 
 test("one gap asks once from seq, not once per frame behind it", async () => {
