@@ -3,7 +3,7 @@
 import { build } from "esbuild";
 import { gzipSync } from "node:zlib";
 
-const BUDGET = 12 * 1024; // bytes, minified + gzipped
+const BUDGET = 8.5 * 1024; // bytes, minified + gzipped (8.1 KiB now: room for fixes, not for a dependency)
 const result = await build({
   entryPoints: [new URL("../dist/index.js", import.meta.url).pathname],
   bundle: true,

@@ -39,6 +39,13 @@ export type ChannelEvents = {
 export interface ChannelOptions {
   /** Replay every event after this seq first; omit for the live tail only. */
   since?: number;
+  /** The timeline keeps at most this many confirmed messages, dropping the oldest (default 5000;
+   * `history()` pages further back). */
+  maxMessages?: number;
+  /** An async iterator holds at most this many events its consumer has not taken (default
+   * 10 000); past that it drops them and throws `overflow` (with `details.seq`, the last seq it
+   * yielded) instead of growing without bound. */
+  iteratorBuffer?: number;
   /** At most one typing signal per this many ms (the server's `CAAS_TYPING_THROTTLE_SECONDS`, 2 s). */
   typingThrottleMs?: number;
 }
@@ -67,9 +74,16 @@ export class Channel extends Emitter<ChannelEvents> {
   private readonly echoes = new Map<string, TimelineMessage>();
   private readonly typists = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly throttle: number;
+  private readonly maxMessages: number;
+  private readonly iteratorBuffer: number;
+  /** The highest seq of a message this timeline has held (kept when old messages are dropped). */
+  private lastMessageSeq = 0;
   private lastTyping = -Infinity;
   private pendingChange = false;
+  /** A gap was seen and a subscribe from `seq` sent: events are ignored until its `subscribed`. */
+  private resyncing = false;
   private readonly iterators = new Set<(frame: EventFrame | null) => void>();
+  private readonly waiters = new Set<(error: CaasError) => void>();
   active = true;
 
   constructor(
@@ -80,6 +94,8 @@ export class Channel extends Emitter<ChannelEvents> {
     super();
     this.seq = options.since;
     this.throttle = options.typingThrottleMs ?? 2000;
+    this.maxMessages = options.maxMessages ?? 5000;
+    this.iteratorBuffer = options.iteratorBuffer ?? 10_000;
   }
 
   /** Confirmed messages in seq order, then the local echoes still waiting. */
@@ -149,7 +165,7 @@ export class Channel extends Emitter<ChannelEvents> {
 
   /** Move the read marker to `seq` (default: the last message this timeline holds). */
   async markRead(seq?: number): Promise<ResponseBody<"move_read_marker">> {
-    const target = seq ?? Math.max(this.readSeq, ...[...this.byId.values()].map((m) => m.seq ?? 0));
+    const target = seq ?? Math.max(this.readSeq, this.lastMessageSeq);
     const answer = await this.host.http.call("move_read_marker", { path: { cid: this.id }, body: { seq: target } });
     this.readSeq = Math.max(this.readSeq, target);
     this.changed();
@@ -170,20 +186,33 @@ export class Channel extends Emitter<ChannelEvents> {
     }
   }
 
-  /** Every later event as an async iterator (ends when the channel is closed). */
+  /** Every later event as an async iterator (ends when the channel or its client is closed). */
   async *[Symbol.asyncIterator](): AsyncGenerator<EventFrame> {
+    if (!this.active) return;
     const queue: (EventFrame | null)[] = [];
     let wake: (() => void) | undefined;
+    let overflowed = false;
+    let lastSeq: number | undefined;
     const push = (frame: EventFrame | null) => {
+      if (frame !== null && queue.length >= this.iteratorBuffer) {
+        overflowed = true; // the consumer is too slow: drop what waits rather than grow
+        queue.length = 0;
+      }
       queue.push(frame);
       wake?.();
     };
     this.iterators.add(push);
     try {
       for (;;) {
-        while (!queue.length) await new Promise<void>((resolve) => (wake = resolve));
+        while (!queue.length && !overflowed) await new Promise<void>((resolve) => (wake = resolve));
+        if (overflowed) {
+          throw new CaasError("overflow", `the iterator fell more than ${this.iteratorBuffer} events behind after seq ${lastSeq ?? "none"}`, {
+            details: { seq: lastSeq ?? null },
+          });
+        }
         const frame = queue.shift() as EventFrame | null;
         if (frame === null) return;
+        lastSeq = frame.seq;
         yield frame;
       }
     } finally {
@@ -191,46 +220,68 @@ export class Channel extends Emitter<ChannelEvents> {
     }
   }
 
-  /** Resolves once an event with `seq` or later has been applied. */
+  /** Resolves once an event with `seq` or later has been applied; rejects with `code: "closed"`
+   * if the channel (or its client) is closed first. */
   caughtUp(seq: number): Promise<void> {
     if ((this.seq ?? 0) >= seq) return Promise.resolve();
-    return new Promise((resolve) => {
+    if (!this.active) return Promise.reject(new CaasError("closed", `channel ${this.id} is closed`));
+    return new Promise((resolve, reject) => {
+      const fail = (error: CaasError) => {
+        off();
+        reject(error);
+      };
       const off = this.on("event", (frame) => {
         if (frame.seq >= seq) {
           off();
+          this.waiters.delete(fail);
           resolve();
         }
       });
+      this.waiters.add(fail);
     });
   }
 
-  /** Stop receiving this channel's events. */
+  /** Stop receiving this channel's events: iterators end, `caughtUp` promises reject (`closed`). */
   close(): void {
     if (!this.active) return;
     this.active = false;
     this.host.release(this);
     for (const push of [...this.iterators]) push(null);
+    const closed = new CaasError("closed", `channel ${this.id} is closed`);
+    for (const fail of [...this.waiters]) fail(closed);
+    this.waiters.clear();
+    for (const timer of this.typists.values()) clearTimeout(timer);
+    this.typists.clear();
   }
 
   // frames from the connection -----------------------------------------------------------
   /** @internal */
   onSubscribed(headSeq: number): void {
+    this.resyncing = false;
     this.headSeq = headSeq;
     if (this.seq === undefined) this.seq = headSeq; // live only: resume from here after a drop
     this.emit("subscribed", { headSeq });
   }
 
-  /** @internal `false` when the frame shows a gap, so the client resubscribes from `seq`. */
-  onEvent(frame: EventFrame): boolean {
+  /**
+   * @internal `"applied"`: a new seq; `"gap"`: the frame shows a gap, so the client resubscribes
+   * from `seq` (once: later frames are ignored until the `subscribed` answer replays from there);
+   * `"ignored"`: already applied, or waiting for that answer.
+   */
+  onEvent(frame: EventFrame): "applied" | "gap" | "ignored" {
+    if (this.resyncing) return "ignored";
     const last = this.seq ?? frame.seq - 1;
-    if (frame.seq <= last) return true; // already applied (never expected: the server sends each once)
-    if (frame.seq !== last + 1 && this.seq !== undefined) return false;
+    if (frame.seq <= last) return "ignored"; // already applied (never expected: the server sends each once)
+    if (frame.seq !== last + 1 && this.seq !== undefined) {
+      this.resyncing = true;
+      return "gap";
+    }
     this.seq = frame.seq;
     if (frame.seq > this.headSeq) this.headSeq = frame.seq;
     this.apply(frame);
     this.emit("event", frame);
     for (const push of this.iterators) push(frame);
-    return true;
+    return "applied";
   }
 
   /** @internal */
@@ -272,7 +323,12 @@ export class Channel extends Emitter<ChannelEvents> {
           deleted: payload.redacted === "deleted",
           status: "delivered",
         };
-        if (mid !== undefined) this.byId.set(mid, posted);
+        if (mid !== undefined) {
+          this.byId.set(mid, posted);
+          // a window, not the whole channel: the oldest message goes (Maps keep insertion order)
+          if (this.byId.size > this.maxMessages) this.byId.delete(this.byId.keys().next().value as string);
+        }
+        this.lastMessageSeq = Math.max(this.lastMessageSeq, frame.seq);
         if (cmid !== null && posted.author_id === this.host.userId()) this.echoes.delete(cmid);
         break;
       }

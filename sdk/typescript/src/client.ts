@@ -22,7 +22,8 @@ export interface ClientOptions extends HttpOptions, OutboxOptions {
   WebSocket?: SocketConstructor;
   /** The user this token belongs to (for local echo and unread counts); read from the token if omitted. */
   userId?: string;
-  /** Reconnect backoff: first delay and cap (default 500 ms, 30 s), full jitter. */
+  /** Reconnect backoff: first delay and cap (default 1 s, 30 s), full jitter: the first reconnect
+   * after a restart (1012), an error (1011) or a lost connection (1006) waits a random 0–1 s. */
   reconnectBaseMs?: number;
   reconnectMaxMs?: number;
   /** A ping this often; a socket silent for `pingIntervalMs + pingTimeoutMs` is dropped and reopened. */
@@ -30,13 +31,19 @@ export interface ClientOptions extends HttpOptions, OutboxOptions {
   pingTimeoutMs?: number;
   /** The server's `CAAS_WS_MAX_FRAME_BYTES`: larger frames are refused before they are sent. */
   maxFrameBytes?: number;
+  /** The server's `CAAS_WS_FRAMES_PER_SECOND` and `CAAS_WS_FRAMES_BURST` (20, 100): frames over
+   * this pace wait on the client instead of being refused with `rate_limited`. */
+  framesPerSecond?: number;
+  framesBurst?: number;
 }
 
 export type ClientEvents = {
   /** The socket is open and every subscription has been sent again. */
   connected: { attempt: number };
-  /** The socket closed; the client reconnects after `delayMs` unless it was closed by the app. */
-  disconnected: { code: number; reason: string; delayMs: number };
+  /** The socket closed. `retrying`: the client reconnects after `delayMs`; otherwise it stopped
+   * (closed by the app, or a refusal retrying cannot fix: a quota, a rate limit, a refreshed token
+   * the server refuses again, reported as an `error` first); `connect()` starts it again. */
+  disconnected: { code: number; reason: string; delayMs: number; retrying: boolean };
   /** Something the app should know: a 1009 close, a refused refresh, a rate limit, a quota. */
   error: CaasError;
   presence: PresenceFrame;
@@ -58,6 +65,12 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
   private readonly watched = new Set<string>();
   private socket: SocketLike | undefined;
   private attempt = 0;
+  /** The next 1013 or auth close may reconnect at once: no such close since the last new event. */
+  private atOnce = true;
+  /** The token the current socket was opened with (a refreshed token equal to it is refused again). */
+  private socketToken: string | undefined;
+  /** Bumped by `close()`: work started before it (a refresh under way) must not reopen. */
+  private generation = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private pinger: ReturnType<typeof setInterval> | undefined;
   private lastFrameAt = 0;
@@ -66,6 +79,14 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
   private me: string | undefined;
   private frameLimit: number;
   private largestSent = 0;
+  /** Subscribes sent on this socket and not yet answered with `subscribed`: sent again after a `rate_limited`. */
+  private readonly unanswered = new Set<string>();
+  /** Client-side token bucket of frames, and the frames waiting for it. */
+  private tokens = 0;
+  private refilledAt = 0;
+  private readonly paced: string[] = [];
+  private pacer: ReturnType<typeof setTimeout> | undefined;
+  private resender: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: ClientOptions) {
     super();
@@ -94,6 +115,9 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       throw new CaasError("unsupported", "no WebSocket here: pass the WebSocket option (e.g. the ws package on Node 20)");
     }
     this.closedByApp = false;
+    this.outbox.start();
+    this.attempt = 0;
+    this.atOnce = true;
     void this.opened();
   }
 
@@ -117,11 +141,18 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     }
   };
 
-  /** Close the socket for good and stop the outbox's retries. */
+  /** Close the socket and stop the outbox's retries: every channel ends (its iterators finish,
+   * its `caughtUp` promises reject with `closed`); `connect()` starts the outbox again. */
   close(): void {
     (globalThis as { removeEventListener?: (type: string, fn: () => void) => void }).removeEventListener?.("online", this.online);
     this.closedByApp = true;
+    this.generation++;
     clearTimeout(this.timer);
+    this.timer = undefined;
+    clearTimeout(this.pacer);
+    this.pacer = undefined;
+    clearTimeout(this.resender);
+    this.resender = undefined;
     clearInterval(this.pinger);
     const socket = this.socket;
     this.socket = undefined;
@@ -129,13 +160,22 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       detach(socket);
       socket.close(1000);
     }
+    for (const channel of [...this.channels.values()]) channel.close();
+    this.channels.clear();
     this.outbox.stop();
   }
 
-  /** A live timeline of a channel (one per id): events from `since` (or live), resumed on every reconnect. */
+  /** A live timeline of a channel (one per id): events from `since` (or live), resumed on every
+   * reconnect. An open channel is returned as it is; asking it for an earlier `since` throws
+   * (`invalid_request`: close it first to replay). */
   channel(id: string, options: ChannelOptions = {}): Channel {
     const existing = this.channels.get(id);
-    if (existing?.active) return existing;
+    if (existing?.active) {
+      if (options.since !== undefined && existing.seq !== undefined && options.since < existing.seq) {
+        throw new CaasError("invalid_request", `channel ${id} is open at seq ${existing.seq}: close it before replaying from ${options.since}`);
+      }
+      return existing;
+    }
     const channel = new Channel(id, this, options);
     this.channels.set(id, channel);
     this.connect();
@@ -152,9 +192,10 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     return listener ? this.on("presence", (f) => userIds.includes(f.user_id) && listener(f)) : () => {};
   }
 
-  /** Unread counts per channel, from the server (after the app's own writes: read-your-writes). */
+  /** Unread counts per channel, from the server (after the app's own writes: read-your-writes);
+   * at most 200 channels, the most the server lists for a user token. */
   async unreadCounts(): Promise<Map<string, number>> {
-    const list = await this.http.call("list_channels");
+    const list = await this.http.call("list_channels", { query: { limit: 200 } });
     return new Map(list.channels.map((c) => [c.channel_id, c.unread_count ?? 0]));
   }
 
@@ -173,12 +214,33 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       throw new CaasError("payload_too_large", `frames are at most ${this.frameLimit} bytes`);
     }
     this.largestSent = Math.max(this.largestSent, size);
-    socket.send(text);
+    this.paced.push(text);
+    this.flush(socket);
     return true;
+  }
+
+  /** Send what the frame bucket allows now; wait for it to refill for the rest. */
+  private flush(socket: SocketLike): void {
+    const rate = this.options.framesPerSecond ?? 20;
+    const burst = this.options.framesBurst ?? 100;
+    const now = Date.now();
+    this.tokens = Math.min(burst, this.tokens + ((now - this.refilledAt) / 1000) * rate);
+    this.refilledAt = now;
+    while (this.paced.length && this.tokens >= 1) {
+      this.tokens--;
+      socket.send(this.paced.shift() as string);
+    }
+    if (this.paced.length && this.pacer === undefined) {
+      this.pacer = setTimeout(() => {
+        this.pacer = undefined;
+        if (this.socket === socket && socket.readyState === OPEN) this.flush(socket);
+      }, Math.ceil(((1 - this.tokens) / rate) * 1000));
+    }
   }
 
   /** @internal */
   resubscribe(channel: Channel): void {
+    if (this.socket?.readyState === OPEN) this.unanswered.add(channel.id);
     this.sendFrame({ type: "subscribe", channel_id: channel.id, ...(channel.seq === undefined ? {} : { since_seq: channel.seq }) });
   }
 
@@ -203,11 +265,20 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     }
     if (this.closedByApp) return;
     if (token !== undefined) this.me ??= subjectOf(token);
+    this.socketToken = token;
     const url = `${this.http.baseUrl.replace(/^http/, "ws")}/v1/ws?token=${encodeURIComponent(token ?? "")}`;
     const socket = new Socket(url);
     this.socket = socket;
     this.lastError = undefined;
     this.largestSent = 0;
+    this.unanswered.clear();
+    this.paced.length = 0;
+    clearTimeout(this.pacer);
+    this.pacer = undefined;
+    clearTimeout(this.resender);
+    this.resender = undefined;
+    this.tokens = this.options.framesBurst ?? 100; // a new socket has a full bucket on the server
+    this.refilledAt = Date.now();
     socket.onopen = () => {
       this.lastFrameAt = Date.now();
       const attempt = this.attempt;
@@ -217,15 +288,28 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       this.emit("connected", { attempt });
     };
     socket.onmessage = (event) => {
+      if (this.socket !== socket) return;
       this.lastFrameAt = Date.now();
-      if (typeof event.data === "string") this.onFrame(socket, JSON.parse(event.data) as ServerFrame);
+      if (typeof event.data !== "string") return;
+      let frame: ServerFrame | undefined;
+      try {
+        frame = wellFormed(JSON.parse(event.data));
+      } catch {
+        frame = undefined;
+      }
+      if (frame === undefined) {
+        // a bad frame is reported and skipped: asking again would only bring it back
+        this.emit("error", new CaasError("invalid_frame", `the server sent a frame the client cannot read: ${event.data.slice(0, 200)}`));
+        return;
+      }
+      this.onFrame(socket, frame);
     };
     socket.onerror = () => {}; // a close follows
     socket.onclose = (event) => this.onClose(socket, event.code, event.reason);
   }
 
   private get base(): number {
-    return this.options.reconnectBaseMs ?? 500;
+    return this.options.reconnectBaseMs ?? 1000;
   }
   private get cap(): number {
     return this.options.reconnectMaxMs ?? 30_000;
@@ -234,13 +318,17 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
   private onFrame(socket: SocketLike, frame: ServerFrame): void {
     switch (frame.type) {
       case "event": {
-        this.attempt = 0; // progress: the next drop starts the backoff afresh
         const channel = this.channels.get(frame.channel_id);
-        if (channel && !channel.onEvent(frame)) this.resubscribe(channel); // a gap: ask again from seq
+        const outcome = channel?.onEvent(frame);
+        if (outcome === "applied") {
+          // progress: the next drop starts the backoff afresh
+          this.attempt = 0;
+          this.atOnce = true;
+        } else if (outcome === "gap" && channel) this.resubscribe(channel); // once: ask again from seq
         break;
       }
       case "subscribed":
-        this.attempt = 0;
+        this.unanswered.delete(frame.channel_id);
         this.channels.get(frame.channel_id)?.onSubscribed(frame.head_seq);
         break;
       case "typing":
@@ -252,6 +340,7 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
         break;
       case "error":
         this.lastError = frame.code;
+        if (frame.code === "rate_limited" && (frame.channel_id ?? null) === null) this.resendLater(socket, frame.retry_after ?? 1);
         if (frame.channel_id !== undefined && frame.channel_id !== null) this.channels.get(frame.channel_id)?.onError(frame);
         else if (frame.code !== "unauthenticated")
           this.emit("error", new CaasError(frame.code, frame.message, { details: { ...frame.details }, ...(frame.retry_after ? { retryAfter: frame.retry_after } : {}) }));
@@ -259,7 +348,20 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
       default:
         break;
     }
-    void socket;
+  }
+
+  /** A frame was refused for the pace: after `retryAfter` s send again every subscribe not answered. */
+  private resendLater(socket: SocketLike, retryAfter: number): void {
+    if (this.resender !== undefined) return;
+    this.resender = setTimeout(() => {
+      this.resender = undefined;
+      if (this.socket !== socket) return;
+      for (const id of [...this.unanswered]) {
+        const channel = this.channels.get(id);
+        if (channel?.active) this.resubscribe(channel);
+        else this.unanswered.delete(id);
+      }
+    }, retryAfter * 1000);
   }
 
   private startPinging(socket: SocketLike): void {
@@ -291,34 +393,79 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     if (this.closedByApp) return;
     const error = this.lastError;
     if (code === 1013) {
-      this.retry(code, reason, 0); // the server shed a slow socket: resume at once from seq
+      // the server shed a slow socket: resume at once from seq, but back off if it keeps shedding
+      // without a new event in between
+      this.retry(code, reason, this.quickDelay());
     } else if (code === 1008 && (error === undefined || error === "unauthenticated")) {
+      const refused = this.socketToken;
+      const generation = this.generation;
       this.http.refreshCredential().then(
-        () => this.retry(code, reason, 0),
+        (token) => {
+          if (this.closedByApp || generation !== this.generation) return; // closed meanwhile
+          if (token === refused) {
+            this.stop(code, reason, new CaasError("unauthenticated", "the refreshed token is the one the server refused: not reconnecting"));
+          } else this.retry(code, reason, this.quickDelay());
+        },
         (cause: unknown) => {
+          if (this.closedByApp || generation !== this.generation) return;
           this.emit("error", cause instanceof CaasError ? cause : new CaasError("unauthenticated", "token refresh failed", { cause }));
           this.retry(code, reason, backoff(this.attempt++, this.base, this.cap));
         },
       );
+    } else if (code === 1008) {
+      // a quota or too many sockets: retrying in a loop cannot help; the app decides when to connect()
+      this.stop(code, reason, new CaasError(error ?? "forbidden", `the server refused the socket (${reason || error})`));
     } else {
       if (code === 1009) {
         // the server takes less than we thought: stay under the largest frame sent on that socket
         if (this.largestSent > 1) this.frameLimit = Math.min(this.frameLimit, this.largestSent - 1);
         this.emit("error", new CaasError("payload_too_large", `the server closed the socket: a frame was too large (1009); frames now at most ${this.frameLimit} bytes`));
       }
-      else if (code === 1008) this.emit("error", new CaasError(error ?? "forbidden", `the server refused the socket (${reason || error})`));
       this.retry(code, reason, backoff(this.attempt++, this.base, this.cap));
     }
   }
 
+  /** 0 for the first 1013 or auth close since the last new event, a growing backoff for the next ones. */
+  private quickDelay(): number {
+    if (this.atOnce) {
+      this.atOnce = false;
+      return 0;
+    }
+    return backoff(this.attempt++, this.base, this.cap);
+  }
+
   private retry(code: number, reason: string, delayMs: number): void {
-    this.emit("disconnected", { code, reason, delayMs });
+    // the timer first: a listener of `disconnected` that throws cannot stop the reconnect
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.opened();
     }, delayMs);
+    this.emit("disconnected", { code, reason, delayMs, retrying: true });
   }
+
+  /** Stop reconnecting after a refusal retrying cannot fix; `connect()` starts again. */
+  private stop(code: number, reason: string, error: CaasError): void {
+    this.closedByApp = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.emit("error", error);
+    this.emit("disconnected", { code, reason, delayMs: 0, retrying: false });
+  }
+}
+
+/** The frame if it has the shape the client relies on, else `undefined`. */
+function wellFormed(value: unknown): ServerFrame | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const f = value as Record<string, unknown>;
+  if (typeof f.type !== "string") return undefined;
+  if (f.type === "event") {
+    const event = f.event as Record<string, unknown> | null | undefined;
+    if (typeof f.seq !== "number" || typeof f.channel_id !== "string" || typeof event !== "object" || event === null || typeof event.payload !== "object") return undefined;
+  }
+  if (f.type === "subscribed" && (typeof f.channel_id !== "string" || typeof f.head_seq !== "number")) return undefined;
+  if (f.type === "error" && typeof f.code !== "string") return undefined;
+  return value as ServerFrame;
 }
 
 function detach(socket: SocketLike): void {

@@ -15,9 +15,25 @@ export class Emitter<E extends Record<string, unknown>> {
     return (this.listeners.get(type)?.size ?? 0) > 0;
   }
 
+  /** Call every listener of `type`; one that throws is reported (see {@link reportListenerError})
+   * and neither stops the others nor the SDK's own work. */
   protected emit<K extends keyof E>(type: K, value: E[K]): void {
-    for (const fn of [...(this.listeners.get(type) ?? [])]) (fn as (value: E[K]) => void)(value);
+    for (const fn of [...(this.listeners.get(type) ?? [])]) {
+      try {
+        (fn as (value: E[K]) => void)(value);
+      } catch (error) {
+        reportListenerError(error);
+      }
+    }
   }
+}
+
+/** An app listener threw: report it as the platform reports uncaught errors (`reportError` in
+ * browsers, `console.error` elsewhere) without throwing into the SDK. */
+export function reportListenerError(error: unknown): void {
+  const report = (globalThis as { reportError?: (e: unknown) => void }).reportError;
+  if (typeof report === "function") report(error);
+  else console.error("@caas/client: a listener threw", error);
 }
 
 /** Full-jitter exponential backoff: a random delay in [0, min(max, base·2^attempt)]. */

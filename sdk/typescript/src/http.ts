@@ -54,11 +54,15 @@ export class HttpClient {
   readonly baseUrl: string;
   /** The highest `position` a write through this client answered: what reads wait for. */
   position = 0;
-  private token: TokenSource | undefined;
+  private readonly token: TokenSource | undefined;
+  /** The last refreshed token, and what the app's source answered when it was refused: used
+   * while the source still answers that (a source that moved on wins). */
+  private refreshed: { token: string; replaced: string | undefined } | undefined;
   private readonly refresh: (() => Promise<string>) | undefined;
   private readonly fetcher: typeof fetch;
   private readonly timeoutMs: number;
   private refreshing: Promise<string> | null = null;
+  private readonly credentialListeners = new Set<() => void>();
 
   constructor(options: HttpOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -71,16 +75,29 @@ export class HttpClient {
   /** The current credential. */
   async currentToken(): Promise<string | undefined> {
     const t = this.token;
-    return typeof t === "function" ? await t() : t;
+    const source = typeof t === "function" ? await t() : t;
+    return this.refreshed !== undefined && this.refreshed.replaced === source ? this.refreshed.token : source;
+  }
+
+  /** Call `fn` whenever a refresh brings a new credential; returns a function that stops it. */
+  onCredential(fn: () => void): () => void {
+    this.credentialListeners.add(fn);
+    return () => this.credentialListeners.delete(fn);
   }
 
   /** Ask the app for a new token (once at a time, however many callers need it). */
   async refreshCredential(): Promise<string> {
     if (this.refresh === undefined) throw new CaasError("unauthenticated", "the token was refused and no refreshToken callback is set");
-    this.refreshing ??= this.refresh().then(
-      (token) => {
-        this.token = token;
+    const refresh = this.refresh;
+    this.refreshing ??= (async () => {
+      const t = this.token;
+      const replaced = typeof t === "function" ? await t() : t;
+      return { token: await refresh(), replaced };
+    })().then(
+      ({ token, replaced }) => {
+        this.refreshed = { token, replaced };
         this.refreshing = null;
+        for (const fn of [...this.credentialListeners]) fn();
         return token;
       },
       (error: unknown) => {
@@ -102,7 +119,7 @@ export class HttpClient {
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null) search.set(k, String(v));
     if ([...search].length) url += `?${search}`;
     let refreshed = false;
-    for (;;) {
+    for (let tries = 0; ; tries++) {
       const headers: Record<string, string> = { accept: "application/json" };
       const token = await this.currentToken();
       if (token) headers.authorization = `Bearer ${token}`;
@@ -130,9 +147,17 @@ export class HttpClient {
         if (method !== "GET" && typeof position === "number" && position > this.position) this.position = position;
         return data as ResponseBody<K>;
       }
+      if (response.status === 401 && this.refresh !== undefined && tries < 3 && (await this.currentToken()) !== token) {
+        continue; // another call refreshed the token meanwhile: use it, no refresh of our own
+      }
       if (response.status === 401 && this.refresh !== undefined && !refreshed) {
         refreshed = true;
-        await this.refreshCredential();
+        try {
+          await this.refreshCredential();
+        } catch (cause) {
+          // the app's refresh failed: the call is still unauthenticated, not a network failure
+          throw cause instanceof CaasError ? cause : new CaasError("unauthenticated", `${method} ${template}: the token was refused and refreshing it failed`, { status: 401, cause });
+        }
         continue;
       }
       const error = (data as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;

@@ -1,4 +1,4 @@
-import { backoff, Emitter } from "./emitter.js";
+import { backoff, Emitter, reportListenerError } from "./emitter.js";
 import { CaasError } from "./errors.js";
 import type { HttpClient, RequestBody, ResponseBody } from "./http.js";
 
@@ -48,21 +48,38 @@ export class IndexedDbStorage implements OutboxStorage {
   constructor(private readonly name = "caas-outbox") {}
 
   private open(): Promise<IDBDatabase> {
-    this.db ??= new Promise((resolve, reject) => {
+    this.db ??= new Promise<IDBDatabase>((resolve, reject) => {
       const request = indexedDB.open(this.name, 1);
       request.onupgradeneeded = () => request.result.createObjectStore("outbox", { keyPath: "id" });
-      request.onsuccess = () => resolve(request.result);
+      request.onsuccess = () => {
+        const db = request.result;
+        // another tab upgrading, or the browser closing the database: open it again next time
+        const forget = () => {
+          db.close();
+          this.db = undefined;
+        };
+        db.onversionchange = forget;
+        db.onclose = forget;
+        resolve(db);
+      };
       request.onerror = () => reject(request.error);
+      request.onblocked = () => reject(new Error(`IndexedDB ${this.name} is blocked by another tab`));
+    }).catch((error: unknown) => {
+      this.db = undefined; // a failed open is tried again, not cached
+      throw error;
     });
     return this.db;
   }
 
+  /** Resolves when the transaction has committed (a request's success is not yet durable). */
   private async run<T>(mode: IDBTransactionMode, act: (store: IDBObjectStore) => IDBRequest<T>): Promise<T> {
     const db = await this.open();
     return new Promise((resolve, reject) => {
-      const request = act(db.transaction("outbox", mode).objectStore("outbox"));
-      request.onsuccess = () => resolve(request.result);
-      request.onerror = () => reject(request.error);
+      const tx = db.transaction("outbox", mode);
+      const request = act(tx.objectStore("outbox"));
+      tx.oncomplete = () => resolve(request.result);
+      tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
+      tx.onerror = () => reject(tx.error ?? request.error);
     });
   }
 
@@ -83,20 +100,27 @@ export interface OutboxOptions {
   /** First retry delay, doubled per failure with full jitter (default 250 ms, at most `retryMaxMs`, 30 s). */
   retryBaseMs?: number;
   retryMaxMs?: number;
+  /** Give a message up (it fails with `code: "gave_up"`) after this many attempts or this long
+   * since it was queued (default: never; the `stuck` event says when one keeps failing). */
+  maxAttempts?: number;
+  maxAgeMs?: number;
 }
 
 export type OutboxEvents = {
   acked: { entry: OutboxEntry; ack: Ack };
   failed: { entry: OutboxEntry; error: CaasError };
   retrying: { entry: OutboxEntry; error: CaasError; attempt: number; delayMs: number };
+  /** A message failed 5 times in a row and holds up its channel's queue: `discard(id)` it, or wait. */
+  stuck: { entry: OutboxEntry; error: CaasError; attempts: number };
 };
 
 /**
  * Sends messages until the server acknowledges them, retrying with the same `client_msg_id`, so
  * the server records each exactly once however often the network fails (a retry of a recorded
  * message answers its first result). Messages of one channel go in order, one at a time.
- * A transient failure (network, timeout, 429, 5xx) is retried forever with backoff; any other
- * answer (403, 422…) fails the message.
+ * A transient failure (network, timeout, 429, 5xx) is retried forever with backoff; a refused
+ * credential (401) keeps the message and waits, with backoff, for a new one (a refresh, or
+ * `wake()` after the app changed its token); any other answer (403, 422…) fails the message.
  */
 export class Outbox extends Emitter<OutboxEvents> {
   readonly storage: OutboxStorage;
@@ -106,7 +130,12 @@ export class Outbox extends Emitter<OutboxEvents> {
   private readonly wakers = new Set<() => void>();
   private readonly base: number;
   private readonly max: number;
+  private readonly maxAttempts: number;
+  private readonly maxAgeMs: number;
+  private readonly discarded = new Set<string>();
   private stopped = false;
+  /** Resolves the waits of messages held by a refused credential when a refresh brings a new one. */
+  private readonly credentialWaiters = new Set<() => void>();
 
   constructor(
     private readonly http: HttpClient,
@@ -116,11 +145,20 @@ export class Outbox extends Emitter<OutboxEvents> {
     this.storage = options.storage ?? new MemoryStorage();
     this.base = options.retryBaseMs ?? 250;
     this.max = options.retryMaxMs ?? 30_000;
+    this.maxAttempts = options.maxAttempts ?? Infinity;
+    this.maxAgeMs = options.maxAgeMs ?? Infinity;
+    http.onCredential(() => {
+      for (const wake of [...this.credentialWaiters]) wake();
+    });
   }
 
   /** Queue a message; resolves with the server's acknowledgement. */
   async send(channelId: string, body: PostBody, id: string = newId()): Promise<Ack> {
     const entry: OutboxEntry = { id, channelId, body: { ...body, client_msg_id: id }, createdAt: Date.now(), order: nextOrder() };
+    if (this.stopped) {
+      await this.storage.put(entry);
+      throw new CaasError("closed", `the outbox is stopped: ${id} stays in the storage for restore() or start()`);
+    }
     const acked = new Promise<Ack>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
     await this.storage.put(entry);
     this.push(entry);
@@ -129,16 +167,41 @@ export class Outbox extends Emitter<OutboxEvents> {
 
   /** Send what a previous session left in the storage (acknowledgements arrive as `acked` events). */
   async restore(): Promise<OutboxEntry[]> {
-    const known = new Set([...this.queues.values()].flat().map((e) => e.id));
+    // a message this session queued, or is writing to the storage right now, is not restored again
+    const known = new Set([...[...this.queues.values()].flat().map((e) => e.id), ...this.waiting.keys()]);
     const left = (await this.storage.all()).filter((e) => !known.has(e.id)).sort((a, b) => a.order - b.order);
     if (left.length) lastOrder = Math.max(lastOrder, (left.at(-1) as OutboxEntry).order);
-    for (const entry of left) this.push(entry);
-    return left;
+    const fresh = left.filter((e) => !this.waiting.has(e.id) && !this.pending().some((p) => p.id === e.id));
+    for (const entry of fresh) this.push(entry);
+    return fresh;
   }
 
   /** Messages not yet acknowledged. */
   pending(channelId?: string): OutboxEntry[] {
     return channelId === undefined ? [...this.queues.values()].flat() : [...(this.queues.get(channelId) ?? [])];
+  }
+
+  /** Drop a message that is not acknowledged (e.g. one `stuck` in front of its channel's queue):
+   * it leaves the storage and its `send` rejects with `code: "discarded"`. A request already on
+   * the wire may still be recorded. `false` if no such message waits. */
+  async discard(id: string): Promise<boolean> {
+    for (const queue of this.queues.values()) {
+      const index = queue.findIndex((e) => e.id === id);
+      if (index < 0) continue;
+      if (index === 0 && this.pumping.has((queue[0] as OutboxEntry).channelId)) {
+        // being delivered: the pump ends it at its next retry
+        this.discarded.add(id);
+        this.wake();
+        return true;
+      }
+      queue.splice(index, 1);
+      await this.storage.delete(id);
+      const waiter = this.waiting.get(id);
+      this.waiting.delete(id);
+      waiter?.reject(new CaasError("discarded", `${id} was discarded`));
+      return true;
+    }
+    return false;
   }
 
   /** Retry now instead of waiting out the backoff (e.g. when the browser says it is online again). */
@@ -155,11 +218,26 @@ export class Outbox extends Emitter<OutboxEvents> {
     this.waiting.clear();
   }
 
+  /** Send again after `stop()` (done by the client's `connect()`): the queued messages go on. */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    for (const [channelId, queue] of this.queues) if (queue.length && !this.pumping.has(channelId)) this.startPump(channelId);
+  }
+
   private push(entry: OutboxEntry): void {
     const queue = this.queues.get(entry.channelId) ?? [];
     queue.push(entry);
     this.queues.set(entry.channelId, queue);
-    if (!this.pumping.has(entry.channelId)) void this.pump(entry.channelId);
+    if (!this.pumping.has(entry.channelId)) this.startPump(entry.channelId);
+  }
+
+  private startPump(channelId: string): void {
+    this.pump(channelId).catch((error: unknown) => {
+      // never expected (every step is guarded): report it and keep the queue moving
+      reportListenerError(error);
+      if (!this.stopped && this.queues.get(channelId)?.length) this.startPump(channelId);
+    });
   }
 
   private async pump(channelId: string): Promise<void> {
@@ -168,44 +246,65 @@ export class Outbox extends Emitter<OutboxEvents> {
     try {
       while (queue.length && !this.stopped) {
         const entry = queue[0] as OutboxEntry;
-        const outcome = await this.deliver(entry);
-        if (this.stopped) return;
+        let outcome: Ack | CaasError | undefined;
+        try {
+          outcome = await this.deliver(entry);
+        } catch (e) {
+          outcome = e instanceof CaasError ? e : new CaasError("network", String(e), { cause: e });
+        }
+        if (this.stopped || outcome === undefined) return;
         queue.shift();
-        await this.storage.delete(entry.id);
+        this.discarded.delete(entry.id);
+        // settle the sender first: nothing after this (storage, listeners) can leave it pending
         const waiter = this.waiting.get(entry.id);
         this.waiting.delete(entry.id);
-        if (outcome instanceof CaasError) {
-          this.emit("failed", { entry, error: outcome });
-          waiter?.reject(outcome);
-        } else {
-          this.emit("acked", { entry, ack: outcome });
-          waiter?.resolve(outcome);
+        if (outcome instanceof CaasError) waiter?.reject(outcome);
+        else waiter?.resolve(outcome);
+        try {
+          await this.storage.delete(entry.id);
+        } catch (error) {
+          // e.g. an aborted IndexedDB transaction: a later restore() sends it again, and the server
+          // answers its first result for the same client_msg_id
+          reportListenerError(error);
         }
+        if (outcome instanceof CaasError) this.emit("failed", { entry, error: outcome });
+        else this.emit("acked", { entry, ack: outcome });
       }
     } finally {
       this.pumping.delete(channelId);
+      // started again while this pump was winding down from a stop: go on
+      if (!this.stopped && queue.length) this.startPump(channelId);
     }
   }
 
-  private async deliver(entry: OutboxEntry): Promise<Ack | CaasError> {
+  /** The ack, or the error that ends the message; `undefined` when stopped while waiting to retry. */
+  private async deliver(entry: OutboxEntry): Promise<Ack | CaasError | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.http.call("post_message", { path: { cid: entry.channelId }, body: entry.body });
       } catch (e) {
         const error = e instanceof CaasError ? e : new CaasError("network", String(e), { cause: e });
-        if (!error.transient) return error;
+        const refused = error.status === 401 || error.code === "unauthenticated";
+        if (!error.transient && !refused) return error;
+        if (attempt + 1 >= this.maxAttempts || Date.now() - entry.createdAt >= this.maxAgeMs) {
+          return new CaasError("gave_up", `gave up on ${entry.id} after ${attempt + 1} attempts: ${error.message}`, { cause: error });
+        }
+        if (attempt === 4) this.emit("stuck", { entry, error, attempts: attempt + 1 });
         const delayMs = Math.max(backoff(attempt, this.base, this.max), (error.retryAfter ?? 0) * 1000);
         this.emit("retrying", { entry, error, attempt, delayMs });
         await new Promise<void>((resolve) => {
           const done = () => {
             clearTimeout(timer);
             this.wakers.delete(done);
+            this.credentialWaiters.delete(done);
             resolve();
           };
           const timer = setTimeout(done, delayMs);
           this.wakers.add(done);
+          if (refused) this.credentialWaiters.add(done); // a new credential ends the wait
         });
-        if (this.stopped) return error;
+        if (this.stopped) return undefined;
+        if (this.discarded.delete(entry.id)) return new CaasError("discarded", `${entry.id} was discarded`, { cause: error });
       }
     }
   }

@@ -159,3 +159,15 @@ export function assertGapless(seqs: number[], first: number, last: number): void
     throw new Error(`expected seqs ${first}..${last} once each, got ${seqs.length}: ${seqs.slice(0, 20).join(",")}…`);
   }
 }
+
+/** Run `fn` with `console.error` (where the SDK reports a throwing listener on Node) collected. */
+export async function withReportedErrors<T>(fn: (reported: unknown[]) => Promise<T>): Promise<T> {
+  const reported: unknown[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => void reported.push(args);
+  try {
+    return await fn(reported);
+  } finally {
+    console.error = original;
+  }
+}

@@ -1,6 +1,7 @@
 // Property tests of the channel timeline, the SDK's reducer (no server: the frames are generated).
 // 1. Whatever the network does to the frames (drops, repeats, disconnects), a channel that asks
-//    again from its `seq` whenever it sees a gap, as the client does, emits every seq once, in order.
+//    again from its `seq` whenever it sees a gap, as the client does, emits every seq once, in order,
+//    and asks once per gap (the frames still in flight before the answer are ignored, not re-asked).
 // 2. Whatever the order of a message's acknowledgement and its event, the timeline holds it once.
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -39,7 +40,8 @@ const fault = fc.constantFrom("deliver", "deliver", "deliver", "deliver", "lose"
 
 test("a channel that resubscribes from its seq on a gap or a drop emits every seq once, in order", () => {
   fc.assert(
-    fc.property(fc.integer({ min: 1, max: 60 }), fc.array(fault, { maxLength: 300 }), fc.integer({ min: 0, max: 10 }), (head, faults, since) => {
+    fc.property(fc.integer({ min: 1, max: 60 }), fc.array(fault, { maxLength: 300 }), fc.integer({ min: 0, max: 10 }), fc.integer({ min: 0, max: 20 }), (head, faults, since, inFlight) => {
+      let subscribes = 0;
       const start = Math.min(since, head);
       const channel = new Channel("c", host(), { since: start });
       const seen: number[] = [];
@@ -61,9 +63,17 @@ test("a channel that resubscribes from its seq on a gap or a drop emits every se
           continue;
         }
         const seq = what === "repeat" ? Math.max(1, next - 1) : next++;
-        if (!channel.onEvent(frame(seq))) next = (channel.seq ?? 0) + 1; // a gap: subscribe again from seq
+        if (channel.onEvent(frame(seq)) === "gap") {
+          // a gap: one subscribe from seq; the frames already in flight arrive before its answer
+          subscribes++;
+          for (let late = 0; late < inFlight && next <= head; late++) channel.onEvent(frame(next++));
+          channel.onSubscribed(head);
+          next = (channel.seq ?? 0) + 1;
+        }
       }
       assert.deepEqual(seen, Array.from({ length: head - start }, (_, k) => start + k + 1));
+      // one subscribe per gap, not one per frame behind it
+      assert.ok(subscribes <= faults.filter((f) => f === "lose").length);
     }),
     { numRuns: 300 },
   );
@@ -104,4 +114,26 @@ test("a message sent with local echo is one timeline entry whatever the order of
     }),
     { numRuns: 200 },
   );
+});
+
+test("a long timeline keeps a window of messages, and markRead() needs no spread of every seq", async () => {
+  const marked: number[] = [];
+  const h = host();
+  (h as { http: unknown }).http = { call: async (_op: string, args: { body: { seq: number } }) => (marked.push(args.body.seq), { seq: args.body.seq }) };
+  const channel = new Channel("c", h, { since: 0, maxMessages: 1000 });
+  for (let seq = 1; seq <= 200_000; seq++) channel.onEvent(frame(seq));
+  assert.equal(channel.messages.length, 1000);
+  assert.equal(channel.messages[0]?.seq, 199_001);
+  await channel.markRead();
+  assert.deepEqual(marked, [200_000]);
+});
+
+test("an iterator whose consumer falls too far behind throws overflow with its last seq instead of growing", async () => {
+  const channel = new Channel("c", host(), { since: 0, iteratorBuffer: 10 });
+  const iterator = channel[Symbol.asyncIterator]();
+  const first = iterator.next(); // the iterator is waiting
+  channel.onEvent(frame(1));
+  assert.equal((await first).value?.seq, 1);
+  for (let seq = 2; seq <= 30; seq++) channel.onEvent(frame(seq)); // nobody takes these
+  await assert.rejects(iterator.next(), (e: { code: string; details: { seq: number } }) => e.code === "overflow" && e.details.seq === 1);
 });
