@@ -663,6 +663,118 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tenant's webhook endpoints
+         * @description Credential: tenant
+         */
+        get: operations["list_webhooks"];
+        put?: never;
+        /**
+         * Register an outbound webhook endpoint; returns its signing secret (again on an idempotent retry)
+         * @description Credential: tenant
+         */
+        post: operations["create_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A webhook endpoint
+         * @description Credential: tenant
+         */
+        get: operations["get_webhook"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete an endpoint (deliveries stop)
+         * @description Credential: tenant
+         */
+        delete: operations["delete_webhook"];
+        options?: never;
+        head?: never;
+        /**
+         * Change an endpoint's URL, event types or description; enabled: true re-enables it
+         * @description Credential: tenant
+         */
+        patch: operations["update_webhook"];
+        trace?: never;
+    };
+    "/v1/webhooks/{webhook_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The endpoint's delivery log, oldest first: attempt, status code, latency, error
+         * @description Credential: tenant
+         */
+        get: operations["list_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{webhook_id}/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Re-deliver the endpoint's matching events after from_position
+         * @description Credential: tenant
+         */
+        post: operations["replay_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{webhook_id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new signing secret for the endpoint (the old one still signs for a day)
+         * @description Credential: tenant
+         */
+        post: operations["rotate_secret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -863,6 +975,48 @@ export interface components {
              * @default null
              */
             ttl_seconds?: number | null;
+        };
+        /** CreateWebhook */
+        CreateWebhook: {
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /** Event Types */
+            event_types?: string[];
+            /** Url */
+            url: string;
+        };
+        /** Delivery */
+        Delivery: {
+            /** At */
+            at: string;
+            /** Attempt */
+            attempt: number;
+            /** Delivery Id */
+            delivery_id: string;
+            /** Error */
+            error: string | null;
+            /** Event Id */
+            event_id: string;
+            /** Event Type */
+            event_type: string;
+            /** Latency Ms */
+            latency_ms: number;
+            /** Ok */
+            ok: boolean;
+            /** Position */
+            position: number;
+            /** Status Code */
+            status_code: number | null;
+        };
+        /** DeliveryPage */
+        DeliveryPage: {
+            /** Deliveries */
+            deliveries: components["schemas"]["Delivery"][];
+            /** Next After */
+            next_after: string | null;
         };
         /** EditMessage */
         EditMessage: {
@@ -1219,6 +1373,14 @@ export interface components {
             /** Name */
             name: string;
         };
+        /** ReplayWebhook */
+        ReplayWebhook: {
+            /**
+             * From Position
+             * @description re-deliver the matching events after this log position
+             */
+            from_position: number;
+        };
         /** SigningKeyRotated */
         SigningKeyRotated: {
             /** Event Id */
@@ -1291,6 +1453,30 @@ export interface components {
             /** User Id */
             user_id: string;
         };
+        /** UpdateWebhook */
+        UpdateWebhook: {
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /**
+             * Enabled
+             * @description true re-enables a disabled endpoint
+             * @default null
+             */
+            enabled?: boolean | null;
+            /**
+             * Event Types
+             * @default null
+             */
+            event_types?: string[] | null;
+            /**
+             * Url
+             * @default null
+             */
+            url?: string | null;
+        };
         /** UsageBucket */
         UsageBucket: {
             /** Meters */
@@ -1352,6 +1538,48 @@ export interface components {
             /** User Id */
             user_id: string;
         };
+        /** Webhook */
+        Webhook: {
+            /** Created At */
+            created_at: string | null;
+            /** Description */
+            description: string;
+            /** Disabled Reason */
+            disabled_reason: string | null;
+            /** Enabled */
+            enabled: boolean;
+            /** Event Types */
+            event_types: string[];
+            /** Updated At */
+            updated_at: string | null;
+            /** Url */
+            url: string;
+            /** Version */
+            version: number;
+            /** Webhook Id */
+            webhook_id: string;
+        };
+        /** WebhookCreated */
+        WebhookCreated: {
+            /** Event Id */
+            event_id: string;
+            /** Position */
+            position: number;
+            /**
+             * Secret
+             * @description the signing secret (whsec_…): shown on creation and on its idempotent retries
+             */
+            secret: string;
+            /** Seq */
+            seq: number;
+            /** Webhook Id */
+            webhook_id: string;
+        };
+        /** WebhookList */
+        WebhookList: {
+            /** Webhooks */
+            webhooks: components["schemas"]["Webhook"][];
+        };
         /** WebhookReceived */
         WebhookReceived: {
             /** Received */
@@ -1361,6 +1589,33 @@ export interface components {
              * @description false for event types CAAS ignores, and for repeats
              */
             recorded: boolean;
+        };
+        /** WebhookSecret */
+        WebhookSecret: {
+            /** Event Id */
+            event_id: string;
+            /** Position */
+            position: number;
+            /**
+             * Secret
+             * @description the new signing secret (whsec_…): shown here and on this rotation's retries
+             */
+            secret: string;
+            /** Seq */
+            seq: number;
+            /** Webhook Id */
+            webhook_id: string;
+        };
+        /** WebhookWritten */
+        WebhookWritten: {
+            /** Event Id */
+            event_id: string;
+            /** Position */
+            position: number;
+            /** Seq */
+            seq: number;
+            /** Webhook Id */
+            webhook_id: string;
         };
         /** Written */
         Written: {
@@ -1376,9 +1631,9 @@ export interface components {
     parameters: never;
     requestBodies: never;
     headers: {
-        /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+        /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
         "RateLimit-Limit": number;
-        /** @description requests left in that limit now */
+        /** @description requests left now: that many more sent at once are admitted */
         "RateLimit-Remaining": number;
         /** @description seconds until that limit is whole again */
         "RateLimit-Reset": number;
@@ -1531,9 +1786,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -1625,9 +1880,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -1664,9 +1919,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -1735,9 +1990,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -1772,9 +2027,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -1836,9 +2091,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -1873,9 +2128,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -1937,9 +2192,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2042,9 +2297,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2106,9 +2361,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2160,9 +2415,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2252,9 +2507,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2293,9 +2548,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2357,9 +2612,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2409,9 +2664,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2485,9 +2740,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2525,9 +2780,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2589,9 +2844,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2641,9 +2896,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2733,9 +2988,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2773,9 +3028,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2837,9 +3092,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2881,9 +3136,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2945,9 +3200,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -2997,9 +3252,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3091,9 +3346,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3131,9 +3386,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3195,9 +3450,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3247,9 +3502,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3320,9 +3575,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3372,9 +3627,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3448,9 +3703,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3491,9 +3746,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3555,9 +3810,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3598,9 +3853,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3662,9 +3917,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3714,9 +3969,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3790,9 +4045,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3830,9 +4085,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3894,9 +4149,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -3933,9 +4188,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4008,9 +4263,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4059,9 +4314,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4123,9 +4378,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4167,9 +4422,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4239,9 +4494,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4290,9 +4545,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4364,9 +4619,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4406,9 +4661,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4470,9 +4725,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4509,9 +4764,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4582,9 +4837,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4622,9 +4877,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -4714,9 +4969,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -5000,9 +5255,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -5064,9 +5319,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -5118,9 +5373,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -5210,9 +5465,9 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -5258,9 +5513,9 @@ export interface operations {
             /** @description error: `error.code` says what went wrong (api/errors.py) */
             "4XX": {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
@@ -5328,9 +5583,873 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
-                    /** @description requests the rate limit the request drew on allows in a burst (IETF httpapi rate-limit headers draft) */
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
                     "RateLimit-Limit"?: number;
-                    /** @description requests left in that limit now */
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_webhooks: {
+        parameters: {
+            query?: {
+                min_position?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookList"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_webhook: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["CreateWebhook"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the replay of an idempotent retry */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description success */
+            201: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_webhook: {
+        parameters: {
+            query?: {
+                min_position?: number;
+            };
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_webhook: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["UpdateWebhook"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_deliveries: {
+        parameters: {
+            query?: {
+                after?: string;
+                limit?: number;
+                min_position?: number;
+            };
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryPage"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    replay_webhook: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReplayWebhook"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rotate_secret: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
                     "RateLimit-Remaining"?: number;
                     /** @description seconds until that limit is whole again */
                     "RateLimit-Reset"?: number;
