@@ -11,6 +11,7 @@ datamodel-code-generator) and ruff.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
@@ -58,13 +59,11 @@ TARGETS = (
 
 def generate(target: Target, document: dict[str, Any]) -> str:
     """The module for ``document``, formatted as the repository is."""
-    from datamodel_code_generator import (  # type: ignore[attr-defined]
-        DataModelType,
-        Formatter,
-        InputFileType,
-        PythonVersion,
-    )
-    from datamodel_code_generator import generate as codegen
+    # The generator is an optional extra (`pip install -e 'sdk/python[generate]'`): imported by name,
+    # so this module type-checks whether or not it is installed.
+    generator: Any = importlib.import_module("datamodel_code_generator")
+    DataModelType, Formatter = generator.DataModelType, generator.Formatter
+    InputFileType, PythonVersion, codegen = generator.InputFileType, generator.PythonVersion, generator.generate
 
     with tempfile.TemporaryDirectory() as tmp:
         source, out = Path(tmp) / "document.json", Path(tmp) / "out.py"
@@ -79,7 +78,7 @@ def generate(target: Target, document: dict[str, Any]) -> str:
             disable_timestamp=True,
             use_standard_collections=True,
             use_union_operator=True,
-            enum_field_as_literal="all",  # type: ignore[arg-type]
+            enum_field_as_literal="all",
             field_constraints=True,
             use_annotated=True,
             collapse_root_models=True,
