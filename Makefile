@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The Node tools that validate /asyncapi.json and /openapi.json (tests/e2e/test_contracts.py),
 # installed from the committed lockfile on first use
-CONTRACTS := tools/contracts
+CONTRACTS := tests/e2e/contracts
 NODE_STAMP := $(CONTRACTS)/node_modules/.installed
 # The TypeScript SDK (sdk/typescript): its dev dependencies from the committed lockfile on first
 # use; tests/sdk/test_typescript_sdk.py runs its Node suite against real servers
@@ -29,10 +29,11 @@ $(NODE_STAMP): $(CONTRACTS)/package.json $(CONTRACTS)/package-lock.json
 
 contracts: $(NODE_STAMP)
 
-# The command-line tools the docs tests run as the quickstart prints them (tests/docs/test_quickstart.py):
+# The command-line tools tests run: curl and jq as the quickstart prints them (tests/docs/test_quickstart.py),
+# openssl for the webhook sender's TLS test certificates (tests/webhooks/test_sender.py):
 # installed from Debian's packages when missing and we are root, else a clear failure (never a skip)
 tools:
-	@for t in curl jq; do \
+	@for t in curl jq openssl; do \
 	  command -v $$t >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "$$t not found; installing Debian's $$t package"; \

@@ -1,7 +1,7 @@
 """The contract documents against the real server and the real tools that consume them.
 
 ``/asyncapi.json`` is parsed by ``@asyncapi/parser`` and ``/openapi.json`` validated by Redocly
-and turned into types by ``openapi-typescript`` (``tools/contracts``, installed from its
+and turned into types by ``openapi-typescript`` (``tests/e2e/contracts``, installed from its
 lockfile by ``make``); every kind of frame a live server sends is validated against the frame
 models the AsyncAPI document is generated from, and every client frame of the document is
 sent to the server.
@@ -33,7 +33,7 @@ from tests.e2e.test_websocket import WAIT, recv, send, until_pong, ws_connect
 from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ROOT / "tools" / "contracts"
+TOOLS = ROOT / "tests" / "e2e" / "contracts"
 SERVER_MODELS = {f.frame_type(model): model for model in f.SERVER_FRAMES}
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import shutil
 import socket
 import ssl
 import subprocess
@@ -204,7 +203,6 @@ def certificates(where: Path) -> tuple[Path, tuple[str, str]]:
     return where / "ca.pem", (str(where / "leaf.pem"), str(where / "leaf.key"))
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_https_goes_to_the_checked_address_and_verifies_the_urls_name(tmp_path: Path) -> None:
     ca, leaf = certificates(tmp_path)
     receiver = Receiver(tls=leaf).start()

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,8 +62,7 @@ def test_secrets_differ_per_endpoint_and_server_key() -> None:
 
 def test_the_typescript_example_verifies_what_the_processor_signs(tmp_path: Path) -> None:
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
+    assert node is not None, "Node is needed (make installs the SDK's and contracts' Node packages with it)"
     block = re.search(r"TypeScript \(Node\):\n\n```ts\n(.*?)```", DOC.read_text(), re.S)
     assert block is not None, "docs/webhooks.md lost its TypeScript example"
     # the example's few annotations off, so Node runs it as JavaScript
