@@ -15,12 +15,11 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from api.asyncapi import asyncapi, public_server, served, server
 from api.bootstrap import Engine, build_engine
+from api.edge import Edge
 from api.errors import ApiError, handle
-from api.limits import RefuseLimited
-from api.observability import RequestContext, metrics
+from api.observability import metrics
 from api.plumbing import json
 from api.routes import ROUTES, openapi
-from api.security import SecurityHeaders
 from api.settings import Settings
 from api.ws import websocket_endpoint
 from commands.auth import Unauthenticated
@@ -70,11 +69,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers=HANDLERS,
-        middleware=[  # outermost first: a repeat of a refused credential costs the node least
-            Middleware(RefuseLimited, refused=lambda: node.limits.refused),
-            Middleware(RequestContext, access_log=settings.access_log),
-            Middleware(SecurityHeaders),
-        ],
+        middleware=[Middleware(Edge, refused=lambda: node.limits.refused, access_log=settings.access_log)],
     )
     app.state.engine = node
     return app

@@ -1,20 +1,19 @@
-"""Operations: Prometheus metrics, request ids bound into structured logs, and a metered
-view of the command side."""
+"""Operations: Prometheus metrics and a metered view of the command side (request ids and the
+latency histogram per request are ``api.edge``'s)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hmac
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.plumbing import principal
 from commands.service import CommandEnvelope, Commands, Outcome
@@ -62,7 +61,17 @@ STALLED = Gauge(
 )
 HEAD = Gauge("caas_log_head_position", "Position of the newest event this node knows")
 
-log = structlog.get_logger("caas.http")
+_children: dict[tuple[str, ...], Any] = {}
+
+
+def labelled(metric: MetricWrapperBase, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: the same child the client library returns, without
+    its label validation and lock on every request."""
+    key = (metric._name, *labels)  # the metric's name tells the metrics apart
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
 
 
 def record_projections(status: dict[str, Any]) -> None:
@@ -77,7 +86,7 @@ def record_projections(status: dict[str, Any]) -> None:
 
 def count_events(events: Sequence[Event]) -> None:
     for event in events:
-        EVENTS.labels(event.type).inc()
+        labelled(EVENTS, event.type).inc()
 
 
 class MeteredCommands(Commands):
@@ -102,48 +111,8 @@ class MeteredCommands(Commands):
             outcome = "rejected"
             raise
         finally:
-            COMMANDS.labels(name, outcome).inc()
-            COMMAND_SECONDS.labels(name).observe(time.perf_counter() - started)
-
-
-class RequestContext:
-    """Pure ASGI middleware: a request id per request (``X-Request-ID`` if the client sent
-    one), bound into every log line and echoed back; latency per route template."""
-
-    def __init__(self, app: ASGIApp, *, access_log: bool = False) -> None:
-        self.app = app
-        self.access_log = access_log
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
-        request_id = request_id or uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            elapsed = time.perf_counter() - started
-            HTTP_SECONDS.labels(scope["method"], template, f"{status // 100}xx").observe(elapsed)
-            if self.access_log or status >= 500:
-                log.info("request", method=scope["method"], route=template, status=status, ms=round(elapsed * 1000, 2))
+            labelled(COMMANDS, name, outcome).inc()
+            labelled(COMMAND_SECONDS, name).observe(time.perf_counter() - started)
 
 
 async def metrics(request: Request) -> Response:

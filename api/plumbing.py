@@ -100,8 +100,12 @@ async def execute(request: Request, envelope: CommandEnvelope) -> Outcome:
 
 
 def engine(connection: HTTPConnection) -> Engine:
-    """The node serving a request or a websocket."""
-    return cast("Engine", connection.app.state.engine)
+    """The node serving a request or a websocket (kept in its scope: a handler asks often)."""
+    scope = connection.scope
+    found = scope.get("caas.engine")
+    if found is None:
+        found = scope["caas.engine"] = connection.app.state.engine
+    return cast("Engine", found)
 
 
 def json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

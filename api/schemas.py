@@ -4,6 +4,7 @@ rejected with ``422 invalid_request``."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -19,8 +20,12 @@ Emoji = Annotated[str, StringConstraints(pattern=EMOJI_PATTERN)]
 Role = Literal["owner", "admin", "member"]
 
 
+# C0 control characters but tab, newline and carriage return; and DEL
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _no_control_chars(text: str) -> str:
-    if any(ord(ch) < 32 and ch not in "\n\t\r" for ch in text) or "\x7f" in text:
+    if _CONTROL_CHARS.search(text) is not None:
         raise ValueError("text must not contain control characters other than newline and tab")
     return text
 

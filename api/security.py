@@ -1,4 +1,4 @@
-"""Headers every response carries, and CORS per tenant.
+"""Headers every response carries, and CORS per tenant (sent by ``api.edge.Edge``).
 
 A preflight (``OPTIONS`` with ``Access-Control-Request-Method``) is answered for any
 origin: it carries no credential, so the tenant is not known yet, and it reveals nothing.
@@ -9,8 +9,6 @@ listed that origin (``PUT /v1/cors``), so a browser at any other origin cannot r
 from __future__ import annotations
 
 from typing import NamedTuple
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -49,44 +47,3 @@ class Quota(NamedTuple):
 
 
 NO_QUOTA = Quota(0, 0, 0)  # a request with no figures to state: no RateLimit-* headers
-
-
-class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        origin = headers.get(b"origin")
-        if scope["method"] == "OPTIONS" and origin and b"access-control-request-method" in headers:
-            await send({"type": "http.response.start", "status": 204, "headers": [
-                *SECURITY_HEADERS,
-                (b"access-control-allow-origin", origin),
-                (b"access-control-allow-methods", ALLOW_METHODS),
-                (b"access-control-allow-headers", ALLOW_HEADERS),
-                (b"access-control-max-age", b"600"),
-                (b"vary", b"origin"),
-            ]})  # fmt: skip
-            await send({"type": "http.response.body", "body": b""})
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [*message.get("headers", ()), *SECURITY_HEADERS]  # one list per response
-                state = scope.get("state", {})
-                rate: Quota | None = state.get(QUOTA_STATE)
-                if rate is not None:
-                    headers += rate.raw_headers()
-                if origin and state.get(CORS_STATE):
-                    headers += (
-                        (b"access-control-allow-origin", origin),
-                        (b"access-control-expose-headers", EXPOSE_HEADERS),
-                        (b"vary", b"origin"),
-                    )
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

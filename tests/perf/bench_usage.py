@@ -35,7 +35,7 @@ from projections import usage
 from projections.ports import Op, Tally
 from projections.usage.projection import sample_key
 from tests.perf import bench_fanout, bench_http, bench_rebuild
-from tests.perf.common import Workdir, figure, log, machine, make_chat, percentiles, run_async, start_caas
+from tests.perf.common import Workdir, figure, log, machine, make_chat, percentiles, run_async, start_caas, uncapped
 
 TARGET_OVERHEAD = 0.05
 TARGET_QUERY_P99_MS = 50.0
@@ -45,24 +45,14 @@ YEAR = datetime(2025, 1, 1, tzinfo=UTC)
 
 # --- metering on vs off ------------------------------------------------------------------------
 # The quota check's cost is measured on a plan that caps what the load writes, far above what it
-# writes: the check runs on every post and never refuses one (a refused post is cheaper than a
-# posted one, so the built-in free plan's 10,000-message cap would flatter the figure).
-PLANS = """
-[plans.free.meters.messages]
-included = 1000000000
-mode = "cap"
-
-[plans.free.meters.api_writes]
-included = 1000000000
-mode = "cap"
-"""
+# writes (tests.perf.common.UNCAPPED_PLANS): the check runs on every post and never refuses one (a
+# refused post is cheaper than a posted one, so the built-in free plan's 10,000-message cap would
+# flatter the figure).
 
 
 def http_posts(metering: str, quotas: str, seconds: float, connections: int) -> dict[str, Any]:
     with Workdir() as work:
-        plans = work / "plans.toml"
-        plans.write_text(PLANS)
-        server = start_caas(work, CAAS_METERING=metering, CAAS_QUOTAS=quotas, CAAS_PLANS_FILE=str(plans))
+        server = start_caas(work, CAAS_METERING=metering, CAAS_QUOTAS=quotas, **uncapped(work))
         try:
             chat = make_chat(server, users=bench_http.USERS, channels=bench_http.CHANNELS)
             assert server.process is not None

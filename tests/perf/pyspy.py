@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from tests.perf.common import PYTHON, ROOT, Workdir, log, make_chat, run_async, start_caas
+from tests.perf.common import PYTHON, ROOT, Workdir, log, make_chat, run_async, start_caas, uncapped
 
 
 def py_spy() -> str:
@@ -68,7 +68,7 @@ def profile_http(seconds: float, gil: bool, top: int) -> dict[str, Any]:
 
     out = Path(tempfile.mkdtemp()) / "http.txt"
     with Workdir() as work:
-        server = start_caas(work)
+        server = start_caas(work, **uncapped(work))
         try:
             chat = make_chat(server, users=USERS, channels=CHANNELS)
             assert server.process is not None

@@ -1,0 +1,103 @@
+"""The one pure ASGI middleware in front of every HTTP request: early refusals of a credential
+just refused for its rate, the request id, the latency histogram, and the headers every response
+carries (security, ``RateLimit-*``, CORS).
+
+One layer, one pass over the request headers and one wrapper of ``send`` per request: the three
+concerns used to be three middlewares, each copying the headers into a dict and wrapping ``send``
+again, which cost the hot path more than some of its real work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters.ids import random_hex
+from api.limits import Refused, refuse_early
+from api.observability import HTTP_SECONDS, labelled
+from api.security import ALLOW_HEADERS, ALLOW_METHODS, CORS_STATE, EXPOSE_HEADERS, QUOTA_STATE, SECURITY_HEADERS, Quota
+
+log = structlog.get_logger("caas.http")
+
+
+class Edge:
+    """See the module doc. The outermost layer of ours (Starlette's error middleware is outside
+    it): a refused credential's repeat costs the node least."""
+
+    def __init__(self, app: ASGIApp, *, refused: Callable[[], Refused], access_log: bool = False) -> None:
+        self.app = app
+        self.refused = refused
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        authorization = given_id = origin = None
+        preflight = False
+        for name, value in scope["headers"]:  # the last of a repeated header counts
+            if name == b"authorization":
+                authorization = value
+            elif name == b"x-request-id":
+                given_id = value[:128]
+            elif name == b"origin":
+                origin = value
+            elif name == b"access-control-request-method":
+                preflight = True
+        method = scope["method"]
+        if authorization is not None:
+            wait, limit, state = self.refused().wait(authorization.decode("latin-1").strip(), method != "GET")
+            if wait:
+                await refuse_early(send, wait, limit, state, given_id or random_hex().encode())
+                return
+        request_id = given_id.decode("latin-1") if given_id else random_hex()
+        raw_id = request_id.encode("latin-1")
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            if method == "OPTIONS" and origin and preflight:
+                # answered for any origin: a preflight carries no credential (api/security.py)
+                status = 204
+                await send({"type": "http.response.start", "status": 204, "headers": [
+                    *SECURITY_HEADERS,
+                    (b"access-control-allow-origin", origin),
+                    (b"access-control-allow-methods", ALLOW_METHODS),
+                    (b"access-control-allow-headers", ALLOW_HEADERS),
+                    (b"access-control-max-age", b"600"),
+                    (b"vary", b"origin"),
+                    (b"x-request-id", raw_id),
+                ]})  # fmt: skip
+                await send({"type": "http.response.body", "body": b""})
+                return
+
+            async def send_with_headers(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    headers = [*message.get("headers", ()), *SECURITY_HEADERS]  # one list per response
+                    state = scope.get("state", {})
+                    rate: Quota | None = state.get(QUOTA_STATE)
+                    if rate is not None:
+                        headers += rate.raw_headers()
+                    if origin and state.get(CORS_STATE):
+                        headers += (
+                            (b"access-control-allow-origin", origin),
+                            (b"access-control-expose-headers", EXPOSE_HEADERS),
+                            (b"vary", b"origin"),
+                        )
+                    headers.append((b"x-request-id", raw_id))
+                    message["headers"] = headers
+                await send(message)
+
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            labelled(HTTP_SECONDS, method, template, f"{status // 100}xx").observe(elapsed)
+            if self.access_log or status >= 500:
+                log.info("request", method=method, route=template, status=status, ms=round(elapsed * 1000, 2))
