@@ -135,6 +135,26 @@ def row_to_event(row: tuple[Any, ...]) -> Event:
     )
 
 
+ROWS_PER_INSERT = 500  # 13 columns each: within SQLite's default bound of 32,766 parameters
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``conn.executemany(head + " VALUES (?, …)", rows)`` as multi-row ``INSERT`` statements.
+
+    The sqlite3 module lets go of the GIL for every step of a statement, and ``executemany``
+    steps once per row: under load each step's return then waits for the event loop's thread
+    to hand the GIL back, so a writer thread inserting row by row advanced one row per switch
+    interval. One statement of many rows is one step.
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    one = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        conn.execute(f"{head} VALUES {','.join([one] * len(chunk))}", [value for row in chunk for value in row])
+
+
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -264,10 +284,12 @@ class SqliteEventLog(EventLog):
     def _commit(self, conn: sqlite3.Connection, batch: list[_Append]) -> None:
         start_position = self._position
         heads_before: dict[tuple[str, str], int] = {}
+        rows: list[tuple[Any, ...]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in batch:
-                self._stage(conn, item, heads_before)
+                self._stage(conn, item, heads_before, rows)
+            insert_rows(conn, f"INSERT INTO events ({COLUMNS})", rows)  # the whole batch's events
             conn.execute("COMMIT")
         except Exception as exc:  # never let one batch kill the writer thread: fail the batch instead
             if conn.in_transaction:
@@ -282,7 +304,15 @@ class SqliteEventLog(EventLog):
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._resolve, batch)
 
-    def _stage(self, conn: sqlite3.Connection, item: _Append, heads_before: dict[tuple[str, str], int]) -> None:
+    def _stage(
+        self,
+        conn: sqlite3.Connection,
+        item: _Append,
+        heads_before: dict[tuple[str, str], int],
+        rows: list[tuple[Any, ...]],
+    ) -> None:
+        """Check ``item`` against its stream's head and stage its events: their rows go to
+        ``rows`` (inserted with the batch's), their events to ``item.result``."""
         key = (item.tenant_id, item.stream)
         head = self._heads.get(key)
         if head is None:
@@ -306,7 +336,6 @@ class SqliteEventLog(EventLog):
             item.result = errors.Invalid(f"the request holds a value that cannot be stored as JSON: {exc}")
             return
         heads_before.setdefault(key, head)
-        rows = []
         events = []
         for offset, (new, payload) in enumerate(zip(item.events, payloads, strict=True)):
             self._position += 1
@@ -320,7 +349,6 @@ class SqliteEventLog(EventLog):
             )  # fmt: skip
             rows.append(row)
             events.append(_event(recorded_fields(new, item.tenant_id, item.stream, self._position)))
-        conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         if item.idempotency is not None and events:
             conn.execute(
                 "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",

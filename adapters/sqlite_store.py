@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from adapters.sqlite_log import insert_rows
 from projections.ports import Doc, Filter, Fold, Key, Op, ReadStore, ReadStoreRefused, touched
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
@@ -154,7 +155,7 @@ class SqliteReadStore(ReadStore):
                             ) from exc
                     if loaded is not None:
                         rows.sort()  # in key order: B-tree appends instead of scattered page splits
-                    db.executemany(f"INSERT OR REPLACE INTO {tables[collection]} VALUES (?, ?, ?)", rows)
+                    insert_rows(db, f"INSERT OR REPLACE INTO {tables[collection]}", rows)  # one step, not one a row
                 db.execute(
                     "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (projection) "
                     "DO UPDATE SET position = max(position, excluded.position)",

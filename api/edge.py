@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.ids import random_hex
 from api.limits import Refused, refuse_early
-from api.observability import HTTP_SECONDS, labelled
+from api.observability import HTTP_SECONDS, REQUEST_ID, labelled
 from api.security import ALLOW_HEADERS, ALLOW_METHODS, CORS_STATE, EXPOSE_HEADERS, QUOTA_STATE, SECURITY_HEADERS, Quota
 
 log = structlog.get_logger("caas.http")
@@ -57,6 +57,7 @@ class Edge:
         raw_id = request_id.encode("latin-1")
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
         try:

@@ -7,9 +7,9 @@ import dataclasses
 import hmac
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from starlette.requests import Request
@@ -61,6 +61,9 @@ STALLED = Gauge(
 )
 HEAD = Gauge("caas_log_head_position", "Position of the newest event this node knows")
 
+# The id of the HTTP request being served (``api.edge``), as bound into its log lines: the
+# correlation id of the commands it runs (read from here, not by scanning the log context).
+REQUEST_ID: ContextVar[str | None] = ContextVar("caas_request_id", default=None)
 _children: dict[tuple[str, ...], Any] = {}
 
 
@@ -103,8 +106,9 @@ class MeteredCommands(Commands):
         started = time.perf_counter()
         outcome = "unavailable"
         try:
-            correlation_id = envelope.correlation_id or structlog.contextvars.get_contextvars().get("request_id")
-            result = await self.inner.execute(dataclasses.replace(envelope, correlation_id=correlation_id))
+            if envelope.correlation_id is None and (request_id := REQUEST_ID.get()) is not None:
+                envelope = dataclasses.replace(envelope, correlation_id=request_id)
+            result = await self.inner.execute(envelope)
             outcome = "replayed" if result.replayed else "recorded"
             return result
         except DomainError:

@@ -50,7 +50,8 @@ def meter_write(request: Request) -> None:
 
 def refusable(request: Request) -> bool:
     """Whether a quota or a past-due standing may refuse this write."""
-    return request.method != "DELETE" and not UNREFUSED_PATHS.match(request.url.path)
+    # the path as routed (``request.url`` would build and parse a whole URL for it)
+    return request.method != "DELETE" and not UNREFUSED_PATHS.match(request.scope["path"])
 
 
 async def admit(
@@ -114,7 +115,7 @@ def json(data: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 async def principal(request: Request, *kinds: str) -> Principal:
     """Authenticate the caller and require one of ``kinds``."""
-    if len(request.query_params.multi_items()) != len(request.query_params):
+    if request.scope["query_string"] and len(request.query_params.multi_items()) != len(request.query_params):
         raise ApiError("invalid_request", "a query parameter is repeated; give each at most once")
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")

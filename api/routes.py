@@ -41,7 +41,7 @@ class Api:
         endpoint = self.endpoint
 
         async def strict(request: Request) -> Response:
-            unknown = sorted(set(request.query_params) - allowed)
+            unknown = sorted(set(request.query_params) - allowed) if request.scope["query_string"] else None
             if unknown:
                 takes = ", ".join(sorted(allowed)) or "none"
                 raise ApiError("invalid_request", f"unknown query parameter {unknown[0]!r}; this route takes: {takes}")

@@ -208,12 +208,17 @@ class ProjectionRunner:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.applied_listeners: list[Listener] = []  # told of each batch once every read model applied it
+        # Committed events as the log handed them to its listeners, in position order: the next
+        # batch is taken from here instead of being read back from the log, as long as it
+        # continues the applied position without a gap (else, and after an overflow while the
+        # store is away, the log is read until the runner caught up again).
+        self._fresh: list[Event] = []
 
     async def start(self) -> None:
         for projection in self.projections:
             self._checkpoints[projection.name] = await self.store.checkpoint(checkpoint_name(projection.name))
         self.applied = min(self._checkpoints.values(), default=0)
-        self.log.listen(lambda events: self._wake.set())
+        self.log.listen(self._committed)
         self._wake.set()
         self._tasks = [
             asyncio.create_task(self._run(), name="caas-projector"),
@@ -226,6 +231,28 @@ class ProjectionRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+
+    def _committed(self, events: Sequence[Event]) -> None:
+        if len(self._fresh) + len(events) > 2 * self.batch:  # behind: the log has them, read them there
+            self._fresh.clear()
+        self._fresh.extend(events)
+        self._wake.set()
+
+    def _take_fresh(self) -> list[Event]:
+        """The next batch from the committed events handed over, if it continues ``applied``."""
+        fresh, applied = self._fresh, self.applied
+        skip = 0
+        while skip < len(fresh) and fresh[skip].position <= applied:
+            skip += 1
+        if skip == len(fresh) or fresh[skip].position != applied + 1:
+            self._fresh = []  # none, or a gap before them: the log fills it
+            return []
+        events = fresh[skip : skip + self.batch]
+        if events[-1].position - events[0].position != len(events) - 1:  # not one run of positions
+            self._fresh = []
+            return []
+        self._fresh = fresh[skip + len(events) :]
+        return events
 
     async def _run(self) -> None:
         delay = 0.05
@@ -244,7 +271,7 @@ class ProjectionRunner:
 
     async def step(self) -> bool:
         """Apply the next batch of the log; ``False`` when caught up."""
-        events = await self.log.read_all(after_position=self.applied, limit=self.batch)
+        events = self._take_fresh() or await self.log.read_all(after_position=self.applied, limit=self.batch)
         if not events:
             return False
         last = events[-1].position

@@ -38,10 +38,22 @@ def run(rounds: int = 3) -> dict[str, Any]:
     ratios = [f["y_p99_ratio"] for f in found]
     median = statistics.median(ratios)
     unloaded = statistics.median(f["y_p99_ms"][0] for f in found)
+    # issue 12: the target holds in every round, not only the median
     figures = [
+        figure(
+            f"flood_other_tenant_p99_ratio (round {n + 1})",
+            f["y_p99_ratio"],
+            "x",
+            target=TARGET_RATIO,
+            higher_is_better=False,
+            limit=f"the same tenant's p99 without the flood ({f['y_p99_ms'][0]} ms)",
+        )
+        for n, f in enumerate(found)
+    ]
+    figures.append(
         figure("flood_other_tenant_p99_ratio (median of rounds)", median, "x", target=TARGET_RATIO,
-               higher_is_better=False, limit=f"the same tenant's p99 without the flood ({unloaded} ms)"),
-    ]  # fmt: skip
+               higher_is_better=False, limit=f"the same tenant's p99 without the flood ({unloaded} ms)")
+    )  # fmt: skip
     return {"rounds": found, "ratios": ratios, "figures": figures}
 
 

@@ -31,8 +31,9 @@ from tests.perf.common import (
     start_caas,
 )
 
-TARGET_P50_MS = 5.0
-TARGET_P99_MS = 25.0
+TARGET_P50_MS = 0.5  # issue 12: on a quiet machine
+TARGET_P50_RATIO = 2.0  # issue 12: p50 at most 2x the HTTP post round trip of the same run
+TARGET_P99_MS = 25.0  # no issue-12 target: the one of the first benchmarks
 WARMUP = 250
 
 
@@ -98,7 +99,8 @@ def run(rate: float = 500.0, seconds: float = 10.0) -> dict[str, Any]:
     http = posted["http_latency_ms"]
     figures = [
         figure("ws_delivery_p50", lat.get("p50", -1), "ms", target=TARGET_P50_MS, higher_is_better=False,
-               limit=f"HTTP post round trip p50 {http.get('p50')} ms (same run)", ratio_to=http.get("p50")),
+               limit=f"{TARGET_P50_RATIO:g}x the HTTP post round trip p50 {http.get('p50')} ms (same run)",
+               limit_value=round(TARGET_P50_RATIO * http.get("p50", 0), 3), ratio_to=http.get("p50")),
         figure("ws_delivery_p99", lat.get("p99", -1), "ms", target=TARGET_P99_MS, higher_is_better=False,
                limit=f"HTTP post round trip p99 {http.get('p99')} ms (same run)", ratio_to=http.get("p99")),
     ]  # fmt: skip
