@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -80,6 +80,24 @@ class IndexedRouter(Router):
         await super().app(scope, receive, send)
 
 
+class Endpoint:
+    """A request handler as a plain ASGI app: the request, the handler's response, nothing between.
+
+    Starlette wraps a function endpoint in an exception handler of its own (a second one, with its
+    own ``send`` wrapper, on every request); the app's exception middleware, right outside the
+    router, already answers every error these handlers raise (:data:`HANDLERS`).
+    """
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     node = engine or build_engine(settings)
     document = openapi()
@@ -101,7 +119,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         finally:
             await node.close()
 
-    routes: list[BaseRoute] = [Route(api.path, api.handler, methods=[api.method]) for api in ROUTES]
+    routes: list[BaseRoute] = [
+        Route(api.path, Endpoint(api.handler), methods=[api.method], name=api.endpoint.__name__) for api in ROUTES
+    ]
     routes += [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/asyncapi.json", asyncapi_json, methods=["GET"]),
