@@ -134,39 +134,65 @@ class SqliteReadStore(ReadStore):
         ``executemany`` per collection, in key order, in one transaction with the checkpoint."""
         await asyncio.to_thread(self._fold_and_write, projection, ops, position, loaded)
 
+    async def apply_many(self, batches: Sequence[tuple[str, Sequence[Op], int]]) -> None:
+        """Every projection's batch in one thread hop and one transaction (the live runner
+        applies the same events to each read model: one commit, not one per model)."""
+        await asyncio.to_thread(self._fold_and_write_many, batches)
+
     def _fold_and_write(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key] | None) -> None:
-        keys = touched(ops)
+        self._fold_and_write_many([(projection, ops, position)], loaded)
+
+    def _fold_and_write_many(
+        self, batches: Sequence[tuple[str, Sequence[Op], int]], loaded: set[Key] | None = None
+    ) -> None:
         with self._lock:
             db = self._db()
-            tables = {collection: self._table(collection) for collection, _, _ in keys}  # outside the transaction
+            # the tables are made outside the transaction
+            tables = {collection: self._table(collection) for _, ops, _ in batches for collection, _, _ in touched(ops)}
             db.execute("BEGIN")
             try:
-                wanted = keys if loaded is None else [k for k in keys if k in loaded]
-                fold = Fold(self._load(db, tables, wanted))
-                fold.apply(ops)
-                for collection, docs in fold.written().items():
-                    rows = []
-                    for tenant_id, id, doc in docs:
-                        try:
-                            rows.append((tenant_id, id, orjson.dumps(doc).decode()))
-                        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: no retry can store it
-                            raise ReadStoreRefused(
-                                f"the SQLite read store cannot hold {collection}/{id}: {exc}"
-                            ) from exc
-                    if loaded is not None:
-                        rows.sort()  # in key order: B-tree appends instead of scattered page splits
-                    insert_rows(db, f"INSERT OR REPLACE INTO {tables[collection]}", rows)  # one step, not one a row
-                db.execute(
-                    "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (projection) "
-                    "DO UPDATE SET position = max(position, excluded.position)",
-                    (projection, position),
-                )
+                changed = [
+                    self._write(db, tables, projection, ops, position, loaded) for projection, ops, position in batches
+                ]
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         if loaded is not None:
-            loaded.update(fold.changed)
+            for keys in changed:
+                loaded.update(keys)
+
+    def _write(
+        self,
+        db: sqlite3.Connection,
+        tables: dict[str, str],
+        projection: str,
+        ops: Sequence[Op],
+        position: int,
+        loaded: set[Key] | None,
+    ) -> dict[Key, None]:
+        """Fold ``ops`` over the stored documents and write what changed, and the checkpoint
+        (in the caller's transaction); the keys written."""
+        keys = touched(ops)
+        wanted = keys if loaded is None else [k for k in keys if k in loaded]
+        fold = Fold(self._load(db, tables, wanted))
+        fold.apply(ops)
+        for collection, docs in fold.written().items():
+            rows = []
+            for tenant_id, id, doc in docs:
+                try:
+                    rows.append((tenant_id, id, orjson.dumps(doc).decode()))
+                except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: no retry can store it
+                    raise ReadStoreRefused(f"the SQLite read store cannot hold {collection}/{id}: {exc}") from exc
+            if loaded is not None:
+                rows.sort()  # in key order: B-tree appends instead of scattered page splits
+            insert_rows(db, f"INSERT OR REPLACE INTO {tables[collection]}", rows)  # one step, not one a row
+        db.execute(
+            "INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (projection) "
+            "DO UPDATE SET position = max(position, excluded.position)",
+            (projection, position),
+        )
+        return fold.changed
 
     @staticmethod
     def _load(db: sqlite3.Connection, tables: dict[str, str], keys: Iterable[Key]) -> dict[Key, Doc | None]:

@@ -134,6 +134,14 @@ class ReadStore(abc.ABC):
         await self.apply(projection, ops, position)
         loaded.update(touched(ops))
 
+    async def apply_many(self, batches: Sequence[tuple[str, Sequence[Op], int]]) -> None:
+        """Apply several projections' batches, ``(projection, ops, position)`` each, as
+        :meth:`apply` applies one; a store may do them at once (one transaction). If it raises,
+        none or some may be applied: the ops are guarded by position, so the caller applies
+        them again, one projection at a time."""
+        for projection, ops, position in batches:
+            await self.apply(projection, ops, position)
+
     @abc.abstractmethod
     async def checkpoint(self, projection: str) -> int:
         """The position up to which ``projection`` has been applied (0 if never)."""

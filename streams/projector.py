@@ -275,12 +275,20 @@ class ProjectionRunner:
         if not events:
             return False
         last = events[-1].position
+        batches = []
         for projection in self.projections:
             after = self._checkpoints[projection.name]
             fresh = [event for event in events if event.position > after]
-            if not fresh:
-                continue
-            await project(self.store, projection, checkpoint_name(projection.name), fresh)
+            if fresh:
+                batches.append((projection, fresh))
+        try:  # every read model at once: one hop to the store's thread and one commit
+            await self.store.apply_many(
+                [(checkpoint_name(p.name), ops_for(p, fresh, 0), fresh[-1].position) for p, fresh in batches]
+            )
+        except Exception:  # one at a time, by the rule that retries, isolates and parks (project)
+            for projection, fresh in batches:
+                await project(self.store, projection, checkpoint_name(projection.name), fresh)
+        for projection, _ in batches:
             self._checkpoints[projection.name] = last
         self.applied = last
         self._release()
