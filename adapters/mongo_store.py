@@ -258,7 +258,7 @@ class MongoReadStore(ReadStore):
         await self._advance(projection, position)
         self._retrying = None
         self._written.update(written)
-        for key in itertools.islice(self._written, max(len(self._written) - WRITTEN_KEPT, 0)):
+        for key in list(itertools.islice(self._written, max(len(self._written) - WRITTEN_KEPT, 0))):
             del self._written[key]
 
     async def checkpoint(self, projection: str) -> int:
