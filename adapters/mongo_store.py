@@ -244,17 +244,17 @@ class MongoReadStore(ReadStore):
                 else:
                     inserts.append(doc)
                     fresh.append(key)
-            if inserts:
+            for chunk in _chunks(inserts, INSERTS_PER_COMMAND):
                 try:
-                    await self._coll(collection).insert_many(inserts, ordered=False)
+                    await self._coll(collection).insert_many(chunk, ordered=False)
                 except BulkWriteError as exc:
                     if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                         raise
-                    rewrites += inserts  # a retry after a partly applied attempt: rewrite what is already there
-                loaded.update(fresh)
-            if rewrites:  # deleted and inserted again: two commands instead of a replace per document
-                await self._coll(collection).delete_many({"_id": {"$in": [doc["_id"] for doc in rewrites]}})
-                await self._coll(collection).insert_many(rewrites, ordered=False)
+                    rewrites += chunk  # a retry after a partly applied attempt: rewrite what is already there
+            loaded.update(fresh)
+            for chunk in _chunks(rewrites, INSERTS_PER_COMMAND):  # deleted and inserted again: two commands
+                await self._coll(collection).delete_many({"_id": {"$in": [doc["_id"] for doc in chunk]}})
+                await self._coll(collection).insert_many(chunk, ordered=False)
         await self._advance(projection, position)
         self._retrying = None
         self._written.update(written)
@@ -336,14 +336,15 @@ async def swap_in(fresh: MongoReadStore, live: MongoReadStore, projection: str, 
 
 UPDATES_PER_COMMAND = 50
 WRITTEN_KEPT = 50_000  # documents a bulk load keeps in memory after writing them (the newest)
+INSERTS_PER_COMMAND = 2000  # a bulk load's documents per insert_many: each command well within the socket timeout
 
 
-def _chunks(writes: list[Any]) -> list[list[Any]]:
-    """Upserts in commands of at most :data:`UPDATES_PER_COMMAND` statements. FerretDB v1
-    (the tests' MongoDB-wire server) never answers an ``update`` command of 100 statements or
-    more, which stalled projections until the driver's socket timeout; MongoDB itself only
-    pays a few more round trips."""
-    return [writes[i : i + UPDATES_PER_COMMAND] for i in range(0, len(writes), UPDATES_PER_COMMAND)]
+def _chunks(writes: list[Any], size: int = UPDATES_PER_COMMAND) -> list[list[Any]]:
+    """Writes in commands of at most ``size``. Upserts go :data:`UPDATES_PER_COMMAND` to a
+    command: FerretDB v1 (the tests' MongoDB-wire server) never answers an ``update`` command of
+    100 statements or more, which stalled projections until the driver's socket timeout;
+    MongoDB itself only pays a few more round trips."""
+    return [writes[i : i + size] for i in range(0, len(writes), size)]
 
 
 def _transient(exc: PyMongoError) -> bool:
