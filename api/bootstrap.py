@@ -299,24 +299,36 @@ class EmbeddedBackend(Backend):
             await self.store.close()
 
     async def _rebuild_by_parts(self, projection: Projection, head: int, window: int) -> tuple[int, float]:
-        """Rebuild a model whose documents are each written by one stream (``by_stream``) in
-        :data:`REBUILD_WORKERS` processes, each folding the streams of one part of the log into
-        the dropped tables (SQLite lets them take turns writing), then index it and set its
-        checkpoint. Until then it has none: a crash midway leaves the projection to replay the
-        whole log over what was loaded, which the position guards make exact."""
+        """Rebuild a model whose documents are each written by one stream (``by_stream``) as
+        :data:`REBUILD_WORKERS` parts of the log's streams: this process folds the first part,
+        worker processes the others, all into the dropped tables (SQLite lets them take turns
+        writing); then it is indexed and its checkpoint set. Until then it has none: a crash
+        midway leaves the projection to replay the whole log over what was loaded, which the
+        position guards make exact."""
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
+
+        from adapters.sqlite_log import PartReader
 
         await self.store.drop(projection.name, projection.collections)
         started, loop = time.perf_counter(), asyncio.get_running_loop()
         parts = REBUILD_WORKERS
-        with ProcessPoolExecutor(parts, mp_context=multiprocessing.get_context("spawn")) as pool:
-            counts = await asyncio.gather(
-                *(
+        reader = PartReader(self.data_dir / "events.db", 0, parts, head)
+        try:
+            with ProcessPoolExecutor(parts - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                others = [
                     loop.run_in_executor(pool, rebuild_part, self.data_dir, projection.name, part, parts, head, window)
-                    for part in range(parts)
+                    for part in range(1, parts)
+                ]
+                mine = load_log(
+                    lambda after: asyncio.to_thread(reader.read, after, window),
+                    self.store,
+                    projection,
+                    part_checkpoint(projection.name, 0),
                 )
-            )
+                counts = await asyncio.gather(mine, *others)
+        finally:
+            reader.close()
         await self.store.apply(checkpoint_name(projection.name), [], head)
         for part in range(parts):
             await self.store.drop(part_checkpoint(projection.name, part), ())
