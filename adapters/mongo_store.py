@@ -17,6 +17,7 @@ Field names the projections filter and sort on never contain those characters.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -116,6 +117,11 @@ class MongoReadStore(ReadStore):
         self.prefix = prefix
         self.timeout = timeout
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        # bulk loads (a rebuild): the documents written last, kept so a later window need not read
+        # them back, and the window being loaded with what its documents were before it, kept
+        # until it is done: a retry after a failed attempt deleted some of them finds them here
+        self._written: dict[Key, dict[str, Any]] = {}
+        self._retrying: tuple[tuple[str, int], dict[Key, Any]] | None = None
 
     async def start(self) -> None:
         timeout_ms = max(int(self.timeout * 1000), 1)
@@ -151,9 +157,12 @@ class MongoReadStore(ReadStore):
 
         The ops are folded into whole documents in memory; documents this load has not
         written before (``loaded`` keeps their keys, and is updated) are inserted with one
-        ``insert_many``, the others replaced with one unordered ``bulk_write``. That is a
-        fraction of :meth:`apply`'s read and guarded upsert per document. Safe to retry:
-        a document a failed attempt did insert is replaced instead.
+        ``insert_many``, the others deleted with one ``delete_many`` and inserted again with
+        one ``insert_many`` (a replace per document went 50 to a command, see
+        :func:`_chunks`). Those earlier documents are read back only if they are not among
+        the :data:`WRITTEN_KEPT` written last. Safe to retry (the same window again): what the
+        window's documents were before its first attempt is kept until it is done, and a
+        document a failed attempt did insert is rewritten.
         """
         await self._guarded(self._load(projection, ops, position, loaded))
 
@@ -215,29 +224,42 @@ class MongoReadStore(ReadStore):
         await self._advance(projection, position)
 
     async def _load(self, projection: str, ops: Sequence[Op], position: int, loaded: set[Key]) -> None:
-        found = await self._stored(k for k in touched(ops) if k in loaded)
+        window = (projection, position)
+        if self._retrying is None or self._retrying[0] != window:  # a new window, not a retry of the last one
+            self._retrying = (window, {})
+        before = self._retrying[1]  # what the window's documents were before its first attempt
+        earlier = [k for k in touched(ops) if k in loaded]
+        missing = [k for k in earlier if k not in before and k not in self._written]
+        before.update({k: self._written[k] for k in earlier if k not in before and k in self._written})
+        before.update(await self._stored(missing))
+        written: dict[Key, dict[str, Any]] = {}
         # the counters first, as in apply: a retried window derives what a failed one did not write
-        for collection, written in self._folded(ops, found):
-            inserts, replaces, fresh = [], [], []
-            for tenant_id, id, local in written:
-                doc = {**_stored(local), "_id": _key(tenant_id, id)}
-                if (collection, tenant_id, id) in loaded:
-                    replaces.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+        for collection, docs in self._folded(ops, before):
+            inserts, rewrites, fresh = [], [], []
+            for tenant_id, id, local in docs:
+                key = (collection, tenant_id, id)
+                doc = written[key] = {**_stored(local), "_id": _key(tenant_id, id)}
+                if key in loaded:
+                    rewrites.append(doc)
                 else:
                     inserts.append(doc)
-                    fresh.append((collection, tenant_id, id))
-            if inserts:
+                    fresh.append(key)
+            for chunk in _chunks(inserts, INSERTS_PER_COMMAND):
                 try:
-                    await self._coll(collection).insert_many(inserts, ordered=False)
+                    await self._coll(collection).insert_many(chunk, ordered=False)
                 except BulkWriteError as exc:
                     if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                         raise
-                    # a retry after a partly applied attempt: replace what is already there
-                    replaces += [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in inserts]
-                loaded.update(fresh)
-            for chunk in _chunks(replaces):
-                await self._coll(collection).bulk_write(chunk, ordered=False)
+                    rewrites += chunk  # a retry after a partly applied attempt: rewrite what is already there
+            loaded.update(fresh)
+            for chunk in _chunks(rewrites, INSERTS_PER_COMMAND):  # deleted and inserted again: two commands
+                await self._coll(collection).delete_many({"_id": {"$in": [doc["_id"] for doc in chunk]}})
+                await self._coll(collection).insert_many(chunk, ordered=False)
         await self._advance(projection, position)
+        self._retrying = None
+        self._written.update(written)
+        for key in list(itertools.islice(self._written, max(len(self._written) - WRITTEN_KEPT, 0))):
+            del self._written[key]
 
     async def checkpoint(self, projection: str) -> int:
         try:
@@ -277,6 +299,8 @@ class MongoReadStore(ReadStore):
             raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
 
     async def drop(self, projection: str, collections: Sequence[str]) -> None:
+        self._written = {k: doc for k, doc in self._written.items() if k[0] not in collections}
+        self._retrying = None
         try:
             for name in collections:
                 await self._coll(name).drop()
@@ -311,14 +335,16 @@ async def swap_in(fresh: MongoReadStore, live: MongoReadStore, projection: str, 
 
 
 UPDATES_PER_COMMAND = 50
+WRITTEN_KEPT = 50_000  # documents a bulk load keeps in memory after writing them (the newest)
+INSERTS_PER_COMMAND = 2000  # a bulk load's documents per insert_many: each command well within the socket timeout
 
 
-def _chunks(writes: list[Any]) -> list[list[Any]]:
-    """Upserts in commands of at most :data:`UPDATES_PER_COMMAND` statements. FerretDB v1
-    (the tests' MongoDB-wire server) never answers an ``update`` command of 100 statements or
-    more, which stalled projections until the driver's socket timeout; MongoDB itself only
-    pays a few more round trips."""
-    return [writes[i : i + UPDATES_PER_COMMAND] for i in range(0, len(writes), UPDATES_PER_COMMAND)]
+def _chunks(writes: list[Any], size: int = UPDATES_PER_COMMAND) -> list[list[Any]]:
+    """Writes in commands of at most ``size``. Upserts go :data:`UPDATES_PER_COMMAND` to a
+    command: FerretDB v1 (the tests' MongoDB-wire server) never answers an ``update`` command of
+    100 statements or more, which stalled projections until the driver's socket timeout;
+    MongoDB itself only pays a few more round trips."""
+    return [writes[i : i + size] for i in range(0, len(writes), size)]
 
 
 def _transient(exc: PyMongoError) -> bool:

@@ -16,6 +16,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -161,6 +162,32 @@ def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
+
+
+def stream_part(stream: str, parts: int) -> int:
+    """Which of ``parts`` disjoint sets of streams ``stream`` belongs to (a stable hash of its
+    name), for a rebuild that folds them in parallel processes."""
+    return zlib.crc32(stream.encode()) % parts
+
+
+class PartReader:
+    """Reads the events of one part (:func:`stream_part`) of a log file up to ``head``, for a
+    rebuild worker: a plain read connection, without the log's writer and reader threads."""
+
+    def __init__(self, path: Path, part: int, parts: int, head: int) -> None:
+        self._conn = sqlite3.connect(path, check_same_thread=False)
+        self._conn.create_function("caas_part", 2, stream_part, deterministic=True)
+        self.part, self.parts, self.head = part, parts, head
+
+    def read(self, after: int, limit: int) -> list[Event]:
+        sql = (
+            f"SELECT {COLUMNS} FROM events WHERE position > ? AND position <= ? AND caas_part(stream, ?) = ? "
+            "ORDER BY position LIMIT ?"
+        )
+        return [row_to_event(row) for row in self._conn.execute(sql, (after, self.head, self.parts, self.part, limit))]
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 @dataclass(slots=True)

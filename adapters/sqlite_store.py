@@ -58,11 +58,13 @@ class SqliteReadStore(ReadStore):
         self._reader: sqlite3.Connection | None = None
         self._tables: set[str] = set()
         self._unindexed: set[str] = set()  # emptied by drop(): indexes are built once, by settle()
+        self._not_mine: set[str] = set()  # loaded by a rebuild worker: the instance that dropped them indexes them
         self._lock = threading.Lock()
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=60000")  # a rebuild's workers take turns writing
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("CREATE TABLE IF NOT EXISTS checkpoints (projection TEXT PRIMARY KEY, position INTEGER)")
@@ -101,7 +103,7 @@ class SqliteReadStore(ReadStore):
                 f"CREATE TABLE IF NOT EXISTS rm_{collection} (tenant_id TEXT, id TEXT, doc TEXT, "
                 "PRIMARY KEY (tenant_id, id)) WITHOUT ROWID"
             )
-            if collection not in self._unindexed:
+            if collection not in self._unindexed and collection not in self._not_mine:
                 self._index(collection)
             self._tables.add(collection)
         return f"rm_{collection}"
@@ -112,6 +114,11 @@ class SqliteReadStore(ReadStore):
             columns = ", ".join(_expr(f) for f in fields)
             db.execute(f"CREATE INDEX IF NOT EXISTS rm_{collection}_{number} ON rm_{collection} (tenant_id, {columns})")
         self._unindexed.discard(collection)
+
+    def postpone_indexes(self, collections: Iterable[str]) -> None:
+        """Never index ``collections`` (a rebuild worker loading tables another instance dropped:
+        that one's :meth:`settle` indexes them once every worker is done)."""
+        self._not_mine.update(collections)
 
     async def settle(self) -> None:
         """Build the indexes that a rebuild postponed: one sort at the end instead of an index
@@ -149,7 +156,7 @@ class SqliteReadStore(ReadStore):
             db = self._db()
             # the tables are made outside the transaction
             tables = {collection: self._table(collection) for _, ops, _ in batches for collection, _, _ in touched(ops)}
-            db.execute("BEGIN")
+            db.execute("BEGIN IMMEDIATE")  # the write lock first: a read-then-write upgrade could not wait for it
             try:
                 changed = [
                     self._write(db, tables, projection, ops, position, loaded) for projection, ops, position in batches

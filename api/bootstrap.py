@@ -43,13 +43,13 @@ from projections.queries import ChatQueries
 from streams.fanout import Hub
 from streams.metering import Meter
 from streams.presence import PresenceService
-from streams.projector import Projection, ProjectionRunner, rebuild
+from streams.projector import Projection, ProjectionRunner, checkpoint_name, load_log, rebuild
 from streams.webhooks import Dispatcher, Policy
 
 if TYPE_CHECKING:
     from adapters.kafka.node import KafkaNode, Progress
 
-CHAT = Projection(chat.NAME, chat.COLLECTIONS, chat.project)
+CHAT = Projection(chat.NAME, chat.COLLECTIONS, chat.project, by_stream=True)
 EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project)
 
 
@@ -216,6 +216,7 @@ class EmbeddedBackend(Backend):
         from adapters.sqlite_store import SqliteReadStore
 
         self.node_id = f"node-{uuid7()}"
+        self.data_dir = settings.data_dir
         self.log: EventLog = SqliteEventLog(settings.data_dir / "events.db")
         self.store = SqliteReadStore(settings.data_dir / "read.db")
         self.bus = MemoryBus()
@@ -282,18 +283,95 @@ class EmbeddedBackend(Backend):
         await self.store.start()
         try:
             for name in names:
-                progress(name, 0, await self.log.head_position())
-                count, seconds = await rebuild(
-                    self.log,
-                    self.store,
-                    self.projections[name],
-                    window=window,
-                    progress=functools.partial(progress, name),
-                )
+                head = await self.log.head_position()
+                progress(name, 0, head)
+                projection = self.projections[name]
+                if projection.by_stream and REBUILD_WORKERS > 1:
+                    count, seconds = await self._rebuild_by_parts(projection, head, window)
+                    progress(name, head, head)
+                else:
+                    count, seconds = await rebuild(
+                        self.log, self.store, projection, window=window, progress=functools.partial(progress, name)
+                    )
                 yield name, count, seconds
         finally:
             await self.log.close()
             await self.store.close()
+
+    async def _rebuild_by_parts(self, projection: Projection, head: int, window: int) -> tuple[int, float]:
+        """Rebuild a model whose documents are each written by one stream (``by_stream``) as
+        :data:`REBUILD_WORKERS` parts of the log's streams: this process folds the first part,
+        worker processes the others, all into the dropped tables (SQLite lets them take turns
+        writing); then it is indexed and its checkpoint set. Until then it has none: a crash
+        midway leaves the projection to replay the whole log over what was loaded, which the
+        position guards make exact."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from adapters.sqlite_log import PartReader
+
+        await self.store.drop(projection.name, projection.collections)
+        started, loop = time.perf_counter(), asyncio.get_running_loop()
+        parts = REBUILD_WORKERS
+        reader = PartReader(self.data_dir / "events.db", 0, parts, head)
+        try:
+            with ProcessPoolExecutor(parts - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                others = [
+                    loop.run_in_executor(pool, rebuild_part, self.data_dir, projection.name, part, parts, head, window)
+                    for part in range(1, parts)
+                ]
+                mine = load_log(
+                    lambda after: asyncio.to_thread(reader.read, after, window),
+                    self.store,
+                    projection,
+                    part_checkpoint(projection.name, 0),
+                )
+                counts = await asyncio.gather(mine, *others)
+        finally:
+            reader.close()
+        await self.store.apply(checkpoint_name(projection.name), [], head)
+        for part in range(parts):
+            await self.store.drop(part_checkpoint(projection.name, part), ())
+        await self.store.settle()
+        return sum(counts), time.perf_counter() - started
+
+
+# ``caas rebuild`` of a model written stream by stream (chat) folds disjoint sets of streams in
+# this many processes on the embedded backend.
+REBUILD_WORKERS = 2
+
+
+def part_checkpoint(projection: str, part: int) -> str:
+    """Where a rebuild worker keeps its part's progress (the projection's own checkpoint is
+    set once every part is loaded)."""
+    return f"{projection}#part{part}"
+
+
+def rebuild_part(data_dir: Path, name: str, part: int, parts: int, head: int, window: int) -> int:
+    """A rebuild worker (a process of :meth:`EmbeddedBackend._rebuild_by_parts`): fold the events
+    of streams in ``part`` of ``parts`` up to ``head`` into the dropped tables of ``name``."""
+    from adapters.sqlite_log import PartReader
+    from adapters.sqlite_store import SqliteReadStore
+
+    projection = PROJECTIONS[name]
+    reader = PartReader(data_dir / "events.db", part, parts, head)
+    store = SqliteReadStore(data_dir / "read.db")
+    store.postpone_indexes(projection.collections)
+
+    async def run() -> int:
+        await store.start()
+        try:
+            return await load_log(
+                lambda after: asyncio.to_thread(reader.read, after, window),
+                store,
+                projection,
+                part_checkpoint(name, part),
+            )
+        finally:
+            await store.close()
+            reader.close()
+
+    return asyncio.run(run())
 
 
 class KafkaBackend(Backend):

@@ -43,7 +43,9 @@ def render(tenant_id: str, asked: usage.UsageRange, report: usage.Report) -> dic
         "to": format_time(asked.end),
         "granularity": asked.granularity,
         "meters": asked.meters,
-        "buckets": [{"start": format_time(at), "meters": values} for at, values in report.buckets],
+        "buckets": [
+            {"start": label, "meters": values} for label, (_, values) in zip(report.labels, report.buckets, strict=True)
+        ],
         "totals": report.totals,
     }
 

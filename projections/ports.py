@@ -189,11 +189,14 @@ def apply_op(doc: Doc | None, op: Op) -> Doc | None:
     else:
         new = {"_id": op.id, "tenant_id": op.tenant_id, **op.insert}
     if op.set is not NOTHING:
-        for path, value in op.set.items():
-            if "." in path:
-                _target(new, path)[path.rpartition(".")[2]] = value
-            else:
-                new[path] = value
+        if "." not in "".join(op.set):  # no dotted path (a whole document, say): one update in C
+            new.update(op.set)
+        else:
+            for path, value in op.set.items():
+                if "." in path:
+                    _target(new, path)[path.rpartition(".")[2]] = value
+                else:
+                    new[path] = value
     if op.inc is not NOTHING:
         for path, amount in op.inc.items():
             parent, name = _target(new, path), path.rpartition(".")[2]

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,10 @@ class Projection:
     name: str
     collections: tuple[str, ...]
     project: Callable[[Event], list[Op]]
+    by_stream: bool = False
+    """Every document of the model is written by the events of one stream only (a chat channel's
+    documents by its channel stream): disjoint sets of streams then write disjoint documents, so
+    a rebuild may fold them apart (in parallel processes) and the union is the whole model."""
 
 
 def ops_for(projection: Projection, events: Sequence[Event], after: int) -> list[Op]:
@@ -345,6 +349,35 @@ def bulk_allocation() -> Iterator[None]:
             gc.enable()
 
 
+async def load_log(
+    read: Callable[[int], Awaitable[list[Event]]],
+    store: ReadStore,
+    projection: Projection,
+    checkpoint: str,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Fold the events ``read(after)`` returns, window after window until it returns none, into
+    ``projection``'s dropped read model (:meth:`ReadStore.load`, which reads back only documents
+    an earlier window wrote), moving ``checkpoint`` with each window; the number of events.
+
+    Reading and loading take turns: reading the next window beside a load running in a store's
+    thread was slower, not faster. Each row the reader fetches releases and takes back the GIL,
+    which the folding thread holds for up to a switch interval, so the reader waited most of
+    the time (tests/perf: the rebuild profile in BENCHMARKS.md).
+    """
+    after = count = 0
+    loaded: set[Key] = set()  # the documents earlier windows wrote
+    with bulk_allocation():
+        while events := await read(after):
+            after = events[-1].position
+            await store.load(checkpoint, ops_for(projection, events, 0), after, loaded)
+            count += len(events)
+            if progress is not None:
+                progress(after)
+    return count
+
+
 async def rebuild(
     log: EventLog,
     store: ReadStore,
@@ -355,30 +388,18 @@ async def rebuild(
 ) -> tuple[int, float]:
     """Drop ``projection``'s read model and rebuild it from the whole log.
 
-    The log is read ``window`` events at a time; each window's ops are folded into whole
-    documents and bulk-written by :meth:`ReadStore.load` (which reads back only documents an
-    earlier window wrote), while the next window is read. Returns the number of events read
-    and the seconds it took.
+    The log is read ``window`` events at a time and loaded by :func:`load_log`. Returns the
+    number of events read and the seconds it took.
     """
     head = await log.head_position()
     await store.drop(projection.name, projection.collections)
     started = time.perf_counter()
-    after = count = applied = 0
-    loaded: set[Key] = set()  # the documents earlier windows wrote
-    loading: asyncio.Future[None] | None = None
-    with bulk_allocation():
-        while True:
-            events = await log.read_all(after_position=after, limit=window)  # beside the previous load
-            if loading is not None:
-                await loading
-                count += applied
-                if progress is not None:
-                    progress(after, head)
-            if not events:
-                break
-            after, applied = events[-1].position, len(events)
-            ops = ops_for(projection, events, 0)
-            loading = asyncio.ensure_future(store.load(checkpoint_name(projection.name), ops, after, loaded))
-            await asyncio.sleep(0)  # let the load start (a store may run it in a thread) before reading on
+    count = await load_log(
+        lambda after: log.read_all(after_position=after, limit=window),
+        store,
+        projection,
+        checkpoint_name(projection.name),
+        progress=None if progress is None else lambda after: progress(after, head),
+    )
     await store.settle()
     return count, time.perf_counter() - started

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from domain.base import format_time
 from projections.ports import ReadStore
 from projections.usage.projection import COUNTERS, METERS, attachments_size
 from projections.usage.ranges import Granularity, bucket_start, ceil_hour, format_hour, next_bucket
@@ -16,6 +18,8 @@ Cells = dict[str, dict[str, int]]  # day (YYYY-MM-DD) -> hour of the day (HH) ->
 _NONE: dict[str, int] = {}
 _HOURS = [timedelta(hours=hour) for hour in range(24)]
 _HH = [f"{hour:02d}" for hour in range(24)]
+_ZERO = itertools.repeat(0)  # the default of every lookup of a map over a day's hours
+_ZEROS = [0] * 24
 
 
 @dataclass(slots=True)
@@ -29,6 +33,8 @@ class Days:
     stored: Cells = field(default_factory=dict)  # the change of the stored bytes in each hour
     stored_at_end: int = 0  # the stored bytes at the end of the range's last hour
     _daily: dict[str, dict[str, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cells: Sequence[tuple[str, str]] = field(default=(), init=False, repr=False, compare=False)
+    _cell_runs: list[tuple[str, list[str]]] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def hours(self) -> list[tuple[str, str]]:
         """Every (day, hour) with a figure, in order."""
@@ -73,40 +79,51 @@ class Days:
         return total // 60_000 if meter == "connection_minutes" else total
 
     def column(self, meter: str, cells: Sequence[tuple[str, str]]) -> list[int]:
-        """One meter in each of the hours ``cells``, as one loop (a year of hours is 8,760)."""
-        table = self._table(meter)
-        out, seen, hours = [], "", _NONE
-        for day, hour in cells:
-            if day != seen:
-                seen, hours = day, table.get(day, _NONE)
-            out.append(hours.get(hour, 0))
+        """One meter in each of the hours ``cells``, a day's hours at a time (a year of hours is
+        8,760; a day's are looked up by ``map`` in C)."""
+        table, out = self._table(meter), list[int]()
+        for day, hours in self._runs(cells):
+            found = table.get(day)
+            out.extend(map(found.get, hours, _ZERO) if found else _ZEROS[: len(hours)])
         return [value // 60_000 for value in out] if meter == "connection_minutes" else out
+
+    def _runs(self, cells: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+        """``cells`` as runs of one day's hours (worked out once per list of cells)."""
+        if self._cells is not cells:
+            runs: list[tuple[str, list[str]]] = []
+            for day, hour in cells:
+                if runs and runs[-1][0] == day:
+                    runs[-1][1].append(hour)
+                else:
+                    runs.append((day, [hour]))
+            self._cells, self._cell_runs = cells, runs
+        return self._cell_runs
 
     def levels(self, ends: Iterable[tuple[str, str]]) -> list[int]:
         """The stored bytes at the end of each of the (ascending) ``ends`` (day, hour): the
-        range's start level plus the changes up to each, one pass over the days (a day's
-        hours are looked at only when an end falls inside it)."""
+        range's start level plus the changes up to each, one pass over the days (a day with an
+        end inside it gets its running sums by hour, once)."""
         totals = {day: sum(hours.values()) for day, hours in self.stored.items()}
         days = sorted(totals)
-        level = self.stored_at_end - sum(totals.values())  # at the range's start
+        level = self.stored_at_end - sum(totals.values())  # at the start of ``days[i]``
         out: list[int] = []
-        i, open_day, rest = 0, "", 0  # rest: the changes of ``open_day`` after the last end in it
+        i, running_day, running = 0, "", list[int]()
         for day, hour in ends:
-            if open_day and open_day < day:  # the day an earlier end fell in: what followed that end
-                level, open_day = level + rest, ""
             while i < len(days) and days[i] < day:
-                level += totals[days[i]] if days[i] != open_day else 0
+                level += totals[days[i]]
                 i += 1
-            if hour == "23" and open_day != day:  # a whole day: its total
-                out.append(level + totals.get(day, 0))
-                continue
-            if open_day != day:
-                open_day, rest = day, totals.get(day, 0)
-                if i < len(days) and days[i] == day:
-                    i += 1
-            moved = sum(v for h, v in self.stored.get(day, _NONE).items() if h <= hour) - (totals.get(day, 0) - rest)
-            level, rest = level + moved, rest - moved
-            out.append(level)
+            hours = self.stored.get(day)
+            if not hours:
+                out.append(level)
+            elif hour == "23":  # a whole day: its total
+                out.append(level + totals[day])
+            else:
+                if running_day != day:
+                    running_day, running, total = day, [], 0
+                    for hh in _HH:
+                        total += hours.get(hh, 0)
+                        running.append(total)
+                out.append(level + running[int(hour)])
         return out
 
 
@@ -281,6 +298,9 @@ class Report:
 
     buckets: list[tuple[datetime, dict[str, int]]]
     totals: dict[str, int]
+    labels: list[str] = field(default_factory=list)
+    """Each bucket's start as ``format_time`` writes it (the hours of a year, formatted from
+    their day and hour without a datetime each)."""
 
 
 async def usage_report(
@@ -297,6 +317,7 @@ async def usage_report(
     names = _known(meters)
     days = await _days(store, tenant_id, start, end, names)
     starts: list[datetime] = []
+    labels: list[str] = []
     last = ceil_hour(end) - timedelta(hours=1)  # the range's last hour
     cursor = bucket_start(ceil_hour(start), granularity)
     if granularity == "hour":  # a year of hours asks 87,600 values: a column per meter, one lookup each
@@ -308,6 +329,7 @@ async def usage_report(
                     break
                 starts.append(midnight + _HOURS[hour])
                 cells.append((day, _HH[hour]))
+                labels.append(f"{day}T{_HH[hour]}:00:00.000Z")  # format_time's, for years 1000-9999
             cursor = midnight + timedelta(days=1)
         columns = [days.levels(cells) if meter == "stored_bytes" else days.column(meter, cells) for meter in names]
     else:
@@ -316,6 +338,7 @@ async def usage_report(
         while cursor < end:
             after = next_bucket(cursor, granularity)
             starts.append(cursor)
+            labels.append(format_time(cursor))
             # whole days: the hours outside the range are not in ``days`` at all
             groups.append([_day_key(cursor + timedelta(days=n)) for n in range((after - cursor).days)])
             final = min(after - timedelta(hours=1), last)
@@ -328,7 +351,7 @@ async def usage_report(
     buckets = [(begin, dict(zip(names, row, strict=True))) for begin, *row in zip(starts, *columns, strict=True)]
     whole = days.days()
     totals = {meter: days.stored_at_end if meter == "stored_bytes" else days.value(meter, whole) for meter in names}
-    return Report(buckets, totals)
+    return Report(buckets, totals, labels)
 
 
 # --- billing's reads of the gauges (docs/plans.md, docs/quotas.md) ------------------------------

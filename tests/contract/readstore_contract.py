@@ -277,6 +277,38 @@ class ReadStoreContract(abc.ABC):
         assert fields(await store.get(THINGS, tenant, "a")) == {"v": 1, "n": 1}
         assert await store.checkpoint(projection) == 2
 
+    async def test_load_by_windows_equals_apply_and_a_repeated_window_changes_nothing(
+        self, store: ReadStore, tenant: str, projection: str
+    ) -> None:
+        """A rebuild's bulk load: later windows rewrite documents earlier ones wrote (set, inc,
+        add, a measured document and its tally counter), and a window loaded twice (a retry)
+        leaves the same documents."""
+        tally = (Tally("counters", "total", "sum"),)
+        size = ("size",)
+        windows = [
+            [op("a", 1, tenant, set={"v": 1}), op("m", 2, tenant, set={"size": 3}, measure=size, tally=tally)],
+            [op("a", 3, tenant, inc={"n": 2}), op("b", 4, tenant, add={"tags": "x"})],
+            [op("m", 5, tenant, set={"size": 10}, measure=size, tally=tally), op("b", 6, tenant, add={"tags": "y"})],
+        ]
+        reference = await self.open_reference()
+        for ops in windows:
+            await reference.apply("ref", ops, ops[-1].position)
+        await store.drop(projection, [THINGS, "counters"])
+        loaded: set[tuple[str, str, str]] = set()
+        for ops in [*windows, windows[-1]]:
+            await store.load(projection, ops, ops[-1].position, loaded)
+        for collection, id in [(THINGS, "a"), (THINGS, "b"), (THINGS, "m"), ("counters", "total")]:
+            assert await store.get(collection, tenant, id) == await reference.get(collection, tenant, id)
+        assert fields(await store.get("counters", tenant, "total")) == {"sum": 10}
+        assert await store.checkpoint(projection) == 6
+
+    async def open_reference(self) -> ReadStore:
+        from adapters.memory_store import MemoryReadStore
+
+        reference = MemoryReadStore()
+        await reference.start()
+        return reference
+
     # --- queries -----------------------------------------------------------------------------
     async def test_find_and_count_with_every_filter_operator(
         self, store: ReadStore, tenant: str, projection: str

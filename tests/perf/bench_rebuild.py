@@ -8,7 +8,10 @@ a raw scan of the same file: SELECT every row and ``orjson.loads`` its payload. 
 second, the rebuild's events per CPU second (the process's user + system time) are compared with
 the scan's: on a shared machine that ratio moves far less than the wall-clock one.
 
-    .venv/bin/python -m tests.perf.bench_rebuild [--events 200000]
+Then ``caas rebuild --projection usage`` of the same log, and (with ``CAAS_MONGO_URL`` set) the
+chat model's bulk load into FerretDB beside a raw ``insert_many`` (:func:`into_mongo`).
+
+    .venv/bin/python -m tests.perf.bench_rebuild [--events 200000] [--mongo-events 100000]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from tests.perf.common import PYTHON, ROOT, Workdir, figure, log, machine, run_a
 
 TARGET_EVENTS_PER_S = 100_000.0  # issue 12
 TARGET_RATIO = 0.3  # of the raw scan, issue 12
+TARGET_MONGO_RATIO = 0.8  # of a raw insert_many of as many documents into FerretDB, issue 12
 USERS = 200
 CHANNELS = 100
 MEMBERS = 20
@@ -137,7 +141,54 @@ def caas_rebuild(data: Path, *args: str, timeout: float = 900) -> dict[str, Any]
     raise RuntimeError(f"caas rebuild printed no JSON line: {out.stdout.decode()[-2000:]}")
 
 
-def run(events: int = 200_000) -> dict[str, Any]:
+def into_mongo(path: Path, url: str, database: str, events: int, window: int = 50_000) -> dict[str, Any]:
+    """The Kafka rebuild's load into MongoDB (FerretDB here) of the chat model: the first
+    ``events`` of the log at ``path`` folded ``window`` at a time into ``rebuild_*`` collections
+    by ``MongoReadStore.load``, as ``adapters.kafka.tools.rebuild`` does (the events come from
+    the embedded log, so Kafka's own read is left out); beside it a raw ``insert_many`` of as many
+    documents (``bench_distributed.raw_insert_many``)."""
+    from adapters.mongo_store import MongoReadStore
+    from api.bootstrap import CHAT
+    from streams.projector import bulk_allocation, checkpoint_name, ops_for
+    from tests.perf.bench_distributed import raw_insert_many
+
+    async def load() -> tuple[int, float, float]:
+        log_ = SqliteEventLog(path)
+        await log_.start()
+        read: list[Any] = []
+        while len(read) < events and (more := await log_.read_all(read[-1].position if read else 0, 50_000)):
+            read += more[: events - len(read)]
+        await log_.close()
+        store = MongoReadStore(url, database, prefix="rebuild_")
+        await store.start()
+        await store.drop(CHAT.name, CHAT.collections)
+        started, cpu = time.perf_counter(), time.process_time()
+        loaded: set[Any] = set()
+        with bulk_allocation():
+            for start in range(0, len(read), window):
+                part = read[start : start + window]
+                await store.load(checkpoint_name(CHAT.name, 0), ops_for(CHAT, part, 0), part[-1].position, loaded)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        await store.drop(CHAT.name, CHAT.collections)
+        await store.close()
+        return len(read), seconds, cpu
+
+    load_before = os.getloadavg()
+    count, seconds, cpu = run_async(load())
+    raw = raw_insert_many(url, database + "_raw", count)
+    rate = round(count / seconds)
+    return {"events": count, "window": window, "seconds": round(seconds, 2), "events_per_second": rate,
+            "cpu_seconds": round(cpu, 2), "raw_insert_many": raw, "load": [load_before, os.getloadavg()],
+            "figure": figure("rebuild_into_ferretdb", rate, "events/s",
+                             target=round(TARGET_MONGO_RATIO * raw["docs_per_s"]),
+                             limit=f"raw insert_many of as many documents ({raw['docs_per_s']}/s)",
+                             ratio_to=raw["docs_per_s"])}  # fmt: skip
+
+
+def run(events: int = 200_000, mongo_events: int = 100_000) -> dict[str, Any]:
+    """``mongo_events`` > 0 and ``CAAS_MONGO_URL`` set (``eval "$(infra/services env)"``): also
+    the load into FerretDB (:func:`into_mongo`)."""
+    mongo_url = os.environ.get("CAAS_MONGO_URL")
     with Workdir() as work:
         data = work / "data"
         data.mkdir()
@@ -150,17 +201,25 @@ def run(events: int = 200_000) -> dict[str, Any]:
         raw = raw_scan(path)
         log("rebuild: caas rebuild")
         rebuilt = caas_rebuild(data, "--projection", "chat")  # one projection: its CPU seconds are its own
+        usage = caas_rebuild(data, "--projection", "usage")
         size_mib = round(path.stat().st_size / 2**20, 1)
+        mongo = into_mongo(path, mongo_url, "perf_rebuild", mongo_events) if mongo_url and mongo_events else None
     log(f"rebuild: {rebuilt['events_per_second']} events/s (raw scan {raw['events_per_second']}/s)")
-    figures = [
-        figure("rebuild_throughput", rebuilt["events_per_second"], "events/s", target=TARGET_EVENTS_PER_S,
-               limit=f"raw SQLite scan + JSON decode ({raw['events_per_second']}/s)",
-               ratio_to=raw["events_per_second"]),
-        figure("rebuild_events_per_cpu_second", rebuilt["events_per_cpu_second"], "events/CPU s",
-               target=round(TARGET_RATIO * raw["events_per_cpu_second"]),
-               limit=f"raw scan per CPU second ({raw['events_per_cpu_second']})",
-               ratio_to=raw["events_per_cpu_second"]),
-    ]  # fmt: skip
+    figures = []
+    for name, result in (("rebuild", rebuilt), ("usage_rebuild", usage)):
+        figures += [
+            figure(f"{name}_throughput", result["events_per_second"], "events/s", target=TARGET_EVENTS_PER_S,
+                   limit=f"raw SQLite scan + JSON decode ({raw['events_per_second']}/s)",
+                   ratio_to=raw["events_per_second"]),
+            figure(f"{name}_ratio_to_scan", round(result["events_per_second"] / raw["events_per_second"], 3), "x",
+                   target=TARGET_RATIO, limit=f"raw SQLite scan + JSON decode ({raw['events_per_second']}/s)"),
+            figure(f"{name}_events_per_cpu_second", result["events_per_cpu_second"], "events/CPU s",
+                   target=round(TARGET_RATIO * raw["events_per_cpu_second"]),
+                   limit=f"raw scan per CPU second ({raw['events_per_cpu_second']})",
+                   ratio_to=raw["events_per_cpu_second"]),
+        ]  # fmt: skip
+    if mongo is not None:
+        figures.append(mongo["figure"])
     return {
         "setup": {
             "events": head,
@@ -171,6 +230,8 @@ def run(events: int = 200_000) -> dict[str, Any]:
             "write_path_events_per_s": round(head / generated),
         },
         "caas_rebuild": rebuilt,
+        "caas_rebuild_usage": usage,
+        "into_ferretdb": mongo,
         "raw_scan": raw,
         "figures": figures,
     }
@@ -179,8 +240,10 @@ def run(events: int = 200_000) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--mongo-events", type=int, default=100_000, help="0: no FerretDB run (it needs CAAS_MONGO_URL)")
     args = p.parse_args()
-    print(orjson.dumps({"machine": machine(), "rebuild": run(args.events)}, option=orjson.OPT_INDENT_2).decode())
+    result = run(args.events, args.mongo_events)
+    print(orjson.dumps({"machine": machine(), "rebuild": result}, option=orjson.OPT_INDENT_2).decode())
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str
     "http": (bench_http.run, {"seconds": 10.0, "connections": 32}, {"seconds": 4.0, "connections": 32}),
     "ws_latency": (bench_ws_latency.run, {"rate": 500.0, "seconds": 10.0}, {"rate": 500.0, "seconds": 4.0}),
     "fanout": (bench_fanout.run, {"subscribers": 1000, "messages": 300}, {"subscribers": 1000, "messages": 100}),
-    "rebuild": (bench_rebuild.run, {"events": 200_000}, {"events": 50_000}),
+    "rebuild": (bench_rebuild.run, {"events": 200_000}, {"events": 50_000, "mongo_events": 20_000}),
     "flood": (bench_flood.run, {"rounds": 3}, {"rounds": 1}),
     # issue 3 (Kafka + FerretDB, via tests.cluster) and issue 5 (presence at 5,000 sockets)
     "distributed": (

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.memory_store import MemoryReadStore
+from adapters.sqlite_log import stream_part
 from adapters.sqlite_store import SqliteReadStore
 from domain.events import Event
 from projections import chat, eventindex, usage
@@ -136,3 +137,51 @@ def test_event_index_rebuilt_by_windows_equals_applied_event_by_event_and_live(d
 @given(facts(), st.data())
 def test_usage_rebuilt_by_windows_equals_applied_event_by_event_and_live(log: Any, data: st.DataObject) -> None:
     check("usage", embedded(log), data)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_chat_rebuilt_by_parts_of_streams_equals_applied_event_by_event(data: st.DataObject) -> None:
+    """The embedded rebuild of a model written stream by stream (``Projection.by_stream``):
+    the log split into parts of streams (``stream_part``), each part loaded window by window
+    under its own checkpoint into the same SQLite tables, the parts' windows interleaved in any
+    order (the worker processes take turns writing), then the projection's checkpoint set.
+    """
+    events = data.draw(scenarios(), label="log").events
+    parts = data.draw(st.integers(1, 3), label="parts")
+    split = [[e for e in events if stream_part(e.stream, parts) == k] for k in range(parts)]
+    windows_of = [data.draw(windows(len(part)), label=f"windows of part {k}") for k, part in enumerate(split)]
+    queue = [k for k, sizes in enumerate(windows_of) for _ in sizes]
+    order = data.draw(st.permutations(queue), label="turns")
+
+    async def run() -> None:
+        reference = {c: docs for c, docs in (await one_by_one(chat.project, events)).dump().items() if docs}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "rebuilt.db"
+            owner = SqliteReadStore(path)
+            await owner.start()
+            await owner.drop("p", chat.COLLECTIONS)
+            workers = [SqliteReadStore(path) for _ in range(parts)]
+            loaded: list[set[Key]] = [set() for _ in range(parts)]
+            done = [0] * parts
+            turn = [0] * parts
+            for worker in workers:
+                worker.postpone_indexes(chat.COLLECTIONS)
+                await worker.start()
+            for k in order:
+                size = windows_of[k][turn[k]]
+                window = split[k][done[k] : done[k] + size]
+                if window:
+                    await workers[k].load(f"p#part{k}", ops_of(chat.project, window), window[-1].position, loaded[k])
+                done[k] += size
+                turn[k] += 1
+            for worker in workers:
+                await worker.close()
+            await owner.apply("p", [], events[-1].position if events else 0)
+            await owner.settle()
+            if events:
+                assert await owner.checkpoint("p") == events[-1].position
+            await owner.close()
+            assert sqlite_documents(path, chat.COLLECTIONS) == reference
+
+    asyncio.run(run())
