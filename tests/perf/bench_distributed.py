@@ -7,7 +7,8 @@ one partition, on the broker and MongoDB-wire server that ``infra/services up`` 
     decider, beside the limit measured on the same broker in the same run: a raw aiokafka
     produce → consume round trip (one idempotent ``acks=all`` producer, one consumer, in this
     process). ``decider_only`` produces PostMessage commands straight to the command topic and
-    waits for the decider's replies (no HTTP, no API node): where the time goes.
+    waits for the decider's answers as an API node does, from the events' reply headers (no
+    HTTP, no API node): where the time goes.
 (b) ``ws_latency``: post → websocket delivery at a paced 500 messages/s (bench_ws_latency's
     poster and subscriber process), on the kafka node.
 (c) ``rebuild``: ``caas rebuild --backend kafka`` of everything (a) and (b) wrote, beside a raw
@@ -127,30 +128,40 @@ async def decider_only(bootstrap: str, prefix: str, tenant_id: str, commands: in
     from domain.events import stream_name
 
     reply_to = f"bench-{uuid.uuid4().hex[:8]}"
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000)
     await producer.start()
     await consumer.start()
-    tp = TopicPartition(f"{prefix}replies", partition_for(reply_to, 1))
-    consumer.assign([tp])
-    await consumer.seek_to_end(tp)
-    await consumer.position(tp)
+    # answered as an API node is: by the events' reply headers, or (a refusal) on the reply topic
+    replies_tp = TopicPartition(f"{prefix}replies", partition_for(reply_to, 1))
+    events_tp = TopicPartition(f"{prefix}events", 0)
+    consumer.assign([replies_tp, events_tp])
+    await consumer.seek_to_end(replies_tp, events_tp)
+    await consumer.position(replies_tp)
+    await consumer.position(events_tp)
     waiting: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
     lat: list[float] = []
     errors: dict[str, int] = {}
+    mine = f"{reply_to} ".encode()
+
+    def answered(request_id: str, reply: dict[str, Any], now: int) -> None:
+        sent, fut = waiting.pop(request_id, (0, None))
+        if fut is not None and not fut.done():
+            lat.append((now - sent) / 1e6)
+            fut.set_result(reply)
 
     async def replies() -> None:
         while True:
-            for recs in (await consumer.getmany(timeout_ms=100, max_records=5000)).values():
+            for tp, recs in (await consumer.getmany(timeout_ms=100, max_records=5000)).items():
                 now = time.monotonic_ns()
                 for r in recs:
-                    if r.key != reply_to.encode():
-                        continue
-                    reply = orjson.loads(r.value)
-                    sent, fut = waiting.pop(reply["request_id"], (0, None))
-                    if fut is not None and not fut.done():
-                        lat.append((now - sent) / 1e6)
-                        fut.set_result(reply)
+                    if tp == events_tp:
+                        for key, value in r.headers:  # a PostMessage records one event
+                            if key == "caas-reply" and value.startswith(mine):
+                                answered(value.decode().split(" ")[1], {"ok": True}, now)
+                    elif r.key == reply_to.encode():
+                        reply = orjson.loads(r.value)
+                        answered(reply["request_id"], reply, now)
 
     reader = asyncio.create_task(replies())
     gate = asyncio.Semaphore(window)
@@ -166,7 +177,8 @@ async def decider_only(bootstrap: str, prefix: str, tenant_id: str, commands: in
             rid = uuid7()
             message = {"request_id": rid, "command_id": rid, "reply_to": reply_to, "tenant_id": tenant_id,
                        "stream": stream, "type": "PostMessage", "command": cmd.model_dump(mode="json"),
-                       "actor": actor.label, "correlation_id": None, "idempotency": None}  # fmt: skip
+                       "actor": actor.label, "correlation_id": None, "idempotency": None,
+                       "reply": "events"}  # fmt: skip
             fut: asyncio.Future[dict[str, Any]] = loop.create_future()
             waiting[rid] = (time.monotonic_ns(), fut)
             key = stream_key(tenant_id, stream).encode()
