@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -37,6 +38,7 @@ from commands.service import CommandService, Outcome
 
 log = structlog.get_logger("caas.worker")
 COMMIT_INTERVAL = 0.2  # seconds between two commits of the command offsets
+MAX_BATCHES_IN_FLIGHT = 4  # fetched batches decided but not yet complete (acknowledged)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is Any to mypy
@@ -56,12 +58,16 @@ class DeciderWorker:
         self.prefix = prefix
         self.partitions = partitions
         self.owned: set[int] = set()
-        self._inflight: set[asyncio.Task[tuple[str, bytes] | None]] = set()
         self._settled = asyncio.Event()  # no restore in progress
         self._settled.set()
         self._uncommitted: dict[Any, int] = {}  # TopicPartition -> next offset, decided but not committed
         self._commit_wake = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._batches: deque[asyncio.Task[None]] = deque()  # fetched batches not yet complete, in order
+        self._failed: BaseException | None = None  # what a batch's completion raised: the worker stops
+        # commands being decided, by command_id: a copy delivered meanwhile (a producer's retry
+        # the broker could not deduplicate, a redelivery) waits for the first, appends nothing
+        self._deciding: dict[str, asyncio.Future[Outcome]] = {}
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
@@ -111,8 +117,7 @@ class DeciderWorker:
             self._settled.set()
 
     async def release(self, partitions: set[int]) -> None:
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._completed()
         await self._commit()  # the partition's next owner starts after what was decided here
         self.owned -= partitions
         self.aggregates.clear(keep=self._owned_by(self.owned))
@@ -138,12 +143,20 @@ class DeciderWorker:
             committer.cancel()
 
     async def _run(self) -> None:
-        """Decide each fetched batch, then fetch the next one at once: the replies' delivery
-        and the offset commit happen in the background, so one broker round trip (the events'
-        ``acks=all``) is all a batch waits for."""
+        """Decide each fetched batch and fetch the next one at once, without waiting for the
+        batch's events to be acknowledged: a batch is completed (its replies sent, its offsets
+        marked for the committer) in the background, in fetch order, by :meth:`_complete`.
+        The next batch is decided meanwhile on the aggregates that already hold the previous
+        one's decisions (the log sends appends in call order), so a command waits for one
+        broker round trip, its own events' ``acks=all``, not also for its predecessors'."""
         while True:
+            if self._failed is not None:
+                raise self._failed
             if self.log.broken is not None:
+                await self._completed()  # nothing may still use the log being replaced
                 await self._recover()
+            while len(self._batches) >= MAX_BATCHES_IN_FLIGHT:
+                await asyncio.wait({self._batches[0]})
             batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
             for tp, records in batches.items():
                 if tp.partition not in self.owned:
@@ -155,25 +168,51 @@ class DeciderWorker:
                         await self._settled.wait()
                     continue  # else revoked since the fetch: its next owner decides them
                 tasks = [asyncio.create_task(self.handle(record.value)) for record in records]
-                self._inflight.update(tasks)
-                replies = await asyncio.gather(*tasks)
-                self._inflight.difference_update(tasks)
-                try:
-                    deliveries = [
-                        await self.producer.send(
-                            self.topics["replies"],
-                            reply,
-                            key=reply_to.encode(),
-                            partition=partition_for(reply_to, self.partitions),
-                        )
-                        for reply_to, reply in filter(None, replies)
-                    ]
-                    self._in_background(self._delivered(deliveries))
-                except KafkaError as exc:
-                    self._reply_failed(exc)
-                # The events are acknowledged: a redelivery from here on is answered from them.
-                self._uncommitted[tp] = records[-1].offset + 1
-                self._commit_wake.set()
+                previous = self._batches[-1] if self._batches else None
+                batch = asyncio.create_task(self._complete(tp, records[-1].offset + 1, tasks, previous))
+                self._batches.append(batch)
+                batch.add_done_callback(self._batch_done)
+
+    def _batch_done(self, batch: asyncio.Task[None]) -> None:
+        self._batches.remove(batch)
+        if not batch.cancelled() and batch.exception() is not None and self._failed is None:
+            self._failed = batch.exception()
+
+    async def _complete(
+        self,
+        tp: Any,
+        next_offset: int,
+        tasks: list[asyncio.Task[tuple[str, bytes] | None]],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        """Once a batch is decided and its events acknowledged, and every batch fetched before
+        it is complete: send its replies and mark its offsets for the committer."""
+        replies = await asyncio.gather(*tasks)
+        if previous is not None:
+            await asyncio.wait({previous})  # offsets are committed in fetch order
+            if previous.cancelled() or previous.exception() is not None:
+                return  # the worker stops (see _batch_done): nothing past that batch is committed
+        try:
+            deliveries = [
+                await self.producer.send(
+                    self.topics["replies"],
+                    reply,
+                    key=reply_to.encode(),
+                    partition=partition_for(reply_to, self.partitions),
+                )
+                for reply_to, reply in filter(None, replies)
+            ]
+            self._in_background(self._delivered(deliveries))
+        except KafkaError as exc:
+            self._reply_failed(exc)
+        # The events are acknowledged: a redelivery from here on is answered from them.
+        self._uncommitted[tp] = next_offset
+        self._commit_wake.set()
+
+    async def _completed(self) -> None:
+        """Until every batch fetched so far is complete."""
+        while self._batches:
+            await asyncio.wait(set(self._batches))
 
     def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -232,7 +271,18 @@ class DeciderWorker:
         return reply_to, encode_reply(request_id, answer)
 
     async def decide(self, message: dict[str, Any]) -> Outcome:
-        recorded = self.log.recorded_command(message["command_id"])
+        command_id = message["command_id"]
+        recorded = self.log.recorded_command(command_id)
         if recorded is not None:  # redelivered after a crash: answer, append nothing
             return Outcome(list(recorded), replayed=True)
-        return await self.service.execute(request_from(message).envelope)
+        deciding = self._deciding.get(command_id)
+        if deciding is not None:  # delivered twice while the first is being decided
+            return Outcome((await asyncio.shield(deciding)).events, replayed=True)
+        future = self._deciding[command_id] = asyncio.ensure_future(
+            self.service.execute(request_from(message).envelope)
+        )
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if self._deciding.get(command_id) is future:
+                del self._deciding[command_id]
