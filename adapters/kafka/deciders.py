@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -38,7 +37,6 @@ from commands.service import CommandService, Outcome
 
 log = structlog.get_logger("caas.worker")
 COMMIT_INTERVAL = 0.2  # seconds between two commits of the command offsets
-MAX_BATCHES_IN_FLIGHT = 4  # fetched batches decided but not yet complete (acknowledged)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is Any to mypy
@@ -58,13 +56,12 @@ class DeciderWorker:
         self.prefix = prefix
         self.partitions = partitions
         self.owned: set[int] = set()
+        self._inflight: set[asyncio.Task[tuple[str, bytes] | None]] = set()
         self._settled = asyncio.Event()  # no restore in progress
         self._settled.set()
         self._uncommitted: dict[Any, int] = {}  # TopicPartition -> next offset, decided but not committed
         self._commit_wake = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
-        self._batches: deque[asyncio.Task[None]] = deque()  # fetched batches not yet complete, in order
-        self._failed: BaseException | None = None  # what a batch's completion raised: the worker stops
         # commands being decided, by command_id: a copy delivered meanwhile (a producer's retry
         # the broker could not deduplicate, a redelivery) waits for the first, appends nothing
         self._deciding: dict[str, asyncio.Future[Outcome]] = {}
@@ -117,7 +114,8 @@ class DeciderWorker:
             self._settled.set()
 
     async def release(self, partitions: set[int]) -> None:
-        await self._completed()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
         await self._commit()  # the partition's next owner starts after what was decided here
         self.owned -= partitions
         self.aggregates.clear(keep=self._owned_by(self.owned))
@@ -143,20 +141,12 @@ class DeciderWorker:
             committer.cancel()
 
     async def _run(self) -> None:
-        """Decide each fetched batch and fetch the next one at once, without waiting for the
-        batch's events to be acknowledged: a batch is completed (its replies sent, its offsets
-        marked for the committer) in the background, in fetch order, by :meth:`_complete`.
-        The next batch is decided meanwhile on the aggregates that already hold the previous
-        one's decisions (the log sends appends in call order), so a command waits for one
-        broker round trip, its own events' ``acks=all``, not also for its predecessors'."""
+        """Decide each fetched batch, then fetch the next one at once: the replies' delivery
+        and the offset commit happen in the background, so one broker round trip (the events'
+        ``acks=all``) is all a batch waits for."""
         while True:
-            if self._failed is not None:
-                raise self._failed
             if self.log.broken is not None:
-                await self._completed()  # nothing may still use the log being replaced
                 await self._recover()
-            while len(self._batches) >= MAX_BATCHES_IN_FLIGHT:
-                await asyncio.wait({self._batches[0]})
             batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
             for tp, records in batches.items():
                 if tp.partition not in self.owned:
@@ -168,51 +158,25 @@ class DeciderWorker:
                         await self._settled.wait()
                     continue  # else revoked since the fetch: its next owner decides them
                 tasks = [asyncio.create_task(self.handle(record.value)) for record in records]
-                previous = self._batches[-1] if self._batches else None
-                batch = asyncio.create_task(self._complete(tp, records[-1].offset + 1, tasks, previous))
-                self._batches.append(batch)
-                batch.add_done_callback(self._batch_done)
-
-    def _batch_done(self, batch: asyncio.Task[None]) -> None:
-        self._batches.remove(batch)
-        if not batch.cancelled() and batch.exception() is not None and self._failed is None:
-            self._failed = batch.exception()
-
-    async def _complete(
-        self,
-        tp: Any,
-        next_offset: int,
-        tasks: list[asyncio.Task[tuple[str, bytes] | None]],
-        previous: asyncio.Task[None] | None,
-    ) -> None:
-        """Once a batch is decided and its events acknowledged, and every batch fetched before
-        it is complete: send its replies and mark its offsets for the committer."""
-        replies = await asyncio.gather(*tasks)
-        if previous is not None:
-            await asyncio.wait({previous})  # offsets are committed in fetch order
-            if previous.cancelled() or previous.exception() is not None:
-                return  # the worker stops (see _batch_done): nothing past that batch is committed
-        try:
-            deliveries = [
-                await self.producer.send(
-                    self.topics["replies"],
-                    reply,
-                    key=reply_to.encode(),
-                    partition=partition_for(reply_to, self.partitions),
-                )
-                for reply_to, reply in filter(None, replies)
-            ]
-            self._in_background(self._delivered(deliveries))
-        except KafkaError as exc:
-            self._reply_failed(exc)
-        # The events are acknowledged: a redelivery from here on is answered from them.
-        self._uncommitted[tp] = next_offset
-        self._commit_wake.set()
-
-    async def _completed(self) -> None:
-        """Until every batch fetched so far is complete."""
-        while self._batches:
-            await asyncio.wait(set(self._batches))
+                self._inflight.update(tasks)
+                replies = await asyncio.gather(*tasks)
+                self._inflight.difference_update(tasks)
+                try:
+                    deliveries = [
+                        await self.producer.send(
+                            self.topics["replies"],
+                            reply,
+                            key=reply_to.encode(),
+                            partition=partition_for(reply_to, self.partitions),
+                        )
+                        for reply_to, reply in filter(None, replies)
+                    ]
+                    self._in_background(self._delivered(deliveries))
+                except KafkaError as exc:
+                    self._reply_failed(exc)
+                # The events are acknowledged: a redelivery from here on is answered from them.
+                self._uncommitted[tp] = records[-1].offset + 1
+                self._commit_wake.set()
 
     def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
