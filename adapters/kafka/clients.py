@@ -22,14 +22,19 @@ Batches = dict[Any, list[Any]]
 def producer(bootstrap: str, *, durable: bool = True, request_timeout_ms: int = 10_000) -> AIOKafkaProducer:
     """A producer of the log (idempotent, ``acks=all``: what it acknowledges survives a
     broker restart), or of ephemeral facts (``durable=False``: one acknowledgement, batched
-    a little longer, nothing retried in order)."""
+    a little longer, nothing retried in order).
+
+    The log's producer does not linger: aiokafka keeps one produce request in flight per
+    broker, so records sent while one is out wait for it and leave together in the next
+    (batching under load comes free), and a record sent to an idle producer leaves at once
+    instead of after the linger (which every command paid twice: its request, its events)."""
     if not durable:
         return AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
         acks="all",
-        linger_ms=1,
+        linger_ms=0,
         request_timeout_ms=request_timeout_ms,
         max_batch_size=256 * 1024,
     )

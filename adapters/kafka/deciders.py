@@ -3,7 +3,10 @@
 Each decider owns some partitions: when they are assigned it restores their aggregates by
 reading the same partitions of the event topic from the start (the event topic is the
 changelog), then decides commands in order, produces their events (idempotent producer,
-``acks=all``), answers the API node on the reply topic and commits the command offsets. A
+``acks=all``) and commits the command offsets. A node that asked for it (:mod:`.wire`) is
+answered by the events themselves: each carries the request in a header, and the node's
+consumer of the event topic, which it runs anyway for its replica and its sockets, resolves the
+request from them. Refusals and replays, which record nothing, are answered on the reply topic. A
 command redelivered after a crash is recognised by its ``command_id`` in the restored events
 and answered with the events it already recorded, so at-least-once delivery never appends
 twice.
@@ -25,14 +28,15 @@ from aiokafka.errors import KafkaError
 from adapters.ids import utcnow, uuid7
 from adapters.kafka.clients import group_consumer, producer, started_producer
 from adapters.kafka.codec import partition_for
-from adapters.kafka.log import PartitionLog, producer_broken, read_partition
+from adapters.kafka.log import REPLY_ROUTE, PartitionLog, producer_broken, read_partition
 from adapters.kafka.topics import ensure_topics
-from adapters.kafka.wire import decode_request, encode_reply, request_from
+from adapters.kafka.wire import answered_by_events, decode_request, encode_reply, request_from
 from commands.ports import LogUnavailable
 from commands.repository import AggregateRepository
 from commands.service import CommandService, Outcome
 
 log = structlog.get_logger("caas.worker")
+COMMIT_INTERVAL = 0.2  # seconds between two commits of the command offsets
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is Any to mypy
@@ -52,12 +56,15 @@ class DeciderWorker:
         self.prefix = prefix
         self.partitions = partitions
         self.owned: set[int] = set()
-        self._inflight: set[asyncio.Task[tuple[str, bytes]]] = set()
+        self._inflight: set[asyncio.Task[tuple[str, bytes] | None]] = set()
         self._settled = asyncio.Event()  # no restore in progress
         self._settled.set()
         self._uncommitted: dict[Any, int] = {}  # TopicPartition -> next offset, decided but not committed
         self._commit_wake = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        # commands being decided, by command_id: a copy delivered meanwhile (a producer's retry
+        # the broker could not deduplicate, a redelivery) waits for the first, appends nothing
+        self._deciding: dict[str, asyncio.Future[Outcome]] = {}
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
@@ -81,6 +88,8 @@ class DeciderWorker:
         asyncio.get_running_loop().create_task(self.log.start())
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._commit()  # what the committer had not committed yet
         with contextlib.suppress(Exception):
             await self.consumer.stop()
         await self.log.close()
@@ -160,7 +169,7 @@ class DeciderWorker:
                             key=reply_to.encode(),
                             partition=partition_for(reply_to, self.partitions),
                         )
-                        for reply_to, reply in replies
+                        for reply_to, reply in filter(None, replies)
                     ]
                     self._in_background(self._delivered(deliveries))
                 except KafkaError as exc:
@@ -187,9 +196,14 @@ class DeciderWorker:
             self.log.broken = LogUnavailable(f"Kafka refuses our producer: {exc!r}")
 
     async def _committer(self) -> None:
+        """Commit what was decided, at most every :data:`COMMIT_INTERVAL`: a commit is a
+        request to the broker, and one per fetched batch cost as much as the batch's events.
+        Committing later never loses a command: a redelivered one is answered from the events
+        it recorded (:meth:`decide`)."""
         while True:
             await self._commit_wake.wait()
             await self._commit()
+            await asyncio.sleep(COMMIT_INTERVAL)
 
     async def _commit(self) -> None:
         self._commit_wake.clear()
@@ -205,17 +219,34 @@ class DeciderWorker:
             # these commands again and answers them from the events they recorded.
             log.warning("commit_failed", error=str(exc))
 
-    async def handle(self, value: bytes) -> tuple[str, bytes]:
-        """Decide one request: ``(reply_to, reply)``; a refusal is answered, never raised."""
+    async def handle(self, value: bytes) -> tuple[str, bytes] | None:
+        """Decide one request: ``(reply_to, reply)``, or ``None`` when the events it recorded
+        answer it; a refusal is answered, never raised."""
         request_id, reply_to, message = decode_request(value)
+        in_events = answered_by_events(message)
+        if in_events:  # this task's appends carry the request (REPLY_ROUTE is per task)
+            REPLY_ROUTE.set((reply_to, request_id))
         try:
             answer: Outcome | BaseException = await self.decide(message)
         except Exception as exc:
             answer = exc
+        if in_events and isinstance(answer, Outcome) and not answer.replayed:
+            return None  # recorded by this task's append: the events carry the answer
         return reply_to, encode_reply(request_id, answer)
 
     async def decide(self, message: dict[str, Any]) -> Outcome:
-        recorded = self.log.recorded_command(message["command_id"])
+        command_id = message["command_id"]
+        recorded = self.log.recorded_command(command_id)
         if recorded is not None:  # redelivered after a crash: answer, append nothing
             return Outcome(list(recorded), replayed=True)
-        return await self.service.execute(request_from(message).envelope)
+        deciding = self._deciding.get(command_id)
+        if deciding is not None:  # delivered twice while the first is being decided
+            return Outcome((await asyncio.shield(deciding)).events, replayed=True)
+        future = self._deciding[command_id] = asyncio.ensure_future(
+            self.service.execute(request_from(message).envelope)
+        )
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if self._deciding.get(command_id) is future:
+                del self._deciding[command_id]

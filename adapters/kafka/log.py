@@ -17,6 +17,7 @@ import asyncio
 from array import array
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 # aiokafka ships no type information: its clients are Any to the type checker.
@@ -53,6 +54,19 @@ from commands.ports import (
 from domain.events import Event
 
 RECENT_COMMANDS = 200_000
+REPLY_HEADER = "caas-reply"
+# ``(reply_to, request_id)`` of the request a decider is deciding (set in its task): the events
+# an append records carry it in a header, so the asking node's event consumer answers the
+# request from the events themselves and no reply crosses the broker (:mod:`adapters.kafka.wire`).
+REPLY_ROUTE: ContextVar[tuple[str, str] | None] = ContextVar("caas_reply_route", default=None)
+
+
+def reply_header(route: tuple[str, str], count: int) -> list[tuple[str, bytes]]:
+    """The header each of an append's ``count`` records carries to answer ``route``."""
+    reply_to, request_id = route
+    return [(REPLY_HEADER, f"{reply_to} {request_id} {count}".encode())]
+
+
 PRODUCER_FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
 
 
@@ -107,7 +121,7 @@ class PartitionLog(StreamStore):
         self.head = 0
         self._commands: OrderedDict[str, list[Event]] = OrderedDict()
         self._queue: asyncio.Queue[
-            tuple[str, str, Sequence[NewEvent], Idempotency | None, asyncio.Future[list[Event]]]
+            tuple[str, str, Sequence[NewEvent], Idempotency | None, tuple[str, str] | None, asyncio.Future[list[Event]]]
         ] = asyncio.Queue()
         self._listeners: list[Listener] = []
         self._sender: asyncio.Task[None] | None = None
@@ -182,7 +196,7 @@ class PartitionLog(StreamStore):
                 pending = (tenant_id, idempotency.key)
                 self._pending_keys.add(pending)
                 future.add_done_callback(lambda _: self._pending_keys.discard(pending))
-            self._queue.put_nowait((tenant_id, stream, events, idempotency, future))
+            self._queue.put_nowait((tenant_id, stream, events, idempotency, REPLY_ROUTE.get(), future))
         return future
 
     async def _send_loop(self) -> None:
@@ -192,7 +206,7 @@ class PartitionLog(StreamStore):
         acker = asyncio.create_task(self._ack_loop(acks))
         try:
             while True:
-                tenant_id, stream, events, idempotency, future = await self._queue.get()
+                tenant_id, stream, events, idempotency, route, future = await self._queue.get()
                 deliveries: list[tuple[Event, Any]] = []
                 sent: list[tuple[Event, Any]] | BaseException = deliveries
                 try:
@@ -200,10 +214,11 @@ class PartitionLog(StreamStore):
                         raise self.broken
                     key = stream_key(tenant_id, stream)
                     partition = partition_for(key, self.partitions)
+                    headers = None if route is None else reply_header(route, len(events))
                     for new in events:
                         event = Event.model_construct(**recorded_fields(new, tenant_id, stream, 0))
                         delivery = await self.producer.send(
-                            self.topic, event_value(event), key=key.encode(), partition=partition
+                            self.topic, event_value(event), key=key.encode(), partition=partition, headers=headers
                         )
                         deliveries.append((event, delivery))
                 except (KafkaError, LogUnavailable, OSError) as exc:

@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from adapters.ids import uuid7
 from adapters.kafka.clients import Batches, producer, started_producer, tail
 from adapters.kafka.codec import decode_position, event_from_record, partition_for, stream_key
-from adapters.kafka.log import producer_broken
+from adapters.kafka.log import REPLY_HEADER, producer_broken
 from adapters.kafka.topics import ensure_topics
 from adapters.kafka.wire import CommandRequest, outcome_of
 from commands.ports import EventHistory, Listener, LogUnavailable
@@ -158,7 +158,9 @@ class KafkaNode(Commands):
         # deciders judge them, and each node process starts streams of its own (usage:<node>),
         # which a replica kept forever would accumulate restart after restart.
         self.replica = AggregateRepository(None, cache_size=None)
-        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[str, asyncio.Future[Outcome]] = {}
+        self._reply_prefix = f"{self.node_id} ".encode()  # how a reply header to this node starts
+        self._answering: dict[str, list[Event]] = {}  # request_id -> its events seen so far
         self._applied: dict[int, int] = {}
         self._applied_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -203,18 +205,39 @@ class KafkaNode(Commands):
                 await client.stop()
 
     def _replicate(self, batches: Batches, *, publish: bool) -> None:
-        """Evolve the replica by fetched events and (``publish``) hand them to the listeners."""
+        """Evolve the replica by fetched events, answer the requests they record, and
+        (``publish``) hand them to the listeners."""
         for tp, records in batches.items():
             events = [event_from_record(r.value, tp.partition, r.offset) for r in records]
             for event in events:
                 self._restore(event)
             self._applied[tp.partition] = records[-1].offset
+            if self._waiting:
+                self._answer_from(records, events)
             if publish:
                 self.log.recorded(events)
             else:
                 self.log.head = max(self.log.head, events[-1].position)
         if batches:
             self._applied_changed.set()
+
+    def _answer_from(self, records: list[Any], events: list[Event]) -> None:
+        """Resolve the requests of this node whose events these are (:mod:`.wire`): once all
+        the events of a request's append are in, which the header counts."""
+        for record, event in zip(records, events, strict=True):
+            for key, value in record.headers:
+                if key != REPLY_HEADER or not value.startswith(self._reply_prefix):
+                    continue
+                _, request_id, count = value.decode().split(" ")
+                if request_id not in self._waiting:
+                    continue  # answered on the reply topic already, or given up
+                seen = self._answering.setdefault(request_id, [])
+                seen.append(event)
+                if len(seen) == int(count):
+                    del self._answering[request_id]
+                    future = self._waiting.pop(request_id)
+                    if not future.done():
+                        future.set_result(Outcome(seen, replayed=False))
 
     def _restore(self, event: Event) -> bool:
         """Evolve the replica by ``event`` (see :meth:`AggregateRepository.restore`); a usage
@@ -232,7 +255,10 @@ class KafkaNode(Commands):
                 reply = orjson.loads(record.value)
                 future = self._waiting.pop(reply["request_id"], None)
                 if future is not None and not future.done():
-                    future.set_result(reply)
+                    try:
+                        future.set_result(outcome_of(reply))
+                    except Exception as exc:  # the refusal it carries
+                        future.set_exception(exc)
 
     def replica_offset(self, partition: int) -> int:
         """The last offset of ``partition`` of the event topic the replica has applied (-1 if none)."""
@@ -265,8 +291,9 @@ class KafkaNode(Commands):
 
     async def execute(self, envelope: CommandEnvelope) -> Outcome:
         request_id = envelope.command_id or uuid7()
-        request = CommandRequest(request_id, self.node_id, dataclasses.replace(envelope, command_id=request_id))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        command = dataclasses.replace(envelope, command_id=request_id)
+        request = CommandRequest(request_id, self.node_id, command, in_events=True)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         key = stream_key(envelope.tenant_id, envelope.stream)
         deadline = asyncio.get_running_loop().time() + self.timeout  # one bound for sending and the reply
@@ -275,17 +302,17 @@ class KafkaNode(Commands):
                 self._send_command(request.encode(), key.encode(), partition_for(key, self.partitions)),
                 self.timeout,
             )
-            reply = await asyncio.wait_for(future, max(deadline - asyncio.get_running_loop().time(), 0.0))
+            outcome = await asyncio.wait_for(future, max(deadline - asyncio.get_running_loop().time(), 0.0))
         except (TimeoutError, KafkaError) as exc:
             raise LogUnavailable(
                 "the command was not acknowledged in time; retry with the same Idempotency-Key"
             ) from exc
         finally:
             self._waiting.pop(request_id, None)
-        outcome = outcome_of(reply)
-        # Read your own write: apply the reply's events to this node's replica now (the event
-        # consumer will see them again and skip them); wait for the consumer only when an
-        # earlier event of the stream has not reached the replica yet.
+            self._answering.pop(request_id, None)
+        # Read your own write: apply the outcome's events to this node's replica now (those that
+        # answered from the event consumer are in it already; a reply's will be seen again and
+        # skipped); wait for the consumer only when an earlier event of the stream is not in yet.
         if all([self._restore(event) for event in outcome.events]):
             self.log.head = max(self.log.head, outcome.last.position)
         else:

@@ -5,6 +5,13 @@ A request goes to the command topic as JSON: the command's type and fields, who 
 ``command_id`` that recognises a redelivery, and ``reply_to``: the node whose partition of
 the reply topic awaits the answer, matched by ``request_id``. The reply carries the events
 recorded (or already recorded, ``replayed``), or the error that refused the command.
+
+A request with ``"reply": "events"`` is answered by what it records: the decider produces
+no reply for it, and each event record carries ``reply_to``, ``request_id`` and the number of
+events of the append in a header (:func:`adapters.kafka.log.reply_header`), which the node's
+consumer of the event topic reads. A request that records nothing (a refusal, a replay) is
+still answered on the reply topic, and so is every request to a decider that predates the
+flag: a node accepts both answers, whichever comes first.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class CommandRequest:
     request_id: str
     reply_to: str
     envelope: CommandEnvelope  # its command_id is always set: a redelivery is recognised by it
+    in_events: bool = False  # answer a recorded outcome by the events' headers, not a reply
 
     def encode(self) -> bytes:
         envelope = self.envelope
@@ -58,8 +66,14 @@ class CommandRequest:
                 "correlation_id": envelope.correlation_id,
                 "idempotency": {"key": idem.key, "fingerprint": idem.fingerprint} if idem else None,
                 "replay_only": envelope.replay_only,
+                "reply": "events" if self.in_events else "topic",
             }
         )
+
+
+def answered_by_events(message: dict[str, Any]) -> bool:
+    """Whether a decoded request asks to be answered by its events' headers."""
+    return message.get("reply") == "events"
 
 
 def decode_request(value: bytes) -> tuple[str, str, dict[str, Any]]:
@@ -85,6 +99,7 @@ def request_from(message: dict[str, Any]) -> CommandRequest:
             command_id=message["command_id"],
             replay_only=bool(message.get("replay_only", False)),
         ),
+        in_events=answered_by_events(message),
     )
 
 

@@ -7,7 +7,8 @@ one partition, on the broker and MongoDB-wire server that ``infra/services up`` 
     decider, beside the limit measured on the same broker in the same run: a raw aiokafka
     produce → consume round trip (one idempotent ``acks=all`` producer, one consumer, in this
     process). ``decider_only`` produces PostMessage commands straight to the command topic and
-    waits for the decider's replies (no HTTP, no API node): where the time goes.
+    waits for the decider's answers as an API node does, from the events' reply headers (no
+    HTTP, no API node): where the time goes.
 (b) ``ws_latency``: post → websocket delivery at a paced 500 messages/s (bench_ws_latency's
     poster and subscriber process), on the kafka node.
 (c) ``rebuild``: ``caas rebuild --backend kafka`` of everything (a) and (b) wrote, beside a raw
@@ -32,6 +33,7 @@ import orjson
 
 from tests.cluster import Cluster
 from tests.perf.bench_http import requests
+from tests.perf.bench_usage import PLANS as UNCAPPED_PLANS
 from tests.perf.bench_ws_latency import WARMUP, post_paced
 from tests.perf.common import (
     PYTHON,
@@ -49,9 +51,12 @@ from tests.perf.common import (
 )
 from tests.perf.loadgen import run_load
 
-TARGET_MSGS_PER_S = 5000.0
-TARGET_P50_MS = 30.0
-TARGET_P99_MS = 100.0
+# issue 12's targets: posts over HTTP, and their share of the raw round trip of the same run;
+# post -> websocket at 500/s
+TARGET_MSGS_PER_S = 3000.0
+TARGET_RAW_RATIO = 0.15
+TARGET_P50_MS = 15.0
+TARGET_P99_MS = 60.0
 TARGET_REBUILD_PER_S = 20_000.0
 USERS, CHANNELS = 20, 100
 VALUE = orjson.dumps({"type": "MessagePosted", "payload": {"text": "x" * 200}})  # about an event's size
@@ -123,30 +128,40 @@ async def decider_only(bootstrap: str, prefix: str, tenant_id: str, commands: in
     from domain.events import stream_name
 
     reply_to = f"bench-{uuid.uuid4().hex[:8]}"
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000)
     await producer.start()
     await consumer.start()
-    tp = TopicPartition(f"{prefix}replies", partition_for(reply_to, 1))
-    consumer.assign([tp])
-    await consumer.seek_to_end(tp)
-    await consumer.position(tp)
+    # answered as an API node is: by the events' reply headers, or (a refusal) on the reply topic
+    replies_tp = TopicPartition(f"{prefix}replies", partition_for(reply_to, 1))
+    events_tp = TopicPartition(f"{prefix}events", 0)
+    consumer.assign([replies_tp, events_tp])
+    await consumer.seek_to_end(replies_tp, events_tp)
+    await consumer.position(replies_tp)
+    await consumer.position(events_tp)
     waiting: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
     lat: list[float] = []
     errors: dict[str, int] = {}
+    mine = f"{reply_to} ".encode()
+
+    def answered(request_id: str, reply: dict[str, Any], now: int) -> None:
+        sent, fut = waiting.pop(request_id, (0, None))
+        if fut is not None and not fut.done():
+            lat.append((now - sent) / 1e6)
+            fut.set_result(reply)
 
     async def replies() -> None:
         while True:
-            for recs in (await consumer.getmany(timeout_ms=100, max_records=5000)).values():
+            for tp, recs in (await consumer.getmany(timeout_ms=100, max_records=5000)).items():
                 now = time.monotonic_ns()
                 for r in recs:
-                    if r.key != reply_to.encode():
-                        continue
-                    reply = orjson.loads(r.value)
-                    sent, fut = waiting.pop(reply["request_id"], (0, None))
-                    if fut is not None and not fut.done():
-                        lat.append((now - sent) / 1e6)
-                        fut.set_result(reply)
+                    if tp == events_tp:
+                        for key, value in r.headers:  # a PostMessage records one event
+                            if key == "caas-reply" and value.startswith(mine):
+                                answered(value.decode().split(" ")[1], {"ok": True}, now)
+                    elif r.key == reply_to.encode():
+                        reply = orjson.loads(r.value)
+                        answered(reply["request_id"], reply, now)
 
     reader = asyncio.create_task(replies())
     gate = asyncio.Semaphore(window)
@@ -162,7 +177,8 @@ async def decider_only(bootstrap: str, prefix: str, tenant_id: str, commands: in
             rid = uuid7()
             message = {"request_id": rid, "command_id": rid, "reply_to": reply_to, "tenant_id": tenant_id,
                        "stream": stream, "type": "PostMessage", "command": cmd.model_dump(mode="json"),
-                       "actor": actor.label, "correlation_id": None, "idempotency": None}  # fmt: skip
+                       "actor": actor.label, "correlation_id": None, "idempotency": None,
+                       "reply": "events"}  # fmt: skip
             fut: asyncio.Future[dict[str, Any]] = loop.create_future()
             waiting[rid] = (time.monotonic_ns(), fut)
             key = stream_key(tenant_id, stream).encode()
@@ -254,11 +270,15 @@ def profile(pids: dict[str, int], seconds: int, out_dir: Path) -> dict[str, Any]
 
 def run(seconds: float = 8.0, connections: int = 32, raw_records: int = 20_000, decider_commands: int = 5000,
         rate: float = 500.0, latency_seconds: float = 10.0, with_profile: bool = False,
-        rebuild_timeout: float = 180.0) -> dict[str, Any]:  # fmt: skip
+        rebuild_timeout: float = 180.0, rebuild: bool = True) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {"setup": {"workers": 1, "nodes": 1, "partitions": 1, "users": USERS, "channels": CHANNELS,
                                      "http_connections": connections}}  # fmt: skip
     with Workdir() as work:
-        cluster = Cluster(work / "cluster")
+        # the built-in free plan caps a tenant at 10,000 messages, fewer than the bench posts: a
+        # refused post (402) is cheaper than a decided one and would flatter every later figure
+        plans = work / "plans.toml"
+        plans.write_text(UNCAPPED_PLANS)
+        cluster = Cluster(work / "cluster", env={"CAAS_PLANS_FILE": str(plans)})
         settings = cluster.settings()
         bootstrap, prefix = settings["CAAS_KAFKA_BOOTSTRAP"], settings["CAAS_KAFKA_TOPIC_PREFIX"]
         out["setup"]["kafka"] = bootstrap
@@ -309,6 +329,8 @@ def run(seconds: float = 8.0, connections: int = 32, raw_records: int = 20_000, 
                 load.join()
                 out["profile_http_load"]["load_rps_under_pyspy"] = result.get("rps")
             # (c) rebuild, with the API node and worker stopped (as the CLI says)
+            if not rebuild:
+                return finish(out, http, decider, raw, posted, delivered, None, None)
             time.sleep(3)  # the projector catches up
             cluster.stop()
             out["ferretdb_answered_before_rebuild"] = ping(settings["CAAS_MONGO_URL"])
@@ -339,26 +361,40 @@ def run(seconds: float = 8.0, connections: int = 32, raw_records: int = 20_000, 
             out["rebuild"] = {"projections": lines, "process_wall_seconds": round(wall, 2), "raw_insert_many": insert}
         finally:
             cluster.stop()
+    return finish(out, http, decider, raw, posted, delivered, lines, insert)
+
+
+def finish(out: dict[str, Any], http: dict[str, Any], decider: dict[str, Any], raw: dict[str, Any],
+           posted: dict[str, Any], delivered: dict[str, Any], lines: list[dict[str, Any]] | None,
+           insert: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """Every figure beside its issue-12 target and the limit of the same run."""
     lat = delivered.get("latency_ms", {})
-    chat_rebuild = next((x for x in lines if x["projection"] == "chat"), lines[0])
+    raw_limit = f"raw aiokafka produce->consume {raw['records_per_s']} records/s (same broker, same run)"
     figures = [
-        figure("kafka_http_messages_per_s", http["rps"], "msg/s", target=TARGET_MSGS_PER_S,
-               limit=f"raw aiokafka produce->consume {raw['records_per_s']} records/s (same broker, same run)",
+        figure("kafka_http_messages_per_s", http["rps"], "msg/s", target=TARGET_MSGS_PER_S, limit=raw_limit,
                limit_value=raw["records_per_s"], ratio_to=raw["records_per_s"]),
-        figure("kafka_decider_only_commands_per_s", decider["commands_per_s"], "commands/s", target=TARGET_MSGS_PER_S,
-               limit=f"raw aiokafka produce->consume {raw['records_per_s']} records/s",
-               limit_value=raw["records_per_s"], ratio_to=raw["records_per_s"]),
+        figure("kafka_http_ratio_to_raw", round(http["rps"] / raw["records_per_s"], 3), "x", target=TARGET_RAW_RATIO,
+               limit=raw_limit),
+        figure("kafka_http_p99", http["latency_ms"]["p99"], "ms", target=TARGET_P99_MS, higher_is_better=False,
+               limit=f"raw aiokafka produce->consume p99 {raw['produce_to_consume_ms'].get('p99')} ms (batched)"),
+        figure("kafka_decider_only_commands_per_s", decider["commands_per_s"], "commands/s",
+               target=TARGET_MSGS_PER_S, limit=raw_limit, limit_value=raw["records_per_s"],
+               ratio_to=raw["records_per_s"]),
         figure("kafka_ws_delivery_p50", lat.get("p50", -1), "ms", target=TARGET_P50_MS, higher_is_better=False,
                limit=f"HTTP post round trip p50 {posted['http_latency_ms'].get('p50')} ms; raw aiokafka "
                      f"produce->consume p50 {raw['produce_to_consume_ms'].get('p50')} ms (batched)"),
         figure("kafka_ws_delivery_p99", lat.get("p99", -1), "ms", target=TARGET_P99_MS, higher_is_better=False,
                limit=f"HTTP post round trip p99 {posted['http_latency_ms'].get('p99')} ms"),
-        figure("kafka_rebuild_chat_events_per_s", chat_rebuild["events_per_second"], "events/s",
-               target=TARGET_REBUILD_PER_S,
-               limit=f"raw pymongo insert_many of {insert['documents']} docs into FerretDB: "
-                     f"{insert['docs_per_s']} docs/s",
-               limit_value=insert["docs_per_s"], ratio_to=insert["docs_per_s"]),
     ]  # fmt: skip
+    if lines is not None and insert is not None:
+        chat_rebuild = next((x for x in lines if x["projection"] == "chat"), lines[0])
+        figures.append(
+            figure("kafka_rebuild_chat_events_per_s", chat_rebuild["events_per_second"], "events/s",
+                   target=TARGET_REBUILD_PER_S,
+                   limit=f"raw pymongo insert_many of {insert['documents']} docs into FerretDB: "
+                         f"{insert['docs_per_s']} docs/s",
+                   limit_value=insert["docs_per_s"], ratio_to=insert["docs_per_s"])
+        )  # fmt: skip
     out["figures"] = figures
     return out
 
@@ -370,10 +406,12 @@ def main() -> None:
     p.add_argument("--decider-commands", type=int, default=5000)
     p.add_argument("--latency-seconds", type=float, default=10.0)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--no-rebuild", action="store_true", help="skip (c): the throughput and latency rows only")
     args = p.parse_args()
     out = {"machine": machine(), "loadavg_before": list(os.getloadavg())}
     out["distributed"] = run(args.seconds, raw_records=args.raw_records, decider_commands=args.decider_commands,
-                             latency_seconds=args.latency_seconds, with_profile=args.profile)  # fmt: skip
+                             latency_seconds=args.latency_seconds, with_profile=args.profile,
+                             rebuild=not args.no_rebuild)  # fmt: skip
     out["loadavg_after"] = list(os.getloadavg())
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
