@@ -13,8 +13,12 @@ NODE_STAMP := $(CONTRACTS)/node_modules/.installed
 # use; tests/sdk/test_typescript_sdk.py runs its Node suite against real servers
 SDK_TS := sdk/typescript
 SDK_TS_STAMP := $(SDK_TS)/node_modules/.installed
+# The browser tests (tests/browser): playwright-core and axe-core from the committed lockfile; they drive
+# Debian's Chromium (`make tools` installs it)
+BROWSER := tests/browser
+BROWSER_STAMP := $(BROWSER)/node_modules/.installed
 
-.PHONY: serve test lint unit sdk-test bench contracts tools sdk-ts services-up services-down clean
+.PHONY: serve test lint unit sdk-test bench contracts tools sdk-ts browser-tests services-up services-down clean
 
 $(STAMP): pyproject.toml sdk/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,16 +34,17 @@ $(NODE_STAMP): $(CONTRACTS)/package.json $(CONTRACTS)/package-lock.json
 contracts: $(NODE_STAMP)
 
 # The command-line tools tests run: curl and jq as the quickstart prints them (tests/docs/test_quickstart.py),
+# Chromium for the browser tests (tests/browser),
 # openssl for the webhook sender's TLS test certificates (tests/webhooks/test_sender.py):
 # installed from Debian's packages when missing and we are root, else a clear failure (never a skip)
 tools:
-	@for t in curl jq openssl; do \
+	@for t in curl jq openssl chromium; do \
 	  command -v $$t >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "$$t not found; installing Debian's $$t package"; \
 	    apt-get install -y -q $$t >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $$t >/dev/null; }; \
 	  fi; \
-	  command -v $$t >/dev/null || { echo "the docs tests need $$t on PATH: install it" >&2; exit 1; }; \
+	  command -v $$t >/dev/null || { echo "the tests need $$t on PATH: install it" >&2; exit 1; }; \
 	done
 
 $(SDK_TS_STAMP): $(SDK_TS)/package.json $(SDK_TS)/package-lock.json
@@ -47,6 +52,12 @@ $(SDK_TS_STAMP): $(SDK_TS)/package.json $(SDK_TS)/package-lock.json
 	touch $(SDK_TS_STAMP)
 
 sdk-ts: $(SDK_TS_STAMP)
+
+$(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json
+	cd $(BROWSER) && npm ci --no-audit --no-fund
+	touch $(BROWSER_STAMP)
+
+browser-tests: $(BROWSER_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/caas serve
@@ -57,14 +68,14 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict domain commands projections streams adapters api docsite
 	$(BIN)/mypy --strict sdk/python/caas_client sdk/python/tools
 
-unit: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) tools
+unit: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) tools
 	$(BIN)/pytest -q tests --ignore=tests/perf
 
 # the Python SDK's tests only: no Node tools needed (the Kafka variants need the services' env)
 sdk-test: $(STAMP)
 	$(BIN)/pytest -q tests/sdk --ignore=tests/sdk/test_typescript_sdk.py
 
-test: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) tools
+test: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) tools
 	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
 	$(MAKE) --no-print-directory lint
 	# One pass: a test that fails is a failure (a flaky test is fixed at its cause, never rerun).
@@ -87,3 +98,4 @@ services-down:
 
 clean:
 	rm -rf $(VENV) .caas-data $(CONTRACTS)/node_modules $(SDK_TS)/node_modules
+	rm -rf $(BROWSER)/node_modules $(BROWSER)/artifacts
