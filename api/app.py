@@ -22,6 +22,7 @@ from api.plumbing import json
 from api.routes import ROUTES, openapi
 from api.security import SecurityHeaders
 from api.settings import Settings
+from api.ui import ui_routes
 from api.ws import websocket_endpoint
 from commands.auth import Unauthenticated
 from commands.ports import PersistenceError
@@ -65,6 +66,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         Route("/asyncapi.json", asyncapi_json, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute("/v1/ws", websocket_endpoint),
+        *ui_routes(),  # the browser apps (api/ui.py)
     ]
     app = Starlette(
         routes=routes,

@@ -75,7 +75,9 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [*message.get("headers", ()), *SECURITY_HEADERS]  # one list per response
+                own = message.get("headers", ())
+                named = {name.lower() for name, _ in own}  # a header the app set (a UI page's CSP) stays its own
+                headers = [*own, *(h for h in SECURITY_HEADERS if h[0] not in named)]  # one list per response
                 state = scope.get("state", {})
                 rate: Quota | None = state.get(QUOTA_STATE)
                 if rate is not None:

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         description="every node samples its open sockets at the multiples of this many seconds (the same on all nodes)",
     )
 
+    demo: Literal["on", "off"] = Field(
+        default="off", description="on: POST /demo/session hands out demo users' tokens of a demo tenant (api/ui.py)"
+    )
+
     log_level: str = "info"
     access_log: bool = False
     metrics_token: str | None = Field(default=None, description="also accepted by /metrics, besides the admin token")
