@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from api.asyncapi import asyncapi, public_server, served, server
 from api.bootstrap import Engine, build_engine
+from api.console import ConsoleApi, console_routes
 from api.errors import ApiError, handle
 from api.limits import RefuseLimited
 from api.observability import RequestContext, metrics
@@ -66,6 +67,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         Route("/asyncapi.json", asyncapi_json, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute("/v1/ws", websocket_endpoint),
+        *console_routes(),  # the tenant portal's session and live tail (api/console.py)
         *ui_routes(),  # the browser apps (api/ui.py)
     ]
     app = Starlette(
@@ -76,6 +78,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
             Middleware(RefuseLimited, refused=lambda: node.limits.refused),
             Middleware(RequestContext, access_log=settings.access_log),
             Middleware(SecurityHeaders),
+            Middleware(ConsoleApi),  # /console/api/v1/… as /v1/… with the portal's session (api/console.py)
         ],
     )
     app.state.engine = node

@@ -64,7 +64,10 @@ class Settings(BaseSettings):
     max_attachments: int = 10
     token_ttl_seconds: int = 3600
     console_session_seconds: int = Field(
-        default=8 * 3600, ge=60, le=30 * 24 * 3600, description="how long a tenant portal sign-in lasts (docs/console.md)"
+        default=8 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="how long a tenant portal sign-in lasts (docs/console.md)",
     )
     max_token_ttl_seconds: int = 30 * 24 * 3600
     query_wait_seconds: float = 5.0

@@ -38,6 +38,7 @@ from api.plumbing import engine, json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIST = ROOT / "examples" / "web-chat" / "dist"
+CONSOLE_DIST = ROOT / "ui" / "console" / "dist"
 
 # The apps' pages: their own scripts, styles and API calls (the websocket too: 'self' covers ws: and
 # wss: of this host), images of attachments from any https address, nothing framed, no plugins.
@@ -190,4 +191,5 @@ def ui_routes() -> list[BaseRoute]:
     return [
         Route("/demo/session", demo_session, methods=["POST"]),
         Mount("/demo", BuiltApp(DEMO_DIST, "demo chat", "run `make demo` (examples/web-chat, npm run build)")),
+        Mount("/console", BuiltApp(CONSOLE_DIST, "tenant portal", "run `make console` (ui/console, npm run build)")),
     ]

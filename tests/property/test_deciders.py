@@ -356,7 +356,8 @@ def console_session_commands(draw: Any) -> list[Any]:
             commands.append(
                 tenant.OpenConsoleSession(
                     session_id=f"s{draw(st.integers(0, n))}", key_id=key, secret_hash=f"x{n}",
-                    opened_at=f"2026-01-01T{hour:02d}:00:00Z", expires_at=f"2026-01-01T{min(23, hour + ttl):02d}:00:00Z",
+                    opened_at=f"2026-01-01T{hour:02d}:00:00Z",
+                    expires_at=f"2026-01-01T{min(23, hour + ttl):02d}:00:00Z",
                 )
             )  # fmt: skip
         elif kind == "close":
