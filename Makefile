@@ -17,8 +17,17 @@ SDK_TS_STAMP := $(SDK_TS)/node_modules/.installed
 # Debian's Chromium (`make tools` installs it)
 BROWSER := tests/browser
 BROWSER_STAMP := $(BROWSER)/node_modules/.installed
+# The SDK's build (dist/), the React kit (ui/react, its build checks the bundle budget) and the demo
+# chat (examples/web-chat, served at /demo): each rebuilt when its sources or what it builds on change
+SDK_TS_BUILT := $(SDK_TS)/dist/index.js
+UI_REACT := ui/react
+UI_REACT_STAMP := $(UI_REACT)/node_modules/.installed
+UI_REACT_BUILT := $(UI_REACT)/dist/index.js
+DEMO := examples/web-chat
+DEMO_STAMP := $(DEMO)/node_modules/.installed
+DEMO_BUILT := $(DEMO)/dist/index.html
 
-.PHONY: serve test lint unit sdk-test bench contracts tools sdk-ts browser-tests services-up services-down clean
+.PHONY: serve test lint unit sdk-test bench contracts tools sdk-ts browser-tests ui-react demo services-up services-down clean
 
 $(STAMP): pyproject.toml sdk/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,8 +68,30 @@ $(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json
 
 browser-tests: $(BROWSER_STAMP)
 
-serve: $(STAMP)
-	$(BIN)/caas serve
+$(SDK_TS_BUILT): $(SDK_TS_STAMP) $(shell find $(SDK_TS)/src -type f) $(SDK_TS)/tsconfig.json
+	cd $(SDK_TS) && npm run -s build
+
+$(UI_REACT_STAMP): $(UI_REACT)/package.json $(UI_REACT)/package-lock.json
+	cd $(UI_REACT) && npm ci --no-audit --no-fund
+	touch $(UI_REACT_STAMP)
+
+$(UI_REACT_BUILT): $(UI_REACT_STAMP) $(SDK_TS_BUILT) $(shell find $(UI_REACT)/src $(UI_REACT)/scripts -type f) $(UI_REACT)/tsconfig.json
+	cd $(UI_REACT) && npm run -s build
+
+ui-react: $(UI_REACT_BUILT)
+
+$(DEMO_STAMP): $(DEMO)/package.json $(DEMO)/package-lock.json
+	cd $(DEMO) && npm ci --no-audit --no-fund
+	touch $(DEMO_STAMP)
+
+$(DEMO_BUILT): $(DEMO_STAMP) $(UI_REACT_BUILT) $(shell find $(DEMO)/src -type f) $(DEMO)/index.html $(DEMO)/vite.config.ts
+	cd $(DEMO) && npm run -s build
+
+demo: $(DEMO_BUILT)
+
+# --demo: the demo chat at http://127.0.0.1:8000/demo/ hands out demo users' tokens (api/ui.py)
+serve: $(STAMP) $(DEMO_BUILT)
+	$(BIN)/caas serve --demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -68,14 +99,14 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict domain commands projections streams adapters api docsite
 	$(BIN)/mypy --strict sdk/python/caas_client sdk/python/tools
 
-unit: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) tools
+unit: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) $(DEMO_BUILT) tools
 	$(BIN)/pytest -q tests --ignore=tests/perf
 
 # the Python SDK's tests only: no Node tools needed (the Kafka variants need the services' env)
 sdk-test: $(STAMP)
 	$(BIN)/pytest -q tests/sdk --ignore=tests/sdk/test_typescript_sdk.py
 
-test: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) tools
+test: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) $(DEMO_BUILT) tools
 	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
 	$(MAKE) --no-print-directory lint
 	# One pass: a test that fails is a failure (a flaky test is fixed at its cause, never rerun).
@@ -99,3 +130,4 @@ services-down:
 clean:
 	rm -rf $(VENV) .caas-data $(CONTRACTS)/node_modules $(SDK_TS)/node_modules
 	rm -rf $(BROWSER)/node_modules $(BROWSER)/artifacts
+	rm -rf $(UI_REACT)/node_modules $(UI_REACT)/dist $(DEMO)/node_modules $(DEMO)/dist
