@@ -26,8 +26,12 @@ UI_REACT_BUILT := $(UI_REACT)/dist/index.js
 DEMO := examples/web-chat
 DEMO_STAMP := $(DEMO)/node_modules/.installed
 DEMO_BUILT := $(DEMO)/dist/index.html
+# The tenant portal (ui/console, served at /console): rebuilt when its sources change
+CONSOLE := ui/console
+CONSOLE_STAMP := $(CONSOLE)/node_modules/.installed
+CONSOLE_BUILT := $(CONSOLE)/dist/index.html
 
-.PHONY: serve test lint unit sdk-test bench contracts tools sdk-ts browser-tests ui-react demo services-up services-down clean
+.PHONY: serve test lint unit sdk-test bench contracts tools sdk-ts browser-tests ui-react demo console services-up services-down clean
 
 $(STAMP): pyproject.toml sdk/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -89,8 +93,18 @@ $(DEMO_BUILT): $(DEMO_STAMP) $(UI_REACT_BUILT) $(shell find $(DEMO)/src -type f)
 
 demo: $(DEMO_BUILT)
 
-# --demo: the demo chat at http://127.0.0.1:8000/demo/ hands out demo users' tokens (api/ui.py)
-serve: $(STAMP) $(DEMO_BUILT)
+$(CONSOLE_STAMP): $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	cd $(CONSOLE) && npm ci --no-audit --no-fund
+	touch $(CONSOLE_STAMP)
+
+$(CONSOLE_BUILT): $(CONSOLE_STAMP) $(shell find $(CONSOLE)/src -type f) $(CONSOLE)/index.html $(CONSOLE)/vite.config.ts $(CONSOLE)/tsconfig.json
+	cd $(CONSOLE) && npm run -s build
+
+console: $(CONSOLE_BUILT)
+
+# --demo: the demo chat at http://127.0.0.1:8000/demo/ hands out demo users' tokens (api/ui.py);
+# the tenant portal is at http://127.0.0.1:8000/console/ (sign in with a tenant API key)
+serve: $(STAMP) $(DEMO_BUILT) $(CONSOLE_BUILT)
 	$(BIN)/caas serve --demo
 
 lint: $(STAMP)
@@ -99,14 +113,14 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict domain commands projections streams adapters api docsite
 	$(BIN)/mypy --strict sdk/python/caas_client sdk/python/tools
 
-unit: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) $(DEMO_BUILT) tools
+unit: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) $(DEMO_BUILT) $(CONSOLE_BUILT) tools
 	$(BIN)/pytest -q tests --ignore=tests/perf
 
 # the Python SDK's tests only: no Node tools needed (the Kafka variants need the services' env)
 sdk-test: $(STAMP)
 	$(BIN)/pytest -q tests/sdk --ignore=tests/sdk/test_typescript_sdk.py
 
-test: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) $(DEMO_BUILT) tools
+test: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) $(DEMO_BUILT) $(CONSOLE_BUILT) tools
 	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
 	$(MAKE) --no-print-directory lint
 	# One pass: a test that fails is a failure (a flaky test is fixed at its cause, never rerun).
@@ -131,3 +145,4 @@ clean:
 	rm -rf $(VENV) .caas-data $(CONTRACTS)/node_modules $(SDK_TS)/node_modules
 	rm -rf $(BROWSER)/node_modules $(BROWSER)/artifacts
 	rm -rf $(UI_REACT)/node_modules $(UI_REACT)/dist $(DEMO)/node_modules $(DEMO)/dist
+	rm -rf $(CONSOLE)/node_modules $(CONSOLE)/dist
