@@ -32,19 +32,27 @@ export function UsageChart({ report, meters }: { report: UsageReport; meters: st
   );
 }
 
+/** Each meter's use of what the plan includes this period (%), and what it costs so far: a bill that is all
+ * zeros (a plan with nothing billable yet) still shows how close each meter is to its allowance. */
 export function BillChart({ preview }: { preview: BillingPreview }) {
   const data = preview.lines
-    .filter((l) => l.amount > 0 || l.used > 0)
-    .map((l) => ({ label: `${l.meter} (${l.plan})`, amount: l.amount / 100, used: l.used }));
+    .filter((l) => l.included > 0 || l.amount > 0)
+    .map((l) => ({
+      label: `${l.meter} (${l.plan})`,
+      percent: l.included > 0 ? Math.round((1000 * l.used) / l.included) / 10 : 100,
+      amount: l.amount / 100,
+    }));
   return (
-    <figure className="chart" aria-label="The period's bill so far, by meter">
-      <ResponsiveContainer width="100%" height={240}>
+    <figure className="chart" aria-label="The period so far: each meter's share of the plan's included quantity, and its amount">
+      <ResponsiveContainer width="100%" height={60 + 36 * data.length}>
         <BarChart data={data} layout="vertical" margin={{ top: 8, right: 16, bottom: 8, left: 24 }}>
           <CartesianGrid strokeDasharray="3 3" />
           <XAxis type="number" />
           <YAxis type="category" dataKey="label" width={180} />
           <Tooltip />
-          <Bar dataKey="amount" name={`amount (${preview.currency.toUpperCase()})`} fill={COLORS[0]} isAnimationActive={false} />
+          <Legend />
+          <Bar dataKey="percent" name="% of included used" fill={COLORS[0]} isAnimationActive={false} />
+          <Bar dataKey="amount" name={`amount (${preview.currency.toUpperCase()})`} fill={COLORS[1]} isAnimationActive={false} />
         </BarChart>
       </ResponsiveContainer>
     </figure>
