@@ -34,3 +34,13 @@ def test_console_in_a_browser(console_server: Server) -> None:
         tenant = new_tenant(client, console_server.url, name="Console test tenant")
     result = run_node_tests("console", {"CAAS_URL": console_server.url, "CAAS_API_KEY": tenant.api_key})
     assert result["pass"] == 10, result
+
+
+def test_console_component_tests() -> None:
+    """The portal's vitest suite (ui/console/src/**/*.test.tsx: Testing Library on jsdom)."""
+    subprocess.run(["make", "-s", "console"], cwd=ROOT, check=True, timeout=900)
+    done = subprocess.run(
+        ["npm", "test", "--silent"], cwd=ROOT / "ui" / "console", capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-20000:] + done.stderr[-5000:]
+    assert "Tests  7 passed (7)" in done.stdout.replace("\x1b", ""), done.stdout
