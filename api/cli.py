@@ -90,6 +90,7 @@ def serve(settings: Settings) -> None:
     if settings.admin_token is None:
         print(f"CAAS admin token (kept in {settings.data_dir / 'admin_token'}): {token}", flush=True)
     print(f"CAAS {settings.backend} serving on http://{settings.host}:{settings.port}", flush=True)
+    print(f"CAAS tenant console: http://{settings.host}:{settings.port}/console/ (sign in with an API key)", flush=True)
     if settings.demo == "on":
         print(f"CAAS demo chat: http://{settings.host}:{settings.port}/demo/", flush=True)
         if settings.host not in ("127.0.0.1", "localhost", "::1"):
