@@ -142,6 +142,8 @@ def decide(state: TenantState, command: Command) -> Decision:
             key = state.keys.get(command.key_id)
             if key is None or key.revoked:
                 raise errors.ApiKeyNotFound(f"no active API key {command.key_id!r}", key_id=command.key_id)
+            if command.expires_at <= command.opened_at:
+                raise errors.Invalid("a console session must expire after it opens")
             if command.session_id in state.sessions:
                 raise errors.Conflict("that session id is taken", session_id=command.session_id)
             return [
