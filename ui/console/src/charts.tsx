@@ -39,7 +39,7 @@ export function BillChart({ preview }: { preview: BillingPreview }) {
     .filter((l) => l.included > 0 || l.amount > 0)
     .map((l) => ({
       label: `${l.meter} (${l.plan})`,
-      percent: l.included > 0 ? Math.round((1000 * l.used) / l.included) / 10 : 100,
+      percent: l.included > 0 ? Math.round((10000 * l.used) / l.included) / 100 : 100,
       amount: l.amount / 100,
     }));
   return (
