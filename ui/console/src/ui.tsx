@@ -84,3 +84,41 @@ export function useAction(): {
 export function formatMoney(minor: number, currency: string): string {
   return new Intl.NumberFormat("en", { style: "currency", currency: currency.toUpperCase() }).format(minor / 100);
 }
+
+/** A table's header row; `actions` adds a last column for the row's buttons (named for screen readers). */
+export function Head({ columns, actions = "" }: { columns: string[]; actions?: string }) {
+  return (
+    <thead>
+      <tr>
+        {columns.map((c) => (
+          <th scope="col" key={c}>
+            {c}
+          </th>
+        ))}
+        {actions ? (
+          <th scope="col">
+            <span className="sr-only">{actions}</span>
+          </th>
+        ) : null}
+      </tr>
+    </thead>
+  );
+}
+
+/** "First page" (when not on it) and "Next page" (when the list has a cursor). */
+export function Pager({ first, next, onFirst, onNext }: { first: boolean; next: string | null | undefined; onFirst: () => void; onNext: (cursor: string) => void }) {
+  return (
+    <div className="pager">
+      {first ? null : (
+        <button type="button" onClick={onFirst}>
+          First page
+        </button>
+      )}
+      {next ? (
+        <button type="button" onClick={() => onNext(next)}>
+          Next page
+        </button>
+      ) : null}
+    </div>
+  );
+}

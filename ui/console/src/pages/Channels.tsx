@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from "react";
 import { call, type Channel, type Member, type Message, type Session } from "../api";
-import { ErrorNote, Section, useAction, useLoad } from "../ui";
+import { ErrorNote, Head, Pager, Section, useAction, useLoad } from "../ui";
 
 const ROLES = ["member", "admin", "owner"] as const;
 
@@ -17,17 +17,7 @@ export function Channels(_: { session: Session }) {
       <ErrorNote error={channels.error} />
       <Section title="Channels">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">Channel</th>
-              <th scope="col">Kind</th>
-              <th scope="col">Members</th>
-              <th scope="col">Last message</th>
-              <th scope="col">
-                <span className="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <Head columns={["Channel", "Kind", "Members", "Last message"]} actions="Actions" />
           <tbody>
             {(channels.data?.channels ?? []).map((c) => (
               <tr key={c.channel_id} aria-selected={selected === c.channel_id}>
@@ -47,18 +37,7 @@ export function Channels(_: { session: Session }) {
           </tbody>
         </table>
         {channels.data && channels.data.channels.length === 0 ? <p className="muted">No channels yet.</p> : null}
-        <div className="pager">
-          {after !== undefined ? (
-            <button type="button" onClick={() => setAfter(undefined)}>
-              First page
-            </button>
-          ) : null}
-          {channels.data?.next_after ? (
-            <button type="button" onClick={() => setAfter(channels.data?.next_after ?? undefined)}>
-              Next page
-            </button>
-          ) : null}
-        </div>
+        <Pager first={after === undefined} next={channels.data?.next_after} onFirst={() => setAfter(undefined)} onNext={setAfter} />
       </Section>
       {selected ? <ChannelDetail key={selected} channelId={selected} onChanged={channels.reload} /> : null}
     </>
@@ -89,16 +68,7 @@ export function ChannelDetail({ channelId, onChanged }: { channelId: string; onC
       <ErrorNote error={members.error ?? messages.error ?? action.error} />
       <Section title={`Members of ${channelId}`}>
         <table>
-          <thead>
-            <tr>
-              <th scope="col">User</th>
-              <th scope="col">Role</th>
-              <th scope="col">State</th>
-              <th scope="col">
-                <span className="sr-only">Moderation</span>
-              </th>
-            </tr>
-          </thead>
+          <Head columns={["User", "Role", "State"]} actions="Moderation" />
           <tbody>
             {(members.data?.members ?? []).map((m) => (
               <tr key={m.user_id}>

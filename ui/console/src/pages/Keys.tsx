@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from "react";
 import { call, type ApiKey, type Session } from "../api";
-import { ErrorNote, Section, useAction, useLoad } from "../ui";
+import { ErrorNote, Head, Section, useAction, useLoad } from "../ui";
 
 interface Issued {
   key_id: string;
@@ -65,16 +65,7 @@ export function Keys({ session }: { session: Session }) {
       </Section>
       <Section title="API keys">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">Key id</th>
-              <th scope="col">Name</th>
-              <th scope="col">State</th>
-              <th scope="col">
-                <span className="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <Head columns={["Key id", "Name", "State"]} actions="Actions" />
           <tbody>
             {(keys.data?.api_keys ?? []).map((k) => (
               <tr key={k.key_id} data-key-id={k.key_id}>

@@ -1,7 +1,7 @@
 import { useState } from "react";
 import type { Session, TailEvent } from "../api";
 import { useTail } from "../tail";
-import { Section } from "../ui";
+import { Head, Section } from "../ui";
 
 function summary(e: TailEvent): string {
   const p = e.payload;
@@ -30,16 +30,7 @@ export function LiveTail(_: { session: Session }) {
         </span>
       </div>
       <table aria-label="Live events">
-        <thead>
-          <tr>
-            <th scope="col">Position</th>
-            <th scope="col">Type</th>
-            <th scope="col">Stream</th>
-            <th scope="col">Actor</th>
-            <th scope="col">Summary</th>
-            <th scope="col">At</th>
-          </tr>
-        </thead>
+        <Head columns={["Position", "Type", "Stream", "Actor", "Summary", "At"]} />
         <tbody data-tail>
           {shown.map((e) => (
             <tr key={e.event_id} data-event-type={e.type}>

@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from "react";
 import { call, type Session, type User } from "../api";
-import { ErrorNote, Section, useAction, useLoad } from "../ui";
+import { ErrorNote, Head, Pager, Section, useAction, useLoad } from "../ui";
 
 /** Users by id prefix, paged; mint a short-lived test token for one. */
 export function Users(_: { session: Session }) {
@@ -59,16 +59,7 @@ export function Users(_: { session: Session }) {
       ) : null}
       <Section title="Users">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">User id</th>
-              <th scope="col">Name</th>
-              <th scope="col">Registered</th>
-              <th scope="col">
-                <span className="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <Head columns={["User id", "Name", "Registered"]} actions="Actions" />
           <tbody>
             {(users.data?.users ?? []).map((u) => (
               <tr key={u.user_id}>
@@ -87,18 +78,7 @@ export function Users(_: { session: Session }) {
           </tbody>
         </table>
         {users.data && users.data.users.length === 0 ? <p className="muted">No users match.</p> : null}
-        <div className="pager">
-          {after !== undefined ? (
-            <button type="button" onClick={() => setAfter(undefined)}>
-              First page
-            </button>
-          ) : null}
-          {users.data?.next_after ? (
-            <button type="button" onClick={() => setAfter(users.data?.next_after ?? undefined)}>
-              Next page
-            </button>
-          ) : null}
-        </div>
+        <Pager first={after === undefined} next={users.data?.next_after} onFirst={() => setAfter(undefined)} onNext={setAfter} />
       </Section>
       <Section title="Register a user">
         <form onSubmit={create} className="inline">

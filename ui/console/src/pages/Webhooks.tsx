@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from "react";
 import { call, type Delivery, type Session, type Webhook } from "../api";
-import { ErrorNote, Section, useAction, useLoad } from "../ui";
+import { ErrorNote, Head, Section, useAction, useLoad } from "../ui";
 
 /** Outbound webhook endpoints: register, enable/disable, delete; an endpoint's delivery log; replay. */
 export function Webhooks(_: { session: Session }) {
@@ -47,16 +47,7 @@ export function Webhooks(_: { session: Session }) {
       </Section>
       <Section title="Endpoints">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">Endpoint</th>
-              <th scope="col">Events</th>
-              <th scope="col">State</th>
-              <th scope="col">
-                <span className="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <Head columns={["Endpoint", "Events", "State"]} actions="Actions" />
           <tbody>
             {(hooks.data?.webhooks ?? []).map((h) => (
               <tr key={h.webhook_id}>
@@ -110,16 +101,7 @@ function DeliveryLog({ webhookId }: { webhookId: string }) {
     <Section title={`Delivery log of ${webhookId}`}>
       <ErrorNote error={log.error ?? action.error} />
       <table>
-        <thead>
-          <tr>
-            <th scope="col">At</th>
-            <th scope="col">Event</th>
-            <th scope="col">Attempt</th>
-            <th scope="col">Status</th>
-            <th scope="col">Latency</th>
-            <th scope="col">Error</th>
-          </tr>
-        </thead>
+        <Head columns={["At", "Event", "Attempt", "Status", "Latency", "Error"]} />
         <tbody>
           {(log.data?.deliveries ?? []).map((d) => (
             <tr key={d.delivery_id}>
