@@ -33,6 +33,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "usage_stored": [("day",)],  # usage_messages are read by id only (stored-bytes changes)
     "webhooks": [("tenant", "deleted", "created_at"), ("deleted",)],  # a tenant's list; the processor's load
     "webhook_deliveries": [("webhook_id", "delivery_id")],  # an endpoint's delivery log, paged
+    "users": [("user_id",)],  # the tenant portal's user search: by id prefix, paged
 }
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LOAD_CHUNK = 500  # documents loaded per SELECT … IN (…) when a batch is applied

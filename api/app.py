@@ -19,12 +19,14 @@ from starlette.types import Receive, Scope, Send
 
 from api.asyncapi import asyncapi, public_server, served, server
 from api.bootstrap import Engine, build_engine
+from api.console import ConsoleApi, console_routes
 from api.edge import Edge
 from api.errors import ApiError, handle
 from api.observability import metrics
 from api.plumbing import json
 from api.routes import ROUTES, openapi
 from api.settings import Settings
+from api.ui import ui_routes
 from api.ws import websocket_endpoint
 from commands.auth import Unauthenticated
 from commands.ports import PersistenceError
@@ -127,12 +129,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         Route("/asyncapi.json", asyncapi_json, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         WebSocketRoute("/v1/ws", websocket_endpoint),
+        *console_routes(),  # the tenant portal's session and live tail (api/console.py)
+        *ui_routes(),  # the browser apps (api/ui.py)
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=HANDLERS,
-        middleware=[Middleware(Edge, refused=lambda: node.limits.refused, access_log=settings.access_log)],
+        middleware=[  # outermost first
+            Middleware(Edge, refused=lambda: node.limits.refused, access_log=settings.access_log),
+            Middleware(ConsoleApi),  # /console/api/v1/… as /v1/… with the portal's session (api/console.py)
+        ],
     )
     app.router = IndexedRouter(routes, lifespan=lifespan)
     app.state.engine = node

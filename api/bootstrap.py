@@ -44,6 +44,7 @@ from streams.fanout import Hub
 from streams.metering import Meter
 from streams.presence import PresenceService
 from streams.projector import Projection, ProjectionRunner, checkpoint_name, load_log, rebuild
+from streams.tail import TenantTails
 from streams.webhooks import Dispatcher, Policy
 
 if TYPE_CHECKING:
@@ -592,6 +593,7 @@ class Engine:
     auth: Authenticator
     queries: ChatQueries
     hub: Hub = field(default_factory=Hub)
+    tails: TenantTails = field(default_factory=TenantTails)  # the tenant portal's live event tails
     clock: Callable[[], datetime] = utcnow  # the API's sources of time and ids (adapters.ids)
     new_id: Callable[[], str] = uuid7
     short_id: Callable[[str], str] = short_id
@@ -668,7 +670,7 @@ class Engine:
         return self.backend.bus
 
     async def start(self) -> None:
-        await self.backend.start([self.hub.publish, count_events, self.socket_watch.on_events])
+        await self.backend.start([self.hub.publish, count_events, self.socket_watch.on_events, self.tails.publish])
         await self.presence.start(await self.backend.durable_presence())
         await self.meter.start()
         reporter = build_reporter(self.settings)

@@ -90,6 +90,12 @@ def serve(settings: Settings) -> None:
     if settings.admin_token is None:
         print(f"CAAS admin token (kept in {settings.data_dir / 'admin_token'}): {token}", flush=True)
     print(f"CAAS {settings.backend} serving on http://{settings.host}:{settings.port}", flush=True)
+    print(f"CAAS tenant console: http://{settings.host}:{settings.port}/console/ (sign in with an API key)", flush=True)
+    if settings.demo == "on":
+        print(f"CAAS demo chat: http://{settings.host}:{settings.port}/demo/", flush=True)
+        if settings.host not in ("127.0.0.1", "localhost", "::1"):
+            print("warning: demo mode on a non-loopback address: anyone who reaches it can chat as the demo users",
+                  flush=True)  # fmt: skip
     uvicorn.run(
         create_app(settings),
         log_config=None,
@@ -279,6 +285,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--backend", choices=["embedded", "kafka"])
     s.add_argument("--data-dir")
+    s.add_argument(
+        "--demo", action="store_const", const="on", help="serve the demo chat's session route (/demo; api/ui.py)"
+    )
     w = sub.add_parser("worker", help="distributed mode: run the deciders and projectors")
     w.add_argument("--backend", choices=["embedded", "kafka"], default="kafka")
     r = sub.add_parser("replay", help="print events in log order")
@@ -351,7 +360,8 @@ def require_shared_secrets(settings: Settings, command: str) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     cli = parser()
     args = cli.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "backend", "data_dir") and v is not None}
+    flags = ("host", "port", "backend", "data_dir", "demo")
+    overrides = {k: v for k, v in vars(args).items() if k in flags and v is not None}
     settings = Settings.from_env(os.environ, **overrides)
     if args.command == "replay":
         try:

@@ -18,7 +18,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from adapters.ids import random_hex
 from api.limits import Refused, refuse_early
 from api.observability import HTTP_SECONDS, REQUEST_ID, labelled
-from api.security import ALLOW_HEADERS, ALLOW_METHODS, CORS_STATE, EXPOSE_HEADERS, QUOTA_STATE, SECURITY_HEADERS, Quota
+from api.security import (
+    ALLOW_HEADERS,
+    ALLOW_METHODS,
+    CORS_STATE,
+    EXPOSE_HEADERS,
+    QUOTA_STATE,
+    SECURITY_HEADERS,
+    SECURITY_NAMES,
+    Quota,
+)
 
 log = structlog.get_logger("caas.http")
 
@@ -80,7 +89,12 @@ class Edge:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    headers = [*message.get("headers", ()), *SECURITY_HEADERS]  # one list per response
+                    own = message.get("headers", ())
+                    if any(name in SECURITY_NAMES for name, _ in own):  # a header the app set (a UI page's CSP) stays
+                        named = {name for name, _ in own}
+                        headers = [*own, *(h for h in SECURITY_HEADERS if h[0] not in named)]
+                    else:
+                        headers = [*own, *SECURITY_HEADERS]  # one list per response
                     state = scope.get("state", {})
                     rate: Quota | None = state.get(QUOTA_STATE)
                     if rate is not None:

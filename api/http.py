@@ -146,7 +146,44 @@ async def set_allowed_origins(request: Request) -> Response:
     return written(outcome, origins=sorted(set(data.origins)))
 
 
+async def list_api_keys(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    state = await engine(request).service.tenant(who.tenant_id)
+    keys = [{"key_id": k.key_id, "name": k.name, "revoked": k.revoked} for k in state.keys.values()]
+    return json({"api_keys": keys})
+
+
+async def get_signing_keys(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    state = await engine(request).service.tenant(who.tenant_id)
+    return json({"kid": state.signing_keys[0], "verifying": state.verifying_keys})
+
+
+async def get_allowed_origins(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    state = await engine(request).service.tenant(who.tenant_id)
+    return json({"origins": sorted(state.origins)})
+
+
 # --- users ---------------------------------------------------------------------------------
+PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.@=+\-]{1,128}")
+
+
+async def list_users(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    prefix = request.query_params.get("prefix", "")
+    if prefix and not PREFIX_PATTERN.fullmatch(prefix):
+        raise ApiError("invalid_request", "prefix is the start of a user id: 1 to 128 of letters, digits, _.@=+-")
+    after = request.query_params.get("after")
+    if after is not None and not re.fullmatch(schemas.ID_PATTERN, after):
+        raise ApiError("invalid_request", "after is a user id (the last one of the previous page)")
+    limit = int_param(request, "limit", minimum=1, maximum=200) or 50
+    await wait_min_position(request)
+    users = await engine(request).queries.users(who.tenant_id, prefix, after, limit)
+    cursor = users[-1]["user_id"] if len(users) == limit else None
+    return json({"users": users, "next_after": cursor})
+
+
 async def put_user(request: Request) -> Response:
     who = await principal(request, "tenant")
     user_id = _path(request, "user_id")
@@ -462,6 +499,14 @@ async def get_channel(request: Request) -> Response:
     if found is None:
         raise errors.ChannelNotFound(f"channel {cid!r} is not in the read model yet; pass min_position")
     return json(found)
+
+
+async def list_members(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    cid = _path(request, "cid")
+    await wait_min_position(request)
+    await _readable_channel(request, who, cid)
+    return json({"members": await engine(request).queries.member_details(who.tenant_id, cid)})
 
 
 async def list_messages(request: Request) -> Response:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from api.bootstrap import Engine
 
 B = TypeVar("B", bound=BaseModel)
+CONSOLE_PRINCIPAL = "caas.console_principal"  # the ASGI scope key api/console.py sets for a portal request
 WRITE_METERS = ("api_writes",)  # what every write request counts (docs/quotas.md)
 # Writes a quota or a past-due standing never refuses (docs/quotas.md): removals (revoking a
 # leaked key, deleting a message, a reaction, a member), and the credentials a tenant must
@@ -117,16 +118,21 @@ async def principal(request: Request, *kinds: str) -> Principal:
     """Authenticate the caller and require one of ``kinds``."""
     if request.scope["query_string"] and len(request.query_params.multi_items()) != len(request.query_params):
         raise ApiError("invalid_request", "a query parameter is repeated; give each at most once")
-    header = request.headers.get("authorization", "")
-    scheme, _, credential = header.partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
-        raise ApiError(
-            "unauthenticated",
-            "send Authorization: Bearer <admin token | API key | user token>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
     node = engine(request)
-    who = await node.auth.authenticate(credential.strip(), node.clock())
+    # a tenant portal request (/console/api/v1/…, api/console.py): its session, already checked, is the tenant
+    session: Principal | None = request.scope.get(CONSOLE_PRINCIPAL)
+    header = "" if session is not None else request.headers.get("authorization", "")
+    if session is not None:
+        who = session
+    else:
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise ApiError(
+                "unauthenticated",
+                "send Authorization: Bearer <admin token | API key | user token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        who = await node.auth.authenticate(credential.strip(), node.clock())
     if who.kind not in kinds:
         need = " or ".join(
             {"admin": "the admin token", "tenant": "a tenant API key", "user": "a user token"}[k] for k in kinds
@@ -144,7 +150,7 @@ async def principal(request: Request, *kinds: str) -> Principal:
         else:
             node.meter.request(who.tenant_id, write=False)
         origin = request.headers.get("origin")
-        if origin is not None:
+        if origin is not None and session is None:  # the portal is same-origin: no CORS
             state = await node.service.tenant(who.tenant_id)
             request.state.cors_origin = origin in state.origins
     return who

@@ -460,3 +460,52 @@ class Delivery(BaseModel):
 class DeliveryPage(BaseModel):
     deliveries: list[Delivery]
     next_after: str | None
+
+
+# --- what the tenant portal lists (docs/console.md) ----------------------------------------
+class ApiKeyInfo(BaseModel):
+    key_id: str
+    name: str
+    revoked: bool
+
+
+class ApiKeyList(BaseModel):
+    """The tenant's API keys, oldest first: never a secret (only its hash is recorded)."""
+
+    api_keys: list[ApiKeyInfo]
+
+
+class SigningKeys(BaseModel):
+    kid: str = Field(description="the key new end-user tokens are signed with")
+    verifying: list[str] = Field(description="the keys whose tokens verify: the current one and the one before")
+
+
+class OriginList(BaseModel):
+    origins: list[str]
+
+
+class UserInfo(BaseModel):
+    user_id: str
+    name: str | None
+    metadata: dict[str, Any]
+    created_at: str | None
+    updated_at: str | None
+
+
+class UserList(BaseModel):
+    users: list[UserInfo]
+    next_after: str | None = Field(description="pass as after= for the next page; null on the last")
+
+
+class MemberDetail(BaseModel):
+    user_id: str
+    role: str | None
+    active: bool = Field(description="a member now (false: removed or banned)")
+    muted: bool
+    muted_until: str | None
+    banned: bool
+    last_read_seq: int
+
+
+class MemberList(BaseModel):
+    members: list[MemberDetail]

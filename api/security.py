@@ -18,6 +18,7 @@ SECURITY_HEADERS = [
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
     (b"cache-control", b"no-store"),
 ]
+SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)  # a response that sets one keeps its own
 ALLOW_HEADERS = b"authorization, content-type, idempotency-key, x-request-id"
 EXPOSE_HEADERS = b"x-request-id, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset"
 ALLOW_METHODS = b"GET, POST, PUT, PATCH, DELETE"

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         description="every node samples its open sockets at the multiples of this many seconds (the same on all nodes)",
     )
 
+    demo: Literal["on", "off"] = Field(
+        default="off", description="on: POST /demo/session hands out demo users' tokens of a demo tenant (api/ui.py)"
+    )
+
     log_level: str = "info"
     access_log: bool = False
     metrics_token: str | None = Field(default=None, description="also accepted by /metrics, besides the admin token")
@@ -59,6 +63,12 @@ class Settings(BaseSettings):
     max_members: int = 1000
     max_attachments: int = 10
     token_ttl_seconds: int = 3600
+    console_session_seconds: int = Field(
+        default=8 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="how long a tenant portal sign-in lasts (docs/console.md)",
+    )
     max_token_ttl_seconds: int = 30 * 24 * 3600
     query_wait_seconds: float = 5.0
 

@@ -28,9 +28,10 @@ from typing import Any, Literal
 import jwt
 
 from commands.service import Commands
-from domain.base import ID_PATTERN, Actor
+from domain.base import ID_PATTERN, Actor, format_time
 
 API_KEY_PREFIX = "caas_sk_"
+SESSION_PREFIX = "caas_cs_"  # a tenant portal session: caas_cs_<tenant_id>_<session_id>_<secret>
 ISSUER = "caas"
 LEEWAY_SECONDS = 30
 
@@ -65,6 +66,20 @@ def new_api_key(tenant_id: str, key_id: str) -> tuple[str, str]:
     """A fresh API key and the hash to record for it."""
     secret = secrets.token_urlsafe(32)
     return f"{API_KEY_PREFIX}{tenant_id}_{key_id}_{secret}", hash_secret(secret)
+
+
+def new_console_session(tenant_id: str, session_id: str) -> tuple[str, str]:
+    """A fresh tenant portal session credential (the cookie's value) and the hash to record."""
+    secret = secrets.token_urlsafe(32)
+    return f"{SESSION_PREFIX}{tenant_id}_{session_id}_{secret}", hash_secret(secret)
+
+
+def session_parts(credential: str) -> tuple[str, str, str]:
+    """A portal session credential's tenant id, session id and secret (``Unauthenticated`` if malformed)."""
+    parts = credential[len(SESSION_PREFIX) :].split("_", 2) if credential.startswith(SESSION_PREFIX) else []
+    if len(parts) != 3 or not all(parts):
+        raise Unauthenticated("malformed console session")
+    return parts[0], parts[1], parts[2]
 
 
 class Authenticator:
@@ -103,6 +118,32 @@ class Authenticator:
         if key.revoked:
             raise Unauthenticated("this API key was revoked")
         return Principal("tenant", tenant_id=tenant_id, key_id=key_id)
+
+    async def console_session(self, credential: str, now: datetime) -> Principal:
+        """The tenant a portal session acts for, as the API key it signed in with: refused once
+        signed out, expired, or once that key is revoked."""
+        tenant_id, session_id, secret = session_parts(credential)
+        try:
+            state = await self.service.tenant(tenant_id)
+        except ValueError as exc:
+            raise Unauthenticated("unknown console session") from exc
+        session = state.sessions.get(session_id)
+        if session is None or not hmac.compare_digest(hash_secret(secret), session.secret_hash):
+            raise Unauthenticated("no such console session (signed out?); sign in again")
+        if session.expires_at <= format_time(now):
+            raise Unauthenticated("the console session expired; sign in again")
+        key = state.keys.get(session.key_id)
+        if key is None or key.revoked:
+            raise Unauthenticated("the API key this console session signed in with was revoked; sign in again")
+        return Principal("tenant", tenant_id=tenant_id, key_id=session.key_id)
+
+    def csrf_token(self, credential: str) -> str:
+        """The anti-CSRF token of a portal session: derived from its credential with the server's
+        secret, so only a page that was given it (same origin) can send it back."""
+        return hmac.new(self._secret, f"caas-console-csrf/{credential}".encode(), hashlib.sha256).hexdigest()
+
+    def csrf_valid(self, credential: str, token: str) -> bool:
+        return hmac.compare_digest(self.csrf_token(credential).encode(), token.encode())
 
     async def mint(self, tenant_id: str, user_id: str, now: datetime, ttl_seconds: int) -> tuple[str, datetime]:
         state = await self.service.tenant(tenant_id)

@@ -54,6 +54,10 @@ class ApiKeyNotFound(NotFound):
     rule = "api_key_not_found"
 
 
+class SessionNotFound(NotFound):
+    rule = "session_not_found"
+
+
 class UserNotFound(NotFound):
     rule = "user_not_found"
 

@@ -62,6 +62,23 @@ class AllowedOriginsSet(DomainEvent):
     origins: list[str]
 
 
+class ConsoleSessionOpened(DomainEvent):
+    """The tenant portal signed in with API key ``key_id``: a session until ``expires_at``.
+    Only a hash of the session's secret is recorded (the browser holds it in a cookie)."""
+
+    session_id: str
+    key_id: str
+    secret_hash: str
+    opened_at: str
+    expires_at: str
+
+
+class ConsoleSessionClosed(DomainEvent):
+    """The portal signed out: the session's cookie no longer authenticates."""
+
+    session_id: str
+
+
 # --- user stream ---------------------------------------------------------------------------
 class UserRegistered(DomainEvent):
     name: str

@@ -10,6 +10,8 @@ from domain.events import (
     AllowedOriginsSet,
     ApiKeyIssued,
     ApiKeyRevoked,
+    ConsoleSessionClosed,
+    ConsoleSessionOpened,
     DomainEvent,
     SigningKeyRotated,
     TenantRegistered,
@@ -44,6 +46,22 @@ class SetAllowedOrigins(Command):
     origins: list[str]
 
 
+class OpenConsoleSession(Command):
+    """Sign the tenant portal in with API key ``key_id`` (docs/console.md)."""
+
+    session_id: str
+    key_id: str
+    secret_hash: str
+    opened_at: str
+    expires_at: str
+
+
+class CloseConsoleSession(Command):
+    """Sign the portal out: the session stops authenticating at once."""
+
+    session_id: str
+
+
 @dataclass(slots=True)
 class ApiKey:
     key_id: str
@@ -52,6 +70,13 @@ class ApiKey:
     revoked: bool = False
     issued_seq: int = 0
     revoked_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    key_id: str
+    secret_hash: str
+    expires_at: str  # RFC 3339 as domain.base.format_time writes it: compared as strings
 
 
 @dataclass(slots=True)
@@ -63,6 +88,7 @@ class TenantState:
     origins: frozenset[str] = frozenset()
     origins_seq: int = 0
     registered_at: str | None = None
+    sessions: dict[str, ConsoleSession] = field(default_factory=dict)  # open portal sessions
 
     @property
     def verifying_keys(self) -> list[str]:
@@ -111,6 +137,29 @@ def decide(state: TenantState, command: Command) -> Decision:
             if frozenset(command.origins) == state.origins and state.origins_seq:
                 return Unchanged(state.origins_seq)
             return [AllowedOriginsSet(origins=sorted(set(command.origins)))]
+        case OpenConsoleSession():
+            _require(state)
+            key = state.keys.get(command.key_id)
+            if key is None or key.revoked:
+                raise errors.ApiKeyNotFound(f"no active API key {command.key_id!r}", key_id=command.key_id)
+            if command.expires_at <= command.opened_at:
+                raise errors.Invalid("a console session must expire after it opens")
+            if command.session_id in state.sessions:
+                raise errors.Conflict("that session id is taken", session_id=command.session_id)
+            return [
+                ConsoleSessionOpened(
+                    session_id=command.session_id,
+                    key_id=command.key_id,
+                    secret_hash=command.secret_hash,
+                    opened_at=command.opened_at,
+                    expires_at=command.expires_at,
+                )
+            ]
+        case CloseConsoleSession():
+            _require(state)
+            if command.session_id not in state.sessions:
+                raise errors.SessionNotFound("no open console session with that id; sign in again")
+            return [ConsoleSessionClosed(session_id=command.session_id)]
     raise TypeError(f"not a tenant command: {type(command).__name__}")
 
 
@@ -131,6 +180,12 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
         case AllowedOriginsSet():
             state.origins = frozenset(event.origins)
             state.origins_seq = state.version
+        case ConsoleSessionOpened():
+            # sessions that expired before this one opened are forgotten: the state stays small
+            state.sessions = {sid: s for sid, s in state.sessions.items() if s.expires_at > event.opened_at}
+            state.sessions[event.session_id] = ConsoleSession(event.key_id, event.secret_hash, event.expires_at)
+        case ConsoleSessionClosed():
+            state.sessions.pop(event.session_id, None)
     return state
 
 

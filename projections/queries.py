@@ -48,6 +48,43 @@ class ChatQueries:
             },
         )
 
+    async def member_details(self, tenant_id: str, channel_id: str) -> list[dict[str, Any]]:
+        """Everyone who was ever a member of the channel, with moderation state (current members
+        first, then the removed and banned), for the tenant portal."""
+        docs = await self.store.find("memberships", tenant_id, {"channel_id": channel_id}, sort=[("joined_at", 1)])
+        details = [
+            {
+                "user_id": d["user_id"],
+                "role": d.get("role"),
+                "active": bool(d.get("active")),
+                "muted": bool(d.get("muted")),
+                "muted_until": d.get("muted_until"),
+                "banned": bool(d.get("banned")),
+                "last_read_seq": d.get("last_read_seq", 0),
+            }
+            for d in docs
+        ]
+        return sorted(details, key=lambda m: not m["active"])
+
+    async def users(self, tenant_id: str, prefix: str, after: str | None, limit: int) -> list[Doc]:
+        """The tenant's users whose id starts with ``prefix``, in id order, after ``after``."""
+        flt: dict[str, Any] = {}
+        if prefix:  # ids are ASCII: every id starting with the prefix sorts below prefix + U+10FFFF
+            flt["user_id"] = {"$gte": prefix, "$lt": prefix + "\U0010ffff"}
+        if after is not None:
+            flt.setdefault("user_id", {})["$gt"] = after
+        docs = await self.store.find("users", tenant_id, flt, sort=[("user_id", 1)], limit=limit)
+        return [
+            {
+                "user_id": d["user_id"],
+                "name": d.get("name"),
+                "metadata": d.get("metadata") or {},
+                "created_at": d.get("created_at"),
+                "updated_at": d.get("updated_at"),
+            }
+            for d in docs
+        ]
+
     async def channel(self, tenant_id: str, channel_id: str, user_id: str | None) -> Doc | None:
         doc = await self.store.get("channels", tenant_id, channel_id)
         if doc is None or "kind" not in doc:

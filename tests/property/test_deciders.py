@@ -341,3 +341,59 @@ def test_tenant_keeps_an_active_key_and_replays_to_the_same_state(commands: list
         assert state.version == len(events)
         assert len(state.active_keys()) >= 1, "a registered tenant always keeps an active API key"
     assert fold(tenant.TenantState, tenant.evolve, events) == state
+
+
+@st.composite
+def console_session_commands(draw: Any) -> list[Any]:
+    """Sign-ins (with live, revoked or unknown keys, at moving times), sign-outs and revocations."""
+    commands: list[Any] = [tenant.RegisterTenant(name="acme", key_id="k0", key_hash="h0")]
+    for n in range(1, draw(st.integers(0, 30))):
+        kind = draw(st.sampled_from(["open", "open", "close", "close", "issue", "revoke"]))
+        hour = draw(st.integers(0, 23))
+        if kind == "open":
+            key = f"k{draw(st.integers(0, n))}"
+            ttl = draw(st.integers(1, 5))
+            commands.append(
+                tenant.OpenConsoleSession(
+                    session_id=f"s{draw(st.integers(0, n))}", key_id=key, secret_hash=f"x{n}",
+                    opened_at=f"2026-01-01T{hour:02d}:00:00Z",
+                    expires_at=f"2026-01-01T{min(23, hour + ttl):02d}:00:00Z",
+                )
+            )  # fmt: skip
+        elif kind == "close":
+            commands.append(tenant.CloseConsoleSession(session_id=f"s{draw(st.integers(0, n))}"))
+        elif kind == "issue":
+            commands.append(tenant.IssueApiKey(key_id=f"k{n}", key_hash=f"h{n}"))
+        else:
+            commands.append(tenant.RevokeApiKey(key_id=f"k{draw(st.integers(0, n))}"))
+    return commands
+
+
+@settings(max_examples=100, deadline=None)
+@given(console_session_commands())
+def test_console_sessions_open_on_live_keys_close_once_and_replay(commands: list[Any]) -> None:
+    state, events = tenant.TenantState(), []
+    for command in commands:
+        before = copy.deepcopy(state)
+        try:
+            decision = tenant.decide(state, command)
+        except DomainError as exc:
+            assert state == before
+            if isinstance(command, tenant.OpenConsoleSession):
+                key = before.keys.get(command.key_id)
+                expired = command.expires_at <= command.opened_at
+                assert key is None or key.revoked or command.session_id in before.sessions or expired, exc
+            elif isinstance(command, tenant.CloseConsoleSession):
+                assert command.session_id not in before.sessions and isinstance(exc, errors.SessionNotFound)
+            continue
+        assert not isinstance(decision, Unchanged) or isinstance(command, tenant.RevokeApiKey)
+        for event in [] if isinstance(decision, Unchanged) else decision:
+            tenant.evolve(state, event)
+            events.append(event)
+        if isinstance(command, tenant.OpenConsoleSession):
+            opened = state.sessions[command.session_id]
+            assert (opened.key_id, opened.secret_hash) == (command.key_id, command.secret_hash)
+            assert all(s.expires_at > command.opened_at for s in state.sessions.values()), "expired ones are dropped"
+        if isinstance(command, tenant.CloseConsoleSession):
+            assert command.session_id not in state.sessions, "a closed session is gone"
+    assert fold(tenant.TenantState, tenant.evolve, events) == state
