@@ -150,10 +150,10 @@ export function applyEvent(state: TimelineState, frame: EventFrame): TimelineSta
   }
 }
 
-/** The messages in order, each with `seen_by` from the read markers (the author excluded). */
+/** The messages in order, each with `seen_by` (sorted) from the read markers (the author excluded). */
 export function visible(state: TimelineState): MessageView[] {
   return [...state.byId.values()].map((m) => {
-    const seen = [...state.markers].filter(([u, seq]) => u !== m.author_id && m.seq !== null && seq >= m.seq).map(([u]) => u);
+    const seen = [...state.markers].filter(([u, seq]) => u !== m.author_id && m.seq !== null && seq >= m.seq).map(([u]) => u).sort();
     return seen.length === m.seen_by.length && seen.every((u, i) => u === m.seen_by[i]) ? m : { ...m, seen_by: seen };
   });
 }
