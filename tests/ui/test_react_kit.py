@@ -46,7 +46,7 @@ def test_components_against_a_real_server(kit_server: Server) -> None:
     done = subprocess.run(
         ["npx", "vitest", "run", "--reporter=verbose"],
         cwd=KIT,
-        env={**os.environ, "CAAS_URL": kit_server.url, "CAAS_ADMIN_TOKEN": ADMIN, "CI": "1", "NO_COLOR": "1", "FORCE_COLOR": "0"},
+        env={**os.environ, "CAAS_URL": kit_server.url, "CAAS_ADMIN_TOKEN": ADMIN, "CI": "1", "NO_COLOR": "1"},
         capture_output=True,
         text=True,
         timeout=600,

@@ -32,18 +32,23 @@ describe("ChannelList", () => {
   });
 });
 
+/** Alice's MessageList and Composer on an empty channel. */
+async function chat() {
+  const w = await setup();
+  const user = userEvent.setup();
+  const view = renderAs(w.client("alice"), "alice", (
+    <>
+      <MessageList channelId="general" />
+      <Composer channelId="general" />
+    </>
+  ));
+  await screen.findByText("No messages yet: say hello.");
+  return { w, user, view };
+}
+
 describe("MessageList and Composer", () => {
   it("shows a send at once, then delivered; live messages, edits, tombstones and reactions", async () => {
-    const w = await setup();
-    const alice = w.client("alice");
-    const user = userEvent.setup();
-    const { container } = renderAs(alice, "alice", (
-      <>
-        <MessageList channelId="general" />
-        <Composer channelId="general" />
-      </>
-    ));
-    await screen.findByText("No messages yet: say hello.");
+    const { w, user, view: { container } } = await chat();
     await user.type(screen.getByRole("textbox", { name: "Message" }), "hello from alice{Enter}");
     await screen.findByText("hello from alice"); // at once, as a local echo
     await waitFor(() => expect(screen.getByText("hello from alice").closest("article")?.dataset.status).toBe("delivered"), { timeout: 5000 });
@@ -63,15 +68,7 @@ describe("MessageList and Composer", () => {
   });
 
   it("offers Retry for a send the server refuses, and Retry sends it again", async () => {
-    const w = await setup();
-    const user = userEvent.setup();
-    renderAs(w.client("alice"), "alice", (
-      <>
-        <MessageList channelId="general" />
-        <Composer channelId="general" />
-      </>
-    ));
-    await screen.findByText("No messages yet: say hello.");
+    const { user } = await chat();
     const box = screen.getByRole("textbox", { name: "Message" });
     // over CAAS_MAX_TEXT_CHARS (5000): refused with 422, shown as failed
     fireEvent.change(box, { target: { value: "x".repeat(5001) } });
@@ -104,15 +101,7 @@ describe("MessageList and Composer", () => {
   });
 
   it("attaches a link by URL and refuses an address that is not http(s)", async () => {
-    const w = await setup();
-    const user = userEvent.setup();
-    renderAs(w.client("alice"), "alice", (
-      <>
-        <MessageList channelId="general" />
-        <Composer channelId="general" />
-      </>
-    ));
-    await screen.findByText("No messages yet: say hello.");
+    const { user } = await chat();
     await user.click(screen.getByRole("button", { name: "Attach link" }));
     const url = screen.getByLabelText("Attachment URL");
     await user.type(url, "ftp://nope{Enter}");
