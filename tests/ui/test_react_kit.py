@@ -54,4 +54,4 @@ def test_components_against_a_real_server(kit_server: Server) -> None:
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-20000:]
     passed = re.search(r"Tests\s+(\d+) passed \((\d+)\)", out)
-    assert passed and passed.group(1) == passed.group(2) == "12", out[-5000:]
+    assert passed and passed.group(1) == passed.group(2) == "13", out[-5000:]

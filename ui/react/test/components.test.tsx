@@ -1,9 +1,10 @@
 // The components in jsdom against a real `caas serve`: two users' clients, one rendered, the other
 // acting through the API (or rendered too).
 import { afterEach, describe, expect, it } from "vitest";
-import { act, fireEvent, screen, waitFor, within } from "@testing-library/react";
+import { StrictMode } from "react";
+import { act, fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { ChannelList, Composer, MessageList, PresenceBadge, TypingIndicator } from "../src/index.js";
+import { CaasProvider, ChannelList, Composer, MessageList, PresenceBadge, TypingIndicator } from "../src/index.js";
 import { post, renderAs, violations, world, type World } from "./support.js";
 
 let current: World | undefined;
@@ -131,5 +132,26 @@ describe("TypingIndicator and PresenceBadge", () => {
     await channel.startTyping();
     await screen.findByText("Bob is typing…", {}, { timeout: 5000 });
     expect(await violations(document.body)).toEqual([]);
+  });
+});
+
+describe("CaasProvider", () => {
+  it("owns its client and keeps its channels live under StrictMode's double mount", async () => {
+    const w = await setup();
+    const WebSocket = (await import("ws")).default;
+    const options = { baseUrl: process.env.CAAS_URL as string, token: w.tokens.alice as string, WebSocket: WebSocket as never };
+    const view = render(
+      <StrictMode>
+        <CaasProvider options={options} userId="alice">
+          <main>
+            <MessageList channelId="general" />
+          </main>
+        </CaasProvider>
+      </StrictMode>,
+    );
+    await screen.findByText("No messages yet: say hello.");
+    await post(w, "bob", "general", "live after a double mount");
+    await screen.findByText("live after a double mount", {}, { timeout: 5000 });
+    view.unmount();
   });
 });
