@@ -42,6 +42,12 @@ def test_bundle_budget_is_measured() -> None:
     assert report["with_sdk"]["min_gzip_bytes"] <= report["budget_bytes"] == 60 * 1024, report
 
 
+def test_the_kit_and_its_tests_type_check() -> None:
+    subprocess.run(["make", "-s", "ui-react"], cwd=ROOT, check=True, capture_output=True, timeout=900)
+    done = subprocess.run(["npm", "run", "-s", "typecheck"], cwd=KIT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_components_against_a_real_server(kit_server: Server) -> None:
     done = subprocess.run(
         ["npx", "vitest", "run", "--reporter=verbose"],

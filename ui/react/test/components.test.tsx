@@ -3,7 +3,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { StrictMode } from "react";
 import { act, fireEvent, render, screen, waitFor, within } from "@testing-library/react";
-import userEvent from "@testing-library/user-event";
+import { userEvent } from "@testing-library/user-event";
 import { CaasProvider, ChannelList, Composer, MessageList, PresenceBadge, TypingIndicator } from "../src/index.js";
 import { post, renderAs, violations, world, type World } from "./support.js";
 
