@@ -59,6 +59,9 @@ tools:
 	  fi; \
 	  command -v $$t >/dev/null || { echo "the tests need $$t on PATH: install it" >&2; exit 1; }; \
 	done
+	@# an emoji font for the browser tests' screenshots (reactions); optional: nothing fails without it
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! dpkg -s fonts-noto-color-emoji >/dev/null 2>&1; then \
+	  apt-get install -y -q fonts-noto-color-emoji >/dev/null 2>&1 || true; fi
 
 $(SDK_TS_STAMP): $(SDK_TS)/package.json $(SDK_TS)/package-lock.json
 	cd $(SDK_TS) && npm ci --no-audit --no-fund

@@ -40,4 +40,4 @@ def test_demo_chat_in_two_browsers(demo_server: Server) -> None:
         return "ok"
 
     result = run_node_tests("demo", {"CAAS_URL": demo_server.url}, control=control)
-    assert result["pass"] == 8, result
+    assert result["pass"] == 9, result

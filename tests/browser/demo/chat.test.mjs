@@ -235,3 +235,29 @@ test('the chat page has no accessibility violations in the light and the dark th
   await noViolations(alice, 'the chat page (dark)');
   await screenshot(alice, 'demo-dark');
 });
+
+/** Press Tab (or Shift+Tab) until the focused element matches `selector`; at most 80 presses. */
+async function tabTo(page, selector, { back = false } = {}) {
+  for (let i = 0; i < 80; i++) {
+    await page.keyboard.press(back ? 'Shift+Tab' : 'Tab');
+    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return;
+  }
+  throw new Error(`Tab never reached ${selector}`);
+}
+
+test('the chat works from the keyboard alone', async () => {
+  await alice.evaluate(() => (document.activeElement instanceof HTMLElement ? document.activeElement.blur() : undefined));
+  await tabTo(alice, '.caas-composer textarea');
+  const text = `typed with the keyboard ${run}`;
+  await alice.keyboard.type(text);
+  await alice.keyboard.press('Enter');
+  await shown(bob, text).waitFor();
+  await alice.locator('.caas-message[data-status="delivered"]', { hasText: text }).waitFor();
+  // back from the composer to the new message's 👍, and press Enter
+  await tabTo(alice, '.caas-message[data-mine="true"] .caas-react[aria-label="React with 👍"]', { back: true });
+  assert.match(await alice.evaluate(() => document.activeElement.closest('.caas-message').innerText), new RegExp(text));
+  await alice.keyboard.press('Enter');
+  await bob.locator('.caas-message', { hasText: text }).getByRole('button', { name: /^👍 1, by Alice Ames/ }).waitFor();
+  // the log itself takes focus, so it scrolls with the arrow keys
+  await tabTo(alice, '.caas-messages [role="log"]', { back: true });
+});

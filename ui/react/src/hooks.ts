@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
-import type { Channel, EventFrame, PresenceFrame, Schemas, TimelineMessage } from "@caas/client";
+import type { CaasClient, Channel, EventFrame, PresenceFrame, Schemas, TimelineMessage } from "@caas/client";
 import { useCaas } from "./provider.js";
 import { applyEvent, applyPage, echoes, emptyTimeline, fromMessage, visible, type Attachment, type MessageView, type TimelineState } from "./timeline.js";
 
@@ -38,7 +38,7 @@ export function useChannels(): { channels: ChannelSummary[]; loading: boolean; e
         for (const c of list.channels) {
           if (watched.has(c.channel_id)) continue;
           watched.add(c.channel_id);
-          const channel = client.channel(c.channel_id);
+          const channel = openFrom(client, c.channel_id, c.head_seq);
           offs.push(channel.on("event", (frame) => {
             position = Math.max(position, frame.position);
             clearTimeout(timer);
@@ -60,6 +60,16 @@ export function useChannels(): { channels: ChannelSummary[]; loading: boolean; e
     };
   }, [client]);
   return { channels, loading, error };
+}
+
+/** The channel from `seq` on (the list's snapshot), so nothing between the list and the
+ * subscription is missed; a channel already open (from an earlier seq) is taken as it is. */
+function openFrom(client: CaasClient, id: string, seq: number): Channel {
+  try {
+    return client.channel(id, { since: seq });
+  } catch {
+    return client.channel(id);
+  }
 }
 
 /** The channel's live timeline object (one per id, shared by every component of the client). */
@@ -152,8 +162,15 @@ export function useMessages(channelId: string): MessagesApi {
       if (!loaded) early.push(frame);
       else setState((s) => applyEvent(s, frame));
     });
-    client.http
-      .call("list_messages", { path: { cid: channelId }, query: { limit: PAGE } })
+    // the newest page once the subscription stands: an event is then either in the page or live
+    const subscribed = channel.seq !== undefined ? Promise.resolve() : new Promise<void>((resolve) => {
+      const stop = channel.on("subscribed", () => {
+        stop();
+        resolve();
+      });
+    });
+    subscribed
+      .then(() => client.http.call("list_messages", { path: { cid: channelId }, query: { limit: PAGE } }))
       .then(
         (page) => {
           if (!alive) return;

@@ -1,4 +1,4 @@
-import { createContext, useContext, useEffect, useMemo, useState, useSyncExternalStore, type ReactNode } from "react";
+import { createContext, useContext, useEffect, useMemo, useRef, useState, useSyncExternalStore, type ReactNode } from "react";
 import { CaasClient, createClient, type ClientOptions } from "@caas/client";
 
 interface Kit {
@@ -28,10 +28,14 @@ export interface CaasProviderProps {
 export function CaasProvider({ options, client: given, userId, names = {}, theme = "auto", children }: CaasProviderProps) {
   const [owned] = useState(() => (given ? null : createClient(options ?? { baseUrl: location.origin })));
   const client = given ?? (owned as CaasClient);
+  const closing = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
   useEffect(() => {
+    // StrictMode unmounts and mounts again at once: close only if no mount follows, or the
+    // channels the children opened meanwhile would be closed under them
+    clearTimeout(closing.current);
     client.connect();
     return () => {
-      if (owned) owned.close();
+      if (owned) closing.current = setTimeout(() => owned.close(), 0);
     };
   }, [client, owned]);
   const kit = useMemo(() => ({ client, userId: userId ?? client.userId() ?? "", names }), [client, userId, names]);

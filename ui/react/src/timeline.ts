@@ -4,25 +4,15 @@ import type { EventFrame, Schemas, TimelineMessage } from "@caas/client";
 
 export type Attachment = { type: string; url: string; name?: string };
 
-/** A message as the kit shows it. */
-export interface MessageView {
+/** A message as the kit shows it: the SDK's timeline message (`status`: `delivered` for every
+ * confirmed one, the outbox's state for local echoes) with what the list shows besides. */
+export interface MessageView extends Omit<TimelineMessage, "attachments" | "error"> {
   /** `message_id`, or `local:<client_msg_id>` for a send not yet acknowledged. */
   key: string;
-  message_id: string | null;
-  client_msg_id: string | null;
-  seq: number | null;
-  author_id: string;
-  text: string;
-  parent_id: string | null;
   attachments: Attachment[];
-  reactions: Record<string, string[]>;
   reply_count: number;
   seen_by: string[];
-  edited: boolean;
-  deleted: boolean;
   created_at: string | null;
-  /** `delivered` for every confirmed message; the outbox's state for local echoes. */
-  status: TimelineMessage["status"];
 }
 
 export interface TimelineState {
@@ -150,10 +140,10 @@ export function applyEvent(state: TimelineState, frame: EventFrame): TimelineSta
   }
 }
 
-/** The messages in order, each with `seen_by` from the read markers (the author excluded). */
+/** The messages in order, each with `seen_by` (sorted) from the read markers (the author excluded). */
 export function visible(state: TimelineState): MessageView[] {
   return [...state.byId.values()].map((m) => {
-    const seen = [...state.markers].filter(([u, seq]) => u !== m.author_id && m.seq !== null && seq >= m.seq).map(([u]) => u);
+    const seen = [...state.markers].filter(([u, seq]) => u !== m.author_id && m.seq !== null && seq >= m.seq).map(([u]) => u).sort();
     return seen.length === m.seen_by.length && seen.every((u, i) => u === m.seen_by[i]) ? m : { ...m, seen_by: seen };
   });
 }

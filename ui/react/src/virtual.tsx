@@ -38,10 +38,12 @@ export function VirtualList<T>({ items, itemKey, render, estimate = 72, overscan
     total += heights.current.get(k) ?? estimate;
   }
   const viewport = view.height || 800; // not laid out yet (or a test DOM): a screenful
+  // following the bottom: render the last screenful (the scroll position follows after layout)
+  const top = stickToBottom && atBottom.current ? Math.max(0, total - viewport) : view.top;
   let start = 0;
-  while (start < keys.length - 1 && (offsets[start + 1] ?? 0) <= view.top) start++;
+  while (start < keys.length - 1 && (offsets[start + 1] ?? 0) <= top) start++;
   let end = start;
-  while (end < keys.length && (offsets[end] ?? 0) < view.top + viewport) end++;
+  while (end < keys.length && (offsets[end] ?? 0) < top + viewport) end++;
   start = Math.max(0, start - overscan);
   end = Math.min(keys.length, end + overscan);
 
