@@ -23,6 +23,7 @@ from api.security import (
     ALLOW_METHODS,
     CORS_STATE,
     EXPOSE_HEADERS,
+    OWN_HEADERS,
     QUOTA_STATE,
     SECURITY_HEADERS,
     SECURITY_NAMES,
@@ -90,9 +91,10 @@ class Edge:
                 if message["type"] == "http.response.start":
                     status = message["status"]
                     own = message.get("headers", ())
-                    if any(name in SECURITY_NAMES for name, _ in own):  # a header the app set (a UI page's CSP) stays
-                        named = {name for name, _ in own}
-                        headers = [*own, *(h for h in SECURITY_HEADERS if h[0] not in named)]
+                    if any(name in OWN_HEADERS for name, _ in own):  # a UI page's own CSP or caching stays
+                        named = {name for name, _ in own if name in OWN_HEADERS}
+                        mine = [h for h in own if h[0] not in SECURITY_NAMES or h[0] in named]
+                        headers = [*mine, *(h for h in SECURITY_HEADERS if h[0] not in named)]
                     else:
                         headers = [*own, *SECURITY_HEADERS]  # one list per response
                     state = scope.get("state", {})

@@ -18,7 +18,10 @@ SECURITY_HEADERS = [
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
     (b"cache-control", b"no-store"),
 ]
-SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)  # a response that sets one keeps its own
+# The only defaults a response may set for itself (a UI page: its own CSP, and caching for hashed
+# assets); every other security header is always the default, whatever a route sets
+OWN_HEADERS = frozenset({b"content-security-policy", b"cache-control"})
+SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
 ALLOW_HEADERS = b"authorization, content-type, idempotency-key, x-request-id"
 EXPOSE_HEADERS = b"x-request-id, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset"
 ALLOW_METHODS = b"GET, POST, PUT, PATCH, DELETE"

@@ -102,6 +102,7 @@ def test_the_built_demo_is_served_with_its_own_csp(demo: Server) -> None:
     assert r.status_code == 200 and '<div id="root">' in r.text
     assert r.headers["content-security-policy"] == UI_CSP
     assert r.headers.get_list("content-security-policy") == [UI_CSP]  # not the API's too
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
     asset = next((DEMO_DIST / "assets").glob("*.js")).name
     r = httpx.get(f"{demo.url}/demo/assets/{asset}")
     assert r.status_code == 200 and "immutable" in r.headers["cache-control"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from starlette.types import Receive, Scope, Send
 
+from api.edge import Edge
+from api.limits import Refused
 from tests.security.common import eventually
 from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
 
@@ -127,3 +130,26 @@ def test_cors_origins_are_validated(server: Server, client: httpx.Client, tenant
                     [f"https://{'a' * 300}.example"], [f"https://a{i}.example" for i in range(51)]):  # fmt: skip
         r = client.put(f"{server.url}/v1/cors", json={"origins": origins}, headers=tenant.headers())
         assert r.status_code == 422, (origins, r.text)
+
+
+async def test_a_route_may_set_its_own_csp_and_caching_but_no_other_security_header() -> None:
+    """A UI page sets its own Content-Security-Policy and Cache-Control; a route that sets a weaker
+    X-Frame-Options or HSTS by mistake still answers with the defaults, once."""
+
+    async def page(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-security-policy", b"default-src 'self'"),
+            (b"cache-control", b"no-cache"),
+            (b"x-frame-options", b"SAMEORIGIN"),
+            (b"strict-transport-security", b"max-age=0"),
+        ]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"<html></html>"})
+
+    edge = Edge(page, refused=Refused)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=edge), base_url="http://caas") as client:
+        r = await client.get("/page")
+    assert r.headers.get_list("content-security-policy") == ["default-src 'self'"]
+    assert r.headers.get_list("cache-control") == ["no-cache"]
+    assert r.headers.get_list("x-frame-options") == ["DENY"]
+    assert r.headers.get_list("strict-transport-security") == ["max-age=63072000; includeSubDomains"]
+    assert r.headers["x-content-type-options"] == "nosniff"
