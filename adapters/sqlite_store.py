@@ -52,9 +52,17 @@ def _sql_value(value: Any) -> Any:
     return value
 
 
+# How long a write waits for another writer's lock before SQLite answers "busy": the live
+# projector's stall detection works on it (a locked database is reported and retried); a
+# rebuild's processes wait for their turn (:meth:`SqliteReadStore.patient`)
+BUSY_SECONDS = 5.0
+REBUILD_BUSY_SECONDS = 60.0
+
+
 class SqliteReadStore(ReadStore):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_seconds: float = BUSY_SECONDS) -> None:
         self.path = path
+        self.busy_seconds = busy_seconds
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._tables: set[str] = set()
@@ -65,7 +73,7 @@ class SqliteReadStore(ReadStore):
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=60000")  # a rebuild's workers take turns writing
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_seconds * 1000)}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("CREATE TABLE IF NOT EXISTS checkpoints (projection TEXT PRIMARY KEY, position INTEGER)")
@@ -115,6 +123,13 @@ class SqliteReadStore(ReadStore):
             columns = ", ".join(_expr(f) for f in fields)
             db.execute(f"CREATE INDEX IF NOT EXISTS rm_{collection}_{number} ON rm_{collection} (tenant_id, {columns})")
         self._unindexed.discard(collection)
+
+    def patient(self, seconds: float) -> None:
+        """Let writes wait ``seconds`` for the write lock (a rebuild's processes take turns)."""
+        self.busy_seconds = seconds
+        if self._conn is not None:
+            with self._lock:
+                self._conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
 
     def postpone_indexes(self, collections: Iterable[str]) -> None:
         """Never index ``collections`` (a rebuild worker loading tables another instance dropped:

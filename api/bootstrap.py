@@ -219,7 +219,7 @@ class EmbeddedBackend(Backend):
         self.node_id = f"node-{uuid7()}"
         self.data_dir = settings.data_dir
         self.log: EventLog = SqliteEventLog(settings.data_dir / "events.db")
-        self.store = SqliteReadStore(settings.data_dir / "read.db")
+        self.store = self.sqlite_store = SqliteReadStore(settings.data_dir / "read.db")
         self.bus = MemoryBus()
         self.commands = CommandService(self.log, clock=utcnow, new_id=uuid7)
         self.runner = ProjectionRunner(
@@ -310,11 +310,13 @@ class EmbeddedBackend(Backend):
         from concurrent.futures import ProcessPoolExecutor
 
         from adapters.sqlite_log import PartReader
+        from adapters.sqlite_store import BUSY_SECONDS, REBUILD_BUSY_SECONDS
 
         await self.store.drop(projection.name, projection.collections)
         started, loop = time.perf_counter(), asyncio.get_running_loop()
         parts = REBUILD_WORKERS
         reader = PartReader(self.data_dir / "events.db", 0, parts, head)
+        self.sqlite_store.patient(REBUILD_BUSY_SECONDS)
         try:
             with ProcessPoolExecutor(parts - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 others = [
@@ -330,6 +332,7 @@ class EmbeddedBackend(Backend):
                 counts = await asyncio.gather(mine, *others)
         finally:
             reader.close()
+            self.sqlite_store.patient(BUSY_SECONDS)
         await self.store.apply(checkpoint_name(projection.name), [], head)
         for part in range(parts):
             await self.store.drop(part_checkpoint(projection.name, part), ())
@@ -352,11 +355,11 @@ def rebuild_part(data_dir: Path, name: str, part: int, parts: int, head: int, wi
     """A rebuild worker (a process of :meth:`EmbeddedBackend._rebuild_by_parts`): fold the events
     of streams in ``part`` of ``parts`` up to ``head`` into the dropped tables of ``name``."""
     from adapters.sqlite_log import PartReader
-    from adapters.sqlite_store import SqliteReadStore
+    from adapters.sqlite_store import REBUILD_BUSY_SECONDS, SqliteReadStore
 
     projection = PROJECTIONS[name]
     reader = PartReader(data_dir / "events.db", part, parts, head)
-    store = SqliteReadStore(data_dir / "read.db")
+    store = SqliteReadStore(data_dir / "read.db", busy_seconds=REBUILD_BUSY_SECONDS)
     store.postpone_indexes(projection.collections)
 
     async def run() -> int:

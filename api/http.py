@@ -171,15 +171,15 @@ PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.@=+\-]{1,128}")
 
 async def list_users(request: Request) -> Response:
     who = await principal(request, "tenant")
-    prefix = request.query_params.get("prefix", "")
-    if prefix and not PREFIX_PATTERN.fullmatch(prefix):
+    prefix = request.query_params.get("prefix")
+    if prefix is not None and not PREFIX_PATTERN.fullmatch(prefix):  # an empty prefix too: leave it out
         raise ApiError("invalid_request", "prefix is the start of a user id: 1 to 128 of letters, digits, _.@=+-")
     after = request.query_params.get("after")
     if after is not None and not re.fullmatch(schemas.ID_PATTERN, after):
         raise ApiError("invalid_request", "after is a user id (the last one of the previous page)")
     limit = int_param(request, "limit", minimum=1, maximum=200) or 50
     await wait_min_position(request)
-    users = await engine(request).queries.users(who.tenant_id, prefix, after, limit)
+    users = await engine(request).queries.users(who.tenant_id, prefix or "", after, limit)
     cursor = users[-1]["user_id"] if len(users) == limit else None
     return json({"users": users, "next_after": cursor})
 
