@@ -1,7 +1,10 @@
 """``WS /v1/ws``: live channel events with gapless resume, typing, ping.
 
 Each socket has one outgoing queue (its outbox) drained by a writer task, bounded in frames
-and in bytes (``CAAS_WS_QUEUE_FRAMES``, ``CAAS_WS_MAX_BUFFERED_BYTES``). A live subscriber
+and in bytes (``CAAS_WS_QUEUE_FRAMES``, ``CAAS_WS_MAX_BUFFERED_BYTES``). A live event (or typing)
+frame is encoded once for every subscriber (``streams.fanout.Wire``); a socket whose outbox is
+empty and whose transport takes it at once is written the shared bytes directly, without a
+task switch; any other socket queues it, so order and back-pressure are the outbox's. A live subscriber
 whose outbox overflows is closed with 1013 (try again later) and resumes with ``since_seq``;
 a history replay waits for the socket to drain instead, so it is paced by the reader. Below
 the outbox, uvicorn's websocket protocol stops writing while the transport's buffer is above
@@ -26,6 +29,7 @@ import orjson
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from api.connections import GuardedWebSocketProtocol
 from api.limits import retry_after
 from api.observability import SLOW_CLOSES, SOCKETS, SUBSCRIPTIONS
 from api.plumbing import engine
@@ -34,9 +38,8 @@ from commands.quotas import QuotaExceeded
 from domain.base import ID_PATTERN
 from domain.events import stream_name
 from streams import frames
-from streams.fanout import REVOKING, HistoryView, Subscription
+from streams.fanout import REVOKING, HistoryView, Subscription, Wire
 from streams.frames import MAX_SEQ, POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER
-from streams.metering import EVENT_FRAME
 
 log = structlog.get_logger("caas.ws")
 HISTORY_PAGE = 500  # events per read of history, at most
@@ -64,6 +67,13 @@ def transport_of(ws: WebSocket) -> Transport | None:
     return None
 
 
+def raw_socket(ws: WebSocket) -> GuardedWebSocketProtocol | None:
+    """The socket's uvicorn protocol, to write shared frames to (see :func:`transport_of`);
+    ``None`` under another server, and then every frame goes through ``send_text``."""
+    protocol = getattr(ws._receive, "__self__", None)
+    return protocol if isinstance(protocol, GuardedWebSocketProtocol) else None
+
+
 def buffered(transport: Transport | None) -> int:
     """Bytes the transport holds for the peer (what the kernel has not taken yet)."""
     if transport is None:
@@ -89,17 +99,22 @@ def abort_if_unflushed(transport: Transport) -> None:
         reset(transport)
 
 
+def size_of(frame: str | Wire) -> int:
+    return frame.size if isinstance(frame, Wire) else sys.getsizeof(frame)
+
+
 class Outbox:
     """Frames waiting for the socket's writer, bounded in frames and in bytes.
 
     Bytes are the memory of the frames' strings (``sys.getsizeof``: constant time, and what
     holding them costs); a live frame is shared by every subscriber it was offered to, so the
-    count errs on the safe side. The accounting is an add and a subtract per frame."""
+    count errs on the safe side. The accounting is an add and a subtract per frame. A frame is
+    a control frame's text, or an event's :class:`Wire` (its bytes, shared)."""
 
     __slots__ = ("_drained", "_low", "_ready", "_waiting", "budget", "bytes", "frames", "max_frames")
 
     def __init__(self, max_frames: int, budget: int) -> None:
-        self.frames: deque[str] = deque()
+        self.frames: deque[str | Wire] = deque()
         self.bytes = 0
         self.max_frames = max_frames
         self.budget = budget
@@ -108,9 +123,9 @@ class Outbox:
         self._waiting = False
         self._low = (0, 0)  # what the replay waits for: at most these bytes and frames
 
-    def offer(self, frame: str) -> bool:
+    def offer(self, frame: str | Wire) -> bool:
         """Queue ``frame``; ``False`` if it does not fit."""
-        size = sys.getsizeof(frame)
+        size = size_of(frame)
         if self.frames and (len(self.frames) >= self.max_frames or self.bytes + size > self.budget):
             return False
         self.frames.append(frame)
@@ -118,12 +133,12 @@ class Outbox:
         self._ready.set()
         return True
 
-    async def take(self) -> str:
+    async def take(self) -> str | Wire:
         while not self.frames:
             self._ready.clear()
             await self._ready.wait()
         frame = self.frames.popleft()
-        self.bytes -= sys.getsizeof(frame)
+        self.bytes -= size_of(frame)
         if self._waiting and self.bytes <= self._low[0] and len(self.frames) <= self._low[1]:
             self._waiting = False
             self._drained.set()
@@ -141,7 +156,7 @@ class Outbox:
             self._drained.clear()
             await self._drained.wait()
 
-    async def put(self, frame: str) -> None:
+    async def put(self, frame: str | Wire) -> None:
         """Queue ``frame`` once there is room: how a replay is paced by what the socket drains."""
         while not self.offer(frame):
             await self.room_for(0, 0)
@@ -162,6 +177,11 @@ class Session:
         settings = self.node.settings
         self.outbox = Outbox(settings.ws_queue_frames, settings.ws_max_buffered_bytes)
         self.transport = transport_of(ws)
+        self.raw = raw_socket(ws)  # where shared frames are written directly
+        self.deflate = self.raw is not None and self.raw.deflates()  # which of a Wire's frames it takes
+        self.compact = ws.query_params.get("frames") == "compact"  # frames.CompactEvent, not EventFrame
+        self.busy = False  # the writer holds a frame it has taken from the outbox
+        self.tally = self.node.meter.tally(who.tenant_id)  # held while the socket is open (metering)
         self.until = self.node.auth.accepted_until(token)  # when HTTP stops accepting the token
         self.subs: dict[str, Subscription] = {}
         self.closing: int | None = None
@@ -178,6 +198,20 @@ class Session:
     # outgoing ------------------------------------------------------------------------------
     def enqueue(self, frame: str) -> bool:
         if self.closing is not None:
+            return True
+        return self.outbox.offer(frame)
+
+    def deliver(self, frame: Wire) -> bool:
+        """Send a shared frame (a live event, a typing frame): written at once if nothing is
+        queued before it and the transport takes it, else queued; ``False`` if the outbox is full."""
+        if self.closing is not None:
+            return True
+        raw = self.raw
+        if raw is not None and not self.busy and not self.outbox.frames and raw.ready():
+            raw.write_frame(frame.deflated() if self.deflate else frame.plain())
+            self.sent += 1
+            if frame.event and self.tally is not None:
+                self.tally.deliveries += 1  # a delivery is an event frame written to the socket
             return True
         return self.outbox.offer(frame)
 
@@ -259,13 +293,22 @@ class Session:
             asyncio.get_running_loop().call_later(stall_seconds, abort_if_unflushed, self.transport)
 
     async def writer(self) -> None:
-        outbox, send = self.outbox, self.ws.send_text
-        tally = self.node.meter.tally(self.who.tenant_id)  # held while the socket is open (metering)
+        outbox, send, raw, tally = self.outbox, self.ws.send_text, self.raw, self.tally
         while True:
             frame = await outbox.take()
-            await send(frame)
+            self.busy = True
+            if isinstance(frame, str):
+                await send(frame)
+            elif raw is None:
+                await send(frame.text)
+            else:
+                await raw.drained()
+                if not raw.ready():
+                    return  # closing or lost: the session ends
+                raw.write_frame(frame.deflated() if self.deflate else frame.plain())
+            self.busy = False
             self.sent += 1
-            if tally is not None and frame.startswith(EVENT_FRAME):
+            if tally is not None and isinstance(frame, Wire) and frame.event:
                 tally.deliveries += 1  # a delivery is an event frame written to the socket
 
     # incoming ------------------------------------------------------------------------------
@@ -377,11 +420,12 @@ class Session:
             self.who.tenant_id,
             cid,
             self.who.user_id,
-            send=self.enqueue,
+            send=self.deliver,
             overflow=lambda: self.close(TRY_AGAIN_LATER),
             revoke=self._revoked,
             limit=self.node.settings.ws_queue_frames,
             budget=self.node.settings.ws_max_buffered_bytes,
+            compact=self.compact,
         )
         self.subs[cid] = sub
         self.node.hub.add(sub)
@@ -403,7 +447,8 @@ class Session:
         """
         stream = stream_name("channel", sub.channel_id)
         wait = self.node.settings.ws_history_wait_seconds
-        view = HistoryView(self.node.service, self.node.log, self.who.tenant_id, stream, wait)  # what a replay shows
+        # what a replay shows
+        view = HistoryView(self.node.service, self.node.log, self.who.tenant_id, stream, wait, compact=self.compact)
         last = since
         deadline = asyncio.get_running_loop().time() + self.node.settings.ws_history_wait_seconds
         limit = FIRST_HISTORY_PAGE
@@ -416,9 +461,9 @@ class Session:
                     break  # a hole in a lagging copy: read again from here
                 if self.closing is not None:
                     return None
-                frame = view.frame(event)
+                frame = Wire(view.frame(event), event=True)
                 await self.outbox.put(frame)  # waits for the socket to drain: memory stays bounded
-                sent, size, last = sent + 1, size + sys.getsizeof(frame), event.seq
+                sent, size, last = sent + 1, size + frame.size, event.seq
                 if event.seq > head and event.type in REVOKING and event.payload.get("user_id") == sub.user_id:
                     sub.revoke_at = event.seq  # removed meanwhile: go_live delivers nothing after it
                     return last
