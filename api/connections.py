@@ -158,6 +158,16 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn = ServerProtocol(extensions=[deflate], max_size=self.config.ws_max_size, logger=self.conn.logger)
 
     # frames built once for many sockets (api/ws.py) ---------------------------------------------
+    paused = False  # the transport is above its high-water mark (``writable`` is clear)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        super().resume_writing()
+
     def deflates(self) -> bool:
         """Whether a frame deflated once with no context (``Wire.deflated``) is valid on this
         socket: it negotiated permessage-deflate, and a server window of at least 12 bits."""
@@ -171,9 +181,11 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     def ready(self) -> bool:
         """Whether a frame written now goes out in order: the socket is open and its transport
         below the high-water mark (``send`` would not wait)."""
-        return (
-            self.writable.is_set() and not self.close_sent and not self.disconnected and not self.transport.is_closing()
-        )
+        return not self.paused and not self.close_sent and not self.disconnected and not self.transport.is_closing()
+
+    def open(self) -> bool:
+        """Whether frames may still be written (no close frame sent, the connection not lost)."""
+        return not self.close_sent and not self.disconnected and not self.transport.is_closing()
 
     async def drained(self) -> None:
         """Wait until the transport is below its low-water mark (or the connection is lost)."""

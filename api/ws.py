@@ -42,6 +42,7 @@ from streams.fanout import REVOKING, HistoryView, Subscription, Wire
 from streams.frames import MAX_SEQ, POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER
 
 log = structlog.get_logger("caas.ws")
+CORK_FRAMES = 64  # shared frames a socket holds back for one write, at most (see Session.deliver)
 HISTORY_PAGE = 500  # events per read of history, at most
 FIRST_HISTORY_PAGE = 64  # the first read, before the size of the channel's frames is known
 MIN_HISTORY_PAGE = 16
@@ -181,6 +182,7 @@ class Session:
         self.deflate = self.raw is not None and self.raw.deflates()  # which of a Wire's frames it takes
         self.compact = ws.query_params.get("frames") == "compact"  # frames.CompactEvent, not EventFrame
         self.busy = False  # the writer holds a frame it has taken from the outbox
+        self.corked: list[bytes] = []  # shared frames of this batch of events, written by flush()
         self.tally = self.node.meter.tally(who.tenant_id)  # held while the socket is open (metering)
         self.until = self.node.auth.accepted_until(token)  # when HTTP stops accepting the token
         self.subs: dict[str, Subscription] = {}
@@ -199,21 +201,36 @@ class Session:
     def enqueue(self, frame: str) -> bool:
         if self.closing is not None:
             return True
+        self.flush()  # what was delivered before it goes first
         return self.outbox.offer(frame)
 
     def deliver(self, frame: Wire) -> bool:
-        """Send a shared frame (a live event, a typing frame): written at once if nothing is
-        queued before it and the transport takes it, else queued; ``False`` if the outbox is full."""
+        """Send a shared frame (a live event, a typing frame); ``False`` if the outbox is full.
+
+        If nothing is queued before it and the transport takes it, its bytes are held for
+        :meth:`flush`, which the hub calls after each batch of events: one write per socket and
+        batch, not one per frame. Otherwise it joins the outbox, behind what is held."""
         if self.closing is not None:
             return True
         raw = self.raw
         if raw is not None and not self.busy and not self.outbox.frames and raw.ready():
-            raw.write_frame(frame.deflated() if self.deflate else frame.plain())
+            self.corked.append(frame.deflated() if self.deflate else frame.plain())
             self.sent += 1
             if frame.event and self.tally is not None:
                 self.tally.deliveries += 1  # a delivery is an event frame written to the socket
+            if len(self.corked) >= CORK_FRAMES:
+                self.flush()
             return True
+        self.flush()
         return self.outbox.offer(frame)
+
+    def flush(self) -> None:
+        """Write the frames :meth:`deliver` held back, in one write."""
+        corked = self.corked
+        if corked:
+            self.corked = []
+            if self.raw is not None and self.raw.open():
+                self.raw.write_frame(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def send(self, frame: str) -> None:
         """Queue an encoded control frame (``frames.PONG_WIRE``, ``frames.subscribed_wire``…)."""
@@ -272,6 +289,7 @@ class Session:
     async def goodbye(self, stall_seconds: float) -> None:
         """The closing handshake, bounded: a peer that does not read gets a reset instead."""
         self.outbox.clear()  # never to be sent: free them now
+        self.corked = []
         ws = self.ws
         if self.aborted or not (
             ws.client_state == WebSocketState.CONNECTED and ws.application_state == WebSocketState.CONNECTED
@@ -421,6 +439,7 @@ class Session:
             cid,
             self.who.user_id,
             send=self.deliver,
+            flush=self.flush,
             overflow=lambda: self.close(TRY_AGAIN_LATER),
             revoke=self._revoked,
             limit=self.node.settings.ws_queue_frames,

@@ -222,6 +222,7 @@ class Subscription:
         "buffered",
         "channel_id",
         "compact",
+        "flush",
         "last_seq",
         "limit",
         "live",
@@ -240,6 +241,7 @@ class Subscription:
         user_id: str,
         *,
         send: Callable[[Wire], bool],
+        flush: Callable[[], None] = lambda: None,
         overflow: Callable[[], None],
         revoke: Callable[[Subscription, str], None],
         limit: int,
@@ -254,6 +256,7 @@ class Subscription:
         self.buffer: list[tuple[int, Wire]] = []
         self.buffered = 0  # memory of the buffered frames (see ``api.ws.Outbox``)
         self.send = send  # returns False when the socket's queue is full
+        self.flush = flush  # writes what ``send`` held back: called after each batch of events
         self.overflow = overflow  # called once the subscriber has fallen too far behind
         self.revoke = revoke
         self.revoke_at = 0  # seq of a removal published while replaying history
@@ -285,6 +288,7 @@ class Subscription:
                 break
             if not self.offer(seq, frame):
                 return False
+        self.flush()
         if self.revoke_at:
             self.revoke(self, f"you are no longer a member of channel {self.channel_id}")
         return True
@@ -310,12 +314,16 @@ class Hub:
         return len(self._subs.get((tenant_id, channel_id), ()))
 
     def publish(self, events: Sequence[Event]) -> None:
+        touched: list[tuple[str, str]] = []  # channels given events, in order: each socket flushes once
         for event in events:
             if not event.stream.startswith("channel:"):
                 continue
-            subs = self._subs.get((event.tenant_id, event.stream[8:]))
+            key = (event.tenant_id, event.stream[8:])
+            subs = self._subs.get(key)
             if not subs:
                 continue
+            if not touched or touched[-1] != key:
+                touched.append(key)
             full: Wire | None = None  # each encoding at most once, for all the channel's subscribers
             compact: Wire | None = None
             revoked: Any = event.payload.get("user_id") if event.type in REVOKING else None
@@ -335,6 +343,9 @@ class Hub:
                         sub.revoke(sub, f"you are no longer a member of channel {sub.channel_id}")
                     elif not sub.revoke_at:
                         sub.revoke_at = event.seq  # revoked once the replay has delivered it
+        for key in dict.fromkeys(touched):
+            for sub in list(self._subs.get(key, ())):
+                sub.flush()
 
     def typing(self, tenant_id: str, channel_id: str, user_id: str, expires_in_ms: int = 5000) -> int:
         """Send an ephemeral typing frame to the channel's other live subscribers; clients
@@ -350,4 +361,5 @@ class Hub:
                 sent += 1
                 if not sub.send(frame):
                     sub.overflow()
+                sub.flush()
         return sent
