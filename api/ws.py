@@ -119,8 +119,9 @@ class Outbox:
         self.bytes = 0
         self.max_frames = max_frames
         self.budget = budget
-        self._ready = asyncio.Event()  # the writer waits for a frame
-        self._drained = asyncio.Event()  # a replay waits for the writer to drain
+        # made when awaited (memory per socket: an idle socket holds neither)
+        self._ready: asyncio.Future[None] | None = None  # the writer waits for a frame
+        self._drained: asyncio.Future[None] | None = None  # a replay waits for the writer to drain
         self._waiting = False
         self._low = (0, 0)  # what the replay waits for: at most these bytes and frames
 
@@ -131,18 +132,21 @@ class Outbox:
             return False
         self.frames.append(frame)
         self.bytes += size
-        self._ready.set()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
         return True
 
     async def take(self) -> str | Wire:
         while not self.frames:
-            self._ready.clear()
-            await self._ready.wait()
+            self._ready = asyncio.get_running_loop().create_future()
+            await self._ready
+        self._ready = None
         frame = self.frames.popleft()
         self.bytes -= size_of(frame)
         if self._waiting and self.bytes <= self._low[0] and len(self.frames) <= self._low[1]:
             self._waiting = False
-            self._drained.set()
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
         return frame
 
     async def room_for(self, size: int, frames: int) -> None:
@@ -154,8 +158,9 @@ class Outbox:
         )
         while self.bytes > self._low[0] or len(self.frames) > self._low[1]:
             self._waiting = True
-            self._drained.clear()
-            await self._drained.wait()
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        self._drained = None
 
     async def put(self, frame: str | Wire) -> None:
         """Queue ``frame`` once there is room: how a replay is paced by what the socket drains."""
@@ -187,7 +192,7 @@ class Session:
         self.until = self.node.auth.accepted_until(token)  # when HTTP stops accepting the token
         self.subs: dict[str, Subscription] = {}
         self.closing: int | None = None
-        self.closed = asyncio.Event()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # done: close
         self.farewell: str | None = None  # the error frame sent just before the close
         self.aborted = False
         self.watching = 0
@@ -255,7 +260,8 @@ class Session:
             if code == TRY_AGAIN_LATER:
                 SLOW_CLOSES.inc()
             self.closing = code
-            self.closed.set()
+            if not self.closed.done():
+                self.closed.set_result(None)
 
     def fail(self, code: int, error: frames.ErrorCode, message: str) -> None:
         """Close with ``code`` after one last error frame, sent ahead of anything still queued."""
@@ -565,15 +571,15 @@ async def serve(ws: WebSocket, who: Principal, token: str) -> None:
     node.meter.opened(who.tenant_id, who.user_id)
     node.socket_watch.add(session)
     tasks = [asyncio.create_task(session.writer()), asyncio.create_task(session.reader())]
-    closer = asyncio.create_task(session.closed.wait())
     try:
-        await asyncio.wait([*tasks, closer], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*tasks, session.closed], return_when=asyncio.FIRST_COMPLETED)
     finally:
         SOCKETS.dec()
         node.meter.closed(who.tenant_id, who.user_id)
         node.socket_watch.remove(session)
         session.detach()
-        for task in [*tasks, closer]:
+        session.closed.cancel()
+        for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
