@@ -1,7 +1,8 @@
 """``WS /v1/ws``: live channel events with gapless resume, typing, ping.
 
-Each socket has one outgoing queue (its outbox) drained by a writer task, bounded in frames
-and in bytes (``CAAS_WS_QUEUE_FRAMES``, ``CAAS_WS_MAX_BUFFERED_BYTES``). A live event (or typing)
+Each socket has one outgoing queue (its outbox), bounded in frames
+and in bytes (``CAAS_WS_QUEUE_FRAMES``, ``CAAS_WS_MAX_BUFFERED_BYTES``), drained by a writer task
+that runs while it holds frames (an idle socket has none). A live event (or typing)
 frame is encoded once for every subscriber (``streams.fanout.Wire``); a socket whose outbox is
 empty and whose transport takes it at once is written the shared bytes directly, without a
 task switch; any other socket queues it, so order and back-pressure are the outbox's. A live subscriber
@@ -112,15 +113,13 @@ class Outbox:
     count errs on the safe side. The accounting is an add and a subtract per frame. A frame is
     a control frame's text, or an event's :class:`Wire` (its bytes, shared)."""
 
-    __slots__ = ("_drained", "_low", "_ready", "_waiting", "budget", "bytes", "frames", "max_frames")
+    __slots__ = ("_drained", "_low", "_waiting", "budget", "bytes", "frames", "max_frames")
 
     def __init__(self, max_frames: int, budget: int) -> None:
         self.frames: deque[str | Wire] = deque()
         self.bytes = 0
         self.max_frames = max_frames
         self.budget = budget
-        # made when awaited (memory per socket: an idle socket holds neither)
-        self._ready: asyncio.Future[None] | None = None  # the writer waits for a frame
         self._drained: asyncio.Future[None] | None = None  # a replay waits for the writer to drain
         self._waiting = False
         self._low = (0, 0)  # what the replay waits for: at most these bytes and frames
@@ -132,15 +131,10 @@ class Outbox:
             return False
         self.frames.append(frame)
         self.bytes += size
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_result(None)
         return True
 
-    async def take(self) -> str | Wire:
-        while not self.frames:
-            self._ready = asyncio.get_running_loop().create_future()
-            await self._ready
-        self._ready = None
+    def take(self) -> str | Wire:
+        """The next frame (the caller checked there is one)."""
         frame = self.frames.popleft()
         self.bytes -= size_of(frame)
         if self._waiting and self.bytes <= self._low[0] and len(self.frames) <= self._low[1]:
@@ -162,11 +156,6 @@ class Outbox:
             await self._drained
         self._drained = None
 
-    async def put(self, frame: str | Wire) -> None:
-        """Queue ``frame`` once there is room: how a replay is paced by what the socket drains."""
-        while not self.offer(frame):
-            await self.room_for(0, 0)
-
     def clear(self) -> None:
         self.frames.clear()
         self.bytes = 0
@@ -187,6 +176,7 @@ class Session:
         self.deflate = self.raw is not None and self.raw.deflates()  # which of a Wire's frames it takes
         self.compact = ws.query_params.get("frames") == "compact"  # frames.CompactEvent, not EventFrame
         self.busy = False  # the writer holds a frame it has taken from the outbox
+        self.writing: asyncio.Task[None] | None = None  # the writer, while the outbox holds frames
         self.corked: list[bytes] = []  # shared frames of this batch of events, written by flush()
         self.tally = self.node.meter.tally(who.tenant_id)  # held while the socket is open (metering)
         self.until = self.node.auth.accepted_until(token)  # when HTTP stops accepting the token
@@ -207,7 +197,21 @@ class Session:
         if self.closing is not None:
             return True
         self.flush()  # what was delivered before it goes first
-        return self.outbox.offer(frame)
+        return self.queue(frame)
+
+    def queue(self, frame: str | Wire) -> bool:
+        """Put ``frame`` in the outbox, and start the writer if it is not running."""
+        if not self.outbox.offer(frame):
+            return False
+        if self.writing is None:
+            self.writing = task = asyncio.create_task(self.writer())
+            task.add_done_callback(self._written)
+        return True
+
+    async def put(self, frame: Wire) -> None:
+        """Queue ``frame`` once there is room: how a replay is paced by what the socket drains."""
+        while not self.queue(frame):
+            await self.outbox.room_for(0, 0)
 
     def deliver(self, frame: Wire) -> bool:
         """Send a shared frame (a live event, a typing frame); ``False`` if the outbox is full.
@@ -227,7 +231,7 @@ class Session:
                 self.flush()
             return True
         self.flush()
-        return self.outbox.offer(frame)
+        return self.queue(frame)
 
     def flush(self) -> None:
         """Write the frames :meth:`deliver` held back, in one write."""
@@ -317,23 +321,34 @@ class Session:
             asyncio.get_running_loop().call_later(stall_seconds, abort_if_unflushed, self.transport)
 
     async def writer(self) -> None:
+        """Send what the outbox holds, then end (:meth:`queue` starts it again)."""
         outbox, send, raw, tally = self.outbox, self.ws.send_text, self.raw, self.tally
-        while True:
-            frame = await outbox.take()
-            self.busy = True
-            if isinstance(frame, str):
-                await send(frame)
-            elif raw is None:
-                await send(frame.text)
-            else:
-                await raw.drained()
-                if not raw.ready():
-                    return  # closing or lost: the session ends
-                raw.write_frame(frame.deflated() if self.deflate else frame.plain())
+        try:
+            while outbox.frames:
+                frame = outbox.take()
+                self.busy = True
+                if isinstance(frame, str):
+                    await send(frame)
+                elif raw is None:
+                    await send(frame.text)
+                else:
+                    await raw.drained()
+                    if not raw.open():
+                        self.close(1000)  # lost meanwhile: the session ends
+                        return
+                    raw.write_frame(frame.deflated() if self.deflate else frame.plain())
+                self.busy = False
+                self.sent += 1
+                if tally is not None and isinstance(frame, Wire) and frame.event:
+                    tally.deliveries += 1  # a delivery is an event frame written to the socket
+        finally:  # at once, not in a callback: a frame queued right after starts a new writer
+            self.writing = None
             self.busy = False
-            self.sent += 1
-            if tally is not None and isinstance(frame, Wire) and frame.event:
-                tally.deliveries += 1  # a delivery is an event frame written to the socket
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        """A writer that failed (the peer went away) ends the session."""
+        if not task.cancelled() and task.exception() is not None:
+            self.close(1000)
 
     # incoming ------------------------------------------------------------------------------
     async def reader(self) -> None:
@@ -487,7 +502,7 @@ class Session:
                 if self.closing is not None:
                     return None
                 frame = Wire(view.frame(event), event=True)
-                await self.outbox.put(frame)  # waits for the socket to drain: memory stays bounded
+                await self.put(frame)  # waits for the socket to drain: memory stays bounded
                 sent, size, last = sent + 1, size + frame.size, event.seq
                 if event.seq > head and event.type in REVOKING and event.payload.get("user_id") == sub.user_id:
                     sub.revoke_at = event.seq  # removed meanwhile: go_live delivers nothing after it
@@ -570,15 +585,17 @@ async def serve(ws: WebSocket, who: Principal, token: str) -> None:
     node.presence.opened(session.conn_id, who.tenant_id, who.user_id)
     node.meter.opened(who.tenant_id, who.user_id)
     node.socket_watch.add(session)
-    tasks = [asyncio.create_task(session.writer()), asyncio.create_task(session.reader())]
+    reader = asyncio.create_task(session.reader())
     try:
-        await asyncio.wait([*tasks, session.closed], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([reader, session.closed], return_when=asyncio.FIRST_COMPLETED)
     finally:
         SOCKETS.dec()
         node.meter.closed(who.tenant_id, who.user_id)
         node.socket_watch.remove(session)
         session.detach()
         session.closed.cancel()
+        writing = session.writing
+        tasks = [reader] if writing is None else [reader, writing]
         for task in tasks:
             task.cancel()
         for task in tasks:
