@@ -549,6 +549,12 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     node = engine(ws)
     token = ws.query_params.get("token", "")
+    kind = ws.query_params.get("frames", "full")
+    if kind not in frames.FRAME_FORMATS:
+        message = f"frames is one of {', '.join(frames.FRAME_FORMATS)}"
+        await ws.send_text(frames.Error(code="invalid_request", message=message).wire())
+        await ws.close(POLICY_VIOLATION)
+        return
     try:
         who = await node.auth.authenticate(token, node.clock())
         if who.kind != "user":
