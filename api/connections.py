@@ -157,6 +157,12 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             )
             self.conn = ServerProtocol(extensions=[deflate], max_size=self.config.ws_max_size, logger=self.conn.logger)
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            # the handshake's request and response (their headers) are done with: memory per socket
+            del self.request, self.response
+
     # frames built once for many sockets (api/ws.py) ---------------------------------------------
     paused = False  # the transport is above its high-water mark (``writable`` is clear)
 
