@@ -28,6 +28,7 @@ MESSAGES: dict[str, type[f.Frame]] = {
     "ping": f.Ping,
     "subscribed": f.Subscribed,
     "event": f.EventFrame,
+    "compactEvent": f.CompactEvent,
     "unsubscribed": f.Unsubscribed,
     "presence": f.Presence,
     "typing": f.Typing,
@@ -39,6 +40,10 @@ PROTOCOL = """\
 Connect with a user token: `WS /v1/ws?token=<user jwt>` (mint one with
 `POST /v1/users/{user_id}/tokens`). Frames are JSON text, one object with a `type` per frame.
 A bad frame gets an `error` frame and the socket stays open.
+
+**Compact events.** `WS /v1/ws?token=…&frames=compact` sends each channel event as a `ev` frame
+(`CompactEvent`) instead of `event`: the channel, seq, event type, time and payload, about a third
+of the bytes. Order, seqs and resume are the same.
 
 This document describes the server: it **receives** the client's frames and **sends** its own.
 
@@ -152,7 +157,16 @@ def asyncapi(host: str = "localhost:8000", scheme: str = "http") -> dict[str, An
                         "method": "GET",
                         "query": {
                             "type": "object",
-                            "properties": {"token": {"type": "string", "description": "a user token (JWT)"}},
+                            "properties": {
+                                "token": {"type": "string", "description": "a user token (JWT)"},
+                                "frames": {
+                                    "type": "string",
+                                    "enum": list(f.FRAME_FORMATS),
+                                    "default": "full",
+                                    "description": "how channel events are sent: "
+                                    + "; ".join(f"{k}: {v}" for k, v in f.FRAME_FORMATS.items()),
+                                },
+                            },
                             "required": ["token"],
                         },
                         "bindingVersion": "0.1.0",

@@ -10,19 +10,27 @@ connections open by sending half a request. These subclasses of uvicorn's protoc
   has arrived: websockets and a request the application is still answering have none.
 - a cap of open connections per client address (an IPv6 /64 counts as one address); a connection
   over it is closed before a byte is read. A websocket keeps its connection's slot until it closes.
+
+The websocket protocol also negotiates permessage-deflate without context takeover in either
+direction, and lets ``api/ws.py`` write frames built once for many sockets
+(``streams.fanout.Wire``) straight to the transport: a frame deflated once with no context is
+valid on every socket, and no socket holds a compressor or a decompressor between messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
+from websockets.server import ServerProtocol
 
 from api.observability import CONNECTIONS_REFUSED, REQUEST_TIMEOUTS
 from api.settings import Settings
+from streams.fanout import DEFLATE_BITS, DEFLATE_MEM_LEVEL
 
 
 def address_key(client: tuple[str, int] | None) -> str:
@@ -135,6 +143,64 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     guard: ClassVar[ConnectionGuard]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.config.ws_per_message_deflate:
+            # uvicorn's settings (12-bit windows, memLevel 5), with no context kept between messages
+            deflate = ServerPerMessageDeflateFactory(
+                server_no_context_takeover=True,
+                client_no_context_takeover=True,
+                server_max_window_bits=DEFLATE_BITS,
+                client_max_window_bits=DEFLATE_BITS,
+                compress_settings={"memLevel": DEFLATE_MEM_LEVEL},
+            )
+            self.conn = ServerProtocol(extensions=[deflate], max_size=self.config.ws_max_size, logger=self.conn.logger)
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            # the handshake's request and response (their headers) are done with: memory per socket
+            del self.request, self.response
+
+    # frames built once for many sockets (api/ws.py) ---------------------------------------------
+    paused = False  # the transport is above its high-water mark (``writable`` is clear)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        super().resume_writing()
+
+    def deflates(self) -> bool:
+        """Whether a frame deflated once with no context (``Wire.deflated``) is valid on this
+        socket: it negotiated permessage-deflate, and a server window of at least 12 bits."""
+        return any(
+            isinstance(ext, PerMessageDeflate)
+            and ext.local_no_context_takeover
+            and ext.local_max_window_bits >= DEFLATE_BITS
+            for ext in self.conn.extensions
+        )
+
+    def ready(self) -> bool:
+        """Whether a frame written now goes out in order: the socket is open and its transport
+        below the high-water mark (``send`` would not wait)."""
+        return not self.paused and not self.close_sent and not self.disconnected and not self.transport.is_closing()
+
+    def open(self) -> bool:
+        """Whether frames may still be written (no close frame sent, the connection not lost)."""
+        return not self.close_sent and not self.disconnected and not self.transport.is_closing()
+
+    async def drained(self) -> None:
+        """Wait until the transport is below its low-water mark (or the connection is lost)."""
+        await self.writable.wait()
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write one complete websocket frame (``Wire.plain`` or ``Wire.deflated``); the caller
+        checked :meth:`ready`."""
+        self.transport.write(frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:

@@ -1,7 +1,11 @@
 """``WS /v1/ws``: live channel events with gapless resume, typing, ping.
 
-Each socket has one outgoing queue (its outbox) drained by a writer task, bounded in frames
-and in bytes (``CAAS_WS_QUEUE_FRAMES``, ``CAAS_WS_MAX_BUFFERED_BYTES``). A live subscriber
+Each socket has one outgoing queue (its outbox), bounded in frames
+and in bytes (``CAAS_WS_QUEUE_FRAMES``, ``CAAS_WS_MAX_BUFFERED_BYTES``), drained by a writer task
+that runs while it holds frames (an idle socket has none). A live event (or typing)
+frame is encoded once for every subscriber (``streams.fanout.Wire``); a socket whose outbox is
+empty and whose transport takes it at once is written the shared bytes directly, without a
+task switch; any other socket queues it, so order and back-pressure are the outbox's. A live subscriber
 whose outbox overflows is closed with 1013 (try again later) and resumes with ``since_seq``;
 a history replay waits for the socket to drain instead, so it is paced by the reader. Below
 the outbox, uvicorn's websocket protocol stops writing while the transport's buffer is above
@@ -26,6 +30,7 @@ import orjson
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from api.connections import GuardedWebSocketProtocol
 from api.limits import retry_after
 from api.observability import SLOW_CLOSES, SOCKETS, SUBSCRIPTIONS
 from api.plumbing import engine
@@ -34,11 +39,11 @@ from commands.quotas import QuotaExceeded
 from domain.base import ID_PATTERN
 from domain.events import stream_name
 from streams import frames
-from streams.fanout import REVOKING, HistoryView, Subscription
+from streams.fanout import REVOKING, HistoryView, Subscription, Wire
 from streams.frames import MAX_SEQ, POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER
-from streams.metering import EVENT_FRAME
 
 log = structlog.get_logger("caas.ws")
+CORK_FRAMES = 64  # shared frames a socket holds back for one write, at most (see Session.deliver)
 HISTORY_PAGE = 500  # events per read of history, at most
 FIRST_HISTORY_PAGE = 64  # the first read, before the size of the channel's frames is known
 MIN_HISTORY_PAGE = 16
@@ -62,6 +67,13 @@ def transport_of(ws: WebSocket) -> Transport | None:
     if all(hasattr(transport, name) for name in ("abort", "get_write_buffer_size", "get_extra_info")):
         return transport
     return None
+
+
+def raw_socket(ws: WebSocket) -> GuardedWebSocketProtocol | None:
+    """The socket's uvicorn protocol, to write shared frames to (see :func:`transport_of`);
+    ``None`` under another server, and then every frame goes through ``send_text``."""
+    protocol = getattr(ws._receive, "__self__", None)
+    return protocol if isinstance(protocol, GuardedWebSocketProtocol) else None
 
 
 def buffered(transport: Transport | None) -> int:
@@ -89,44 +101,46 @@ def abort_if_unflushed(transport: Transport) -> None:
         reset(transport)
 
 
+def size_of(frame: str | Wire) -> int:
+    return frame.size if isinstance(frame, Wire) else sys.getsizeof(frame)
+
+
 class Outbox:
     """Frames waiting for the socket's writer, bounded in frames and in bytes.
 
     Bytes are the memory of the frames' strings (``sys.getsizeof``: constant time, and what
     holding them costs); a live frame is shared by every subscriber it was offered to, so the
-    count errs on the safe side. The accounting is an add and a subtract per frame."""
+    count errs on the safe side. The accounting is an add and a subtract per frame. A frame is
+    a control frame's text, or an event's :class:`Wire` (its bytes, shared)."""
 
-    __slots__ = ("_drained", "_low", "_ready", "_waiting", "budget", "bytes", "frames", "max_frames")
+    __slots__ = ("_drained", "_low", "_waiting", "budget", "bytes", "frames", "max_frames")
 
     def __init__(self, max_frames: int, budget: int) -> None:
-        self.frames: deque[str] = deque()
+        self.frames: deque[str | Wire] = deque()
         self.bytes = 0
         self.max_frames = max_frames
         self.budget = budget
-        self._ready = asyncio.Event()  # the writer waits for a frame
-        self._drained = asyncio.Event()  # a replay waits for the writer to drain
+        self._drained: asyncio.Future[None] | None = None  # a replay waits for the writer to drain
         self._waiting = False
         self._low = (0, 0)  # what the replay waits for: at most these bytes and frames
 
-    def offer(self, frame: str) -> bool:
+    def offer(self, frame: str | Wire) -> bool:
         """Queue ``frame``; ``False`` if it does not fit."""
-        size = sys.getsizeof(frame)
+        size = size_of(frame)
         if self.frames and (len(self.frames) >= self.max_frames or self.bytes + size > self.budget):
             return False
         self.frames.append(frame)
         self.bytes += size
-        self._ready.set()
         return True
 
-    async def take(self) -> str:
-        while not self.frames:
-            self._ready.clear()
-            await self._ready.wait()
+    def take(self) -> str | Wire:
+        """The next frame (the caller checked there is one)."""
         frame = self.frames.popleft()
-        self.bytes -= sys.getsizeof(frame)
+        self.bytes -= size_of(frame)
         if self._waiting and self.bytes <= self._low[0] and len(self.frames) <= self._low[1]:
             self._waiting = False
-            self._drained.set()
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
         return frame
 
     async def room_for(self, size: int, frames: int) -> None:
@@ -138,13 +152,9 @@ class Outbox:
         )
         while self.bytes > self._low[0] or len(self.frames) > self._low[1]:
             self._waiting = True
-            self._drained.clear()
-            await self._drained.wait()
-
-    async def put(self, frame: str) -> None:
-        """Queue ``frame`` once there is room: how a replay is paced by what the socket drains."""
-        while not self.offer(frame):
-            await self.room_for(0, 0)
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        self._drained = None
 
     def clear(self) -> None:
         self.frames.clear()
@@ -162,10 +172,17 @@ class Session:
         settings = self.node.settings
         self.outbox = Outbox(settings.ws_queue_frames, settings.ws_max_buffered_bytes)
         self.transport = transport_of(ws)
+        self.raw = raw_socket(ws)  # where shared frames are written directly
+        self.deflate = self.raw is not None and self.raw.deflates()  # which of a Wire's frames it takes
+        self.compact = ws.query_params.get("frames") == "compact"  # frames.CompactEvent, not EventFrame
+        self.busy = False  # the writer holds a frame it has taken from the outbox
+        self.writing: asyncio.Task[None] | None = None  # the writer, while the outbox holds frames
+        self.corked: list[bytes] = []  # shared frames of this batch of events, written by flush()
+        self.tally = self.node.meter.tally(who.tenant_id)  # held while the socket is open (metering)
         self.until = self.node.auth.accepted_until(token)  # when HTTP stops accepting the token
         self.subs: dict[str, Subscription] = {}
         self.closing: int | None = None
-        self.closed = asyncio.Event()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # done: close
         self.farewell: str | None = None  # the error frame sent just before the close
         self.aborted = False
         self.watching = 0
@@ -179,7 +196,50 @@ class Session:
     def enqueue(self, frame: str) -> bool:
         if self.closing is not None:
             return True
-        return self.outbox.offer(frame)
+        self.flush()  # what was delivered before it goes first
+        return self.queue(frame)
+
+    def queue(self, frame: str | Wire) -> bool:
+        """Put ``frame`` in the outbox, and start the writer if it is not running."""
+        if not self.outbox.offer(frame):
+            return False
+        if self.writing is None:
+            self.writing = task = asyncio.create_task(self.writer())
+            task.add_done_callback(self._written)
+        return True
+
+    async def put(self, frame: Wire) -> None:
+        """Queue ``frame`` once there is room: how a replay is paced by what the socket drains."""
+        while not self.queue(frame):
+            await self.outbox.room_for(0, 0)
+
+    def deliver(self, frame: Wire) -> bool:
+        """Send a shared frame (a live event, a typing frame); ``False`` if the outbox is full.
+
+        If nothing is queued before it and the transport takes it, its bytes are held for
+        :meth:`flush`, which the hub calls after each batch of events: one write per socket and
+        batch, not one per frame. Otherwise it joins the outbox, behind what is held."""
+        if self.closing is not None:
+            return True
+        raw = self.raw
+        if raw is not None and not self.busy and not self.outbox.frames and raw.ready():
+            self.corked.append(frame.deflated() if self.deflate else frame.plain())
+            self.sent += 1
+            if frame.event and self.tally is not None:
+                self.tally.deliveries += 1  # a delivery is an event frame written to the socket
+            if len(self.corked) >= CORK_FRAMES:
+                self.flush()
+            return True
+        self.flush()
+        return self.queue(frame)
+
+    def flush(self) -> None:
+        """Write the frames :meth:`deliver` held back, in one write."""
+        corked = self.corked
+        if corked:
+            self.corked = []
+            if self.raw is not None and self.raw.open():
+                self.raw.write_frame(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def send(self, frame: str) -> None:
         """Queue an encoded control frame (``frames.PONG_WIRE``, ``frames.subscribed_wire``…)."""
@@ -204,7 +264,8 @@ class Session:
             if code == TRY_AGAIN_LATER:
                 SLOW_CLOSES.inc()
             self.closing = code
-            self.closed.set()
+            if not self.closed.done():
+                self.closed.set_result(None)
 
     def fail(self, code: int, error: frames.ErrorCode, message: str) -> None:
         """Close with ``code`` after one last error frame, sent ahead of anything still queued."""
@@ -238,6 +299,7 @@ class Session:
     async def goodbye(self, stall_seconds: float) -> None:
         """The closing handshake, bounded: a peer that does not read gets a reset instead."""
         self.outbox.clear()  # never to be sent: free them now
+        self.corked = []
         ws = self.ws
         if self.aborted or not (
             ws.client_state == WebSocketState.CONNECTED and ws.application_state == WebSocketState.CONNECTED
@@ -259,14 +321,34 @@ class Session:
             asyncio.get_running_loop().call_later(stall_seconds, abort_if_unflushed, self.transport)
 
     async def writer(self) -> None:
-        outbox, send = self.outbox, self.ws.send_text
-        tally = self.node.meter.tally(self.who.tenant_id)  # held while the socket is open (metering)
-        while True:
-            frame = await outbox.take()
-            await send(frame)
-            self.sent += 1
-            if tally is not None and frame.startswith(EVENT_FRAME):
-                tally.deliveries += 1  # a delivery is an event frame written to the socket
+        """Send what the outbox holds, then end (:meth:`queue` starts it again)."""
+        outbox, send, raw, tally = self.outbox, self.ws.send_text, self.raw, self.tally
+        try:
+            while outbox.frames:
+                frame = outbox.take()
+                self.busy = True
+                if isinstance(frame, str):
+                    await send(frame)
+                elif raw is None:
+                    await send(frame.text)
+                else:
+                    await raw.drained()
+                    if not raw.open():
+                        self.close(1000)  # lost meanwhile: the session ends
+                        return
+                    raw.write_frame(frame.deflated() if self.deflate else frame.plain())
+                self.busy = False
+                self.sent += 1
+                if tally is not None and isinstance(frame, Wire) and frame.event:
+                    tally.deliveries += 1  # a delivery is an event frame written to the socket
+        finally:  # at once, not in a callback: a frame queued right after starts a new writer
+            self.writing = None
+            self.busy = False
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        """A writer that failed (the peer went away) ends the session."""
+        if not task.cancelled() and task.exception() is not None:
+            self.close(1000)
 
     # incoming ------------------------------------------------------------------------------
     async def reader(self) -> None:
@@ -377,11 +459,13 @@ class Session:
             self.who.tenant_id,
             cid,
             self.who.user_id,
-            send=self.enqueue,
+            send=self.deliver,
+            flush=self.flush,
             overflow=lambda: self.close(TRY_AGAIN_LATER),
             revoke=self._revoked,
             limit=self.node.settings.ws_queue_frames,
             budget=self.node.settings.ws_max_buffered_bytes,
+            compact=self.compact,
         )
         self.subs[cid] = sub
         self.node.hub.add(sub)
@@ -403,7 +487,8 @@ class Session:
         """
         stream = stream_name("channel", sub.channel_id)
         wait = self.node.settings.ws_history_wait_seconds
-        view = HistoryView(self.node.service, self.node.log, self.who.tenant_id, stream, wait)  # what a replay shows
+        # what a replay shows
+        view = HistoryView(self.node.service, self.node.log, self.who.tenant_id, stream, wait, compact=self.compact)
         last = since
         deadline = asyncio.get_running_loop().time() + self.node.settings.ws_history_wait_seconds
         limit = FIRST_HISTORY_PAGE
@@ -416,9 +501,9 @@ class Session:
                     break  # a hole in a lagging copy: read again from here
                 if self.closing is not None:
                     return None
-                frame = view.frame(event)
-                await self.outbox.put(frame)  # waits for the socket to drain: memory stays bounded
-                sent, size, last = sent + 1, size + sys.getsizeof(frame), event.seq
+                frame = Wire(view.frame(event), event=True)
+                await self.put(frame)  # waits for the socket to drain: memory stays bounded
+                sent, size, last = sent + 1, size + frame.size, event.seq
                 if event.seq > head and event.type in REVOKING and event.payload.get("user_id") == sub.user_id:
                     sub.revoke_at = event.seq  # removed meanwhile: go_live delivers nothing after it
                     return last
@@ -464,6 +549,12 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     node = engine(ws)
     token = ws.query_params.get("token", "")
+    kind = ws.query_params.get("frames", "full")
+    if kind not in frames.FRAME_FORMATS:
+        message = f"frames is one of {', '.join(frames.FRAME_FORMATS)}"
+        await ws.send_text(frames.Error(code="invalid_request", message=message).wire())
+        await ws.close(POLICY_VIOLATION)
+        return
     try:
         who = await node.auth.authenticate(token, node.clock())
         if who.kind != "user":
@@ -500,16 +591,18 @@ async def serve(ws: WebSocket, who: Principal, token: str) -> None:
     node.presence.opened(session.conn_id, who.tenant_id, who.user_id)
     node.meter.opened(who.tenant_id, who.user_id)
     node.socket_watch.add(session)
-    tasks = [asyncio.create_task(session.writer()), asyncio.create_task(session.reader())]
-    closer = asyncio.create_task(session.closed.wait())
+    reader = asyncio.create_task(session.reader())
     try:
-        await asyncio.wait([*tasks, closer], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([reader, session.closed], return_when=asyncio.FIRST_COMPLETED)
     finally:
         SOCKETS.dec()
         node.meter.closed(who.tenant_id, who.user_id)
         node.socket_watch.remove(session)
         session.detach()
-        for task in [*tasks, closer]:
+        session.closed.cancel()
+        writing = session.writing
+        tasks = [reader] if writing is None else [reader, writing]
+        for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):

@@ -1,15 +1,20 @@
 """Live fan-out of recorded events to websocket subscribers.
 
 Each committed channel event is encoded once and offered to every subscription of its
-channel. A subscription that is still replaying history buffers live events; the switch to
-live skips every seq already sent, so resume is gapless and exactly once.
+channel as one :class:`Wire`: its JSON text and, built on first use, its websocket frame
+bytes, so a socket that can take them at once is written those very bytes (no per-subscriber
+JSON, framing or compression). A subscription that is still replaying history buffers live
+events; the switch to live skips every seq already sent, so resume is gapless and exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 import sys
+import zlib
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -24,6 +29,65 @@ REVOKING = frozenset({"MemberRemoved", "MemberBanned"})
 # X-Request-Id in correlation_id. Subscribers are other members; they are shown none of it.
 WITHHELD: dict[str, Any] = {"command_id": None, "causation_id": None, "correlation_id": None}
 TEXTS = frozenset({"MessagePosted", "MessageEdited"})
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
+# The permessage-deflate settings of ``caas serve`` (``api/connections.py``): a frame compressed
+# once with a fresh 12-bit window is valid on every socket that negotiated server_no_context_takeover
+# and a server window of at least 12 bits.
+DEFLATE_BITS = 12
+DEFLATE_MEM_LEVEL = 5
+_SYNC_TAIL = b"\x00\x00\xff\xff"
+
+
+def ws_frame(payload: bytes, *, compressed: bool = False) -> bytes:
+    """One unmasked, unfragmented websocket text frame (RFC 6455 5.2) as a server sends it;
+    ``compressed`` sets RSV1 (RFC 7692: the payload is deflated)."""
+    first = 0xC1 if compressed else 0x81
+    n = len(payload)
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", first, 126, n) + payload
+    return struct.pack("!BBQ", first, 127, n) + payload
+
+
+class Wire:
+    """One server frame, encoded once for every socket it goes to: its JSON ``text`` and,
+    built on first use, its websocket frame as sent without compression (``plain``) and
+    with permessage-deflate (``deflated``: compressed once, with no context, so the same
+    bytes are valid on every socket that negotiated it; the plain frame where deflating
+    does not make it smaller). ``size`` is what holding it costs (``sys.getsizeof`` of the
+    text), what a socket's outbox counts."""
+
+    __slots__ = ("_deflated", "_plain", "event", "size", "text")
+
+    def __init__(self, text: str, *, event: bool = False) -> None:
+        self.text = text
+        self.event = event  # a channel event: a delivery, when written to a socket (metering)
+        self.size = sys.getsizeof(text)
+        self._plain: bytes | None = None
+        self._deflated: bytes | None = None
+
+    def plain(self) -> bytes:
+        if self._plain is None:
+            self._plain = ws_frame(self.text.encode())
+        return self._plain
+
+    def deflated(self) -> bytes:
+        if self._deflated is None:
+            data = self.text.encode()
+            z = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -DEFLATE_BITS, DEFLATE_MEM_LEVEL)
+            packed = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+            if packed.endswith(_SYNC_TAIL) and len(packed) - 4 < len(data):
+                self._deflated = ws_frame(packed[:-4], compressed=True)
+            else:
+                self._deflated = self.plain()
+        return self._deflated
+
+    def frame(self, deflate: bool) -> bytes:
+        return self.deflated() if deflate else self.plain()
 
 
 def event_frame(event: Event, payload: dict[str, Any] | None = None) -> str:
@@ -49,6 +113,30 @@ def event_frame(event: Event, payload: dict[str, Any] | None = None) -> str:
     ).decode()
 
 
+def compact_event_frame(event: Event, payload: dict[str, Any] | None = None) -> str:
+    """The compact frame of one channel event (``frames.CompactEvent``, for sockets opened with
+    ``?frames=compact``): the channel, seq, event type, time (ms since the epoch) and the
+    payload without its ``null`` and empty fields; ``v`` only for a schema version above 1.
+    What it leaves out, and where a client finds it, is in docs/websocket-protocol.md."""
+    shown = event.payload if payload is None else payload
+    frame: dict[str, Any] = {
+        "type": "ev",
+        "ch": event.stream[8:],
+        "seq": event.seq,
+        "ev": event.type,
+        "at": epoch_ms(event.occurred_at),
+        "d": {k: v for k, v in shown.items() if v is not None and v != [] and v != {}},
+    }
+    if event.schema_version != 1:
+        frame["v"] = event.schema_version
+    return orjson.dumps(frame).decode()
+
+
+def epoch_ms(moment: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 UTC time as ``format_time`` writes it."""
+    return (datetime.fromisoformat(moment) - EPOCH) // MILLISECOND
+
+
 class HistoryView:
     """How a channel's history is shown to a subscriber who replays it (``since_seq``).
 
@@ -68,8 +156,11 @@ class HistoryView:
     deletion, and the ``MessageDeleted`` that follows carries only the message id.
     """
 
-    def __init__(self, service: Commands, log: StreamReader, tenant_id: str, stream: str, wait: float) -> None:
+    def __init__(
+        self, service: Commands, log: StreamReader, tenant_id: str, stream: str, wait: float, *, compact: bool = False
+    ) -> None:
         self.service, self.log, self.tenant_id, self.stream = service, log, tenant_id, stream
+        self.encode = compact_event_frame if compact else event_frame  # the socket's kind of event frame
         self.deadline = asyncio.get_running_loop().time() + wait
         self._messages: dict[str, MessageState] = {}
         self._texts: dict[int, str] = {}  # seq of a latest edit -> its text, for the current page
@@ -99,16 +190,16 @@ class HistoryView:
     def frame(self, event: Event) -> str:
         message = self._message(event)
         if message is None:
-            return event_frame(event)
+            return self.encode(event)
         if message.deleted_seq:
             shown = {**event.payload, "text": "", "redacted": "deleted"}
             if "attachments" in shown:
                 shown["attachments"] = []
-            return event_frame(event, shown)
+            return self.encode(event, shown)
         if self._superseded(message, event):
             text = self._texts.get(message.edited_seq, "")
-            return event_frame(event, {**event.payload, "text": text, "redacted": "edited"})
-        return event_frame(event)
+            return self.encode(event, {**event.payload, "text": text, "redacted": "edited"})
+        return self.encode(event)
 
     def _message(self, event: Event) -> MessageState | None:
         """The message whose text ``event`` records, if the channel's state knows it."""
@@ -130,6 +221,8 @@ class Subscription:
         "buffer",
         "buffered",
         "channel_id",
+        "compact",
+        "flush",
         "last_seq",
         "limit",
         "live",
@@ -147,31 +240,35 @@ class Subscription:
         channel_id: str,
         user_id: str,
         *,
-        send: Callable[[str], bool],
+        send: Callable[[Wire], bool],
+        flush: Callable[[], None] = lambda: None,
         overflow: Callable[[], None],
         revoke: Callable[[Subscription, str], None],
         limit: int,
         budget: int,
+        compact: bool = False,
     ) -> None:
         self.tenant_id = tenant_id
         self.channel_id = channel_id
         self.user_id = user_id
         self.last_seq = 0
         self.live = False
-        self.buffer: list[tuple[int, str]] = []
+        self.buffer: list[tuple[int, Wire]] = []
         self.buffered = 0  # memory of the buffered frames (see ``api.ws.Outbox``)
         self.send = send  # returns False when the socket's queue is full
+        self.flush = flush  # writes what ``send`` held back: called after each batch of events
         self.overflow = overflow  # called once the subscriber has fallen too far behind
         self.revoke = revoke
         self.revoke_at = 0  # seq of a removal published while replaying history
         self.limit = limit  # live events buffered while replaying, at most: in frames
         self.budget = budget  # and in bytes
+        self.compact = compact  # the socket asked for compact event frames (``frames.CompactEvent``)
 
-    def offer(self, seq: int, frame: str) -> bool:
+    def offer(self, seq: int, frame: Wire) -> bool:
         """Deliver or buffer one event; ``False`` if the subscriber cannot keep up."""
         if not self.live:
             self.buffer.append((seq, frame))
-            self.buffered += sys.getsizeof(frame)
+            self.buffered += frame.size
             return len(self.buffer) <= self.limit and self.buffered <= self.budget
         if seq <= self.last_seq:
             return True
@@ -191,6 +288,7 @@ class Subscription:
                 break
             if not self.offer(seq, frame):
                 return False
+        self.flush()
         if self.revoke_at:
             self.revoke(self, f"you are no longer a member of channel {self.channel_id}")
         return True
@@ -216,15 +314,28 @@ class Hub:
         return len(self._subs.get((tenant_id, channel_id), ()))
 
     def publish(self, events: Sequence[Event]) -> None:
+        touched: list[tuple[str, str]] = []  # channels given events, in order: each socket flushes once
         for event in events:
             if not event.stream.startswith("channel:"):
                 continue
-            subs = self._subs.get((event.tenant_id, event.stream[8:]))
+            key = (event.tenant_id, event.stream[8:])
+            subs = self._subs.get(key)
             if not subs:
                 continue
-            frame = event_frame(event)
+            if not touched or touched[-1] != key:
+                touched.append(key)
+            full: Wire | None = None  # each encoding at most once, for all the channel's subscribers
+            compact: Wire | None = None
             revoked: Any = event.payload.get("user_id") if event.type in REVOKING else None
             for sub in list(subs):
+                if sub.compact:
+                    if compact is None:
+                        compact = Wire(compact_event_frame(event), event=True)
+                    frame = compact
+                else:
+                    if full is None:
+                        full = Wire(event_frame(event), event=True)
+                    frame = full
                 if not sub.offer(event.seq, frame):
                     sub.overflow()
                 elif revoked is not None and sub.user_id == revoked:
@@ -232,17 +343,23 @@ class Hub:
                         sub.revoke(sub, f"you are no longer a member of channel {sub.channel_id}")
                     elif not sub.revoke_at:
                         sub.revoke_at = event.seq  # revoked once the replay has delivered it
+        for key in dict.fromkeys(touched):
+            for sub in list(self._subs.get(key, ())):
+                sub.flush()
 
     def typing(self, tenant_id: str, channel_id: str, user_id: str, expires_in_ms: int = 5000) -> int:
         """Send an ephemeral typing frame to the channel's other live subscribers; clients
         drop the indicator after ``expires_in_ms`` unless another frame renews it."""
-        frame = orjson.dumps(
-            {"type": "typing", "channel_id": channel_id, "user_id": user_id, "expires_in_ms": expires_in_ms}
-        ).decode()
+        frame = Wire(
+            orjson.dumps(
+                {"type": "typing", "channel_id": channel_id, "user_id": user_id, "expires_in_ms": expires_in_ms}
+            ).decode()
+        )
         sent = 0
         for sub in list(self._subs.get((tenant_id, channel_id), ())):
             if sub.live and sub.user_id != user_id:
                 sent += 1
                 if not sub.send(frame):
                     sub.overflow()
+                sub.flush()
         return sent

@@ -47,9 +47,10 @@ CLOSE_CODES: dict[int, tuple[str, str]] = {
     POLICY_VIOLATION: (
         "the token is bad, expired or its signing key retired by a second rotation (after an "
         "`unauthenticated` error frame); too many sockets for the user (`rate_limited`); or a plan's "
-        "socket or monthly-active-user cap (`quota_exceeded`)",
+        "socket or monthly-active-user cap (`quota_exceeded`); an unknown `frames` value in the URL "
+        "(`invalid_request`)",
         "get a new token (or close another socket), then reconnect and resume; after `quota_exceeded` or "
-        "`rate_limited` do not retry in a loop: wait until the cap allows it",
+        "`rate_limited` do not retry in a loop: wait until the cap allows it; after `invalid_request` fix the URL",
     ),
     TOO_BIG: (
         "a client frame was larger than CAAS_WS_MAX_FRAME_BYTES (after a `payload_too_large` error frame)",
@@ -205,6 +206,37 @@ class EventFrame(Frame):
     event: Envelope
 
 
+def _compact_example() -> dict[str, Any]:
+    shown = {k: v for k, v in EXAMPLE_POST.model_dump(mode="json").items() if v is not None and v != [] and v != {}}
+    at = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    return {"type": "ev", "ch": "c1", "seq": 42, "ev": EXAMPLE_POST.type, "at": int(at.timestamp()) * 1000, "d": shown}
+
+
+COMPACT_EXAMPLE = _compact_example()
+
+
+class CompactEvent(Frame):
+    """One event of a subscribed channel, on a socket opened with ``?frames=compact`` (in place of
+    ``event``): the same order, seqs and resume, in about a third of the bytes. Only what a client
+    needs to show the event and resume: ``command_id``, ``causation_id`` and ``correlation_id``
+    (always null), ``tenant_id`` (the token's), ``stream`` (``channel:`` + ``ch``), ``position``
+    (a write's own answer carries it), ``event_id``, ``actor`` and ``schema_version`` (1 unless
+    ``v`` says otherwise) are left out; ``GET /v1/events`` has the whole envelope."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [COMPACT_EXAMPLE]})
+    type: Literal["ev"]
+    ch: str = Field(description="the channel id")
+    seq: int = Field(description="gapless per channel: resume with since_seq = the last seq received")
+    ev: str = Field(description="the event type, e.g. MessagePosted, MemberAdded, MemberRemoved")
+    at: int = Field(description="when the event was recorded: milliseconds since 1970-01-01T00:00:00Z")
+    d: dict[str, Any] = Field(
+        description="the event's payload without its null and empty ([], {}) fields: read a missing field as "
+        'null or empty; in a replay a message deleted since shows "text": "" and "redacted": "deleted", and one '
+        'edited since its current text and "redacted": "edited"'
+    )
+    v: int | None = Field(default=None, description="the payload's schema version, only when it is not 1")
+
+
 class Unsubscribed(Frame):
     model_config = ConfigDict(json_schema_extra={"examples": [{"type": "unsubscribed", "channel_id": "c1"}]})
     type: Literal["unsubscribed"] = "unsubscribed"
@@ -320,7 +352,18 @@ def unsubscribed_wire(channel_id: str) -> str:
 
 
 CLIENT_FRAMES: tuple[type[Frame], ...] = (Subscribe, Unsubscribe, SendTyping, SubscribePresence, Ping)
-SERVER_FRAMES: tuple[type[Frame], ...] = (Subscribed, EventFrame, Unsubscribed, Presence, Typing, Pong, Error)
+SERVER_FRAMES: tuple[type[Frame], ...] = (
+    Subscribed,
+    EventFrame,
+    CompactEvent,
+    Unsubscribed,
+    Presence,
+    Typing,
+    Pong,
+    Error,
+)
+# ``?frames=`` on the socket's URL: which frame carries channel events
+FRAME_FORMATS = {"full": "event frames (EventFrame), the default", "compact": "ev frames (CompactEvent)"}
 
 
 def examples(model: type[Frame]) -> list[dict[str, Any]]:

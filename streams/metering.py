@@ -58,7 +58,6 @@ from domain.usage import RecordUsage
 
 log = structlog.get_logger("caas.metering")
 
-EVENT_FRAME = '{"type":"event"'  # how every channel event frame starts (streams/fanout.py)
 MAX_BACKLOG = 360  # intervals per tenant kept while appends fail (an hour at 10 s); older are dropped
 
 

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
 
@@ -180,6 +181,25 @@ async def test_every_server_frame_kind_matches_its_model(server: Server, client:
         for frame in (f.EVENT_EXAMPLE, live):
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", frame["event"]["occurred_at"])
 
+        async with ws_connect(server.ws_url, f"{bob}&frames=compact") as c:
+            # the compact socket: the same events, seqs and order, each an ``ev`` frame
+            await send(c, {"type": "subscribe", "channel_id": "c1", "since_seq": 0})
+            compact = [check(await recv(c))]
+            while compact[-1].get("seq") != head + 1:
+                compact.append(check(await recv(c)))
+            assert [x["type"] for x in compact] == ["subscribed"] + ["ev"] * len(got)
+            assert shape(f.COMPACT_EXAMPLE) == shape(compact[-1]), (f.COMPACT_EXAMPLE, compact[-1])
+            for full, short in zip([*got[1:], live], compact[1:], strict=True):
+                envelope = full["event"]
+                assert short == {
+                    "type": "ev",
+                    "ch": full["channel_id"],
+                    "seq": full["seq"],
+                    "ev": envelope["type"],
+                    "at": round(datetime.fromisoformat(envelope["occurred_at"]).timestamp() * 1000),
+                    "d": {k: v for k, v in envelope["payload"].items() if v not in (None, [], {})},
+                }
+
         await send(a, {"type": "subscribe", "channel_id": "c1"})
         assert check(await recv(a))["type"] == "subscribed"
         await send(b, {"type": "typing", "channel_id": "c1"})
@@ -224,6 +244,18 @@ async def test_every_client_frame_of_the_document_is_served(server: Server, clie
     assert sorted(set(sent)) == sorted(f.frame_type(m) for m in f.CLIENT_FRAMES)
     assert not [frame for frame in answers if frame["type"] == "error"], answers
     assert {frame["type"] for frame in answers} >= {"subscribed", "unsubscribed", "presence"}
+
+
+async def test_an_unknown_frames_value_is_refused_with_a_documented_error(
+    server: Server, client: httpx.Client, tenant: Tenant
+) -> None:
+    token = tenant.user(client, "alice")
+    async with ws_connect(server.ws_url, f"{token}&frames=tiny") as ws:
+        frame = checked(await recv(ws))
+        assert frame["type"] == "error" and frame["code"] == "invalid_request" and "compact" in frame["message"]
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == f.POLICY_VIOLATION
 
 
 async def test_closing_error_frames_match_the_model(server: Server, client: httpx.Client, tenant: Tenant) -> None:

@@ -4,12 +4,16 @@
 1,000 users of one channel subscribe from two client processes, through a minimal asyncio
 websocket client (``tests.perf.wsclients.RawSocket``): with the ``websockets`` client the two
 client processes, not the server, were the ceiling (~5k frames/s each on this machine).
-Twice: with clients that offer permessage-deflate, as browsers do (both servers accept it,
-so every frame is compressed once per socket), then with clients that do not. Server RSS is
+Four times: with clients that offer permessage-deflate, as browsers do (both servers accept it;
+the bare server compresses every frame once per socket, CAAS once per event), then with clients
+that do not; each with ``event`` frames and with compact ``ev`` frames (``?frames=compact``). Server RSS is
 read from /proc/<pid>/status before and after they connect (a fresh server each time). Then
 messages are posted as fast as a few keep-alive connections allow; deliveries/s = frames
 received by all subscribers / (last frame received - first post sent). The bare server gets
-the very frames CAAS sent (same bytes, ``streams.fanout.event_frame``) over one websocket.
+the very frames CAAS sent (same bytes, ``streams.fanout.event_frame`` or ``compact_event_frame``)
+over one websocket. Every figure is printed beside its issue-12 target and the same-run limit:
+deliveries/s at least the bare server's, server memory at most 30 KiB per socket, and the frame
+of a 150-byte message at most twice its text.
 
     .venv/bin/python -m tests.perf.bench_fanout [--subscribers 1000] [--messages 300]
 """
@@ -26,7 +30,7 @@ import orjson
 from websockets.asyncio.client import connect
 
 from domain.events import Event
-from streams.fanout import event_frame
+from streams.fanout import Wire, compact_event_frame, event_frame
 from tests.perf.common import (
     HttpConn,
     Process,
@@ -42,8 +46,15 @@ from tests.perf.common import (
     start_caas,
 )
 
-TARGET_DELIVERIES = 50_000.0
-TARGET_KIB_PER_SUB = 50.0
+TARGET_RATIO = 1.0  # issue 12: fan-out deliveries/s >= 1.0x a bare websockets.broadcast of the same frames
+TARGET_KIB_PER_SUB = 30.0  # issue 12: server memory per socket
+TARGET_FRAME_RATIO = 2.0  # issue 12: the frame of a 150-byte message <= 2x its text
+MODES = (  # (what clients offer, which event frames, figure suffix)
+    ("deflate", "full", ""),
+    ("none", "full", "_uncompressed"),
+    ("deflate", "compact", "_compact"),
+    ("none", "compact", "_compact_uncompressed"),
+)
 PROCESSES = 2
 CLIENT = "raw"  # tests.perf.wsclients.RawSocket: the websockets client costs more per frame than the server
 TEXT = "fan-out benchmark message, a chat line of a fairly typical length: lorem ipsum"
@@ -129,7 +140,9 @@ def fan_out(
     }
 
 
-def caas_fan_out(subscribers: int, messages: int, compression: str, **env: str) -> tuple[dict[str, Any], list[str]]:
+def caas_fan_out(
+    subscribers: int, messages: int, compression: str, frames: str = "full", **env: str
+) -> tuple[dict[str, Any], list[Event]]:
     """A fresh ``caas serve`` (so the RSS delta is the subscribers' alone; ``env`` adds settings);
     returns its figures and the frames it sent."""
     with Workdir() as work:
@@ -140,8 +153,9 @@ def caas_fan_out(subscribers: int, messages: int, compression: str, **env: str) 
             assert server.process is not None
             pid = server.process.pid
             run_async(post_burst(server.port, chat.tokens["u0"], "c0", 20))  # warm up
-            urls = [f"{server.ws_url}?token={token}" for token in chat.tokens.values()]
-            log(f"fan-out: caas, {subscribers} subscribers ({compression}), {messages} messages")
+            kind = "&frames=compact" if frames == "compact" else ""
+            urls = [f"{server.ws_url}?token={token}{kind}" for token in chat.tokens.values()]
+            log(f"fan-out: caas, {subscribers} subscribers ({compression}, {frames}), {messages} messages")
             result = fan_out(pid, urls, {"channel_id": "c0"}, messages,
                              lambda: run_async(post_burst(server.port, chat.tokens["u0"], "c0", messages)),
                              compression)  # fmt: skip
@@ -151,7 +165,7 @@ def caas_fan_out(subscribers: int, messages: int, compression: str, **env: str) 
         finally:
             server.stop()
     log(f"fan-out: caas {result['deliveries_per_s']:.0f} deliveries/s, {result['kib_per_subscriber']} KiB/sub")
-    return result, [event_frame(e) for e in events]
+    return result, events
 
 
 def bare_fan_out(subscribers: int, frames: list[str], compression: str) -> dict[str, Any]:
@@ -166,30 +180,82 @@ def bare_fan_out(subscribers: int, frames: list[str], compression: str) -> dict[
     return result
 
 
+def wire_bytes(text: str, compression: str) -> int:
+    """Bytes of one frame on a socket: the websocket frame CAAS writes (deflated once, or plain)."""
+    wire = Wire(text)
+    return len(wire.deflated() if compression == "deflate" else wire.plain())
+
+
+def frame_sizes(event: Event) -> dict[str, int]:
+    """The frames of a 150-byte message, like the run's own (the same ids, channel and time)."""
+    sample = event.model_copy(update={"payload": {**event.payload, "text": "x" * 150}})
+    full, compact = event_frame(sample), compact_event_frame(sample)
+    return {
+        "text": 150,
+        "event_frame": len(full.encode()),
+        "ev_frame": len(compact.encode()),
+        "event_frame_deflated": wire_bytes(full, "deflate"),
+        "ev_frame_deflated": wire_bytes(compact, "deflate"),
+    }
+
+
 def run(subscribers: int = 1000, messages: int = 300) -> dict[str, Any]:
     modes: dict[str, dict[str, Any]] = {}
     figures = []
-    for compression, suffix in (("deflate", ""), ("none", "_uncompressed")):
-        caas, frames = caas_fan_out(subscribers, messages, compression)
-        bare = bare_fan_out(subscribers, frames, compression)
-        modes[compression] = {"caas": caas, "bare_websockets": bare}
+    sizes: dict[str, int] = {}
+    for compression, frames, suffix in MODES:
+        caas, events = caas_fan_out(subscribers, messages, compression, frames)
+        encode = compact_event_frame if frames == "compact" else event_frame
+        texts = [encode(e) for e in events]
+        bare = bare_fan_out(subscribers, texts, compression)
+        caas["bytes_per_delivery"] = bare["bytes_per_delivery"] = wire_bytes(texts[0], compression) if texts else 0
+        modes[f"{compression}_{frames}"] = {"caas": caas, "bare_websockets": bare}
+        if events and not sizes:
+            sizes = frame_sizes(events[0])
+        ratio_limit = f"target {TARGET_RATIO:g}x bare websockets.broadcast of the same frames, same run"
         figures += [
-            figure(f"fanout_deliveries{suffix}", caas["deliveries_per_s"], "deliveries/s", target=TARGET_DELIVERIES,
-                   limit=f"bare websockets.broadcast ({bare['deliveries_per_s']}/s)",
-                   ratio_to=bare["deliveries_per_s"]),
+            figure(f"fanout_deliveries{suffix}", caas["deliveries_per_s"], "deliveries/s",
+                   target=TARGET_RATIO * bare["deliveries_per_s"],
+                   limit=f"{ratio_limit} ({bare['deliveries_per_s']}/s)", ratio_to=bare["deliveries_per_s"]),
+            figure(f"fanout_server_cpu_us_per_delivery{suffix}", caas["server_cpu_us_per_delivery"], "us",
+                   target=bare["server_cpu_us_per_delivery"], higher_is_better=False,
+                   limit=f"bare websockets.broadcast ({bare['server_cpu_us_per_delivery']} us/delivery)",
+                   ratio_to=bare["server_cpu_us_per_delivery"]),
+            figure(f"fanout_bytes_per_delivery{suffix}", caas["bytes_per_delivery"], "bytes",
+                   target=caas["bytes_per_delivery"], higher_is_better=False,
+                   limit="the same frames as the bare server (wire bytes of one frame)"),
             figure(f"fanout_server_memory_per_subscriber{suffix}", caas["kib_per_subscriber"], "KiB",
                    target=TARGET_KIB_PER_SUB, higher_is_better=False,
                    limit=f"bare websockets server ({bare['kib_per_subscriber']} KiB/subscriber)",
                    ratio_to=bare["kib_per_subscriber"]),
         ]  # fmt: skip
+    if sizes:
+        text = sizes["text"]
+        for name, key in (
+            ("fanout_frame_bytes_150", "ev_frame"),
+            ("fanout_frame_bytes_150_deflated", "ev_frame_deflated"),
+            ("fanout_frame_bytes_150_event_frame", "event_frame"),
+        ):
+            limit = f"{TARGET_FRAME_RATIO:g}x a 150-byte text; the event frame is {sizes['event_frame']} bytes"
+            figures.append(
+                figure(
+                    name,
+                    sizes[key],
+                    "bytes",
+                    target=TARGET_FRAME_RATIO * text,
+                    higher_is_better=False,
+                    limit=limit,
+                    ratio_to=text,
+                )
+            )
     return {
         "setup": {"subscribers": subscribers, "messages": messages, "client_processes": PROCESSES,
-                  "frame_bytes": len(frames[0].encode()) if frames else 0,
+                  "frame_bytes": sizes, "text": TEXT,
                   "client": "minimal RFC 6455 asyncio client (wsclients.RawSocket)",
                   "modes": "deflate: clients offer permessage-deflate as browsers do (both servers accept it, "
-                           "12-bit windows, memLevel 5); none: clients that do not offer it"},
-        "deflate": modes["deflate"],
-        "none": modes["none"],
+                           "12-bit windows, memLevel 5); none: clients that do not offer it; full: event frames; "
+                           "compact: ev frames (?frames=compact)"},
+        **modes,
         "figures": figures,
     }  # fmt: skip
 

@@ -3,7 +3,8 @@ under the benchmark's own load, summarised as the top frames (own and inclusive 
 
     .venv/bin/pip install py-spy            # a developer tool: not a project dependency
     .venv/bin/python -m tests.perf.pyspy http [--seconds 8]       # caas serve under bench_http's load
-    .venv/bin/python -m tests.perf.pyspy fanout [--messages 200]  # caas serve fanning out to 1,000 sockets
+    .venv/bin/python -m tests.perf.pyspy fanout [--messages 200] [--compression none|deflate]
+                                                   # caas serve fanning out to 1,000 sockets
     .venv/bin/python -m tests.perf.pyspy rebuild [--events 50000] # caas rebuild of a generated log
 
 ``--gil`` samples only the thread holding the GIL (where Python time goes); without it, every
@@ -94,7 +95,7 @@ def profile_http(seconds: float, gil: bool, top: int) -> dict[str, Any]:
     return {"load": {k: result.get(k) for k in ("rps", "latency_ms")}, **summarise(out, top)}
 
 
-def profile_fanout(messages: int, gil: bool, top: int) -> dict[str, Any]:
+def profile_fanout(messages: int, gil: bool, top: int, compression: str = "none") -> dict[str, Any]:
     from tests.perf.bench_fanout import fan_out, post_burst
 
     out = Path(tempfile.mkdtemp()) / "fanout.txt"
@@ -113,7 +114,7 @@ def profile_fanout(messages: int, gil: bool, top: int) -> dict[str, Any]:
                 spy.join()
                 return errors
 
-            result = fan_out(pid, urls, {"channel_id": "c0"}, messages, go)
+            result = fan_out(pid, urls, {"channel_id": "c0"}, messages, go, compression)
         finally:
             server.stop()
     return {"load": {k: result[k] for k in ("deliveries_per_s", "server_cpu_seconds")}, **summarise(out, top)}
@@ -141,13 +142,14 @@ def main() -> None:
     p.add_argument("--events", type=int, default=50_000)
     p.add_argument("--messages", type=int, default=200)
     p.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
+    p.add_argument("--compression", choices=["none", "deflate"], default="none", help="fanout: what clients offer")
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args()
     log(f"profiling {args.what}")
     if args.what == "http":
         result = profile_http(args.seconds, args.gil, args.top)
     elif args.what == "fanout":
-        result = profile_fanout(args.messages, args.gil, args.top)
+        result = profile_fanout(args.messages, args.gil, args.top, args.compression)
     else:
         result = profile_rebuild(args.events, args.gil, args.top)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

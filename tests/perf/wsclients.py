@@ -170,7 +170,8 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
                     stats["first_ns"] = now
                 stats["last_ns"] = max(stats["last_ns"], now)
                 frame = orjson.loads(raw)
-                if frame.get("type") != "event":
+                kind = frame.get("type")
+                if kind != "event" and kind != "ev":  # ev: a compact event frame (?frames=compact)
                     continue
                 seen += 1
                 stats["frames"] += 1
@@ -179,7 +180,7 @@ async def _main(spec: dict[str, Any]) -> dict[str, Any]:
                     stats["in_order"] = False
                 last_seq = seq
                 if latency:
-                    text = frame["event"]["payload"]["text"]
+                    text = frame["d"]["text"] if kind == "ev" else frame["event"]["payload"]["text"]
                     _, i, sent = text.split(" ", 2)
                     if int(i) >= warmup:
                         lat.append((now - int(sent)) / 1e6)

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.events import Event
-from streams.fanout import REVOKING, Hub, Subscription, event_frame
+from streams.fanout import REVOKING, Hub, Subscription, Wire, event_frame
 
 TENANT, CHANNEL, USER = "t1", "c", "bob"
 
@@ -72,10 +72,10 @@ class Socket:
     pending: list[int] = field(default_factory=list)
     delivered: list[int] = field(default_factory=list)
 
-    def send(self, frame: str) -> bool:
+    def send(self, frame: Wire) -> bool:
         if len(self.pending) >= self.capacity:
             return False  # api.ws: the outbox is full, the socket is closed with 1013
-        self.pending.append(seq_of(frame))
+        self.pending.append(seq_of(frame.text))
         return True
 
     def drain(self) -> None:
@@ -120,7 +120,7 @@ class Attempt:
         for event in self.channel.events[self.last : min(self.channel.readable, self.last + page)]:
             if len(self.socket.pending) >= self.socket.capacity:
                 return  # history waits for the socket to drain: it is paced by the reader
-            assert self.socket.send(event_frame(event))
+            assert self.socket.send(Wire(event_frame(event), event=True))
             self.last = event.seq
             if event.seq > self.head and event.type in REVOKING and event.payload.get("user_id") == USER:
                 self.sub.revoke_at = event.seq

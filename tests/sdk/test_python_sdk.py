@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -18,6 +18,8 @@ from caas_client import (
     CaasError,
     Channel,
     Client,
+    CompactEvent,
+    EventFrame,
     FrameTooBig,
     Outbox,
     Presence,
@@ -69,6 +71,36 @@ async def test_messages_sent_through_the_outbox_arrive_on_the_others_channel_in_
             assert await bob_http.unread_count("room") == 5
             await bob_http.mark_read("room", acks[2].seq)
             assert await bob_http.unread_count("room") == 2
+    await admin.aclose()
+
+
+async def test_compact_frames_give_the_same_timeline_and_acknowledge_the_outbox(server: Server) -> None:
+    """``frames="compact"``: the channel yields ``ev`` frames with the seqs, order and payloads an
+    ``event`` socket yields, and the outbox is acknowledged from them (without a position)."""
+    admin = await admin_for(server)
+    tokens = await room(admin, "room", "alice", "bob")
+    head = (await admin.get_channel("room")).head_seq
+    async with (
+        Realtime(server.url, tokens["bob"], frames="compact") as compact,
+        Realtime(server.url, tokens["bob"]) as full,
+        AsyncClient(server.url, tokens["alice"]) as alice,
+    ):
+        short, long = compact.channel("room", since_seq=0), full.channel("room", since_seq=0)
+        outbox = Outbox(alice)
+        async with outbox, Realtime(server.url, tokens["alice"], outbox=outbox, frames="compact") as alice_rt:
+            alice_rt.channel("room")
+            sent = [outbox.send("room", f"hello {i}") for i in range(3)]
+            acks = [await asyncio.wait_for(outbox.acknowledged(p.client_msg_id), WAIT) for p in sent]
+        assert [a.seq for a in acks] == list(range(head + 1, head + 4))
+        got_short, got_long = await read_until(short, head + 3, []), await read_until(long, head + 3, [])
+        assert_exactly_once(got_short, 1, head + 3)
+        assert all(isinstance(f, CompactEvent) for f in got_short)
+        assert all(isinstance(f, EventFrame) for f in got_long)
+        assert [(f.ch, f.seq, f.ev) for f in got_short if isinstance(f, CompactEvent)] == [
+            (f.channel_id, f.seq, f.event.type) for f in got_long if isinstance(f, EventFrame)
+        ]
+        texts = [f.d["text"] for f in got_short if isinstance(f, CompactEvent) and f.ev == "MessagePosted"]
+        assert texts == [f"hello {i}" for i in range(3)]
     await admin.aclose()
 
 
@@ -175,16 +207,17 @@ def small_queue_env() -> dict[str, str]:
     return {"CAAS_WS_QUEUE_FRAMES": "50", "CAAS_WS_STALL_SECONDS": "120"}
 
 
+@pytest.mark.parametrize("frames", ["full", "compact"])
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_channel_closed_1013_for_falling_behind_resumes_at_once_with_no_gap(
-    backend: str, tmp_path: Path, small_queue_env: dict[str, str]
+    backend: str, frames: Literal["full", "compact"], tmp_path: Path, small_queue_env: dict[str, str]
 ) -> None:
     with serving(backend, tmp_path, small_queue_env) as srv:
         admin = await admin_for(srv)
         tokens = await room(admin, "room", "alice", "bob")
         proxy = await Proxy(srv.port, small_buffer=True).start()
         try:
-            async with Realtime(proxy.url, tokens["bob"]) as bob:
+            async with Realtime(proxy.url, tokens["bob"], frames=frames) as bob:
                 channel = bob.channel("room", since_seq=0)
                 await asyncio.wait_for(channel.caught_up(), WAIT)
                 proxy.flowing.clear()  # bob stops reading: the server's outbox for him overflows

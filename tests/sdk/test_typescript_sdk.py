@@ -62,7 +62,7 @@ def test_typescript_sdk_on_the_embedded_backend(built: Path) -> None:
         [built / "timeline.test.js", built / "reconnect.test.js", built / "outbox.test.js", built / "sdk.test.js"],
         {"CAAS_SDK_BACKEND": "embedded"},
     )
-    assert counts(out) == {"pass": 30, "fail": 0, "skipped": 0, "cancelled": 0, "todo": 0}, out
+    assert counts(out) == {"pass": 31, "fail": 0, "skipped": 0, "cancelled": 0, "todo": 0}, out
 
 
 def test_typescript_sdk_resumes_on_the_kafka_backend(built: Path, tmp_path: Path) -> None:
@@ -74,4 +74,4 @@ def test_typescript_sdk_resumes_on_the_kafka_backend(built: Path, tmp_path: Path
     finally:
         cluster.stop()
     # the restart and 1013 resume tests; the others are skipped on Kafka
-    assert counts(out) == {"pass": 2, "fail": 0, "skipped": 8, "cancelled": 0, "todo": 0}, out
+    assert counts(out) == {"pass": 2, "fail": 0, "skipped": 9, "cancelled": 0, "todo": 0}, out

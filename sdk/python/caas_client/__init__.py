@@ -14,7 +14,7 @@ from caas_client.errors import (
     SocketRefused,
     SubscriptionRefused,
 )
-from caas_client.frames import ErrorFrame, EventFrame, Presence, Subscribed, Typing
+from caas_client.frames import ChannelEvent, CompactEvent, ErrorFrame, EventFrame, Presence, Subscribed, Typing
 from caas_client.outbox import Ack, MemoryStore, OutboxState, OutboxStore, Pending, SqliteStore
 from caas_client.realtime import Channel, Realtime, Step, next_step
 from caas_client.timeline import Timeline, Verdict
@@ -26,7 +26,9 @@ __all__ = [
     "CaasError",
     "Call",
     "Channel",
+    "ChannelEvent",
     "Client",
+    "CompactEvent",
     "ConnectionLost",
     "ErrorFrame",
     "EventFrame",

@@ -136,6 +136,37 @@ class EventFrame(BaseModel):
     event: Envelope
 
 
+class CompactEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["ev"], Field(title="Type")]
+    ch: Annotated[str, Field(title="Ch")]
+    """
+    the channel id
+    """
+    seq: Annotated[int, Field(title="Seq")]
+    """
+    gapless per channel: resume with since_seq = the last seq received
+    """
+    ev: Annotated[str, Field(title="Ev")]
+    """
+    the event type, e.g. MessagePosted, MemberAdded, MemberRemoved
+    """
+    at: Annotated[int, Field(title="At")]
+    """
+    when the event was recorded: milliseconds since 1970-01-01T00:00:00Z
+    """
+    d: Annotated[dict[str, Any], Field(title="D")]
+    """
+    the event's payload without its null and empty ([], {}) fields: read a missing field as null or empty; in a replay a message deleted since shows "text": "" and "redacted": "deleted", and one edited since its current text and "redacted": "edited"
+    """
+    v: Annotated[int | None, Field(title="V")] = None
+    """
+    the payload's schema version, only when it is not 1
+    """
+
+
 class Unsubscribed(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -219,9 +250,9 @@ class ClientFrame(RootModel[Subscribe | Unsubscribe | SendTyping | SubscribePres
     """
 
 
-class ServerFrame(RootModel[Subscribed | EventFrame | Unsubscribed | Presence | Typing | Pong | Error]):
+class ServerFrame(RootModel[Subscribed | EventFrame | CompactEvent | Unsubscribed | Presence | Typing | Pong | Error]):
     root: Annotated[
-        Subscribed | EventFrame | Unsubscribed | Presence | Typing | Pong | Error,
+        Subscribed | EventFrame | CompactEvent | Unsubscribed | Presence | Typing | Pong | Error,
         Field(discriminator="type"),
     ]
     """
@@ -257,6 +288,10 @@ class EventPayload(RootModel[EventFrame]):
     root: EventFrame
 
 
+class CompactEventPayload(RootModel[CompactEvent]):
+    root: CompactEvent
+
+
 class UnsubscribedPayload(RootModel[Unsubscribed]):
     root: Unsubscribed
 
@@ -284,4 +319,8 @@ class WsWsQuery(BaseModel):
     token: str
     """
     a user token (JWT)
+    """
+    frames: Literal["full", "compact"] | None = "full"
+    """
+    how channel events are sent: full: event frames (EventFrame), the default; compact: ev frames (CompactEvent)
     """

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
 from caas_client.frame_models import (
+    CompactEvent,
     Envelope,
     EventFrame,
     Ping,
@@ -26,15 +28,31 @@ from caas_client.frame_models import Error as ErrorFrame
 from caas_client.frame_models import ServerFrame as _ServerFrame
 
 __all__ = [
-    "Envelope", "ErrorFrame", "EventFrame", "Ping", "Pong", "Presence", "SendTyping", "ServerFrame", "Subscribe",
-    "SubscribePresence", "Subscribed", "Typing", "Unreadable", "Unsubscribe", "Unsubscribed", "parse_frame",
+    "ChannelEvent", "CompactEvent", "Envelope", "ErrorFrame", "EventFrame", "Ping", "Pong", "Presence", "SendTyping",
+    "ServerFrame", "Subscribe", "SubscribePresence", "Subscribed", "Typing", "Unreadable", "Unsubscribe",
+    "Unsubscribed", "parse_frame",
 ]  # fmt: skip
 
-ServerFrame = Subscribed | Unsubscribed | EventFrame | Presence | Typing | Pong | ErrorFrame
+ServerFrame = Subscribed | Unsubscribed | EventFrame | CompactEvent | Presence | Typing | Pong | ErrorFrame
 """What the server sends: the generated ``ServerFrame`` union (discriminated by ``type``), unwrapped."""
 
 
-SERVER_TYPES = frozenset({"subscribed", "unsubscribed", "event", "presence", "typing", "pong", "error"})
+SERVER_TYPES = frozenset({"subscribed", "unsubscribed", "event", "ev", "presence", "typing", "pong", "error"})
+ChannelEvent = EventFrame | CompactEvent
+"""An event of a channel: an ``event`` frame, or an ``ev`` frame on a socket opened with
+``frames="compact"`` (docs/websocket-protocol.md: the channel as ``ch``, the event type as ``ev``,
+the payload as ``d``, the time as ``at`` in ms; no envelope)."""
+
+
+def channel_of(frame: ChannelEvent) -> str:
+    return frame.channel_id if isinstance(frame, EventFrame) else frame.ch
+
+
+def envelope_of(frame: ChannelEvent) -> dict[str, Any]:
+    """What the outbox reads of an event: its type, seq, payload, and position if the frame has it."""
+    if isinstance(frame, EventFrame):
+        return frame.event.model_dump()
+    return {"type": frame.ev, "seq": frame.seq, "payload": frame.d}
 
 
 @dataclass(frozen=True)
@@ -63,5 +81,5 @@ def parse_frame(text: str | bytes) -> ServerFrame | Unreadable | None:
     try:
         return _ServerFrame.model_validate(data).root
     except ValidationError as exc:
-        channel_id = data.get("channel_id")
+        channel_id = data.get("channel_id", data.get("ch"))
         return Unreadable(kind, channel_id if isinstance(channel_id, str) else None, exc)

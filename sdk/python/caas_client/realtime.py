@@ -23,7 +23,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -33,6 +33,8 @@ from caas_client.backoff import Backoff
 from caas_client.delivery import Outbox
 from caas_client.errors import FrameTooBig, FrameUnreadable, SocketRefused, SubscriptionRefused
 from caas_client.frames import (
+    ChannelEvent,
+    CompactEvent,
     ErrorFrame,
     EventFrame,
     Presence,
@@ -45,6 +47,8 @@ from caas_client.frames import (
     Unreadable,
     Unsubscribe,
     Unsubscribed,
+    channel_of,
+    envelope_of,
     parse_frame,
 )
 from caas_client.throttle import Bucket, Throttle
@@ -91,15 +95,17 @@ class _End:
 
 
 class Channel:
-    """A subscribed channel's timeline. ``async for frame in channel`` yields its event frames
-    in ``seq`` order, each once, across reconnects; :meth:`caught_up` waits for the head."""
+    r"""A subscribed channel's timeline. ``async for frame in channel`` yields its event frames
+    in ``seq`` order, each once, across reconnects; :meth:`caught_up` waits for the head. They
+    are :class:`EventFrame`\ s, or :class:`CompactEvent`\ s if the :class:`Realtime` was made
+    with ``frames="compact"``."""
 
     def __init__(self, realtime: Realtime, channel_id: str, since_seq: int | None) -> None:
         self.realtime = realtime
         self.channel_id = channel_id
         self.timeline = Timeline(seq=since_seq)
         self.on_typing: Callable[[Typing], None] | None = None
-        self._queue: asyncio.Queue[EventFrame | _End] = asyncio.Queue()
+        self._queue: asyncio.Queue[ChannelEvent | _End] = asyncio.Queue()
         self._space = asyncio.Event()  # set when the reader took a frame or the channel ended
         self._caught_up = asyncio.Event()
         self.active = True
@@ -112,7 +118,7 @@ class Channel:
         """The last seq delivered: where a resume starts."""
         return self.timeline.seq
 
-    def __aiter__(self) -> AsyncIterator[EventFrame]:
+    def __aiter__(self) -> AsyncIterator[ChannelEvent]:
         return self
 
     @property
@@ -121,7 +127,7 @@ class Channel:
         socket is not read until the app catches up, and the server's flow control applies)."""
         return self._queue.qsize()
 
-    async def __anext__(self) -> EventFrame:
+    async def __anext__(self) -> ChannelEvent:
         item = await self._queue.get()
         self._space.set()
         if isinstance(item, _End):
@@ -131,9 +137,9 @@ class Channel:
             raise item.error
         return item
 
-    def drain(self) -> list[EventFrame]:
+    def drain(self) -> list[ChannelEvent]:
         """The frames already received and not yet read, without waiting."""
-        out: list[EventFrame] = []
+        out: list[ChannelEvent] = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if isinstance(item, _End):
@@ -198,7 +204,8 @@ class Realtime:
     ``refresh_token`` (sync or async) returns a new token when the server refuses the current
     one (1008). ``outbox``: an :class:`Outbox` whose messages are acknowledged when their events
     arrive here. ``on_presence``, ``on_error``: callbacks for presence frames and for error
-    frames that name no channel."""
+    frames that name no channel. ``frames="compact"`` asks the server for compact event frames
+    (:class:`CompactEvent`, about a third of the bytes; docs/websocket-protocol.md)."""
 
     def __init__(
         self,
@@ -214,9 +221,11 @@ class Realtime:
         max_frame_bytes: int = 16 * 2**20,
         stable_seconds: float = 30.0,
         channel_buffer: int = 1000,
+        frames: Literal["full", "compact"] = "full",
     ) -> None:
         base = base_url.rstrip("/")  # http(s)://host[:port], as for the HTTP clients
         self.ws_url = ("ws" + base.removeprefix("http") if base.startswith("http") else base) + "/v1/ws"
+        self.frames = frames
         self.token = token
         self.refresh_token = refresh_token
         self.outbox = outbox
@@ -394,7 +403,8 @@ class Realtime:
         progressed = False
         try:
             async with connect(
-                f"{self.ws_url}?token={quote(self.token, safe='')}",
+                f"{self.ws_url}?token={quote(self.token, safe='')}"
+                + ("&frames=compact" if self.frames == "compact" else ""),
                 max_size=self.max_frame_bytes,
                 compression=None,
                 open_timeout=10,
@@ -416,8 +426,8 @@ class Realtime:
                     if isinstance(frame, ErrorFrame):
                         last_error = frame.code
                     progressed = self._dispatch(frame) or progressed
-                    if isinstance(frame, EventFrame):
-                        await self._room_in(frame.channel_id)
+                    if isinstance(frame, EventFrame | CompactEvent):
+                        await self._room_in(channel_of(frame))
             return (ws.close_code, last_error, progressed)
         except ConnectionClosed as exc:
             return (exc.rcvd.code if exc.rcvd is not None else None, last_error, progressed)
@@ -430,7 +440,7 @@ class Realtime:
     def _dispatch(self, frame: ServerFrame) -> bool:
         """Handle one frame; ``True`` if it delivered an event (a ``subscribed`` is no progress: the
         server sends it before the replay, also when it is about to close the socket)."""
-        if isinstance(frame, EventFrame):
+        if isinstance(frame, EventFrame | CompactEvent):
             return self._event(frame)
         if isinstance(frame, Subscribed):
             channel = self.channels.get(frame.channel_id)
@@ -450,8 +460,8 @@ class Realtime:
             pass
         return False
 
-    def _event(self, frame: EventFrame) -> bool:
-        channel = self.channels.get(frame.channel_id)
+    def _event(self, frame: ChannelEvent) -> bool:
+        channel = self.channels.get(channel_of(frame))
         if channel is None:
             return False
         verdict = channel.timeline.offer(frame.seq)
@@ -464,7 +474,7 @@ class Realtime:
             return False
         channel.gap_backoff.reset()
         if self.outbox is not None:  # it calls the app's on_acked
-            self._callback(self.outbox.observe, frame.event.model_dump())
+            self._callback(self.outbox.observe, envelope_of(frame))
         channel._queue.put_nowait(frame)
         channel._check()
         return True
@@ -505,7 +515,7 @@ class Realtime:
         """A frame that does not fit its model. An event cannot be skipped (its seq would be a
         hole that every resubscribe replays again): its channel ends with the error."""
         log.warning("caas_client: unreadable %s frame: %s", frame.type, frame.error)
-        if frame.type != "event" or frame.channel_id is None:
+        if frame.type not in ("event", "ev") or frame.channel_id is None:
             return
         channel = self.channels.pop(frame.channel_id, None)
         if channel is None:

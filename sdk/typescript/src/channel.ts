@@ -1,6 +1,6 @@
 import { Emitter } from "./emitter.js";
 import { CaasError } from "./errors.js";
-import type { ErrorFrame, EventFrame, TypingFrame } from "./frames.js";
+import { eventOf, type ChannelEvent, type CompactEventFrame, type ErrorFrame, type EventFrame, type TypingFrame } from "./frames.js";
 import type { HttpClient, RequestBody, ResponseBody, Schemas } from "./http.js";
 import { newId, type Ack, type Outbox, type PostBody } from "./outbox.js";
 
@@ -26,6 +26,8 @@ export interface TimelineMessage {
 export type ChannelEvents = {
   /** Every event, in `seq` order, exactly once (across reconnects and restarts). */
   event: EventFrame;
+  /** The same, on a client made with `frames: "compact"`: its compact `ev` frames. */
+  ev: CompactEventFrame;
   /** The timeline changed (a message added, echoed, acknowledged, edited, deleted, reacted to); once per burst of frames. */
   messages: TimelineMessage[];
   /** Who is typing now (others only). */
@@ -82,7 +84,7 @@ export class Channel extends Emitter<ChannelEvents> {
   private pendingChange = false;
   /** A gap was seen and a subscribe from `seq` sent: events are ignored until its `subscribed`. */
   private resyncing = false;
-  private readonly iterators = new Set<(frame: EventFrame | null) => void>();
+  private readonly iterators = new Set<(frame: ChannelEvent | null) => void>();
   private readonly waiters = new Set<(error: CaasError) => void>();
   active = true;
 
@@ -186,14 +188,20 @@ export class Channel extends Emitter<ChannelEvents> {
     }
   }
 
-  /** Every later event as an async iterator (ends when the channel or its client is closed). */
+  /** Every later `event` frame as an async iterator (ends when the channel or its client is
+   * closed); `frames()` yields compact `ev` frames too. */
   async *[Symbol.asyncIterator](): AsyncGenerator<EventFrame> {
+    for await (const frame of this.frames()) if (frame.type === "event") yield frame;
+  }
+
+  /** Every later event frame, of either kind, as an async iterator. */
+  async *frames(): AsyncGenerator<ChannelEvent> {
     if (!this.active) return;
-    const queue: (EventFrame | null)[] = [];
+    const queue: (ChannelEvent | null)[] = [];
     let wake: (() => void) | undefined;
     let overflowed = false;
     let lastSeq: number | undefined;
-    const push = (frame: EventFrame | null) => {
+    const push = (frame: ChannelEvent | null) => {
       if (frame !== null && queue.length >= this.iteratorBuffer) {
         overflowed = true; // the consumer is too slow: drop what waits rather than grow
         queue.length = 0;
@@ -210,7 +218,7 @@ export class Channel extends Emitter<ChannelEvents> {
             details: { seq: lastSeq ?? null },
           });
         }
-        const frame = queue.shift() as EventFrame | null;
+        const frame = queue.shift() as ChannelEvent | null;
         if (frame === null) return;
         lastSeq = frame.seq;
         yield frame;
@@ -230,13 +238,15 @@ export class Channel extends Emitter<ChannelEvents> {
         off();
         reject(error);
       };
-      const off = this.on("event", (frame) => {
+      const check = (frame: ChannelEvent) => {
         if (frame.seq >= seq) {
           off();
           this.waiters.delete(fail);
           resolve();
         }
-      });
+      };
+      const offs = [this.on("event", check), this.on("ev", check)];
+      const off = () => offs.forEach((o) => o());
       this.waiters.add(fail);
     });
   }
@@ -268,7 +278,7 @@ export class Channel extends Emitter<ChannelEvents> {
    * from `seq` (once: later frames are ignored until the `subscribed` answer replays from there);
    * `"ignored"`: already applied, or waiting for that answer.
    */
-  onEvent(frame: EventFrame): "applied" | "gap" | "ignored" {
+  onEvent(frame: ChannelEvent): "applied" | "gap" | "ignored" {
     if (this.resyncing) return "ignored";
     const last = this.seq ?? frame.seq - 1;
     if (frame.seq <= last) return "ignored"; // already applied (never expected: the server sends each once)
@@ -279,7 +289,8 @@ export class Channel extends Emitter<ChannelEvents> {
     this.seq = frame.seq;
     if (frame.seq > this.headSeq) this.headSeq = frame.seq;
     this.apply(frame);
-    this.emit("event", frame);
+    if (frame.type === "ev") this.emit("ev", frame);
+    else this.emit("event", frame);
     for (const push of this.iterators) push(frame);
     return "applied";
   }
@@ -303,8 +314,8 @@ export class Channel extends Emitter<ChannelEvents> {
     if (frame.code === "forbidden" || frame.code === "not_found") this.close();
   }
 
-  private apply(frame: EventFrame): void {
-    const { type, payload } = frame.event as { type: string; payload: Record<string, unknown> };
+  private apply(frame: ChannelEvent): void {
+    const { type, payload } = eventOf(frame);
     const mid = payload.message_id as string | undefined;
     const message = mid === undefined ? undefined : this.byId.get(mid);
     switch (type) {

@@ -35,6 +35,9 @@ export interface ClientOptions extends HttpOptions, OutboxOptions {
    * this pace wait on the client instead of being refused with `rate_limited`. */
   framesPerSecond?: number;
   framesBurst?: number;
+  /** `"compact"`: the server sends channel events as compact `ev` frames (about a third of the
+   * bytes; channels emit them as `ev` and yield them from `frames()`); default `"full"`. */
+  frames?: "full" | "compact";
 }
 
 export type ClientEvents = {
@@ -266,7 +269,8 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
     if (this.closedByApp) return;
     if (token !== undefined) this.me ??= subjectOf(token);
     this.socketToken = token;
-    const url = `${this.http.baseUrl.replace(/^http/, "ws")}/v1/ws?token=${encodeURIComponent(token ?? "")}`;
+    const compact = this.options.frames === "compact" ? "&frames=compact" : "";
+    const url = `${this.http.baseUrl.replace(/^http/, "ws")}/v1/ws?token=${encodeURIComponent(token ?? "")}${compact}`;
     const socket = new Socket(url);
     this.socket = socket;
     this.lastError = undefined;
@@ -317,8 +321,9 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
 
   private onFrame(socket: SocketLike, frame: ServerFrame): void {
     switch (frame.type) {
-      case "event": {
-        const channel = this.channels.get(frame.channel_id);
+      case "event":
+      case "ev": {
+        const channel = this.channels.get(frame.type === "ev" ? frame.ch : frame.channel_id);
         const outcome = channel?.onEvent(frame);
         if (outcome === "applied") {
           // progress: the next drop starts the backoff afresh
@@ -463,6 +468,7 @@ function wellFormed(value: unknown): ServerFrame | undefined {
     const event = f.event as Record<string, unknown> | null | undefined;
     if (typeof f.seq !== "number" || typeof f.channel_id !== "string" || typeof event !== "object" || event === null || typeof event.payload !== "object") return undefined;
   }
+  if (f.type === "ev" && (typeof f.seq !== "number" || typeof f.ch !== "string" || typeof f.ev !== "string" || typeof f.d !== "object" || f.d === null)) return undefined;
   if (f.type === "subscribed" && (typeof f.channel_id !== "string" || typeof f.head_seq !== "number")) return undefined;
   if (f.type === "error" && typeof f.code !== "string") return undefined;
   return value as ServerFrame;

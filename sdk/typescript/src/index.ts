@@ -8,3 +8,4 @@ export type { ChannelEvents, ChannelOptions, TimelineMessage } from "./channel.j
 export { IndexedDbStorage, MemoryStorage, Outbox } from "./outbox.js";
 export type { Ack, OutboxEntry, OutboxEvents, OutboxOptions, OutboxStorage, PostBody } from "./outbox.js";
 export type * from "./frames.js";
+export { eventOf } from "./frames.js";

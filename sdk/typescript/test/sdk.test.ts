@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
-import { CaasClient, HttpClient, IndexedDbStorage, type EventFrame, type SocketConstructor } from "../src/index.js";
+import { CaasClient, HttpClient, IndexedDbStorage, type CompactEventFrame, type EventFrame, type SocketConstructor } from "../src/index.js";
 import { Proxy } from "./proxy.js";
 import { assertGapless, BACKEND, newTenant, NodeWebSocket, room, Server, until, userClient, type Tenant } from "./support.js";
 
@@ -29,6 +29,30 @@ describe(`caas sdk (${BACKEND})`, () => {
   after(async () => {
     for (const c of clients) c.close();
     await server.stop();
+  });
+
+  test("compact frames: the same seqs, events and timeline as event frames", { skip: RESUME_ONLY }, async () => {
+    const t = await newTenant(server.url, "alice", "bob");
+    await room(t, "compact", "alice", "bob");
+    const alice = track(await userClient(t, "alice"));
+    const full = collect(track(await userClient(t, "bob")), "compact", 0);
+    const bob = track(await userClient(t, "bob", { frames: "compact" }));
+    const channel = bob.channel("compact", { since: 0 });
+    const short: CompactEventFrame[] = [];
+    channel.on("ev", (frame) => short.push(frame));
+    const general = alice.channel("compact", { since: 0 });
+    await until(() => alice.connected && bob.connected, 10_000, "sockets");
+    let last = 0;
+    for (let i = 0; i < 3; i++) last = (await general.send(`c${i}`)).seq;
+    await channel.caughtUp(last);
+    await general.caughtUp(last);
+    await until(() => full.seqs.at(-1) === last, 10_000, "the full socket");
+    assertGapless(short.map((f) => f.seq), 1, last);
+    assert.deepEqual(
+      short.map((f) => [f.ch, f.seq, f.ev, f.d.text ?? null]),
+      full.frames.map((f) => [f.channel_id, f.seq, f.event.type, f.event.payload.text ?? null]),
+    );
+    assert.deepEqual(channel.messages.map((m) => [m.text, m.seq, m.status]), general.messages.map((m) => [m.text, m.seq, "delivered"]));
   });
 
   test("send and receive, local echo, history pages, read markers, typing, presence", { skip: RESUME_ONLY }, async () => {
