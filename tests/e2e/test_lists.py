@@ -54,7 +54,14 @@ def test_users_are_searched_by_id_prefix_and_paged(server: Server, tenant: Tenan
     assert [u["user_id"] for u in page["users"]] == ["al.x", "alex"] and page["next_after"] == "alex"
     rest = get(client, tenant, "/v1/users", prefix="al", limit=2, after=page["next_after"])
     assert [u["user_id"] for u in rest["users"]] == ["alice"]
-    for bad in ({"prefix": ""}, {"prefix": "a b"}, {"prefix": "x" * 129}, {"after": "-x"}, {"limit": "0"}, {"limit": "201"}):
+    for bad in (
+        {"prefix": ""},
+        {"prefix": "a b"},
+        {"prefix": "x" * 129},
+        {"after": "-x"},
+        {"limit": "0"},
+        {"limit": "201"},
+    ):
         r = client.get(f"{server.url}/v1/users", params=bad, headers=tenant.headers())
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", (bad, r.text)
 
