@@ -41,7 +41,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * The tenant's API keys, oldest first (never their secrets)
+         * @description Credential: tenant
+         */
+        get: operations["list_api_keys"];
         put?: never;
         /**
          * Issue another API key (shown once)
@@ -222,7 +226,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * Everyone who was a member: role, muted, banned, read marker (current members first)
+         * @description Credential: tenant
+         */
+        get: operations["list_members"];
         put?: never;
         /**
          * Add a member or change their role
@@ -470,7 +478,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * The browser origins allowed to read responses (CORS)
+         * @description Credential: tenant
+         */
+        get: operations["get_allowed_origins"];
         /**
          * Set the browser origins allowed to read responses (CORS)
          * @description Credential: tenant
@@ -530,7 +542,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * The key that signs new end-user tokens, and the keys whose tokens verify
+         * @description Credential: tenant
+         */
+        get: operations["get_signing_keys"];
         put?: never;
         /**
          * Rotate the key that signs end-user tokens (tokens of the previous key keep working)
@@ -615,6 +631,26 @@ export interface paths {
          * @description Credential: tenant
          */
         get: operations["get_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tenant's users in id order (those whose id starts with prefix)
+         * @description Credential: tenant
+         */
+        get: operations["list_users"];
         put?: never;
         post?: never;
         delete?: never;
@@ -818,6 +854,23 @@ export interface components {
             position: number;
             /** Seq */
             seq: number;
+        };
+        /** ApiKeyInfo */
+        ApiKeyInfo: {
+            /** Key Id */
+            key_id: string;
+            /** Name */
+            name: string;
+            /** Revoked */
+            revoked: boolean;
+        };
+        /**
+         * ApiKeyList
+         * @description The tenant's API keys, oldest first: never a secret (only its hash is recorded).
+         */
+        ApiKeyList: {
+            /** Api Keys */
+            api_keys: components["schemas"]["ApiKeyInfo"][];
         };
         /** Attachment */
         Attachment: {
@@ -1157,6 +1210,31 @@ export interface components {
             /** User Id */
             user_id: string;
         };
+        /** MemberDetail */
+        MemberDetail: {
+            /**
+             * Active
+             * @description a member now (false: removed or banned)
+             */
+            active: boolean;
+            /** Banned */
+            banned: boolean;
+            /** Last Read Seq */
+            last_read_seq: number;
+            /** Muted */
+            muted: boolean;
+            /** Muted Until */
+            muted_until: string | null;
+            /** Role */
+            role: string | null;
+            /** User Id */
+            user_id: string;
+        };
+        /** MemberList */
+        MemberList: {
+            /** Members */
+            members: components["schemas"]["MemberDetail"][];
+        };
         /** Message */
         Message: {
             /** Attachments */
@@ -1241,6 +1319,11 @@ export interface components {
             until?: string | null;
             /** User Id */
             user_id: string;
+        };
+        /** OriginList */
+        OriginList: {
+            /** Origins */
+            origins: string[];
         };
         /** OriginsWritten */
         OriginsWritten: {
@@ -1392,6 +1475,19 @@ export interface components {
             /** Seq */
             seq: number;
         };
+        /** SigningKeys */
+        SigningKeys: {
+            /**
+             * Kid
+             * @description the key new end-user tokens are signed with
+             */
+            kid: string;
+            /**
+             * Verifying
+             * @description the keys whose tokens verify: the current one and the one before
+             */
+            verifying: string[];
+        };
         /** TenantCreated */
         TenantCreated: {
             /** Api Key */
@@ -1514,6 +1610,31 @@ export interface components {
             totals: {
                 [key: string]: number;
             };
+        };
+        /** UserInfo */
+        UserInfo: {
+            /** Created At */
+            created_at: string | null;
+            /** Metadata */
+            metadata: {
+                [key: string]: unknown;
+            };
+            /** Name */
+            name: string | null;
+            /** Updated At */
+            updated_at: string | null;
+            /** User Id */
+            user_id: string;
+        };
+        /** UserList */
+        UserList: {
+            /**
+             * Next After
+             * @description pass as after= for the next page; null on the last
+             */
+            next_after: string | null;
+            /** Users */
+            users: components["schemas"]["UserInfo"][];
         };
         /** UserPresence */
         UserPresence: {
@@ -1743,6 +1864,107 @@ export interface operations {
             /** @description the backend is unavailable or busy: retry after Retry-After seconds */
             503: {
                 headers: {
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_api_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeyList"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
                     /** @description seconds to wait before a retry */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -2814,6 +3036,111 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_members: {
+        parameters: {
+            query?: {
+                min_position?: number;
+            };
+            header?: never;
+            path: {
+                cid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemberList"];
                 };
             };
             /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
@@ -4519,6 +4846,107 @@ export interface operations {
             };
         };
     };
+    get_allowed_origins: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OriginList"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     set_allowed_origins: {
         parameters: {
             query?: never;
@@ -4807,6 +5235,107 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["PresenceMap"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_signing_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SigningKeys"];
                 };
             };
             /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
@@ -5289,6 +5818,112 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UsageReport"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_users: {
+        parameters: {
+            query?: {
+                after?: string;
+                limit?: number;
+                min_position?: number;
+                prefix?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserList"];
                 };
             };
             /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
