@@ -51,7 +51,7 @@ CSRF_HEADER = "x-caas-csrf"
 API_PREFIX = "/console/api"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 TAIL_QUEUE = 2000  # events a tail holds for a slow page before it is closed (1013: reconnect)
-RECHECK_SECONDS = 5.0  # an idle tail re-checks its session this often (signed out elsewhere: closed)
+RECHECK_SECONDS = 5.0  # a tail re-checks its session at least this often, busy or idle (docs/console.md)
 # The /v1 routes the portal may call through its session: those a tenant API key may call.
 CONSOLE_ROUTES = [(api.method, compile_path(api.path)[0]) for api in ROUTES if "tenant" in api.who]
 
@@ -228,17 +228,28 @@ async def tail(ws: WebSocket) -> None:
     await ws.accept()
     node.tails.add(who.tenant_id, feed)
     reader = asyncio.ensure_future(_drain(ws))
+    session_id = session_parts(credential)[1]
+    state = await node.service.tenant(who.tenant_id)
+    session = state.sessions.get(session_id)
+    expires_at = session.expires_at if session is not None else ""
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + RECHECK_SECONDS
     try:
         await ws.send_text('{"type":"ready"}')
         while not reader.done():
-            try:
-                event = await asyncio.wait_for(queue.get(), RECHECK_SECONDS)
-            except TimeoutError:
+            # re-checked on a deadline, busy or idle: steady traffic must not keep a dead session alive
+            if loop.time() >= next_check or expires_at <= format_time(node.clock()):
                 await node.auth.console_session(credential, node.clock())  # signed out: Unauthenticated
+                next_check = loop.time() + RECHECK_SECONDS
+            try:
+                event = await asyncio.wait_for(queue.get(), max(0.0, next_check - loop.time()))
+            except TimeoutError:
                 continue
             if event is None:
                 await ws.close(TRY_AGAIN_LATER, reason="the tail fell behind; reconnect")
                 return
+            if _ends(event, session_id, who.key_id):
+                raise Unauthenticated("this console session was signed out or its key revoked; sign in again")
             await ws.send_text(orjson.dumps({"type": "event", "event": event.model_dump()}).decode())
     except Unauthenticated as exc:
         await ws.close(POLICY_VIOLATION, reason=str(exc)[:120])
@@ -249,6 +260,15 @@ async def tail(ws: WebSocket) -> None:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
+
+
+def _ends(event: Event, session_id: str, key_id: str) -> bool:
+    """Whether ``event`` (of the tail's tenant) ends this session: its sign-out, or its key revoked."""
+    if event.type == "ConsoleSessionClosed":
+        return bool(event.payload.get("session_id") == session_id)
+    if event.type == "ApiKeyRevoked":
+        return bool(event.payload.get("key_id") == key_id)
+    return False
 
 
 async def _drain(ws: WebSocket) -> None:
