@@ -263,3 +263,18 @@ async def test_the_live_tail_closes_after_sign_out_while_events_keep_flowing(
             finally:
                 stop.set()
                 await writer
+
+
+def test_the_tails_csrf_token_never_reaches_the_log() -> None:
+    """uvicorn logs a websocket's path with its query: the tail's ``csrf=`` is redacted like ``token=``."""
+    import logging
+
+    from api.cli import RedactTokens
+
+    record = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5000", "/console/api/tail?csrf=abcdef0123&x=1"), None,
+    )  # fmt: skip
+    RedactTokens().filter(record)
+    line = record.getMessage()
+    assert "abcdef0123" not in line and "csrf=[redacted]&x=1" in line, line
