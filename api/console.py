@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.errors import ApiError, error_response, translate, validation_error
-from api.plumbing import CONSOLE_PRINCIPAL, engine, json, raw_body
+from api.plumbing import CONSOLE_PRINCIPAL, engine, execute, json, limit, raw_body
 from api.routes import ROUTES
 from commands.auth import Principal, Unauthenticated, new_console_session, session_parts
 from commands.service import CommandEnvelope
@@ -125,6 +125,7 @@ async def sign_in(request: Request) -> Response:
     who = await node.auth.authenticate(data.api_key, now)
     if who.kind != "tenant":
         raise ApiError("forbidden", "sign in to the console with a tenant API key", rule="wrong_credential")
+    await limit(request, who, data.api_key)  # a write of the key: its rate, quota and metering
     session_id = node.short_id("s")
     credential, secret_hash = new_console_session(who.tenant_id, session_id)
     seconds = node.settings.console_session_seconds
@@ -137,7 +138,7 @@ async def sign_in(request: Request) -> Response:
         expires_at=expires_at,
     )
     stream = stream_name("tenant", who.tenant_id)
-    await node.service.execute(CommandEnvelope(who.tenant_id, stream, command, actor=who.actor.label))
+    await execute(request, CommandEnvelope(who.tenant_id, stream, command, actor=who.actor.label))
     response = json(await describe(request, who, credential, expires_at), 201)
     response.set_cookie(
         COOKIE, credential, max_age=seconds, path=COOKIE_PATH, secure=https(request), httponly=True, samesite="strict"
