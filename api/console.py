@@ -149,7 +149,10 @@ async def sign_in(request: Request) -> Response:
 async def current_session(request: Request) -> Response:
     who, credential = await session_of(request)
     state = await engine(request).service.tenant(who.tenant_id)
-    expires_at = state.sessions[session_parts(credential)[1]].expires_at
+    session = state.sessions.get(session_parts(credential)[1])
+    if session is None:  # signed out (or pruned) since session_of checked it
+        raise Unauthenticated("no such console session (signed out?); sign in again")
+    expires_at = session.expires_at
     return json(await describe(request, who, credential, expires_at))
 
 
