@@ -92,7 +92,7 @@ class TenantState:
     registered_at: str | None = None
     sessions: dict[str, ConsoleSession] = field(default_factory=dict)  # open portal sessions
     # each key's open session ids, oldest first: at most MAX_SESSIONS_PER_KEY, so evolving stays cheap
-    key_sessions: dict[str, dict[str, None]] = field(default_factory=dict)
+    key_sessions: dict[str, dict[str, bool]] = field(default_factory=dict)
 
     @property
     def verifying_keys(self) -> list[str]:
@@ -191,7 +191,7 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
             for sid in [sid for sid in mine if state.sessions[sid].expires_at <= event.opened_at]:
                 del mine[sid], state.sessions[sid]
             state.sessions[event.session_id] = ConsoleSession(event.key_id, event.secret_hash, event.expires_at)
-            mine[event.session_id] = None
+            mine[event.session_id] = True
             while len(mine) > MAX_SESSIONS_PER_KEY:
                 oldest = next(iter(mine))
                 del mine[oldest], state.sessions[oldest]
