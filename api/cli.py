@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 
 class RedactTokens(logging.Filter):
-    """Websocket URLs carry the user's token (``?token=``); never write it to a log."""
+    """Websocket URLs carry the user's token (``?token=``) or the console tail's CSRF token
+    (``?csrf=``); never write them to a log."""
 
-    pattern = re.compile(r"(token=)[^&\s\"]+")
+    pattern = re.compile(r"((?:token|csrf)=)[^&\s\"]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.errors import ApiError, error_response, translate, validation_error
-from api.plumbing import CONSOLE_PRINCIPAL, engine, json, raw_body
+from api.plumbing import CONSOLE_PRINCIPAL, engine, execute, json, limit, raw_body
 from api.routes import ROUTES
 from commands.auth import Principal, Unauthenticated, new_console_session, session_parts
 from commands.service import CommandEnvelope
@@ -51,7 +51,7 @@ CSRF_HEADER = "x-caas-csrf"
 API_PREFIX = "/console/api"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 TAIL_QUEUE = 2000  # events a tail holds for a slow page before it is closed (1013: reconnect)
-RECHECK_SECONDS = 5.0  # an idle tail re-checks its session this often (signed out elsewhere: closed)
+RECHECK_SECONDS = 5.0  # a tail re-checks its session at least this often, busy or idle (docs/console.md)
 # The /v1 routes the portal may call through its session: those a tenant API key may call.
 CONSOLE_ROUTES = [(api.method, compile_path(api.path)[0]) for api in ROUTES if "tenant" in api.who]
 
@@ -125,6 +125,7 @@ async def sign_in(request: Request) -> Response:
     who = await node.auth.authenticate(data.api_key, now)
     if who.kind != "tenant":
         raise ApiError("forbidden", "sign in to the console with a tenant API key", rule="wrong_credential")
+    await limit(request, who, data.api_key)  # a write of the key: its rate, quota and metering
     session_id = node.short_id("s")
     credential, secret_hash = new_console_session(who.tenant_id, session_id)
     seconds = node.settings.console_session_seconds
@@ -137,7 +138,7 @@ async def sign_in(request: Request) -> Response:
         expires_at=expires_at,
     )
     stream = stream_name("tenant", who.tenant_id)
-    await node.service.execute(CommandEnvelope(who.tenant_id, stream, command, actor=who.actor.label))
+    await execute(request, CommandEnvelope(who.tenant_id, stream, command, actor=who.actor.label))
     response = json(await describe(request, who, credential, expires_at), 201)
     response.set_cookie(
         COOKIE, credential, max_age=seconds, path=COOKIE_PATH, secure=https(request), httponly=True, samesite="strict"
@@ -148,7 +149,10 @@ async def sign_in(request: Request) -> Response:
 async def current_session(request: Request) -> Response:
     who, credential = await session_of(request)
     state = await engine(request).service.tenant(who.tenant_id)
-    expires_at = state.sessions[session_parts(credential)[1]].expires_at
+    session = state.sessions.get(session_parts(credential)[1])
+    if session is None:  # signed out (or pruned) since session_of checked it
+        raise Unauthenticated("no such console session (signed out?); sign in again")
+    expires_at = session.expires_at
     return json(await describe(request, who, credential, expires_at))
 
 
@@ -228,17 +232,28 @@ async def tail(ws: WebSocket) -> None:
     await ws.accept()
     node.tails.add(who.tenant_id, feed)
     reader = asyncio.ensure_future(_drain(ws))
+    session_id = session_parts(credential)[1]
+    state = await node.service.tenant(who.tenant_id)
+    session = state.sessions.get(session_id)
+    expires_at = session.expires_at if session is not None else ""
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + RECHECK_SECONDS
     try:
         await ws.send_text('{"type":"ready"}')
         while not reader.done():
-            try:
-                event = await asyncio.wait_for(queue.get(), RECHECK_SECONDS)
-            except TimeoutError:
+            # re-checked on a deadline, busy or idle: steady traffic must not keep a dead session alive
+            if loop.time() >= next_check or expires_at <= format_time(node.clock()):
                 await node.auth.console_session(credential, node.clock())  # signed out: Unauthenticated
+                next_check = loop.time() + RECHECK_SECONDS
+            try:
+                event = await asyncio.wait_for(queue.get(), max(0.0, next_check - loop.time()))
+            except TimeoutError:
                 continue
             if event is None:
                 await ws.close(TRY_AGAIN_LATER, reason="the tail fell behind; reconnect")
                 return
+            if _ends(event, session_id, who.key_id):
+                raise Unauthenticated("this console session was signed out or its key revoked; sign in again")
             await ws.send_text(orjson.dumps({"type": "event", "event": event.model_dump()}).decode())
     except Unauthenticated as exc:
         await ws.close(POLICY_VIOLATION, reason=str(exc)[:120])
@@ -249,6 +264,15 @@ async def tail(ws: WebSocket) -> None:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
+
+
+def _ends(event: Event, session_id: str, key_id: str) -> bool:
+    """Whether ``event`` (of the tail's tenant) ends this session: its sign-out, or its key revoked."""
+    if event.type == "ConsoleSessionClosed":
+        return bool(event.payload.get("session_id") == session_id)
+    if event.type == "ApiKeyRevoked":
+        return bool(event.payload.get("key_id") == key_id)
+    return False
 
 
 async def _drain(ws: WebSocket) -> None:

@@ -139,21 +139,27 @@ async def principal(request: Request, *kinds: str) -> Principal:
         )
         raise ApiError("forbidden", f"this route needs {need}", rule="wrong_credential")
     if who.kind != "admin":
-        write = request.method != "GET"
-        setattr(request.state, QUOTA_STATE, node.limits.check(who, write=write, credential=header.strip()))
-        _deferred.set(None)
-        _unmetered.set(None)
-        if write and refusable(request):  # a capped tenant at its limit, or past due where that means read-only: 402
-            await admit(request, who.tenant_id, WRITE_METERS)
-        if write:  # metered once admitted (meter_write), so a refused write is not billed
-            _unmetered.set(who.tenant_id)
-        else:
-            node.meter.request(who.tenant_id, write=False)
+        await limit(request, who, header.strip())
         origin = request.headers.get("origin")
         if origin is not None and session is None:  # the portal is same-origin: no CORS
             state = await node.service.tenant(who.tenant_id)
             request.state.cors_origin = origin in state.origins
     return who
+
+
+async def limit(request: Request, who: Principal, credential: str) -> None:
+    """A tenant's or user's request: its rate (429), a write's quota (402), and its metering."""
+    node = engine(request)
+    write = request.method != "GET"
+    setattr(request.state, QUOTA_STATE, node.limits.check(who, write=write, credential=credential))
+    _deferred.set(None)
+    _unmetered.set(None)
+    if write and refusable(request):  # a capped tenant at its limit, or past due where that means read-only: 402
+        await admit(request, who.tenant_id, WRITE_METERS)
+    if write:  # metered once admitted (meter_write), so a refused write is not billed
+        _unmetered.set(who.tenant_id)
+    else:
+        node.meter.request(who.tenant_id, write=False)
 
 
 async def raw_body(request: Request) -> bytes:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -158,7 +159,10 @@ class Demo:
 
 def _answer(r: httpx.Response, *statuses: int) -> dict[str, Any]:
     if r.status_code not in statuses:
-        raise ApiError("unavailable", f"the demo could not be set up ({r.status_code}): {r.text[:300]}")
+        # the body may hold the demo tenant's key or a token: it stays in the server's log, by status only
+        request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+        structlog.get_logger("caas.demo").error("demo_setup_failed", status=r.status_code, url=str(r.url.path))
+        raise ApiError("unavailable", f"the demo could not be set up (request {request_id}); see the server's log")
     data: dict[str, Any] = r.json()
     return data
 

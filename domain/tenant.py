@@ -18,6 +18,8 @@ from domain.events import (
 )
 
 FIRST_SIGNING_KEY = "v1"
+# open portal sessions per API key: a sign-in past it closes that key's oldest (docs/console.md)
+MAX_SESSIONS_PER_KEY = 20
 
 
 class RegisterTenant(Command):
@@ -89,6 +91,8 @@ class TenantState:
     origins_seq: int = 0
     registered_at: str | None = None
     sessions: dict[str, ConsoleSession] = field(default_factory=dict)  # open portal sessions
+    # each key's open session ids, oldest first: at most MAX_SESSIONS_PER_KEY, so evolving stays cheap
+    key_sessions: dict[str, dict[str, bool]] = field(default_factory=dict)
 
     @property
     def verifying_keys(self) -> list[str]:
@@ -181,11 +185,20 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
             state.origins = frozenset(event.origins)
             state.origins_seq = state.version
         case ConsoleSessionOpened():
-            # sessions that expired before this one opened are forgotten: the state stays small
-            state.sessions = {sid: s for sid, s in state.sessions.items() if s.expires_at > event.opened_at}
+            # this key's sessions that expired before this one opened are forgotten, and past the cap
+            # its oldest is closed: work bounded by MAX_SESSIONS_PER_KEY, whatever the history
+            mine = state.key_sessions.setdefault(event.key_id, {})
+            for sid in [sid for sid in mine if state.sessions[sid].expires_at <= event.opened_at]:
+                del mine[sid], state.sessions[sid]
             state.sessions[event.session_id] = ConsoleSession(event.key_id, event.secret_hash, event.expires_at)
+            mine[event.session_id] = True
+            while len(mine) > MAX_SESSIONS_PER_KEY:
+                oldest = next(iter(mine))
+                del mine[oldest], state.sessions[oldest]
         case ConsoleSessionClosed():
-            state.sessions.pop(event.session_id, None)
+            closed = state.sessions.pop(event.session_id, None)
+            if closed is not None:
+                state.key_sessions.get(closed.key_id, {}).pop(event.session_id, None)
     return state
 
 

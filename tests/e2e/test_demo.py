@@ -15,7 +15,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from api.ui import DEMO_DIST, UI_CSP, BuiltApp
+from api.errors import ApiError
+from api.ui import DEMO_DIST, UI_CSP, BuiltApp, _answer
 from tests.support import ADMIN, Server, bearer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,3 +124,13 @@ def test_an_app_not_built_answers_404_saying_how_to_build_it(tmp_path: Path) -> 
     assert r.status_code == 404
     assert r.json()["error"] == {"code": "not_found", "message": "the demo chat is not built here: run `make demo`",
                                  "details": {}}  # fmt: skip
+
+
+def test_the_demos_setup_failure_never_forwards_an_internal_body() -> None:
+    """An unexpected status of an in-process call: the browser gets a fixed message, not the body
+    (which may carry the demo tenant's API key)."""
+    secret = "caas_sk_t1_k1_" + "s" * 40
+    answer = httpx.Response(200, json={"api_key": secret}, request=httpx.Request("POST", "http://in/v1/tenants"))
+    with pytest.raises(ApiError) as refused:
+        _answer(answer, 201)
+    assert secret not in str(refused.value) and "api_key" not in str(refused.value), refused.value

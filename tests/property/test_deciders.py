@@ -393,7 +393,28 @@ def test_console_sessions_open_on_live_keys_close_once_and_replay(commands: list
         if isinstance(command, tenant.OpenConsoleSession):
             opened = state.sessions[command.session_id]
             assert (opened.key_id, opened.secret_hash) == (command.key_id, command.secret_hash)
-            assert all(s.expires_at > command.opened_at for s in state.sessions.values()), "expired ones are dropped"
+            mine = [s for s in state.sessions.values() if s.key_id == command.key_id]
+            assert all(s.expires_at > command.opened_at for s in mine), "the key's expired ones are dropped"
+        # each key's index names exactly its open sessions, oldest first, never more than the cap
+        assert {sid for ids in state.key_sessions.values() for sid in ids} == set(state.sessions)
+        for key_id, ids in state.key_sessions.items():
+            assert len(ids) <= tenant.MAX_SESSIONS_PER_KEY
+            assert all(state.sessions[sid].key_id == key_id for sid in ids)
         if isinstance(command, tenant.CloseConsoleSession):
             assert command.session_id not in state.sessions, "a closed session is gone"
     assert fold(tenant.TenantState, tenant.evolve, events) == state
+
+
+def test_a_sign_in_past_the_cap_closes_the_keys_oldest_session() -> None:
+    state = tenant.TenantState()
+    for event in tenant.decide(state, tenant.RegisterTenant(name="acme", key_id="k0", key_hash="h0")):  # type: ignore[union-attr]
+        tenant.evolve(state, event)
+    for n in range(tenant.MAX_SESSIONS_PER_KEY + 1):
+        command = tenant.OpenConsoleSession(
+            session_id=f"s{n}", key_id="k0", secret_hash=f"x{n}",
+            opened_at="2026-01-01T00:00:00Z", expires_at="2026-01-01T08:00:00Z",
+        )  # fmt: skip
+        for event in tenant.decide(state, command):  # type: ignore[union-attr]
+            tenant.evolve(state, event)
+    assert "s0" not in state.sessions and f"s{tenant.MAX_SESSIONS_PER_KEY}" in state.sessions
+    assert len(state.sessions) == tenant.MAX_SESSIONS_PER_KEY

@@ -224,3 +224,57 @@ async def test_the_live_tail_refuses_other_origins_and_missing_tokens(server: Se
                     raise AssertionError(f"the tail answered {headers}")
                 except ConnectionClosed as closed:
                     assert closed.rcvd is not None and closed.rcvd.code == 1008, (headers, closed)
+
+
+async def test_the_live_tail_closes_after_sign_out_while_events_keep_flowing(
+    server: Server, tenant: Tenant, client: httpx.Client
+) -> None:
+    """A busy tenant's tail must not outlive its session: steady traffic never lets it go idle."""
+    browser, session, _ = signed_in(server, tenant.api_key)
+    url = server.url.replace("http://", "ws://") + f"/console/api/tail?csrf={session['csrf_token']}"
+    headers = {"cookie": f"caas_console={browser.cookies['caas_console']}", "origin": server.url}
+    stop = asyncio.Event()
+
+    def write(n: int) -> None:
+        r = client.put(f"{server.url}/v1/users/busy{n}", json={"name": "Busy"}, headers=tenant.headers())
+        assert r.status_code == 201, r.text
+
+    async def traffic() -> None:
+        n = 0
+        while not stop.is_set():
+            await asyncio.to_thread(write, n)
+            n += 1
+
+    with contextlib.closing(browser):
+        async with connect(url, additional_headers=headers, proxy=None, open_timeout=WAIT) as ws:
+            assert (await tail_frames(ws, 1)) == [{"type": "ready"}]
+            writer = asyncio.ensure_future(traffic())
+            try:
+                await tail_frames(ws, 1)  # traffic is flowing
+                out = browser.delete("/console/api/session", headers={CSRF: session["csrf_token"]})
+                assert out.status_code == 200
+                deadline = asyncio.get_running_loop().time() + WAIT
+                try:
+                    while asyncio.get_running_loop().time() < deadline:
+                        await asyncio.wait_for(ws.recv(), WAIT)
+                    raise AssertionError("the tail kept streaming after sign-out")
+                except ConnectionClosed as closed:
+                    assert closed.rcvd is not None and closed.rcvd.code == 1008, closed
+            finally:
+                stop.set()
+                await writer
+
+
+def test_the_tails_csrf_token_never_reaches_the_log() -> None:
+    """uvicorn logs a websocket's path with its query: the tail's ``csrf=`` is redacted like ``token=``."""
+    import logging
+
+    from api.cli import RedactTokens
+
+    record = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5000", "/console/api/tail?csrf=abcdef0123&x=1"), None,
+    )  # fmt: skip
+    RedactTokens().filter(record)
+    line = record.getMessage()
+    assert "abcdef0123" not in line and "csrf=[redacted]&x=1" in line, line

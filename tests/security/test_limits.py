@@ -278,3 +278,11 @@ async def test_frames_over_the_socket_rate_get_rate_limited_errors_and_the_socke
             assert frame["code"] == "rate_limited", frame
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.5)
+
+
+def test_console_sign_in_spends_the_tenants_write_rate(org: Tenant, client: httpx.Client) -> None:
+    """Each sign-in writes to the tenant's log: it is a write of its key, rate-limited as one."""
+    url = f"{org.url}/console/api/session"
+    answers = [client.post(url, json={"api_key": org.api_key}) for _ in range(TENANT_WRITES_BURST + 1)]
+    assert {r.status_code for r in answers[:-1]} <= {201, 429}, [r.text for r in answers]
+    assert_rate_limited(answers[-1], "tenant writes")
