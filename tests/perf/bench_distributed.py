@@ -33,7 +33,6 @@ import orjson
 
 from tests.cluster import Cluster
 from tests.perf.bench_http import requests
-from tests.perf.bench_usage import PLANS as UNCAPPED_PLANS
 from tests.perf.bench_ws_latency import WARMUP, post_paced
 from tests.perf.common import (
     PYTHON,
@@ -48,6 +47,7 @@ from tests.perf.common import (
     percentiles,
     rss_kib,
     run_async,
+    uncapped,
 )
 from tests.perf.loadgen import run_load
 
@@ -276,9 +276,7 @@ def run(seconds: float = 8.0, connections: int = 32, raw_records: int = 20_000, 
     with Workdir() as work:
         # the built-in free plan caps a tenant at 10,000 messages, fewer than the bench posts: a
         # refused post (402) is cheaper than a decided one and would flatter every later figure
-        plans = work / "plans.toml"
-        plans.write_text(UNCAPPED_PLANS)
-        cluster = Cluster(work / "cluster", env={"CAAS_PLANS_FILE": str(plans)})
+        cluster = Cluster(work / "cluster", env=uncapped(work))
         settings = cluster.settings()
         bootstrap, prefix = settings["CAAS_KAFKA_BOOTSTRAP"], settings["CAAS_KAFKA_TOPIC_PREFIX"]
         out["setup"]["kafka"] = bootstrap
