@@ -279,27 +279,37 @@ class DeciderWorker:
         in_events = answered_by_events(message)
         if in_events:  # this task's appends carry the request (REPLY_ROUTE is per task)
             REPLY_ROUTE.set((reply_to, request_id))
+        answer: Outcome | BaseException
         try:
-            answer: Outcome | BaseException = await self.decide(message)
+            answer, appended = await self.decide(message)
         except Exception as exc:
-            answer = exc
-        if in_events and isinstance(answer, Outcome) and not answer.replayed:
+            answer, appended = exc, False
+        if in_events and appended:
             return None  # recorded by this task's append: the events carry the answer
         return Reply(reply_to, request_id, answer, bool(message.get("replay_only")))
 
-    async def decide(self, message: dict[str, Any]) -> Outcome:
+    async def decide(self, message: dict[str, Any]) -> tuple[Outcome, bool]:
+        """The command's outcome, and whether this call appended it.
+
+        A copy of a request (redelivered after a crash, or delivered twice while the first
+        copy is decided) appends nothing and is answered what that request recorded: not as a
+        replay, since its client made no second request, and the node takes whichever answer
+        comes first (these on the reply topic, or the first copy's events). A replay is a
+        later request answered from an earlier one's record (an Idempotency-Key used again, a
+        ``client_msg_id`` posted again), which the command service says."""
         command_id = message["command_id"]
         recorded = self.log.recorded_command(command_id)
         if recorded is not None:  # redelivered after a crash: answer, append nothing
-            return Outcome(list(recorded), replayed=True)
+            return Outcome(list(recorded), replayed=False), False
         deciding = self._deciding.get(command_id)
         if deciding is not None:  # delivered twice while the first is being decided
-            return Outcome((await asyncio.shield(deciding)).events, replayed=True)
+            return await asyncio.shield(deciding), False
         future = self._deciding[command_id] = asyncio.ensure_future(
             self.service.execute(request_from(message).envelope)
         )
         try:
-            return await asyncio.shield(future)
+            outcome = await asyncio.shield(future)
         finally:
             if self._deciding.get(command_id) is future:
                 del self._deciding[command_id]
+        return outcome, not outcome.replayed
