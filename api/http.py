@@ -274,8 +274,7 @@ async def _channel_command(
             who.tenant_id,
             stream_name("channel", cid),
             command,
-            actor=who.actor.label,
-            correlation_id=request.headers.get("x-request-id"),
+            actor=who.actor.label,  # correlation_id: the request id (api.observability.MeteredCommands)
             idempotency=idempotency(request, raw, who) if raw or request.method == "POST" else None,
         ),
     )
