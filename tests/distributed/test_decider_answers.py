@@ -66,7 +66,7 @@ async def test_a_refused_post_stays_refused_when_its_decider_is_killed_before_co
         cluster.kill_worker(0)
         cluster.start_worker()
         after = await post_until_answered(http, node, token, cid, "after")
-        assert after.status_code == 201, after.text
+        assert after.status_code in (200, 201), after.text  # 200: an attempt that timed out was recorded
         r = await http.get(
             f"{node.url}/v1/channels/{cid}/messages",
             params={"min_position": after.json()["position"]},
