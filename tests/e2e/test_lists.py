@@ -66,15 +66,17 @@ def test_users_are_searched_by_id_prefix_and_paged(server: Server, tenant: Tenan
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", (bad, r.text)
 
 
-def test_members_list_roles_mutes_and_bans(server: Server, tenant: Tenant, client: httpx.Client) -> None:
-    for uid in ("owner", "m1", "m2"):
+def channel_of(client: httpx.Client, tenant: Tenant, cid: str, members: list[str]) -> None:
+    """Register ``members`` and make them channel ``cid``."""
+    for uid in members:
         tenant.user(client, uid)
-    made = client.post(
-        f"{server.url}/v1/channels",
-        json={"channel_id": "mod", "name": "Mod", "members": ["owner", "m1", "m2"]},
-        headers=tenant.headers(),
-    )
+    body = {"channel_id": cid, "name": cid.title(), "members": members}
+    made = client.post(f"{tenant.url}/v1/channels", json=body, headers=tenant.headers())
     assert made.status_code == 201, made.text
+
+
+def test_members_list_roles_mutes_and_bans(server: Server, tenant: Tenant, client: httpx.Client) -> None:
+    channel_of(client, tenant, "mod", ["owner", "m1", "m2"])
     url = f"{server.url}/v1/channels/mod"
     client.post(f"{url}/members", json={"user_id": "owner", "role": "owner"}, headers=tenant.headers())
     client.post(f"{url}/mutes", json={"user_id": "m1"}, headers=tenant.headers())
@@ -96,14 +98,7 @@ def test_members_list_roles_mutes_and_bans(server: Server, tenant: Tenant, clien
 def test_members_and_api_keys_page_with_limit_and_after_and_list_all_without(
     server: Server, tenant: Tenant, client: httpx.Client
 ) -> None:
-    for uid in ("zed", "amy", "kim"):
-        tenant.user(client, uid)
-    made = client.post(
-        f"{server.url}/v1/channels",
-        json={"channel_id": "paged", "name": "Paged", "members": ["zed", "amy", "kim"]},
-        headers=tenant.headers(),
-    )
-    assert made.status_code == 201, made.text
+    channel_of(client, tenant, "paged", ["zed", "amy", "kim"])
     left = client.delete(f"{server.url}/v1/channels/paged/members/amy", headers=tenant.headers())
     assert left.status_code == 200, left.text
     path, at = "/v1/channels/paged/members", left.json()["position"]
