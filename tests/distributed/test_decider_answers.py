@@ -124,8 +124,8 @@ async def test_a_copy_of_a_request_delivered_while_the_first_is_decided_is_not_a
         assert envelope.command_id is not None
         [reply] = await replies_to(node, envelope.command_id)  # the first copy is answered by its events
         assert reply["ok"] and not reply["replayed"], reply
-        assert [e["type"] for e in reply["events"]] == ["ChannelCreated"]
-        assert (await node.channel(envelope.tenant_id, "c1")).version == 1  # recorded once
+        assert [e["type"] for e in reply["events"]] == ["ChannelCreated", "MemberAdded"]
+        assert (await node.channel(envelope.tenant_id, "c1")).version == 2  # recorded once
 
 
 async def test_a_request_recorded_before_its_node_waits_for_it_is_answered_as_recorded_not_replayed() -> None:
@@ -133,10 +133,10 @@ async def test_a_request_recorded_before_its_node_waits_for_it_is_answered_as_re
         envelope = create_channel(f"t-{uuid.uuid4().hex[:12]}", "c1")
         await send_copies(node, envelope, 1)  # a copy that got ahead of the node's own
         deadline = time.monotonic() + 60
-        while (await node.state(envelope.tenant_id, envelope.stream)).version < 1:
+        while (await node.state(envelope.tenant_id, envelope.stream)).version < 2:
             assert time.monotonic() < deadline, "the first copy was never recorded"
             await asyncio.sleep(0.05)
         outcome = await node.execute(envelope)  # the same request: the node's answer is a first write
         assert not outcome.replayed
-        assert [e.type for e in outcome.events] == ["ChannelCreated"]
-        assert (await node.channel(envelope.tenant_id, "c1")).version == 1
+        assert [e.type for e in outcome.events] == ["ChannelCreated", "MemberAdded"]
+        assert (await node.channel(envelope.tenant_id, "c1")).version == 2
