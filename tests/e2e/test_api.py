@@ -462,8 +462,7 @@ def test_idempotency_key_replays_the_first_result(chat: Chat) -> None:
 REQUEST_IDS: list[tuple[str | bytes, str | None]] = [
     ("req-42:a/b=c", "req-42:a/b=c"),  # kept: 1 to 128 visible ASCII characters
     ("r" * 128, "r" * 128),
-    ("", None),  # the rest are replaced by a generated id
-    ("  ", None),
+    ("", None),  # the rest are replaced by a generated id (a blank one arrives empty: HTTP parsers cut it)
     ("r" * 129, None),
     ("two words", None),
     (b"caf\xe9", None),
