@@ -7,6 +7,9 @@ import time
 from datetime import UTC, datetime
 
 _RANDOM: list[int] = []
+# A forked child starts with a copy of this pool: drawing from it, it would hand out the very
+# ids its parent hands out next. It draws a pool of its own instead.
+os.register_at_fork(after_in_child=_RANDOM.clear)
 
 
 def _random80() -> int:

@@ -136,7 +136,13 @@ def row_to_event(row: tuple[Any, ...]) -> Event:
     )
 
 
-ROWS_PER_INSERT = 500  # 13 columns each: within SQLite's default bound of 32,766 parameters
+ROWS_PER_INSERT = 500  # rows per statement at most (fewer if the parameters would pass the connection's limit)
+
+
+def parameters_limit(conn: sqlite3.Connection) -> int:
+    """How many ``?`` one statement on ``conn`` may hold: the linked SQLite's bound, 32,766 by
+    default since 3.32 but 999 before it (and lower wherever a build or a caller set it so)."""
+    return conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
 
 def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -145,14 +151,16 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, .
     The sqlite3 module lets go of the GIL for every step of a statement, and ``executemany``
     steps once per row: under load each step's return then waits for the event loop's thread
     to hand the GIL back, so a writer thread inserting row by row advanced one row per switch
-    interval. One statement of many rows is one step.
+    interval. One statement of many rows is one step. A statement holds as many rows as the
+    connection's parameter limit allows (:func:`parameters_limit`), at most :data:`ROWS_PER_INSERT`.
     """
     if not rows:
         return
     width = len(rows[0])
     one = "(" + ",".join("?" * width) + ")"
-    for start in range(0, len(rows), ROWS_PER_INSERT):
-        chunk = rows[start : start + ROWS_PER_INSERT]
+    per_statement = max(1, min(ROWS_PER_INSERT, parameters_limit(conn) // width))
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
         conn.execute(f"{head} VALUES {','.join([one] * len(chunk))}", [value for row in chunk for value in row])
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from adapters.sqlite_log import insert_rows
+from adapters.sqlite_log import insert_rows, parameters_limit
 from projections.ports import Doc, Filter, Fold, Key, Op, ReadStore, ReadStoreRefused, touched
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
@@ -36,7 +36,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "users": [("user_id",)],  # the tenant portal's user search: by id prefix, paged
 }
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-LOAD_CHUNK = 500  # documents loaded per SELECT … IN (…) when a batch is applied
+LOAD_CHUNK = 500  # documents loaded per SELECT … IN (…) when a batch is applied (fewer past the parameter limit)
 _OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$ne": "IS NOT"}
 
 
@@ -224,9 +224,10 @@ class SqliteReadStore(ReadStore):
         for collection, tenant_id, id in keys:
             wanted.setdefault((collection, tenant_id), []).append(id)
         docs: dict[Key, Doc | None] = {}
+        per_query = max(1, min(LOAD_CHUNK, parameters_limit(db) - 1))  # one more: the tenant
         for (collection, tenant_id), ids in wanted.items():
-            for start in range(0, len(ids), LOAD_CHUNK):
-                chunk = ids[start : start + LOAD_CHUNK]
+            for start in range(0, len(ids), per_query):
+                chunk = ids[start : start + per_query]
                 rows = db.execute(
                     f"SELECT id, doc FROM {tables[collection]} WHERE tenant_id = ? "
                     f"AND id IN ({','.join('?' * len(chunk))})",

@@ -533,6 +533,7 @@ class KafkaBackend(Backend):
             store_timeout=s.mongo_timeout_seconds,
             stall_seconds=s.projection_stall_seconds,
             listeners=listeners,
+            commit_interval=s.decider_commit_seconds,
         )
 
 

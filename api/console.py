@@ -188,8 +188,9 @@ class ConsoleApi:
             return
         target = path[len(API_PREFIX) :]
         request = Request(scope, receive)
+        wanted = "GET" if request.method == "HEAD" else request.method  # HEAD is GET without a body, as on /v1
         try:
-            if not any(method == request.method and rx.match(target) for method, rx in CONSOLE_ROUTES):
+            if not any(method == wanted and rx.match(target) for method, rx in CONSOLE_ROUTES):
                 raise ApiError("not_found", "the console's API has the /v1 routes a tenant API key may call")
             if request.headers.get("authorization") is not None:
                 raise ApiError("invalid_request", "the console's API takes its session cookie, not Authorization")

@@ -9,6 +9,7 @@ again, which cost the hot path more than some of its real work.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -31,6 +32,16 @@ from api.security import (
 )
 
 log = structlog.get_logger("caas.http")
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")  # 1 to 128 visible ASCII characters
+
+
+def given_request_id(value: bytes) -> bytes | None:
+    """A client's ``X-Request-Id``, if it can name the request: 1 to 128 visible ASCII
+    characters once the whitespace around them is cut. Otherwise (empty, blank, too long,
+    other characters) ``None``: the request gets a generated id, which the response carries,
+    the log lines bind and its commands record as their ``correlation_id``."""
+    value = value.strip()
+    return value if _REQUEST_ID.fullmatch(value) else None
 
 
 class Edge:
@@ -52,12 +63,14 @@ class Edge:
             if name == b"authorization":
                 authorization = value
             elif name == b"x-request-id":
-                given_id = value[:128]
+                given_id = value
             elif name == b"origin":
                 origin = value
             elif name == b"access-control-request-method":
                 preflight = True
         method = scope["method"]
+        if given_id is not None:
+            given_id = given_request_id(given_id)
         if authorization is not None:
             wait, limit, state = self.refused().wait(authorization.decode("latin-1").strip(), method != "GET")
             if wait:

@@ -148,9 +148,19 @@ async def set_allowed_origins(request: Request) -> Response:
 
 async def list_api_keys(request: Request) -> Response:
     who = await principal(request, "tenant")
+    after = request.query_params.get("after")
+    limit = int_param(request, "limit", minimum=1, maximum=200)
     state = await engine(request).service.tenant(who.tenant_id)
-    keys = [{"key_id": k.key_id, "name": k.name, "revoked": k.revoked} for k in state.keys.values()]
-    return json({"api_keys": keys})
+    keys = list(state.keys.values())  # oldest first
+    if after is not None:
+        if after not in state.keys:
+            raise ApiError("invalid_request", "after is a key id of this tenant (the last one of the previous page)")
+        keys = keys[[k.key_id for k in keys].index(after) + 1 :]
+    page = keys if limit is None else keys[:limit]
+    cursor = page[-1].key_id if len(page) < len(keys) else None
+    return json(
+        {"api_keys": [{"key_id": k.key_id, "name": k.name, "revoked": k.revoked} for k in page], "next_after": cursor}
+    )
 
 
 async def get_signing_keys(request: Request) -> Response:
@@ -174,14 +184,20 @@ async def list_users(request: Request) -> Response:
     prefix = request.query_params.get("prefix")
     if prefix is not None and not PREFIX_PATTERN.fullmatch(prefix):  # an empty prefix too: leave it out
         raise ApiError("invalid_request", "prefix is the start of a user id: 1 to 128 of letters, digits, _.@=+-")
-    after = request.query_params.get("after")
-    if after is not None and not re.fullmatch(schemas.ID_PATTERN, after):
-        raise ApiError("invalid_request", "after is a user id (the last one of the previous page)")
+    after = _after_user(request)
     limit = int_param(request, "limit", minimum=1, maximum=200) or 50
     await wait_min_position(request)
     users = await engine(request).queries.users(who.tenant_id, prefix or "", after, limit)
     cursor = users[-1]["user_id"] if len(users) == limit else None
     return json({"users": users, "next_after": cursor})
+
+
+def _after_user(request: Request) -> str | None:
+    """The ``after`` cursor of a list in user id order."""
+    after = request.query_params.get("after")
+    if after is not None and not re.fullmatch(schemas.ID_PATTERN, after):
+        raise ApiError("invalid_request", "after is a user id (the last one of the previous page)")
+    return after
 
 
 async def put_user(request: Request) -> Response:
@@ -274,8 +290,7 @@ async def _channel_command(
             who.tenant_id,
             stream_name("channel", cid),
             command,
-            actor=who.actor.label,
-            correlation_id=request.headers.get("x-request-id"),
+            actor=who.actor.label,  # correlation_id: the request id (api.observability.MeteredCommands)
             idempotency=idempotency(request, raw, who) if raw or request.method == "POST" else None,
         ),
     )
@@ -504,9 +519,17 @@ async def get_channel(request: Request) -> Response:
 async def list_members(request: Request) -> Response:
     who = await principal(request, "tenant")
     cid = _path(request, "cid")
+    after = _after_user(request)
+    limit = int_param(request, "limit", minimum=1, maximum=200)
     await wait_min_position(request)
     await _readable_channel(request, who, cid)
-    return json({"members": await engine(request).queries.member_details(who.tenant_id, cid)})
+    # one more than the page: whether there is a next one
+    members = await engine(request).queries.member_details(
+        who.tenant_id, cid, after, None if limit is None else limit + 1
+    )
+    page = members if limit is None else members[:limit]
+    cursor = page[-1]["user_id"] if len(page) < len(members) else None
+    return json({"members": page, "next_after": cursor})
 
 
 async def list_messages(request: Request) -> Response:

@@ -106,7 +106,7 @@ class MeteredCommands(Commands):
         started = time.perf_counter()
         outcome = "unavailable"
         try:
-            if envelope.correlation_id is None and (request_id := REQUEST_ID.get()) is not None:
+            if not envelope.correlation_id and (request_id := REQUEST_ID.get()) is not None:
                 envelope = dataclasses.replace(envelope, correlation_id=request_id)
             result = await self.inner.execute(envelope)
             outcome = "replayed" if result.replayed else "recorded"

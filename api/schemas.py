@@ -473,6 +473,9 @@ class ApiKeyList(BaseModel):
     """The tenant's API keys, oldest first: never a secret (only its hash is recorded)."""
 
     api_keys: list[ApiKeyInfo]
+    next_after: str | None = Field(
+        description="pass as after= (with limit=) for the next page; null on the last. Without limit: every key"
+    )
 
 
 class SigningKeys(BaseModel):
@@ -509,3 +512,7 @@ class MemberDetail(BaseModel):
 
 class MemberList(BaseModel):
     members: list[MemberDetail]
+    next_after: str | None = Field(
+        description="pass as after= (with limit=) for the next page, in user id order; null on the last. "
+        "Without limit or after: everyone, current members first"
+    )

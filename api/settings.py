@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     kafka_topic_prefix: str = "caas."
     kafka_partitions: int = Field(default=1, ge=1, le=1024)
     command_timeout_seconds: float = 5.0
+    decider_commit_seconds: float = Field(
+        default=0.2, ge=0, description="how often a decider commits its command offsets (README, configuration)"
+    )
     mongo_timeout_seconds: float = Field(default=10.0, gt=0)
     projection_stall_seconds: float = Field(default=30.0, gt=0)
 

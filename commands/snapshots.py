@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import orjson
 
-FORMAT = 1
+FORMAT = 2  # 2: a sign-in forgets every key's expired console sessions (domain.tenant.evolve)
 
 T = TypeVar("T")
 Convert = Callable[[Any], Any]

@@ -195,11 +195,24 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
             while len(mine) > MAX_SESSIONS_PER_KEY:
                 oldest = next(iter(mine))
                 del mine[oldest], state.sessions[oldest]
+            _forget_expired(state, event.opened_at)  # and the other keys' too, oldest first
         case ConsoleSessionClosed():
             closed = state.sessions.pop(event.session_id, None)
             if closed is not None:
                 state.key_sessions.get(closed.key_id, {}).pop(event.session_id, None)
     return state
+
+
+def _forget_expired(state: TenantState, now: str) -> None:
+    """Forget the tenant's sessions, oldest first, while they have expired at ``now``, whatever
+    their key: they last alike, so the ones after the first still open are too. Each session is
+    forgotten once, so no history makes a sign-in cost more than its own."""
+    while state.sessions:
+        sid, session = next(iter(state.sessions.items()))
+        if session.expires_at > now:
+            return
+        del state.sessions[sid]
+        state.key_sessions.get(session.key_id, {}).pop(sid, None)
 
 
 def _require(state: TenantState) -> None:

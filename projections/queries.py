@@ -48,10 +48,19 @@ class ChatQueries:
             },
         )
 
-    async def member_details(self, tenant_id: str, channel_id: str) -> list[dict[str, Any]]:
-        """Everyone who was ever a member of the channel, with moderation state (current members
-        first, then the removed and banned), for the tenant portal."""
-        docs = await self.store.find("memberships", tenant_id, {"channel_id": channel_id}, sort=[("joined_at", 1)])
+    async def member_details(
+        self, tenant_id: str, channel_id: str, after: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Everyone who was ever a member of the channel, with moderation state, for the tenant
+        portal: all of them (current members first, then the removed and banned), or, given
+        ``after`` or ``limit``, a page in user id order after the user ``after``."""
+        if after is None and limit is None:
+            docs = await self.store.find("memberships", tenant_id, {"channel_id": channel_id}, sort=[("joined_at", 1)])
+        else:
+            flt: dict[str, Any] = {"channel_id": channel_id}
+            if after is not None:
+                flt["user_id"] = {"$gt": after}
+            docs = await self.store.find("memberships", tenant_id, flt, sort=[("user_id", 1)], limit=limit)
         details = [
             {
                 "user_id": d["user_id"],
@@ -64,7 +73,7 @@ class ChatQueries:
             }
             for d in docs
         ]
-        return sorted(details, key=lambda m: not m["active"])
+        return sorted(details, key=lambda m: not m["active"]) if after is None and limit is None else details
 
     async def users(self, tenant_id: str, prefix: str, after: str | None, limit: int) -> list[Doc]:
         """The tenant's users whose id starts with ``prefix``, in id order, after ``after``."""

@@ -15,7 +15,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from adapters.kafka.clients import Batches, producer, tail
+from adapters.kafka.clients import Batches, producer, tailing
 from commands.ports import EphemeralBus
 
 log = structlog.get_logger("caas.bus")
@@ -39,9 +39,7 @@ class KafkaBus(EphemeralBus):
         await self.consumer.seek_to_end(*parts)
         for tp in parts:
             await self.consumer.position(tp)
-        self._task = asyncio.create_task(
-            tail(self.consumer, self._deliver, failure="ephemeral_consume_failed"), name="caas-ephemeral"
-        )
+        self._task = tailing(self.consumer, self._deliver, name="ephemeral")
 
     async def close(self) -> None:
         if self._task is not None:

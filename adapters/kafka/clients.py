@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -12,8 +12,15 @@ import structlog
 # aiokafka ships no type information: its clients are Any to the type checker.
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter
 
 log = structlog.get_logger("caas.kafka")
+CONSUMER_ERRORS = Counter(
+    "caas_kafka_consumer_errors_total",
+    "What a tailing consumer could not handle and went past: a fetched batch (stage=batch) or one record"
+    " (stage=record), each logged with its exception",
+    ["consumer", "stage"],
+)
 
 # A fetched batch: TopicPartition -> its records (each with .key, .value, .offset).
 Batches = dict[Any, list[Any]]
@@ -66,16 +73,44 @@ async def started_producer(bootstrap: str, *, retry_every: float, **options: Any
             await asyncio.sleep(retry_every)
 
 
+def tailing(consumer: AIOKafkaConsumer, handle: Callable[[Batches], None], *, name: str) -> asyncio.Task[None]:
+    """:func:`tail` as a task named ``caas-<name>``; should it ever end other than by being
+    cancelled, that is logged (``consumer_stopped``), and :func:`stopped` says so."""
+    task = asyncio.create_task(tail(consumer, handle, name=name), name=f"caas-{name}")
+    task.add_done_callback(_stopped)
+    return task
+
+
+def _stopped(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        log.error("consumer_stopped", consumer=task.get_name(), exc_info=task.exception())
+
+
+def stopped(tasks: Iterable[asyncio.Task[None]]) -> list[str]:
+    """The names of the :func:`tailing` tasks that are no longer running."""
+    return [task.get_name() for task in tasks if task.done()]
+
+
 async def tail(
-    consumer: AIOKafkaConsumer, handle: Callable[[Batches], None], *, failure: str, max_records: int = 5000
+    consumer: AIOKafkaConsumer, handle: Callable[[Batches], None], *, name: str, max_records: int = 5000
 ) -> None:
-    """Fetch from ``consumer`` forever and hand each fetch to ``handle``; a broker that is
-    away is logged as ``failure`` and asked again (the consumer resumes where it was)."""
+    """Fetch from ``consumer`` forever and hand each fetch to ``handle``.
+
+    A broker that is away is logged (``consumer_fetch_failed``) and asked again: the consumer
+    resumes where it was. A fetch ``handle`` fails on is logged with its exception
+    (``consumer_batch_failed``), counted (:data:`CONSUMER_ERRORS`) and gone past: what a
+    consumer cannot handle once it will not handle on a second try, and a consumer that stopped
+    would leave every later record unread (on an API node: every command unanswered)."""
     while True:
         try:
             batches: Batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
         except KafkaError as exc:
-            log.warning(failure, error=str(exc))
+            log.warning("consumer_fetch_failed", consumer=name, error=str(exc))
             await asyncio.sleep(0.5)
             continue
-        handle(batches)
+        try:
+            handle(batches)
+        except Exception:
+            records = sum(len(records) for records in batches.values())
+            log.exception("consumer_batch_failed", consumer=name, records=records)
+            CONSUMER_ERRORS.labels(name, "batch").inc()

@@ -9,15 +9,16 @@ consumer of the event topic, which it runs anyway for its replica and its socket
 request from them. Refusals and replays, which record nothing, are answered on the reply topic. A
 command redelivered after a crash is recognised by its ``command_id`` in the restored events
 and answered with the events it already recorded, so at-least-once delivery never appends
-twice.
+twice. A refusal leaves nothing to recognise it by, so it is sent only once its command's
+offset is committed: no redelivery decides it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -31,12 +32,32 @@ from adapters.kafka.codec import partition_for
 from adapters.kafka.log import REPLY_ROUTE, PartitionLog, producer_broken, read_partition
 from adapters.kafka.topics import ensure_topics
 from adapters.kafka.wire import answered_by_events, decode_request, encode_reply, request_from
-from commands.ports import LogUnavailable
+from commands.ports import IdempotencyKeyReused, LogUnavailable
 from commands.repository import AggregateRepository
 from commands.service import CommandService, Outcome
+from domain.errors import DomainError
 
 log = structlog.get_logger("caas.worker")
-COMMIT_INTERVAL = 0.2  # seconds between two commits of the command offsets
+COMMIT_INTERVAL = 0.2  # seconds between two commits of the command offsets (CAAS_DECIDER_COMMIT_SECONDS)
+
+
+class Reply(NamedTuple):
+    """A request's answer on the reply topic: its outcome, or the error that refused it."""
+
+    reply_to: str
+    request_id: str
+    answer: Outcome | BaseException
+    replay_only: bool = False
+
+    @property
+    def refusal(self) -> bool:
+        """Whether it refuses the command for good (a rule, a reused key), having recorded
+        nothing: decided again later, the command might be recorded after all. (A command
+        that may only be replayed never records; the other errors say "retry".)"""
+        return isinstance(self.answer, DomainError | IdempotencyKeyReused) and not self.replay_only
+
+    def encode(self) -> bytes:
+        return encode_reply(self.request_id, self.answer)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is Any to mypy
@@ -51,12 +72,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's
 
 
 class DeciderWorker:
-    def __init__(self, bootstrap: str, prefix: str, partitions: int) -> None:
+    def __init__(
+        self, bootstrap: str, prefix: str, partitions: int, *, commit_interval: float = COMMIT_INTERVAL
+    ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.partitions = partitions
+        self.commit_interval = commit_interval
         self.owned: set[int] = set()
-        self._inflight: set[asyncio.Task[tuple[str, bytes] | None]] = set()
+        self._inflight: set[asyncio.Task[Reply | None]] = set()
         self._settled = asyncio.Event()  # no restore in progress
         self._settled.set()
         self._uncommitted: dict[Any, int] = {}  # TopicPartition -> next offset, decided but not committed
@@ -143,7 +167,8 @@ class DeciderWorker:
     async def _run(self) -> None:
         """Decide each fetched batch, then fetch the next one at once: the replies' delivery
         and the offset commit happen in the background, so one broker round trip (the events'
-        ``acks=all``) is all a batch waits for."""
+        ``acks=all``) is all a batch waits for (a batch with a refusal also waits for its
+        commit, :meth:`_settled_refusals`)."""
         while True:
             if self.log.broken is not None:
                 await self._recover()
@@ -159,24 +184,48 @@ class DeciderWorker:
                     continue  # else revoked since the fetch: its next owner decides them
                 tasks = [asyncio.create_task(self.handle(record.value)) for record in records]
                 self._inflight.update(tasks)
-                replies = await asyncio.gather(*tasks)
+                replies = [reply for reply in await asyncio.gather(*tasks) if reply is not None]
                 self._inflight.difference_update(tasks)
-                try:
-                    deliveries = [
-                        await self.producer.send(
-                            self.topics["replies"],
-                            reply,
-                            key=reply_to.encode(),
-                            partition=partition_for(reply_to, self.partitions),
-                        )
-                        for reply_to, reply in filter(None, replies)
-                    ]
-                    self._in_background(self._delivered(deliveries))
-                except KafkaError as exc:
-                    self._reply_failed(exc)
                 # The events are acknowledged: a redelivery from here on is answered from them.
                 self._uncommitted[tp] = records[-1].offset + 1
-                self._commit_wake.set()
+                refusals = [reply for reply in replies if reply.refusal]
+                if not refusals:
+                    await self._reply(replies)
+                    self._commit_wake.set()
+                    continue
+                await self._reply([reply for reply in replies if not reply.refusal])
+                await self._reply(await self._settled_refusals(tp, refusals))
+
+    async def _settled_refusals(self, tp: Any, refusals: list[Reply]) -> list[Reply]:
+        """``refusals``, once the batch that decided them is committed.
+
+        A refusal records nothing, so a redelivery (this decider killed before its commit)
+        would be decided again, against a later state, and might be recorded after its
+        client was told it was refused. So a batch with a refusal is committed at once, and
+        its refusals are sent only then; if the commit fails they are sent as "unavailable"
+        (503: retry), which is true: the command may yet be decided again."""
+        if tp in await self._commit():
+            return refusals
+        undecided = LogUnavailable("the decider could not commit its refusal (it may decide the command again); retry")
+        return [reply._replace(answer=undecided) for reply in refusals]
+
+    async def _reply(self, replies: Sequence[Reply]) -> None:
+        """Send ``replies`` to the nodes that asked; their delivery is awaited in the background."""
+        if not replies:
+            return
+        try:
+            deliveries = [
+                await self.producer.send(
+                    self.topics["replies"],
+                    reply.encode(),
+                    key=reply.reply_to.encode(),
+                    partition=partition_for(reply.reply_to, self.partitions),
+                )
+                for reply in replies
+            ]
+            self._in_background(self._delivered(deliveries))
+        except KafkaError as exc:
+            self._reply_failed(exc)
 
     def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -196,57 +245,71 @@ class DeciderWorker:
             self.log.broken = LogUnavailable(f"Kafka refuses our producer: {exc!r}")
 
     async def _committer(self) -> None:
-        """Commit what was decided, at most every :data:`COMMIT_INTERVAL`: a commit is a
-        request to the broker, and one per fetched batch cost as much as the batch's events.
+        """Commit what was decided, at most every ``commit_interval``: a commit is a request
+        to the broker, and one per fetched batch cost as much as the batch's events.
         Committing later never loses a command: a redelivered one is answered from the events
-        it recorded (:meth:`decide`)."""
+        it recorded (:meth:`decide`). (A refusal records nothing: its batch is committed at
+        once, :meth:`_settled_refusals`.)"""
         while True:
             await self._commit_wake.wait()
             await self._commit()
-            await asyncio.sleep(COMMIT_INTERVAL)
+            await asyncio.sleep(self.commit_interval)
 
-    async def _commit(self) -> None:
+    async def _commit(self) -> dict[Any, int]:
+        """Commit the offsets decided so far; those committed (none if the broker refused)."""
         self._commit_wake.clear()
         offsets, self._uncommitted = self._uncommitted, {}
         assigned = self.consumer.assignment()
         offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         if not offsets:
-            return
+            return {}
         try:
             await self.consumer.commit(offsets)
         except KafkaError as exc:
             # Rebalanced meanwhile, or the broker is away: the partition's next owner gets
             # these commands again and answers them from the events they recorded.
             log.warning("commit_failed", error=str(exc))
+            return {}
+        return offsets
 
-    async def handle(self, value: bytes) -> tuple[str, bytes] | None:
-        """Decide one request: ``(reply_to, reply)``, or ``None`` when the events it recorded
-        answer it; a refusal is answered, never raised."""
+    async def handle(self, value: bytes) -> Reply | None:
+        """Decide one request: its reply, or ``None`` when the events it recorded answer it;
+        a refusal is answered, never raised."""
         request_id, reply_to, message = decode_request(value)
         in_events = answered_by_events(message)
         if in_events:  # this task's appends carry the request (REPLY_ROUTE is per task)
             REPLY_ROUTE.set((reply_to, request_id))
+        answer: Outcome | BaseException
         try:
-            answer: Outcome | BaseException = await self.decide(message)
+            answer, appended = await self.decide(message)
         except Exception as exc:
-            answer = exc
-        if in_events and isinstance(answer, Outcome) and not answer.replayed:
+            answer, appended = exc, False
+        if in_events and appended:
             return None  # recorded by this task's append: the events carry the answer
-        return reply_to, encode_reply(request_id, answer)
+        return Reply(reply_to, request_id, answer, bool(message.get("replay_only")))
 
-    async def decide(self, message: dict[str, Any]) -> Outcome:
+    async def decide(self, message: dict[str, Any]) -> tuple[Outcome, bool]:
+        """The command's outcome, and whether this call appended it.
+
+        A copy of a request (redelivered after a crash, or delivered twice while the first
+        copy is decided) appends nothing and is answered what that request recorded: not as a
+        replay, since its client made no second request, and the node takes whichever answer
+        comes first (these on the reply topic, or the first copy's events). A replay is a
+        later request answered from an earlier one's record (an Idempotency-Key used again, a
+        ``client_msg_id`` posted again), which the command service says."""
         command_id = message["command_id"]
         recorded = self.log.recorded_command(command_id)
         if recorded is not None:  # redelivered after a crash: answer, append nothing
-            return Outcome(list(recorded), replayed=True)
+            return Outcome(list(recorded), replayed=False), False
         deciding = self._deciding.get(command_id)
         if deciding is not None:  # delivered twice while the first is being decided
-            return Outcome((await asyncio.shield(deciding)).events, replayed=True)
+            return await asyncio.shield(deciding), False
         future = self._deciding[command_id] = asyncio.ensure_future(
             self.service.execute(request_from(message).envelope)
         )
         try:
-            return await asyncio.shield(future)
+            outcome = await asyncio.shield(future)
         finally:
             if self._deciding.get(command_id) is future:
                 del self._deciding[command_id]
+        return outcome, not outcome.replayed

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from adapters.ids import uuid7
-from adapters.kafka.clients import Batches, producer, started_producer, tail
+from adapters.kafka.clients import CONSUMER_ERRORS, Batches, producer, started_producer, stopped, tailing
 from adapters.kafka.codec import decode_position, event_from_record, partition_for, stream_key
 from adapters.kafka.log import REPLY_HEADER, producer_broken
 from adapters.kafka.topics import ensure_topics
@@ -187,14 +187,8 @@ class KafkaNode(Commands):
         while [tp for tp, end in ends.items() if await self.events.position(tp) < end]:
             self._replicate(await self.events.getmany(timeout_ms=200, max_records=5000), publish=False)
         self._tasks = [
-            asyncio.create_task(tail(self.replies, self._answer, failure="replies_consumer_failed")),
-            asyncio.create_task(
-                tail(
-                    self.events,
-                    lambda batches: self._replicate(batches, publish=True),
-                    failure="events_consumer_failed",
-                )
-            ),
+            tailing(self.replies, self._answer, name="replies"),
+            tailing(self.events, lambda batches: self._replicate(batches, publish=True), name="events"),
         ]
 
     async def close(self) -> None:
@@ -208,23 +202,36 @@ class KafkaNode(Commands):
         """Evolve the replica by fetched events, answer the requests they record, and
         (``publish``) hand them to the listeners."""
         for tp, records in batches.items():
-            events = [event_from_record(r.value, tp.partition, r.offset) for r in records]
-            for event in events:
-                self._restore(event)
+            taken = [(r, event) for r in records if (event := self._take(r, tp.partition)) is not None]
             self._applied[tp.partition] = records[-1].offset
+            self._applied_changed.set()
+            if not taken:
+                continue
             if self._waiting:
-                self._answer_from(records, events)
+                self._answer_from(taken)
+            events = [event for _, event in taken]
             if publish:
                 self.log.recorded(events)
             else:
                 self.log.head = max(self.log.head, events[-1].position)
-        if batches:
-            self._applied_changed.set()
 
-    def _answer_from(self, records: list[Any], events: list[Event]) -> None:
+    def _take(self, record: Any, partition: int) -> Event | None:
+        """The event of ``record``, evolved into the replica; ``None`` if this node cannot read
+        it (logged with the exception, counted): one unreadable record must not cost the rest
+        of its batch, nor stop the consumer, which answers every command of this node."""
+        try:
+            event = event_from_record(record.value, partition, record.offset)
+            self._restore(event)
+        except Exception:
+            log.exception("event_record_skipped", partition=partition, offset=record.offset)
+            CONSUMER_ERRORS.labels("events", "record").inc()
+            return None
+        return event
+
+    def _answer_from(self, taken: list[tuple[Any, Event]]) -> None:
         """Resolve the requests of this node whose events these are (:mod:`.wire`): once all
         the events of a request's append are in, which the header counts."""
-        for record, event in zip(records, events, strict=True):
+        for record, event in taken:
             for key, value in record.headers:
                 if key != REPLY_HEADER or not value.startswith(self._reply_prefix):
                     continue
@@ -282,7 +289,11 @@ class KafkaNode(Commands):
         ]
 
     async def check(self) -> None:
-        """Raise if the broker does not answer a metadata request."""
+        """Raise if a consumer of this node stopped (its replies and events answer every
+        command: each would time out), or if the broker does not answer a metadata request."""
+        dead = stopped(self._tasks)
+        if dead:
+            raise LogUnavailable(f"this node's consumer {', '.join(dead)} stopped (see its log); restart the node")
         await self.producer.client.fetch_all_metadata()
 
     # --- the Commands protocol -------------------------------------------------------------

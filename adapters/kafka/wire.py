@@ -9,9 +9,9 @@ recorded (or already recorded, ``replayed``), or the error that refused the comm
 A request with ``"reply": "events"`` is answered by what it records: the decider produces
 no reply for it, and each event record carries ``reply_to``, ``request_id`` and the number of
 events of the append in a header (:func:`adapters.kafka.log.reply_header`), which the node's
-consumer of the event topic reads. A request that records nothing (a refusal, a replay) is
-still answered on the reply topic, and so is every request to a decider that predates the
-flag: a node accepts both answers, whichever comes first.
+consumer of the event topic reads. A request that records nothing (a refusal, a replay, a copy
+of a request already recorded) is still answered on the reply topic, and so is every request to
+a decider that predates the flag: a node accepts both answers, whichever comes first.
 """
 
 from __future__ import annotations

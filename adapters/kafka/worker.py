@@ -9,7 +9,7 @@ from pathlib import Path
 
 import structlog
 
-from adapters.kafka.deciders import DeciderWorker
+from adapters.kafka.deciders import COMMIT_INTERVAL, DeciderWorker
 from adapters.kafka.projectors import ProjectorAgent
 from commands.ports import Listener
 from projections.ports import ReadStore
@@ -29,11 +29,13 @@ async def run_worker(
     store_timeout: float = 10.0,
     stall_seconds: float = 30.0,
     listeners: Sequence[Listener] = (),
+    commit_interval: float = COMMIT_INTERVAL,
 ) -> None:
     """Run until cancelled (or until a half stops); ``store_timeout``, ``stall_seconds`` and
     ``listeners`` (told of each batch the read models applied) as :class:`ProjectorAgent`
-    takes them; Faust keeps its files under ``data_dir/faust``."""
-    deciders = DeciderWorker(bootstrap, prefix, partitions)
+    takes them, ``commit_interval`` as :class:`DeciderWorker` does; Faust keeps its files
+    under ``data_dir/faust``."""
+    deciders = DeciderWorker(bootstrap, prefix, partitions, commit_interval=commit_interval)
     projectors = ProjectorAgent(
         bootstrap,
         prefix,

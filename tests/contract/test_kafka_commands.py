@@ -21,21 +21,29 @@ from tests.contract.commands_contract import CommandsContract
 PARTITIONS = 2
 
 
+@contextlib.asynccontextmanager
+async def kafka_commands(log: IndexedLog | None = None, partitions: int = PARTITIONS) -> AsyncIterator[KafkaNode]:
+    """A started decider and API node on fresh topics of the test broker (``log``: the node's
+    history, to listen to what its consumer of the event topic hands on); stopped on exit."""
+    bootstrap, prefix = services_env()["CAAS_KAFKA_BOOTSTRAP"], f"contract-{uuid.uuid4().hex[:12]}-"
+    decider = DeciderWorker(bootstrap, prefix, partitions)
+    await decider.start()
+    deciding = asyncio.create_task(decider.run())
+    # generous: the decider's first commands wait for its consumer group to form
+    node = KafkaNode(bootstrap, prefix, partitions, log or IndexedLog(MemoryReadStore()), timeout=30.0)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.close()
+        deciding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await deciding
+        await decider.close()
+
+
 class TestKafkaCommands(CommandsContract):
     @contextlib.asynccontextmanager
     async def open_commands(self, request: pytest.FixtureRequest) -> AsyncIterator[Commands]:
-        bootstrap, prefix = services_env()["CAAS_KAFKA_BOOTSTRAP"], f"contract-{uuid.uuid4().hex[:12]}-"
-        decider = DeciderWorker(bootstrap, prefix, PARTITIONS)
-        await decider.start()
-        deciding = asyncio.create_task(decider.run())
-        # generous: the decider's first commands wait for its consumer group to form
-        node = KafkaNode(bootstrap, prefix, PARTITIONS, IndexedLog(MemoryReadStore()), timeout=30.0)
-        await node.start()
-        try:
+        async with kafka_commands() as node:
             yield node
-        finally:
-            await node.close()
-            deciding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await deciding
-            await decider.close()

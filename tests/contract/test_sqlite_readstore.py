@@ -4,6 +4,7 @@ rule for an event the store refuses."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
@@ -77,4 +78,26 @@ async def test_the_embedded_runner_parks_the_one_event_the_store_refuses_and_app
     finally:
         await runner.close()
         await log.close()
+        await store.close()
+
+
+OLD_SQLITE_PARAMETERS = 999  # SQLite before 3.32: the bound a Python linked against one has
+
+
+async def test_batches_past_an_older_sqlites_parameter_limit_are_applied_in_statements_within_it(
+    tmp_path: Path,
+) -> None:
+    store = SqliteReadStore(tmp_path / "read.db")
+    await store.start()
+    try:
+        store._db().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, OLD_SQLITE_PARAMETERS)  # as such a build has it
+        many = 2 * OLD_SQLITE_PARAMETERS  # documents of 3 columns: six times the limit in one batch
+        ops = [Op(THINGS, "t1", f"d{n}", n + 1, set={"n": n}) for n in range(many)]
+        await store.apply_many([("tallies", ops, many), ("copies", ops, many)])
+        again = [Op(THINGS, "t1", f"d{n}", many + n + 1, inc={"n": 1}) for n in range(many)]
+        await store.apply_many([("tallies", again, 2 * many)])  # read back and written again
+        assert (await store.checkpoint("tallies"), await store.checkpoint("copies")) == (2 * many, many)
+        assert fields(await store.get(THINGS, "t1", "d0")) == {"n": 1}
+        assert fields(await store.get(THINGS, "t1", f"d{many - 1}")) == {"n": many}
+    finally:
         await store.close()

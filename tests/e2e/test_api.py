@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -456,6 +457,30 @@ def test_idempotency_key_replays_the_first_result(chat: Chat) -> None:
         422,
         "invalid_request",
     )
+
+
+REQUEST_IDS: list[tuple[str | bytes, str | None]] = [
+    ("req-42:a/b=c", "req-42:a/b=c"),  # kept: 1 to 128 visible ASCII characters
+    ("r" * 128, "r" * 128),
+    ("", None),  # the rest are replaced by a generated id (a blank one arrives empty: HTTP parsers cut it)
+    ("r" * 129, None),
+    ("two words", None),
+    (b"caf\xe9", None),
+]
+
+
+def test_a_request_id_names_the_request_only_if_usable_and_its_commands_record_the_one_echoed(chat: Chat) -> None:
+    for given, kept in REQUEST_IDS:
+        answer = chat.post("/v1/channels/c/messages", "alice", {"text": repr(given)}, headers={"X-Request-Id": given})
+        echoed = answer.headers["x-request-id"]
+        if kept is not None:
+            assert echoed == kept
+        else:
+            assert re.fullmatch("[0-9a-f]{32}", echoed), (given, echoed)
+        [posted] = [
+            e for e in chat.events(min_position=ok(answer)["position"]) if e["event_id"] == answer.json()["event_id"]
+        ]
+        assert posted["correlation_id"] == echoed, given
 
 
 def test_client_msg_id_retries_return_the_first_message(chat: Chat) -> None:

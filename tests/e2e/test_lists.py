@@ -66,15 +66,17 @@ def test_users_are_searched_by_id_prefix_and_paged(server: Server, tenant: Tenan
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", (bad, r.text)
 
 
-def test_members_list_roles_mutes_and_bans(server: Server, tenant: Tenant, client: httpx.Client) -> None:
-    for uid in ("owner", "m1", "m2"):
+def channel_of(client: httpx.Client, tenant: Tenant, cid: str, members: list[str]) -> None:
+    """Register ``members`` and make them channel ``cid``."""
+    for uid in members:
         tenant.user(client, uid)
-    made = client.post(
-        f"{server.url}/v1/channels",
-        json={"channel_id": "mod", "name": "Mod", "members": ["owner", "m1", "m2"]},
-        headers=tenant.headers(),
-    )
+    body = {"channel_id": cid, "name": cid.title(), "members": members}
+    made = client.post(f"{tenant.url}/v1/channels", json=body, headers=tenant.headers())
     assert made.status_code == 201, made.text
+
+
+def test_members_list_roles_mutes_and_bans(server: Server, tenant: Tenant, client: httpx.Client) -> None:
+    channel_of(client, tenant, "mod", ["owner", "m1", "m2"])
     url = f"{server.url}/v1/channels/mod"
     client.post(f"{url}/members", json={"user_id": "owner", "role": "owner"}, headers=tenant.headers())
     client.post(f"{url}/mutes", json={"user_id": "m1"}, headers=tenant.headers())
@@ -91,3 +93,38 @@ def test_members_list_roles_mutes_and_bans(server: Server, tenant: Tenant, clien
     alice = tenant.user(client, "alice")
     as_user = client.get(f"{url}/members", headers={"authorization": f"Bearer {alice}"})
     assert as_user.status_code == 403 and as_user.json()["error"]["details"]["rule"] == "wrong_credential"
+
+
+def test_members_and_api_keys_page_with_limit_and_after_and_list_all_without(
+    server: Server, tenant: Tenant, client: httpx.Client
+) -> None:
+    channel_of(client, tenant, "paged", ["zed", "amy", "kim"])
+    left = client.delete(f"{server.url}/v1/channels/paged/members/amy", headers=tenant.headers())
+    assert left.status_code == 200, left.text
+    path, at = "/v1/channels/paged/members", left.json()["position"]
+    everyone = get(client, tenant, path, min_position=at)
+    assert [m["user_id"] for m in everyone["members"]][-1] == "amy" and everyone["next_after"] is None
+    first = get(client, tenant, path, limit=2)
+    assert [m["user_id"] for m in first["members"]] == ["amy", "kim"] and first["next_after"] == "kim"
+    rest = get(client, tenant, path, limit=2, after="kim")
+    assert [m["user_id"] for m in rest["members"]] == ["zed"] and rest["next_after"] is None
+
+    keys = [get(client, tenant, "/v1/api-keys")["api_keys"][0]["key_id"]]
+    for name in ("ci", "ops"):
+        issued = client.post(f"{server.url}/v1/api-keys", json={"name": name}, headers=tenant.headers())
+        keys.append(issued.json()["key_id"])
+    listed = get(client, tenant, "/v1/api-keys")
+    assert [k["key_id"] for k in listed["api_keys"]] == keys and listed["next_after"] is None
+    page = get(client, tenant, "/v1/api-keys", limit=2)
+    assert [k["key_id"] for k in page["api_keys"]] == keys[:2] and page["next_after"] == keys[1]
+    last = get(client, tenant, "/v1/api-keys", limit=2, after=keys[1])
+    assert [k["key_id"] for k in last["api_keys"]] == keys[2:] and last["next_after"] is None
+    for route, bad in (
+        (path, {"limit": "0"}),
+        (path, {"limit": "201"}),
+        (path, {"after": "-x"}),
+        ("/v1/api-keys", {"limit": "0"}),
+        ("/v1/api-keys", {"after": "k-nobody"}),
+    ):
+        r = client.get(f"{server.url}{route}", params=bad, headers=tenant.headers())
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", (route, bad, r.text)

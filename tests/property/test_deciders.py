@@ -395,6 +395,8 @@ def test_console_sessions_open_on_live_keys_close_once_and_replay(commands: list
             assert (opened.key_id, opened.secret_hash) == (command.key_id, command.secret_hash)
             mine = [s for s in state.sessions.values() if s.key_id == command.key_id]
             assert all(s.expires_at > command.opened_at for s in mine), "the key's expired ones are dropped"
+            oldest = next(iter(state.sessions.values()))
+            assert oldest.expires_at > command.opened_at, "the tenant's oldest expired ones are dropped"
         # each key's index names exactly its open sessions, oldest first, never more than the cap
         assert {sid for ids in state.key_sessions.values() for sid in ids} == set(state.sessions)
         for key_id, ids in state.key_sessions.items():
@@ -403,6 +405,30 @@ def test_console_sessions_open_on_live_keys_close_once_and_replay(commands: list
         if isinstance(command, tenant.CloseConsoleSession):
             assert command.session_id not in state.sessions, "a closed session is gone"
     assert fold(tenant.TenantState, tenant.evolve, events) == state
+
+
+def test_a_sign_in_forgets_the_tenants_expired_sessions_whatever_their_key() -> None:
+    state = tenant.TenantState()
+    commands: list[Any] = [
+        tenant.RegisterTenant(name="acme", key_id="k0", key_hash="h0"),
+        tenant.IssueApiKey(key_id="k1", key_hash="h1"),
+        *(
+            tenant.OpenConsoleSession(
+                session_id=f"s{n}", key_id="k0", secret_hash=f"x{n}",
+                opened_at=f"2026-01-01T00:{n}0:00Z", expires_at=f"2026-01-01T01:{n}0:00Z",
+            )
+            for n in range(2)
+        ),
+        tenant.OpenConsoleSession(
+            session_id="s9", key_id="k1", secret_hash="x9",
+            opened_at="2026-01-01T02:30:00Z", expires_at="2026-01-01T09:00:00Z",
+        ),
+    ]  # fmt: skip
+    for command in commands:
+        for event in tenant.decide(state, command):  # type: ignore[union-attr]
+            tenant.evolve(state, event)
+    assert list(state.sessions) == ["s9"]  # k0's expired before k1 signed in: k0 never signed in again
+    assert state.key_sessions == {"k0": {}, "k1": {"s9": True}}
 
 
 def test_a_sign_in_past_the_cap_closes_the_keys_oldest_session() -> None:

@@ -88,6 +88,18 @@ def test_the_session_acts_as_its_key_on_the_console_api_only(server: Server, ten
     assert error(httpx.get(f"{server.url}/console/api/v1/api-keys"), 401)["code"] == "unauthenticated"
 
 
+def test_head_on_the_console_api_answers_as_get_does_without_a_body(server: Server, tenant: Tenant) -> None:
+    browser, _, _ = signed_in(server, tenant.api_key)
+    with contextlib.closing(browser):
+        for path in ("/console/api/v1/api-keys", "/console/api/session"):
+            got, head = browser.get(path), browser.head(path)
+            assert (head.status_code, got.status_code) == (200, 200), (path, head.status_code)
+            assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+        # HEAD is GET's: a route without GET still answers 404, and without a session 401
+        assert browser.head("/console/api/v1/tenants").status_code == 404
+    assert httpx.head(f"{server.url}/console/api/v1/api-keys").status_code == 401
+
+
 def test_unsafe_methods_need_the_csrf_token_and_the_own_origin(server: Server, tenant: Tenant) -> None:
     browser, session, _ = signed_in(server, tenant.api_key)
     token = session["csrf_token"]
