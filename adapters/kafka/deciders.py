@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,6 +35,7 @@ from adapters.kafka.wire import answered_by_events, decode_request, encode_reply
 from commands.ports import LogUnavailable
 from commands.repository import AggregateRepository
 from commands.service import CommandService, Outcome
+from streams.projector import StallWatch
 
 log = structlog.get_logger("caas.worker")
 COMMIT_INTERVAL = 0.2  # seconds between two commits of the command offsets
@@ -51,7 +53,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's
 
 
 class DeciderWorker:
-    def __init__(self, bootstrap: str, prefix: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, prefix: str, partitions: int, *, stall_seconds: float = 30.0) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.partitions = partitions
@@ -65,6 +67,10 @@ class DeciderWorker:
         # commands being decided, by command_id: a copy delivered meanwhile (a producer's retry
         # the broker could not deduplicate, a redelivery) waits for the first, appends nothing
         self._deciding: dict[str, asyncio.Future[Outcome]] = {}
+        self.decided: dict[int, int] = {}  # partition -> the next command offset to decide
+        self.stalls = StallWatch(stall_seconds, subject="decider")
+        self.looped_at = time.monotonic()  # the decide loop's last turn (its liveness)
+        self.running = False
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
@@ -121,6 +127,8 @@ class DeciderWorker:
         self.aggregates.clear(keep=self._owned_by(self.owned))
         for partition in partitions:
             self.log.forget_partition(partition)
+            self.decided.pop(partition, None)
+            self.stalls.forget("deciders", partition)
 
     async def _recover(self) -> None:
         """After Kafka failed to acknowledge, restore owned partitions from what it kept."""
@@ -135,10 +143,35 @@ class DeciderWorker:
 
     async def run(self) -> None:
         committer = asyncio.create_task(self._committer())
+        self.running = True
         try:
             await self._run()
         finally:
+            self.running = False
             committer.cancel()
+
+    async def status(self) -> dict[str, Any]:
+        """Per owned partition the commands not decided yet (to the end the last fetch saw) and
+        whether that lag is stalled (:class:`StallWatch`: behind, and nothing decided for
+        ``stall_seconds``); the decide loop's health (``/metrics`` of ``caas worker``)."""
+        consumers, deciders = [], []
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is None or tp.partition not in self.owned:
+                continue
+            done = self.decided.get(tp.partition)
+            if done is None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2):
+                        done = await self.consumer.position(tp)
+            if done is None:
+                continue
+            lag = max(end - done, 0)
+            consumers.append({"consumer": "deciders", "partition": tp.partition, "lag": lag})
+            deciders.append(self.stalls.observe("deciders", tp.partition, done, lag))
+        age = time.monotonic() - self.looped_at
+        health = {"processor": "deciders", "up": self.running, "progress_age_seconds": age}
+        return {"consumers": consumers, "deciders": deciders, "processors": [health]}
 
     async def _run(self) -> None:
         """Decide each fetched batch, then fetch the next one at once: the replies' delivery
@@ -147,6 +180,7 @@ class DeciderWorker:
         while True:
             if self.log.broken is not None:
                 await self._recover()
+            self.looped_at = time.monotonic()
             batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
             for tp, records in batches.items():
                 if tp.partition not in self.owned:
@@ -175,7 +209,7 @@ class DeciderWorker:
                 except KafkaError as exc:
                     self._reply_failed(exc)
                 # The events are acknowledged: a redelivery from here on is answered from them.
-                self._uncommitted[tp] = records[-1].offset + 1
+                self._uncommitted[tp] = self.decided[tp.partition] = records[-1].offset + 1
                 self._commit_wake.set()
 
     def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:

@@ -4,8 +4,9 @@ by side in one event loop."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -29,11 +30,14 @@ async def run_worker(
     store_timeout: float = 10.0,
     stall_seconds: float = 30.0,
     listeners: Sequence[Listener] = (),
+    beside: Callable[[Callable[[], Awaitable[dict[str, Any]]]], Awaitable[None]] | None = None,
 ) -> None:
     """Run until cancelled (or until a half stops); ``store_timeout``, ``stall_seconds`` and
     ``listeners`` (told of each batch the read models applied) as :class:`ProjectorAgent`
-    takes them; Faust keeps its files under ``data_dir/faust``."""
-    deciders = DeciderWorker(bootstrap, prefix, partitions)
+    takes them; Faust keeps its files under ``data_dir/faust``. ``beside`` runs alongside,
+    given the worker's status (its ``/metrics`` port: :func:`api.observability.record_status`
+    reads it)."""
+    deciders = DeciderWorker(bootstrap, prefix, partitions, stall_seconds=stall_seconds)
     projectors = ProjectorAgent(
         bootstrap,
         prefix,
@@ -45,11 +49,21 @@ async def run_worker(
         stall_seconds=stall_seconds,
         listeners=listeners,
     )
+
+    async def status() -> dict[str, Any]:
+        mine, theirs = await deciders.status(), projectors.status()
+        return {
+            "projections": theirs["projections"],
+            "deciders": mine["deciders"],
+            "consumers": mine["consumers"] + theirs["consumers"],
+            "processors": mine["processors"] + theirs["processors"],
+        }
+
     await store.start()
     await deciders.start()
     log.info("worker_started", partitions=partitions)
     try:
-        await asyncio.gather(deciders.run(), projectors.run())
+        await asyncio.gather(deciders.run(), projectors.run(), *([beside(status)] if beside else []))
     finally:
         await deciders.close()
         await projectors.close()
