@@ -236,7 +236,8 @@ async def test_every_metric_the_dashboards_and_rules_name_is_exported(backend: s
 
             def reported() -> str | None:
                 text = scrape(address)
-                return text if samples(text, "caas_consumer_lag_messages") else None
+                consumers = {labels["consumer"] for labels, _ in samples(text, "caas_consumer_lag_messages")}
+                return text if {"deciders", "projectors"} <= consumers else None
 
             text = until(reported, "the worker's consumers report their lag")
             have |= exported(text)
