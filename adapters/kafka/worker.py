@@ -52,7 +52,11 @@ async def run_worker(
 
     async def status() -> dict[str, Any]:
         mine, theirs = await deciders.status(), projectors.status()
+        behind: dict[str, int] = {}
+        for entry in theirs["projections"]:
+            behind[entry["projection"]] = behind.get(entry["projection"], 0) + entry["lag_events"]
         return {
+            "projection_lag_events": max(behind.values(), default=0),
             "projections": theirs["projections"],
             "deciders": mine["deciders"],
             "consumers": mine["consumers"] + theirs["consumers"],
