@@ -51,6 +51,8 @@ REQUEST_TIMEOUTS = Counter(
     "Connections closed because a request's headers or body arrived too slowly",
     ["phase"],
 )
+for _phase in ("headers", "body"):  # both series exist from the start (an alert's increase() needs them)
+    REQUEST_TIMEOUTS.labels(_phase)
 SLOW_CLOSES = Counter("caas_websocket_slow_consumer_closes_total", "Sockets closed with 1013 for falling behind")
 LAG = Gauge("caas_projection_lag_events", "Events recorded but not yet in the read models")
 PARTITION_LAG = Gauge(

@@ -47,7 +47,6 @@ PROMQL_WORDS = frozenset(
 )
 # Metrics only a Kafka cluster has (its consumers and deciders)
 KAFKA_ONLY = frozenset({"caas_consumer_lag_messages", "caas_decider_stalled"})
-HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 # --- reading the files ---------------------------------------------------------------------------
@@ -111,20 +110,9 @@ def test_the_promql_reader_finds_metric_names_only() -> None:
 
 # --- scraping ------------------------------------------------------------------------------------
 def exported(text: str) -> set[str]:
-    """The metric names a Prometheus text exposition has: every sample's name, and a declared
-    family's (a labelled metric with no child yet has only its ``# TYPE`` line)."""
-    names = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, family, kind = line.split(" ", 3)
-            names.add(family)
-            if kind == "histogram":
-                names.update(family + suffix for suffix in HISTOGRAM_SUFFIXES)
-            if kind == "counter":
-                names.add(family if family.endswith("_total") else family + "_total")
-        elif line and not line.startswith("#"):
-            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
-    return names
+    """The metric names a Prometheus text exposition has samples of (a metric declared with no
+    sample does not count: a panel or a rule on it would show nothing)."""
+    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
