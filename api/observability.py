@@ -191,9 +191,9 @@ class MeteredCommands(Commands):
             result = await self.inner.execute(envelope)
             outcome = "replayed" if result.replayed else "recorded"
             if not result.replayed:
-                posted = sum(1 for event in result.events if event.type == "MessagePosted")
-                if posted:
-                    TENANTS.of(envelope.tenant_id).messages += posted
+                for event in result.events:
+                    if event.type == "MessagePosted":
+                        TENANTS.of(envelope.tenant_id).messages += 1
             return result
         except DomainError:
             outcome = "rejected"
