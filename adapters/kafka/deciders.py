@@ -35,7 +35,7 @@ from adapters.kafka.wire import answered_by_events, decode_request, encode_reply
 from commands.ports import LogUnavailable
 from commands.repository import AggregateRepository
 from commands.service import CommandService, Outcome
-from streams.projector import StallWatch
+from streams.projector import StallWatch, watch
 
 log = structlog.get_logger("caas.worker")
 COMMIT_INTERVAL = 0.2  # seconds between two commits of the command offsets
@@ -143,12 +143,14 @@ class DeciderWorker:
 
     async def run(self) -> None:
         committer = asyncio.create_task(self._committer())
+        watching = asyncio.create_task(watch(self.status))  # a stall is logged even if no one scrapes
         self.running = True
         try:
             await self._run()
         finally:
             self.running = False
             committer.cancel()
+            watching.cancel()
 
     async def status(self) -> dict[str, Any]:
         """Per owned partition the commands not decided yet (to the end the last fetch saw) and
