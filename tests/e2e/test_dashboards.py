@@ -108,11 +108,45 @@ def test_the_promql_reader_finds_metric_names_only() -> None:
     assert all(name.startswith("caas_") for name in files), sorted(files)
 
 
+def test_dashboards_and_rules_are_well_formed() -> None:
+    """What Grafana and Prometheus need to load them: panels with unique ids and lettered
+    queries on the data source variable; rules with a name, an expression, a severity, a summary
+    and the page that says what to do."""
+    boards = sorted((GRAFANA / "dashboards").glob("*.json"))
+    assert {path.stem for path in boards} == {
+        "caas-api", "caas-websockets", "caas-kafka", "caas-projections", "caas-tenants"
+    }  # fmt: skip
+    for path in boards:
+        board = json.loads(path.read_text())
+        assert board["uid"] == path.stem and board["title"].startswith("CAAS / ")
+        ids = [panel["id"] for panel in board["panels"]]
+        assert len(ids) == len(set(ids)), path.name
+        for panel in board["panels"]:
+            assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"], (path.name, panel["title"])
+            assert [t["refId"] for t in panel["targets"]] == [chr(65 + i) for i in range(len(panel["targets"]))]
+    alerts = set()
+    for path in sorted((GRAFANA / "prometheus").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+                assert rule["annotations"]["summary"] and rule["annotations"]["runbook"] == "docs/operations.md#alerts"
+                alerts.add(rule["alert"])
+    documented = (ROOT / "docs" / "operations.md").read_text()
+    assert alerts and all(f"`{alert}`" in documented for alert in alerts)
+
+
 # --- scraping ------------------------------------------------------------------------------------
 def exported(text: str) -> set[str]:
     """The metric names a Prometheus text exposition has samples of (a metric declared with no
     sample does not count: a panel or a rule on it would show nothing)."""
     return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def documented(name: str) -> bool:
+    """Whether docs/operations.md names the metric ``name`` is a sample of."""
+    page = (ROOT / "docs" / "operations.md").read_text()
+    base = re.sub(r"_(bucket|sum|count|created)$", "", name)
+    return any(f"`{candidate}`" in page for candidate in (name, base, base + "_total"))
 
 
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -243,6 +277,8 @@ async def test_every_metric_the_dashboards_and_rules_name_is_exported(backend: s
             wanted = {name: files for name, files in wanted.items() if name not in KAFKA_ONLY}
         missing = {name: sorted(files) for name, files in wanted.items() if name not in have}
         assert not missing, f"named by dashboards or rules but not exported: {missing}"
+        undocumented = sorted(name for name in have if name.startswith("caas_") and not documented(name))
+        assert not undocumented, f"exported but not in docs/operations.md: {undocumented}"
         # the traffic shows in the tenant's own series (fewer tenants than places: each has its label)
         for family in ("caas_tenant_requests_total", "caas_tenant_messages_total", "caas_tenant_deliveries_total"):
             mine = [value for labels, value in samples(served, family) if labels["tenant"] == tenant.tenant_id]
