@@ -18,10 +18,11 @@ from starlette.routing import BaseRoute, Match, Route, Router, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from api.asyncapi import asyncapi, public_server, served, server
-from api.bootstrap import Engine, build_engine
+from api.bootstrap import Engine, admin_token, build_engine
 from api.console import ConsoleApi, console_routes
 from api.edge import Edge
 from api.errors import ApiError, handle
+from api.metrics_port import start_metrics_port
 from api.observability import metrics
 from api.plumbing import json
 from api.routes import ROUTES, openapi
@@ -116,9 +117,15 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await node.start()
+        admin = None
         try:
+            if settings.metrics_port is not None:  # /metrics there only, not on the public port
+                tokens = [admin_token(settings), settings.metrics_token]
+                admin = await start_metrics_port(settings.metrics_host, settings.metrics_port, tokens, node.scrape)
             yield
         finally:
+            if admin is not None:
+                admin.close()
             await node.close()
 
     routes: list[BaseRoute] = [
@@ -127,7 +134,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     routes += [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/asyncapi.json", asyncapi_json, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        *([Route("/metrics", metrics, methods=["GET"])] if settings.metrics_port is None else []),
         WebSocketRoute("/v1/ws", websocket_endpoint),
         *console_routes(),  # the tenant portal's session and live tail (api/console.py)
         *ui_routes(),  # the browser apps (api/ui.py)

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,9 +25,10 @@ import structlog
 from adapters.ids import short_id, utcnow, uuid7
 from adapters.memory_bus import MemoryBus
 from api.limits import Limits
-from api.observability import MeteredCommands, count_events
+from api.observability import MeteredCommands, count_events, exposition, record_status
 from api.settings import Settings
 from api.socket_watch import SocketWatch
+from api.tenant_metrics import TENANTS
 from commands.auth import Authenticator
 from commands.billing import Billing, UsageReporter, WebhookVerifier
 from commands.billing_sync import BillingSync, SyncReport
@@ -159,6 +160,12 @@ class Backend(abc.ABC):
     async def status(self) -> dict[str, Any]:
         """``head_position`` and the projections' lag (``/readyz``, ``/metrics``)."""
 
+    async def health(self) -> dict[str, Any]:
+        """What ``/metrics`` adds to :meth:`status`: ``consumers`` (lag per partition) and
+        ``processors`` (up, progress age) of this process, those it has
+        (:func:`api.observability.record_status`)."""
+        return {}
+
     @abc.abstractmethod
     async def wait_for(self, position: int, timeout: float) -> bool:
         """Wait until the read models have applied ``position``; ``False`` on timeout."""
@@ -238,6 +245,9 @@ class EmbeddedBackend(Backend):
     async def status(self) -> dict[str, Any]:
         head = await self.log.head_position()
         return {"head_position": head, **await self.runner.status(head)}
+
+    async def health(self) -> dict[str, Any]:
+        return {"processors": [self.runner.health()]}
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         return await self.runner.wait_for(position, timeout)
@@ -427,6 +437,9 @@ class KafkaBackend(Backend):
     async def status(self) -> dict[str, Any]:
         return {"head_position": await self.log.head_position(), **await self.progress.status()}
 
+    async def health(self) -> dict[str, Any]:
+        return {"consumers": self.node.consumer_lag()}
+
     async def wait_for(self, position: int, timeout: float) -> bool:
         return await self.progress.wait_for(position, timeout)
 
@@ -534,7 +547,21 @@ class KafkaBackend(Backend):
             stall_seconds=s.projection_stall_seconds,
             listeners=listeners,
             commit_interval=s.decider_commit_seconds,
+            beside=None if s.worker_metrics_port is None else functools.partial(self._worker_metrics, s),
         )
+
+    @staticmethod
+    async def _worker_metrics(settings: Settings, status: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        """``caas worker``'s ``/metrics`` on ``CAAS_WORKER_METRICS_PORT`` until cancelled."""
+        from api.metrics_port import serve_metrics
+
+        async def scrape() -> bytes:
+            record_status(await status())
+            return exposition()
+
+        tokens = [admin_token(settings), settings.metrics_token]
+        assert settings.worker_metrics_port is not None
+        await serve_metrics(settings.metrics_host, settings.worker_metrics_port, tokens, scrape)
 
 
 class _NodeOnUse(Commands):
@@ -657,6 +684,11 @@ class Engine:
             nodes=(lambda: len(self.presence.state.nodes)) if s.rate_limit_scope == "cluster" else (lambda: 1),
         )
 
+    async def scrape(self) -> bytes:
+        """``/metrics``: the backend's status and health as gauges, and every metric of the process."""
+        record_status({**await self.backend.status(), **await self.backend.health()})
+        return exposition()
+
     async def _settle(self) -> bool:
         """Wait, bounded like a query, until the read models hold every event this node knows."""
         return await self.backend.wait_for(await self.log.head_position(), self.settings.query_wait_seconds)
@@ -703,6 +735,7 @@ class Engine:
 
 
 def build_engine(settings: Settings) -> Engine:
+    TENANTS.configure(settings.metrics_tenant_top, settings.metrics_tenant_rerank_seconds)
     backend = build_backend(settings)
     auth = Authenticator(
         backend.commands,

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from api import schemas
 from api.errors import ApiError, error_response
-from api.observability import record_projections
+from api.observability import record_status
 from api.plumbing import (
     admit,
     body,
@@ -615,7 +615,7 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:
         reason = str(exc) or type(exc).__name__
         return error_response(ApiError("unavailable", f"the backend is not reachable: {reason}", status="unavailable"))
-    record_projections(status)
+    record_status(status)
     stalled = stall_reason(status["projections"])
     if stalled is not None:  # the read models stopped following the log: queries would wait, then 404
         return error_response(ApiError("unavailable", stalled, status="unavailable", **status))

@@ -10,15 +10,19 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.plumbing import principal
+from api.tenant_metrics import TENANTS
 from commands.service import CommandEnvelope, Commands, Outcome
 from domain.errors import DomainError
 from domain.events import Event
+from streams.projector import PARKED
 
 COMMANDS = Counter("caas_commands_total", "Commands handled, by type and outcome", ["command", "outcome"])
 COMMAND_SECONDS = Histogram(
@@ -47,6 +51,8 @@ REQUEST_TIMEOUTS = Counter(
     "Connections closed because a request's headers or body arrived too slowly",
     ["phase"],
 )
+for _phase in ("headers", "body"):  # both series exist from the start (an alert's increase() needs them)
+    REQUEST_TIMEOUTS.labels(_phase)
 SLOW_CLOSES = Counter("caas_websocket_slow_consumer_closes_total", "Sockets closed with 1013 for falling behind")
 LAG = Gauge("caas_projection_lag_events", "Events recorded but not yet in the read models")
 PARTITION_LAG = Gauge(
@@ -60,6 +66,41 @@ STALLED = Gauge(
     ["projection", "partition"],
 )
 HEAD = Gauge("caas_log_head_position", "Position of the newest event this node knows")
+CONSUMER_LAG = Gauge(
+    "caas_consumer_lag_messages",
+    "Records of a partition not yet processed by a consumer of this process (deciders, projectors, node)",
+    ["consumer", "partition"],
+)
+DECIDER_STALLED = Gauge(
+    "caas_decider_stalled",
+    "1 while a partition's deciders have commands waiting and have decided none for CAAS_PROJECTION_STALL_SECONDS",
+    ["partition"],
+)
+PROCESSOR_UP = Gauge("caas_processor_up", "1 while a processor of this process runs", ["processor"])
+PROCESSOR_AGE = Gauge(
+    "caas_processor_progress_age_seconds",
+    "Seconds since a processor last made progress (0 while it has nothing to do)",
+    ["processor"],
+)
+
+
+class ParkedEvents(Collector):
+    """``caas_projection_parked_events_total``: events a projection of this process could not
+    apply and went past (``streams.projector.PARKED``)."""
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(
+            "caas_projection_parked_events",
+            "Events a projection could not apply and parked (logged as projection_parked)",
+            labels=["projection"],
+        )
+        for projection, count in sorted(PARKED.items()):
+            family.add_metric([projection], count)
+        yield family
+
+
+REGISTRY.register(TENANTS)
+REGISTRY.register(ParkedEvents())
 
 # The id of the HTTP request being served (``api.edge``), as bound into its log lines: the
 # correlation id of the commands it runs (read from here, not by scanning the log context).
@@ -77,14 +118,53 @@ def labelled(metric: MetricWrapperBase, *labels: str) -> Any:
     return child
 
 
-def record_projections(status: dict[str, Any]) -> None:
-    """Export a runner's status (``projection_lag_events`` and, per projection and partition,
-    ``lag_events`` and ``stalled_seconds``) as gauges."""
-    LAG.set(status.get("projection_lag_events", 0))
-    for entry in status.get("projections", []):
-        labels = (entry["projection"], str(entry["partition"]))
-        PARTITION_LAG.labels(*labels).set(entry["lag_events"])
-        STALLED.labels(*labels).set(1 if entry["stalled_seconds"] is not None else 0)
+def record_status(status: dict[str, Any]) -> None:
+    """Export a process's status as gauges: what it has of ``head_position``,
+    ``projection_lag_events``, ``projections`` (per projection and partition: ``lag_events``,
+    ``stalled_seconds``), ``consumers`` (``consumer``, ``partition``, ``lag``), ``deciders``
+    (per partition, as ``projections``) and ``processors`` (``processor``, ``up``,
+    ``progress_age_seconds``). A partition or processor no longer in it is no longer exported."""
+    if "head_position" in status:
+        HEAD.set(status["head_position"])
+    if "projection_lag_events" in status:
+        LAG.set(status["projection_lag_events"])
+    if "projections" in status:
+        PARTITION_LAG.clear()
+        STALLED.clear()
+        for entry in status["projections"]:
+            labels = (entry["projection"], str(entry["partition"]))
+            PARTITION_LAG.labels(*labels).set(entry["lag_events"])
+            STALLED.labels(*labels).set(1 if entry["stalled_seconds"] is not None else 0)
+    if "consumers" in status:
+        CONSUMER_LAG.clear()
+        for entry in status["consumers"]:
+            CONSUMER_LAG.labels(entry["consumer"], str(entry["partition"])).set(entry["lag"])
+    if "deciders" in status:
+        DECIDER_STALLED.clear()
+        for entry in status["deciders"]:
+            DECIDER_STALLED.labels(str(entry["partition"])).set(1 if entry["stalled_seconds"] is not None else 0)
+    if "processors" in status:
+        PROCESSOR_UP.clear()
+        PROCESSOR_AGE.clear()
+        for entry in status["processors"]:
+            PROCESSOR_UP.labels(entry["processor"]).set(1 if entry["up"] else 0)
+            PROCESSOR_AGE.labels(entry["processor"]).set(round(entry["progress_age_seconds"], 3))
+
+
+def scrape_allowed(authorization: str, tokens: Sequence[str | None]) -> bool:
+    """Whether ``authorization`` is ``Bearer <one of tokens>`` (compared in constant time)."""
+    scheme, _, credential = authorization.partition(" ")
+    given = credential.strip().encode()
+    found = False
+    for token in tokens:
+        if token and scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode()):
+            found = True
+    return found
+
+
+def exposition() -> bytes:
+    """Every metric of this process, in Prometheus text."""
+    return generate_latest()
 
 
 def count_events(events: Sequence[Event]) -> None:
@@ -110,6 +190,10 @@ class MeteredCommands(Commands):
                 envelope = dataclasses.replace(envelope, correlation_id=request_id)
             result = await self.inner.execute(envelope)
             outcome = "replayed" if result.replayed else "recorded"
+            if not result.replayed:
+                for event in result.events:
+                    if event.type == "MessagePosted":
+                        TENANTS.of(envelope.tenant_id).messages += 1
             return result
         except DomainError:
             outcome = "rejected"
@@ -123,12 +207,6 @@ async def metrics(request: Request) -> Response:
     """Prometheus text, for the admin token or ``CAAS_METRICS_TOKEN`` (a scraper needs no more
     than this): the counters span every tenant."""
     node = request.app.state.engine
-    scrape_token = node.settings.metrics_token
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-    given = credential.strip().encode()
-    if not (scrape_token and scheme.lower() == "bearer" and hmac.compare_digest(given, scrape_token.encode())):
+    if not scrape_allowed(request.headers.get("authorization", ""), [node.settings.metrics_token]):
         await principal(request, "admin")
-    status = await node.backend.status()
-    HEAD.set(status["head_position"])
-    record_projections(status)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(await node.scrape(), media_type=CONTENT_TYPE_LATEST)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from api.errors import ApiError, validation_error
 from api.security import QUOTA_STATE
+from api.tenant_metrics import TENANTS
 from commands.auth import Principal
 from commands.ports import Idempotency
 from commands.quotas import Adds, PaymentRequired, QuotaExceeded
@@ -151,6 +152,7 @@ async def limit(request: Request, who: Principal, credential: str) -> None:
     """A tenant's or user's request: its rate (429), a write's quota (402), and its metering."""
     node = engine(request)
     write = request.method != "GET"
+    TENANTS.of(who.tenant_id).requests += 1
     setattr(request.state, QUOTA_STATE, node.limits.check(who, write=write, credential=credential))
     _deferred.set(None)
     _unmetered.set(None)

@@ -55,6 +55,22 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = False
     metrics_token: str | None = Field(default=None, description="also accepted by /metrics, besides the admin token")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="caas serve: /metrics on this port only (CAAS_METRICS_HOST), not on the public port",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="caas worker: serve /metrics on this port (CAAS_METRICS_HOST)"
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="the address the metrics ports listen on")
+    metrics_tenant_top: int = Field(
+        default=20, ge=0, le=1000, description="tenants with a label of their own in the per-tenant counters"
+    )
+    metrics_tenant_rerank_seconds: float = Field(
+        default=300.0, gt=0, description="how often the per-tenant counters' top tenants are chosen again"
+    )
 
     # the HTTP edge (api/connections.py): slow or numerous connections cannot starve other clients
     http_max_connections_per_address: int = Field(default=256, ge=0, description="0: no cap (behind a proxy)")

@@ -34,6 +34,7 @@ from api.connections import GuardedWebSocketProtocol
 from api.limits import retry_after
 from api.observability import SLOW_CLOSES, SOCKETS, SUBSCRIPTIONS
 from api.plumbing import engine
+from api.tenant_metrics import TENANTS
 from commands.auth import Principal, Unauthenticated
 from commands.quotas import QuotaExceeded
 from domain.base import ID_PATTERN
@@ -179,6 +180,7 @@ class Session:
         self.writing: asyncio.Task[None] | None = None  # the writer, while the outbox holds frames
         self.corked: list[bytes] = []  # shared frames of this batch of events, written by flush()
         self.tally = self.node.meter.tally(who.tenant_id)  # held while the socket is open (metering)
+        self.counted = TENANTS.of(who.tenant_id)  # the tenant's counters (/metrics)
         self.until = self.node.auth.accepted_until(token)  # when HTTP stops accepting the token
         self.subs: dict[str, Subscription] = {}
         self.closing: int | None = None
@@ -225,8 +227,10 @@ class Session:
         if raw is not None and not self.busy and not self.outbox.frames and raw.ready():
             self.corked.append(frame.deflated() if self.deflate else frame.plain())
             self.sent += 1
-            if frame.event and self.tally is not None:
-                self.tally.deliveries += 1  # a delivery is an event frame written to the socket
+            if frame.event:
+                self.counted.deliveries += 1
+                if self.tally is not None:
+                    self.tally.deliveries += 1  # a delivery is an event frame written to the socket
             if len(self.corked) >= CORK_FRAMES:
                 self.flush()
             return True
@@ -339,8 +343,10 @@ class Session:
                     raw.write_frame(frame.deflated() if self.deflate else frame.plain())
                 self.busy = False
                 self.sent += 1
-                if tally is not None and isinstance(frame, Wire) and frame.event:
-                    tally.deliveries += 1  # a delivery is an event frame written to the socket
+                if isinstance(frame, Wire) and frame.event:
+                    self.counted.deliveries += 1
+                    if tally is not None:
+                        tally.deliveries += 1  # a delivery is an event frame written to the socket
         finally:  # at once, not in a callback: a frame queued right after starts a new writer
             self.writing = None
             self.busy = False

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import time
@@ -45,6 +46,16 @@ def ops_for(projection: Projection, events: Sequence[Event], after: int) -> list
 
 
 REFUSALS_BEFORE_PARKING = 5
+# Events parked since this process started, by projection ("*": a record no projection could
+# decode); every projection this process runs has an entry from its start (exported as
+# ``caas_projection_parked_events_total``: docs/operations.md)
+PARKED: collections.Counter[str] = collections.Counter()
+
+
+def count_parked(projections: Sequence[Projection]) -> None:
+    """Give each of ``projections`` an entry in :data:`PARKED` (none parked yet)."""
+    for projection in projections:
+        PARKED[projection.name] += 0
 
 
 def checkpoint_name(projection: str, partition: int | None = None) -> str:
@@ -123,6 +134,7 @@ async def project(
                     type=event.type,
                     error=refused,
                 )
+                PARKED[projection.name] += 1
                 events, refusals = [], 0  # only the checkpoint moves
                 continue
             log.warning("projection_refused", projection=projection.name, error=refused, refusals=refusals)
@@ -140,9 +152,12 @@ class StallWatch:
     the lag and when it last progressed; ``projection_resumed`` when it moves again.
     """
 
-    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window: float, clock: Callable[[], float] = time.monotonic, *, subject: str = "projection"
+    ) -> None:
         self.window = window
         self.clock = clock
+        self.subject = subject  # what the log lines name: projection_stalled, decider_stalled…
         self._progress: dict[tuple[str, int], tuple[int, float, float]] = {}  # -> applied, monotonic, wall
         self._stalled: set[tuple[str, int]] = set()
 
@@ -158,10 +173,10 @@ class StallWatch:
         if stalled and key not in self._stalled:
             self._stalled.add(key)
             since = datetime.fromtimestamp(last[2], UTC).isoformat()
-            log.error("projection_stalled", **where, no_progress_seconds=round(idle, 1), last_progress_at=since)
+            log.error(f"{self.subject}_stalled", **where, no_progress_seconds=round(idle, 1), last_progress_at=since)
         elif not stalled and key in self._stalled:
             self._stalled.discard(key)
-            log.warning("projection_resumed", **where)
+            log.warning(f"{self.subject}_resumed", **where)
         return {**where, "stalled_seconds": round(idle, 1) if stalled else None}
 
     def forget(self, projection: str, partition: int) -> None:
@@ -212,6 +227,8 @@ class ProjectionRunner:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.applied_listeners: list[Listener] = []  # told of each batch once every read model applied it
+        self.progressed_at = time.monotonic()  # when it last applied a batch or found nothing to apply
+        count_parked(self.projections)
         # Committed events as the log handed them to its listeners, in position order: the next
         # batch is taken from here instead of being read back from the log, as long as it
         # continues the applied position without a gap (else, and after an overflow while the
@@ -265,7 +282,8 @@ class ProjectionRunner:
             self._wake.clear()
             try:
                 while await self.step():
-                    pass
+                    self.progressed_at = time.monotonic()
+                self.progressed_at = time.monotonic()
                 delay = 0.05
             except Exception as exc:  # the store is down or failing: retry from the checkpoint
                 log.warning("projection_failed", error=str(exc), retry_in=delay)
@@ -316,7 +334,15 @@ class ProjectionRunner:
             for p in self.projections
         ]
         lag = head - self.applied
+        if lag <= 0:  # nothing to apply: as good as progress
+            self.progressed_at = time.monotonic()
         return {"applied_position": self.applied, "projection_lag_events": lag, "projections": projections}
+
+    def health(self) -> dict[str, Any]:
+        """Whether the runner's task runs, and how long since it last moved (``/metrics``)."""
+        running = bool(self._tasks) and not self._tasks[0].done()
+        age = time.monotonic() - self.progressed_at
+        return {"processor": "projections", "up": running, "progress_age_seconds": age}
 
     async def status_now(self) -> dict[str, Any]:
         return await self.status(await self.log.head_position())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NamedTuple
 
@@ -36,6 +37,7 @@ from commands.ports import IdempotencyKeyReused, LogUnavailable
 from commands.repository import AggregateRepository
 from commands.service import CommandService, Outcome
 from domain.errors import DomainError
+from streams.projector import StallWatch, watch
 
 log = structlog.get_logger("caas.worker")
 COMMIT_INTERVAL = 0.2  # seconds between two commits of the command offsets (CAAS_DECIDER_COMMIT_SECONDS)
@@ -73,7 +75,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's
 
 class DeciderWorker:
     def __init__(
-        self, bootstrap: str, prefix: str, partitions: int, *, commit_interval: float = COMMIT_INTERVAL
+        self,
+        bootstrap: str,
+        prefix: str,
+        partitions: int,
+        *,
+        commit_interval: float = COMMIT_INTERVAL,
+        stall_seconds: float = 30.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -89,6 +97,10 @@ class DeciderWorker:
         # commands being decided, by command_id: a copy delivered meanwhile (a producer's retry
         # the broker could not deduplicate, a redelivery) waits for the first, appends nothing
         self._deciding: dict[str, asyncio.Future[Outcome]] = {}
+        self.decided: dict[int, int] = {}  # partition -> the next command offset to decide
+        self.stalls = StallWatch(stall_seconds, subject="decider")
+        self.looped_at = time.monotonic()  # the decide loop's last turn (its liveness)
+        self.running = False
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
@@ -145,6 +157,8 @@ class DeciderWorker:
         self.aggregates.clear(keep=self._owned_by(self.owned))
         for partition in partitions:
             self.log.forget_partition(partition)
+            self.decided.pop(partition, None)
+            self.stalls.forget("deciders", partition)
 
     async def _recover(self) -> None:
         """After Kafka failed to acknowledge, restore owned partitions from what it kept."""
@@ -159,10 +173,37 @@ class DeciderWorker:
 
     async def run(self) -> None:
         committer = asyncio.create_task(self._committer())
+        watching = asyncio.create_task(watch(self.status))  # a stall is logged even if no one scrapes
+        self.running = True
         try:
             await self._run()
         finally:
+            self.running = False
             committer.cancel()
+            watching.cancel()
+
+    async def status(self) -> dict[str, Any]:
+        """Per owned partition the commands not decided yet (to the end the last fetch saw) and
+        whether that lag is stalled (:class:`StallWatch`: behind, and nothing decided for
+        ``stall_seconds``); the decide loop's health (``/metrics`` of ``caas worker``)."""
+        consumers, deciders = [], []
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is None or tp.partition not in self.owned:
+                continue
+            done = self.decided.get(tp.partition)
+            if done is None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2):
+                        done = await self.consumer.position(tp)
+            if done is None:
+                continue
+            lag = max(end - done, 0)
+            consumers.append({"consumer": "deciders", "partition": tp.partition, "lag": lag})
+            deciders.append(self.stalls.observe("deciders", tp.partition, done, lag))
+        age = time.monotonic() - self.looped_at
+        health = {"processor": "deciders", "up": self.running, "progress_age_seconds": age}
+        return {"consumers": consumers, "deciders": deciders, "processors": [health]}
 
     async def _run(self) -> None:
         """Decide each fetched batch, then fetch the next one at once: the replies' delivery
@@ -172,6 +213,7 @@ class DeciderWorker:
         while True:
             if self.log.broken is not None:
                 await self._recover()
+            self.looped_at = time.monotonic()
             batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
             for tp, records in batches.items():
                 if tp.partition not in self.owned:
@@ -187,7 +229,7 @@ class DeciderWorker:
                 replies = [reply for reply in await asyncio.gather(*tasks) if reply is not None]
                 self._inflight.difference_update(tasks)
                 # The events are acknowledged: a redelivery from here on is answered from them.
-                self._uncommitted[tp] = records[-1].offset + 1
+                self._uncommitted[tp] = self.decided[tp.partition] = records[-1].offset + 1
                 refusals = [reply for reply in replies if reply.refusal]
                 if not refusals:
                     await self._reply(replies)

@@ -271,6 +271,17 @@ class KafkaNode(Commands):
         """The last offset of ``partition`` of the event topic the replica has applied (-1 if none)."""
         return self._applied.get(partition, -1)
 
+    def consumer_lag(self) -> list[dict[str, Any]]:
+        """Per partition of the event topic, the records this node's consumer has not applied
+        yet, to the end its last fetch saw (partitions it has seen no end of are left out)."""
+        found = []
+        for partition in range(self.partitions):
+            end = self.events.highwater(TopicPartition(self.topics["events"], partition))
+            if end is not None:
+                lag = max(end - self.replica_offset(partition) - 1, 0)
+                found.append({"consumer": "node", "partition": partition, "lag": lag})
+        return found
+
     def presence_statuses(self) -> dict[tuple[str, str], str]:
         """Every user's last durable presence status, from the replica."""
         found = {}

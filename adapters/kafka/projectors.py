@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from commands.ports import Listener
 from domain.events import Event
 from projections.ports import ReadStore
 from streams import projector
-from streams.projector import Projection, StallWatch, watch
+from streams.projector import PARKED, Projection, StallWatch, count_parked, watch
 
 log = structlog.get_logger("caas.projector")
 
@@ -112,6 +113,9 @@ class ProjectorAgent:
         self.batch_timeout = store_timeout * BATCH_TIMEOUTS
         self.applied: dict[tuple[str, int], int] = {}  # (projection, partition) -> next offset to apply
         self.stalls = StallWatch(stall_seconds)
+        self.observed: list[dict[str, Any]] = []  # the last observe()'s entries, per projection and partition
+        self.progressed_at = time.monotonic()  # a batch applied, or nothing left to apply
+        count_parked(projections)
         self.app = faust_app(bootstrap, f"{prefix}projectors", partitions, datadir)
         self.topic = self.app.topic(
             f"{prefix}events", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
@@ -157,6 +161,7 @@ class ProjectorAgent:
                 raise
             for event in events:
                 await stream.ack(event)
+            self.progressed_at = time.monotonic()
 
     async def apply(self, records: Sequence[EventT[Any]]) -> None:
         """Apply a batch (records of any partitions, each partition's in order)."""
@@ -173,6 +178,7 @@ class ProjectorAgent:
                     offset=offset,
                     error=f"undecodable record: {type(exc).__name__}: {str(exc)[:200]}",
                 )
+                PARKED["*"] += 1
                 continue
             partitions.setdefault(tp.partition, []).append(event)
         for partition, events in partitions.items():
@@ -221,6 +227,7 @@ class ProjectorAgent:
                 ends = await consumer.highwaters(*assigned)
         except Exception:  # the broker is away: the end as last fetched
             ends = {tp: consumer.highwater(tp) or 0 for tp in assigned}
+        observed = []
         for tp, end in ends.items():
             for projection in self.projections:
                 applied = self.applied.get((projection.name, tp.partition))
@@ -229,4 +236,24 @@ class ProjectorAgent:
                         async with asyncio.timeout(5):
                             applied = await self.store.checkpoint(checkpoint_name(projection.name, tp.partition))
                 applied = applied or 0
-                self.stalls.observe(projection.name, tp.partition, applied, max(end - applied, 0))
+                observed.append(self.stalls.observe(projection.name, tp.partition, applied, max(end - applied, 0)))
+        self.observed = observed
+        if all(entry["lag_events"] == 0 for entry in observed):
+            self.progressed_at = time.monotonic()
+
+    def status(self) -> dict[str, Any]:
+        """As last observed (every second): each projection's lag and stall per partition, the
+        group's lag per partition (its slowest projection's), and the agent's health: up while
+        the app and the agent run, and how long since it applied a batch or had none to apply."""
+        consumers = [
+            {
+                "consumer": "projectors",
+                "partition": partition,
+                "lag": max(e["lag_events"] for e in self.observed if e["partition"] == partition),
+            }
+            for partition in sorted({e["partition"] for e in self.observed})
+        ]
+        app, agent = self.app, self.agent
+        up = bool(app.started and agent.started and not app.crashed and not agent.crashed and not app.should_stop)
+        health = {"processor": "read-models", "up": up, "progress_age_seconds": time.monotonic() - self.progressed_at}
+        return {"projections": self.observed, "consumers": consumers, "processors": [health]}

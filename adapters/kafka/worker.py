@@ -4,8 +4,9 @@ by side in one event loop."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -30,12 +31,16 @@ async def run_worker(
     stall_seconds: float = 30.0,
     listeners: Sequence[Listener] = (),
     commit_interval: float = COMMIT_INTERVAL,
+    beside: Callable[[Callable[[], Awaitable[dict[str, Any]]]], Awaitable[None]] | None = None,
 ) -> None:
     """Run until cancelled (or until a half stops); ``store_timeout``, ``stall_seconds`` and
     ``listeners`` (told of each batch the read models applied) as :class:`ProjectorAgent`
     takes them, ``commit_interval`` as :class:`DeciderWorker` does; Faust keeps its files
-    under ``data_dir/faust``."""
-    deciders = DeciderWorker(bootstrap, prefix, partitions, commit_interval=commit_interval)
+    under ``data_dir/faust``. ``beside`` runs alongside, given the worker's status (its
+    ``/metrics`` port: :func:`api.observability.record_status` reads it)."""
+    deciders = DeciderWorker(
+        bootstrap, prefix, partitions, commit_interval=commit_interval, stall_seconds=stall_seconds
+    )
     projectors = ProjectorAgent(
         bootstrap,
         prefix,
@@ -47,11 +52,25 @@ async def run_worker(
         stall_seconds=stall_seconds,
         listeners=listeners,
     )
+
+    async def status() -> dict[str, Any]:
+        mine, theirs = await deciders.status(), projectors.status()
+        behind: dict[str, int] = {}
+        for entry in theirs["projections"]:
+            behind[entry["projection"]] = behind.get(entry["projection"], 0) + entry["lag_events"]
+        return {
+            "projection_lag_events": max(behind.values(), default=0),
+            "projections": theirs["projections"],
+            "deciders": mine["deciders"],
+            "consumers": mine["consumers"] + theirs["consumers"],
+            "processors": mine["processors"] + theirs["processors"],
+        }
+
     await store.start()
     await deciders.start()
     log.info("worker_started", partitions=partitions)
     try:
-        await asyncio.gather(deciders.run(), projectors.run())
+        await asyncio.gather(deciders.run(), projectors.run(), *([beside(status)] if beside else []))
     finally:
         await deciders.close()
         await projectors.close()

@@ -16,7 +16,7 @@ from adapters.kafka.projectors import ProjectorAgent
 from adapters.sqlite_store import SqliteReadStore
 from domain.events import Event
 from projections import eventindex
-from streams.projector import Projection
+from streams.projector import PARKED, Projection
 
 EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project)
 
@@ -66,6 +66,7 @@ async def test_an_undecodable_record_is_parked_and_the_events_around_it_are_appl
     name = checkpoint_name(EVENT_INDEX.name, 0)
     projectors = ProjectorAgent("127.0.0.1:9", "t.", 1, store, [EVENT_INDEX], datadir=tmp_path / "faust")
     garbage = {2: b"\\xff not json", 4: b'{"no": "type"}'}
+    before = PARKED["*"]
     try:
         with structlog.testing.capture_logs() as logs:
             async with projectors.agent.test_context() as agent:
@@ -80,6 +81,7 @@ async def test_an_undecodable_record_is_parked_and_the_events_around_it_are_appl
         assert sorted(doc["event_id"] for doc in indexed) == ["e0", "e1", "e3", "e5"]
         parked = [(e["partition"], e["offset"]) for e in logs if e["event"] == "projection_parked"]
         assert parked == [(0, 2), (0, 4)]
+        assert PARKED["*"] == before + 2  # counted for /metrics as caas_projection_parked_events_total
         assert not any("not json" in str(e) for e in logs), "a record's content is never logged"
     finally:
         await store.close()

@@ -13,10 +13,11 @@ import structlog
 
 from adapters.sqlite_log import SqliteEventLog
 from adapters.sqlite_store import SqliteReadStore
+from api.observability import exposition
 from commands.ports import NewEvent
 from domain.events import Event
 from projections.ports import Op, ReadStore, ReadStoreRefused
-from streams.projector import REFUSALS_BEFORE_PARKING, Projection, ProjectionRunner
+from streams.projector import PARKED, REFUSALS_BEFORE_PARKING, Projection, ProjectionRunner
 from tests.contract.readstore_contract import THINGS, ReadStoreContract, fields
 
 
@@ -56,6 +57,7 @@ async def test_the_embedded_runner_parks_the_one_event_the_store_refuses_and_app
     await log.start()
     await store.start()
     runner = ProjectionRunner(log, store, [Projection("tallies", (THINGS,), tally)])
+    before = PARKED["tallies"]
     try:
         recorded = await log.append("t1", "tally:a", 0, [new_event(1), new_event(2, overflow=True), new_event(3)])
         head = recorded[-1].position
@@ -75,6 +77,9 @@ async def test_the_embedded_runner_parks_the_one_event_the_store_refuses_and_app
         ]
         refused = [e for e in logs if e["event"] == "projection_refused"]
         assert len(refused) == REFUSALS_BEFORE_PARKING - 1  # the fifth refusal parks it
+        # counted for /metrics (docs/operations.md: the CaasEventsParked alert)
+        assert PARKED["tallies"] == before + 1
+        assert f'caas_projection_parked_events_total{{projection="tallies"}} {before + 1:.1f}' in exposition().decode()
     finally:
         await runner.close()
         await log.close()
