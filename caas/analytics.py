@@ -40,7 +40,7 @@ import pyarrow.dataset as ds
 
 from api.bootstrap import build_backend
 from api.settings import Settings
-from caas.export import JSON, MANIFEST, SCHEMA, TIME, Format, Staging, Summary, manifest, sink, to_batch
+from caas.export import JSON, MANIFEST, PARTITIONING, SCHEMA, TIME, Format, Staging, Summary, manifest, sink, to_batch
 from caas.rows import CSV_HEADER
 from caas.selection import Selection, bound, event_types
 from domain.events import Event
@@ -236,7 +236,8 @@ def read_export(path: str | os.PathLike[str]) -> pa.Table:
         return pa.Table.from_batches(list(_jsonl_batches(root / "events.jsonl")), SCHEMA)
     if fmt == "csv":
         return _read_csv(root / "events.csv")
-    table = ds.dataset(root, format="parquet", schema=SCHEMA).to_table()
+    partitioning = ds.partitioning(PARTITIONING, flavor="hive")
+    table = ds.dataset(root, format="parquet", schema=SCHEMA, partitioning=partitioning).to_table()
     return table.sort_by("position")
 
 

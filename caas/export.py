@@ -5,12 +5,14 @@ Spark read the directory as one table and prune by ``day`` and ``type``::
 
     DIR/day=2026-12-03/type=MessagePosted/part-0.parquet
 
-Every file has the same schema (:data:`SCHEMA`): the event's envelope as typed columns, and its
-payload as one JSON column. Payloads differ per event type (a ``MessagePosted`` has ``text``, a
-``MemberBanned`` a ``user_id``) and grow fields over time (an upcaster lifts old ones on read), so
-one JSON column keeps a single schema for every file and every version of the event, which any
-reader can unnest (DuckDB: ``payload->>'$.text'``). The files also carry ``type`` as a column, so
-one file read alone still says what it holds.
+The table (:data:`SCHEMA`) is the event's envelope as typed columns, and its payload as one JSON
+column. Payloads differ per event type (a ``MessagePosted`` has ``text``, a ``MemberBanned`` a
+``user_id``) and grow fields over time (an upcaster lifts old ones on read), so one JSON column
+keeps a single schema for every file and every version of the event, which any reader can unnest
+(DuckDB: ``payload->>'$.text'``). The files hold every column but ``type`` (:data:`FILE_SCHEMA`):
+the type is the ``type=`` directory, as the day is the ``day=`` one. A column that is also a
+partition would make readers that infer partitions (``pyarrow.parquet.read_table``,
+``pandas.read_parquet``) refuse the directory, its two types (string, dictionary) not merging.
 
 The log is streamed, never held: rows wait per partition until a row group's worth
 (:data:`ROW_GROUP_ROWS`) is there, or until the rows waiting in all partitions pass
@@ -31,7 +33,7 @@ import io
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -68,34 +70,39 @@ SCHEMA = pa.schema(
     ],
     metadata={"caas.export": "1"},  # the version of this layout
 )
+# What each file holds: the type is its directory's (``type=``)
+FILE_SCHEMA = SCHEMA.remove(SCHEMA.get_field_index("type"))
+# The partitions, as hive-style directories: the UTC day of ``occurred_at``, the event type
+PARTITIONING = pa.schema([("day", pa.string()), ("type", pa.string())])
 # Columns whose values repeat (a tenant's id, a channel's stream, an author): dictionary-encoded.
 # Unique ones (ids, payloads) are not: a dictionary of unique values only costs time.
-DICTIONARY_COLUMNS = ["tenant_id", "stream", "type", "actor"]
+DICTIONARY_COLUMNS = ["tenant_id", "stream", "actor"]
 
 ROW_GROUP_ROWS = 65_536  # rows of one partition written as one row group
 BUFFERED_ROWS = 262_144  # rows waiting in all partitions together, at most (before a batch lands)
 OPEN_FILES = 64  # Parquet files open at once
 
 
-def to_batch(events: Sequence[Event]) -> pa.RecordBatch:
-    """Events as a record batch of :data:`SCHEMA`."""
-    payloads = pa.array([orjson.dumps(e.payload) for e in events], pa.binary()).view(pa.string())
-    columns = [
-        pa.array([e.position for e in events], pa.int64()),
-        pa.array([e.tenant_id for e in events], pa.string()),
-        pa.array([e.stream for e in events], pa.string()),
-        pa.array([e.seq for e in events], pa.int64()),
-        pa.array([e.type for e in events], pa.string()),
-        pa.array([e.occurred_at for e in events], pa.string()).cast(TIME),
-        pa.array([e.event_id for e in events], pa.string()),
-        pa.array([e.schema_version for e in events], pa.int32()),
-        pa.array([e.actor for e in events], pa.string()),
-        pa.array([e.command_id for e in events], pa.string()),
-        pa.array([e.causation_id for e in events], pa.string()),
-        pa.array([e.correlation_id for e in events], pa.string()),
-        pa.ExtensionArray.from_storage(JSON, payloads),
-    ]
-    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+def _payloads(events: Sequence[Event]) -> pa.Array:
+    storage = pa.array([orjson.dumps(e.payload) for e in events], pa.binary()).view(pa.string())
+    return pa.ExtensionArray.from_storage(JSON, storage)
+
+
+def _column(name: str, kind: pa.DataType) -> Callable[[Sequence[Event]], pa.Array]:
+    return lambda events: pa.array([getattr(e, name) for e in events], kind)
+
+
+# How each column of :data:`SCHEMA` is made from a batch of events
+COLUMNS: dict[str, Callable[[Sequence[Event]], pa.Array]] = {
+    **{f.name: _column(f.name, f.type) for f in SCHEMA if f.name not in ("occurred_at", "payload")},
+    "occurred_at": lambda events: pa.array([e.occurred_at for e in events], pa.string()).cast(TIME),
+    "payload": _payloads,
+}
+
+
+def to_batch(events: Sequence[Event], schema: pa.Schema = SCHEMA) -> pa.RecordBatch:
+    """Events as a record batch of ``schema`` (:data:`SCHEMA`, or some of its columns)."""
+    return pa.RecordBatch.from_arrays([COLUMNS[name](events) for name in schema.names], schema=schema)
 
 
 def partition_of(event: Event) -> tuple[str, str]:
@@ -169,7 +176,7 @@ class ParquetSink:
             part = self.partitions.get(key)
             if part is None:
                 part = self.partitions[key] = _Partition(self.root / partition_path(*key))
-            part.waiting.append(to_batch(group))
+            part.waiting.append(to_batch(group, FILE_SCHEMA))
             part.rows += len(group)
             self.waiting += len(group)
             if part.rows >= self.row_group_rows:
@@ -191,14 +198,14 @@ class ParquetSink:
             part.directory.mkdir(parents=True, exist_ok=True)
             part.writer = pq.ParquetWriter(
                 part.directory / f"part-{part.files}.parquet",
-                SCHEMA,
+                FILE_SCHEMA,
                 compression="snappy",
                 use_dictionary=DICTIONARY_COLUMNS,
             )
             part.files += 1
         self.open[key] = part
         self.open.move_to_end(key)
-        table = pa.Table.from_batches(part.waiting, SCHEMA)
+        table = pa.Table.from_batches(part.waiting, FILE_SCHEMA)
         part.writer.write_table(table, row_group_size=table.num_rows)
         self.waiting -= part.rows
         part.waiting, part.rows = [], 0
