@@ -27,7 +27,7 @@ import asyncio
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -40,10 +40,28 @@ import pyarrow.dataset as ds
 
 from api.bootstrap import build_backend
 from api.settings import Settings
-from caas.export import JSON, MANIFEST, PARTITIONING, SCHEMA, TIME, Format, Staging, Summary, manifest, sink, to_batch
+from caas.export import (
+    JSON,
+    MANIFEST,
+    PARTITIONING,
+    SCHEMA,
+    TIME,
+    Counts,
+    Format,
+    ParquetSink,
+    Sink,
+    Staging,
+    Summary,
+    line_sink,
+    manifest,
+    rows_to_batch,
+    to_batch,
+)
 from caas.rows import CSV_HEADER
 from caas.selection import Selection, bound, event_types
+from commands.ports import EventRow
 from domain.events import Event
+from streams.projector import bulk_allocation
 
 __all__ = [
     "SCHEMA",
@@ -57,6 +75,7 @@ __all__ = [
     "load_table",
     "read_export",
     "scan",
+    "scan_rows",
     "select",
 ]
 
@@ -104,9 +123,33 @@ async def scan(source: Source, selection: Selection) -> AsyncIterator[list[Event
             if kept:
                 yield kept
     finally:
-        close = getattr(batches, "aclose", None)  # a generator left early closes the log it reads
-        if close is not None:
-            await close()
+        await _close(batches)
+
+
+async def scan_rows(source: Source, selection: Selection) -> AsyncIterator[list[EventRow]]:
+    """:func:`scan` as rows (``commands.ports.ROW_FIELDS``: the payload as JSON text), what the
+    Parquet export and :func:`load_table` read (the embedded log's rows as stored, no events built)."""
+    backend = build_backend(settings_of(source))
+    batches = backend.replay_rows(
+        after_position=selection.after_position,
+        tenant_id=selection.tenant_id,
+        types=selection.types,
+        since=selection.since_time,
+    )
+    try:
+        async for batch in batches:
+            kept = selection.window_rows(batch)
+            if kept:
+                yield kept
+    finally:
+        await _close(batches)
+
+
+async def _close(batches: AsyncIterator[Any]) -> None:
+    """Close a backend's generator left early: it closes the log it reads."""
+    close = getattr(batches, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -122,6 +165,10 @@ _END = object()
 def iter_batches(source: Source, selection: Selection) -> Iterator[list[Event]]:
     """:func:`scan` as a plain iterator. The log is read in a helper thread, at most a few
     batches ahead; leaving the loop early stops the read and closes the log."""
+    return _in_thread(lambda: scan(source, selection))
+
+
+def _in_thread(batches: Callable[[], AsyncIterator[list[T]]]) -> Iterator[list[T]]:
     handoff: queue.Queue[object] = queue.Queue(maxsize=2)
     stop = threading.Event()
 
@@ -136,7 +183,7 @@ def iter_batches(source: Source, selection: Selection) -> Iterator[list[Event]]:
 
     async def pump() -> None:
         try:
-            async for batch in scan(source, selection):
+            async for batch in batches():
                 if not put(batch):
                     return
         except BaseException as exc:  # the reader's error is raised to the caller
@@ -182,7 +229,8 @@ def load_table(
     """The selected events as one ``pyarrow.Table`` of :data:`SCHEMA`'s columns, in log order
     (held in memory: for a large log, :func:`export` and read the files instead)."""
     selection = select(tenant=tenant, types=types, since=since, until=until)
-    return pa.Table.from_batches([to_batch(batch) for batch in iter_batches(source, selection)], SCHEMA)
+    batches = _in_thread(lambda: scan_rows(source, selection))
+    return pa.Table.from_batches([rows_to_batch(rows) for rows in batches], SCHEMA)
 
 
 async def export_async(source: Source, output: str | os.PathLike[str], fmt: Format, selection: Selection) -> Summary:
@@ -192,18 +240,27 @@ async def export_async(source: Source, output: str | os.PathLike[str], fmt: Form
     target = Path(output)
     staging = Staging(target)
     try:
-        out = sink(fmt, staging.path)
-        try:
-            async for batch in scan(source, selection):
-                out.write(batch)
-        finally:
-            counts = out.close()
+        with bulk_allocation():  # millions of short-lived rows: no cyclic collector passes over them
+            if fmt == "parquet":
+                counts = await _write(ParquetSink(staging.path), scan_rows(source, selection))
+            else:
+                counts = await _write(line_sink(fmt, staging.path), scan(source, selection))
         summary = manifest(staging.path, fmt, target, counts, selection)
     except BaseException:
         staging.abort()
         raise
     staging.commit()
     return summary
+
+
+async def _write(sink: Sink[T], batches: AsyncIterator[list[T]]) -> Counts:
+    try:
+        async for batch in batches:
+            sink.write(batch)
+    except BaseException:
+        sink.discard()
+        raise
+    return sink.close()
 
 
 def export(

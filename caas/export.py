@@ -28,24 +28,30 @@ hidden ``.DIR.partial-*`` directory, which is safe to delete).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import shutil
 import tempfile
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from caas.rows import CSV_HEADER, csv_row, jsonl_line
 from caas.selection import Selection
+from commands.ports import ROW_FIELDS, EventRow, event_row
 from domain.events import Event
 
+T_contra = TypeVar("T_contra", contravariant=True)
 Format = Literal["parquet", "jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("parquet", "jsonl", "csv")
 MANIFEST = "_export.json"  # leading "_": dataset readers (pyarrow, Spark) skip it; DuckDB's *.parquet glob too
@@ -79,40 +85,62 @@ PARTITIONING = pa.schema([("day", pa.string()), ("type", pa.string())])
 DICTIONARY_COLUMNS = ["tenant_id", "stream", "actor"]
 
 ROW_GROUP_ROWS = 65_536  # rows of one partition written as one row group
-BUFFERED_ROWS = 262_144  # rows waiting in all partitions together, at most (before a batch lands)
+BUFFERED_ROWS = 131_072  # rows waiting in all partitions together, at most (before a batch lands)
 OPEN_FILES = 64  # Parquet files open at once
+WRITES_AHEAD = 2  # row groups handed to the writer thread and not yet written, at most
 
 
-def _payloads(events: Sequence[Event]) -> pa.Array:
-    storage = pa.array([orjson.dumps(e.payload) for e in events], pa.binary()).view(pa.string())
-    return pa.ExtensionArray.from_storage(JSON, storage)
+_INDEX = {name: i for i, name in enumerate(ROW_FIELDS)}
 
 
-def _column(name: str, kind: pa.DataType) -> Callable[[Sequence[Event]], pa.Array]:
-    return lambda events: pa.array([getattr(e, name) for e in events], kind)
-
-
-# How each column of :data:`SCHEMA` is made from a batch of events
-COLUMNS: dict[str, Callable[[Sequence[Event]], pa.Array]] = {
-    **{f.name: _column(f.name, f.type) for f in SCHEMA if f.name not in ("occurred_at", "payload")},
-    "occurred_at": lambda events: pa.array([e.occurred_at for e in events], pa.string()).cast(TIME),
-    "payload": _payloads,
-}
+def rows_to_batch(rows: Sequence[EventRow], schema: pa.Schema = SCHEMA) -> pa.RecordBatch:
+    """Rows of ``commands.ports.ROW_FIELDS`` as a record batch of ``schema`` (:data:`SCHEMA`, or
+    some of its columns): one Arrow array per column, converted in C from the column's values."""
+    if not rows:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    columns = list(zip(*rows, strict=True))
+    arrays = []
+    for f in schema:
+        values = columns[_INDEX[f.name]]
+        if f.name == "occurred_at":  # the log's RFC 3339 text, parsed by Arrow
+            arrays.append(pa.array(values, pa.string()).cast(TIME))
+        elif f.name == "payload":  # JSON text as stored
+            arrays.append(pa.ExtensionArray.from_storage(JSON, pa.array(values, pa.string())))
+        else:
+            arrays.append(pa.array(values, f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def to_batch(events: Sequence[Event], schema: pa.Schema = SCHEMA) -> pa.RecordBatch:
-    """Events as a record batch of ``schema`` (:data:`SCHEMA`, or some of its columns)."""
-    return pa.RecordBatch.from_arrays([COLUMNS[name](events) for name in schema.names], schema=schema)
+    """Events as a record batch of ``schema``."""
+    return rows_to_batch([event_row(e) for e in events], schema)
+
+
+def day_of(occurred_at: str) -> str:
+    """The UTC day of a time as the log writes times (``2026-12-03``)."""
+    return datetime.fromisoformat(occurred_at).astimezone(UTC).date().isoformat()
 
 
 def partition_of(event: Event) -> tuple[str, str]:
     """``(day, type)``: the UTC day of ``occurred_at`` (``2026-12-03``) and the event type."""
-    return event.occurred_at.partition("T")[0], event.type
+    return day_of(event.occurred_at), event.type
 
 
 def partition_path(day: str, event_type: str) -> str:
     """The directory of a partition, relative to the export's (hive-style ``key=value``)."""
     return f"day={day}/type={event_type}"
+
+
+def split(batch: pa.RecordBatch) -> Iterator[tuple[tuple[str, str], pa.RecordBatch]]:
+    """A batch of :data:`SCHEMA` cut by partition (as :func:`partition_of`), each part as the
+    files hold it (:data:`FILE_SCHEMA`), its rows in the batch's order."""
+    day = batch.column("occurred_at").cast(pa.date32()).cast(pa.string())
+    keys = pc.binary_join_element_wise(day, batch.column("type"), "/").dictionary_encode()
+    for index, key in enumerate(keys.dictionary.to_pylist()):
+        part = batch if len(keys.dictionary) == 1 else batch.filter(pc.equal(keys.indices, index))
+        day_, _, event_type = key.partition("/")
+        columns = [part.column(name) for name in FILE_SCHEMA.names]
+        yield (day_, event_type), pa.RecordBatch.from_arrays(columns, schema=FILE_SCHEMA)
 
 
 @dataclass
@@ -124,27 +152,22 @@ class Counts:
     partitions: int = 0
 
 
-class Sink(Protocol):
-    """Where exported events go, in log order, batch by batch."""
-
-    def write(self, events: Sequence[Event]) -> None: ...
-
-    def close(self) -> Counts:
-        """Write what waits, close every file; what was written."""
-        ...
-
-
 @dataclass
 class _Partition:
     directory: Path
     waiting: list[pa.RecordBatch] = field(default_factory=list)
     rows: int = 0
-    files: int = 0  # part-N files begun
-    writer: pq.ParquetWriter | None = None
+    files: int = 0  # part-N files begun (the writer thread's)
+    writer: pq.ParquetWriter | None = None  # the writer thread's
 
 
 class ParquetSink:
-    """Parquet files partitioned by day and event type, written in row groups as events come."""
+    """Parquet files partitioned by day and event type, written in row groups as rows come.
+
+    This thread converts and partitions the rows; one writer thread encodes and writes the
+    files (Arrow lets go of the GIL as it does), at most :data:`WRITES_AHEAD` row groups behind.
+    Every file is opened, written and closed by the writer thread only.
+    """
 
     def __init__(
         self,
@@ -160,35 +183,41 @@ class ParquetSink:
         self.open_files = open_files
         self.partitions: dict[tuple[str, str], _Partition] = {}
         self.open: OrderedDict[tuple[str, str], _Partition] = OrderedDict()  # least recently written first
-        self.waiting = 0
+        self.waiting = 0  # rows waiting in self.partitions (not yet handed to the writer thread)
         self.events = 0
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="caas-export-writer")
+        self._writes: deque[Future[None]] = deque()
 
-    def write(self, events: Sequence[Event]) -> None:
-        groups: dict[tuple[str, str], list[Event]] = {}
-        for event in events:
-            key = partition_of(event)
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [event]
-            else:
-                group.append(event)
-        for key, group in groups.items():
+    def write(self, rows: Sequence[EventRow]) -> None:
+        if not rows:
+            return
+        for key, batch in split(rows_to_batch(rows)):
             part = self.partitions.get(key)
             if part is None:
                 part = self.partitions[key] = _Partition(self.root / partition_path(*key))
-            part.waiting.append(to_batch(group, FILE_SCHEMA))
-            part.rows += len(group)
-            self.waiting += len(group)
+            part.waiting.append(batch)
+            part.rows += batch.num_rows
+            self.waiting += batch.num_rows
             if part.rows >= self.row_group_rows:
                 self._flush(key, part)
-        self.events += len(events)
+        self.events += len(rows)
         while self.waiting > self.buffered_rows:
             key, part = max(self.partitions.items(), key=lambda item: item[1].rows)
             self._flush(key, part)
 
     def _flush(self, key: tuple[str, str], part: _Partition) -> None:
+        """Hand a partition's waiting rows to the writer thread, as one row group."""
         if not part.rows:
             return
+        table = pa.Table.from_batches(part.waiting, FILE_SCHEMA)
+        self.waiting -= part.rows
+        part.waiting, part.rows = [], 0
+        while len(self._writes) >= WRITES_AHEAD:
+            self._writes.popleft().result()  # a failed write fails the export here
+        self._writes.append(self._writer.submit(self._write_group, key, part, table))
+
+    def _write_group(self, key: tuple[str, str], part: _Partition, table: pa.Table) -> None:
+        """(The writer thread.) Append a row group to the partition's open file, or begin its next file."""
         if part.writer is None:
             while len(self.open) >= self.open_files:
                 _, oldest = self.open.popitem(last=False)
@@ -196,30 +225,40 @@ class ParquetSink:
                 oldest.writer.close()
                 oldest.writer = None
             part.directory.mkdir(parents=True, exist_ok=True)
-            part.writer = pq.ParquetWriter(
-                part.directory / f"part-{part.files}.parquet",
-                FILE_SCHEMA,
-                compression="snappy",
-                use_dictionary=DICTIONARY_COLUMNS,
-            )
+            path = part.directory / f"part-{part.files}.parquet"
+            part.writer = pq.ParquetWriter(path, FILE_SCHEMA, compression="snappy", use_dictionary=DICTIONARY_COLUMNS)
             part.files += 1
         self.open[key] = part
         self.open.move_to_end(key)
-        table = pa.Table.from_batches(part.waiting, FILE_SCHEMA)
         part.writer.write_table(table, row_group_size=table.num_rows)
-        self.waiting -= part.rows
-        part.waiting, part.rows = [], 0
 
-    def close(self) -> Counts:
-        for key, part in self.partitions.items():
-            self._flush(key, part)
+    def _close_files(self) -> None:
+        """(The writer thread.)"""
         for part in self.open.values():
             assert part.writer is not None
             part.writer.close()
             part.writer = None
         self.open.clear()
+
+    def close(self) -> Counts:
+        try:
+            for key, part in self.partitions.items():
+                self._flush(key, part)
+            self._writes.append(self._writer.submit(self._close_files))
+            while self._writes:
+                self._writes.popleft().result()
+        finally:
+            self._writer.shutdown(wait=True, cancel_futures=True)
         files = sum(part.files for part in self.partitions.values())
         return Counts(self.events, files, len(self.partitions))
+
+    def discard(self) -> None:
+        """Stop: nothing more is written (the files are removed with the staging directory)."""
+        self._writer.shutdown(wait=True, cancel_futures=True)
+        for part in self.open.values():
+            if part.writer is not None:
+                with contextlib.suppress(Exception):
+                    part.writer.close()
 
 
 class JsonlSink:
@@ -238,6 +277,9 @@ class JsonlSink:
     def close(self) -> Counts:
         self.file.close()
         return Counts(self.events, 1, 1)
+
+    def discard(self) -> None:
+        self.file.close()
 
 
 class CsvSink:
@@ -260,10 +302,25 @@ class CsvSink:
         self.file.close()
         return Counts(self.events, 1, 1)
 
+    def discard(self) -> None:
+        self.file.close()
 
-def sink(fmt: Format, root: Path) -> Sink:
-    if fmt == "parquet":
-        return ParquetSink(root)
+
+class Sink(Protocol[T_contra]):
+    """Where an export's batches go, in log order: rows (Parquet) or events (JSONL, CSV)."""
+
+    def write(self, batch: Sequence[T_contra]) -> None: ...
+
+    def close(self) -> Counts:
+        """Write what waits, close every file; what was written."""
+        ...
+
+    def discard(self) -> None:
+        """Stop after a failure, writing nothing more."""
+        ...
+
+
+def line_sink(fmt: Format, root: Path) -> JsonlSink | CsvSink:
     return JsonlSink(root) if fmt == "jsonl" else CsvSink(root)
 
 

@@ -9,12 +9,17 @@ of the event topic, so a position window is taken partition by partition).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter, itemgetter
+from typing import TypeVar
 
+from commands.ports import ROW_FIELDS, EventRow
 from domain.base import format_time
 from domain.events import EVENT_TYPES, Event
+
+T = TypeVar("T")
 
 # One end of a window: a log position (an int) or a time as the log writes times (a str,
 # RFC 3339 UTC with milliseconds, whose text order is time order)
@@ -92,16 +97,21 @@ class Selection:
 
     def window(self, events: list[Event]) -> list[Event]:
         """The events of a batch (of this tenant and types) inside the window."""
+        return self._window(events, attrgetter("position"), attrgetter("occurred_at"))
+
+    def window_rows(self, rows: list[EventRow]) -> list[EventRow]:
+        """:meth:`window` of rows (``commands.ports.ROW_FIELDS``)."""
+        return self._window(rows, itemgetter(ROW_FIELDS.index("position")), itemgetter(ROW_FIELDS.index("occurred_at")))
+
+    def _window(self, items: list[T], position: Callable[[T], int], time: Callable[[T], str]) -> list[T]:
         since, until = self.since, self.until
-        if since is None and until is None:
-            return events
-        kept = events
+        kept = items
         if isinstance(since, int):
-            kept = [e for e in kept if e.position >= since]
+            kept = [e for e in kept if position(e) >= since]
         elif since is not None:
-            kept = [e for e in kept if e.occurred_at >= since]
+            kept = [e for e in kept if time(e) >= since]
         if isinstance(until, int):
-            kept = [e for e in kept if e.position < until]
+            kept = [e for e in kept if position(e) < until]
         elif until is not None:
-            kept = [e for e in kept if e.occurred_at < until]
+            kept = [e for e in kept if time(e) < until]
         return kept

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from caas.analytics import read_export
 from caas.export import ParquetSink, partition_of
+from commands.ports import event_row
 from domain.base import format_time
 from domain.events import Event
 
@@ -85,7 +86,7 @@ def test_every_event_lands_in_exactly_its_partition_and_the_union_is_the_input(
         root = Path(tmp)
         sink = ParquetSink(root, row_group_rows=row_group_rows, buffered_rows=buffered_rows, open_files=open_files)
         for batch in batches(events, cuts):
-            sink.write(batch)
+            sink.write([event_row(e) for e in batch])
             assert sink.waiting <= buffered_rows, "rows waiting in memory stay bounded"
             assert len(sink.open) <= open_files, "open files stay bounded"
         counts = sink.close()
