@@ -156,10 +156,10 @@ def test_duckdb_prunes_and_unnests_the_payload(log: Log, tmp_path: Path) -> None
     with duckdb.connect() as db:
         texts = db.execute(
             "SELECT payload->>'$.text' FROM read_parquet(?, hive_partitioning = true) "
-            "WHERE type = 'MessagePosted' AND payload->>'$.parent_id' IS NULL ORDER BY position",
+            "WHERE type = 'MessagePosted' AND payload->>'$.parent_id' IS NULL",
             [f"{tmp_path / 'x'}/**/*.parquet"],
         ).fetchall()
-    assert [t for (t,) in texts] == [f"m {i} ✓" for i in range(12)]
+    assert sorted(t for (t,) in texts) == sorted(f"m {i} ✓" for i in range(12))  # Kafka: channels on two partitions
 
 
 def test_jsonl_export_is_replays_output(log: Log, tmp_path: Path) -> None:
