@@ -14,9 +14,11 @@ the type is the ``type=`` directory, as the day is the ``day=`` one. A column th
 partition would make readers that infer partitions (``pyarrow.parquet.read_table``,
 ``pandas.read_parquet``) refuse the directory, its two types (string, dictionary) not merging.
 
-The log is streamed, never held: rows wait per partition until a row group's worth
-(:data:`ROW_GROUP_ROWS`) is there, or until the rows waiting in all partitions pass
-:data:`BUFFERED_ROWS`, when the largest waiting partitions are written out; at most
+The log is streamed, never held: it is read as rows (``Backend.replay_rows``: the embedded log's
+rows as stored), each batch converted to Arrow and cut by partition; rows wait per partition until
+a row group's worth (:data:`ROW_GROUP_ROWS`) is there, or until the rows waiting in all partitions
+pass :data:`BUFFERED_ROWS`, when the largest waiting partitions are handed to a writer thread
+(at most :data:`WRITES_AHEAD` row groups behind) that encodes and writes them; at most
 :data:`OPEN_FILES` files are open at once (a partition whose file was closed goes on in its next
 ``part-N`` file). JSONL and CSV are one file each (``events.jsonl``, ``events.csv``), the very
 lines ``caas replay`` prints.

@@ -4,10 +4,13 @@ A log of ~200k chat events is written through the real write path (``bench_rebui
 ``CommandService`` + ``SqliteEventLog``), its times spread over 30 days so the export writes a
 partition per day and event type. Then, in interleaved rounds in this process:
 
-- the scan: the log read through ``caas.analytics.scan`` (``caas replay``'s read path, what the
-  export reads), events counted and dropped: the limit;
+- the scan: the log read as the export reads it (``caas.analytics.scan_rows``: the stored rows,
+  ``Backend.replay_rows``), counted and dropped: the limit;
 - the export: ``caas.analytics.export_async`` to Parquet (what ``caas export`` runs);
-- ``bench_rebuild.raw_scan``: every SQLite row read and its payload decoded, no events built.
+- ``bench_rebuild.raw_scan``: every SQLite row read and its payload decoded;
+- the event scan: ``caas.analytics.scan``, events built as ``caas replay`` reads them.
+
+Scans run with the cyclic garbage collector paused, as the export does.
 
 Each figure is the median of the rounds, in events per second and per CPU second (the steadier
 figure on a shared machine). Then JSONL and CSV exports once each, and ``caas export`` as a
@@ -34,10 +37,11 @@ from typing import Any
 import duckdb
 import orjson
 
-from caas.analytics import export_async, scan
+from caas.analytics import export_async, scan, scan_rows
 from caas.export import Format
 from caas.selection import Selection
 from domain.base import format_time
+from streams.projector import bulk_allocation
 from tests.perf.bench_rebuild import generate, raw_scan
 from tests.perf.common import PYTHON, ROOT, Workdir, figure, log, machine, run_async
 
@@ -67,10 +71,11 @@ def timed(coroutine: Any) -> tuple[Any, float, float]:
     return result, time.perf_counter() - started, time.process_time() - cpu
 
 
-async def count_scan(data: Path) -> int:
+async def count_scan(data: Path, rows: bool) -> int:
     count = 0
-    async for batch in scan(data, Selection()):
-        count += len(batch)
+    with bulk_allocation():
+        async for batch in (scan_rows if rows else scan)(data, Selection()):
+            count += len(batch)
     return count
 
 
@@ -126,14 +131,17 @@ def run(events: int = 200_000, rounds: int = 3) -> dict[str, Any]:
         generated = round(time.perf_counter() - started, 1)
         head = spread(path)
         log(f"export: {head} events in {generated}s, spread over {DAYS} days; {rounds} interleaved rounds")
-        scans, exports, raws = [], [], []
+        scans, exports, raws, event_scans = [], [], [], []
         for n in range(rounds):
-            count, seconds, cpu = timed(count_scan(data))
+            count, seconds, cpu = timed(count_scan(data, rows=True))
             scans.append(rates(count, seconds, cpu))
             exports.append(export_once(data, work / f"out-{n}", "parquet"))
             raws.append(raw_scan(path))
+            count, seconds, cpu = timed(count_scan(data, rows=False))
+            event_scans.append(rates(count, seconds, cpu))
             log(f"export: round {n}: scan {scans[-1]['events_per_second']}/s, "
-                f"export {exports[-1]['events_per_second']}/s, raw {raws[-1]['events_per_second']}/s")  # fmt: skip
+                f"export {exports[-1]['events_per_second']}/s, raw {raws[-1]['events_per_second']}/s, "
+                f"event scan {event_scans[-1]['events_per_second']}/s")  # fmt: skip
         others = {fmt: export_once(data, work / f"out-{fmt}", fmt) for fmt in ("jsonl", "csv")}
         cli = cli_export(data, work / "out-cli")
         log_mib = round(path.stat().st_size / 2**20, 1)
@@ -141,8 +149,9 @@ def run(events: int = 200_000, rounds: int = 3) -> dict[str, Any]:
         raise RuntimeError(f"DuckDB read {cli['duckdb_count']} rows back, the log has {head}")
     scan_rate, export_rate = median(scans, "events_per_second"), median(exports, "events_per_second")
     scan_cpu, export_cpu = median(scans, "events_per_cpu_second"), median(exports, "events_per_cpu_second")
-    raw_rate = median(raws, "events_per_second")
-    limit = f"scan of the same log through caas replay's read path ({scan_rate}/s; raw SQLite scan {raw_rate}/s)"
+    raw_rate, events_rate = median(raws, "events_per_second"), median(event_scans, "events_per_second")
+    limit = (f"scan of the same log as the export reads it ({scan_rate}/s; raw SQLite scan + JSON decode "
+             f"{raw_rate}/s; events as caas replay builds them {events_rate}/s)")  # fmt: skip
     figures = [
         figure("export_parquet_throughput", export_rate, "events/s", target=TARGET_EVENTS_PER_S, limit=limit,
                ratio_to=scan_rate),
@@ -158,6 +167,7 @@ def run(events: int = 200_000, rounds: int = 3) -> dict[str, Any]:
         "scan": scans,
         "export_parquet": exports,
         "raw_scan": raws,
+        "event_scan": event_scans,
         "export_jsonl": others["jsonl"],
         "export_csv": others["csv"],
         "caas_export": cli,
