@@ -111,45 +111,36 @@ async def scan(source: Source, selection: Selection) -> AsyncIterator[list[Event
     """The selected events in batches, in log order (on the Kafka backend, partition by
     partition), never the whole log at once."""
     backend = build_backend(settings_of(source))
-    batches = backend.replay(
-        after_position=selection.after_position,
-        tenant_id=selection.tenant_id,
-        types=selection.types,
-        since=selection.since_time,
-    )
-    try:
-        async for batch in batches:
-            kept = selection.window(batch)
-            if kept:
-                yield kept
-    finally:
-        await _close(batches)
+    async for batch in _windowed(_replay(backend.replay, selection), selection.window):
+        yield batch
 
 
 async def scan_rows(source: Source, selection: Selection) -> AsyncIterator[list[EventRow]]:
     """:func:`scan` as rows (``commands.ports.ROW_FIELDS``: the payload as JSON text), what the
     Parquet export and :func:`load_table` read (the embedded log's rows as stored, no events built)."""
     backend = build_backend(settings_of(source))
-    batches = backend.replay_rows(
-        after_position=selection.after_position,
-        tenant_id=selection.tenant_id,
-        types=selection.types,
-        since=selection.since_time,
-    )
+    async for batch in _windowed(_replay(backend.replay_rows, selection), selection.window_rows):
+        yield batch
+
+
+def _replay(replay: Callable[..., AsyncIterator[list[T]]], selection: Selection) -> AsyncIterator[list[T]]:
+    """A backend's ``replay`` (or ``replay_rows``) of what ``selection`` can narrow in the backend."""
+    return replay(after_position=selection.after_position, tenant_id=selection.tenant_id, types=selection.types,
+                  since=selection.since_time)  # fmt: skip
+
+
+async def _windowed(batches: AsyncIterator[list[T]], window: Callable[[list[T]], list[T]]) -> AsyncIterator[list[T]]:
+    """The non-empty batches of what ``window`` keeps; a generator left early closes the backend's
+    (which closes the log it reads)."""
     try:
         async for batch in batches:
-            kept = selection.window_rows(batch)
+            kept = window(batch)
             if kept:
                 yield kept
     finally:
-        await _close(batches)
-
-
-async def _close(batches: AsyncIterator[Any]) -> None:
-    """Close a backend's generator left early: it closes the log it reads."""
-    close = getattr(batches, "aclose", None)
-    if close is not None:
-        await close()
+        close = getattr(batches, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -263,49 +263,47 @@ class ParquetSink:
                     part.writer.close()
 
 
-class JsonlSink:
+class _FileSink:
+    """One text file of events, in log order."""
+
+    name: str
+
+    def __init__(self, root: Path) -> None:
+        # newline="": lines end as written (the csv module's \r\n, as on standard output)
+        self.file: io.TextIOWrapper = open(root / self.name, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        self.events = 0
+
+    def close(self) -> Counts:
+        self.file.close()
+        return Counts(self.events, 1, 1)
+
+    def discard(self) -> None:
+        self.file.close()
+
+
+class JsonlSink(_FileSink):
     """``events.jsonl``: ``caas replay``'s lines."""
 
     name = "events.jsonl"
-
-    def __init__(self, root: Path) -> None:
-        self.file = open(root / self.name, "w", encoding="utf-8")  # noqa: SIM115  # closed by close()
-        self.events = 0
 
     def write(self, events: Sequence[Event]) -> None:
         self.file.write("".join(jsonl_line(e) for e in events))
         self.events += len(events)
 
-    def close(self) -> Counts:
-        self.file.close()
-        return Counts(self.events, 1, 1)
 
-    def discard(self) -> None:
-        self.file.close()
-
-
-class CsvSink:
+class CsvSink(_FileSink):
     """``events.csv``: ``caas replay --format csv``'s rows, header first."""
 
     name = "events.csv"
 
     def __init__(self, root: Path) -> None:
-        # newline="": the csv module writes its own line ends (\r\n), as on standard output
-        self.file: io.TextIOWrapper = open(root / self.name, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        super().__init__(root)
         self.writer = csv.writer(self.file)
         self.writer.writerow(CSV_HEADER)
-        self.events = 0
 
     def write(self, events: Sequence[Event]) -> None:
         self.writer.writerows(csv_row(e) for e in events)
         self.events += len(events)
-
-    def close(self) -> Counts:
-        self.file.close()
-        return Counts(self.events, 1, 1)
-
-    def discard(self) -> None:
-        self.file.close()
 
 
 class Sink(Protocol[T_contra]):
