@@ -156,8 +156,20 @@ async def export(cli: argparse.ArgumentParser, settings: Settings, args: argpars
         raise SystemExit(f"caas export failed, nothing was written to {args.output}: {failure}") from exc
     seconds = time.perf_counter() - started
     rate = round(summary.events / seconds) if seconds else 0
-    line = {**summary.as_dict(), "seconds": round(seconds, 3), "events_per_second": rate}
+    line = {**summary.as_dict(), "seconds": round(seconds, 3), "events_per_second": rate, "peak_rss_mib": peak_rss()}
     print(orjson.dumps(line).decode(), flush=True)
+
+
+def peak_rss() -> float | None:
+    """This process's peak resident memory in MiB (Linux; else ``None``): an export's stays bounded."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def report(projection: str, count: int, seconds: float) -> None:

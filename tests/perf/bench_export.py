@@ -14,8 +14,8 @@ Scans run with the cyclic garbage collector paused, as the export does.
 
 Each figure is the median of the rounds, in events per second and per CPU second (the steadier
 figure on a shared machine). Then JSONL and CSV exports once each, and ``caas export`` as a
-subprocess: its own report and its peak RSS (the export streams, so this stays flat as the log
-grows), the files read back by DuckDB (their count must equal the log's).
+subprocess: its own report and its peak RSS (``VmHWM``, from the report; the export streams, so
+this stays flat as the log grows), the files read back by DuckDB (their count must equal the log's).
 
     .venv/bin/python -m tests.perf.bench_export [--events 200000] [--rounds 3]
 """
@@ -117,7 +117,7 @@ def cli_export(data: Path, out: Path) -> dict[str, Any]:
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     count = read_back[0] if read_back else None
     return {"report": report, "process_wall_seconds": round(wall, 3), "process_cpu_seconds": round(cpu, 3),
-            "peak_rss_mib": round(after.ru_maxrss / 1024, 1), "duckdb_count": count}  # fmt: skip
+            "peak_rss_mib": report["peak_rss_mib"], "duckdb_count": count}  # fmt: skip
 
 
 def run(events: int = 200_000, rounds: int = 3) -> dict[str, Any]:
