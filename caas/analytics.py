@@ -41,6 +41,7 @@ import pyarrow.dataset as ds
 from api.bootstrap import build_backend
 from api.settings import Settings
 from caas.export import (
+    FORMATS,
     JSON,
     MANIFEST,
     PARTITIONING,
@@ -228,6 +229,8 @@ async def export_async(source: Source, output: str | os.PathLike[str], fmt: Form
     """Write the selected events to the directory ``output`` (see :mod:`caas.export`); it must
     not exist or be empty (``ValueError``, before the log is read). On any failure nothing is
     left at ``output``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"the export formats are {', '.join(FORMATS)}, not {fmt!r}")
     target = Path(output)
     staging = Staging(target)
     try:
@@ -248,10 +251,10 @@ async def _write(sink: Sink[T], batches: AsyncIterator[list[T]]) -> Counts:
     try:
         async for batch in batches:
             sink.write(batch)
+        return sink.close()
     except BaseException:
         sink.discard()
         raise
-    return sink.close()
 
 
 def export(

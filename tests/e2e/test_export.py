@@ -255,3 +255,21 @@ def test_export_of_nothing_is_an_empty_export(log: Log, tmp_path: Path) -> None:
     assert (report["events"], report["files"], report["partitions"]) == (0, 0, 0)
     assert [p.name for p in (tmp_path / "none").iterdir()] == ["_export.json"]
     assert analytics.read_export(tmp_path / "none").num_rows == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda out: analytics.export(out.parent / "data", out, format="xlsx"), "export formats"),  # type: ignore[arg-type]
+        (lambda out: analytics.export(out.parent / "data", out, types=["Bogus"]), "Bogus"),
+        (lambda out: analytics.load_table(out.parent / "data", since="yesterday"), "RFC 3339"),
+        (lambda out: list(analytics.iter_events(out.parent / "data", since=5, until=5)), "empty"),
+        (lambda out: list(analytics.iter_events(out.parent / "data", until=-1)), "0 or more"),
+    ],
+)
+def test_python_api_refuses_bad_input_before_it_reads_the_log(
+    tmp_path: Path, call: Callable[[Path], object], says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        call(tmp_path / "out")
+    assert list(tmp_path.iterdir()) == [], "neither the log nor the output was touched"
