@@ -138,14 +138,16 @@ async def replay(settings: Settings, args: argparse.Namespace) -> None:
         sys.stdout.flush()
 
 
-async def export(cli: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> None:
+async def export(settings: Settings, args: argparse.Namespace) -> None:
     """``caas export``: the selection written to ``--output`` (caas/export.py), then a JSON report line."""
     from caas.analytics import export_async, select
 
+    cli: argparse.ArgumentParser = args.parser  # errors say "caas export: error: …" and exit 2
     try:
-        selection = select(tenant=args.tenant, types=args.types, since=args.since, until=args.until)
+        window = ("--since", "--until")
+        selection = select(tenant=args.tenant, types=args.types, since=args.since, until=args.until, names=window)
     except ValueError as exc:
-        cli.error(str(exc))  # exits 2 before any backend is touched
+        cli.error(str(exc))  # before any backend is touched
     started = time.perf_counter()
     try:
         summary = await export_async(settings, args.output, args.format, selection)
@@ -347,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--until", help="a log position or an RFC 3339 time; events before it")
     x.add_argument("--data-dir")
     x.add_argument("--backend", choices=["embedded", "kafka"])
+    x.set_defaults(parser=x)
     b = sub.add_parser("rebuild", help="drop and rebuild read models from the log (server stopped)")
     b.add_argument("--projection", choices=["chat", "events", "usage"], help="only this one (default: all)")
     b.add_argument("--data-dir")
@@ -419,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.since = log_time(args.since)
         asyncio.run(replay(settings, args))
     elif args.command == "export":
-        asyncio.run(export(cli, settings, args))
+        asyncio.run(export(settings, args))
     elif args.command == "billing":
         configure_logging(settings.log_level)
         asyncio.run(billing_sync(settings))

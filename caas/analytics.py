@@ -97,14 +97,16 @@ def select(
     types: str | Iterable[str] | None = None,
     since: int | str | datetime | None = None,
     until: int | str | datetime | None = None,
+    names: tuple[str, str] = ("since", "until"),
 ) -> Selection:
     """A checked :class:`~caas.selection.Selection`; ``ValueError`` names what is wrong (an
-    unknown event type, a bound that is neither a position nor a time, an empty window)."""
+    unknown event type, a bound that is neither a position nor a time, an empty window), calling
+    the window's ends ``names``."""
     return Selection(
         tenant_id=tenant,
         types=event_types(types),
-        since=None if since is None else bound(since, "since"),
-        until=None if until is None else bound(until, "until"),
+        since=None if since is None else bound(since, names[0]),
+        until=None if until is None else bound(until, names[1]),
     )
 
 
