@@ -113,7 +113,7 @@ serve: $(STAMP) $(DEMO_BUILT) $(CONSOLE_BUILT)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict domain commands projections streams adapters api docsite
+	$(BIN)/mypy --strict domain commands projections streams adapters api docsite caas
 	$(BIN)/mypy --strict sdk/python/caas_client sdk/python/tools
 
 unit: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) $(DEMO_BUILT) $(CONSOLE_BUILT) tools

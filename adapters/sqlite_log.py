@@ -27,8 +27,10 @@ import orjson
 import structlog
 
 from commands.ports import (
+    ROW_FIELDS,
     ConcurrencyError,
     EventLog,
+    EventRow,
     Idempotency,
     IdempotencyKeyReused,
     Listener,
@@ -38,7 +40,7 @@ from commands.ports import (
     recorded_fields,
 )
 from domain import errors
-from domain.events import Event, upcast
+from domain.events import UPCASTERS, Event, upcast
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -88,10 +90,7 @@ READER_THREADS = 2
 
 logger = structlog.get_logger("caas.log")
 
-COLUMNS = (
-    "position, tenant_id, stream, seq, event_id, type, schema_version, occurred_at, actor, "
-    "command_id, causation_id, correlation_id, payload"
-)
+COLUMNS = ", ".join(ROW_FIELDS)  # a stored row is an event's row (commands/ports.py)
 
 
 _EVENT_FIELDS = tuple(Event.model_fields)
@@ -134,6 +133,15 @@ def row_to_event(row: tuple[Any, ...]) -> Event:
             "payload": payload,
         }
     )
+
+
+def upcast_row(row: EventRow) -> EventRow:
+    """A stored row with its payload lifted to the current schema version (a row of a version
+    that has no upcaster is returned as it is, without decoding its payload)."""
+    if (row[5], row[6]) not in UPCASTERS:
+        return row
+    version, payload = upcast(row[5], row[6], orjson.loads(row[12]))
+    return (*row[:6], version, *row[7:12], orjson.dumps(payload).decode())
 
 
 ROWS_PER_INSERT = 500  # rows per statement at most (fewer if the parameters would pass the connection's limit)
@@ -491,16 +499,15 @@ class SqliteEventLog(EventLog):
         tenant_id: str | None = None,
         types: Sequence[str] | None = None,
     ) -> list[Event]:
-        clauses, params = ["position > ?"], list[int | str]([after_position])
-        if tenant_id is not None:
-            clauses.append("tenant_id = ?")
-            params.append(tenant_id)
-        if types:
-            clauses.append(f"type IN ({','.join('?' * len(types))})")
-            params.extend(types)
-        params.append(limit)
-        where = " AND ".join(clauses)
-        return self._read(f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?", params)
+        return self._read(*_log_query(after_position, limit, tenant_id, types))
+
+    def read_rows(
+        self, after_position: int, limit: int, tenant_id: str | None = None, types: Sequence[str] | None = None
+    ) -> list[EventRow]:
+        """:meth:`read_all` as stored rows, upcast (``caas export``: no events are built)."""
+        assert self._reader is not None, "start() the log first"
+        rows = self._reader.execute(*_log_query(after_position, limit, tenant_id, types)).fetchall()
+        return [upcast_row(row) for row in rows] if UPCASTERS else rows
 
     async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
         assert self._reader is not None
@@ -518,3 +525,18 @@ class SqliteEventLog(EventLog):
     async def head_position(self) -> int:
         assert self._reader is not None
         return int(self._reader.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])
+
+
+def _log_query(
+    after_position: int, limit: int, tenant_id: str | None, types: Sequence[str] | None
+) -> tuple[str, list[int | str]]:
+    """The SQL and parameters of a read of the log in position order."""
+    clauses, params = ["position > ?"], list[int | str]([after_position])
+    if tenant_id is not None:
+        clauses.append("tenant_id = ?")
+        params.append(tenant_id)
+    if types:
+        clauses.append(f"type IN ({','.join('?' * len(types))})")
+        params.extend(types)
+    params.append(limit)
+    return f"SELECT {COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT ?", params

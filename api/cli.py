@@ -1,4 +1,4 @@
-"""The ``caas`` command line: serve, worker, replay, rebuild, usage."""
+"""The ``caas`` command line: serve, worker, replay, export, rebuild, usage."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,7 +19,8 @@ import structlog
 
 from api.bootstrap import BackendUnsupported, build_backend, missing_secrets
 from api.settings import Settings
-from domain.events import EVENT_TYPES
+from caas.rows import CSV_HEADER, csv_row, jsonl_line
+from caas.selection import event_types
 
 if TYPE_CHECKING:
     from projections.usage import UsageRange
@@ -118,7 +118,7 @@ async def replay(settings: Settings, args: argparse.Namespace) -> None:
     writer = None
     if args.format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["position", "tenant_id", "stream", "seq", "type", "occurred_at", "event_id", "payload"])
+        writer.writerow(CSV_HEADER)
     try:
         batches = build_backend(settings).replay(
             after_position=args.after_position,
@@ -131,13 +131,47 @@ async def replay(settings: Settings, args: argparse.Namespace) -> None:
                 if args.since and event.occurred_at < args.since:
                     continue
                 if writer is not None:
-                    payload = orjson.dumps(event.payload).decode()
-                    row = [event.position, event.tenant_id, event.stream, event.seq, event.type, event.occurred_at]
-                    writer.writerow([*row, event.event_id, payload])
+                    writer.writerow(csv_row(event))
                 else:
-                    sys.stdout.write(orjson.dumps(event.model_dump()).decode() + "\n")
+                    sys.stdout.write(jsonl_line(event))
     finally:
         sys.stdout.flush()
+
+
+async def export(settings: Settings, args: argparse.Namespace) -> None:
+    """``caas export``: the selection written to ``--output`` (caas/export.py), then a JSON report line."""
+    from caas.analytics import export_async, select
+
+    cli: argparse.ArgumentParser = args.parser  # errors say "caas export: error: …" and exit 2
+    try:
+        window = ("--since", "--until")
+        selection = select(tenant=args.tenant, types=args.types, since=args.since, until=args.until, names=window)
+    except ValueError as exc:
+        cli.error(str(exc))  # before any backend is touched
+    started = time.perf_counter()
+    try:
+        summary = await export_async(settings, args.output, args.format, selection)
+    except ValueError as exc:  # the output directory is taken or cannot be written
+        cli.error(str(exc))
+    except Exception as exc:  # the log could not be read or the files written: nothing was left at --output
+        failure = f"{type(exc).__name__}: {exc}"
+        raise SystemExit(f"caas export failed, nothing was written to {args.output}: {failure}") from exc
+    seconds = time.perf_counter() - started
+    rate = round(summary.events / seconds) if seconds else 0
+    line = {**summary.as_dict(), "seconds": round(seconds, 3), "events_per_second": rate, "peak_rss_mib": peak_rss()}
+    print(orjson.dumps(line).decode(), flush=True)
+
+
+def peak_rss() -> float | None:
+    """This process's peak resident memory in MiB (Linux; else ``None``): an export's stays bounded."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def report(projection: str, count: int, seconds: float) -> None:
@@ -299,6 +333,23 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="a JSON object per line, or CSV")
     r.add_argument("--data-dir")
     r.add_argument("--backend", choices=["embedded", "kafka"])
+    x = sub.add_parser(
+        "export",
+        help="write events to a directory as Parquet (partitioned by day and event type), JSONL or CSV",
+        description="Write the selected events into --output, a new or empty directory: Parquet files "
+        "DIR/day=YYYY-MM-DD/type=TYPE/part-N.parquet, or one events.jsonl or events.csv with caas replay's "
+        "lines; a manifest _export.json; a JSON report on standard output. Written beside DIR and renamed "
+        "into place when complete (docs/analyst.md).",
+    )
+    x.add_argument("--format", choices=["parquet", "jsonl", "csv"], default="parquet")
+    x.add_argument("--output", required=True, metavar="DIR", help="a directory that does not exist yet, or is empty")
+    x.add_argument("--tenant", help="only this tenant's events")
+    x.add_argument("--types", help="comma-separated event types")
+    x.add_argument("--since", help="a log position or an RFC 3339 time; events at or after it")
+    x.add_argument("--until", help="a log position or an RFC 3339 time; events before it")
+    x.add_argument("--data-dir")
+    x.add_argument("--backend", choices=["embedded", "kafka"])
+    x.set_defaults(parser=x)
     b = sub.add_parser("rebuild", help="drop and rebuild read models from the log (server stopped)")
     b.add_argument("--projection", choices=["chat", "events", "usage"], help="only this one (default: all)")
     b.add_argument("--data-dir")
@@ -325,25 +376,12 @@ def parser() -> argparse.ArgumentParser:
 
 def log_time(text: str) -> str:
     """An RFC 3339 time (or date) as the log writes times: UTC, milliseconds, ``Z``; their text order is time order."""
-    from datetime import UTC
-
-    from domain.base import format_time
+    from caas.selection import log_time as parse
 
     try:
-        moment = datetime.fromisoformat(text)
-        # A time at the edge of the calendar can name an instant UTC cannot hold (year 0 or 10000).
-        return format_time(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
-    except (ValueError, OverflowError):
+        return parse(text)
+    except ValueError:
         raise SystemExit(f"--since takes an RFC 3339 time such as 2026-01-31T12:00:00Z, not {text!r}") from None
-
-
-def event_types(text: str | None) -> list[str]:
-    """``--types`` as a list of known event types: a misspelt one would silently match nothing."""
-    types = [t for t in (text or "").split(",") if t]
-    unknown = [t for t in types if t not in EVENT_TYPES]
-    if unknown:
-        raise ValueError(f"unknown event type(s) {', '.join(unknown)}; the event types are: {', '.join(EVENT_TYPES)}")
-    return types
 
 
 def require_shared_secrets(settings: Settings, command: str) -> None:
@@ -383,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.since:
             args.since = log_time(args.since)
         asyncio.run(replay(settings, args))
+    elif args.command == "export":
+        asyncio.run(export(settings, args))
     elif args.command == "billing":
         configure_logging(settings.log_level)
         asyncio.run(billing_sync(settings))

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from domain.events import Event
 
 
@@ -73,6 +75,24 @@ def recorded_fields(new: NewEvent, tenant_id: str, stream: str, position: int) -
         "correlation_id": new.correlation_id,
         "payload": new.payload,
     }
+
+
+# An event as a row, what an export reads (caas/export.py): the envelope's fields in this order,
+# the payload (after upcasting) as JSON text. The embedded log stores events as these very rows.
+ROW_FIELDS = (
+    "position", "tenant_id", "stream", "seq", "event_id", "type", "schema_version", "occurred_at", "actor",
+    "command_id", "causation_id", "correlation_id", "payload",
+)  # fmt: skip
+EventRow = tuple[Any, ...]
+
+
+def event_row(event: Event) -> EventRow:
+    """``event`` as a row of :data:`ROW_FIELDS`."""
+    return (
+        event.position, event.tenant_id, event.stream, event.seq, event.event_id, event.type, event.schema_version,
+        event.occurred_at, event.actor, event.command_id, event.causation_id, event.correlation_id,
+        orjson.dumps(event.payload).decode(),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
 from adapters.sqlite_log import SqliteEventLog
-from commands.ports import ConcurrencyError, EventLog, Idempotency, IdempotencyKeyReused, LogUnavailable
-from domain.events import Event
-from tests.contract.eventlog_contract import EventLogContract, batch, dumps, same_as_appended
+from commands.ports import (
+    ROW_FIELDS,
+    ConcurrencyError,
+    EventLog,
+    Idempotency,
+    IdempotencyKeyReused,
+    LogUnavailable,
+    event_row,
+)
+from domain.events import UPCASTERS, Event, register_upcaster
+from tests.contract.eventlog_contract import EventLogContract, batch, dumps, new_event, same_as_appended
 
 
 async def open_sqlite_log(path: Path, **options: int) -> SqliteEventLog:
@@ -126,4 +137,30 @@ async def test_snapshots_keep_the_newest_recorded_version_per_stream_and_schema(
         assert await log.read_snapshot("t1", "channel:c2", "s1") is None
         assert await log.read_snapshot("t2", "channel:c1", "s1") is None, "another tenant's stream"
     finally:
+        await log.close()
+
+
+async def test_rows_read_for_an_export_are_the_events_rows_upcast_too(tmp_path: Path) -> None:
+    """``read_rows`` (``caas export``'s read) gives each event's row as ``read_all`` gives the
+    event, filters alike, and lifts an old payload version as event reads do."""
+    probe = f"ContractProbe{uuid.uuid4().hex[:8]}"
+    register_upcaster(probe, 1, lambda p: {**p, "colour": p.get("color", "none")})
+    log = await open_sqlite_log(tmp_path / "events.db")
+    try:
+        await log.append("t1", "channel:c1", 0, batch(1, 3))
+        await log.append("t2", "channel:c1", 0, [new_event(1, probe, color="red")])
+        await log.append("t1", "user:u1", 0, batch(1, 2, "UserRegistered"))
+        for after, tenant, types in [(0, None, None), (2, None, None), (0, "t1", None), (0, None, [probe])]:
+            events = await log.read_all(after, 100, tenant, types)
+            rows = log.read_rows(after, 100, tenant, types)
+            assert [dict(zip(ROW_FIELDS, r, strict=True)) for r in rows] == [
+                {**dict(zip(ROW_FIELDS, event_row(e), strict=True)), "payload": ANY} for e in events
+            ]
+            assert [json.loads(r[-1]) for r in rows] == [e.payload for e in events]
+        [upcast] = log.read_rows(0, 100, None, [probe])
+        assert upcast[ROW_FIELDS.index("schema_version")] == 2
+        assert json.loads(upcast[-1]) == {"color": "red", "colour": "red"}
+        assert log.read_rows(0, 2) == log.read_rows(0, 100)[:2]  # the limit
+    finally:
+        UPCASTERS.pop((probe, 1), None)
         await log.close()

@@ -65,3 +65,52 @@ def test_replay_since_a_time_utc_cannot_hold_is_refused_with_the_form_it_takes(t
     assert "RFC 3339" in done.stderr and since in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "data").exists(), "the backend was touched before the time was checked"
+
+
+@pytest.mark.parametrize("backend", ["embedded", "kafka"])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--types", "MessagePosted,Bogus"], "Bogus"),
+        (["--since", "yesterday"], "RFC 3339"),
+        (["--until", "2026-13-01"], "log position"),
+        (["--since", "-5"], "RFC 3339"),
+        (["--since", "100", "--until", "50"], "empty"),
+        (["--since", "2026-12-03", "--until", "2026-12-02T23:59:59Z"], "empty"),
+        (["--format", "xlsx"], "invalid choice"),
+    ],
+)
+def test_export_refuses_bad_input_before_it_reads_the_log(
+    tmp_path: Path, backend: str, args: list[str], says: str
+) -> None:
+    out = tmp_path / "out"
+    done = run(tmp_path, "export", "--backend", backend, "--output", str(out), *args)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout == ""
+    assert not (tmp_path / "data").exists(), "the backend was touched before the input was checked"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing was written"
+
+
+def test_export_refuses_an_output_directory_that_holds_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    done = run(tmp_path, "export", "--output", str(out))
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "not an empty directory" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_failed_export_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A log that cannot be read (here: not a SQLite file) fails the export after it began:
+    neither the output nor its staging directory is left."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "events.db").write_bytes(b"this is not a database, " * 100)
+    out = tmp_path / "exports" / "out"
+    done = run(tmp_path, "export", "--output", str(out))
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "caas export failed" in done.stderr and "nothing was written" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert list((tmp_path / "exports").iterdir()) == [], "no output, no staging directory"

@@ -22,6 +22,7 @@ import orjson
 
 from tests.perf import (
     bench_distributed,
+    bench_export,
     bench_fanout,
     bench_flood,
     bench_http,
@@ -59,6 +60,8 @@ BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str
         {"users": 5000, "seconds": 60.0},
         {"users": 500, "seconds": 10.0, "watchers": 10, "storm_users": 100},
     ),
+    # issue 13: caas export to Parquet beside a scan of the same log
+    "export": (bench_export.run, {"events": 200_000, "rounds": 3}, {"events": 20_000, "rounds": 2}),
 }
 
 
