@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import structlog
 
+from adapters import tracing
 from commands.ports import (
     ConcurrencyError,
     EventLog,
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS events (
     causation_id TEXT,
     correlation_id TEXT,
     payload TEXT NOT NULL,
+    traceparent TEXT,
     UNIQUE (tenant_id, stream, seq)
 );
 CREATE INDEX IF NOT EXISTS events_by_tenant ON events (tenant_id, position);
@@ -90,8 +92,15 @@ logger = structlog.get_logger("caas.log")
 
 COLUMNS = (
     "position, tenant_id, stream, seq, event_id, type, schema_version, occurred_at, actor, "
-    "command_id, causation_id, correlation_id, payload"
+    "command_id, causation_id, correlation_id, payload, traceparent"
 )
+
+
+def add_traceparent(conn: sqlite3.Connection) -> None:
+    """Give a log file written before tracing its ``traceparent`` column (NULL for old events)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "traceparent" not in columns:
+        conn.execute("ALTER TABLE events ADD COLUMN traceparent TEXT")
 
 
 _EVENT_FIELDS = tuple(Event.model_fields)
@@ -132,11 +141,12 @@ def row_to_event(row: tuple[Any, ...]) -> Event:
             "causation_id": row[10],
             "correlation_id": row[11],
             "payload": payload,
+            "traceparent": row[13],
         }
     )
 
 
-ROWS_PER_INSERT = 500  # 13 columns each: within SQLite's default bound of 32,766 parameters
+ROWS_PER_INSERT = 500  # 14 columns each: within SQLite's default bound of 32,766 parameters
 
 
 def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -238,6 +248,7 @@ class SqliteEventLog(EventLog):
         self._loop = asyncio.get_running_loop()
         writer = connect(self.path)
         writer.executescript(SCHEMA)
+        add_traceparent(writer)
         writer.executescript(SNAPSHOT_SCHEMA)
         self._position = writer.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
         self._reader = connect(self.path)
@@ -309,6 +320,19 @@ class SqliteEventLog(EventLog):
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Append]) -> None:
+        """Write ``batch`` in one transaction (a ``sqlite.commit`` span in each command's trace
+        while tracing), then hand the outcomes to the event loop."""
+        traced = [item.events[0] for item in batch if item.events] if tracing.ON else None
+        with (
+            tracing.of_events(tracing.NODE, "sqlite.commit", traced, appends=len(batch))
+            if traced
+            else (tracing.UNTRACED)
+        ):
+            self._write(conn, batch)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._resolve, batch)
+
+    def _write(self, conn: sqlite3.Connection, batch: list[_Append]) -> None:
         start_position = self._position
         heads_before: dict[tuple[str, str], int] = {}
         rows: list[tuple[Any, ...]] = []
@@ -328,8 +352,6 @@ class SqliteEventLog(EventLog):
             for item in batch:
                 if not isinstance(item.result, BaseException):
                     item.result = failure
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._resolve, batch)
 
     def _stage(
         self,
@@ -372,7 +394,7 @@ class SqliteEventLog(EventLog):
             row = (
                 self._position, item.tenant_id, item.stream, seq, new.event_id, new.type,
                 new.schema_version, new.occurred_at, new.actor, new.command_id,
-                new.causation_id, new.correlation_id, payload,
+                new.causation_id, new.correlation_id, payload, new.traceparent,
             )  # fmt: skip
             rows.append(row)
             events.append(_event(recorded_fields(new, item.tenant_id, item.stream, self._position)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
@@ -24,7 +24,9 @@ import structlog
 # aiokafka ships no type information: its clients are Any to the type checker.
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 
+from adapters import tracing
 from adapters.ids import utcnow, uuid7
 from adapters.kafka.clients import group_consumer, producer, started_producer
 from adapters.kafka.codec import partition_for
@@ -157,7 +159,7 @@ class DeciderWorker:
                         self.consumer.seek(tp, records[0].offset)
                         await self._settled.wait()
                     continue  # else revoked since the fetch: its next owner decides them
-                tasks = [asyncio.create_task(self.handle(record.value)) for record in records]
+                tasks = [asyncio.create_task(self.handle(record.value, record.headers)) for record in records]
                 self._inflight.update(tasks)
                 replies = await asyncio.gather(*tasks)
                 self._inflight.difference_update(tasks)
@@ -219,7 +221,7 @@ class DeciderWorker:
             # these commands again and answers them from the events they recorded.
             log.warning("commit_failed", error=str(exc))
 
-    async def handle(self, value: bytes) -> tuple[str, bytes] | None:
+    async def handle(self, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> tuple[str, bytes] | None:
         """Decide one request: ``(reply_to, reply)``, or ``None`` when the events it recorded
         answer it; a refusal is answered, never raised."""
         request_id, reply_to, message = decode_request(value)
@@ -227,12 +229,28 @@ class DeciderWorker:
         if in_events:  # this task's appends carry the request (REPLY_ROUTE is per task)
             REPLY_ROUTE.set((reply_to, request_id))
         try:
-            answer: Outcome | BaseException = await self.decide(message)
+            answer: Outcome | BaseException = await (
+                self.decide_traced(message, headers) if tracing.ON else self.decide(message)
+            )
         except Exception as exc:
             answer = exc
         if in_events and isinstance(answer, Outcome) and not answer.replayed:
             return None  # recorded by this task's append: the events carry the answer
         return reply_to, encode_reply(request_id, answer)
+
+    async def decide_traced(self, message: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcome:
+        """:meth:`decide` in a span that continues the sender's trace (the record's
+        ``traceparent`` header, else the request's); the events it records keep this span's."""
+        name = str(message.get("type"))
+        with tracing.span(
+            tracing.DECIDER,
+            f"decide {name}",
+            parent=tracing.header_value(headers) or message.get("traceparent"),
+            kind=SpanKind.CONSUMER,
+            attributes={"caas.command": name, "caas.tenant_id": str(message.get("tenant_id"))},
+        ) as current:
+            message["traceparent"] = tracing.traceparent(current)
+            return await self.decide(message)
 
     async def decide(self, message: dict[str, Any]) -> Outcome:
         command_id = message["command_id"]
