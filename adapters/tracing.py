@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Protocol
@@ -119,12 +121,15 @@ def configure(env: Mapping[str, str], roles: Sequence[str]) -> bool:
 
     prefix = env.get("OTEL_SERVICE_NAME") or "caas"
     sampler = sampler_of(env)
+    instance = f"{socket.gethostname()}-{os.getpid()}"  # tells apart the nodes (and workers) of one service
     for role in roles:
         if role in _providers:
             continue
         provider = TracerProvider(
             sampler=sampler,
-            resource=Resource.create({"service.name": f"{prefix}-{role}", "service.namespace": "caas"}),
+            resource=Resource.create(
+                {"service.name": f"{prefix}-{role}", "service.namespace": "caas", "service.instance.id": instance}
+            ),
             shutdown_on_exit=False,  # shutdown() flushes: at exit, the exporter's thread may be gone
         )
         provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
