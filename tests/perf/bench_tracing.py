@@ -110,7 +110,8 @@ def summarize(
     off_cpu = statistics.median(ratios(results, "off", "server_cpu_us_per_op"))
     on_rps = statistics.median(ratios(results, "on", "rps"))
     on_cpu = statistics.median(ratios(results, "on", "server_cpu_us_per_op"))
-    before = f"before tracing ({commit[:12]}) {median['before']['rps']}/s, {median['before']['server_cpu_us_per_op']} us"
+    base = median["before"]
+    before = f"before tracing ({commit[:12]}) {base['rps']}/s, {base['server_cpu_us_per_op']} us per post"
     figures = [
         figure("tracing_off_throughput_cost_pct", round((1 - off_rps) * 100, 2), "%", target=TARGET_OFF_COST_PCT,
                higher_is_better=False, limit=before),
