@@ -44,7 +44,7 @@ from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode,
 
 from adapters.ids import random_hex
 from commands.ports import Listener
-from commands.service import CommandEnvelope, Commands, Outcome
+from commands.service import CommandEnvelope, CommandsAround, Outcome
 from domain.events import Event
 
 if TYPE_CHECKING:  # the SDK is imported only by a process that traces (configure)
@@ -336,14 +336,8 @@ def projector_spans(name: str, events: Sequence[Event]) -> contextlib.AbstractCo
 
 
 # --- decorators the composition root applies when tracing is on ----------------------------------
-class TracedCommands(Commands):
+class TracedCommands(CommandsAround):
     """The command side with a span per command, whose ``traceparent`` the command's events keep."""
-
-    def __init__(self, inner: Commands) -> None:
-        self.inner = inner
-
-    async def state(self, tenant_id: str, stream: str) -> Any:
-        return await self.inner.state(tenant_id, stream)
 
     async def execute(self, envelope: CommandEnvelope) -> Outcome:
         name = type(envelope.command).__name__

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.plumbing import principal
-from commands.service import CommandEnvelope, Commands, Outcome
+from commands.service import CommandEnvelope, CommandsAround, Outcome
 from domain.errors import DomainError
 from domain.events import Event
 
@@ -92,14 +92,8 @@ def count_events(events: Sequence[Event]) -> None:
         labelled(EVENTS, event.type).inc()
 
 
-class MeteredCommands(Commands):
+class MeteredCommands(CommandsAround):
     """The command side with counters and latency histograms around every command."""
-
-    def __init__(self, inner: Commands) -> None:
-        self.inner = inner
-
-    async def state(self, tenant_id: str, stream: str) -> Any:
-        return await self.inner.state(tenant_id, stream)
 
     async def execute(self, envelope: CommandEnvelope) -> Outcome:
         name = type(envelope.command).__name__

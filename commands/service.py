@@ -99,6 +99,20 @@ class Commands(Protocol):
         return state
 
 
+class CommandsAround(Commands):
+    """A decorator of another command side (metrics, tracing): reads pass through to ``inner``;
+    a subclass wraps ``execute``."""
+
+    def __init__(self, inner: Commands) -> None:
+        self.inner = inner
+
+    async def state(self, tenant_id: str, stream: str) -> Any:
+        return await self.inner.state(tenant_id, stream)
+
+    async def execute(self, envelope: CommandEnvelope) -> Outcome:
+        return await self.inner.execute(envelope)
+
+
 class CommandService(Commands):
     """Executes commands against aggregates recorded in a stream store."""
 
