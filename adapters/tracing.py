@@ -202,12 +202,12 @@ def log_ids(header: bytes | None) -> tuple[str, str]:
     """``(trace_id, span_id)`` for a request's log lines while tracing is off: the caller's trace
     id if it sent a valid ``traceparent`` (so its lines join the caller's trace), else a fresh
     one; a fresh span id."""
-    fresh = random_hex()
+    span_id = random_hex()[:16]
     if header is not None:
         match = _TRACEPARENT.match(header.decode("latin-1").strip().lower())
         if match is not None and match[1] != "0" * 32:
-            return match[1], fresh[:16]
-    return fresh, fresh[16:]
+            return match[1], span_id
+    return random_hex(), span_id
 
 
 # --- spans ------------------------------------------------------------------------------------
