@@ -124,7 +124,7 @@ sdk-test: $(STAMP)
 	$(BIN)/pytest -q tests/sdk --ignore=tests/sdk/test_typescript_sdk.py
 
 test: $(STAMP) $(NODE_STAMP) $(SDK_TS_STAMP) $(BROWSER_STAMP) $(DEMO_BUILT) $(CONSOLE_BUILT) tools
-	@if [ -x infra/services ]; then infra/services up > $(VENV)/services.env && cat $(VENV)/services.env; fi
+	@if [ -x infra/services ]; then infra/services up --with-jaeger > $(VENV)/services.env && cat $(VENV)/services.env; fi
 	$(MAKE) --no-print-directory lint
 	# One pass: a test that fails is a failure (a flaky test is fixed at its cause, never rerun).
 	set -a; [ -f $(VENV)/services.env ] && . $(VENV)/services.env; set +a; \

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import structlog
 
+from adapters import tracing
 from commands.ports import (
     ROW_FIELDS,
     ConcurrencyError,
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS events (
     causation_id TEXT,
     correlation_id TEXT,
     payload TEXT NOT NULL,
+    traceparent TEXT,
     UNIQUE (tenant_id, stream, seq)
 );
 CREATE INDEX IF NOT EXISTS events_by_tenant ON events (tenant_id, position);
@@ -90,7 +92,16 @@ READER_THREADS = 2
 
 logger = structlog.get_logger("caas.log")
 
-COLUMNS = ", ".join(ROW_FIELDS)  # a stored row is an event's row (commands/ports.py)
+# A stored row: an event's row (commands/ports.py, what an export reads) and the trace it continues
+ROW_COLUMNS = ", ".join(ROW_FIELDS)
+COLUMNS = f"{ROW_COLUMNS}, traceparent"
+
+
+def add_traceparent(conn: sqlite3.Connection) -> None:
+    """Give a log file written before tracing its ``traceparent`` column (NULL for old events)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "traceparent" not in columns:
+        conn.execute("ALTER TABLE events ADD COLUMN traceparent TEXT")
 
 
 _EVENT_FIELDS = tuple(Event.model_fields)
@@ -131,6 +142,7 @@ def row_to_event(row: tuple[Any, ...]) -> Event:
             "causation_id": row[10],
             "correlation_id": row[11],
             "payload": payload,
+            "traceparent": row[13],
         }
     )
 
@@ -144,7 +156,7 @@ def upcast_row(row: EventRow) -> EventRow:
     return (*row[:6], version, *row[7:12], orjson.dumps(payload).decode())
 
 
-ROWS_PER_INSERT = 500  # rows per statement at most (fewer if the parameters would pass the connection's limit)
+ROWS_PER_INSERT = 500  # rows (14 columns) per statement at most, fewer past the connection's parameter limit
 
 
 def parameters_limit(conn: sqlite3.Connection) -> int:
@@ -254,6 +266,7 @@ class SqliteEventLog(EventLog):
         self._loop = asyncio.get_running_loop()
         writer = connect(self.path)
         writer.executescript(SCHEMA)
+        add_traceparent(writer)
         writer.executescript(SNAPSHOT_SCHEMA)
         self._position = writer.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
         self._reader = connect(self.path)
@@ -325,6 +338,19 @@ class SqliteEventLog(EventLog):
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Append]) -> None:
+        """Write ``batch`` in one transaction (a ``sqlite.commit`` span in each command's trace
+        while tracing), then hand the outcomes to the event loop."""
+        traced = [item.events[0] for item in batch if item.events] if tracing.ON else None
+        with (
+            tracing.of_events(tracing.NODE, "sqlite.commit", traced, appends=len(batch))
+            if traced
+            else (tracing.UNTRACED)
+        ):
+            self._write(conn, batch)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._resolve, batch)
+
+    def _write(self, conn: sqlite3.Connection, batch: list[_Append]) -> None:
         start_position = self._position
         heads_before: dict[tuple[str, str], int] = {}
         rows: list[tuple[Any, ...]] = []
@@ -344,8 +370,6 @@ class SqliteEventLog(EventLog):
             for item in batch:
                 if not isinstance(item.result, BaseException):
                     item.result = failure
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._resolve, batch)
 
     def _stage(
         self,
@@ -388,7 +412,7 @@ class SqliteEventLog(EventLog):
             row = (
                 self._position, item.tenant_id, item.stream, seq, new.event_id, new.type,
                 new.schema_version, new.occurred_at, new.actor, new.command_id,
-                new.causation_id, new.correlation_id, payload,
+                new.causation_id, new.correlation_id, payload, new.traceparent,
             )  # fmt: skip
             rows.append(row)
             events.append(_event(recorded_fields(new, item.tenant_id, item.stream, self._position)))
@@ -506,7 +530,7 @@ class SqliteEventLog(EventLog):
     ) -> list[EventRow]:
         """:meth:`read_all` as stored rows, upcast (``caas export``: no events are built)."""
         assert self._reader is not None, "start() the log first"
-        rows = self._reader.execute(*_log_query(after_position, limit, tenant_id, types)).fetchall()
+        rows = self._reader.execute(*_log_query(after_position, limit, tenant_id, types, ROW_COLUMNS)).fetchall()
         return [upcast_row(row) for row in rows] if UPCASTERS else rows
 
     async def find_idempotent(self, tenant_id: str, key: str) -> tuple[str, list[Event]] | None:
@@ -528,9 +552,9 @@ class SqliteEventLog(EventLog):
 
 
 def _log_query(
-    after_position: int, limit: int, tenant_id: str | None, types: Sequence[str] | None
+    after_position: int, limit: int, tenant_id: str | None, types: Sequence[str] | None, columns: str = COLUMNS
 ) -> tuple[str, list[int | str]]:
-    """The SQL and parameters of a read of the log in position order."""
+    """The SQL and parameters of a read of the log's ``columns`` in position order."""
     clauses, params = ["position > ?"], list[int | str]([after_position])
     if tenant_id is not None:
         clauses.append("tenant_id = ?")
@@ -539,4 +563,4 @@ def _log_query(
         clauses.append(f"type IN ({','.join('?' * len(types))})")
         params.extend(types)
     params.append(limit)
-    return f"SELECT {COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT ?", params
+    return f"SELECT {columns} FROM events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT ?", params

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from adapters import tracing
 from adapters.ids import short_id, utcnow, uuid7
 from adapters.memory_bus import MemoryBus
 from api.limits import Limits
@@ -244,7 +245,11 @@ class EmbeddedBackend(Backend):
         self.bus = MemoryBus()
         self.commands = CommandService(self.log, clock=utcnow, new_id=uuid7)
         self.runner = ProjectionRunner(
-            self.log, self.store, list(self.projections.values()), stall_seconds=settings.projection_stall_seconds
+            self.log,
+            self.store,
+            list(self.projections.values()),
+            stall_seconds=settings.projection_stall_seconds,
+            spans=tracing.projector_spans,
         )
 
     async def follow(self) -> None:
@@ -732,7 +737,9 @@ class Engine:
         return self.backend.bus
 
     async def start(self) -> None:
-        await self.backend.start([self.hub.publish, count_events, self.socket_watch.on_events, self.tails.publish])
+        await self.backend.start(
+            [tracing.delivering(self.hub.publish), count_events, self.socket_watch.on_events, self.tails.publish]
+        )
         await self.presence.start(await self.backend.durable_presence())
         await self.meter.start()
         reporter = build_reporter(self.settings)
@@ -768,7 +775,8 @@ def build_engine(settings: Settings) -> Engine:
         admin_token=admin_token(settings),
         secret_key=server_key(settings),
     )
-    return Engine(settings, backend, MeteredCommands(backend.commands), auth, ChatQueries(backend.store))
+    commands = tracing.TracedCommands(backend.commands) if tracing.ON else backend.commands
+    return Engine(settings, backend, MeteredCommands(commands), auth, ChatQueries(backend.store))
 
 
 def build_dispatcher(

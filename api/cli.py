@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
+from adapters import tracing
 from api.bootstrap import BackendUnsupported, build_backend, missing_secrets
 from api.settings import Settings
 from caas.rows import CSV_HEADER, csv_row, jsonl_line
@@ -86,6 +87,7 @@ def serve(settings: Settings) -> None:
     from api.connections import guarded_protocols
 
     configure_logging(settings.log_level)
+    tracing.configure(os.environ, [tracing.NODE, tracing.PROJECTOR])  # off unless OTEL_* asks (adapters/tracing.py)
     token = admin_token(settings)
     http, ws = guarded_protocols(settings)  # httptools and websockets-sansio, with read timeouts and a per-address cap
     if settings.admin_token is None:
@@ -103,7 +105,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        access_log=False,  # the access line is CAAS's own (api/edge.py: one per request, with its ids)
         loop="uvloop",
         http=http,
         ws=ws,
@@ -112,6 +114,7 @@ def serve(settings: Settings) -> None:
         # no limit_concurrency: it counted every open connection, so one client holding 10,000
         # made everyone's requests 503; the per-address cap bounds what one client holds
     )
+    tracing.shutdown()  # export the spans still buffered
 
 
 async def replay(settings: Settings, args: argparse.Namespace) -> None:
@@ -415,7 +418,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         import uvloop
 
         configure_logging(settings.log_level)
-        uvloop.run(worker(settings))
+        tracing.configure(os.environ, [tracing.DECIDER, tracing.PROJECTOR])
+        try:
+            uvloop.run(worker(settings))
+        finally:
+            tracing.shutdown()
     elif args.command == "replay":
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `caas replay | head` ends quietly
         if args.since:

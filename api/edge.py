@@ -1,6 +1,7 @@
 """The one pure ASGI middleware in front of every HTTP request: early refusals of a credential
-just refused for its rate, the request id, the latency histogram, and the headers every response
-carries (security, ``RateLimit-*``, CORS).
+just refused for its rate, the request id, the trace (its server span while tracing, and the
+trace and span ids of its log lines either way), the latency histogram, the access line, and the
+headers every response carries (security, ``RateLimit-*``, CORS).
 
 One layer, one pass over the request headers and one wrapper of ``send`` per request: the three
 concerns used to be three middlewares, each copying the headers into a dict and wrapping ``send``
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapters import tracing
 from adapters.ids import random_hex
 from api.limits import Refused, refuse_early
 from api.observability import HTTP_SECONDS, REQUEST_ID, labelled
@@ -57,7 +59,7 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        authorization = given_id = origin = None
+        authorization = given_id = origin = traceparent = None
         preflight = False
         for name, value in scope["headers"]:  # the last of a repeated header counts
             if name == b"authorization":
@@ -68,6 +70,8 @@ class Edge:
                 origin = value
             elif name == b"access-control-request-method":
                 preflight = True
+            elif name == b"traceparent":
+                traceparent = value
         method = scope["method"]
         if given_id is not None:
             given_id = given_request_id(given_id)
@@ -78,8 +82,14 @@ class Edge:
                 return
         request_id = given_id.decode("latin-1") if given_id else random_hex()
         raw_id = request_id.encode("latin-1")
+        # every line logged for the request carries its ids (docs/operations-tracing.md, "Logs");
+        # the tenant is bound once the credential names it (api/plumbing.py)
+        traced = tracing.Request(method, scope["path"], traceparent) if tracing.ON else None
+        trace_id, span_id = tracing.log_ids(traceparent) if traced is None else traced.ids
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id, tenant_id=None, trace_id=trace_id, span_id=span_id
+        )
         REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -129,5 +139,7 @@ class Edge:
             template = getattr(scope.get("route"), "path", "unmatched")
             elapsed = time.perf_counter() - started
             labelled(HTTP_SECONDS, method, template, f"{status // 100}xx").observe(elapsed)
-            if self.access_log or status >= 500:
+            if traced is not None:
+                traced.end(method, template, status, structlog.contextvars.get_contextvars().get("tenant_id"))
+            if self.access_log or status >= 500:  # the one access line (uvicorn's own is off: api/cli.py)
                 log.info("request", method=method, route=template, status=status, ms=round(elapsed * 1000, 2))

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from api.plumbing import principal
 from api.tenant_metrics import TENANTS
-from commands.service import CommandEnvelope, Commands, Outcome
+from commands.service import CommandEnvelope, CommandsAround, Outcome
 from domain.errors import DomainError
 from domain.events import Event
 from streams.projector import PARKED
@@ -172,14 +172,8 @@ def count_events(events: Sequence[Event]) -> None:
         labelled(EVENTS, event.type).inc()
 
 
-class MeteredCommands(Commands):
+class MeteredCommands(CommandsAround):
     """The command side with counters and latency histograms around every command."""
-
-    def __init__(self, inner: Commands) -> None:
-        self.inner = inner
-
-    async def state(self, tenant_id: str, stream: str) -> Any:
-        return await self.inner.state(tenant_id, stream)
 
     async def execute(self, envelope: CommandEnvelope) -> Outcome:
         name = type(envelope.command).__name__

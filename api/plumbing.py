@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
+import structlog
 from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -134,6 +135,8 @@ async def principal(request: Request, *kinds: str) -> Principal:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         who = await node.auth.authenticate(credential.strip(), node.clock())
+    if who.tenant_id:  # the request's log lines (and its access line) name the tenant from here on
+        structlog.contextvars.bind_contextvars(tenant_id=who.tenant_id)
     if who.kind not in kinds:
         need = " or ".join(
             {"admin": "the admin token", "tenant": "a tenant API key", "user": "a user token"}[k] for k in kinds

@@ -56,6 +56,7 @@ class NewEvent:
     causation_id: str | None
     correlation_id: str | None
     payload: dict[str, Any]
+    traceparent: str | None = None  # the trace of the command that decided it (Event.traceparent)
 
 
 def recorded_fields(new: NewEvent, tenant_id: str, stream: str, position: int) -> dict[str, Any]:
@@ -74,6 +75,7 @@ def recorded_fields(new: NewEvent, tenant_id: str, stream: str, position: int) -
         "causation_id": new.causation_id,
         "correlation_id": new.correlation_id,
         "payload": new.payload,
+        "traceparent": new.traceparent,
     }
 
 

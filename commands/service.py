@@ -55,7 +55,8 @@ class CommandEnvelope:
     (``api.plumbing.idempotency``); ``correlation_id`` ties the events to the request that
     caused them (``X-Request-Id``). ``replay_only``: answer only with what an earlier run
     under the same idempotency key recorded, else raise :class:`NotReplayed` (a retry of a write
-    the API would now refuse, e.g. at a quota, still gets its first answer).
+    the API would now refuse, e.g. at a quota, still gets its first answer). ``traceparent``: the
+    W3C trace context the events record (``None`` while tracing is off).
     """
 
     tenant_id: str
@@ -66,6 +67,7 @@ class CommandEnvelope:
     idempotency: Idempotency | None = None
     command_id: str | None = None
     replay_only: bool = False
+    traceparent: str | None = None  # the command's span (adapters/tracing.py): its events keep it
 
 
 class Commands(Protocol):
@@ -95,6 +97,20 @@ class Commands(Protocol):
         """A channel's state within its tenant (``exists`` is false for an unknown channel)."""
         state: ChannelState = await self.state(tenant_id, stream_name("channel", channel_id))
         return state
+
+
+class CommandsAround(Commands):
+    """A decorator of another command side (metrics, tracing): reads pass through to ``inner``;
+    a subclass wraps ``execute``."""
+
+    def __init__(self, inner: Commands) -> None:
+        self.inner = inner
+
+    async def state(self, tenant_id: str, stream: str) -> Any:
+        return await self.inner.state(tenant_id, stream)
+
+    async def execute(self, envelope: CommandEnvelope) -> Outcome:
+        return await self.inner.execute(envelope)
 
 
 class CommandService(Commands):
@@ -207,6 +223,7 @@ class CommandService(Commands):
                     causation_id=None,
                     correlation_id=envelope.correlation_id,
                     payload=event.model_dump(mode="json"),
+                    traceparent=envelope.traceparent,
                 )
                 for offset, event in enumerate(decision)
             ]

@@ -334,6 +334,11 @@ class Event(BaseModel):
     causation_id: str | None = None
     correlation_id: str | None = None
     payload: dict[str, Any]
+    # The W3C trace context of the command that recorded it (adapters/tracing.py), so what reads
+    # the log later continues that trace. Kept by both logs; absent from events recorded before
+    # tracing or while it was off; never part of the event's JSON (``exclude``): the public
+    # envelope (/v1/events, websockets, webhooks, replay) stays as it was.
+    traceparent: str | None = Field(default=None, exclude=True)
 
     @property
     def stream_type(self) -> str:

@@ -206,6 +206,16 @@ async def watch(check: Callable[[], Any], every: float = 1.0) -> None:
         await asyncio.sleep(every)
 
 
+# Spans around a batch's work, one per trace among its events (the composition root passes the
+# tracing adapter's while tracing is on): ``spans(name, events)`` is a context manager.
+Spans = Callable[[str, Sequence[Event]], contextlib.AbstractContextManager[object]]
+_UNTRACED = contextlib.nullcontext()
+
+
+def untraced(name: str, events: Sequence[Event]) -> contextlib.AbstractContextManager[object]:
+    return _UNTRACED
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -215,8 +225,10 @@ class ProjectionRunner:
         *,
         batch: int = 2000,
         stall_seconds: float = 30.0,
+        spans: Spans = untraced,
     ) -> None:
         self.log = log
+        self.spans = spans
         self.store = store
         self.projections = list(projections)
         self.batch = batch
@@ -303,13 +315,14 @@ class ProjectionRunner:
             fresh = [event for event in events if event.position > after]
             if fresh:
                 batches.append((projection, fresh))
-        try:  # every read model at once: one hop to the store's thread and one commit
-            await self.store.apply_many(
-                [(checkpoint_name(p.name), ops_for(p, fresh, 0), fresh[-1].position) for p, fresh in batches]
-            )
-        except Exception:  # one at a time, by the rule that retries, isolates and parks (project)
-            for projection, fresh in batches:
-                await project(self.store, projection, checkpoint_name(projection.name), fresh)
+        with self.spans("project", events), self.spans("store.apply", events):
+            try:  # every read model at once: one hop to the store's thread and one commit
+                await self.store.apply_many(
+                    [(checkpoint_name(p.name), ops_for(p, fresh, 0), fresh[-1].position) for p, fresh in batches]
+                )
+            except Exception:  # one at a time, by the rule that retries, isolates and parks (project)
+                for projection, fresh in batches:
+                    await project(self.store, projection, checkpoint_name(projection.name), fresh)
         for projection, _ in batches:
             self._checkpoints[projection.name] = last
         self.applied = last

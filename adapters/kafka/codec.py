@@ -7,6 +7,8 @@
   partition, and decodable back to the offset that ``min_position`` waits for. Across
   partitions positions interleave but promise no order; with one partition (the default)
   they are a total order like the embedded log's.
+- A record's value is the event's JSON (with its ``traceparent``, if any, which the command and
+  event records also carry as a ``traceparent`` header: :mod:`adapters.tracing`).
 - A projection's checkpoints are kept per partition (:func:`streams.projector.checkpoint_name`) and hold the
   next offset to apply (:func:`checkpoint_mark`).
 """
@@ -50,8 +52,13 @@ def checkpoint_mark(event: Event) -> int:
 
 
 def event_value(event: Event) -> bytes:
-    """An event as a Kafka record value (its position is the record's own coordinates)."""
-    return orjson.dumps(event.model_dump(exclude={"position"}))
+    """An event as a Kafka record value (its position is the record's own coordinates). Its
+    ``traceparent``, left out of the event's JSON everywhere else, is kept here when it has one
+    (a record without it reads back as ``None``, like the records written before tracing)."""
+    data = event.model_dump(exclude={"position"})
+    if event.traceparent is not None:
+        data["traceparent"] = event.traceparent
+    return orjson.dumps(data)
 
 
 def event_from_record(value: bytes, partition: int, offset: int) -> Event:

@@ -26,7 +26,9 @@ import structlog
 # aiokafka ships no type information: its clients are Any to the type checker.
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 
+from adapters import tracing
 from adapters.ids import utcnow, uuid7
 from adapters.kafka.clients import group_consumer, producer, started_producer
 from adapters.kafka.codec import partition_for
@@ -224,7 +226,7 @@ class DeciderWorker:
                         self.consumer.seek(tp, records[0].offset)
                         await self._settled.wait()
                     continue  # else revoked since the fetch: its next owner decides them
-                tasks = [asyncio.create_task(self.handle(record.value)) for record in records]
+                tasks = [asyncio.create_task(self.handle(record.value, record.headers)) for record in records]
                 self._inflight.update(tasks)
                 replies = [reply for reply in await asyncio.gather(*tasks) if reply is not None]
                 self._inflight.difference_update(tasks)
@@ -314,7 +316,7 @@ class DeciderWorker:
             return {}
         return offsets
 
-    async def handle(self, value: bytes) -> Reply | None:
+    async def handle(self, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> Reply | None:
         """Decide one request: its reply, or ``None`` when the events it recorded answer it;
         a refusal is answered, never raised."""
         request_id, reply_to, message = decode_request(value)
@@ -323,12 +325,28 @@ class DeciderWorker:
             REPLY_ROUTE.set((reply_to, request_id))
         answer: Outcome | BaseException
         try:
-            answer, appended = await self.decide(message)
+            answer, appended = await (self.decide_traced(message, headers) if tracing.ON else self.decide(message))
         except Exception as exc:
             answer, appended = exc, False
         if in_events and appended:
             return None  # recorded by this task's append: the events carry the answer
         return Reply(reply_to, request_id, answer, bool(message.get("replay_only")))
+
+    async def decide_traced(
+        self, message: dict[str, Any], headers: Sequence[tuple[str, bytes]]
+    ) -> tuple[Outcome, bool]:
+        """:meth:`decide` in a span that continues the sender's trace (the record's
+        ``traceparent`` header, else the request's); the events it records keep this span's."""
+        name = str(message.get("type"))
+        with tracing.span(
+            tracing.DECIDER,
+            f"decide {name}",
+            parent=tracing.header_value(headers) or message.get("traceparent"),
+            kind=SpanKind.CONSUMER,
+            attributes={"caas.command": name, "caas.tenant_id": str(message.get("tenant_id"))},
+        ) as current:
+            message["traceparent"] = tracing.traceparent(current)
+            return await self.decide(message)
 
     async def decide(self, message: dict[str, Any]) -> tuple[Outcome, bool]:
         """The command's outcome, and whether this call appended it.

@@ -30,6 +30,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from adapters import tracing
 from adapters.kafka.clients import producer
 from adapters.kafka.codec import (
     decode_position,
@@ -209,12 +210,16 @@ class PartitionLog(StreamStore):
                 tenant_id, stream, events, idempotency, route, future = await self._queue.get()
                 deliveries: list[tuple[Event, Any]] = []
                 sent: list[tuple[Event, Any]] | BaseException = deliveries
+                traced = events[0].traceparent if tracing.ON and events else None
+                sending = None if traced is None else tracing.producing(tracing.DECIDER, self.topic, traced)
                 try:
                     if self.broken is not None:
                         raise self.broken
                     key = stream_key(tenant_id, stream)
                     partition = partition_for(key, self.partitions)
                     headers = None if route is None else reply_header(route, len(events))
+                    if events and events[0].traceparent is not None:  # the trace travels as a header too
+                        headers = [*(headers or ()), *tracing.kafka_headers(events[0].traceparent)]
                     for new in events:
                         event = Event.model_construct(**recorded_fields(new, tenant_id, stream, 0))
                         delivery = await self.producer.send(
@@ -223,13 +228,15 @@ class PartitionLog(StreamStore):
                         deliveries.append((event, delivery))
                 except (KafkaError, LogUnavailable, OSError) as exc:
                     sent = exc
-                acks.put_nowait((tenant_id, stream, idempotency, future, sent))
+                acks.put_nowait((tenant_id, stream, idempotency, future, sent, sending))
         finally:
             acker.cancel()
 
     async def _ack_loop(self, acks: asyncio.Queue[Any]) -> None:
         while True:
-            tenant_id, stream, idempotency, future, sent = await acks.get()
+            tenant_id, stream, idempotency, future, sent, sending = await acks.get()
+            if sending is not None:  # ended once the broker answered, whatever it answered
+                future.add_done_callback(lambda _, span=sending: span.end())
             partition = partition_for(stream_key(tenant_id, stream), self.partitions)
             try:
                 if isinstance(sent, BaseException):

@@ -25,6 +25,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from adapters import tracing
 from adapters.ids import uuid7
 from adapters.kafka.clients import CONSUMER_ERRORS, Batches, producer, started_producer, stopped, tailing
 from adapters.kafka.codec import decode_position, event_from_record, partition_for, stream_key
@@ -314,16 +315,28 @@ class KafkaNode(Commands):
     async def execute(self, envelope: CommandEnvelope) -> Outcome:
         request_id = envelope.command_id or uuid7()
         command = dataclasses.replace(envelope, command_id=request_id)
+        sending = tracing.producing(tracing.NODE, self.topics["commands"]) if tracing.ON else None
+        if sending is not None:  # the decider continues the trace from the span that sent the request
+            command = dataclasses.replace(command, traceparent=tracing.traceparent(sending))
         request = CommandRequest(request_id, self.node_id, command, in_events=True)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         key = stream_key(envelope.tenant_id, envelope.stream)
         deadline = asyncio.get_running_loop().time() + self.timeout  # one bound for sending and the reply
         try:
-            await asyncio.wait_for(
-                self._send_command(request.encode(), key.encode(), partition_for(key, self.partitions)),
-                self.timeout,
-            )
+            try:
+                await asyncio.wait_for(
+                    self._send_command(
+                        request.encode(),
+                        key.encode(),
+                        partition_for(key, self.partitions),
+                        tracing.kafka_headers(command.traceparent),
+                    ),
+                    self.timeout,
+                )
+            finally:
+                if sending is not None:
+                    sending.end()
             outcome = await asyncio.wait_for(future, max(deadline - asyncio.get_running_loop().time(), 0.0))
         except (TimeoutError, KafkaError) as exc:
             raise LogUnavailable(
@@ -341,12 +354,14 @@ class KafkaNode(Commands):
             await self._seen(outcome.last.position)
         return outcome
 
-    async def _send_command(self, value: bytes, key: bytes, partition: int) -> None:
+    async def _send_command(self, value: bytes, key: bytes, partition: int, headers: list[tuple[str, bytes]]) -> None:
         if self._renewing is not None:
             await asyncio.wait({self._renewing})  # a timeout cancels this wait, never the renewal
         producer = self.producer
         try:
-            await producer.send_and_wait(self.topics["commands"], value, key=key, partition=partition)
+            await producer.send_and_wait(
+                self.topics["commands"], value, key=key, partition=partition, headers=headers or None
+            )
         except KafkaError as exc:
             if producer_broken(producer, exc) and producer is self.producer and self._renewing is None:
                 self._renewing = asyncio.create_task(self._renew_producer(producer))

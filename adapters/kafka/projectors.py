@@ -33,6 +33,7 @@ import faust
 import structlog
 from faust.types import EventT, StreamT
 
+from adapters import tracing
 from adapters.kafka.codec import checkpoint_mark, checkpoint_name, event_from_record
 from adapters.kafka.topics import create_topic, ensure_topics
 from commands.ports import Listener
@@ -182,8 +183,9 @@ class ProjectorAgent:
                 continue
             partitions.setdefault(tp.partition, []).append(event)
         for partition, events in partitions.items():
-            for projection in self.projections:
-                await self.apply_partition(projection, partition, events)
+            with tracing.of_events(tracing.PROJECTOR, "project", events, partition=partition):
+                for projection in self.projections:
+                    await self.apply_partition(projection, partition, events)
             for listener in self.listeners:
                 listener(events)
 
@@ -194,7 +196,8 @@ class ProjectorAgent:
         fresh = [event for event in events if checkpoint_mark(event) > self.applied[key]]
         if fresh:
             name = checkpoint_name(projection.name, partition)
-            await project(self.store, projection, name, fresh, timeout=self.batch_timeout)
+            with tracing.of_events(tracing.PROJECTOR, f"store.apply {projection.name}", fresh):
+                await project(self.store, projection, name, fresh, timeout=self.batch_timeout)
             self.applied[key] = checkpoint_mark(fresh[-1])
 
     async def checkpoint(self, name: str) -> int:

@@ -3,7 +3,8 @@
 A request goes to the command topic as JSON: the command's type and fields, who it is for
 (tenant and stream), the caller's actor, correlation id and idempotency key, a
 ``command_id`` that recognises a redelivery, and ``reply_to``: the node whose partition of
-the reply topic awaits the answer, matched by ``request_id``. The reply carries the events
+the reply topic awaits the answer, matched by ``request_id``; while tracing, the ``traceparent``
+of the span that sent it (also a record header), which the decider continues. The reply carries the events
 recorded (or already recorded, ``replayed``), or the error that refused the command.
 
 A request with ``"reply": "events"`` is answered by what it records: the decider produces
@@ -53,8 +54,10 @@ class CommandRequest:
     def encode(self) -> bytes:
         envelope = self.envelope
         idem = envelope.idempotency
+        traced = {} if envelope.traceparent is None else {"traceparent": envelope.traceparent}
         return orjson.dumps(
             {
+                **traced,
                 "request_id": self.request_id,
                 "command_id": envelope.command_id,
                 "reply_to": self.reply_to,
@@ -98,6 +101,7 @@ def request_from(message: dict[str, Any]) -> CommandRequest:
             idempotency=Idempotency(idem["key"], idem["fingerprint"]) if idem else None,
             command_id=message["command_id"],
             replay_only=bool(message.get("replay_only", False)),
+            traceparent=message.get("traceparent"),
         ),
         in_events=answered_by_events(message),
     )
