@@ -1,0 +1,240 @@
+"""The analytics read model's queries: ``GET /v1/analytics`` (documents:
+:mod:`projections.analytics.projection`; definitions: docs/analytics.md).
+
+A report covers whole UTC days (or calendar months): the range asked for is widened to the
+days (months) it overlaps. Time to first reply is worked out here from the channel-hour
+documents of the range, one hour before it and :data:`REPLY_WINDOW` after it, so its cost is
+the number of hours in which some channel of the tenant had a post (a document each).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from domain.base import format_time, next_month
+from projections.analytics.projection import author_of
+from projections.ports import Doc, ReadStore
+from projections.usage.ranges import RangeError, parse_time
+
+Granularity = Literal["day", "month"]
+GRANULARITIES: tuple[Granularity, ...] = ("day", "month")
+MAX_DAYS = 92  # a quarter of daily buckets
+MAX_MONTHS = 13  # a year of monthly buckets, whichever day it starts on
+QUIET = timedelta(hours=1)  # silence in a channel before a post that starts a conversation
+REPLY_WINDOW = timedelta(hours=24)  # a first reply later than this leaves the conversation unanswered
+TOP_CHANNELS = 100  # the busiest channels listed by name
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsRange:
+    start: datetime  # a day's (or month's) start, UTC
+    end: datetime  # the start of the first day (month) after the range
+    granularity: Granularity
+
+
+def _floor_day(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def parse_range(start: str | None, end: str | None, granularity: str) -> AnalyticsRange:
+    """The whole days (months) ``[from, to)`` overlaps, or a :class:`RangeError` saying why it
+    cannot be served (``GET /v1/analytics``)."""
+    begin, until = parse_time(start, "from"), parse_time(end, "to")
+    if until <= begin:
+        raise RangeError("to must be later than from", rule="empty_range")
+    if granularity not in GRANULARITIES:
+        raise RangeError("granularity must be day or month", rule="unknown_granularity")
+    grain: Granularity = granularity
+    first = _floor_day(begin)
+    last = _floor_day(until) if _floor_day(until) == until else _floor_day(until) + timedelta(days=1)
+    if grain == "month":
+        first = first.replace(day=1)
+        last = last if last.day == 1 else next_month(last)
+        months = (last.year - first.year) * 12 + last.month - first.month
+        too_long = months > MAX_MONTHS
+    else:
+        too_long = (last - first).days > MAX_DAYS
+    if too_long:
+        raise RangeError(
+            f"the range is too long: at most {MAX_DAYS} days by day and {MAX_MONTHS} months by month; "
+            "ask for a coarser granularity or a shorter range",
+            rule="range_too_large",
+            max_days=MAX_DAYS,
+            max_months=MAX_MONTHS,
+        )
+    return AnalyticsRange(first, last, grain)
+
+
+@dataclass(slots=True)
+class Figures:
+    """One bucket's (or the whole range's) figures."""
+
+    active_users: int = 0
+    messages: int = 0
+    replies: int = 0
+    active_channels: int = 0
+    conversations: int = 0
+    answered: int = 0
+    median_first_reply_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, int | float | None]:
+        return {
+            "active_users": self.active_users,
+            "messages": self.messages,
+            "replies": self.replies,
+            "active_channels": self.active_channels,
+            "conversations": self.conversations,
+            "answered": self.answered,
+            "median_first_reply_seconds": self.median_first_reply_seconds,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A range's analytics: every bucket (zeros included), the range as a whole, and its
+    busiest channels (at most :data:`TOP_CHANNELS`, by posts, then id)."""
+
+    buckets: list[tuple[datetime, Figures]]
+    totals: Figures
+    channels: list[dict[str, int | str]] = field(default_factory=list)
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+
+
+def _parse(at: str) -> datetime:
+    return datetime.fromisoformat(at)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A post that started a conversation, and the seconds until another user's first post in
+    the channel (``None``: none within :data:`REPLY_WINDOW`)."""
+
+    channel_id: str
+    started_at: str
+    waited: float | None
+
+
+def conversations(hours: Iterable[Doc]) -> list[Conversation]:
+    """The conversations the channel-hour documents ``hours`` show (any order, any channels).
+
+    A post starts a conversation when its channel had no post in the :data:`QUIET` before it
+    (or never had one); its first reply is the first later post in the channel (a thread reply
+    included) by another user. Only an hour's first post can start one (:data:`QUIET` is an
+    hour), and each author's first post of each hour is all it takes to find the reply."""
+    by_channel: dict[str, list[Doc]] = defaultdict(list)
+    for doc in hours:
+        by_channel[doc["channel_id"]].append(doc)
+    found: list[Conversation] = []
+    for channel_id, docs in by_channel.items():
+        docs.sort(key=lambda d: str(d["hour"]))
+        posts = [sorted((at, author_of(key)) for key, at in (doc.get("by") or {}).items()) for doc in docs]
+        previous: str | None = None
+        for i, doc in enumerate(docs):
+            if not posts[i]:
+                continue
+            t0, a0 = posts[i][0]
+            if previous is None or _parse(t0) - _parse(previous) >= QUIET:
+                found.append(Conversation(channel_id, t0, _waited(posts, i, t0, a0)))
+            previous = str(doc["last"])
+    return found
+
+
+def _waited(posts: list[list[tuple[str, str]]], i: int, t0: str, a0: str) -> float | None:
+    start, deadline = _parse(t0), _parse(t0) + REPLY_WINDOW
+    for hour in posts[i:]:
+        for at, author in hour:  # in time order: the first other author is the hour's first reply
+            if author != a0:
+                moment = _parse(at)
+                return (moment - start).total_seconds() if moment < deadline else None
+        if hour and _parse(hour[0][0]) >= deadline:
+            return None
+    return None
+
+
+def _median(samples: list[float]) -> float | None:
+    return round(statistics.median(samples), 3) if samples else None
+
+
+async def analytics_report(store: ReadStore, tenant_id: str, asked: AnalyticsRange) -> Report:
+    """``GET /v1/analytics``: the days (months) of ``asked`` and the range's totals."""
+    starts: list[datetime] = []
+    cursor = asked.start
+    while cursor < asked.end:
+        starts.append(cursor)
+        cursor = next_month(cursor) if asked.granularity == "month" else cursor + timedelta(days=1)
+    monthly = asked.granularity == "month"
+
+    def key(day: str) -> str:  # the bucket label of a day
+        return day[:7] if monthly else day
+
+    labels = [_day(s)[:7] if asked.granularity == "month" else _day(s) for s in starts]
+    first_day, last_day = _day(asked.start), _day(asked.end - timedelta(days=1))
+    figures = {label: Figures() for label in labels}
+    totals = Figures()
+
+    # active users: the month documents for months, the day documents for days
+    users: dict[str, set[str]] = defaultdict(set)
+    if asked.granularity == "month":
+        span = {"$gte": labels[0], "$lte": labels[-1]}
+        for doc in await store.find("analytics_monthly", tenant_id, {"month": span}):
+            users[doc["month"]].add(doc["user_id"])
+    else:
+        for doc in await store.find("analytics_users", tenant_id, {"day": {"$gte": first_day, "$lte": last_day}}):
+            users[doc["day"]].add(doc["user_id"])
+    for label, who in users.items():
+        figures[label].active_users = len(who)
+    totals.active_users = len(set().union(*users.values())) if users else 0
+
+    # posts, channels and conversations: the channel hours, an hour before and a reply window after
+    lo = format_time(asked.start - QUIET)[:13]
+    hi = format_time(asked.end + REPLY_WINDOW)[:13]
+    hours = await store.find("analytics_channels", tenant_id, {"hour": {"$gte": lo, "$lt": hi}})
+    channels: dict[str, set[str]] = defaultdict(set)
+    per_channel: Counter[str] = Counter()
+    per_channel_replies: Counter[str] = Counter()
+    for doc in hours:
+        day = str(doc["day"])
+        if not first_day <= day <= last_day:
+            continue
+        bucket = figures[key(day)]
+        messages, replies = int(doc.get("messages") or 0), int(doc.get("replies") or 0)
+        bucket.messages += messages
+        bucket.replies += replies
+        channels[key(day)].add(doc["channel_id"])
+        per_channel[doc["channel_id"]] += messages
+        per_channel_replies[doc["channel_id"]] += replies
+    for label, active in channels.items():
+        figures[label].active_channels = len(active)
+    totals.messages = sum(per_channel.values())
+    totals.replies = sum(per_channel_replies.values())
+    totals.active_channels = len(per_channel)
+
+    waits: dict[str, list[float]] = defaultdict(list)
+    for conversation in conversations(hours):
+        day = conversation.started_at[:10]
+        if not first_day <= day <= last_day:
+            continue
+        bucket = figures[key(day)]
+        bucket.conversations += 1
+        totals.conversations += 1
+        if conversation.waited is not None:
+            bucket.answered += 1
+            totals.answered += 1
+            waits[key(day)].append(conversation.waited)
+    for label, samples in waits.items():
+        figures[label].median_first_reply_seconds = _median(samples)
+    totals.median_first_reply_seconds = _median([w for samples in waits.values() for w in samples])
+
+    busiest = sorted(per_channel, key=lambda c: (-(per_channel[c] + per_channel_replies[c]), c))[:TOP_CHANNELS]
+    listed: list[dict[str, int | str]] = [
+        {"channel_id": c, "messages": per_channel[c], "replies": per_channel_replies[c]} for c in busiest
+    ]
+    return Report([(s, figures[label]) for s, label in zip(starts, labels, strict=True)], totals, listed)
