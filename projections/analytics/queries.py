@@ -2,9 +2,10 @@
 :mod:`projections.analytics.projection`; definitions: docs/analytics.md).
 
 A report covers whole UTC days (or calendar months): the range asked for is widened to the
-days (months) it overlaps. Time to first reply is worked out here from the channel-hour
-documents of the range, one hour before it and :data:`REPLY_WINDOW` after it, so its cost is
-the number of hours in which some channel of the tenant had a post (a document each).
+days (months) it overlaps. Time to first reply is worked out here from the channel-day
+documents of the range and of the days before and after it (the hour before the range, the
+:data:`REPLY_WINDOW` after it), so its cost is the channel-days with a post (a document each,
+holding each author's first post time in each hour).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from domain.base import format_time, next_month
+from domain.base import next_month
 from projections.analytics.projection import author_of
 from projections.ports import Doc, ReadStore
 from projections.usage.ranges import RangeError, parse_time
@@ -122,28 +123,43 @@ class Conversation:
     waited: float | None
 
 
-def conversations(hours: Iterable[Doc]) -> list[Conversation]:
-    """The conversations the channel-hour documents ``hours`` show (any order, any channels).
+Hour = tuple[str, list[tuple[str, str]], str]
+"""A channel's hour with a post: ``YYYY-MM-DDTHH``, each author's first post in it as
+``(time, author)`` in time order, and its last post's time."""
+
+
+def _hours(days: Iterable[Doc]) -> dict[str, list[Hour]]:
+    """The channel-day documents ``days`` as each channel's hours with a post, in order."""
+    found: dict[str, list[Hour]] = defaultdict(list)
+    for doc in days:
+        firsts: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for key, at in (doc.get("first") or {}).items():
+            firsts[key[:2]].append((str(at), author_of(key[3:])))
+        last = doc.get("last") or {}
+        hours = found[doc["channel_id"]]
+        for hh, posts in firsts.items():
+            hours.append((f"{doc['day']}T{hh}", sorted(posts), str(last[hh])))
+    for hours in found.values():
+        hours.sort()
+    return found
+
+
+def conversations(days: Iterable[Doc]) -> list[Conversation]:
+    """The conversations the channel-day documents ``days`` show (any order, any channels).
 
     A post starts a conversation when its channel had no post in the :data:`QUIET` before it
     (or never had one); its first reply is the first later post in the channel (a thread reply
     included) by another user. Only an hour's first post can start one (:data:`QUIET` is an
     hour), and each author's first post of each hour is all it takes to find the reply."""
-    by_channel: dict[str, list[Doc]] = defaultdict(list)
-    for doc in hours:
-        by_channel[doc["channel_id"]].append(doc)
     found: list[Conversation] = []
-    for channel_id, docs in by_channel.items():
-        docs.sort(key=lambda d: str(d["hour"]))
-        posts = [sorted((at, author_of(key)) for key, at in (doc.get("by") or {}).items()) for doc in docs]
+    for channel_id, hours in _hours(days).items():
+        posts = [hour[1] for hour in hours]
         previous: str | None = None
-        for i, doc in enumerate(docs):
-            if not posts[i]:
-                continue
-            t0, a0 = posts[i][0]
+        for i, (_, firsts, last) in enumerate(hours):
+            t0, a0 = firsts[0]
             if previous is None or _parse(t0) - _parse(previous) >= QUIET:
                 found.append(Conversation(channel_id, t0, _waited(posts, i, t0, a0)))
-            previous = str(doc["last"])
+            previous = last
     return found
 
 
@@ -193,14 +209,14 @@ async def analytics_report(store: ReadStore, tenant_id: str, asked: AnalyticsRan
         figures[label].active_users = len(who)
     totals.active_users = len(set().union(*users.values())) if users else 0
 
-    # posts, channels and conversations: the channel hours, an hour before and a reply window after
-    lo = format_time(asked.start - QUIET)[:13]
-    hi = format_time(asked.end + REPLY_WINDOW)[:13]
-    hours = await store.find("analytics_channels", tenant_id, {"hour": {"$gte": lo, "$lt": hi}})
+    # posts, channels and conversations: the channel days, and the day before and after (the
+    # hour before the range, the reply window after it)
+    lo, hi = _day(asked.start - timedelta(days=1)), _day(asked.end)
+    days = await store.find("analytics_channels", tenant_id, {"day": {"$gte": lo, "$lte": hi}})
     channels: dict[str, set[str]] = defaultdict(set)
     per_channel: Counter[str] = Counter()
     per_channel_replies: Counter[str] = Counter()
-    for doc in hours:
+    for doc in days:
         day = str(doc["day"])
         if not first_day <= day <= last_day:
             continue
@@ -218,7 +234,7 @@ async def analytics_report(store: ReadStore, tenant_id: str, asked: AnalyticsRan
     totals.active_channels = len(per_channel)
 
     waits: dict[str, list[float]] = defaultdict(list)
-    for conversation in conversations(hours):
+    for conversation in conversations(days):
         day = conversation.started_at[:10]
         if not first_day <= day <= last_day:
             continue
