@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from domain.base import next_month
-from projections.analytics.projection import author_of
 from projections.ports import Doc, ReadStore
 from projections.usage.ranges import RangeError, parse_time
 
@@ -125,7 +124,7 @@ class Conversation:
 
 Hour = tuple[str, list[tuple[str, str]], str]
 """A channel's hour with a post: ``YYYY-MM-DDTHH``, each author's first post in it as
-``(time, author)`` in time order, and its last post's time."""
+``(time, author key)`` in time order (:func:`author_key`), and its last post's time."""
 
 
 def _hours(days: Iterable[Doc]) -> dict[str, list[Hour]]:
@@ -134,7 +133,7 @@ def _hours(days: Iterable[Doc]) -> dict[str, list[Hour]]:
     for doc in days:
         firsts: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for key, at in (doc.get("first") or {}).items():
-            firsts[key[:2]].append((str(at), author_of(key[3:])))
+            firsts[key[:2]].append((str(at), key[3:]))  # escaped: equal ids, equal keys
         last = doc.get("last") or {}
         hours = found[doc["channel_id"]]
         for hh, posts in firsts.items():
