@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import tempfile
-import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,13 +27,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.kafka.codec import encode_position
 from adapters.memory_store import MemoryReadStore
 from adapters.sqlite_store import SqliteReadStore
 from domain.events import Event
 from projections import analytics
 from projections.ports import Key, ReadStore
 from projections.usage import RangeError
+from tests.property.recorded import partitioned as positions
+from tests.property.recorded import recorded
 
 TENANTS = ("t1", "t2")
 USERS = ("ann", "bo.b", "c%y")  # ids may hold "." (a path to a store) and "%" (the escape)
@@ -103,43 +103,12 @@ def facts(draw: st.DrawFn) -> list[Fact]:
     return out
 
 
-def events_of(log: list[Fact], position: Any) -> list[Event]:
-    seqs: Counter[tuple[str, str]] = Counter()
-    events = []
-    for i, fact in enumerate(log):
-        key = (fact.tenant_id, fact.stream)
-        seqs[key] += 1
-        events.append(
-            Event(
-                event_id=f"e{i}",
-                tenant_id=fact.tenant_id,
-                stream=fact.stream,
-                seq=seqs[key],
-                position=position(key),
-                type=fact.type,
-                schema_version=1,
-                occurred_at=at(fact.second),
-                actor=fact.actor,
-                payload=fact.payload,
-            )
-        )
-    return events
-
-
 def embedded(log: list[Fact]) -> list[Event]:
-    counter = iter(range(1, 10**6))
-    return events_of(log, lambda key: next(counter))
+    return recorded(log, lambda key, i: i + 1, lambda fact: at(fact.second))
 
 
 def partitioned(log: list[Fact], partitions: int) -> list[Event]:
-    offsets: Counter[int] = Counter()
-
-    def position(key: tuple[str, str]) -> int:
-        partition = zlib.crc32(repr(key).encode()) % partitions
-        offsets[partition] += 1
-        return encode_position(partition, offsets[partition] - 1)
-
-    return events_of(log, position)
+    return recorded(log, positions(partitions), lambda fact: at(fact.second))
 
 
 # --- the model: the definitions, one post at a time ------------------------------------------------
