@@ -300,7 +300,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir")
     r.add_argument("--backend", choices=["embedded", "kafka"])
     b = sub.add_parser("rebuild", help="drop and rebuild read models from the log (server stopped)")
-    b.add_argument("--projection", choices=["chat", "events", "usage"], help="only this one (default: all)")
+    b.add_argument(
+        "--projection", choices=["chat", "events", "usage", "analytics"], help="only this one (default: all)"
+    )
     b.add_argument("--data-dir")
     b.add_argument("--backend", choices=["embedded", "kafka"])
     b.add_argument(

@@ -278,6 +278,25 @@ def test_rebuild_restores_identical_read_models(stopped: Stopped) -> None:
         stopped.server.stop()
 
 
+def test_rebuild_of_the_analytics_alone_gives_the_same_analytics(stopped: Stopped) -> None:
+    db = sqlite3.connect(stopped.server.data_dir / "read.db")
+    with db:
+        db.execute("DELETE FROM rm_analytics_channels")
+        db.execute("DELETE FROM rm_analytics_monthly")
+    db.close()
+    done = caas(stopped, "rebuild", "--projection", "analytics")
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["projection"] for r in reports] == ["analytics"]
+    stopped.server.start()
+    try:
+        head = max(e["position"] for e in everything(stopped))
+        with httpx.Client(timeout=30) as client:
+            got = views(client, stopped.tenants[0], stopped.tokens, head)
+        assert got["analytics"] == stopped.views["analytics"]
+    finally:
+        stopped.server.stop()
+
+
 def test_worker_refuses_the_embedded_backend(tmp_path: Path) -> None:
     """``caas worker`` runs the distributed backend's processors; the embedded server runs its own."""
     env = {**os.environ, "CAAS_DATA_DIR": str(tmp_path)}
