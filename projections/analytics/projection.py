@@ -7,9 +7,10 @@ Documents (all scoped by ``tenant_id``):
 - ``analytics_monthly/<YYYY-MM>/<user_id>``: the user was active that month (``month``, ``user_id``).
 - ``analytics_channels/<channel_id>/<YYYY-MM-DD>``: a channel's day with at least one post:
   ``messages`` and ``replies`` (top-level and thread posts, ``inc``), and for each hour ``HH``
-  of the day with a post, ``last.HH`` (the hour's last post time, ``max``) and
-  ``first.HH:<author>`` (each author's first post time in the hour, ``min``; the author escaped
-  by :func:`author_key`). The median time to first reply is worked out from these at query time
+  of the day with a post, ``start.HH`` (its first post, ``<time>|<author>``, ``min``: times
+  are of one width, so the least string is the earliest post), ``last.HH`` (its last post time,
+  ``max``) and ``first.HH:<author>`` (each author's first post time in the hour, ``min``; the
+  author escaped by :func:`author_key`). The median time to first reply is worked out from these at query time
   (:mod:`projections.analytics.queries`): a conversation can only start with the first post of
   an hour, because it needs an hour of silence before it. A document per channel-day rather than
   per channel-hour: a quarter's report reads 24 times fewer rows (tests/perf/bench_analytics.py).
@@ -52,7 +53,7 @@ def project(event: Event) -> list[Op]:
     ops: list[Op] = []
     if event.type == "MessagePosted":
         p = event.payload
-        day, hh = at[:10], at[11:13]
+        day, hh, author = at[:10], at[11:13], author_key(str(p["author_id"]))
         ops.append(
             Op(
                 "analytics_channels",
@@ -60,7 +61,7 @@ def project(event: Event) -> list[Op]:
                 f"{event.stream_id}/{day}",
                 position,
                 inc={"replies" if p.get("parent_id") else "messages": 1},
-                min={f"first.{hh}:{author_key(str(p['author_id']))}": at},
+                min={f"first.{hh}:{author}": at, f"start.{hh}": f"{at}|{author}"},
                 max={f"last.{hh}": at},
                 insert={"channel_id": event.stream_id, "day": day},
             )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from domain.base import next_month
+from domain.base import format_time, next_month
 from projections.ports import Doc, ReadStore
 from projections.usage.ranges import RangeError, parse_time
 
@@ -122,24 +122,38 @@ class Conversation:
     waited: float | None
 
 
-Hour = tuple[str, list[tuple[str, str]], str]
-"""A channel's hour with a post: ``YYYY-MM-DDTHH``, each author's first post in it as
-``(time, author key)`` in time order (:func:`author_key`), and its last post's time."""
+@dataclass(frozen=True, slots=True)
+class Hour:
+    """A channel's hour with a post, as its channel-day document holds it."""
+
+    key: str  # YYYY-MM-DDTHH
+    start_at: str  # its first post: time and author key (:func:`author_key`)
+    start_by: str
+    last: str  # its last post's time
+    day: Doc  # the document, whose ``first`` holds each author's first post of each hour
+
+    def first_other(self, author: str) -> str | None:
+        """The time of the hour's first post by someone other than ``author`` (escaped)."""
+        if self.start_by != author:
+            return self.start_at
+        prefix, found = self.key[11:13] + ":", None
+        for name, at in (self.day.get("first") or {}).items():
+            if name.startswith(prefix) and name[3:] != author and (found is None or at < found):
+                found = at
+        return found
 
 
 def _hours(days: Iterable[Doc]) -> dict[str, list[Hour]]:
-    """The channel-day documents ``days`` as each channel's hours with a post, in order."""
+    """The channel-day documents ``days`` as each channel's hours with a post, in order (only
+    the hours' first and last posts are read here: the other authors' only when needed)."""
     found: dict[str, list[Hour]] = defaultdict(list)
     for doc in days:
-        firsts: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for key, at in (doc.get("first") or {}).items():
-            firsts[key[:2]].append((str(at), key[3:]))  # escaped: equal ids, equal keys
-        last = doc.get("last") or {}
-        hours = found[doc["channel_id"]]
-        for hh, posts in firsts.items():
-            hours.append((f"{doc['day']}T{hh}", sorted(posts), str(last[hh])))
+        last, hours, day = doc.get("last") or {}, found[doc["channel_id"]], doc["day"]
+        for hh, start in (doc.get("start") or {}).items():
+            at, _, by = str(start).partition("|")
+            hours.append(Hour(f"{day}T{hh}", at, by, str(last[hh]), doc))
     for hours in found.values():
-        hours.sort()
+        hours.sort(key=lambda hour: hour.key)
     return found
 
 
@@ -152,25 +166,26 @@ def conversations(days: Iterable[Doc]) -> list[Conversation]:
     hour), and each author's first post of each hour is all it takes to find the reply."""
     found: list[Conversation] = []
     for channel_id, hours in _hours(days).items():
-        posts = [hour[1] for hour in hours]
         previous: str | None = None
-        for i, (_, firsts, last) in enumerate(hours):
-            t0, a0 = firsts[0]
-            if previous is None or _parse(t0) - _parse(previous) >= QUIET:
-                found.append(Conversation(channel_id, t0, _waited(posts, i, t0, a0)))
-            previous = last
+        for i, hour in enumerate(hours):
+            if previous is None or _parse(hour.start_at) - _parse(previous) >= QUIET:
+                found.append(Conversation(channel_id, hour.start_at, _waited(hours, i)))
+            previous = hour.last
     return found
 
 
-def _waited(posts: list[list[tuple[str, str]]], i: int, t0: str, a0: str) -> float | None:
-    start, deadline = _parse(t0), _parse(t0) + REPLY_WINDOW
-    for hour in posts[i:]:
-        for at, author in hour:  # in time order: the first other author is the hour's first reply
-            if author != a0:
-                moment = _parse(at)
-                return (moment - start).total_seconds() if moment < deadline else None
-        if hour and _parse(hour[0][0]) >= deadline:
+def _waited(hours: list[Hour], i: int) -> float | None:
+    """Seconds from the start of ``hours[i]`` to the first post by another author, if within
+    :data:`REPLY_WINDOW`."""
+    t0, a0 = hours[i].start_at, hours[i].start_by
+    start = _parse(t0)
+    deadline = format_time(start + REPLY_WINDOW)
+    for hour in hours[i:]:
+        if hour.start_at >= deadline:
             return None
+        at = hour.first_other(a0)
+        if at is not None:
+            return (_parse(at) - start).total_seconds() if at < deadline else None
     return None
 
 
