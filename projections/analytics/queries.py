@@ -193,78 +193,104 @@ def _median(samples: list[float]) -> float | None:
     return round(statistics.median(samples), 3) if samples else None
 
 
+@dataclass(slots=True)
+class _Buckets:
+    """A report being filled: each bucket's figures by label (a day, or a month ``YYYY-MM``)."""
+
+    monthly: bool
+    first_day: str
+    last_day: str
+    figures: dict[str, Figures]
+    totals: Figures = field(default_factory=Figures)
+
+    def label(self, day: str) -> str | None:
+        """The label of ``day``'s bucket, if the range holds it."""
+        if not self.first_day <= day <= self.last_day:
+            return None
+        return day[:7] if self.monthly else day
+
+
+async def _active_users(store: ReadStore, tenant_id: str, out: _Buckets) -> None:
+    """Distinct users per bucket and over the range: the month documents by month, the day
+    documents by day."""
+    users: dict[str, set[str]] = defaultdict(set)
+    if out.monthly:
+        span = {"$gte": out.first_day[:7], "$lte": out.last_day[:7]}
+        for doc in await store.find("analytics_monthly", tenant_id, {"month": span}):
+            users[doc["month"]].add(doc["user_id"])
+    else:
+        for doc in await store.find(
+            "analytics_users", tenant_id, {"day": {"$gte": out.first_day, "$lte": out.last_day}}
+        ):
+            users[doc["day"]].add(doc["user_id"])
+    for label, who in users.items():
+        out.figures[label].active_users = len(who)
+    out.totals.active_users = len(set().union(*users.values())) if users else 0
+
+
+def _posts(days: list[Doc], out: _Buckets) -> list[dict[str, int | str]]:
+    """Posts and active channels per bucket and over the range; the busiest channels."""
+    channels: dict[str, set[str]] = defaultdict(set)
+    messages: Counter[str] = Counter()
+    replies: Counter[str] = Counter()
+    for doc in days:
+        label = out.label(str(doc["day"]))
+        if label is None:
+            continue
+        bucket = out.figures[label]
+        cid, posted, replied = doc["channel_id"], int(doc.get("messages") or 0), int(doc.get("replies") or 0)
+        bucket.messages += posted
+        bucket.replies += replied
+        channels[label].add(cid)
+        messages[cid] += posted
+        replies[cid] += replied
+    for label, active in channels.items():
+        out.figures[label].active_channels = len(active)
+    out.totals.messages, out.totals.replies = sum(messages.values()), sum(replies.values())
+    out.totals.active_channels = len(messages)
+    busiest = sorted(messages, key=lambda c: (-(messages[c] + replies[c]), c))[:TOP_CHANNELS]
+    return [{"channel_id": c, "messages": messages[c], "replies": replies[c]} for c in busiest]
+
+
+def _replies(days: list[Doc], out: _Buckets) -> None:
+    """Conversations, answered ones and the median time to first reply, per bucket (of the day
+    each started) and over the range."""
+    waits: dict[str, list[float]] = defaultdict(list)
+    every: list[float] = []
+    for conversation in conversations(days):
+        label = out.label(conversation.started_at[:10])
+        if label is None:
+            continue
+        bucket = out.figures[label]
+        bucket.conversations += 1
+        out.totals.conversations += 1
+        if conversation.waited is not None:
+            bucket.answered += 1
+            out.totals.answered += 1
+            waits[label].append(conversation.waited)
+            every.append(conversation.waited)
+    for label, samples in waits.items():
+        out.figures[label].median_first_reply_seconds = _median(samples)
+    out.totals.median_first_reply_seconds = _median(every)
+
+
 async def analytics_report(store: ReadStore, tenant_id: str, asked: AnalyticsRange) -> Report:
     """``GET /v1/analytics``: the days (months) of ``asked`` and the range's totals."""
+    monthly = asked.granularity == "month"
     starts: list[datetime] = []
     cursor = asked.start
     while cursor < asked.end:
         starts.append(cursor)
-        cursor = next_month(cursor) if asked.granularity == "month" else cursor + timedelta(days=1)
-    monthly = asked.granularity == "month"
-
-    def key(day: str) -> str:  # the bucket label of a day
-        return day[:7] if monthly else day
-
-    labels = [_day(s)[:7] if asked.granularity == "month" else _day(s) for s in starts]
-    first_day, last_day = _day(asked.start), _day(asked.end - timedelta(days=1))
-    figures = {label: Figures() for label in labels}
-    totals = Figures()
-
-    # active users: the month documents for months, the day documents for days
-    users: dict[str, set[str]] = defaultdict(set)
-    if asked.granularity == "month":
-        span = {"$gte": labels[0], "$lte": labels[-1]}
-        for doc in await store.find("analytics_monthly", tenant_id, {"month": span}):
-            users[doc["month"]].add(doc["user_id"])
-    else:
-        for doc in await store.find("analytics_users", tenant_id, {"day": {"$gte": first_day, "$lte": last_day}}):
-            users[doc["day"]].add(doc["user_id"])
-    for label, who in users.items():
-        figures[label].active_users = len(who)
-    totals.active_users = len(set().union(*users.values())) if users else 0
-
-    # posts, channels and conversations: the channel days, and the day before and after (the
-    # hour before the range, the reply window after it)
-    lo, hi = _day(asked.start - timedelta(days=1)), _day(asked.end)
-    days = await store.find("analytics_channels", tenant_id, {"day": {"$gte": lo, "$lte": hi}})
-    channels: dict[str, set[str]] = defaultdict(set)
-    per_channel: Counter[str] = Counter()
-    per_channel_replies: Counter[str] = Counter()
-    for doc in days:
-        day = str(doc["day"])
-        if not first_day <= day <= last_day:
-            continue
-        bucket = figures[key(day)]
-        messages, replies = int(doc.get("messages") or 0), int(doc.get("replies") or 0)
-        bucket.messages += messages
-        bucket.replies += replies
-        channels[key(day)].add(doc["channel_id"])
-        per_channel[doc["channel_id"]] += messages
-        per_channel_replies[doc["channel_id"]] += replies
-    for label, active in channels.items():
-        figures[label].active_channels = len(active)
-    totals.messages = sum(per_channel.values())
-    totals.replies = sum(per_channel_replies.values())
-    totals.active_channels = len(per_channel)
-
-    waits: dict[str, list[float]] = defaultdict(list)
-    for conversation in conversations(days):
-        day = conversation.started_at[:10]
-        if not first_day <= day <= last_day:
-            continue
-        bucket = figures[key(day)]
-        bucket.conversations += 1
-        totals.conversations += 1
-        if conversation.waited is not None:
-            bucket.answered += 1
-            totals.answered += 1
-            waits[key(day)].append(conversation.waited)
-    for label, samples in waits.items():
-        figures[label].median_first_reply_seconds = _median(samples)
-    totals.median_first_reply_seconds = _median([w for samples in waits.values() for w in samples])
-
-    busiest = sorted(per_channel, key=lambda c: (-(per_channel[c] + per_channel_replies[c]), c))[:TOP_CHANNELS]
-    listed: list[dict[str, int | str]] = [
-        {"channel_id": c, "messages": per_channel[c], "replies": per_channel_replies[c]} for c in busiest
-    ]
-    return Report([(s, figures[label]) for s, label in zip(starts, labels, strict=True)], totals, listed)
+        cursor = next_month(cursor) if monthly else cursor + timedelta(days=1)
+    labels = [_day(start)[:7] if monthly else _day(start) for start in starts]
+    out = _Buckets(monthly, _day(asked.start), _day(asked.end - timedelta(days=1)), {lb: Figures() for lb in labels})
+    await _active_users(store, tenant_id, out)
+    # the channel days of the range, and the day before and after it (the hour before the
+    # range, the reply window after it)
+    span = {"$gte": _day(asked.start - timedelta(days=1)), "$lte": _day(asked.end)}
+    days = await store.find("analytics_channels", tenant_id, {"day": span})
+    channels = _posts(days, out)
+    _replies(days, out)
+    return Report(
+        [(start, out.figures[label]) for start, label in zip(starts, labels, strict=True)], out.totals, channels
+    )
