@@ -31,6 +31,9 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "usage_samples": [("day",)],
     "usage_users": [("month",)],
     "usage_stored": [("day",)],  # usage_messages are read by id only (stored-bytes changes)
+    "analytics_users": [("day",)],
+    "analytics_monthly": [("month",)],
+    "analytics_channels": [("day",)],
     "webhooks": [("tenant", "deleted", "created_at"), ("deleted",)],  # a tenant's list; the processor's load
     "webhook_deliveries": [("webhook_id", "delivery_id")],  # an endpoint's delivery log, paged
     "users": [("user_id",)],  # the tenant portal's user search: by id prefix, paged

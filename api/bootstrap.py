@@ -39,7 +39,7 @@ from commands.service import CommandEnvelope, Commands, CommandService, Outcome
 from domain.events import Event
 from domain.plans import Catalog, PlansError, builtin_catalog, parse_plans
 from domain.presence import Timing
-from projections import billing, chat, eventindex, usage, webhooks
+from projections import analytics, billing, chat, eventindex, usage, webhooks
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from streams.fanout import Hub
@@ -69,13 +69,23 @@ USAGE = Projection(usage.NAME, usage.COLLECTIONS, usage.projector(usage.single_o
 DISTRIBUTED_USAGE = Projection(usage.NAME, usage.COLLECTIONS, usage.projector(_partition))
 BILLING = Projection(billing.NAME, billing.COLLECTIONS, billing.project)
 WEBHOOKS = Projection(webhooks.NAME, webhooks.COLLECTIONS, webhooks.project)
-PROJECTIONS = {CHAT.name: CHAT, USAGE.name: USAGE, BILLING.name: BILLING, WEBHOOKS.name: WEBHOOKS}
+# Analytics documents need no shards: each is written by one stream, or only ever gets the same
+# insert (projections/analytics/projection.py), so one projection serves both backends.
+ANALYTICS = Projection(analytics.NAME, analytics.COLLECTIONS, analytics.project)
+PROJECTIONS = {
+    CHAT.name: CHAT,
+    USAGE.name: USAGE,
+    BILLING.name: BILLING,
+    WEBHOOKS.name: WEBHOOKS,
+    ANALYTICS.name: ANALYTICS,
+}
 DISTRIBUTED_PROJECTIONS = {
     CHAT.name: CHAT,
     EVENT_INDEX.name: EVENT_INDEX,
     USAGE.name: DISTRIBUTED_USAGE,
     BILLING.name: BILLING,
     WEBHOOKS.name: WEBHOOKS,
+    ANALYTICS.name: ANALYTICS,
 }
 
 # ``caas rebuild`` reports ``(projection, events done, events in all)`` as it goes, if it can.

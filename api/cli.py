@@ -354,7 +354,9 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--backend", choices=["embedded", "kafka"])
     x.set_defaults(parser=x)
     b = sub.add_parser("rebuild", help="drop and rebuild read models from the log (server stopped)")
-    b.add_argument("--projection", choices=["chat", "events", "usage"], help="only this one (default: all)")
+    b.add_argument(
+        "--projection", choices=["chat", "events", "usage", "analytics"], help="only this one (default: all)"
+    )
     b.add_argument("--data-dir")
     b.add_argument("--backend", choices=["embedded", "kafka"])
     b.add_argument(

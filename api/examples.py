@@ -45,6 +45,16 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "channel_presence": {"channel_id": "general", "members": 2, "online": 1,
                          "statuses": {"alice": "online", "bob": "offline"}},
     "get_presence": {"alice": {"status": "online", "last_seen_at": "2026-01-01T12:00:00Z", "devices": 1}},
+    "get_analytics": {
+        "tenant_id": "t3f2a9c1d", "from": "2026-01-01T00:00:00.000Z", "to": "2026-01-02T00:00:00.000Z",
+        "granularity": "day",
+        "buckets": [{"start": "2026-01-01T00:00:00.000Z", "active_users": 4, "messages": 5, "replies": 1,
+                     "active_channels": 2, "conversations": 2, "answered": 1, "median_first_reply_seconds": 42.5}],
+        "totals": {"active_users": 4, "messages": 5, "replies": 1, "active_channels": 2, "conversations": 2,
+                   "answered": 1, "median_first_reply_seconds": 42.5},
+        "channels": [{"channel_id": "news", "messages": 3, "replies": 0},
+                     {"channel_id": "help", "messages": 2, "replies": 1}],
+    },
 }  # fmt: skip
 
 ERROR: dict[str, Any] = {

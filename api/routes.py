@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import billing, examples, http, schemas, usage, webhooks
+from api import analytics, billing, examples, http, schemas, usage, webhooks
 from api.errors import ApiError
 from api.plumbing import MAX_INT
 
@@ -70,6 +70,7 @@ QUERY: dict[str, dict[str, Any]] = {
     "meters": {"type": "string", "description": "comma-separated meter names (default: all; docs/meters.md)"},
 }
 USAGE_QUERY = ("from", "to", "granularity", "meters", "min_position")
+ANALYTICS_QUERY = ("from", "to", ("granularity", {"enum": ["day", "month"], "default": "day"}), "min_position")
 
 
 ROUTES: list[Api] = [
@@ -148,6 +149,9 @@ ROUTES: list[Api] = [
         ("tenant",), None, schemas.UsageReport, query=USAGE_QUERY),
     Api("GET", "/v1/tenants/{tenant_id}/usage", usage.get_tenant_usage, "Any tenant's metered usage (platform admin)",
         ("admin",), None, schemas.UsageReport, query=USAGE_QUERY),
+    Api("GET", "/v1/analytics", analytics.get_analytics,
+        "The tenant's active users, posts, active channels and median time to first reply by UTC day or month",
+        ("tenant",), None, schemas.AnalyticsReport, query=ANALYTICS_QUERY),
     Api("PUT", "/v1/tenants/{tenant_id}/plan", billing.put_plan,
         "Put a tenant on a plan from now (a change mid-period is prorated by time: docs/plans.md)",
         ("admin",), schemas.PutPlan, schemas.PlanWritten),
@@ -241,6 +245,7 @@ TAGS: list[tuple[str, str, str]] = [  # (path prefix, tag, description); the fir
     ("/v1/channels", "channels", "Channels, members and moderation (mutes, bans)"),
     ("/v1/events", "events", "The tenant's event log"),
     ("/v1/usage", "billing", "Usage, bills, invoices, Stripe"),
+    ("/v1/analytics", "analytics", "Tenant analytics: active users, posts, channels, reply times"),
     ("/v1/billing", "billing", "Usage, bills, invoices, Stripe"),
     ("/", "operations", "Health and readiness"),
 ]

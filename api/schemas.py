@@ -394,6 +394,48 @@ class UsageReport(BaseModel):
     totals: dict[str, int]
 
 
+class AnalyticsFigures(BaseModel):
+    """A bucket's (or the range's) analytics; docs/analytics.md defines each figure."""
+
+    active_users: int = Field(
+        description="distinct users who wrote to a channel in their own name (DAU by day, MAU by month)"
+    )
+    messages: int = Field(description="top-level messages posted (usage's messages meter)")
+    replies: int = Field(description="thread replies posted (usage's replies meter)")
+    active_channels: int = Field(description="distinct channels with at least one post")
+    conversations: int = Field(description="posts after an hour of silence in their channel")
+    answered: int = Field(description="conversations another user posted in within 24 hours")
+    median_first_reply_seconds: float | None = Field(
+        description="median seconds from a conversation's first post to another user's first post (null: none answered)"
+    )
+
+
+class AnalyticsBucket(AnalyticsFigures):
+    start: str = Field(description="the bucket's start: a UTC day or calendar month")
+
+
+class AnalyticsChannel(BaseModel):
+    channel_id: str
+    messages: int
+    replies: int
+
+
+class AnalyticsReport(BaseModel):
+    """A tenant's analytics over the whole UTC days (or months) ``[from, to)`` overlaps: every
+    bucket, zeros included, the range's totals (distinct over the range) and its busiest
+    channels (at most 100, by posts)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    tenant_id: str
+    from_: str = Field(alias="from")
+    to: str
+    granularity: Literal["day", "month"]
+    buckets: list[AnalyticsBucket]
+    totals: AnalyticsFigures
+    channels: list[AnalyticsChannel]
+
+
 # --- outbound webhooks (docs/webhooks.md) ----------------------------------------------------
 WebhookUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=64)]

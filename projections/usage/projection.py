@@ -136,7 +136,9 @@ def _active(event: Event, shard: int, user_id: str, hour: str) -> Op:
     )
 
 
-def _writer(event: Event) -> str | None:
+def writer(event: Event) -> str | None:
+    """The user a channel event was written by or for, if any: the author, reactor or reader
+    it names, else the user whose token issued it (usage's MAU and the analytics' active users)."""
     name = _WRITER_FIELD.get(event.type)
     if name is not None and isinstance(event.payload.get(name), str):
         return str(event.payload[name])
@@ -201,9 +203,9 @@ def _project(event: Event, shard: int) -> list[Op]:
         ops.append(_message(event, shard, hour, p["message_id"], text_bytes=len(p["text"].encode())))
     elif event.type == "MessageDeleted":
         ops.append(_message(event, shard, hour, p["message_id"], deleted_at=event.occurred_at))
-    writer = _writer(event)
-    if writer is not None:
-        ops.append(_active(event, shard, writer, hour))
+    who = writer(event)
+    if who is not None:
+        ops.append(_active(event, shard, who, hour))
     return ops
 
 

@@ -440,3 +440,42 @@ class ReadStoreContract(abc.ABC):
         assert all(d["tenant_id"] == other for d in await store.find(THINGS, other, {}))
         assert await store.get(THINGS, other, "a") is None
         assert await store.find(THINGS, f"{tenant}-nobody", {}) == []
+
+    async def test_analytics_documents_answer_the_same_report_in_every_store(
+        self, store: ReadStore, tenant: str
+    ) -> None:
+        """The analytics projection's ops (dotted ``min``/``max`` paths under keys users chose,
+        inserts guarded by position) give the report docs/analytics.md defines; a whole replay
+        on top changes nothing."""
+        from domain.events import Event
+        from projections import analytics
+
+        def event(n: int, cid: str, at: str, kind: str, **payload: Any) -> Event:
+            return Event(event_id=f"e{n}", tenant_id=tenant, stream=f"channel:{cid}", seq=n, position=n, type=kind,
+                         schema_version=1, occurred_at=f"2026-03-0{at}Z", actor=None, payload=payload)  # fmt: skip
+
+        events = [
+            event(1, "c", "1T10:00:00.000", "MessagePosted", message_id="m1", author_id="ann", text="?"),
+            event(2, "c", "1T10:05:00.000", "MessagePosted", message_id="m2", author_id="bo.b", parent_id="m1"),
+            event(3, "c", "1T12:30:00.000", "MessagePosted", message_id="m3", author_id="ann", text="?"),
+            event(4, "d", "1T23:30:00.000", "MessagePosted", message_id="m4", author_id="c%y", text="?"),
+            event(5, "d", "2T00:10:00.000", "MessagePosted", message_id="m5", author_id="ann", text="!"),
+            event(6, "d", "2T08:00:00.000", "ReactionAdded", message_id="m4", user_id="$dee", emoji="+1"),
+        ]  # fmt: skip
+        for _ in range(2):
+            await store.apply(analytics.NAME, [op for e in events for op in analytics.project(e)], 6)
+        asked = analytics.parse_range("2026-03-01T00:00:00Z", "2026-03-03T00:00:00Z", "day")
+        report = await analytics.analytics_report(store, tenant, asked)
+        day1, day2 = (figures.as_dict() for _, figures in report.buckets)
+        # c: ann asked at 10:00, bo.b answered in 300 s; ann's 12:30 post went unanswered;
+        # d: c%y asked at 23:30, ann answered 2,400 s later, the next day (not a new conversation)
+        assert day1 == {"active_users": 3, "messages": 3, "replies": 1, "active_channels": 2, "conversations": 3,
+                        "answered": 2, "median_first_reply_seconds": 1350.0}  # fmt: skip
+        assert day2 == {"active_users": 2, "messages": 1, "replies": 0, "active_channels": 1, "conversations": 0,
+                        "answered": 0, "median_first_reply_seconds": None}  # fmt: skip
+        assert report.totals.as_dict() == {**day1, "active_users": 4, "messages": 4}
+        assert report.channels == [{"channel_id": "c", "messages": 2, "replies": 1},
+                                   {"channel_id": "d", "messages": 2, "replies": 0}]  # fmt: skip
+        monthly = await analytics.analytics_report(store, tenant, analytics.parse_range(
+            "2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z", "month"))  # fmt: skip
+        assert monthly.totals.as_dict() == report.totals.as_dict()

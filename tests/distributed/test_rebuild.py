@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ def views(
     params = {**wait, "from": "2024-01-01T00:00:00Z", "to": "2028-01-01T00:00:00Z", "granularity": "month",
               "meters": "messages,replies,edits,stored_bytes"}  # fmt: skip
     found["usage"] = ok(client.get(f"{url}/v1/tenants/{tenant.tenant_id}/usage", params=params, headers=bearer(ADMIN)))
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    span = {**wait, "from": (today - timedelta(days=1)).isoformat(), "to": (today + timedelta(days=2)).isoformat()}
+    found["analytics"] = ok(client.get(f"{url}/v1/analytics", params=span, headers=tenant.headers()))
     return found
 
 
@@ -100,6 +104,9 @@ def test_rebuild_from_kafka_restores_identical_read_models(cluster: Cluster, tmp
         before = views(client, url, tenant, tokens, acks)
     assert len(before["events"]) > 60
     assert before["usage"]["totals"]["messages"] == 24 and before["usage"]["totals"]["stored_bytes"] > 0
+    # analytics and usage of the same events agree; every user wrote, in every channel
+    assert before["analytics"]["totals"]["messages"] == 24
+    assert (before["analytics"]["totals"]["active_users"], before["analytics"]["totals"]["active_channels"]) == (3, 4)
 
     settings = cluster.settings()
     cluster.stop()
@@ -108,13 +115,15 @@ def test_rebuild_from_kafka_restores_identical_read_models(cluster: Cluster, tmp
         db["messages"].delete_many({})
         db["channels"].update_many({}, {"$set": {"head_seq": 0}})
         db["events"].delete_many({})
+        db["analytics_channels"].delete_many({})
+        db["analytics_users"].delete_many({})
 
     env = {**os.environ, **settings, "CAAS_DATA_DIR": str(tmp_path / "rebuild")}
     done = subprocess.run([sys.executable, "-m", "api.cli", "rebuild", "--backend", "kafka", "--window", "7"],
                           env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     reports = {r["projection"]: r for r in (json.loads(x) for x in done.stdout.splitlines() if x.startswith("{"))}
-    assert set(reports) == {"chat", "events", "usage", "billing", "webhooks"}
+    assert set(reports) == {"chat", "events", "usage", "billing", "webhooks", "analytics"}
     assert reports["chat"]["events"] >= len(before["events"])
 
     cluster.start(workers=1, nodes=1)

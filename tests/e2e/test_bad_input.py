@@ -352,15 +352,19 @@ BAD_QUERIES = [
     ("/v1/usage", {"from": "9999-11-01T00:00:00Z", "to": "9999-12-31T00:00:00Z", "granularity": "month"}),
     ("/v1/usage", {"from": "2026-01-01T00:00:00", "to": "2026-01-02T00:00:00Z"}),  # no zone
     ("/v1/usage", {"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}),  # too long
+    ("/v1/analytics", {"from": "0001-01-01T00:00:00+01:00", "to": "2026-01-01T00:00:00Z"}),
+    ("/v1/analytics", {"from": "9999-11-01T00:00:00Z", "to": "9999-12-31T00:00:00Z", "granularity": "month"}),
+    ("/v1/analytics", {"from": "2026-01-01T00:00:00Z", "to": "2027-06-01T00:00:00Z", "granularity": "month"}),
+    ("/v1/analytics", {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "granularity": "hour"}),
 ]
 
 
 @pytest.mark.parametrize(("path", "params"), BAD_QUERIES, ids=lambda v: v if isinstance(v, str) else json.dumps(v))
 def test_bad_query_parameters_are_422(world: World, path: str, params: dict[str, str]) -> None:
-    who = "tenant" if path in ("/v1/events", "/v1/usage") else "user"
+    who = "tenant" if path in ("/v1/events", "/v1/usage", "/v1/analytics") else "user"
     r = world.client.get(world.url + path.replace("{mid}", world.mid), params=params, headers=world.credential(who))
     error = assert_error(r, 422, "invalid_request")
-    if path == "/v1/usage" and params["from"][:4] in ("0001", "9999"):
+    if path in ("/v1/usage", "/v1/analytics") and params["from"][:4] in ("0001", "9999"):
         assert error["details"]["rule"] == "out_of_range", error
 
 

@@ -60,6 +60,9 @@ def views(client: httpx.Client, tenant: Tenant, tokens: dict[str, str], head: in
         out[f"{cid}/ascending"] = ok(
             client.get(f"{base}/messages", params={**wait, "after_seq": 0, "limit": 7}, headers=tenant.headers()), 200
         )
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    span = {**wait, "from": (today - timedelta(days=1)).isoformat(), "to": (today + timedelta(days=2)).isoformat()}
+    out["analytics"] = ok(client.get(f"{tenant.url}/v1/analytics", params=span, headers=tenant.headers()), 200)
     for message in out["general/messages"]["messages"]:
         if message["reply_count"]:
             out[f"thread/{message['message_id']}"] = ok(
@@ -253,6 +256,8 @@ def test_rebuild_restores_identical_read_models(stopped: Stopped) -> None:
     with db:  # damage the read model while the server is down; the log is intact
         db.execute("DELETE FROM rm_messages")
         db.execute("DELETE FROM rm_memberships")
+        db.execute("DELETE FROM rm_analytics_channels")
+        db.execute("DELETE FROM rm_analytics_users")
     db.close()
     done = caas(stopped, "rebuild")
     reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -260,6 +265,8 @@ def test_rebuild_restores_identical_read_models(stopped: Stopped) -> None:
     (chat,) = [r for r in reports if r["projection"] == "chat"]
     assert chat["events"] >= len(everything(stopped))
     assert isinstance(chat["events_per_second"], int | float) and chat["events_per_second"] > 0
+    assert "analytics" in {r["projection"] for r in reports}
+    assert stopped.views["analytics"]["totals"]["messages"] > 0
     stopped.server.start()
     try:
         acme = stopped.tenants[0]
@@ -267,6 +274,25 @@ def test_rebuild_restores_identical_read_models(stopped: Stopped) -> None:
         with httpx.Client(timeout=30) as client:
             assert views(client, acme, stopped.tokens, head) == stopped.views
             assert events_of(client, acme) == stopped.events[acme.tenant_id]
+    finally:
+        stopped.server.stop()
+
+
+def test_rebuild_of_the_analytics_alone_gives_the_same_analytics(stopped: Stopped) -> None:
+    db = sqlite3.connect(stopped.server.data_dir / "read.db")
+    with db:
+        db.execute("DELETE FROM rm_analytics_channels")
+        db.execute("DELETE FROM rm_analytics_monthly")
+    db.close()
+    done = caas(stopped, "rebuild", "--projection", "analytics")
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["projection"] for r in reports] == ["analytics"]
+    stopped.server.start()
+    try:
+        head = max(e["position"] for e in everything(stopped))
+        with httpx.Client(timeout=30) as client:
+            got = views(client, stopped.tenants[0], stopped.tokens, head)
+        assert got["analytics"] == stopped.views["analytics"]
     finally:
         stopped.server.stop()
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import tempfile
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.kafka.codec import decode_position, encode_position
+from adapters.kafka.codec import decode_position
 from adapters.memory_store import MemoryReadStore
 from adapters.sqlite_store import SqliteReadStore
 from domain import usage as usage_aggregate
@@ -37,6 +36,8 @@ from domain.base import Unchanged
 from domain.events import Event
 from projections import usage
 from projections.ports import ReadStore
+from tests.property.recorded import partitioned as positions
+from tests.property.recorded import recorded
 
 
 def attachments_json(attachments: list[Any]) -> int:
@@ -134,26 +135,7 @@ def facts(draw: st.DrawFn) -> list[Fact]:
 
 def events_of(log: list[Fact], position: Any) -> list[Event]:
     """The facts as recorded events; ``position(stream key, index)`` gives each its position."""
-    seqs: Counter[tuple[str, str]] = Counter()
-    events = []
-    for i, fact in enumerate(log):
-        key = (fact.tenant_id, fact.stream)
-        seqs[key] += 1
-        events.append(
-            Event(
-                event_id=f"e{i}",
-                tenant_id=fact.tenant_id,
-                stream=fact.stream,
-                seq=seqs[key],
-                position=position(key, i),
-                type=fact.type,
-                schema_version=1,
-                occurred_at=at(fact.minutes),
-                actor=fact.actor,
-                payload=fact.payload,
-            )
-        )
-    return events
+    return recorded(log, position, lambda fact: at(fact.minutes))
 
 
 # --- the model: usage computed straight from the facts -------------------------------------------
@@ -230,14 +212,7 @@ def embedded(log: list[Fact]) -> list[Event]:
 
 
 def partitioned(log: list[Fact], partitions: int) -> list[Event]:
-    offsets: Counter[int] = Counter()
-
-    def position(key: tuple[str, str], i: int) -> int:
-        partition = zlib.crc32(repr(key).encode()) % partitions  # the same in every run (hash() is salted)
-        offsets[partition] += 1
-        return encode_position(partition, offsets[partition] - 1)
-
-    return events_of(log, position)
+    return events_of(log, positions(partitions))
 
 
 def partition(position: int) -> int:
