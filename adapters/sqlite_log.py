@@ -13,6 +13,7 @@ file; the writer stores them after a batch's callers were answered.
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import sqlite3
 import threading
@@ -136,7 +137,7 @@ def row_to_event(row: tuple[Any, ...]) -> Event:
     )
 
 
-ROWS_PER_INSERT = 500  # 13 columns each: within SQLite's default bound of 32,766 parameters
+ROWS_PER_INSERT = 256  # 13 columns each: within SQLite's default bound of 32,766 parameters
 
 
 def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -146,14 +147,28 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, .
     steps once per row: under load each step's return then waits for the event loop's thread
     to hand the GIL back, so a writer thread inserting row by row advanced one row per switch
     interval. One statement of many rows is one step.
+
+    Statements come in a few shapes only, a power of two rows each (at most
+    :data:`ROWS_PER_INSERT`): the connection keeps every prepared statement it ran in its cache
+    (128 of them), and a statement of ``n`` rows holds memory growing faster than ``n``. One
+    statement per batch size kept one for every size seen: 128 sizes of up to 128 rows held
+    10 MiB of SQLite memory per connection. Now at most nine shapes per table are kept, and a
+    batch of ``n`` rows takes as many statements as ``n`` has bits set.
     """
     if not rows:
         return
-    width = len(rows[0])
+    width, start = len(rows[0]), 0
+    while start < len(rows):
+        size = min(ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
+        chunk = rows[start : start + size]
+        conn.execute(_insert_sql(head, width, size), [value for row in chunk for value in row])
+        start += size
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(head: str, width: int, size: int) -> str:
     one = "(" + ",".join("?" * width) + ")"
-    for start in range(0, len(rows), ROWS_PER_INSERT):
-        chunk = rows[start : start + ROWS_PER_INSERT]
-        conn.execute(f"{head} VALUES {','.join([one] * len(chunk))}", [value for row in chunk for value in row])
+    return f"{head} VALUES {','.join([one] * size)}"
 
 
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
