@@ -127,3 +127,16 @@ async def test_snapshots_keep_the_newest_recorded_version_per_stream_and_schema(
         assert await log.read_snapshot("t2", "channel:c1", "s1") is None, "another tenant's stream"
     finally:
         await log.close()
+
+
+@pytest.mark.parametrize("count", [1, 255, 256, 257, 300, 511, 777])
+async def test_an_append_of_any_size_reads_back_whole_and_in_order(tmp_path: Path, count: int) -> None:
+    # its rows are inserted by statements of a few fixed sizes (adapters/sqlite_log.insert_rows)
+    log = await open_sqlite_log(tmp_path / "events.db")
+    try:
+        recorded = await log.append("t1", "channel:c1", 0, batch(1, count))
+        assert [e.seq for e in recorded] == list(range(1, count + 1))
+        assert dumps(await log.read_all()) == dumps(recorded)
+        assert [e.position for e in await log.read_all()] == list(range(1, count + 1))
+    finally:
+        await log.close()
