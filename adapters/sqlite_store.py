@@ -36,7 +36,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "users": [("user_id",)],  # the tenant portal's user search: by id prefix, paged
 }
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-LOAD_CHUNK = 500  # documents loaded per SELECT … IN (…) when a batch is applied
+LOAD_CHUNK = 512  # documents loaded per SELECT … IN (…) when a batch is applied (a power of two)
 _OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$ne": "IS NOT"}
 
 
@@ -227,6 +227,9 @@ class SqliteReadStore(ReadStore):
         for (collection, tenant_id), ids in wanted.items():
             for start in range(0, len(ids), LOAD_CHUNK):
                 chunk = ids[start : start + LOAD_CHUNK]
+                # padded to a power of two with its last id: a few statement shapes, not one per
+                # count, stay in the connection's statement cache (see adapters.sqlite_log.insert_rows)
+                chunk += [chunk[-1]] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
                 rows = db.execute(
                     f"SELECT id, doc FROM {tables[collection]} WHERE tenant_id = ? "
                     f"AND id IN ({','.join('?' * len(chunk))})",
