@@ -39,7 +39,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "users": [("user_id",)],  # the tenant portal's user search: by id prefix, paged
 }
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-LOAD_CHUNK = 500  # documents loaded per SELECT … IN (…) when a batch is applied (fewer past the parameter limit)
+LOAD_CHUNK = 512  # documents per SELECT … IN (…) when a batch is applied (a power of two; fewer past the limit)
 _OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$ne": "IS NOT"}
 
 
@@ -227,10 +227,14 @@ class SqliteReadStore(ReadStore):
         for collection, tenant_id, id in keys:
             wanted.setdefault((collection, tenant_id), []).append(id)
         docs: dict[Key, Doc | None] = {}
-        per_query = max(1, min(LOAD_CHUNK, parameters_limit(db) - 1))  # one more: the tenant
+        # a power of two within the parameter limit (one more parameter: the tenant)
+        per_query = 1 << (max(1, min(LOAD_CHUNK, parameters_limit(db) - 1)).bit_length() - 1)
         for (collection, tenant_id), ids in wanted.items():
             for start in range(0, len(ids), per_query):
                 chunk = ids[start : start + per_query]
+                # padded to a power of two with its last id: a few statement shapes, not one per
+                # count, stay in the connection's statement cache (see adapters.sqlite_log.insert_rows)
+                chunk += [chunk[-1]] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
                 rows = db.execute(
                     f"SELECT id, doc FROM {tables[collection]} WHERE tenant_id = ? "
                     f"AND id IN ({','.join('?' * len(chunk))})",

@@ -163,4 +163,16 @@ async def test_rows_read_for_an_export_are_the_events_rows_upcast_too(tmp_path: 
         assert log.read_rows(0, 2) == log.read_rows(0, 100)[:2]  # the limit
     finally:
         UPCASTERS.pop((probe, 1), None)
+
+
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 300, 511, 777])
+async def test_an_append_of_any_size_reads_back_whole_and_in_order(tmp_path: Path, count: int) -> None:
+    # its rows are inserted by statements of a few fixed sizes (adapters/sqlite_log.insert_rows)
+    log = await open_sqlite_log(tmp_path / "events.db")
+    try:
+        recorded = await log.append("t1", "channel:c1", 0, batch(1, count))
+        assert [e.seq for e in recorded] == list(range(1, count + 1))
+        assert dumps(await log.read_all()) == dumps(recorded)
+        assert [e.position for e in await log.read_all()] == list(range(1, count + 1))
+    finally:
         await log.close()
