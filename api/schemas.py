@@ -216,6 +216,9 @@ class Message(BaseModel):
     deleted: bool
     reactions: dict[str, list[str]]
     reply_count: int
+    mentions: list[str] = Field(
+        default_factory=list, description="users the text named as @user_id when it was posted (empty once deleted)"
+    )
     seen_by: list[str] | None = Field(default=None, description="members who have read it (channels up to 100)")
 
 

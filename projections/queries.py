@@ -15,6 +15,7 @@ def render_message(doc: Doc) -> Doc:
     out = {k: v for k, v in doc.items() if k not in _HIDDEN}
     out["reactions"] = {emoji: users for emoji, users in (doc.get("reactions") or {}).items() if users}
     out.setdefault("edited_at", None)
+    out.setdefault("mentions", [])  # a message projected before MessagePosted v2, until a rebuild
     return out
 
 
