@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from projections.chat import membership_key, message_key
-from projections.ports import Doc, ReadStore
+from projections.ports import Doc, DocReader
 
 _HIDDEN = ("_id", "tenant_id")
 
@@ -22,7 +22,7 @@ def render_message(doc: Doc) -> Doc:
 class ChatQueries:
     """Queries over channels, memberships and messages for one store."""
 
-    def __init__(self, store: ReadStore, *, receipts_up_to: int = 100) -> None:
+    def __init__(self, store: DocReader, *, receipts_up_to: int = 100) -> None:
         self.store = store
         self.receipts_up_to = receipts_up_to
 
