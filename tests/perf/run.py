@@ -28,6 +28,7 @@ from tests.perf import (
     bench_presence,
     bench_projectors,
     bench_rebuild,
+    bench_timetravel,
     bench_usage,
     bench_ws_latency,
 )
@@ -59,6 +60,8 @@ BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str
         {"users": 5000, "seconds": 60.0},
         {"users": 500, "seconds": 10.0, "watchers": 10, "storm_users": 100},
     ),
+    # issue 13: as_of on a channel of 100k events beside the live history route
+    "timetravel": (bench_timetravel.run, {"events": 100_000}, {"events": 20_000, "rounds": 60}),
 }
 
 
