@@ -118,10 +118,10 @@ def test_as_of_needs_the_read_access_of_now(chat: Chat) -> None:
     assert page["messages"][0]["text"] == "before I left"
 
 
-def test_a_malformed_as_of_is_a_clear_400(chat: Chat) -> None:
+def test_a_malformed_as_of_is_a_clear_422(chat: Chat) -> None:
     for bad in ("yesterday", "2026-12-03T10:00:00", "pos:-1", "pos:", "", "2026-13-45T00:00:00Z", "9" * 25):
         for path in ("/v1/channels/c", "/v1/channels/c/messages"):
-            error = err(chat.call("GET", path, "tenant", params={"as_of": bad}), 400, "invalid_request")
+            error = err(chat.call("GET", path, "tenant", params={"as_of": bad}), 422, "invalid_request")
             assert "as_of" in error["message"]
 
 
