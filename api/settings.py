@@ -72,9 +72,10 @@ class Settings(BaseSettings):
     max_token_ttl_seconds: int = 30 * 24 * 3600
     query_wait_seconds: float = 5.0
     asof_cache_versions: int = Field(
-        default=1_000_000,
+        default=300_000,
         ge=0,
-        description="document versions (about one per event) of the channels asked with as_of a node keeps in memory",
+        description="document versions (about two per event, 0.7 KB each) of the channels asked with as_of a node "
+        "keeps in memory",
     )
 
     rate_limit_scope: Literal["cluster", "node"] = "cluster"

@@ -213,12 +213,12 @@ def _seq_range(seqs: list[int], cond: Any) -> tuple[int, int]:
 class TimeTravel:
     """The timelines of recently asked channels, kept up to date with the log on each ask.
 
-    ``budget`` bounds the document versions kept in all (about one per event): the least
+    ``budget`` bounds the document versions kept in all (about two per event): the least
     recently asked channels are dropped first, and a channel larger than the budget is folded
     for its answer and not kept. ``page`` is how many events one read of the log takes.
     """
 
-    def __init__(self, read_stream: ReadStream, *, budget: int = 1_000_000, page: int = 10_000) -> None:
+    def __init__(self, read_stream: ReadStream, *, budget: int = 300_000, page: int = 10_000) -> None:
         self.read_stream, self.budget, self.page = read_stream, budget, page
         self._timelines: OrderedDict[tuple[str, str], Timeline] = OrderedDict()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
