@@ -179,16 +179,19 @@ class _Past(DocReader):
             if doc is not None and matches(doc, filter):
                 yield doc
 
-    def _candidates(self, collection: str, filter: Filter, descending: bool) -> Sequence[Key]:
-        """The keys that may match: with a ``seq`` condition, only the index's range of it."""
+    def _candidates(self, collection: str, filter: Filter, descending: bool) -> Iterator[Key]:
+        """The keys that may match, in index order: for messages, only the range of the ``seq``
+        index the filter and the point leave (walked in place: a page stops after a few)."""
         timeline = self.timeline
-        if collection != "messages":
+        if collection == "messages":
+            keys = timeline.by_seq
+            lo, hi = _seq_range(timeline.seqs, filter.get("seq"))
+            hi = min(hi, bisect_right(timeline.seqs, self.seq))  # a message's seq is the event that posted it
+        else:
             keys = timeline.keys.get(collection, [])
-            return keys[::-1] if descending else keys
-        lo, hi = _seq_range(timeline.seqs, filter.get("seq"))
-        hi = min(hi, bisect_right(timeline.seqs, self.seq))  # a message's seq is the event that posted it
-        keys = timeline.by_seq[lo:hi]
-        return keys[::-1] if descending else keys
+            lo, hi = 0, len(keys)
+        for i in range(hi - 1, lo - 1, -1) if descending else range(lo, hi):
+            yield keys[i]
 
 
 def _seq_range(seqs: list[int], cond: Any) -> tuple[int, int]:
