@@ -266,14 +266,14 @@ def as_of_param(request: Request) -> AsOf | None:
         return AsOf(position=int(number.group(1)))
     try:
         moment = datetime.fromisoformat(value) if "T" in value or "t" in value else None
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise ApiError(
-            "invalid_request",
-            "as_of is a log position (pos:12345 or 12345) or an RFC 3339 time with its offset (2026-12-03T10:00:00Z)",
-        )
-    return AsOf(time=format_time(moment))
+        if moment is not None and moment.tzinfo is not None:
+            return AsOf(time=format_time(moment))
+    except (ValueError, OverflowError):  # OverflowError: a time whose offset moves it out of years 1-9999
+        pass
+    raise ApiError(
+        "invalid_request",
+        "as_of is a log position (pos:12345 or 12345) or an RFC 3339 time with its offset (2026-12-03T10:00:00Z)",
+    )
 
 
 async def wait_min_position(request: Request) -> None:
