@@ -33,6 +33,8 @@ from domain.events import Event, stream_name
 from projections import chat
 from projections.ports import Doc, DocReader, Filter, Fold, Key, matches, public, sort_docs, touched
 
+FOLD_SLICE = 500  # events folded between two yields to the event loop: about 20 ms of CPU
+
 ReadStream = Callable[[str, str, int, int | None], Awaitable[list[Event]]]
 """``(tenant_id, stream, after_seq, limit) -> events``: the log's stream reader."""
 
@@ -234,7 +236,9 @@ class TimeTravel:
             timeline = self._timelines.pop(key, None) or Timeline(tenant_id, channel_id)
             while True:
                 events = await self.read_stream(tenant_id, timeline.stream, timeline.head_seq, self.page)
-                timeline.extend(events)
+                for start in range(0, len(events), FOLD_SLICE):
+                    timeline.extend(events[start : start + FOLD_SLICE])
+                    await asyncio.sleep(0)  # a long fold lets the node's other requests through
                 if len(events) < self.page:
                     break
             self._keep(key, timeline)
