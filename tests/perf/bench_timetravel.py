@@ -227,13 +227,78 @@ def run(events: int = 100_000, rounds: int = 300) -> dict[str, Any]:
             "fold_in_process": in_process, **result, "figures": figures}  # fmt: skip
 
 
+async def post_channel(url: str, api_key: str, events: int, connections: int = 16) -> list[int]:
+    """Fill channel ``c`` over HTTP with posts (every tenth an edit) up to ``events`` events;
+    return the channel's positions (``GET /v1/events``)."""
+    h = bearer(api_key)
+    async with httpx.AsyncClient(timeout=60) as client:
+        for n in range(MEMBERS):
+            r = await client.put(f"{url}/v1/users/u{n}", json={"name": f"u{n}"}, headers=h)
+            r.raise_for_status()
+        members = [f"u{n}" for n in range(MEMBERS)]
+        r = await client.post(f"{url}/v1/channels", json={"channel_id": CID, "name": "bench", "members": members},
+                              headers=h)  # fmt: skip
+        r.raise_for_status()
+        todo = iter(range(events - 1 - MEMBERS))
+
+        async def poster(worker: int) -> None:
+            last = None
+            for n in todo:
+                if last is not None and n % 10 == 0:
+                    r = await client.patch(f"{url}/v1/channels/{CID}/messages/{last}", json={"text": f"edit {n}"},
+                                           headers=h)  # fmt: skip
+                else:
+                    body = {"text": f"message {n} @u{n % MEMBERS}", "user_id": f"u{(n + worker) % MEMBERS}"}
+                    r = await client.post(f"{url}/v1/channels/{CID}/messages", json=body, headers=h)
+                    last = r.json().get("message_id")
+                r.raise_for_status()
+
+        await asyncio.gather(*(poster(w) for w in range(connections)))
+        positions: list[int] = []
+        after = 0
+        while True:
+            r = await client.get(f"{url}/v1/events", params={"after_position": after, "limit": 1000}, headers=h)
+            page = r.json()
+            positions += [e["position"] for e in page["events"] if e["stream"] == f"channel:{CID}"]
+            if page["next_after_position"] is None:
+                return positions
+            after = page["next_after_position"]
+
+
+def run_kafka(events: int = 5000, rounds: int = 100) -> dict[str, Any]:
+    """The same measurement on the distributed backend (a worker and a node on the test Kafka and
+    FerretDB: ``eval "$(infra/services env)"``), the channel filled over HTTP."""
+    from tests.cluster import Cluster
+    from tests.perf.common import uncapped
+    from tests.support import new_tenant
+
+    with Workdir() as work:
+        cluster = Cluster(work / "cluster", env={"CAAS_METERING": "off", **uncapped(work)}).start()
+        try:
+            node = cluster.nodes[0]
+            with httpx.Client(timeout=30) as client:
+                tenant = new_tenant(client, node.url, "bench")
+            started = time.perf_counter()
+            positions = run_async(post_channel(node.url, tenant.api_key, events))
+            generated = round(time.perf_counter() - started, 1)
+            log(f"timetravel kafka: {len(positions)} channel events in {generated}s")
+            result = measure(node, tenant.api_key, positions, rounds)
+        finally:
+            cluster.stop()
+    return {"setup": {"backend": "kafka", "channel_events": len(positions), "generate_seconds": generated}, **result}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--kafka-events", type=int, default=0, help="also on Kafka + FerretDB, a channel of this many")
     args = p.parse_args()
-    out = orjson.dumps({"machine": machine(), "timetravel": run(args.events, args.rounds)}, option=orjson.OPT_INDENT_2)
+    result = {"machine": machine(), "timetravel": run(args.events, args.rounds) if args.events else None}
+    if args.kafka_events:
+        result["timetravel_kafka"] = run_kafka(args.kafka_events)
+    out = orjson.dumps(result, option=orjson.OPT_INDENT_2)
     if args.out:
         Path(args.out).write_bytes(out)
     print(out.decode())
