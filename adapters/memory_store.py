@@ -7,18 +7,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from projections.ports import Doc, Filter, Fold, Op, ReadStore, matches, touched
-
-
-def sort_docs(docs: list[Doc], sort: Sequence[tuple[str, int]]) -> list[Doc]:
-    """Sort like MongoDB: ``None`` before any value, later keys break ties."""
-    for name, direction in reversed(sort):
-        docs.sort(key=lambda d: (d.get(name) is not None, d.get(name)), reverse=direction < 0)
-    return docs
-
-
-def public(doc: Doc) -> Doc:
-    return {k: v for k, v in doc.items() if k != "_pos"}
+from projections.ports import Doc, Filter, Fold, Op, ReadStore, matches, public, sort_docs, touched
 
 
 class MemoryReadStore(ReadStore):

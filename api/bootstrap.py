@@ -42,6 +42,7 @@ from domain.presence import Timing
 from projections import analytics, billing, chat, eventindex, usage, webhooks
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
+from projections.timetravel import TimeTravel
 from streams.fanout import Hub
 from streams.metering import Meter
 from streams.presence import PresenceService
@@ -678,6 +679,7 @@ class Engine:
     billing: Billing = field(init=False)
     webhooks: WebhookVerifier | None = field(init=False)  # None: webhooks are not configured
     quotas: Quotas | Unlimited = field(init=False)
+    timetravel: TimeTravel = field(init=False)  # ``as_of`` on the channel routes
     deliveries: Dispatcher | None = field(init=False, default=None)  # the webhook processor, if it runs here
     _billing_sync: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -717,6 +719,7 @@ class Engine:
             typing_max_watchers=s.typing_max_watchers,
         )
         self.socket_watch = SocketWatch(self.auth, s.ws_stall_seconds, self.clock)
+        self.timetravel = TimeTravel(self.log.read_stream, budget=s.asof_cache_versions)
         self.limits = Limits(
             user_writes=(s.rate_user_writes_per_second, s.rate_user_writes_burst),
             tenant_writes=(s.rate_tenant_writes_per_second, s.rate_tenant_writes_burst),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,6 +15,7 @@ from api.errors import ApiError, error_response
 from api.observability import record_status
 from api.plumbing import (
     admit,
+    as_of_param,
     body,
     engine,
     execute,
@@ -36,6 +38,7 @@ from domain import channel as ch
 from domain import errors, tenant, user
 from domain.base import format_time
 from domain.events import stream_name
+from projections.queries import ChatQueries
 from projections.usage import edit_growth, posted_bytes
 from projections.usage.projection import message_meter
 from streams.projector import stall_reason
@@ -505,14 +508,34 @@ async def list_channels(request: Request) -> Response:
     return json({"channels": channels, "next_after": cursor})
 
 
+async def _as_of(request: Request, who: Principal, cid: str) -> tuple[ChatQueries, dict[str, Any] | None]:
+    """The queries that answer: the live read model's, or with ``as_of`` the channel's past
+    (folded from its stream by ``projections.timetravel``) and where the point fell."""
+    node = engine(request)
+    as_of = as_of_param(request)
+    if as_of is None:
+        return node.queries, None
+    past = await node.timetravel.view(who.tenant_id, cid, as_of)
+    if past is None:
+        when = as_of.time if as_of.time is not None else f"position {as_of.position}"
+        raise errors.ChannelNotFound(f"channel {cid!r} did not exist as of {when}")
+    view, point = past
+    queries = ChatQueries(view, receipts_up_to=node.queries.receipts_up_to)
+    return queries, {"seq": point.seq, "position": point.position, "occurred_at": point.occurred_at}
+
+
 async def get_channel(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     cid = _path(request, "cid")
+    as_of_param(request)  # a malformed as_of is refused before any wait
     await wait_min_position(request)
     await _readable_channel(request, who, cid)
-    found = await engine(request).queries.channel(who.tenant_id, cid, who.user_id or None)
+    queries, point = await _as_of(request, who, cid)
+    found = await queries.channel(who.tenant_id, cid, who.user_id or None)
     if found is None:
         raise errors.ChannelNotFound(f"channel {cid!r} is not in the read model yet; pass min_position")
+    if point is not None:
+        found["as_of"] = point
     return json(found)
 
 
@@ -538,13 +561,16 @@ async def list_messages(request: Request) -> Response:
     before = int_param(request, "before_seq", minimum=1)
     after = int_param(request, "after_seq")
     limit = int_param(request, "limit", minimum=1, maximum=200) or 50
+    as_of_param(request)  # a malformed as_of is refused before any wait
     await wait_min_position(request)
     await _readable_channel(request, who, cid)
-    messages, cursor = await engine(request).queries.messages(
-        who.tenant_id, cid, before_seq=before, after_seq=after, limit=limit
-    )
+    queries, point = await _as_of(request, who, cid)
+    messages, cursor = await queries.messages(who.tenant_id, cid, before_seq=before, after_seq=after, limit=limit)
     key = "next_after_seq" if after is not None else "next_before_seq"
-    return json({"messages": messages, key: cursor})
+    page: dict[str, Any] = {"messages": messages, key: cursor}
+    if point is not None:
+        page["as_of"] = point
+    return json(page)
 
 
 async def get_thread(request: Request) -> Response:

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import re
 from contextvars import ContextVar
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
@@ -22,7 +23,9 @@ from commands.ports import Idempotency
 from commands.quotas import Adds, PaymentRequired, QuotaExceeded
 from commands.service import CommandEnvelope, NotReplayed, Outcome
 from domain import events as ev
+from domain.base import format_time
 from domain.errors import DomainError
+from projections.timetravel import AsOf
 
 if TYPE_CHECKING:
     from api.bootstrap import Engine
@@ -252,6 +255,30 @@ def int_param(request: Request, name: str, *, minimum: int = 0, maximum: int = M
         bound = f" and at most {maximum}"
         raise ApiError("invalid_request", f"query parameter {name} must be an integer of at least {minimum}{bound}")
     return int(value)
+
+
+AS_OF_POSITION = re.compile(r"(?:pos:)?([0-9]{1,19})")
+
+
+def as_of_param(request: Request) -> AsOf | None:
+    """``as_of``: a log position (``pos:12345`` or ``12345``) or an RFC 3339 time with its
+    offset (``2026-12-03T10:00:00Z``), normalised as the log writes times (UTC, milliseconds;
+    a finer time is cut to its millisecond, which keeps ``occurred_at <= t`` exact)."""
+    value = request.query_params.get("as_of")
+    if value is None:
+        return None
+    if (number := AS_OF_POSITION.fullmatch(value)) is not None and int(number.group(1)) <= MAX_INT:
+        return AsOf(position=int(number.group(1)))
+    try:
+        moment = datetime.fromisoformat(value) if "T" in value or "t" in value else None
+        if moment is not None and moment.tzinfo is not None:
+            return AsOf(time=format_time(moment))
+    except (ValueError, OverflowError):  # OverflowError: a time whose offset moves it out of years 1-9999
+        pass
+    raise ApiError(
+        "invalid_request",
+        "as_of is a log position (pos:12345 or 12345) or an RFC 3339 time with its offset (2026-12-03T10:00:00Z)",
+    )
 
 
 async def wait_min_position(request: Request) -> None:

@@ -68,6 +68,14 @@ QUERY: dict[str, dict[str, Any]] = {
     "to": {"type": "string", "format": "date-time", "description": "RFC 3339, exclusive", "required": True},
     "granularity": {"type": "string", "enum": ["hour", "day", "month"], "default": "hour"},
     "meters": {"type": "string", "description": "comma-separated meter names (default: all; docs/meters.md)"},
+    "as_of": {
+        "type": "string",
+        "pattern": "^((pos:)?[0-9]{1,19}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt].+)$",
+        "description": "answer as the channel was then: a log position (pos:12345 or 12345: the events at "
+        "positions <= it) or an RFC 3339 time with its offset (2026-12-03T10:00:00Z: the events with "
+        "occurred_at <= it); docs/analyst.md, Time travel",
+        "examples": ["pos:12345", "2026-12-03T10:00:00Z"],
+    },
 }
 USAGE_QUERY = ("from", "to", "granularity", "meters", "min_position")
 ANALYTICS_QUERY = ("from", "to", ("granularity", {"enum": ["day", "month"], "default": "day"}), "min_position")
@@ -103,7 +111,7 @@ ROUTES: list[Api] = [
     Api("POST", "/v1/channels", http.create_channel, "Create a group or direct channel",
         ("tenant", "user"), schemas.CreateChannel, schemas.ChannelWritten, 201, idempotent=True),
     Api("GET", "/v1/channels/{cid}", http.get_channel, "A channel with its members and roles",
-        ("tenant", "user"), None, schemas.Channel, query=("min_position",)),
+        ("tenant", "user"), None, schemas.Channel, query=("min_position", "as_of")),
     Api("GET", "/v1/channels/{cid}/members", http.list_members,
         "Everyone who was a member: role, muted, banned, read marker (current members first; pages in user id order)",
         ("tenant",), None, schemas.MemberList, query=("limit", "after", "min_position")),
@@ -113,7 +121,7 @@ ROUTES: list[Api] = [
         ("tenant", "user"), None, schemas.ChannelWritten),
     Api("GET", "/v1/channels/{cid}/messages", http.list_messages, "A page of the channel's timeline",
         ("tenant", "user"), None, schemas.MessagePage,
-        query=("before_seq", "after_seq", "limit", "min_position")),
+        query=("before_seq", "after_seq", "limit", "min_position", "as_of")),
     Api("POST", "/v1/channels/{cid}/messages", http.post_message, "Post a message",
         ("tenant", "user"), schemas.PostMessage, schemas.MessageWritten, 201, idempotent=True),
     Api("PATCH", "/v1/channels/{cid}/messages/{mid}", http.edit_message, "Edit your message",

@@ -216,7 +216,21 @@ class Message(BaseModel):
     deleted: bool
     reactions: dict[str, list[str]]
     reply_count: int
+    mentions: list[str] = Field(
+        default_factory=list, description="users the text named as @user_id when it was posted (empty once deleted)"
+    )
     seen_by: list[str] | None = Field(default=None, description="members who have read it (channels up to 100)")
+
+
+class AsOfPoint(BaseModel):
+    """Where an ``as_of`` fell: the channel's last event it includes."""
+
+    seq: int = Field(description="the channel's last seq as of then (its head_seq)")
+    position: int = Field(description="that event's log position")
+    occurred_at: str = Field(description="when it was recorded (the latest time up to it)")
+
+
+AS_OF_DESCRIPTION = "with as_of: the point of the channel's stream the answer shows (docs/analyst.md, Time travel)"
 
 
 class Channel(BaseModel):
@@ -228,6 +242,7 @@ class Channel(BaseModel):
     head_seq: int
     last_message: Message | None
     unread_count: int | None
+    as_of: AsOfPoint | None = Field(default=None, description=AS_OF_DESCRIPTION)
 
 
 class ChannelList(BaseModel):
@@ -238,6 +253,7 @@ class MessagePage(BaseModel):
     messages: list[Message]
     next_before_seq: int | None = None
     next_after_seq: int | None = None
+    as_of: AsOfPoint | None = Field(default=None, description=AS_OF_DESCRIPTION)
 
 
 class Thread(BaseModel):

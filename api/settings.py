@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     )
     max_token_ttl_seconds: int = 30 * 24 * 3600
     query_wait_seconds: float = 5.0
+    asof_cache_versions: int = Field(
+        default=300_000,
+        ge=0,
+        description="document versions (about two per event, 0.7 KB each) of the channels asked with as_of a node "
+        "keeps in memory",
+    )
 
     rate_limit_scope: Literal["cluster", "node"] = "cluster"
     rate_user_writes_per_second: float = 10.0

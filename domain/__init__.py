@@ -2,3 +2,5 @@
 
 Nothing in this package performs I/O or imports a framework other than pydantic.
 """
+
+from domain import upcasters as upcasters  # registers the upcasters before any event is read

@@ -34,6 +34,7 @@ from domain.events import (
     ReactionRemoved,
     ReadMarkerMoved,
     Role,
+    mentions_in,
 )
 
 ADMIN_ROLES = frozenset({"owner", "admin"})
@@ -309,6 +310,7 @@ def _post(state: ChannelState, c: PostMessage) -> Decision:
             parent_id=c.parent_id,
             attachments=c.attachments,
             client_msg_id=c.client_msg_id,
+            mentions=mentions_in(c.text),
         )
     ]
 

@@ -7,6 +7,7 @@ Stored events are never rewritten; older schema versions are upcast on read.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -120,12 +121,29 @@ class MemberRemoved(DomainEvent):
 
 
 class MessagePosted(DomainEvent):
+    """A message was posted. Version 2 added ``mentions``: the users the text names as
+    ``@user_id`` when it was posted (:func:`mentions_in`), for notifications and analytics;
+    version 1 payloads are lifted by ``domain.upcasters``."""
+
+    schema_version: ClassVar[int] = 2
     message_id: str
     author_id: str
     text: str
     parent_id: str | None = None
     attachments: list[dict[str, Any]] = Field(default_factory=list)
     client_msg_id: str | None = None
+    mentions: list[str] = Field(default_factory=list)
+
+
+# ``@`` then a user id (domain.base.ID_PATTERN), not inside a word or an e-mail address.
+_MENTION = re.compile(r"(?<![A-Za-z0-9_.@=+\-])@([A-Za-z0-9][A-Za-z0-9_.@=+\-]{0,127})")
+
+
+def mentions_in(text: str) -> list[str]:
+    """The user ids ``text`` mentions as ``@user_id``, once each, in order of appearance.
+    A full stop after the id ends the sentence, not the id (``"thanks @bob."`` names ``bob``)."""
+    found = (m.group(1).rstrip(".") for m in _MENTION.finditer(text))
+    return list(dict.fromkeys(user for user in found if user))
 
 
 class MessageEdited(DomainEvent):

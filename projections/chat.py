@@ -158,6 +158,7 @@ def _posted(event: Event) -> Result:
         "parent_id": p.get("parent_id"),
         "attachments": p.get("attachments", []),
         "client_msg_id": p.get("client_msg_id"),
+        "mentions": p.get("mentions", []),
         "created_at": event.occurred_at,
         "edited_at": None,
         "deleted": False,
@@ -182,6 +183,7 @@ def _deleted(event: Event) -> Result:
         "deleted": True,
         "text": None,
         "attachments": [],
+        "mentions": [],
         "reactions": {},
         "deleted_at": event.occurred_at,
     }

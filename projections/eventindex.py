@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import orjson
 
-from domain.events import Event
+from domain.events import Event, upcast
 from projections.ports import Doc, Op
 
 NAME = "events"
@@ -20,6 +20,9 @@ def project(event: Event) -> list[Op]:
 
 
 def to_event(doc: Doc) -> Event:
+    """The indexed event, its payload upcast (an index built before a schema change holds the
+    old shape, as the log does)."""
     data = {k: v for k, v in doc.items() if k not in ("_id", "payload_json")}
-    data["payload"] = orjson.loads(doc["payload_json"])
+    stored = orjson.loads(doc["payload_json"])
+    data["schema_version"], data["payload"] = upcast(data["type"], data["schema_version"], stored)
     return Event.model_construct(**data)

@@ -109,7 +109,32 @@ class ReadStoreRefused(Exception):
     store). Retrying the same writes does not help; the projector isolates the event."""
 
 
-class ReadStore(abc.ABC):
+class DocReader(abc.ABC):
+    """Reads documents of the read models, scoped by tenant: what the queries need
+    (``projections.queries``), whether the documents are stored or folded in memory
+    (``projections.timetravel``)."""
+
+    @abc.abstractmethod
+    async def get(self, collection: str, tenant_id: str, id: str) -> Doc | None:
+        """One document by id, without its guard field."""
+
+    @abc.abstractmethod
+    async def find(
+        self,
+        collection: str,
+        tenant_id: str,
+        filter: Filter,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+    ) -> list[Doc]:
+        """Documents matching ``filter`` sorted by ``sort`` (field, 1 or -1)."""
+
+    @abc.abstractmethod
+    async def count(self, collection: str, tenant_id: str, filter: Filter) -> int:
+        """How many documents match ``filter``."""
+
+
+class ReadStore(DocReader):
     """Documents of the read models, scoped by tenant, with per-projection checkpoints."""
 
     @abc.abstractmethod
@@ -147,29 +172,10 @@ class ReadStore(abc.ABC):
         """The position up to which ``projection`` has been applied (0 if never)."""
 
     @abc.abstractmethod
-    async def get(self, collection: str, tenant_id: str, id: str) -> Doc | None:
-        """One document by id, without its guard field."""
-
-    @abc.abstractmethod
-    async def find(
-        self,
-        collection: str,
-        tenant_id: str,
-        filter: Filter,
-        sort: Sequence[tuple[str, int]] = (),
-        limit: int | None = None,
-    ) -> list[Doc]:
-        """Documents matching ``filter`` sorted by ``sort`` (field, 1 or -1)."""
-
-    @abc.abstractmethod
-    async def count(self, collection: str, tenant_id: str, filter: Filter) -> int:
-        """How many documents match ``filter``."""
-
-    @abc.abstractmethod
     async def drop(self, projection: str, collections: Sequence[str]) -> None:
         """Remove ``collections`` and the checkpoint of ``projection`` (for a rebuild)."""
 
-    async def settle(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+    async def settle(self) -> None:
         """Finish work a store postponed while a rebuild was applied (e.g. building indexes)."""
 
 
@@ -314,6 +320,18 @@ def _target(doc: Doc, path: str) -> Doc:
     child = dict(doc.get(head) or {})
     doc[head] = child
     return child
+
+
+def sort_docs(docs: list[Doc], sort: Sequence[tuple[str, int]]) -> list[Doc]:
+    """Sort like MongoDB: ``None`` before any value, later keys break ties."""
+    for name, direction in reversed(sort):
+        docs.sort(key=lambda d: (d.get(name) is not None, d.get(name)), reverse=direction < 0)
+    return docs
+
+
+def public(doc: Doc) -> Doc:
+    """The document without its guard field, as :meth:`DocReader.get` returns it."""
+    return {k: v for k, v in doc.items() if k != "_pos"}
 
 
 def matches(doc: Doc, filter: Filter) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from projections.chat import membership_key, message_key
-from projections.ports import Doc, ReadStore
+from projections.ports import Doc, DocReader
 
 _HIDDEN = ("_id", "tenant_id")
 
@@ -15,13 +15,14 @@ def render_message(doc: Doc) -> Doc:
     out = {k: v for k, v in doc.items() if k not in _HIDDEN}
     out["reactions"] = {emoji: users for emoji, users in (doc.get("reactions") or {}).items() if users}
     out.setdefault("edited_at", None)
+    out.setdefault("mentions", [])  # a message projected before MessagePosted v2, until a rebuild
     return out
 
 
 class ChatQueries:
     """Queries over channels, memberships and messages for one store."""
 
-    def __init__(self, store: ReadStore, *, receipts_up_to: int = 100) -> None:
+    def __init__(self, store: DocReader, *, receipts_up_to: int = 100) -> None:
         self.store = store
         self.receipts_up_to = receipts_up_to
 

@@ -195,6 +195,8 @@ class HistoryView:
             shown = {**event.payload, "text": "", "redacted": "deleted"}
             if "attachments" in shown:
                 shown["attachments"] = []
+            if shown.get("mentions"):
+                shown["mentions"] = []
             return self.encode(event, shown)
         if self._superseded(message, event):
             text = self._texts.get(message.edited_seq, "")

@@ -209,7 +209,11 @@ class EventFrame(Frame):
 def _compact_example() -> dict[str, Any]:
     shown = {k: v for k, v in EXAMPLE_POST.model_dump(mode="json").items() if v is not None and v != [] and v != {}}
     at = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    return {"type": "ev", "ch": "c1", "seq": 42, "ev": EXAMPLE_POST.type, "at": int(at.timestamp()) * 1000, "d": shown}
+    example = {"type": "ev", "ch": "c1", "seq": 42, "ev": EXAMPLE_POST.type, "at": int(at.timestamp()) * 1000}
+    example["d"] = shown
+    if EXAMPLE_POST.schema_version != 1:  # as compact_event_frame writes it
+        example["v"] = EXAMPLE_POST.schema_version
+    return example
 
 
 COMPACT_EXAMPLE = _compact_example()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from commands.ports import ConcurrencyError, EventLog, Idempotency, IdempotencyKeyReused, NewEvent, StreamStore
-from domain.events import UPCASTERS, Event, register_upcaster
+from domain.events import EVENT_TYPES, UPCASTERS, Event, register_upcaster
 
 _counter = itertools.count(1)
 
@@ -33,7 +33,7 @@ def new_event(seq: int, type: str = "MessagePosted", **payload: Any) -> NewEvent
         event_id=str(uuid.uuid4()),
         seq=seq,
         type=type,
-        schema_version=1,
+        schema_version=EVENT_TYPES[type].schema_version if type in EVENT_TYPES else 1,  # as deciders record it
         occurred_at=f"2026-01-01T00:00:{n % 60:02d}.000Z",
         actor="user:u1",
         command_id=f"cmd-{n}",

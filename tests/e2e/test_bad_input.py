@@ -344,6 +344,9 @@ BAD_QUERIES = [
     ("/v1/channels/c/messages", {"before_seq": "²"}),  # a digit to str.isdigit, not to int()
     ("/v1/channels/c/messages", {"after_seq": "٣"}),  # an Arabic-Indic digit
     ("/v1/channels/c/messages/{mid}/thread", {"limit": "0"}),
+    ("/v1/channels/c", {"as_of": "yesterday"}),  # as_of: a position or an RFC 3339 time with its offset
+    ("/v1/channels/c/messages", {"as_of": "2026-01-01T00:00:00"}),
+    ("/v1/channels/c/messages", {"as_of": "0001-01-01T00:00:00+01:00"}),
     ("/v1/events", {"after_position": "x"}),
     ("/v1/events", {"limit": "1001"}),
     # usage ranges at the ends of the calendar: once overflows, now 422 out_of_range

@@ -29,6 +29,7 @@ from tests.perf import (
     bench_presence,
     bench_projectors,
     bench_rebuild,
+    bench_timetravel,
     bench_usage,
     bench_ws_latency,
 )
@@ -62,6 +63,8 @@ BENCHES: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str
     ),
     # issue 13: caas export to Parquet beside a scan of the same log
     "export": (bench_export.run, {"events": 200_000, "rounds": 3}, {"events": 20_000, "rounds": 2}),
+    # issue 13: as_of on a channel of 100k events beside the live history route
+    "timetravel": (bench_timetravel.run, {"events": 100_000}, {"events": 20_000, "rounds": 60}),
 }
 
 

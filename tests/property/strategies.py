@@ -27,7 +27,7 @@ Draw = Callable[[st.SearchStrategy[T]], T]
 USERS = ("u1", "u2", "u3", "u4", "u5")
 EMOJI = ("👍", "🎉", "ok")
 CLIENT_IDS = ("c1", "c2", "c3")
-TEXTS = ("hi", "hello", "ok", "✨ ünïcode", "")
+TEXTS = ("hi", "hello", "ok", "✨ ünïcode", "", "thanks @u2.")
 TENANT = Actor("tenant", "t")
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -73,10 +73,31 @@ class CreateApiKey(BaseModel):
     name: Annotated[str | None, Field(max_length=200, min_length=1, title="Name")] = "default"
 
 
+class ApiKeyInfo(BaseModel):
+    key_id: Annotated[str, Field(title="Key Id")]
+    name: Annotated[str, Field(title="Name")]
+    revoked: Annotated[bool, Field(title="Revoked")]
+
+
+class ApiKeyList(BaseModel):
+    api_keys: Annotated[list[ApiKeyInfo], Field(title="Api Keys")]
+
+
 class Written(BaseModel):
     event_id: Annotated[str, Field(title="Event Id")]
     position: Annotated[int, Field(title="Position")]
     seq: Annotated[int, Field(title="Seq")]
+
+
+class SigningKeys(BaseModel):
+    kid: Annotated[str, Field(title="Kid")]
+    """
+    the key new end-user tokens are signed with
+    """
+    verifying: Annotated[list[str], Field(title="Verifying")]
+    """
+    the keys whose tokens verify: the current one and the one before
+    """
 
 
 class SigningKeyRotated(BaseModel):
@@ -84,6 +105,10 @@ class SigningKeyRotated(BaseModel):
     position: Annotated[int, Field(title="Position")]
     seq: Annotated[int, Field(title="Seq")]
     kid: Annotated[str, Field(title="Kid")]
+
+
+class OriginList(BaseModel):
+    origins: Annotated[list[str], Field(title="Origins")]
 
 
 class OriginsWritten(BaseModel):
@@ -102,6 +127,22 @@ class AllowedOrigins(BaseModel):
         extra="forbid",
     )
     origins: Annotated[list[Origin], Field(max_length=50, title="Origins")]
+
+
+class UserInfo(BaseModel):
+    user_id: Annotated[str, Field(title="User Id")]
+    name: Annotated[str | None, Field(title="Name")]
+    metadata: Annotated[dict[str, Any], Field(title="Metadata")]
+    created_at: Annotated[str | None, Field(title="Created At")]
+    updated_at: Annotated[str | None, Field(title="Updated At")]
+
+
+class UserList(BaseModel):
+    users: Annotated[list[UserInfo], Field(title="Users")]
+    next_after: Annotated[str | None, Field(title="Next After")]
+    """
+    pass as after= for the next page; null on the last
+    """
 
 
 class UserWritten(BaseModel):
@@ -135,6 +176,21 @@ class CreateToken(BaseModel):
     ttl_seconds: Annotated[TtlSeconds | None, Field(title="Ttl Seconds")] = None
 
 
+class AsOfPoint(BaseModel):
+    seq: Annotated[int, Field(title="Seq")]
+    """
+    the channel's last seq as of then (its head_seq)
+    """
+    position: Annotated[int, Field(title="Position")]
+    """
+    that event's log position
+    """
+    occurred_at: Annotated[str, Field(title="Occurred At")]
+    """
+    when it was recorded (the latest time up to it)
+    """
+
+
 class Member(BaseModel):
     user_id: Annotated[str, Field(title="User Id")]
     role: Annotated[Literal["owner", "admin", "member"], Field(title="Role")]
@@ -153,6 +209,10 @@ class Message(BaseModel):
     deleted: Annotated[bool, Field(title="Deleted")]
     reactions: Annotated[dict[str, list[str]], Field(title="Reactions")]
     reply_count: Annotated[int, Field(title="Reply Count")]
+    mentions: Annotated[list[str] | None, Field(title="Mentions")] = None
+    """
+    users the text named as @user_id when it was posted (empty once deleted)
+    """
     seen_by: Annotated[list[str] | None, Field(title="Seen By")] = None
     """
     members who have read it (channels up to 100)
@@ -191,6 +251,23 @@ class CreateChannel(BaseModel):
     e2e: Annotated[bool | None, Field(title="E2E")] = False
 
 
+class MemberDetail(BaseModel):
+    user_id: Annotated[str, Field(title="User Id")]
+    role: Annotated[str | None, Field(title="Role")]
+    active: Annotated[bool, Field(title="Active")]
+    """
+    a member now (false: removed or banned)
+    """
+    muted: Annotated[bool, Field(title="Muted")]
+    muted_until: Annotated[str | None, Field(title="Muted Until")]
+    banned: Annotated[bool, Field(title="Banned")]
+    last_read_seq: Annotated[int, Field(title="Last Read Seq")]
+
+
+class MemberList(BaseModel):
+    members: Annotated[list[MemberDetail], Field(title="Members")]
+
+
 class AddMember(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -203,6 +280,10 @@ class MessagePage(BaseModel):
     messages: Annotated[list[Message], Field(title="Messages")]
     next_before_seq: Annotated[int | None, Field(title="Next Before Seq")] = None
     next_after_seq: Annotated[int | None, Field(title="Next After Seq")] = None
+    as_of: AsOfPoint | None = None
+    """
+    with as_of: the point of the channel's stream the answer shows (docs/analyst.md, Time travel)
+    """
 
 
 class MessageWritten(BaseModel):
@@ -461,6 +542,117 @@ class WebhookReceived(BaseModel):
     """
 
 
+class WebhookCreated(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    webhook_id: Annotated[str, Field(title="Webhook Id")]
+    secret: Annotated[str, Field(title="Secret")]
+    """
+    the signing secret (whsec_…): shown on creation and on its idempotent retries
+    """
+
+
+class EventType(RootModel[str]):
+    root: Annotated[str, Field(max_length=64, min_length=1)]
+
+
+class CreateWebhook(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    url: Annotated[str, Field(max_length=2048, min_length=1, title="Url")]
+    event_types: Annotated[list[EventType] | None, Field(max_length=50, min_length=1, title="Event Types")] = None
+    description: Annotated[str | None, Field(max_length=200, title="Description")] = ""
+
+
+class Webhook(BaseModel):
+    webhook_id: Annotated[str, Field(title="Webhook Id")]
+    url: Annotated[str, Field(title="Url")]
+    event_types: Annotated[list[str], Field(title="Event Types")]
+    description: Annotated[str, Field(title="Description")]
+    enabled: Annotated[bool, Field(title="Enabled")]
+    disabled_reason: Annotated[str | None, Field(title="Disabled Reason")]
+    created_at: Annotated[str | None, Field(title="Created At")]
+    updated_at: Annotated[str | None, Field(title="Updated At")]
+    version: Annotated[int, Field(title="Version")]
+
+
+class WebhookList(BaseModel):
+    webhooks: Annotated[list[Webhook], Field(title="Webhooks")]
+
+
+class WebhookWritten(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    webhook_id: Annotated[str, Field(title="Webhook Id")]
+
+
+class Url(RootModel[str]):
+    root: Annotated[str, Field(max_length=2048, min_length=1, title="Url")] = None
+
+
+class EventTypes(RootModel[list[EventType]]):
+    root: Annotated[list[EventType], Field(max_length=50, min_length=1, title="Event Types")] = None
+
+
+class Description(RootModel[str]):
+    root: Annotated[str, Field(max_length=200, title="Description")] = None
+
+
+class UpdateWebhook(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    url: Annotated[Url | None, Field(title="Url")] = None
+    event_types: Annotated[EventTypes | None, Field(title="Event Types")] = None
+    description: Annotated[Description | None, Field(title="Description")] = None
+    enabled: Annotated[bool | None, Field(title="Enabled")] = None
+    """
+    true re-enables a disabled endpoint
+    """
+
+
+class Delivery(BaseModel):
+    delivery_id: Annotated[str, Field(title="Delivery Id")]
+    event_id: Annotated[str, Field(title="Event Id")]
+    event_type: Annotated[str, Field(title="Event Type")]
+    position: Annotated[int, Field(title="Position")]
+    attempt: Annotated[int, Field(title="Attempt")]
+    status_code: Annotated[int | None, Field(title="Status Code")]
+    ok: Annotated[bool, Field(title="Ok")]
+    latency_ms: Annotated[float, Field(title="Latency Ms")]
+    error: Annotated[str | None, Field(title="Error")]
+    at: Annotated[str, Field(title="At")]
+
+
+class DeliveryPage(BaseModel):
+    deliveries: Annotated[list[Delivery], Field(title="Deliveries")]
+    next_after: Annotated[str | None, Field(title="Next After")]
+
+
+class ReplayWebhook(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    from_position: Annotated[int, Field(ge=0, title="From Position")]
+    """
+    re-deliver the matching events after this log position
+    """
+
+
+class WebhookSecret(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    webhook_id: Annotated[str, Field(title="Webhook Id")]
+    secret: Annotated[str, Field(title="Secret")]
+    """
+    the new signing secret (whsec_…): shown here and on this rotation's retries
+    """
+
+
 class Channel(BaseModel):
     channel_id: Annotated[str, Field(title="Channel Id")]
     name: Annotated[str | None, Field(title="Name")]
@@ -470,6 +662,10 @@ class Channel(BaseModel):
     head_seq: Annotated[int, Field(title="Head Seq")]
     last_message: Message | None
     unread_count: Annotated[int | None, Field(title="Unread Count")]
+    as_of: AsOfPoint | None = None
+    """
+    with as_of: the point of the channel's stream the answer shows (docs/analyst.md, Time travel)
+    """
 
 
 class ChannelList(BaseModel):
