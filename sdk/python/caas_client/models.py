@@ -1,4 +1,5 @@
 # mypy: disable-error-code="assignment"
+# ruff: noqa: E501
 # (the generator gives optional constrained values a None default that pydantic accepts)
 """Request and response models, generated from the server's ``/openapi.json``: do not edit.
 
@@ -81,6 +82,10 @@ class ApiKeyInfo(BaseModel):
 
 class ApiKeyList(BaseModel):
     api_keys: Annotated[list[ApiKeyInfo], Field(title="Api Keys")]
+    next_after: Annotated[str | None, Field(title="Next After")]
+    """
+    pass as after= (with limit=) for the next page; null on the last. Without limit: every key
+    """
 
 
 class Written(BaseModel):
@@ -266,6 +271,10 @@ class MemberDetail(BaseModel):
 
 class MemberList(BaseModel):
     members: Annotated[list[MemberDetail], Field(title="Members")]
+    next_after: Annotated[str | None, Field(title="Next After")]
+    """
+    pass as after= (with limit=) for the next page, in user id order; null on the last. Without limit or after: everyone, current members first
+    """
 
 
 class AddMember(BaseModel):
@@ -478,6 +487,88 @@ class UsageReport(BaseModel):
     meters: Annotated[list[str], Field(title="Meters")]
     buckets: Annotated[list[UsageBucket], Field(title="Buckets")]
     totals: Annotated[dict[str, int], Field(title="Totals")]
+
+
+class AnalyticsBucket(BaseModel):
+    active_users: Annotated[int, Field(title="Active Users")]
+    """
+    distinct users who wrote to a channel in their own name (DAU by day, MAU by month)
+    """
+    messages: Annotated[int, Field(title="Messages")]
+    """
+    top-level messages posted (usage's messages meter)
+    """
+    replies: Annotated[int, Field(title="Replies")]
+    """
+    thread replies posted (usage's replies meter)
+    """
+    active_channels: Annotated[int, Field(title="Active Channels")]
+    """
+    distinct channels with at least one post
+    """
+    conversations: Annotated[int, Field(title="Conversations")]
+    """
+    posts after an hour of silence in their channel
+    """
+    answered: Annotated[int, Field(title="Answered")]
+    """
+    conversations another user posted in within 24 hours
+    """
+    median_first_reply_seconds: Annotated[float | None, Field(title="Median First Reply Seconds")]
+    """
+    median seconds from a conversation's first post to another user's first post (null: none answered)
+    """
+    start: Annotated[str, Field(title="Start")]
+    """
+    the bucket's start: a UTC day or calendar month
+    """
+
+
+class AnalyticsChannel(BaseModel):
+    channel_id: Annotated[str, Field(title="Channel Id")]
+    messages: Annotated[int, Field(title="Messages")]
+    replies: Annotated[int, Field(title="Replies")]
+
+
+class AnalyticsFigures(BaseModel):
+    active_users: Annotated[int, Field(title="Active Users")]
+    """
+    distinct users who wrote to a channel in their own name (DAU by day, MAU by month)
+    """
+    messages: Annotated[int, Field(title="Messages")]
+    """
+    top-level messages posted (usage's messages meter)
+    """
+    replies: Annotated[int, Field(title="Replies")]
+    """
+    thread replies posted (usage's replies meter)
+    """
+    active_channels: Annotated[int, Field(title="Active Channels")]
+    """
+    distinct channels with at least one post
+    """
+    conversations: Annotated[int, Field(title="Conversations")]
+    """
+    posts after an hour of silence in their channel
+    """
+    answered: Annotated[int, Field(title="Answered")]
+    """
+    conversations another user posted in within 24 hours
+    """
+    median_first_reply_seconds: Annotated[float | None, Field(title="Median First Reply Seconds")]
+    """
+    median seconds from a conversation's first post to another user's first post (null: none answered)
+    """
+
+
+class AnalyticsReport(BaseModel):
+    tenant_id: Annotated[str, Field(title="Tenant Id")]
+    from_: Annotated[str, Field(alias="from", title="From")]
+    to: Annotated[str, Field(title="To")]
+    granularity: Annotated[Literal["day", "month"], Field(title="Granularity")]
+    buckets: Annotated[list[AnalyticsBucket], Field(title="Buckets")]
+    totals: AnalyticsFigures
+    channels: Annotated[list[AnalyticsChannel], Field(title="Channels")]
 
 
 class PlanWritten(BaseModel):

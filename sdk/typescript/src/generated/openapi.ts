@@ -34,6 +34,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/analytics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tenant's active users, posts, active channels and median time to first reply by UTC day or month
+         * @description Credential: tenant
+         */
+        get: operations["get_analytics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/api-keys": {
         parameters: {
             query?: never;
@@ -227,7 +247,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Everyone who was a member: role, muted, banned, read marker (current members first)
+         * Everyone who was a member: role, muted, banned, read marker (current members first; pages in user id order)
          * @description Credential: tenant
          */
         get: operations["list_members"];
@@ -842,6 +862,123 @@ export interface components {
             /** Origins */
             origins: string[];
         };
+        /** AnalyticsBucket */
+        AnalyticsBucket: {
+            /**
+             * Active Channels
+             * @description distinct channels with at least one post
+             */
+            active_channels: number;
+            /**
+             * Active Users
+             * @description distinct users who wrote to a channel in their own name (DAU by day, MAU by month)
+             */
+            active_users: number;
+            /**
+             * Answered
+             * @description conversations another user posted in within 24 hours
+             */
+            answered: number;
+            /**
+             * Conversations
+             * @description posts after an hour of silence in their channel
+             */
+            conversations: number;
+            /**
+             * Median First Reply Seconds
+             * @description median seconds from a conversation's first post to another user's first post (null: none answered)
+             */
+            median_first_reply_seconds: number | null;
+            /**
+             * Messages
+             * @description top-level messages posted (usage's messages meter)
+             */
+            messages: number;
+            /**
+             * Replies
+             * @description thread replies posted (usage's replies meter)
+             */
+            replies: number;
+            /**
+             * Start
+             * @description the bucket's start: a UTC day or calendar month
+             */
+            start: string;
+        };
+        /** AnalyticsChannel */
+        AnalyticsChannel: {
+            /** Channel Id */
+            channel_id: string;
+            /** Messages */
+            messages: number;
+            /** Replies */
+            replies: number;
+        };
+        /**
+         * AnalyticsFigures
+         * @description A bucket's (or the range's) analytics; docs/analytics.md defines each figure.
+         */
+        AnalyticsFigures: {
+            /**
+             * Active Channels
+             * @description distinct channels with at least one post
+             */
+            active_channels: number;
+            /**
+             * Active Users
+             * @description distinct users who wrote to a channel in their own name (DAU by day, MAU by month)
+             */
+            active_users: number;
+            /**
+             * Answered
+             * @description conversations another user posted in within 24 hours
+             */
+            answered: number;
+            /**
+             * Conversations
+             * @description posts after an hour of silence in their channel
+             */
+            conversations: number;
+            /**
+             * Median First Reply Seconds
+             * @description median seconds from a conversation's first post to another user's first post (null: none answered)
+             */
+            median_first_reply_seconds: number | null;
+            /**
+             * Messages
+             * @description top-level messages posted (usage's messages meter)
+             */
+            messages: number;
+            /**
+             * Replies
+             * @description thread replies posted (usage's replies meter)
+             */
+            replies: number;
+        };
+        /**
+         * AnalyticsReport
+         * @description A tenant's analytics over the whole UTC days (or months) ``[from, to)`` overlaps: every
+         *     bucket, zeros included, the range's totals (distinct over the range) and its busiest
+         *     channels (at most 100, by posts).
+         */
+        AnalyticsReport: {
+            /** Buckets */
+            buckets: components["schemas"]["AnalyticsBucket"][];
+            /** Channels */
+            channels: components["schemas"]["AnalyticsChannel"][];
+            /** From */
+            from: string;
+            /**
+             * Granularity
+             * @enum {string}
+             */
+            granularity: "day" | "month";
+            /** Tenant Id */
+            tenant_id: string;
+            /** To */
+            to: string;
+            totals: components["schemas"]["AnalyticsFigures"];
+        };
         /** ApiKeyCreated */
         ApiKeyCreated: {
             /** Api Key */
@@ -871,6 +1008,32 @@ export interface components {
         ApiKeyList: {
             /** Api Keys */
             api_keys: components["schemas"]["ApiKeyInfo"][];
+            /**
+             * Next After
+             * @description pass as after= (with limit=) for the next page; null on the last. Without limit: every key
+             */
+            next_after: string | null;
+        };
+        /**
+         * AsOfPoint
+         * @description Where an ``as_of`` fell: the channel's last event it includes.
+         */
+        AsOfPoint: {
+            /**
+             * Occurred At
+             * @description when it was recorded (the latest time up to it)
+             */
+            occurred_at: string;
+            /**
+             * Position
+             * @description that event's log position
+             */
+            position: number;
+            /**
+             * Seq
+             * @description the channel's last seq as of then (its head_seq)
+             */
+            seq: number;
         };
         /** Attachment */
         Attachment: {
@@ -934,6 +1097,11 @@ export interface components {
         };
         /** Channel */
         Channel: {
+            /**
+             * @description with as_of: the point of the channel's stream the answer shows (docs/analyst.md, Time travel)
+             * @default null
+             */
+            as_of?: components["schemas"]["AsOfPoint"] | null;
             /** Channel Id */
             channel_id: string;
             /** E2E */
@@ -1234,6 +1402,11 @@ export interface components {
         MemberList: {
             /** Members */
             members: components["schemas"]["MemberDetail"][];
+            /**
+             * Next After
+             * @description pass as after= (with limit=) for the next page, in user id order; null on the last. Without limit or after: everyone, current members first
+             */
+            next_after: string | null;
         };
         /** Message */
         Message: {
@@ -1251,6 +1424,11 @@ export interface components {
             deleted: boolean;
             /** Edited At */
             edited_at: string | null;
+            /**
+             * Mentions
+             * @description users the text named as @user_id when it was posted (empty once deleted)
+             */
+            mentions?: string[];
             /** Message Id */
             message_id: string;
             /** Parent Id */
@@ -1274,6 +1452,11 @@ export interface components {
         };
         /** MessagePage */
         MessagePage: {
+            /**
+             * @description with as_of: the point of the channel's stream the answer shows (docs/analyst.md, Time travel)
+             * @default null
+             */
+            as_of?: components["schemas"]["AsOfPoint"] | null;
             /** Messages */
             messages: components["schemas"]["Message"][];
             /**
@@ -1883,9 +2066,159 @@ export interface operations {
             };
         };
     };
+    get_analytics: {
+        parameters: {
+            query: {
+                from: string;
+                granularity?: "day" | "month";
+                min_position?: number;
+                to: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "tenant_id": "t3f2a9c1d",
+                     *       "from": "2026-01-01T00:00:00.000Z",
+                     *       "to": "2026-01-02T00:00:00.000Z",
+                     *       "granularity": "day",
+                     *       "buckets": [
+                     *         {
+                     *           "start": "2026-01-01T00:00:00.000Z",
+                     *           "active_users": 4,
+                     *           "messages": 5,
+                     *           "replies": 1,
+                     *           "active_channels": 2,
+                     *           "conversations": 2,
+                     *           "answered": 1,
+                     *           "median_first_reply_seconds": 42.5
+                     *         }
+                     *       ],
+                     *       "totals": {
+                     *         "active_users": 4,
+                     *         "messages": 5,
+                     *         "replies": 1,
+                     *         "active_channels": 2,
+                     *         "conversations": 2,
+                     *         "answered": 1,
+                     *         "median_first_reply_seconds": 42.5
+                     *       },
+                     *       "channels": [
+                     *         {
+                     *           "channel_id": "news",
+                     *           "messages": 3,
+                     *           "replies": 0
+                     *         },
+                     *         {
+                     *           "channel_id": "help",
+                     *           "messages": 2,
+                     *           "replies": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AnalyticsReport"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_api_keys: {
         parameters: {
-            query?: never;
+            query?: {
+                after?: string;
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2757,6 +3090,7 @@ export interface operations {
     get_channel: {
         parameters: {
             query?: {
+                as_of?: string;
                 min_position?: number;
             };
             header?: never;
@@ -3094,6 +3428,8 @@ export interface operations {
     list_members: {
         parameters: {
             query?: {
+                after?: string;
+                limit?: number;
                 min_position?: number;
             };
             header?: never;
@@ -3448,6 +3784,7 @@ export interface operations {
         parameters: {
             query?: {
                 after_seq?: number;
+                as_of?: string;
                 before_seq?: number;
                 limit?: number;
                 min_position?: number;

@@ -14,6 +14,7 @@ export const routes = {
   delete_webhook: ["DELETE", "/v1/webhooks/{webhook_id}", 0],
   edit_message: ["PATCH", "/v1/channels/{cid}/messages/{mid}", 0],
   get_allowed_origins: ["GET", "/v1/cors", 0],
+  get_analytics: ["GET", "/v1/analytics", 1],
   get_channel: ["GET", "/v1/channels/{cid}", 1],
   get_presence: ["GET", "/v1/presence", 0],
   get_signing_keys: ["GET", "/v1/signing-keys", 0],
