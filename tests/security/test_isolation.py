@@ -6,6 +6,7 @@ users, the same channel, the same message text), so a lookup that forgot the ten
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -93,8 +94,10 @@ def call(
         params["min_position"] = position  # the caller's own writes are in the read models
     if "user_ids" in api.query:
         params["user_ids"] = f"{A_ONLY_USER},alice"
-    if "from" in api.query:  # usage: a range around now
-        params.update({"from": "2026-01-01T00:00:00Z", "to": "2028-01-01T00:00:00Z", "granularity": "month"})
+    if "from" in api.query:  # usage, analytics: a range around now that every such route serves (a year at most)
+        now = datetime.now(UTC)
+        around = {"from": now - timedelta(days=150), "to": now + timedelta(days=150)}
+        params.update({k: v.strftime("%Y-%m-%dT%H:%M:%SZ") for k, v in around.items()} | {"granularity": "month"})
     return client.request(api.method, url, json=body_for(api, as_tenant), params=params, headers=headers)
 
 

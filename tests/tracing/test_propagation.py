@@ -110,7 +110,7 @@ def test_the_sqlite_log_keeps_the_traceparent_and_opens_files_written_before_it(
 
     events = asyncio.run(scenario())
     assert [(e.seq, e.traceparent) for e in events] == [(1, None), (2, PARENT)]
-    assert events[0].payload == {"text": "old"}
+    assert events[0].payload["text"] == "old"  # (a MessagePosted of v1, read upcast: mentions added)
 
 
 @given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.sampled_from([0, 1]))
