@@ -45,7 +45,9 @@ def test_replay_of_unknown_event_types_fails_and_names_the_known_ones(tmp_path: 
 
 @pytest.mark.parametrize("backend", ["embedded", "kafka"])
 @pytest.mark.parametrize("blank", ["", " \t"])
-def test_replay_refuses_a_blank_tenant_rather_than_taking_every_tenant(tmp_path: Path, backend: str, blank: str) -> None:
+def test_replay_refuses_a_blank_tenant_rather_than_taking_every_tenant(
+    tmp_path: Path, backend: str, blank: str
+) -> None:
     done = run(tmp_path, "replay", "--backend", backend, "--tenant", blank)
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert done.stdout == ""
