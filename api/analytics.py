@@ -18,13 +18,14 @@ from projections.usage import RangeError
 async def get_analytics(request: Request) -> Response:
     who = await principal(request, "tenant")
     q = request.query_params
+    node = engine(request)
     try:
         asked = analytics.parse_range(q.get("from"), q.get("to"), q.get("granularity", "day"))
-    except RangeError as exc:
+        await wait_min_position(request)
+        report = await analytics.analytics_report(node.store, who.tenant_id, asked, node.settings.analytics_max_docs)
+    except RangeError as exc:  # a malformed range, or one holding more than a report reads
         details = {"rule": exc.rule, **exc.details} if exc.rule is not None else {}
         raise ApiError("invalid_request", exc.message, **details) from None
-    await wait_min_position(request)
-    report = await analytics.analytics_report(engine(request).store, who.tenant_id, asked)
     return json(render(who.tenant_id, asked, report))
 
 

@@ -21,7 +21,7 @@ from adapters import tracing
 from api.bootstrap import BackendUnsupported, build_backend, missing_secrets
 from api.settings import Settings
 from caas.rows import CSV_HEADER, csv_row, jsonl_line
-from caas.selection import event_types
+from caas.selection import event_types, tenant_id
 
 if TYPE_CHECKING:
     from projections.usage import UsageRange
@@ -148,6 +148,7 @@ async def export(settings: Settings, args: argparse.Namespace) -> None:
     cli: argparse.ArgumentParser = args.parser  # errors say "caas export: error: …" and exit 2
     try:
         window = ("--since", "--until")
+        args.tenant = tenant_id(args.tenant, "--tenant")
         selection = select(tenant=args.tenant, types=args.types, since=args.since, until=args.until, names=window)
     except ValueError as exc:
         cli.error(str(exc))  # before any backend is touched
@@ -410,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "replay":
         try:
             args.types = event_types(args.types)
+            args.tenant = tenant_id(args.tenant, "--tenant")
         except ValueError as exc:
             cli.error(str(exc))  # exits 2 before any backend is touched
     if args.command in ("serve", "worker"):

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         "keeps in memory",
     )
 
+    analytics_max_docs: int = Field(
+        default=50_000,
+        ge=1,
+        description="read-model documents (user-days or user-months, and channel-days) one GET /v1/analytics reads; "
+        "a range holding more is refused 422 range_too_large (docs/analytics.md)",
+    )
+
     rate_limit_scope: Literal["cluster", "node"] = "cluster"
     rate_user_writes_per_second: float = 10.0
     rate_user_writes_burst: float = 50.0

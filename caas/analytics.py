@@ -59,7 +59,7 @@ from caas.export import (
     to_batch,
 )
 from caas.rows import CSV_HEADER
-from caas.selection import Selection, bound, event_types
+from caas.selection import Selection, bound, event_types, tenant_id
 from commands.ports import EventRow
 from domain.events import Event
 from streams.projector import bulk_allocation
@@ -100,10 +100,10 @@ def select(
     names: tuple[str, str] = ("since", "until"),
 ) -> Selection:
     """A checked :class:`~caas.selection.Selection`; ``ValueError`` names what is wrong (an
-    unknown event type, a bound that is neither a position nor a time, an empty window), calling
-    the window's ends ``names``."""
+    unknown event type, a bound that is neither a position nor a time, an empty window, a blank
+    tenant), calling the window's ends ``names``."""
     return Selection(
-        tenant_id=tenant,
+        tenant_id=tenant_id(tenant),
         types=event_types(types),
         since=None if since is None else bound(since, names[0]),
         until=None if until is None else bound(until, names[1]),

@@ -59,6 +59,14 @@ def bound(value: int | str | datetime, option: str = "a bound") -> Bound:
     return position
 
 
+def tenant_id(value: str | None, option: str = "tenant") -> str | None:
+    """A tenant id as given (``None``: every tenant). Raises ``ValueError`` for a blank one: an
+    empty ``$TENANT`` in a script must not read as "every tenant" (nor as "no tenant")."""
+    if value is not None and not value.strip():
+        raise ValueError(f"{option} takes a tenant id, not {value!r}; leave it out to take every tenant")
+    return value
+
+
 def event_types(text: str | Iterable[str] | None) -> tuple[str, ...]:
     """Event types (comma-separated text, or names) checked against the known ones: a misspelt
     type would silently match nothing. Raises ``ValueError`` naming the unknown and the known."""

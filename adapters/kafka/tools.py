@@ -30,7 +30,7 @@ async def replay(
     seeks each partition by offsets-for-times."""
     since_ms = int(datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp() * 1000) if since else None
     async for batch in iterate_events(bootstrap, topic, partitions, after_position=after_position, since_ms=since_ms):
-        yield [e for e in batch if (not tenant_id or e.tenant_id == tenant_id) and (not types or e.type in types)]
+        yield [e for e in batch if (tenant_id is None or e.tenant_id == tenant_id) and (not types or e.type in types)]
 
 
 async def _bulk_load(

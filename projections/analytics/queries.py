@@ -5,7 +5,10 @@ A report covers whole UTC days (or calendar months): the range asked for is wide
 days (months) it overlaps. Time to first reply is worked out here from the channel-day
 documents of the range and of the days before and after it (the hour before the range, the
 :data:`REPLY_WINDOW` after it), so its cost is the channel-days with a post (a document each,
-holding each author's first post time in each hour).
+holding each author's first post time in each hour). A report reads at most ``max_docs``
+documents (user-days or user-months, and channel-days), else it is refused as
+``range_too_large`` before anything is counted: a big tenant's long range cannot fill the
+node's memory (:class:`TooManyDocuments`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from domain.base import format_time, next_month
-from projections.ports import Doc, ReadStore
+from projections.ports import Doc, Filter, ReadStore
 from projections.usage.ranges import RangeError, parse_time
 
 Granularity = Literal["day", "month"]
@@ -68,6 +71,34 @@ def parse_range(start: str | None, end: str | None, granularity: str) -> Analyti
             max_months=MAX_MONTHS,
         )
     return AnalyticsRange(first, last, grain)
+
+
+MAX_DOCS = 50_000  # documents one report reads, by default (CAAS_ANALYTICS_MAX_DOCS)
+
+
+class TooManyDocuments(RangeError):
+    """The range holds more read-model documents than one report reads: a narrower range (or,
+    for the active channels and conversations, fewer days) is asked for."""
+
+    def __init__(self, max_docs: int) -> None:
+        super().__init__(
+            f"the range holds more than the {max_docs} read-model documents (user-days or user-months, and "
+            "channel-days) one report reads; ask for a shorter range, or split it and ask for each part",
+            rule="range_too_large",
+            max_documents=max_docs,
+        )
+
+
+async def _find_bounded(
+    store: ReadStore, collection: str, tenant_id: str, filter: Filter, budget: int, max_docs: int
+) -> list[Doc]:
+    """The documents matching ``filter``, or :class:`TooManyDocuments` (of a report's
+    ``max_docs``) when more than ``budget`` match: read with a limit of one more, so no more than
+    that is ever held."""
+    docs = await store.find(collection, tenant_id, filter, limit=budget + 1)
+    if len(docs) > budget:
+        raise TooManyDocuments(max_docs)
+    return docs
 
 
 @dataclass(slots=True)
@@ -210,22 +241,24 @@ class _Buckets:
         return day[:7] if self.monthly else day
 
 
-async def _active_users(store: ReadStore, tenant_id: str, out: _Buckets) -> None:
+async def _active_users(store: ReadStore, tenant_id: str, out: _Buckets, max_docs: int) -> int:
     """Distinct users per bucket and over the range: the month documents by month, the day
-    documents by day."""
+    documents by day. How many documents it read (at most ``max_docs``)."""
     users: dict[str, set[str]] = defaultdict(set)
     if out.monthly:
         span = {"$gte": out.first_day[:7], "$lte": out.last_day[:7]}
-        for doc in await store.find("analytics_monthly", tenant_id, {"month": span}):
+        docs = await _find_bounded(store, "analytics_monthly", tenant_id, {"month": span}, max_docs, max_docs)
+        for doc in docs:
             users[doc["month"]].add(doc["user_id"])
     else:
-        for doc in await store.find(
-            "analytics_users", tenant_id, {"day": {"$gte": out.first_day, "$lte": out.last_day}}
-        ):
+        span = {"$gte": out.first_day, "$lte": out.last_day}
+        docs = await _find_bounded(store, "analytics_users", tenant_id, {"day": span}, max_docs, max_docs)
+        for doc in docs:
             users[doc["day"]].add(doc["user_id"])
     for label, who in users.items():
         out.figures[label].active_users = len(who)
     out.totals.active_users = len(set().union(*users.values())) if users else 0
+    return len(docs)
 
 
 def _posts(days: list[Doc], out: _Buckets) -> list[dict[str, int | str]]:
@@ -274,8 +307,9 @@ def _replies(days: list[Doc], out: _Buckets) -> None:
     out.totals.median_first_reply_seconds = _median(every)
 
 
-async def analytics_report(store: ReadStore, tenant_id: str, asked: AnalyticsRange) -> Report:
-    """``GET /v1/analytics``: the days (months) of ``asked`` and the range's totals."""
+async def analytics_report(store: ReadStore, tenant_id: str, asked: AnalyticsRange, max_docs: int = MAX_DOCS) -> Report:
+    """``GET /v1/analytics``: the days (months) of ``asked`` and the range's totals, read from at
+    most ``max_docs`` documents, else :class:`TooManyDocuments`."""
     monthly = asked.granularity == "month"
     starts: list[datetime] = []
     cursor = asked.start
@@ -284,11 +318,11 @@ async def analytics_report(store: ReadStore, tenant_id: str, asked: AnalyticsRan
         cursor = next_month(cursor) if monthly else cursor + timedelta(days=1)
     labels = [_day(start)[:7] if monthly else _day(start) for start in starts]
     out = _Buckets(monthly, _day(asked.start), _day(asked.end - timedelta(days=1)), {lb: Figures() for lb in labels})
-    await _active_users(store, tenant_id, out)
+    read = await _active_users(store, tenant_id, out, max_docs)
     # the channel days of the range, and the day before and after it (the hour before the
     # range, the reply window after it)
     span = {"$gte": _day(asked.start - timedelta(days=1)), "$lte": _day(asked.end)}
-    days = await store.find("analytics_channels", tenant_id, {"day": span})
+    days = await _find_bounded(store, "analytics_channels", tenant_id, {"day": span}, max_docs - read, max_docs)
     channels = _posts(days, out)
     _replies(days, out)
     return Report(

@@ -5,10 +5,13 @@ agree with ``GET /v1/usage`` on the posts of the same days (docs/analytics.md)."
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.cluster import serving
 from tests.support import Tenant, bearer, new_tenant
 
 
@@ -121,3 +124,27 @@ def test_bad_analytics_requests_get_a_4xx_json_error_naming_the_problem(
     token = tenant.user(client, "eve")
     r = client.get(url, params=days(), headers=bearer(token))
     assert r.status_code in (401, 403) and r.json()["error"]["code"], r.text
+
+
+@pytest.mark.parametrize("backend", ["embedded", "kafka"])
+def test_a_range_holding_more_documents_than_a_report_reads_is_refused_with_a_hint(
+    backend: str, tmp_path: Path
+) -> None:
+    """With ``CAAS_ANALYTICS_MAX_DOCS=3`` the chat's four active users (four user-day documents,
+    four user-month ones) are more than a report reads: 422 ``range_too_large`` naming the cap,
+    by day and by month; a range without them is still served."""
+    with serving(backend, tmp_path, {"CAAS_ANALYTICS_MAX_DOCS": "3"}) as srv, httpx.Client(timeout=30) as client:
+        tenant = new_tenant(client, srv.url, "big")
+        _, head = chat(client, tenant)
+        url, params = f"{tenant.url}/v1/analytics", {**days(), "min_position": str(head)}
+        for granularity in ("day", "month"):
+            r = client.get(url, params={**params, "granularity": granularity}, headers=tenant.headers())
+            assert r.status_code == 422, (granularity, r.status_code, r.text)
+            error = r.json()["error"]
+            assert error["code"] == "invalid_request", error
+            assert error["details"] == {"rule": "range_too_large", "max_documents": 3}, error
+            assert "shorter range" in error["message"], error
+        quiet = datetime.now(UTC) - timedelta(days=30)
+        narrower = {"from": quiet.isoformat(), "to": (quiet + timedelta(days=2)).isoformat()}
+        report = ok(client.get(url, params=narrower, headers=tenant.headers()))
+        assert report["totals"]["messages"] == 0 and len(report["buckets"]) in (2, 3)

@@ -43,6 +43,18 @@ def test_replay_of_unknown_event_types_fails_and_names_the_known_ones(tmp_path: 
     assert not (tmp_path / "data").exists(), "the backend was touched before the types were checked"
 
 
+@pytest.mark.parametrize("backend", ["embedded", "kafka"])
+@pytest.mark.parametrize("blank", ["", " \t"])
+def test_replay_refuses_a_blank_tenant_rather_than_taking_every_tenant(
+    tmp_path: Path, backend: str, blank: str
+) -> None:
+    done = run(tmp_path, "replay", "--backend", backend, "--tenant", blank)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stdout == ""
+    assert "--tenant takes a tenant id" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "data").exists(), "the backend was touched before the tenant was checked"
+
+
 @pytest.mark.parametrize("command", [["serve", "--backend", "kafka"], ["worker"]])
 @pytest.mark.parametrize(
     "missing", [["CAAS_SECRET_KEY", "CAAS_ADMIN_TOKEN"], ["CAAS_SECRET_KEY"], ["CAAS_ADMIN_TOKEN"]]
@@ -78,6 +90,8 @@ def test_replay_since_a_time_utc_cannot_hold_is_refused_with_the_form_it_takes(t
         (["--since", "100", "--until", "50"], "empty"),
         (["--since", "2026-12-03", "--until", "2026-12-02T23:59:59Z"], "empty"),
         (["--format", "xlsx"], "invalid choice"),
+        (["--tenant", ""], "--tenant takes a tenant id"),  # an unset $TENANT is not "every tenant"
+        (["--tenant", "  "], "--tenant takes a tenant id"),
     ],
 )
 def test_export_refuses_bad_input_before_it_reads_the_log(

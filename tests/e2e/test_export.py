@@ -257,6 +257,18 @@ def test_export_of_nothing_is_an_empty_export(log: Log, tmp_path: Path) -> None:
     assert analytics.read_export(tmp_path / "none").num_rows == 0
 
 
+@pytest.mark.parametrize("command", ["export", "replay"])
+def test_a_blank_tenant_is_refused_not_read_as_every_tenant(log: Log, tmp_path: Path, command: str) -> None:
+    """``--tenant "$TID"`` with ``$TID`` unset: refused, nothing written, on both backends."""
+    out = tmp_path / "out"
+    args = ["--output", str(out)] if command == "export" else []
+    done = log.run(command, *args, "--tenant", "", check=False)
+    assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
+    assert "--tenant takes a tenant id" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout == ""
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("call", "says"),
     [
@@ -265,6 +277,8 @@ def test_export_of_nothing_is_an_empty_export(log: Log, tmp_path: Path) -> None:
         (lambda out: analytics.load_table(out.parent / "data", since="yesterday"), "RFC 3339"),
         (lambda out: list(analytics.iter_events(out.parent / "data", since=5, until=5)), "empty"),
         (lambda out: list(analytics.iter_events(out.parent / "data", until=-1)), "0 or more"),
+        (lambda out: analytics.export(out.parent / "data", out, tenant=""), "tenant id"),
+        (lambda out: analytics.load_table(out.parent / "data", tenant=" "), "tenant id"),
     ],
 )
 def test_python_api_refuses_bad_input_before_it_reads_the_log(

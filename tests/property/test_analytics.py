@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -275,6 +276,48 @@ def test_kafka_analytics_any_partition_interleaving_and_redelivery_equals_the_mo
             got = await answers(live, tenant_id)
             assert got == await answers(one_order, tenant_id)
             check(got, log, tenant_id)
+
+    run(go())
+
+
+async def documents(store: ReadStore, tenant_id: str, asked: analytics.AnalyticsRange) -> int:
+    """The documents a report of ``asked`` reads: the range's user-days (user-months) and its
+    channel-days with the day before and after it."""
+    first, last = asked.start.strftime("%Y-%m-%d"), (asked.end - timedelta(days=1)).strftime("%Y-%m-%d")
+    if asked.granularity == "month":
+        users = await store.count("analytics_monthly", tenant_id, {"month": {"$gte": first[:7], "$lte": last[:7]}})
+    else:
+        users = await store.count("analytics_users", tenant_id, {"day": {"$gte": first, "$lte": last}})
+    around = {"$gte": (asked.start - timedelta(days=1)).strftime("%Y-%m-%d"), "$lte": asked.end.strftime("%Y-%m-%d")}
+    return users + await store.count("analytics_channels", tenant_id, {"day": around})
+
+
+@settings(max_examples=40, deadline=None)
+@given(facts())
+def test_a_report_reading_more_than_its_documents_is_refused_and_one_within_is_whole(log: list[Fact]) -> None:
+    """At ``max_docs`` equal to what a range holds the report is the unbounded one; one fewer
+    and it is refused as ``range_too_large``, on both stores (the cap counts the user and the
+    channel documents together)."""
+
+    async def go() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            sqlite: ReadStore = SqliteReadStore(Path(tmp) / "read.db")
+            await sqlite.start()
+            memory = MemoryReadStore()
+            for store in (sqlite, memory):
+                await apply(store, embedded(log))
+                for tenant_id in TENANTS:
+                    for r in RANGES:
+                        asked = analytics.parse_range(*r)
+                        held = await documents(store, tenant_id, asked)
+                        whole = await analytics.analytics_report(store, tenant_id, asked)
+                        assert await analytics.analytics_report(store, tenant_id, asked, max(held, 1)) == whole
+                        if held >= 2:  # a cap is 1 or more
+                            with pytest.raises(analytics.TooManyDocuments) as refused:
+                                await analytics.analytics_report(store, tenant_id, asked, held - 1)
+                            assert refused.value.rule == "range_too_large"
+                            assert refused.value.details == {"max_documents": held - 1}
+            await sqlite.close()
 
     run(go())
 
