@@ -11,8 +11,8 @@ import pytest
 from pymongo import MongoClient
 
 from adapters.kafka.codec import encode_position
-from adapters.kafka.projectors import project
 from adapters.kafka.node import IndexedLog
+from adapters.kafka.projectors import project
 from adapters.mongo_store import MongoReadStore
 from api.bootstrap import CHAT
 from domain.events import Event
