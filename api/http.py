@@ -39,7 +39,7 @@ from domain import errors, tenant, user
 from domain.base import format_time
 from domain.events import stream_name
 from projections.queries import ChatQueries
-from projections.timetravel import AsOf
+from projections.timetravel import AsOf, ChannelTooLarge
 from projections.usage import edit_growth, posted_bytes
 from projections.usage.projection import message_meter
 from streams.projector import stall_reason
@@ -532,7 +532,14 @@ async def _as_of(request: Request, who: Principal, cid: str) -> tuple[ChatQuerie
     as_of = _as_of_asked(request, who)
     if as_of is None:
         return node.queries, None
-    past = await node.timetravel.view(who.tenant_id, cid, as_of)
+    try:
+        past = await node.timetravel.view(who.tenant_id, cid, as_of)
+    except ChannelTooLarge as exc:  # permanent for this node's budget: retrying cannot help, so not a 503
+        raise ApiError(
+            "invalid_request",
+            f"{exc}: its past would take more memory than the node allows time travel (CAAS_ASOF_CACHE_MB)",
+            rule="as_of_channel_too_large",
+        ) from exc
     if past is None:
         when = as_of.time if as_of.time is not None else f"position {as_of.position}"
         raise errors.ChannelNotFound(f"channel {cid!r} did not exist as of {when}")

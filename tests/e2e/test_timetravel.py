@@ -3,13 +3,16 @@ as it was at a log position or a time (docs/analyst.md, Time travel)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.cluster import serving
 from tests.e2e.test_api import Chat, err, ok
 from tests.e2e.test_api import chat as chat  # the fixture: a tenant, four users and channel "c"
-from tests.support import Tenant, new_tenant
+from tests.support import Tenant, bearer, new_tenant
 
 
 def history(world: Chat, who: str = "tenant", **params: Any) -> dict[str, Any]:
@@ -141,3 +144,28 @@ def test_as_of_is_scoped_to_the_tenant(chat: Chat, client: httpx.Client, tenant:
     r = client.get(f"{other.url}/v1/channels/c/messages", params={"as_of": f"pos:{said['position']}"},
                    headers=other.headers())  # fmt: skip
     err(r, 404, "not_found", "channel_not_found")
+
+
+@pytest.mark.parametrize("backend", ["embedded", "kafka"])
+def test_a_channel_too_large_for_the_nodes_budget_is_a_clear_422(backend: str, tmp_path: Path) -> None:
+    """Its past is refused, every time, instead of folded on every ask; smaller channels still answer."""
+    with serving(backend, tmp_path, {"CAAS_ASOF_CACHE_MB": "0.05"}) as server, httpx.Client(timeout=30) as client:
+        tenant = new_tenant(client, server.url)
+        ann = bearer(tenant.user(client, "ann"))
+
+        def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            return ok(client.post(f"{server.url}{path}", json=body, headers=ann))
+
+        for cid in ("big", "small"):
+            post("/v1/channels", {"channel_id": cid, "name": cid})
+        said = [post("/v1/channels/big/messages", {"text": f"{n} " + "x" * 3000}) for n in range(20)]
+        small = post("/v1/channels/small/messages", {"text": "hi"})
+        params = {"as_of": f"pos:{said[0]['position']}", "min_position": str(small["position"])}
+        for _ in range(2):
+            for path in ("/v1/channels/big/messages", "/v1/channels/big"):
+                r = client.get(f"{server.url}{path}", params=params, headers=tenant.headers())
+                error = err(r, 422, "invalid_request", "as_of_channel_too_large")
+                assert "CAAS_ASOF_CACHE_MB" in error["message"]
+        r = client.get(f"{server.url}/v1/channels/small/messages", params={"as_of": f"pos:{small['position']}"},
+                       headers=tenant.headers())  # fmt: skip
+        assert [m["text"] for m in ok(r, 200)["messages"]] == ["hi"]
