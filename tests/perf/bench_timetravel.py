@@ -135,8 +135,10 @@ def fold_in_process(path: Path) -> dict[str, Any]:
     timeline.extend(events)
     held, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    versions = sum(len(v.docs) for v in timeline.versions.values())
     return {"events": len(events), "read_cpu_s": round(read_cpu, 2), "fold_cpu_s": round(fold_cpu, 2),
-            "fold_events_per_cpu_s": round(len(events) / fold_cpu), "versions": timeline.size,
+            "fold_events_per_cpu_s": round(len(events) / fold_cpu), "versions": versions,
+            "estimated_mib": round(timeline.size / 2**20, 1),
             "timeline_mib": round(held / 2**20, 1), "timeline_bytes_per_event": round(held / len(events))}  # fmt: skip
 
 
