@@ -60,6 +60,9 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "webhook_deliveries": [("webhook_id", "delivery_id")],  # an endpoint's delivery log, paged
     "users": [("user_id",)],  # the tenant portal's user search: by id prefix, paged
     "channels": [("channel_id",)],
+    # the event index (projections/eventindex.py): a stream read from a seq on (as_of folds,
+    # websocket resume) and a tenant's log from a position on, without sorting the tenant's events
+    "events": [("stream", "seq"), ("position",)],
 }
 DUPLICATE_KEY = 11000
 NOT_IMPLEMENTED = 238

@@ -719,7 +719,7 @@ class Engine:
             typing_max_watchers=s.typing_max_watchers,
         )
         self.socket_watch = SocketWatch(self.auth, s.ws_stall_seconds, self.clock)
-        self.timetravel = TimeTravel(self.log.read_stream, budget=s.asof_cache_versions)
+        self.timetravel = TimeTravel(self.log.read_stream, budget=int(s.asof_cache_mb * 2**20))
         self.limits = Limits(
             user_writes=(s.rate_user_writes_per_second, s.rate_user_writes_burst),
             tenant_writes=(s.rate_tenant_writes_per_second, s.rate_tenant_writes_burst),

@@ -39,6 +39,7 @@ from domain import errors, tenant, user
 from domain.base import format_time
 from domain.events import stream_name
 from projections.queries import ChatQueries
+from projections.timetravel import AsOf, ChannelTooLarge
 from projections.usage import edit_growth, posted_bytes
 from projections.usage.projection import message_meter
 from streams.projector import stall_reason
@@ -508,14 +509,37 @@ async def list_channels(request: Request) -> Response:
     return json({"channels": channels, "next_after": cursor})
 
 
+def _as_of_asked(request: Request, who: Principal) -> AsOf | None:
+    """``as_of``, if asked and the caller may ask it: the tenant's API key only (the analyst's
+    persona). The past holds what end users were meant to stop seeing (deleted messages, the
+    text before an edit), so a user token asking with ``as_of`` is refused (``403 forbidden``,
+    ``details.rule: as_of_tenant_only``); a malformed ``as_of`` is ``422`` first."""
+    as_of = as_of_param(request)
+    if as_of is not None and who.kind != "tenant":
+        raise ApiError(
+            "forbidden",
+            "as_of is for the tenant's API key only: a channel's past shows deleted messages and the "
+            "text before edits, which end users may not see",
+            rule="as_of_tenant_only",
+        )
+    return as_of
+
+
 async def _as_of(request: Request, who: Principal, cid: str) -> tuple[ChatQueries, dict[str, Any] | None]:
     """The queries that answer: the live read model's, or with ``as_of`` the channel's past
     (folded from its stream by ``projections.timetravel``) and where the point fell."""
     node = engine(request)
-    as_of = as_of_param(request)
+    as_of = _as_of_asked(request, who)
     if as_of is None:
         return node.queries, None
-    past = await node.timetravel.view(who.tenant_id, cid, as_of)
+    try:
+        past = await node.timetravel.view(who.tenant_id, cid, as_of)
+    except ChannelTooLarge as exc:  # permanent for this node's budget: retrying cannot help, so not a 503
+        raise ApiError(
+            "invalid_request",
+            f"{exc}: its past would take more memory than the node allows time travel (CAAS_ASOF_CACHE_MB)",
+            rule="as_of_channel_too_large",
+        ) from exc
     if past is None:
         when = as_of.time if as_of.time is not None else f"position {as_of.position}"
         raise errors.ChannelNotFound(f"channel {cid!r} did not exist as of {when}")
@@ -527,7 +551,7 @@ async def _as_of(request: Request, who: Principal, cid: str) -> tuple[ChatQuerie
 async def get_channel(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     cid = _path(request, "cid")
-    as_of_param(request)  # a malformed as_of is refused before any wait
+    _as_of_asked(request, who)  # a malformed or forbidden as_of is refused before any wait
     await wait_min_position(request)
     await _readable_channel(request, who, cid)
     queries, point = await _as_of(request, who, cid)
@@ -561,7 +585,7 @@ async def list_messages(request: Request) -> Response:
     before = int_param(request, "before_seq", minimum=1)
     after = int_param(request, "after_seq")
     limit = int_param(request, "limit", minimum=1, maximum=200) or 50
-    as_of_param(request)  # a malformed as_of is refused before any wait
+    _as_of_asked(request, who)  # a malformed or forbidden as_of is refused before any wait
     await wait_min_position(request)
     await _readable_channel(request, who, cid)
     queries, point = await _as_of(request, who, cid)

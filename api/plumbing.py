@@ -26,6 +26,7 @@ from domain import events as ev
 from domain.base import format_time
 from domain.errors import DomainError
 from projections.timetravel import AsOf
+from projections.usage.ranges import EARLIEST
 
 if TYPE_CHECKING:
     from api.bootstrap import Engine
@@ -271,13 +272,16 @@ def as_of_param(request: Request) -> AsOf | None:
         return AsOf(position=int(number.group(1)))
     try:
         moment = datetime.fromisoformat(value) if "T" in value or "t" in value else None
-        if moment is not None and moment.tzinfo is not None:
+        # from 1970 on: the log's times are compared as text, which is time order only for
+        # four-digit years (year 999 would sort after 2026 and answer the present)
+        if moment is not None and moment.tzinfo is not None and moment >= EARLIEST:
             return AsOf(time=format_time(moment))
     except (ValueError, OverflowError):  # OverflowError: a time whose offset moves it out of years 1-9999
         pass
     raise ApiError(
         "invalid_request",
-        "as_of is a log position (pos:12345 or 12345) or an RFC 3339 time with its offset (2026-12-03T10:00:00Z)",
+        "as_of is a log position (pos:12345 or 12345) or an RFC 3339 time with its offset "
+        "(2026-12-03T10:00:00Z), from 1970 on",
     )
 
 

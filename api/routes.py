@@ -73,7 +73,9 @@ QUERY: dict[str, dict[str, Any]] = {
         "pattern": "^((pos:)?[0-9]{1,19}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt].+)$",
         "description": "answer as the channel was then: a log position (pos:12345 or 12345: the events at "
         "positions <= it) or an RFC 3339 time with its offset (2026-12-03T10:00:00Z: the events with "
-        "occurred_at <= it); docs/analyst.md, Time travel",
+        "occurred_at <= it); the tenant API key only: with a user token it is 403 forbidden "
+        "(details.rule as_of_tenant_only), since the past holds deleted messages and pre-edit text; "
+        "docs/analyst.md, Time travel",
         "examples": ["pos:12345", "2026-12-03T10:00:00Z"],
     },
 }

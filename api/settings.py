@@ -90,11 +90,11 @@ class Settings(BaseSettings):
     )
     max_token_ttl_seconds: int = 30 * 24 * 3600
     query_wait_seconds: float = 5.0
-    asof_cache_versions: int = Field(
-        default=300_000,
+    asof_cache_mb: float = Field(
+        default=256,
         ge=0,
-        description="document versions (about two per event, 0.7 KB each) of the channels asked with as_of a node "
-        "keeps in memory",
+        description="megabytes (estimated) of the channel versions asked with as_of a node keeps in memory; a "
+        "channel larger than this alone is refused (422, rule as_of_channel_too_large)",
     )
 
     analytics_max_docs: int = Field(

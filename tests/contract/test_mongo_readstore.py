@@ -11,11 +11,14 @@ import pytest
 from pymongo import MongoClient
 
 from adapters.kafka.codec import encode_position
+from adapters.kafka.node import IndexedLog
 from adapters.kafka.projectors import project
 from adapters.mongo_store import MongoReadStore
 from api.bootstrap import CHAT
 from domain.events import Event
+from projections import eventindex
 from projections.ports import Op, ReadStore, ReadStoreRefused
+from projections.timetravel import AsOf, TimeTravel
 from tests.cluster import services_env
 from tests.contract.readstore_contract import THINGS, ReadStoreContract, fields
 
@@ -84,3 +87,39 @@ class TestMongoReadStore(ReadStoreContract):
         assert (await store.get("users", tenant, "before") or {})["name"] == "before"
         assert (await store.get("users", tenant, "after") or {})["metadata"] == {"n": 1}
         assert await store.get("users", tenant, "poison") is None
+
+
+async def test_the_event_index_reads_a_stream_by_an_index_and_a_fold_works_on_it(
+    mongo_database: tuple[str, str],
+) -> None:
+    """A stream is read by (tenant, stream, seq) from an index, not by sorting the tenant's whole
+    event collection (an as_of fold reads a channel in pages of 10,000; websocket resume too)."""
+    url, database = mongo_database
+    store = MongoReadStore(url, database, prefix="idx_")
+    await store.start()
+    try:
+        with MongoClient(url, serverSelectionTimeoutMS=10_000) as client:
+            indexes = client[database]["idx_events"].index_information().values()
+            keys = [list(index["key"]) for index in indexes]
+        assert [("tenant_id", 1), ("stream", 1), ("seq", 1)] in keys
+        assert [("tenant_id", 1), ("position", 1)] in keys
+        created = Event(
+            event_id="e1", tenant_id="t", stream="channel:c", seq=1, position=10, type="ChannelCreated",
+            schema_version=1, occurred_at="2026-01-01T00:00:00.000Z", payload={"name": "c", "kind": "group"},
+        )  # fmt: skip
+        said = [
+            created.model_copy(update={"event_id": f"e{n}", "seq": n, "position": 10 * n, "type": "MessagePosted",
+                                       "payload": {"message_id": f"m{n}", "author_id": "t", "text": f"hi {n}"}})
+            for n in range(2, 6)
+        ]  # fmt: skip
+        for event in [created, *said]:
+            await store.apply(eventindex.NAME, eventindex.project(event), event.position)
+        log = IndexedLog(store)
+        assert [e.seq for e in await log.read_stream("t", "channel:c", 2, 2)] == [3, 4]
+        travel = TimeTravel(log.read_stream, page=2)
+        past = await travel.view("t", "c", AsOf(position=35))
+        assert past is not None
+        messages = await past[0].find("messages", "t", {"channel_id": "c"}, sort=[("seq", 1)])
+        assert [m["text"] for m in messages] == ["hi 2", "hi 3"]
+    finally:
+        await store.close()

@@ -13,6 +13,7 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +21,9 @@ from adapters.memory_store import MemoryReadStore
 from domain.base import format_time
 from domain.events import Event
 from projections import chat
-from projections.ports import DocReader
+from projections.ports import DocReader, ReadStoreUnavailable
 from projections.queries import ChatQueries
-from projections.timetravel import AsOf, Point, Timeline, TimeTravel
+from projections.timetravel import AsOf, ChannelTooLarge, Point, Timeline, TimeTravel, version_bytes
 from tests.property.strategies import USERS, Draw, envelopes, pick, play
 
 TENANT, CHANNEL = "t1", "c1"
@@ -172,10 +173,13 @@ def test_a_cache_over_budget_drops_the_channels_asked_least_recently() -> None:
         return [e for e in streams[stream.partition(":")[2]] if e.seq > after_seq][:limit]
 
     async def check() -> None:
-        travel = TimeTravel(read_stream, budget=10)
+        one = (await TimeTravel(read_stream).timeline(TENANT, "a")).size  # the three are the same size
+        travel = TimeTravel(read_stream, budget=2 * one + one // 2)
         for channel in ("a", "b", "a", "c"):
             assert (await travel.timeline(TENANT, channel)).head_seq == 3
         assert list(travel._timelines) == [(TENANT, "a"), (TENANT, "c")]  # b was asked least recently
+        assert travel.kept == 2 * one  # a running total of the timelines kept
+        assert set(travel._locks) == {(TENANT, "a"), (TENANT, "c")}  # no lock for a channel dropped
 
     asyncio.run(check())
 
@@ -195,3 +199,101 @@ def _created(channel: str, seq: int) -> Event:
         occurred_at=f"2026-01-01T00:00:0{seq}.000Z",
         payload=payload,
     )
+
+
+def _said(channel: str, seq: int, type: str, payload: dict[str, Any]) -> Event:
+    return _created(channel, seq).model_copy(update={"event_id": f"{channel}{seq}", "type": type, "payload": payload})
+
+
+def _stream(channel: str, tail: list[tuple[str, dict[str, Any]]]) -> list[Event]:
+    head = [_created(channel, 1)]
+    return head + [_said(channel, n, type, payload) for n, (type, payload) in enumerate(tail, start=2)]
+
+
+def test_the_budget_counts_bytes_a_long_text_edited_and_a_long_reaction_list() -> None:
+    """A version's cost is its size, not one: an edit keeps the whole new text, a reaction a new
+    copy of the emoji's user list; a version that only moves a counter costs the constant."""
+    long = "x" * 60_000
+    edits = _stream("e", [("MessagePosted", {"message_id": "m", "author_id": "u2", "text": long})]
+                    + [("MessageEdited", {"message_id": "m", "text": f"{long}{n}"}) for n in range(10)])  # fmt: skip
+    reactions = _stream("r", [("MessagePosted", {"message_id": "m", "author_id": "u2", "text": "hi"})]
+                        + [("ReactionAdded", {"message_id": "m", "emoji": "+1", "user_id": f"u{n}"})
+                           for n in range(300)])  # fmt: skip
+    edited, reacted = Timeline(TENANT, "e"), Timeline(TENANT, "r")
+    assert edited.extend(edits) and reacted.extend(reactions)
+    assert edited.size > 11 * 60_000  # eleven texts of 60 KB kept
+    assert reacted.size > 8 * 300 * 301 // 2  # 1 + 2 + … + 300 slots of user lists kept
+    small = {"_id": "c", "head_seq": 2, "name": "c"}
+    assert version_bytes({**small, "head_seq": 3}, small) < version_bytes({**small, "name": long}, small)
+
+
+def test_a_channel_over_the_budget_is_refused_and_never_folded_again() -> None:
+    streams = {"big": _stream("big", [("MessagePosted", {"message_id": f"m{n}", "author_id": "u2", "text": "y" * 5000})
+                                      for n in range(20)]),
+               "small": _stream("small", [])}  # fmt: skip
+    reads: list[str] = []
+
+    async def read_stream(tenant_id: str, stream: str, after_seq: int, limit: int | None) -> list[Event]:
+        reads.append(stream)
+        return [e for e in streams[stream.partition(":")[2]] if e.seq > after_seq][:limit]
+
+    async def check() -> None:
+        travel = TimeTravel(read_stream, budget=50_000, page=4)
+        await travel.timeline(TENANT, "small")
+        for _ in range(3):
+            with pytest.raises(ChannelTooLarge):
+                await travel.timeline(TENANT, "big")
+        assert reads.count("channel:big") < 20 // 4 + 1  # read (and folded) once, up to the budget, not per ask
+        assert list(travel._timelines) == [(TENANT, "small")] and set(travel._locks) == {(TENANT, "small")}
+        assert travel.kept == travel._timelines[(TENANT, "small")].size  # the refused fold is not counted
+
+    asyncio.run(check())
+
+
+def test_at_most_two_first_folds_run_at_once() -> None:
+    streams = {c: [_created(c, n) for n in range(1, 4)] for c in ("a", "b", "c", "d")}
+    reading: list[str] = []
+    release = asyncio.Event()
+
+    async def read_stream(tenant_id: str, stream: str, after_seq: int, limit: int | None) -> list[Event]:
+        reading.append(stream)
+        await release.wait()
+        return [e for e in streams[stream.partition(":")[2]] if e.seq > after_seq][:limit]
+
+    async def check() -> None:
+        travel = TimeTravel(read_stream, folds=2)
+        asks = [asyncio.create_task(travel.timeline(TENANT, c)) for c in streams]
+        for _ in range(100):  # let every ask run as far as it can (no fold can finish: the log waits)
+            await asyncio.sleep(0)
+        assert len(reading) == 2
+        release.set()
+        assert [t.head_seq for t in await asyncio.gather(*asks)] == [3, 3, 3, 3]
+        assert len(reading) == 4
+
+    asyncio.run(check())
+
+
+def test_an_event_read_before_the_one_ahead_of_it_is_read_again_not_a_500() -> None:
+    """The Kafka backend's event index may show seq 3 before seq 2 of the same batch is written:
+    the fold stops at the gap and reads again; a gap that stays is a retryable unavailable."""
+    stream = [_created("a", n) for n in range(1, 6)]
+    torn = {"times": 2}
+
+    async def read_stream(tenant_id: str, name: str, after_seq: int, limit: int | None) -> list[Event]:
+        events = [e for e in stream if e.seq > after_seq][:limit]
+        if torn["times"]:
+            torn["times"] -= 1
+            events = [e for e in events if e.seq != 3]
+        return events
+
+    async def check() -> None:
+        travel = TimeTravel(read_stream)
+        assert (await travel.timeline(TENANT, "a")).head_seq == 5
+        torn["times"] = 1_000
+        stream.extend(_created("a", n) for n in range(6, 8))
+        fresh = TimeTravel(read_stream)
+        with pytest.raises(ReadStoreUnavailable):
+            await fresh.timeline(TENANT, "a")
+        assert fresh.kept == 0 and not fresh._locks
+
+    asyncio.run(check())
