@@ -14,16 +14,19 @@ from pathlib import Path
 
 import orjson
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.types import Message, Receive, Scope, Send
 
 from adapters import tracing
 from adapters.kafka.codec import event_from_record, event_value
 from adapters.kafka.wire import CommandRequest, decode_request, request_from
 from adapters.sqlite_log import SqliteEventLog
+from api.edge import Edge
 from commands.ports import NewEvent
 from commands.service import CommandEnvelope
 from domain.base import Actor
@@ -110,7 +113,7 @@ def test_the_sqlite_log_keeps_the_traceparent_and_opens_files_written_before_it(
 
     events = asyncio.run(scenario())
     assert [(e.seq, e.traceparent) for e in events] == [(1, None), (2, PARENT)]
-    assert events[0].payload == {"text": "old"}
+    assert events[0].payload["text"] == "old"  # (upcast to the current MessagePosted on read)
 
 
 @given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.sampled_from([0, 1]))
@@ -233,3 +236,69 @@ def test_with_tracing_off_requests_run_no_opentelemetry_code_and_load_no_sdk(tmp
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0 False []", done.stdout  # no OpenTelemetry code ran at all
+
+
+def serve_one(trust: bool, traceparent: str) -> str:
+    """One request through the edge (api/edge.py) with a client's ``traceparent``: the
+    ``trace_id`` its log lines carry."""
+    seen: dict[str, str] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen["trace_id"] = structlog.contextvars.get_contextvars()["trace_id"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def sent(message: Message) -> None:
+        pass
+
+    async def nothing() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    edge = Edge(app, refused=lambda: pytest.fail("no credential was sent"), trust_traceparent=trust)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/channels",
+        "headers": [(b"traceparent", traceparent.encode())],
+    }
+    asyncio.run(edge(scope, nothing, sent))
+    return seen["trace_id"]
+
+
+def root_sampler_spans(ratio: float) -> InMemorySpanExporter:
+    """The node traced as ``parentbased_traceidratio`` at ``ratio`` would, into memory."""
+    exporter = InMemorySpanExporter()
+    env = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(ratio)}
+    provider = TracerProvider(sampler=tracing.sampler_of(env))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_provider(tracing.NODE, provider)
+    return exporter
+
+
+def test_an_untrusted_client_traceparent_is_a_link_of_a_new_root_span_and_not_the_log_trace() -> None:
+    _, client_trace, client_span, _ = PARENT.split("-")
+    try:
+        spans = root_sampler_spans(1.0)
+        trace_id = serve_one(False, PARENT)
+        (span,) = spans.get_finished_spans()
+        assert span.parent is None and f"{span.context.trace_id:032x}" == trace_id != client_trace
+        assert [(f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}") for link in span.links] == [
+            (client_trace, client_span)
+        ]
+        assert span.attributes is not None and span.attributes["caas.client_traceparent"] == PARENT
+    finally:
+        tracing.shutdown()
+    assert serve_one(False, PARENT) != client_trace  # tracing off: the log ids are the server's too
+
+
+def test_an_untrusted_sampled_flag_does_not_force_sampling_and_a_trusted_one_does() -> None:
+    try:
+        spans = root_sampler_spans(0.0)  # keeps no root
+        serve_one(False, PARENT)
+        assert spans.get_finished_spans() == ()
+        assert serve_one(True, PARENT) == PARENT.split("-")[1]
+        (span,) = spans.get_finished_spans()
+        assert span.parent is not None and f"{span.parent.span_id:016x}" == PARENT.split("-")[2]
+    finally:
+        tracing.shutdown()
+    assert serve_one(True, PARENT) == PARENT.split("-")[1]  # tracing off: the trusted caller's trace id
