@@ -89,7 +89,15 @@ class Edge:
         if authorization is not None:
             wait, limit, state = self.refused().wait(authorization.decode("latin-1").strip(), method != "GET")
             if wait:
-                await refuse_early(send, wait, limit, state, given_id or random_hex().encode())
+                raw = given_id or random_hex().encode()
+                await refuse_early(send, wait, limit, state, raw)
+                if self.access_log:  # its access line, with the ids every request line has (no span: not routed)
+                    trace_id, span_id = tracing.log_ids(traceparent if self.trust_traceparent else None)
+                    structlog.contextvars.clear_contextvars()
+                    structlog.contextvars.bind_contextvars(
+                        request_id=raw.decode("latin-1"), tenant_id=None, trace_id=trace_id, span_id=span_id
+                    )
+                    log.info("request", method=method, route="unmatched", status=429, ms=0.0, early=True)
                 return
         request_id = given_id.decode("latin-1") if given_id else random_hex()
         raw_id = request_id.encode("latin-1")

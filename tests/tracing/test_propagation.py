@@ -9,12 +9,14 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 import structlog
+import structlog.testing
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
@@ -27,6 +29,7 @@ from adapters.kafka.codec import event_from_record, event_value
 from adapters.kafka.wire import CommandRequest, decode_request, request_from
 from adapters.sqlite_log import SqliteEventLog
 from api.edge import Edge
+from api.limits import Refused
 from commands.ports import NewEvent
 from commands.service import CommandEnvelope
 from domain.base import Actor
@@ -302,3 +305,33 @@ def test_an_untrusted_sampled_flag_does_not_force_sampling_and_a_trusted_one_doe
     finally:
         tracing.shutdown()
     assert serve_one(True, PARENT) == PARENT.split("-")[1]  # tracing off: the trusted caller's trace id
+
+
+@pytest.mark.parametrize("access_log", [True, False])
+def test_an_early_429_gets_an_access_line_with_its_request_id_when_access_lines_are_on(access_log: bool) -> None:
+    refused = Refused()
+    refused.note("Bearer k1", False, "tenant", time.monotonic() + 60, 10, time.monotonic() + 60)
+    statuses: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        pytest.fail("an early refusal is answered before routing")
+
+    async def sent(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def nothing() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    edge = Edge(app, refused=lambda: refused, access_log=access_log)
+    headers = [(b"authorization", b"Bearer k1"), (b"x-request-id", b"req-flood")]
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as lines:
+        asyncio.run(edge({"type": "http", "method": "GET", "path": "/v1/channels", "headers": headers}, nothing, sent))
+    assert statuses == [429]
+    access = [line for line in lines if line["event"] == "request"]
+    if not access_log:
+        assert access == []
+        return
+    assert [(line["status"], line["route"], line["early"]) for line in access] == [(429, "unmatched", True)]
+    (line,) = access
+    assert line["request_id"] == "req-flood" and line["tenant_id"] is None and len(line["trace_id"]) == 32
