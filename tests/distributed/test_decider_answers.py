@@ -4,7 +4,6 @@ is killed, and a first write is never reported as a replay."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,16 +16,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.kafka.codec import partition_for, stream_key
-from adapters.kafka.deciders import DeciderWorker, Reply
-from adapters.kafka.node import IndexedLog, KafkaNode
+from adapters.kafka.deciders import Reply
+from adapters.kafka.node import KafkaNode
 from adapters.kafka.wire import CommandRequest
-from adapters.memory_store import MemoryReadStore
 from commands.service import CommandEnvelope
 from domain import channel as ch
 from domain.base import Actor
 from domain.errors import Forbidden
-from tests.cluster import Cluster, services_env
-from tests.contract.test_kafka_commands import kafka_commands
+from tests.cluster import Cluster
+from tests.contract.test_kafka_commands import decider_and_node, kafka_commands
 from tests.distributed.test_cluster import fresh_tenant, user
 from tests.support import Server, bearer
 
@@ -151,13 +149,7 @@ async def test_a_refusal_is_sent_once_its_batch_is_committed_by_whichever_commit
     committer took the batch's offset first, its commit counts (the refusal is no 503); and a
     commit of an offset below one committed already is not made (the group never moves back,
     where a crash would have the refused command decided again)."""
-    bootstrap, prefix = services_env()["CAAS_KAFKA_BOOTSTRAP"], f"contract-{uuid.uuid4().hex[:12]}-"
-    decider = DeciderWorker(bootstrap, prefix, 1)
-    await decider.start()
-    deciding = asyncio.create_task(decider.run())
-    node = KafkaNode(bootstrap, prefix, 1, IndexedLog(MemoryReadStore()), timeout=30.0)
-    await node.start()
-    try:
+    async with decider_and_node(partitions=1) as (decider, node):
         tenant = f"t-{uuid.uuid4().hex[:12]}"
         for cid in ("c1", "c2", "c3"):  # three decided commands: offsets 0 to 2 of the command topic
             await node.execute(create_channel(tenant, cid))
@@ -169,9 +161,3 @@ async def test_a_refusal_is_sent_once_its_batch_is_committed_by_whichever_commit
         decider._uncommitted[tp] = 2  # an older offset, committed after a newer one
         await decider._commit()
         assert await decider.consumer.committed(tp) == 3
-    finally:
-        await node.close()
-        deciding.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await deciding
-        await decider.close()
