@@ -6,7 +6,7 @@ Callers test ``tracing.ON`` (an attribute read) before they build names or attri
 
 A command's trace (docs/operations-tracing.md)::
 
-    HTTP POST /v1/...            caas-node      (api/edge.py; parent: the caller's traceparent)
+    HTTP POST /v1/...            caas-node      (api/edge.py; a root, or the trusted caller's child)
       command PostMessage        caas-node      (TracedCommands)
         sqlite.commit            caas-node      embedded: the group commit that made it durable
         kafka.produce commands   caas-node      Kafka: the request to the deciders
@@ -248,12 +248,24 @@ class Request:
 
     __slots__ = ("ids", "span", "token")
 
-    def __init__(self, method: str, path: str, header: bytes | None) -> None:
+    def __init__(self, method: str, path: str, header: bytes | None, *, trust: bool) -> None:
+        """``header``: the client's ``traceparent``. Trusted (``trust``), it is the span's parent,
+        whose sampled flag decides. Otherwise the span is a new root (the sampler decides as for
+        any root) and the client's context is only a link and the ``caas.client_traceparent``
+        attribute: a client can neither force sampling nor join a trace it names."""
+        client = context_of(header)
+        attributes: dict[str, Any] = {"http.request.method": method, "url.path": path}
+        links: list[trace.Link] = []
+        if client is not None and not trust:
+            given = trace.get_current_span(client).get_span_context()
+            links.append(trace.Link(given))
+            attributes["caas.client_traceparent"] = header.decode("latin-1").strip() if header else ""
         self.span = tracer(NODE).start_span(
             f"HTTP {method}",
-            context=context_of(header),
+            context=client if trust else otel_context.Context(),
             kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": path},
+            attributes=attributes,
+            links=links,
         )
         self.token: Token[Context] = otel_context.attach(trace.set_span_in_context(self.span))
         self.ids = _ids(self.span)

@@ -144,7 +144,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers=HANDLERS,
         middleware=[  # outermost first
-            Middleware(Edge, refused=lambda: node.limits.refused, access_log=settings.access_log),
+            Middleware(
+                Edge,
+                refused=lambda: node.limits.refused,
+                access_log=settings.access_log,
+                trust_traceparent=settings.trace_trust_incoming,
+            ),
             Middleware(ConsoleApi),  # /console/api/v1/… as /v1/… with the portal's session (api/console.py)
         ],
     )

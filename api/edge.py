@@ -50,10 +50,21 @@ class Edge:
     """See the module doc. The outermost layer of ours (Starlette's error middleware is outside
     it): a refused credential's repeat costs the node least."""
 
-    def __init__(self, app: ASGIApp, *, refused: Callable[[], Refused], access_log: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        refused: Callable[[], Refused],
+        access_log: bool = False,
+        trust_traceparent: bool = False,
+    ) -> None:
+        """``trust_traceparent``: a client's ``traceparent`` parents the request's span and its
+        log ids (``CAAS_TRACE_TRUST_INCOMING``, for a port only trusted callers reach); otherwise
+        the request starts a trace of its own (:class:`adapters.tracing.Request`)."""
         self.app = app
         self.refused = refused
         self.access_log = access_log
+        self.trust_traceparent = trust_traceparent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,14 +89,25 @@ class Edge:
         if authorization is not None:
             wait, limit, state = self.refused().wait(authorization.decode("latin-1").strip(), method != "GET")
             if wait:
-                await refuse_early(send, wait, limit, state, given_id or random_hex().encode())
+                raw = given_id or random_hex().encode()
+                await refuse_early(send, wait, limit, state, raw)
+                if self.access_log:  # its access line, with the ids every request line has (no span: not routed)
+                    trace_id, span_id = tracing.log_ids(traceparent if self.trust_traceparent else None)
+                    structlog.contextvars.clear_contextvars()
+                    structlog.contextvars.bind_contextvars(
+                        request_id=raw.decode("latin-1"), tenant_id=None, trace_id=trace_id, span_id=span_id
+                    )
+                    log.info("request", method=method, route="unmatched", status=429, ms=0.0, early=True)
                 return
         request_id = given_id.decode("latin-1") if given_id else random_hex()
         raw_id = request_id.encode("latin-1")
         # every line logged for the request carries its ids (docs/operations-tracing.md, "Logs");
         # the tenant is bound once the credential names it (api/plumbing.py)
-        traced = tracing.Request(method, scope["path"], traceparent) if tracing.ON else None
-        trace_id, span_id = tracing.log_ids(traceparent) if traced is None else traced.ids
+        trusted = traceparent if self.trust_traceparent else None
+        traced = (
+            tracing.Request(method, scope["path"], traceparent, trust=self.trust_traceparent) if tracing.ON else None
+        )
+        trace_id, span_id = tracing.log_ids(trusted) if traced is None else traced.ids
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             request_id=request_id, tenant_id=None, trace_id=trace_id, span_id=span_id

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     access_log: bool = False
+    trace_trust_incoming: bool = Field(
+        default=False,
+        description="a client's traceparent parents the request's span (and sampling); off: a new root, the"
+        " client's context kept as a span link",
+    )
     metrics_token: str | None = Field(default=None, description="also accepted by /metrics, besides the admin token")
     metrics_port: int | None = Field(
         default=None,

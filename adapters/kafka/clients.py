@@ -17,8 +17,8 @@ from prometheus_client import Counter
 log = structlog.get_logger("caas.kafka")
 CONSUMER_ERRORS = Counter(
     "caas_kafka_consumer_errors_total",
-    "What a tailing consumer could not handle and went past: a fetched batch (stage=batch) or one record"
-    " (stage=record), each logged with its exception",
+    "What a tailing consumer could not handle and went past: a fetched batch (stage=batch), one record"
+    " (stage=record) or one listener's call (stage=listener), each logged with its exception",
     ["consumer", "stage"],
 )
 

@@ -95,6 +95,8 @@ class DeciderWorker:
         self._settled.set()
         self._uncommitted: dict[Any, int] = {}  # TopicPartition -> next offset, decided but not committed
         self._commit_wake = asyncio.Event()
+        self._committed: dict[Any, int] = {}  # TopicPartition -> the highest offset this decider committed
+        self._committing = asyncio.Lock()  # one commit at a time: a retried older one never lands after a newer
         self._background: set[asyncio.Task[None]] = set()
         # commands being decided, by command_id: a copy delivered meanwhile (a producer's retry
         # the broker could not deduplicate, a redelivery) waits for the first, appends nothing
@@ -238,17 +240,19 @@ class DeciderWorker:
                     self._commit_wake.set()
                     continue
                 await self._reply([reply for reply in replies if not reply.refusal])
-                await self._reply(await self._settled_refusals(tp, refusals))
+                await self._reply(await self._settled_refusals(tp, records[-1].offset + 1, refusals))
 
-    async def _settled_refusals(self, tp: Any, refusals: list[Reply]) -> list[Reply]:
-        """``refusals``, once the batch that decided them is committed.
+    async def _settled_refusals(self, tp: Any, end: int, refusals: list[Reply]) -> list[Reply]:
+        """``refusals``, once the batch that decided them (up to offset ``end``) is committed,
+        by this call's commit or by the background one that took its offset first.
 
         A refusal records nothing, so a redelivery (this decider killed before its commit)
         would be decided again, against a later state, and might be recorded after its
         client was told it was refused. So a batch with a refusal is committed at once, and
         its refusals are sent only then; if the commit fails they are sent as "unavailable"
         (503: retry), which is true: the command may yet be decided again."""
-        if tp in await self._commit():
+        await self._commit()
+        if self._committed.get(tp, -1) >= end:
             return refusals
         undecided = LogUnavailable("the decider could not commit its refusal (it may decide the command again); retry")
         return [reply._replace(answer=undecided) for reply in refusals]
@@ -299,22 +303,29 @@ class DeciderWorker:
             await self._commit()
             await asyncio.sleep(self.commit_interval)
 
-    async def _commit(self) -> dict[Any, int]:
-        """Commit the offsets decided so far; those committed (none if the broker refused)."""
-        self._commit_wake.clear()
-        offsets, self._uncommitted = self._uncommitted, {}
-        assigned = self.consumer.assignment()
-        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-        if not offsets:
-            return {}
-        try:
-            await self.consumer.commit(offsets)
-        except KafkaError as exc:
-            # Rebalanced meanwhile, or the broker is away: the partition's next owner gets
-            # these commands again and answers them from the events they recorded.
-            log.warning("commit_failed", error=str(exc))
-            return {}
-        return offsets
+    async def _commit(self) -> None:
+        """Commit the offsets decided so far (:attr:`_committed` says which landed): one commit
+        at a time, and never an offset below one committed already (the client retries a
+        commit on its own, so an older one could otherwise land after a newer one and move the
+        group back, and a refused command would then be decided again after a crash)."""
+        async with self._committing:
+            self._commit_wake.clear()
+            offsets, self._uncommitted = self._uncommitted, {}
+            assigned = self.consumer.assignment()
+            offsets = {
+                tp: offset for tp, offset in offsets.items() if tp in assigned and offset > self._committed.get(tp, -1)
+            }
+            if not offsets:
+                return
+            try:
+                await self.consumer.commit(offsets)
+            except KafkaError as exc:
+                # Rebalanced meanwhile, or the broker is away: the partition's next owner gets
+                # these commands again and answers them from the events they recorded.
+                log.warning("commit_failed", error=str(exc))
+                return
+            for tp, offset in offsets.items():
+                self._committed[tp] = max(self._committed.get(tp, -1), offset)
 
     async def handle(self, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> Reply | None:
         """Decide one request: its reply, or ``None`` when the events it recorded answer it;

@@ -24,6 +24,7 @@ import structlog
 # aiokafka ships no type information: its clients are Any to the type checker.
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter
 
 from adapters import tracing
 from adapters.ids import uuid7
@@ -44,6 +45,19 @@ log = structlog.get_logger("caas.node")
 
 USAGE_STREAM = "usage:"  # the streams of UsageRecorded (domain.usage), one per node and tenant
 COMMAND_REQUEST_TIMEOUT_MS = 5000  # how long the producer may take to deliver one command
+REPLICA_STREAMS_DROPPED = Counter(
+    "caas_replica_streams_dropped_total",
+    "Streams an API node dropped from its replica because it could not apply one of their events"
+    " (the node then reports not ready until restarted)",
+)
+
+
+def _stream_of(key: bytes | None) -> tuple[str, str] | None:
+    """``(tenant_id, stream)`` of an event record's key (:func:`stream_key`), if it has one."""
+    if not key:
+        return None
+    tenant_id, _, stream = key.decode(errors="replace").partition("/")
+    return (tenant_id, stream) if stream else None
 
 
 class IndexedLog(EventHistory):
@@ -66,10 +80,17 @@ class IndexedLog(EventHistory):
         self.listeners.append(listener)
 
     def recorded(self, events: Sequence[Event]) -> None:
-        """Learn newly recorded events (in position order per partition) and hand them on."""
+        """Learn newly recorded events (in position order per partition) and hand them on.
+
+        Each listener is called on its own: one that raises is logged and counted
+        (:data:`CONSUMER_ERRORS`, stage ``listener``) and costs the others nothing."""
         self.head = max(self.head, events[-1].position)
         for listener in self.listeners:
-            listener(events)
+            try:
+                listener(events)
+            except Exception:
+                log.exception("event_listener_failed", listener=getattr(listener, "__qualname__", repr(listener)))
+                CONSUMER_ERRORS.labels("events", "listener").inc()
 
     async def read_stream(
         self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
@@ -166,6 +187,7 @@ class KafkaNode(Commands):
         self._applied_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._renewing: asyncio.Task[None] | None = None
+        self.stale: set[tuple[str, str]] = set()  # streams dropped from the replica (see _take)
 
     async def start(self) -> None:
         self.topics = await ensure_topics(self.bootstrap, self.prefix, self.partitions)
@@ -201,7 +223,9 @@ class KafkaNode(Commands):
 
     def _replicate(self, batches: Batches, *, publish: bool) -> None:
         """Evolve the replica by fetched events, answer the requests they record, and
-        (``publish``) hand them to the listeners."""
+        (``publish``) hand them to the listeners: only once every partition's records are in
+        the replica, so a listener cannot cost another partition its updates."""
+        published: list[list[Event]] = []
         for tp, records in batches.items():
             taken = [(r, event) for r in records if (event := self._take(r, tp.partition)) is not None]
             self._applied[tp.partition] = records[-1].offset
@@ -210,24 +234,57 @@ class KafkaNode(Commands):
                 continue
             if self._waiting:
                 self._answer_from(taken)
-            events = [event for _, event in taken]
+            published.append([event for _, event in taken])
+        for events in published:
             if publish:
                 self.log.recorded(events)
             else:
                 self.log.head = max(self.log.head, events[-1].position)
 
     def _take(self, record: Any, partition: int) -> Event | None:
-        """The event of ``record``, evolved into the replica; ``None`` if this node cannot read
-        it (logged with the exception, counted): one unreadable record must not cost the rest
-        of its batch, nor stop the consumer, which answers every command of this node."""
+        """The event of ``record``, evolved into the replica; ``None`` if this node cannot
+        decode it (logged with the exception, counted): one unreadable record must not cost
+        the rest of its batch, nor stop the consumer, which answers every command of this node.
+
+        The replica of a stream that missed one of its events would stay as it was for good
+        (every later event of it comes after a gap): that stream is dropped from the replica
+        (checks on it then find no such aggregate, and refuse) and the node reports itself not
+        ready (:meth:`check`) until it restarts and reads the log again. An event that decodes
+        but does not apply is still handed on: it answers its request, and listeners get it."""
         try:
             event = event_from_record(record.value, partition, record.offset)
-            self._restore(event)
         except Exception:
             log.exception("event_record_skipped", partition=partition, offset=record.offset)
             CONSUMER_ERRORS.labels("events", "record").inc()
+            stream = _stream_of(record.key)
+            if stream is not None:
+                self._stale(*stream)
             return None
+        if not self._apply(event):
+            log.error(
+                "replica_gap", tenant_id=event.tenant_id, stream=event.stream, seq=event.seq, position=event.position
+            )
+            self._stale(event.tenant_id, event.stream)
         return event
+
+    def _apply(self, event: Event) -> bool:
+        """:meth:`_restore`; an event the replica cannot apply (of a type or shape this node
+        does not know) is logged and counted, and its stream dropped from the replica."""
+        try:
+            return self._restore(event)
+        except Exception:
+            log.exception("event_not_applied", tenant_id=event.tenant_id, stream=event.stream, seq=event.seq)
+            CONSUMER_ERRORS.labels("events", "record").inc()
+            self._stale(event.tenant_id, event.stream)
+            return True  # dropped, and reported: nothing to wait for
+
+    def _stale(self, tenant_id: str, stream: str) -> None:
+        """Drop ``stream`` from the replica: it missed an event (see :meth:`_take`)."""
+        self.replica.forget(tenant_id, stream)
+        if (tenant_id, stream) not in self.stale:
+            log.error("replica_stream_dropped", tenant_id=tenant_id, stream=stream)
+            REPLICA_STREAMS_DROPPED.inc()
+        self.stale.add((tenant_id, stream))
 
     def _answer_from(self, taken: list[tuple[Any, Event]]) -> None:
         """Resolve the requests of this node whose events these are (:mod:`.wire`): once all
@@ -306,6 +363,11 @@ class KafkaNode(Commands):
         dead = stopped(self._tasks)
         if dead:
             raise LogUnavailable(f"this node's consumer {', '.join(dead)} stopped (see its log); restart the node")
+        if self.stale:
+            raise LogUnavailable(
+                f"this node's replica missed events of {len(self.stale)} stream(s) (see replica_stream_dropped"
+                " in its log); restart the node"
+            )
         await self.producer.client.fetch_all_metadata()
 
     # --- the Commands protocol -------------------------------------------------------------
@@ -348,7 +410,7 @@ class KafkaNode(Commands):
         # Read your own write: apply the outcome's events to this node's replica now (those that
         # answered from the event consumer are in it already; a reply's will be seen again and
         # skipped); wait for the consumer only when an earlier event of the stream is not in yet.
-        if all([self._restore(event) for event in outcome.events]):
+        if all([self._apply(event) for event in outcome.events]):
             self.log.head = max(self.log.head, outcome.last.position)
         else:
             await self._seen(outcome.last.position)

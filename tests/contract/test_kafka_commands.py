@@ -25,6 +25,15 @@ PARTITIONS = 2
 async def kafka_commands(log: IndexedLog | None = None, partitions: int = PARTITIONS) -> AsyncIterator[KafkaNode]:
     """A started decider and API node on fresh topics of the test broker (``log``: the node's
     history, to listen to what its consumer of the event topic hands on); stopped on exit."""
+    async with decider_and_node(log, partitions) as (_, node):
+        yield node
+
+
+@contextlib.asynccontextmanager
+async def decider_and_node(
+    log: IndexedLog | None = None, partitions: int = PARTITIONS
+) -> AsyncIterator[tuple[DeciderWorker, KafkaNode]]:
+    """:func:`kafka_commands`, and its decider."""
     bootstrap, prefix = services_env()["CAAS_KAFKA_BOOTSTRAP"], f"contract-{uuid.uuid4().hex[:12]}-"
     decider = DeciderWorker(bootstrap, prefix, partitions)
     await decider.start()
@@ -33,7 +42,7 @@ async def kafka_commands(log: IndexedLog | None = None, partitions: int = PARTIT
     node = KafkaNode(bootstrap, prefix, partitions, log or IndexedLog(MemoryReadStore()), timeout=30.0)
     await node.start()
     try:
-        yield node
+        yield decider, node
     finally:
         await node.close()
         deciding.cancel()

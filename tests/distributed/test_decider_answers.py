@@ -16,13 +16,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.kafka.codec import partition_for, stream_key
+from adapters.kafka.deciders import Reply
 from adapters.kafka.node import KafkaNode
 from adapters.kafka.wire import CommandRequest
 from commands.service import CommandEnvelope
 from domain import channel as ch
 from domain.base import Actor
+from domain.errors import Forbidden
 from tests.cluster import Cluster
-from tests.contract.test_kafka_commands import kafka_commands
+from tests.contract.test_kafka_commands import decider_and_node, kafka_commands
 from tests.distributed.test_cluster import fresh_tenant, user
 from tests.support import Server, bearer
 
@@ -140,3 +142,22 @@ async def test_a_request_recorded_before_its_node_waits_for_it_is_answered_as_re
         assert not outcome.replayed
         assert [e.type for e in outcome.events] == ["ChannelCreated", "MemberAdded"]
         assert (await node.channel(envelope.tenant_id, "c1")).version == 2
+
+
+async def test_a_refusal_is_sent_once_its_batch_is_committed_by_whichever_commit_and_commits_never_go_back() -> None:
+    """A batch with a refusal waits for its commit before the refusal is sent. If the background
+    committer took the batch's offset first, its commit counts (the refusal is no 503); and a
+    commit of an offset below one committed already is not made (the group never moves back,
+    where a crash would have the refused command decided again)."""
+    async with decider_and_node(partitions=1) as (decider, node):
+        tenant = f"t-{uuid.uuid4().hex[:12]}"
+        for cid in ("c1", "c2", "c3"):  # three decided commands: offsets 0 to 2 of the command topic
+            await node.execute(create_channel(tenant, cid))
+        tp = TopicPartition(decider.topics["commands"], 0)
+        refused = Reply("node-x", "r1", Forbidden("not a member"))
+        decider._uncommitted[tp] = 3
+        await decider._commit()  # the background committer, first
+        assert await decider._settled_refusals(tp, 3, [refused]) == [refused]
+        decider._uncommitted[tp] = 2  # an older offset, committed after a newer one
+        await decider._commit()
+        assert await decider.consumer.committed(tp) == 3

@@ -9,10 +9,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adapters.kafka.node import IndexedLog, KafkaNode
 from adapters.memory_store import MemoryReadStore
@@ -22,7 +24,7 @@ from tests.cluster import Cluster
 from tests.contract.commands_contract import create_channel, post
 from tests.contract.test_kafka_commands import kafka_commands
 from tests.distributed.test_cluster import channel, fresh_tenant, user
-from tests.support import ADMIN, bearer
+from tests.support import ADMIN, Server, bearer
 
 pytestmark = pytest.mark.kafka
 
@@ -125,3 +127,83 @@ async def stopped_within(node: KafkaNode, seconds: float) -> bool:
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+async def last_record_of(cluster: Cluster, key: str) -> dict[str, Any]:
+    """The value of the last record keyed ``key`` on the event topic of ``cluster`` (one partition)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=cluster.settings()["CAAS_KAFKA_BOOTSTRAP"], enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(f"{cluster.name}.events", 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        found: dict[str, Any] | None = None
+        while await consumer.position(tp) < end:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if record.key == key.encode():
+                        found = orjson.loads(record.value)
+        assert found is not None, f"no record keyed {key}"
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def poison(cluster: Cluster, tenant_id: str, stream: str) -> None:
+    """The next event of ``stream`` as a newer release could write it: of a type this node does
+    not know (what a rolling upgrade's newer decider may record)."""
+    key = f"{tenant_id}/{stream}"
+    last = await last_record_of(cluster, key)
+    event = {**last, "event_id": str(uuid.uuid4()), "seq": last["seq"] + 1, "type": "FromANewerRelease"}
+    producer = AIOKafkaProducer(bootstrap_servers=cluster.settings()["CAAS_KAFKA_BOOTSTRAP"])
+    await producer.start()
+    try:
+        await producer.send_and_wait(f"{cluster.name}.events", orjson.dumps(event), key=key.encode(), partition=0)
+    finally:
+        await producer.stop()
+
+
+async def until_not_ready(http: httpx.AsyncClient, node: Server) -> None:
+    deadline = time.monotonic() + WAIT
+    while (r := await http.get(f"{node.url}/readyz")).status_code == 200:
+        assert time.monotonic() < deadline, "the node never reported the stream it could not apply"
+        await asyncio.sleep(0.05)
+    assert r.status_code == 503, r.text
+
+
+async def test_a_channel_event_the_node_cannot_apply_fails_closed_and_readiness_says_so(
+    cluster: Cluster, http: httpx.AsyncClient
+) -> None:
+    node, other = cluster.nodes[0], cluster.start_node()
+    tenant = await fresh_tenant(http, node)
+    alice, bob = await user(http, node, tenant, "alice"), await user(http, node, tenant, "bob")
+    cid = await channel(http, node, alice, ["alice", "bob"])
+    assert (await http.get(f"{node.url}/v1/channels/{cid}/messages", headers=bearer(bob))).status_code == 200
+    await poison(cluster, tenant.tenant_id, f"channel:{cid}")
+    await until_not_ready(http, node)
+    r = await http.delete(f"{other.url}/v1/channels/{cid}/members/bob", headers=bearer(alice))
+    assert r.status_code in (200, 204), r.text
+    # the node missed an event of the channel: it refuses rather than answer from a stale membership
+    r = await http.get(f"{node.url}/v1/channels/{cid}/messages", headers=bearer(bob))
+    assert r.status_code in (403, 404), r.text
+    assert (await http.get(f"{node.url}/readyz")).status_code == 503
+    metrics = (await http.get(f"{node.url}/metrics", headers=bearer(ADMIN))).text
+    assert "caas_replica_streams_dropped_total 1.0" in metrics
+
+
+async def test_an_api_key_stops_working_on_a_node_that_cannot_apply_an_event_of_its_tenant(
+    cluster: Cluster, http: httpx.AsyncClient
+) -> None:
+    """The tenant's next event might revoke the key: a node that cannot apply it must not keep
+    answering from the tenant as it was. (Every node of this release drops the tenant alike,
+    so no revocation can be sent after it; the node refuses the key whatever comes next.)"""
+    node = cluster.nodes[0]
+    tenant = await fresh_tenant(http, node)
+    r = await http.post(f"{node.url}/v1/api-keys", json={"name": "ci"}, headers=tenant.headers())
+    assert r.status_code == 201, r.text
+    key = r.json()["api_key"]
+    assert (await http.get(f"{node.url}/v1/channels", headers=bearer(key))).status_code == 200
+    await poison(cluster, tenant.tenant_id, f"tenant:{tenant.tenant_id}")
+    await until_not_ready(http, node)
+    assert (await http.get(f"{node.url}/v1/channels", headers=bearer(key))).status_code == 401

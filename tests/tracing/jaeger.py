@@ -39,6 +39,7 @@ def traced_env(prefix: str) -> dict[str, str]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger_env()["CAAS_JAEGER_OTLP"],
         "OTEL_SERVICE_NAME": prefix,
         "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "CAAS_TRACE_TRUST_INCOMING": "true",  # the tests' client is the caller whose trace a command continues
     }
 
 

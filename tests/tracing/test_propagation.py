@@ -9,21 +9,27 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+import structlog
+import structlog.testing
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.types import Message, Receive, Scope, Send
 
 from adapters import tracing
 from adapters.kafka.codec import event_from_record, event_value
 from adapters.kafka.wire import CommandRequest, decode_request, request_from
 from adapters.sqlite_log import SqliteEventLog
+from api.edge import Edge
+from api.limits import Refused
 from commands.ports import NewEvent
 from commands.service import CommandEnvelope
 from domain.base import Actor
@@ -233,3 +239,99 @@ def test_with_tracing_off_requests_run_no_opentelemetry_code_and_load_no_sdk(tmp
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0 False []", done.stdout  # no OpenTelemetry code ran at all
+
+
+def serve_one(trust: bool, traceparent: str) -> str:
+    """One request through the edge (api/edge.py) with a client's ``traceparent``: the
+    ``trace_id`` its log lines carry."""
+    seen: dict[str, str] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen["trace_id"] = structlog.contextvars.get_contextvars()["trace_id"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def sent(message: Message) -> None:
+        pass
+
+    async def nothing() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    edge = Edge(app, refused=lambda: pytest.fail("no credential was sent"), trust_traceparent=trust)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/channels",
+        "headers": [(b"traceparent", traceparent.encode())],
+    }
+    asyncio.run(edge(scope, nothing, sent))
+    return seen["trace_id"]
+
+
+def root_sampler_spans(ratio: float) -> InMemorySpanExporter:
+    """The node traced as ``parentbased_traceidratio`` at ``ratio`` would, into memory."""
+    exporter = InMemorySpanExporter()
+    env = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(ratio)}
+    provider = TracerProvider(sampler=tracing.sampler_of(env))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_provider(tracing.NODE, provider)
+    return exporter
+
+
+def test_an_untrusted_client_traceparent_is_a_link_of_a_new_root_span_and_not_the_log_trace() -> None:
+    _, client_trace, client_span, _ = PARENT.split("-")
+    try:
+        spans = root_sampler_spans(1.0)
+        trace_id = serve_one(False, PARENT)
+        (span,) = spans.get_finished_spans()
+        assert span.parent is None and f"{span.context.trace_id:032x}" == trace_id != client_trace
+        assert [(f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}") for link in span.links] == [
+            (client_trace, client_span)
+        ]
+        assert span.attributes is not None and span.attributes["caas.client_traceparent"] == PARENT
+    finally:
+        tracing.shutdown()
+    assert serve_one(False, PARENT) != client_trace  # tracing off: the log ids are the server's too
+
+
+def test_an_untrusted_sampled_flag_does_not_force_sampling_and_a_trusted_one_does() -> None:
+    try:
+        spans = root_sampler_spans(0.0)  # keeps no root
+        serve_one(False, PARENT)
+        assert spans.get_finished_spans() == ()
+        assert serve_one(True, PARENT) == PARENT.split("-")[1]
+        (span,) = spans.get_finished_spans()
+        assert span.parent is not None and f"{span.parent.span_id:016x}" == PARENT.split("-")[2]
+    finally:
+        tracing.shutdown()
+    assert serve_one(True, PARENT) == PARENT.split("-")[1]  # tracing off: the trusted caller's trace id
+
+
+@pytest.mark.parametrize("access_log", [True, False])
+def test_an_early_429_gets_an_access_line_with_its_request_id_when_access_lines_are_on(access_log: bool) -> None:
+    refused = Refused()
+    refused.note("Bearer k1", False, "tenant", time.monotonic() + 60, 10, time.monotonic() + 60)
+    statuses: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        pytest.fail("an early refusal is answered before routing")
+
+    async def sent(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def nothing() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    edge = Edge(app, refused=lambda: refused, access_log=access_log)
+    headers = [(b"authorization", b"Bearer k1"), (b"x-request-id", b"req-flood")]
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as lines:
+        asyncio.run(edge({"type": "http", "method": "GET", "path": "/v1/channels", "headers": headers}, nothing, sent))
+    assert statuses == [429]
+    access = [line for line in lines if line["event"] == "request"]
+    if not access_log:
+        assert access == []
+        return
+    assert [(line["status"], line["route"], line["early"]) for line in access] == [(429, "unmatched", True)]
+    (line,) = access
+    assert line["request_id"] == "req-flood" and line["tenant_id"] is None and len(line["trace_id"]) == 32
