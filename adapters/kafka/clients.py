@@ -47,6 +47,13 @@ def producer(bootstrap: str, *, durable: bool = True, request_timeout_ms: int = 
     )
 
 
+# How often a group member reads the cluster's metadata even when nothing failed (the client's
+# default is 5 minutes). A group that rebalanced while the broker was still loading its topics
+# after a restart was assigned none of a topic it had not seen yet, and only a metadata refresh
+# that shows the topic makes the member rejoin: its work stood still until then.
+GROUP_METADATA_MAX_AGE_MS = 5000
+
+
 def group_consumer(bootstrap: str, group: str, *, max_poll_records: int, **options: Any) -> AIOKafkaConsumer:
     """A member of consumer group ``group`` that commits offsets itself, after the work is
     done, and starts a new group at the beginning of its topics."""
@@ -56,6 +63,7 @@ def group_consumer(bootstrap: str, group: str, *, max_poll_records: int, **optio
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=max_poll_records,
+        metadata_max_age_ms=GROUP_METADATA_MAX_AGE_MS,
         **options,
     )
 

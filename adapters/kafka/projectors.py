@@ -34,6 +34,7 @@ import structlog
 from faust.types import EventT, StreamT
 
 from adapters import tracing
+from adapters.kafka.clients import GROUP_METADATA_MAX_AGE_MS
 from adapters.kafka.codec import checkpoint_mark, checkpoint_name, event_from_record
 from adapters.kafka.topics import create_topic, ensure_topics
 from commands.ports import Listener
@@ -83,6 +84,8 @@ def faust_app(bootstrap: str, group: str, partitions: int, datadir: Path) -> fau
         # after 10 s, not Faust's 60 s
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        # the events topic rediscovered within seconds of a broker restart (clients.py)
+        consumer_metadata_max_age_ms=GROUP_METADATA_MAX_AGE_MS,
     )
 
 

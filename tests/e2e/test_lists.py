@@ -29,7 +29,7 @@ def test_api_keys_signing_keys_and_origins_list_what_was_recorded(
         (first[0]["key_id"], "default", False),
         (issued["key_id"], "ci", True),
     ]
-    assert issued["api_key"].rsplit("_", 1)[1] not in str(listed), "a secret is shown once"
+    assert issued["api_key"].split("_", 4)[4] not in str(listed), "a secret is shown once"
     assert get(client, tenant, "/v1/signing-keys") == {"kid": "v1", "verifying": ["v1"]}
     client.post(f"{server.url}/v1/signing-keys", headers=tenant.headers())
     assert get(client, tenant, "/v1/signing-keys") == {"kid": "v2", "verifying": ["v2", "v1"]}
