@@ -6,7 +6,6 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
-from unittest.mock import ANY
 
 import pytest
 
@@ -153,8 +152,9 @@ async def test_rows_read_for_an_export_are_the_events_rows_upcast_too(tmp_path: 
         for after, tenant, types in [(0, None, None), (2, None, None), (0, "t1", None), (0, None, [probe])]:
             events = await log.read_all(after, 100, tenant, types)
             rows = log.read_rows(after, 100, tenant, types)
-            assert [dict(zip(ROW_FIELDS, r, strict=True)) for r in rows] == [
-                {**dict(zip(ROW_FIELDS, event_row(e), strict=True)), "payload": ANY} for e in events
+            envelope = ROW_FIELDS[:-1]  # every field but the payload, whose JSON text is compared decoded below
+            assert [dict(zip(envelope, r[:-1], strict=True)) for r in rows] == [
+                dict(zip(envelope, event_row(e)[:-1], strict=True)) for e in events
             ]
             assert [json.loads(r[-1]) for r in rows] == [e.payload for e in events]
         [upcast] = log.read_rows(0, 100, None, [probe])
