@@ -1,0 +1,211 @@
+// E2E over the server's devices API: register this device, keep its one-time prekeys topped up,
+// fetch other devices' bundles, post ciphertext-only messages to e2e channels and decrypt what
+// arrives (history pages or websocket frames). The crypto is E2eDevice's; this adds HTTP.
+import { CaasError } from "../errors.js";
+import type { HttpClient } from "../http.js";
+import { type Address, type DeviceJSON, type DeviceOptions, E2eDevice, type E2eEnvelope, type MessageContent, type WireBundle, type WirePrekey, type WireSignedPrekey } from "./device.js";
+import { E2eError } from "./sodium.js";
+
+/** Where a device's state lives between sessions (it holds private keys: keep it on the device). */
+export interface DeviceStore {
+  load(): Promise<DeviceJSON | undefined>;
+  save(state: DeviceJSON): Promise<void>;
+}
+
+export interface E2eClientOptions extends DeviceOptions {
+  /** The SDK's HTTP client, authenticated as the user (a user token) or the tenant. */
+  http: HttpClient;
+  userId: string;
+  deviceId: string;
+  /** Saves the state after every change; without it the state lives in memory (`device.toJSON()`). */
+  store?: DeviceStore;
+  /** `group` (default): sender keys; `pairwise`: each message encrypted per device. */
+  mode?: "group" | "pairwise";
+  /** Upload more one-time prekeys when the server holds fewer than this (default 20)… */
+  minPrekeys?: number;
+  /** …this many at a time (default 50). */
+  prekeyBatch?: number;
+  /** Defaults to the global `fetch`. */
+  fetch?: typeof fetch;
+}
+
+/** A message as history pages and websocket frames carry it (the fields E2E needs). */
+export interface E2eMessage {
+  channel_id: string;
+  author_id: string;
+  message_id?: string;
+  e2e?: E2eEnvelope | null;
+}
+
+interface DeviceInfo {
+  device_id: string;
+  identity_key: string;
+  signed_prekey: WireSignedPrekey;
+  one_time_prekeys_left: number;
+}
+
+const DECRYPTED_CACHE = 1000;
+
+export class E2eClient {
+  readonly device: E2eDevice;
+  private readonly http: HttpClient;
+  private readonly store: DeviceStore | undefined;
+  private readonly mode: "group" | "pairwise";
+  private readonly minPrekeys: number;
+  private readonly batch: number;
+  private readonly fetcher: typeof fetch;
+  /** message id → content: a message seen twice (history and a frame) decrypts once. */
+  private readonly decrypted = new Map<string, MessageContent | null>();
+
+  private constructor(device: E2eDevice, options: E2eClientOptions) {
+    this.device = device;
+    this.http = options.http;
+    this.store = options.store;
+    this.mode = options.mode ?? "group";
+    this.minPrekeys = options.minPrekeys ?? 20;
+    this.batch = options.prekeyBatch ?? 50;
+    this.fetcher = options.fetch ?? ((input, init) => fetch(input, init));
+  }
+
+  /**
+   * The device from the store, or a new one registered with the server (identity key, signed
+   * prekey, a batch of one-time prekeys); then its one-time prekeys topped up.
+   */
+  static async open(options: E2eClientOptions): Promise<E2eClient> {
+    const saved = await options.store?.load();
+    const device = saved ? await E2eDevice.restore(saved, options) : await E2eDevice.create(options.userId, options.deviceId, options);
+    const client = new E2eClient(device, options);
+    if (saved === undefined) await client.register();
+    else await client.topUpPrekeys();
+    return client;
+  }
+
+  private devicePath(userId = this.device.userId, deviceId = this.device.deviceId): string {
+    return `/v1/users/${encodeURIComponent(userId)}/devices/${encodeURIComponent(deviceId)}`;
+  }
+
+  /** `PUT …/devices/{device_id}`: the identity key, the signed prekey and a batch of one-time prekeys. */
+  async register(): Promise<void> {
+    await this.request("PUT", this.devicePath(), this.device.registration(this.batch));
+    await this.save();
+  }
+
+  /** Upload a batch of one-time prekeys if the server holds fewer than `minPrekeys`; answers how many it holds. */
+  async topUpPrekeys(): Promise<number> {
+    const mine = (await this.devices(this.device.userId)).find((d) => d.device_id === this.device.deviceId);
+    if (mine === undefined) {
+      await this.register(); // the server forgot the device (removed): register it again
+      return this.batch;
+    }
+    if (mine.one_time_prekeys_left >= this.minPrekeys) return mine.one_time_prekeys_left;
+    const keys: WirePrekey[] = this.device.newOneTimePrekeys(this.batch);
+    await this.save();
+    await this.request("POST", `${this.devicePath()}/prekeys`, { one_time_prekeys: keys });
+    return mine.one_time_prekeys_left + keys.length;
+  }
+
+  /** A new signed prekey, uploaded (`PUT …/signed-prekey`). */
+  async rotateSignedPrekey(): Promise<void> {
+    const spk = this.device.rotateSignedPrekey();
+    await this.save();
+    await this.request("PUT", `${this.devicePath()}/signed-prekey`, spk);
+  }
+
+  /** Remove this device from the server (`DELETE …/devices/{device_id}`). */
+  async unregister(): Promise<void> {
+    await this.request("DELETE", this.devicePath());
+  }
+
+  private async devices(userId: string): Promise<DeviceInfo[]> {
+    const answer = (await this.request("GET", `/v1/users/${encodeURIComponent(userId)}/devices`)) as { devices: DeviceInfo[] };
+    return answer.devices;
+  }
+
+  /** Every device of every member of a channel (our own other devices included, this one not). */
+  async recipients(channelId: string): Promise<Address[]> {
+    const channel = await this.http.call("get_channel", { path: { cid: channelId } });
+    if (!channel.e2e) throw new CaasError("not_e2e", `channel ${channelId} is not an e2e channel`);
+    const out: Address[] = [];
+    for (const m of channel.members) {
+      for (const d of await this.devices(m.user_id)) {
+        if (m.user_id === this.device.userId && d.device_id === this.device.deviceId) continue;
+        out.push({ user_id: m.user_id, device_id: d.device_id });
+      }
+    }
+    return out;
+  }
+
+  /** Start sessions (X3DH on a fetched bundle) with every device we have none with. */
+  async ensureSessions(devices: Address[]): Promise<void> {
+    for (const d of devices) {
+      if (this.device.hasSession(d)) continue;
+      const bundle = (await this.request("POST", `${this.devicePath(d.user_id, d.device_id)}/bundle`)) as WireBundle;
+      this.device.startSession(bundle);
+    }
+  }
+
+  /** Post a message to an e2e channel: the server gets ciphertexts only. Answers the post's result. */
+  async send(channelId: string, text: string, options: { attachments?: Record<string, unknown>[]; clientMsgId?: string } = {}) {
+    const recipients = await this.recipients(channelId);
+    await this.ensureSessions(recipients);
+    const e2e = this.device.seal(channelId, recipients, { text, attachments: options.attachments ?? [] }, this.mode);
+    await this.save();
+    try {
+      const body = { e2e, ...(options.clientMsgId ? { client_msg_id: options.clientMsgId } : {}) };
+      return await this.http.call("post_message", { path: { cid: channelId }, body: body as never });
+    } catch (error) {
+      // the recipients may never see the sender key this message carried: the next message makes a new one
+      this.device.resetSenderKey(channelId);
+      await this.save();
+      throw error;
+    }
+  }
+
+  /**
+   * Decrypt a message of an e2e channel (from a history page or a websocket frame). Answers null
+   * when it only carried keys for this device. Throws {@link E2eError} when it cannot be read.
+   */
+  async decrypt(message: E2eMessage): Promise<MessageContent | null> {
+    if (!message.e2e) throw new E2eError("malformed", "the message has no e2e envelope");
+    const id = message.message_id;
+    if (id !== undefined && this.decrypted.has(id)) return this.decrypted.get(id) ?? null;
+    const content = this.device.open(message.channel_id, message.author_id, message.e2e);
+    if (id !== undefined) {
+      this.decrypted.set(id, content);
+      if (this.decrypted.size > DECRYPTED_CACHE) this.decrypted.delete(this.decrypted.keys().next().value as string);
+    }
+    await this.save();
+    return content;
+  }
+
+  async save(): Promise<void> {
+    await this.store?.save(this.device.toJSON());
+  }
+
+  /** A devices-API call (routes newer than the generated table), with the SDK's credential and errors. */
+  private async request(method: string, path: string, body?: unknown): Promise<unknown> {
+    const headers: Record<string, string> = { accept: "application/json" };
+    const token = await this.http.currentToken();
+    if (token) headers.authorization = `Bearer ${token}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let response: Response;
+    try {
+      response = await this.fetcher(this.http.baseUrl + path, { method, headers, body: body === undefined ? null : JSON.stringify(body) });
+    } catch (cause) {
+      throw new CaasError("network", `${method} ${path}: ${String((cause as Error)?.message ?? cause)}`, { cause });
+    }
+    const text = await response.text();
+    let data: unknown;
+    try {
+      data = text ? JSON.parse(text) : undefined;
+    } catch {
+      data = undefined;
+    }
+    if (response.ok) return data;
+    const error = (data as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;
+    throw new CaasError(error?.code ?? `http_${response.status}`, error?.message ?? `${method} ${path}: ${response.status}`, {
+      status: response.status,
+      details: error?.details ?? {},
+    });
+  }
+}
