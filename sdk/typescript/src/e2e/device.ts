@@ -316,6 +316,10 @@ export class E2eDevice {
       const msg = parsePrekeyMessage(bytes);
       const existing = sessions.find((s) => equal(s.baseKey, msg.baseKey));
       if (existing !== undefined) {
+        const p = existing.prekeys;
+        if (!equal(existing.remoteIdentity, msg.identityKey) || p === null || p.spkId !== msg.spkId || p.opkId !== msg.opkId) {
+          throw new E2eError("decrypt_failed", "a prekey message whose prefix does not match its session");
+        }
         const [plaintext, next] = decrypt(existing, msg.inner);
         this.keepSession(key, next, existing);
         return plaintext;

@@ -69,6 +69,8 @@ export interface Session {
   oldRemote: string[];
   /** Set on the initiator until the first reply: what every message repeats in its prekey prefix. */
   pending: { ek: Uint8Array; spkId: number; opkId: number } | null;
+  /** Set on the responder: the prekey ids the initiator's prekey messages name. */
+  prekeys: { spkId: number; opkId: number } | null;
 }
 
 const kdfRk = (rk: Uint8Array, out: Uint8Array): [Uint8Array, Uint8Array] => {
@@ -123,6 +125,7 @@ export function initiate(identity: KeyPair, bundle: Bundle): Session {
     skipped: new Map(),
     oldRemote: [],
     pending: { ek: ek.publicKey, spkId: spk.keyId, opkId: bundle.oneTimePrekey?.keyId ?? NO_OPK },
+    prekeys: null,
   };
 }
 
@@ -174,6 +177,7 @@ export function respond(identity: KeyPair, spk: KeyPair, opk: KeyPair | null, ms
     skipped: new Map(),
     oldRemote: [],
     pending: null,
+    prekeys: { spkId: msg.spkId, opkId: msg.opkId },
   };
 }
 
@@ -294,6 +298,7 @@ export interface SessionJSON {
   skipped: [string, string][];
   old_remote: string[];
   pending: { ek: string; spk_id: number; opk_id: number } | null;
+  prekeys: { spk_id: number; opk_id: number } | null;
 }
 
 const opt = (b: Uint8Array | null) => (b === null ? null : b64(b));
@@ -315,6 +320,7 @@ export function sessionToJSON(s: Session): SessionJSON {
     skipped: [...s.skipped].map(([k, v]) => [k, b64(v)]),
     old_remote: [...s.oldRemote],
     pending: s.pending && { ek: b64(s.pending.ek), spk_id: s.pending.spkId, opk_id: s.pending.opkId },
+    prekeys: s.prekeys && { spk_id: s.prekeys.spkId, opk_id: s.prekeys.opkId },
   };
 }
 
@@ -334,5 +340,6 @@ export function sessionFromJSON(j: SessionJSON): Session {
     skipped: new Map(j.skipped.map(([k, v]) => [k, unb64(v)])),
     oldRemote: [...j.old_remote],
     pending: j.pending && { ek: unb64(j.pending.ek), spkId: j.pending.spk_id, opkId: j.pending.opk_id },
+    prekeys: j.prekeys && { spkId: j.prekeys.spk_id, opkId: j.prekeys.opk_id },
   };
 }
