@@ -75,3 +75,10 @@ def test_typescript_sdk_resumes_on_the_kafka_backend(built: Path, tmp_path: Path
         cluster.stop()
     # the restart and 1013 resume tests; the others are skipped on Kafka
     assert counts(out) == {"pass": 2, "fail": 0, "skipped": 9, "cancelled": 0, "todo": 0}, out
+
+
+def test_typescript_e2e_and_interop_with_the_python_sdk(built: Path) -> None:
+    # the E2E state machines' property tests, then the Python SDK's known-answer vectors byte for byte
+    # and a TypeScript device talking with Python devices (caas_client.e2e.driver, run by CAAS_PYTHON)
+    out = run_suite([built / "e2e.test.js", built / "e2e-interop.test.js"], {})
+    assert counts(out) == {"pass": 15, "fail": 0, "skipped": 0, "cancelled": 0, "todo": 0}, out

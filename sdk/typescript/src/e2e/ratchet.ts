@@ -73,16 +73,13 @@ export interface Session {
   prekeys: { spkId: number; opkId: number } | null;
 }
 
-const kdfRk = (rk: Uint8Array, out: Uint8Array): [Uint8Array, Uint8Array] => {
+/** KDF_RK: (new root key, chain key). */
+export const kdfRk = (rk: Uint8Array, out: Uint8Array): [Uint8Array, Uint8Array] => {
   const k = hkdf(out, rk, "CAAS_Ratchet", 64);
   return [k.slice(0, 32), k.slice(32)];
 };
 /** KDF_CK: (message key, next chain key). */
 export const kdfCk = (ck: Uint8Array): [Uint8Array, Uint8Array] => [hmac(ck, ONE), hmac(ck, TWO)];
-
-function x3dhSecret(dhs: Uint8Array[]): Uint8Array {
-  return hkdf(concat(FF32, ...dhs), null, "CAAS_X3DH", 32);
-}
 
 export function encodeHeader(h: Header): Uint8Array {
   return concat(h.dh, u32(h.pn), u32(h.n));
@@ -92,13 +89,12 @@ function decodeHeader(b: Uint8Array): Header {
   return { dh: b.slice(0, 32), pn: readU32(b, 32), n: readU32(b, 36) };
 }
 
-/** Initiator (A): X3DH against B's bundle (its SPK signature checked), then the first ratchet step. */
-export function initiate(identity: KeyPair, bundle: Bundle): Session {
+/** X3DH's DH outputs on the initiator's side: DH1..DH3 and DH4 when the bundle has a one-time prekey. */
+export function initiatorDh(identity: KeyPair, bundle: Bundle, ek: KeyPair): Uint8Array[] {
   const spk = bundle.signedPrekey;
   if (!verify(bundle.identityKey, spk.publicKey, spk.signature)) {
     throw new E2eError("bad_signature", "the signed prekey's signature does not verify with the identity key");
   }
-  const ek = x25519KeyPair();
   let ikB: Uint8Array;
   try {
     ikB = edPublicToX(bundle.identityKey);
@@ -107,8 +103,23 @@ export function initiate(identity: KeyPair, bundle: Bundle): Session {
   }
   const parts = [dh(edPrivateToX(identity.privateKey), spk.publicKey), dh(ek.privateKey, ikB), dh(ek.privateKey, spk.publicKey)];
   if (bundle.oneTimePrekey) parts.push(dh(ek.privateKey, bundle.oneTimePrekey.publicKey));
-  const sk = x3dhSecret(parts);
-  const dhs = x25519KeyPair();
+  return parts;
+}
+
+/** SK = HKDF(32×0xFF ‖ DH1 ‖ DH2 ‖ DH3 [‖ DH4], salt 0, "CAAS_X3DH"). */
+export function x3dhSecret(dhs: Uint8Array[]): Uint8Array {
+  return hkdf(concat(FF32, ...dhs), null, "CAAS_X3DH", 32);
+}
+
+/**
+ * Initiator (A): X3DH against B's bundle (its SPK signature checked), then the first ratchet step.
+ * `keys` fixes the ephemeral and first ratchet key pairs (known-answer tests); fresh ones otherwise.
+ */
+export function initiate(identity: KeyPair, bundle: Bundle, keys?: { ek: KeyPair; ratchet: KeyPair }): Session {
+  const spk = bundle.signedPrekey;
+  const ek = keys?.ek ?? x25519KeyPair();
+  const sk = x3dhSecret(initiatorDh(identity, bundle, ek));
+  const dhs = keys?.ratchet ?? x25519KeyPair();
   const [rootKey, cks] = kdfRk(sk, dh(dhs.privateKey, spk.publicKey));
   return {
     ad: concat(identity.publicKey, bundle.identityKey),
@@ -181,7 +192,8 @@ export function respond(identity: KeyPair, spk: KeyPair, opk: KeyPair | null, ms
   };
 }
 
-function messageKeys(mk: Uint8Array): [Uint8Array, Uint8Array] {
+/** (key, nonce) of a message key. */
+export function messageKeys(mk: Uint8Array): [Uint8Array, Uint8Array] {
   const k = hkdf(mk, null, "CAAS_MessageKeys", 56);
   return [k.subarray(0, 32), k.subarray(32)];
 }
@@ -217,10 +229,10 @@ export function cloneSession(s: Session): Session {
 
 /**
  * Decrypt header ‖ ciphertext (a normal message, or a prekey message's inner part) with a copy of
- * `s`: answers the plaintext and the session's next state; `s` itself is never changed, so a
+ * `s` (`nextRatchet`: the key pair of a DH ratchet step, for known-answer tests): answers the plaintext and the session's next state; `s` itself is never changed, so a
  * message that fails (tampered, replayed, too far ahead) leaves the session as it was.
  */
-export function decrypt(s0: Session, inner: Uint8Array): [Uint8Array, Session] {
+export function decrypt(s0: Session, inner: Uint8Array, nextRatchet?: KeyPair): [Uint8Array, Session] {
   if (inner.length < HEADER + 16) throw new E2eError("malformed", "message too short");
   const headerBytes = inner.subarray(0, HEADER);
   const header = decodeHeader(headerBytes);
@@ -246,7 +258,7 @@ export function decrypt(s0: Session, inner: Uint8Array): [Uint8Array, Session] {
     s.nr = 0;
     s.dhr = header.dh;
     [s.rootKey, s.ckr] = kdfRk(s.rootKey, dh(s.dhs.privateKey, s.dhr));
-    s.dhs = x25519KeyPair();
+    s.dhs = nextRatchet ?? x25519KeyPair();
     [s.rootKey, s.cks] = kdfRk(s.rootKey, dh(s.dhs.privateKey, s.dhr));
   }
   if (header.n < s.nr) throw new E2eError("replay", "this message key was already used");
