@@ -45,6 +45,7 @@ from projections.queries import ChatQueries
 from projections.timetravel import TimeTravel
 from streams.fanout import Hub
 from streams.metering import Meter
+from streams.notices import UserNotices
 from streams.presence import PresenceService
 from streams.projector import Projection, ProjectionRunner, checkpoint_name, load_log, rebuild
 from streams.tail import TenantTails
@@ -667,6 +668,7 @@ class Engine:
     queries: ChatQueries
     hub: Hub = field(default_factory=Hub)
     tails: TenantTails = field(default_factory=TenantTails)  # the tenant portal's live event tails
+    notices: UserNotices = field(default_factory=UserNotices)  # device notices to users' sockets (docs/e2e.md)
     clock: Callable[[], datetime] = utcnow  # the API's sources of time and ids (adapters.ids)
     new_id: Callable[[], str] = uuid7
     short_id: Callable[[str], str] = short_id
@@ -719,6 +721,7 @@ class Engine:
             typing_max_watchers=s.typing_max_watchers,
         )
         self.socket_watch = SocketWatch(self.auth, s.ws_stall_seconds, self.clock)
+        self.notices.contacts = self.queries.contacts
         self.timetravel = TimeTravel(self.log.read_stream, budget=int(s.asof_cache_mb * 2**20))
         self.limits = Limits(
             user_writes=(s.rate_user_writes_per_second, s.rate_user_writes_burst),
@@ -751,7 +754,13 @@ class Engine:
 
     async def start(self) -> None:
         await self.backend.start(
-            [tracing.delivering(self.hub.publish), count_events, self.socket_watch.on_events, self.tails.publish]
+            [
+                tracing.delivering(self.hub.publish),
+                count_events,
+                self.socket_watch.on_events,
+                self.tails.publish,
+                self.notices.publish,
+            ]
         )
         await self.presence.start(await self.backend.durable_presence())
         await self.meter.start()
@@ -777,6 +786,7 @@ class Engine:
         await self.socket_watch.close()
         await self.meter.close()  # records the last interval while the command path still runs
         await self.presence.close()
+        await self.notices.close()
         await self.backend.close()
 
 

@@ -35,6 +35,7 @@ ErrorCode = Literal[
     "rate_limited",
     "internal",
     "unavailable",
+    "plaintext_in_e2e_channel",
 ]
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 STATUS: dict[ErrorCode, int] = {
@@ -51,7 +52,10 @@ STATUS: dict[ErrorCode, int] = {
     "rate_limited": 429,
     "internal": 500,
     "unavailable": 503,
+    "plaintext_in_e2e_channel": 422,
 }
+# Domain rules answered with a code of their own rather than their category's (``details.rule`` is the same).
+RULE_CODES: dict[str, ErrorCode] = {"plaintext_in_e2e_channel": "plaintext_in_e2e_channel"}
 
 
 class ApiError(Exception):
@@ -100,7 +104,7 @@ def translate(exc: Exception) -> ApiError:
         case PaymentRequired():
             return ApiError("payment_required", str(exc), rule="past_due")
         case DomainError():
-            return ApiError(exc.category, exc.message, rule=exc.rule, **exc.details)
+            return ApiError(RULE_CODES.get(exc.rule, exc.category), exc.message, rule=exc.rule, **exc.details)
         case Unauthenticated():
             return ApiError("unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
         case IdempotencyKeyReused():

@@ -37,6 +37,7 @@ from commands.service import CommandEnvelope
 from domain import channel as ch
 from domain import errors, tenant, user
 from domain.base import format_time
+from domain.devices import live as live_devices
 from domain.events import stream_name
 from projections.queries import ChatQueries
 from projections.timetravel import AsOf, ChannelTooLarge
@@ -363,21 +364,39 @@ async def post_message(request: Request) -> Response:
         raise ApiError(
             "invalid_request", f"text is longer than {settings.max_text_chars} characters", rule="text_too_long"
         )
-    if not data.text.strip() and not data.attachments:
+    if not data.text.strip() and not data.attachments and data.e2e is None:
         raise ApiError("invalid_request", "a message needs text or attachments", rule="empty_message")
     if len(data.attachments) > settings.max_attachments:
         raise ApiError("invalid_request", f"a message has at most {settings.max_attachments} attachments")
+    author = _acting_user(who, data.user_id)
     command = ch.PostMessage(
         actor=who.actor,
         message_id=engine(request).new_id(),
-        author_id=_acting_user(who, data.user_id),
+        author_id=author,
         text=data.text,
         parent_id=data.parent_id,
         attachments=[a.model_dump(exclude_none=True) for a in data.attachments],
         client_msg_id=data.client_msg_id,
         now=format_time(engine(request).clock()),
+        e2e=await _envelope(request, who.tenant_id, author, data.e2e),
     )
     return await _channel_command(request, who, cid, command, raw)
+
+
+async def _envelope(
+    request: Request, tenant_id: str, author: str, e2e: schemas.E2EEnvelope | None
+) -> dict[str, Any] | None:
+    """The ciphertext envelope as recorded, once its sender device is known to be the author's."""
+    if e2e is None:
+        return None
+    state = await engine(request).service.user(tenant_id, author)
+    if e2e.sender_device not in live_devices(state.devices):
+        raise ApiError(
+            "invalid_request",
+            f"sender_device {e2e.sender_device!r} is not a registered device of user {author!r}",
+            rule="unknown_sender_device",
+        )
+    return e2e.model_dump(exclude_none=True)
 
 
 async def edit_message(request: Request) -> Response:
@@ -390,10 +409,14 @@ async def edit_message(request: Request) -> Response:
         raise ApiError(
             "invalid_request", f"text is longer than {settings.max_text_chars} characters", rule="text_too_long"
         )
-    if not data.text.strip():
+    if not data.text.strip() and data.e2e is None:
         raise ApiError("invalid_request", "an edit needs text; delete the message instead", rule="empty_message")
+    e2e = None
+    if data.e2e is not None:  # the author's device: the message's author, or the token's user
+        found = (await engine(request).service.channel(who.tenant_id, cid)).messages.get(mid)
+        e2e = await _envelope(request, who.tenant_id, found.author_id if found else who.user_id, data.e2e)
     return await _channel_command(
-        request, who, cid, ch.EditMessage(actor=who.actor, message_id=mid, text=data.text), raw
+        request, who, cid, ch.EditMessage(actor=who.actor, message_id=mid, text=data.text, e2e=e2e), raw
     )
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import analytics, billing, examples, http, schemas, usage, webhooks
+from api import analytics, billing, devices, examples, http, schemas, usage, webhooks
 from api.errors import ApiError
 from api.plumbing import MAX_INT
 
@@ -195,6 +195,26 @@ ROUTES: list[Api] = [
     Api("POST", "/v1/webhooks/{webhook_id}/rotate-secret", webhooks.rotate_secret,
         "A new signing secret for the endpoint (the old one still signs for a day)",
         ("tenant",), None, schemas.WebhookSecret, idempotent=True),
+    Api("PUT", "/v1/users/{user_id}/devices/{device_id}", devices.put_device,
+        "Register a device's public keys for end-to-end encryption, or replace them (docs/e2e.md)",
+        ("tenant", "user"), schemas.PutDevice, schemas.DeviceWritten, 201, upsert=True, idempotent=True),
+    Api("GET", "/v1/users/{user_id}/devices", devices.list_devices,
+        "The user's devices: identity key, signed prekey, one-time prekeys left",
+        ("tenant", "user"), None, schemas.DeviceList),
+    Api("DELETE", "/v1/users/{user_id}/devices/{device_id}", devices.remove_device, "Remove a device and its keys",
+        ("tenant", "user"), None, schemas.DeviceWritten),
+    Api("POST", "/v1/users/{user_id}/devices/{device_id}/prekeys", devices.add_prekeys,
+        "Upload more one-time prekeys (at most 100 per request, 500 waiting per device)",
+        ("tenant", "user"), schemas.AddPrekeys, schemas.DeviceWritten, 201, idempotent=True),
+    Api("PUT", "/v1/users/{user_id}/devices/{device_id}/signed-prekey", devices.rotate_signed_prekey,
+        "Rotate the device's signed prekey (its signature is verified against the identity key)",
+        ("tenant", "user"), schemas.SignedPrekey, schemas.DeviceWritten, idempotent=True),
+    Api("POST", "/v1/users/{user_id}/devices/{device_id}/bundle", devices.claim_bundle,
+        "Fetch a device's prekey bundle: its one-time prekey is handed out to this caller only",
+        ("tenant", "user"), None, schemas.Bundle, idempotent=True),
+    Api("POST", "/v1/users/{user_id}/bundles", devices.claim_bundles,
+        "Fetch the prekey bundles of every device of the user (one one-time prekey each, handed out once)",
+        ("tenant", "user"), None, schemas.BundleList, idempotent=True),
     Api("GET", "/healthz", http.healthz, "The process is up"),
     Api("GET", "/readyz", http.readyz, "The backend is reachable; projection lag"),
 ]  # fmt: skip
@@ -246,6 +266,8 @@ TAGS: list[tuple[str, str, str]] = [  # (path prefix, tag, description); the fir
     ("/v1/api-keys", "credentials", "API keys, the end-user token signing key, browser origins"),
     ("/v1/signing-keys", "credentials", "API keys, the end-user token signing key, browser origins"),
     ("/v1/cors", "credentials", "API keys, the end-user token signing key, browser origins"),
+    ("/v1/users/{user_id}/devices", "e2e", "Devices and prekey bundles for end-to-end encryption (docs/e2e.md)"),
+    ("/v1/users/{user_id}/bundles", "e2e", "Devices and prekey bundles for end-to-end encryption (docs/e2e.md)"),
     ("/v1/users", "users", "End users and their tokens"),
     ("/v1/channels/{cid}/messages", "messages", "Messages, threads, reactions"),
     ("/v1/channels/{cid}/read", "messages", "Messages, threads, reactions"),

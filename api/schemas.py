@@ -3,12 +3,14 @@ rejected with ``422 invalid_request``."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
 
 from api.errors import ErrorCode
 from domain.base import ID_PATTERN as ID_PATTERN  # re-exported: the API layer names ids by it
@@ -124,10 +126,14 @@ class PostMessage(Body):
     parent_id: Id | None = None
     attachments: list[Attachment] = []
     user_id: Id | None = Field(default=None, description="author, when a tenant API key posts for a user")
+    e2e: E2EEnvelope | None = Field(
+        default=None, description="the ciphertext envelope: in e2e channels only, without text"
+    )
 
 
 class EditMessage(Body):
-    text: Text
+    text: Text = ""
+    e2e: E2EEnvelope | None = Field(default=None, description="the new ciphertext envelope, in an e2e channel")
 
 
 class AddReaction(Body):
@@ -219,6 +225,7 @@ class Message(BaseModel):
     mentions: list[str] = Field(
         default_factory=list, description="users the text named as @user_id when it was posted (empty once deleted)"
     )
+    e2e: dict[str, Any] | None = Field(default=None, description="the ciphertext envelope (e2e channels; docs/e2e.md)")
     seen_by: list[str] | None = Field(default=None, description="members who have read it (channels up to 100)")
 
 
@@ -574,3 +581,111 @@ class MemberList(BaseModel):
         description="pass as after= (with limit=) for the next page, in user id order; null on the last. "
         "Without limit or after: everyone, current members first"
     )
+
+
+# --- end-to-end encryption: devices, bundles, ciphertext envelopes (docs/e2e.md) ------------
+KEY_ID_MAX = 2**32 - 1  # key ids are uint32 on the wire (docs/e2e.md)
+MAX_CIPHERTEXT_BYTES = 48 * 1024  # one ciphertext, decoded: the body cap (CAAS_MAX_BODY_BYTES) binds first
+MAX_CIPHERTEXTS = 1000  # pairwise ciphertexts in one envelope
+
+
+def _base64_of(size: int | None, what: str, max_size: int = MAX_CIPHERTEXT_BYTES) -> AfterValidator:
+    """Standard base64 with padding (the canonical encoding) of exactly ``size`` bytes, or of 1
+    to ``max_size`` bytes when ``size`` is ``None``."""
+
+    def check(value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{what} must be standard base64 with padding") from None
+        if base64.b64encode(raw).decode() != value:
+            raise ValueError(f"{what} must be canonical standard base64 with padding")
+        if size is not None and len(raw) != size:
+            raise ValueError(f"{what} must be {size} bytes (base64 of {size} bytes), not {len(raw)}")
+        if size is None and not 1 <= len(raw) <= max_size:
+            raise ValueError(f"{what} must be 1 to {max_size} bytes")
+        return value
+
+    return AfterValidator(check)
+
+
+PublicKey = Annotated[str, StringConstraints(max_length=64), _base64_of(32, "a public key")]
+Signature = Annotated[str, StringConstraints(max_length=100), _base64_of(64, "a signature")]
+_CIPHERTEXT_CHARS = MAX_CIPHERTEXT_BYTES * 4 // 3 + 4
+Ciphertext = Annotated[str, StringConstraints(max_length=_CIPHERTEXT_CHARS), _base64_of(None, "a ciphertext")]
+KeyId = Annotated[int, Field(ge=0, le=KEY_ID_MAX, description="uint32")]
+
+
+class SignedPrekey(Body):
+    key_id: KeyId
+    public_key: PublicKey = Field(description="X25519 public key, base64 of 32 bytes")
+    signature: Signature = Field(description="Ed25519 signature of the 32 public key bytes by the identity key")
+
+
+class OneTimePrekey(Body):
+    key_id: KeyId
+    public_key: PublicKey = Field(description="X25519 public key, base64 of 32 bytes")
+
+
+class PutDevice(Body):
+    identity_key: PublicKey = Field(description="Ed25519 public key, base64 of 32 bytes")
+    signed_prekey: SignedPrekey
+    one_time_prekeys: list[OneTimePrekey] = Field(default=[], max_length=100)
+
+
+class AddPrekeys(Body):
+    one_time_prekeys: list[OneTimePrekey] = Field(min_length=1, max_length=100)
+
+
+class E2ECiphertext(Body):
+    user_id: Id
+    device_id: Id
+    body: Ciphertext = Field(description="a pairwise message (prekey 0x01 or normal 0x02), base64")
+
+
+class E2EEnvelope(Body):
+    """What an e2e channel's message carries instead of text: ciphertexts per recipient device
+    and/or one sender-key (group) message. The server stores and forwards it as it is."""
+
+    sender_device: Id
+    ciphertexts: list[E2ECiphertext] = Field(default=[], max_length=MAX_CIPHERTEXTS)
+    group: Ciphertext | None = Field(default=None, description="a sender-key message (0x03), base64")
+
+    @model_validator(mode="after")
+    def _something(self) -> E2EEnvelope:
+        if not self.ciphertexts and self.group is None:
+            raise ValueError("an e2e envelope carries ciphertexts, a group message, or both")
+        pairs = [(c.user_id, c.device_id) for c in self.ciphertexts]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("an e2e envelope has at most one ciphertext per recipient device")
+        return self
+
+
+class DeviceWritten(Written):
+    user_id: str
+    device_id: str
+
+
+class DeviceInfo(BaseModel):
+    device_id: str
+    identity_key: str
+    signed_prekey: dict[str, Any] = Field(description='{"key_id", "public_key", "signature"}')
+    one_time_prekeys_left: int
+
+
+class DeviceList(BaseModel):
+    devices: list[DeviceInfo]
+
+
+class Bundle(BaseModel):
+    user_id: str
+    device_id: str
+    identity_key: str
+    signed_prekey: dict[str, Any] = Field(description='{"key_id", "public_key", "signature"}')
+    one_time_prekey: dict[str, Any] | None = Field(
+        description='{"key_id", "public_key"}: handed out to this caller only, never again; null when none is left'
+    )
+
+
+class BundleList(BaseModel):
+    bundles: list[Bundle] = Field(description="one per device of the user, in registration order")

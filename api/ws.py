@@ -541,6 +541,7 @@ class Session:
         for cid in list(self.subs):
             self.unsubscribe(cid)
         self.node.presence.unwatch(self.send_presence)
+        self.node.notices.remove(self.who.tenant_id, self.who.user_id, self.send_presence)
         self.node.presence.closed(self.conn_id)
 
 
@@ -595,6 +596,7 @@ async def serve(ws: WebSocket, who: Principal, token: str) -> None:
     session = Session(ws, who, token)
     SOCKETS.inc()
     node.presence.opened(session.conn_id, who.tenant_id, who.user_id)
+    node.notices.add(who.tenant_id, who.user_id, session.send_presence)  # device notices (docs/e2e.md)
     node.meter.opened(who.tenant_id, who.user_id)
     node.socket_watch.add(session)
     reader = asyncio.create_task(session.reader())

@@ -92,11 +92,13 @@ class PostMessage(ChannelCommand):
     attachments: list[dict[str, Any]] = Field(default_factory=list)
     client_msg_id: str | None = None
     now: str
+    e2e: dict[str, Any] | None = None  # the ciphertext envelope: only, and always, in an e2e channel
 
 
 class EditMessage(ChannelCommand):
     message_id: str
     text: str
+    e2e: dict[str, Any] | None = None
 
 
 class DeleteMessage(ChannelCommand):
@@ -292,6 +294,7 @@ def _post(state: ChannelState, c: PostMessage) -> Decision:
                 user_id=c.author_id,
                 until=until,
             )
+    _check_e2e(state, c.text, c.attachments, c.e2e)
     if c.message_id in state.messages:
         raise errors.Conflict("a message with this message_id already exists", message_id=c.message_id)
     if c.parent_id is not None:
@@ -311,8 +314,23 @@ def _post(state: ChannelState, c: PostMessage) -> Decision:
             attachments=c.attachments,
             client_msg_id=c.client_msg_id,
             mentions=mentions_in(c.text),
+            e2e=c.e2e,
         )
     ]
+
+
+def _check_e2e(state: ChannelState, text: str, attachments: list[dict[str, Any]], e2e: dict[str, Any] | None) -> None:
+    """An e2e channel carries ciphertext envelopes only; another channel never carries one."""
+    if state.e2e:
+        if text or attachments:
+            raise errors.PlaintextInE2EChannel(
+                "this channel is end-to-end encrypted: send the message as an e2e ciphertext envelope, "
+                "with no text or attachments (docs/e2e.md)"
+            )
+        if e2e is None:
+            raise errors.PlaintextInE2EChannel("this channel is end-to-end encrypted: the e2e envelope is missing")
+    elif e2e is not None:
+        raise errors.NotE2EChannel("e2e envelopes go to channels created with e2e: true; send text here")
 
 
 def _message(state: ChannelState, message_id: str) -> MessageState:
@@ -328,7 +346,8 @@ def _edit(state: ChannelState, c: EditMessage) -> Decision:
         raise errors.NotAuthor("only the author may edit a message", message_id=c.message_id)
     if message.deleted_seq:
         raise errors.MessageDeleted("a deleted message cannot be edited", message_id=c.message_id)
-    return [MessageEdited(message_id=c.message_id, text=c.text)]
+    _check_e2e(state, c.text, [], c.e2e)
+    return [MessageEdited(message_id=c.message_id, text=c.text, e2e=c.e2e)]
 
 
 def _delete(state: ChannelState, c: DeleteMessage) -> Decision:

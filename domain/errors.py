@@ -128,3 +128,30 @@ class ReadMarkerAhead(Invalid):
 
 class WebhookNotFound(NotFound):
     rule = "webhook_not_found"
+
+
+class DeviceNotFound(NotFound):
+    rule = "device_not_found"
+
+
+class TooManyDevices(Conflict):
+    rule = "too_many_devices"
+
+
+class PrekeyReused(Conflict):
+    rule = "prekey_reused"
+
+
+class NoPrekeysLeft(Conflict):
+    """Every named device's pool of one-time prekeys is empty (the API answers the bundle with
+    ``one_time_prekey: null`` instead)."""
+
+    rule = "no_one_time_prekeys"
+
+
+class PlaintextInE2EChannel(Invalid):
+    rule = "plaintext_in_e2e_channel"
+
+
+class NotE2EChannel(Invalid):
+    rule = "e2e_in_plain_channel"

@@ -133,6 +133,9 @@ class MessagePosted(DomainEvent):
     attachments: list[dict[str, Any]] = Field(default_factory=list)
     client_msg_id: str | None = None
     mentions: list[str] = Field(default_factory=list)
+    # in an e2e channel: the ciphertext envelope (docs/e2e.md), and then no text or attachments;
+    # absent (null) elsewhere and in every event recorded before e2e channels carried one
+    e2e: dict[str, Any] | None = None
 
 
 # ``@`` then a user id (domain.base.ID_PATTERN), not inside a word or an e-mail address.
@@ -149,6 +152,7 @@ def mentions_in(text: str) -> list[str]:
 class MessageEdited(DomainEvent):
     message_id: str
     text: str
+    e2e: dict[str, Any] | None = None  # the new ciphertext envelope, in an e2e channel (text is then "")
 
 
 class MessageDeleted(DomainEvent):
@@ -328,6 +332,53 @@ class WebhookSecretRotated(DomainEvent):
 
 class WebhookDeleted(DomainEvent):
     pass
+
+
+# --- user stream: devices for end-to-end encryption (docs/e2e.md) --------------------------
+# Keys are public keys, standard base64: the server never holds a private key.
+class DeviceRegistered(DomainEvent):
+    """A device's keys, as uploaded: its identity key (Ed25519), signed prekey (X25519, signed
+    by the identity key) and a pool of one-time prekeys (X25519). It replaces what the device
+    had (the pool too) unless the identity key is the same: then the ids handed out stay used."""
+
+    device_id: str
+    identity_key: str
+    signed_prekey: dict[str, Any]  # {"key_id", "public_key", "signature"}
+    one_time_prekeys: list[dict[str, Any]] = Field(default_factory=list)  # [{"key_id", "public_key"}]
+
+
+class IdentityKeyChanged(DomainEvent):
+    """The device id was registered again with another identity key (a reinstall, or someone
+    else): a safety-number change for everyone who talks to the user. Its new keys follow in a
+    ``DeviceRegistered``."""
+
+    device_id: str
+    identity_key: str
+    previous_identity_key: str
+
+
+class OneTimePrekeysAdded(DomainEvent):
+    device_id: str
+    one_time_prekeys: list[dict[str, Any]]
+
+
+class SignedPrekeyRotated(DomainEvent):
+    device_id: str
+    signed_prekey: dict[str, Any]
+
+
+class DeviceRemoved(DomainEvent):
+    device_id: str
+
+
+class OneTimePrekeyClaimed(DomainEvent):
+    """A bundle fetch handed out this one-time prekey; it is never handed out again.
+    ``remaining`` is what the device's pool holds after it."""
+
+    device_id: str
+    key_id: int
+    public_key: str
+    remaining: int
 
 
 class Event(BaseModel):

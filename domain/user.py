@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from domain import errors
+from domain import devices, errors
 from domain.base import Command, Decision, Unchanged
 from domain.events import DomainEvent, PresenceChanged, UserRegistered, UserUpdated
 
@@ -32,6 +32,7 @@ class UserState:
     status: str = "offline"
     last_seen_at: str | None = None
     status_seq: int = 0
+    devices: devices.DeviceMap = field(default_factory=dict)  # end-to-end encryption keys (domain/devices.py)
 
     @property
     def exists(self) -> bool:
@@ -52,6 +53,10 @@ def decide(state: UserState, command: Command) -> Decision:
             if state.status == command.status:
                 return Unchanged(state.status_seq or state.version)
             return [PresenceChanged(status=command.status, last_seen_at=command.last_seen_at)]
+        case _ if isinstance(command, devices.COMMANDS):
+            if not state.exists:
+                raise errors.UserNotFound("the user is not registered")
+            return devices.decide(state.devices, state.version, command)
     raise TypeError(f"not a user command: {type(command).__name__}")
 
 
@@ -64,4 +69,6 @@ def evolve(state: UserState, event: DomainEvent) -> UserState:
             state.metadata = dict(event.metadata)
         case PresenceChanged():
             state.status, state.last_seen_at, state.status_seq = event.status, event.last_seen_at, state.version
+        case _ if isinstance(event, devices.EVENTS):
+            devices.evolve(state.devices, state.version, event)
     return state

@@ -159,6 +159,7 @@ def _posted(event: Event) -> Result:
         "attachments": p.get("attachments", []),
         "client_msg_id": p.get("client_msg_id"),
         "mentions": p.get("mentions", []),
+        "e2e": p.get("e2e"),  # the ciphertext envelope in an e2e channel (docs/e2e.md)
         "created_at": event.occurred_at,
         "edited_at": None,
         "deleted": False,
@@ -175,7 +176,8 @@ def _posted(event: Event) -> Result:
 
 def _edited(event: Event) -> Result:
     p = event.payload
-    return {}, [_message(event, p["message_id"], set={"text": p["text"], "edited_at": event.occurred_at})]
+    fields = {"text": p["text"], "edited_at": event.occurred_at, "e2e": p.get("e2e")}
+    return {}, [_message(event, p["message_id"], set=fields)]
 
 
 def _deleted(event: Event) -> Result:
@@ -184,6 +186,7 @@ def _deleted(event: Event) -> Result:
         "text": None,
         "attachments": [],
         "mentions": [],
+        "e2e": None,
         "reactions": {},
         "deleted_at": event.occurred_at,
     }

@@ -16,6 +16,7 @@ def render_message(doc: Doc) -> Doc:
     out["reactions"] = {emoji: users for emoji, users in (doc.get("reactions") or {}).items() if users}
     out.setdefault("edited_at", None)
     out.setdefault("mentions", [])  # a message projected before MessagePosted v2, until a rebuild
+    out.setdefault("e2e", None)  # a message projected before e2e envelopes
     return out
 
 
@@ -135,6 +136,15 @@ class ChatQueries:
         )
         docs.sort(key=lambda d: d.get("last_message_at") or d.get("created_at") or "", reverse=True)
         return [await self._render_channel(tenant_id, d, user_id) for d in docs[:limit]]
+
+    async def contacts(self, tenant_id: str, user_id: str) -> set[str]:
+        """The users who share a channel with ``user_id`` now (not the user themself)."""
+        memberships = await self.store.find("memberships", tenant_id, {"user_id": user_id, "active": True})
+        if not memberships:
+            return set()
+        channels = [m["channel_id"] for m in memberships]
+        others = await self.store.find("memberships", tenant_id, {"channel_id": {"$in": channels}, "active": True})
+        return {m["user_id"] for m in others} - {user_id}
 
     async def channels_of_tenant(self, tenant_id: str, after: str | None, limit: int) -> list[Doc]:
         flt: dict[str, Any] = {"kind": {"$ne": None}}

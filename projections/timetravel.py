@@ -51,7 +51,7 @@ FOLD_SLICE = 500  # events folded between two yields to the event loop: about 20
 VERSION_BYTES = 850  # a version's dict, its small values and its event's position and time (tracemalloc)
 SLOT_BYTES = 8  # one slot of a list or dict a version holds (a reaction's user, say)
 TOO_LARGE_KEPT = 10_000  # channels remembered as too large for the budget (a channel only grows)
-LARGE_FIELDS = ("text", "reactions", "mentions", "attachments", "metadata", "name")  # user-sized ones
+LARGE_FIELDS = ("text", "reactions", "mentions", "attachments", "metadata", "name", "e2e")  # user-sized ones
 GAP_RETRIES = 5  # reads again of a stream whose next event is not indexed yet (Kafka's event index)
 
 ReadStream = Callable[[str, str, int, int | None], Awaitable[list[Event]]]

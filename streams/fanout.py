@@ -137,6 +137,18 @@ def epoch_ms(moment: str) -> int:
     return (datetime.fromisoformat(moment) - EPOCH) // MILLISECOND
 
 
+Edit = dict[str, Any]  # what a later edit shows in a replay: its "text" (and "e2e" envelope, if any)
+EMPTY_EDIT: Edit = {"text": ""}
+
+
+def _edit(payload: dict[str, Any]) -> Edit:
+    """What of a ``MessageEdited`` payload replaces an earlier text in a replay."""
+    edit: Edit = {"text": str(payload["text"])}
+    if payload.get("e2e") is not None:
+        edit["e2e"] = payload["e2e"]
+    return edit
+
+
 class HistoryView:
     """How a channel's history is shown to a subscriber who replays it (``since_seq``).
 
@@ -163,12 +175,12 @@ class HistoryView:
         self.encode = compact_event_frame if compact else event_frame  # the socket's kind of event frame
         self.deadline = asyncio.get_running_loop().time() + wait
         self._messages: dict[str, MessageState] = {}
-        self._texts: dict[int, str] = {}  # seq of a latest edit -> its text, for the current page
+        self._texts: dict[int, Edit] = {}  # seq of a latest edit -> its text (and envelope), for the current page
 
     async def prepare(self, page: Sequence[Event]) -> None:
         """Look at the channel as it is now, and find the latest texts the page needs."""
         self._messages = (await self.service.channel(self.tenant_id, StreamId.parse(self.stream).id)).messages
-        self._texts = {e.seq: e.payload["text"] for e in page if e.type == "MessageEdited"}
+        self._texts = {e.seq: _edit(e.payload) for e in page if e.type == "MessageEdited"}
         for event in page:
             message = self._message(event)
             if message is not None and self._superseded(message, event) and message.edited_seq not in self._texts:
@@ -176,13 +188,13 @@ class HistoryView:
                 if text is not None:
                     self._texts[message.edited_seq] = text
 
-    async def _edit_text(self, seq: int) -> str | None:
+    async def _edit_text(self, seq: int) -> Edit | None:
         """The text of the edit recorded at ``seq``, once readable; ``None`` after the deadline."""
         loop = asyncio.get_running_loop()
         while True:
             found = await self.log.read_stream(self.tenant_id, self.stream, seq - 1, 1)
             if found and found[0].seq == seq:  # a lagging copy may have a hole here
-                return str(found[0].payload["text"]) if found[0].type == "MessageEdited" else None
+                return _edit(found[0].payload) if found[0].type == "MessageEdited" else None
             if loop.time() >= self.deadline:
                 return None
             await asyncio.sleep(0.01)
@@ -197,10 +209,12 @@ class HistoryView:
                 shown["attachments"] = []
             if shown.get("mentions"):
                 shown["mentions"] = []
+            if shown.get("e2e") is not None:
+                shown["e2e"] = None
             return self.encode(event, shown)
         if self._superseded(message, event):
-            text = self._texts.get(message.edited_seq, "")
-            return self.encode(event, {**event.payload, "text": text, "redacted": "edited"})
+            edit = self._texts.get(message.edited_seq, EMPTY_EDIT)
+            return self.encode(event, {**event.payload, **edit, "redacted": "edited"})
         return self.encode(event)
 
     def _message(self, event: Event) -> MessageState | None:

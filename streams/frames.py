@@ -290,6 +290,53 @@ class Pong(Frame):
     type: Literal["pong"] = "pong"
 
 
+class PrekeysLow(Frame):
+    """To the user's own sockets: a bundle fetch left one of their devices with fewer than
+    ``threshold`` one-time prekeys; that device should upload more
+    (``POST /v1/users/{uid}/devices/{device_id}/prekeys``; docs/e2e.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "prekeys_low", "user_id": "alice", "device_id": "phone", "remaining": 9, "threshold": 10}
+            ]
+        }
+    )
+    type: Literal["prekeys_low"]
+    user_id: str
+    device_id: str = Field(description="the device whose pool runs low")
+    remaining: int = Field(description="one-time prekeys left in its pool (0: bundles go out without one)")
+    threshold: int = Field(description="the pool size under which this frame is sent (after every such fetch)")
+
+
+class IdentityKeyChangedFrame(Frame):
+    """A safety-number change: ``user_id`` registered ``device_id`` again with another identity
+    key. Sent to every user who shares a channel with them (and to their own sockets); sessions
+    with that device must be started again from a fresh bundle, after the user checks the new
+    key if they verify keys (docs/e2e.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "identity_key_changed",
+                    "user_id": "bob",
+                    "device_id": "phone",
+                    "identity_key": "1QWJzCHFtJwb9ZbRAVI8sgyPA/ZBvDpNu9jp7LmqQ0Q=",
+                    "previous_identity_key": "A1hQ2ZF3jtu5s5cxUTmY6cQzrH0KF+6v0Mv5/07kXQQ=",
+                    "occurred_at": EXAMPLE_TIME,
+                }
+            ]
+        }
+    )
+    type: Literal["identity_key_changed"]
+    user_id: str
+    device_id: str
+    identity_key: str = Field(description="the new Ed25519 public key, base64")
+    previous_identity_key: str = Field(description="the one it replaces")
+    occurred_at: str
+
+
 ErrorCode = Literal[
     "invalid_request",
     "not_found",
@@ -365,6 +412,8 @@ SERVER_FRAMES: tuple[type[Frame], ...] = (
     Typing,
     Pong,
     Error,
+    PrekeysLow,
+    IdentityKeyChangedFrame,
 )
 # ``?frames=`` on the socket's URL: which frame carries channel events
 FRAME_FORMATS = {"full": "event frames (EventFrame), the default", "compact": "ev frames (CompactEvent)"}

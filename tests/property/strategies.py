@@ -167,17 +167,21 @@ def draw_command(draw: Draw[Any], state: ch.ChannelState, step: int, careful: bo
             threads = [m for m, s in sorted(state.messages.items()) if s.parent_id is None and not s.deleted_seq]
             if chance(draw, 3) and (threads or not careful):
                 parent = pick(draw, [*threads, *([] if careful else ["missing"])])
+            cipher = state.e2e != sloppy(5)  # sloppy: plaintext in an e2e channel, or an envelope elsewhere
             return ch.PostMessage(
                 actor=actor,
                 message_id=f"m{step}",
                 author_id=target() if sloppy(4) else me(),
-                text=pick(draw, TEXTS),
+                text="" if cipher else pick(draw, TEXTS),
                 parent_id=parent,
                 client_msg_id=None if chance(draw, 3) else pick(draw, CLIENT_IDS),
                 now=at(step),
+                e2e=envelope(step) if cipher else None,
             )
         case "edit":
-            return ch.EditMessage(actor=actor, message_id=message(), text=f"edit {step}")
+            cipher = state.e2e != sloppy(5)
+            text = "" if cipher else f"edit {step}"
+            return ch.EditMessage(actor=actor, message_id=message(), text=text, e2e=envelope(step) if cipher else None)
         case "delete":
             return ch.DeleteMessage(actor=actor, message_id=message())
         case "react":
@@ -204,6 +208,11 @@ def draw_command(draw: Draw[Any], state: ch.ChannelState, step: int, careful: bo
         case "ban":
             return ch.BanMember(actor=actor, user_id=target(), reason=None if chance(draw, 2) else "spam")
     return ch.UnbanMember(actor=actor, user_id=target())
+
+
+def envelope(step: int) -> dict[str, Any]:
+    """An e2e ciphertext envelope (docs/e2e.md): the decider stores it as it is."""
+    return {"sender_device": "d1", "ciphertexts": [{"user_id": "u1", "device_id": "d1", "body": f"c{step}"}]}
 
 
 def play(draw: Draw[Any], steps: int, careful: bool = False) -> History:

@@ -201,7 +201,7 @@ def test_only_members_post_and_react_and_muted_members_wait_for_the_mute_to_expi
                 assert c.message_id not in s.messages
             if muted and not retry and acts_as(c.actor, c.author_id) and c.author_id in s.members:
                 assert isinstance(step.outcome, errors.MemberMuted)
-            plain = c.parent_id is None and c.message_id not in s.messages
+            plain = c.parent_id is None and c.message_id not in s.messages and well_formed(s, c.text, c.e2e)
             if c.author_id in s.members and acts_as(c.actor, c.author_id) and not muted and not retry and plain:
                 assert accepted(step), f"a member could not post: {step.outcome!r}"
         if isinstance(c, ch.AddReaction | ch.RemoveReaction) and accepted(step):
@@ -213,6 +213,26 @@ def test_only_members_post_and_react_and_muted_members_wait_for_the_mute_to_expi
             user_id = c.author_id if isinstance(c, ch.PostMessage) else c.user_id
             if user_id not in s.members and not isinstance(step.outcome, Unchanged):
                 assert refused(step)
+
+
+def well_formed(state: ch.ChannelState, text: str, e2e: dict[str, Any] | None) -> bool:
+    """Whether a message's form fits the channel: an envelope and no text in an e2e channel, none elsewhere."""
+    return (e2e is not None and not text) if state.e2e else e2e is None
+
+
+@SETTINGS
+@given(histories())
+def test_e2e_channels_record_only_ciphertext_and_others_never_an_envelope(history: History) -> None:
+    for step in history.steps:
+        for event in step.outcome if isinstance(step.outcome, list) else []:
+            if isinstance(event, MessagePosted | MessageEdited):
+                if step.before.e2e:
+                    assert event.e2e is not None and event.text == "", "plaintext recorded in an e2e channel"
+                else:
+                    assert event.e2e is None
+        c = step.command
+        if isinstance(c, ch.PostMessage | ch.EditMessage) and step.before.exists and step.before.e2e and c.text:
+            assert not accepted(step) or isinstance(step.outcome, Unchanged)
 
 
 @SETTINGS
@@ -228,7 +248,7 @@ def test_only_the_author_edits_and_the_author_or_an_admin_deletes(history: Histo
             if message is not None and message.deleted_seq:
                 assert refused(step), "a deleted message was edited"
             if message is not None and not message.deleted_seq and acts_as(c.actor, message.author_id):
-                assert accepted(step)
+                assert accepted(step) == well_formed(s, c.text, c.e2e)
         if isinstance(c, ch.DeleteMessage):
             message = s.messages.get(c.message_id)
             if accepted(step):
