@@ -61,7 +61,7 @@ export interface Address {
 export interface E2eEnvelope {
   sender_device: string;
   ciphertexts?: { user_id: string; device_id: string; body: string }[];
-  group?: string;
+  group?: string | null;
 }
 
 /** What a message says once decrypted. */
@@ -432,7 +432,7 @@ export class E2eDevice {
       }
       else if (value.type === "message") content = toContent(value);
     }
-    if (env.group !== undefined) {
+    if (env.group !== undefined && env.group !== null) {
       const bytes = unb64(env.group);
       const k = `${channelId}\n${addr(from)}`;
       const chains = this.peerSenderKeys.get(k) ?? [];
