@@ -4,9 +4,9 @@ reach the members inside pairwise messages (a ``sender_key`` distribution)."""
 
 from __future__ import annotations
 
-import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from caas_client.e2e import primitives as p
@@ -36,9 +36,13 @@ class OwnSenderKey:
     def generate(channel_id: str, key_id: int) -> OwnSenderKey:
         return OwnSenderKey(channel_id, key_id, 0, p.random_bytes(32), p.random_bytes(32))
 
-    @property
+    @cached_property
     def signing_public(self) -> bytes:
         return p.ed25519_keypair(self.signing_seed)[0]
+
+    @cached_property
+    def signing_secret(self) -> bytes:
+        return p.ed25519_keypair(self.signing_seed)[1]
 
     def distribution(self) -> bytes:
         """The pairwise plaintext that hands this chain (from its current iteration) to a member."""
@@ -59,7 +63,7 @@ class OwnSenderKey:
         next_ck, mk = kdf_ck(self.chain_key)
         ct = p.aead_encrypt(_key_nonce(mk), plaintext, self.channel_id.encode())
         signed = SenderKeyMessage.signed_part(self.key_id, self.iteration, ct)
-        sig = p.sign(p.ed25519_keypair(self.signing_seed)[1], signed)
+        sig = p.sign(self.signing_secret, signed)
         self.chain_key, self.iteration = next_ck, self.iteration + 1
         return signed + sig
 
@@ -118,7 +122,7 @@ class ReceivedSenderKey:
         if msg.key_id != self.key_id:
             raise MalformedMessage(f"sender key {msg.key_id} is not the one held ({self.key_id})")
         p.verify(self.signing_key, message[: -len(msg.signature)], msg.signature)
-        new = copy.deepcopy(self)
+        new = replace(self, skipped=dict(self.skipped))
         if msg.iteration < new.iteration:
             mk = new.skipped.pop(msg.iteration, None)
             if mk is None:
