@@ -116,7 +116,7 @@ class E2EClient:
                 known = self.device.identity_of(peer)
                 if known is not None and p.b64(known) != info.get("identity_key"):
                     self.identity_changes.append(peer)
-                    del self.device.sessions[peer]
+                    self.device.forget(peer)
                 if not self.device.has_session(peer):
                     self.device.start_session(await self.bundle(user_id, str(info["device_id"])))
                 out.append(peer)
