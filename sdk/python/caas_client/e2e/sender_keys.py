@@ -22,13 +22,31 @@ def _key_nonce(mk: bytes) -> bytes:
 
 
 @dataclass
-class OwnSenderKey:
-    """This device's sending chain in one channel."""
+class _Chain:
+    """What both ends of a sender key hold: the chain at an iteration."""
 
     channel_id: str
     key_id: int
     iteration: int
     chain_key: bytes
+
+    def chain_json(self) -> dict[str, Any]:
+        return {
+            "channel_id": self.channel_id,
+            "key_id": self.key_id,
+            "iteration": self.iteration,
+            "chain_key": p.b64(self.chain_key),
+        }
+
+
+def _chain_fields(data: dict[str, Any]) -> tuple[str, int, int, bytes]:
+    return str(data["channel_id"]), int(data["key_id"]), int(data["iteration"]), p.unb64(data["chain_key"])
+
+
+@dataclass
+class OwnSenderKey(_Chain):
+    """This device's sending chain in one channel."""
+
     signing_seed: bytes
     recipients: set[str] = field(default_factory=set)  # "user_id/device_id" that hold this key
 
@@ -46,17 +64,8 @@ class OwnSenderKey:
 
     def distribution(self) -> bytes:
         """The pairwise plaintext that hands this chain (from its current iteration) to a member."""
-        return json.dumps(
-            {
-                "type": "sender_key",
-                "channel_id": self.channel_id,
-                "key_id": self.key_id,
-                "iteration": self.iteration,
-                "chain_key": p.b64(self.chain_key),
-                "signing_key": p.b64(self.signing_public),
-            },
-            separators=(",", ":"),
-        ).encode()
+        body = {"type": "sender_key", **self.chain_json(), "signing_key": p.b64(self.signing_public)}
+        return json.dumps(body, separators=(",", ":")).encode()
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """The sender-key message bytes; advances the chain."""
@@ -68,48 +77,24 @@ class OwnSenderKey:
         return signed + sig
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "channel_id": self.channel_id,
-            "key_id": self.key_id,
-            "iteration": self.iteration,
-            "chain_key": p.b64(self.chain_key),
-            "signing_seed": p.b64(self.signing_seed),
-            "recipients": sorted(self.recipients),
-        }
+        return {**self.chain_json(), "signing_seed": p.b64(self.signing_seed), "recipients": sorted(self.recipients)}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> OwnSenderKey:
-        return OwnSenderKey(
-            str(data["channel_id"]),
-            int(data["key_id"]),
-            int(data["iteration"]),
-            p.unb64(data["chain_key"]),
-            p.unb64(data["signing_seed"]),
-            set(data["recipients"]),
-        )
+        return OwnSenderKey(*_chain_fields(data), p.unb64(data["signing_seed"]), set(data["recipients"]))
 
 
 @dataclass
-class ReceivedSenderKey:
+class ReceivedSenderKey(_Chain):
     """Another device's chain in one channel, as its distribution gave it."""
 
-    channel_id: str
-    key_id: int
-    iteration: int
-    chain_key: bytes
     signing_key: bytes
     skipped: dict[int, bytes] = field(default_factory=dict)
 
     @staticmethod
     def from_distribution(data: dict[str, Any]) -> ReceivedSenderKey:
         try:
-            return ReceivedSenderKey(
-                str(data["channel_id"]),
-                int(data["key_id"]),
-                int(data["iteration"]),
-                p.unb64(data["chain_key"]),
-                p.unb64(data["signing_key"]),
-            )
+            return ReceivedSenderKey.from_json(data)
         except (KeyError, ValueError, TypeError) as exc:
             raise MalformedMessage("a sender_key distribution lacks a field") from exc
 
@@ -142,22 +127,11 @@ class ReceivedSenderKey:
         return new, plaintext
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "channel_id": self.channel_id,
-            "key_id": self.key_id,
-            "iteration": self.iteration,
-            "chain_key": p.b64(self.chain_key),
-            "signing_key": p.b64(self.signing_key),
-            "skipped": {str(i): p.b64(mk) for i, mk in self.skipped.items()},
-        }
+        skipped = {str(i): p.b64(mk) for i, mk in self.skipped.items()}
+        return {**self.chain_json(), "signing_key": p.b64(self.signing_key), "skipped": skipped}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ReceivedSenderKey:
-        return ReceivedSenderKey(
-            str(data["channel_id"]),
-            int(data["key_id"]),
-            int(data["iteration"]),
-            p.unb64(data["chain_key"]),
-            p.unb64(data["signing_key"]),
-            {int(i): p.unb64(mk) for i, mk in data["skipped"].items()},
-        )
+        """From ``to_json()`` or from a distribution (no skipped keys yet)."""
+        skipped = {int(i): p.unb64(mk) for i, mk in data.get("skipped", {}).items()}
+        return ReceivedSenderKey(*_chain_fields(data), p.unb64(data["signing_key"]), skipped)
