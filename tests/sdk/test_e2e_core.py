@@ -216,3 +216,17 @@ def test_driver_speaks_json_lines_between_two_devices() -> None:
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+def test_two_devices_that_start_sessions_to_each_other_at_once_still_read_each_other() -> None:
+    alice, bob = Device.create("alice", "a1", 1), Device.create("bob", "b1", 1)
+    alice.start_session(bob.bundle(1))
+    bob.start_session(alice.bundle(1))
+    from_alice, from_bob = alice.encrypt("bob/b1", b"hi bob"), bob.encrypt("alice/a1", b"hi alice")
+    assert bob.decrypt("alice/a1", from_alice) == b"hi bob"
+    assert alice.decrypt("bob/b1", from_bob) == b"hi alice"
+    for i in range(3):  # whichever session each now sends on, the other still holds it
+        assert bob.decrypt("alice/a1", alice.encrypt("bob/b1", f"a{i}".encode())) == f"a{i}".encode()
+        assert alice.decrypt("bob/b1", bob.encrypt("alice/a1", f"b{i}".encode())) == f"b{i}".encode()
+    restored = Device.from_json(json.loads(json.dumps(alice.to_json())))
+    assert restored.to_json() == alice.to_json()

@@ -90,7 +90,8 @@ class E2EClient:
         return await self.client.call(Call("PUT", path, dict, spk))
 
     async def devices(self, user_id: str) -> list[Json]:
-        answer = await self.client.call(Call("GET", _devices(user_id), dict, reads=True))
+        # the route takes no min_position: it answers from the user aggregate
+        answer = await self.client.call(Call("GET", _devices(user_id), dict))
         return list(answer.get("devices", []))
 
     async def bundle(self, user_id: str, device_id: str) -> Bundle:
@@ -115,7 +116,7 @@ class E2EClient:
                 known = self.device.identity_of(peer)
                 if known is not None and p.b64(known) != info.get("identity_key"):
                     self.identity_changes.append(peer)
-                    del self.device.sessions[peer]
+                    self.device.forget(peer)
                 if not self.device.has_session(peer):
                     self.device.start_session(await self.bundle(user_id, str(info["device_id"])))
                 out.append(peer)
@@ -138,6 +139,8 @@ class E2EClient:
             channel = await self.client.call(Call("GET", f"/v1/channels/{seg(channel_id)}", dict, reads=True))
             member_ids = [str(m["user_id"]) for m in channel.get("members", [])]
         peers = await self.recipients(member_ids)
+        if not peers:
+            mode = "group"  # no other device yet: the sender-key message alone is the envelope
         plaintext = json.dumps({"type": "message", "text": text, "attachments": attachments or []}).encode()
         envelope: Json = {"sender_device": self.device.device_id}
         if mode == "group" or (mode == "auto" and len(set(member_ids)) > 2):
@@ -156,6 +159,17 @@ class E2EClient:
         return await self.client.call(Call("POST", f"/v1/channels/{seg(channel_id)}/messages", dict, body))
 
     # --- receiving --------------------------------------------------------------------------
+    async def history(self, channel_id: str, after_seq: int = 0) -> list[Json]:
+        """The channel's messages after ``after_seq``, oldest first, as the server sent them."""
+        out: list[Json] = []
+        nxt: int | None = after_seq
+        while nxt is not None:
+            path = f"/v1/channels/{seg(channel_id)}/messages"
+            page = await self.client.call(Call("GET", path, dict, query={"after_seq": nxt}, reads=True))
+            out += page.get("messages", [])
+            nxt = page.get("next_after_seq")
+        return out
+
     def decrypt(self, message: Json) -> Decrypted | None:
         """The message (history, or a websocket frame's message) decrypted for this device; None
         when it holds nothing for it (this device's own message, or a sender-key distribution

@@ -14,13 +14,14 @@ from typing import Any
 
 from caas_client.e2e import primitives as p
 from caas_client.e2e import ratchet, x3dh
-from caas_client.e2e.errors import MalformedMessage, NoSession, UnknownPrekey
+from caas_client.e2e.errors import E2EError, MalformedMessage, NoSession, UnknownPrekey
 from caas_client.e2e.keys import Bundle, IdentityKey, KeyPair, OneTimePrekey, SignedPrekey
 from caas_client.e2e.ratchet import RatchetState
 from caas_client.e2e.sender_keys import OwnSenderKey, ReceivedSenderKey
 from caas_client.e2e.wire import NormalMessage, PrekeyMessage, SenderKeyMessage, decode
 
 OLD_SIGNED_PREKEYS = 3  # rotated signed prekeys kept, so sessions started from an older bundle still open
+ARCHIVED_SESSIONS = 3  # replaced sessions kept per peer: two devices that started sessions to each other at once
 
 
 def address(user_id: str, device_id: str) -> str:
@@ -69,6 +70,7 @@ class Device:
     one_time_prekeys: dict[int, KeyPair] = field(default_factory=dict)
     next_prekey_id: int = 1
     sessions: dict[str, Session] = field(default_factory=dict)
+    archived: dict[str, list[Session]] = field(default_factory=dict)  # newest first
     own_sender_keys: dict[str, OwnSenderKey] = field(default_factory=dict)
     # (peer address, channel id, key id) -> chain
     sender_keys: dict[tuple[str, str, int], ReceivedSenderKey] = field(default_factory=dict)
@@ -134,7 +136,22 @@ class Device:
         init = x3dh.initiate(self.identity, bundle, ephemeral)
         state = RatchetState.initiator(init.sk, init.ad, bundle.spk_public, ratchet_key)
         peer = address(bundle.user_id, bundle.device_id)
-        self.sessions[peer] = Session(state, bundle.identity_key, (init.ephemeral, init.spk_id, init.opk_id))
+        self._install(peer, Session(state, bundle.identity_key, (init.ephemeral, init.spk_id, init.opk_id)))
+
+    def _install(self, peer: str, session: Session) -> None:
+        """``session`` becomes the one this device sends with; the one it replaces is archived,
+        since the peer may still be sending on it (both started a session at the same time)."""
+        old = self.sessions.get(peer)
+        if old is not None and old is not session:
+            self.archived[peer] = [old, *(s for s in self.archived.get(peer, []) if s is not session)]
+            self.archived[peer] = self.archived[peer][:ARCHIVED_SESSIONS]
+        elif old is None:
+            self.archived[peer] = [s for s in self.archived.get(peer, []) if s is not session]
+        self.sessions[peer] = session
+
+    def _candidates(self, peer: str) -> list[Session]:
+        current = self.sessions.get(peer)
+        return ([current] if current else []) + self.archived.get(peer, [])
 
     def encrypt(self, peer: str, plaintext: bytes) -> bytes:
         """A prekey message until the peer has answered, a normal message afterwards."""
@@ -154,21 +171,36 @@ class Device:
         if isinstance(msg, PrekeyMessage):
             plaintext = self._decrypt_prekey(peer, msg)
         elif isinstance(msg, NormalMessage):
-            session = self.sessions.get(peer)
-            if session is None:
-                raise NoSession(f"no session with {peer}")
-            session.state, plaintext = ratchet.decrypt(session.state, msg.header, msg.ciphertext)
-            session.pending = None
+            plaintext = self._decrypt_normal(peer, msg)
         else:
             raise MalformedMessage("a sender-key message is not pairwise: use decrypt_group")
         self._absorb_sender_key(peer, plaintext)
         return plaintext
 
-    def _decrypt_prekey(self, peer: str, msg: PrekeyMessage) -> bytes:
-        session = self.sessions.get(peer)
-        if session is not None and session.their_ephemeral == msg.ephemeral:
-            session.state, plaintext = ratchet.decrypt(session.state, msg.header, msg.ciphertext)
+    def _decrypt_normal(self, peer: str, msg: NormalMessage) -> bytes:
+        """With the current session, else an archived one, which then becomes current."""
+        candidates = self._candidates(peer)
+        if not candidates:
+            raise NoSession(f"no session with {peer}")
+        first_error: E2EError | None = None
+        for session in candidates:
+            try:
+                session.state, plaintext = ratchet.decrypt(session.state, msg.header, msg.ciphertext)
+            except E2EError as exc:
+                first_error = first_error or exc
+                continue
+            session.pending = None
+            self._install(peer, session)
             return plaintext
+        assert first_error is not None
+        raise first_error
+
+    def _decrypt_prekey(self, peer: str, msg: PrekeyMessage) -> bytes:
+        for session in self._candidates(peer):
+            if session.their_ephemeral == msg.ephemeral:
+                session.state, plaintext = ratchet.decrypt(session.state, msg.header, msg.ciphertext)
+                self._install(peer, session)
+                return plaintext
         spk = next(
             (s for s in [self.signed_prekey, *self.old_signed_prekeys] if s.key_id == msg.spk_id),
             None,
@@ -183,10 +215,15 @@ class Device:
         agreed = x3dh.respond(self.identity, spk.pair, opk, msg.identity_key, msg.ephemeral)
         state = RatchetState.responder(agreed.sk, agreed.ad, spk.pair)
         state, plaintext = ratchet.decrypt(state, msg.header, msg.ciphertext)
-        self.sessions[peer] = Session(state, msg.identity_key, None, msg.ephemeral)
+        self._install(peer, Session(state, msg.identity_key, None, msg.ephemeral))
         if opk is not None:
             del self.one_time_prekeys[msg.opk_id]
         return plaintext
+
+    def forget(self, peer: str) -> None:
+        """Drops every session with ``peer`` (its identity key changed: start again from a bundle)."""
+        self.sessions.pop(peer, None)
+        self.archived.pop(peer, None)
 
     def identity_of(self, peer: str) -> bytes | None:
         """The peer's identity key as its session knows it (for safety numbers)."""
@@ -250,6 +287,7 @@ class Device:
             "one_time_prekeys": {str(i): k.to_json() for i, k in self.one_time_prekeys.items()},
             "next_prekey_id": self.next_prekey_id,
             "sessions": {peer: s.to_json() for peer, s in self.sessions.items()},
+            "archived": {peer: [s.to_json() for s in old] for peer, old in self.archived.items()},
             "own_sender_keys": {c: k.to_json() for c, k in self.own_sender_keys.items()},
             "sender_keys": [[peer, c, kid, k.to_json()] for (peer, c, kid), k in self.sender_keys.items()],
         }
@@ -265,6 +303,7 @@ class Device:
             one_time_prekeys={int(i): KeyPair.from_json(k) for i, k in data["one_time_prekeys"].items()},
             next_prekey_id=int(data["next_prekey_id"]),
             sessions={peer: Session.from_json(s) for peer, s in data["sessions"].items()},
+            archived={peer: [Session.from_json(s) for s in old] for peer, old in data.get("archived", {}).items()},
             own_sender_keys={c: OwnSenderKey.from_json(k) for c, k in data["own_sender_keys"].items()},
             sender_keys={
                 (peer, c, int(kid)): ReceivedSenderKey.from_json(k) for peer, c, kid, k in data["sender_keys"]

@@ -4,6 +4,7 @@ public bundle other devices start sessions from (the devices API's JSON shape)."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from caas_client.e2e import primitives as p
@@ -42,15 +43,15 @@ class IdentityKey:
     def generate() -> IdentityKey:
         return IdentityKey(p.random_bytes(32))
 
-    @property
+    @cached_property
     def public(self) -> bytes:
         return p.ed25519_keypair(self.seed)[0]
 
-    @property
+    @cached_property
     def secret(self) -> bytes:
         return p.ed25519_keypair(self.seed)[1]
 
-    @property
+    @cached_property
     def dh_private(self) -> bytes:
         return p.ed25519_sk_to_x25519(self.secret)
 

@@ -7,8 +7,7 @@ a replay is refused with ReplayedMessage."""
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from caas_client.e2e import primitives as p
@@ -65,6 +64,10 @@ class RatchetState:
     skipped: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
     old_dhr: list[bytes] = field(default_factory=list)
 
+    def copy(self) -> RatchetState:
+        """A copy to change (bytes and key pairs are immutable: the containers are copied)."""
+        return replace(self, skipped=dict(self.skipped), old_dhr=list(self.old_dhr))
+
     @staticmethod
     def initiator(sk: bytes, ad: bytes, their_ratchet_key: bytes, own: KeyPair | None = None) -> RatchetState:
         dhs = own or KeyPair.generate()
@@ -117,7 +120,7 @@ def encrypt(state: RatchetState, plaintext: bytes) -> tuple[RatchetState, bytes,
     """(new state, header bytes, AEAD ciphertext)."""
     if state.cks is None:
         raise NoSession("a responder's session cannot send before it has received a message")
-    new = copy.deepcopy(state)
+    new = state.copy()
     new.cks, mk = kdf_ck(state.cks)
     header = Header(new.dhs.public, new.pn, new.ns).encode()
     new.ns += 1
@@ -131,7 +134,7 @@ def decrypt(
     ratchet key pair a DH ratchet step makes (known-answer vectors); a fresh one otherwise."""
     header = Header.decode(header_bytes)
     aad = state.ad + header_bytes
-    new = copy.deepcopy(state)
+    new = state.copy()
     mk = new.skipped.pop((header.dh, header.n), None)
     if mk is None:
         if header.dh in new.old_dhr or (header.dh == new.dhr and header.n < new.nr):

@@ -4,9 +4,9 @@ reach the members inside pairwise messages (a ``sender_key`` distribution)."""
 
 from __future__ import annotations
 
-import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from caas_client.e2e import primitives as p
@@ -22,13 +22,31 @@ def _key_nonce(mk: bytes) -> bytes:
 
 
 @dataclass
-class OwnSenderKey:
-    """This device's sending chain in one channel."""
+class _Chain:
+    """What both ends of a sender key hold: the chain at an iteration."""
 
     channel_id: str
     key_id: int
     iteration: int
     chain_key: bytes
+
+    def chain_json(self) -> dict[str, Any]:
+        return {
+            "channel_id": self.channel_id,
+            "key_id": self.key_id,
+            "iteration": self.iteration,
+            "chain_key": p.b64(self.chain_key),
+        }
+
+
+def _chain_fields(data: dict[str, Any]) -> tuple[str, int, int, bytes]:
+    return str(data["channel_id"]), int(data["key_id"]), int(data["iteration"]), p.unb64(data["chain_key"])
+
+
+@dataclass
+class OwnSenderKey(_Chain):
+    """This device's sending chain in one channel."""
+
     signing_seed: bytes
     recipients: set[str] = field(default_factory=set)  # "user_id/device_id" that hold this key
 
@@ -36,76 +54,47 @@ class OwnSenderKey:
     def generate(channel_id: str, key_id: int) -> OwnSenderKey:
         return OwnSenderKey(channel_id, key_id, 0, p.random_bytes(32), p.random_bytes(32))
 
-    @property
+    @cached_property
     def signing_public(self) -> bytes:
         return p.ed25519_keypair(self.signing_seed)[0]
 
+    @cached_property
+    def signing_secret(self) -> bytes:
+        return p.ed25519_keypair(self.signing_seed)[1]
+
     def distribution(self) -> bytes:
         """The pairwise plaintext that hands this chain (from its current iteration) to a member."""
-        return json.dumps(
-            {
-                "type": "sender_key",
-                "channel_id": self.channel_id,
-                "key_id": self.key_id,
-                "iteration": self.iteration,
-                "chain_key": p.b64(self.chain_key),
-                "signing_key": p.b64(self.signing_public),
-            },
-            separators=(",", ":"),
-        ).encode()
+        body = {"type": "sender_key", **self.chain_json(), "signing_key": p.b64(self.signing_public)}
+        return json.dumps(body, separators=(",", ":")).encode()
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """The sender-key message bytes; advances the chain."""
         next_ck, mk = kdf_ck(self.chain_key)
         ct = p.aead_encrypt(_key_nonce(mk), plaintext, self.channel_id.encode())
         signed = SenderKeyMessage.signed_part(self.key_id, self.iteration, ct)
-        sig = p.sign(p.ed25519_keypair(self.signing_seed)[1], signed)
+        sig = p.sign(self.signing_secret, signed)
         self.chain_key, self.iteration = next_ck, self.iteration + 1
         return signed + sig
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "channel_id": self.channel_id,
-            "key_id": self.key_id,
-            "iteration": self.iteration,
-            "chain_key": p.b64(self.chain_key),
-            "signing_seed": p.b64(self.signing_seed),
-            "recipients": sorted(self.recipients),
-        }
+        return {**self.chain_json(), "signing_seed": p.b64(self.signing_seed), "recipients": sorted(self.recipients)}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> OwnSenderKey:
-        return OwnSenderKey(
-            str(data["channel_id"]),
-            int(data["key_id"]),
-            int(data["iteration"]),
-            p.unb64(data["chain_key"]),
-            p.unb64(data["signing_seed"]),
-            set(data["recipients"]),
-        )
+        return OwnSenderKey(*_chain_fields(data), p.unb64(data["signing_seed"]), set(data["recipients"]))
 
 
 @dataclass
-class ReceivedSenderKey:
+class ReceivedSenderKey(_Chain):
     """Another device's chain in one channel, as its distribution gave it."""
 
-    channel_id: str
-    key_id: int
-    iteration: int
-    chain_key: bytes
     signing_key: bytes
     skipped: dict[int, bytes] = field(default_factory=dict)
 
     @staticmethod
     def from_distribution(data: dict[str, Any]) -> ReceivedSenderKey:
         try:
-            return ReceivedSenderKey(
-                str(data["channel_id"]),
-                int(data["key_id"]),
-                int(data["iteration"]),
-                p.unb64(data["chain_key"]),
-                p.unb64(data["signing_key"]),
-            )
+            return ReceivedSenderKey.from_json(data)
         except (KeyError, ValueError, TypeError) as exc:
             raise MalformedMessage("a sender_key distribution lacks a field") from exc
 
@@ -118,7 +107,7 @@ class ReceivedSenderKey:
         if msg.key_id != self.key_id:
             raise MalformedMessage(f"sender key {msg.key_id} is not the one held ({self.key_id})")
         p.verify(self.signing_key, message[: -len(msg.signature)], msg.signature)
-        new = copy.deepcopy(self)
+        new = replace(self, skipped=dict(self.skipped))
         if msg.iteration < new.iteration:
             mk = new.skipped.pop(msg.iteration, None)
             if mk is None:
@@ -138,22 +127,11 @@ class ReceivedSenderKey:
         return new, plaintext
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "channel_id": self.channel_id,
-            "key_id": self.key_id,
-            "iteration": self.iteration,
-            "chain_key": p.b64(self.chain_key),
-            "signing_key": p.b64(self.signing_key),
-            "skipped": {str(i): p.b64(mk) for i, mk in self.skipped.items()},
-        }
+        skipped = {str(i): p.b64(mk) for i, mk in self.skipped.items()}
+        return {**self.chain_json(), "signing_key": p.b64(self.signing_key), "skipped": skipped}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ReceivedSenderKey:
-        return ReceivedSenderKey(
-            str(data["channel_id"]),
-            int(data["key_id"]),
-            int(data["iteration"]),
-            p.unb64(data["chain_key"]),
-            p.unb64(data["signing_key"]),
-            {int(i): p.unb64(mk) for i, mk in data["skipped"].items()},
-        )
+        """From ``to_json()`` or from a distribution (no skipped keys yet)."""
+        skipped = {int(i): p.unb64(mk) for i, mk in data.get("skipped", {}).items()}
+        return ReceivedSenderKey(*_chain_fields(data), p.unb64(data["signing_key"]), skipped)
