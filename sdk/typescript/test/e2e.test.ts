@@ -144,9 +144,8 @@ test("a rotated signed prekey: new sessions use it, a prekey message built on th
   const late = c.encryptTo(b.address, utf8("built on the new one"));
   assert.equal(fromUtf8(b.decryptFrom(c.address, late)), "built on the new one");
   assert.equal(fromUtf8(b.decryptFrom(a.address, early)), "built on the old signed prekey");
-  // three rotations later the oldest is gone
-  b.rotateSignedPrekey();
-  b.rotateSignedPrekey();
+  // four rotations later the oldest is gone
+  for (let i = 0; i < 3; i++) b.rotateSignedPrekey();
   const d = await E2eDevice.create("dave", "d1");
   d.startSession(old);
   rejects(() => b.decryptFrom(d.address, d.encryptTo(b.address, utf8("too old"))), "unknown_prekey");
@@ -168,6 +167,9 @@ test("simultaneous session starts converge: both sides keep talking", async () =
 });
 
 // ---- sender keys
+
+/** The key id a group message names. */
+const alice1KeyId = (env: { group?: string | null }) => new DataView(unb64(env.group as string).buffer).getUint32(2);
 
 test("property: a sender-key chain decrypts in any order within the window; replays and tampering are rejected", async () => {
   await E2eDevice.create("x", "y"); // loads libsodium
@@ -216,6 +218,7 @@ test("a group channel: sender keys go pairwise once, the text once; a member lea
   // carol leaves: a new sender key, to the remaining devices only; carol cannot read on
   const remaining = [alice2, bob];
   const env3 = alice.seal("room", remaining.map((d) => d.address), { text: "after carol left", attachments: [] });
+  assert.equal(alice.toJSON().own_sender_keys[0]?.[1].key.key_id, (alice1KeyId(env1) + 1) % 2 ** 32, "the next key id");
   assert.deepEqual(env3.ciphertexts?.map((c) => c.user_id).sort(), ["alice", "bob"]);
   for (const d of remaining) assert.equal(d.open("room", "alice", env3)?.text, "after carol left");
   rejects(() => carol.open("room", "alice", env3), "no_sender_key");

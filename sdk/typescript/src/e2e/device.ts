@@ -98,10 +98,11 @@ export interface DeviceOptions {
   onIdentityChange?: (address: Address, previous: Uint8Array, next: Uint8Array) => boolean;
 }
 
-/** Sessions kept per remote device (the newest sends; older ones still decrypt late messages). */
-const SESSIONS_PER_DEVICE = 3;
-/** Signed prekeys kept after a rotation, for prekey messages built on an older bundle. */
-const OLD_SIGNED_PREKEYS = 2;
+/** Sessions kept per remote device: the current one (it sends) and three replaced ones (they still
+ * decrypt late messages; the one that decrypts becomes current). */
+const SESSIONS_PER_DEVICE = 4;
+/** Rotated-out signed prekeys kept, for prekey messages built on a bundle fetched before a rotation. */
+const OLD_SIGNED_PREKEYS = 3;
 /** Sender keys kept per remote device and channel (older ones decrypt messages sent before a rotation). */
 const SENDER_KEYS_PER_DEVICE = 3;
 const USED_BASE_KEYS = 5000;
@@ -253,7 +254,7 @@ export class E2eDevice {
     return out;
   }
 
-  /** A new signed prekey (the previous two still answer prekey messages built on them). */
+  /** A new signed prekey (the previous three still answer prekey messages built on them). */
   rotateSignedPrekey(): WireSignedPrekey {
     const keyPair = x25519KeyPair();
     const spk = { keyId: this.nextSignedPrekeyId++, keyPair, signature: sign(this.identity.privateKey, keyPair.publicKey) };
@@ -364,7 +365,7 @@ export class E2eDevice {
     let own = this.ownSenderKeys.get(channelId);
     // a device that had our key is no longer a recipient (a member left, a device was removed): a new key
     if (own === undefined || own.sentTo.some((k) => !recipients.includes(k))) {
-      own = { key: newSenderKey(), sentTo: [] };
+      own = { key: newSenderKey(own === undefined ? undefined : (own.key.keyId + 1) % 2 ** 32), sentTo: [] };
       this.ownSenderKeys.set(channelId, own);
     }
     return own;

@@ -53,8 +53,9 @@ export interface SenderKeyDistribution {
   signing_key: string;
 }
 
-export function newSenderKey(): OwnSenderKey {
-  return { keyId: randomU32(), iteration: 0, chainKey: randomBytes(32), signing: ed25519KeyPair() };
+/** A new sending chain: key id `keyId` (the previous one's + 1 on a rotation), random otherwise. */
+export function newSenderKey(keyId = randomU32() >>> 1): OwnSenderKey {
+  return { keyId, iteration: 0, chainKey: randomBytes(32), signing: ed25519KeyPair() };
 }
 
 export function distribution(channelId: string, k: OwnSenderKey): SenderKeyDistribution {
