@@ -87,10 +87,20 @@ test("an e2e channel end to end: the server stores ciphertext only, every member
   for (const d of [bob1, bob2]) assert.equal((await d.decrypt(latest))?.text, "carol is gone");
   await assert.rejects(carol.decrypt(latest), (e: unknown) => e instanceof E2eError);
 
+  // bob's phone edits its reply: a new envelope under the same message id
+  await bob2.edit("secret", reply.message_id as string, "noted, and agreed");
+  const edited = await until(async () => {
+    const m = (await history(t, "secret")).find((x) => x.message_id === reply.message_id);
+    return m?.e2e?.group !== reply.e2e?.group && m;
+  }, 30_000, "the edit");
+  assert.equal((await alice.decrypt(edited))?.text, "noted, and agreed");
+  assert.equal((await bob1.decrypt(reply))?.text, "noted", "the old envelope still answers what it said");
+
   // alice's device from its saved state (a new process): keeps reading and writing
   const again = await device(t, "alice", "phone", aliceStore.store);
   await bob1.send("secret", "welcome back");
   const back = (await messages(t, "secret", 4))[3] as E2eMessage;
+  assert.equal(back.author_id, "bob");
   assert.equal((await again.decrypt(back))?.text, "welcome back");
 });
 

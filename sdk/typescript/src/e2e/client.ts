@@ -3,7 +3,17 @@
 // arrives (history pages or websocket frames). The crypto is E2eDevice's; this adds HTTP.
 import { CaasError } from "../errors.js";
 import type { HttpClient } from "../http.js";
-import { type Address, type DeviceJSON, type DeviceOptions, E2eDevice, type E2eEnvelope, type MessageContent, type WireBundle, type WirePrekey, type WireSignedPrekey } from "./device.js";
+import {
+  type Address,
+  type DeviceJSON,
+  type DeviceOptions,
+  E2eDevice,
+  type E2eEnvelope,
+  type MessageContent,
+  type WireBundle,
+  type WirePrekey,
+  type WireSignedPrekey,
+} from "./device.js";
 import { E2eError } from "./sodium.js";
 
 /** Where a device's state lives between sessions (it holds private keys: keep it on the device). */
@@ -54,7 +64,7 @@ export class E2eClient {
   private readonly minPrekeys: number;
   private readonly batch: number;
   private readonly fetcher: typeof fetch;
-  /** message id → content: a message seen twice (history and a frame) decrypts once. */
+  /** message id and envelope → content: a message seen twice (history and a frame) decrypts once. */
   private readonly decrypted = new Map<string, MessageContent | null>();
 
   private constructor(device: E2eDevice, options: E2eClientOptions) {
@@ -144,15 +154,14 @@ export class E2eClient {
     }
   }
 
-  /** Post a message to an e2e channel: the server gets ciphertexts only. Answers the post's result. */
-  async send(channelId: string, text: string, options: { attachments?: Record<string, unknown>[]; clientMsgId?: string } = {}) {
+  /** Seal for every current recipient of the channel (sessions started where missing), then `post`. */
+  private async sealAndPost<T>(channelId: string, content: MessageContent, post: (e2e: E2eEnvelope) => Promise<T>): Promise<T> {
     const recipients = await this.recipients(channelId);
     await this.ensureSessions(recipients);
-    const e2e = this.device.seal(channelId, recipients, { text, attachments: options.attachments ?? [] }, this.mode);
+    const e2e = this.device.seal(channelId, recipients, content, this.mode);
     await this.save();
     try {
-      const body = { e2e, ...(options.clientMsgId ? { client_msg_id: options.clientMsgId } : {}) };
-      return await this.http.call("post_message", { path: { cid: channelId }, body: body as never });
+      return await post(e2e);
     } catch (error) {
       // the recipients may never see the sender key this message carried: the next message makes a new one
       this.device.resetSenderKey(channelId);
@@ -162,12 +171,33 @@ export class E2eClient {
   }
 
   /**
+   * Post a message to an e2e channel: the server gets ciphertexts only. Answers the post's result.
+   * `user_id` is the device's user, so the HTTP client may hold the user's token or the tenant key.
+   */
+  async send(channelId: string, text: string, options: { attachments?: Record<string, unknown>[]; clientMsgId?: string } = {}) {
+    return this.sealAndPost(channelId, { text, attachments: options.attachments ?? [] }, (e2e) => {
+      const body = { e2e, user_id: this.device.userId, ...(options.clientMsgId ? { client_msg_id: options.clientMsgId } : {}) };
+      return this.http.call("post_message", { path: { cid: channelId }, body: body as never });
+    });
+  }
+
+  /** Replace the text of one of this user's messages with a new envelope (`PATCH …/messages/{mid}`). */
+  async edit(channelId: string, messageId: string, text: string, options: { attachments?: Record<string, unknown>[] } = {}) {
+    return this.sealAndPost(channelId, { text, attachments: options.attachments ?? [] }, (e2e) =>
+      this.http.call("edit_message", { path: { cid: channelId, mid: messageId }, body: { e2e } as never }),
+    );
+  }
+
+  /**
    * Decrypt a message of an e2e channel (from a history page or a websocket frame). Answers null
    * when it only carried keys for this device. Throws {@link E2eError} when it cannot be read.
    */
   async decrypt(message: E2eMessage): Promise<MessageContent | null> {
     if (!message.e2e) throw new E2eError("malformed", "the message has no e2e envelope");
-    const id = message.message_id;
+    // keyed by the message and its envelope: an edit brings a new envelope under the same id
+    const env = message.e2e;
+    const mine = env.ciphertexts?.find((c) => c.user_id === this.device.userId && c.device_id === this.device.deviceId);
+    const id = message.message_id === undefined ? undefined : `${message.message_id}\n${env.group ?? ""}\n${mine?.body ?? ""}`;
     if (id !== undefined && this.decrypted.has(id)) return this.decrypted.get(id) ?? null;
     const content = this.device.open(message.channel_id, message.author_id, message.e2e);
     if (id !== undefined) {
@@ -183,7 +213,7 @@ export class E2eClient {
   }
 
   /** A devices-API call (routes newer than the generated table), with the SDK's credential and errors. */
-  private async request(method: string, path: string, body?: unknown): Promise<unknown> {
+  private async request(method: string, path: string, body?: unknown, refreshed = false): Promise<unknown> {
     const headers: Record<string, string> = { accept: "application/json" };
     const token = await this.http.currentToken();
     if (token) headers.authorization = `Bearer ${token}`;
@@ -202,6 +232,11 @@ export class E2eClient {
       data = undefined;
     }
     if (response.ok) return data;
+    if (response.status === 401 && !refreshed) {
+      // the token expired: the SDK's refreshToken callback (if any) gives a new one, once
+      const fresh = await this.http.refreshCredential().then(() => true, () => false);
+      if (fresh) return this.request(method, path, body, true);
+    }
     const error = (data as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;
     throw new CaasError(error?.code ?? `http_${response.status}`, error?.message ?? `${method} ${path}: ${response.status}`, {
       status: response.status,
