@@ -6,10 +6,11 @@
 // node dist-test/bench/e2e.js [--messages 2000] [--rounds 5] [--out file.json]
 import { execSync } from "node:child_process";
 import { writeFile } from "node:fs/promises";
-import { cpus, loadavg, totalmem } from "node:os";
+import { loadavg } from "node:os";
 import { E2eDevice } from "../src/e2e/index.js";
 import { distribution, groupDecrypt, groupEncrypt, newSenderKey, peerKeyFrom } from "../src/e2e/senderkey.js";
 import { randomBytes, sodium, utf8 } from "../src/e2e/sodium.js";
+import { machine, round1 } from "./machine.js";
 
 const arg = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -52,7 +53,6 @@ const variants: Record<string, (n: number) => void> = {
   },
 };
 
-const round1 = (x: number) => Math.round(x * 10) / 10;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 for (const run of Object.values(variants)) run(200); // warm up
 const loadBefore = loadavg();
@@ -82,14 +82,7 @@ const result = {
   rounds: ROUNDS,
   per_message: perMessage,
   cpu_over_secretbox: Object.fromEntries(names.map((n) => [n, Math.round((median(samples[n]?.cpu_us ?? []) / box) * 10) / 10])),
-  machine: {
-    cpu: cpus()[0]?.model,
-    cores: cpus().length,
-    ram_gib: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-    node: process.version,
-    load_average_before: loadBefore.map(round1),
-    load_average_after: loadavg().map(round1),
-  },
+  machine: machine(loadBefore),
 };
 const text = JSON.stringify(result, null, 2);
 console.log(text);

@@ -5,10 +5,11 @@
 // node dist-test/bench/resume.js [--events 10000] [--rounds 3] [--out file.json]
 import { execSync } from "node:child_process";
 import { writeFile } from "node:fs/promises";
-import { cpus, loadavg, totalmem } from "node:os";
+import { loadavg } from "node:os";
 import WebSocket from "ws";
 import { CaasClient } from "../src/index.js";
 import { newTenant, NodeWebSocket, room, Server } from "../test/support.js";
+import { machine, round1 } from "./machine.js";
 
 const arg = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -54,7 +55,6 @@ async function bareCatchUp(url: string, token: string, head: number): Promise<nu
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-const round1 = (x: number) => Math.round(x * 10) / 10;
 
 const server = await new Server().start();
 try {
@@ -108,14 +108,7 @@ try {
     sdk_over_bare: Math.round((sdk / bare) * 100) / 100,
     median_client_cpu_ms: { sdk: of("sdk", "client_cpu_ms"), bare_ws: of("bare", "client_cpu_ms") },
     events_per_second: { sdk: Math.round(((head - SINCE) / sdk) * 1000), bare_ws: Math.round(((head - SINCE) / bare) * 1000) },
-    machine: {
-      cpu: cpus()[0]?.model,
-      cores: cpus().length,
-      ram_gib: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-      node: process.version,
-      load_average_before: loadBefore.map(round1),
-      load_average_after: loadavg().map(round1),
-    },
+    machine: machine(loadBefore),
   };
   const text = JSON.stringify(result, null, 2);
   console.log(text);

@@ -121,7 +121,7 @@ export function initiate(identity: KeyPair, bundle: Bundle, keys?: { ek: KeyPair
   const sk = x3dhSecret(initiatorDh(identity, bundle, ek));
   const dhs = keys?.ratchet ?? x25519KeyPair();
   const [rootKey, cks] = kdfRk(sk, dh(dhs.privateKey, spk.publicKey));
-  return {
+  return fresh({
     ad: concat(identity.publicKey, bundle.identityKey),
     remoteIdentity: bundle.identityKey.slice(),
     baseKey: ek.publicKey,
@@ -129,15 +129,13 @@ export function initiate(identity: KeyPair, bundle: Bundle, keys?: { ek: KeyPair
     dhs,
     dhr: spk.publicKey.slice(),
     cks,
-    ckr: null,
-    ns: 0,
-    nr: 0,
-    pn: 0,
-    skipped: new Map(),
-    oldRemote: [],
     pending: { ek: ek.publicKey, spkId: spk.keyId, opkId: bundle.oneTimePrekey?.keyId ?? NO_OPK },
-    prekeys: null,
-  };
+  });
+}
+
+/** A session before its first message: counters at zero, nothing skipped. */
+function fresh(s: Pick<Session, "ad" | "remoteIdentity" | "baseKey" | "rootKey" | "dhs"> & Partial<Session>): Session {
+  return { dhr: null, cks: null, ckr: null, ns: 0, nr: 0, pn: 0, skipped: new Map(), oldRemote: [], pending: null, prekeys: null, ...s };
 }
 
 /** A parsed prekey message: what the responder needs to run X3DH. */
@@ -173,23 +171,14 @@ export function respond(identity: KeyPair, spk: KeyPair, opk: KeyPair | null, ms
   }
   const parts = [dh(spk.privateKey, ikA), dh(edPrivateToX(identity.privateKey), msg.baseKey), dh(spk.privateKey, msg.baseKey)];
   if (opk) parts.push(dh(opk.privateKey, msg.baseKey));
-  return {
+  return fresh({
     ad: concat(msg.identityKey, identity.publicKey),
     remoteIdentity: msg.identityKey.slice(),
     baseKey: msg.baseKey.slice(),
     rootKey: x3dhSecret(parts),
     dhs: { publicKey: spk.publicKey.slice(), privateKey: spk.privateKey.slice() },
-    dhr: null,
-    cks: null,
-    ckr: null,
-    ns: 0,
-    nr: 0,
-    pn: 0,
-    skipped: new Map(),
-    oldRemote: [],
-    pending: null,
     prekeys: { spkId: msg.spkId, opkId: msg.opkId },
-  };
+  });
 }
 
 /** (key, nonce) of a message key. */
