@@ -81,8 +81,8 @@ async def test_pairwise_messages_reach_every_device_of_both_users_and_only_ciphe
         channel = realtime.channel("dm", since_seq=0)
         written = await restored.send("dm", "over the socket")
         frames = await read_until(channel, written["seq"], [])
-    payload = next(f.event.payload for f in frames if isinstance(f, EventFrame) and f.seq == written["seq"])
-    got = bob.decrypt(payload, channel_id="dm")
+    frame = next(f for f in frames if isinstance(f, EventFrame) and f.seq == written["seq"])
+    got = bob.decrypt(frame.event.payload, channel_id=frame.channel_id)
     assert got is not None and got.text == "over the socket"
 
     with pytest.raises(CaasError) as refused:
