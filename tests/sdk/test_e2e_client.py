@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from caas_client import AsyncClient, CaasError
+from caas_client import AsyncClient, CaasError, EventFrame, Realtime
 from caas_client.calls import Call
 from caas_client.e2e import E2EClient, FileDeviceStore, NoSession
 
-from tests.sdk.helpers import admin_for
+from tests.sdk.helpers import admin_for, read_until
 from tests.support import Server
 
 
@@ -75,6 +75,15 @@ async def test_pairwise_messages_reach_every_device_of_both_users_and_only_ciphe
     )
     got = bob.decrypt(await received(bob, "dm", await restored.send("dm", "after a restart")))
     assert got is not None and got.text == "after a restart"
+
+    # and over the websocket: the MessagePosted payload of a channel frame decrypts the same
+    async with Realtime(server.url, tokens["bob"]) as realtime:
+        channel = realtime.channel("dm", since_seq=0)
+        written = await restored.send("dm", "over the socket")
+        frames = await read_until(channel, written["seq"], [])
+    frame = next(f for f in frames if isinstance(f, EventFrame) and f.seq == written["seq"])
+    got = bob.decrypt(frame.event.payload, channel_id=frame.channel_id)
+    assert got is not None and got.text == "over the socket"
 
     with pytest.raises(CaasError) as refused:
         await admin.post_message("dm", "plaintext", user_id="alice")

@@ -170,17 +170,21 @@ class E2EClient:
             nxt = page.get("next_after_seq")
         return out
 
-    def decrypt(self, message: Json) -> Decrypted | None:
-        """The message (history, or a websocket frame's message) decrypted for this device; None
-        when it holds nothing for it (this device's own message, or a sender-key distribution
-        only). Raises an :class:`~caas_client.e2e.errors.E2EError` when it cannot decrypt."""
+    def decrypt(self, message: Json, channel_id: str | None = None, author_id: str | None = None) -> Decrypted | None:
+        """A message of history decrypted for this device, or a websocket event's payload
+        (``MessagePosted``; give ``channel_id`` from the frame, and ``author_id`` for a
+        ``MessageEdited``). None when it holds nothing for this device (its own message, or a
+        sender-key distribution only). Raises an :class:`~caas_client.e2e.errors.E2EError` when
+        it cannot decrypt; a peer whose identity key changed is added to ``identity_changes``."""
         envelope = message.get("e2e")
         if not envelope:
             return None
-        author, channel_id = str(message["author_id"]), str(message["channel_id"])
+        author = str(author_id or message["author_id"])
+        channel_id = str(channel_id or message["channel_id"])
         sender = address(author, str(envelope["sender_device"]))
         if sender == self.device.address:
             return None
+        known = self.device.identity_of(sender)
         result: Json | None = None
         try:
             for entry in envelope.get("ciphertexts") or []:
@@ -192,6 +196,8 @@ class E2EClient:
                 result = json.loads(self.device.decrypt_group(sender, channel_id, p.unb64(envelope["group"])))
         finally:
             self.save()  # a sender key or session advanced before a failure is kept
+        if known is not None and self.device.identity_of(sender) != known:
+            self.identity_changes.append(sender)
         if result is None:
             return None
         return Decrypted(
