@@ -34,6 +34,8 @@ MESSAGES: dict[str, type[f.Frame]] = {
     "typing": f.Typing,
     "pong": f.Pong,
     "error": f.Error,
+    "prekeysLow": f.PrekeysLow,
+    "identityKeyChanged": f.IdentityKeyChangedFrame,
 }
 
 PROTOCOL = """\
@@ -52,6 +54,11 @@ received per channel; after any disconnect, reconnect and send
 `{"type": "subscribe", "channel_id": …, "since_seq": <last seq>}`: the server replays every
 event after it, from any point of the history (no time limit), then switches to the live tail
 with no gap and no duplicate. `since_seq: 0` replays the whole channel.
+
+**Device notices** (end-to-end encryption, docs/e2e.md): `prekeys_low` tells the user's own
+sockets that a device's one-time prekeys run low; `identity_key_changed` tells everyone who
+shares a channel with a user that one of their devices has a new identity key (a safety-number
+change). No subscription is needed: every socket of the user gets them.
 
 **Close codes.**
 """ + "".join(f"\n- `{code}`: {why}. Client: {todo}." for code, (why, todo) in f.CLOSE_CODES.items())

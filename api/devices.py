@@ -85,9 +85,9 @@ def _signed(spk: schemas.SignedPrekey) -> devices.SignedPrekey:
 async def put_device(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     user_id, device_id = _path(request, "user_id"), _path(request, "device_id")
-    _owner(who, user_id)
     raw = await raw_body(request)
     data = await body(request, schemas.PutDevice, raw)
+    _owner(who, user_id)
     verify_signed_prekey(data.identity_key, data.signed_prekey)
     state = await _user(request, who, user_id)
     new = device_id not in devices.live(state.devices)
@@ -104,9 +104,9 @@ async def put_device(request: Request) -> Response:
 async def add_prekeys(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     user_id, device_id = _path(request, "user_id"), _path(request, "device_id")
-    _owner(who, user_id)
     raw = await raw_body(request)
     data = await body(request, schemas.AddPrekeys, raw)
+    _owner(who, user_id)
     await _user(request, who, user_id)
     command = devices.AddOneTimePrekeys(device_id=device_id, one_time_prekeys=_prekeys(data.one_time_prekeys))
     return _written(await _run(request, who, user_id, command, raw), user_id, device_id, created=True)
@@ -115,9 +115,9 @@ async def add_prekeys(request: Request) -> Response:
 async def rotate_signed_prekey(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     user_id, device_id = _path(request, "user_id"), _path(request, "device_id")
-    _owner(who, user_id)
     raw = await raw_body(request)
     data = await body(request, schemas.SignedPrekey, raw)
+    _owner(who, user_id)
     state = await _user(request, who, user_id)
     device = devices.live(state.devices).get(device_id)
     if device is None:

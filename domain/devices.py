@@ -125,10 +125,12 @@ def _device(devices: DeviceMap, device_id: str) -> DeviceState:
 def _check_new_prekeys(device: DeviceState | None, prekeys: list[OneTimePrekey], pooled: int) -> None:
     """Refuse an upload that repeats a key id, reuses a handed-out one, or overfills the pool."""
     if len(prekeys) > MAX_PREKEYS_PER_UPLOAD:
-        raise errors.Invalid(f"at most {MAX_PREKEYS_PER_UPLOAD} one-time prekeys per request", count=len(prekeys))
+        raise errors.TooManyPrekeys(
+            f"at most {MAX_PREKEYS_PER_UPLOAD} one-time prekeys per request", count=len(prekeys)
+        )
     ids = [k.key_id for k in prekeys]
     if len(set(ids)) != len(ids):
-        raise errors.Invalid("one-time prekey key_ids must be unique", rule="duplicate_prekey_id")
+        raise errors.DuplicatePrekeyId("one-time prekey key_ids must be unique")
     if device is not None:
         used = sorted(device.used.intersection(ids))
         if used:
@@ -137,9 +139,7 @@ def _check_new_prekeys(device: DeviceState | None, prekeys: list[OneTimePrekey],
                 key_ids=used[:10],
             )
     if pooled + len(prekeys) > MAX_PREKEYS:
-        raise errors.Invalid(
-            f"a device holds at most {MAX_PREKEYS} unused one-time prekeys", pooled=pooled, rule="too_many_prekeys"
-        )
+        raise errors.TooManyPrekeys(f"a device holds at most {MAX_PREKEYS} unused one-time prekeys", pooled=pooled)
 
 
 def _register(devices: DeviceMap, version: int, c: RegisterDevice) -> Decision:

@@ -155,3 +155,11 @@ class PlaintextInE2EChannel(Invalid):
 
 class NotE2EChannel(Invalid):
     rule = "e2e_in_plain_channel"
+
+
+class DuplicatePrekeyId(Invalid):
+    rule = "duplicate_prekey_id"
+
+
+class TooManyPrekeys(Invalid):
+    rule = "too_many_prekeys"

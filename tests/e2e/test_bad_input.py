@@ -18,9 +18,11 @@ import httpx
 import pytest
 
 from api.routes import ROUTES, Api
+from tests.e2e_keys import Device
 from tests.support import ADMIN, Server, Tenant, bearer, new_tenant, requested_events
 
 SECRET_TEXT = "the-other-tenants-secret-text"
+DEVICE = Device()  # real keys for the devices routes' valid bodies (docs/e2e.md)
 
 
 # --- the world the bad requests are aimed at ------------------------------------------------
@@ -47,7 +49,7 @@ class World:
 
     def path(self, api: Api, **override: str) -> str:
         values = {"key_id": self.key_id, "user_id": "bob", "cid": "c", "uid": "bob", "mid": self.mid, "emoji": "👍",
-                  "tenant_id": self.tenant.tenant_id, "webhook_id": "w-none"}  # fmt: skip
+                  "tenant_id": self.tenant.tenant_id, "webhook_id": "w-none", "device_id": "phone"}  # fmt: skip
         values.update(override)
         return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], api.path)
 
@@ -169,6 +171,9 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/webhooks"): {"url": "https://hooks.example/in"},
     ("PATCH", "/v1/webhooks/{webhook_id}"): {"enabled": True},
     ("POST", "/v1/webhooks/{webhook_id}/replay"): {"from_position": 0},
+    ("PUT", "/v1/users/{user_id}/devices/{device_id}"): DEVICE.bundle(prekeys=1),
+    ("POST", "/v1/users/{user_id}/devices/{device_id}/prekeys"): {"one_time_prekeys": DEVICE.prekeys(1)},
+    ("PUT", "/v1/users/{user_id}/devices/{device_id}/signed-prekey"): DEVICE.signed_prekey(2),
 }
 
 WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
@@ -210,6 +215,24 @@ WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
     ],
     ("PATCH", "/v1/webhooks/{webhook_id}"): [{"enabled": "yes"}, {"url": 3}, {"event_types": []}],
     ("POST", "/v1/webhooks/{webhook_id}/replay"): [{"from_position": -1}, {"from_position": "1"}, {}],
+    ("PUT", "/v1/users/{user_id}/devices/{device_id}"): [
+        {**DEVICE.bundle(), "identity_key": 5},
+        {**DEVICE.bundle(), "identity_key": "AAAA"},
+        {**DEVICE.bundle(), "signed_prekey": {"key_id": "1", "public_key": "", "signature": ""}},
+        {**DEVICE.bundle(), "one_time_prekeys": {"key_id": 1}},
+        {},
+    ],
+    ("POST", "/v1/users/{user_id}/devices/{device_id}/prekeys"): [
+        {"one_time_prekeys": [{"key_id": 1.5, "public_key": DEVICE.identity_key}]},
+        {"one_time_prekeys": [{"key_id": 1, "public_key": "x"}]},
+        {"one_time_prekeys": []},
+        {},
+    ],
+    ("PUT", "/v1/users/{user_id}/devices/{device_id}/signed-prekey"): [
+        {**DEVICE.signed_prekey(), "signature": DEVICE.identity_key},  # 32 bytes, not 64
+        {**DEVICE.signed_prekey(), "key_id": -1},
+        {},
+    ],
 }
 
 MALFORMED = [b"{", b'{"text": "hi",}', b"[]", b'"text"', b"null", b"\xff\xfe", b"{'text': 'hi'}"]

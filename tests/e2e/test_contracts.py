@@ -31,6 +31,7 @@ from api.routes import ROUTES, SCHEME_NAMES
 from api.settings import Settings
 from streams import frames as f
 from tests.e2e.test_websocket import WAIT, recv, send, until_pong, ws_connect
+from tests.e2e_keys import Device
 from tests.support import ADMIN, Server, Tenant, bearer, new_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,6 +222,18 @@ async def test_every_server_frame_kind_matches_its_model(server: Server, client:
             ("error", "invalid_request"),
             ("unsubscribed", None),
         ]
+
+        # device notices (docs/e2e.md): alice's pool runs low, then her identity key changes
+        for device in (Device(), Device()):
+            r = client.put(f"{server.url}/v1/users/alice/devices/phone", json=device.bundle(prekeys=1),
+                           headers=bearer(alice))  # fmt: skip
+            assert r.status_code in (200, 201), r.text
+        r = client.post(f"{server.url}/v1/users/alice/devices/phone/bundle", headers=bearer(bob))
+        assert r.status_code == 200, r.text
+        while check(await recv(a))["type"] != "prekeys_low":
+            pass
+        while check(await recv(b))["type"] != "identity_key_changed":
+            pass
     assert seen == set(SERVER_MODELS)
 
 
@@ -336,6 +349,7 @@ PRODUCED = [
     re.compile(r'ApiError\(\s*"([a-z_]+)"'),  # raised or returned by the API layer
     re.compile(r'category(?:: ClassVar\[Category\])? = "([a-z_]+)"'),  # a domain rule's category
     re.compile(r'"code": "([a-z_]+)"'),  # a body written without ApiError (api/limits.py's early 429)
+    re.compile(r'RULE_CODES: dict\[str, ErrorCode\] = \{"[a-z0-9_]+": "([a-z0-9_]+)"'),  # a domain rule's own code
 ]
 
 
@@ -401,6 +415,10 @@ def cases(w: World) -> dict[str, Case]:
     w.write("POST", "/v1/channels/c/bans", {"user_id": "carol"})
     admin = bearer(ADMIN)
     hook, gone1, gone2 = w.webhook(), w.webhook(), w.webhook()
+    phone = Device()
+    for device_id, device in (("phone", phone), ("old1", Device()), ("old2", Device())):
+        w.write("PUT", f"/v1/users/alice/devices/{device_id}", device.bundle(prekeys=5))
+    devices = "/v1/users/alice/devices"
     return {
         "create_tenant": ("POST", "/v1/tenants", {"name": "one"}, {"name": "two"}, admin),
         "create_api_key": ("POST", "/v1/api-keys", {"name": "one"}, {"name": "two"}, None),
@@ -439,6 +457,14 @@ def cases(w: World) -> dict[str, Case]:
         "delete_webhook": ("DELETE", f"/v1/webhooks/{gone1}", None, f"/v1/webhooks/{gone2}", None),
         "replay_webhook": ("POST", f"/v1/webhooks/{hook}/replay", {"from_position": 0}, {"from_position": 1}, None),
         "rotate_secret": ("POST", f"/v1/webhooks/{hook}/rotate-secret", None, {}, None),
+        "put_device": ("PUT", f"{devices}/tablet", Device().bundle(prekeys=1), Device().bundle(), w.as_alice),
+        "add_prekeys": ("POST", f"{devices}/phone/prekeys", {"one_time_prekeys": phone.prekeys(1)},
+                        {"one_time_prekeys": phone.prekeys(1)}, w.as_alice),
+        "rotate_signed_prekey": ("PUT", f"{devices}/phone/signed-prekey", phone.signed_prekey(2),
+                                 phone.signed_prekey(3), w.as_alice),
+        "remove_device": ("DELETE", f"{devices}/old1", None, f"{devices}/old2", w.as_alice),
+        "claim_bundle": ("POST", f"{devices}/phone/bundle", None, "/v1/users/alice/bundles", None),
+        "claim_bundles": ("POST", "/v1/users/alice/bundles", None, f"{devices}/phone/bundle", None),
     }  # fmt: skip
 
 
