@@ -96,10 +96,20 @@ test("an e2e channel end to end: the server stores ciphertext only, every member
   assert.equal((await alice.decrypt(edited))?.text, "noted, and agreed");
   assert.equal((await bob1.decrypt(reply))?.text, "noted", "the old envelope still answers what it said");
 
+  // bob's laptop is reset (a new identity key under the same device id): alice starts a new session
+  const changes: string[] = [];
+  const watcher = await device(t, "alice", "tablet", memoryStore().store, { onIdentityChange: (a) => (changes.push(`${a.user_id}/${a.device_id}`), true) });
+  await watcher.send("secret", "before the reset");
+  const bob1Reset = await device(t, "bob", "laptop", memoryStore().store);
+  await watcher.send("secret", "after the reset");
+  assert.deepEqual(changes, ["bob/laptop"], "the new identity key was shown to the app");
+  const afterReset = (await messages(t, "secret", 5))[4] as E2eMessage;
+  assert.equal((await bob1Reset.decrypt(afterReset))?.text, "after the reset");
+
   // alice's device from its saved state (a new process): keeps reading and writing
   const again = await device(t, "alice", "phone", aliceStore.store);
   await bob1.send("secret", "welcome back");
-  const back = (await messages(t, "secret", 4))[3] as E2eMessage;
+  const back = (await messages(t, "secret", 6))[5] as E2eMessage;
   assert.equal(back.author_id, "bob");
   assert.equal((await again.decrypt(back))?.text, "welcome back");
 });

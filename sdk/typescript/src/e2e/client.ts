@@ -14,7 +14,7 @@ import {
   type WirePrekey,
   type WireSignedPrekey,
 } from "./device.js";
-import { E2eError } from "./sodium.js";
+import { b64, E2eError } from "./sodium.js";
 
 /** Where a device's state lives between sessions (it holds private keys: keep it on the device). */
 export interface DeviceStore {
@@ -139,10 +139,22 @@ export class E2eClient {
     for (const m of channel.members) {
       for (const d of await this.devices(m.user_id)) {
         if (m.user_id === this.device.userId && d.device_id === this.device.deviceId) continue;
-        out.push({ user_id: m.user_id, device_id: d.device_id });
+        const a = { user_id: m.user_id, device_id: d.device_id };
+        const known = this.device.knownIdentity(a);
+        // a device listed with another identity key than our session's: re-registered, start anew
+        if (known !== undefined && b64(known) !== d.identity_key) this.device.forget(a);
+        out.push(a);
       }
     }
     return out;
+  }
+
+  /**
+   * An `identity_key_changed` frame (or any sign that a device was re-registered): its sessions
+   * are dropped; the next message starts a new one, and `onIdentityChange` decides on the new key.
+   */
+  identityChanged(userId: string, deviceId: string): void {
+    this.device.forget({ user_id: userId, device_id: deviceId });
   }
 
   /** Start sessions (X3DH on a fetched bundle) with every device we have none with. */

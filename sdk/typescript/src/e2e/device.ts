@@ -262,6 +262,16 @@ export class E2eDevice {
     return this.signedPrekey;
   }
 
+  /**
+   * Drop the sessions with a device (its identity key changed, or it was re-registered) and mark
+   * it as not having our sender keys: the next message starts a new session from a fresh bundle.
+   */
+  forget(a: Address): void {
+    const key = addr(a);
+    this.sessions.delete(key);
+    for (const own of this.ownSenderKeys.values()) own.sentTo = own.sentTo.filter((k) => k !== key);
+  }
+
   hasSession(a: Address): boolean {
     return (this.sessions.get(addr(a))?.length ?? 0) > 0;
   }
