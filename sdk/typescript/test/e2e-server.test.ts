@@ -112,6 +112,13 @@ test("an e2e channel end to end: the server stores ciphertext only, every member
   const back = (await messages(t, "secret", 6))[5] as E2eMessage;
   assert.equal(back.author_id, "bob");
   assert.equal((await again.decrypt(back))?.text, "welcome back");
+  assert.equal(await again.decrypt(posted), null, "its own message from before the restart: not encrypted for itself");
+
+  // sends started together go out one after the other: every one decrypts, in order
+  await Promise.all([0, 1, 2, 3, 4].map((i) => again.send("secret", `burst ${i}`)));
+  const burst = (await messages(t, "secret", 11)).slice(6);
+  const texts = await Promise.all(burst.map(async (m) => (await bob2.decrypt(m))?.text));
+  assert.deepEqual(texts, ["burst 0", "burst 1", "burst 2", "burst 3", "burst 4"]);
 });
 
 test("one-time prekeys: each bundle fetch hands one out once, the device tops them up", async () => {

@@ -64,6 +64,8 @@ export class E2eClient {
   private readonly minPrekeys: number;
   private readonly batch: number;
   private readonly fetcher: typeof fetch;
+  /** The device's state changes one operation at a time (each saved before the next starts). */
+  private queue: Promise<unknown> = Promise.resolve();
   /** message id and envelope → content: a message seen twice (history and a frame) decrypts once. */
   private readonly decrypted = new Map<string, MessageContent | null>();
 
@@ -101,7 +103,11 @@ export class E2eClient {
   }
 
   /** Upload a batch of one-time prekeys if the server holds fewer than `minPrekeys`; answers how many it holds. */
-  async topUpPrekeys(): Promise<number> {
+  topUpPrekeys(): Promise<number> {
+    return this.serial(() => this.topUpNow());
+  }
+
+  private async topUpNow(): Promise<number> {
     const mine = (await this.devices(this.device.userId)).find((d) => d.device_id === this.device.deviceId);
     if (mine === undefined) {
       await this.register(); // the server forgot the device (removed): register it again
@@ -115,10 +121,12 @@ export class E2eClient {
   }
 
   /** A new signed prekey, uploaded (`PUT …/signed-prekey`). */
-  async rotateSignedPrekey(): Promise<void> {
-    const spk = this.device.rotateSignedPrekey();
-    await this.save();
-    await this.request("PUT", `${this.devicePath()}/signed-prekey`, spk);
+  rotateSignedPrekey(): Promise<void> {
+    return this.serial(async () => {
+      const spk = this.device.rotateSignedPrekey();
+      await this.save();
+      await this.request("PUT", `${this.devicePath()}/signed-prekey`, spk);
+    });
   }
 
   /** Remove this device from the server (`DELETE …/devices/{device_id}`). */
@@ -166,8 +174,19 @@ export class E2eClient {
     }
   }
 
+  /** Run `fn` after every operation already started (sends, decrypts, key uploads). */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
   /** Seal for every current recipient of the channel (sessions started where missing), then `post`. */
-  private async sealAndPost<T>(channelId: string, content: MessageContent, post: (e2e: E2eEnvelope) => Promise<T>): Promise<T> {
+  private sealAndPost<T>(channelId: string, content: MessageContent, post: (e2e: E2eEnvelope) => Promise<T>): Promise<T> {
+    return this.serial(() => this.sealAndPostNow(channelId, content, post));
+  }
+
+  private async sealAndPostNow<T>(channelId: string, content: MessageContent, post: (e2e: E2eEnvelope) => Promise<T>): Promise<T> {
     const recipients = await this.recipients(channelId);
     await this.ensureSessions(recipients);
     const e2e = this.device.seal(channelId, recipients, content, this.mode);
@@ -204,7 +223,11 @@ export class E2eClient {
    * Decrypt a message of an e2e channel (from a history page or a websocket frame). Answers null
    * when it only carried keys for this device. Throws {@link E2eError} when it cannot be read.
    */
-  async decrypt(message: E2eMessage): Promise<MessageContent | null> {
+  decrypt(message: E2eMessage): Promise<MessageContent | null> {
+    return this.serial(() => this.decryptNow(message));
+  }
+
+  private async decryptNow(message: E2eMessage): Promise<MessageContent | null> {
     if (!message.e2e) throw new E2eError("malformed", "the message has no e2e envelope");
     // keyed by the message and its envelope: an edit brings a new envelope under the same id
     const env = message.e2e;
