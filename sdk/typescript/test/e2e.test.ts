@@ -241,4 +241,8 @@ test("pairwise mode: the text encrypted for each device, replies from every devi
   const reply = bob2.seal("dm", [alice.address, bob1.address].filter((x) => bob2.hasSession(x)), { text: "from b2", attachments: [] }, "pairwise");
   assert.equal(alice.open("dm", "bob", reply)?.text, "from b2");
   assert.throws(() => bob2.seal("dm", [bob1.address], { text: "x", attachments: [] }), (e: unknown) => e instanceof E2eError && e.code === "no_session");
+  // alone in a channel: a sender-key message, even in pairwise mode (an envelope needs one or the other)
+  const alone = alice.seal("notes", [], { text: "to myself", attachments: [] }, "pairwise");
+  assert.ok(alone.group && alone.ciphertexts === undefined);
+  assert.equal(alice.open("notes", "alice", alone)?.text, "to myself");
 });

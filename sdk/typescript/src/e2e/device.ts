@@ -399,7 +399,8 @@ export class E2eDevice {
     const message = utf8(JSON.stringify({ type: "message", text: content.text, attachments: content.attachments }));
     const ciphertexts: NonNullable<E2eEnvelope["ciphertexts"]> = [];
     const env: E2eEnvelope = { sender_device: this.deviceId };
-    if (mode === "pairwise") {
+    // with no other device yet, the sender-key message alone is the envelope (the server wants one of the two)
+    if (mode === "pairwise" && targets.length > 0) {
       for (const r of targets) ciphertexts.push({ ...r, body: b64(this.encryptTo(r, message)) });
       env.ciphertexts = ciphertexts;
     } else {
