@@ -50,6 +50,8 @@ export type ClientEvents = {
   /** Something the app should know: a 1009 close, a refused refresh, a rate limit, a quota. */
   error: CaasError;
   presence: PresenceFrame;
+  /** A frame the client has no handling of its own for (e.g. E2E's `prekeys_low`, `identity_key_changed`). */
+  frame: { type: string; [key: string]: unknown };
 };
 
 const OPEN = 1;
@@ -351,7 +353,7 @@ export class CaasClient extends Emitter<ClientEvents> implements ChannelHost {
           this.emit("error", new CaasError(frame.code, frame.message, { details: { ...frame.details }, ...(frame.retry_after ? { retryAfter: frame.retry_after } : {}) }));
         break;
       default:
-        break;
+        this.emit("frame", frame as unknown as ClientEvents["frame"]);
     }
   }
 

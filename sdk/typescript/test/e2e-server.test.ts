@@ -141,6 +141,18 @@ test("one-time prekeys: each bundle fetch hands one out once, the device tops th
   assert.equal(await dora.topUpPrekeys(), 8, "below the minimum: a batch uploaded");
   assert.equal(await count(), 8);
   assert.equal(await dora.topUpPrekeys(), 8, "enough: nothing uploaded");
+  // watching the user's socket: the prekeys_low frames of fetches that drain the pool make the device
+  // upload batches by itself (below the server's threshold, whatever its own minimum)
+  const ws = await userClient(t, "dora");
+  const stop = dora.watch(ws);
+  ws.connect();
+  await until(() => ws.connected, 30_000, "dora's socket");
+  const claim = () => fetch(`${t.url}/v1/users/dora/devices/d1/bundle`, { method: "POST", headers: { authorization: `Bearer ${t.apiKey}` } });
+  for (let i = 0; i < 8; i++) assert.equal((await claim()).status, 200);
+  await until(async () => ((await count()) ?? 0) >= 10, 30_000, "the device to top its prekeys up on prekeys_low");
+  stop();
+  ws.close();
+
   // a rotated signed prekey is what the next bundle carries
   await dora.rotateSignedPrekey();
   const r = await fetch(`${t.url}/v1/users/dora/devices/d1/bundle`, { method: "POST", headers: { authorization: `Bearer ${t.apiKey}` } });

@@ -102,18 +102,18 @@ export class E2eClient {
     await this.save();
   }
 
-  /** Upload a batch of one-time prekeys if the server holds fewer than `minPrekeys`; answers how many it holds. */
-  topUpPrekeys(): Promise<number> {
-    return this.serial(() => this.topUpNow());
+  /** Upload a batch of one-time prekeys if the server holds fewer than `minimum` (`minPrekeys`); answers how many it holds. */
+  topUpPrekeys(minimum = this.minPrekeys): Promise<number> {
+    return this.serial(() => this.topUpNow(minimum));
   }
 
-  private async topUpNow(): Promise<number> {
+  private async topUpNow(minimum: number): Promise<number> {
     const mine = (await this.devices(this.device.userId)).find((d) => d.device_id === this.device.deviceId);
     if (mine === undefined) {
       await this.register(); // the server forgot the device (removed): register it again
       return this.batch;
     }
-    if (mine.one_time_prekeys_left >= this.minPrekeys) return mine.one_time_prekeys_left;
+    if (mine.one_time_prekeys_left >= minimum) return mine.one_time_prekeys_left;
     const keys: WirePrekey[] = this.device.newOneTimePrekeys(this.batch);
     await this.save();
     await this.request("POST", `${this.devicePath()}/prekeys`, { one_time_prekeys: keys });
@@ -163,6 +163,21 @@ export class E2eClient {
    */
   identityChanged(userId: string, deviceId: string): void {
     this.device.forget({ user_id: userId, device_id: deviceId });
+  }
+
+  /**
+   * Follow the user's device notices on a realtime client: `prekeys_low` for this device uploads a
+   * batch of one-time prekeys, `identity_key_changed` drops the sessions with that device. Returns a
+   * function that stops it. Failures of the upload go to `onError` (default: ignored until the next).
+   */
+  watch(client: { on(type: "frame", fn: (frame: { type: string; [key: string]: unknown }) => void): () => void }, onError: (error: unknown) => void = () => {}): () => void {
+    return client.on("frame", (frame) => {
+      if (frame.type === "prekeys_low" && frame.user_id === this.device.userId && frame.device_id === this.device.deviceId) {
+        this.topUpPrekeys(Math.max(this.minPrekeys, Number(frame.threshold) || 0)).catch(onError);
+      } else if (frame.type === "identity_key_changed" && typeof frame.user_id === "string" && typeof frame.device_id === "string") {
+        this.identityChanged(frame.user_id, frame.device_id);
+      }
+    });
   }
 
   /** Start sessions (X3DH on a fetched bundle) with every device we have none with. */
