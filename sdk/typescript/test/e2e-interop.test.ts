@@ -10,6 +10,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
+import fc from "fast-check";
 import { fileURLToPath } from "node:url";
 import { type Address, E2eDevice, E2eError, loadSodium, type WireBundle } from "../src/e2e/index.js";
 import { decrypt, encrypt, initiate, initiatorDh, kdfCk, messageKeys, parsePrekeyMessage, respond, x3dhSecret } from "../src/e2e/ratchet.js";
@@ -161,6 +162,54 @@ test("known-answer vectors of the Python SDK: X3DH, the first prekey message, th
 });
 
 // ---- 2. live devices, both ways
+
+test("property: a TypeScript and a Python device, either one starting, any sends and deliveries, replays refused", async () => {
+  let run = 0;
+  const op = fc.record({ op: fc.constantFrom("sendTs", "sendPy", "recvTs", "recvPy"), pick: fc.nat(), replay: fc.boolean() });
+  await fc.assert(
+    fc.asyncProperty(fc.boolean(), fc.array(op, { maxLength: 40 }), async (tsStarts, ops) => {
+      const pyName = `prop-${run++}`;
+      await py.call({ cmd: "create", device: pyName, user_id: "pyuser", device_id: pyName, one_time_prekeys: 1 });
+      const pyAddr = { user_id: "pyuser", device_id: pyName };
+      const ts = await E2eDevice.create("tsuser", `t-${pyName}`);
+      const toPy: [Uint8Array, string][] = [];
+      const toTs: [Uint8Array, string][] = [];
+      let tsCan = tsStarts;
+      let pyCan = !tsStarts;
+      if (tsStarts) ts.startSession(await py.bundle(pyName));
+      let n = 0;
+      let bundleGiven = tsStarts;
+      const sendPy = async (text: string) => {
+        // when Python starts, its first message carries the TypeScript device's bundle (the driver starts the session)
+        const bundle = bundleGiven ? undefined : bundleOf(ts);
+        bundleGiven = true;
+        return py.encrypt(pyName, ts.address, text, bundle);
+      };
+      for (const o of ops) {
+        if (o.op === "sendTs" && tsCan) {
+          const text = `ts ${n++}`;
+          toPy.push([ts.encryptTo(pyAddr, utf8(text)), text]);
+        } else if (o.op === "sendPy" && pyCan) {
+          const text = `py ${n++}`;
+          toTs.push([await sendPy(text), text]);
+        } else if (o.op === "recvPy" && toPy.length) {
+          const [bytes, text] = toPy.splice(o.pick % toPy.length, 1)[0] as [Uint8Array, string];
+          assert.equal(await py.decrypt(pyName, ts.address, bytes), text);
+          if (o.replay) await pyRejects({ cmd: "decrypt", device: pyName, from: `tsuser/t-${pyName}`, body: b64(bytes) });
+          pyCan = true;
+        } else if (o.op === "recvTs" && toTs.length) {
+          const [bytes, text] = toTs.splice(o.pick % toTs.length, 1)[0] as [Uint8Array, string];
+          assert.equal(fromUtf8(ts.decryptFrom(pyAddr, bytes)), text);
+          if (o.replay) assert.throws(() => ts.decryptFrom(pyAddr, bytes), E2eError);
+          tsCan = true;
+        }
+      }
+      for (const [bytes, text] of toPy.reverse()) assert.equal(await py.decrypt(pyName, ts.address, bytes), text);
+      for (const [bytes, text] of toTs.reverse()) assert.equal(fromUtf8(ts.decryptFrom(pyAddr, bytes)), text);
+    }),
+    { numRuns: 25 },
+  );
+});
 
 test("TypeScript starts, Python answers: out of order, skipped, replayed and tampered messages", async () => {
   await py.call({ cmd: "create", device: "bob", user_id: "bob", device_id: "b1", one_time_prekeys: 5 });
