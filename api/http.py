@@ -274,10 +274,10 @@ def _writer(command: ch.ChannelCommand) -> str | None:
 def _stored(request: Request, who: Principal, cid: str, command: ch.ChannelCommand) -> Adds | None:
     """What a channel command adds to the stored bytes (docs/quotas.md)."""
     if isinstance(command, ch.PostMessage):
-        return posted_bytes(command.text, command.attachments)
+        return posted_bytes(command.text, command.attachments, command.e2e)
     if isinstance(command, ch.EditMessage):
         store = engine(request).store
-        return lambda: edit_growth(store, who.tenant_id, cid, command.message_id, command.text)
+        return lambda: edit_growth(store, who.tenant_id, cid, command.message_id, command.text, command.e2e)
     return None
 
 

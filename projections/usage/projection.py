@@ -152,6 +152,12 @@ def attachments_size(attachments: Sequence[object]) -> int:
     return len(orjson.dumps(attachments)) if attachments else 0
 
 
+def text_size(text: str, e2e: object = None) -> int:
+    """The bytes a message's text stores: its UTF-8, plus the JSON of its ciphertext envelope in
+    an e2e channel (docs/e2e.md; there the text is empty)."""
+    return len(text.encode()) + (len(orjson.dumps(e2e)) if e2e is not None else 0)
+
+
 def _message(event: Event, shard: int, when: str, message_id: str, **fields: object) -> Op:
     """The message's sizes; the change it makes to them moves the tenant's stored bytes: the
     hour's change (``usage_stored/<day>/<shard>``, ``bytes.<HH>``) and the running total
@@ -193,14 +199,14 @@ def _project(event: Event, shard: int) -> list[Op]:
                 hour,
                 p["message_id"],
                 hour=hour,
-                text_bytes=len(p["text"].encode()),
+                text_bytes=text_size(p["text"], p.get("e2e")),
                 attachment_bytes=attachments_size(p.get("attachments") or []),
                 deleted_at=None,
             )
         )
     elif event.type == "MessageEdited":
         ops.append(_counter(event, shard, hour, "edits"))
-        ops.append(_message(event, shard, hour, p["message_id"], text_bytes=len(p["text"].encode())))
+        ops.append(_message(event, shard, hour, p["message_id"], text_bytes=text_size(p["text"], p.get("e2e"))))
     elif event.type == "MessageDeleted":
         ops.append(_message(event, shard, hour, p["message_id"], deleted_at=event.occurred_at))
     who = writer(event)

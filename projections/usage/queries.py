@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from domain.base import format_time
 from projections.ports import ReadStore
-from projections.usage.projection import COUNTERS, METERS, attachments_size
+from projections.usage.projection import COUNTERS, METERS, attachments_size, text_size
 from projections.usage.ranges import Granularity, bucket_start, ceil_hour, format_hour, next_bucket
 
 Cells = dict[str, dict[str, int]]  # day (YYYY-MM-DD) -> hour of the day (HH) -> value
@@ -381,15 +381,17 @@ async def active_users(store: ReadStore, tenant_id: str, month: str) -> set[str]
     return {str(doc["user_id"]) for doc in await store.find("usage_users", tenant_id, {"month": month})}
 
 
-def posted_bytes(text: str, attachments: Sequence[object]) -> int:
+def posted_bytes(text: str, attachments: Sequence[object], e2e: object = None) -> int:
     """What a posted message adds to the stored bytes (the projection's own measure)."""
-    return len(text.encode()) + attachments_size(attachments)
+    return text_size(text, e2e) + attachments_size(attachments)
 
 
-async def edit_growth(store: ReadStore, tenant_id: str, channel_id: str, message_id: str, text: str) -> int:
+async def edit_growth(
+    store: ReadStore, tenant_id: str, channel_id: str, message_id: str, text: str, e2e: object = None
+) -> int:
     """What an edit to ``text`` would add to the stored bytes: one read of the message's usage
     document (0 if the read model does not know the message, or it is deleted)."""
     doc = await store.get("usage_messages", tenant_id, f"{channel_id}/{message_id}")
     if doc is None or doc.get("deleted_at"):
         return 0
-    return len(text.encode()) - int(doc.get("text_bytes") or 0)
+    return text_size(text, e2e) - int(doc.get("text_bytes") or 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,8 @@ from commands import snapshots
 from domain import devices, errors, user
 from domain.base import Command, Unchanged
 from domain.events import EVENT_TYPES, DomainEvent, IdentityKeyChanged, OneTimePrekeyClaimed, UserRegistered
+from projections.usage import posted_bytes
+from projections.usage.projection import text_size
 
 DEVICE_IDS = ["phone", "laptop", "tablet"]
 IDENTITIES = ["ik-a", "ik-b"]
@@ -132,3 +135,17 @@ def apply(state: user.UserState, command: Command) -> list[DomainEvent]:
     for event in decision:
         user.evolve(state, through_log(event))
     return decision
+
+
+@settings(max_examples=50, deadline=None)
+@given(bodies=st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=4))
+def test_an_envelope_counts_in_the_stored_bytes_as_its_json(bodies: list[bytes]) -> None:
+    """An e2e message has no text: its envelope is what it stores (docs/meters.md), measured the
+    same way before the write (the quota) and by the usage projection (the meter)."""
+    sealed = {
+        "sender_device": "d",
+        "ciphertexts": [{"user_id": "u", "device_id": "d", "body": b.hex()} for b in bodies],
+    }
+    size = len(orjson.dumps(sealed))
+    assert posted_bytes("", [], sealed) == size == text_size("", sealed)
+    assert posted_bytes("hé", []) == 3
