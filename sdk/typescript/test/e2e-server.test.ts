@@ -153,6 +153,13 @@ test("one-time prekeys: each bundle fetch hands one out once, the device tops th
   stop();
   ws.close();
 
+  // a removed device is not brought back behind the app's back
+  const gone = await device(t, "dora", "d2");
+  await gone.unregister();
+  await assert.rejects(gone.topUpPrekeys(), (e: unknown) => e instanceof CaasError && e.code === "device_not_found");
+  await gone.register();
+  assert.ok((await gone.topUpPrekeys()) > 0);
+
   // a rotated signed prekey is what the next bundle carries
   await dora.rotateSignedPrekey();
   const r = await fetch(`${t.url}/v1/users/dora/devices/d1/bundle`, { method: "POST", headers: { authorization: `Bearer ${t.apiKey}` } });

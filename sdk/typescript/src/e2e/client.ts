@@ -110,8 +110,8 @@ export class E2eClient {
   private async topUpNow(minimum: number): Promise<number> {
     const mine = (await this.devices(this.device.userId)).find((d) => d.device_id === this.device.deviceId);
     if (mine === undefined) {
-      await this.register(); // the server forgot the device (removed): register it again
-      return this.batch;
+      // removed (from another device, or by the tenant): registering again is the app's decision
+      throw new CaasError("device_not_found", `device ${this.device.deviceId} of ${this.device.userId} is not registered: register() it again`);
     }
     if (mine.one_time_prekeys_left >= minimum) return mine.one_time_prekeys_left;
     const keys: WirePrekey[] = this.device.newOneTimePrekeys(this.batch);
@@ -129,7 +129,7 @@ export class E2eClient {
     });
   }
 
-  /** Remove this device from the server (`DELETE …/devices/{device_id}`). */
+  /** Remove this device from the server (`DELETE …/devices/{device_id}`); `register()` brings it back. */
   async unregister(): Promise<void> {
     await this.request("DELETE", this.devicePath());
   }
