@@ -9,10 +9,12 @@ prekey a bundle fetch hands out: once, on every backend.
 from __future__ import annotations
 
 import base64
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,6 +28,8 @@ from domain import devices, errors
 from domain.base import Command
 from domain.events import stream_name
 from domain.user import UserState
+
+B = TypeVar("B", bound=BaseModel)
 
 
 def verify_signed_prekey(identity_key: str, spk: schemas.SignedPrekey) -> None:
@@ -82,51 +86,60 @@ def _signed(spk: schemas.SignedPrekey) -> devices.SignedPrekey:
     return devices.SignedPrekey(key_id=spk.key_id, public_key=spk.public_key, signature=spk.signature)
 
 
-async def put_device(request: Request) -> Response:
+@dataclass(frozen=True, slots=True)
+class _Managed:
+    """A request that manages one of a user's devices, parsed and allowed."""
+
+    who: Principal
+    user_id: str
+    device_id: str
+    raw: bytes
+    state: UserState  # the user's, before the command
+
+
+async def _managing(request: Request, model: type[B]) -> tuple[_Managed, B]:
+    """Authenticate, parse the body as ``model``, then check the caller manages the user's devices."""
     who = await principal(request, "tenant", "user")
     user_id, device_id = _path(request, "user_id"), _path(request, "device_id")
     raw = await raw_body(request)
-    data = await body(request, schemas.PutDevice, raw)
+    data = await body(request, model, raw)
     _owner(who, user_id)
+    return _Managed(who, user_id, device_id, raw, await _user(request, who, user_id)), data
+
+
+async def _decide(request: Request, m: _Managed, command: Command, *, created: bool = False) -> Response:
+    outcome = await _run(request, m.who, m.user_id, command, m.raw)
+    return _written(outcome, m.user_id, m.device_id, created=created)
+
+
+async def put_device(request: Request) -> Response:
+    m, data = await _managing(request, schemas.PutDevice)
     verify_signed_prekey(data.identity_key, data.signed_prekey)
-    state = await _user(request, who, user_id)
-    new = device_id not in devices.live(state.devices)
     command = devices.RegisterDevice(
-        device_id=device_id,
+        device_id=m.device_id,
         identity_key=data.identity_key,
         signed_prekey=_signed(data.signed_prekey),
         one_time_prekeys=_prekeys(data.one_time_prekeys),
     )
-    outcome = await _run(request, who, user_id, command, raw)
-    return _written(outcome, user_id, device_id, created=new)
+    return await _decide(request, m, command, created=m.device_id not in devices.live(m.state.devices))
 
 
 async def add_prekeys(request: Request) -> Response:
-    who = await principal(request, "tenant", "user")
-    user_id, device_id = _path(request, "user_id"), _path(request, "device_id")
-    raw = await raw_body(request)
-    data = await body(request, schemas.AddPrekeys, raw)
-    _owner(who, user_id)
-    await _user(request, who, user_id)
-    command = devices.AddOneTimePrekeys(device_id=device_id, one_time_prekeys=_prekeys(data.one_time_prekeys))
-    return _written(await _run(request, who, user_id, command, raw), user_id, device_id, created=True)
+    m, data = await _managing(request, schemas.AddPrekeys)
+    command = devices.AddOneTimePrekeys(device_id=m.device_id, one_time_prekeys=_prekeys(data.one_time_prekeys))
+    return await _decide(request, m, command, created=True)
 
 
 async def rotate_signed_prekey(request: Request) -> Response:
-    who = await principal(request, "tenant", "user")
-    user_id, device_id = _path(request, "user_id"), _path(request, "device_id")
-    raw = await raw_body(request)
-    data = await body(request, schemas.SignedPrekey, raw)
-    _owner(who, user_id)
-    state = await _user(request, who, user_id)
-    device = devices.live(state.devices).get(device_id)
+    m, data = await _managing(request, schemas.SignedPrekey)
+    device = devices.live(m.state.devices).get(m.device_id)
     if device is None:
-        raise errors.DeviceNotFound(f"no device {device_id!r} of user {user_id!r}", device_id=device_id)
+        raise errors.DeviceNotFound(f"no device {m.device_id!r} of user {m.user_id!r}", device_id=m.device_id)
     verify_signed_prekey(device.identity_key, data)
     command = devices.RotateSignedPrekey(
-        device_id=device_id, signed_prekey=_signed(data), signed_by=device.identity_key
+        device_id=m.device_id, signed_prekey=_signed(data), signed_by=device.identity_key
     )
-    return _written(await _run(request, who, user_id, command, raw), user_id, device_id)
+    return await _decide(request, m, command)
 
 
 async def remove_device(request: Request) -> Response:

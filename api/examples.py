@@ -9,6 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 WRITTEN: dict[str, Any] = {"event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b", "position": 1017, "seq": 42}
+# A device's real keys (the signature verifies), as PUT /v1/users/{user_id}/devices/{device_id} takes them
+IDENTITY_KEY = "24G+77ymTiXzFi/W9V1r/OtwdD92wwZbLBMlAE+LqAI="
+SIGNED_PREKEY = {
+    "key_id": 1,
+    "public_key": "kYq/KIUfZOp1Uftbe8R1fyYGhmOU/N8bQDXIsWVBTB0=",
+    "signature": "qDFhuaNzwpH94OTficXDi1HeizwawIxTtsQzOs41UpD1AQ99CdHfJ2oRUT9Lp5j24jYumNunZzMZFD8Dh00sCg==",
+}
+ONE_TIME_PREKEYS = [
+    {"key_id": 1, "public_key": "BQ83b4Wq6aV2WObUBKr1MZxzTkGIhkMARocKbvsH9Hg="},
+    {"key_id": 2, "public_key": "ga34l5CS2TIRkGJ8WdCikLVZ7dY5lLgSXxLQCLMR+zY="},
+]
+BUNDLE = {"user_id": "bob", "device_id": "phone", "identity_key": IDENTITY_KEY, "signed_prekey": SIGNED_PREKEY,
+          "one_time_prekey": ONE_TIME_PREKEYS[0]}  # fmt: skip
 
 REQUESTS: dict[str, dict[str, Any]] = {
     "create_tenant": {"name": "Acme"},
@@ -26,6 +39,9 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "mute": {"user_id": "bob", "until": "2026-01-02T00:00:00Z"},
     "ban": {"user_id": "mallory", "reason": "spam"},
     "put_plan": {"plan": "pro"},
+    "put_device": {"identity_key": IDENTITY_KEY, "signed_prekey": SIGNED_PREKEY, "one_time_prekeys": ONE_TIME_PREKEYS},
+    "add_prekeys": {"one_time_prekeys": ONE_TIME_PREKEYS[1:]},
+    "rotate_signed_prekey": SIGNED_PREKEY,
 }
 
 RESPONSES: dict[str, dict[str, Any]] = {
@@ -55,6 +71,9 @@ RESPONSES: dict[str, dict[str, Any]] = {
         "channels": [{"channel_id": "news", "messages": 3, "replies": 0},
                      {"channel_id": "help", "messages": 2, "replies": 1}],
     },
+    "put_device": {**WRITTEN, "user_id": "bob", "device_id": "phone"},
+    "claim_bundle": BUNDLE,
+    "claim_bundles": {"bundles": [BUNDLE]},
 }  # fmt: skip
 
 ERROR: dict[str, Any] = {

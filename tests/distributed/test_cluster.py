@@ -7,7 +7,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,6 @@ from tests.support import ADMIN, Server, Tenant, bearer
 pytestmark = pytest.mark.kafka
 
 WAIT = 20.0  # bound for any single expected frame or replica catch-up
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(Path(tmp_path_factory.mktemp("caas-cluster")), partitions=2)
-    try:
-        cluster.start(workers=2, nodes=2)
-        for node in cluster.nodes:
-            Cluster.wait_ready(node.url)
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,56 +6,24 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.cluster import Cluster
-from tests.distributed.test_cluster import recv, ws_connect
+from tests.distributed.test_cluster import user, ws_connect
+from tests.e2e.test_devices import frame_of_type
 from tests.e2e_keys import Device
 from tests.support import ADMIN, Server, Tenant, bearer
 
 pytestmark = pytest.mark.kafka
-
-WAIT = 30.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(Path(tmp_path_factory.mktemp("caas-devices")), partitions=2)
-    try:
-        cluster.start(workers=2, nodes=2)
-        for node in cluster.nodes:
-            Cluster.wait_ready(node.url)
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 async def tenant_on(http: httpx.AsyncClient, node: Server) -> Tenant:
     r = await http.post(f"{node.url}/v1/tenants", json={"name": "devices"}, headers=bearer(ADMIN))
     assert r.status_code == 201, r.text
     return Tenant(node.url, r.json()["tenant_id"], r.json()["api_key"])
-
-
-async def user(http: httpx.AsyncClient, node: Server, tenant: Tenant, user_id: str) -> str:
-    r = await http.put(f"{node.url}/v1/users/{user_id}", json={"name": user_id}, headers=tenant.headers())
-    assert r.status_code in (200, 201), r.text
-    r = await http.post(f"{node.url}/v1/users/{user_id}/tokens", json={}, headers=tenant.headers())
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
-
-
-async def frame_of_type(ws: Any, kind: str) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while True:
-        frame = await recv(ws, timeout=max(deadline - loop.time(), 0.01))
-        if frame["type"] == kind:
-            return frame
 
 
 async def test_twenty_clients_on_two_nodes_never_get_the_same_one_time_prekey(cluster: Cluster) -> None:
