@@ -181,7 +181,8 @@ def _add(devices: DeviceMap, version: int, c: AddOneTimePrekeys) -> Decision:
         raise errors.PrekeyReused(
             f"one-time prekey {clash[0]} is already in the pool with another public key", key_ids=clash[:10]
         )
-    _check_new_prekeys(device, c.one_time_prekeys, len(device.prekeys))
+    already = len(c.one_time_prekeys) - len(new)  # in the pool already: a retry counts them once
+    _check_new_prekeys(device, c.one_time_prekeys, len(device.prekeys) - already)
     if not new:  # every key is in the pool already: a retry
         return Unchanged(device.seq)
     return [OneTimePrekeysAdded(device_id=c.device_id, one_time_prekeys=[k.model_dump() for k in new])]

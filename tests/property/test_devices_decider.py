@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,3 +150,24 @@ def test_an_envelope_counts_in_the_stored_bytes_as_its_json(bodies: list[bytes])
     size = len(orjson.dumps(sealed))
     assert posted_bytes("", [], sealed) == size == text_size("", sealed)
     assert posted_bytes("hé", []) == 3
+
+
+def test_a_full_pool_takes_a_retry_but_no_new_key() -> None:
+    state, _ = registered()
+    spk = devices.SignedPrekey(key_id=1, public_key="s", signature="sig")
+    apply(state, devices.RegisterDevice(device_id="phone", identity_key="ik", signed_prekey=spk))
+    uploads = [
+        [
+            devices.OneTimePrekey(key_id=n, public_key=f"p{n}")
+            for n in range(start, start + devices.MAX_PREKEYS_PER_UPLOAD)
+        ]
+        for start in range(0, devices.MAX_PREKEYS, devices.MAX_PREKEYS_PER_UPLOAD)
+    ]
+    for keys in uploads:
+        apply(state, devices.AddOneTimePrekeys(device_id="phone", one_time_prekeys=keys))
+    assert len(state.devices["phone"].prekeys) == devices.MAX_PREKEYS
+    retry = user.decide(state, devices.AddOneTimePrekeys(device_id="phone", one_time_prekeys=uploads[-1]))
+    assert isinstance(retry, Unchanged)
+    extra = [devices.OneTimePrekey(key_id=devices.MAX_PREKEYS, public_key="late")]
+    with pytest.raises(errors.TooManyPrekeys):
+        user.decide(state, devices.AddOneTimePrekeys(device_id="phone", one_time_prekeys=extra))
