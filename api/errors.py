@@ -35,6 +35,7 @@ ErrorCode = Literal[
     "rate_limited",
     "internal",
     "unavailable",
+    "policy_denied",
 ]
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 STATUS: dict[ErrorCode, int] = {
@@ -51,6 +52,7 @@ STATUS: dict[ErrorCode, int] = {
     "rate_limited": 429,
     "internal": 500,
     "unavailable": 503,
+    "policy_denied": 403,  # a tenant ABAC policy refuses: details.policy_id names it (docs/abac.md)
 }
 
 
@@ -70,7 +72,10 @@ class ApiError(Exception):
 
 
 def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> bytes:
-    return orjson.dumps({"error": {"code": code, "message": message, "details": details or {}}})
+    error: dict[str, Any] = {"code": code, "message": message, "details": details or {}}
+    if code == "policy_denied":  # the refusing policy, also beside the code (docs/abac.md)
+        error["policy_id"] = error["details"].get("policy_id")
+    return orjson.dumps({"error": error})
 
 
 def error_response(error: ApiError) -> Response:
