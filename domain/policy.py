@@ -99,16 +99,22 @@ def actions() -> tuple[str, ...]:
     return (*found, *QUERY_ACTIONS)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Policy:
-    """One validated policy; ``test`` is its condition, compiled."""
+    """One validated policy. Its condition is compiled once, as it is built (also from a
+    snapshot of the tenant's state): ``test`` is not a field, so snapshots hold the JSON only."""
 
     policy_id: str
     effect: Effect
     actions: frozenset[str]
     condition: Any
     description: str
-    test: Test
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test", _compile(self.condition, "condition", 0, [MAX_NODES]))
+
+    def test(self, attributes: Attributes) -> bool:  # replaced per instance by the compiled condition
+        raise NotImplementedError
 
     def applies_to(self, action: str) -> bool:
         return "*" in self.actions or action in self.actions
@@ -186,10 +192,7 @@ def parse_policy(
     size = len(json.dumps(document, separators=(",", ":")).encode())
     if size > MAX_POLICY_BYTES:
         raise errors.PolicyInvalid(f"a policy is at most {MAX_POLICY_BYTES} bytes of JSON ({size} given)")
-    budget = [MAX_NODES]
-    test = _compile(condition, "condition", 0, budget)
-    return Policy(policy_id, "deny" if effect == "deny" else "allow", frozenset(actions_given), condition,
-                  description, test)  # fmt: skip
+    return Policy(policy_id, "deny" if effect == "deny" else "allow", frozenset(actions_given), condition, description)
 
 
 def _invalid(where: str, message: str) -> errors.PolicyInvalid:

@@ -112,7 +112,7 @@ class TenantState:
     key_sessions: dict[str, dict[str, bool]] = field(default_factory=dict)
     policies: dict[str, policy.Policy] = field(default_factory=dict)  # ABAC (docs/abac.md)
     policy_seqs: dict[str, int] = field(default_factory=dict)  # each policy's PolicySet seq
-    ordered_policies: tuple[policy.Policy, ...] = ()  # by policy_id: the order evaluation judges them
+    ordered_policies: list[policy.Policy] = field(default_factory=list)  # by policy_id: as evaluation judges them
 
     @property
     def verifying_keys(self) -> list[str]:
@@ -233,11 +233,11 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
                 event.policy_id, event.effect, event.actions, event.condition, event.description, known_actions=False
             )
             state.policy_seqs[event.policy_id] = state.version
-            state.ordered_policies = tuple(state.policies[k] for k in sorted(state.policies))
+            state.ordered_policies = [state.policies[k] for k in sorted(state.policies)]
         case PolicyDeleted():
             state.policies.pop(event.policy_id, None)
             state.policy_seqs.pop(event.policy_id, None)
-            state.ordered_policies = tuple(state.policies[k] for k in sorted(state.policies))
+            state.ordered_policies = [state.policies[k] for k in sorted(state.policies)]
     return state
 
 
