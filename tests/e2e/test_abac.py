@@ -179,7 +179,8 @@ def test_queries_are_denied(server: Server, client: httpx.Client, tenant: Tenant
     for path in ("/v1/events", "/v1/users", "/v1/channels/c1/members"):
         assert_denied(client.get(f"{tenant.url}{path}", headers=tenant.headers()), "no-key-reads")
     # and minting a suspended user's token (its target)
-    set_policy(client, tenant, "no-tokens", actions=["mint_token"], condition={"eq": ["target.metadata.suspended", True]})
+    suspended = {"eq": ["target.metadata.suspended", True]}
+    set_policy(client, tenant, "no-tokens", actions=["mint_token"], condition=suspended)
     r = client.post(f"{tenant.url}/v1/users/ann/tokens", json={}, headers=tenant.headers())
     assert_denied(r, "no-tokens")
 
