@@ -76,13 +76,19 @@ class PolicyGate:
         tenant: TenantState = await self.commands.tenant(tenant_id)
         if not tenant.ordered_policies or action in policy.EXEMPT_ACTIONS:
             return
+        applicable = [p for p in tenant.ordered_policies if p.applies_to(action)]
+        if not applicable:
+            return
+        reads = frozenset().union(*(p.roots for p in applicable))  # gather only what they read
         acting = actor_id if kind == "user" else user_id
-        if channel is None and channel_id is not None:
+        if channel is None and channel_id is not None and ("channel" in reads or "user" in reads):
             channel = await self.commands.channel(tenant_id, channel_id)
-        attributes: dict[str, Any] = {"action": action, "principal": {"kind": kind}, "time": self._time()}
-        if acting is not None:
+        attributes: dict[str, Any] = {"action": action, "principal": {"kind": kind}}
+        if "time" in reads:
+            attributes["time"] = self._time()
+        if acting is not None and "user" in reads:
             attributes["user"] = await self._user(tenant_id, acting, channel)
-        if target_id is not None:
+        if target_id is not None and "target" in reads:
             target = await self.commands.user(tenant_id, target_id)
             attributes["target"] = {"id": target_id, "metadata": target.metadata}
         if isinstance(channel, ChannelState):
@@ -91,7 +97,7 @@ class PolicyGate:
                                          "name": channel.name}  # fmt: skip
         elif channel is not None:
             attributes["channel"] = channel
-        denial = policy.evaluate(tenant.ordered_policies, action, attributes)
+        denial = policy.evaluate(applicable, action, attributes)
         if denial is not None:
             raise errors.PolicyDenied(
                 f"policy {denial.policy_id!r} refuses {action}"

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from domain import errors
 
@@ -78,6 +78,7 @@ COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 OPERATORS = ("all", "any", "not", *COMPARISONS, "in", "exists")
 
 
+@cache
 def action_name(command_type: type) -> str:
     """A command's action: its class name in snake case (``PostMessage`` → ``post_message``)."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", command_type.__name__).lower()
@@ -112,6 +113,11 @@ class Policy:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "test", _compile(self.condition, "condition", 0, [MAX_NODES]))
+        object.__setattr__(self, "roots", frozenset(_roots(self.condition)))
+
+    # the attribute roots its condition reads ("user", "channel", "time"…): a request gathers
+    # only the attributes its applicable policies read (set per instance, like ``test``)
+    roots: ClassVar[frozenset[str]] = frozenset()
 
     def test(self, attributes: Attributes) -> bool:  # replaced per instance by the compiled condition
         raise NotImplementedError
@@ -193,6 +199,25 @@ def parse_policy(
     if size > MAX_POLICY_BYTES:
         raise errors.PolicyInvalid(f"a policy is at most {MAX_POLICY_BYTES} bytes of JSON ({size} given)")
     return Policy(policy_id, "deny" if effect == "deny" else "allow", frozenset(actions_given), condition, description)
+
+
+def _roots(node: Any) -> Iterable[str]:
+    """The roots of the attribute paths a (valid) condition names."""
+    if not isinstance(node, dict):
+        return
+    for op, arg in node.items():
+        if op in ("all", "any"):
+            for part in arg:
+                yield from _roots(part)
+        elif op == "not":
+            yield from _roots(arg)
+        elif op == "exists":
+            yield arg.split(".")[0]
+        else:
+            yield arg[0].split(".")[0]
+            for operand in arg[1] if op == "in" else [arg[1]]:
+                if isinstance(operand, dict):
+                    yield operand["attr"].split(".")[0]
 
 
 def _invalid(where: str, message: str) -> errors.PolicyInvalid:
@@ -282,11 +307,12 @@ MISSING: Any = _Missing()
 
 
 def resolve(attributes: Attributes, path: tuple[str, ...]) -> Any:
-    """The attribute at ``path``, or :data:`MISSING`."""
+    """The attribute at ``path``, or :data:`MISSING` (attributes are JSON: dicts all the way)."""
     value: Any = attributes
     for part in path:
-        if not isinstance(value, Mapping):
-            return MISSING
+        if type(value) is not dict:
+            if not isinstance(value, Mapping):
+                return MISSING
         value = value.get(part, MISSING)
         if value is MISSING:
             return MISSING
@@ -297,8 +323,14 @@ def _value(attributes: Attributes, operand: Operand) -> Any:
     return resolve(attributes, operand[1]) if operand[0] == "attr" else operand[1]
 
 
+_PLAIN_KINDS = {str: "str", int: "number", float: "number", bool: "bool", type(None): "null"}
+
+
 def _kind(value: Any) -> str:
     """Values compare only within a kind: booleans are not numbers here."""
+    found = _PLAIN_KINDS.get(type(value))
+    if found is not None:
+        return found
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int | float):
@@ -361,6 +393,15 @@ def _in(path: tuple[str, ...], operands: tuple[Operand, ...]) -> Test:
 
 
 def _compare(op: str, path: tuple[str, ...], operand: Operand) -> Test:
+    if operand[0] == "value" and op in ("eq", "ne"):  # the common case: an attribute against a constant
+        constant, kind, negate = operand[1], _kind(operand[1]), op == "ne"
+
+        def against(attributes: Attributes) -> bool:
+            value = resolve(attributes, path)
+            same = value is not MISSING and _kind(value) == kind and equal(value, constant)
+            return same != negate
+
+        return against
     if op == "eq":
         return lambda attributes: equal(resolve(attributes, path), _value(attributes, operand))
     if op == "ne":

@@ -7,6 +7,8 @@ HTTP message post, and how long a policy takes to reach another API node.
   policy that holds): every post judges all ten. Rounds alternate the two loads on the same
   server; the figures are the medians of the same-round ratios of CPU time per post and of
   throughput. Beside them, one evaluation of the ten policies in process (µs).
+  The same two tenants in process (the ASGI app driven directly, 32 concurrent posters): the
+  process's CPU time per post, the steadier figure on a loaded machine.
 - **Propagation** (``--kafka``): a cluster of one worker and two API nodes on the test Kafka
   broker and MongoDB-wire server. Each trial sets a deny policy through node A and polls node
   B with a read the policy refuses until it answers 403; the delay runs from A's acknowledgement
@@ -19,6 +21,7 @@ HTTP message post, and how long a policy takes to reach another API node.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import tempfile
 import time
@@ -29,7 +32,7 @@ import httpx
 import orjson
 
 from domain import policy
-from tests.perf.bench_http import CHANNELS, USERS, measure, requests
+from tests.perf.bench_http import CHANNELS, TEXT, USERS, measure, requests
 from tests.perf.common import Chat, Workdir, figure, log, machine, make_chat, percentiles, start_caas, uncapped
 
 TARGET_COST_PCT = 5.0  # ours: ten policies cost under 5 % of a post's CPU time
@@ -78,6 +81,94 @@ def evaluation_us() -> float:
             policy.evaluate(parsed, "post_message", attributes)
         best = min(best, (time.perf_counter() - started) / 20_000 * 1e6)
     return round(best, 2)
+
+
+async def _asgi(app: Any, method: str, path: str, token: str, body: Any = None) -> Any:
+    """One request to the app, straight through ASGI (no server, no client in the process's way)."""
+    headers = [(b"authorization", b"Bearer " + token.encode()), (b"content-type", b"application/json")]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}  # fmt: skip
+    sent, answer = False, []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": orjson.dumps(body) if body is not None else b"", "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        answer.append(message.get("status", message.get("body", b"")))
+
+    await app(scope, receive, send)
+    status, data = answer[0], b"".join(answer[1:])
+    assert status < 300, (path, status, data)
+    return orjson.loads(data) if data else None
+
+
+async def _in_process(rounds: int, posts: int) -> dict[str, list[float]]:
+    from api.app import create_app
+    from api.settings import Settings
+    from tests.perf.common import UNCAPPED_PLANS
+    from tests.support import UNLIMITED
+
+    found: dict[str, list[float]] = {"none": [], "ten": []}
+    with Workdir() as work:
+        (work / "plans.toml").write_text(UNCAPPED_PLANS)
+        env = {"CAAS_DATA_DIR": str(work / "data"), "CAAS_ADMIN_TOKEN": "admin", "CAAS_LOG_LEVEL": "warning",
+               "CAAS_PLANS_FILE": str(work / "plans.toml"), **UNLIMITED}  # fmt: skip
+        app = create_app(Settings.from_env(env))
+        async with app.router.lifespan_context(app):
+            tokens: dict[str, list[str]] = {}
+            for name in found:
+                key = (await _asgi(app, "POST", "/v1/tenants", "admin", {"name": name}))["api_key"]
+                tokens[name] = []
+                for i in range(USERS):
+                    await _asgi(app, "PUT", f"/v1/users/u{i}", key, {"name": f"u{i}"})
+                    tokens[name].append((await _asgi(app, "POST", f"/v1/users/u{i}/tokens", key, {}))["token"])
+                members = [f"u{i}" for i in range(USERS)]
+                for c in range(CHANNELS):
+                    await _asgi(app, "POST", "/v1/channels", key, {"channel_id": f"c{c}", "name": f"c{c}",
+                                                                  "members": members})  # fmt: skip
+                if name == "ten":
+                    for i, doc in enumerate(TEN_POLICIES):
+                        await _asgi(app, "PUT", f"/v1/policies/p{i}", key, doc)
+
+            async def poster(name: str, n: int, k: int) -> None:
+                for j in range(n):
+                    path = f"/v1/channels/c{(k * 7 + j) % CHANNELS}/messages"
+                    await _asgi(app, "POST", path, tokens[name][(k + j) % USERS], {"text": TEXT})
+
+            for name in found:  # warm up
+                await asyncio.gather(*(poster(name, 10, k) for k in range(32)))
+            for r in range(rounds):
+                for name in ("none", "ten") if r % 2 == 0 else ("ten", "none"):
+                    cpu = time.process_time()
+                    await asyncio.gather(*(poster(name, posts // 32, k) for k in range(32)))
+                    found[name].append(round((time.process_time() - cpu) / (posts // 32 * 32) * 1e6, 1))
+                    log(f"abac: in process, round {r + 1} {name} {found[name][-1]} us/post")
+    return found
+
+
+def in_process(rounds: int, posts: int) -> dict[str, Any]:
+    found = asyncio.run(_in_process(rounds, posts))
+    ratio = statistics.median(t / n for t, n in zip(found["ten"], found["none"], strict=True))
+    base = statistics.median(found["none"])
+    return {
+        "cpu_us_per_post": found,
+        "figures": [
+            figure(
+                "abac_ten_policies_in_process_cpu_per_post_cost_pct",
+                round((ratio - 1) * 100, 2),
+                "%",
+                target=TARGET_COST_PCT,
+                higher_is_better=False,
+                limit=f"the same process's tenant without policies: {base} us per post (median), {posts} posts",
+            ),
+        ],
+    }
 
 
 def hot_path(rounds: int, seconds: float, connections: int) -> dict[str, Any]:
@@ -227,8 +318,11 @@ def main() -> None:
     p.add_argument("--kafka", action="store_true", help="also measure propagation between two API nodes")
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--skip-http", action="store_true")
+    p.add_argument("--posts", type=int, default=3200, help="posts a round in process (0: skip)")
     args = p.parse_args()
     out: dict[str, Any] = {"machine": machine()}
+    if args.posts:
+        out["in_process"] = in_process(args.rounds, args.posts)
     if not args.skip_http:
         out["hot_path"] = hot_path(args.rounds, args.seconds, args.connections)
     if args.kafka:
