@@ -310,9 +310,8 @@ def resolve(attributes: Attributes, path: tuple[str, ...]) -> Any:
     """The attribute at ``path``, or :data:`MISSING` (attributes are JSON: dicts all the way)."""
     value: Any = attributes
     for part in path:
-        if type(value) is not dict:
-            if not isinstance(value, Mapping):
-                return MISSING
+        if type(value) is not dict and not isinstance(value, Mapping):
+            return MISSING
         value = value.get(part, MISSING)
         if value is MISSING:
             return MISSING

@@ -111,7 +111,7 @@ class TenantState:
     # each key's open session ids, oldest first: at most MAX_SESSIONS_PER_KEY, so evolving stays cheap
     key_sessions: dict[str, dict[str, bool]] = field(default_factory=dict)
     policies: dict[str, policy.Policy] = field(default_factory=dict)  # ABAC (docs/abac.md)
-    policy_seqs: dict[str, int] = field(default_factory=dict)  # each policy's PolicySet seq
+    policy_seqs: dict[str, int] = field(default_factory=dict)  # each policy's last PolicySet or PolicyDeleted
     ordered_policies: list[policy.Policy] = field(default_factory=list)  # by policy_id: as evaluation judges them
 
     @property
@@ -190,6 +190,8 @@ def decide(state: TenantState, command: Command) -> Decision:
         case DeletePolicy():
             _require(state)
             if command.policy_id not in state.policies:
+                if command.policy_id in state.policy_seqs:  # deleted already: a repeat records nothing
+                    return Unchanged(state.policy_seqs[command.policy_id])
                 raise errors.PolicyNotFound(f"no policy {command.policy_id!r}", policy_id=command.policy_id)
             return [PolicyDeleted(policy_id=command.policy_id)]
     raise TypeError(f"not a tenant command: {type(command).__name__}")
@@ -236,7 +238,7 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
             state.ordered_policies = [state.policies[k] for k in sorted(state.policies)]
         case PolicyDeleted():
             state.policies.pop(event.policy_id, None)
-            state.policy_seqs.pop(event.policy_id, None)
+            state.policy_seqs[event.policy_id] = state.version
             state.ordered_policies = [state.policies[k] for k in sorted(state.policies)]
     return state
 

@@ -47,7 +47,7 @@ class World:
 
     def path(self, api: Api, **override: str) -> str:
         values = {"key_id": self.key_id, "user_id": "bob", "cid": "c", "uid": "bob", "mid": self.mid, "emoji": "👍",
-                  "tenant_id": self.tenant.tenant_id, "webhook_id": "w-none"}  # fmt: skip
+                  "tenant_id": self.tenant.tenant_id, "webhook_id": "w-none", "policy_id": "p-none"}  # fmt: skip
         values.update(override)
         return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], api.path)
 
@@ -169,6 +169,7 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/webhooks"): {"url": "https://hooks.example/in"},
     ("PATCH", "/v1/webhooks/{webhook_id}"): {"enabled": True},
     ("POST", "/v1/webhooks/{webhook_id}/replay"): {"from_position": 0},
+    ("PUT", "/v1/policies/{policy_id}"): {"actions": ["typing"], "condition": False},
 }
 
 WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
@@ -210,6 +211,13 @@ WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
     ],
     ("PATCH", "/v1/webhooks/{webhook_id}"): [{"enabled": "yes"}, {"url": 3}, {"event_types": []}],
     ("POST", "/v1/webhooks/{webhook_id}/replay"): [{"from_position": -1}, {"from_position": "1"}, {}],
+    ("PUT", "/v1/policies/{policy_id}"): [
+        {"actions": "typing"},
+        {"actions": ["typing"], "effect": "maybe"},
+        {"actions": ["fly"]},
+        {"actions": ["typing"], "condition": {"x": 1}},
+        {},
+    ],
 }
 
 MALFORMED = [b"{", b'{"text": "hi",}', b"[]", b'"text"', b"null", b"\xff\xfe", b"{'text': 'hi'}"]
