@@ -152,6 +152,11 @@ async def _in_process(rounds: int, posts: int) -> dict[str, list[float]]:
     return found
 
 
+def cost_figure(name: str, fraction: float, limit: str) -> dict[str, Any]:
+    """A cost of the ten policies, in percent, beside :data:`TARGET_COST_PCT`."""
+    return figure(name, round(fraction * 100, 2), "%", target=TARGET_COST_PCT, higher_is_better=False, limit=limit)
+
+
 def in_process(rounds: int, posts: int) -> dict[str, Any]:
     found = asyncio.run(_in_process(rounds, posts))
     ratio = statistics.median(t / n for t, n in zip(found["ten"], found["none"], strict=True))
@@ -159,13 +164,10 @@ def in_process(rounds: int, posts: int) -> dict[str, Any]:
     return {
         "cpu_us_per_post": found,
         "figures": [
-            figure(
+            cost_figure(
                 "abac_ten_policies_in_process_cpu_per_post_cost_pct",
-                round((ratio - 1) * 100, 2),
-                "%",
-                target=TARGET_COST_PCT,
-                higher_is_better=False,
-                limit=f"the same process's tenant without policies: {base} us per post (median), {posts} posts",
+                ratio - 1,
+                f"the same process's tenant without policies: {base} us per post (median), {posts} posts",
             ),
         ],
     }
@@ -216,22 +218,8 @@ def hot_path(rounds: int, seconds: float, connections: int) -> dict[str, Any]:
         "median": median,
         "rounds": results,
         "figures": [
-            figure(
-                "abac_ten_policies_cpu_per_post_cost_pct",
-                round((cpu - 1) * 100, 2),
-                "%",
-                target=TARGET_COST_PCT,
-                higher_is_better=False,
-                limit=limit,
-            ),
-            figure(
-                "abac_ten_policies_throughput_cost_pct",
-                round((1 - rps) * 100, 2),
-                "%",
-                target=TARGET_COST_PCT,
-                higher_is_better=False,
-                limit=limit,
-            ),
+            cost_figure("abac_ten_policies_cpu_per_post_cost_pct", cpu - 1, limit),
+            cost_figure("abac_ten_policies_throughput_cost_pct", 1 - rps, limit),
             figure(
                 "abac_ten_policies_evaluation_us",
                 evaluation,
