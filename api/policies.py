@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,6 +28,8 @@ from domain.events import Event, stream_name
 
 if TYPE_CHECKING:
     from api.socket_watch import SocketWatch
+
+log = structlog.get_logger("caas.abac")
 
 
 def gate(request: Request) -> PolicyGate:
@@ -149,6 +152,8 @@ class PolicyWatch:
                     await self.gate.check(tenant_id, "user", session.who.user_id, "subscribe", channel_id=cid)
                 except errors.PolicyDenied as exc:
                     session.policy_denied(cid, exc.message, exc.details)
+                except Exception:  # a read that failed: the next policy change judges it again
+                    log.exception("policy_recheck_failed", tenant_id=tenant_id, channel_id=cid)
 
     async def close(self) -> None:
         for task in list(self._checks):
