@@ -97,7 +97,7 @@ class PolicyGate:
                                          "name": channel.name}  # fmt: skip
         elif channel is not None:
             attributes["channel"] = channel
-        denial = policy.evaluate(applicable, action, attributes)
+        denial = policy.evaluate(applicable, action, attributes, applicable=True)
         if denial is not None:
             raise errors.PolicyDenied(
                 f"policy {denial.policy_id!r} refuses {action}"

@@ -145,16 +145,19 @@ class Denial:
     policy_ids: tuple[str, ...]
 
 
-def evaluate(policies: Iterable[Policy], action: str, attributes: Attributes) -> Denial | None:
+def evaluate(
+    policies: Iterable[Policy], action: str, attributes: Attributes, *, applicable: bool = False
+) -> Denial | None:
     """Deny-overrides: a deny policy of the action whose condition holds refuses; else, if the
     action has allow policies, one of them must hold; else the request is allowed. Policies are
     judged in ``policy_id`` order (the caller passes them sorted), so the denial is the same
-    on every node. Exempt actions are always allowed."""
+    on every node. Exempt actions are always allowed. ``applicable``: the caller passes only the
+    policies that apply to ``action``."""
     if action in EXEMPT_ACTIONS:
         return None
     allows: list[Policy] = []
     for policy in policies:
-        if not policy.applies_to(action):
+        if not applicable and not policy.applies_to(action):
             continue
         if policy.effect == "allow":
             allows.append(policy)
@@ -308,6 +311,13 @@ MISSING: Any = _Missing()
 
 def resolve(attributes: Attributes, path: tuple[str, ...]) -> Any:
     """The attribute at ``path``, or :data:`MISSING` (attributes are JSON: dicts all the way)."""
+    if len(path) == 2 and type(attributes) is dict:  # the common case: "user.id", "channel.e2e"
+        inner = attributes.get(path[0], MISSING)
+        return inner.get(path[1], MISSING) if type(inner) is dict else _walk(inner, path[1:])
+    return _walk(attributes, path)
+
+
+def _walk(attributes: Any, path: tuple[str, ...]) -> Any:
     value: Any = attributes
     for part in path:
         if type(value) is not dict and not isinstance(value, Mapping):
@@ -397,8 +407,12 @@ def _compare(op: str, path: tuple[str, ...], operand: Operand) -> Test:
 
         def against(attributes: Attributes) -> bool:
             value = resolve(attributes, path)
-            same = value is not MISSING and _kind(value) == kind and equal(value, constant)
-            return same != negate
+            if value is MISSING or _kind(value) != kind:
+                return negate
+            try:
+                return (value == constant) != negate
+            except Exception:  # a value of the tenant's metadata that cannot compare
+                return negate
 
         return against
     if op == "eq":

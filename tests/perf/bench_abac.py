@@ -161,9 +161,20 @@ def in_process(rounds: int, posts: int) -> dict[str, Any]:
     found = asyncio.run(_in_process(rounds, posts))
     ratio = statistics.median(t / n for t, n in zip(found["ten"], found["none"], strict=True))
     base = statistics.median(found["none"])
+    gate = asyncio.run(_gate_us())
     return {
         "cpu_us_per_post": found,
+        "gate_us_per_command": gate,
         "figures": [
+            figure(
+                "abac_gate_us_per_post_command_ten_policies",
+                gate["ten"],
+                "us",
+                target=10,
+                higher_is_better=False,
+                limit=f"the same gate for a tenant without policies: {gate['none']} us, "
+                f"beside {base} us of CPU per post in process",
+            ),
             cost_figure(
                 "abac_ten_policies_in_process_cpu_per_post_cost_pct",
                 ratio - 1,
@@ -171,6 +182,56 @@ def in_process(rounds: int, posts: int) -> dict[str, Any]:
             ),
         ],
     }
+
+
+async def _gate_us() -> dict[str, float]:
+    """The policy gate's time per post command (µs, best of 5 runs of 5,000), for a tenant with
+    no policies and one with the ten: the command side of the embedded backend, in process."""
+    from adapters.ids import utcnow, uuid7
+    from adapters.sqlite_log import SqliteEventLog
+    from commands.policies import PolicyGate
+    from commands.service import CommandEnvelope, CommandService
+    from domain import channel as ch
+    from domain import tenant, user
+    from domain.base import Actor
+    from domain.events import stream_name
+
+    found: dict[str, float] = {}
+    with Workdir() as work:
+        log_ = SqliteEventLog(work / "events.db")
+        await log_.start()
+        try:
+            service = CommandService(log_, clock=utcnow, new_id=uuid7)
+            gate = PolicyGate(service, utcnow)
+
+            async def run(tid: str, stream: str, command: Any, actor: str = "tenant:k") -> None:
+                await service.execute(CommandEnvelope(tid, stream_name(*stream.split(":")), command, actor=actor))
+
+            for name in ("none", "ten"):
+                await run(name, f"tenant:{name}", tenant.RegisterTenant(name=name, key_id="k", key_hash="h"), "admin:a")
+                await run(name, "user:u1", user.RegisterUser(name="u1"))
+                await run(name, "channel:c1", ch.CreateChannel(actor=Actor("tenant", "k"), name="c1", kind="group",
+                                                               members=["u1"]))  # fmt: skip
+                if name == "ten":
+                    for i, d in enumerate(TEN_POLICIES):
+                        command = tenant.SetPolicy(policy_id=f"p{i}", **d)
+                        await run(name, f"tenant:{name}", command)
+                post = CommandEnvelope(
+                    name,
+                    "channel:c1",
+                    ch.PostMessage(actor=Actor("user", "u1"), message_id="m", author_id="u1", text=TEXT, now="t"),
+                    actor="user:u1",
+                )
+                best = float("inf")
+                for _ in range(5):
+                    started = time.perf_counter()
+                    for _ in range(5000):
+                        await gate.check_command(post)
+                    best = min(best, (time.perf_counter() - started) / 5000 * 1e6)
+                found[name] = round(best, 2)
+        finally:
+            await log_.close()
+    return found
 
 
 def hot_path(rounds: int, seconds: float, connections: int) -> dict[str, Any]:
