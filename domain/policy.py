@@ -410,7 +410,7 @@ def _compare(op: str, path: tuple[str, ...], operand: Operand) -> Test:
             if value is MISSING or _kind(value) != kind:
                 return negate
             try:
-                return (value == constant) != negate
+                return bool(value == constant) != negate
             except Exception:  # a value of the tenant's metadata that cannot compare
                 return negate
 
