@@ -9,8 +9,9 @@ from the event topic on the Kafka backend, so a policy recorded on any node appl
 node as soon as its event arrives, and a tenant without policies costs one cached read.
 
 :class:`PolicyCommands` is the gate around the command side (composed in api/bootstrap.py):
-every command of a tenant key or an end user is judged before it is decided; the platform
-admin's and CAAS's own commands (``system:…``) are not.
+every command of a tenant key or an end user is judged before it is decided (a command its
+aggregate's own rules refuse gets that refusal first); the platform admin's and CAAS's own
+commands (``system:…``) are not.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from commands.repository import aggregate_of
 from commands.service import CommandEnvelope, Commands, CommandsAround, Outcome
 from domain import channel as ch
 from domain import errors, policy, user
@@ -171,5 +173,16 @@ class PolicyCommands(CommandsAround):
         self.gate = gate
 
     async def execute(self, envelope: CommandEnvelope) -> Outcome:
-        await self.gate.check_command(envelope)
+        try:
+            await self.gate.check_command(envelope)
+        except errors.PolicyDenied:
+            await self._rules_first(envelope)
+            raise
         return await self.inner.execute(envelope)
+
+    async def _rules_first(self, envelope: CommandEnvelope) -> None:
+        """RBAC and the aggregate's own rules answer first: a refused command that its aggregate
+        would refuse anyway (not a member, not the author, no such channel…) gets that refusal,
+        as it would without policies. Only on a denial: ``decide`` is pure, nothing is recorded."""
+        state = await self.inner.state(envelope.tenant_id, envelope.stream)
+        aggregate_of(envelope.stream).decide(state, envelope.command)

@@ -320,3 +320,15 @@ def test_policy_count_is_bounded(server: Server, client: httpx.Client, tenant: T
     assert r.json()["error"]["details"]["rule"] == "too_many_policies"
     # replacing an existing one is still fine
     set_policy(client, tenant, "p000", actions=["post_message"], condition=True)
+
+
+def test_role_checks_answer_before_policies(server: Server, client: httpx.Client, tenant: Tenant) -> None:
+    ann = user(client, tenant, "ann")
+    user(client, tenant, "bob")
+    channel(client, tenant, "c1", ["bob"])
+    set_policy(client, tenant, "no-posts", actions=["post_message", "read_messages"], condition=True)
+    r = post(client, tenant, ann, "c1")  # ann is not a member: RBAC refuses first
+    assert r.status_code == 403 and r.json()["error"]["details"]["rule"] == "not_a_member", r.text
+    r = client.get(f"{tenant.url}/v1/channels/c1/messages", headers=bearer(ann))
+    assert r.status_code == 403 and r.json()["error"]["details"]["rule"] == "not_a_member", r.text
+    assert post(client, tenant, ann, "nowhere").status_code == 404
