@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from api.errors import ApiError
 from api.plumbing import engine, json, principal, wait_min_position
+from api.policies import authorize
 from domain.base import format_time
 from projections import analytics
 from projections.usage import RangeError
@@ -17,6 +18,7 @@ from projections.usage import RangeError
 
 async def get_analytics(request: Request) -> Response:
     who = await principal(request, "tenant")
+    await authorize(request, who, "read_analytics")
     q = request.query_params
     node = engine(request)
     try:

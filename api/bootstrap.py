@@ -27,12 +27,14 @@ from adapters.ids import short_id, utcnow, uuid7
 from adapters.memory_bus import MemoryBus
 from api.limits import Limits
 from api.observability import MeteredCommands, count_events, exposition, record_status
+from api.policies import PolicyWatch
 from api.settings import Settings
 from api.socket_watch import SocketWatch
 from api.tenant_metrics import TENANTS
 from commands.auth import Authenticator
 from commands.billing import Billing, UsageReporter, WebhookVerifier
 from commands.billing_sync import BillingSync, SyncReport
+from commands.policies import PolicyCommands, PolicyGate
 from commands.ports import EphemeralBus, EventHistory, EventLog, EventRow, Listener, event_row
 from commands.quotas import Adds, Quotas
 from commands.service import CommandEnvelope, Commands, CommandService, Outcome
@@ -683,11 +685,15 @@ class Engine:
     quotas: Quotas | Unlimited = field(init=False)
     timetravel: TimeTravel = field(init=False)  # ``as_of`` on the channel routes
     deliveries: Dispatcher | None = field(init=False, default=None)  # the webhook processor, if it runs here
+    policies: PolicyGate | None = None  # ABAC (docs/abac.md): the gate the command side is composed with
+    policy_watch: PolicyWatch = field(init=False)  # ends the subscriptions a changed policy refuses
     _billing_sync: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.node_id = self.backend.node_id
+        if self.policies is None:
+            self.policies = PolicyGate(self.service, self.clock)
         self.meter = Meter(
             self.service,
             self.node_id,
@@ -722,6 +728,7 @@ class Engine:
         )
         self.socket_watch = SocketWatch(self.auth, s.ws_stall_seconds, self.clock)
         self.notices.contacts = self.queries.contacts
+        self.policy_watch = PolicyWatch(self.socket_watch, self.policies)
         self.timetravel = TimeTravel(self.log.read_stream, budget=int(s.asof_cache_mb * 2**20))
         self.limits = Limits(
             user_writes=(s.rate_user_writes_per_second, s.rate_user_writes_burst),
@@ -760,6 +767,7 @@ class Engine:
                 self.socket_watch.on_events,
                 self.tails.publish,
                 self.notices.publish,
+                self.policy_watch.on_events,
             ]
         )
         await self.presence.start(await self.backend.durable_presence())
@@ -784,6 +792,7 @@ class Engine:
             await asyncio.gather(self._billing_sync, return_exceptions=True)
         await self.quotas.close()
         await self.socket_watch.close()
+        await self.policy_watch.close()
         await self.meter.close()  # records the last interval while the command path still runs
         await self.presence.close()
         await self.notices.close()
@@ -799,7 +808,11 @@ def build_engine(settings: Settings) -> Engine:
         secret_key=server_key(settings),
     )
     commands = tracing.TracedCommands(backend.commands) if tracing.ON else backend.commands
-    return Engine(settings, backend, MeteredCommands(commands), auth, ChatQueries(backend.store))
+    # every command of a tenant key or an end user passes the tenant's ABAC policies, judged on
+    # this node from its own view of the tenant (the replica on the Kafka backend): docs/abac.md
+    gate = PolicyGate(commands, utcnow)
+    service = MeteredCommands(PolicyCommands(commands, gate))
+    return Engine(settings, backend, service, auth, ChatQueries(backend.store), policies=gate)
 
 
 def build_dispatcher(

@@ -36,6 +36,7 @@ ErrorCode = Literal[
     "internal",
     "unavailable",
     "plaintext_in_e2e_channel",
+    "policy_denied",
 ]
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 STATUS: dict[ErrorCode, int] = {
@@ -53,6 +54,7 @@ STATUS: dict[ErrorCode, int] = {
     "internal": 500,
     "unavailable": 503,
     "plaintext_in_e2e_channel": 422,
+    "policy_denied": 403,  # a tenant ABAC policy refuses: details.policy_id names it (docs/abac.md)
 }
 # Domain rules answered with a code of their own rather than their category's (``details.rule`` is the same).
 RULE_CODES: dict[str, ErrorCode] = {"plaintext_in_e2e_channel": "plaintext_in_e2e_channel"}
@@ -74,7 +76,10 @@ class ApiError(Exception):
 
 
 def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> bytes:
-    return orjson.dumps({"error": {"code": code, "message": message, "details": details or {}}})
+    error: dict[str, Any] = {"code": code, "message": message, "details": details or {}}
+    if code == "policy_denied":  # the refusing policy, also beside the code (docs/abac.md)
+        error["policy_id"] = error["details"].get("policy_id")
+    return orjson.dumps({"error": error})
 
 
 def error_response(error: ApiError) -> Response:

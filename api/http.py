@@ -30,6 +30,7 @@ from api.plumbing import (
     wait_min_position,
     written,
 )
+from api.policies import authorize
 from commands.auth import Principal, new_api_key
 from commands.ports import Idempotency
 from commands.quotas import Adds
@@ -192,6 +193,7 @@ async def list_users(request: Request) -> Response:
     after = _after_user(request)
     limit = int_param(request, "limit", minimum=1, maximum=200) or 50
     await wait_min_position(request)
+    await authorize(request, who, "list_users")
     users = await engine(request).queries.users(who.tenant_id, prefix or "", after, limit)
     cursor = users[-1]["user_id"] if len(users) == limit else None
     return json({"users": users, "next_after": cursor})
@@ -244,6 +246,7 @@ async def create_token(request: Request) -> Response:
     if ttl > settings.max_token_ttl_seconds:
         raise ApiError("invalid_request", f"ttl_seconds is at most {settings.max_token_ttl_seconds}")
     await _require_users(request, who.tenant_id, [user_id])
+    await authorize(request, who, "mint_token", target_id=user_id)
     meter_write(request)
     token, expires = await engine(request).auth.mint(who.tenant_id, user_id, engine(request).clock(), ttl)
     return json({"token": token, "expires_at": format_time(expires)}, 201)
@@ -468,6 +471,7 @@ async def typing(request: Request) -> Response:
         raise errors.ChannelNotFound("no such channel")
     if uid not in state.members:
         raise errors.NotAMember(f"user {uid!r} is not a member of this channel", user_id=uid)
+    await authorize(request, who, "typing", channel=state, channel_id=cid, user_id=uid)
     sent = node.presence.typing(who.tenant_id, cid, uid)
     ttl = int(node.settings.typing_ttl_seconds * 1000)
     return json({"channel_id": cid, "user_id": uid, "sent": sent, "expires_in_ms": ttl}, 202)
@@ -508,13 +512,15 @@ async def unban(request: Request) -> Response:
 
 
 # --- queries -------------------------------------------------------------------------------
-async def _readable_channel(request: Request, who: Principal, cid: str) -> ch.ChannelState:
-    """The channel, if the caller may read it: a member, or the tenant."""
+async def _readable_channel(request: Request, who: Principal, cid: str, action: str) -> ch.ChannelState:
+    """The channel, if the caller may read it: a member, or the tenant; and the tenant's
+    policies allow ``action`` there (docs/abac.md)."""
     state = await engine(request).service.channel(who.tenant_id, cid)
     if not state.exists:
         raise errors.ChannelNotFound(f"no channel {cid!r}")
     if who.kind == "user" and who.user_id not in state.members:
         raise errors.NotAMember(f"user {who.user_id!r} is not a member of channel {cid!r}", user_id=who.user_id)
+    await authorize(request, who, action, channel=state, channel_id=cid)
     return state
 
 
@@ -522,6 +528,7 @@ async def list_channels(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     limit = int_param(request, "limit", minimum=1, maximum=200) or 50
     await wait_min_position(request)
+    await authorize(request, who, "list_channels")
     queries = engine(request).queries
     if who.kind == "user":
         channels = await queries.channels_of_user(who.tenant_id, who.user_id, limit)
@@ -576,7 +583,7 @@ async def get_channel(request: Request) -> Response:
     cid = _path(request, "cid")
     _as_of_asked(request, who)  # a malformed or forbidden as_of is refused before any wait
     await wait_min_position(request)
-    await _readable_channel(request, who, cid)
+    await _readable_channel(request, who, cid, "read_channel")
     queries, point = await _as_of(request, who, cid)
     found = await queries.channel(who.tenant_id, cid, who.user_id or None)
     if found is None:
@@ -592,7 +599,7 @@ async def list_members(request: Request) -> Response:
     after = _after_user(request)
     limit = int_param(request, "limit", minimum=1, maximum=200)
     await wait_min_position(request)
-    await _readable_channel(request, who, cid)
+    await _readable_channel(request, who, cid, "list_members")
     # one more than the page: whether there is a next one
     members = await engine(request).queries.member_details(
         who.tenant_id, cid, after, None if limit is None else limit + 1
@@ -610,7 +617,7 @@ async def list_messages(request: Request) -> Response:
     limit = int_param(request, "limit", minimum=1, maximum=200) or 50
     _as_of_asked(request, who)  # a malformed or forbidden as_of is refused before any wait
     await wait_min_position(request)
-    await _readable_channel(request, who, cid)
+    await _readable_channel(request, who, cid, "read_messages")
     queries, point = await _as_of(request, who, cid)
     messages, cursor = await queries.messages(who.tenant_id, cid, before_seq=before, after_seq=after, limit=limit)
     key = "next_after_seq" if after is not None else "next_before_seq"
@@ -625,7 +632,7 @@ async def get_thread(request: Request) -> Response:
     cid, mid = _path(request, "cid"), _path(request, "mid")
     limit = int_param(request, "limit", minimum=1, maximum=1000) or 200
     await wait_min_position(request)
-    state = await _readable_channel(request, who, cid)
+    state = await _readable_channel(request, who, cid, "read_messages")
     if mid not in state.messages:
         raise errors.MessageNotFound(f"no message {mid!r} in channel {cid!r}")
     replies = await engine(request).queries.thread(who.tenant_id, cid, mid, limit)
@@ -639,6 +646,7 @@ async def list_events(request: Request) -> Response:
     types = [t for t in request.query_params.get("types", "").split(",") if t]
     if engine(request).backend.events_projected:
         await wait_min_position(request)  # served by a read model (the event index), not the log
+    await authorize(request, who, "read_events")
     events = await engine(request).log.read_tenant(who.tenant_id, after_position=after, limit=limit, types=types)
     cursor = events[-1].position if len(events) == limit else None
     return json({"events": [e.model_dump() for e in events], "next_after_position": cursor})
@@ -654,6 +662,7 @@ async def get_presence(request: Request) -> Response:
     if bad:
         raise ApiError("invalid_request", f"user id {bad[0]!r} is not a valid id")
     node = engine(request)
+    await authorize(request, who, "read_presence")
     found = {}
     for user_id in user_ids:
         live = node.presence.snapshot(who.tenant_id, user_id)
@@ -667,7 +676,7 @@ async def get_presence(request: Request) -> Response:
 async def channel_presence(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     cid = _path(request, "cid")
-    state = await _readable_channel(request, who, cid)
+    state = await _readable_channel(request, who, cid, "read_presence")
     presence = engine(request).presence
     statuses = {uid: presence.snapshot(who.tenant_id, uid)["status"] for uid in state.members}
     online = sum(1 for s in statuses.values() if s != "offline")

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import analytics, billing, devices, examples, http, schemas, usage, webhooks
+from api import analytics, billing, devices, examples, http, policies, schemas, usage, webhooks
 from api.errors import ApiError
 from api.plumbing import MAX_INT
 
@@ -215,6 +215,15 @@ ROUTES: list[Api] = [
     Api("POST", "/v1/users/{user_id}/bundles", devices.claim_bundles,
         "Fetch the prekey bundles of every device of the user (one one-time prekey each, handed out once)",
         ("tenant", "user"), None, schemas.BundleList, idempotent=True),
+    Api("PUT", "/v1/policies/{policy_id}", policies.put_policy,
+        "Create or replace an ABAC policy (docs/abac.md); in force on every node within a second",
+        ("tenant",), schemas.PutPolicy, schemas.PolicyWritten, idempotent=True),
+    Api("GET", "/v1/policies", policies.list_policies, "The tenant's ABAC policies, and every action they may name",
+        ("tenant",), None, schemas.PolicyList),
+    Api("GET", "/v1/policies/{policy_id}", policies.get_policy, "An ABAC policy",
+        ("tenant",), None, schemas.Policy),
+    Api("DELETE", "/v1/policies/{policy_id}", policies.delete_policy, "Delete an ABAC policy",
+        ("tenant",), None, schemas.PolicyWritten),
     Api("GET", "/healthz", http.healthz, "The process is up"),
     Api("GET", "/readyz", http.readyz, "The backend is reachable; projection lag"),
 ]  # fmt: skip
@@ -279,6 +288,7 @@ TAGS: list[tuple[str, str, str]] = [  # (path prefix, tag, description); the fir
     ("/v1/usage", "billing", "Usage, bills, invoices, Stripe"),
     ("/v1/analytics", "analytics", "Tenant analytics: active users, posts, channels, reply times"),
     ("/v1/billing", "billing", "Usage, bills, invoices, Stripe"),
+    ("/v1/policies", "policies", "Attribute-based access control: the tenant's policies (docs/abac.md)"),
     ("/", "operations", "Health and readiness"),
 ]
 

@@ -391,6 +391,9 @@ class ErrorDetail(BaseModel):
     code: ErrorCode = Field(description="what went wrong; clients branch on it (and on details.rule)")
     message: str
     details: dict[str, Any]
+    policy_id: str | None = Field(
+        default=None, description="policy_denied only: the tenant policy that refused (docs/abac.md)"
+    )
 
 
 class ErrorBody(BaseModel):
@@ -689,3 +692,37 @@ class Bundle(BaseModel):
 
 class BundleList(BaseModel):
     bundles: list[Bundle] = Field(description="one per device of the user, in registration order")
+# --- ABAC policies (docs/abac.md) ----------------------------------------------------------
+class PutPolicy(BaseModel):
+    """A tenant policy: refuse (``deny``) or require (``allow``) the listed actions when its
+    condition holds (docs/abac.md: the condition language, actions and combining rule)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    effect: Literal["deny", "allow"] = Field(default="deny", description="deny (the default) or allow")
+    actions: list[str] = Field(
+        min_length=1, max_length=64, description="the action names it applies to (docs/abac.md), or ['*']"
+    )
+    condition: Any = Field(
+        default=True,
+        description='a JSON condition: true, false, {"all"|"any": [c…]}, {"not": c}, '
+        '{"eq"|"ne"|"lt"|"le"|"gt"|"ge": [path, operand]}, {"in": [path, [operand…]]}, {"exists": path}',
+    )
+    description: str = Field(default="", max_length=500)
+
+
+class Policy(BaseModel):
+    policy_id: str
+    effect: Literal["deny", "allow"]
+    actions: list[str]
+    condition: Any
+    description: str
+
+
+class PolicyList(BaseModel):
+    policies: list[Policy]
+    actions: list[str] = Field(description="every action a policy may name")
+
+
+class PolicyWritten(Written):
+    policy_id: str

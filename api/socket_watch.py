@@ -47,6 +47,10 @@ class SocketWatch:
             if not sessions:
                 del self._by_tenant[session.who.tenant_id]
 
+    def sessions(self, tenant_id: str) -> list[Session]:
+        """The tenant's open sockets on this node."""
+        return list(self._by_tenant.get(tenant_id, ()))
+
     def on_events(self, events: Sequence[Event]) -> None:
         """Log listener: after a rotation, the tenant's sockets whose key was rotated out close."""
         for event in events:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from api import schemas
 from api.errors import ApiError
 from api.plumbing import engine, json, principal, wait_min_position
+from api.policies import authorize
 from domain.base import format_time
 from projections import usage
 
@@ -52,6 +53,7 @@ def render(tenant_id: str, asked: usage.UsageRange, report: usage.Report) -> dic
 
 async def get_usage(request: Request) -> Response:
     who = await principal(request, "tenant")
+    await authorize(request, who, "read_usage")
     return await _report(request, who.tenant_id)
 
 

@@ -38,6 +38,7 @@ from api.tenant_metrics import TENANTS
 from commands.auth import Principal, Unauthenticated
 from commands.quotas import QuotaExceeded
 from domain.base import ID_PATTERN
+from domain.errors import PolicyDenied
 from domain.events import stream_name
 from streams import frames
 from streams.fanout import REVOKING, HistoryView, Subscription, Wire
@@ -263,6 +264,27 @@ class Session:
         if not self.enqueue(frame.wire()):
             self.close(TRY_AGAIN_LATER)
 
+    def policy_denied(self, cid: str, message: str, details: dict[str, Any]) -> None:
+        """A tenant policy refuses the channel to this socket (docs/abac.md): an open
+        subscription of it ends, and the error frame names the channel and the policy."""
+        self.unsubscribe(cid)
+        frame = frames.Error(code="policy_denied", message=message, channel_id=cid, policy_id=details.get("policy_id"))
+        if not self.enqueue(frame.wire()):
+            self.close(TRY_AGAIN_LATER)
+
+    async def allowed(self, cid: str, action: str) -> bool:
+        """Whether the tenant's policies let this socket's user do ``action`` in channel ``cid``
+        (else the socket is told, with a ``policy_denied`` error frame)."""
+        policies = self.node.policies
+        if policies is None:
+            return True
+        try:
+            await policies.check(self.who.tenant_id, "user", self.who.user_id, action, channel_id=cid)
+        except PolicyDenied as exc:
+            self.policy_denied(cid, exc.message, exc.details)
+            return False
+        return True
+
     def close(self, code: int) -> None:
         if self.closing is None:
             if code == TRY_AGAIN_LATER:
@@ -399,7 +421,7 @@ class Session:
                 self.send(frames.unsubscribed_wire(cid))
         elif kind == "typing":
             cid = self._channel_id(frame)
-            if cid is not None and await self._member(cid):
+            if cid is not None and await self._member(cid) and await self.allowed(cid, "typing"):
                 self.node.presence.typing(self.who.tenant_id, cid, self.who.user_id)
         elif kind == "subscribe_presence":
             self.watch_presence(frame)
@@ -457,7 +479,7 @@ class Session:
         if cid not in self.subs and len(self.subs) >= self.node.settings.ws_max_subscriptions:
             self.error("invalid_request", "too many subscriptions on this socket", channel_id=cid)
             return
-        if not await self._member(cid):
+        if not await self._member(cid) or not await self.allowed(cid, "subscribe"):
             return
         self.unsubscribe(cid)
         state = await self.node.service.channel(self.who.tenant_id, cid)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, get_args
 
-Category = Literal["forbidden", "not_found", "conflict", "invalid_request"]
+Category = Literal["forbidden", "not_found", "conflict", "invalid_request", "policy_denied"]
 CATEGORIES: tuple[Category, ...] = get_args(Category)
 
 
@@ -163,3 +163,22 @@ class DuplicatePrekeyId(Invalid):
 
 class TooManyPrekeys(Invalid):
     rule = "too_many_prekeys"
+class PolicyInvalid(Invalid):
+    """A policy document the condition language refuses (docs/abac.md)."""
+
+    rule = "invalid_policy"
+
+
+class TooManyPolicies(Invalid):
+    rule = "too_many_policies"
+
+
+class PolicyNotFound(NotFound):
+    rule = "policy_not_found"
+
+
+class PolicyDenied(DomainError):
+    """A tenant policy refuses the request (docs/abac.md); ``details`` name the policy."""
+
+    category = "policy_denied"
+    rule = "policy_denied"

@@ -80,6 +80,20 @@ class ConsoleSessionClosed(DomainEvent):
     session_id: str
 
 
+class PolicySet(DomainEvent):
+    """The tenant created or replaced ABAC policy ``policy_id`` (docs/abac.md)."""
+
+    policy_id: str
+    effect: Literal["deny", "allow"]
+    actions: list[str]
+    condition: Any
+    description: str = ""
+
+
+class PolicyDeleted(DomainEvent):
+    policy_id: str
+
+
 # --- user stream ---------------------------------------------------------------------------
 class UserRegistered(DomainEvent):
     name: str

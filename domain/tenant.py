@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from domain import errors
+from domain import errors, policy
 from domain.base import Command, Decision, Unchanged
 from domain.events import (
     AllowedOriginsSet,
@@ -13,6 +14,8 @@ from domain.events import (
     ConsoleSessionClosed,
     ConsoleSessionOpened,
     DomainEvent,
+    PolicyDeleted,
+    PolicySet,
     SigningKeyRotated,
     TenantRegistered,
 )
@@ -64,6 +67,20 @@ class CloseConsoleSession(Command):
     session_id: str
 
 
+class SetPolicy(Command):
+    """Create or replace an ABAC policy (docs/abac.md)."""
+
+    policy_id: str
+    effect: str = "deny"
+    actions: list[str]
+    condition: Any = True
+    description: str = ""
+
+
+class DeletePolicy(Command):
+    policy_id: str
+
+
 @dataclass(slots=True)
 class ApiKey:
     key_id: str
@@ -93,6 +110,9 @@ class TenantState:
     sessions: dict[str, ConsoleSession] = field(default_factory=dict)  # open portal sessions
     # each key's open session ids, oldest first: at most MAX_SESSIONS_PER_KEY, so evolving stays cheap
     key_sessions: dict[str, dict[str, bool]] = field(default_factory=dict)
+    policies: dict[str, policy.Policy] = field(default_factory=dict)  # ABAC (docs/abac.md)
+    policy_seqs: dict[str, int] = field(default_factory=dict)  # each policy's last PolicySet or PolicyDeleted
+    ordered_policies: list[policy.Policy] = field(default_factory=list)  # by policy_id: as evaluation judges them
 
     @property
     def verifying_keys(self) -> list[str]:
@@ -164,6 +184,16 @@ def decide(state: TenantState, command: Command) -> Decision:
             if command.session_id not in state.sessions:
                 raise errors.SessionNotFound("no open console session with that id; sign in again")
             return [ConsoleSessionClosed(session_id=command.session_id)]
+        case SetPolicy():
+            _require(state)
+            return _set_policy(state, command)
+        case DeletePolicy():
+            _require(state)
+            if command.policy_id not in state.policies:
+                if command.policy_id in state.policy_seqs:  # deleted already: a repeat records nothing
+                    return Unchanged(state.policy_seqs[command.policy_id])
+                raise errors.PolicyNotFound(f"no policy {command.policy_id!r}", policy_id=command.policy_id)
+            return [PolicyDeleted(policy_id=command.policy_id)]
     raise TypeError(f"not a tenant command: {type(command).__name__}")
 
 
@@ -200,7 +230,40 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
             closed = state.sessions.pop(event.session_id, None)
             if closed is not None:
                 state.key_sessions.get(closed.key_id, {}).pop(event.session_id, None)
+        case PolicySet():
+            state.policies[event.policy_id] = policy.parse_policy(
+                event.policy_id, event.effect, event.actions, event.condition, event.description, known_actions=False
+            )
+            state.policy_seqs[event.policy_id] = state.version
+            state.ordered_policies = [state.policies[k] for k in sorted(state.policies)]
+        case PolicyDeleted():
+            state.policies.pop(event.policy_id, None)
+            state.policy_seqs[event.policy_id] = state.version
+            state.ordered_policies = [state.policies[k] for k in sorted(state.policies)]
     return state
+
+
+def _set_policy(state: TenantState, command: SetPolicy) -> Decision:
+    parsed = policy.parse_policy(
+        command.policy_id, command.effect, command.actions, command.condition, command.description
+    )
+    known = state.policies.get(command.policy_id)
+    if known is not None and known.document() == parsed.document():
+        return Unchanged(state.policy_seqs[command.policy_id])
+    if known is None and len(state.policies) >= policy.MAX_POLICIES:
+        raise errors.TooManyPolicies(
+            f"a tenant has at most {policy.MAX_POLICIES} policies; delete one first", limit=policy.MAX_POLICIES
+        )
+    document = parsed.document()
+    return [
+        PolicySet(
+            policy_id=parsed.policy_id,
+            effect=parsed.effect,
+            actions=document["actions"],
+            condition=parsed.condition,
+            description=parsed.description,
+        )
+    ]
 
 
 def _forget_expired(state: TenantState, now: str) -> None:

@@ -345,6 +345,7 @@ ErrorCode = Literal[
     "unauthenticated",
     "payload_too_large",
     "quota_exceeded",
+    "policy_denied",
 ]
 
 
@@ -378,13 +379,16 @@ class Error(Frame):
     channel_id: str | None = Field(default=None, description="the channel the refused frame named")
     retry_after: float | None = Field(default=None, description="seconds until a frame is accepted (rate_limited)")
     details: QuotaDetails | None = Field(default=None, description="the quota that refused the socket")
+    policy_id: str | None = Field(
+        default=None, description="policy_denied: the tenant's ABAC policy that refused (docs/abac.md)"
+    )
 
     def wire(self) -> str:
         """The frame as sent: the optional fields not given are left out."""
         return self.model_dump_json(exclude=set(OPTIONAL_ERROR_FIELDS - self.model_fields_set))
 
 
-OPTIONAL_ERROR_FIELDS = frozenset({"channel_id", "retry_after", "details"})
+OPTIONAL_ERROR_FIELDS = frozenset({"channel_id", "retry_after", "details", "policy_id"})
 
 
 # The control frames the server sends most, encoded without building a model per frame; the

@@ -49,7 +49,8 @@ class World:
 
     def path(self, api: Api, **override: str) -> str:
         values = {"key_id": self.key_id, "user_id": "bob", "cid": "c", "uid": "bob", "mid": self.mid, "emoji": "👍",
-                  "tenant_id": self.tenant.tenant_id, "webhook_id": "w-none", "device_id": "phone"}  # fmt: skip
+                  "tenant_id": self.tenant.tenant_id, "webhook_id": "w-none", "device_id": "phone",
+                  "policy_id": "p-none"}  # fmt: skip
         values.update(override)
         return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], api.path)
 
@@ -174,6 +175,7 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/v1/users/{user_id}/devices/{device_id}"): DEVICE.bundle(prekeys=1),
     ("POST", "/v1/users/{user_id}/devices/{device_id}/prekeys"): {"one_time_prekeys": DEVICE.prekeys(1)},
     ("PUT", "/v1/users/{user_id}/devices/{device_id}/signed-prekey"): DEVICE.signed_prekey(2),
+    ("PUT", "/v1/policies/{policy_id}"): {"actions": ["typing"], "condition": False},
 }
 
 WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
@@ -231,6 +233,13 @@ WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("PUT", "/v1/users/{user_id}/devices/{device_id}/signed-prekey"): [
         {**DEVICE.signed_prekey(), "signature": DEVICE.identity_key},  # 32 bytes, not 64
         {**DEVICE.signed_prekey(), "key_id": -1},
+        {},
+    ],
+    ("PUT", "/v1/policies/{policy_id}"): [
+        {"actions": "typing"},
+        {"actions": ["typing"], "effect": "maybe"},
+        {"actions": ["fly"]},
+        {"actions": ["typing"], "condition": {"x": 1}},
         {},
     ],
 }

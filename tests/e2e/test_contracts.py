@@ -419,6 +419,8 @@ def cases(w: World) -> dict[str, Case]:
     for device_id, device in (("phone", phone), ("old1", Device()), ("old2", Device())):
         w.write("PUT", f"/v1/users/alice/devices/{device_id}", device.bundle(prekeys=5))
     devices = "/v1/users/alice/devices"
+    for policy_id in ("gone-a", "gone-b"):  # conditions that never hold: they refuse nothing
+        w.write("PUT", f"/v1/policies/{policy_id}", {"actions": ["typing"], "condition": False})
     return {
         "create_tenant": ("POST", "/v1/tenants", {"name": "one"}, {"name": "two"}, admin),
         "create_api_key": ("POST", "/v1/api-keys", {"name": "one"}, {"name": "two"}, None),
@@ -465,6 +467,9 @@ def cases(w: World) -> dict[str, Case]:
         "remove_device": ("DELETE", f"{devices}/old1", None, f"{devices}/old2", w.as_alice),
         "claim_bundle": ("POST", f"{devices}/phone/bundle", None, "/v1/users/alice/bundles", None),
         "claim_bundles": ("POST", "/v1/users/alice/bundles", None, f"{devices}/phone/bundle", None),
+        "put_policy": ("PUT", "/v1/policies/p1", {"actions": ["typing"], "condition": False},
+                       {"actions": ["typing"], "condition": False, "description": "two"}, None),
+        "delete_policy": ("DELETE", "/v1/policies/gone-a", None, "/v1/policies/gone-b", None),
     }  # fmt: skip
 
 

@@ -73,6 +73,7 @@ def body_for(api: Api, as_tenant: bool) -> dict[str, Any] | None:
         "CreateWebhook": {"url": "http://127.0.0.1:9/b-only", "event_types": ["MemberRoleChanged"]},
         "UpdateWebhook": {"enabled": False},
         "ReplayWebhook": {"from_position": 0},
+        "PutPolicy": {"actions": ["typing"], "condition": False},
     }
     return bodies[api.body.__name__]
 
@@ -125,6 +126,14 @@ def test_every_route_refuses_another_tenants_resources_and_leaks_nothing(
         )
         assert hook.status_code == 201, hook.text
         foreign["webhook_id"] = hook.json()["webhook_id"]
+        policy = client.put(  # a policy of A's that refuses nothing; its description carries A's marker
+            f"{server.url}/v1/policies/a-only-policy",
+            json={"actions": ["typing"], "condition": False, "description": f"policy of {a.marker}"},
+            headers=a.key(),
+        )
+        assert policy.status_code == 200, policy.text
+        foreign["policy_id"] = "a-only-policy"
+        a.position = max(a.position, policy.json()["position"])
         a.position = max(a.position, hook.json()["position"])  # A's reads wait for it
         before = [e["event_id"] for e in requested_events(events_of(client, a))]
         # Routes that could only create something in B's own tenant go last, so that B's own

@@ -1,0 +1,161 @@
+"""ABAC on the v1 API (docs/abac.md): the tenant's policy routes, the check of every read,
+and the re-check of open subscriptions when a policy changes.
+
+Commands are judged by the command side itself (``commands.policies.PolicyCommands``);
+reads and websocket frames are not commands, so their endpoints call :func:`authorize`
+once the caller's ordinary permission (membership, credential kind) has been checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api import schemas
+from api.errors import ApiError
+from api.plumbing import body, engine, execute, idempotency, json, principal, raw_body, written
+from commands.auth import Principal
+from commands.policies import PolicyGate
+from commands.service import CommandEnvelope
+from domain import errors, policy, tenant
+from domain.channel import ChannelState
+from domain.events import Event, stream_name
+
+if TYPE_CHECKING:
+    from api.socket_watch import SocketWatch
+
+log = structlog.get_logger("caas.abac")
+
+
+def gate(request: Request) -> PolicyGate:
+    found = engine(request).policies
+    assert found is not None  # set by Engine.__post_init__
+    return found
+
+
+async def authorize(
+    request: Request,
+    who: Principal,
+    action: str,
+    *,
+    channel: ChannelState | None = None,
+    channel_id: str | None = None,
+    user_id: str | None = None,
+    target_id: str | None = None,
+) -> None:
+    """Raise ``policy_denied`` if the tenant's policies refuse ``action`` to ``who`` (a read)."""
+    if who.kind not in ("user", "tenant"):
+        return
+    await gate(request).check(
+        who.tenant_id,
+        who.kind,
+        who.user_id if who.kind == "user" else who.key_id,
+        action,
+        user_id=user_id,
+        channel_id=channel_id,
+        channel=channel,
+        target_id=target_id,
+    )
+
+
+def _policy_id(request: Request) -> str:
+    value: str = request.path_params["policy_id"]
+    if not policy.POLICY_ID.fullmatch(value):
+        raise ApiError("invalid_request", "policy_id is 1 to 64 of letters, digits, _.- (a letter or digit first)")
+    return value
+
+
+async def put_policy(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    policy_id = _policy_id(request)
+    raw = await raw_body(request)
+    data = await body(request, schemas.PutPolicy, raw)
+    command = tenant.SetPolicy(
+        policy_id=policy_id,
+        effect=data.effect,
+        actions=data.actions,
+        condition=data.condition,
+        description=data.description,
+    )
+    policy.parse_policy(policy_id, data.effect, data.actions, data.condition, data.description)  # 422 before sending
+    outcome = await execute(
+        request,
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("tenant", who.tenant_id),
+            command,
+            actor=who.actor.label,
+            idempotency=idempotency(request, raw, who),
+        ),
+    )
+    return written(outcome, policy_id=policy_id)
+
+
+async def delete_policy(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    policy_id = _policy_id(request)
+    outcome = await execute(
+        request,
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("tenant", who.tenant_id),
+            tenant.DeletePolicy(policy_id=policy_id),
+            actor=who.actor.label,
+        ),
+    )
+    return written(outcome, policy_id=policy_id)
+
+
+async def list_policies(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    state = await engine(request).service.tenant(who.tenant_id)
+    return json({"policies": [p.document() for p in state.ordered_policies], "actions": ["*", *policy.actions()]})
+
+
+async def get_policy(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    policy_id = _policy_id(request)
+    state = await engine(request).service.tenant(who.tenant_id)
+    found = state.policies.get(policy_id)
+    if found is None:
+        raise errors.PolicyNotFound(f"no policy {policy_id!r} in this tenant", policy_id=policy_id)
+    return json(found.document())
+
+
+class PolicyWatch:
+    """A log listener: when a tenant's policies change, its open subscriptions are judged
+    again (action ``subscribe``), and those now refused end with a ``policy_denied`` error frame
+    naming the channel and the policy (the socket stays open)."""
+
+    def __init__(self, sockets: SocketWatch, gate: PolicyGate) -> None:
+        self.sockets = sockets
+        self.gate = gate
+        self._checks: set[asyncio.Task[None]] = set()
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        changed = {e.tenant_id for e in events if e.type in ("PolicySet", "PolicyDeleted")}
+        for tenant_id in changed:
+            if self.sockets.sessions(tenant_id):
+                task = asyncio.get_running_loop().create_task(self._recheck(tenant_id))
+                self._checks.add(task)
+                task.add_done_callback(self._checks.discard)
+
+    async def _recheck(self, tenant_id: str) -> None:
+        for session in self.sockets.sessions(tenant_id):
+            for cid in list(session.subs):
+                try:
+                    await self.gate.check(tenant_id, "user", session.who.user_id, "subscribe", channel_id=cid)
+                except errors.PolicyDenied as exc:
+                    session.policy_denied(cid, exc.message, exc.details)
+                except Exception:  # a read that failed: the next policy change judges it again
+                    log.exception("policy_recheck_failed", tenant_id=tenant_id, channel_id=cid)
+
+    async def close(self) -> None:
+        for task in list(self._checks):
+            task.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
