@@ -692,6 +692,8 @@ class Bundle(BaseModel):
 
 class BundleList(BaseModel):
     bundles: list[Bundle] = Field(description="one per device of the user, in registration order")
+
+
 # --- ABAC policies (docs/abac.md) ----------------------------------------------------------
 class PutPolicy(BaseModel):
     """A tenant policy: refuse (``deny``) or require (``allow``) the listed actions when its

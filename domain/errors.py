@@ -163,6 +163,8 @@ class DuplicatePrekeyId(Invalid):
 
 class TooManyPrekeys(Invalid):
     rule = "too_many_prekeys"
+
+
 class PolicyInvalid(Invalid):
     """A policy document the condition language refuses (docs/abac.md)."""
 
