@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -296,6 +297,8 @@ def _operand(value: Any, where: str, op: str) -> Operand:
         return ("attr", _path(value["attr"], f"{where}.attr"))
     if value is not None and not isinstance(value, str | int | float | bool):
         raise _invalid(where, 'an operand is a JSON scalar (string, number, boolean, null) or {"attr": path}')
+    if isinstance(value, float) and not math.isfinite(value):  # Python's JSON reads Infinity and NaN
+        raise _invalid(where, "a number must be finite (JSON has no Infinity or NaN)")
     if op in ("lt", "le", "gt", "ge") and (value is None or isinstance(value, bool)):
         raise _invalid(where, f"{op} compares numbers or strings")
     return ("value", value)
