@@ -396,9 +396,11 @@ def require_shared_secrets(settings: Settings, command: str) -> None:
     if missing:
         raise SystemExit(
             f"caas {command}: {' and '.join(missing)} not set. On the kafka backend every node must be given the "
-            "same CAAS_SECRET_KEY and CAAS_ADMIN_TOKEN: a token minted on one node is verified on every other node, "
-            "and a secret generated here would differ per node. Set each to the same random value on every node, "
-            "e.g. from python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
+            "same CAAS_SECRET_KEY, CAAS_ADMIN_TOKEN and CAAS_MASTER_KEY: a token minted on one node is verified on "
+            "every other node, data keys wrapped on one are opened on all, and a secret generated here would differ "
+            "per node. Set each to the same random value on every node, e.g. from python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))' (CAAS_MASTER_KEY: 'import base64, os; "
+            "print(base64.b64encode(os.urandom(32)).decode())')."
         )
 
 

@@ -35,6 +35,8 @@ ErrorCode = Literal[
     "rate_limited",
     "internal",
     "unavailable",
+    "legal_hold",
+    "user_erased",
 ]
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 STATUS: dict[ErrorCode, int] = {
@@ -51,7 +53,11 @@ STATUS: dict[ErrorCode, int] = {
     "rate_limited": 429,
     "internal": 500,
     "unavailable": 503,
+    "legal_hold": 409,
+    "user_erased": 410,
 }
+# domain rules answered with a code of their own rather than their category's
+RULE_CODES: dict[str, ErrorCode] = {"legal_hold": "legal_hold", "user_erased": "user_erased"}
 
 
 class ApiError(Exception):
@@ -100,7 +106,7 @@ def translate(exc: Exception) -> ApiError:
         case PaymentRequired():
             return ApiError("payment_required", str(exc), rule="past_due")
         case DomainError():
-            return ApiError(exc.category, exc.message, rule=exc.rule, **exc.details)
+            return ApiError(RULE_CODES.get(exc.rule, exc.category), exc.message, rule=exc.rule, **exc.details)
         case Unauthenticated():
             return ApiError("unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
         case IdempotencyKeyReused():

@@ -128,3 +128,15 @@ class ReadMarkerAhead(Invalid):
 
 class WebhookNotFound(NotFound):
     rule = "webhook_not_found"
+
+
+class UserIsErased(Conflict):
+    """The user was erased (UserErased): their stream takes no new personal data (API: 410 user_erased)."""
+
+    rule = "user_erased"
+
+
+class LegalHold(Conflict):
+    """A legal hold suspends erasure and retention (API: 409 legal_hold)."""
+
+    rule = "legal_hold"
