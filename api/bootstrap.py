@@ -888,6 +888,9 @@ def master_keys(settings: Settings, *, generate: bool = True) -> tuple[MasterKey
     if not generate:
         raise MasterKeyError("CAAS_MASTER_KEY is not set: every node of a cluster must be given the same one")
     path = settings.data_dir / "master_key"
+    rotating = settings.data_dir / "master_key.next"  # left by a rotation that stopped midway: opens what it rewrapped
+    if rotating.exists():
+        previous.append(MasterKey.from_base64(rotating.read_text()))
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         path.touch(0o600)
@@ -899,6 +902,38 @@ def master_keys(settings: Settings, *, generate: bool = True) -> tuple[MasterKey
         path,
     )
     return MasterKey.from_base64(path.read_text()), previous
+
+
+async def rotate_master(settings: Settings, new: MasterKey | None) -> dict[str, Any]:
+    """``caas keys rotate-master``: rewrap every data key under ``new`` (the log is not touched).
+
+    With ``CAAS_MASTER_KEY`` set, ``new`` is required and the operator sets ``CAAS_MASTER_KEY``
+    to it afterwards (on a cluster, while nodes still run with the old one, give them the new
+    one with the old as ``CAAS_PREVIOUS_MASTER_KEY``). With the key kept in the data dir, ``new``
+    may be omitted (one is generated) and replaces the file: it is written beside it first
+    (``master_key.next``, also opened at start), so a rotation that stops midway loses nothing.
+    """
+    from commands.keys import rewrap_all
+
+    backend = build_backend(settings)
+    old = backend.keyring.master
+    kept = settings.master_key is None
+    if new is None:
+        if not kept:
+            raise MasterKeyError("give the new master key in CAAS_NEW_MASTER_KEY (base64 of 32 bytes)")
+        new = MasterKey.generate()
+    staged = settings.data_dir / "master_key.next"
+    if kept:
+        staged.touch(0o600)
+        staged.write_text(new.to_base64() + "\n")
+    await backend.keys.start()
+    try:
+        count = await rewrap_all(backend.keys, old, new)
+    finally:
+        await backend.keys.close()
+    if kept:
+        staged.replace(settings.data_dir / "master_key")
+    return {"rewrapped": count, "old_master_id": old.id, "master_id": new.id}
 
 
 def load_catalog(settings: Settings) -> Catalog:

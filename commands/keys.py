@@ -264,6 +264,8 @@ class Keyring:
 async def rewrap_all(store: KeyStore, old: MasterKey, new: MasterKey) -> int:
     """Wrap every live key wrapped by ``old`` under ``new`` instead; the log is not touched.
     Returns how many keys were rewrapped. Safe to run again after an interruption."""
+    if old.id == new.id:
+        return 0
     count = 0
     after: tuple[str, str] | None = None
     while keys := await store.list_keys(after=after):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from commands.keys import MasterKey
 from tests.erasure_scenario import check_events, check_reads, erase, fill, found_in, history, ok, watch_erasure
 from tests.support import Server
 
@@ -80,5 +82,70 @@ def test_erasing_an_unknown_user_is_404_and_needs_the_tenant_key(tmp_path: Path)
             listed = client.get(f"{server.url}/v1/users", headers=chat.tenant.headers())
             users: list[dict[str, Any]] = ok(listed)["users"]
             assert {u["user_id"]: u["name"] for u in users}["alice"] == chat.alice[0]
+    finally:
+        server.stop()
+
+
+def rotate(data_dir: Path, **env: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "api.cli", "keys", "rotate-master"],
+                          env={**os.environ, "CAAS_DATA_DIR": str(data_dir), **env},
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def test_master_key_rotation_rewraps_the_keys_and_leaves_the_log_as_it_was(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    old, new = MasterKey.generate(), MasterKey.generate()
+    server = Server(data, env={"CAAS_METERING": "off", "CAAS_MASTER_KEY": old.to_base64()}).start()
+    try:
+        with httpx.Client(timeout=30) as client:
+            chat = fill(client, server.url)
+    finally:
+        server.stop()
+    log = (data / "events.db").read_bytes()
+    refused = subprocess.run([sys.executable, "-m", "api.cli", "keys", "rotate-master"],
+                             env={**os.environ, "CAAS_DATA_DIR": str(data), "CAAS_MASTER_KEY": old.to_base64()},
+                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert refused.returncode != 0 and "CAAS_NEW_MASTER_KEY" in refused.stderr  # a given key is never generated
+    report = rotate(data, CAAS_MASTER_KEY=old.to_base64(), CAAS_NEW_MASTER_KEY=new.to_base64())
+    assert report["rewrapped"] >= 3 and report["master_id"] == new.id  # alice, bob, general's day
+    assert (data / "events.db").read_bytes() == log  # the log is not touched
+    with sqlite3.connect(data / "keys.db") as keys:
+        assert {row[0] for row in keys.execute("SELECT master_id FROM data_keys")} == {new.id}
+    assert rotate(data, CAAS_MASTER_KEY=new.to_base64(), CAAS_NEW_MASTER_KEY=new.to_base64())["rewrapped"] == 0
+    server.env["CAAS_MASTER_KEY"] = new.to_base64()
+    server.start()
+    try:
+        with httpx.Client(timeout=30) as client:
+            users = ok(client.get(f"{server.url}/v1/users", headers=chat.tenant.headers()))["users"]
+            assert {u["user_id"]: u["name"] for u in users} == {"alice": chat.alice[0], "bob": chat.bob[0]}
+            events = ok(client.get(f"{server.url}/v1/events", params={"limit": 1000}, headers=chat.tenant.headers()))
+            texts = {e["payload"].get("text") for e in events["events"]}
+            assert chat.bob[1] in texts and chat.alice[-1] in texts  # both still open, under the new master key
+    finally:
+        server.stop()
+
+
+def test_a_master_key_kept_in_the_data_dir_is_rotated_in_place(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = Server(data, env={"CAAS_METERING": "off"}).start()  # no CAAS_MASTER_KEY: generated (README quickstart)
+    try:
+        with httpx.Client(timeout=30) as client:
+            chat = fill(client, server.url)
+    finally:
+        server.stop()
+    before = (data / "master_key").read_text()
+    report = rotate(data)
+    after = (data / "master_key").read_text()
+    assert after != before and MasterKey.from_base64(after).id == report["master_id"]
+    assert not (data / "master_key.next").exists()
+    assert before.strip() not in "".join(p.read_text(errors="replace") for p in data.iterdir() if p.is_file())
+    server.start()
+    try:
+        with httpx.Client(timeout=30) as client:
+            events = ok(client.get(f"{server.url}/v1/events", params={"limit": 1000}, headers=chat.tenant.headers()))
+            assert chat.alice[-1] in {e["payload"].get("text") for e in events["events"]}
     finally:
         server.stop()
