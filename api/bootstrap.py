@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from adapters.kafka.node import KafkaNode, Progress
 
 CHAT = Projection(chat.NAME, chat.COLLECTIONS, chat.project, by_stream=True)
-EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project)
+EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project, sealed=True)
 
 
 def _partition(position: int) -> int:
@@ -486,7 +486,8 @@ class KafkaBackend(Backend):
         self.store = MongoReadStore(settings.mongo_url, settings.mongo_database, timeout=settings.mongo_timeout_seconds)
         self.keys = MongoKeyStore(settings.mongo_url, settings.mongo_database, timeout=settings.mongo_timeout_seconds)
         self.keyring = Keyring(self.keys, functools.partial(master_keys, settings, generate=False))
-        self.log = self.indexed = IndexedLog(self.store)
+        self.sealer = Sealer(self.keyring)
+        self.log = self.indexed = IndexedLog(self.store, self.sealer)
         self.node: KafkaNode = KafkaNode(
             settings.kafka_bootstrap,
             settings.kafka_topic_prefix,
@@ -543,15 +544,27 @@ class KafkaBackend(Backend):
         from adapters.kafka import tools
 
         s = self.settings
-        return tools.replay(
-            s.kafka_bootstrap,
-            self.topic("events"),
-            s.kafka_partitions,
-            after_position=after_position,
-            tenant_id=tenant_id,
-            types=types,
-            since=since,
+        return self._keys_open(
+            tools.replay(
+                s.kafka_bootstrap,
+                self.topic("events"),
+                s.kafka_partitions,
+                after_position=after_position,
+                tenant_id=tenant_id,
+                types=types,
+                since=since,
+                sealer=self.sealer,
+            )
         )
+
+    async def _keys_open(self, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """``items`` with the key store started for them (a command-line procedure)."""
+        await self.keys.start()
+        try:
+            async for item in items:
+                yield item
+        finally:
+            await self.keys.close()
 
     def rebuild(
         self, names: Sequence[str], *, window: int, progress: RebuildProgress
@@ -560,14 +573,17 @@ class KafkaBackend(Backend):
 
         s = self.settings
         wanted = {name: self.projections[name] for name in names}
-        return tools.rebuild(
-            s.kafka_bootstrap,
-            self.topic("events"),
-            s.kafka_partitions,
-            s.mongo_url,
-            s.mongo_database,
-            wanted,
-            window_size=window,
+        return self._keys_open(
+            tools.rebuild(
+                s.kafka_bootstrap,
+                self.topic("events"),
+                s.kafka_partitions,
+                s.mongo_url,
+                s.mongo_database,
+                wanted,
+                window_size=window,
+                sealer=self.sealer,
+            )
         )
 
     async def worker(self) -> None:
@@ -628,6 +644,7 @@ class KafkaBackend(Backend):
             listeners=listeners,
             commit_interval=s.decider_commit_seconds,
             beside=None if s.worker_metrics_port is None else functools.partial(self._worker_metrics, s),
+            sealer=self.sealer,
         )
 
     @staticmethod

@@ -26,6 +26,7 @@ import base64
 import functools
 import hashlib
 import os
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -55,6 +56,12 @@ PERSONAL: dict[str, dict[str, Any]] = {
 }
 SEALED = "sealed"
 ERASED = "erased"
+# commands that carry them on their way to a decider (the Kafka backend's command topic)
+COMMANDS: dict[str, dict[str, Any]] = {
+    "RegisterUser": PERSONAL["UserRegistered"],
+    "PostMessage": PERSONAL["MessagePosted"],
+    "EditMessage": PERSONAL["MessageEdited"],
+}
 
 
 def key_ids(stream: str, event_type: str, payload: Mapping[str, Any], occurred_at: str) -> tuple[str, ...]:
@@ -84,7 +91,7 @@ def content_key(keys: Sequence[bytes]) -> bytes:
 def erased(event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     """``payload`` with its personal fields erased."""
     shown = {k: v for k, v in payload.items() if k != SEALED}
-    for name, empty in PERSONAL.get(event_type, {}).items():
+    for name, empty in {**PERSONAL, **COMMANDS}.get(event_type, {}).items():
         shown[name] = type(empty)() if isinstance(empty, dict | list) else empty
     shown[ERASED] = True
     return shown
@@ -96,7 +103,7 @@ def seal(
     """``payload`` with its personal fields sealed under ``keys`` (erased if one is destroyed)."""
     if any(k == DESTROYED for k in keys):
         return erased(event_type, payload)
-    personal = PERSONAL[event_type]
+    personal = PERSONAL.get(event_type) or COMMANDS[event_type]
     plain = {k: v for k, v in payload.items() if k in personal}
     kept: dict[str, Any] = {k: v for k, v in payload.items() if k not in personal}
     nonce = os.urandom(NONCE_BYTES)
@@ -173,6 +180,54 @@ class Sealer:
             sealed.append(_replace_new(event, payload))
         return sealed
 
+    async def reseal(self, events: Sequence[Event]) -> list[Event]:
+        """Opened ``events`` sealed again (for a record that must not hold them in clear: a
+        decider's reply on the Kafka backend); what reads as erased stays as it is."""
+        out: list[Event] = []
+        for event in events:
+            ids = key_ids(event.stream, event.type, event.payload, event.occurred_at)
+            if not ids or event.payload.get(ERASED):
+                out.append(event)
+                continue
+            await self.keyring.load(event.tenant_id, ids, create=True)
+            keys = [self.keyring.cached(event.tenant_id, k) or DESTROYED for k in ids]
+            aad = event_aad(event.tenant_id, event.event_id)
+            out.append(event.model_copy(update={"payload": seal(event.type, event.payload, ids, keys, aad)}))
+        return out
+
+    async def seal_command(
+        self, tenant_id: str, stream: str, command_type: str, fields: dict[str, Any], command_id: str
+    ) -> dict[str, Any]:
+        """A command's fields as they travel to a decider: personal ones sealed like the events
+        they become (under the author's and today's channel-day key, or the user's key)."""
+        personal = COMMANDS.get(command_type)
+        if personal is None or not any(fields.get(f) for f in personal):
+            return fields
+        kind, _, ident = stream.partition(":")
+        if kind == "user":
+            ids: tuple[str, ...] = (user_key_id(ident),)
+        else:
+            day = channel_day_key_id(ident, str(fields.get("now") or _today())[:10])
+            author = fields.get("author_id")
+            ids = (user_key_id(author), day) if author else (day,)
+        await self.keyring.load(tenant_id, ids, create=True)
+        keys = [self.keyring.cached(tenant_id, k) or DESTROYED for k in ids]
+        return seal(command_type, fields, ids, keys, event_aad(tenant_id, command_id))
+
+    async def open_command(
+        self, tenant_id: str, command_type: str, fields: dict[str, Any], command_id: str
+    ) -> dict[str, Any]:
+        """The inverse of :meth:`seal_command` (erased fields if a key is destroyed meanwhile)."""
+        ids = _sealed_keys(fields)
+        if not ids:
+            return {k: v for k, v in fields.items() if k != ERASED}
+        await self.keyring.load(tenant_id, ids)
+        opened = open_payload(
+            command_type, fields, functools.partial(self.keyring.cached, tenant_id), event_aad(tenant_id, command_id)
+        )
+        opened.pop(ERASED, None)
+        return opened
+
     # --- reading ----------------------------------------------------------------------------
     def loaded(self, events: Iterable[Event]) -> bool:
         """Whether :meth:`open_loaded` can open ``events`` now (their keys are in memory)."""
@@ -222,6 +277,10 @@ class Sealer:
             )
             opened.append((*row[:12], orjson.dumps(payload).decode(), *row[13:]))
         return opened
+
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
 
 
 def _replace_new(event: NewEvent, payload: dict[str, Any]) -> NewEvent:
