@@ -27,7 +27,7 @@ import functools
 import hashlib
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -106,7 +106,7 @@ def seal(
     personal = PERSONAL.get(event_type) or COMMANDS[event_type]
     plain = {k: v for k, v in payload.items() if k in personal}
     kept: dict[str, Any] = {k: v for k, v in payload.items() if k not in personal}
-    nonce = os.urandom(NONCE_BYTES)
+    nonce = _nonce()
     box = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(orjson.dumps(plain), aad, nonce, content_key(keys))
     kept[SEALED] = {"keys": list(ids), "box": base64.b64encode(nonce + box).decode()}
     return kept
@@ -136,6 +136,21 @@ def open_payload(
     opened = {k: v for k, v in payload.items() if k != SEALED}
     opened.update(fields)
     return opened
+
+
+_NONCES: list[bytes] = []
+os.register_at_fork(after_in_child=_NONCES.clear)  # a child must never reuse its parent's nonces
+
+
+def _nonce() -> bytes:
+    """A random nonce, from a pool filled 512 at a time: one system call (which lets other threads
+    take the GIL, and the event loop wait for it back) per 512 sealed events, not one per event."""
+    try:
+        return _NONCES.pop()
+    except IndexError:
+        block = os.urandom(NONCE_BYTES * 512)
+        _NONCES.extend(block[i : i + NONCE_BYTES] for i in range(0, len(block), NONCE_BYTES))
+        return _NONCES.pop()
 
 
 def event_aad(tenant_id: str, event_id: str) -> bytes:
@@ -299,17 +314,48 @@ def _replace_new(event: NewEvent, payload: dict[str, Any]) -> NewEvent:
     )
 
 
+FRESH_KEPT = 10_000  # payloads of events just sealed, kept in clear until the log hands them on
+
+
+class _Fresh:
+    """The payloads of the events a :class:`SealingStore` just sealed, by event id, so that what
+    it hands back and what its log's listeners get need no decryption (bounded: the oldest go)."""
+
+    def __init__(self) -> None:
+        self._payloads: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def keep(self, sealed: Sequence[NewEvent], plain: Sequence[NewEvent]) -> None:
+        for s, p in zip(sealed, plain, strict=True):
+            if s is not p:
+                self._payloads[p.event_id] = p.payload
+        while len(self._payloads) > FRESH_KEPT:
+            self._payloads.popitem(last=False)
+
+    def take(self, events: Sequence[Event]) -> list[Event] | None:
+        """``events`` with the payloads kept for them (and forgotten), if every sealed one has one."""
+        if not all(e.event_id in self._payloads for e in events if SEALED in e.payload):
+            return None
+        pop = self._payloads.pop
+        return [e.model_copy(update={"payload": pop(e.event_id)}) if SEALED in e.payload else e for e in events]
+
+
 class _Ordered:
     """Delivers batches to ``deliver`` in the order they came, opening each first: at once when
     its keys are in memory, else after loading them (later batches wait their turn)."""
 
-    def __init__(self, sealer: Sealer, deliver: Listener) -> None:
+    def __init__(self, sealer: Sealer, deliver: Listener, fresh: _Fresh) -> None:
         self.sealer = sealer
         self.deliver = deliver
+        self.fresh = fresh
         self._waiting: deque[Sequence[Event]] = deque()
         self._task: asyncio.Task[None] | None = None
 
     def __call__(self, events: Sequence[Event]) -> None:
+        if not self._waiting:
+            known = self.fresh.take(events)
+            if known is not None:
+                self.deliver(known)
+                return
         if not self._waiting and self.sealer.loaded(events):
             self.deliver(self.sealer.open_loaded(events))
             return
@@ -324,6 +370,32 @@ class _Ordered:
             self.deliver(opened)
 
 
+def _with_payloads(recorded: Awaitable[list[Event]], plain: Sequence[NewEvent]) -> asyncio.Future[list[Event]]:
+    """The recorded events with the payloads they were decided with (no decryption), as a future
+    resolved by a callback: no task, no extra turn of the event loop per append."""
+    inner = asyncio.ensure_future(recorded)
+    result: asyncio.Future[list[Event]] = inner.get_loop().create_future()
+
+    def done(future: asyncio.Future[list[Event]]) -> None:
+        if result.done():
+            return
+        if future.cancelled():
+            result.cancel()
+        elif (exc := future.exception()) is not None:
+            result.set_exception(exc)
+        else:
+            events = future.result()
+            result.set_result(
+                [
+                    e.model_copy(update={"payload": p.payload}) if SEALED in e.payload else e
+                    for e, p in zip(events, plain, strict=True)
+                ]
+            )
+
+    inner.add_done_callback(done)
+    return result
+
+
 class SealingStore(StreamStore):
     """A :class:`StreamStore` that seals personal fields before ``inner`` records them and opens
     them in what it reads back. Appends to a stream stay in the order they were called, also
@@ -334,6 +406,7 @@ class SealingStore(StreamStore):
         self.sealer = sealer
         self.keeps_snapshots = inner.keeps_snapshots
         self._waiting: dict[tuple[str, str], asyncio.Future[None]] = {}  # a stream's last append waiting for keys
+        self._fresh = _Fresh()
 
     async def start(self) -> None:
         await self.inner.start()
@@ -352,7 +425,8 @@ class SealingStore(StreamStore):
         key = (tenant_id, stream)
         if key not in self._waiting and self.sealer.ready(tenant_id, stream, events):
             sealed = self.sealer.seal(tenant_id, stream, events)
-            return self._opened(self.inner.append(tenant_id, stream, expected_version, sealed, idempotency))
+            self._fresh.keep(sealed, events)
+            return _with_payloads(self.inner.append(tenant_id, stream, expected_version, sealed, idempotency), events)
         before = self._waiting.get(key)
         issued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[key] = issued
@@ -363,17 +437,15 @@ class SealingStore(StreamStore):
                     await asyncio.shield(before)
                 await self.sealer.prepare(tenant_id, stream, events)
                 sealed = self.sealer.seal(tenant_id, stream, events)
+                self._fresh.keep(sealed, events)
                 recorded = self.inner.append(tenant_id, stream, expected_version, sealed, idempotency)
             finally:
                 issued.set_result(None)
                 if self._waiting.get(key) is issued:
                     del self._waiting[key]
-            return await self._opened(recorded)
+            return await _with_payloads(recorded, events)
 
         return asyncio.ensure_future(later())
-
-    async def _opened(self, recorded: Awaitable[list[Event]]) -> list[Event]:
-        return await self.sealer.open(await recorded)
 
     async def read_stream(
         self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
@@ -422,9 +494,17 @@ class SealedLog(SealingStore, EventLog):
 
     def __init__(self, inner: EventLog, sealer: Sealer) -> None:
         super().__init__(inner, sealer)
+        self._listeners: list[Listener] = []
 
     def listen(self, listener: Listener) -> None:
-        self.inner.listen(_Ordered(self.sealer, listener))
+        """Every listener gets the same opened batches (each event opened once, for all)."""
+        if not self._listeners:
+            self.inner.listen(_Ordered(self.sealer, self._deliver, self._fresh))
+        self._listeners.append(listener)
+
+    def _deliver(self, events: Sequence[Event]) -> None:
+        for listener in self._listeners:
+            listener(events)
 
     async def head_position(self) -> int:
         return await self.inner.head_position()
