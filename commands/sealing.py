@@ -45,7 +45,7 @@ from commands.ports import (
     Snapshot,
     StreamStore,
 )
-from domain.events import Event
+from domain.events import Event, upcast
 
 # event type -> its personal fields, each with the value it reads as once erased
 PERSONAL: dict[str, dict[str, Any]] = {
@@ -266,7 +266,8 @@ class Sealer:
         tenant_id = event.tenant_id
         cached = functools.partial(self.keyring.cached, tenant_id)
         payload = open_payload(event.type, event.payload, cached, event_aad(tenant_id, event.event_id))
-        return event.model_copy(update={"payload": payload})
+        version, payload = upcast(event.type, event.schema_version, payload)  # deferred until opened
+        return event.model_copy(update={"payload": payload, "schema_version": version})
 
     async def open(self, events: Sequence[Event]) -> list[Event]:
         """``events`` with their personal fields opened (or erased)."""
@@ -290,7 +291,8 @@ class Sealer:
             payload = open_payload(
                 event_type, payload, functools.partial(self.keyring.cached, tenant_id), event_aad(tenant_id, event_id)
             )
-            opened.append((*row[:12], orjson.dumps(payload).decode(), *row[13:]))
+            version, payload = upcast(event_type, row[6], payload)
+            opened.append((*row[:6], version, *row[7:12], orjson.dumps(payload).decode(), *row[13:]))
         return opened
 
 

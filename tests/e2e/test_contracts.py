@@ -401,6 +401,8 @@ def cases(w: World) -> dict[str, Case]:
     w.write("POST", "/v1/channels/c/bans", {"user_id": "carol"})
     admin = bearer(ADMIN)
     hook, gone1, gone2 = w.webhook(), w.webhook(), w.webhook()
+    for uid in ("z1", "z2"):
+        w.write("PUT", f"/v1/users/{uid}", {"name": uid})
     return {
         "create_tenant": ("POST", "/v1/tenants", {"name": "one"}, {"name": "two"}, admin),
         "create_api_key": ("POST", "/v1/api-keys", {"name": "one"}, {"name": "two"}, None),
@@ -439,6 +441,7 @@ def cases(w: World) -> dict[str, Case]:
         "delete_webhook": ("DELETE", f"/v1/webhooks/{gone1}", None, f"/v1/webhooks/{gone2}", None),
         "replay_webhook": ("POST", f"/v1/webhooks/{hook}/replay", {"from_position": 0}, {"from_position": 1}, None),
         "rotate_secret": ("POST", f"/v1/webhooks/{hook}/rotate-secret", None, {}, None),
+        "erase_user": ("DELETE", "/v1/users/z1?erase=true", None, "/v1/users/z2?erase=true", None),
     }  # fmt: skip
 
 
