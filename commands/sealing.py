@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import hashlib
 import os
@@ -192,7 +193,7 @@ class Sealer:
                 continue
             keys = [self.keyring.cached(tenant_id, k) or DESTROYED for k in ids]
             payload = seal(event.type, event.payload, ids, keys, event_aad(tenant_id, event.event_id))
-            sealed.append(_replace_new(event, payload))
+            sealed.append(dataclasses.replace(event, payload=payload))
         return sealed
 
     async def reseal(self, events: Sequence[Event]) -> list[Event]:
@@ -298,22 +299,6 @@ class Sealer:
 
 def _today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
-
-
-def _replace_new(event: NewEvent, payload: dict[str, Any]) -> NewEvent:
-    return NewEvent(
-        event_id=event.event_id,
-        seq=event.seq,
-        type=event.type,
-        schema_version=event.schema_version,
-        occurred_at=event.occurred_at,
-        actor=event.actor,
-        command_id=event.command_id,
-        causation_id=event.causation_id,
-        correlation_id=event.correlation_id,
-        payload=payload,
-        traceparent=event.traceparent,
-    )
 
 
 FRESH_KEPT = 10_000  # payloads of events just sealed, kept in clear until the log hands them on
