@@ -33,9 +33,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from nacl import bindings
 from nacl.exceptions import CryptoError
 
+from commands import aead
 from commands.keys import DESTROYED, NONCE_BYTES, Keyring, channel_day_key_id, user_key_id
 from commands.ports import (
     EventLog,
@@ -108,7 +108,7 @@ def seal(
     plain = {k: v for k, v in payload.items() if k in personal}
     kept: dict[str, Any] = {k: v for k, v in payload.items() if k not in personal}
     nonce = _nonce()
-    box = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(orjson.dumps(plain), aad, nonce, content_key(keys))
+    box = aead.encrypt(orjson.dumps(plain), aad, nonce, content_key(keys))
     kept[SEALED] = {"keys": list(ids), "box": base64.b64encode(nonce + box).decode()}
     return kept
 
@@ -126,9 +126,7 @@ def open_payload(
         box = base64.b64decode(sealed["box"])
         if not found or any(not k for k in found):
             return erased(event_type, payload)
-        plain = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            box[NONCE_BYTES:], aad, box[:NONCE_BYTES], content_key([k for k in found if k])
-        )
+        plain = aead.decrypt(box[NONCE_BYTES:], aad, box[:NONCE_BYTES], content_key([k for k in found if k]))
         fields = orjson.loads(plain)
     except (CryptoError, ValueError, TypeError, KeyError):
         return erased(event_type, payload)
@@ -182,6 +180,25 @@ class Sealer:
     async def prepare(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> None:
         """Load (creating on first use) the keys :meth:`seal` needs."""
         await self.keyring.load(tenant_id, self._wanted(stream, events), create=True)
+
+    def try_seal(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> list[NewEvent] | None:
+        """:meth:`seal` if every key it needs is in memory (the hot path), else ``None``."""
+        cached = self.keyring.cached
+        sealed: list[NewEvent] = []
+        for event in events:
+            ids = key_ids(stream, event.type, event.payload, event.occurred_at)
+            if not ids:
+                sealed.append(event)
+                continue
+            keys: list[bytes] = []
+            for key_id in ids:
+                key = cached(tenant_id, key_id)
+                if key is None:
+                    return None
+                keys.append(key)
+            payload = seal(event.type, event.payload, ids, keys, event_aad(tenant_id, event.event_id))
+            sealed.append(dataclasses.replace(event, payload=payload))
+        return sealed
 
     def seal(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> list[NewEvent]:
         """``events`` with their personal fields sealed (after :meth:`prepare`)."""
@@ -357,36 +374,11 @@ class _Ordered:
             self.deliver(opened)
 
 
-def _with_payloads(recorded: Awaitable[list[Event]], plain: Sequence[NewEvent]) -> asyncio.Future[list[Event]]:
-    """The recorded events with the payloads they were decided with (no decryption), as a future
-    resolved by a callback: no task, no extra turn of the event loop per append."""
-    inner = asyncio.ensure_future(recorded)
-    result: asyncio.Future[list[Event]] = inner.get_loop().create_future()
-
-    def done(future: asyncio.Future[list[Event]]) -> None:
-        if result.done():
-            return
-        if future.cancelled():
-            result.cancel()
-        elif (exc := future.exception()) is not None:
-            result.set_exception(exc)
-        else:
-            events = future.result()
-            result.set_result(
-                [
-                    e.model_copy(update={"payload": p.payload}) if SEALED in e.payload else e
-                    for e, p in zip(events, plain, strict=True)
-                ]
-            )
-
-    inner.add_done_callback(done)
-    return result
-
-
 class SealingStore(StreamStore):
     """A :class:`StreamStore` that seals personal fields before ``inner`` records them and opens
     them in what it reads back. Appends to a stream stay in the order they were called, also
-    when one of them waits for its keys first."""
+    when one of them waits for its keys first, and resolve with the events as recorded (sealed:
+    callers read ids and positions from them, the listeners of a :class:`SealedLog` get them opened)."""
 
     def __init__(self, inner: StreamStore, sealer: Sealer) -> None:
         self.inner = inner
@@ -410,10 +402,11 @@ class SealingStore(StreamStore):
         idempotency: Idempotency | None = None,
     ) -> Awaitable[list[Event]]:
         key = (tenant_id, stream)
-        if key not in self._waiting and self.sealer.ready(tenant_id, stream, events):
-            sealed = self.sealer.seal(tenant_id, stream, events)
-            self._fresh.keep(sealed, events)
-            return _with_payloads(self.inner.append(tenant_id, stream, expected_version, sealed, idempotency), events)
+        if key not in self._waiting:
+            sealed = self.sealer.try_seal(tenant_id, stream, events)
+            if sealed is not None:
+                self._fresh.keep(sealed, events)
+                return self.inner.append(tenant_id, stream, expected_version, sealed, idempotency)
         before = self._waiting.get(key)
         issued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[key] = issued
@@ -430,7 +423,7 @@ class SealingStore(StreamStore):
                 issued.set_result(None)
                 if self._waiting.get(key) is issued:
                     del self._waiting[key]
-            return await _with_payloads(recorded, events)
+            return await recorded
 
         return asyncio.ensure_future(later())
 
@@ -456,9 +449,7 @@ class SealingStore(StreamStore):
             return None
         aad = f"{tenant_id}\x00{stream}\x00{snapshot.version}".encode()
         try:
-            state = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                snapshot.state[NONCE_BYTES:], aad, snapshot.state[:NONCE_BYTES], key
-            )
+            state = aead.decrypt(snapshot.state[NONCE_BYTES:], aad, snapshot.state[:NONCE_BYTES], key)
         except CryptoError:
             return None
         return Snapshot(snapshot.version, snapshot.event_id, state)
@@ -470,7 +461,7 @@ class SealingStore(StreamStore):
                 return  # not in memory (or destroyed): no snapshot this time, it is only a cache
             nonce = os.urandom(NONCE_BYTES)
             aad = f"{tenant_id}\x00{stream}\x00{version}".encode()
-            state = nonce + bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(state, aad, nonce, key)
+            state = nonce + aead.encrypt(state, aad, nonce, key)
         self.inner.save_snapshot(tenant_id, stream, schema, version, state)
 
 
