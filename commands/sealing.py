@@ -46,7 +46,7 @@ from commands.ports import (
     Snapshot,
     StreamStore,
 )
-from domain.events import Event, upcast
+from domain.events import Event, upcast, with_payload
 
 # event type -> its personal fields, each with the value it reads as once erased
 PERSONAL: dict[str, dict[str, Any]] = {
@@ -225,7 +225,7 @@ class Sealer:
             await self.keyring.load(event.tenant_id, ids, create=True)
             keys = [self.keyring.cached(event.tenant_id, k) or DESTROYED for k in ids]
             aad = event_aad(event.tenant_id, event.event_id)
-            out.append(event.model_copy(update={"payload": seal(event.type, event.payload, ids, keys, aad)}))
+            out.append(with_payload(event, seal(event.type, event.payload, ids, keys, aad)))
         return out
 
     async def seal_command(
@@ -285,7 +285,7 @@ class Sealer:
         cached = functools.partial(self.keyring.cached, tenant_id)
         payload = open_payload(event.type, event.payload, cached, event_aad(tenant_id, event.event_id))
         version, payload = upcast(event.type, event.schema_version, payload)  # deferred until opened
-        return event.model_copy(update={"payload": payload, "schema_version": version})
+        return with_payload(event, payload, version)
 
     async def open(self, events: Sequence[Event]) -> list[Event]:
         """``events`` with their personal fields opened (or erased)."""
@@ -340,7 +340,7 @@ class _Fresh:
         if not all(e.event_id in self._payloads for e in events if SEALED in e.payload):
             return None
         pop = self._payloads.pop
-        return [e.model_copy(update={"payload": pop(e.event_id)}) if SEALED in e.payload else e for e in events]
+        return [with_payload(e, pop(e.event_id)) if SEALED in e.payload else e for e in events]
 
 
 class _Ordered:
