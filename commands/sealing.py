@@ -183,6 +183,18 @@ class Sealer:
 
     def try_seal(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> list[NewEvent] | None:
         """:meth:`seal` if every key it needs is in memory (the hot path), else ``None``."""
+        return self._sealed(tenant_id, stream, events, strict=True)
+
+    def seal(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> list[NewEvent]:
+        """``events`` with their personal fields sealed (after :meth:`prepare`; a key not in
+        memory counts as destroyed)."""
+        sealed = self._sealed(tenant_id, stream, events, strict=False)
+        assert sealed is not None
+        return sealed
+
+    def _sealed(
+        self, tenant_id: str, stream: str, events: Sequence[NewEvent], *, strict: bool
+    ) -> list[NewEvent] | None:
         cached = self.keyring.cached
         sealed: list[NewEvent] = []
         for event in events:
@@ -194,21 +206,10 @@ class Sealer:
             for key_id in ids:
                 key = cached(tenant_id, key_id)
                 if key is None:
-                    return None
+                    if strict:
+                        return None
+                    key = DESTROYED
                 keys.append(key)
-            payload = seal(event.type, event.payload, ids, keys, event_aad(tenant_id, event.event_id))
-            sealed.append(dataclasses.replace(event, payload=payload))
-        return sealed
-
-    def seal(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> list[NewEvent]:
-        """``events`` with their personal fields sealed (after :meth:`prepare`)."""
-        sealed: list[NewEvent] = []
-        for event in events:
-            ids = key_ids(stream, event.type, event.payload, event.occurred_at)
-            if not ids:
-                sealed.append(event)
-                continue
-            keys = [self.keyring.cached(tenant_id, k) or DESTROYED for k in ids]
             payload = seal(event.type, event.payload, ids, keys, event_aad(tenant_id, event.event_id))
             sealed.append(dataclasses.replace(event, payload=payload))
         return sealed
