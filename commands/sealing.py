@@ -277,23 +277,28 @@ class Sealer:
         for tenant_id, ids in wanted.items():
             await self.keyring.load(tenant_id, ids)
 
-    def open_loaded(self, events: Sequence[Event]) -> list[Event]:
+    def open_loaded(self, events: Sequence[Event], *, in_place: bool = False) -> list[Event]:
         """``events`` opened with the keys in memory (a key not in memory reads as erased)."""
-        return [self.open_event(e) if SEALED in e.payload else e for e in events]
+        return [self.open_event(e, in_place=in_place) if SEALED in e.payload else e for e in events]
 
-    def open_event(self, event: Event) -> Event:
+    def open_event(self, event: Event, *, in_place: bool = False) -> Event:
+        """``event`` opened: a new event, or (``in_place``, for an event just read from storage
+        that no one else holds) the same one, its payload replaced."""
         tenant_id = event.tenant_id
         cached = functools.partial(self.keyring.cached, tenant_id)
         payload = open_payload(event.type, event.payload, cached, event_aad(tenant_id, event.event_id))
         version, payload = upcast(event.type, event.schema_version, payload)  # deferred until opened
+        if in_place:
+            event.__dict__.update(payload=payload, schema_version=version)
+            return event
         return with_payload(event, payload, version)
 
-    async def open(self, events: Sequence[Event]) -> list[Event]:
-        """``events`` with their personal fields opened (or erased)."""
+    async def open(self, events: Sequence[Event], *, in_place: bool = False) -> list[Event]:
+        """``events`` with their personal fields opened (or erased); ``in_place``: see :meth:`open_event`."""
         if not any(SEALED in e.payload for e in events):
             return list(events)
         await self.load(events)
-        return self.open_loaded(events)
+        return self.open_loaded(events, in_place=in_place)
 
     async def open_rows(self, rows: Sequence[EventRow]) -> list[EventRow]:
         """Rows of :data:`~commands.ports.ROW_FIELDS` (payload as JSON text) opened."""
@@ -488,6 +493,12 @@ class SealedLog(SealingStore, EventLog):
     async def head_position(self) -> int:
         return await self.inner.head_position()
 
+    async def read_stream(
+        self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        # the embedded log builds new events for every read: opened in place
+        return await self.sealer.open(await self.inner.read_stream(tenant_id, stream, after_seq, limit), in_place=True)
+
     async def read_all(
         self,
         after_position: int = 0,
@@ -495,9 +506,11 @@ class SealedLog(SealingStore, EventLog):
         tenant_id: str | None = None,
         types: Sequence[str] | None = None,
     ) -> list[Event]:
-        return await self.sealer.open(await self.inner.read_all(after_position, limit, tenant_id, types))
+        return await self.sealer.open(await self.inner.read_all(after_position, limit, tenant_id, types), in_place=True)
 
     async def read_tenant(
         self, tenant_id: str, after_position: int = 0, limit: int = 1000, types: Sequence[str] | None = None
     ) -> list[Event]:
-        return await self.sealer.open(await self.inner.read_tenant(tenant_id, after_position, limit, types))
+        return await self.sealer.open(
+            await self.inner.read_tenant(tenant_id, after_position, limit, types), in_place=True
+        )
