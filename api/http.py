@@ -240,7 +240,6 @@ async def erase_user(request: Request) -> Response:
             stream_name("user", user_id),
             user.EraseUser(),
             actor=who.actor.label,
-            idempotency=idempotency(request, b"", who),
         ),
     )
     node = engine(request)

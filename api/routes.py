@@ -117,7 +117,7 @@ ROUTES: list[Api] = [
     Api("DELETE", "/v1/users/{user_id}", http.erase_user,
         "Erase a user: UserErased, and their data key destroyed (their name, metadata and messages' text read as "
         "erased from now on; docs/erasure.md). 409 legal_hold under a legal hold; again: the first answer",
-        ("tenant",), None, schemas.UserWritten, query=("erase",), idempotent=True),
+        ("tenant",), None, schemas.UserWritten, query=("erase",)),
     Api("GET", "/v1/channels", http.list_channels, "Channels of the user, or all of the tenant's",
         ("tenant", "user"), None, schemas.ChannelList, query=("limit", "after", "min_position")),
     Api("POST", "/v1/channels", http.create_channel, "Create a group or direct channel",
