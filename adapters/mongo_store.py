@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bson.errors import BSONError
@@ -109,6 +109,18 @@ def _public(doc: dict[str, Any]) -> Doc:
     return doc
 
 
+def connect(url: str, timeout: float) -> AsyncMongoClient[dict[str, Any]]:
+    """A client whose every wait on the server is bounded by ``timeout`` (:class:`MongoReadStore`)."""
+    timeout_ms = max(int(timeout * 1000), 1)
+    return AsyncMongoClient(
+        url,
+        socketTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,  # also the monitor's socket timeout
+        serverSelectionTimeoutMS=min(5000, timeout_ms),
+        tz_aware=False,
+    )
+
+
 class MongoReadStore(ReadStore):
     """``timeout`` bounds every wait on the server: connecting, and each reply on a socket
     (server selection gives up after 5 s at most, as before). A server that stops answering
@@ -131,14 +143,7 @@ class MongoReadStore(ReadStore):
         self._retrying: tuple[tuple[str, int], dict[Key, Any]] | None = None
 
     async def start(self) -> None:
-        timeout_ms = max(int(self.timeout * 1000), 1)
-        self._client = AsyncMongoClient(
-            self.url,
-            socketTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,  # also the monitor's socket timeout
-            serverSelectionTimeoutMS=min(5000, timeout_ms),
-            tz_aware=False,
-        )
+        self._client = connect(self.url, self.timeout)
         try:
             for collection, indexes in INDEXES.items():
                 for fields in indexes:
@@ -304,6 +309,16 @@ class MongoReadStore(ReadStore):
             return int(await self._coll(collection).count_documents({"tenant_id": tenant_id, **filter}))
         except PyMongoError as exc:
             raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+
+    async def erase(self, collection: str, tenant_id: str, field: str, value: str, fields: Mapping[str, Any]) -> int:
+        self._written = {}  # a rebuild's cache of what it wrote may hold what is erased now
+        try:
+            result = await self._coll(collection).update_many(
+                {"tenant_id": tenant_id, field: value}, {"$set": _stored(dict(fields))}
+            )
+        except PyMongoError as exc:
+            raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+        return int(result.matched_count)
 
     async def drop(self, projection: str, collections: Sequence[str]) -> None:
         self._written = {k: doc for k, doc in self._written.items() if k[0] not in collections}

@@ -36,6 +36,7 @@ MESSAGES: dict[str, type[f.Frame]] = {
     "error": f.Error,
     "prekeysLow": f.PrekeysLow,
     "identityKeyChanged": f.IdentityKeyChangedFrame,
+    "userErased": f.UserErasedFrame,
 }
 
 PROTOCOL = """\

@@ -37,6 +37,8 @@ ErrorCode = Literal[
     "unavailable",
     "plaintext_in_e2e_channel",
     "policy_denied",
+    "legal_hold",
+    "user_erased",
 ]
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 STATUS: dict[ErrorCode, int] = {
@@ -55,6 +57,8 @@ STATUS: dict[ErrorCode, int] = {
     "unavailable": 503,
     "plaintext_in_e2e_channel": 422,
     "policy_denied": 403,  # a tenant ABAC policy refuses: details.policy_id names it (docs/abac.md)
+    "legal_hold": 409,
+    "user_erased": 410,
 }
 # Domain rules answered with a code of their own rather than their category's (``details.rule`` is the same).
 RULE_CODES: dict[str, ErrorCode] = {"plaintext_in_e2e_channel": "plaintext_in_e2e_channel"}
@@ -108,6 +112,10 @@ def translate(exc: Exception) -> ApiError:
             )
         case PaymentRequired():
             return ApiError("payment_required", str(exc), rule="past_due")
+        case DomainError() if exc.rule == "legal_hold":
+            return ApiError("legal_hold", exc.message, rule=exc.rule, **exc.details)
+        case DomainError() if exc.rule == "user_erased":
+            return ApiError("user_erased", exc.message, rule=exc.rule, **exc.details)
         case DomainError():
             return ApiError(RULE_CODES.get(exc.rule, exc.category), exc.message, rule=exc.rule, **exc.details)
         case Unauthenticated():

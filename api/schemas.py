@@ -227,6 +227,9 @@ class Message(BaseModel):
     )
     e2e: dict[str, Any] | None = Field(default=None, description="the ciphertext envelope (e2e channels; docs/e2e.md)")
     seen_by: list[str] | None = Field(default=None, description="members who have read it (channels up to 100)")
+    erased: bool = Field(
+        default=False, description='its author was erased: "text" is "" and "attachments" [] (docs/erasure.md)'
+    )
 
 
 class AsOfPoint(BaseModel):
@@ -561,6 +564,7 @@ class UserInfo(BaseModel):
     metadata: dict[str, Any]
     created_at: str | None
     updated_at: str | None
+    erased: bool = Field(default=False, description='erased (docs/erasure.md): "name" is "" and "metadata" {}')
 
 
 class UserList(BaseModel):

@@ -347,7 +347,7 @@ def _edit(state: ChannelState, c: EditMessage) -> Decision:
     if message.deleted_seq:
         raise errors.MessageDeleted("a deleted message cannot be edited", message_id=c.message_id)
     _check_e2e(state, c.text, [], c.e2e)
-    return [MessageEdited(message_id=c.message_id, text=c.text, e2e=c.e2e)]
+    return [MessageEdited(message_id=c.message_id, text=c.text, e2e=c.e2e, author_id=message.author_id)]
 
 
 def _delete(state: ChannelState, c: DeleteMessage) -> Decision:

@@ -184,3 +184,15 @@ class PolicyDenied(DomainError):
 
     category = "policy_denied"
     rule = "policy_denied"
+
+
+class UserIsErased(Conflict):
+    """The user was erased (UserErased): their stream takes no new personal data (API: 410 user_erased)."""
+
+    rule = "user_erased"
+
+
+class LegalHold(Conflict):
+    """A legal hold suspends erasure and retention (API: 409 legal_hold)."""
+
+    rule = "legal_hold"

@@ -98,11 +98,13 @@ class PolicyDeleted(DomainEvent):
 class UserRegistered(DomainEvent):
     name: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    erased: bool = Field(default=False, exclude=True)  # read back erased (docs/erasure.md); never recorded
 
 
 class UserUpdated(DomainEvent):
     name: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    erased: bool = Field(default=False, exclude=True)
 
 
 class PresenceChanged(DomainEvent):
@@ -110,6 +112,11 @@ class PresenceChanged(DomainEvent):
 
     status: Literal["online", "away", "offline"]
     last_seen_at: str
+
+
+class UserErased(DomainEvent):
+    """The user asked to be forgotten: their data key is destroyed, so their name, metadata and
+    the text of their messages read as erased from now on, everywhere (docs/erasure.md)."""
 
 
 # --- channel stream ------------------------------------------------------------------------
@@ -150,6 +157,7 @@ class MessagePosted(DomainEvent):
     # in an e2e channel: the ciphertext envelope (docs/e2e.md), and then no text or attachments;
     # absent (null) elsewhere and in every event recorded before e2e channels carried one
     e2e: dict[str, Any] | None = None
+    erased: bool = Field(default=False, exclude=True)  # read back erased (docs/erasure.md); never recorded
 
 
 # ``@`` then a user id (domain.base.ID_PATTERN), not inside a word or an e-mail address.
@@ -167,6 +175,8 @@ class MessageEdited(DomainEvent):
     message_id: str
     text: str
     e2e: dict[str, Any] | None = None  # the new ciphertext envelope, in an e2e channel (text is then "")
+    author_id: str | None = None  # the message's author, whose key seals the text (absent before erasure)
+    erased: bool = Field(default=False, exclude=True)
 
 
 class MessageDeleted(DomainEvent):
@@ -448,7 +458,11 @@ def register_upcaster(event_type: str, from_version: int, fn: Upcaster) -> None:
 
 
 def upcast(event_type: str, version: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """Lift a stored payload to the current schema version, one step at a time."""
+    """Lift a stored payload to the current schema version, one step at a time. A payload whose
+    personal fields are still sealed (``"sealed"``: commands/sealing.py) is left as it is: it is
+    lifted once they are opened, so an upcaster sees the fields it reads."""
+    if "sealed" in payload:
+        return version, payload
     while (step := UPCASTERS.get((event_type, version))) is not None:
         payload = step(payload)
         version += 1
@@ -475,3 +489,18 @@ class StreamId:
 def stream_name(kind: str, ident: str) -> str:
     """The recorded name of the stream of ``kind`` and ``ident`` (``str(StreamId(kind, ident))``)."""
     return str(StreamId(kind, ident))
+
+
+def with_payload(event: Event, payload: dict[str, Any], schema_version: int | None = None) -> Event:
+    """``event`` with another payload (and schema version): ``model_copy(update=…)`` without its
+    cost, for what rewrites every event it reads (opening sealed payloads, commands/sealing.py)."""
+    values = dict(event.__dict__)
+    values["payload"] = payload
+    if schema_version is not None:
+        values["schema_version"] = schema_version
+    copy = Event.__new__(Event)
+    object.__setattr__(copy, "__dict__", values)
+    object.__setattr__(copy, "__pydantic_fields_set__", set(event.__pydantic_fields_set__))
+    object.__setattr__(copy, "__pydantic_extra__", None)
+    object.__setattr__(copy, "__pydantic_private__", None)
+    return copy

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from domain import devices, errors
 from domain.base import Command, Decision, Unchanged
-from domain.events import DomainEvent, PresenceChanged, UserRegistered, UserUpdated
+from domain.events import DomainEvent, PresenceChanged, UserErased, UserRegistered, UserUpdated
 
 
 class RegisterUser(Command):
@@ -24,6 +24,10 @@ class RecordPresence(Command):
     last_seen_at: str
 
 
+class EraseUser(Command):
+    """Forget the user's personal data (docs/erasure.md): refused under a legal hold; again: nothing new."""
+
+
 @dataclass(slots=True)
 class UserState:
     version: int = 0
@@ -33,6 +37,8 @@ class UserState:
     last_seen_at: str | None = None
     status_seq: int = 0
     devices: devices.DeviceMap = field(default_factory=dict)  # end-to-end encryption keys (domain/devices.py)
+    erased_seq: int = 0  # of UserErased
+    legal_hold: bool = False  # set and cleared by the legal-hold events (retention), which refuse erasure
 
     @property
     def exists(self) -> bool:
@@ -42,6 +48,8 @@ class UserState:
 def decide(state: UserState, command: Command) -> Decision:
     match command:
         case RegisterUser():
+            if state.erased_seq:
+                raise errors.UserIsErased("the user was erased; register the person under a new user id")
             if not state.exists:
                 return [UserRegistered(name=command.name, metadata=command.metadata)]
             if state.name == command.name and state.metadata == command.metadata:
@@ -57,6 +65,14 @@ def decide(state: UserState, command: Command) -> Decision:
             if not state.exists:
                 raise errors.UserNotFound("the user is not registered")
             return devices.decide(state.devices, state.version, command)
+        case EraseUser():
+            if not state.exists:
+                raise errors.UserNotFound("the user is not registered")
+            if state.erased_seq:
+                return Unchanged(state.erased_seq)
+            if state.legal_hold:
+                raise errors.LegalHold("the user is under a legal hold: erasure waits until it is released")
+            return [UserErased()]
     raise TypeError(f"not a user command: {type(command).__name__}")
 
 
@@ -67,6 +83,8 @@ def evolve(state: UserState, event: DomainEvent) -> UserState:
         case UserRegistered() | UserUpdated():
             state.name = event.name
             state.metadata = dict(event.metadata)
+        case UserErased():
+            state.name, state.metadata, state.erased_seq = "", {}, state.version
         case PresenceChanged():
             state.status, state.last_seen_at, state.status_seq = event.status, event.last_seen_at, state.version
         case _ if isinstance(event, devices.EVENTS):

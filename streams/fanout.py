@@ -332,6 +332,9 @@ class Hub:
     def publish(self, events: Sequence[Event]) -> None:
         touched: list[tuple[str, str]] = []  # channels given events, in order: each socket flushes once
         for event in events:
+            if event.type == "UserErased":
+                self._user_erased(event.tenant_id, event.stream_id)
+                continue
             if not event.stream.startswith("channel:"):
                 continue
             key = (event.tenant_id, event.stream[8:])
@@ -362,6 +365,23 @@ class Hub:
         for key in dict.fromkeys(touched):
             for sub in list(self._subs.get(key, ())):
                 sub.flush()
+
+    def _user_erased(self, tenant_id: str, user_id: str) -> None:
+        """Tell every socket subscribed to a channel of the tenant, once, that ``user_id`` was
+        erased (docs/erasure.md): a client drops the name and texts it holds of them; history
+        now shows them erased."""
+        frame = Wire(orjson.dumps({"type": "user_erased", "user_id": user_id}).decode())
+        told: set[int] = set()  # sockets (a socket's subscriptions share its send)
+        for (tenant, _), subs in list(self._subs.items()):
+            if tenant != tenant_id:
+                continue
+            for sub in list(subs):
+                socket = id(getattr(sub.send, "__self__", sub))
+                if sub.live and socket not in told:
+                    told.add(socket)
+                    if not sub.send(frame):
+                        sub.overflow()
+                    sub.flush()
 
     def typing(self, tenant_id: str, channel_id: str, user_id: str, expires_in_ms: int = 5000) -> int:
         """Send an ephemeral typing frame to the channel's other live subscribers; clients

@@ -337,6 +337,15 @@ class IdentityKeyChangedFrame(Frame):
     occurred_at: str
 
 
+class UserErasedFrame(Frame):
+    """A user of the tenant was erased (docs/erasure.md): drop their name and the texts of theirs you
+    hold; history now shows them erased. Sent to every open socket of the tenant."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "user_erased", "user_id": "alice"}]})
+    type: Literal["user_erased"] = "user_erased"
+    user_id: str
+
+
 ErrorCode = Literal[
     "invalid_request",
     "not_found",
@@ -418,6 +427,7 @@ SERVER_FRAMES: tuple[type[Frame], ...] = (
     Error,
     PrekeysLow,
     IdentityKeyChangedFrame,
+    UserErasedFrame,
 )
 # ``?frames=`` on the socket's URL: which frame carries channel events
 FRAME_FORMATS = {"full": "event frames (EventFrame), the default", "compact": "ev frames (CompactEvent)"}

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from commands.sealing import Sealer
+
 ADMIN = "test-admin-token"
 # Test servers lift the rate limits unless a test sets them: suites post in bursts.
 UNLIMITED = {
@@ -55,6 +57,7 @@ class Server:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    cwd: Path | None = None  # the source tree ``python -m api.cli`` runs from (a benchmark's baseline)
 
     @property
     def url(self) -> str:
@@ -77,7 +80,7 @@ class Server:
         }
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "api.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -146,3 +149,14 @@ answer to a request: a check that requests recorded nothing leaves them out."""
 def requested_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``events`` without the nodes' own records (:data:`NODE_RECORDS`)."""
     return [e for e in events if e["type"] not in NODE_RECORDS]
+
+
+def _sealer() -> Sealer:
+    from adapters.memory_keys import MemoryKeyStore
+    from commands.keys import Keyring, MasterKey
+
+    return Sealer(Keyring(MemoryKeyStore(), MasterKey.generate()))
+
+
+SEALER = _sealer()
+"""Seals and opens personal fields with keys in memory (the adapters the tests build by hand take one)."""

@@ -234,6 +234,12 @@ async def test_every_server_frame_kind_matches_its_model(server: Server, client:
             pass
         while check(await recv(b))["type"] != "identity_key_changed":
             pass
+        tenant.user(client, "carol")  # erased: every socket subscribed to a channel of the tenant is told
+        r = client.delete(f"{server.url}/v1/users/carol", params={"erase": "true"}, headers=tenant.headers())
+        assert r.status_code == 200, r.text
+        while (frame := check(await recv(a)))["type"] != "user_erased":
+            pass  # alice's own identity_key_changed may come first
+        assert frame == {"type": "user_erased", "user_id": "carol"}
     assert seen == set(SERVER_MODELS)
 
 
@@ -421,6 +427,8 @@ def cases(w: World) -> dict[str, Case]:
     devices = "/v1/users/alice/devices"
     for policy_id in ("gone-a", "gone-b"):  # conditions that never hold: they refuse nothing
         w.write("PUT", f"/v1/policies/{policy_id}", {"actions": ["typing"], "condition": False})
+    for uid in ("z1", "z2"):
+        w.write("PUT", f"/v1/users/{uid}", {"name": uid})
     return {
         "create_tenant": ("POST", "/v1/tenants", {"name": "one"}, {"name": "two"}, admin),
         "create_api_key": ("POST", "/v1/api-keys", {"name": "one"}, {"name": "two"}, None),
@@ -470,6 +478,7 @@ def cases(w: World) -> dict[str, Case]:
         "put_policy": ("PUT", "/v1/policies/p1", {"actions": ["typing"], "condition": False},
                        {"actions": ["typing"], "condition": False, "description": "two"}, None),
         "delete_policy": ("DELETE", "/v1/policies/gone-a", None, "/v1/policies/gone-b", None),
+        "erase_user": ("DELETE", "/v1/users/z1?erase=true", None, "/v1/users/z2?erase=true", None),
     }  # fmt: skip
 
 
