@@ -63,6 +63,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     # the event index (projections/eventindex.py): a stream read from a seq on (as_of folds,
     # websocket resume) and a tenant's log from a position on, without sorting the tenant's events
     "events": [("stream", "seq"), ("position",)],
+    "audit": [("position",), ("occurred_at",)],  # the audit trail (projections/audit.py), paged by position
 }
 DUPLICATE_KEY = 11000
 NOT_IMPLEMENTED = 238

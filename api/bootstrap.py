@@ -35,11 +35,12 @@ from commands.billing import Billing, UsageReporter, WebhookVerifier
 from commands.billing_sync import BillingSync, SyncReport
 from commands.ports import EphemeralBus, EventHistory, EventLog, EventRow, Listener, event_row
 from commands.quotas import Adds, Quotas
+from commands.retention import DayKeys, RetentionPolicies, RetentionSweeper
 from commands.service import CommandEnvelope, Commands, CommandService, Outcome
 from domain.events import Event
 from domain.plans import Catalog, PlansError, builtin_catalog, parse_plans
 from domain.presence import Timing
-from projections import analytics, billing, chat, eventindex, usage, webhooks
+from projections import analytics, audit, billing, chat, eventindex, usage, webhooks
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from projections.timetravel import TimeTravel
@@ -73,12 +74,14 @@ WEBHOOKS = Projection(webhooks.NAME, webhooks.COLLECTIONS, webhooks.project)
 # Analytics documents need no shards: each is written by one stream, or only ever gets the same
 # insert (projections/analytics/projection.py), so one projection serves both backends.
 ANALYTICS = Projection(analytics.NAME, analytics.COLLECTIONS, analytics.project)
+AUDIT = Projection(audit.NAME, audit.COLLECTIONS, audit.project)  # one document per audited event
 PROJECTIONS = {
     CHAT.name: CHAT,
     USAGE.name: USAGE,
     BILLING.name: BILLING,
     WEBHOOKS.name: WEBHOOKS,
     ANALYTICS.name: ANALYTICS,
+    AUDIT.name: AUDIT,
 }
 DISTRIBUTED_PROJECTIONS = {
     CHAT.name: CHAT,
@@ -87,6 +90,7 @@ DISTRIBUTED_PROJECTIONS = {
     BILLING.name: BILLING,
     WEBHOOKS.name: WEBHOOKS,
     ANALYTICS.name: ANALYTICS,
+    AUDIT.name: AUDIT,
 }
 
 # ``caas rebuild`` reports ``(projection, events done, events in all)`` as it goes, if it can.
@@ -682,6 +686,9 @@ class Engine:
     timetravel: TimeTravel = field(init=False)  # ``as_of`` on the channel routes
     deliveries: Dispatcher | None = field(init=False, default=None)  # the webhook processor, if it runs here
     _billing_sync: asyncio.Task[None] | None = field(init=False, default=None)
+    retention: RetentionPolicies | None = None  # each channel's retention (docs/retention.md)
+    day_keys: DayKeys | None = None  # the channel-day keys the retention sweeper destroys (the key store)
+    _retention_sweep: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -766,8 +773,14 @@ class Engine:
             )
             await self.deliveries.start()
             self.backend.on_indexed(self.deliveries.on_indexed)
+        if self.retention is not None and self.day_keys is not None and self.settings.retention_sweep_seconds > 0:
+            sweeper = RetentionSweeper(self.retention, self.day_keys)
+            self._retention_sweep = asyncio.ensure_future(retention_loop(self.backend, sweeper, self.settings))
 
     async def close(self) -> None:
+        if self._retention_sweep is not None:
+            self._retention_sweep.cancel()
+            await asyncio.gather(self._retention_sweep, return_exceptions=True)
         if self.deliveries is not None:
             await self.deliveries.close()
         if self._billing_sync is not None:
@@ -789,7 +802,38 @@ def build_engine(settings: Settings) -> Engine:
         secret_key=server_key(settings),
     )
     commands = tracing.TracedCommands(backend.commands) if tracing.ON else backend.commands
-    return Engine(settings, backend, MeteredCommands(commands), auth, ChatQueries(backend.store))
+    service = MeteredCommands(commands)
+    policies = RetentionPolicies(service, retention_clock(settings, utcnow))
+    queries = ChatQueries(backend.store, horizon=policies)
+    return Engine(settings, backend, service, auth, queries, retention=policies, day_keys=build_day_keys(settings))
+
+
+def retention_clock(settings: Settings, clock: Callable[[], datetime]) -> Callable[[], datetime]:
+    """Retention's now: ``clock``, or later by ``CAAS_RETENTION_CLOCK_OFFSET_SECONDS`` (a test seam,
+    so a test server can see what it records as days old)."""
+    offset = timedelta(seconds=settings.retention_clock_offset_seconds)
+    return clock if not offset else lambda: clock() + offset
+
+
+def build_day_keys(settings: Settings) -> DayKeys | None:
+    """The key store the retention sweeper destroys channel-day keys in; ``None`` until the key
+    store (crypto-shredding) is part of the node: then the sweeper does not run."""
+    return None
+
+
+async def retention_loop(backend: Backend, sweeper: RetentionSweeper, settings: Settings) -> None:
+    """Sweep every ``CAAS_RETENTION_SWEEP_SECONDS`` until cancelled; a failed pass is logged and
+    retried next time."""
+    log = structlog.get_logger("caas.retention")
+    while True:
+        try:
+            tenants = [tenant_id for tenant_id, _ in await backend.tenants()]
+            done = await sweeper.sweep(tenants)
+            if done:
+                log.info("retention_swept", shredded=len(done))
+        except Exception as exc:
+            log.warning("retention_sweep_failed", error=repr(exc))
+        await asyncio.sleep(settings.retention_sweep_seconds)
 
 
 def build_dispatcher(

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from commands.auth import Unauthenticated
 from commands.ports import ConcurrencyError, IdempotencyKeyReused, LogUnavailable
 from commands.quotas import PaymentRequired, QuotaExceeded
-from domain.errors import DomainError
+from domain.errors import DomainError, LegalHold
 from projections.ports import ReadStoreUnavailable
 
 log = structlog.get_logger("caas.api")
@@ -35,6 +35,7 @@ ErrorCode = Literal[
     "rate_limited",
     "internal",
     "unavailable",
+    "legal_hold",
 ]
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 STATUS: dict[ErrorCode, int] = {
@@ -51,6 +52,7 @@ STATUS: dict[ErrorCode, int] = {
     "rate_limited": 429,
     "internal": 500,
     "unavailable": 503,
+    "legal_hold": 409,
 }
 
 
@@ -99,6 +101,8 @@ def translate(exc: Exception) -> ApiError:
             )
         case PaymentRequired():
             return ApiError("payment_required", str(exc), rule="past_due")
+        case LegalHold():  # its own code (docs/retention.md): a held user cannot be erased
+            return ApiError("legal_hold", exc.message, rule=exc.rule, **exc.details)
         case DomainError():
             return ApiError(exc.category, exc.message, rule=exc.rule, **exc.details)
         case Unauthenticated():

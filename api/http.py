@@ -544,7 +544,7 @@ async def _as_of(request: Request, who: Principal, cid: str) -> tuple[ChatQuerie
         when = as_of.time if as_of.time is not None else f"position {as_of.position}"
         raise errors.ChannelNotFound(f"channel {cid!r} did not exist as of {when}")
     view, point = past
-    queries = ChatQueries(view, receipts_up_to=node.queries.receipts_up_to)
+    queries = ChatQueries(view, receipts_up_to=node.queries.receipts_up_to, horizon=node.queries.horizon)
     return queries, {"seq": point.seq, "position": point.position, "occurred_at": point.occurred_at}
 
 

@@ -128,3 +128,9 @@ class ReadMarkerAhead(Invalid):
 
 class WebhookNotFound(NotFound):
     rule = "webhook_not_found"
+
+
+class LegalHold(Conflict):
+    """A legal hold forbids it: a held user cannot be erased (docs/retention.md)."""
+
+    rule = "legal_hold"

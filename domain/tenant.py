@@ -13,9 +13,11 @@ from domain.events import (
     ConsoleSessionClosed,
     ConsoleSessionOpened,
     DomainEvent,
+    RetentionSet,
     SigningKeyRotated,
     TenantRegistered,
 )
+from domain.retention import SetRetention, decide_retention
 
 FIRST_SIGNING_KEY = "v1"
 # open portal sessions per API key: a sign-in past it closes that key's oldest (docs/console.md)
@@ -93,6 +95,8 @@ class TenantState:
     sessions: dict[str, ConsoleSession] = field(default_factory=dict)  # open portal sessions
     # each key's open session ids, oldest first: at most MAX_SESSIONS_PER_KEY, so evolving stays cheap
     key_sessions: dict[str, dict[str, bool]] = field(default_factory=dict)
+    retention_days: int | None = None  # the tenant's default retention (docs/retention.md); None: forever
+    retention_seq: int = 0
 
     @property
     def verifying_keys(self) -> list[str]:
@@ -164,6 +168,9 @@ def decide(state: TenantState, command: Command) -> Decision:
             if command.session_id not in state.sessions:
                 raise errors.SessionNotFound("no open console session with that id; sign in again")
             return [ConsoleSessionClosed(session_id=command.session_id)]
+        case SetRetention():
+            _require(state)
+            return decide_retention(state.retention_days, state.retention_seq, command)
     raise TypeError(f"not a tenant command: {type(command).__name__}")
 
 
@@ -200,6 +207,8 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
             closed = state.sessions.pop(event.session_id, None)
             if closed is not None:
                 state.key_sessions.get(closed.key_id, {}).pop(event.session_id, None)
+        case RetentionSet():
+            state.retention_days, state.retention_seq = event.days, state.version
     return state
 
 

@@ -9,7 +9,8 @@ from pydantic import Field
 
 from domain import errors
 from domain.base import Command, Decision, Unchanged
-from domain.events import DomainEvent, PresenceChanged, UserRegistered, UserUpdated
+from domain.events import DomainEvent, LegalHoldPlaced, LegalHoldReleased, PresenceChanged, UserRegistered, UserUpdated
+from domain.retention import PlaceLegalHold, ReleaseLegalHold, decide_place, decide_release
 
 
 class RegisterUser(Command):
@@ -32,6 +33,12 @@ class UserState:
     status: str = "offline"
     last_seen_at: str | None = None
     status_seq: int = 0
+    hold_seq: int = 0  # of the legal hold in force (docs/retention.md); 0: none
+
+    @property
+    def legal_hold(self) -> bool:
+        """A legal hold is in force: the user's messages are kept and the user cannot be erased."""
+        return self.hold_seq > 0
 
     @property
     def exists(self) -> bool:
@@ -52,6 +59,12 @@ def decide(state: UserState, command: Command) -> Decision:
             if state.status == command.status:
                 return Unchanged(state.status_seq or state.version)
             return [PresenceChanged(status=command.status, last_seen_at=command.last_seen_at)]
+        case PlaceLegalHold() | ReleaseLegalHold():
+            if not state.exists:
+                raise errors.UserNotFound("the user is not registered")
+            if isinstance(command, PlaceLegalHold):
+                return decide_place(state.hold_seq, command)
+            return decide_release(state.hold_seq, command)
     raise TypeError(f"not a user command: {type(command).__name__}")
 
 
@@ -64,4 +77,8 @@ def evolve(state: UserState, event: DomainEvent) -> UserState:
             state.metadata = dict(event.metadata)
         case PresenceChanged():
             state.status, state.last_seen_at, state.status_seq = event.status, event.last_seen_at, state.version
+        case LegalHoldPlaced():
+            state.hold_seq = state.version
+        case LegalHoldReleased():
+            state.hold_seq = 0
     return state

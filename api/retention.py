@@ -1,0 +1,118 @@
+"""Retention and legal hold endpoints (docs/retention.md): the tenant's API key only."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api import schemas
+from api.http import _path
+from api.plumbing import body, engine, execute, idempotency, json, principal, raw_body, written
+from commands.auth import Principal
+from commands.service import CommandEnvelope
+from domain import errors
+from domain.base import Command, format_time
+from domain.events import stream_name
+from domain.retention import PlaceLegalHold, ReleaseLegalHold, SetRetention
+
+
+async def _record(request: Request, who: Principal, stream: str, command: Command, raw: bytes) -> Response:
+    outcome = await execute(
+        request,
+        CommandEnvelope(
+            who.tenant_id, stream, command, actor=who.actor.label, idempotency=idempotency(request, raw, who)
+        ),
+    )
+    extra = {"days": command.days} if isinstance(command, SetRetention) else {}
+    if isinstance(command, PlaceLegalHold | ReleaseLegalHold):
+        extra = {"legal_hold": isinstance(command, PlaceLegalHold)}
+    return written(outcome, **extra)
+
+
+async def put_retention(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    raw = await raw_body(request)
+    data = await body(request, schemas.PutRetention, raw)
+    stream = stream_name("tenant", who.tenant_id)
+    return await _record(request, who, stream, SetRetention(days=data.days), raw)
+
+
+async def get_retention(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    state = await engine(request).service.tenant(who.tenant_id)
+    return json({"days": state.retention_days})
+
+
+async def _channel(request: Request, who: Principal) -> str:
+    cid = _path(request, "cid")
+    if not (await engine(request).service.channel(who.tenant_id, cid)).exists:
+        raise errors.ChannelNotFound(f"no channel {cid!r}")
+    return cid
+
+
+async def _user(request: Request, who: Principal) -> str:
+    uid = _path(request, "uid")
+    if not (await engine(request).service.user(who.tenant_id, uid)).exists:
+        raise errors.UserNotFound(f"user {uid!r} is not registered")
+    return uid
+
+
+async def put_channel_retention(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    cid = await _channel(request, who)
+    raw = await raw_body(request)
+    data = await body(request, schemas.PutRetention, raw)
+    return await _record(request, who, stream_name("channel", cid), SetRetention(days=data.days), raw)
+
+
+async def get_channel_retention(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    cid = await _channel(request, who)
+    node = engine(request)
+    state = await node.service.channel(who.tenant_id, cid)
+    assert node.retention is not None
+    policy = await node.retention.retention(who.tenant_id, cid)
+    cutoff = policy.cutoff(node.retention.clock())
+    return json(
+        {
+            "channel_id": cid,
+            "days": state.retention_days,
+            "effective_days": policy.days,
+            "legal_hold": state.legal_hold,
+            "held": policy.held,
+            "hidden_before": None if cutoff is None else format_time(cutoff),
+            "shredded_days": sorted(state.shredded_days),
+        }
+    )
+
+
+async def place_channel_hold(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    cid = await _channel(request, who)
+    raw = await raw_body(request)
+    data = await body(request, schemas.PlaceLegalHold, raw)
+    return await _record(request, who, stream_name("channel", cid), PlaceLegalHold(reason=data.reason), raw)
+
+
+async def release_channel_hold(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    cid = await _channel(request, who)
+    raw = await raw_body(request)
+    data = await body(request, schemas.ReleaseLegalHold, raw)
+    return await _record(request, who, stream_name("channel", cid), ReleaseLegalHold(reason=data.reason), raw)
+
+
+async def place_user_hold(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    uid = await _user(request, who)
+    raw = await raw_body(request)
+    data = await body(request, schemas.PlaceLegalHold, raw)
+    return await _record(request, who, stream_name("user", uid), PlaceLegalHold(reason=data.reason), raw)
+
+
+async def release_user_hold(request: Request) -> Response:
+    who = await principal(request, "tenant")
+    uid = await _user(request, who)
+    raw = await raw_body(request)
+    data = await body(request, schemas.ReleaseLegalHold, raw)
+    return await _record(request, who, stream_name("user", uid), ReleaseLegalHold(reason=data.reason), raw)
