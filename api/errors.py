@@ -101,7 +101,7 @@ def translate(exc: Exception) -> ApiError:
             )
         case PaymentRequired():
             return ApiError("payment_required", str(exc), rule="past_due")
-        case LegalHold():  # its own code (docs/retention.md): a held user cannot be erased
+        case DomainError() if exc.rule == LegalHold.rule:  # its own code (docs/retention.md); from a remote decider too
             return ApiError("legal_hold", exc.message, rule=exc.rule, **exc.details)
         case DomainError():
             return ApiError(exc.category, exc.message, rule=exc.rule, **exc.details)

@@ -42,6 +42,7 @@ from projections.queries import ChatQueries
 from projections.timetravel import AsOf, ChannelTooLarge
 from projections.usage import edit_growth, posted_bytes
 from projections.usage.projection import message_meter
+from streams.fanout import expire
 from streams.projector import stall_reason
 
 
@@ -618,6 +619,7 @@ async def list_events(request: Request) -> Response:
         await wait_min_position(request)  # served by a read model (the event index), not the log
     events = await engine(request).log.read_tenant(who.tenant_id, after_position=after, limit=limit, types=types)
     cursor = events[-1].position if len(events) == limit else None
+    events = await expire(events, who.tenant_id, engine(request).queries.horizon)  # docs/retention.md
     return json({"events": [e.model_dump() for e in events], "next_after_position": cursor})
 
 
