@@ -33,6 +33,7 @@ from api.tenant_metrics import TENANTS
 from commands.auth import Authenticator
 from commands.billing import Billing, UsageReporter, WebhookVerifier
 from commands.billing_sync import BillingSync, SyncReport
+from commands.keys import KeyStore
 from commands.ports import EphemeralBus, EventHistory, EventLog, EventRow, Listener, event_row
 from commands.quotas import Adds, Quotas
 from commands.retention import DayKeys, RetentionPolicies, RetentionSweeper
@@ -774,6 +775,7 @@ class Engine:
             await self.deliveries.start()
             self.backend.on_indexed(self.deliveries.on_indexed)
         if self.retention is not None and self.day_keys is not None and self.settings.retention_sweep_seconds > 0:
+            await self.day_keys.store.start()
             sweeper = RetentionSweeper(self.retention, self.day_keys)
             self._retention_sweep = asyncio.ensure_future(retention_loop(self.backend, sweeper, self.settings))
 
@@ -781,6 +783,8 @@ class Engine:
         if self._retention_sweep is not None:
             self._retention_sweep.cancel()
             await asyncio.gather(self._retention_sweep, return_exceptions=True)
+            if self.day_keys is not None:
+                await self.day_keys.store.close()
         if self.deliveries is not None:
             await self.deliveries.close()
         if self._billing_sync is not None:
@@ -815,10 +819,18 @@ def retention_clock(settings: Settings, clock: Callable[[], datetime]) -> Callab
     return clock if not offset else lambda: clock() + offset
 
 
-def build_day_keys(settings: Settings) -> DayKeys | None:
-    """The key store the retention sweeper destroys channel-day keys in; ``None`` until the key
-    store (crypto-shredding) is part of the node: then the sweeper does not run."""
-    return None
+def build_day_keys(settings: Settings) -> DayKeys:
+    """The key store the retention sweeper destroys channel-day keys in (commands/keys.py): the
+    SQLite ``keys.db`` in the data dir embedded, the database's key collection on Kafka."""
+    from adapters.mongo_keys import MongoKeyStore
+    from adapters.sqlite_keys import SqliteKeyStore
+
+    store: KeyStore
+    if settings.backend == "kafka":
+        store = MongoKeyStore(settings.mongo_url, settings.mongo_database, timeout=settings.mongo_timeout_seconds)
+    else:
+        store = SqliteKeyStore(settings.data_dir / "keys.db")
+    return DayKeys(store)
 
 
 async def retention_loop(backend: Backend, sweeper: RetentionSweeper, settings: Settings) -> None:

@@ -13,37 +13,48 @@ channel's decider records each day once.
 
 from __future__ import annotations
 
-import abc
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 
+from commands.keys import KeyStore, channel_day_key_id
 from commands.service import CommandEnvelope, Commands
 from domain import retention
 from domain.base import format_time
 from domain.channel import ChannelState
 from domain.errors import DomainError
 from domain.events import stream_name
-from domain.retention import Retention, ShredChannelDay, day_key
+from domain.retention import Retention, ShredChannelDay
 
 SWEEPER = "system:retention"  # the actor of the sweeper's records
+DAY_KEY_PREFIX = "chday:"
 
 log = structlog.get_logger("caas.retention")
 
 
-class DayKeys(abc.ABC):
-    """What the sweeper needs of the key store (the shredding part's ``KeyStore``): the
-    channel-day keys that exist, and destroying one."""
+class DayKeys:
+    """The channel-day keys of a key store (:mod:`commands.keys`), as the sweeper sees them.
 
-    @abc.abstractmethod
+    ``destroy`` is how a key is destroyed: the node's :class:`~commands.keys.Keyring` (which
+    also forgets it at once), by default the store itself."""
+
+    def __init__(self, store: KeyStore, destroy: Callable[[str, str], Awaitable[bool]] | None = None) -> None:
+        self.store = store
+        self.destroy = destroy or store.destroy
+
     async def channel_days(self, tenant_id: str) -> list[tuple[str, str]]:
         """``(channel_id, day)`` of each ``chday:<channel_id>:<day>`` key not destroyed yet."""
-
-    @abc.abstractmethod
-    async def destroy(self, tenant_id: str, key_id: str) -> bool:
-        """Destroy a key; ``False`` if there was none (destroyed before, or never made)."""
+        found: list[tuple[str, str]] = []
+        after: tuple[str, str] | None = None
+        while keys := await self.store.list_keys(tenant_id, prefix=DAY_KEY_PREFIX, after=after):
+            for key in keys:
+                if not key.destroyed:  # ids never hold ':' (domain.base.ID_PATTERN): the day is the last part
+                    channel_id, _, day = key.key_id.removeprefix(DAY_KEY_PREFIX).rpartition(":")
+                    found.append((channel_id, day))
+            after = (keys[-1].tenant_id, keys[-1].key_id)
+        return found
 
 
 class RetentionPolicies:
@@ -126,7 +137,10 @@ class RetentionSweeper:
         except DomainError as exc:
             log.info("retention_day_kept", tenant_id=tenant_id, channel_id=channel_id, day=day, reason=exc.message)
             return False
-        await self.keys.destroy(tenant_id, day_key(channel_id, day))
-        await self.policies.commands.execute(CommandEnvelope(tenant_id, stream, command, actor=SWEEPER))
+        await self.keys.destroy(tenant_id, channel_day_key_id(channel_id, day))
+        envelope = CommandEnvelope(
+            tenant_id, stream, command, actor=SWEEPER, correlation_id=f"retention-sweep-{command.now}"
+        )
+        await self.policies.commands.execute(envelope)
         log.info("retention_day_shredded", tenant_id=tenant_id, channel_id=channel_id, day=day)
         return True

@@ -85,11 +85,6 @@ def parse_day(day: str) -> date:
     return parsed
 
 
-def day_key(channel_id: str, day: str) -> str:
-    """The key store's id of the key of a channel's UTC day (the shredding part's contract)."""
-    return f"chday:{channel_id}:{day}"
-
-
 def check_days(days: int | None) -> None:
     if days is not None and not 1 <= days <= MAX_DAYS:
         raise errors.Invalid(f"days is 1 to {MAX_DAYS}, or null", days=days)

@@ -6,11 +6,17 @@ posts, one of 5 days keeps it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from adapters.mongo_keys import MongoKeyStore
+from adapters.sqlite_keys import SqliteKeyStore
+from commands.keys import KeyStore, StoredKey, channel_day_key_id
 from tests.security.common import WAIT, subscribe, until_pong, ws_connect
 from tests.support import Server, Tenant, bearer, new_tenant
 
@@ -149,3 +155,62 @@ def test_retention_and_holds_refuse_bad_input_and_other_credentials(aged: Server
     ok(client.put(f"{tenant.url}/v1/channels/c1/retention", json={"days": None}, headers=tenant.headers()))
     policy = ok(client.get(f"{tenant.url}/v1/channels/c1/retention", headers=tenant.headers()))
     assert policy["days"] is None and policy["effective_days"] == 30
+
+
+def key_store(server: Server) -> KeyStore:
+    """The server's own key store (commands/keys.py), opened beside it."""
+    if server.env.get("CAAS_BACKEND") == "kafka":
+        return MongoKeyStore(server.env["CAAS_MONGO_URL"], server.env["CAAS_MONGO_DATABASE"])
+    return SqliteKeyStore(server.data_dir / "keys.db")
+
+
+async def test_the_sweeper_destroys_the_due_day_keys_only_and_records_them(aged: Server, client: httpx.Client) -> None:
+    tenant = new_tenant(client, aged.url)
+    alice = tenant.user(client, "alice")
+    for cid in ("held", "long", "zz-due"):  # the sweeper goes through a tenant's channels in id order
+        channel(client, tenant, cid, ["alice"])
+        post(client, tenant, cid, alice, f"in {cid}")
+    ok(client.post(f"{tenant.url}/v1/channels/held/legal-hold", json={"reason": "case"}, headers=tenant.headers()))
+    ok(client.put(f"{tenant.url}/v1/channels/long/retention", json={"days": 5}, headers=tenant.headers()))
+    ok(client.put(f"{tenant.url}/v1/retention", json={"days": 2}, headers=tenant.headers()))
+    today = datetime.now(UTC).date()
+    later = (today + timedelta(days=2)).isoformat()
+    store = key_store(aged)
+    await store.start()
+    try:
+        # the keys posting makes (or would make, before sealing); zz-due's last, so any pass that
+        # sees them has judged the other channels' keys first
+        for cid, day in (("held", today.isoformat()), ("long", today.isoformat()), ("zz-due", later),
+                         ("zz-due", today.isoformat())):  # fmt: skip
+            await store.create(
+                StoredKey(tenant.tenant_id, channel_day_key_id(cid, day), "m", b"w", "2026-12-03T00:00:00Z")
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            due = ok(client.get(f"{tenant.url}/v1/channels/zz-due/retention", headers=tenant.headers()))
+            if due["shredded_days"] or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert due["shredded_days"] == [today.isoformat()]
+        for cid in ("held", "long"):
+            kept = ok(client.get(f"{tenant.url}/v1/channels/{cid}/retention", headers=tenant.headers()))
+            assert kept["shredded_days"] == [], cid
+        stored = {k.key_id: k for k in await store.list_keys(tenant.tenant_id, prefix="chday:")}
+        assert {key for key, k in stored.items() if k.destroyed} == {channel_day_key_id("zz-due", today.isoformat())}
+        assert len(stored) == 4
+    finally:
+        await store.close()
+    entries = audit_shredded(client, tenant)
+    deadline = time.monotonic() + 30
+    while not entries and time.monotonic() < deadline:  # the audit model follows the log
+        await asyncio.sleep(0.1)
+        entries = audit_shredded(client, tenant)
+    assert [(e["actor"], e["target"], e["details"]) for e in entries] == [
+        ("system:retention", "channel:zz-due", {"day": today.isoformat()})
+    ]
+
+
+def audit_shredded(client: httpx.Client, tenant: Tenant) -> list[dict[str, Any]]:
+    r = client.get(f"{tenant.url}/v1/audit", params={"action": "ChannelDayShredded"}, headers=tenant.headers())
+    entries: list[dict[str, Any]] = ok(r)["entries"]
+    return entries
