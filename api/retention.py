@@ -17,11 +17,10 @@ from domain.retention import PlaceLegalHold, ReleaseLegalHold, SetRetention
 
 
 async def _record(request: Request, who: Principal, stream: str, command: Command, raw: bytes) -> Response:
+    # like every DELETE, a release ignores Idempotency-Key (releasing again is a 404, changing nothing)
+    retry = idempotency(request, raw, who) if request.method != "DELETE" else None
     outcome = await execute(
-        request,
-        CommandEnvelope(
-            who.tenant_id, stream, command, actor=who.actor.label, idempotency=idempotency(request, raw, who)
-        ),
+        request, CommandEnvelope(who.tenant_id, stream, command, actor=who.actor.label, idempotency=retry)
     )
     extra = {"days": command.days} if isinstance(command, SetRetention) else {}
     if isinstance(command, PlaceLegalHold | ReleaseLegalHold):

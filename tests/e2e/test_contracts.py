@@ -401,6 +401,11 @@ def cases(w: World) -> dict[str, Case]:
     w.write("POST", "/v1/channels/c/bans", {"user_id": "carol"})
     admin = bearer(ADMIN)
     hook, gone1, gone2 = w.webhook(), w.webhook(), w.webhook()
+    for held in ("h1", "h2"):  # legal holds to release (docs/retention.md)
+        w.write("POST", "/v1/channels", {"channel_id": held, "members": ["alice"]})
+        w.write("POST", f"/v1/channels/{held}/legal-hold", {"reason": "case"})
+    for uid in ("dave", "erin"):
+        w.write("POST", f"/v1/users/{uid}/legal-hold", {"reason": "case"})
     return {
         "create_tenant": ("POST", "/v1/tenants", {"name": "one"}, {"name": "two"}, admin),
         "create_api_key": ("POST", "/v1/api-keys", {"name": "one"}, {"name": "two"}, None),
@@ -439,6 +444,12 @@ def cases(w: World) -> dict[str, Case]:
         "delete_webhook": ("DELETE", f"/v1/webhooks/{gone1}", None, f"/v1/webhooks/{gone2}", None),
         "replay_webhook": ("POST", f"/v1/webhooks/{hook}/replay", {"from_position": 0}, {"from_position": 1}, None),
         "rotate_secret": ("POST", f"/v1/webhooks/{hook}/rotate-secret", None, {}, None),
+        "put_retention": ("PUT", "/v1/retention", {"days": 30}, {"days": 31}, None),
+        "put_channel_retention": ("PUT", "/v1/channels/c/retention", {"days": 7}, {"days": 8}, None),
+        "place_channel_hold": ("POST", "/v1/channels/c/legal-hold", {"reason": "one"}, {"reason": "two"}, None),
+        "release_channel_hold": ("DELETE", "/v1/channels/h1/legal-hold", None, "/v1/channels/h2/legal-hold", None),
+        "place_user_hold": ("POST", "/v1/users/bob/legal-hold", {"reason": "one"}, {"reason": "two"}, None),
+        "release_user_hold": ("DELETE", "/v1/users/dave/legal-hold", None, "/v1/users/erin/legal-hold", None),
     }  # fmt: skip
 
 
