@@ -4,7 +4,7 @@ tests. It passes the same contract suite as the SQLite and MongoDB stores."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from projections.ports import Doc, Filter, Fold, Op, ReadStore, matches, public, sort_docs, touched
@@ -57,6 +57,16 @@ class MemoryReadStore(ReadStore):
         return sum(
             1 for (tid, _), doc in self._docs.get(collection, {}).items() if tid == tenant_id and matches(doc, filter)
         )
+
+    async def erase(self, collection: str, tenant_id: str, field: str, value: str, fields: Mapping[str, Any]) -> int:
+        found = [
+            doc
+            for (tid, _), doc in self._docs.get(collection, {}).items()
+            if tid == tenant_id and doc.get(field) == value
+        ]
+        for doc in found:
+            doc.update(copy.deepcopy(dict(fields)))
+        return len(found)
 
     async def drop(self, projection: str, collections: Sequence[str]) -> None:
         for name in collections:

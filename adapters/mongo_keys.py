@@ -41,6 +41,8 @@ class MongoKeyStore(KeyStore):
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
 
     async def start(self) -> None:
+        if self._client is not None:  # started already (a worker's processors and its node share it)
+            return
         timeout_ms = max(int(self.timeout * 1000), 1)
         self._client = AsyncMongoClient(
             self.url,

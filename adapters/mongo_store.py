@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bson.errors import BSONError
@@ -305,6 +305,16 @@ class MongoReadStore(ReadStore):
             return int(await self._coll(collection).count_documents({"tenant_id": tenant_id, **filter}))
         except PyMongoError as exc:
             raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+
+    async def erase(self, collection: str, tenant_id: str, field: str, value: str, fields: Mapping[str, Any]) -> int:
+        self._written = {}  # a rebuild's cache of what it wrote may hold what is erased now
+        try:
+            result = await self._coll(collection).update_many(
+                {"tenant_id": tenant_id, field: value}, {"$set": _stored(dict(fields))}
+            )
+        except PyMongoError as exc:
+            raise ReadStoreUnavailable(f"MongoDB is unreachable: {exc}") from exc
+        return int(result.matched_count)
 
     async def drop(self, projection: str, collections: Sequence[str]) -> None:
         self._written = {k: doc for k, doc in self._written.items() if k[0] not in collections}

@@ -33,6 +33,7 @@ class SqliteKeyStore(KeyStore):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA secure_delete=ON")  # a destroyed key's wrapped bytes are zeroed in the file
         conn.execute(
             "CREATE TABLE IF NOT EXISTS data_keys (tenant_id TEXT, key_id TEXT, master_id TEXT, wrapped BLOB, "
             "created_at TEXT, destroyed_at TEXT, PRIMARY KEY (tenant_id, key_id)) WITHOUT ROWID"
@@ -81,6 +82,8 @@ class SqliteKeyStore(KeyStore):
             "master_id = NULL, wrapped = NULL, destroyed_at = excluded.destroyed_at WHERE destroyed_at IS NULL",
             [tenant_id, key_id, now, now],
         )
+        if changed[0]:
+            await self._run("PRAGMA wal_checkpoint(TRUNCATE)", [])  # and gone from the WAL
         return bool(changed[0])
 
     async def list_keys(

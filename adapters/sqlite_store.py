@@ -14,7 +14,7 @@ import asyncio
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,9 @@ class SqliteReadStore(ReadStore):
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_seconds * 1000)}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        # what a write replaces is zeroed, not left in free space: an erased user's text is gone
+        # from the file once erase() has checkpointed the WAL (docs/erasure.md)
+        conn.execute("PRAGMA secure_delete=ON")
         conn.execute("CREATE TABLE IF NOT EXISTS checkpoints (projection TEXT PRIMARY KEY, position INTEGER)")
         self._conn = conn
         reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -300,6 +303,22 @@ class SqliteReadStore(ReadStore):
         where, params = self._where(tenant_id, filter)
         rows = self._read(collection, f"SELECT COUNT(*) FROM {{table}} WHERE {where}", params)
         return int(rows[0][0])
+
+    async def erase(self, collection: str, tenant_id: str, field: str, value: str, fields: Mapping[str, Any]) -> int:
+        table, where = f"rm_{collection}", f"tenant_id = ? AND {_expr(field)} = ?"
+        patch = orjson.dumps(dict(fields)).decode()
+
+        def run() -> int:
+            with self._lock:
+                self._table(collection)
+                db = self._db()
+                cursor = db.execute(
+                    f"UPDATE {table} SET doc = json_patch(doc, ?) WHERE {where}", (patch, tenant_id, value)
+                )
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's older copies of the pages, gone too
+                return int(cursor.rowcount)
+
+        return await asyncio.to_thread(run)
 
     async def drop(self, projection: str, collections: Sequence[str]) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import functools
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -33,10 +34,11 @@ from api.tenant_metrics import TENANTS
 from commands.auth import Authenticator
 from commands.billing import Billing, UsageReporter, WebhookVerifier
 from commands.billing_sync import BillingSync, SyncReport
-from commands.keys import KeyStore
+from commands.keys import Keyring, KeyStore, MasterKey, MasterKeyError
 from commands.ports import EphemeralBus, EventHistory, EventLog, EventRow, Listener, event_row
 from commands.quotas import Adds, Quotas
 from commands.retention import DayKeys, RetentionPolicies, RetentionSweeper
+from commands.sealing import SealedLog, Sealer
 from commands.service import CommandEnvelope, Commands, CommandService, Outcome
 from domain.events import Event
 from domain.plans import Catalog, PlansError, builtin_catalog, parse_plans
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
     from adapters.kafka.node import KafkaNode, Progress
 
 CHAT = Projection(chat.NAME, chat.COLLECTIONS, chat.project, by_stream=True)
-EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project)
+EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project, sealed=True)
 
 
 def _partition(position: int) -> int:
@@ -141,6 +143,8 @@ class Backend(abc.ABC):
     store: ReadStore
     bus: EphemeralBus
     commands: Commands  # the write side as the API calls it
+    keys: KeyStore  # the data keys that seal personal data (docs/erasure.md)
+    keyring: Keyring
     projections: Mapping[str, Projection]  # what ``caas rebuild`` can rebuild
     events_projected: bool  # ``GET /v1/events`` is served by a read model, so it honours ``min_position``
     clustered: bool  # one node of many: secrets must be given, the same on every node, never generated
@@ -153,6 +157,7 @@ class Backend(abc.ABC):
 
     async def start(self, listeners: Sequence[Listener]) -> None:
         """Connect, and start following the log; ``listeners`` get every committed event."""
+        await self.keys.start()
         await self.log.start()
         await self.store.start()
         for listener in listeners:
@@ -165,6 +170,7 @@ class Backend(abc.ABC):
         await self.unfollow()
         await self.log.close()
         await self.store.close()
+        await self.keys.close()
 
     @abc.abstractmethod
     async def follow(self) -> None:
@@ -250,13 +256,17 @@ class EmbeddedBackend(Backend):
     projections = PROJECTIONS
 
     def __init__(self, settings: Settings) -> None:
+        from adapters.sqlite_keys import SqliteKeyStore
         from adapters.sqlite_log import SqliteEventLog
         from adapters.sqlite_store import SqliteReadStore
 
         self.node_id = f"node-{uuid7()}"
         self.data_dir = settings.data_dir
+        self.keys = SqliteKeyStore(settings.data_dir / "keys.db")
+        self.keyring = Keyring(self.keys, functools.partial(master_keys, settings))
+        self.sealer = Sealer(self.keyring)
         self.sqlite_log = SqliteEventLog(settings.data_dir / "events.db")
-        self.log: EventLog = self.sqlite_log
+        self.log: EventLog = SealedLog(self.sqlite_log, self.sealer)
         self.store = self.sqlite_store = SqliteReadStore(settings.data_dir / "read.db")
         self.bus = MemoryBus()
         self.commands = CommandService(self.log, clock=utcnow, new_id=uuid7)
@@ -313,6 +323,7 @@ class EmbeddedBackend(Backend):
     async def replay(
         self, *, after_position: int, tenant_id: str | None, types: Sequence[str], since: str | None
     ) -> AsyncIterator[list[Event]]:
+        await self.keys.start()
         await self.log.start()
         after = after_position
         try:
@@ -321,22 +332,26 @@ class EmbeddedBackend(Backend):
                 yield events
         finally:
             await self.log.close()
+            await self.keys.close()
 
     async def replay_rows(
         self, *, after_position: int, tenant_id: str | None, types: Sequence[str], since: str | None
     ) -> AsyncIterator[list[EventRow]]:
+        await self.keys.start()
         await self.log.start()
         after = after_position
         try:
             while rows := self.sqlite_log.read_rows(after, REPLAY_ROWS, tenant_id, types):
                 after = rows[-1][0]  # the position
-                yield rows
+                yield await self.sealer.open_rows(rows)
         finally:
             await self.log.close()
+            await self.keys.close()
 
     async def rebuild(
         self, names: Sequence[str], *, window: int, progress: RebuildProgress
     ) -> AsyncIterator[tuple[str, int, float]]:
+        await self.keys.start()
         await self.log.start()
         await self.store.start()
         try:
@@ -355,6 +370,7 @@ class EmbeddedBackend(Backend):
         finally:
             await self.log.close()
             await self.store.close()
+            await self.keys.close()
 
     async def _rebuild_by_parts(self, projection: Projection, head: int, window: int) -> tuple[int, float]:
         """Rebuild a model whose documents are each written by one stream (``by_stream``) as
@@ -374,14 +390,18 @@ class EmbeddedBackend(Backend):
         parts = REBUILD_WORKERS
         reader = PartReader(self.data_dir / "events.db", 0, parts, head)
         self.sqlite_store.patient(REBUILD_BUSY_SECONDS)
+        master = self.keyring.master
+        masters = [m.to_base64() for m in (master, *[m for m in self.keyring.masters.values() if m != master])]
         try:
             with ProcessPoolExecutor(parts - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 others = [
-                    loop.run_in_executor(pool, rebuild_part, self.data_dir, projection.name, part, parts, head, window)
+                    loop.run_in_executor(
+                        pool, rebuild_part, self.data_dir, projection.name, part, parts, head, window, masters
+                    )
                     for part in range(1, parts)
                 ]
                 mine = load_log(
-                    lambda after: asyncio.to_thread(reader.read, after, window),
+                    functools.partial(_read_opened, self.sealer, reader, window),
                     self.store,
                     projection,
                     part_checkpoint(projection.name, 0),
@@ -408,9 +428,18 @@ def part_checkpoint(projection: str, part: int) -> str:
     return f"{projection}#part{part}"
 
 
-def rebuild_part(data_dir: Path, name: str, part: int, parts: int, head: int, window: int) -> int:
+async def _read_opened(sealer: Sealer, reader: Any, window: int, after: int) -> list[Event]:
+    """A window of a rebuild's :class:`~adapters.sqlite_log.PartReader`, personal fields opened."""
+    return await sealer.open(await asyncio.to_thread(reader.read, after, window))
+
+
+def rebuild_part(
+    data_dir: Path, name: str, part: int, parts: int, head: int, window: int, masters: Sequence[str]
+) -> int:
     """A rebuild worker (a process of :meth:`EmbeddedBackend._rebuild_by_parts`): fold the events
-    of streams in ``part`` of ``parts`` up to ``head`` into the dropped tables of ``name``."""
+    of streams in ``part`` of ``parts`` up to ``head`` into the dropped tables of ``name``
+    (``masters``: the master keys, current first, that open the data keys)."""
+    from adapters.sqlite_keys import SqliteKeyStore
     from adapters.sqlite_log import PartReader
     from adapters.sqlite_store import REBUILD_BUSY_SECONDS, SqliteReadStore
 
@@ -418,18 +447,23 @@ def rebuild_part(data_dir: Path, name: str, part: int, parts: int, head: int, wi
     reader = PartReader(data_dir / "events.db", part, parts, head)
     store = SqliteReadStore(data_dir / "read.db", busy_seconds=REBUILD_BUSY_SECONDS)
     store.postpone_indexes(projection.collections)
+    keys = SqliteKeyStore(data_dir / "keys.db")
+    given = [MasterKey.from_base64(m) for m in masters]
+    sealer = Sealer(Keyring(keys, given[0], given[1:]))
 
     async def run() -> int:
         await store.start()
+        await keys.start()
         try:
             return await load_log(
-                lambda after: asyncio.to_thread(reader.read, after, window),
+                functools.partial(_read_opened, sealer, reader, window),
                 store,
                 projection,
                 part_checkpoint(name, part),
             )
         finally:
             await store.close()
+            await keys.close()
             reader.close()
 
     return asyncio.run(run())
@@ -449,11 +483,15 @@ class KafkaBackend(Backend):
     def __init__(self, settings: Settings) -> None:
         from adapters.kafka.bus import KafkaBus
         from adapters.kafka.node import IndexedLog, KafkaNode, Progress
+        from adapters.mongo_keys import MongoKeyStore
         from adapters.mongo_store import MongoReadStore
 
         self.settings = settings
         self.store = MongoReadStore(settings.mongo_url, settings.mongo_database, timeout=settings.mongo_timeout_seconds)
-        self.log = self.indexed = IndexedLog(self.store)
+        self.keys = MongoKeyStore(settings.mongo_url, settings.mongo_database, timeout=settings.mongo_timeout_seconds)
+        self.keyring = Keyring(self.keys, functools.partial(master_keys, settings, generate=False))
+        self.sealer = Sealer(self.keyring)
+        self.log = self.indexed = IndexedLog(self.store, self.sealer)
         self.node: KafkaNode = KafkaNode(
             settings.kafka_bootstrap,
             settings.kafka_topic_prefix,
@@ -510,15 +548,27 @@ class KafkaBackend(Backend):
         from adapters.kafka import tools
 
         s = self.settings
-        return tools.replay(
-            s.kafka_bootstrap,
-            self.topic("events"),
-            s.kafka_partitions,
-            after_position=after_position,
-            tenant_id=tenant_id,
-            types=types,
-            since=since,
+        return self._keys_open(
+            tools.replay(
+                s.kafka_bootstrap,
+                self.topic("events"),
+                s.kafka_partitions,
+                after_position=after_position,
+                tenant_id=tenant_id,
+                types=types,
+                since=since,
+                sealer=self.sealer,
+            )
         )
+
+    async def _keys_open(self, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """``items`` with the key store started for them (a command-line procedure)."""
+        await self.keys.start()
+        try:
+            async for item in items:
+                yield item
+        finally:
+            await self.keys.close()
 
     def rebuild(
         self, names: Sequence[str], *, window: int, progress: RebuildProgress
@@ -527,14 +577,17 @@ class KafkaBackend(Backend):
 
         s = self.settings
         wanted = {name: self.projections[name] for name in names}
-        return tools.rebuild(
-            s.kafka_bootstrap,
-            self.topic("events"),
-            s.kafka_partitions,
-            s.mongo_url,
-            s.mongo_database,
-            wanted,
-            window_size=window,
+        return self._keys_open(
+            tools.rebuild(
+                s.kafka_bootstrap,
+                self.topic("events"),
+                s.kafka_partitions,
+                s.mongo_url,
+                s.mongo_database,
+                wanted,
+                window_size=window,
+                sealer=self.sealer,
+            )
         )
 
     async def worker(self) -> None:
@@ -595,6 +648,7 @@ class KafkaBackend(Backend):
             listeners=listeners,
             commit_interval=s.decider_commit_seconds,
             beside=None if s.worker_metrics_port is None else functools.partial(self._worker_metrics, s),
+            sealer=self.sealer,
         )
 
     @staticmethod
@@ -775,7 +829,6 @@ class Engine:
             await self.deliveries.start()
             self.backend.on_indexed(self.deliveries.on_indexed)
         if self.retention is not None and self.day_keys is not None and self.settings.retention_sweep_seconds > 0:
-            await self.day_keys.store.start()
             sweeper = RetentionSweeper(self.retention, self.day_keys)
             self._retention_sweep = asyncio.ensure_future(retention_loop(self.backend, sweeper, self.settings))
 
@@ -783,8 +836,6 @@ class Engine:
         if self._retention_sweep is not None:
             self._retention_sweep.cancel()
             await asyncio.gather(self._retention_sweep, return_exceptions=True)
-            if self.day_keys is not None:
-                await self.day_keys.store.close()
         if self.deliveries is not None:
             await self.deliveries.close()
         if self._billing_sync is not None:
@@ -809,7 +860,8 @@ def build_engine(settings: Settings) -> Engine:
     service = MeteredCommands(commands)
     policies = RetentionPolicies(service, retention_clock(settings, utcnow))
     queries = ChatQueries(backend.store, horizon=policies)
-    return Engine(settings, backend, service, auth, queries, retention=policies, day_keys=build_day_keys(settings))
+    day_keys = DayKeys(backend.keys, backend.keyring.destroy)  # destroyed through the keyring: it forgets at once
+    return Engine(settings, backend, service, auth, queries, retention=policies, day_keys=day_keys)
 
 
 def retention_clock(settings: Settings, clock: Callable[[], datetime]) -> Callable[[], datetime]:
@@ -817,20 +869,6 @@ def retention_clock(settings: Settings, clock: Callable[[], datetime]) -> Callab
     so a test server can see what it records as days old)."""
     offset = timedelta(seconds=settings.retention_clock_offset_seconds)
     return clock if not offset else lambda: clock() + offset
-
-
-def build_day_keys(settings: Settings) -> DayKeys:
-    """The key store the retention sweeper destroys channel-day keys in (commands/keys.py): the
-    SQLite ``keys.db`` in the data dir embedded, the database's key collection on Kafka."""
-    from adapters.mongo_keys import MongoKeyStore
-    from adapters.sqlite_keys import SqliteKeyStore
-
-    store: KeyStore
-    if settings.backend == "kafka":
-        store = MongoKeyStore(settings.mongo_url, settings.mongo_database, timeout=settings.mongo_timeout_seconds)
-    else:
-        store = SqliteKeyStore(settings.data_dir / "keys.db")
-    return DayKeys(store)
 
 
 async def retention_loop(backend: Backend, sweeper: RetentionSweeper, settings: Settings) -> None:
@@ -892,6 +930,66 @@ def server_key(settings: Settings) -> str:
 
 def admin_token(settings: Settings) -> str:
     return persistent_secret(settings.data_dir, "admin_token", settings.admin_token)
+
+
+def master_keys(settings: Settings, *, generate: bool = True) -> tuple[MasterKey, list[MasterKey]]:
+    """The master key (``CAAS_MASTER_KEY``) and the previous one during a rotation. Unset on
+    the embedded backend: generated once into the data dir (``master_key``, mode 0600), with a
+    warning each start, since a key kept beside the data protects nothing from whoever copies
+    the whole dir (a clustered backend refuses to start without it: :func:`missing_secrets`)."""
+    old = settings.previous_master_key
+    previous = [MasterKey.from_base64(old.get_secret_value())] if old is not None else []
+    if settings.master_key is not None:
+        return MasterKey.from_base64(settings.master_key.get_secret_value()), previous
+    if not generate:
+        raise MasterKeyError("CAAS_MASTER_KEY is not set: every node of a cluster must be given the same one")
+    path = settings.data_dir / "master_key"
+    rotating = settings.data_dir / "master_key.next"  # left by a rotation that stopped midway: opens what it rewrapped
+    if rotating.exists():
+        previous.append(MasterKey.from_base64(rotating.read_text()))
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(0o600)
+        path.write_text(MasterKey.generate().to_base64() + "\n")
+    # stdlib logging: on stderr also for the commands that configure no logging (caas replay's stdout is data)
+    logging.getLogger("caas.keys").warning(
+        "master_key_in_data_dir: the master key is %s, beside the data it protects; set CAAS_MASTER_KEY (base64 of "
+        "32 bytes) and keep it apart from the data dir (docs/erasure.md)",
+        path,
+    )
+    return MasterKey.from_base64(path.read_text()), previous
+
+
+async def rotate_master(settings: Settings, new: MasterKey | None) -> dict[str, Any]:
+    """``caas keys rotate-master``: rewrap every data key under ``new`` (the log is not touched).
+
+    With ``CAAS_MASTER_KEY`` set, ``new`` is required and the operator sets ``CAAS_MASTER_KEY``
+    to it afterwards (on a cluster, while nodes still run with the old one, give them the new
+    one with the old as ``CAAS_PREVIOUS_MASTER_KEY``). With the key kept in the data dir, ``new``
+    may be omitted (one is generated) and replaces the file: it is written beside it first
+    (``master_key.next``, also opened at start), so a rotation that stops midway loses nothing.
+    """
+    from commands.keys import rewrap_all
+
+    backend = build_backend(settings)
+    old = backend.keyring.master
+    kept = settings.master_key is None
+    if new is None:
+        if not kept:
+            raise MasterKeyError("give the new master key in CAAS_NEW_MASTER_KEY (base64 of 32 bytes)")
+        new = MasterKey.generate()
+    staged = settings.data_dir / "master_key.next"
+    if kept:
+        staged.touch(0o600)
+        staged.write_text(new.to_base64() + "\n")
+    await backend.keys.start()
+    try:
+        count = await rewrap_all(backend.keys, old, new)
+    finally:
+        await backend.keys.close()
+    if kept:
+        staged.replace(settings.data_dir / "master_key")
+    return {"rewrapped": count, "old_master_id": old.id, "master_id": new.id}
 
 
 def load_catalog(settings: Settings) -> Catalog:

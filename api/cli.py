@@ -372,6 +372,15 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--format", choices=["table", "json", "csv"], default="table")
     u.add_argument("--data-dir")
     u.add_argument("--backend", choices=["embedded", "kafka"])
+    keys = sub.add_parser("keys", help="the data keys of crypto-shredding (docs/erasure.md)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser(
+        "rotate-master",
+        help="rewrap every data key under a new master key (CAAS_NEW_MASTER_KEY; generated when the key is kept "
+        "in the data dir); the log is not touched",
+    )
+    rotate.add_argument("--data-dir")
+    rotate.add_argument("--backend", choices=["embedded", "kafka"])
     bill = sub.add_parser("billing", help="billing: report usage to Stripe")
     bill_sub = bill.add_subparsers(dest="billing_command", required=True)
     sync = bill_sub.add_parser("sync", help="send every closed hour's usage to Stripe, each meter hour once")
@@ -396,9 +405,11 @@ def require_shared_secrets(settings: Settings, command: str) -> None:
     if missing:
         raise SystemExit(
             f"caas {command}: {' and '.join(missing)} not set. On the kafka backend every node must be given the "
-            "same CAAS_SECRET_KEY and CAAS_ADMIN_TOKEN: a token minted on one node is verified on every other node, "
-            "and a secret generated here would differ per node. Set each to the same random value on every node, "
-            "e.g. from python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
+            "same CAAS_SECRET_KEY, CAAS_ADMIN_TOKEN and CAAS_MASTER_KEY: a token minted on one node is verified on "
+            "every other node, data keys wrapped on one are opened on all, and a secret generated here would differ "
+            "per node. Set each to the same random value on every node, e.g. from python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))' (CAAS_MASTER_KEY: 'import base64, os; "
+            "print(base64.b64encode(os.urandom(32)).decode())')."
         )
 
 
@@ -444,6 +455,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "usage":
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         asyncio.run(usage(settings, args))
+    elif args.command == "keys":
+        asyncio.run(rotate_master(settings))
+
+
+async def rotate_master(settings: Settings) -> None:
+    """``caas keys rotate-master``: the new key from ``CAAS_NEW_MASTER_KEY`` (never an argument: a
+    command line is visible to every user of the machine); a JSON report on standard output."""
+    from api.bootstrap import rotate_master as rotate
+    from commands.keys import MasterKey, MasterKeyError
+
+    given = os.environ.get("CAAS_NEW_MASTER_KEY")
+    try:
+        report = await rotate(settings, MasterKey.from_base64(given) if given else None)
+    except MasterKeyError as exc:
+        raise SystemExit(f"caas keys rotate-master: {exc}") from None
+    print(orjson.dumps(report).decode())
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from commands.auth import Unauthenticated
 from commands.ports import ConcurrencyError, IdempotencyKeyReused, LogUnavailable
 from commands.quotas import PaymentRequired, QuotaExceeded
-from domain.errors import DomainError, LegalHold
+from domain.errors import DomainError
 from projections.ports import ReadStoreUnavailable
 
 log = structlog.get_logger("caas.api")
@@ -36,6 +36,7 @@ ErrorCode = Literal[
     "internal",
     "unavailable",
     "legal_hold",
+    "user_erased",
 ]
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 STATUS: dict[ErrorCode, int] = {
@@ -53,7 +54,10 @@ STATUS: dict[ErrorCode, int] = {
     "internal": 500,
     "unavailable": 503,
     "legal_hold": 409,
+    "user_erased": 410,
 }
+# domain rules answered with a code of their own rather than their category's
+RULE_CODES: dict[str, ErrorCode] = {"legal_hold": "legal_hold", "user_erased": "user_erased"}
 
 
 class ApiError(Exception):
@@ -101,10 +105,8 @@ def translate(exc: Exception) -> ApiError:
             )
         case PaymentRequired():
             return ApiError("payment_required", str(exc), rule="past_due")
-        case DomainError() if exc.rule == LegalHold.rule:  # its own code (docs/retention.md); from a remote decider too
-            return ApiError("legal_hold", exc.message, rule=exc.rule, **exc.details)
         case DomainError():
-            return ApiError(exc.category, exc.message, rule=exc.rule, **exc.details)
+            return ApiError(RULE_CODES.get(exc.rule, exc.category), exc.message, rule=exc.rule, **exc.details)
         case Unauthenticated():
             return ApiError("unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
         case IdempotencyKeyReused():

@@ -31,6 +31,7 @@ from api.plumbing import (
     written,
 )
 from commands.auth import Principal, new_api_key
+from commands.keys import user_key_id
 from commands.ports import Idempotency
 from commands.quotas import Adds
 from commands.service import CommandEnvelope
@@ -38,6 +39,7 @@ from domain import channel as ch
 from domain import errors, tenant, user
 from domain.base import format_time
 from domain.events import stream_name
+from projections.chat import ERASURES
 from projections.queries import ChatQueries
 from projections.timetravel import AsOf, ChannelTooLarge
 from projections.usage import edit_growth, posted_bytes
@@ -220,6 +222,35 @@ async def put_user(request: Request) -> Response:
             idempotency=idempotency(request, raw, who),
         ),
     )
+    return written(outcome, user_id=user_id)
+
+
+async def erase_user(request: Request) -> Response:
+    """``DELETE /v1/users/{uid}?erase=true`` (the tenant's API key): record ``UserErased``, then
+    destroy the user's data key. A retry, or erasing an erased user, destroys it again (a no-op)
+    and answers with the first ``UserErased``: the key is destroyed even if the first attempt
+    stopped between the two."""
+    who = await principal(request, "tenant")
+    user_id = _path(request, "user_id")
+    if request.query_params.get("erase") != "true":
+        raise ApiError("invalid_request", "erasing a user is for good: confirm it with ?erase=true")
+    outcome = await execute(
+        request,
+        CommandEnvelope(
+            who.tenant_id,
+            stream_name("user", user_id),
+            user.EraseUser(),
+            actor=who.actor.label,
+            idempotency=idempotency(request, b"", who),
+        ),
+    )
+    node = engine(request)
+    await node.backend.keyring.destroy(who.tenant_id, user_key_id(user_id))
+    # the read models' copies of what the user's events said: once they have applied UserErased
+    # (so nothing of the user's from before it is still on its way), overwritten
+    await node.backend.wait_for(outcome.last.position, node.settings.query_wait_seconds)
+    for collection, field, erased in ERASURES:
+        await node.store.erase(collection, who.tenant_id, field, user_id, erased)
     return written(outcome, user_id=user_id)
 
 

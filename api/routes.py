@@ -78,6 +78,12 @@ QUERY: dict[str, dict[str, Any]] = {
         "docs/analyst.md, Time travel",
         "examples": ["pos:12345", "2026-12-03T10:00:00Z"],
     },
+    "erase": {
+        "type": "string",
+        "enum": ["true"],
+        "required": True,
+        "description": "true: confirms that the user's personal data is erased for good (docs/erasure.md)",
+    },
     "actor": {"type": "string", "description": "who acted: tenant:<key id>, user:<id>, admin:admin, system:<job>"},
     "action": {"type": "string", "description": "comma-separated event types or categories (docs/audit.md)"},
     "format": {"type": "string", "enum": ["json", "jsonl", "csv"], "default": "json",
@@ -112,6 +118,10 @@ ROUTES: list[Api] = [
         ("tenant",), schemas.PutUser, schemas.UserWritten, 201, upsert=True, idempotent=True),
     Api("POST", "/v1/users/{user_id}/tokens", http.create_token, "Mint an end-user token",
         ("tenant",), schemas.CreateToken, schemas.Token, 201),
+    Api("DELETE", "/v1/users/{user_id}", http.erase_user,
+        "Erase a user: UserErased, and their data key destroyed (their name, metadata and messages' text read as "
+        "erased from now on; docs/erasure.md). 409 legal_hold under a legal hold; again: the first answer",
+        ("tenant",), None, schemas.UserWritten, query=("erase",), idempotent=True),
     Api("GET", "/v1/channels", http.list_channels, "Channels of the user, or all of the tenant's",
         ("tenant", "user"), None, schemas.ChannelList, query=("limit", "after", "min_position")),
     Api("POST", "/v1/channels", http.create_channel, "Create a group or direct channel",

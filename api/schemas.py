@@ -220,6 +220,9 @@ class Message(BaseModel):
         default_factory=list, description="users the text named as @user_id when it was posted (empty once deleted)"
     )
     seen_by: list[str] | None = Field(default=None, description="members who have read it (channels up to 100)")
+    erased: bool = Field(
+        default=False, description='its author was erased: "text" is "" and "attachments" [] (docs/erasure.md)'
+    )
 
 
 class AsOfPoint(BaseModel):
@@ -551,6 +554,7 @@ class UserInfo(BaseModel):
     metadata: dict[str, Any]
     created_at: str | None
     updated_at: str | None
+    erased: bool = Field(default=False, description='erased (docs/erasure.md): "name" is "" and "metadata" {}')
 
 
 class UserList(BaseModel):

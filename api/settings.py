@@ -212,11 +212,20 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="the delivery lease (one processor sends); renewed every third of it"
     )
     webhook_poll_seconds: float = Field(default=2.0, gt=0, description="the shared poll besides new-event wake-ups")
+    master_key: SecretStr | None = Field(
+        default=None,
+        description="base64 of 32 bytes: wraps the data keys that seal personal data (docs/erasure.md); embedded:"
+        " generated into the data dir when unset, Kafka: required",
+    )
+    previous_master_key: SecretStr | None = Field(
+        default=None, description="the master key before a rotation: keys it still wraps keep opening (docs/erasure.md)"
+    )
 
     def unshared_secrets(self) -> list[str]:
         """The secrets a node of a cluster must be given rather than generate: ``secret_key``
         signs tokens that every node verifies, and ``admin_token`` is one credential for all."""
-        return [f"CAAS_{name.upper()}" for name in ("secret_key", "admin_token") if getattr(self, name) is None]
+        names = ("secret_key", "admin_token", "master_key")  # master_key: every node opens the same data keys
+        return [f"CAAS_{name.upper()}" for name in names if getattr(self, name) is None]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

@@ -26,7 +26,7 @@ import hashlib
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from nacl import bindings
@@ -170,18 +170,38 @@ class Keyring:
     def __init__(
         self,
         store: KeyStore,
-        master: MasterKey,
+        master: MasterKey | Callable[[], tuple[MasterKey, Sequence[MasterKey]]],
         previous: Iterable[MasterKey] = (),
         *,
         capacity: int = 100_000,
         ttl: float = 5.0,
     ) -> None:
+        """``master`` wraps new keys; keys wrapped by ``previous`` ones still open. Either may be
+        given by a function, called on first use: ``(master, previous)``."""
         self.store = store
-        self.master = master
-        self.masters = {m.id: m for m in (*previous, master)}
+        if isinstance(master, MasterKey):
+            given = (master, tuple(previous))
+            self._source: Callable[[], tuple[MasterKey, Sequence[MasterKey]]] = lambda: given
+        else:
+            self._source = master
+        self._masters: tuple[MasterKey, dict[str, MasterKey]] | None = None
         self.capacity = capacity
         self.ttl = ttl
         self._cache: OrderedDict[tuple[str, str], tuple[bytes, float]] = OrderedDict()
+
+    def _resolve(self) -> tuple[MasterKey, dict[str, MasterKey]]:
+        if self._masters is None:
+            master, previous = self._source()
+            self._masters = (master, {m.id: m for m in (*previous, master)})
+        return self._masters
+
+    @property
+    def master(self) -> MasterKey:
+        return self._resolve()[0]
+
+    @property
+    def masters(self) -> dict[str, MasterKey]:
+        return self._resolve()[1]
 
     def cached(self, tenant_id: str, key_id: str) -> bytes | None:
         """The key if this process holds it (:data:`DESTROYED` if destroyed), else ``None``."""
@@ -244,6 +264,8 @@ class Keyring:
 async def rewrap_all(store: KeyStore, old: MasterKey, new: MasterKey) -> int:
     """Wrap every live key wrapped by ``old`` under ``new`` instead; the log is not touched.
     Returns how many keys were rewrapped. Safe to run again after an interruption."""
+    if old.id == new.id:
+        return 0
     count = 0
     after: tuple[str, str] | None = None
     while keys := await store.list_keys(after=after):

@@ -352,7 +352,7 @@ def _edit(state: ChannelState, c: EditMessage) -> Decision:
         raise errors.NotAuthor("only the author may edit a message", message_id=c.message_id)
     if message.deleted_seq:
         raise errors.MessageDeleted("a deleted message cannot be edited", message_id=c.message_id)
-    return [MessageEdited(message_id=c.message_id, text=c.text)]
+    return [MessageEdited(message_id=c.message_id, text=c.text, author_id=message.author_id)]
 
 
 def _delete(state: ChannelState, c: DeleteMessage) -> Decision:

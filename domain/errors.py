@@ -130,7 +130,13 @@ class WebhookNotFound(NotFound):
     rule = "webhook_not_found"
 
 
+class UserIsErased(Conflict):
+    """The user was erased (UserErased): their stream takes no new personal data (API: 410 user_erased)."""
+
+    rule = "user_erased"
+
+
 class LegalHold(Conflict):
-    """A legal hold forbids it: a held user cannot be erased (docs/retention.md)."""
+    """A legal hold suspends erasure and retention (API: 409 legal_hold)."""
 
     rule = "legal_hold"

@@ -84,11 +84,13 @@ class ConsoleSessionClosed(DomainEvent):
 class UserRegistered(DomainEvent):
     name: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    erased: bool = Field(default=False, exclude=True)  # read back erased (docs/erasure.md); never recorded
 
 
 class UserUpdated(DomainEvent):
     name: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    erased: bool = Field(default=False, exclude=True)
 
 
 class PresenceChanged(DomainEvent):
@@ -96,6 +98,11 @@ class PresenceChanged(DomainEvent):
 
     status: Literal["online", "away", "offline"]
     last_seen_at: str
+
+
+class UserErased(DomainEvent):
+    """The user asked to be forgotten: their data key is destroyed, so their name, metadata and
+    the text of their messages read as erased from now on, everywhere (docs/erasure.md)."""
 
 
 # --- channel stream ------------------------------------------------------------------------
@@ -133,6 +140,7 @@ class MessagePosted(DomainEvent):
     attachments: list[dict[str, Any]] = Field(default_factory=list)
     client_msg_id: str | None = None
     mentions: list[str] = Field(default_factory=list)
+    erased: bool = Field(default=False, exclude=True)  # read back erased (docs/erasure.md); never recorded
 
 
 # ``@`` then a user id (domain.base.ID_PATTERN), not inside a word or an e-mail address.
@@ -149,6 +157,8 @@ def mentions_in(text: str) -> list[str]:
 class MessageEdited(DomainEvent):
     message_id: str
     text: str
+    author_id: str | None = None  # the message's author, whose key seals the text (absent before erasure)
+    erased: bool = Field(default=False, exclude=True)
 
 
 class MessageDeleted(DomainEvent):

@@ -9,7 +9,15 @@ from pydantic import Field
 
 from domain import errors
 from domain.base import Command, Decision, Unchanged
-from domain.events import DomainEvent, LegalHoldPlaced, LegalHoldReleased, PresenceChanged, UserRegistered, UserUpdated
+from domain.events import (
+    DomainEvent,
+    LegalHoldPlaced,
+    LegalHoldReleased,
+    PresenceChanged,
+    UserErased,
+    UserRegistered,
+    UserUpdated,
+)
 from domain.retention import PlaceLegalHold, ReleaseLegalHold, decide_place, decide_release
 
 
@@ -25,6 +33,10 @@ class RecordPresence(Command):
     last_seen_at: str
 
 
+class EraseUser(Command):
+    """Forget the user's personal data (docs/erasure.md): refused under a legal hold; again: nothing new."""
+
+
 @dataclass(slots=True)
 class UserState:
     version: int = 0
@@ -33,12 +45,9 @@ class UserState:
     status: str = "offline"
     last_seen_at: str | None = None
     status_seq: int = 0
+    erased_seq: int = 0  # of UserErased
+    legal_hold: bool = False  # set and cleared by the legal-hold events (retention), which refuse erasure
     hold_seq: int = 0  # of the legal hold in force (docs/retention.md); 0: none
-
-    @property
-    def legal_hold(self) -> bool:
-        """A legal hold is in force: the user's messages are kept and the user cannot be erased."""
-        return self.hold_seq > 0
 
     @property
     def exists(self) -> bool:
@@ -48,6 +57,8 @@ class UserState:
 def decide(state: UserState, command: Command) -> Decision:
     match command:
         case RegisterUser():
+            if state.erased_seq:
+                raise errors.UserIsErased("the user was erased; register the person under a new user id")
             if not state.exists:
                 return [UserRegistered(name=command.name, metadata=command.metadata)]
             if state.name == command.name and state.metadata == command.metadata:
@@ -65,6 +76,14 @@ def decide(state: UserState, command: Command) -> Decision:
             if isinstance(command, PlaceLegalHold):
                 return decide_place(state.hold_seq, command)
             return decide_release(state.hold_seq, command)
+        case EraseUser():
+            if not state.exists:
+                raise errors.UserNotFound("the user is not registered")
+            if state.erased_seq:
+                return Unchanged(state.erased_seq)
+            if state.legal_hold:
+                raise errors.LegalHold("the user is under a legal hold: erasure waits until it is released")
+            return [UserErased()]
     raise TypeError(f"not a user command: {type(command).__name__}")
 
 
@@ -75,10 +94,12 @@ def evolve(state: UserState, event: DomainEvent) -> UserState:
         case UserRegistered() | UserUpdated():
             state.name = event.name
             state.metadata = dict(event.metadata)
+        case UserErased():
+            state.name, state.metadata, state.erased_seq = "", {}, state.version
         case PresenceChanged():
             state.status, state.last_seen_at, state.status_seq = event.status, event.last_seen_at, state.version
         case LegalHoldPlaced():
-            state.hold_seq = state.version
+            state.hold_seq, state.legal_hold = state.version, True
         case LegalHoldReleased():
-            state.hold_seq = 0
+            state.hold_seq, state.legal_hold = 0, False
     return state

@@ -55,20 +55,36 @@ def project(event: Event) -> list[Op]:
 
 
 def _user(event: Event) -> list[Op]:
+    uid = event.stream_id
+    if event.type == "UserErased":  # docs/erasure.md: the user's messages are erased by the API (erase_user)
+        fields = {"name": "", "metadata": {}, "erased": True}
+        return [Op("users", event.tenant_id, uid, event.position, set=fields, insert={"user_id": uid})]
     if event.type not in ("UserRegistered", "UserUpdated"):
         return []
-    uid = event.stream_id
     p = event.payload
+    changed = {"name": p["name"], "metadata": p.get("metadata", {}), "updated_at": event.occurred_at, **_erased(p)}
     return [
         Op(
             "users",
             event.tenant_id,
             uid,
             event.position,
-            set={"name": p["name"], "metadata": p.get("metadata", {}), "updated_at": event.occurred_at},
+            set=changed,
             insert={"user_id": uid, "created_at": event.occurred_at},
         )
     ]
+
+
+def _erased(payload: dict[str, Any]) -> dict[str, Any]:
+    """``erased: true`` if the event's personal fields read as erased (docs/erasure.md), else nothing."""
+    return {"erased": True} if payload.get("erased") else {}
+
+
+# What the API overwrites in the documents of an erased user (docs/erasure.md): (collection, the
+# field naming the user, the erased values). The user's own document is erased by UserErased.
+ERASURES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("messages", "author_id", {"text": "", "attachments": [], "erased": True}),
+)
 
 
 Result = tuple[dict[str, Any], list[Op]]
@@ -164,6 +180,7 @@ def _posted(event: Event) -> Result:
         "deleted": False,
         "reactions": {},
         "reply_count": 0,
+        **_erased(p),
     }
     ops = [_message(event, p["message_id"], set=doc)]
     parent = p.get("parent_id")
@@ -175,7 +192,8 @@ def _posted(event: Event) -> Result:
 
 def _edited(event: Event) -> Result:
     p = event.payload
-    return {}, [_message(event, p["message_id"], set={"text": p["text"], "edited_at": event.occurred_at})]
+    changed = {"text": p["text"], "edited_at": event.occurred_at, **_erased(p)}
+    return {}, [_message(event, p["message_id"], set=changed)]
 
 
 def _deleted(event: Event) -> Result:

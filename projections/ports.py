@@ -175,6 +175,12 @@ class ReadStore(DocReader):
     async def drop(self, projection: str, collections: Sequence[str]) -> None:
         """Remove ``collections`` and the checkpoint of ``projection`` (for a rebuild)."""
 
+    @abc.abstractmethod
+    async def erase(self, collection: str, tenant_id: str, field: str, value: str, fields: Mapping[str, Any]) -> int:
+        """Overwrite ``fields`` in every document of ``collection`` whose ``field`` is ``value``,
+        outside the position guard (an erasure, docs/erasure.md: erased fields never come back,
+        whatever is applied later); how many documents matched."""
+
     async def settle(self) -> None:
         """Finish work a store postponed while a rebuild was applied (e.g. building indexes)."""
 

@@ -112,6 +112,7 @@ class ChatQueries:
                 "metadata": d.get("metadata") or {},
                 "created_at": d.get("created_at"),
                 "updated_at": d.get("updated_at"),
+                **({"erased": True} if d.get("erased") else {}),
             }
             for d in docs
         ]

@@ -356,6 +356,9 @@ class Hub:
     def publish(self, events: Sequence[Event]) -> None:
         touched: list[tuple[str, str]] = []  # channels given events, in order: each socket flushes once
         for event in events:
+            if event.type == "UserErased":
+                self._user_erased(event.tenant_id, event.stream_id)
+                continue
             if not event.stream.startswith("channel:"):
                 continue
             key = (event.tenant_id, event.stream[8:])
@@ -386,6 +389,19 @@ class Hub:
         for key in dict.fromkeys(touched):
             for sub in list(self._subs.get(key, ())):
                 sub.flush()
+
+    def _user_erased(self, tenant_id: str, user_id: str) -> None:
+        """Tell every live subscriber of the tenant that ``user_id`` was erased (docs/erasure.md):
+        a client drops the name and texts it holds of them; history now shows them erased."""
+        frame = Wire(orjson.dumps({"type": "user_erased", "user_id": user_id}).decode())
+        for (tenant, _), subs in list(self._subs.items()):
+            if tenant != tenant_id:
+                continue
+            for sub in list(subs):
+                if sub.live:
+                    if not sub.send(frame):
+                        sub.overflow()
+                    sub.flush()
 
     def typing(self, tenant_id: str, channel_id: str, user_id: str, expires_in_ms: int = 5000) -> int:
         """Send an ephemeral typing frame to the channel's other live subscribers; clients

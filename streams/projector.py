@@ -39,6 +39,9 @@ class Projection:
     """Every document of the model is written by the events of one stream only (a chat channel's
     documents by its channel stream): disjoint sets of streams then write disjoint documents, so
     a rebuild may fold them apart (in parallel processes) and the union is the whole model."""
+    sealed: bool = False
+    """It keeps events as recorded, personal fields sealed (the event index: opened where it is
+    read), rather than opened (commands/sealing.py)."""
 
 
 def ops_for(projection: Projection, events: Sequence[Event], after: int) -> list[Op]:

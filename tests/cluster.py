@@ -21,6 +21,7 @@ import httpx
 from tests.support import ADMIN, WEBHOOKS, Server, bearer, free_port
 
 SECRET = "test-secret-key-shared-by-all-nodes"
+MASTER_KEY = "Y2Fhcy10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXMhISE="  # 32 bytes: the data keys of every node
 
 
 SERVICES = Path(__file__).resolve().parent.parent / "infra" / "services"
@@ -59,6 +60,7 @@ class Cluster:
             "CAAS_MONGO_DATABASE": self.name,
             "CAAS_SECRET_KEY": SECRET,
             "CAAS_ADMIN_TOKEN": ADMIN,
+            "CAAS_MASTER_KEY": MASTER_KEY,
             "CAAS_LOG_LEVEL": "warning",
             # FerretDB (the test MongoDB) is slow on a loaded 2-core box; let replays wait for the event index
             "CAAS_WS_HISTORY_WAIT_SECONDS": "60",

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from commands.sealing import Sealer
+
 ADMIN = "test-admin-token"
 # Test servers lift the rate limits unless a test sets them: suites post in bursts.
 UNLIMITED = {
@@ -146,3 +148,14 @@ answer to a request: a check that requests recorded nothing leaves them out."""
 def requested_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``events`` without the nodes' own records (:data:`NODE_RECORDS`)."""
     return [e for e in events if e["type"] not in NODE_RECORDS]
+
+
+def _sealer() -> Sealer:
+    from adapters.memory_keys import MemoryKeyStore
+    from commands.keys import Keyring, MasterKey
+
+    return Sealer(Keyring(MemoryKeyStore(), MasterKey.generate()))
+
+
+SEALER = _sealer()
+"""Seals and opens personal fields with keys in memory (the adapters the tests build by hand take one)."""

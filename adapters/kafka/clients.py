@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -81,7 +81,9 @@ async def started_producer(bootstrap: str, *, retry_every: float, **options: Any
             await asyncio.sleep(retry_every)
 
 
-def tailing(consumer: AIOKafkaConsumer, handle: Callable[[Batches], None], *, name: str) -> asyncio.Task[None]:
+def tailing(
+    consumer: AIOKafkaConsumer, handle: Callable[[Batches], Awaitable[None] | None], *, name: str
+) -> asyncio.Task[None]:
     """:func:`tail` as a task named ``caas-<name>``; should it ever end other than by being
     cancelled, that is logged (``consumer_stopped``), and :func:`stopped` says so."""
     task = asyncio.create_task(tail(consumer, handle, name=name), name=f"caas-{name}")
@@ -100,7 +102,11 @@ def stopped(tasks: Iterable[asyncio.Task[None]]) -> list[str]:
 
 
 async def tail(
-    consumer: AIOKafkaConsumer, handle: Callable[[Batches], None], *, name: str, max_records: int = 5000
+    consumer: AIOKafkaConsumer,
+    handle: Callable[[Batches], Awaitable[None] | None],
+    *,
+    name: str,
+    max_records: int = 5000,
 ) -> None:
     """Fetch from ``consumer`` forever and hand each fetch to ``handle``.
 
@@ -117,7 +123,9 @@ async def tail(
             await asyncio.sleep(0.5)
             continue
         try:
-            handle(batches)
+            handled = handle(batches)
+            if handled is not None:
+                await handled
         except Exception:
             records = sum(len(records) for records in batches.values())
             log.exception("consumer_batch_failed", consumer=name, records=records)

@@ -37,6 +37,7 @@ from adapters.kafka.topics import ensure_topics
 from adapters.kafka.wire import answered_by_events, decode_request, encode_reply, request_from
 from commands.ports import IdempotencyKeyReused, LogUnavailable
 from commands.repository import AggregateRepository
+from commands.sealing import Sealer, SealingStore
 from commands.service import CommandService, Outcome
 from domain.errors import DomainError
 from streams.projector import StallWatch, watch
@@ -84,8 +85,10 @@ class DeciderWorker:
         *,
         commit_interval: float = COMMIT_INTERVAL,
         stall_seconds: float = 30.0,
+        sealer: Sealer,
     ) -> None:
         self.bootstrap = bootstrap
+        self.sealer = sealer  # personal fields: opened from the command topic, sealed before they are appended
         self.prefix = prefix
         self.partitions = partitions
         self.commit_interval = commit_interval
@@ -122,9 +125,10 @@ class DeciderWorker:
 
     def _new_log(self) -> None:
         self.log = PartitionLog(self.producer, self.bootstrap, self.topics["events"], self.partitions)
+        store = SealingStore(self.log, self.sealer)
         # every aggregate of the owned partitions, restored from the event topic (its changelog)
-        self.aggregates = AggregateRepository(self.log, cache_size=None)
-        self.service = CommandService(self.log, clock=utcnow, new_id=uuid7, repository=self.aggregates)
+        self.aggregates = AggregateRepository(store, cache_size=None)
+        self.service = CommandService(store, clock=utcnow, new_id=uuid7, repository=self.aggregates)
         asyncio.get_running_loop().create_task(self.log.start())
 
     async def close(self) -> None:
@@ -145,9 +149,9 @@ class DeciderWorker:
         try:
             for partition in sorted(partitions):
                 events = await read_partition(self.bootstrap, self.topics["events"], partition)
-                for event in events:
-                    self.aggregates.restore(event)
-                    self.log.record(event)
+                for event, opened in zip(events, await self.sealer.open(events), strict=True):
+                    self.aggregates.restore(opened)
+                    self.log.record(event)  # as recorded: a redelivered command is answered with it
                 log.info("partition_restored", partition=partition, events=len(events))
             self.owned |= partitions
         finally:
@@ -341,6 +345,11 @@ class DeciderWorker:
             answer, appended = exc, False
         if in_events and appended:
             return None  # recorded by this task's append: the events carry the answer
+        if isinstance(answer, Outcome):  # the reply topic holds no personal field in clear either
+            try:
+                answer = Outcome(await self.sealer.reseal(answer.events), answer.replayed)
+            except Exception as exc:
+                answer = exc
         return Reply(reply_to, request_id, answer, bool(message.get("replay_only")))
 
     async def decide_traced(
@@ -375,6 +384,9 @@ class DeciderWorker:
         deciding = self._deciding.get(command_id)
         if deciding is not None:  # delivered twice while the first is being decided
             return await asyncio.shield(deciding), False
+        message["command"] = await self.sealer.open_command(
+            message["tenant_id"], str(message.get("type")), message["command"], command_id
+        )
         future = self._deciding[command_id] = asyncio.ensure_future(
             self.service.execute(request_from(message).envelope)
         )

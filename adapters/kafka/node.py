@@ -35,6 +35,7 @@ from adapters.kafka.topics import ensure_topics
 from adapters.kafka.wire import CommandRequest, outcome_of
 from commands.ports import EventHistory, Listener, LogUnavailable
 from commands.repository import AggregateRepository
+from commands.sealing import SEALED, Sealer
 from commands.service import CommandEnvelope, Commands, Outcome
 from domain.events import Event, StreamId
 from projections import eventindex
@@ -65,8 +66,9 @@ class IndexedLog(EventHistory):
     read model the workers keep in MongoDB); new events and the head come from the node's
     consumer of the event topic (:meth:`KafkaNode._replicate`)."""
 
-    def __init__(self, store: ReadStore) -> None:
+    def __init__(self, store: ReadStore, sealer: Sealer) -> None:
         self.store = store
+        self.sealer = sealer  # the index holds events as recorded: personal fields sealed, opened here
         self.listeners: list[Listener] = []
         self.head = 0
 
@@ -98,7 +100,7 @@ class IndexedLog(EventHistory):
         docs = await self.store.find(
             "events", tenant_id, {"stream": stream, "seq": {"$gt": after_seq}}, sort=[("seq", 1)], limit=limit
         )
-        return [eventindex.to_event(d) for d in docs]
+        return await self.sealer.open([eventindex.to_event(d) for d in docs])
 
     async def read_tenant(
         self, tenant_id: str, after_position: int = 0, limit: int = 1000, types: Sequence[str] | None = None
@@ -107,7 +109,7 @@ class IndexedLog(EventHistory):
         if types:
             flt["type"] = {"$in": list(types)}
         docs = await self.store.find("events", tenant_id, flt, sort=[("position", 1)], limit=limit)
-        return [eventindex.to_event(d) for d in docs]
+        return await self.sealer.open([eventindex.to_event(d) for d in docs])
 
     async def head_position(self) -> int:
         return self.head
@@ -208,11 +210,29 @@ class KafkaNode(Commands):
         await self.events.seek_to_beginning(*parts)
         ends = await self.events.end_offsets(parts)
         while [tp for tp, end in ends.items() if await self.events.position(tp) < end]:
-            self._replicate(await self.events.getmany(timeout_ms=200, max_records=5000), publish=False)
+            batches = await self.events.getmany(timeout_ms=200, max_records=5000)
+            await self._load_keys(batches)
+            self._replicate(batches, publish=False)
         self._tasks = [
             tailing(self.replies, self._answer, name="replies"),
-            tailing(self.events, lambda batches: self._replicate(batches, publish=True), name="events"),
+            tailing(self.events, self._replicate_live, name="events"),
         ]
+
+    async def _replicate_live(self, batches: Batches) -> None:
+        await self._load_keys(batches)
+        self._replicate(batches, publish=True)
+
+    async def _load_keys(self, batches: Batches) -> None:
+        """Have the keys of the sealed events of ``batches`` in memory, so :meth:`_take` opens them."""
+        sealed = [
+            event_from_record(r.value, tp.partition, r.offset)
+            for tp, records in batches.items()
+            for r in records
+            if r.value and b'"sealed"' in r.value
+        ]
+        if sealed:
+            with contextlib.suppress(Exception):  # a key store that is away: those events read as erased here
+                await self.log.sealer.load(sealed)
 
     async def close(self) -> None:
         for task in [*self._tasks, *([self._renewing] if self._renewing else [])]:
@@ -253,6 +273,8 @@ class KafkaNode(Commands):
         but does not apply is still handed on: it answers its request, and listeners get it."""
         try:
             event = event_from_record(record.value, partition, record.offset)
+            if SEALED in event.payload:
+                event = self.log.sealer.open_event(event)
         except Exception:
             log.exception("event_record_skipped", partition=partition, offset=record.offset)
             CONSUMER_ERRORS.labels("events", "record").inc()
@@ -381,6 +403,13 @@ class KafkaNode(Commands):
         if sending is not None:  # the decider continues the trace from the span that sent the request
             command = dataclasses.replace(command, traceparent=tracing.traceparent(sending))
         request = CommandRequest(request_id, self.node_id, command, in_events=True)
+        fields = await self.log.sealer.seal_command(
+            envelope.tenant_id,
+            envelope.stream,
+            type(envelope.command).__name__,
+            envelope.command.model_dump(mode="json"),
+            request_id,
+        )
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         key = stream_key(envelope.tenant_id, envelope.stream)
@@ -389,7 +418,7 @@ class KafkaNode(Commands):
             try:
                 await asyncio.wait_for(
                     self._send_command(
-                        request.encode(),
+                        request.encode(fields),
                         key.encode(),
                         partition_for(key, self.partitions),
                         tracing.kafka_headers(command.traceparent),
@@ -407,6 +436,7 @@ class KafkaNode(Commands):
         finally:
             self._waiting.pop(request_id, None)
             self._answering.pop(request_id, None)
+        outcome = Outcome(await self.log.sealer.open(outcome.events), outcome.replayed)  # a reply's are sealed
         # Read your own write: apply the outcome's events to this node's replica now (those that
         # answered from the event consumer are in it already; a reply's will be seen again and
         # skipped); wait for the consumer only when an earlier event of the stream is not in yet.

@@ -38,6 +38,7 @@ from adapters.kafka.clients import GROUP_METADATA_MAX_AGE_MS
 from adapters.kafka.codec import checkpoint_mark, checkpoint_name, event_from_record
 from adapters.kafka.topics import create_topic, ensure_topics
 from commands.ports import Listener
+from commands.sealing import Sealer
 from domain.events import Event
 from projections.ports import ReadStore
 from streams import projector
@@ -106,6 +107,7 @@ class ProjectorAgent:
         stall_seconds: float = 30.0,
         batch: int = BATCH,
         listeners: Sequence[Listener] = (),
+        sealer: Sealer,
     ):
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -114,6 +116,7 @@ class ProjectorAgent:
         self.projections = projections
         self.batch = batch
         self.listeners = list(listeners)  # told of each partition's batch once every read model applied it
+        self.sealer = sealer  # opens the events' personal fields for every projection but the event index
         self.batch_timeout = store_timeout * BATCH_TIMEOUTS
         self.applied: dict[tuple[str, int], int] = {}  # (projection, partition) -> next offset to apply
         self.stalls = StallWatch(stall_seconds)
@@ -186,11 +189,12 @@ class ProjectorAgent:
                 continue
             partitions.setdefault(tp.partition, []).append(event)
         for partition, events in partitions.items():
+            opened = await self.sealer.open(events)
             with tracing.of_events(tracing.PROJECTOR, "project", events, partition=partition):
                 for projection in self.projections:
-                    await self.apply_partition(projection, partition, events)
+                    await self.apply_partition(projection, partition, events if projection.sealed else opened)
             for listener in self.listeners:
-                listener(events)
+                listener(opened)
 
     async def apply_partition(self, projection: Projection, partition: int, events: list[Event]) -> None:
         key = (projection.name, partition)

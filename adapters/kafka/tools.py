@@ -11,6 +11,7 @@ from datetime import datetime
 from adapters.kafka.codec import decode_position
 from adapters.kafka.log import iterate_events
 from adapters.mongo_store import MongoReadStore, swap_in
+from commands.sealing import Sealer
 from domain.events import Event
 from projections.ports import Key, ReadStoreUnavailable
 from streams.projector import Projection, bulk_allocation, checkpoint_name, ops_for
@@ -25,12 +26,16 @@ async def replay(
     tenant_id: str | None,
     types: Sequence[str],
     since: str | None,
+    sealer: Sealer,
 ) -> AsyncIterator[list[Event]]:
-    """The topic's events in batches, partition by partition; ``since`` (an RFC 3339 time)
-    seeks each partition by offsets-for-times."""
+    """The topic's events in batches, partition by partition, personal fields opened; ``since``
+    (an RFC 3339 time) seeks each partition by offsets-for-times."""
     since_ms = int(datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp() * 1000) if since else None
     async for batch in iterate_events(bootstrap, topic, partitions, after_position=after_position, since_ms=since_ms):
-        yield [e for e in batch if (tenant_id is None or e.tenant_id == tenant_id) and (not types or e.type in types)]
+        wanted = [
+            e for e in batch if (tenant_id is None or e.tenant_id == tenant_id) and (not types or e.type in types)
+        ]
+        yield await sealer.open(wanted)
 
 
 async def _bulk_load(
@@ -58,6 +63,7 @@ async def rebuild(
     projections: Mapping[str, Projection],
     *,
     window_size: int,
+    sealer: Sealer,
 ) -> AsyncIterator[tuple[str, int, float]]:
     """Rebuild each of ``projections`` from the event topic into fresh collections, then swap
     them in; yields ``(projection, events, seconds)`` as each is done.
@@ -75,7 +81,8 @@ async def rebuild(
                 started, count = time.perf_counter(), 0
                 loaded: set[Key] = set()  # documents already in the fresh collections
                 window: list[Event] = []  # one partition's events (a window has one checkpoint)
-                async for events in iterate_events(bootstrap, topic, partitions, batch=5000):
+                async for recorded in iterate_events(bootstrap, topic, partitions, batch=5000):
+                    events = recorded if projection.sealed else await sealer.open(recorded)
                     if window and decode_position(window[-1].position)[0] != decode_position(events[0].position)[0]:
                         await _bulk_load(fresh, name, projection, window, loaded)
                         window = []

@@ -51,7 +51,9 @@ class CommandRequest:
     envelope: CommandEnvelope  # its command_id is always set: a redelivery is recognised by it
     in_events: bool = False  # answer a recorded outcome by the events' headers, not a reply
 
-    def encode(self) -> bytes:
+    def encode(self, command: dict[str, Any] | None = None) -> bytes:
+        """The request's record; ``command``: the command's fields as sent (personal ones sealed,
+        :meth:`commands.sealing.Sealer.seal_command`), else as they are."""
         envelope = self.envelope
         idem = envelope.idempotency
         traced = {} if envelope.traceparent is None else {"traceparent": envelope.traceparent}
@@ -64,7 +66,7 @@ class CommandRequest:
                 "tenant_id": envelope.tenant_id,
                 "stream": envelope.stream,
                 "type": type(envelope.command).__name__,
-                "command": envelope.command.model_dump(mode="json"),
+                "command": envelope.command.model_dump(mode="json") if command is None else command,
                 "actor": envelope.actor,
                 "correlation_id": envelope.correlation_id,
                 "idempotency": {"key": idem.key, "fingerprint": idem.fingerprint} if idem else None,

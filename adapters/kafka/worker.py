@@ -13,6 +13,7 @@ import structlog
 from adapters.kafka.deciders import COMMIT_INTERVAL, DeciderWorker
 from adapters.kafka.projectors import ProjectorAgent
 from commands.ports import Listener
+from commands.sealing import Sealer
 from projections.ports import ReadStore
 from streams.projector import Projection
 
@@ -32,6 +33,7 @@ async def run_worker(
     listeners: Sequence[Listener] = (),
     commit_interval: float = COMMIT_INTERVAL,
     beside: Callable[[Callable[[], Awaitable[dict[str, Any]]]], Awaitable[None]] | None = None,
+    sealer: Sealer,
 ) -> None:
     """Run until cancelled (or until a half stops); ``store_timeout``, ``stall_seconds`` and
     ``listeners`` (told of each batch the read models applied) as :class:`ProjectorAgent`
@@ -39,7 +41,7 @@ async def run_worker(
     under ``data_dir/faust``. ``beside`` runs alongside, given the worker's status (its
     ``/metrics`` port: :func:`api.observability.record_status` reads it)."""
     deciders = DeciderWorker(
-        bootstrap, prefix, partitions, commit_interval=commit_interval, stall_seconds=stall_seconds
+        bootstrap, prefix, partitions, commit_interval=commit_interval, stall_seconds=stall_seconds, sealer=sealer
     )
     projectors = ProjectorAgent(
         bootstrap,
@@ -51,6 +53,7 @@ async def run_worker(
         store_timeout=store_timeout,
         stall_seconds=stall_seconds,
         listeners=listeners,
+        sealer=sealer,
     )
 
     async def status() -> dict[str, Any]:
@@ -67,6 +70,7 @@ async def run_worker(
         }
 
     await store.start()
+    await sealer.keyring.store.start()
     await deciders.start()
     log.info("worker_started", partitions=partitions)
     try:
@@ -75,3 +79,4 @@ async def run_worker(
         await deciders.close()
         await projectors.close()
         await store.close()
+        await sealer.keyring.store.close()

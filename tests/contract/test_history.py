@@ -23,6 +23,7 @@ from domain.events import Event
 from streams.projector import checkpoint_name, project
 from tests.cluster import services_env
 from tests.contract.history_contract import EventHistoryContract, Opened
+from tests.support import SEALER
 
 
 class TestSqliteHistory(EventHistoryContract):
@@ -45,7 +46,7 @@ class TestKafkaNodeHistory(EventHistoryContract):
         database = f"contract_{uuid.uuid4().hex[:12]}"
         store = MongoReadStore(env["CAAS_MONGO_URL"], database)
         await store.start()
-        history = IndexedLog(store)
+        history = IndexedLog(store, SEALER)
         node = KafkaNode(bootstrap, prefix, 1, history)
         await node.start()  # creates the topics
         writer = KafkaEventLog(bootstrap, f"{prefix}events")

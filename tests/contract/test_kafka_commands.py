@@ -17,6 +17,7 @@ from adapters.memory_store import MemoryReadStore
 from commands.service import Commands
 from tests.cluster import services_env
 from tests.contract.commands_contract import CommandsContract
+from tests.support import SEALER
 
 PARTITIONS = 2
 
@@ -35,11 +36,11 @@ async def decider_and_node(
 ) -> AsyncIterator[tuple[DeciderWorker, KafkaNode]]:
     """:func:`kafka_commands`, and its decider."""
     bootstrap, prefix = services_env()["CAAS_KAFKA_BOOTSTRAP"], f"contract-{uuid.uuid4().hex[:12]}-"
-    decider = DeciderWorker(bootstrap, prefix, partitions)
+    decider = DeciderWorker(bootstrap, prefix, partitions, sealer=SEALER)
     await decider.start()
     deciding = asyncio.create_task(decider.run())
     # generous: the decider's first commands wait for its consumer group to form
-    node = KafkaNode(bootstrap, prefix, partitions, log or IndexedLog(MemoryReadStore()), timeout=30.0)
+    node = KafkaNode(bootstrap, prefix, partitions, log or IndexedLog(MemoryReadStore(), SEALER), timeout=30.0)
     await node.start()
     try:
         yield decider, node

@@ -21,6 +21,7 @@ from projections.ports import Op, ReadStore, ReadStoreRefused
 from projections.timetravel import AsOf, TimeTravel
 from tests.cluster import services_env
 from tests.contract.readstore_contract import THINGS, ReadStoreContract, fields
+from tests.support import SEALER
 
 
 @pytest.fixture(scope="class")
@@ -114,7 +115,7 @@ async def test_the_event_index_reads_a_stream_by_an_index_and_a_fold_works_on_it
         ]  # fmt: skip
         for event in [created, *said]:
             await store.apply(eventindex.NAME, eventindex.project(event), event.position)
-        log = IndexedLog(store)
+        log = IndexedLog(store, SEALER)
         assert [e.seq for e in await log.read_stream("t", "channel:c", 2, 2)] == [3, 4]
         travel = TimeTravel(log.read_stream, page=2)
         past = await travel.view("t", "c", AsOf(position=35))

@@ -17,6 +17,7 @@ from adapters.sqlite_store import SqliteReadStore
 from domain.events import Event
 from projections import eventindex
 from streams.projector import PARKED, Projection
+from tests.support import SEALER
 
 EVENT_INDEX = Projection(eventindex.NAME, eventindex.COLLECTIONS, eventindex.project)
 
@@ -42,7 +43,7 @@ async def test_the_agent_resumes_after_the_stores_checkpoint_and_moves_it_to_the
     await store.start()
     name = checkpoint_name(EVENT_INDEX.name, 0)
     await store.apply(name, [], 3)
-    projectors = ProjectorAgent("127.0.0.1:9", "t.", 1, store, [EVENT_INDEX], datadir=tmp_path / "faust")
+    projectors = ProjectorAgent("127.0.0.1:9", "t.", 1, store, [EVENT_INDEX], datadir=tmp_path / "faust", sealer=SEALER)
     try:
         async with projectors.agent.test_context() as agent:
             for offset in range(6):  # the harness numbers the records 0, 1, 2, …
@@ -64,7 +65,7 @@ async def test_an_undecodable_record_is_parked_and_the_events_around_it_are_appl
     store = SqliteReadStore(tmp_path / "read.db")
     await store.start()
     name = checkpoint_name(EVENT_INDEX.name, 0)
-    projectors = ProjectorAgent("127.0.0.1:9", "t.", 1, store, [EVENT_INDEX], datadir=tmp_path / "faust")
+    projectors = ProjectorAgent("127.0.0.1:9", "t.", 1, store, [EVENT_INDEX], datadir=tmp_path / "faust", sealer=SEALER)
     garbage = {2: b"\\xff not json", 4: b'{"no": "type"}'}
     before = PARKED["*"]
     try:

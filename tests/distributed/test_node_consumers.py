@@ -24,7 +24,7 @@ from tests.cluster import Cluster
 from tests.contract.commands_contract import create_channel, post
 from tests.contract.test_kafka_commands import kafka_commands
 from tests.distributed.test_cluster import channel, fresh_tenant, user
-from tests.support import ADMIN, Server, bearer
+from tests.support import ADMIN, SEALER, Server, bearer
 
 pytestmark = pytest.mark.kafka
 
@@ -82,7 +82,7 @@ async def test_a_listener_that_raises_does_not_stop_the_node_answering_commands(
         heard.extend(events)
         raise RuntimeError("a listener's bug")
 
-    log = IndexedLog(MemoryReadStore())
+    log = IndexedLog(MemoryReadStore(), SEALER)
     log.listen(failing)
     tenant = f"t-{uuid.uuid4().hex[:12]}"
     async with kafka_commands(log, partitions=1) as node:
@@ -105,7 +105,7 @@ async def test_readiness_fails_once_the_nodes_event_consumer_has_stopped() -> No
         if armed.is_set():
             raise Fatal
 
-    log = IndexedLog(MemoryReadStore())
+    log = IndexedLog(MemoryReadStore(), SEALER)
     log.listen(fatal)
     tenant = f"t-{uuid.uuid4().hex[:12]}"
     async with kafka_commands(log, partitions=1) as node:

@@ -57,12 +57,14 @@ def test_replay_refuses_a_blank_tenant_rather_than_taking_every_tenant(
 
 @pytest.mark.parametrize("command", [["serve", "--backend", "kafka"], ["worker"]])
 @pytest.mark.parametrize(
-    "missing", [["CAAS_SECRET_KEY", "CAAS_ADMIN_TOKEN"], ["CAAS_SECRET_KEY"], ["CAAS_ADMIN_TOKEN"]]
+    "missing",
+    [["CAAS_SECRET_KEY", "CAAS_ADMIN_TOKEN"], ["CAAS_SECRET_KEY"], ["CAAS_ADMIN_TOKEN"], ["CAAS_MASTER_KEY"]],
 )
 def test_a_kafka_node_refuses_to_start_without_the_shared_secrets(
     tmp_path: Path, command: list[str], missing: list[str]
 ) -> None:
     given = {name: "s3cret-shared-by-every-node" for name in ("CAAS_SECRET_KEY", "CAAS_ADMIN_TOKEN")}
+    given["CAAS_MASTER_KEY"] = "Y2Fhcy10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXMhISE="
     done = run(tmp_path, *command, **{k: v for k, v in given.items() if k not in missing})
     assert done.returncode != 0
     assert all(name in done.stderr for name in missing), done.stderr

@@ -23,6 +23,7 @@ from domain.base import format_time
 from domain.events import Event
 from projections import usage
 from streams.metering import Meter
+from tests.support import SEALER
 
 HOUR = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -268,7 +269,7 @@ def test_an_idle_socket_is_recorded_once_per_sample_period_not_every_interval(so
 def test_an_api_nodes_replica_keeps_no_usage_aggregates(restarts: int) -> None:
     """Each node process records on streams of its own (``usage:<node>``); a Kafka node's
     replica, kept forever, holds none of them, whatever the number of restarts."""
-    node = KafkaNode("127.0.0.1:9", "t-", 1, IndexedLog(MemoryReadStore()))
+    node = KafkaNode("127.0.0.1:9", "t-", 1, IndexedLog(MemoryReadStore(), SEALER))
 
     def event(stream: str, seq: int, type_: str, payload: dict[str, object]) -> Event:
         return Event(

@@ -1,0 +1,112 @@
+"""Erasure on the Kafka backend, end to end through a real cluster, ``caas replay`` and ``caas
+rebuild``; and the server-blind scan of every topic of the cluster (raw records, read with
+aiokafka) and every MongoDB collection of its database (docs/erasure.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import bson
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pymongo import MongoClient
+
+from tests.cluster import Cluster
+from tests.erasure_scenario import check_events, check_reads, erase, fill, found_in, history, ok, watch_erasure
+
+pytestmark = pytest.mark.kafka
+
+
+async def topic_records(bootstrap: str, prefix: str) -> list[tuple[str, bytes]]:
+    """Every record of every topic whose name starts with ``prefix``: key, value and headers, raw."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        metadata = await consumer._client.fetch_all_metadata()  # every topic's partitions (aiokafka's own client)
+        topics = sorted(t for t in metadata.topics() if t.startswith(prefix))
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(metadata.partitions_for_topic(t) or ())]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        found: list[tuple[str, bytes]] = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            for tp, records in (await consumer.getmany(timeout_ms=500, max_records=5000)).items():
+                for r in records:
+                    headers = b"".join(k.encode() + v for k, v in r.headers)
+                    found.append((tp.topic, (r.key or b"") + (r.value or b"") + headers))
+        assert {t for t in topics if t.endswith(("commands", "events"))}, topics  # the scan sees the log
+        return found
+    finally:
+        await consumer.stop()
+
+
+def collections(url: str, database: str) -> list[tuple[str, bytes]]:
+    """Every document of every collection of ``database``, as BSON."""
+    with MongoClient(url) as mongo:
+        db = mongo[database]
+        return [(name, bson.encode(doc)) for name in db.list_collection_names() for doc in db[name].find()]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path / "cluster", env={"CAAS_METERING": "off"})
+    try:
+        yield cluster.start(workers=1, nodes=1)
+    finally:
+        cluster.stop()
+
+
+def caas(cluster: Cluster, tmp_path: Path, *args: str) -> str:
+    env = {**os.environ, **cluster.settings(), "CAAS_DATA_DIR": str(tmp_path / "cli")}
+    done = subprocess.run([sys.executable, "-m", "api.cli", *args, "--backend", "kafka"], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_an_erased_user_reads_as_erased_everywhere_and_is_nowhere_in_clear(cluster: Cluster, tmp_path: Path) -> None:
+    settings = cluster.settings()
+    bootstrap, url, database = (
+        settings["CAAS_KAFKA_BOOTSTRAP"],
+        settings["CAAS_MONGO_URL"],
+        settings["CAAS_MONGO_DATABASE"],
+    )
+    node = cluster.nodes[0]
+    with httpx.Client(timeout=30) as client:
+        chat = fill(client, node.url)
+        last = {"min_position": chat.acks[-1]["position"]}
+        ok(client.get(f"{node.url}/v1/channels/general/messages", params=last, headers=chat.tenant.headers()))
+        # before erasure: no topic, no event index, no key holds a personal field in clear; the read models do
+        in_topics = found_in(asyncio.run(topic_records(bootstrap, cluster.name)), chat.secrets)
+        assert not in_topics, in_topics
+        in_mongo = found_in(collections(url, database), chat.secrets)
+        assert in_mongo and {where for where, _ in in_mongo} <= {"users", "messages"}, in_mongo
+
+        frame = asyncio.run(watch_erasure(node.ws_url, chat, lambda: erase(client, chat)))
+        assert frame == {"type": "user_erased", "user_id": "alice"}
+        check_reads(client, chat)
+        replayed = asyncio.run(history(node.ws_url, chat))
+        mine = [e for e in replayed if e["payload"].get("author_id") == "alice"]
+        assert len(mine) == 4 and all(e["payload"]["text"] == "" for e in mine), mine
+    assert not found_in(asyncio.run(topic_records(bootstrap, cluster.name)), chat.secrets)
+    assert not found_in(collections(url, database), chat.secrets)
+    assert found_in(collections(url, database), [chat.bob[1].encode()]), "the scan finds what it looks for"
+
+    cluster.stop()
+    replay = [
+        json.loads(line) for line in caas(cluster, tmp_path, "replay", "--tenant", chat.tenant.tenant_id).splitlines()
+    ]
+    check_events(replay, chat)
+    caas(cluster, tmp_path, "rebuild")
+    assert not found_in(collections(url, database), chat.secrets)
+    cluster.start(workers=1, nodes=1)
+    chat.url = cluster.nodes[-1].url
+    with httpx.Client(timeout=30) as client:
+        check_reads(client, chat)

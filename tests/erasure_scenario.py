@@ -1,0 +1,160 @@
+"""The erasure scenario both backends run (tests/e2e/test_erasure.py, tests/distributed/test_erasure.py):
+a user with a name, metadata and messages, erased; and the server-blind scan of raw bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect
+
+from tests.support import Tenant, bearer, new_tenant
+
+
+def ok(r: httpx.Response, status: tuple[int, ...] = (200, 201)) -> dict[str, Any]:
+    assert r.status_code in status, f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}"
+    data: dict[str, Any] = r.json()
+    return data
+
+
+@dataclass
+class Chat:
+    """A tenant where ``alice`` (to be erased) and ``bob`` talk in ``general``; every personal value
+    is unique to the run, so a scan of raw bytes finds exactly these."""
+
+    url: str
+    tenant: Tenant
+    tokens: dict[str, str]
+    alice: list[str] = field(default_factory=list)  # alice's name, metadata values and texts
+    bob: list[str] = field(default_factory=list)  # what must stay readable
+    acks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def secrets(self) -> list[bytes]:
+        return [s.encode() for s in self.alice]
+
+
+def fill(client: httpx.Client, url: str) -> Chat:
+    run = uuid.uuid4().hex[:10]
+    tenant = new_tenant(client, url, f"erasure-{run}")
+    chat = Chat(url, tenant, {})
+    name, email, city = f"Alice Liddell {run}", f"alice-{run}@example.com", f"Wonderland-{run}"
+    chat.alice += [name, email, city]
+    ok(client.put(f"{url}/v1/users/alice", json={"name": f"Alice {run}-old", "metadata": {"email": email}},
+                  headers=tenant.headers()))  # fmt: skip
+    chat.alice.append(f"Alice {run}-old")
+    ok(client.put(f"{url}/v1/users/alice", json={"name": name, "metadata": {"email": email, "city": city}},
+                  headers=tenant.headers()))  # fmt: skip
+    chat.bob.append(f"Bob Builder {run}")
+    ok(client.put(f"{url}/v1/users/bob", json={"name": chat.bob[0]}, headers=tenant.headers()))
+    for uid in ("alice", "bob"):
+        chat.tokens[uid] = ok(client.post(f"{url}/v1/users/{uid}/tokens", json={}, headers=tenant.headers()))["token"]
+    a, b = bearer(chat.tokens["alice"]), bearer(chat.tokens["bob"])
+    ok(client.post(f"{url}/v1/channels", json={"channel_id": "general", "name": "General", "members": ["bob"]},
+                   headers=a))  # fmt: skip
+    messages = "/v1/channels/general/messages"
+    for i in range(3):
+        text = f"alice says secret {i} {run}"
+        chat.alice.append(text)
+        body: dict[str, Any] = {"text": text}
+        if i == 0:
+            chat.alice.append(f"passport-{run}.pdf")
+            body["attachments"] = [
+                {"type": "file", "name": f"passport-{run}.pdf", "url": f"https://files.example/{run}"}
+            ]
+        chat.acks.append(ok(client.post(f"{url}{messages}", json=body, headers=a)))
+    edited = f"alice edited secret {run}"
+    chat.alice.append(edited)
+    first = chat.acks[0]["message_id"]
+    chat.acks.append(ok(client.patch(f"{url}{messages}/{first}", json={"text": edited}, headers=a)))
+    bob_text = f"bob says hello {run}"
+    chat.bob.append(bob_text)
+    chat.acks.append(ok(client.post(f"{url}{messages}", json={"text": bob_text}, headers=b)))
+    chat.acks.append(ok(client.post(f"{url}{messages}", json={"text": "reply", "parent_id": first}, headers=b)))
+    return chat
+
+
+def head(chat: Chat) -> dict[str, int]:
+    return {"min_position": max(a["position"] for a in chat.acks)}
+
+
+def erase(client: httpx.Client, chat: Chat) -> dict[str, Any]:
+    url, headers = chat.url, chat.tenant.headers()
+    assert client.delete(f"{url}/v1/users/alice", headers=headers).status_code == 422  # not without ?erase=true
+    first = ok(client.delete(f"{url}/v1/users/alice", params={"erase": "true"}, headers=headers), (200,))
+    again = ok(client.delete(f"{url}/v1/users/alice", params={"erase": "true"}, headers=headers), (200,))
+    assert again["event_id"] == first["event_id"]  # idempotent: the first erasure, nothing new
+    refused = client.put(f"{url}/v1/users/alice", json={"name": "back again"}, headers=headers)
+    assert refused.status_code == 410 and refused.json()["error"]["code"] == "user_erased", refused.text
+    chat.acks.append(first)
+    return first
+
+
+def check_reads(client: httpx.Client, chat: Chat) -> None:
+    """Every read of the API shows alice erased and bob as he was."""
+    url, headers, wait = chat.url, chat.tenant.headers(), head(chat)
+    users = {u["user_id"]: u for u in ok(client.get(f"{url}/v1/users", params=wait, headers=headers))["users"]}
+    assert users["alice"]["name"] == "" and users["alice"]["metadata"] == {} and users["alice"]["erased"] is True
+    assert users["bob"]["name"] == chat.bob[0] and not users["bob"].get("erased")
+    page = ok(client.get(f"{url}/v1/channels/general/messages", params={**wait, "limit": 100}, headers=headers))
+    by_author: dict[str, list[dict[str, Any]]] = {}
+    for message in page["messages"]:
+        by_author.setdefault(message["author_id"], []).append(message)
+    assert len(by_author["alice"]) == 3
+    assert all(m["text"] == "" and m["attachments"] == [] and m["erased"] is True for m in by_author["alice"])
+    assert chat.bob[1] in {m["text"] for m in by_author["bob"]}
+    assert not any(m.get("erased") for m in by_author["bob"])
+    events = ok(client.get(f"{url}/v1/events", params={**wait, "limit": 1000}, headers=headers))["events"]
+    check_events(events, chat)
+
+
+def check_events(events: list[dict[str, Any]], chat: Chat) -> None:
+    """The log as the API, replay or export shows it: alice's personal fields erased, bob's kept."""
+    alice = [e for e in events if e["stream"] == "user:alice" and e["type"] in ("UserRegistered", "UserUpdated")]
+    assert len(alice) == 2 and all(e["payload"]["name"] == "" and e["payload"]["erased"] for e in alice), alice
+    assert [e["type"] for e in events if e["stream"] == "user:alice"][-1] == "UserErased"
+    posted = [e for e in events if e["type"] in ("MessagePosted", "MessageEdited")]
+    mine = [e for e in posted if e["payload"].get("author_id") == "alice"]
+    assert len(mine) == 4 and all(e["payload"]["text"] == "" and e["payload"]["erased"] for e in mine), mine
+    assert chat.bob[1] in {e["payload"]["text"] for e in posted}
+    text = json.dumps(events)
+    assert not any(s in text for s in chat.alice), "an erased value is shown"
+    assert "sealed" not in text  # boxes are opened (or erased), never shown
+
+
+async def watch_erasure(ws_url: str, chat: Chat, erase_now: Any) -> dict[str, Any]:
+    """Subscribe bob to general, erase alice, and return the frame that tells bob."""
+    async with connect(f"{ws_url}?token={chat.tokens['bob']}", proxy=None, open_timeout=20) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "channel_id": "general"}))
+        while json.loads(await asyncio.wait_for(ws.recv(), 20))["type"] != "subscribed":
+            pass
+        await asyncio.to_thread(erase_now)
+        while True:
+            frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            if frame["type"] == "user_erased":
+                return frame
+
+
+async def history(ws_url: str, chat: Chat) -> list[dict[str, Any]]:
+    """The events of general's history replayed over a websocket (since seq 0), up to its head."""
+    async with connect(f"{ws_url}?token={chat.tokens['bob']}", proxy=None, open_timeout=20) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "channel_id": "general", "since_seq": 0}))
+        frames: list[dict[str, Any]] = []
+        head_seq = None
+        while head_seq is None or not frames or frames[-1]["seq"] < head_seq:
+            frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            if frame["type"] == "subscribed":
+                head_seq = frame["head_seq"]
+            elif frame["type"] == "event":
+                frames.append(frame)
+        return [f["event"] for f in frames]
+
+
+def found_in(blobs: Iterable[tuple[str, bytes]], secrets: list[bytes]) -> list[tuple[str, str]]:
+    """``(where, secret)`` for each secret found in clear in any blob."""
+    return [(where, s.decode()) for where, blob in blobs for s in secrets if s in blob]
