@@ -46,7 +46,7 @@ from projections.ports import (
 )
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
-    "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
+    "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq"), ("chday",)],  # chday: retention
     "memberships": [("user_id", "active"), ("channel_id", "active")],
     "usage": [("day",)],
     "usage_peaks": [("day",)],

@@ -24,7 +24,7 @@ from adapters.sqlite_log import insert_rows, parameters_limit
 from projections.ports import Doc, Filter, Fold, Key, Op, ReadStore, ReadStoreRefused, touched
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
-    "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
+    "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq"), ("chday",)],  # chday: retention
     "memberships": [("user_id", "active"), ("channel_id", "active")],
     "usage": [("day",)],
     "usage_peaks": [("day",)],

@@ -829,8 +829,13 @@ class Engine:
             await self.deliveries.start()
             self.backend.on_indexed(self.deliveries.on_indexed)
         if self.retention is not None and self.day_keys is not None and self.settings.retention_sweep_seconds > 0:
-            sweeper = RetentionSweeper(self.retention, self.day_keys)
+            sweeper = RetentionSweeper(self.retention, self.day_keys, self._erase_day)
             self._retention_sweep = asyncio.ensure_future(retention_loop(self.backend, sweeper, self.settings))
+
+    async def _erase_day(self, tenant_id: str, channel_id: str, day: str, position: int) -> None:
+        """The read models' copies of a shredded channel-day's texts, overwritten (docs/retention.md)."""
+        await self.backend.wait_for(position, self.settings.query_wait_seconds)
+        await self.store.erase("messages", tenant_id, "chday", chat.channel_day(channel_id, day), chat.EXPIRED)
 
     async def close(self) -> None:
         if self._retention_sweep is not None:

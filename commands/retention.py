@@ -93,12 +93,18 @@ class Shredded:
     day: str
 
 
+EraseDay = Callable[[str, str, str, int], Awaitable[None]]
+"""``(tenant_id, channel_id, day, position)``: overwrite the read models' copies of the day's
+texts once they applied ``position`` (the ``ChannelDayShredded``)."""
+
+
 class RetentionSweeper:
     """One pass over the tenants' channel-day keys: destroy those past their retention."""
 
-    def __init__(self, policies: RetentionPolicies, keys: DayKeys) -> None:
+    def __init__(self, policies: RetentionPolicies, keys: DayKeys, erase: EraseDay | None = None) -> None:
         self.policies = policies
         self.keys = keys
+        self.erase = erase
 
     async def sweep(self, tenants: Iterable[str]) -> list[Shredded]:
         """Shred every due channel-day of ``tenants``; what was shredded, in order."""
@@ -141,6 +147,8 @@ class RetentionSweeper:
         envelope = CommandEnvelope(
             tenant_id, stream, command, actor=SWEEPER, correlation_id=f"retention-sweep-{command.now}"
         )
-        await self.policies.commands.execute(envelope)
+        outcome = await self.policies.commands.execute(envelope)
+        if self.erase is not None:
+            await self.erase(tenant_id, channel_id, day, outcome.last.position)
         log.info("retention_day_shredded", tenant_id=tenant_id, channel_id=channel_id, day=day)
         return True

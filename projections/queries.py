@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from projections.chat import membership_key, message_key
 from projections.ports import Doc, DocReader
 
-_HIDDEN = ("_id", "tenant_id")
+_HIDDEN = ("_id", "tenant_id", "chday")  # chday: the retention sweeper's handle (projections/chat.py)
 
 
 def render_message(doc: Doc) -> Doc:
