@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -85,33 +87,38 @@ async def get_channel_retention(request: Request) -> Response:
     )
 
 
-async def place_channel_hold(request: Request) -> Response:
+async def _hold(request: Request, place: bool, stream: Callable[[Request, Principal], Awaitable[str]]) -> Response:
+    """Place (or release) a legal hold on the stream ``stream`` names: a channel's or a user's."""
     who = await principal(request, "tenant")
-    cid = await _channel(request, who)
+    target = await stream(request, who)
     raw = await raw_body(request)
-    data = await body(request, schemas.PlaceLegalHold, raw)
-    return await _record(request, who, stream_name("channel", cid), PlaceLegalHold(reason=data.reason), raw)
+    command: Command
+    if place:
+        command = PlaceLegalHold(reason=(await body(request, schemas.PlaceLegalHold, raw)).reason)
+    else:
+        command = ReleaseLegalHold(reason=(await body(request, schemas.ReleaseLegalHold, raw)).reason)
+    return await _record(request, who, target, command, raw)
+
+
+async def _channel_stream(request: Request, who: Principal) -> str:
+    return stream_name("channel", await _channel(request, who))
+
+
+async def _user_stream(request: Request, who: Principal) -> str:
+    return stream_name("user", await _user(request, who))
+
+
+async def place_channel_hold(request: Request) -> Response:
+    return await _hold(request, True, _channel_stream)
 
 
 async def release_channel_hold(request: Request) -> Response:
-    who = await principal(request, "tenant")
-    cid = await _channel(request, who)
-    raw = await raw_body(request)
-    data = await body(request, schemas.ReleaseLegalHold, raw)
-    return await _record(request, who, stream_name("channel", cid), ReleaseLegalHold(reason=data.reason), raw)
+    return await _hold(request, False, _channel_stream)
 
 
 async def place_user_hold(request: Request) -> Response:
-    who = await principal(request, "tenant")
-    uid = await _user(request, who)
-    raw = await raw_body(request)
-    data = await body(request, schemas.PlaceLegalHold, raw)
-    return await _record(request, who, stream_name("user", uid), PlaceLegalHold(reason=data.reason), raw)
+    return await _hold(request, True, _user_stream)
 
 
 async def release_user_hold(request: Request) -> Response:
-    who = await principal(request, "tenant")
-    uid = await _user(request, who)
-    raw = await raw_body(request)
-    data = await body(request, schemas.ReleaseLegalHold, raw)
-    return await _record(request, who, stream_name("user", uid), ReleaseLegalHold(reason=data.reason), raw)
+    return await _hold(request, False, _user_stream)
