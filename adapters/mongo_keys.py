@@ -15,6 +15,7 @@ from typing import Any
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from adapters.mongo_store import connect
 from commands.keys import KeyStore, StoredKey
 
 COLLECTION = "data_keys"
@@ -43,13 +44,7 @@ class MongoKeyStore(KeyStore):
     async def start(self) -> None:
         if self._client is not None:  # started already (a worker's processors and its node share it)
             return
-        timeout_ms = max(int(self.timeout * 1000), 1)
-        self._client = AsyncMongoClient(
-            self.url,
-            socketTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-            serverSelectionTimeoutMS=min(5000, timeout_ms),
-        )
+        self._client = connect(self.url, self.timeout)
         await self._coll().create_index([("tenant_id", ASCENDING), ("key_id", ASCENDING)])
 
     async def close(self) -> None:

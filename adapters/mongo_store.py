@@ -110,6 +110,18 @@ def _public(doc: dict[str, Any]) -> Doc:
     return doc
 
 
+def connect(url: str, timeout: float) -> AsyncMongoClient[dict[str, Any]]:
+    """A client whose every wait on the server is bounded by ``timeout`` (:class:`MongoReadStore`)."""
+    timeout_ms = max(int(timeout * 1000), 1)
+    return AsyncMongoClient(
+        url,
+        socketTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,  # also the monitor's socket timeout
+        serverSelectionTimeoutMS=min(5000, timeout_ms),
+        tz_aware=False,
+    )
+
+
 class MongoReadStore(ReadStore):
     """``timeout`` bounds every wait on the server: connecting, and each reply on a socket
     (server selection gives up after 5 s at most, as before). A server that stops answering
@@ -132,14 +144,7 @@ class MongoReadStore(ReadStore):
         self._retrying: tuple[tuple[str, int], dict[Key, Any]] | None = None
 
     async def start(self) -> None:
-        timeout_ms = max(int(self.timeout * 1000), 1)
-        self._client = AsyncMongoClient(
-            self.url,
-            socketTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,  # also the monitor's socket timeout
-            serverSelectionTimeoutMS=min(5000, timeout_ms),
-            tz_aware=False,
-        )
+        self._client = connect(self.url, self.timeout)
         try:
             for collection, indexes in INDEXES.items():
                 for fields in indexes:

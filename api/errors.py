@@ -56,8 +56,6 @@ STATUS: dict[ErrorCode, int] = {
     "legal_hold": 409,
     "user_erased": 410,
 }
-# domain rules answered with a code of their own rather than their category's
-RULE_CODES: dict[str, ErrorCode] = {"legal_hold": "legal_hold", "user_erased": "user_erased"}
 
 
 class ApiError(Exception):
@@ -105,8 +103,12 @@ def translate(exc: Exception) -> ApiError:
             )
         case PaymentRequired():
             return ApiError("payment_required", str(exc), rule="past_due")
+        case DomainError() if exc.rule == "legal_hold":
+            return ApiError("legal_hold", exc.message, rule=exc.rule, **exc.details)
+        case DomainError() if exc.rule == "user_erased":
+            return ApiError("user_erased", exc.message, rule=exc.rule, **exc.details)
         case DomainError():
-            return ApiError(RULE_CODES.get(exc.rule, exc.category), exc.message, rule=exc.rule, **exc.details)
+            return ApiError(exc.category, exc.message, rule=exc.rule, **exc.details)
         case Unauthenticated():
             return ApiError("unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
         case IdempotencyKeyReused():

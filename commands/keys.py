@@ -29,13 +29,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from nacl import bindings
 from nacl.exceptions import CryptoError
 
+from commands import aead
 from commands.ports import Lifecycle
 
 KEY_BYTES = 32
-NONCE_BYTES = bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  # 24
+NONCE_BYTES = aead.NONCE_BYTES  # 24
 
 
 def user_key_id(user_id: str) -> str:
@@ -137,15 +137,13 @@ class MasterKey:
     def wrap(self, tenant_id: str, key_id: str, data_key: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         aad = f"{tenant_id}\x00{key_id}".encode()
-        sealed: bytes = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(data_key, aad, nonce, self.secret)
+        sealed: bytes = aead.encrypt(data_key, aad, nonce, self.secret)
         return nonce + sealed
 
     def unwrap(self, tenant_id: str, key_id: str, wrapped: bytes) -> bytes:
         aad = f"{tenant_id}\x00{key_id}".encode()
         try:
-            key: bytes = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                wrapped[NONCE_BYTES:], aad, wrapped[:NONCE_BYTES], self.secret
-            )
+            key: bytes = aead.decrypt(wrapped[NONCE_BYTES:], aad, wrapped[:NONCE_BYTES], self.secret)
         except CryptoError as exc:
             raise MasterKeyError(f"key {key_id!r} of tenant {tenant_id!r} does not open under {self!r}") from exc
         return key

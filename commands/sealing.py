@@ -23,18 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import hashlib
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from nacl import bindings
 from nacl.exceptions import CryptoError
 
+from commands import aead
 from commands.keys import DESTROYED, NONCE_BYTES, Keyring, channel_day_key_id, user_key_id
 from commands.ports import (
     EventLog,
@@ -45,7 +46,7 @@ from commands.ports import (
     Snapshot,
     StreamStore,
 )
-from domain.events import Event
+from domain.events import Event, upcast
 
 # event type -> its personal fields, each with the value it reads as once erased
 PERSONAL: dict[str, dict[str, Any]] = {
@@ -106,8 +107,8 @@ def seal(
     personal = PERSONAL.get(event_type) or COMMANDS[event_type]
     plain = {k: v for k, v in payload.items() if k in personal}
     kept: dict[str, Any] = {k: v for k, v in payload.items() if k not in personal}
-    nonce = os.urandom(NONCE_BYTES)
-    box = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(orjson.dumps(plain), aad, nonce, content_key(keys))
+    nonce = _nonce()
+    box = aead.encrypt(orjson.dumps(plain), aad, nonce, content_key(keys))
     kept[SEALED] = {"keys": list(ids), "box": base64.b64encode(nonce + box).decode()}
     return kept
 
@@ -125,9 +126,7 @@ def open_payload(
         box = base64.b64decode(sealed["box"])
         if not found or any(not k for k in found):
             return erased(event_type, payload)
-        plain = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            box[NONCE_BYTES:], aad, box[:NONCE_BYTES], content_key([k for k in found if k])
-        )
+        plain = aead.decrypt(box[NONCE_BYTES:], aad, box[:NONCE_BYTES], content_key([k for k in found if k]))
         fields = orjson.loads(plain)
     except (CryptoError, ValueError, TypeError, KeyError):
         return erased(event_type, payload)
@@ -136,6 +135,21 @@ def open_payload(
     opened = {k: v for k, v in payload.items() if k != SEALED}
     opened.update(fields)
     return opened
+
+
+_NONCES: list[bytes] = []
+os.register_at_fork(after_in_child=_NONCES.clear)  # a child must never reuse its parent's nonces
+
+
+def _nonce() -> bytes:
+    """A random nonce, from a pool filled 512 at a time: one system call (which lets other threads
+    take the GIL, and the event loop wait for it back) per 512 sealed events, not one per event."""
+    try:
+        return _NONCES.pop()
+    except IndexError:
+        block = os.urandom(NONCE_BYTES * 512)
+        _NONCES.extend(block[i : i + NONCE_BYTES] for i in range(0, len(block), NONCE_BYTES))
+        return _NONCES.pop()
 
 
 def event_aad(tenant_id: str, event_id: str) -> bytes:
@@ -167,6 +181,25 @@ class Sealer:
         """Load (creating on first use) the keys :meth:`seal` needs."""
         await self.keyring.load(tenant_id, self._wanted(stream, events), create=True)
 
+    def try_seal(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> list[NewEvent] | None:
+        """:meth:`seal` if every key it needs is in memory (the hot path), else ``None``."""
+        cached = self.keyring.cached
+        sealed: list[NewEvent] = []
+        for event in events:
+            ids = key_ids(stream, event.type, event.payload, event.occurred_at)
+            if not ids:
+                sealed.append(event)
+                continue
+            keys: list[bytes] = []
+            for key_id in ids:
+                key = cached(tenant_id, key_id)
+                if key is None:
+                    return None
+                keys.append(key)
+            payload = seal(event.type, event.payload, ids, keys, event_aad(tenant_id, event.event_id))
+            sealed.append(dataclasses.replace(event, payload=payload))
+        return sealed
+
     def seal(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> list[NewEvent]:
         """``events`` with their personal fields sealed (after :meth:`prepare`)."""
         sealed: list[NewEvent] = []
@@ -177,7 +210,7 @@ class Sealer:
                 continue
             keys = [self.keyring.cached(tenant_id, k) or DESTROYED for k in ids]
             payload = seal(event.type, event.payload, ids, keys, event_aad(tenant_id, event.event_id))
-            sealed.append(_replace_new(event, payload))
+            sealed.append(dataclasses.replace(event, payload=payload))
         return sealed
 
     async def reseal(self, events: Sequence[Event]) -> list[Event]:
@@ -251,7 +284,8 @@ class Sealer:
         tenant_id = event.tenant_id
         cached = functools.partial(self.keyring.cached, tenant_id)
         payload = open_payload(event.type, event.payload, cached, event_aad(tenant_id, event.event_id))
-        return event.model_copy(update={"payload": payload})
+        version, payload = upcast(event.type, event.schema_version, payload)  # deferred until opened
+        return event.model_copy(update={"payload": payload, "schema_version": version})
 
     async def open(self, events: Sequence[Event]) -> list[Event]:
         """``events`` with their personal fields opened (or erased)."""
@@ -275,7 +309,8 @@ class Sealer:
             payload = open_payload(
                 event_type, payload, functools.partial(self.keyring.cached, tenant_id), event_aad(tenant_id, event_id)
             )
-            opened.append((*row[:12], orjson.dumps(payload).decode(), *row[13:]))
+            version, payload = upcast(event_type, row[6], payload)
+            opened.append((*row[:6], version, *row[7:12], orjson.dumps(payload).decode(), *row[13:]))
         return opened
 
 
@@ -283,33 +318,48 @@ def _today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
 
 
-def _replace_new(event: NewEvent, payload: dict[str, Any]) -> NewEvent:
-    return NewEvent(
-        event_id=event.event_id,
-        seq=event.seq,
-        type=event.type,
-        schema_version=event.schema_version,
-        occurred_at=event.occurred_at,
-        actor=event.actor,
-        command_id=event.command_id,
-        causation_id=event.causation_id,
-        correlation_id=event.correlation_id,
-        payload=payload,
-        traceparent=event.traceparent,
-    )
+FRESH_KEPT = 10_000  # payloads of events just sealed, kept in clear until the log hands them on
+
+
+class _Fresh:
+    """The payloads of the events a :class:`SealingStore` just sealed, by event id, so that what
+    it hands back and what its log's listeners get need no decryption (bounded: the oldest go)."""
+
+    def __init__(self) -> None:
+        self._payloads: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def keep(self, sealed: Sequence[NewEvent], plain: Sequence[NewEvent]) -> None:
+        for s, p in zip(sealed, plain, strict=True):
+            if s is not p:
+                self._payloads[p.event_id] = p.payload
+        while len(self._payloads) > FRESH_KEPT:
+            self._payloads.popitem(last=False)
+
+    def take(self, events: Sequence[Event]) -> list[Event] | None:
+        """``events`` with the payloads kept for them (and forgotten), if every sealed one has one."""
+        if not all(e.event_id in self._payloads for e in events if SEALED in e.payload):
+            return None
+        pop = self._payloads.pop
+        return [e.model_copy(update={"payload": pop(e.event_id)}) if SEALED in e.payload else e for e in events]
 
 
 class _Ordered:
     """Delivers batches to ``deliver`` in the order they came, opening each first: at once when
     its keys are in memory, else after loading them (later batches wait their turn)."""
 
-    def __init__(self, sealer: Sealer, deliver: Listener) -> None:
+    def __init__(self, sealer: Sealer, deliver: Listener, fresh: _Fresh) -> None:
         self.sealer = sealer
         self.deliver = deliver
+        self.fresh = fresh
         self._waiting: deque[Sequence[Event]] = deque()
         self._task: asyncio.Task[None] | None = None
 
     def __call__(self, events: Sequence[Event]) -> None:
+        if not self._waiting:
+            known = self.fresh.take(events)
+            if known is not None:
+                self.deliver(known)
+                return
         if not self._waiting and self.sealer.loaded(events):
             self.deliver(self.sealer.open_loaded(events))
             return
@@ -327,13 +377,15 @@ class _Ordered:
 class SealingStore(StreamStore):
     """A :class:`StreamStore` that seals personal fields before ``inner`` records them and opens
     them in what it reads back. Appends to a stream stay in the order they were called, also
-    when one of them waits for its keys first."""
+    when one of them waits for its keys first, and resolve with the events as recorded (sealed:
+    callers read ids and positions from them, the listeners of a :class:`SealedLog` get them opened)."""
 
     def __init__(self, inner: StreamStore, sealer: Sealer) -> None:
         self.inner = inner
         self.sealer = sealer
         self.keeps_snapshots = inner.keeps_snapshots
         self._waiting: dict[tuple[str, str], asyncio.Future[None]] = {}  # a stream's last append waiting for keys
+        self._fresh = _Fresh()
 
     async def start(self) -> None:
         await self.inner.start()
@@ -350,9 +402,11 @@ class SealingStore(StreamStore):
         idempotency: Idempotency | None = None,
     ) -> Awaitable[list[Event]]:
         key = (tenant_id, stream)
-        if key not in self._waiting and self.sealer.ready(tenant_id, stream, events):
-            sealed = self.sealer.seal(tenant_id, stream, events)
-            return self._opened(self.inner.append(tenant_id, stream, expected_version, sealed, idempotency))
+        if key not in self._waiting:
+            sealed = self.sealer.try_seal(tenant_id, stream, events)
+            if sealed is not None:
+                self._fresh.keep(sealed, events)
+                return self.inner.append(tenant_id, stream, expected_version, sealed, idempotency)
         before = self._waiting.get(key)
         issued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[key] = issued
@@ -363,17 +417,15 @@ class SealingStore(StreamStore):
                     await asyncio.shield(before)
                 await self.sealer.prepare(tenant_id, stream, events)
                 sealed = self.sealer.seal(tenant_id, stream, events)
+                self._fresh.keep(sealed, events)
                 recorded = self.inner.append(tenant_id, stream, expected_version, sealed, idempotency)
             finally:
                 issued.set_result(None)
                 if self._waiting.get(key) is issued:
                     del self._waiting[key]
-            return await self._opened(recorded)
+            return await recorded
 
         return asyncio.ensure_future(later())
-
-    async def _opened(self, recorded: Awaitable[list[Event]]) -> list[Event]:
-        return await self.sealer.open(await recorded)
 
     async def read_stream(
         self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
@@ -397,9 +449,7 @@ class SealingStore(StreamStore):
             return None
         aad = f"{tenant_id}\x00{stream}\x00{snapshot.version}".encode()
         try:
-            state = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                snapshot.state[NONCE_BYTES:], aad, snapshot.state[:NONCE_BYTES], key
-            )
+            state = aead.decrypt(snapshot.state[NONCE_BYTES:], aad, snapshot.state[:NONCE_BYTES], key)
         except CryptoError:
             return None
         return Snapshot(snapshot.version, snapshot.event_id, state)
@@ -411,7 +461,7 @@ class SealingStore(StreamStore):
                 return  # not in memory (or destroyed): no snapshot this time, it is only a cache
             nonce = os.urandom(NONCE_BYTES)
             aad = f"{tenant_id}\x00{stream}\x00{version}".encode()
-            state = nonce + bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(state, aad, nonce, key)
+            state = nonce + aead.encrypt(state, aad, nonce, key)
         self.inner.save_snapshot(tenant_id, stream, schema, version, state)
 
 
@@ -422,9 +472,17 @@ class SealedLog(SealingStore, EventLog):
 
     def __init__(self, inner: EventLog, sealer: Sealer) -> None:
         super().__init__(inner, sealer)
+        self._listeners: list[Listener] = []
 
     def listen(self, listener: Listener) -> None:
-        self.inner.listen(_Ordered(self.sealer, listener))
+        """Every listener gets the same opened batches (each event opened once, for all)."""
+        if not self._listeners:
+            self.inner.listen(_Ordered(self.sealer, self._deliver, self._fresh))
+        self._listeners.append(listener)
+
+    def _deliver(self, events: Sequence[Event]) -> None:
+        for listener in self._listeners:
+            listener(events)
 
     async def head_position(self) -> int:
         return await self.inner.head_position()

@@ -421,7 +421,11 @@ def register_upcaster(event_type: str, from_version: int, fn: Upcaster) -> None:
 
 
 def upcast(event_type: str, version: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """Lift a stored payload to the current schema version, one step at a time."""
+    """Lift a stored payload to the current schema version, one step at a time. A payload whose
+    personal fields are still sealed (``"sealed"``: commands/sealing.py) is left as it is: it is
+    lifted once they are opened, so an upcaster sees the fields it reads."""
+    if "sealed" in payload:
+        return version, payload
     while (step := UPCASTERS.get((event_type, version))) is not None:
         payload = step(payload)
         version += 1

@@ -155,6 +155,18 @@ async def history(ws_url: str, chat: Chat) -> list[dict[str, Any]]:
         return [f["event"] for f in frames]
 
 
+def erase_and_check(client: httpx.Client, ws_url: str, chat: Chat) -> None:
+    """Erase alice while bob watches general: bob is told, and every read, and general's history
+    replayed over a websocket, show alice erased."""
+    frame = asyncio.run(watch_erasure(ws_url, chat, lambda: erase(client, chat)))
+    assert frame == {"type": "user_erased", "user_id": "alice"}
+    check_reads(client, chat)
+    replayed = asyncio.run(history(ws_url, chat))
+    mine = [e for e in replayed if e["payload"].get("author_id") == "alice"]
+    assert len(mine) == 4 and all(e["payload"]["text"] == "" for e in mine), mine
+    assert not found_in([("history", json.dumps(replayed).encode())], chat.secrets)
+
+
 def found_in(blobs: Iterable[tuple[str, bytes]], secrets: list[bytes]) -> list[tuple[str, str]]:
     """``(where, secret)`` for each secret found in clear in any blob."""
     return [(where, s.decode()) for where, blob in blobs for s in secrets if s in blob]

@@ -406,6 +406,8 @@ def cases(w: World) -> dict[str, Case]:
         w.write("POST", f"/v1/channels/{held}/legal-hold", {"reason": "case"})
     for uid in ("dave", "erin"):
         w.write("POST", f"/v1/users/{uid}/legal-hold", {"reason": "case"})
+    for uid in ("z1", "z2"):
+        w.write("PUT", f"/v1/users/{uid}", {"name": uid})
     return {
         "create_tenant": ("POST", "/v1/tenants", {"name": "one"}, {"name": "two"}, admin),
         "create_api_key": ("POST", "/v1/api-keys", {"name": "one"}, {"name": "two"}, None),
@@ -450,6 +452,7 @@ def cases(w: World) -> dict[str, Case]:
         "release_channel_hold": ("DELETE", "/v1/channels/h1/legal-hold", None, "/v1/channels/h2/legal-hold", None),
         "place_user_hold": ("POST", "/v1/users/bob/legal-hold", {"reason": "one"}, {"reason": "two"}, None),
         "release_user_hold": ("DELETE", "/v1/users/dave/legal-hold", None, "/v1/users/erin/legal-hold", None),
+        "erase_user": ("DELETE", "/v1/users/z1?erase=true", None, "/v1/users/z2?erase=true", None),
     }  # fmt: skip
 
 

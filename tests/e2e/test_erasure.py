@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 
 from commands.keys import MasterKey
-from tests.erasure_scenario import check_events, check_reads, erase, fill, found_in, history, ok, watch_erasure
+from tests.erasure_scenario import check_events, check_reads, erase_and_check, fill, found_in, ok
 from tests.support import Server
 
 
@@ -43,13 +42,7 @@ def test_an_erased_user_reads_as_erased_everywhere_and_is_nowhere_in_clear(tmp_p
                           headers=chat.tenant.headers()))  # fmt: skip
             seen = found_in(files(data), chat.secrets)
             assert seen and {where for where, _ in seen} <= {"read.db", "read.db-wal"}, seen
-            frame = asyncio.run(watch_erasure(server.ws_url, chat, lambda: erase(client, chat)))
-            assert frame == {"type": "user_erased", "user_id": "alice"}
-            check_reads(client, chat)
-            replayed = asyncio.run(history(server.ws_url, chat))
-            mine = [e for e in replayed if e["payload"].get("author_id") == "alice"]
-            assert len(mine) == 4 and all(e["payload"]["text"] == "" for e in mine), mine
-            assert not found_in([("history", json.dumps(replayed).encode())], chat.secrets)
+            erase_and_check(client, server.ws_url, chat)
         assert not found_in(files(data), chat.secrets), "an erased value is still in clear"
         assert found_in(files(data), [chat.bob[1].encode()]), "the scan finds what it looks for"
     finally:

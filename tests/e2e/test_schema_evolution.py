@@ -20,6 +20,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pymongo import MongoClient
 
 from adapters.kafka.topics import ensure_topics, topic_names
 from tests.cluster import Cluster
@@ -179,6 +180,9 @@ def test_kafka_a_topic_of_v1_messages_replays_and_rebuilds_the_same_read_models(
                                 names["events"])  # fmt: skip
 
     assert asyncio.run(prepare()) >= 4
+    with MongoClient(settings["CAAS_MONGO_URL"]) as mongo:  # the log's data keys go with it (docs/erasure.md)
+        keys = list(mongo[new.settings()["CAAS_MONGO_DATABASE"]]["data_keys"].find())
+        mongo[settings["CAAS_MONGO_DATABASE"]]["data_keys"].insert_many(keys)
     old.start()  # its worker folds the old topic into a fresh database: a rebuild from the v1 log
     try:
         with httpx.Client(timeout=30) as client:

@@ -24,6 +24,7 @@ import resource
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import orjson
 
 from adapters.ids import utcnow, uuid7
 from adapters.sqlite_log import COLUMNS, SqliteEventLog
+from commands.ports import EventLog
 from commands.service import CommandEnvelope, CommandService
 from domain import channel as ch
 from domain import tenant, user
@@ -47,10 +49,13 @@ MEMBERS = 20
 BATCH = 2000
 
 
-async def generate(path: Path, events: int, seed: int = 7) -> int:
-    """Write about ``events`` events through the command service; return the log's head position."""
+async def generate(
+    path: Path, events: int, seed: int = 7, *, open_log: Callable[[Path], EventLog] = SqliteEventLog
+) -> int:
+    """Write about ``events`` events through the command service into the log ``open_log(path)``;
+    return the log's head position."""
     rng = random.Random(seed)
-    log_ = SqliteEventLog(path)
+    log_ = open_log(path)
     await log_.start()
     service = CommandService(log_, clock=utcnow, new_id=uuid7)
     tid = "tbench"
@@ -119,14 +124,14 @@ def raw_scan(path: Path) -> dict[str, Any]:
             "events_per_cpu_second": round(count / cpu), "load": os.getloadavg()}  # fmt: skip
 
 
-def caas_rebuild(data: Path, *args: str, timeout: float = 900) -> dict[str, Any]:
-    """``caas rebuild [args]`` as a subprocess: its first JSON line, the process's wall time,
-    its CPU time (user + system, imports included) and the load average around it."""
+def caas_rebuild(data: Path, *args: str, timeout: float = 900, cwd: Path = ROOT) -> dict[str, Any]:
+    """``caas rebuild [args]`` as a subprocess (of the source tree ``cwd``): its first JSON line, the
+    process's wall time, its CPU time (user + system, imports included) and the load average around it."""
     env = {**os.environ, "CAAS_DATA_DIR": str(data), "CAAS_LOG_LEVEL": "warning", "TERM": "dumb"}
     load, before = os.getloadavg(), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     cmd = [PYTHON, "-m", "api.cli", "rebuild", *args]
-    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, timeout=timeout)
+    out = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, timeout=timeout)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
