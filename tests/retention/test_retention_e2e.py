@@ -128,8 +128,12 @@ async def test_a_legal_hold_on_the_channel_or_a_member_suspends_retention(aged: 
     assert texts(client, tenant, "held", released.json()["position"]) == []
     r = client.request("DELETE", f"{tenant.url}/v1/channels/held/legal-hold", headers=tenant.headers())
     assert r.status_code == 404 and r.json()["error"]["details"]["rule"] == "legal_hold_not_found"
+    # a held user cannot be erased; once released they can
+    r = client.delete(f"{tenant.url}/v1/users/carol", params={"erase": "true"}, headers=tenant.headers())
+    assert r.status_code == 409 and r.json()["error"]["code"] == "legal_hold", r.text
     released = client.request("DELETE", f"{tenant.url}/v1/users/carol/legal-hold", headers=tenant.headers())
     assert texts(client, tenant, "member-held", ok(released)["position"]) == []
+    ok(client.delete(f"{tenant.url}/v1/users/carol", params={"erase": "true"}, headers=tenant.headers()))
 
 
 def test_retention_and_holds_refuse_bad_input_and_other_credentials(aged: Server, client: httpx.Client) -> None:
