@@ -30,6 +30,7 @@ class Api:
     query: tuple[str | tuple[str, dict[str, Any]], ...] = ()
     upsert: bool = False  # creates (201) or updates (200) what it names
     idempotent: bool = False  # honours Idempotency-Key: a retry with the same key gets the first answer
+    exports: bool = False  # ``format=jsonl`` or ``csv`` streams every entry as JSON lines or CSV instead
 
     @property
     def handler(self) -> Endpoint:
@@ -89,6 +90,10 @@ QUERY: dict[str, dict[str, Any]] = {
     "format": {"type": "string", "enum": ["json", "jsonl", "csv"], "default": "json",
                "description": "json: a page; jsonl or csv: every matching entry after `after`, streamed"},
 }  # fmt: skip
+EXPORT_MEDIA: dict[str, object] = {  # an exporting route's answer to format=jsonl and format=csv
+    "application/x-ndjson": {"schema": {"type": "string", "description": "one JSON entry per line"}},
+    "text/csv": {"schema": {"type": "string", "description": "a header, then a row per entry"}},
+}
 USAGE_QUERY = ("from", "to", "granularity", "meters", "min_position")
 ANALYTICS_QUERY = ("from", "to", ("granularity", {"enum": ["day", "month"], "default": "day"}), "min_position")
 
@@ -232,7 +237,7 @@ ROUTES: list[Api] = [
         "Release a user's legal hold", ("tenant",), schemas.ReleaseLegalHold, schemas.LegalHoldWritten),
     Api("GET", "/v1/audit", audit.get_audit,
         "The tenant's audit trail: admin, key, moderation, policy, erasure, retention and device actions",
-        ("tenant",), None, schemas.AuditPage,
+        ("tenant",), None, schemas.AuditPage, exports=True,
         query=(("after", {"type": "integer", "minimum": 0, "description": "a position: the previous page's "
                "next_after"}), ("limit", {"maximum": 1000}), ("from", {"required": False}),
                ("to", {"required": False}), "actor", "action", "format", "min_position")),
@@ -350,7 +355,7 @@ def openapi() -> dict[str, object]:
             media: dict[str, object] = {"schema": ref(api.returns)}
             if name in examples.RESPONSES:
                 media["example"] = examples.RESPONSES[name]
-            ok["content"] = {"application/json": media}
+            ok["content"] = {"application/json": media, **(EXPORT_MEDIA if api.exports else {})}
         if rated:
             ok["headers"] = rated
         maybe_rated = headers(RATE_HEADERS, required=False) if limited else {}
