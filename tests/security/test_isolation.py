@@ -73,6 +73,9 @@ def body_for(api: Api, as_tenant: bool) -> dict[str, Any] | None:
         "CreateWebhook": {"url": "http://127.0.0.1:9/b-only", "event_types": ["MemberRoleChanged"]},
         "UpdateWebhook": {"enabled": False},
         "ReplayWebhook": {"from_position": 0},
+        "PutRetention": {"days": 30},
+        "PlaceLegalHold": {"reason": "B's own case"},
+        "ReleaseLegalHold": {"reason": "B's own case"},
     }
     return bodies[api.body.__name__]
 
@@ -92,6 +95,8 @@ def call(
     params: dict[str, Any] = {"user_id": "alice"} if as_tenant and "user_id" in api.query else {}
     if "min_position" in api.query:
         params["min_position"] = position  # the caller's own writes are in the read models
+    if "erase" in api.query:  # DELETE /v1/users/{user_id}?erase=true
+        params["erase"] = "true"
     if "user_ids" in api.query:
         params["user_ids"] = f"{A_ONLY_USER},alice"
     if "from" in api.query:  # usage, analytics: a range around now that every such route serves (a year at most)
