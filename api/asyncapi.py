@@ -34,6 +34,7 @@ MESSAGES: dict[str, type[f.Frame]] = {
     "typing": f.Typing,
     "pong": f.Pong,
     "error": f.Error,
+    "userErased": f.UserErasedFrame,
 }
 
 PROTOCOL = """\

@@ -430,7 +430,7 @@ def part_checkpoint(projection: str, part: int) -> str:
 
 async def _read_opened(sealer: Sealer, reader: Any, window: int, after: int) -> list[Event]:
     """A window of a rebuild's :class:`~adapters.sqlite_log.PartReader`, personal fields opened."""
-    return await sealer.open(await asyncio.to_thread(reader.read, after, window))
+    return await sealer.open(await asyncio.to_thread(reader.read, after, window), in_place=True)
 
 
 def rebuild_part(

@@ -46,7 +46,7 @@ from commands.ports import (
     Snapshot,
     StreamStore,
 )
-from domain.events import Event, upcast
+from domain.events import Event, upcast, with_payload
 
 # event type -> its personal fields, each with the value it reads as once erased
 PERSONAL: dict[str, dict[str, Any]] = {
@@ -183,6 +183,18 @@ class Sealer:
 
     def try_seal(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> list[NewEvent] | None:
         """:meth:`seal` if every key it needs is in memory (the hot path), else ``None``."""
+        return self._sealed(tenant_id, stream, events, strict=True)
+
+    def seal(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> list[NewEvent]:
+        """``events`` with their personal fields sealed (after :meth:`prepare`; a key not in
+        memory counts as destroyed)."""
+        sealed = self._sealed(tenant_id, stream, events, strict=False)
+        assert sealed is not None
+        return sealed
+
+    def _sealed(
+        self, tenant_id: str, stream: str, events: Sequence[NewEvent], *, strict: bool
+    ) -> list[NewEvent] | None:
         cached = self.keyring.cached
         sealed: list[NewEvent] = []
         for event in events:
@@ -194,21 +206,10 @@ class Sealer:
             for key_id in ids:
                 key = cached(tenant_id, key_id)
                 if key is None:
-                    return None
+                    if strict:
+                        return None
+                    key = DESTROYED
                 keys.append(key)
-            payload = seal(event.type, event.payload, ids, keys, event_aad(tenant_id, event.event_id))
-            sealed.append(dataclasses.replace(event, payload=payload))
-        return sealed
-
-    def seal(self, tenant_id: str, stream: str, events: Sequence[NewEvent]) -> list[NewEvent]:
-        """``events`` with their personal fields sealed (after :meth:`prepare`)."""
-        sealed: list[NewEvent] = []
-        for event in events:
-            ids = key_ids(stream, event.type, event.payload, event.occurred_at)
-            if not ids:
-                sealed.append(event)
-                continue
-            keys = [self.keyring.cached(tenant_id, k) or DESTROYED for k in ids]
             payload = seal(event.type, event.payload, ids, keys, event_aad(tenant_id, event.event_id))
             sealed.append(dataclasses.replace(event, payload=payload))
         return sealed
@@ -225,7 +226,7 @@ class Sealer:
             await self.keyring.load(event.tenant_id, ids, create=True)
             keys = [self.keyring.cached(event.tenant_id, k) or DESTROYED for k in ids]
             aad = event_aad(event.tenant_id, event.event_id)
-            out.append(event.model_copy(update={"payload": seal(event.type, event.payload, ids, keys, aad)}))
+            out.append(with_payload(event, seal(event.type, event.payload, ids, keys, aad)))
         return out
 
     async def seal_command(
@@ -276,23 +277,28 @@ class Sealer:
         for tenant_id, ids in wanted.items():
             await self.keyring.load(tenant_id, ids)
 
-    def open_loaded(self, events: Sequence[Event]) -> list[Event]:
+    def open_loaded(self, events: Sequence[Event], *, in_place: bool = False) -> list[Event]:
         """``events`` opened with the keys in memory (a key not in memory reads as erased)."""
-        return [self.open_event(e) if SEALED in e.payload else e for e in events]
+        return [self.open_event(e, in_place=in_place) if SEALED in e.payload else e for e in events]
 
-    def open_event(self, event: Event) -> Event:
+    def open_event(self, event: Event, *, in_place: bool = False) -> Event:
+        """``event`` opened: a new event, or (``in_place``, for an event just read from storage
+        that no one else holds) the same one, its payload replaced."""
         tenant_id = event.tenant_id
         cached = functools.partial(self.keyring.cached, tenant_id)
         payload = open_payload(event.type, event.payload, cached, event_aad(tenant_id, event.event_id))
         version, payload = upcast(event.type, event.schema_version, payload)  # deferred until opened
-        return event.model_copy(update={"payload": payload, "schema_version": version})
+        if in_place:
+            event.__dict__.update(payload=payload, schema_version=version)
+            return event
+        return with_payload(event, payload, version)
 
-    async def open(self, events: Sequence[Event]) -> list[Event]:
-        """``events`` with their personal fields opened (or erased)."""
+    async def open(self, events: Sequence[Event], *, in_place: bool = False) -> list[Event]:
+        """``events`` with their personal fields opened (or erased); ``in_place``: see :meth:`open_event`."""
         if not any(SEALED in e.payload for e in events):
             return list(events)
         await self.load(events)
-        return self.open_loaded(events)
+        return self.open_loaded(events, in_place=in_place)
 
     async def open_rows(self, rows: Sequence[EventRow]) -> list[EventRow]:
         """Rows of :data:`~commands.ports.ROW_FIELDS` (payload as JSON text) opened."""
@@ -340,7 +346,7 @@ class _Fresh:
         if not all(e.event_id in self._payloads for e in events if SEALED in e.payload):
             return None
         pop = self._payloads.pop
-        return [e.model_copy(update={"payload": pop(e.event_id)}) if SEALED in e.payload else e for e in events]
+        return [with_payload(e, pop(e.event_id)) if SEALED in e.payload else e for e in events]
 
 
 class _Ordered:
@@ -487,6 +493,12 @@ class SealedLog(SealingStore, EventLog):
     async def head_position(self) -> int:
         return await self.inner.head_position()
 
+    async def read_stream(
+        self, tenant_id: str, stream: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        # the embedded log builds new events for every read: opened in place
+        return await self.sealer.open(await self.inner.read_stream(tenant_id, stream, after_seq, limit), in_place=True)
+
     async def read_all(
         self,
         after_position: int = 0,
@@ -494,9 +506,11 @@ class SealedLog(SealingStore, EventLog):
         tenant_id: str | None = None,
         types: Sequence[str] | None = None,
     ) -> list[Event]:
-        return await self.sealer.open(await self.inner.read_all(after_position, limit, tenant_id, types))
+        return await self.sealer.open(await self.inner.read_all(after_position, limit, tenant_id, types), in_place=True)
 
     async def read_tenant(
         self, tenant_id: str, after_position: int = 0, limit: int = 1000, types: Sequence[str] | None = None
     ) -> list[Event]:
-        return await self.sealer.open(await self.inner.read_tenant(tenant_id, after_position, limit, types))
+        return await self.sealer.open(
+            await self.inner.read_tenant(tenant_id, after_position, limit, types), in_place=True
+        )

@@ -452,3 +452,18 @@ class StreamId:
 def stream_name(kind: str, ident: str) -> str:
     """The recorded name of the stream of ``kind`` and ``ident`` (``str(StreamId(kind, ident))``)."""
     return str(StreamId(kind, ident))
+
+
+def with_payload(event: Event, payload: dict[str, Any], schema_version: int | None = None) -> Event:
+    """``event`` with another payload (and schema version): ``model_copy(update=…)`` without its
+    cost, for what rewrites every event it reads (opening sealed payloads, commands/sealing.py)."""
+    values = dict(event.__dict__)
+    values["payload"] = payload
+    if schema_version is not None:
+        values["schema_version"] = schema_version
+    copy = Event.__new__(Event)
+    object.__setattr__(copy, "__dict__", values)
+    object.__setattr__(copy, "__pydantic_fields_set__", set(event.__pydantic_fields_set__))
+    object.__setattr__(copy, "__pydantic_extra__", None)
+    object.__setattr__(copy, "__pydantic_private__", None)
+    return copy

@@ -391,14 +391,18 @@ class Hub:
                 sub.flush()
 
     def _user_erased(self, tenant_id: str, user_id: str) -> None:
-        """Tell every live subscriber of the tenant that ``user_id`` was erased (docs/erasure.md):
-        a client drops the name and texts it holds of them; history now shows them erased."""
+        """Tell every socket subscribed to a channel of the tenant, once, that ``user_id`` was
+        erased (docs/erasure.md): a client drops the name and texts it holds of them; history
+        now shows them erased."""
         frame = Wire(orjson.dumps({"type": "user_erased", "user_id": user_id}).decode())
+        told: set[int] = set()  # sockets (a socket's subscriptions share its send)
         for (tenant, _), subs in list(self._subs.items()):
             if tenant != tenant_id:
                 continue
             for sub in list(subs):
-                if sub.live:
+                socket = id(getattr(sub.send, "__self__", sub))
+                if sub.live and socket not in told:
+                    told.add(socket)
                     if not sub.send(frame):
                         sub.overflow()
                     sub.flush()

@@ -291,6 +291,15 @@ class Pong(Frame):
     type: Literal["pong"] = "pong"
 
 
+class UserErasedFrame(Frame):
+    """A user of the tenant was erased (docs/erasure.md): drop their name and the texts of theirs you
+    hold; history now shows them erased. Sent to every open socket of the tenant."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "user_erased", "user_id": "alice"}]})
+    type: Literal["user_erased"] = "user_erased"
+    user_id: str
+
+
 ErrorCode = Literal[
     "invalid_request",
     "not_found",
@@ -366,6 +375,7 @@ SERVER_FRAMES: tuple[type[Frame], ...] = (
     Typing,
     Pong,
     Error,
+    UserErasedFrame,
 )
 # ``?frames=`` on the socket's URL: which frame carries channel events
 FRAME_FORMATS = {"full": "event frames (EventFrame), the default", "compact": "ev frames (CompactEvent)"}

@@ -99,6 +99,9 @@ def test_an_erased_user_reads_as_erased_everywhere_and_is_nowhere_in_clear(clust
         json.loads(line) for line in caas(cluster, tmp_path, "replay", "--tenant", chat.tenant.tenant_id).splitlines()
     ]
     check_events(replay, chat)
+    out = tmp_path / "export"
+    caas(cluster, tmp_path, "export", "--format", "jsonl", "--output", str(out), "--tenant", chat.tenant.tenant_id)
+    check_events([json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()], chat)
     caas(cluster, tmp_path, "rebuild")
     assert not found_in(collections(url, database), chat.secrets)
     cluster.start(workers=1, nodes=1)

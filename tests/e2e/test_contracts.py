@@ -221,6 +221,10 @@ async def test_every_server_frame_kind_matches_its_model(server: Server, client:
             ("error", "invalid_request"),
             ("unsubscribed", None),
         ]
+        tenant.user(client, "carol")  # erased: every socket subscribed to a channel of the tenant is told
+        r = client.delete(f"{server.url}/v1/users/carol", params={"erase": "true"}, headers=tenant.headers())
+        assert r.status_code == 200, r.text
+        assert check(await recv(a)) == {"type": "user_erased", "user_id": "carol"}
     assert seen == set(SERVER_MODELS)
 
 

@@ -51,6 +51,9 @@ def test_an_erased_user_reads_as_erased_everywhere_and_is_nowhere_in_clear(tmp_p
     # the operator's tools on the stopped server's data dir: the log is as it was, shown erased
     replay = [json.loads(line) for line in caas(data, "replay", "--tenant", chat.tenant.tenant_id).splitlines()]
     check_events(replay, chat)
+    out = data.parent / "export"
+    caas(data, "export", "--format", "jsonl", "--output", str(out), "--tenant", chat.tenant.tenant_id)
+    check_events([json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()], chat)
     caas(data, "rebuild")
     assert not found_in(files(data), chat.secrets)
     server.start()
