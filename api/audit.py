@@ -116,7 +116,13 @@ async def get_audit(request: Request) -> Response:
     return StreamingResponse(rows(), media_type=media)
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
+
+
 def _csv(values: Any) -> bytes:
+    """One CSV row; a text cell a spreadsheet would take for a formula (a client's request id,
+    say) is prefixed with ``'`` (docs/audit.md)."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    cells = ["" if v is None else f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v for v in values]
+    csv.writer(out, lineterminator="\n").writerow(cells)
     return out.getvalue().encode()

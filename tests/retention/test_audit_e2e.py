@@ -105,6 +105,15 @@ async def test_the_audit_lists_every_admin_key_moderation_and_retention_action(
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [row["action"] for row in rows] == ["MemberMuted", "MemberBanned", "MessageDeleted"]
     assert rows[1]["request_id"] == rid["ban"] and json.loads(rows[1]["details"])["reason"] == "spam"
+    # a client's request id that a spreadsheet would run as a formula is defused
+    hold = {"reason": "=cmd"}
+    r = client.post(
+        f"{tenant.url}/v1/channels/room/legal-hold", json=hold, headers={**tenant.headers(), "x-request-id": "=1+1"}
+    )
+    r = client.get(f"{tenant.url}/v1/audit", params={"format": "csv", "min_position": ok(r)["position"]},
+                   headers=tenant.headers())  # fmt: skip
+    last = list(csv.DictReader(io.StringIO(r.text)))[-1]
+    assert last["request_id"] == "'=1+1" and last["action"] == "LegalHoldPlaced"
 
 
 def test_the_audit_is_tenant_scoped_and_refuses_bad_queries(aged: Server, client: httpx.Client) -> None:
