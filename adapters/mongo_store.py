@@ -46,7 +46,7 @@ from projections.ports import (
 )
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
-    "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
+    "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq"), ("chday",)],  # chday: retention
     "memberships": [("user_id", "active"), ("channel_id", "active")],
     "usage": [("day",)],
     "usage_peaks": [("day",)],
@@ -63,6 +63,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     # the event index (projections/eventindex.py): a stream read from a seq on (as_of folds,
     # websocket resume) and a tenant's log from a position on, without sorting the tenant's events
     "events": [("stream", "seq"), ("position",)],
+    "audit": [("position",), ("occurred_at",)],  # the audit trail (projections/audit.py), paged by position
 }
 DUPLICATE_KEY = 11000
 NOT_IMPLEMENTED = 238

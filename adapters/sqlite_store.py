@@ -24,7 +24,7 @@ from adapters.sqlite_log import insert_rows, parameters_limit
 from projections.ports import Doc, Filter, Fold, Key, Op, ReadStore, ReadStoreRefused, touched
 
 INDEXES: dict[str, list[tuple[str, ...]]] = {
-    "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq")],
+    "messages": [("channel_id", "parent_id", "seq"), ("channel_id", "seq"), ("chday",)],  # chday: retention
     "memberships": [("user_id", "active"), ("channel_id", "active")],
     "usage": [("day",)],
     "usage_peaks": [("day",)],
@@ -37,6 +37,7 @@ INDEXES: dict[str, list[tuple[str, ...]]] = {
     "webhooks": [("tenant", "deleted", "created_at"), ("deleted",)],  # a tenant's list; the processor's load
     "webhook_deliveries": [("webhook_id", "delivery_id")],  # an endpoint's delivery log, paged
     "users": [("user_id",)],  # the tenant portal's user search: by id prefix, paged
+    "audit": [("position",), ("occurred_at",)],  # the audit trail (projections/audit.py), paged by position
 }
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LOAD_CHUNK = 512  # documents per SELECT … IN (…) when a batch is applied (a power of two; fewer past the limit)

@@ -39,12 +39,13 @@ from commands.keys import Keyring, KeyStore, MasterKey, MasterKeyError
 from commands.policies import PolicyCommands, PolicyGate
 from commands.ports import EphemeralBus, EventHistory, EventLog, EventRow, Listener, event_row
 from commands.quotas import Adds, Quotas
+from commands.retention import DayKeys, RetentionPolicies, RetentionSweeper
 from commands.sealing import SealedLog, Sealer
 from commands.service import CommandEnvelope, Commands, CommandService, Outcome
 from domain.events import Event
 from domain.plans import Catalog, PlansError, builtin_catalog, parse_plans
 from domain.presence import Timing
-from projections import analytics, billing, chat, eventindex, usage, webhooks
+from projections import analytics, audit, billing, chat, eventindex, usage, webhooks
 from projections.ports import ReadStore
 from projections.queries import ChatQueries
 from projections.timetravel import TimeTravel
@@ -79,12 +80,14 @@ WEBHOOKS = Projection(webhooks.NAME, webhooks.COLLECTIONS, webhooks.project)
 # Analytics documents need no shards: each is written by one stream, or only ever gets the same
 # insert (projections/analytics/projection.py), so one projection serves both backends.
 ANALYTICS = Projection(analytics.NAME, analytics.COLLECTIONS, analytics.project)
+AUDIT = Projection(audit.NAME, audit.COLLECTIONS, audit.project)  # one document per audited event
 PROJECTIONS = {
     CHAT.name: CHAT,
     USAGE.name: USAGE,
     BILLING.name: BILLING,
     WEBHOOKS.name: WEBHOOKS,
     ANALYTICS.name: ANALYTICS,
+    AUDIT.name: AUDIT,
 }
 DISTRIBUTED_PROJECTIONS = {
     CHAT.name: CHAT,
@@ -93,6 +96,7 @@ DISTRIBUTED_PROJECTIONS = {
     BILLING.name: BILLING,
     WEBHOOKS.name: WEBHOOKS,
     ANALYTICS.name: ANALYTICS,
+    AUDIT.name: AUDIT,
 }
 
 # ``caas rebuild`` reports ``(projection, events done, events in all)`` as it goes, if it can.
@@ -743,6 +747,9 @@ class Engine:
     policies: PolicyGate | None = None  # ABAC (docs/abac.md): the gate the command side is composed with
     policy_watch: PolicyWatch = field(init=False)  # ends the subscriptions a changed policy refuses
     _billing_sync: asyncio.Task[None] | None = field(init=False, default=None)
+    retention: RetentionPolicies | None = None  # each channel's retention (docs/retention.md)
+    day_keys: DayKeys | None = None  # the channel-day keys the retention sweeper destroys (the key store)
+    _retention_sweep: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -838,8 +845,19 @@ class Engine:
             )
             await self.deliveries.start()
             self.backend.on_indexed(self.deliveries.on_indexed)
+        if self.retention is not None and self.day_keys is not None and self.settings.retention_sweep_seconds > 0:
+            sweeper = RetentionSweeper(self.retention, self.day_keys, self._erase_day)
+            self._retention_sweep = asyncio.ensure_future(retention_loop(self.backend, sweeper, self.settings))
+
+    async def _erase_day(self, tenant_id: str, channel_id: str, day: str, position: int) -> None:
+        """The read models' copies of a shredded channel-day's texts, overwritten (docs/retention.md)."""
+        await self.backend.wait_for(position, self.settings.query_wait_seconds)
+        await self.store.erase("messages", tenant_id, "chday", chat.channel_day(channel_id, day), chat.EXPIRED)
 
     async def close(self) -> None:
+        if self._retention_sweep is not None:
+            self._retention_sweep.cancel()
+            await asyncio.gather(self._retention_sweep, return_exceptions=True)
         if self.deliveries is not None:
             await self.deliveries.close()
         if self._billing_sync is not None:
@@ -867,7 +885,32 @@ def build_engine(settings: Settings) -> Engine:
     # this node from its own view of the tenant (the replica on the Kafka backend): docs/abac.md
     gate = PolicyGate(commands, utcnow)
     service = MeteredCommands(PolicyCommands(commands, gate))
-    return Engine(settings, backend, service, auth, ChatQueries(backend.store), policies=gate)
+    retention = RetentionPolicies(service, retention_clock(settings, utcnow))
+    queries = ChatQueries(backend.store, horizon=retention)
+    day_keys = DayKeys(backend.keys, backend.keyring.destroy)  # destroyed through the keyring: it forgets at once
+    return Engine(settings, backend, service, auth, queries, policies=gate, retention=retention, day_keys=day_keys)
+
+
+def retention_clock(settings: Settings, clock: Callable[[], datetime]) -> Callable[[], datetime]:
+    """Retention's now: ``clock``, or later by ``CAAS_RETENTION_CLOCK_OFFSET_SECONDS`` (a test seam,
+    so a test server can see what it records as days old)."""
+    offset = timedelta(seconds=settings.retention_clock_offset_seconds)
+    return clock if not offset else lambda: clock() + offset
+
+
+async def retention_loop(backend: Backend, sweeper: RetentionSweeper, settings: Settings) -> None:
+    """Sweep every ``CAAS_RETENTION_SWEEP_SECONDS`` until cancelled; a failed pass is logged and
+    retried next time."""
+    log = structlog.get_logger("caas.retention")
+    while True:
+        try:
+            tenants = [tenant_id for tenant_id, _ in await backend.tenants()]
+            done = await sweeper.sweep(tenants)
+            if done:
+                log.info("retention_swept", shredded=len(done))
+        except Exception as exc:
+            log.warning("retention_sweep_failed", error=repr(exc))
+        await asyncio.sleep(settings.retention_sweep_seconds)
 
 
 def build_dispatcher(

@@ -46,6 +46,7 @@ from projections.queries import ChatQueries
 from projections.timetravel import AsOf, ChannelTooLarge
 from projections.usage import edit_growth, posted_bytes
 from projections.usage.projection import message_meter
+from streams.fanout import expire
 from streams.projector import stall_reason
 
 
@@ -604,7 +605,7 @@ async def _as_of(request: Request, who: Principal, cid: str) -> tuple[ChatQuerie
         when = as_of.time if as_of.time is not None else f"position {as_of.position}"
         raise errors.ChannelNotFound(f"channel {cid!r} did not exist as of {when}")
     view, point = past
-    queries = ChatQueries(view, receipts_up_to=node.queries.receipts_up_to)
+    queries = ChatQueries(view, receipts_up_to=node.queries.receipts_up_to, horizon=node.queries.horizon)
     return queries, {"seq": point.seq, "position": point.position, "occurred_at": point.occurred_at}
 
 
@@ -679,6 +680,7 @@ async def list_events(request: Request) -> Response:
     await authorize(request, who, "read_events")
     events = await engine(request).log.read_tenant(who.tenant_id, after_position=after, limit=limit, types=types)
     cursor = events[-1].position if len(events) == limit else None
+    events = await expire(events, who.tenant_id, engine(request).queries.horizon)  # docs/retention.md
     return json({"events": [e.model_dump() for e in events], "next_after_position": cursor})
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import analytics, billing, devices, examples, http, policies, schemas, usage, webhooks
+from api import analytics, audit, billing, devices, examples, http, policies, retention, schemas, usage, webhooks
 from api.errors import ApiError
 from api.plumbing import MAX_INT
 
@@ -30,6 +30,7 @@ class Api:
     query: tuple[str | tuple[str, dict[str, Any]], ...] = ()
     upsert: bool = False  # creates (201) or updates (200) what it names
     idempotent: bool = False  # honours Idempotency-Key: a retry with the same key gets the first answer
+    exports: bool = False  # ``format=jsonl`` or ``csv`` streams every entry as JSON lines or CSV instead
 
     @property
     def handler(self) -> Endpoint:
@@ -84,6 +85,14 @@ QUERY: dict[str, dict[str, Any]] = {
         "required": True,
         "description": "true: confirms that the user's personal data is erased for good (docs/erasure.md)",
     },
+    "actor": {"type": "string", "description": "who acted: tenant:<key id>, user:<id>, admin:admin, system:<job>"},
+    "action": {"type": "string", "description": "comma-separated event types or categories (docs/audit.md)"},
+    "format": {"type": "string", "enum": ["json", "jsonl", "csv"], "default": "json",
+               "description": "json: a page; jsonl or csv: every matching entry after `after`, streamed"},
+}  # fmt: skip
+EXPORT_MEDIA: dict[str, object] = {  # an exporting route's answer to format=jsonl and format=csv
+    "application/x-ndjson": {"schema": {"type": "string", "description": "one JSON entry per line"}},
+    "text/csv": {"schema": {"type": "string", "description": "a header, then a row per entry"}},
 }
 USAGE_QUERY = ("from", "to", "granularity", "meters", "min_position")
 ANALYTICS_QUERY = ("from", "to", ("granularity", {"enum": ["day", "month"], "default": "day"}), "min_position")
@@ -234,6 +243,33 @@ ROUTES: list[Api] = [
         ("tenant",), None, schemas.Policy),
     Api("DELETE", "/v1/policies/{policy_id}", policies.delete_policy, "Delete an ABAC policy",
         ("tenant",), None, schemas.PolicyWritten),
+    Api("PUT", "/v1/retention", retention.put_retention,
+        "Keep the tenant's messages N days (null: forever): older ones disappear from reads and are shredded",
+        ("tenant",), schemas.PutRetention, schemas.RetentionWritten, idempotent=True),
+    Api("GET", "/v1/retention", retention.get_retention, "The tenant's default retention",
+        ("tenant",), None, schemas.TenantRetention),
+    Api("PUT", "/v1/channels/{cid}/retention", retention.put_channel_retention,
+        "Override the tenant's retention in one channel (null: follow the tenant's default)",
+        ("tenant",), schemas.PutRetention, schemas.RetentionWritten, idempotent=True),
+    Api("GET", "/v1/channels/{cid}/retention", retention.get_channel_retention,
+        "The channel's retention: override, effective days, holds, what is hidden, the days shredded",
+        ("tenant",), None, schemas.ChannelRetention),
+    Api("POST", "/v1/channels/{cid}/legal-hold", retention.place_channel_hold,
+        "Place a legal hold on a channel: nothing in it is hidden or shredded while it lasts",
+        ("tenant",), schemas.PlaceLegalHold, schemas.LegalHoldWritten, idempotent=True),
+    Api("DELETE", "/v1/channels/{cid}/legal-hold", retention.release_channel_hold,
+        "Release a channel's legal hold", ("tenant",), schemas.ReleaseLegalHold, schemas.LegalHoldWritten),
+    Api("POST", "/v1/users/{uid}/legal-hold", retention.place_user_hold,
+        "Place a legal hold on a user: the user cannot be erased, and the channels they are or were in keep "
+        "everything", ("tenant",), schemas.PlaceLegalHold, schemas.LegalHoldWritten, idempotent=True),
+    Api("DELETE", "/v1/users/{uid}/legal-hold", retention.release_user_hold,
+        "Release a user's legal hold", ("tenant",), schemas.ReleaseLegalHold, schemas.LegalHoldWritten),
+    Api("GET", "/v1/audit", audit.get_audit,
+        "The tenant's audit trail: admin, key, moderation, policy, erasure, retention and device actions",
+        ("tenant",), None, schemas.AuditPage, exports=True,
+        query=(("after", {"type": "integer", "minimum": 0, "description": "a position: the previous page's "
+               "next_after"}), ("limit", {"maximum": 1000}), ("from", {"required": False}),
+               ("to", {"required": False}), "actor", "action", "format", "min_position")),
     Api("GET", "/healthz", http.healthz, "The process is up"),
     Api("GET", "/readyz", http.readyz, "The backend is reachable; projection lag"),
 ]  # fmt: skip
@@ -299,6 +335,8 @@ TAGS: list[tuple[str, str, str]] = [  # (path prefix, tag, description); the fir
     ("/v1/analytics", "analytics", "Tenant analytics: active users, posts, channels, reply times"),
     ("/v1/billing", "billing", "Usage, bills, invoices, Stripe"),
     ("/v1/policies", "policies", "Attribute-based access control: the tenant's policies (docs/abac.md)"),
+    ("/v1/retention", "compliance", "Retention, legal hold and the audit trail"),
+    ("/v1/audit", "compliance", "Retention, legal hold and the audit trail"),
     ("/", "operations", "Health and readiness"),
 ]
 
@@ -349,7 +387,7 @@ def openapi() -> dict[str, object]:
             media: dict[str, object] = {"schema": ref(api.returns)}
             if name in examples.RESPONSES:
                 media["example"] = examples.RESPONSES[name]
-            ok["content"] = {"application/json": media}
+            ok["content"] = {"application/json": media, **(EXPORT_MEDIA if api.exports else {})}
         if rated:
             ok["headers"] = rated
         maybe_rated = headers(RATE_HEADERS, required=False) if limited else {}

@@ -732,3 +732,61 @@ class PolicyList(BaseModel):
 
 class PolicyWritten(Written):
     policy_id: str
+
+
+# --- retention and legal hold (docs/retention.md), audit (docs/audit.md) ---------------------
+RetentionDays = Annotated[int, Field(ge=1, le=36_500)]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"\S")]
+
+
+class PutRetention(Body):
+    days: RetentionDays | None = Field(
+        description="keep messages this many days; null: the tenant keeps them forever, a channel follows "
+        "the tenant's default"
+    )
+
+
+class RetentionWritten(Written):
+    days: int | None
+
+
+class TenantRetention(BaseModel):
+    days: int | None = Field(description="the tenant's default; null: forever")
+
+
+class ChannelRetention(BaseModel):
+    channel_id: str
+    days: int | None = Field(description="the channel's override; null: the tenant's default applies")
+    effective_days: int | None = Field(description="what applies: the override, else the tenant's default")
+    legal_hold: bool = Field(description="a legal hold is on the channel")
+    held: bool = Field(description="a legal hold on the channel or on one of its members suspends retention")
+    hidden_before: str | None = Field(description="messages recorded before this time are hidden; null: none")
+    shredded_days: list[str] = Field(description="UTC days whose messages' key was destroyed")
+
+
+class PlaceLegalHold(Body):
+    reason: Reason
+
+
+class ReleaseLegalHold(Body):
+    reason: Annotated[str, StringConstraints(max_length=500)] = ""
+
+
+class LegalHoldWritten(Written):
+    legal_hold: bool
+
+
+class AuditEntry(BaseModel):
+    position: int = Field(description="the event's log position: entries are in this order")
+    occurred_at: str
+    actor: str | None = Field(description="tenant:<key id>, user:<id>, admin:admin or system:<job>")
+    request_id: str | None = Field(description="the X-Request-Id of the request that did it")
+    action: str = Field(description="the event type")
+    category: str = Field(description="admin, key, moderation, policy, erasure, retention or device")
+    target: str = Field(description="the stream acted on: tenant:…, channel:…, user:…, webhook:…")
+    details: dict[str, Any] = Field(description="the event's payload without secrets")
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntry]
+    next_after: int | None = Field(description="pass as after= for the next page; null on the last")

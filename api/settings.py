@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     billing_sync_clock_offset_seconds: float = Field(
         default=0.0, ge=0, description="the sync acts as if it were this much later (tests: close the current hour)"
     )
+    retention_sweep_seconds: float = Field(
+        default=3600.0, ge=0, description="how often caas serve shreds the channel-days past retention; 0: never"
+    )
+    retention_clock_offset_seconds: float = Field(
+        default=0.0, ge=0, description="tests only: retention acts as if it were this much later (docs/retention.md)"
+    )
 
     @field_validator("public_url")
     @classmethod

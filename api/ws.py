@@ -516,7 +516,10 @@ class Session:
         stream = stream_name("channel", sub.channel_id)
         wait = self.node.settings.ws_history_wait_seconds
         # what a replay shows
-        view = HistoryView(self.node.service, self.node.log, self.who.tenant_id, stream, wait, compact=self.compact)
+        cutoff = await self.node.queries.horizon.cutoff(self.who.tenant_id, sub.channel_id)  # docs/retention.md
+        view = HistoryView(
+            self.node.service, self.node.log, self.who.tenant_id, stream, wait, compact=self.compact, cutoff=cutoff
+        )
         last = since
         deadline = asyncio.get_running_loop().time() + self.node.settings.ws_history_wait_seconds
         limit = FIRST_HISTORY_PAGE

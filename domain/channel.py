@@ -18,8 +18,11 @@ from domain import errors
 from domain.base import Actor, Command, Decision, Unchanged
 from domain.events import (
     ChannelCreated,
+    ChannelDayShredded,
     ChannelKind,
     DomainEvent,
+    LegalHoldPlaced,
+    LegalHoldReleased,
     MemberAdded,
     MemberBanned,
     MemberMuted,
@@ -33,8 +36,19 @@ from domain.events import (
     ReactionAdded,
     ReactionRemoved,
     ReadMarkerMoved,
+    RetentionSet,
     Role,
     mentions_in,
+)
+from domain.retention import (
+    PlaceLegalHold,
+    ReleaseLegalHold,
+    SetRetention,
+    ShredChannelDay,
+    decide_place,
+    decide_release,
+    decide_retention,
+    decide_shred,
 )
 
 ADMIN_ROLES = frozenset({"owner", "admin"})
@@ -164,6 +178,16 @@ class ChannelState:
     messages: dict[str, MessageState] = field(default_factory=dict)
     client_msg_ids: dict[tuple[str, str], int] = field(default_factory=dict)  # (author, id) -> seq
     read_markers: dict[str, tuple[int, int]] = field(default_factory=dict)  # user -> (seq, at)
+    # retention (docs/retention.md): the channel's override (None: the tenant's default), the
+    # legal hold in force (its seq; 0: none), the UTC days whose key was destroyed (day -> seq)
+    retention_days: int | None = None
+    retention_seq: int = 0
+    hold_seq: int = 0
+    shredded_days: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def legal_hold(self) -> bool:
+        return self.hold_seq > 0
 
     @property
     def exists(self) -> bool:
@@ -446,6 +470,10 @@ _HANDLERS: dict[type[Command], Callable[[ChannelState, Any], Decision]] = {
     UnmuteMember: _unmute,
     BanMember: _ban,
     UnbanMember: _unban,
+    SetRetention: lambda s, c: decide_retention(s.retention_days, s.retention_seq, c),
+    PlaceLegalHold: lambda s, c: decide_place(s.hold_seq, c),
+    ReleaseLegalHold: lambda s, c: decide_release(s.hold_seq, c),
+    ShredChannelDay: lambda s, c: decide_shred(s.shredded_days, s.legal_hold, c),
 }
 
 
@@ -487,4 +515,12 @@ def evolve(state: ChannelState, event: DomainEvent) -> ChannelState:
             state.muted.pop(event.user_id, None)
         case MemberUnbanned():
             state.banned.pop(event.user_id, None)
+        case RetentionSet():
+            state.retention_days, state.retention_seq = event.days, seq
+        case LegalHoldPlaced():
+            state.hold_seq = seq
+        case LegalHoldReleased():
+            state.hold_seq = 0
+        case ChannelDayShredded():
+            state.shredded_days[event.day] = seq
     return state

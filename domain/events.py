@@ -405,6 +405,34 @@ class OneTimePrekeyClaimed(DomainEvent):
     remaining: int
 
 
+# --- retention and legal hold (docs/retention.md) -------------------------------------------
+class RetentionSet(DomainEvent):
+    """Messages older than ``days`` days disappear from every read and are shredded.
+
+    On the tenant stream: the tenant's default (``None``: kept forever). On a channel stream:
+    the channel's override (``None``: the tenant's default applies again)."""
+
+    days: int | None
+
+
+class LegalHoldPlaced(DomainEvent):
+    """A legal hold on the channel, or on the user (user stream): retention and erasure stop."""
+
+    reason: str
+
+
+class LegalHoldReleased(DomainEvent):
+    """The legal hold is lifted: retention (and, for a user, erasure) applies again."""
+
+    reason: str
+
+
+class ChannelDayShredded(DomainEvent):
+    """The key of the channel's messages of UTC day ``day`` (``YYYY-MM-DD``) was destroyed."""
+
+    day: str
+
+
 class Event(BaseModel):
     """A recorded event: the envelope of docs/design.md around a domain event's payload.
 

@@ -16,9 +16,11 @@ from domain.events import (
     DomainEvent,
     PolicyDeleted,
     PolicySet,
+    RetentionSet,
     SigningKeyRotated,
     TenantRegistered,
 )
+from domain.retention import SetRetention, decide_retention
 
 FIRST_SIGNING_KEY = "v1"
 # open portal sessions per API key: a sign-in past it closes that key's oldest (docs/console.md)
@@ -113,6 +115,8 @@ class TenantState:
     policies: dict[str, policy.Policy] = field(default_factory=dict)  # ABAC (docs/abac.md)
     policy_seqs: dict[str, int] = field(default_factory=dict)  # each policy's last PolicySet or PolicyDeleted
     ordered_policies: list[policy.Policy] = field(default_factory=list)  # by policy_id: as evaluation judges them
+    retention_days: int | None = None  # the tenant's default retention (docs/retention.md); None: forever
+    retention_seq: int = 0
 
     @property
     def verifying_keys(self) -> list[str]:
@@ -194,6 +198,9 @@ def decide(state: TenantState, command: Command) -> Decision:
                     return Unchanged(state.policy_seqs[command.policy_id])
                 raise errors.PolicyNotFound(f"no policy {command.policy_id!r}", policy_id=command.policy_id)
             return [PolicyDeleted(policy_id=command.policy_id)]
+        case SetRetention():
+            _require(state)
+            return decide_retention(state.retention_days, state.retention_seq, command)
     raise TypeError(f"not a tenant command: {type(command).__name__}")
 
 
@@ -240,6 +247,8 @@ def evolve(state: TenantState, event: DomainEvent) -> TenantState:
             state.policies.pop(event.policy_id, None)
             state.policy_seqs[event.policy_id] = state.version
             state.ordered_policies = [state.policies[k] for k in sorted(state.policies)]
+        case RetentionSet():
+            state.retention_days, state.retention_seq = event.days, state.version
     return state
 
 

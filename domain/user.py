@@ -9,7 +9,16 @@ from pydantic import Field
 
 from domain import devices, errors
 from domain.base import Command, Decision, Unchanged
-from domain.events import DomainEvent, PresenceChanged, UserErased, UserRegistered, UserUpdated
+from domain.events import (
+    DomainEvent,
+    LegalHoldPlaced,
+    LegalHoldReleased,
+    PresenceChanged,
+    UserErased,
+    UserRegistered,
+    UserUpdated,
+)
+from domain.retention import PlaceLegalHold, ReleaseLegalHold, decide_place, decide_release
 
 
 class RegisterUser(Command):
@@ -39,6 +48,7 @@ class UserState:
     devices: devices.DeviceMap = field(default_factory=dict)  # end-to-end encryption keys (domain/devices.py)
     erased_seq: int = 0  # of UserErased
     legal_hold: bool = False  # set and cleared by the legal-hold events (retention), which refuse erasure
+    hold_seq: int = 0  # of the legal hold in force (docs/retention.md); 0: none
 
     @property
     def exists(self) -> bool:
@@ -65,6 +75,12 @@ def decide(state: UserState, command: Command) -> Decision:
             if not state.exists:
                 raise errors.UserNotFound("the user is not registered")
             return devices.decide(state.devices, state.version, command)
+        case PlaceLegalHold() | ReleaseLegalHold():
+            if not state.exists:
+                raise errors.UserNotFound("the user is not registered")
+            if isinstance(command, PlaceLegalHold):
+                return decide_place(state.hold_seq, command)
+            return decide_release(state.hold_seq, command)
         case EraseUser():
             if not state.exists:
                 raise errors.UserNotFound("the user is not registered")
@@ -89,4 +105,8 @@ def evolve(state: UserState, event: DomainEvent) -> UserState:
             state.status, state.last_seen_at, state.status_seq = event.status, event.last_seen_at, state.version
         case _ if isinstance(event, devices.EVENTS):
             devices.evolve(state.devices, state.version, event)
+        case LegalHoldPlaced():
+            state.hold_seq, state.legal_hold = state.version, True
+        case LegalHoldReleased():
+            state.hold_seq, state.legal_hold = 0, False
     return state

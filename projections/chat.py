@@ -87,6 +87,16 @@ ERASURES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
+# What the retention sweeper overwrites in the messages of a shredded channel-day (docs/retention.md),
+# found by their ``chday`` (:func:`channel_day`, never shown by the queries).
+EXPIRED: dict[str, Any] = {"text": "", "attachments": [], "mentions": [], "expired": True}
+
+
+def channel_day(channel_id: str, day: str) -> str:
+    """A message document's channel and UTC day of posting (``YYYY-MM-DD``), as one value."""
+    return f"{channel_id}/{day}"
+
+
 Result = tuple[dict[str, Any], list[Op]]
 
 
@@ -181,6 +191,7 @@ def _posted(event: Event) -> Result:
         "deleted": False,
         "reactions": {},
         "reply_count": 0,
+        "chday": channel_day(cid, event.occurred_at[:10]),
         **_erased(p),
     }
     ops = [_message(event, p["message_id"], set=doc)]

@@ -3,12 +3,12 @@ only the :class:`ReadStore` port."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from projections.chat import membership_key, message_key
 from projections.ports import Doc, DocReader
 
-_HIDDEN = ("_id", "tenant_id")
+_HIDDEN = ("_id", "tenant_id", "chday")  # chday: the retention sweeper's handle (projections/chat.py)
 
 
 def render_message(doc: Doc) -> Doc:
@@ -20,12 +20,36 @@ def render_message(doc: Doc) -> Doc:
     return out
 
 
+class Horizon(Protocol):
+    """Where a channel's retention starts (docs/retention.md): messages recorded before it are
+    hidden from every query."""
+
+    async def cutoff(self, tenant_id: str, channel_id: str) -> str | None:
+        """An RFC 3339 time as ``domain.base.format_time`` writes it; ``None``: nothing is hidden."""
+        ...
+
+
+class Forever:
+    """No retention: every message is shown."""
+
+    async def cutoff(self, tenant_id: str, channel_id: str) -> str | None:
+        return None
+
+
 class ChatQueries:
     """Queries over channels, memberships and messages for one store."""
 
-    def __init__(self, store: DocReader, *, receipts_up_to: int = 100) -> None:
+    def __init__(self, store: DocReader, *, receipts_up_to: int = 100, horizon: Horizon | None = None) -> None:
         self.store = store
         self.receipts_up_to = receipts_up_to
+        self.horizon: Horizon = horizon or Forever()
+
+    async def _kept(self, tenant_id: str, channel_id: str, flt: dict[str, Any]) -> dict[str, Any]:
+        """``flt`` narrowed to the messages the channel's retention still shows."""
+        cutoff = await self.horizon.cutoff(tenant_id, channel_id)
+        if cutoff is not None:
+            flt["created_at"] = {"$gte": cutoff}
+        return flt
 
     async def membership(self, tenant_id: str, channel_id: str, user_id: str) -> Doc | None:
         doc = await self.store.get("memberships", tenant_id, membership_key(channel_id, user_id))
@@ -38,17 +62,14 @@ class ChatQueries:
         return [{"user_id": d["user_id"], "role": d["role"]} for d in docs]
 
     async def unread_count(self, tenant_id: str, channel_id: str, user_id: str, last_read_seq: int) -> int:
-        return await self.store.count(
-            "messages",
-            tenant_id,
-            {
-                "channel_id": channel_id,
-                "parent_id": None,
-                "seq": {"$gt": last_read_seq},
-                "author_id": {"$ne": user_id},
-                "deleted": False,
-            },
-        )
+        flt = {
+            "channel_id": channel_id,
+            "parent_id": None,
+            "seq": {"$gt": last_read_seq},
+            "author_id": {"$ne": user_id},
+            "deleted": False,
+        }
+        return await self.store.count("messages", tenant_id, await self._kept(tenant_id, channel_id, flt))
 
     async def member_details(
         self, tenant_id: str, channel_id: str, after: str | None = None, limit: int | None = None
@@ -110,7 +131,8 @@ class ChatQueries:
             found = await self.store.find(
                 "messages", tenant_id, {"channel_id": cid, "seq": doc["last_message_seq"]}, limit=1
             )
-            last = render_message(found[0]) if found else None
+            cutoff = await self.horizon.cutoff(tenant_id, cid)
+            last = render_message(found[0]) if found and (cutoff is None or found[0]["created_at"] >= cutoff) else None
         unread = None
         if user_id is not None:
             membership = await self.membership(tenant_id, cid, user_id)
@@ -164,7 +186,7 @@ class ChatQueries:
         limit: int,
     ) -> tuple[list[Doc], int | None]:
         """A page of the channel's timeline (top-level messages) and the cursor to the next."""
-        flt: dict[str, Any] = {"channel_id": channel_id, "parent_id": None}
+        flt = await self._kept(tenant_id, channel_id, {"channel_id": channel_id, "parent_id": None})
         if after_seq is not None:
             flt["seq"] = {"$gt": after_seq}
             if before_seq is not None:
@@ -198,10 +220,12 @@ class ChatQueries:
 
     async def message(self, tenant_id: str, channel_id: str, message_id: str) -> Doc | None:
         doc = await self.store.get("messages", tenant_id, message_key(channel_id, message_id))
-        return render_message(doc) if doc is not None else None
+        cutoff = await self.horizon.cutoff(tenant_id, channel_id)
+        if doc is None or (cutoff is not None and doc["created_at"] < cutoff):
+            return None
+        return render_message(doc)
 
     async def thread(self, tenant_id: str, channel_id: str, message_id: str, limit: int) -> list[Doc]:
-        docs = await self.store.find(
-            "messages", tenant_id, {"channel_id": channel_id, "parent_id": message_id}, sort=[("seq", 1)], limit=limit
-        )
+        flt = await self._kept(tenant_id, channel_id, {"channel_id": channel_id, "parent_id": message_id})
+        docs = await self.store.find("messages", tenant_id, flt, sort=[("seq", 1)], limit=limit)
         return await self._with_receipts(tenant_id, channel_id, [render_message(d) for d in docs])

@@ -23,6 +23,7 @@ from commands.ports import StreamReader
 from commands.service import Commands
 from domain.channel import MessageState
 from domain.events import Event, StreamId
+from projections.queries import Horizon
 
 REVOKING = frozenset({"MemberRemoved", "MemberBanned"})
 # Request metadata of whoever caused an event: their Idempotency-Key is in command_id, their
@@ -149,6 +150,36 @@ def _edit(payload: dict[str, Any]) -> Edit:
     return edit
 
 
+def without_text(payload: dict[str, Any], why: str) -> dict[str, Any]:
+    """A message event's payload with its text, attachments, mentions and e2e envelope taken out, and why
+    (``redacted``: ``deleted``, ``expired``)."""
+    shown = {**payload, "text": "", "redacted": why}
+    if "attachments" in shown:
+        shown["attachments"] = []
+    if shown.get("mentions"):
+        shown["mentions"] = []
+    if shown.get("e2e") is not None:
+        shown["e2e"] = None
+    return shown
+
+
+async def expire(events: Sequence[Event], tenant_id: str, horizon: Horizon) -> list[Event]:
+    """``events`` of one tenant with the message events its channels' retention hides shown
+    without their text (:func:`without_text`, ``"redacted": "expired"``): ``GET /v1/events``."""
+    cutoffs: dict[str, str | None] = {}
+    shown = []
+    for event in events:
+        if event.type in TEXTS and event.stream_type == "channel":
+            cid = event.stream_id
+            if cid not in cutoffs:
+                cutoffs[cid] = await horizon.cutoff(tenant_id, cid)
+            cutoff = cutoffs[cid]
+            if cutoff is not None and event.occurred_at < cutoff:
+                event = event.model_copy(update={"payload": without_text(event.payload, "expired")})
+        shown.append(event)
+    return shown
+
+
 class HistoryView:
     """How a channel's history is shown to a subscriber who replays it (``since_seq``).
 
@@ -163,15 +194,27 @@ class HistoryView:
       replay waits for the head, at most ``wait`` seconds in all; then it shows ``"text": ""``
       (the replay delivers the edit later).
 
+    - a message event recorded before ``cutoff`` (the channel's retention, docs/retention.md):
+      ``"text": ""``, no attachments nor mentions and ``"redacted": "expired"``.
+
     Every seq is still sent exactly once and every other event as recorded, so resume stays
     gapless. A live subscriber is shown each event as it happens: it saw a text before its
     deletion, and the ``MessageDeleted`` that follows carries only the message id.
     """
 
     def __init__(
-        self, service: Commands, log: StreamReader, tenant_id: str, stream: str, wait: float, *, compact: bool = False
+        self,
+        service: Commands,
+        log: StreamReader,
+        tenant_id: str,
+        stream: str,
+        wait: float,
+        *,
+        compact: bool = False,
+        cutoff: str | None = None,
     ) -> None:
         self.service, self.log, self.tenant_id, self.stream = service, log, tenant_id, stream
+        self.cutoff = cutoff
         self.encode = compact_event_frame if compact else event_frame  # the socket's kind of event frame
         self.deadline = asyncio.get_running_loop().time() + wait
         self._messages: dict[str, MessageState] = {}
@@ -201,17 +244,12 @@ class HistoryView:
 
     def frame(self, event: Event) -> str:
         message = self._message(event)
+        if self.cutoff is not None and event.type in TEXTS and event.occurred_at < self.cutoff:
+            return self.encode(event, without_text(event.payload, "expired"))
         if message is None:
             return self.encode(event)
         if message.deleted_seq:
-            shown = {**event.payload, "text": "", "redacted": "deleted"}
-            if "attachments" in shown:
-                shown["attachments"] = []
-            if shown.get("mentions"):
-                shown["mentions"] = []
-            if shown.get("e2e") is not None:
-                shown["e2e"] = None
-            return self.encode(event, shown)
+            return self.encode(event, without_text(event.payload, "deleted"))
         if self._superseded(message, event):
             edit = self._texts.get(message.edited_seq, EMPTY_EDIT)
             return self.encode(event, {**event.payload, **edit, "redacted": "edited"})

@@ -162,7 +162,8 @@ class Envelope(Frame):
     correlation_id: None
     payload: dict[str, Any] = Field(
         description='the event\'s payload; in a replay a message deleted since shows "text": "", no '
-        'attachments and "redacted": "deleted", and one edited since its current text and "redacted": "edited"'
+        'attachments and "redacted": "deleted", one edited since its current text and "redacted": "edited", '
+        'and one recorded before the channel\'s retention "text": "" and "redacted": "expired" (docs/retention.md)'
     )
 
 

@@ -24,7 +24,7 @@ import orjson
 
 from commands.ports import ConcurrencyError, Idempotency, IdempotencyKeyReused, LogUnavailable
 from commands.service import CommandEnvelope, Outcome
-from domain import billing, channel, devices, tenant, usage, user, webhook
+from domain import billing, channel, devices, retention, tenant, usage, user, webhook
 from domain.base import Command
 from domain.errors import CATEGORIES, DomainError
 from domain.events import Event
@@ -32,7 +32,7 @@ from domain.events import Event
 
 def _registry() -> dict[str, type[Command]]:
     found: dict[str, type[Command]] = {}
-    for module in (tenant, user, channel, usage, billing, webhook, devices):
+    for module in (tenant, user, channel, usage, billing, webhook, devices, retention):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, Command) and value.__module__ == module.__name__:
                 found[value.__name__] = value

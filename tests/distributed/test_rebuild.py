@@ -64,6 +64,7 @@ def views(
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     span = {**wait, "from": (today - timedelta(days=1)).isoformat(), "to": (today + timedelta(days=2)).isoformat()}
     found["analytics"] = ok(client.get(f"{url}/v1/analytics", params=span, headers=tenant.headers()))
+    found["audit"] = ok(client.get(f"{url}/v1/audit", params={**wait, "limit": 1000}, headers=tenant.headers()))
     return found
 
 
@@ -123,7 +124,7 @@ def test_rebuild_from_kafka_restores_identical_read_models(cluster: Cluster, tmp
                           env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     reports = {r["projection"]: r for r in (json.loads(x) for x in done.stdout.splitlines() if x.startswith("{"))}
-    assert set(reports) == {"chat", "events", "usage", "billing", "webhooks", "analytics"}
+    assert set(reports) == {"chat", "events", "usage", "billing", "webhooks", "analytics", "audit"}
     assert reports["chat"]["events"] >= len(before["events"])
 
     cluster.start(workers=1, nodes=1)

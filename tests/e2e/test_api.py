@@ -624,4 +624,5 @@ def test_openapi_documents_the_statuses_each_write_answers(server: Server, clien
     assert statuses["POST", "/v1/channels/{cid}/read"] == ["200"]
     assert statuses["POST", "/v1/channels/{cid}/typing"] == ["202"]
     deletes = [(m, p) for (m, p) in statuses if m == "DELETE"]
-    assert len(deletes) == 8 and all(statuses[d] == ["200"] for d in deletes), statuses
+    every_delete = sum(1 for api in ROUTES if api.method == "DELETE")  # each part adds its own
+    assert len(deletes) == every_delete >= 10 and all(statuses[d] == ["200"] for d in deletes), statuses

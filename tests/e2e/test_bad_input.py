@@ -176,6 +176,12 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/users/{user_id}/devices/{device_id}/prekeys"): {"one_time_prekeys": DEVICE.prekeys(1)},
     ("PUT", "/v1/users/{user_id}/devices/{device_id}/signed-prekey"): DEVICE.signed_prekey(2),
     ("PUT", "/v1/policies/{policy_id}"): {"actions": ["typing"], "condition": False},
+    ("PUT", "/v1/retention"): {"days": 30},
+    ("PUT", "/v1/channels/{cid}/retention"): {"days": 7},
+    ("POST", "/v1/channels/{cid}/legal-hold"): {"reason": "case 1"},
+    ("DELETE", "/v1/channels/{cid}/legal-hold"): {"reason": "closed"},
+    ("POST", "/v1/users/{uid}/legal-hold"): {"reason": "case 1"},
+    ("DELETE", "/v1/users/{uid}/legal-hold"): {"reason": "closed"},
 }
 
 WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
@@ -242,6 +248,12 @@ WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
         {"actions": ["typing"], "condition": {"x": 1}},
         {},
     ],
+    ("PUT", "/v1/retention"): [{"days": "30"}, {"days": 0}, {"days": 36_501}, {"days": 1.5}, {}],
+    ("PUT", "/v1/channels/{cid}/retention"): [{"days": "7"}, {"days": -1}, {}],
+    ("POST", "/v1/channels/{cid}/legal-hold"): [{"reason": 5}, {"reason": ""}, {"reason": "  "}, {}],
+    ("DELETE", "/v1/channels/{cid}/legal-hold"): [{"reason": 5}, {"reason": "x" * 501}],
+    ("POST", "/v1/users/{uid}/legal-hold"): [{"reason": ["x"]}, {"reason": "x" * 501}, {}],
+    ("DELETE", "/v1/users/{uid}/legal-hold"): [{"reason": None}],
 }
 
 MALFORMED = [b"{", b'{"text": "hi",}', b"[]", b'"text"', b"null", b"\xff\xfe", b"{'text': 'hi'}"]

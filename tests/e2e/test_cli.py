@@ -63,6 +63,9 @@ def views(client: httpx.Client, tenant: Tenant, tokens: dict[str, str], head: in
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     span = {**wait, "from": (today - timedelta(days=1)).isoformat(), "to": (today + timedelta(days=2)).isoformat()}
     out["analytics"] = ok(client.get(f"{tenant.url}/v1/analytics", params=span, headers=tenant.headers()), 200)
+    out["audit"] = ok(
+        client.get(f"{tenant.url}/v1/audit", params={**wait, "limit": 1000}, headers=tenant.headers()), 200
+    )
     for message in out["general/messages"]["messages"]:
         if message["reply_count"]:
             out[f"thread/{message['message_id']}"] = ok(

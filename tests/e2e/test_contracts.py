@@ -427,6 +427,11 @@ def cases(w: World) -> dict[str, Case]:
     devices = "/v1/users/alice/devices"
     for policy_id in ("gone-a", "gone-b"):  # conditions that never hold: they refuse nothing
         w.write("PUT", f"/v1/policies/{policy_id}", {"actions": ["typing"], "condition": False})
+    for held in ("h1", "h2"):  # legal holds to release (docs/retention.md)
+        w.write("POST", "/v1/channels", {"channel_id": held, "members": ["alice"]})
+        w.write("POST", f"/v1/channels/{held}/legal-hold", {"reason": "case"})
+    for uid in ("dave", "erin"):
+        w.write("POST", f"/v1/users/{uid}/legal-hold", {"reason": "case"})
     for uid in ("z1", "z2"):
         w.write("PUT", f"/v1/users/{uid}", {"name": uid})
     return {
@@ -478,6 +483,12 @@ def cases(w: World) -> dict[str, Case]:
         "put_policy": ("PUT", "/v1/policies/p1", {"actions": ["typing"], "condition": False},
                        {"actions": ["typing"], "condition": False, "description": "two"}, None),
         "delete_policy": ("DELETE", "/v1/policies/gone-a", None, "/v1/policies/gone-b", None),
+        "put_retention": ("PUT", "/v1/retention", {"days": 30}, {"days": 31}, None),
+        "put_channel_retention": ("PUT", "/v1/channels/c/retention", {"days": 7}, {"days": 8}, None),
+        "place_channel_hold": ("POST", "/v1/channels/c/legal-hold", {"reason": "one"}, {"reason": "two"}, None),
+        "release_channel_hold": ("DELETE", "/v1/channels/h1/legal-hold", None, "/v1/channels/h2/legal-hold", None),
+        "place_user_hold": ("POST", "/v1/users/bob/legal-hold", {"reason": "one"}, {"reason": "two"}, None),
+        "release_user_hold": ("DELETE", "/v1/users/dave/legal-hold", None, "/v1/users/erin/legal-hold", None),
         "erase_user": ("DELETE", "/v1/users/z1?erase=true", None, "/v1/users/z2?erase=true", None),
     }  # fmt: skip
 

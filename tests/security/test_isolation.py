@@ -74,6 +74,9 @@ def body_for(api: Api, as_tenant: bool) -> dict[str, Any] | None:
         "UpdateWebhook": {"enabled": False},
         "ReplayWebhook": {"from_position": 0},
         "PutPolicy": {"actions": ["typing"], "condition": False},
+        "PutRetention": {"days": 30},
+        "PlaceLegalHold": {"reason": "B's own case"},
+        "ReleaseLegalHold": {"reason": "B's own case"},
     }
     return bodies[api.body.__name__]
 
@@ -93,6 +96,8 @@ def call(
     params: dict[str, Any] = {"user_id": "alice"} if as_tenant and "user_id" in api.query else {}
     if "min_position" in api.query:
         params["min_position"] = position  # the caller's own writes are in the read models
+    if "erase" in api.query:  # DELETE /v1/users/{user_id}?erase=true
+        params["erase"] = "true"
     if "user_ids" in api.query:
         params["user_ids"] = f"{A_ONLY_USER},alice"
     if "from" in api.query:  # usage, analytics: a range around now that every such route serves (a year at most)
