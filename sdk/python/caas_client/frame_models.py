@@ -115,7 +115,7 @@ class Envelope(BaseModel):
     correlation_id: Annotated[Any, Field(title="Correlation Id")]
     payload: Annotated[dict[str, Any], Field(title="Payload")]
     """
-    the event's payload; in a replay a message deleted since shows "text": "", no attachments and "redacted": "deleted", and one edited since its current text and "redacted": "edited"
+    the event's payload; in a replay a message deleted since shows "text": "", no attachments and "redacted": "deleted", one edited since its current text and "redacted": "edited", and one recorded before the channel's retention "text": "" and "redacted": "expired" (docs/retention.md)
     """
 
 
@@ -238,6 +238,56 @@ class Error(BaseModel):
     """
     the quota that refused the socket
     """
+    policy_id: Annotated[str | None, Field(title="Policy Id")] = None
+    """
+    policy_denied: the tenant's ABAC policy that refused (docs/abac.md)
+    """
+
+
+class PrekeysLow(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["prekeys_low"], Field(title="Type")]
+    user_id: Annotated[str, Field(title="User Id")]
+    device_id: Annotated[str, Field(title="Device Id")]
+    """
+    the device whose pool runs low
+    """
+    remaining: Annotated[int, Field(title="Remaining")]
+    """
+    one-time prekeys left in its pool (0: bundles go out without one)
+    """
+    threshold: Annotated[int, Field(title="Threshold")]
+    """
+    the pool size under which this frame is sent (after every such fetch)
+    """
+
+
+class IdentityKeyChangedFrame(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["identity_key_changed"], Field(title="Type")]
+    user_id: Annotated[str, Field(title="User Id")]
+    device_id: Annotated[str, Field(title="Device Id")]
+    identity_key: Annotated[str, Field(title="Identity Key")]
+    """
+    the new Ed25519 public key, base64
+    """
+    previous_identity_key: Annotated[str, Field(title="Previous Identity Key")]
+    """
+    the one it replaces
+    """
+    occurred_at: Annotated[str, Field(title="Occurred At")]
+
+
+class UserErasedFrame(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Annotated[Literal["user_erased"], Field(title="Type")]
+    user_id: Annotated[str, Field(title="User Id")]
 
 
 class ClientFrame(RootModel[Subscribe | Unsubscribe | SendTyping | SubscribePresence | Ping]):
@@ -250,9 +300,33 @@ class ClientFrame(RootModel[Subscribe | Unsubscribe | SendTyping | SubscribePres
     """
 
 
-class ServerFrame(RootModel[Subscribed | EventFrame | CompactEvent | Unsubscribed | Presence | Typing | Pong | Error]):
+class ServerFrame(
+    RootModel[
+        Subscribed
+        | EventFrame
+        | CompactEvent
+        | Unsubscribed
+        | Presence
+        | Typing
+        | Pong
+        | Error
+        | PrekeysLow
+        | IdentityKeyChangedFrame
+        | UserErasedFrame
+    ]
+):
     root: Annotated[
-        Subscribed | EventFrame | CompactEvent | Unsubscribed | Presence | Typing | Pong | Error,
+        Subscribed
+        | EventFrame
+        | CompactEvent
+        | Unsubscribed
+        | Presence
+        | Typing
+        | Pong
+        | Error
+        | PrekeysLow
+        | IdentityKeyChangedFrame
+        | UserErasedFrame,
         Field(discriminator="type"),
     ]
     """
@@ -310,6 +384,18 @@ class PongPayload(RootModel[Pong]):
 
 class ErrorPayload(RootModel[Error]):
     root: Error
+
+
+class PrekeysLowPayload(RootModel[PrekeysLow]):
+    root: PrekeysLow
+
+
+class IdentityKeyChangedPayload(RootModel[IdentityKeyChangedFrame]):
+    root: IdentityKeyChangedFrame
+
+
+class UserErasedPayload(RootModel[UserErasedFrame]):
+    root: UserErasedFrame
 
 
 class WsWsQuery(BaseModel):

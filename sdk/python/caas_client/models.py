@@ -29,6 +29,10 @@ class ErrorDetail(BaseModel):
             "rate_limited",
             "internal",
             "unavailable",
+            "plaintext_in_e2e_channel",
+            "policy_denied",
+            "legal_hold",
+            "user_erased",
         ],
         Field(title="Code"),
     ]
@@ -37,6 +41,10 @@ class ErrorDetail(BaseModel):
     """
     message: Annotated[str, Field(title="Message")]
     details: Annotated[dict[str, Any], Field(title="Details")]
+    policy_id: Annotated[str | None, Field(title="Policy Id")] = None
+    """
+    policy_denied only: the tenant policy that refused (docs/abac.md)
+    """
 
 
 class ErrorBody(BaseModel):
@@ -140,6 +148,10 @@ class UserInfo(BaseModel):
     metadata: Annotated[dict[str, Any], Field(title="Metadata")]
     created_at: Annotated[str | None, Field(title="Created At")]
     updated_at: Annotated[str | None, Field(title="Updated At")]
+    erased: Annotated[bool | None, Field(title="Erased")] = False
+    """
+    erased (docs/erasure.md): "name" is "" and "metadata" {}
+    """
 
 
 class UserList(BaseModel):
@@ -218,9 +230,17 @@ class Message(BaseModel):
     """
     users the text named as @user_id when it was posted (empty once deleted)
     """
+    e2e: Annotated[dict[str, Any] | None, Field(title="E2E")] = None
+    """
+    the ciphertext envelope (e2e channels; docs/e2e.md)
+    """
     seen_by: Annotated[list[str] | None, Field(title="Seen By")] = None
     """
     members who have read it (channels up to 100)
+    """
+    erased: Annotated[bool | None, Field(title="Erased")] = False
+    """
+    its author was erased: "text" is "" and "attachments" [] (docs/erasure.md)
     """
 
 
@@ -326,6 +346,43 @@ class Attachment(BaseModel):
     size: Annotated[Size | None, Field(title="Size")] = None
 
 
+class E2ECiphertext(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    user_id: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="User Id")]
+    device_id: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="Device Id")]
+    body: Annotated[str, Field(max_length=65540, title="Body")]
+    """
+    a pairwise message (prekey 0x01 or normal 0x02), base64
+    """
+
+
+class Group(RootModel[str]):
+    root: Annotated[str, Field(max_length=65540, title="Group")] = None
+    """
+    a sender-key message (0x03), base64
+    """
+
+
+class E2EEnvelope(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    sender_device: Annotated[
+        str,
+        Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.@=+\\-]{0,127}$", title="Sender Device"),
+    ]
+    ciphertexts: Annotated[
+        list[E2ECiphertext] | None,
+        Field(max_length=1000, title="Ciphertexts", validate_default=True),
+    ] = []
+    group: Annotated[Group | None, Field(title="Group")] = None
+    """
+    a sender-key message (0x03), base64
+    """
+
+
 class ClientMsgId(RootModel[str]):
     root: Annotated[str, Field(pattern="^[\\x21-\\x7e]{1,128}$", title="Client Msg Id")] = None
 
@@ -353,13 +410,21 @@ class PostMessage(BaseModel):
     """
     author, when a tenant API key posts for a user
     """
+    e2e: E2EEnvelope | None = None
+    """
+    the ciphertext envelope: in e2e channels only, without text
+    """
 
 
 class EditMessage(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    text: Annotated[str, Field(title="Text")]
+    text: Annotated[str | None, Field(title="Text")] = ""
+    e2e: E2EEnvelope | None = None
+    """
+    the new ciphertext envelope, in an e2e channel
+    """
 
 
 class Thread(BaseModel):
@@ -741,6 +806,268 @@ class WebhookSecret(BaseModel):
     secret: Annotated[str, Field(title="Secret")]
     """
     the new signing secret (whsec_…): shown here and on this rotation's retries
+    """
+
+
+class DeviceWritten(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    user_id: Annotated[str, Field(title="User Id")]
+    device_id: Annotated[str, Field(title="Device Id")]
+
+
+class OneTimePrekey(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    key_id: Annotated[int, Field(ge=0, le=4294967295, title="Key Id")]
+    """
+    uint32
+    """
+    public_key: Annotated[str, Field(max_length=64, title="Public Key")]
+    """
+    X25519 public key, base64 of 32 bytes
+    """
+
+
+class SignedPrekey(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    key_id: Annotated[int, Field(ge=0, le=4294967295, title="Key Id")]
+    """
+    uint32
+    """
+    public_key: Annotated[str, Field(max_length=64, title="Public Key")]
+    """
+    X25519 public key, base64 of 32 bytes
+    """
+    signature: Annotated[str, Field(max_length=100, title="Signature")]
+    """
+    Ed25519 signature of the 32 public key bytes by the identity key
+    """
+
+
+class PutDevice(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    identity_key: Annotated[str, Field(max_length=64, title="Identity Key")]
+    """
+    Ed25519 public key, base64 of 32 bytes
+    """
+    signed_prekey: SignedPrekey
+    one_time_prekeys: Annotated[
+        list[OneTimePrekey] | None,
+        Field(max_length=100, title="One Time Prekeys", validate_default=True),
+    ] = []
+
+
+class DeviceInfo(BaseModel):
+    device_id: Annotated[str, Field(title="Device Id")]
+    identity_key: Annotated[str, Field(title="Identity Key")]
+    signed_prekey: Annotated[dict[str, Any], Field(title="Signed Prekey")]
+    """
+    {"key_id", "public_key", "signature"}
+    """
+    one_time_prekeys_left: Annotated[int, Field(title="One Time Prekeys Left")]
+
+
+class DeviceList(BaseModel):
+    devices: Annotated[list[DeviceInfo], Field(title="Devices")]
+
+
+class AddPrekeys(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    one_time_prekeys: Annotated[
+        list[OneTimePrekey],
+        Field(max_length=100, min_length=1, title="One Time Prekeys"),
+    ]
+
+
+class Bundle(BaseModel):
+    user_id: Annotated[str, Field(title="User Id")]
+    device_id: Annotated[str, Field(title="Device Id")]
+    identity_key: Annotated[str, Field(title="Identity Key")]
+    signed_prekey: Annotated[dict[str, Any], Field(title="Signed Prekey")]
+    """
+    {"key_id", "public_key", "signature"}
+    """
+    one_time_prekey: Annotated[dict[str, Any] | None, Field(title="One Time Prekey")]
+    """
+    {"key_id", "public_key"}: handed out to this caller only, never again; null when none is left
+    """
+
+
+class BundleList(BaseModel):
+    bundles: Annotated[list[Bundle], Field(title="Bundles")]
+    """
+    one per device of the user, in registration order
+    """
+
+
+class PolicyWritten(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    policy_id: Annotated[str, Field(title="Policy Id")]
+
+
+class PutPolicy(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    effect: Annotated[Literal["deny", "allow"] | None, Field(title="Effect")] = "deny"
+    """
+    deny (the default) or allow
+    """
+    actions: Annotated[list[str], Field(max_length=64, min_length=1, title="Actions")]
+    """
+    the action names it applies to (docs/abac.md), or ['*']
+    """
+    condition: Annotated[Any | None, Field(title="Condition")] = True
+    """
+    a JSON condition: true, false, {"all"|"any": [c…]}, {"not": c}, {"eq"|"ne"|"lt"|"le"|"gt"|"ge": [path, operand]}, {"in": [path, [operand…]]}, {"exists": path}
+    """
+    description: Annotated[str | None, Field(max_length=500, title="Description")] = ""
+
+
+class Policy(BaseModel):
+    policy_id: Annotated[str, Field(title="Policy Id")]
+    effect: Annotated[Literal["deny", "allow"], Field(title="Effect")]
+    actions: Annotated[list[str], Field(title="Actions")]
+    condition: Annotated[Any, Field(title="Condition")]
+    description: Annotated[str, Field(title="Description")]
+
+
+class PolicyList(BaseModel):
+    policies: Annotated[list[Policy], Field(title="Policies")]
+    actions: Annotated[list[str], Field(title="Actions")]
+    """
+    every action a policy may name
+    """
+
+
+class RetentionWritten(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    days: Annotated[int | None, Field(title="Days")]
+
+
+class Days(RootModel[int]):
+    root: Annotated[int, Field(ge=1, le=36500, title="Days")]
+    """
+    keep messages this many days; null: the tenant keeps them forever, a channel follows the tenant's default
+    """
+
+
+class PutRetention(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    days: Annotated[Days | None, Field(title="Days")]
+    """
+    keep messages this many days; null: the tenant keeps them forever, a channel follows the tenant's default
+    """
+
+
+class TenantRetention(BaseModel):
+    days: Annotated[int | None, Field(title="Days")]
+    """
+    the tenant's default; null: forever
+    """
+
+
+class ChannelRetention(BaseModel):
+    channel_id: Annotated[str, Field(title="Channel Id")]
+    days: Annotated[int | None, Field(title="Days")]
+    """
+    the channel's override; null: the tenant's default applies
+    """
+    effective_days: Annotated[int | None, Field(title="Effective Days")]
+    """
+    what applies: the override, else the tenant's default
+    """
+    legal_hold: Annotated[bool, Field(title="Legal Hold")]
+    """
+    a legal hold is on the channel
+    """
+    held: Annotated[bool, Field(title="Held")]
+    """
+    a legal hold on the channel or on one of its members suspends retention
+    """
+    hidden_before: Annotated[str | None, Field(title="Hidden Before")]
+    """
+    messages recorded before this time are hidden; null: none
+    """
+    shredded_days: Annotated[list[str], Field(title="Shredded Days")]
+    """
+    UTC days whose messages' key was destroyed
+    """
+
+
+class LegalHoldWritten(BaseModel):
+    event_id: Annotated[str, Field(title="Event Id")]
+    position: Annotated[int, Field(title="Position")]
+    seq: Annotated[int, Field(title="Seq")]
+    legal_hold: Annotated[bool, Field(title="Legal Hold")]
+
+
+class PlaceLegalHold(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    reason: Annotated[str, Field(max_length=500, min_length=1, pattern="\\S", title="Reason")]
+
+
+class ReleaseLegalHold(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    reason: Annotated[str | None, Field(max_length=500, title="Reason")] = ""
+
+
+class AuditEntry(BaseModel):
+    position: Annotated[int, Field(title="Position")]
+    """
+    the event's log position: entries are in this order
+    """
+    occurred_at: Annotated[str, Field(title="Occurred At")]
+    actor: Annotated[str | None, Field(title="Actor")]
+    """
+    tenant:<key id>, user:<id>, admin:admin or system:<job>
+    """
+    request_id: Annotated[str | None, Field(title="Request Id")]
+    """
+    the X-Request-Id of the request that did it
+    """
+    action: Annotated[str, Field(title="Action")]
+    """
+    the event type
+    """
+    category: Annotated[str, Field(title="Category")]
+    """
+    admin, key, moderation, policy, erasure, retention or device
+    """
+    target: Annotated[str, Field(title="Target")]
+    """
+    the stream acted on: tenant:…, channel:…, user:…, webhook:…
+    """
+    details: Annotated[dict[str, Any], Field(title="Details")]
+    """
+    the event's payload without secrets
+    """
+
+
+class AuditPage(BaseModel):
+    entries: Annotated[list[AuditEntry], Field(title="Entries")]
+    next_after: Annotated[int | None, Field(title="Next After")]
+    """
+    pass as after= for the next page; null on the last
     """
 
 

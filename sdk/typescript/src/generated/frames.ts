@@ -13,7 +13,7 @@ export type ClientFrame = (Subscribe | Unsubscribe | SendTyping | SubscribePrese
  * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
  * via the `definition` "ServerFrame".
  */
-export type ServerFrame = (Subscribed | EventFrame | CompactEvent | Unsubscribed | Presence | Typing | Pong | Error)
+export type ServerFrame = (Subscribed | EventFrame | CompactEvent | Unsubscribed | Presence | Typing | Pong | Error | PrekeysLow | IdentityKeyChangedFrame | UserErasedFrame)
 
 /**
  * Deliver every event of the channel with ``seq > since_seq``, in order and exactly once,
@@ -114,7 +114,7 @@ command_id: null
 causation_id: null
 correlation_id: null
 /**
- * the event's payload; in a replay a message deleted since shows "text": "", no attachments and "redacted": "deleted", and one edited since its current text and "redacted": "edited"
+ * the event's payload; in a replay a message deleted since shows "text": "", no attachments and "redacted": "deleted", one edited since its current text and "redacted": "edited", and one recorded before the channel's retention "text": "" and "redacted": "expired" (docs/retention.md)
  */
 payload: {
 [k: string]: unknown
@@ -246,7 +246,7 @@ resets_at: string
  */
 export interface Error {
 type: "error"
-code: ("invalid_request" | "not_found" | "forbidden" | "rate_limited" | "unauthenticated" | "payload_too_large" | "quota_exceeded")
+code: ("invalid_request" | "not_found" | "forbidden" | "rate_limited" | "unauthenticated" | "payload_too_large" | "quota_exceeded" | "policy_denied")
 message: string
 /**
  * the channel the refused frame named
@@ -260,4 +260,66 @@ retry_after?: (number | null)
  * the quota that refused the socket
  */
 details?: (QuotaDetails | null)
+/**
+ * policy_denied: the tenant's ABAC policy that refused (docs/abac.md)
+ */
+policy_id?: (string | null)
+}
+/**
+ * To the user's own sockets: a bundle fetch left one of their devices with fewer than
+ * ``threshold`` one-time prekeys; that device should upload more
+ * (``POST /v1/users/{uid}/devices/{device_id}/prekeys``; docs/e2e.md).
+ * 
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "PrekeysLow".
+ */
+export interface PrekeysLow {
+type: "prekeys_low"
+user_id: string
+/**
+ * the device whose pool runs low
+ */
+device_id: string
+/**
+ * one-time prekeys left in its pool (0: bundles go out without one)
+ */
+remaining: number
+/**
+ * the pool size under which this frame is sent (after every such fetch)
+ */
+threshold: number
+}
+/**
+ * A safety-number change: ``user_id`` registered ``device_id`` again with another identity
+ * key. Sent to every user who shares a channel with them (and to their own sockets); sessions
+ * with that device must be started again from a fresh bundle, after the user checks the new
+ * key if they verify keys (docs/e2e.md).
+ * 
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "IdentityKeyChangedFrame".
+ */
+export interface IdentityKeyChangedFrame {
+type: "identity_key_changed"
+user_id: string
+device_id: string
+/**
+ * the new Ed25519 public key, base64
+ */
+identity_key: string
+/**
+ * the one it replaces
+ */
+previous_identity_key: string
+occurred_at: string
+}
+/**
+ * A user of the tenant was erased (docs/erasure.md): drop their name and the texts of theirs you
+ * hold; history now shows them erased. Sent to every open socket of the tenant.
+ * 
+ * This interface was referenced by `AsyncApiSchemas`'s JSON-Schema
+ * via the `definition` "UserErasedFrame".
+ */
+export interface UserErasedFrame {
+type: "user_erased"
+user_id: string
 }

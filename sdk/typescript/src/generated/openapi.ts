@@ -98,6 +98,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tenant's audit trail: admin, key, moderation, policy, erasure, retention and device actions
+         * @description Credential: tenant
+         */
+        get: operations["get_audit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/billing/invoices": {
         parameters: {
             query?: never;
@@ -234,6 +254,30 @@ export interface paths {
          * @description Credential: tenant or user
          */
         delete: operations["unban"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/channels/{cid}/legal-hold": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Place a legal hold on a channel: nothing in it is hidden or shredded while it lasts
+         * @description Credential: tenant
+         */
+        post: operations["place_channel_hold"];
+        /**
+         * Release a channel's legal hold
+         * @description Credential: tenant
+         */
+        delete: operations["release_channel_hold"];
         options?: never;
         head?: never;
         patch?: never;
@@ -471,6 +515,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/channels/{cid}/retention": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The channel's retention: override, effective days, holds, what is hidden, the days shredded
+         * @description Credential: tenant
+         */
+        get: operations["get_channel_retention"];
+        /**
+         * Override the tenant's retention in one channel (null: follow the tenant's default)
+         * @description Credential: tenant
+         */
+        put: operations["put_channel_retention"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/channels/{cid}/typing": {
         parameters: {
             query?: never;
@@ -535,6 +603,54 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/policies": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tenant's ABAC policies, and every action they may name
+         * @description Credential: tenant
+         */
+        get: operations["list_policies"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/policies/{policy_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An ABAC policy
+         * @description Credential: tenant
+         */
+        get: operations["get_policy"];
+        /**
+         * Create or replace an ABAC policy (docs/abac.md); in force on every node within a second
+         * @description Credential: tenant
+         */
+        put: operations["put_policy"];
+        post?: never;
+        /**
+         * Delete an ABAC policy
+         * @description Credential: tenant
+         */
+        delete: operations["delete_policy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/presence": {
         parameters: {
             query?: never;
@@ -548,6 +664,30 @@ export interface paths {
          */
         get: operations["get_presence"];
         put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/retention": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tenant's default retention
+         * @description Credential: tenant
+         */
+        get: operations["get_retention"];
+        /**
+         * Keep the tenant's messages N days (null: forever): older ones disappear from reads and are shredded
+         * @description Credential: tenant
+         */
+        put: operations["put_retention"];
         post?: never;
         delete?: never;
         options?: never;
@@ -679,6 +819,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/users/{uid}/legal-hold": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Place a legal hold on a user: the user cannot be erased, and the channels they are or were in keep everything
+         * @description Credential: tenant
+         */
+        post: operations["place_user_hold"];
+        /**
+         * Release a user's legal hold
+         * @description Credential: tenant
+         */
+        delete: operations["release_user_hold"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/users/{user_id}": {
         parameters: {
             query?: never;
@@ -692,6 +856,134 @@ export interface paths {
          * @description Credential: tenant
          */
         put: operations["put_user"];
+        post?: never;
+        /**
+         * Erase a user: UserErased, and their data key destroyed (their name, metadata and messages' text read as erased from now on; docs/erasure.md). 409 legal_hold under a legal hold; again: the first answer
+         * @description Credential: tenant
+         */
+        delete: operations["erase_user"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/bundles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Fetch the prekey bundles of every device of the user (one one-time prekey each, handed out once)
+         * @description Credential: tenant or user
+         */
+        post: operations["claim_bundles"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/devices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The user's devices: identity key, signed prekey, one-time prekeys left
+         * @description Credential: tenant or user
+         */
+        get: operations["list_devices"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/devices/{device_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Register a device's public keys for end-to-end encryption, or replace them (docs/e2e.md)
+         * @description Credential: tenant or user
+         */
+        put: operations["put_device"];
+        post?: never;
+        /**
+         * Remove a device and its keys
+         * @description Credential: tenant or user
+         */
+        delete: operations["remove_device"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/devices/{device_id}/bundle": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Fetch a device's prekey bundle: its one-time prekey is handed out to this caller only
+         * @description Credential: tenant or user
+         */
+        post: operations["claim_bundle"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/devices/{device_id}/prekeys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upload more one-time prekeys (at most 100 per request, 500 waiting per device)
+         * @description Credential: tenant or user
+         */
+        post: operations["add_prekeys"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/devices/{device_id}/signed-prekey": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Rotate the device's signed prekey (its signature is verified against the identity key)
+         * @description Credential: tenant or user
+         */
+        put: operations["rotate_signed_prekey"];
         post?: never;
         delete?: never;
         options?: never;
@@ -845,6 +1137,11 @@ export interface components {
             role?: "owner" | "admin" | "member";
             /** User Id */
             user_id: string;
+        };
+        /** AddPrekeys */
+        AddPrekeys: {
+            /** One Time Prekeys */
+            one_time_prekeys: components["schemas"]["OneTimePrekey"][];
         };
         /** AddReaction */
         AddReaction: {
@@ -1060,6 +1357,58 @@ export interface components {
             /** Url */
             url: string;
         };
+        /** AuditEntry */
+        AuditEntry: {
+            /**
+             * Action
+             * @description the event type
+             */
+            action: string;
+            /**
+             * Actor
+             * @description tenant:<key id>, user:<id>, admin:admin or system:<job>
+             */
+            actor: string | null;
+            /**
+             * Category
+             * @description admin, key, moderation, policy, erasure, retention or device
+             */
+            category: string;
+            /**
+             * Details
+             * @description the event's payload without secrets
+             */
+            details: {
+                [key: string]: unknown;
+            };
+            /** Occurred At */
+            occurred_at: string;
+            /**
+             * Position
+             * @description the event's log position: entries are in this order
+             */
+            position: number;
+            /**
+             * Request Id
+             * @description the X-Request-Id of the request that did it
+             */
+            request_id: string | null;
+            /**
+             * Target
+             * @description the stream acted on: tenant:…, channel:…, user:…, webhook:…
+             */
+            target: string;
+        };
+        /** AuditPage */
+        AuditPage: {
+            /** Entries */
+            entries: components["schemas"]["AuditEntry"][];
+            /**
+             * Next After
+             * @description pass as after= for the next page; null on the last
+             */
+            next_after: number | null;
+        };
         /** Ban */
         Ban: {
             /**
@@ -1094,6 +1443,37 @@ export interface components {
              * @description minor currency units
              */
             total: number;
+        };
+        /** Bundle */
+        Bundle: {
+            /** Device Id */
+            device_id: string;
+            /** Identity Key */
+            identity_key: string;
+            /**
+             * One Time Prekey
+             * @description {"key_id", "public_key"}: handed out to this caller only, never again; null when none is left
+             */
+            one_time_prekey: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Signed Prekey
+             * @description {"key_id", "public_key", "signature"}
+             */
+            signed_prekey: {
+                [key: string]: unknown;
+            };
+            /** User Id */
+            user_id: string;
+        };
+        /** BundleList */
+        BundleList: {
+            /**
+             * Bundles
+             * @description one per device of the user, in registration order
+             */
+            bundles: components["schemas"]["Bundle"][];
         };
         /** Channel */
         Channel: {
@@ -1135,6 +1515,41 @@ export interface components {
             statuses: {
                 [key: string]: "online" | "away" | "offline";
             };
+        };
+        /** ChannelRetention */
+        ChannelRetention: {
+            /** Channel Id */
+            channel_id: string;
+            /**
+             * Days
+             * @description the channel's override; null: the tenant's default applies
+             */
+            days: number | null;
+            /**
+             * Effective Days
+             * @description what applies: the override, else the tenant's default
+             */
+            effective_days: number | null;
+            /**
+             * Held
+             * @description a legal hold on the channel or on one of its members suspends retention
+             */
+            held: boolean;
+            /**
+             * Hidden Before
+             * @description messages recorded before this time are hidden; null: none
+             */
+            hidden_before: string | null;
+            /**
+             * Legal Hold
+             * @description a legal hold is on the channel
+             */
+            legal_hold: boolean;
+            /**
+             * Shredded Days
+             * @description UTC days whose messages' key was destroyed
+             */
+            shredded_days: string[];
         };
         /** ChannelWritten */
         ChannelWritten: {
@@ -1239,10 +1654,84 @@ export interface components {
             /** Next After */
             next_after: string | null;
         };
+        /** DeviceInfo */
+        DeviceInfo: {
+            /** Device Id */
+            device_id: string;
+            /** Identity Key */
+            identity_key: string;
+            /** One Time Prekeys Left */
+            one_time_prekeys_left: number;
+            /**
+             * Signed Prekey
+             * @description {"key_id", "public_key", "signature"}
+             */
+            signed_prekey: {
+                [key: string]: unknown;
+            };
+        };
+        /** DeviceList */
+        DeviceList: {
+            /** Devices */
+            devices: components["schemas"]["DeviceInfo"][];
+        };
+        /** DeviceWritten */
+        DeviceWritten: {
+            /** Device Id */
+            device_id: string;
+            /** Event Id */
+            event_id: string;
+            /** Position */
+            position: number;
+            /** Seq */
+            seq: number;
+            /** User Id */
+            user_id: string;
+        };
+        /** E2ECiphertext */
+        E2ECiphertext: {
+            /**
+             * Body
+             * @description a pairwise message (prekey 0x01 or normal 0x02), base64
+             */
+            body: string;
+            /** Device Id */
+            device_id: string;
+            /** User Id */
+            user_id: string;
+        };
+        /**
+         * E2EEnvelope
+         * @description What an e2e channel's message carries instead of text: ciphertexts per recipient device
+         *     and/or one sender-key (group) message. The server stores and forwards it as it is.
+         */
+        E2EEnvelope: {
+            /**
+             * Ciphertexts
+             * @default []
+             */
+            ciphertexts?: components["schemas"]["E2ECiphertext"][];
+            /**
+             * Group
+             * @description a sender-key message (0x03), base64
+             * @default null
+             */
+            group?: string | null;
+            /** Sender Device */
+            sender_device: string;
+        };
         /** EditMessage */
         EditMessage: {
-            /** Text */
-            text: string;
+            /**
+             * @description the new ciphertext envelope, in an e2e channel
+             * @default null
+             */
+            e2e?: components["schemas"]["E2EEnvelope"] | null;
+            /**
+             * Text
+             * @default
+             */
+            text?: string;
         };
         /** ErrorBody */
         ErrorBody: {
@@ -1255,13 +1744,19 @@ export interface components {
              * @description what went wrong; clients branch on it (and on details.rule)
              * @enum {string}
              */
-            code: "invalid_signature" | "invalid_request" | "unauthenticated" | "payment_required" | "quota_exceeded" | "forbidden" | "not_found" | "method_not_allowed" | "conflict" | "payload_too_large" | "rate_limited" | "internal" | "unavailable";
+            code: "invalid_signature" | "invalid_request" | "unauthenticated" | "payment_required" | "quota_exceeded" | "forbidden" | "not_found" | "method_not_allowed" | "conflict" | "payload_too_large" | "rate_limited" | "internal" | "unavailable" | "plaintext_in_e2e_channel" | "policy_denied" | "legal_hold" | "user_erased";
             /** Details */
             details: {
                 [key: string]: unknown;
             };
             /** Message */
             message: string;
+            /**
+             * Policy Id
+             * @description policy_denied only: the tenant policy that refused (docs/abac.md)
+             * @default null
+             */
+            policy_id?: string | null;
         };
         /** EventOut */
         EventOut: {
@@ -1368,6 +1863,17 @@ export interface components {
                 [key: string]: unknown;
             } | null;
         };
+        /** LegalHoldWritten */
+        LegalHoldWritten: {
+            /** Event Id */
+            event_id: string;
+            /** Legal Hold */
+            legal_hold: boolean;
+            /** Position */
+            position: number;
+            /** Seq */
+            seq: number;
+        };
         /** Member */
         Member: {
             /**
@@ -1422,8 +1928,22 @@ export interface components {
             created_at: string;
             /** Deleted */
             deleted: boolean;
+            /**
+             * E2E
+             * @description the ciphertext envelope (e2e channels; docs/e2e.md)
+             * @default null
+             */
+            e2e?: {
+                [key: string]: unknown;
+            } | null;
             /** Edited At */
             edited_at: string | null;
+            /**
+             * Erased
+             * @description its author was erased: "text" is "" and "attachments" [] (docs/erasure.md)
+             * @default false
+             */
+            erased?: boolean;
             /**
              * Mentions
              * @description users the text named as @user_id when it was posted (empty once deleted)
@@ -1503,6 +2023,19 @@ export interface components {
             /** User Id */
             user_id: string;
         };
+        /** OneTimePrekey */
+        OneTimePrekey: {
+            /**
+             * Key Id
+             * @description uint32
+             */
+            key_id: number;
+            /**
+             * Public Key
+             * @description X25519 public key, base64 of 32 bytes
+             */
+            public_key: string;
+        };
         /** OriginList */
         OriginList: {
             /** Origins */
@@ -1519,6 +2052,11 @@ export interface components {
             /** Seq */
             seq: number;
         };
+        /** PlaceLegalHold */
+        PlaceLegalHold: {
+            /** Reason */
+            reason: string;
+        };
         /** PlanWritten */
         PlanWritten: {
             /** Effective At */
@@ -1534,6 +2072,43 @@ export interface components {
             /** Tenant Id */
             tenant_id: string;
         };
+        /** Policy */
+        Policy: {
+            /** Actions */
+            actions: string[];
+            /** Condition */
+            condition: unknown;
+            /** Description */
+            description: string;
+            /**
+             * Effect
+             * @enum {string}
+             */
+            effect: "deny" | "allow";
+            /** Policy Id */
+            policy_id: string;
+        };
+        /** PolicyList */
+        PolicyList: {
+            /**
+             * Actions
+             * @description every action a policy may name
+             */
+            actions: string[];
+            /** Policies */
+            policies: components["schemas"]["Policy"][];
+        };
+        /** PolicyWritten */
+        PolicyWritten: {
+            /** Event Id */
+            event_id: string;
+            /** Policy Id */
+            policy_id: string;
+            /** Position */
+            position: number;
+            /** Seq */
+            seq: number;
+        };
         /** PostMessage */
         PostMessage: {
             /**
@@ -1546,6 +2121,11 @@ export interface components {
              * @default null
              */
             client_msg_id?: string | null;
+            /**
+             * @description the ciphertext envelope: in e2e channels only, without text
+             * @default null
+             */
+            e2e?: components["schemas"]["E2EEnvelope"] | null;
             /**
              * Parent Id
              * @default null
@@ -1622,10 +2202,62 @@ export interface components {
             /** Start */
             start: string;
         };
+        /** PutDevice */
+        PutDevice: {
+            /**
+             * Identity Key
+             * @description Ed25519 public key, base64 of 32 bytes
+             */
+            identity_key: string;
+            /**
+             * One Time Prekeys
+             * @default []
+             */
+            one_time_prekeys?: components["schemas"]["OneTimePrekey"][];
+            signed_prekey: components["schemas"]["SignedPrekey"];
+        };
         /** PutPlan */
         PutPlan: {
             /** Plan */
             plan: string;
+        };
+        /**
+         * PutPolicy
+         * @description A tenant policy: refuse (``deny``) or require (``allow``) the listed actions when its
+         *     condition holds (docs/abac.md: the condition language, actions and combining rule).
+         */
+        PutPolicy: {
+            /**
+             * Actions
+             * @description the action names it applies to (docs/abac.md), or ['*']
+             */
+            actions: string[];
+            /**
+             * Condition
+             * @description a JSON condition: true, false, {"all"|"any": [c…]}, {"not": c}, {"eq"|"ne"|"lt"|"le"|"gt"|"ge": [path, operand]}, {"in": [path, [operand…]]}, {"exists": path}
+             * @default true
+             */
+            condition?: unknown;
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /**
+             * Effect
+             * @description deny (the default) or allow
+             * @default deny
+             * @enum {string}
+             */
+            effect?: "deny" | "allow";
+        };
+        /** PutRetention */
+        PutRetention: {
+            /**
+             * Days
+             * @description keep messages this many days; null: the tenant keeps them forever, a channel follows the tenant's default
+             */
+            days: number | null;
         };
         /** PutUser */
         PutUser: {
@@ -1639,6 +2271,14 @@ export interface components {
             /** Name */
             name: string;
         };
+        /** ReleaseLegalHold */
+        ReleaseLegalHold: {
+            /**
+             * Reason
+             * @default
+             */
+            reason?: string;
+        };
         /** ReplayWebhook */
         ReplayWebhook: {
             /**
@@ -1646,6 +2286,35 @@ export interface components {
              * @description re-deliver the matching events after this log position
              */
             from_position: number;
+        };
+        /** RetentionWritten */
+        RetentionWritten: {
+            /** Days */
+            days: number | null;
+            /** Event Id */
+            event_id: string;
+            /** Position */
+            position: number;
+            /** Seq */
+            seq: number;
+        };
+        /** SignedPrekey */
+        SignedPrekey: {
+            /**
+             * Key Id
+             * @description uint32
+             */
+            key_id: number;
+            /**
+             * Public Key
+             * @description X25519 public key, base64 of 32 bytes
+             */
+            public_key: string;
+            /**
+             * Signature
+             * @description Ed25519 signature of the 32 public key bytes by the identity key
+             */
+            signature: string;
         };
         /** SigningKeyRotated */
         SigningKeyRotated: {
@@ -1685,6 +2354,14 @@ export interface components {
             seq: number;
             /** Tenant Id */
             tenant_id: string;
+        };
+        /** TenantRetention */
+        TenantRetention: {
+            /**
+             * Days
+             * @description the tenant's default; null: forever
+             */
+            days: number | null;
         };
         /** Thread */
         Thread: {
@@ -1798,6 +2475,12 @@ export interface components {
         UserInfo: {
             /** Created At */
             created_at: string | null;
+            /**
+             * Erased
+             * @description erased (docs/erasure.md): "name" is "" and "metadata" {}
+             * @default false
+             */
+            erased?: boolean;
             /** Metadata */
             metadata: {
                 [key: string]: unknown;
@@ -2515,6 +3198,118 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["Written"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_audit: {
+        parameters: {
+            query?: {
+                action?: string;
+                actor?: string;
+                after?: number;
+                format?: "json" | "jsonl" | "csv";
+                from?: string;
+                limit?: number;
+                min_position?: number;
+                to?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                    "application/x-ndjson": string;
+                    "text/csv": string;
                 };
             };
             /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
@@ -3370,6 +4165,223 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ChannelWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    place_channel_hold: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                cid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PlaceLegalHold"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LegalHoldWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    release_channel_hold: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                cid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReleaseLegalHold"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LegalHoldWritten"];
                 };
             };
             /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
@@ -5067,6 +6079,219 @@ export interface operations {
             };
         };
     };
+    get_channel_retention: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                cid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChannelRetention"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_channel_retention: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                cid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PutRetention"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RetentionWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     typing: {
         parameters: {
             query?: never;
@@ -5515,6 +6740,423 @@ export interface operations {
             };
         };
     };
+    list_policies: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyList"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                policy_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Policy"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_policy: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                policy_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PutPolicy"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                policy_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     get_presence: {
         parameters: {
             query: {
@@ -5572,6 +7214,215 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["PresenceMap"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_retention: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantRetention"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_retention: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PutRetention"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RetentionWritten"];
                 };
             };
             /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
@@ -6316,6 +8167,223 @@ export interface operations {
             };
         };
     };
+    place_user_hold: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                uid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PlaceLegalHold"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LegalHoldWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    release_user_hold: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                uid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReleaseLegalHold"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LegalHoldWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     put_user: {
         parameters: {
             query?: never;
@@ -6407,6 +8475,979 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["UserWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    erase_user: {
+        parameters: {
+            query: {
+                erase: "true";
+            };
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    claim_bundles: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "bundles": [
+                     *         {
+                     *           "user_id": "bob",
+                     *           "device_id": "phone",
+                     *           "identity_key": "24G+77ymTiXzFi/W9V1r/OtwdD92wwZbLBMlAE+LqAI=",
+                     *           "signed_prekey": {
+                     *             "key_id": 1,
+                     *             "public_key": "kYq/KIUfZOp1Uftbe8R1fyYGhmOU/N8bQDXIsWVBTB0=",
+                     *             "signature": "qDFhuaNzwpH94OTficXDi1HeizwawIxTtsQzOs41UpD1AQ99CdHfJ2oRUT9Lp5j24jYumNunZzMZFD8Dh00sCg=="
+                     *           },
+                     *           "one_time_prekey": {
+                     *             "key_id": 1,
+                     *             "public_key": "BQ83b4Wq6aV2WObUBKr1MZxzTkGIhkMARocKbvsH9Hg="
+                     *           }
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["BundleList"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_devices: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceList"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_device: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                device_id: string;
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "identity_key": "24G+77ymTiXzFi/W9V1r/OtwdD92wwZbLBMlAE+LqAI=",
+                 *       "signed_prekey": {
+                 *         "key_id": 1,
+                 *         "public_key": "kYq/KIUfZOp1Uftbe8R1fyYGhmOU/N8bQDXIsWVBTB0=",
+                 *         "signature": "qDFhuaNzwpH94OTficXDi1HeizwawIxTtsQzOs41UpD1AQ99CdHfJ2oRUT9Lp5j24jYumNunZzMZFD8Dh00sCg=="
+                 *       },
+                 *       "one_time_prekeys": [
+                 *         {
+                 *           "key_id": 1,
+                 *           "public_key": "BQ83b4Wq6aV2WObUBKr1MZxzTkGIhkMARocKbvsH9Hg="
+                 *         },
+                 *         {
+                 *           "key_id": 2,
+                 *           "public_key": "ga34l5CS2TIRkGJ8WdCikLVZ7dY5lLgSXxLQCLMR+zY="
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["PutDevice"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an update of what existed, or the replay of an idempotent retry */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "user_id": "bob",
+                     *       "device_id": "phone"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DeviceWritten"];
+                };
+            };
+            /** @description success */
+            201: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "event_id": "0b7c9f6e2a1d4e5f8a9b0c1d2e3f4a5b",
+                     *       "position": 1017,
+                     *       "seq": 42,
+                     *       "user_id": "bob",
+                     *       "device_id": "phone"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DeviceWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    remove_device: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                device_id: string;
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    claim_bundle: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                device_id: string;
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "user_id": "bob",
+                     *       "device_id": "phone",
+                     *       "identity_key": "24G+77ymTiXzFi/W9V1r/OtwdD92wwZbLBMlAE+LqAI=",
+                     *       "signed_prekey": {
+                     *         "key_id": 1,
+                     *         "public_key": "kYq/KIUfZOp1Uftbe8R1fyYGhmOU/N8bQDXIsWVBTB0=",
+                     *         "signature": "qDFhuaNzwpH94OTficXDi1HeizwawIxTtsQzOs41UpD1AQ99CdHfJ2oRUT9Lp5j24jYumNunZzMZFD8Dh00sCg=="
+                     *       },
+                     *       "one_time_prekey": {
+                     *         "key_id": 1,
+                     *         "public_key": "BQ83b4Wq6aV2WObUBKr1MZxzTkGIhkMARocKbvsH9Hg="
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Bundle"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    add_prekeys: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                device_id: string;
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "one_time_prekeys": [
+                 *         {
+                 *           "key_id": 2,
+                 *           "public_key": "ga34l5CS2TIRkGJ8WdCikLVZ7dY5lLgSXxLQCLMR+zY="
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["AddPrekeys"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the replay of an idempotent retry */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceWritten"];
+                };
+            };
+            /** @description success */
+            201: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceWritten"];
+                };
+            };
+            /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "too many requests (user writes); retry after 1 s",
+                     *         "details": {
+                     *           "scope": "user writes",
+                     *           "retry_after": 0.2
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the backend is unavailable or busy: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    /** @description seconds to wait before a retry */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "the stream is busy; retry the request",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rotate_signed_prekey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the write safe to retry: a retry by the same caller with the same key and the same request gets the first answer (200) and records nothing more; the same key with another request is 409 conflict (rule idempotency_key_reused). Keys are kept as long as the log. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                device_id: string;
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "key_id": 1,
+                 *       "public_key": "kYq/KIUfZOp1Uftbe8R1fyYGhmOU/N8bQDXIsWVBTB0=",
+                 *       "signature": "qDFhuaNzwpH94OTficXDi1HeizwawIxTtsQzOs41UpD1AQ99CdHfJ2oRUT9Lp5j24jYumNunZzMZFD8Dh00sCg=="
+                 *     }
+                 */
+                "application/json": components["schemas"]["SignedPrekey"];
+            };
+        };
+        responses: {
+            /** @description error: `error.code` says what went wrong (api/errors.py) */
+            "4XX": {
+                headers: {
+                    /** @description requests the rate limit that binds first allows in a burst on this node (IETF httpapi rate-limit headers draft); a user token's own limit. Absent on a user token's reads (docs/api.md, Rate limits) */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left now: that many more sent at once are admitted */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until that limit is whole again */
+                    "RateLimit-Reset"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "you are not a member of channel 'general'",
+                     *         "details": {
+                     *           "rule": "not_a_member",
+                     *           "user_id": "alice"
+                     *         }
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description success */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceWritten"];
                 };
             };
             /** @description rate limited: retry after Retry-After seconds (docs/api.md, Rate limits) */
