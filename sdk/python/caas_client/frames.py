@@ -13,8 +13,10 @@ from caas_client.frame_models import (
     CompactEvent,
     Envelope,
     EventFrame,
+    IdentityKeyChangedFrame,
     Ping,
     Pong,
+    PrekeysLow,
     Presence,
     SendTyping,
     Subscribe,
@@ -23,21 +25,37 @@ from caas_client.frame_models import (
     Typing,
     Unsubscribe,
     Unsubscribed,
+    UserErasedFrame,
 )
 from caas_client.frame_models import Error as ErrorFrame
 from caas_client.frame_models import ServerFrame as _ServerFrame
 
 __all__ = [
-    "ChannelEvent", "CompactEvent", "Envelope", "ErrorFrame", "EventFrame", "Ping", "Pong", "Presence", "SendTyping",
-    "ServerFrame", "Subscribe", "SubscribePresence", "Subscribed", "Typing", "Unreadable", "Unsubscribe",
-    "Unsubscribed", "parse_frame",
+    "ChannelEvent", "CompactEvent", "Envelope", "ErrorFrame", "EventFrame", "IdentityKeyChangedFrame", "Ping", "Pong",
+    "PrekeysLow", "Presence", "SendTyping", "ServerFrame", "Subscribe", "SubscribePresence", "Subscribed", "Typing",
+    "Unreadable", "Unsubscribe", "Unsubscribed", "UserErasedFrame", "parse_frame",
 ]  # fmt: skip
 
-ServerFrame = Subscribed | Unsubscribed | EventFrame | CompactEvent | Presence | Typing | Pong | ErrorFrame
+ServerFrame = (
+    Subscribed
+    | Unsubscribed
+    | EventFrame
+    | CompactEvent
+    | Presence
+    | Typing
+    | Pong
+    | ErrorFrame
+    | PrekeysLow
+    | IdentityKeyChangedFrame
+    | UserErasedFrame
+)
 """What the server sends: the generated ``ServerFrame`` union (discriminated by ``type``), unwrapped."""
 
 
-SERVER_TYPES = frozenset({"subscribed", "unsubscribed", "event", "ev", "presence", "typing", "pong", "error"})
+SERVER_TYPES = frozenset(
+    {"subscribed", "unsubscribed", "event", "ev", "presence", "typing", "pong", "error"}
+    | {"prekeys_low", "identity_key_changed", "user_erased"}
+)
 ChannelEvent = EventFrame | CompactEvent
 """An event of a channel: an ``event`` frame, or an ``ev`` frame on a socket opened with
 ``frames="compact"`` (docs/websocket-protocol.md: the channel as ``ch``, the event type as ``ev``,

@@ -3,7 +3,7 @@
 import { build } from "esbuild";
 import { gzipSync } from "node:zlib";
 
-const BUDGET = 8.5 * 1024; // bytes, minified + gzipped (8.1 KiB now: room for fixes, not for a dependency)
+const BUDGET = 9 * 1024; // bytes, minified + gzipped (8.6 KiB now, after issue 14 added 21 operations to the route table: room for fixes, not for a dependency)
 /** esbuild's minified browser bundle of one built entry point. */
 async function minified(entry, external = []) {
   const result = await build({
