@@ -10,10 +10,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pymongo import MongoClient
 from websockets.asyncio.client import connect
 
-from tests.support import Tenant, bearer, new_tenant
+from tests.support import Server, Tenant, bearer, new_tenant
 
 
 def ok(r: httpx.Response, status: tuple[int, ...] = (200, 201)) -> dict[str, Any]:
@@ -170,3 +173,44 @@ def erase_and_check(client: httpx.Client, ws_url: str, chat: Chat) -> None:
 def found_in(blobs: Iterable[tuple[str, bytes]], secrets: list[bytes]) -> list[tuple[str, str]]:
     """``(where, secret)`` for each secret found in clear in any blob."""
     return [(where, s.decode()) for where, blob in blobs for s in secrets if s in blob]
+
+
+async def topic_records(bootstrap: str, prefix: str) -> list[tuple[str, bytes]]:
+    """Every record of every topic whose name starts with ``prefix``: key, value and headers, raw."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        metadata = await consumer._client.fetch_all_metadata()  # every topic's partitions (aiokafka's own client)
+        topics = sorted(t for t in metadata.topics() if t.startswith(prefix))
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(metadata.partitions_for_topic(t) or ())]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        found: list[tuple[str, bytes]] = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            for tp, records in (await consumer.getmany(timeout_ms=500, max_records=5000)).items():
+                for r in records:
+                    headers = b"".join(k.encode() + v for k, v in r.headers)
+                    found.append((tp.topic, (r.key or b"") + (r.value or b"") + headers))
+        assert {t for t in topics if t.endswith(("commands", "events"))}, topics  # the scan sees the log
+        return found
+    finally:
+        await consumer.stop()
+
+
+def collections(url: str, database: str) -> list[tuple[str, bytes]]:
+    """Every document of every collection of ``database``, as BSON."""
+    with MongoClient(url) as mongo:
+        db = mongo[database]
+        return [(name, bson.encode(doc)) for name in db.list_collection_names() for doc in db[name].find()]
+
+
+def stored(server: Server) -> list[tuple[str, bytes]]:
+    """Every byte a server keeps, raw: each file of an embedded server's data dir (the SQLite log,
+    read models, key store and their write-ahead logs), or every record of a Kafka node's topics and
+    every document of its MongoDB database."""
+    env = server.env
+    if env.get("CAAS_BACKEND") != "kafka":
+        return [(p.name, p.read_bytes()) for p in sorted(server.data_dir.iterdir()) if p.is_file()]
+    records = asyncio.run(topic_records(env["CAAS_KAFKA_BOOTSTRAP"], env["CAAS_KAFKA_TOPIC_PREFIX"]))
+    return records + collections(env["CAAS_MONGO_URL"], env["CAAS_MONGO_DATABASE"])

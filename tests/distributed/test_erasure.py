@@ -12,46 +12,22 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import bson
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from pymongo import MongoClient
 
 from tests.cluster import Cluster
-from tests.erasure_scenario import check_events, check_reads, erase_and_check, fill, found_in, ok
+from tests.erasure_scenario import (
+    check_events,
+    check_reads,
+    collections,
+    erase_and_check,
+    fill,
+    found_in,
+    ok,
+    topic_records,
+)
 
 pytestmark = pytest.mark.kafka
-
-
-async def topic_records(bootstrap: str, prefix: str) -> list[tuple[str, bytes]]:
-    """Every record of every topic whose name starts with ``prefix``: key, value and headers, raw."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        metadata = await consumer._client.fetch_all_metadata()  # every topic's partitions (aiokafka's own client)
-        topics = sorted(t for t in metadata.topics() if t.startswith(prefix))
-        parts = [TopicPartition(t, p) for t in topics for p in sorted(metadata.partitions_for_topic(t) or ())]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        found: list[tuple[str, bytes]] = []
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            for tp, records in (await consumer.getmany(timeout_ms=500, max_records=5000)).items():
-                for r in records:
-                    headers = b"".join(k.encode() + v for k, v in r.headers)
-                    found.append((tp.topic, (r.key or b"") + (r.value or b"") + headers))
-        assert {t for t in topics if t.endswith(("commands", "events"))}, topics  # the scan sees the log
-        return found
-    finally:
-        await consumer.stop()
-
-
-def collections(url: str, database: str) -> list[tuple[str, bytes]]:
-    """Every document of every collection of ``database``, as BSON."""
-    with MongoClient(url) as mongo:
-        db = mongo[database]
-        return [(name, bson.encode(doc)) for name in db.list_collection_names() for doc in db[name].find()]
 
 
 @pytest.fixture
