@@ -621,6 +621,9 @@ Signature = Annotated[str, StringConstraints(max_length=100), _base64_of(64, "a 
 _CIPHERTEXT_CHARS = MAX_CIPHERTEXT_BYTES * 4 // 3 + 4
 Ciphertext = Annotated[str, StringConstraints(max_length=_CIPHERTEXT_CHARS), _base64_of(None, "a ciphertext")]
 KeyId = Annotated[int, Field(ge=0, le=KEY_ID_MAX, description="uint32")]
+# 0xFFFFFFFF is the wire's "no one-time prekey" in a prekey message (docs/e2e-protocol.md): a one-time
+# prekey with that id would make the initiator use DH4 while the responder reads "none"
+OneTimePrekeyId = Annotated[int, Field(ge=0, le=KEY_ID_MAX - 1, description="uint32 other than 0xFFFFFFFF")]
 
 
 class SignedPrekey(Body):
@@ -630,7 +633,7 @@ class SignedPrekey(Body):
 
 
 class OneTimePrekey(Body):
-    key_id: KeyId
+    key_id: OneTimePrekeyId
     public_key: PublicKey = Field(description="X25519 public key, base64 of 32 bytes")
 
 

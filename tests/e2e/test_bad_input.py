@@ -228,11 +228,14 @@ WRONG_TYPES: dict[tuple[str, str], list[dict[str, Any]]] = {
         {**DEVICE.bundle(), "identity_key": "AAAA"},
         {**DEVICE.bundle(), "signed_prekey": {"key_id": "1", "public_key": "", "signature": ""}},
         {**DEVICE.bundle(), "one_time_prekeys": {"key_id": 1}},
+        # 0xFFFFFFFF means "no one-time prekey" in a prekey message
+        {**DEVICE.bundle(), "one_time_prekeys": [{"key_id": 0xFFFFFFFF, "public_key": DEVICE.identity_key}]},
         {},
     ],
     ("POST", "/v1/users/{user_id}/devices/{device_id}/prekeys"): [
         {"one_time_prekeys": [{"key_id": 1.5, "public_key": DEVICE.identity_key}]},
         {"one_time_prekeys": [{"key_id": 1, "public_key": "x"}]},
+        {"one_time_prekeys": [{"key_id": 0xFFFFFFFF, "public_key": DEVICE.identity_key}]},
         {"one_time_prekeys": []},
         {},
     ],

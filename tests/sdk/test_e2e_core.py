@@ -179,6 +179,15 @@ def test_no_opk_marker_is_all_ones() -> None:
     assert body[2 + 68 : 2 + 72] == x3dh.NO_OPK.to_bytes(4, "big")
 
 
+def test_a_bundle_whose_one_time_prekey_id_is_the_none_marker_is_refused() -> None:
+    bob = Device.create("bob", "b1", 1)
+    bundle = replace(bob.bundle(1), opk_id=x3dh.NO_OPK)
+    alice = Device.create("alice", "a1")
+    with pytest.raises(E2EError):
+        alice.start_session(bundle)
+    assert not alice.has_session("bob/b1")
+
+
 def test_driver_speaks_json_lines_between_two_devices() -> None:
     requests = [
         {"cmd": "create", "device": "bob", "user_id": "bob", "device_id": "b1", "one_time_prekeys": 1},

@@ -58,6 +58,14 @@ test("a bundle whose signed prekey signature does not verify is refused", async 
   assert.equal(a.hasSession(b.address), false);
 });
 
+test("a bundle whose one-time prekey id is the wire's none marker (0xFFFFFFFF) is refused", async () => {
+  const a = await E2eDevice.create("alice", "a1");
+  const b = await E2eDevice.create("bob", "b1");
+  const bundle = bundleOf(b);
+  rejects(() => a.startSession({ ...bundle, one_time_prekey: { key_id: 0xffffffff, public_key: bundle.one_time_prekey?.public_key ?? "" } }), "malformed");
+  assert.equal(a.hasSession(b.address), false);
+});
+
 test("a one-time prekey is used once: a replayed first message is rejected", async () => {
   const [a, b] = await pair(true);
   const m1 = a.encryptTo(b.address, utf8("one"));

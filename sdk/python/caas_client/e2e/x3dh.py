@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from caas_client.e2e import primitives as p
+from caas_client.e2e.errors import MalformedMessage
 from caas_client.e2e.keys import Bundle, IdentityKey, KeyPair
 
 INFO = b"CAAS_X3DH"
@@ -34,6 +35,8 @@ def _sk(dhs: list[bytes]) -> bytes:
 def initiate(identity: IdentityKey, bundle: Bundle, ephemeral: KeyPair | None = None) -> Initiation:
     """A's half: checks the bundle's signed prekey signature first (BadSignature otherwise)."""
     bundle.verify()
+    if bundle.opk_id == NO_OPK:
+        raise MalformedMessage("one-time prekey id 0xFFFFFFFF means none on the wire: the bundle is unusable")
     ek = ephemeral or KeyPair.generate()
     dhs = [
         p.dh(identity.dh_private, bundle.spk_public),

@@ -117,6 +117,8 @@ export function x3dhSecret(dhs: Uint8Array[]): Uint8Array {
  */
 export function initiate(identity: KeyPair, bundle: Bundle, keys?: { ek: KeyPair; ratchet: KeyPair }): Session {
   const spk = bundle.signedPrekey;
+  // 0xFFFFFFFF means "no one-time prekey" in a prekey message: the responder would skip DH4
+  if (bundle.oneTimePrekey?.keyId === NO_OPK) throw new E2eError("malformed", "one-time prekey id 0xFFFFFFFF is the wire's none");
   const ek = keys?.ek ?? x25519KeyPair();
   const sk = x3dhSecret(initiatorDh(identity, bundle, ek));
   const dhs = keys?.ratchet ?? x25519KeyPair();
