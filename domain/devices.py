@@ -55,7 +55,8 @@ class OneTimePrekey(BaseModel):
 class RegisterDevice(Command):
     """Create the device, or replace its keys (PUT semantics). With the same identity key the
     signed prekey and the pool of one-time prekeys are replaced by these; with another one the
-    device is a new installation: ``IdentityKeyChanged`` is recorded before its new keys."""
+    device is a new installation: ``IdentityKeyChanged`` is recorded before its new keys (also when
+    the device id was removed before: its last identity key is remembered)."""
 
     device_id: str
     identity_key: str
@@ -144,7 +145,9 @@ def _check_new_prekeys(device: DeviceState | None, prekeys: list[OneTimePrekey],
 
 def _register(devices: DeviceMap, version: int, c: RegisterDevice) -> Decision:
     device = devices.get(c.device_id)
-    if device is not None and device.removed and device.identity_key != c.identity_key:
+    # a removed device's identity key is remembered: a new installation under its id is a key change
+    previous = device.identity_key if device is not None and device.identity_key != c.identity_key else None
+    if device is not None and device.removed and previous is not None:
         device = None  # a new installation under the id of a removed device: nothing carries over
     prekeys = [k.model_dump() for k in c.one_time_prekeys]
     registered = DeviceRegistered(
@@ -158,19 +161,22 @@ def _register(devices: DeviceMap, version: int, c: RegisterDevice) -> Decision:
         if count >= MAX_DEVICES:
             raise errors.TooManyDevices(f"a user has at most {MAX_DEVICES} devices; remove one first", devices=count)
         _check_new_prekeys(device, c.one_time_prekeys, 0)
+        if previous is not None:  # contacts are told, as when a live device's key changes
+            return [_changed(c, previous), registered]
         return [registered]
     if device.identity_key != c.identity_key:  # a new installation under the same device id
         _check_new_prekeys(None, c.one_time_prekeys, 0)
-        changed = IdentityKeyChanged(
-            device_id=c.device_id, identity_key=c.identity_key, previous_identity_key=device.identity_key
-        )
-        return [changed, registered]
+        return [_changed(c, device.identity_key), registered]
     pool = {k.key_id: k.public_key for k in c.one_time_prekeys}
     if device.signed_prekey == registered.signed_prekey and device.prekeys == pool:
         return Unchanged(device.seq)
     # the same identity: the pool is replaced, so only the handed-out ids are off limits
     _check_new_prekeys(device, c.one_time_prekeys, 0)
     return [registered]
+
+
+def _changed(c: RegisterDevice, previous: str) -> IdentityKeyChanged:
+    return IdentityKeyChanged(device_id=c.device_id, identity_key=c.identity_key, previous_identity_key=previous)
 
 
 def _add(devices: DeviceMap, version: int, c: AddOneTimePrekeys) -> Decision:

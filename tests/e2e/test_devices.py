@@ -242,8 +242,16 @@ async def test_an_identity_key_change_is_pushed_to_the_users_contacts(
         assert (told["previous_identity_key"], told["identity_key"]) == (second.identity_key, third.identity_key)
         again = await frame_of_type(bob, "identity_key_changed")
         assert again["identity_key"] == third.identity_key
+        # removing the device and registering another key under its id is a key change too
+        r = client.delete(f"{server.url}/v1/users/alice/devices/phone", headers=tenant.headers())
+        assert r.status_code in (200, 204), r.text
+        fourth = Device()
+        assert put_device(client, tenant, "alice", "phone", fourth.bundle()).status_code == 201
+        for ws in (bob, carol):
+            told = await frame_of_type(ws, "identity_key_changed")
+            assert (told["previous_identity_key"], told["identity_key"]) == (third.identity_key, fourth.identity_key)
     # the new installation starts with its own keys: the old pool is gone
-    assert devices_of(client, tenant, "alice")["phone"]["identity_key"] == third.identity_key
+    assert devices_of(client, tenant, "alice")["phone"]["identity_key"] == fourth.identity_key
     assert devices_of(client, tenant, "alice")["phone"]["one_time_prekeys_left"] == 0
 
 

@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 from commands import snapshots
 from domain import devices, errors, user
 from domain.base import Command, Unchanged
-from domain.events import EVENT_TYPES, DomainEvent, IdentityKeyChanged, OneTimePrekeyClaimed, UserRegistered
+from domain.events import (
+    EVENT_TYPES,
+    DeviceRegistered,
+    DomainEvent,
+    IdentityKeyChanged,
+    OneTimePrekeyClaimed,
+    UserRegistered,
+)
 from projections.usage import posted_bytes
 from projections.usage.projection import text_size
 
@@ -76,6 +83,10 @@ def test_a_prekey_is_handed_out_once_and_counts_stay_consistent(steps: list[Comm
             continue
         assert decision, f"{type(command).__name__} decided nothing"
         for event in decision:
+            known = before.devices.get(getattr(event, "device_id", ""))
+            if isinstance(event, DeviceRegistered) and known is not None and known.identity_key != event.identity_key:
+                # another key under a known device id, removed or not: contacts must be told
+                assert any(isinstance(e, IdentityKeyChanged) for e in decision)
             pool = state.devices.get(getattr(event, "device_id", ""))
             if isinstance(event, OneTimePrekeyClaimed):
                 assert pool is not None and not pool.removed
