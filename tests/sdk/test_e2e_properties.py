@@ -94,3 +94,38 @@ def test_any_order_of_group_messages_decrypts_each_once_and_alterations_are_refu
         assert plaintext == f"g{i}".encode()
         with pytest.raises(ReplayedMessage):
             held.decrypt(body)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    later=st.integers(0, 6),
+    opk=st.booleans(),
+    forget=st.booleans(),
+    restore=st.booleans(),
+    replied=st.booleans(),
+)
+def test_a_replayed_prekey_message_is_refused_even_once_its_session_is_gone(
+    later: int, opk: bool, forget: bool, restore: bool, replied: bool
+) -> None:
+    """However many sessions came after it (evicting it), whether the peer was forgotten (an
+    identity change) or the state saved and restored, a prekey message opens one session once."""
+    bob = Device.create("bob", "b1", one_time_prekeys=1 if opk else 0)
+    alice = Device.create("alice", "a1")
+    alice.start_session(bob.bundle(1 if opk else None))
+    first = alice.encrypt("bob/b1", b"transfer 100 to carol")
+    assert bob.decrypt("alice/a1", first) == b"transfer 100 to carol"
+    if replied:
+        alice.decrypt("bob/b1", bob.encrypt("alice/a1", b"ok"))
+    for i in range(later):  # new sessions from alice's device push the first one out of the archive
+        alice.start_session(bob.bundle(None))
+        assert bob.decrypt("alice/a1", alice.encrypt("bob/b1", b"later %d" % i)) == b"later %d" % i
+    if forget:
+        bob.forget("alice/a1")
+    if restore:
+        bob = Device.from_json(json.loads(json.dumps(bob.to_json())))
+    before = bob.to_json()
+    with pytest.raises((ReplayedMessage, E2EError)) as refused:
+        bob.decrypt("alice/a1", first)
+    assert bob.to_json() == before  # the refusal changed nothing
+    if later > 3 or forget:  # the session is gone: only the remembered base key refuses it
+        assert isinstance(refused.value, ReplayedMessage)

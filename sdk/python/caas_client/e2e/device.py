@@ -14,7 +14,7 @@ from typing import Any
 
 from caas_client.e2e import primitives as p
 from caas_client.e2e import ratchet, x3dh
-from caas_client.e2e.errors import E2EError, MalformedMessage, NoSession, UnknownPrekey
+from caas_client.e2e.errors import E2EError, MalformedMessage, NoSession, ReplayedMessage, UnknownPrekey
 from caas_client.e2e.keys import Bundle, IdentityKey, KeyPair, OneTimePrekey, SignedPrekey
 from caas_client.e2e.ratchet import RatchetState
 from caas_client.e2e.sender_keys import OwnSenderKey, ReceivedSenderKey
@@ -22,6 +22,7 @@ from caas_client.e2e.wire import NormalMessage, PrekeyMessage, SenderKeyMessage,
 
 OLD_SIGNED_PREKEYS = 3  # rotated signed prekeys kept, so sessions started from an older bundle still open
 ARCHIVED_SESSIONS = 3  # replaced sessions kept per peer: two devices that started sessions to each other at once
+USED_BASE_KEYS = 5000  # ephemeral keys of prekey messages that opened a session: a replay of one is refused
 
 
 def address(user_id: str, device_id: str) -> str:
@@ -74,6 +75,8 @@ class Device:
     own_sender_keys: dict[str, OwnSenderKey] = field(default_factory=dict)
     # (peer address, channel id, key id) -> chain
     sender_keys: dict[tuple[str, str, int], ReceivedSenderKey] = field(default_factory=dict)
+    # ephemeral (base) keys of the prekey messages that started sessions, oldest first (bounded)
+    used_base_keys: list[bytes] = field(default_factory=list)
 
     @staticmethod
     def create(user_id: str, device_id: str, one_time_prekeys: int = 0, identity: IdentityKey | None = None) -> Device:
@@ -205,6 +208,8 @@ class Device:
             (s for s in [self.signed_prekey, *self.old_signed_prekeys] if s.key_id == msg.spk_id),
             None,
         )
+        if msg.ephemeral in self.used_base_keys:  # its session was evicted or forgotten: X3DH must not rerun
+            raise ReplayedMessage("a prekey message of a session already started")
         if spk is None:
             raise UnknownPrekey(f"signed prekey {msg.spk_id} is not held (rotated out?)")
         opk = None
@@ -218,6 +223,7 @@ class Device:
         self._install(peer, Session(state, msg.identity_key, None, msg.ephemeral))
         if opk is not None:
             del self.one_time_prekeys[msg.opk_id]
+        self.used_base_keys = [*self.used_base_keys, msg.ephemeral][-USED_BASE_KEYS:]
         return plaintext
 
     def forget(self, peer: str) -> None:
@@ -290,10 +296,18 @@ class Device:
             "archived": {peer: [s.to_json() for s in old] for peer, old in self.archived.items()},
             "own_sender_keys": {c: k.to_json() for c, k in self.own_sender_keys.items()},
             "sender_keys": [[peer, c, kid, k.to_json()] for (peer, c, kid), k in self.sender_keys.items()],
+            "used_base_keys": [p.b64(k) for k in self.used_base_keys],
         }
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Device:
+        sessions = {peer: Session.from_json(s) for peer, s in data["sessions"].items()}
+        archived = {peer: [Session.from_json(s) for s in old] for peer, old in data.get("archived", {}).items()}
+        if "used_base_keys" in data:
+            used = [p.unb64(k) for k in data["used_base_keys"]]
+        else:  # a state saved before the list existed: the sessions it holds were started by these
+            opened = [*sessions.values(), *(s for old in archived.values() for s in old)]
+            used = [s.their_ephemeral for s in opened if s.their_ephemeral is not None]
         return Device(
             user_id=str(data["user_id"]),
             device_id=str(data["device_id"]),
@@ -302,10 +316,11 @@ class Device:
             old_signed_prekeys=[SignedPrekey.from_json(s) for s in data["old_signed_prekeys"]],
             one_time_prekeys={int(i): KeyPair.from_json(k) for i, k in data["one_time_prekeys"].items()},
             next_prekey_id=int(data["next_prekey_id"]),
-            sessions={peer: Session.from_json(s) for peer, s in data["sessions"].items()},
-            archived={peer: [Session.from_json(s) for s in old] for peer, old in data.get("archived", {}).items()},
+            sessions=sessions,
+            archived=archived,
             own_sender_keys={c: OwnSenderKey.from_json(k) for c, k in data["own_sender_keys"].items()},
             sender_keys={
                 (peer, c, int(kid)): ReceivedSenderKey.from_json(k) for peer, c, kid, k in data["sender_keys"]
             },
+            used_base_keys=used,
         )
