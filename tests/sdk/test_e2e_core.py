@@ -16,6 +16,7 @@ from caas_client.e2e import (
     DecryptionFailed,
     Device,
     E2EError,
+    IdentityChanged,
     NoSession,
     ReplayedMessage,
     TooManySkipped,
@@ -239,3 +240,62 @@ def test_two_devices_that_start_sessions_to_each_other_at_once_still_read_each_o
         assert alice.decrypt("bob/b1", bob.encrypt("alice/a1", f"b{i}".encode())) == f"b{i}".encode()
     restored = Device.from_json(json.loads(json.dumps(alice.to_json())))
     assert restored.to_json() == alice.to_json()
+
+
+def talking() -> tuple[Device, Device, Device]:
+    """alice and bob with a session both ways, and mallory (the server's own keys) who makes a
+    prekey message from bob's bundle claiming to be alice's device."""
+    alice, bob = pair(opk=False)
+    bob.decrypt("alice/a1", alice.encrypt("bob/b1", b"hi"))
+    alice.decrypt("bob/b1", bob.encrypt("alice/a1", b"hello"))
+    return alice, bob, Device.create("alice", "a1")
+
+
+def test_a_new_identity_key_of_a_verified_contact_is_refused_and_nothing_changes() -> None:
+    alice, bob, mallory = talking()
+    bob.mark_verified("alice/a1")
+    mallory.start_session(bob.bundle(None))
+    before = bob.to_json()
+    with pytest.raises(IdentityChanged):
+        bob.decrypt("alice/a1", mallory.encrypt("bob/b1", b"I am alice"))
+    assert bob.to_json() == before
+    assert bob.identity_of("alice/a1") == alice.identity.public
+    # a bundle of the verified device with another key starts no session either
+    with pytest.raises(IdentityChanged):
+        bob.start_session(mallory.bundle())
+    # bob's next message still goes to alice's real session, not to mallory
+    reply = bob.encrypt("alice/a1", b"bob's secret")
+    assert alice.decrypt("bob/b1", reply) == b"bob's secret"
+    with pytest.raises(E2EError):
+        mallory.decrypt("bob/b1", reply)
+
+
+def test_an_unverified_contacts_new_identity_key_is_accepted_and_reported_unless_the_hook_refuses() -> None:
+    alice, bob, mallory = talking()
+    seen: list[tuple[str, bytes, bytes]] = []
+    bob.on_identity_change = lambda peer, old, new: seen.append((peer, old, new)) is None
+    mallory.start_session(bob.bundle(None))
+    assert bob.decrypt("alice/a1", mallory.encrypt("bob/b1", b"reinstalled")) == b"reinstalled"
+    assert seen == [("alice/a1", alice.identity.public, mallory.identity.public)]
+    assert bob.identity_of("alice/a1") == mallory.identity.public
+    # an app hook that answers False refuses even an unverified contact
+    other = Device.create("alice", "a1")
+    other.start_session(bob.bundle(None))
+    bob.on_identity_change = lambda peer, old, new: False
+    with pytest.raises(IdentityChanged):
+        bob.decrypt("alice/a1", other.encrypt("bob/b1", b"again"))
+    assert bob.identity_of("alice/a1") == mallory.identity.public
+
+
+def test_identities_and_verified_marks_survive_a_restore_and_forget() -> None:
+    alice, bob, mallory = talking()
+    bob.mark_verified("alice/a1")
+    bob.forget("alice/a1")  # the sessions go, the known key stays
+    restored = Device.from_json(json.loads(json.dumps(bob.to_json())))
+    assert restored.identity_of("alice/a1") == alice.identity.public
+    mallory.start_session(restored.bundle(None))
+    with pytest.raises(IdentityChanged):
+        restored.decrypt("alice/a1", mallory.encrypt("bob/b1", b"I am alice"))
+    restored.mark_verified("alice/a1", False)  # the user accepts the change: the default then takes it
+    assert restored.decrypt("alice/a1", mallory.encrypt("bob/b1", b"new phone")) == b"new phone"
+    assert "alice/a1" not in restored.verified

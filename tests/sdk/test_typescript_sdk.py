@@ -91,7 +91,7 @@ def test_typescript_e2e_and_interop_with_the_python_sdk(built: Path) -> None:
     # E2eClient through a real server (devices API, an e2e channel, history and websocket frames)
     suites = [built / "e2e.test.js", built / "e2e-interop.test.js", built / "e2e-server.test.js"]
     out = run_suite(suites, {"CAAS_SDK_BACKEND": "embedded"})
-    assert counts(out) == {"pass": 18, "fail": 0, "skipped": 0, "cancelled": 0, "todo": 0}, out
+    assert counts(out) == {"pass": 21, "fail": 0, "skipped": 0, "cancelled": 0, "todo": 0}, out
 
 
 class TypeScriptDevices:

@@ -66,6 +66,50 @@ test("a bundle whose one-time prekey id is the wire's none marker (0xFFFFFFFF) i
   assert.equal(a.hasSession(b.address), false);
 });
 
+/** alice and bob talking both ways, and mallory (the server's own keys) posing as alice's device. */
+async function talking(options: { onIdentityChange?: (a: Address, previous: Uint8Array, next: Uint8Array) => boolean } = {}) {
+  const a = await E2eDevice.create("alice", "a1");
+  const b = await E2eDevice.create("bob", "b1", options);
+  a.startSession(bundleOf(b, false));
+  b.decryptFrom(a.address, a.encryptTo(b.address, utf8("hi")));
+  a.decryptFrom(b.address, b.encryptTo(a.address, utf8("hello")));
+  const m = await E2eDevice.create("alice", "a1");
+  m.startSession(bundleOf(b, false));
+  return [a, b, m] as const;
+}
+
+test("a verified contact's new identity key is refused by default; nothing changes and replies still reach the real device", async () => {
+  const [a, b, m] = await talking();
+  b.markVerified(a.address);
+  const before = JSON.stringify(b.toJSON());
+  rejects(() => b.decryptFrom(a.address, m.encryptTo(b.address, utf8("I am alice"))), "identity_changed");
+  assert.equal(JSON.stringify(b.toJSON()), before);
+  rejects(() => b.startSession(bundleOf(m)), "identity_changed");
+  const reply = b.encryptTo(a.address, utf8("bob's secret"));
+  assert.equal(fromUtf8(a.decryptFrom(b.address, reply)), "bob's secret");
+  rejects(() => m.decryptFrom(b.address, reply));
+  // the mark and the known key survive a restore; unmarking lets the default accept the change
+  const b2 = await E2eDevice.restore(b.toJSON());
+  assert.equal(b2.isVerified(a.address), true);
+  rejects(() => b2.decryptFrom(a.address, m.encryptTo(b.address, utf8("again"))), "identity_changed");
+  b2.markVerified(a.address, false);
+  assert.equal(fromUtf8(b2.decryptFrom(a.address, m.encryptTo(b.address, utf8("new phone")))), "new phone");
+  assert.deepEqual(b2.knownIdentity(a.address), m.identityKey);
+});
+
+test("an unverified contact's new identity key is accepted and reported, unless onIdentityChange answers false", async () => {
+  const seen: string[] = [];
+  const [a, b, m] = await talking({ onIdentityChange: (who) => (seen.push(`${who.user_id}/${who.device_id}`), true) });
+  assert.equal(fromUtf8(b.decryptFrom(a.address, m.encryptTo(b.address, utf8("reinstalled")))), "reinstalled");
+  assert.deepEqual(seen, ["alice/a1"]);
+  const [a2, b2, m2] = await talking({ onIdentityChange: () => false });
+  rejects(() => b2.decryptFrom(a2.address, m2.encryptTo(b2.address, utf8("x"))), "identity_changed");
+  assert.deepEqual(b2.knownIdentity(a2.address), a2.identityKey);
+  // with no hook, an unverified contact's change is accepted
+  const [a3, b3, m3] = await talking();
+  assert.equal(fromUtf8(b3.decryptFrom(a3.address, m3.encryptTo(b3.address, utf8("ok")))), "ok");
+});
+
 test("a one-time prekey is used once: a replayed first message is rejected", async () => {
   const [a, b] = await pair(true);
   const m1 = a.encryptTo(b.address, utf8("one"));

@@ -17,7 +17,7 @@ from typing import Literal
 from caas_client.calls import Call, Json, seg
 from caas_client.client import AsyncClient
 from caas_client.e2e import primitives as p
-from caas_client.e2e.device import Device, address
+from caas_client.e2e.device import Device, IdentityChangeHook, address
 from caas_client.e2e.keys import Bundle
 from caas_client.e2e.store import DeviceStore, MemoryDeviceStore
 
@@ -50,12 +50,21 @@ class E2EClient:
 
     @staticmethod
     async def open(
-        client: AsyncClient, user_id: str, device_id: str, store: DeviceStore | None = None, prekeys: int = 50
+        client: AsyncClient,
+        user_id: str,
+        device_id: str,
+        store: DeviceStore | None = None,
+        prekeys: int = 50,
+        on_identity_change: IdentityChangeHook | None = None,
     ) -> E2EClient:
-        """The device saved in ``store``, or a new one with ``prekeys`` one-time prekeys."""
+        """The device saved in ``store``, or a new one with ``prekeys`` one-time prekeys.
+        ``on_identity_change(peer, previous, new) -> accept?`` decides on a known device's new
+        identity key; by default it is refused for a peer marked verified and accepted otherwise
+        (every accepted change is listed in ``identity_changes``)."""
         store = store or MemoryDeviceStore()
         saved = store.load()
         device = Device.from_json(saved) if saved else Device.create(user_id, device_id, prekeys)
+        device.on_identity_change = on_identity_change
         e2e = E2EClient(client, device, store)
         e2e.save()
         return e2e
@@ -115,10 +124,11 @@ class E2EClient:
                     continue
                 known = self.device.identity_of(peer)
                 if known is not None and p.b64(known) != info.get("identity_key"):
-                    self.identity_changes.append(peer)
-                    self.device.forget(peer)
-                if not self.device.has_session(peer):
+                    self.device.forget(peer)  # re-registered: its sessions are of the old key
+                if not self.device.has_session(peer):  # IdentityChanged if the app refuses a new key
                     self.device.start_session(await self.bundle(user_id, str(info["device_id"])))
+                if known is not None and self.device.identity_of(peer) != known:
+                    self.identity_changes.append(peer)
                 out.append(peer)
         return out
 

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from caas_client.e2e import primitives as p
 from caas_client.e2e import ratchet, x3dh
-from caas_client.e2e.errors import E2EError, MalformedMessage, NoSession, ReplayedMessage, UnknownPrekey
+from caas_client.e2e.errors import (
+    DecryptionFailed,
+    E2EError,
+    IdentityChanged,
+    MalformedMessage,
+    NoSession,
+    ReplayedMessage,
+    UnknownPrekey,
+)
 from caas_client.e2e.keys import Bundle, IdentityKey, KeyPair, OneTimePrekey, SignedPrekey
 from caas_client.e2e.ratchet import RatchetState
 from caas_client.e2e.sender_keys import OwnSenderKey, ReceivedSenderKey
@@ -23,6 +31,11 @@ from caas_client.e2e.wire import NormalMessage, PrekeyMessage, SenderKeyMessage,
 OLD_SIGNED_PREKEYS = 3  # rotated signed prekeys kept, so sessions started from an older bundle still open
 ARCHIVED_SESSIONS = 3  # replaced sessions kept per peer: two devices that started sessions to each other at once
 USED_BASE_KEYS = 5000  # ephemeral keys of prekey messages that opened a session: a replay of one is refused
+
+
+IdentityChangeHook = Callable[[str, bytes, bytes], bool]
+"""``(peer, previous identity key, new identity key) -> accept?``: asked when a known device shows
+another identity key (a safety-number change), before anything uses the new key."""
 
 
 def address(user_id: str, device_id: str) -> str:
@@ -77,6 +90,11 @@ class Device:
     sender_keys: dict[tuple[str, str, int], ReceivedSenderKey] = field(default_factory=dict)
     # ephemeral (base) keys of the prekey messages that started sessions, oldest first (bounded)
     used_base_keys: list[bytes] = field(default_factory=list)
+    # the identity key each peer device is known by (first seen, or accepted since): it outlives sessions
+    identities: dict[str, bytes] = field(default_factory=dict)
+    verified: set[str] = field(default_factory=set)  # peers the app compared safety numbers with
+    # None: refuse a new key of a verified peer, accept (and report) any other (docs/sdk/e2e-python.md)
+    on_identity_change: IdentityChangeHook | None = field(default=None, repr=False, compare=False)
 
     @staticmethod
     def create(user_id: str, device_id: str, one_time_prekeys: int = 0, identity: IdentityKey | None = None) -> Device:
@@ -136,10 +154,32 @@ class Device:
         self, bundle: Bundle, ephemeral: KeyPair | None = None, ratchet_key: KeyPair | None = None
     ) -> None:
         """X3DH from a fetched bundle (its signed prekey signature is checked: BadSignature)."""
+        peer = address(bundle.user_id, bundle.device_id)
+        self._check_identity(peer, bundle.identity_key)
         init = x3dh.initiate(self.identity, bundle, ephemeral)
         state = RatchetState.initiator(init.sk, init.ad, bundle.spk_public, ratchet_key)
-        peer = address(bundle.user_id, bundle.device_id)
+        self._trust(peer, bundle.identity_key)
         self._install(peer, Session(state, bundle.identity_key, (init.ephemeral, init.spk_id, init.opk_id)))
+
+    # --- identities -------------------------------------------------------------------------
+    def _check_identity(self, peer: str, key: bytes) -> None:
+        """Raises IdentityChanged when ``peer`` is known by another key and the hook refuses."""
+        known = self.identities.get(peer)
+        if known is None or known == key:
+            return
+        accept = self.on_identity_change or (lambda who, _old, _new: who not in self.verified)
+        if not accept(peer, known, key):
+            raise IdentityChanged(f"{peer} shows a new identity key; refused")
+
+    def _trust(self, peer: str, key: bytes) -> None:
+        if self.identities.get(peer) != key:
+            self.verified.discard(peer)  # the new key was not compared with anyone
+            self.identities[peer] = key
+
+    def mark_verified(self, peer: str, verified: bool = True) -> None:
+        """The user compared safety numbers with ``peer`` (its current identity key): by default a
+        later key change of that device is refused (IdentityChanged) until this is undone."""
+        (self.verified.add if verified else self.verified.discard)(peer)
 
     def _install(self, peer: str, session: Session) -> None:
         """``session`` becomes the one this device sends with; the one it replaces is archived,
@@ -201,6 +241,8 @@ class Device:
     def _decrypt_prekey(self, peer: str, msg: PrekeyMessage) -> bytes:
         for session in self._candidates(peer):
             if session.their_ephemeral == msg.ephemeral:
+                if session.their_identity != msg.identity_key:
+                    raise DecryptionFailed("a prekey message whose identity key does not match its session")
                 session.state, plaintext = ratchet.decrypt(session.state, msg.header, msg.ciphertext)
                 self._install(peer, session)
                 return plaintext
@@ -217,9 +259,11 @@ class Device:
             opk = self.one_time_prekeys.get(msg.opk_id)
             if opk is None:
                 raise UnknownPrekey(f"one-time prekey {msg.opk_id} is used or unknown")
+        self._check_identity(peer, msg.identity_key)
         agreed = x3dh.respond(self.identity, spk.pair, opk, msg.identity_key, msg.ephemeral)
         state = RatchetState.responder(agreed.sk, agreed.ad, spk.pair)
         state, plaintext = ratchet.decrypt(state, msg.header, msg.ciphertext)
+        self._trust(peer, msg.identity_key)
         self._install(peer, Session(state, msg.identity_key, None, msg.ephemeral))
         if opk is not None:
             del self.one_time_prekeys[msg.opk_id]
@@ -227,14 +271,14 @@ class Device:
         return plaintext
 
     def forget(self, peer: str) -> None:
-        """Drops every session with ``peer`` (its identity key changed: start again from a bundle)."""
+        """Drops every session with ``peer`` (its identity key changed: start again from a bundle).
+        The identity key it was known by stays: the next one is checked against it."""
         self.sessions.pop(peer, None)
         self.archived.pop(peer, None)
 
     def identity_of(self, peer: str) -> bytes | None:
-        """The peer's identity key as its session knows it (for safety numbers)."""
-        session = self.sessions.get(peer)
-        return session.their_identity if session else None
+        """The identity key the peer device is known by (for safety numbers)."""
+        return self.identities.get(peer)
 
     # --- groups -----------------------------------------------------------------------------
     def encrypt_group(
@@ -297,10 +341,12 @@ class Device:
             "own_sender_keys": {c: k.to_json() for c, k in self.own_sender_keys.items()},
             "sender_keys": [[peer, c, kid, k.to_json()] for (peer, c, kid), k in self.sender_keys.items()],
             "used_base_keys": [p.b64(k) for k in self.used_base_keys],
+            "identities": {peer: p.b64(k) for peer, k in self.identities.items()},
+            "verified": sorted(self.verified),
         }
 
     @staticmethod
-    def from_json(data: dict[str, Any]) -> Device:
+    def from_json(data: dict[str, Any], on_identity_change: IdentityChangeHook | None = None) -> Device:
         sessions = {peer: Session.from_json(s) for peer, s in data["sessions"].items()}
         archived = {peer: [Session.from_json(s) for s in old] for peer, old in data.get("archived", {}).items()}
         if "used_base_keys" in data:
@@ -308,6 +354,10 @@ class Device:
         else:  # a state saved before the list existed: the sessions it holds were started by these
             opened = [*sessions.values(), *(s for old in archived.values() for s in old)]
             used = [s.their_ephemeral for s in opened if s.their_ephemeral is not None]
+        if "identities" in data:
+            identities = {peer: p.unb64(k) for peer, k in data["identities"].items()}
+        else:  # saved before: the sessions knew the keys
+            identities = {peer: s.their_identity for peer, s in sessions.items()}
         return Device(
             user_id=str(data["user_id"]),
             device_id=str(data["device_id"]),
@@ -323,4 +373,7 @@ class Device:
                 (peer, c, int(kid)): ReceivedSenderKey.from_json(k) for peer, c, kid, k in data["sender_keys"]
             },
             used_base_keys=used,
+            identities=identities,
+            verified=set(data.get("verified", [])),
+            on_identity_change=on_identity_change,
         )

@@ -35,3 +35,8 @@ class UnknownPrekey(E2EError):
 
 class NoSession(E2EError):
     """No pairwise session or sender key exists for the message's sender."""
+
+
+class IdentityChanged(E2EError):
+    """A known device showed another identity key and the app's ``on_identity_change`` hook (by
+    default: refuse for a device the app marked verified) refused it. Nothing was changed."""

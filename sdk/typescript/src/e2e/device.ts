@@ -93,7 +93,8 @@ export interface DeviceOptions {
   /**
    * Called when a device we know shows a different identity key (a safety-number change). Answer
    * false to refuse the new key (the message or bundle is rejected with `identity_changed`).
-   * Default: accept it.
+   * Default: refuse it for a device marked verified ({@link E2eDevice.markVerified}), accept it
+   * otherwise (as Signal does: show the user a safety-number change).
    */
   onIdentityChange?: (address: Address, previous: Uint8Array, next: Uint8Array) => boolean;
 }
@@ -133,6 +134,8 @@ export interface DeviceJSON {
   sessions: [string, SessionJSON[]][];
   identities: [string, string][];
   used_base_keys: string[];
+  /** Devices whose safety number the user compared (absent in states saved before it existed). */
+  verified?: string[];
   own_sender_keys: [string, { key: OwnSenderKeyJSON; sent_to: string[] }][];
   peer_sender_keys: [string, PeerSenderKeyJSON[]][];
 }
@@ -150,6 +153,7 @@ export class E2eDevice {
   private readonly sessions = new Map<string, Session[]>();
   private readonly identities = new Map<string, Uint8Array>();
   private usedBaseKeys: string[] = [];
+  private readonly verified = new Set<string>();
   private readonly ownSenderKeys = new Map<string, { key: OwnSenderKey; sentTo: string[] }>();
   /** `${channel}\n${user}\n${device}` → that device's chains in the channel, newest first. */
   private readonly peerSenderKeys = new Map<string, PeerSenderKey[]>();
@@ -162,7 +166,7 @@ export class E2eDevice {
     this.deviceId = deviceId;
     this.seed = seed;
     this.identity = ed25519FromSeed(seed);
-    this.onIdentityChange = options.onIdentityChange ?? (() => true);
+    this.onIdentityChange = options.onIdentityChange ?? ((a) => !this.verified.has(addr(a)));
   }
 
   /** A new device: a fresh identity key and a signed prekey (one-time prekeys: {@link newOneTimePrekeys}). */
@@ -189,6 +193,7 @@ export class E2eDevice {
     for (const [k, list] of state.sessions) d.sessions.set(k, list.map(sessionFromJSON));
     for (const [k, v] of state.identities) d.identities.set(k, unb64(v));
     d.usedBaseKeys = [...state.used_base_keys];
+    for (const k of state.verified ?? []) d.verified.add(k);
     for (const [c, v] of state.own_sender_keys) d.ownSenderKeys.set(c, { key: ownFromJSON(v.key), sentTo: [...v.sent_to] });
     for (const [k, list] of state.peer_sender_keys) d.peerSenderKeys.set(k, list.map(peerFromJSON));
     return d;
@@ -212,6 +217,7 @@ export class E2eDevice {
       sessions: [...this.sessions].map(([k, list]) => [k, list.map(sessionToJSON)]),
       identities: [...this.identities].map(([k, v]) => [k, b64(v)]),
       used_base_keys: [...this.usedBaseKeys],
+      verified: [...this.verified],
       own_sender_keys: [...this.ownSenderKeys].map(([c, v]) => [c, { key: ownToJSON(v.key), sent_to: [...v.sentTo] }]),
       peer_sender_keys: [...this.peerSenderKeys].map(([k, list]) => [k, list.map(peerToJSON)]),
     };
@@ -281,6 +287,26 @@ export class E2eDevice {
     return this.identities.get(addr(a));
   }
 
+  /**
+   * The user compared safety numbers with a device (its current identity key): by default a later
+   * key change of that device is refused (`identity_changed`) until this is undone with `false`.
+   */
+  markVerified(a: Address, verified = true): void {
+    if (verified) this.verified.add(addr(a));
+    else this.verified.delete(addr(a));
+  }
+
+  isVerified(a: Address): boolean {
+    return this.verified.has(addr(a));
+  }
+
+  /** Remember the identity key a device is known by; a new one is not verified. */
+  private trust(key: string, identity: Uint8Array): void {
+    const known = this.identities.get(key);
+    if (known !== undefined && !equal(known, identity)) this.verified.delete(key);
+    this.identities.set(key, identity.slice());
+  }
+
   private checkIdentity(a: Address, key: Uint8Array): void {
     const known = this.identities.get(addr(a));
     if (known !== undefined && !equal(known, key) && !this.onIdentityChange(a, known, key)) {
@@ -302,7 +328,7 @@ export class E2eDevice {
     };
     this.checkIdentity(a, b.identityKey);
     const s = initiate(this.identity, b);
-    this.identities.set(addr(a), b.identityKey.slice());
+    this.trust(addr(a), b.identityKey);
     this.keepSession(addr(a), s);
   }
 
@@ -348,7 +374,7 @@ export class E2eDevice {
       this.oneTimePrekeys.delete(msg.opkId);
       this.usedBaseKeys.push(b64(msg.baseKey));
       if (this.usedBaseKeys.length > USED_BASE_KEYS) this.usedBaseKeys.shift();
-      this.identities.set(key, msg.identityKey);
+      this.trust(key, msg.identityKey);
       this.keepSession(key, next);
       return plaintext;
     }
