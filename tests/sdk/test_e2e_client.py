@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from caas_client import AsyncClient, CaasError, EventFrame, Realtime
 from caas_client.calls import Call
-from caas_client.e2e import E2EClient, FileDeviceStore, NoSession
+from caas_client.e2e import E2EClient, FileDeviceStore, IdentityChanged, NoSession
 
 from tests.sdk.helpers import admin_for, read_until
 from tests.support import Server
@@ -132,3 +132,28 @@ async def test_prekeys_are_topped_up_and_a_rotated_signed_prekey_still_starts_se
     assert alice.device.sessions["bob/b1"].pending[1] == bob.device.signed_prekey.key_id
     got = bob.decrypt(await received(bob, "dm", written))
     assert got is not None and got.text == "after the rotation"
+
+
+async def test_a_reinstalled_device_is_refused_for_a_verified_contact_and_accepted_and_reported_otherwise(
+    server: Server,
+) -> None:
+    admin = await admin_for(server, "e2e-identity")
+    tokens = await e2e_room(admin, "dm", "alice", "bob")
+    seen: list[str] = []
+    alice = await E2EClient.open(
+        AsyncClient(server.url, tokens["alice"]), "alice", "a1", prekeys=5,
+        on_identity_change=lambda peer, old, new: seen.append(peer) is None and peer not in alice.device.verified,
+    )  # fmt: skip
+    await alice.register()
+    await device(server, tokens["bob"], "bob", "b1")
+    await alice.send("dm", "hello")
+    alice.device.mark_verified("bob/b1")
+    reinstalled = await device(server, tokens["bob"], "bob", "b1")  # another identity key, same device id
+    with pytest.raises(IdentityChanged):
+        await alice.send("dm", "for the verified bob only")
+    assert seen == ["bob/b1"] and alice.identity_changes == []
+    alice.device.mark_verified("bob/b1", False)  # the user accepts the new safety number
+    got = reinstalled.decrypt(await received(reinstalled, "dm", await alice.send("dm", "welcome back")))
+    assert got is not None and got.text == "welcome back"
+    assert alice.identity_changes == ["bob/b1"]
+    assert alice.device.identity_of("bob/b1") == reinstalled.device.identity.public
