@@ -28,6 +28,7 @@ from domain.events import Event, stream_name
 
 if TYPE_CHECKING:
     from api.socket_watch import SocketWatch
+    from api.ws import Session
 
 log = structlog.get_logger("caas.abac")
 
@@ -148,12 +149,20 @@ class PolicyWatch:
     async def _recheck(self, tenant_id: str) -> None:
         for session in self.sockets.sessions(tenant_id):
             for cid in list(session.subs):
-                try:
-                    await self.gate.check(tenant_id, "user", session.who.user_id, "subscribe", channel_id=cid)
-                except errors.PolicyDenied as exc:
-                    session.policy_denied(cid, exc.message, exc.details)
-                except Exception:  # a read that failed: the next policy change judges it again
-                    log.exception("policy_recheck_failed", tenant_id=tenant_id, channel_id=cid)
+                await self._judge(session, "subscribe", cid)
+            if session.watching:
+                await self._judge(session, "read_presence", None)
+
+    async def _judge(self, session: Session, action: str, cid: str | None) -> None:
+        """Judge one open subscription (``cid``) or the presence watches (``None``) of ``session``
+        again; a refused one ends with a ``policy_denied`` error frame."""
+        tenant_id = session.who.tenant_id
+        try:
+            await self.gate.check(tenant_id, "user", session.who.user_id, action, channel_id=cid)
+        except errors.PolicyDenied as exc:
+            session.policy_denied(cid, exc.message, exc.details)
+        except Exception:  # a read that failed: the next change judges it again
+            log.exception("policy_recheck_failed", tenant_id=tenant_id, channel_id=cid, action=action)
 
     async def close(self) -> None:
         for task in list(self._checks):

@@ -332,3 +332,37 @@ def test_role_checks_answer_before_policies(server: Server, client: httpx.Client
     r = client.get(f"{tenant.url}/v1/channels/c1/messages", headers=bearer(ann))
     assert r.status_code == 403 and r.json()["error"]["details"]["rule"] == "not_a_member", r.text
     assert post(client, tenant, ann, "nowhere").status_code == 404
+
+
+def test_presence_watches_and_history_replays_are_judged_by_policy(
+    server: Server, client: httpx.Client, tenant: Tenant
+) -> None:
+    bob = user(client, tenant, "bob")
+    user(client, tenant, "ann")
+    channel(client, tenant, "c1", ["bob"])
+    assert post(client, tenant, bob, "c1", "before").status_code == 201
+
+    async def scenario() -> None:
+        async with ws_connect(server, bob) as ws:
+            # a presence watch allowed now is ended by a new read_presence policy
+            await ws.send(json.dumps({"type": "subscribe_presence", "user_ids": ["ann"]}))
+            assert (await frame_of(ws, "presence"))["user_id"] == "ann"
+            await asyncio.to_thread(set_policy, client, tenant, "no-presence", actions=["read_presence"])
+            error = await frame_of(ws, "error")
+            assert (error["code"], error["policy_id"]) == ("policy_denied", "no-presence")
+            assert "channel_id" not in error
+            # a new watch is refused, as GET /v1/presence is; the socket stays open
+            await ws.send(json.dumps({"type": "subscribe_presence", "user_ids": ["bob", "ann"]}))
+            error = await recv(ws)
+            assert (error["type"], error["code"], error["policy_id"]) == ("error", "policy_denied", "no-presence")
+            # a history replay is a read of the messages: refused by a read_messages policy
+            await asyncio.to_thread(set_policy, client, tenant, "no-history", actions=["read_messages"])
+            await ws.send(json.dumps({"type": "subscribe", "channel_id": "c1", "since_seq": 0}))
+            error = await recv(ws)
+            assert (error["code"], error["channel_id"], error["policy_id"]) == ("policy_denied", "c1", "no-history")
+            await ws.send(json.dumps({"type": "ping"}))
+            assert (await recv(ws))["type"] == "pong"  # no presence or event frame came meanwhile
+
+    asyncio.run(scenario())
+    r = client.get(f"{tenant.url}/v1/presence?user_ids=ann", headers=bearer(bob))
+    assert_denied(r, "no-presence")
