@@ -366,3 +366,33 @@ def test_presence_watches_and_history_replays_are_judged_by_policy(
     asyncio.run(scenario())
     r = client.get(f"{tenant.url}/v1/presence?user_ids=ann", headers=bearer(bob))
     assert_denied(r, "no-presence")
+
+
+def test_device_lists_and_bundles_are_judged_by_policy(server: Server, client: httpx.Client, tenant: Tenant) -> None:
+    from tests.e2e_keys import Device
+
+    ann = user(client, tenant, "ann", {"suspended": True})
+    bob = user(client, tenant, "bob", {"private": True})
+    r = client.put(f"{tenant.url}/v1/users/bob/devices/phone", json=Device().bundle(prekeys=3), headers=bearer(bob))
+    assert r.status_code == 201, r.text
+    devices, bundle, bundles = "/v1/users/bob/devices", "/v1/users/bob/devices/phone/bundle", "/v1/users/bob/bundles"
+    assert client.get(f"{tenant.url}{devices}", headers=bearer(ann)).status_code == 200
+    # the actions are named: a policy on the user whose devices they are (target)
+    private = {"eq": ["target.metadata.private", True]}
+    set_policy(client, tenant, "private-devices", actions=["list_devices", "claim_prekeys"], condition=private)
+    assert_denied(client.get(f"{tenant.url}{devices}", headers=bearer(ann)), "private-devices")
+    assert_denied(client.post(f"{tenant.url}{bundle}", headers=bearer(ann)), "private-devices")
+    assert_denied(client.post(f"{tenant.url}{bundles}", headers=bearer(ann)), "private-devices")
+    assert_denied(client.get(f"{tenant.url}{devices}", headers=tenant.headers()), "private-devices")
+    client.delete(f"{tenant.url}/v1/policies/private-devices", headers=tenant.headers())
+    # a suspended user can do nothing: not even list devices or fetch bundles (of a user with none too)
+    set_policy(client, tenant, "suspended", actions=["*"], condition={"eq": ["user.metadata.suspended", True]})
+    assert_denied(client.get(f"{tenant.url}{devices}", headers=bearer(ann)), "suspended")
+    assert_denied(client.post(f"{tenant.url}{bundles}", headers=bearer(ann)), "suspended")
+    assert_denied(client.post(f"{tenant.url}/v1/users/ann/bundles", headers=bearer(ann)), "suspended")
+    r = client.get(f"{tenant.url}{devices}", headers=bearer(bob))
+    assert r.status_code == 200 and r.json()["devices"][0]["one_time_prekeys_left"] == 3  # none was handed out
+    # the audit trail is a read of the tenant's events, refused like GET /v1/events
+    set_policy(client, tenant, "no-exports", actions=["read_events", "read_audit"],
+               condition={"eq": ["principal.kind", "tenant"]})  # fmt: skip
+    assert_denied(client.get(f"{tenant.url}/v1/audit", headers=tenant.headers()), "no-exports")
