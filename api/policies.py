@@ -24,7 +24,7 @@ from commands.policies import PolicyGate
 from commands.service import CommandEnvelope
 from domain import errors, policy, tenant
 from domain.channel import ChannelState
-from domain.events import Event, stream_name
+from domain.events import Event, StreamId, stream_name
 
 if TYPE_CHECKING:
     from api.socket_watch import SocketWatch
@@ -128,10 +128,44 @@ async def get_policy(request: Request) -> Response:
     return json(found.document())
 
 
+# What a change re-judges: ``None`` every open subscription and presence watch of the tenant's
+# sockets (its policies changed); else, by user, ``None`` all of that user's (their metadata
+# changed) or the channels whose subscriptions to judge again (their role there changed).
+Scope = dict[str, set[str] | None] | None
+POLICY_EVENTS = frozenset({"PolicySet", "PolicyDeleted"})
+USER_EVENTS = frozenset({"UserRegistered", "UserUpdated", "UserErased"})  # ``user.metadata``
+ROLE_EVENTS = frozenset({"MemberRoleChanged"})  # ``user.role``
+
+
+def _widen(scopes: dict[str, Scope], event: Event) -> None:
+    """Add what ``event`` changes of the attributes policies read to ``scopes``, by tenant."""
+    tenant_id, kind = event.tenant_id, event.type
+    if kind in POLICY_EVENTS:
+        scopes[tenant_id] = None
+        return
+    if tenant_id in scopes and scopes[tenant_id] is None:
+        return
+    users = scopes.setdefault(tenant_id, {})
+    assert users is not None
+    if kind in USER_EVENTS:
+        users[StreamId.parse(event.stream).id] = None
+    else:
+        user_id = str(event.payload.get("user_id"))
+        channels = users.setdefault(user_id, set())
+        if channels is not None:
+            channels.add(StreamId.parse(event.stream).id)
+
+
 class PolicyWatch:
-    """A log listener: when a tenant's policies change, its open subscriptions are judged
-    again (action ``subscribe``), and those now refused end with a ``policy_denied`` error frame
-    naming the channel and the policy (the socket stays open)."""
+    """A log listener: an open subscription (action ``subscribe``) or presence watch
+    (``read_presence``) is judged again when what decides it changes: the tenant's policies
+    (every socket of the tenant), the user's metadata (``UserRegistered``, ``UserUpdated``,
+    ``UserErased``: that user's sockets), the user's role in a channel (``MemberRoleChanged``:
+    that user's subscriptions of that channel). One refused now ends with a ``policy_denied``
+    error frame naming the channel (none for presence) and the policy; the socket stays open.
+    A channel's attributes (id, kind, e2e, name) never change once it is created."""
+
+    WATCHED = POLICY_EVENTS | USER_EVENTS | ROLE_EVENTS
 
     def __init__(self, sockets: SocketWatch, gate: PolicyGate) -> None:
         self.sockets = sockets
@@ -139,18 +173,30 @@ class PolicyWatch:
         self._checks: set[asyncio.Task[None]] = set()
 
     def on_events(self, events: Sequence[Event]) -> None:
-        changed = {e.tenant_id for e in events if e.type in ("PolicySet", "PolicyDeleted")}
-        for tenant_id in changed:
+        scopes: dict[str, Scope] = {}
+        watched = self.WATCHED
+        for event in events:
+            if event.type in watched:
+                _widen(scopes, event)
+        for tenant_id, scope in scopes.items():
             if self.sockets.sessions(tenant_id):
-                task = asyncio.get_running_loop().create_task(self._recheck(tenant_id))
+                task = asyncio.get_running_loop().create_task(self._recheck(tenant_id, scope))
                 self._checks.add(task)
                 task.add_done_callback(self._checks.discard)
 
-    async def _recheck(self, tenant_id: str) -> None:
+    async def _recheck(self, tenant_id: str, scope: Scope = None) -> None:
         for session in self.sockets.sessions(tenant_id):
-            for cid in list(session.subs):
+            if scope is None:
+                channels, presence = list(session.subs), True
+            elif session.who.user_id in scope:
+                only = scope[session.who.user_id]
+                channels = list(session.subs) if only is None else [c for c in only if c in session.subs]
+                presence = only is None
+            else:
+                continue
+            for cid in channels:
                 await self._judge(session, "subscribe", cid)
-            if session.watching:
+            if presence and session.watching:
                 await self._judge(session, "read_presence", None)
 
     async def _judge(self, session: Session, action: str, cid: str | None) -> None:

@@ -396,3 +396,55 @@ def test_device_lists_and_bundles_are_judged_by_policy(server: Server, client: h
     set_policy(client, tenant, "no-exports", actions=["read_events", "read_audit"],
                condition={"eq": ["principal.kind", "tenant"]})  # fmt: skip
     assert_denied(client.get(f"{tenant.url}/v1/audit", headers=tenant.headers()), "no-exports")
+
+
+def test_open_subscriptions_are_judged_again_when_the_attributes_change(
+    server: Server, client: httpx.Client, tenant: Tenant
+) -> None:
+    alice = user(client, tenant, "alice")
+    bob = user(client, tenant, "bob", {"suspended": False})
+    channel(client, tenant, "g", ["alice", "bob"])
+    channel(client, tenant, "staff", ["alice", "bob"])
+    r = client.post(f"{tenant.url}/v1/channels/staff/members", json={"user_id": "bob", "role": "admin"},
+                    headers=tenant.headers())  # fmt: skip
+    assert r.status_code in (200, 201), r.text
+    # docs/abac.md's example, and a policy on the role in the channel
+    set_policy(client, tenant, "suspended", actions=["*"], condition={"eq": ["user.metadata.suspended", True]})
+    set_policy(client, tenant, "staff-admins", actions=["subscribe"],
+               condition={"all": [{"eq": ["channel.id", "staff"]}, {"eq": ["user.role", "member"]}]})  # fmt: skip
+
+    async def scenario() -> None:
+        async with ws_connect(server, bob) as ws, ws_connect(server, alice) as watcher:
+            for cid in ("g", "staff"):
+                await ws.send(json.dumps({"type": "subscribe", "channel_id": cid}))
+                assert (await frame_of(ws, "subscribed"))["channel_id"] == cid
+            await ws.send(json.dumps({"type": "subscribe_presence", "user_ids": ["alice"]}))
+            await frame_of(ws, "presence")
+            await watcher.send(json.dumps({"type": "subscribe", "channel_id": "g"}))
+            await frame_of(watcher, "subscribed")
+            # bob is made a member of staff, no longer an admin: that subscription ends, g's stays
+            r = await asyncio.to_thread(
+                client.post, f"{tenant.url}/v1/channels/staff/members", json={"user_id": "bob", "role": "member"},
+                headers=tenant.headers(),
+            )  # fmt: skip
+            assert r.status_code in (200, 201), r.text
+            error = await frame_of(ws, "error")
+            assert (error["code"], error["channel_id"]) == ("policy_denied", "staff")
+            assert error["policy_id"] == "staff-admins"
+            # bob is suspended (his metadata changes): his open subscription of g and his presence watch end
+            r = await asyncio.to_thread(
+                client.put, f"{tenant.url}/v1/users/bob", json={"name": "bob", "metadata": {"suspended": True}},
+                headers=tenant.headers(),
+            )  # fmt: skip
+            assert r.status_code == 200, r.text
+            ended = [await frame_of(ws, "error"), await frame_of(ws, "error")]
+            assert {(e["code"], e.get("channel_id"), e["policy_id"]) for e in ended} == {
+                ("policy_denied", "g", "suspended"), ("policy_denied", None, "suspended"),
+            }  # fmt: skip
+            # alice's next post reaches her own socket, not bob's
+            assert (await asyncio.to_thread(post, client, tenant, alice, "g", "after")).status_code == 201
+            assert (await frame_of(watcher, "event"))["event"]["payload"]["text"] == "after"
+            await ws.send(json.dumps({"type": "ping"}))
+            assert (await recv(ws))["type"] == "pong"  # no event frame came before it
+
+    asyncio.run(scenario())
