@@ -163,14 +163,41 @@ class PolicyWatch:
     ``UserErased``: that user's sockets), the user's role in a channel (``MemberRoleChanged``:
     that user's subscriptions of that channel). One refused now ends with a ``policy_denied``
     error frame naming the channel (none for presence) and the policy; the socket stays open.
-    A channel's attributes (id, kind, e2e, name) never change once it is created."""
+    A channel's attributes (id, kind, e2e, name) never change once it is created.
+
+    Time passes without an event: at each multiple of ``every`` seconds of UTC (a minute by
+    default, when ``time.hour``/``minute``/``weekday``/``date`` change), the open subscriptions
+    and presence watches of the tenants with a policy of ``subscribe`` or ``read_presence`` that
+    reads ``time.*`` are judged again."""
 
     WATCHED = POLICY_EVENTS | USER_EVENTS | ROLE_EVENTS
+    TIMED = ("subscribe", "read_presence")  # what the timer judges again
 
-    def __init__(self, sockets: SocketWatch, gate: PolicyGate) -> None:
+    def __init__(self, sockets: SocketWatch, gate: PolicyGate, *, every: float = 60.0) -> None:
         self.sockets = sockets
         self.gate = gate
+        self.every = every
         self._checks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._timer = asyncio.get_running_loop().create_task(self._ticks())
+
+    async def _ticks(self) -> None:
+        while True:
+            now = self.gate.clock().timestamp()
+            await asyncio.sleep(self.every - now % self.every + 0.001)  # just after the next multiple
+            for tenant_id in self.sockets.tenants():
+                try:
+                    if await self._timed(tenant_id):
+                        await self._recheck(tenant_id)
+                except Exception:  # a read that failed: the next tick judges it again
+                    log.exception("policy_timer_failed", tenant_id=tenant_id)
+
+    async def _timed(self, tenant_id: str) -> bool:
+        """Whether a policy of the tenant on an open subscription or presence watch reads the time."""
+        state = await self.gate.commands.tenant(tenant_id)
+        return any("time" in p.roots and any(p.applies_to(a) for a in self.TIMED) for p in state.ordered_policies)
 
     def on_events(self, events: Sequence[Event]) -> None:
         scopes: dict[str, Scope] = {}
@@ -198,6 +225,7 @@ class PolicyWatch:
                 await self._judge(session, "subscribe", cid)
             if presence and session.watching:
                 await self._judge(session, "read_presence", None)
+            await asyncio.sleep(0)  # many sockets: other work runs between them
 
     async def _judge(self, session: Session, action: str, cid: str | None) -> None:
         """Judge one open subscription (``cid``) or the presence watches (``None``) of ``session``
@@ -211,6 +239,7 @@ class PolicyWatch:
             log.exception("policy_recheck_failed", tenant_id=tenant_id, channel_id=cid, action=action)
 
     async def close(self) -> None:
-        for task in list(self._checks):
+        tasks = [*self._checks, *([self._timer] if self._timer is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._checks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

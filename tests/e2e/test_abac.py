@@ -448,3 +448,24 @@ def test_open_subscriptions_are_judged_again_when_the_attributes_change(
             assert (await recv(ws))["type"] == "pong"  # no event frame came before it
 
     asyncio.run(scenario())
+
+
+def test_a_time_condition_ends_an_open_subscription_when_its_time_comes(
+    server: Server, client: httpx.Client, tenant: Tenant
+) -> None:
+    ann = user(client, tenant, "ann")
+    channel(client, tenant, "c1", ["ann"])
+    # refused from a few seconds from now (test servers judge time conditions again every second)
+    later = (datetime.now(UTC) + timedelta(seconds=4)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    set_policy(client, tenant, "until-soon", actions=["subscribe"], condition={"ge": ["time.iso", later]})
+
+    async def scenario() -> None:
+        async with ws_connect(server, ann) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "channel_id": "c1"}))
+            first = await recv(ws)
+            if first["type"] == "subscribed":  # else the machine was too slow to subscribe in time
+                first = await frame_of(ws, "error")
+            assert (first["code"], first["channel_id"], first["policy_id"]) == ("policy_denied", "c1", "until-soon")
+            assert datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z") >= later
+
+    asyncio.run(scenario())
