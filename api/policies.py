@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import structlog
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from api import schemas
@@ -33,14 +33,14 @@ if TYPE_CHECKING:
 log = structlog.get_logger("caas.abac")
 
 
-def gate(request: Request) -> PolicyGate:
+def gate(request: HTTPConnection) -> PolicyGate:
     found = engine(request).policies
     assert found is not None  # set by Engine.__post_init__
     return found
 
 
 async def authorize(
-    request: Request,
+    request: HTTPConnection,
     who: Principal,
     action: str,
     *,
@@ -49,7 +49,8 @@ async def authorize(
     user_id: str | None = None,
     target_id: str | None = None,
 ) -> None:
-    """Raise ``policy_denied`` if the tenant's policies refuse ``action`` to ``who`` (a read)."""
+    """Raise ``policy_denied`` if the tenant's policies refuse ``action`` to ``who`` (a read, or
+    a websocket's: the console's live tail)."""
     if who.kind not in ("user", "tenant"):
         return
     await gate(request).check(

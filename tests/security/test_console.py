@@ -291,3 +291,30 @@ def test_the_tails_csrf_token_never_reaches_the_log() -> None:
     RedactTokens().filter(record)
     line = record.getMessage()
     assert "abcdef0123" not in line and "csrf=[redacted]&x=1" in line, line
+
+
+async def test_the_live_tail_is_judged_as_read_events_by_the_tenants_policies(
+    server: Server, tenant: Tenant, client: httpx.Client
+) -> None:
+    """The tail is a live GET /v1/events: a policy refusing read_events refuses it, and ends an open one."""
+    browser, session, _ = signed_in(server, tenant.api_key)
+    url = server.url.replace("http://", "ws://") + f"/console/api/tail?csrf={session['csrf_token']}"
+    headers = {"cookie": f"caas_console={browser.cookies['caas_console']}", "origin": server.url}
+    policy = {"actions": ["read_events"], "condition": {"eq": ["principal.kind", "tenant"]}}
+    with contextlib.closing(browser):
+        async with connect(url, additional_headers=headers, proxy=None, open_timeout=WAIT) as ws:
+            assert (await tail_frames(ws, 1)) == [{"type": "ready"}]
+            r = client.put(f"{server.url}/v1/policies/no-exports", json=policy, headers=tenant.headers())
+            assert r.status_code == 200, r.text
+            try:
+                while True:  # the policy's own event may come first
+                    await asyncio.wait_for(ws.recv(), WAIT)
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 1008, closed
+                assert "no-exports" in closed.rcvd.reason
+        async with connect(url, additional_headers=headers, proxy=None, open_timeout=WAIT) as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), WAIT)
+                raise AssertionError("the tail answered under a policy refusing read_events")
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 1008 and "no-exports" in closed.rcvd.reason
