@@ -14,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from api.errors import ApiError
 from api.plumbing import engine, int_param, json, principal, wait_min_position
+from api.policies import authorize
 from domain import audit as table
 from domain.base import format_time
 from projections import audit
@@ -89,6 +90,7 @@ async def _own_message(request: Request, tenant_id: str, doc: Doc) -> bool:
 
 async def get_audit(request: Request) -> Response:
     who = await principal(request, "tenant")
+    await authorize(request, who, "read_audit")
     after = int_param(request, "after") or 0
     limit = int_param(request, "limit", minimum=1, maximum=1000) or 100
     form = request.query_params.get("format", "json")

@@ -790,7 +790,7 @@ class Engine:
         )
         self.socket_watch = SocketWatch(self.auth, s.ws_stall_seconds, self.clock)
         self.notices.contacts = self.queries.contacts
-        self.policy_watch = PolicyWatch(self.socket_watch, self.policies)
+        self.policy_watch = PolicyWatch(self.socket_watch, self.policies, every=s.policy_recheck_seconds)
         self.timetravel = TimeTravel(self.log.read_stream, budget=int(s.asof_cache_mb * 2**20))
         self.limits = Limits(
             user_writes=(s.rate_user_writes_per_second, s.rate_user_writes_burst),
@@ -833,6 +833,7 @@ class Engine:
             ]
         )
         await self.presence.start(await self.backend.durable_presence())
+        self.policy_watch.start()
         await self.meter.start()
         reporter = build_reporter(self.settings)
         if self.settings.billing_sync_seconds > 0 and self.backend.syncs_in_serve and reporter is not None:

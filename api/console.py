@@ -36,12 +36,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.errors import ApiError, error_response, translate, validation_error
 from api.plumbing import CONSOLE_PRINCIPAL, engine, execute, json, limit, raw_body
+from api.policies import POLICY_EVENTS, authorize
 from api.routes import ROUTES
 from commands.auth import Principal, Unauthenticated, new_console_session, session_parts
 from commands.service import CommandEnvelope
 from domain import tenant
 from domain.base import format_time
-from domain.errors import DomainError
+from domain.errors import DomainError, PolicyDenied
 from domain.events import Event, stream_name
 from streams.frames import POLICY_VIOLATION, TRY_AGAIN_LATER
 
@@ -213,7 +214,8 @@ async def tail(ws: WebSocket) -> None:
         refuse_cross_origin(ws)
         who, credential = await session_of(ws)
         check_csrf(ws, credential, ws.query_params.get("csrf"))
-    except (ApiError, Unauthenticated) as exc:
+        await authorize(ws, who, "read_events")  # a live GET /v1/events (docs/abac.md)
+    except (ApiError, Unauthenticated, PolicyDenied) as exc:
         await ws.accept()  # then closed with the reason: a refused handshake would tell the page nothing
         await ws.close(POLICY_VIOLATION, reason=str(translate(exc).message)[:120])
         return
@@ -245,6 +247,7 @@ async def tail(ws: WebSocket) -> None:
             # re-checked on a deadline, busy or idle: steady traffic must not keep a dead session alive
             if loop.time() >= next_check or expires_at <= format_time(node.clock()):
                 await node.auth.console_session(credential, node.clock())  # signed out: Unauthenticated
+                await authorize(ws, who, "read_events")  # a policy on time.*, on the key's attributes
                 next_check = loop.time() + RECHECK_SECONDS
             try:
                 event = await asyncio.wait_for(queue.get(), max(0.0, next_check - loop.time()))
@@ -255,9 +258,11 @@ async def tail(ws: WebSocket) -> None:
                 return
             if _ends(event, session_id, who.key_id):
                 raise Unauthenticated("this console session was signed out or its key revoked; sign in again")
+            if event.type in POLICY_EVENTS:
+                await authorize(ws, who, "read_events")  # the tenant's policies changed: judged again at once
             await ws.send_text(orjson.dumps({"type": "event", "event": event.model_dump()}).decode())
-    except Unauthenticated as exc:
-        await ws.close(POLICY_VIOLATION, reason=str(exc)[:120])
+    except (Unauthenticated, PolicyDenied) as exc:
+        await ws.close(POLICY_VIOLATION, reason=str(translate(exc).message)[:120])
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

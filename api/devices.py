@@ -22,6 +22,7 @@ from api import schemas
 from api.errors import ApiError
 from api.http import _path
 from api.plumbing import body, engine, execute, idempotency, json, principal, raw_body
+from api.policies import authorize
 from commands.auth import Principal
 from commands.service import CommandEnvelope, Outcome
 from domain import devices, errors
@@ -162,6 +163,7 @@ async def list_devices(request: Request) -> Response:
     who = await principal(request, "tenant", "user")
     user_id = _path(request, "user_id")
     state = await _user(request, who, user_id)
+    await authorize(request, who, "list_devices", target_id=user_id)
     found = [
         {**_device_view(device_id, device), "one_time_prekeys_left": len(device.prekeys)}
         for device_id, device in devices.live(state.devices).items()
@@ -173,6 +175,8 @@ async def _claim(request: Request, who: Principal, user_id: str, device_ids: lis
     """Hand out one one-time prekey per device (all of the user's when ``device_ids`` is
     ``None``) and answer each device's bundle; a device with none left has ``null``."""
     state = await _user(request, who, user_id)
+    # judged here too (the command is judged again), so a refusal answers before "no devices: []"
+    await authorize(request, who, "claim_prekeys", target_id=user_id)
     claimed: dict[str, dict[str, Any]] = {}
     if device_ids is None and not devices.live(state.devices):
         return []

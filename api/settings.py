@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # a socket with frames to send that drains nothing for this long is aborted (TCP reset); also
     # the longest a closing handshake may wait on a peer that does not read
     ws_stall_seconds: float = Field(default=10.0, gt=0)
+    # open subscriptions under a policy on time.* are judged again at each multiple of this many
+    # seconds of UTC (60: as each minute starts; docs/abac.md)
+    policy_recheck_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     # billing (docs/plans.md, docs/quotas.md, docs/stripe.md)
     plans_file: Path | None = Field(default=None, description="TOML plans; the built-in free plan when unset")

@@ -47,6 +47,10 @@ class SocketWatch:
             if not sessions:
                 del self._by_tenant[session.who.tenant_id]
 
+    def tenants(self) -> list[str]:
+        """The tenants with open sockets on this node."""
+        return list(self._by_tenant)
+
     def sessions(self, tenant_id: str) -> list[Session]:
         """The tenant's open sockets on this node."""
         return list(self._by_tenant.get(tenant_id, ()))

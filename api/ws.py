@@ -264,17 +264,23 @@ class Session:
         if not self.enqueue(frame.wire()):
             self.close(TRY_AGAIN_LATER)
 
-    def policy_denied(self, cid: str, message: str, details: dict[str, Any]) -> None:
-        """A tenant policy refuses the channel to this socket (docs/abac.md): an open
-        subscription of it ends, and the error frame names the channel and the policy."""
-        self.unsubscribe(cid)
-        frame = frames.Error(code="policy_denied", message=message, channel_id=cid, policy_id=details.get("policy_id"))
+    def policy_denied(self, cid: str | None, message: str, details: dict[str, Any]) -> None:
+        """A tenant policy refuses the channel ``cid`` (``None``: the presence watches) to this
+        socket (docs/abac.md): an open subscription of it (or the presence watches) ends, and the
+        error frame names the channel (if any) and the policy."""
+        if cid is None:
+            self.unwatch_presence()
+        else:
+            self.unsubscribe(cid)
+        extra: dict[str, Any] = {"channel_id": cid} if cid is not None else {}
+        frame = frames.Error(code="policy_denied", message=message, policy_id=details.get("policy_id"), **extra)
         if not self.enqueue(frame.wire()):
             self.close(TRY_AGAIN_LATER)
 
-    async def allowed(self, cid: str, action: str) -> bool:
+    async def allowed(self, cid: str | None, action: str) -> bool:
         """Whether the tenant's policies let this socket's user do ``action`` in channel ``cid``
-        (else the socket is told, with a ``policy_denied`` error frame)."""
+        (``None``: no channel, e.g. ``read_presence``); else the socket is told, with a
+        ``policy_denied`` error frame."""
         policies = self.node.policies
         if policies is None:
             return True
@@ -424,12 +430,13 @@ class Session:
             if cid is not None and await self._member(cid) and await self.allowed(cid, "typing"):
                 self.node.presence.typing(self.who.tenant_id, cid, self.who.user_id)
         elif kind == "subscribe_presence":
-            self.watch_presence(frame)
+            await self.watch_presence(frame)
         else:
             self.error("invalid_request", f"unknown frame type {kind!r}")
 
-    def watch_presence(self, frame: dict[str, Any]) -> None:
-        """Presence frames for these users of the tenant: their status now, then changes."""
+    async def watch_presence(self, frame: dict[str, Any]) -> None:
+        """Presence frames for these users of the tenant: their status now, then changes
+        (judged by the tenant's policies as ``read_presence``, like ``GET /v1/presence``)."""
         user_ids = frame.get("user_ids")
         limit = self.node.settings.ws_max_presence_watch
         if (
@@ -439,8 +446,15 @@ class Session:
         ):
             self.error("invalid_request", f"user_ids is a list of user ids; at most {limit} per socket")
             return
+        if not await self.allowed(None, "read_presence"):
+            return
         self.watching += len(user_ids)
         self.node.presence.watch(self.who.tenant_id, list(dict.fromkeys(user_ids)), self.send_presence)
+
+    def unwatch_presence(self) -> None:
+        """End this socket's presence watches (its device notices stay)."""
+        self.node.presence.unwatch(self.send_presence)
+        self.watching = 0
 
     def send_presence(self, frame: str) -> bool:
         if not self.enqueue(frame):
@@ -481,6 +495,8 @@ class Session:
             return
         if not await self._member(cid) or not await self.allowed(cid, "subscribe"):
             return
+        if since is not None and not await self.allowed(cid, "read_messages"):
+            return  # a replay of history is a read of the channel's messages, as over HTTP
         self.unsubscribe(cid)
         state = await self.node.service.channel(self.who.tenant_id, cid)
         sub = Subscription(

@@ -68,12 +68,17 @@ QUERY_ACTIONS = (
     "mint_token",
     "typing",
     "subscribe",
+    "list_devices",
+    "read_audit",
 )
 # Never subject to a policy: the tenant can always change its policies back.
 EXEMPT_ACTIONS = frozenset({"set_policy", "delete_policy"})
 # Commands only the platform admin or CAAS itself issues: no policy ever sees them.
-_UNPOLICED = frozenset({"register_tenant", "record_presence", "disable_webhook", "channel_command", *EXEMPT_ACTIONS})
-_COMMAND_MODULES = ("domain.tenant", "domain.user", "domain.channel", "domain.webhook")
+_UNPOLICED = frozenset(
+    {"register_tenant", "record_presence", "disable_webhook", "channel_command", "shred_channel_day", *EXEMPT_ACTIONS}
+)
+_COMMAND_MODULES = ("domain.tenant", "domain.user", "domain.channel", "domain.webhook", "domain.devices",
+                    "domain.retention")  # fmt: skip
 
 COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 OPERATORS = ("all", "any", "not", *COMPARISONS, "in", "exists")

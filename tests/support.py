@@ -74,6 +74,7 @@ class Server:
             "CAAS_ADMIN_TOKEN": ADMIN,
             "CAAS_PORT": str(self.port),
             "CAAS_LOG_LEVEL": "warning",
+            "CAAS_POLICY_RECHECK_SECONDS": "1",  # time conditions on open subscriptions: every second
             **UNLIMITED,
             **WEBHOOKS,
             **self.env,

@@ -332,3 +332,140 @@ def test_role_checks_answer_before_policies(server: Server, client: httpx.Client
     r = client.get(f"{tenant.url}/v1/channels/c1/messages", headers=bearer(ann))
     assert r.status_code == 403 and r.json()["error"]["details"]["rule"] == "not_a_member", r.text
     assert post(client, tenant, ann, "nowhere").status_code == 404
+
+
+def test_presence_watches_and_history_replays_are_judged_by_policy(
+    server: Server, client: httpx.Client, tenant: Tenant
+) -> None:
+    bob = user(client, tenant, "bob")
+    user(client, tenant, "ann")
+    channel(client, tenant, "c1", ["bob"])
+    assert post(client, tenant, bob, "c1", "before").status_code == 201
+
+    async def scenario() -> None:
+        async with ws_connect(server, bob) as ws:
+            # a presence watch allowed now is ended by a new read_presence policy
+            await ws.send(json.dumps({"type": "subscribe_presence", "user_ids": ["ann"]}))
+            assert (await frame_of(ws, "presence"))["user_id"] == "ann"
+            await asyncio.to_thread(set_policy, client, tenant, "no-presence", actions=["read_presence"])
+            error = await frame_of(ws, "error")
+            assert (error["code"], error["policy_id"]) == ("policy_denied", "no-presence")
+            assert "channel_id" not in error
+            # a new watch is refused, as GET /v1/presence is; the socket stays open
+            await ws.send(json.dumps({"type": "subscribe_presence", "user_ids": ["bob", "ann"]}))
+            error = await recv(ws)
+            assert (error["type"], error["code"], error["policy_id"]) == ("error", "policy_denied", "no-presence")
+            # a history replay is a read of the messages: refused by a read_messages policy
+            await asyncio.to_thread(set_policy, client, tenant, "no-history", actions=["read_messages"])
+            await ws.send(json.dumps({"type": "subscribe", "channel_id": "c1", "since_seq": 0}))
+            error = await recv(ws)
+            assert (error["code"], error["channel_id"], error["policy_id"]) == ("policy_denied", "c1", "no-history")
+            await ws.send(json.dumps({"type": "ping"}))
+            assert (await recv(ws))["type"] == "pong"  # no presence or event frame came meanwhile
+
+    asyncio.run(scenario())
+    r = client.get(f"{tenant.url}/v1/presence?user_ids=ann", headers=bearer(bob))
+    assert_denied(r, "no-presence")
+
+
+def test_device_lists_and_bundles_are_judged_by_policy(server: Server, client: httpx.Client, tenant: Tenant) -> None:
+    from tests.e2e_keys import Device
+
+    ann = user(client, tenant, "ann", {"suspended": True})
+    bob = user(client, tenant, "bob", {"private": True})
+    r = client.put(f"{tenant.url}/v1/users/bob/devices/phone", json=Device().bundle(prekeys=3), headers=bearer(bob))
+    assert r.status_code == 201, r.text
+    devices, bundle, bundles = "/v1/users/bob/devices", "/v1/users/bob/devices/phone/bundle", "/v1/users/bob/bundles"
+    assert client.get(f"{tenant.url}{devices}", headers=bearer(ann)).status_code == 200
+    # the actions are named: a policy on the user whose devices they are (target)
+    private = {"eq": ["target.metadata.private", True]}
+    set_policy(client, tenant, "private-devices", actions=["list_devices", "claim_prekeys"], condition=private)
+    assert_denied(client.get(f"{tenant.url}{devices}", headers=bearer(ann)), "private-devices")
+    assert_denied(client.post(f"{tenant.url}{bundle}", headers=bearer(ann)), "private-devices")
+    assert_denied(client.post(f"{tenant.url}{bundles}", headers=bearer(ann)), "private-devices")
+    assert_denied(client.get(f"{tenant.url}{devices}", headers=tenant.headers()), "private-devices")
+    client.delete(f"{tenant.url}/v1/policies/private-devices", headers=tenant.headers())
+    # a suspended user can do nothing: not even list devices or fetch bundles (of a user with none too)
+    set_policy(client, tenant, "suspended", actions=["*"], condition={"eq": ["user.metadata.suspended", True]})
+    assert_denied(client.get(f"{tenant.url}{devices}", headers=bearer(ann)), "suspended")
+    assert_denied(client.post(f"{tenant.url}{bundles}", headers=bearer(ann)), "suspended")
+    assert_denied(client.post(f"{tenant.url}/v1/users/ann/bundles", headers=bearer(ann)), "suspended")
+    r = client.get(f"{tenant.url}{devices}", headers=bearer(bob))
+    assert r.status_code == 200 and r.json()["devices"][0]["one_time_prekeys_left"] == 3  # none was handed out
+    # the audit trail is a read of the tenant's events, refused like GET /v1/events
+    set_policy(client, tenant, "no-exports", actions=["read_events", "read_audit"],
+               condition={"eq": ["principal.kind", "tenant"]})  # fmt: skip
+    assert_denied(client.get(f"{tenant.url}/v1/audit", headers=tenant.headers()), "no-exports")
+
+
+def test_open_subscriptions_are_judged_again_when_the_attributes_change(
+    server: Server, client: httpx.Client, tenant: Tenant
+) -> None:
+    alice = user(client, tenant, "alice")
+    bob = user(client, tenant, "bob", {"suspended": False})
+    channel(client, tenant, "g", ["alice", "bob"])
+    channel(client, tenant, "staff", ["alice", "bob"])
+    r = client.post(f"{tenant.url}/v1/channels/staff/members", json={"user_id": "bob", "role": "admin"},
+                    headers=tenant.headers())  # fmt: skip
+    assert r.status_code in (200, 201), r.text
+    # docs/abac.md's example, and a policy on the role in the channel
+    set_policy(client, tenant, "suspended", actions=["*"], condition={"eq": ["user.metadata.suspended", True]})
+    set_policy(client, tenant, "staff-admins", actions=["subscribe"],
+               condition={"all": [{"eq": ["channel.id", "staff"]}, {"eq": ["user.role", "member"]}]})  # fmt: skip
+
+    async def scenario() -> None:
+        async with ws_connect(server, bob) as ws, ws_connect(server, alice) as watcher:
+            for cid in ("g", "staff"):
+                await ws.send(json.dumps({"type": "subscribe", "channel_id": cid}))
+                assert (await frame_of(ws, "subscribed"))["channel_id"] == cid
+            await ws.send(json.dumps({"type": "subscribe_presence", "user_ids": ["alice"]}))
+            await frame_of(ws, "presence")
+            await watcher.send(json.dumps({"type": "subscribe", "channel_id": "g"}))
+            await frame_of(watcher, "subscribed")
+            # bob is made a member of staff, no longer an admin: that subscription ends, g's stays
+            r = await asyncio.to_thread(
+                client.post, f"{tenant.url}/v1/channels/staff/members", json={"user_id": "bob", "role": "member"},
+                headers=tenant.headers(),
+            )  # fmt: skip
+            assert r.status_code in (200, 201), r.text
+            error = await frame_of(ws, "error")
+            assert (error["code"], error["channel_id"]) == ("policy_denied", "staff")
+            assert error["policy_id"] == "staff-admins"
+            # bob is suspended (his metadata changes): his open subscription of g and his presence watch end
+            r = await asyncio.to_thread(
+                client.put, f"{tenant.url}/v1/users/bob", json={"name": "bob", "metadata": {"suspended": True}},
+                headers=tenant.headers(),
+            )  # fmt: skip
+            assert r.status_code == 200, r.text
+            ended = [await frame_of(ws, "error"), await frame_of(ws, "error")]
+            assert {(e["code"], e.get("channel_id"), e["policy_id"]) for e in ended} == {
+                ("policy_denied", "g", "suspended"), ("policy_denied", None, "suspended"),
+            }  # fmt: skip
+            # alice's next post reaches her own socket, not bob's
+            assert (await asyncio.to_thread(post, client, tenant, alice, "g", "after")).status_code == 201
+            assert (await frame_of(watcher, "event"))["event"]["payload"]["text"] == "after"
+            await ws.send(json.dumps({"type": "ping"}))
+            assert (await recv(ws))["type"] == "pong"  # no event frame came before it
+
+    asyncio.run(scenario())
+
+
+def test_a_time_condition_ends_an_open_subscription_when_its_time_comes(
+    server: Server, client: httpx.Client, tenant: Tenant
+) -> None:
+    ann = user(client, tenant, "ann")
+    channel(client, tenant, "c1", ["ann"])
+    # refused from a few seconds from now (test servers judge time conditions again every second)
+    later = (datetime.now(UTC) + timedelta(seconds=4)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    set_policy(client, tenant, "until-soon", actions=["subscribe"], condition={"ge": ["time.iso", later]})
+
+    async def scenario() -> None:
+        async with ws_connect(server, ann) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "channel_id": "c1"}))
+            first = await recv(ws)
+            if first["type"] == "subscribed":  # else the machine was too slow to subscribe in time
+                first = await frame_of(ws, "error")
+            assert (first["code"], first["channel_id"], first["policy_id"]) == ("policy_denied", "c1", "until-soon")
+            assert datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z") >= later
+
+    asyncio.run(scenario())

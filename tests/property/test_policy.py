@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from api.policies import PolicyWatch
 from domain import errors, policy, tenant
 from domain.base import Unchanged
 from domain.events import EVENT_TYPES, DomainEvent, PolicyDeleted, PolicySet
@@ -259,3 +260,60 @@ def test_policy_history_replays_to_the_same_policies_and_repeats_record_nothing(
         tenant.evolve(replayed, from_log(event))
     assert replayed.policies == state.policies
     assert [p.policy_id for p in replayed.ordered_policies] == sorted(state.policies)
+
+
+# --- what a batch of events re-judges on open sockets (api/policies.py PolicyWatch) -------
+_KINDS = ["PolicySet", "PolicyDeleted", "UserRegistered", "UserUpdated", "UserErased", "MemberRoleChanged",
+          "MessagePosted", "MemberAdded"]  # fmt: skip
+
+
+@st.composite
+def _watched_events(draw: st.DrawFn) -> list[Any]:
+    from domain.events import Event
+
+    found = []
+    for i in range(draw(st.integers(0, 12))):
+        kind = draw(st.sampled_from(_KINDS))
+        tenant_id = draw(st.sampled_from(["t1", "t2"]))
+        who = draw(st.sampled_from(["u1", "u2"]))
+        cid = draw(st.sampled_from(["c1", "c2"]))
+        stream = (
+            f"user:{who}"
+            if kind.startswith("User")
+            else f"tenant:{tenant_id}"
+            if "Policy" in kind
+            else f"channel:{cid}"
+        )
+        envelope = {"event_id": str(i), "seq": i + 1, "position": i + 1, "schema_version": 1,
+                    "occurred_at": "2026-01-01T00:00:00.000Z"}  # fmt: skip
+        found.append(Event(tenant_id=tenant_id, stream=stream, type=kind, payload={"user_id": who}, **envelope))
+    return found
+
+
+@SETTINGS
+@given(_watched_events())
+def test_a_batch_rejudges_what_its_events_change_and_nothing_else(events: list[Any]) -> None:
+    """A policy change re-judges the whole tenant; a user's metadata all of that user's sockets;
+    a role change that user's subscription of that channel; any other event nothing."""
+    from api.policies import Scope, _widen
+
+    scopes: dict[str, Scope] = {}
+    for event in events:
+        if event.type in PolicyWatch.WATCHED:
+            _widen(scopes, event)
+    for tenant_id in ("t1", "t2"):
+        mine = [e for e in events if e.tenant_id == tenant_id]
+        if any(e.type in ("PolicySet", "PolicyDeleted") for e in mine):
+            assert scopes[tenant_id] is None
+            continue
+        expected: dict[str, set[str] | None] = {}
+        for e in mine:
+            if e.type.startswith("User"):
+                expected[e.stream.split(":")[1]] = None
+        for e in mine:
+            user_id = e.payload["user_id"]
+            if e.type == "MemberRoleChanged" and expected.get(user_id, set()) is not None:
+                channels = expected.setdefault(user_id, set())
+                assert channels is not None
+                channels.add(e.stream.split(":")[1])
+        assert scopes.get(tenant_id, {}) == expected

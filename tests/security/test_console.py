@@ -28,6 +28,13 @@ def signed_in(server: Server, key: str) -> tuple[httpx.Client, dict[str, Any], h
     return client, r.json(), r
 
 
+def tail_of(server: Server, key: str) -> tuple[httpx.Client, dict[str, Any], str, dict[str, str]]:
+    """A browser signed in with ``key``, its session, the live tail's URL, the headers it sends."""
+    browser, session, _ = signed_in(server, key)
+    url = server.url.replace("http://", "ws://") + f"/console/api/tail?csrf={session['csrf_token']}"
+    return browser, session, url, {"cookie": f"caas_console={browser.cookies['caas_console']}", "origin": server.url}
+
+
 def error(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, f"{r.status_code} {r.text}"
     detail: dict[str, Any] = r.json()["error"]
@@ -194,9 +201,7 @@ async def test_the_live_tail_streams_the_tenants_events_and_nothing_else(
     server: Server, tenant: Tenant, client: httpx.Client
 ) -> None:
     other = new_tenant(client, server.url, name="other")
-    browser, session, _ = signed_in(server, tenant.api_key)
-    url = server.url.replace("http://", "ws://") + f"/console/api/tail?csrf={session['csrf_token']}"
-    headers = {"cookie": f"caas_console={browser.cookies['caas_console']}", "origin": server.url}
+    browser, session, url, headers = tail_of(server, tenant.api_key)
     with contextlib.closing(browser):
         async with connect(url, additional_headers=headers, proxy=None, open_timeout=WAIT) as ws:
             assert (await tail_frames(ws, 1)) == [{"type": "ready"}]
@@ -243,9 +248,7 @@ async def test_the_live_tail_closes_after_sign_out_while_events_keep_flowing(
     server: Server, tenant: Tenant, client: httpx.Client
 ) -> None:
     """A busy tenant's tail must not outlive its session: steady traffic never lets it go idle."""
-    browser, session, _ = signed_in(server, tenant.api_key)
-    url = server.url.replace("http://", "ws://") + f"/console/api/tail?csrf={session['csrf_token']}"
-    headers = {"cookie": f"caas_console={browser.cookies['caas_console']}", "origin": server.url}
+    browser, session, url, headers = tail_of(server, tenant.api_key)
     stop = asyncio.Event()
 
     def write(n: int) -> None:
@@ -291,3 +294,28 @@ def test_the_tails_csrf_token_never_reaches_the_log() -> None:
     RedactTokens().filter(record)
     line = record.getMessage()
     assert "abcdef0123" not in line and "csrf=[redacted]&x=1" in line, line
+
+
+async def test_the_live_tail_is_judged_as_read_events_by_the_tenants_policies(
+    server: Server, tenant: Tenant, client: httpx.Client
+) -> None:
+    """The tail is a live GET /v1/events: a policy refusing read_events refuses it, and ends an open one."""
+    browser, _, url, headers = tail_of(server, tenant.api_key)
+    policy = {"actions": ["read_events"], "condition": {"eq": ["principal.kind", "tenant"]}}
+    with contextlib.closing(browser):
+        async with connect(url, additional_headers=headers, proxy=None, open_timeout=WAIT) as ws:
+            assert (await tail_frames(ws, 1)) == [{"type": "ready"}]
+            r = client.put(f"{server.url}/v1/policies/no-exports", json=policy, headers=tenant.headers())
+            assert r.status_code == 200, r.text
+            try:
+                while True:  # the policy's own event may come first
+                    await asyncio.wait_for(ws.recv(), WAIT)
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 1008, closed
+                assert "no-exports" in closed.rcvd.reason
+        async with connect(url, additional_headers=headers, proxy=None, open_timeout=WAIT) as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), WAIT)
+                raise AssertionError("the tail answered under a policy refusing read_events")
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 1008 and "no-exports" in closed.rcvd.reason
