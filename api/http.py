@@ -253,6 +253,7 @@ async def erase_user(request: Request) -> Response:
     await node.backend.wait_for(outcome.last.position, node.settings.query_wait_seconds)
     for collection, field, erased in ERASURES:
         await node.store.erase(collection, who.tenant_id, field, user_id, erased)
+    node.timetravel.forget(who.tenant_id)  # what it folded before the key was destroyed
     return written(outcome, user_id=user_id)
 
 

@@ -158,12 +158,34 @@ async def history(ws_url: str, chat: Chat) -> list[dict[str, Any]]:
         return [f["event"] for f in frames]
 
 
+def as_of(client: httpx.Client, chat: Chat, position: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """general's messages and the channel itself as of ``position`` (time travel, the tenant key)."""
+    params = {**head(chat), "as_of": f"pos:{position}", "limit": 100}
+    page = ok(client.get(f"{chat.url}/v1/channels/general/messages", params=params, headers=chat.tenant.headers()))
+    params.pop("limit")
+    channel = ok(client.get(f"{chat.url}/v1/channels/general", params=params, headers=chat.tenant.headers()))
+    return page["messages"], channel
+
+
+def alices_texts_as_of(client: httpx.Client, chat: Chat) -> list[str]:
+    """alice's texts in general as of the position of her last post (before her erasure)."""
+    position = chat.acks[2]["position"]
+    messages, channel = as_of(client, chat, position)
+    last = channel.get("last_message") or {}
+    return [m["text"] for m in messages if m["author_id"] == "alice"] + (
+        [last["text"]] if last.get("author_id") == "alice" else []
+    )
+
+
 def erase_and_check(client: httpx.Client, ws_url: str, chat: Chat) -> None:
-    """Erase alice while bob watches general: bob is told, and every read, and general's history
-    replayed over a websocket, show alice erased."""
+    """Erase alice while bob watches general: bob is told, and every read, general's past
+    (``as_of``, asked before the erasure too) and general's history replayed over a websocket,
+    show alice erased."""
+    assert any(alices_texts_as_of(client, chat))  # the node now holds general's past, alice's texts in it
     frame = asyncio.run(watch_erasure(ws_url, chat, lambda: erase(client, chat)))
     assert frame == {"type": "user_erased", "user_id": "alice"}
     check_reads(client, chat)
+    assert not any(alices_texts_as_of(client, chat)), "time travel still shows alice's texts"
     replayed = asyncio.run(history(ws_url, chat))
     mine = [e for e in replayed if e["payload"].get("author_id") == "alice"]
     assert len(mine) == 4 and all(e["payload"]["text"] == "" for e in mine), mine
