@@ -5,7 +5,7 @@ of the payload and sealed in one XChaCha20-Poly1305 box, ``"sealed": {"keys": [.
 b64(nonce ‖ ciphertext)}``, whose additional data is the tenant and the event id:
 
 - a user's name and metadata (``UserRegistered``, ``UserUpdated``) under ``user:<uid>``;
-- a message's text and attachments (``MessagePosted``, ``MessageEdited``) under a key derived
+- a message's text, attachments and mentions (``MessagePosted``, ``MessageEdited``) under a key derived
   from the author's key *and* the key of the channel's UTC day (:func:`content_key`), so that
   destroying either one shreds it.
 
@@ -52,7 +52,8 @@ from domain.events import Event, upcast, with_payload
 PERSONAL: dict[str, dict[str, Any]] = {
     "UserRegistered": {"name": "", "metadata": {}},
     "UserUpdated": {"name": "", "metadata": {}},
-    "MessagePosted": {"text": "", "attachments": []},
+    # mentions are whatever followed an "@" in the text (any word, an e-mail address): sealed with it
+    "MessagePosted": {"text": "", "attachments": [], "mentions": []},
     "MessageEdited": {"text": ""},
 }
 SEALED = "sealed"
@@ -60,7 +61,7 @@ ERASED = "erased"
 # commands that carry them on their way to a decider (the Kafka backend's command topic)
 COMMANDS: dict[str, dict[str, Any]] = {
     "RegisterUser": PERSONAL["UserRegistered"],
-    "PostMessage": PERSONAL["MessagePosted"],
+    "PostMessage": {"text": "", "attachments": []},
     "EditMessage": PERSONAL["MessageEdited"],
 }
 

@@ -61,8 +61,10 @@ def fill(client: httpx.Client, url: str) -> Chat:
     ok(client.post(f"{url}/v1/channels", json={"channel_id": "general", "name": "General", "members": ["bob"]},
                    headers=a))  # fmt: skip
     messages = "/v1/channels/general/messages"
+    mentioned = f"diagnosis{run}"  # any word after an "@" is a mention, and says as much as the text
+    chat.alice.append(mentioned)
     for i in range(3):
-        text = f"alice says secret {i} {run}"
+        text = f"alice says secret {i} {run}" + (f" to @bob: @{mentioned}" if i == 1 else "")
         chat.alice.append(text)
         body: dict[str, Any] = {"text": text}
         if i == 0:
@@ -110,6 +112,7 @@ def check_reads(client: httpx.Client, chat: Chat) -> None:
         by_author.setdefault(message["author_id"], []).append(message)
     assert len(by_author["alice"]) == 3
     assert all(m["text"] == "" and m["attachments"] == [] and m["erased"] is True for m in by_author["alice"])
+    assert all(m["mentions"] == [] for m in by_author["alice"])
     assert chat.bob[1] in {m["text"] for m in by_author["bob"]}
     assert not any(m.get("erased") for m in by_author["bob"])
     events = ok(client.get(f"{url}/v1/events", params={**wait, "limit": 1000}, headers=headers))["events"]
