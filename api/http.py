@@ -31,7 +31,7 @@ from api.plumbing import (
     written,
 )
 from api.policies import authorize
-from commands.auth import Principal, new_api_key
+from commands.auth import Principal, erased_user, new_api_key
 from commands.keys import user_key_id
 from commands.ports import Idempotency
 from commands.quotas import Adds
@@ -266,6 +266,12 @@ async def _require_users(request: Request, tenant_id: str, user_ids: list[str]) 
         )
 
 
+async def _not_erased(request: Request, tenant_id: str, user_id: str) -> None:
+    """Refuse a token for, or a command as, an erased user: ``410 user_erased`` (docs/erasure.md)."""
+    if (await engine(request).service.user(tenant_id, user_id)).erased_seq:
+        raise erased_user(user_id)
+
+
 async def create_token(request: Request) -> Response:
     who = await principal(request, "tenant")
     user_id = _path(request, "user_id")
@@ -278,6 +284,7 @@ async def create_token(request: Request) -> Response:
     if ttl > settings.max_token_ttl_seconds:
         raise ApiError("invalid_request", f"ttl_seconds is at most {settings.max_token_ttl_seconds}")
     await _require_users(request, who.tenant_id, [user_id])
+    await _not_erased(request, who.tenant_id, user_id)
     await authorize(request, who, "mint_token", target_id=user_id)
     meter_write(request)
     token, expires = await engine(request).auth.mint(who.tenant_id, user_id, engine(request).clock(), ttl)
@@ -320,8 +327,11 @@ async def _channel_command(
     request: Request, who: Principal, cid: str, command: ch.ChannelCommand, raw: bytes = b""
 ) -> Response:
     meters = _metered(command)
+    writer = _writer(command)
+    if who.kind == "tenant" and writer is not None:  # a user token's user was checked when it authenticated
+        await _not_erased(request, who.tenant_id, writer)
     if refusable(request):  # removals are never refused, not even by the gauges
-        user, stored = _writer(command), _stored(request, who, cid, command)
+        user, stored = writer, _stored(request, who, cid, command)
         if meters or user is not None or stored is not None:
             await admit(request, who.tenant_id, meters, user=user, stored=stored)
     outcome = await execute(

@@ -4,6 +4,7 @@ a user with a name, metadata and messages, erased; and the server-blind scan of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Iterable
@@ -15,6 +16,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import MongoClient
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.support import Server, Tenant, bearer, new_tenant
 
@@ -123,7 +125,10 @@ def check_events(events: list[dict[str, Any]], chat: Chat) -> None:
     """The log as the API, replay or export shows it: alice's personal fields erased, bob's kept."""
     alice = [e for e in events if e["stream"] == "user:alice" and e["type"] in ("UserRegistered", "UserUpdated")]
     assert len(alice) == 2 and all(e["payload"]["name"] == "" and e["payload"]["erased"] for e in alice), alice
-    assert [e["type"] for e in events if e["stream"] == "user:alice"][-1] == "UserErased"
+    # (her socket, closed by the erasure, may record her going offline after it)
+    assert [e["type"] for e in events if e["stream"] == "user:alice" and e["type"] != "PresenceChanged"][-1] == (
+        "UserErased"
+    )
     posted = [e for e in events if e["type"] in ("MessagePosted", "MessageEdited")]
     mine = [e for e in posted if e["payload"].get("author_id") == "alice"]
     assert len(mine) == 4 and all(e["payload"]["text"] == "" and e["payload"]["erased"] for e in mine), mine
@@ -134,16 +139,51 @@ def check_events(events: list[dict[str, Any]], chat: Chat) -> None:
 
 
 async def watch_erasure(ws_url: str, chat: Chat, erase_now: Any) -> dict[str, Any]:
-    """Subscribe bob to general, erase alice, and return the frame that tells bob."""
-    async with connect(f"{ws_url}?token={chat.tokens['bob']}", proxy=None, open_timeout=20) as ws:
-        await ws.send(json.dumps({"type": "subscribe", "channel_id": "general"}))
-        while json.loads(await asyncio.wait_for(ws.recv(), 20))["type"] != "subscribed":
-            pass
+    """Subscribe bob and alice to general, erase alice, and return the frame that tells bob;
+    alice's socket is closed (and a new one refused): an erased user can do nothing."""
+    async with (
+        connect(f"{ws_url}?token={chat.tokens['bob']}", proxy=None, open_timeout=20) as ws,
+        connect(f"{ws_url}?token={chat.tokens['alice']}", proxy=None, open_timeout=20) as mine,
+    ):
+        for socket in (ws, mine):
+            await socket.send(json.dumps({"type": "subscribe", "channel_id": "general"}))
+            while json.loads(await asyncio.wait_for(socket.recv(), 20))["type"] != "subscribed":
+                pass
         await asyncio.to_thread(erase_now)
+        await closed_as_erased(mine)
+        async with connect(f"{ws_url}?token={chat.tokens['alice']}", proxy=None, open_timeout=20) as again:
+            await closed_as_erased(again)
         while True:
             frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 20))
             if frame["type"] == "user_erased":
                 return frame
+
+
+async def closed_as_erased(ws: Any) -> None:
+    """``ws`` ends with an error frame saying its user was erased, then a policy-violation close."""
+    errors = []
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            if frame["type"] == "error":
+                errors.append(frame)
+    assert errors and errors[-1]["code"] == "unauthenticated" and "erased" in errors[-1]["message"], errors
+    assert ws.close_code == 1008, ws.close_code
+
+
+def refused_as_erased(r: httpx.Response) -> None:
+    assert r.status_code == 410 and r.json()["error"]["code"] == "user_erased", r.text
+
+
+def check_erased_user_acts_no_more(client: httpx.Client, chat: Chat) -> None:
+    """alice gets no token, and neither her token nor the tenant key acting for her is obeyed."""
+    url, headers = chat.url, chat.tenant.headers()
+    refused_as_erased(client.post(f"{url}/v1/users/alice/tokens", json={}, headers=headers))
+    messages = f"{url}/v1/channels/general/messages"
+    refused_as_erased(client.post(messages, json={"text": "after erasure"}, headers=bearer(chat.tokens["alice"])))
+    refused_as_erased(client.get(messages, headers=bearer(chat.tokens["alice"])))
+    refused_as_erased(client.post(messages, json={"text": "as alice", "user_id": "alice"}, headers=headers))
+    ok(client.post(messages, json={"text": "bob still talks"}, headers=bearer(chat.tokens["bob"])))
 
 
 async def history(ws_url: str, chat: Chat) -> list[dict[str, Any]]:
@@ -187,6 +227,7 @@ def erase_and_check(client: httpx.Client, ws_url: str, chat: Chat) -> None:
     assert any(alices_texts_as_of(client, chat))  # the node now holds general's past, alice's texts in it
     frame = asyncio.run(watch_erasure(ws_url, chat, lambda: erase(client, chat)))
     assert frame == {"type": "user_erased", "user_id": "alice"}
+    check_erased_user_acts_no_more(client, chat)
     check_reads(client, chat)
     assert not any(alices_texts_as_of(client, chat)), "time travel still shows alice's texts"
     replayed = asyncio.run(history(ws_url, chat))
