@@ -237,6 +237,7 @@ async def erase_user(request: Request) -> Response:
     user_id = _path(request, "user_id")
     if request.query_params.get("erase") != "true":
         raise ApiError("invalid_request", "erasing a user is for good: confirm it with ?erase=true")
+    await _refuse_if_held(request, who.tenant_id, user_id)
     outcome = await execute(
         request,
         CommandEnvelope(
@@ -255,6 +256,25 @@ async def erase_user(request: Request) -> Response:
         await node.store.erase(collection, who.tenant_id, field, user_id, erased)
     node.timetravel.forget(who.tenant_id)  # what it folded before the key was destroyed
     return written(outcome, user_id=user_id)
+
+
+async def _refuse_if_held(request: Request, tenant_id: str, user_id: str) -> None:
+    """``409 legal_hold`` while a channel the user is or was a member of is under a legal hold:
+    its messages' texts are sealed under the user's key too, and a hold shreds nothing
+    (docs/retention.md). The user's own hold is the user aggregate's to refuse. An erased user
+    (a retry) is not refused: the key is gone already."""
+    node = engine(request)
+    if (await node.service.user(tenant_id, user_id)).erased_seq:
+        return
+    # the memberships read model, once it holds every event this node knows of
+    await node.backend.wait_for(await node.log.head_position(), node.settings.query_wait_seconds)
+    for cid in await node.queries.channels_ever_of(tenant_id, user_id):
+        if (await node.service.channel(tenant_id, cid)).legal_hold:
+            raise errors.LegalHold(
+                f"channel {cid!r}, which the user is or was a member of, is under a legal hold: "
+                "erasure waits until it is released",
+                channel_id=cid,
+            )
 
 
 async def _require_users(request: Request, tenant_id: str, user_ids: list[str]) -> None:

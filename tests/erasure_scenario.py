@@ -280,3 +280,30 @@ def stored(server: Server) -> list[tuple[str, bytes]]:
         return [(p.name, p.read_bytes()) for p in sorted(server.data_dir.iterdir()) if p.is_file()]
     records = asyncio.run(topic_records(env["CAAS_KAFKA_BOOTSTRAP"], env["CAAS_KAFKA_TOPIC_PREFIX"]))
     return records + collections(env["CAAS_MONGO_URL"], env["CAAS_MONGO_DATABASE"])
+
+
+def check_channel_hold_refuses_erasure(client: httpx.Client, url: str) -> None:
+    """A legal hold on a channel refuses the erasure of whoever is or was a member of it (409
+    legal_hold: its texts are sealed under its authors' keys too); released, erasure proceeds."""
+    run = uuid.uuid4().hex[:10]
+    tenant = new_tenant(client, url, f"erasure-hold-{run}")
+    headers = tenant.headers()
+    for uid in ("carol", "dave"):
+        ok(client.put(f"{url}/v1/users/{uid}", json={"name": uid}, headers=headers))
+    ok(client.post(f"{url}/v1/channels", json={"channel_id": "case", "name": "Case", "members": ["carol", "dave"]},
+                   headers=headers))  # fmt: skip
+    evidence = f"evidence under hold {run}"
+    posted = ok(client.post(f"{url}/v1/channels/case/messages", json={"text": evidence, "user_id": "carol"},
+                            headers=headers))  # fmt: skip
+    ok(client.delete(f"{url}/v1/channels/case/members/dave", headers=headers), (200, 204))  # dave was a member
+    ok(client.post(f"{url}/v1/channels/case/legal-hold", json={"reason": "case 7"}, headers=headers))
+    for uid in ("carol", "dave"):
+        refused = client.delete(f"{url}/v1/users/{uid}", params={"erase": "true"}, headers=headers)
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "legal_hold", refused.text
+    wait = {"min_position": posted["position"]}
+    page = ok(client.get(f"{url}/v1/channels/case/messages", params=wait, headers=headers))
+    assert evidence in {m["text"] for m in page["messages"]}, page
+    ok(client.request("DELETE", f"{url}/v1/channels/case/legal-hold", json={"reason": "closed"}, headers=headers))
+    ok(client.delete(f"{url}/v1/users/carol", params={"erase": "true"}, headers=headers), (200,))
+    page = ok(client.get(f"{url}/v1/channels/case/messages", headers=headers))
+    assert [m["text"] for m in page["messages"]] == [""], page

@@ -14,7 +14,15 @@ from typing import Any
 import httpx
 
 from commands.keys import MasterKey
-from tests.erasure_scenario import check_events, check_reads, erase_and_check, fill, found_in, ok
+from tests.erasure_scenario import (
+    check_channel_hold_refuses_erasure,
+    check_events,
+    check_reads,
+    erase_and_check,
+    fill,
+    found_in,
+    ok,
+)
 from tests.support import Server
 
 
@@ -143,5 +151,14 @@ def test_a_master_key_kept_in_the_data_dir_is_rotated_in_place(tmp_path: Path) -
         with httpx.Client(timeout=30) as client:
             events = ok(client.get(f"{server.url}/v1/events", params={"limit": 1000}, headers=chat.tenant.headers()))
             assert chat.alice[-1] in {e["payload"].get("text") for e in events["events"]}
+    finally:
+        server.stop()
+
+
+def test_a_legal_hold_on_a_channel_refuses_erasing_its_members_and_former_members(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", env={"CAAS_METERING": "off"}).start()
+    try:
+        with httpx.Client(timeout=30) as client:
+            check_channel_hold_refuses_erasure(client, server.url)
     finally:
         server.stop()
