@@ -278,15 +278,44 @@ class Sealer:
         for tenant_id, ids in wanted.items():
             await self.keyring.load(tenant_id, ids)
 
+    async def pin(self, events: Iterable[Event]) -> dict[tuple[str, str], bytes]:
+        """The keys of the sealed ``events`` by ``(tenant_id, key_id)``, loaded and held apart
+        from the cache (where one may expire before it is used): what :meth:`open_event`
+        opens with (``pinned``). A key the store never held is left out (it reads as erased);
+        a destroyed one is :data:`DESTROYED`. Raises if the key store cannot be read: a key
+        store that is away must not read as erased."""
+        wanted = {(e.tenant_id, k) for e in events for k in _sealed_keys(e.payload)}
+        pinned: dict[tuple[str, str], bytes] = {}
+        for _ in range(3):  # a key cached when a load began may expire before it ends: once more
+            for tenant_id, key_id in wanted - pinned.keys():
+                key = self.keyring.cached(tenant_id, key_id)
+                if key is not None:
+                    pinned[(tenant_id, key_id)] = key
+            missing: dict[str, list[str]] = {}
+            for tenant_id, key_id in wanted - pinned.keys():
+                missing.setdefault(tenant_id, []).append(key_id)
+            if not missing:
+                break
+            for tenant_id, ids in missing.items():
+                await self.keyring.load(tenant_id, ids)
+        return pinned
+
     def open_loaded(self, events: Sequence[Event], *, in_place: bool = False) -> list[Event]:
         """``events`` opened with the keys in memory (a key not in memory reads as erased)."""
         return [self.open_event(e, in_place=in_place) if SEALED in e.payload else e for e in events]
 
-    def open_event(self, event: Event, *, in_place: bool = False) -> Event:
+    def open_event(
+        self, event: Event, *, in_place: bool = False, pinned: Mapping[tuple[str, str], bytes] | None = None
+    ) -> Event:
         """``event`` opened: a new event, or (``in_place``, for an event just read from storage
-        that no one else holds) the same one, its payload replaced."""
+        that no one else holds) the same one, its payload replaced; with the keys of
+        :meth:`pin` if given, else those in memory."""
         tenant_id = event.tenant_id
-        cached = functools.partial(self.keyring.cached, tenant_id)
+        cached: Callable[[str], bytes | None] = (
+            functools.partial(self.keyring.cached, tenant_id)
+            if pinned is None
+            else (lambda key_id: pinned.get((tenant_id, key_id)))
+        )
         payload = open_payload(event.type, event.payload, cached, event_aad(tenant_id, event.event_id))
         version, payload = upcast(event.type, event.schema_version, payload)  # deferred until opened
         if in_place:
