@@ -1031,6 +1031,10 @@ async def rotate_master(settings: Settings, new: MasterKey | None) -> dict[str, 
         await backend.keys.close()
     if kept:
         staged.replace(settings.data_dir / "master_key")
+    # the operator's record of it (docs/erasure.md: not in a tenant's audit trail): ids only, never a key
+    logging.getLogger("caas.keys").warning(
+        "master_key_rotated: %d data keys rewrapped from master %s to master %s", count, old.id, new.id
+    )
     return {"rewrapped": count, "old_master_id": old.id, "master_id": new.id}
 
 

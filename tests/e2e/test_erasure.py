@@ -96,7 +96,7 @@ def rotate(data_dir: Path, **env: str) -> dict[str, Any]:
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
-    return report
+    return {**report, "stderr": done.stderr}
 
 
 def test_master_key_rotation_rewraps_the_keys_and_leaves_the_log_as_it_was(tmp_path: Path) -> None:
@@ -115,6 +115,10 @@ def test_master_key_rotation_rewraps_the_keys_and_leaves_the_log_as_it_was(tmp_p
     assert refused.returncode != 0 and "CAAS_NEW_MASTER_KEY" in refused.stderr  # a given key is never generated
     report = rotate(data, CAAS_MASTER_KEY=old.to_base64(), CAAS_NEW_MASTER_KEY=new.to_base64())
     assert report["rewrapped"] >= 3 and report["master_id"] == new.id  # alice, bob, general's day
+    assert f"master_key_rotated: {report['rewrapped']} data keys rewrapped from master {old.id} to master {new.id}" in (
+        report["stderr"]
+    )  # the operator's record of it (no tenant's audit trail holds it)
+    assert old.to_base64() not in report["stderr"] and new.to_base64() not in report["stderr"]
     assert (data / "events.db").read_bytes() == log  # the log is not touched
     with sqlite3.connect(data / "keys.db") as keys:
         assert {row[0] for row in keys.execute("SELECT master_id FROM data_keys")} == {new.id}
