@@ -115,8 +115,9 @@ def test_master_key_rotation_rewraps_the_keys_and_leaves_the_log_as_it_was(tmp_p
     assert refused.returncode != 0 and "CAAS_NEW_MASTER_KEY" in refused.stderr  # a given key is never generated
     report = rotate(data, CAAS_MASTER_KEY=old.to_base64(), CAAS_NEW_MASTER_KEY=new.to_base64())
     assert report["rewrapped"] >= 3 and report["master_id"] == new.id  # alice, bob, general's day
-    assert f"master_key_rotated: {report['rewrapped']} data keys rewrapped from master {old.id} to master {new.id}" in (
-        report["stderr"]
+    assert (
+        f"master_key_rotated: {report['rewrapped']} data keys rewrapped from master {old.id} to master {new.id}"
+        in report["stderr"]
     )  # the operator's record of it (no tenant's audit trail holds it)
     assert old.to_base64() not in report["stderr"] and new.to_base64() not in report["stderr"]
     assert (data / "events.db").read_bytes() == log  # the log is not touched
