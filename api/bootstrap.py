@@ -35,7 +35,7 @@ from api.tenant_metrics import TENANTS
 from commands.auth import Authenticator
 from commands.billing import Billing, UsageReporter, WebhookVerifier
 from commands.billing_sync import BillingSync, SyncReport
-from commands.keys import Keyring, KeyStore, MasterKey, MasterKeyError
+from commands.keys import Keyring, KeyStore, MasterKey, MasterKeyError, channel_day_key_id, user_key_id
 from commands.policies import PolicyCommands, PolicyGate
 from commands.ports import EphemeralBus, EventHistory, EventLog, EventRow, Listener, event_row
 from commands.quotas import Adds, Quotas
@@ -830,6 +830,7 @@ class Engine:
                 self.tails.publish,
                 self.notices.publish,
                 self.policy_watch.on_events,
+                self._on_shredded,
             ]
         )
         await self.presence.start(await self.backend.durable_presence())
@@ -850,10 +851,24 @@ class Engine:
             sweeper = RetentionSweeper(self.retention, self.day_keys, self._erase_day)
             self._retention_sweep = asyncio.ensure_future(retention_loop(self.backend, sweeper, self.settings))
 
+    def _on_shredded(self, events: Sequence[Event]) -> None:
+        """A user erased or a channel-day shredded (seen by every node): its key is held destroyed
+        here at once, and the tenant's time-travel timelines, which hold what it opened, dropped."""
+        for event in events:
+            if event.type == "UserErased":
+                key_id = user_key_id(event.stream_id)
+            elif event.type == "ChannelDayShredded":
+                key_id = channel_day_key_id(event.stream_id, str(event.payload.get("day", "")))
+            else:
+                continue
+            self.backend.keyring.forget(event.tenant_id, key_id)
+            self.timetravel.forget(event.tenant_id)
+
     async def _erase_day(self, tenant_id: str, channel_id: str, day: str, position: int) -> None:
         """The read models' copies of a shredded channel-day's texts, overwritten (docs/retention.md)."""
         await self.backend.wait_for(position, self.settings.query_wait_seconds)
         await self.store.erase("messages", tenant_id, "chday", chat.channel_day(channel_id, day), chat.EXPIRED)
+        self.timetravel.forget(tenant_id)
 
     async def close(self) -> None:
         if self._retention_sweep is not None:
@@ -1017,6 +1032,10 @@ async def rotate_master(settings: Settings, new: MasterKey | None) -> dict[str, 
         await backend.keys.close()
     if kept:
         staged.replace(settings.data_dir / "master_key")
+    # the operator's record of it (docs/erasure.md: not in a tenant's audit trail): ids only, never a key
+    logging.getLogger("caas.keys").warning(
+        "master_key_rotated: %d data keys rewrapped from master %s to master %s", count, old.id, new.id
+    )
     return {"rewrapped": count, "old_master_id": old.id, "master_id": new.id}
 
 

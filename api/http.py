@@ -31,7 +31,7 @@ from api.plumbing import (
     written,
 )
 from api.policies import authorize
-from commands.auth import Principal, new_api_key
+from commands.auth import Principal, erased_user, new_api_key
 from commands.keys import user_key_id
 from commands.ports import Idempotency
 from commands.quotas import Adds
@@ -237,6 +237,7 @@ async def erase_user(request: Request) -> Response:
     user_id = _path(request, "user_id")
     if request.query_params.get("erase") != "true":
         raise ApiError("invalid_request", "erasing a user is for good: confirm it with ?erase=true")
+    await _refuse_if_held(request, who.tenant_id, user_id)
     outcome = await execute(
         request,
         CommandEnvelope(
@@ -253,7 +254,27 @@ async def erase_user(request: Request) -> Response:
     await node.backend.wait_for(outcome.last.position, node.settings.query_wait_seconds)
     for collection, field, erased in ERASURES:
         await node.store.erase(collection, who.tenant_id, field, user_id, erased)
+    node.timetravel.forget(who.tenant_id)  # what it folded before the key was destroyed
     return written(outcome, user_id=user_id)
+
+
+async def _refuse_if_held(request: Request, tenant_id: str, user_id: str) -> None:
+    """``409 legal_hold`` while a channel the user is or was a member of is under a legal hold:
+    its messages' texts are sealed under the user's key too, and a hold shreds nothing
+    (docs/retention.md). The user's own hold is the user aggregate's to refuse. An erased user
+    (a retry) is not refused: the key is gone already."""
+    node = engine(request)
+    if (await node.service.user(tenant_id, user_id)).erased_seq:
+        return
+    # the memberships read model, once it holds every event this node knows of
+    await node.backend.wait_for(await node.log.head_position(), node.settings.query_wait_seconds)
+    for cid in await node.queries.channels_ever_of(tenant_id, user_id):
+        if (await node.service.channel(tenant_id, cid)).legal_hold:
+            raise errors.LegalHold(
+                f"channel {cid!r}, which the user is or was a member of, is under a legal hold: "
+                "erasure waits until it is released",
+                channel_id=cid,
+            )
 
 
 async def _require_users(request: Request, tenant_id: str, user_ids: list[str]) -> None:
@@ -263,6 +284,12 @@ async def _require_users(request: Request, tenant_id: str, user_ids: list[str]) 
         raise errors.UserNotFound(
             f"user {missing[0]!r} is not registered; create it with PUT /v1/users/{missing[0]}", user_ids=missing
         )
+
+
+async def _not_erased(request: Request, tenant_id: str, user_id: str) -> None:
+    """Refuse a token for, or a command as, an erased user: ``410 user_erased`` (docs/erasure.md)."""
+    if (await engine(request).service.user(tenant_id, user_id)).erased_seq:
+        raise erased_user(user_id)
 
 
 async def create_token(request: Request) -> Response:
@@ -277,6 +304,7 @@ async def create_token(request: Request) -> Response:
     if ttl > settings.max_token_ttl_seconds:
         raise ApiError("invalid_request", f"ttl_seconds is at most {settings.max_token_ttl_seconds}")
     await _require_users(request, who.tenant_id, [user_id])
+    await _not_erased(request, who.tenant_id, user_id)
     await authorize(request, who, "mint_token", target_id=user_id)
     meter_write(request)
     token, expires = await engine(request).auth.mint(who.tenant_id, user_id, engine(request).clock(), ttl)
@@ -319,8 +347,11 @@ async def _channel_command(
     request: Request, who: Principal, cid: str, command: ch.ChannelCommand, raw: bytes = b""
 ) -> Response:
     meters = _metered(command)
+    writer = _writer(command)
+    if who.kind == "tenant" and writer is not None:  # a user token's user was checked when it authenticated
+        await _not_erased(request, who.tenant_id, writer)
     if refusable(request):  # removals are never refused, not even by the gauges
-        user, stored = _writer(command), _stored(request, who, cid, command)
+        user, stored = writer, _stored(request, who, cid, command)
         if meters or user is not None or stored is not None:
             await admit(request, who.tenant_id, meters, user=user, stored=stored)
     outcome = await execute(

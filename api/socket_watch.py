@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from commands.auth import Authenticator, Unauthenticated
+from commands.auth import Authenticator, Unauthenticated, erased_user
+from domain.errors import UserIsErased
 from domain.events import Event
 
 if TYPE_CHECKING:
@@ -56,8 +57,13 @@ class SocketWatch:
         return list(self._by_tenant.get(tenant_id, ()))
 
     def on_events(self, events: Sequence[Event]) -> None:
-        """Log listener: after a rotation, the tenant's sockets whose key was rotated out close."""
+        """Log listener: after a rotation, the tenant's sockets whose key was rotated out close;
+        an erased user's sockets close at once (docs/erasure.md)."""
         for event in events:
+            if event.type == "UserErased":
+                for session in list(self._by_tenant.get(event.tenant_id, ())):
+                    if session.who.user_id == event.stream_id:
+                        session.refuse(str(erased_user(event.stream_id)))
             if event.type == "SigningKeyRotated" and event.tenant_id in self._by_tenant:
                 task = asyncio.get_running_loop().create_task(self._recheck(event.tenant_id))
                 self._checks.add(task)
@@ -67,7 +73,7 @@ class SocketWatch:
         for session in list(self._by_tenant.get(tenant_id, ())):
             try:
                 await self.auth.authenticate(session.token, self.clock())
-            except Unauthenticated as exc:
+            except (Unauthenticated, UserIsErased) as exc:
                 session.refuse(str(exc))
 
     async def _sweep(self) -> None:

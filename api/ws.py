@@ -38,7 +38,7 @@ from api.tenant_metrics import TENANTS
 from commands.auth import Principal, Unauthenticated
 from commands.quotas import QuotaExceeded
 from domain.base import ID_PATTERN
-from domain.errors import PolicyDenied
+from domain.errors import PolicyDenied, UserIsErased
 from domain.events import stream_name
 from streams import frames
 from streams.fanout import REVOKING, HistoryView, Subscription, Wire
@@ -607,7 +607,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         who = await node.auth.authenticate(token, node.clock())
         if who.kind != "user":
             raise Unauthenticated("connect with a user token: /v1/ws?token=<jwt>")
-    except Unauthenticated as exc:
+    except (Unauthenticated, UserIsErased) as exc:  # an erased user's token: refused like an expired one
         await ws.send_text(frames.Error(code="unauthenticated", message=str(exc)).wire())
         await ws.close(POLICY_VIOLATION)
         return

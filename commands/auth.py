@@ -29,6 +29,7 @@ import jwt
 
 from commands.service import Commands
 from domain.base import ID_PATTERN, Actor, format_time
+from domain.errors import UserIsErased
 
 API_KEY_PREFIX = "caas_sk_"
 SESSION_PREFIX = "caas_cs_"  # a tenant portal session: caas_cs_<tenant_id>_<session_id>_<secret>
@@ -80,6 +81,11 @@ def session_parts(credential: str) -> tuple[str, str, str]:
     if len(parts) != 3 or not all(parts):
         raise Unauthenticated("malformed console session")
     return parts[0], parts[1], parts[2]
+
+
+def erased_user(user_id: str) -> UserIsErased:
+    """The refusal of anything an erased user would do or be given (docs/erasure.md)."""
+    return UserIsErased(f"user {user_id!r} was erased: it gets no token and can do nothing")
 
 
 class Authenticator:
@@ -168,6 +174,7 @@ class Authenticator:
             principal = cached[0]
             state = await self.service.tenant(principal.tenant_id)
             if principal.key_id in state.verifying_keys:
+                await self._not_erased(principal.tenant_id, principal.user_id)
                 return principal
             del self._verified[token]
         try:
@@ -206,9 +213,17 @@ class Authenticator:
         user_id = claims["sub"]
         if not isinstance(user_id, str) or not re.fullmatch(ID_PATTERN, user_id):
             raise Unauthenticated("the token's subject (sub) is not a user id")
-        if not (await self.service.user(tenant_id, user_id)).exists:
+        user = await self.service.user(tenant_id, user_id)
+        if not user.exists:
             raise Unauthenticated(f"the token's user {user_id!r} is not registered in its tenant")
+        if user.erased_seq:
+            raise erased_user(user_id)
         return user_id
+
+    async def _not_erased(self, tenant_id: str, user_id: str) -> None:
+        """Refuse a verified token of a user erased since (docs/erasure.md): ``410 user_erased``."""
+        if (await self.service.user(tenant_id, user_id)).erased_seq:
+            raise erased_user(user_id)
 
     def accepted_until(self, token: str) -> float:
         """When an end-user token that :meth:`authenticate` accepted stops being accepted: its

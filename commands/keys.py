@@ -252,6 +252,11 @@ class Keyring:
         await self.load(tenant_id, [key_id], create=create)
         return self.cached(tenant_id, key_id)
 
+    def forget(self, tenant_id: str, key_id: str) -> None:
+        """Hold the key as destroyed here, at once (a process that learns from the log that it
+        is, or is about to be, destroyed elsewhere: ``UserErased``, ``ChannelDayShredded``)."""
+        self._remember(tenant_id, key_id, DESTROYED)
+
     async def destroy(self, tenant_id: str, key_id: str) -> bool:
         """Destroy the key for good (:meth:`KeyStore.destroy`) and forget it here at once."""
         destroyed = await self.store.destroy(tenant_id, key_id)

@@ -5,7 +5,7 @@ of the payload and sealed in one XChaCha20-Poly1305 box, ``"sealed": {"keys": [.
 b64(nonce ‖ ciphertext)}``, whose additional data is the tenant and the event id:
 
 - a user's name and metadata (``UserRegistered``, ``UserUpdated``) under ``user:<uid>``;
-- a message's text and attachments (``MessagePosted``, ``MessageEdited``) under a key derived
+- a message's text, attachments and mentions (``MessagePosted``, ``MessageEdited``) under a key derived
   from the author's key *and* the key of the channel's UTC day (:func:`content_key`), so that
   destroying either one shreds it.
 
@@ -52,7 +52,8 @@ from domain.events import Event, upcast, with_payload
 PERSONAL: dict[str, dict[str, Any]] = {
     "UserRegistered": {"name": "", "metadata": {}},
     "UserUpdated": {"name": "", "metadata": {}},
-    "MessagePosted": {"text": "", "attachments": []},
+    # mentions are whatever followed an "@" in the text (any word, an e-mail address): sealed with it
+    "MessagePosted": {"text": "", "attachments": [], "mentions": []},
     "MessageEdited": {"text": ""},
 }
 SEALED = "sealed"
@@ -60,7 +61,7 @@ ERASED = "erased"
 # commands that carry them on their way to a decider (the Kafka backend's command topic)
 COMMANDS: dict[str, dict[str, Any]] = {
     "RegisterUser": PERSONAL["UserRegistered"],
-    "PostMessage": PERSONAL["MessagePosted"],
+    "PostMessage": {"text": "", "attachments": []},
     "EditMessage": PERSONAL["MessageEdited"],
 }
 
@@ -277,15 +278,44 @@ class Sealer:
         for tenant_id, ids in wanted.items():
             await self.keyring.load(tenant_id, ids)
 
+    async def pin(self, events: Iterable[Event]) -> dict[tuple[str, str], bytes]:
+        """The keys of the sealed ``events`` by ``(tenant_id, key_id)``, loaded and held apart
+        from the cache (where one may expire before it is used): what :meth:`open_event`
+        opens with (``pinned``). A key the store never held is left out (it reads as erased);
+        a destroyed one is :data:`DESTROYED`. Raises if the key store cannot be read: a key
+        store that is away must not read as erased."""
+        wanted = {(e.tenant_id, k) for e in events for k in _sealed_keys(e.payload)}
+        pinned: dict[tuple[str, str], bytes] = {}
+        for _ in range(3):  # a key cached when a load began may expire before it ends: once more
+            for tenant_id, key_id in wanted - pinned.keys():
+                key = self.keyring.cached(tenant_id, key_id)
+                if key is not None:
+                    pinned[(tenant_id, key_id)] = key
+            missing: dict[str, list[str]] = {}
+            for tenant_id, key_id in wanted - pinned.keys():
+                missing.setdefault(tenant_id, []).append(key_id)
+            if not missing:
+                break
+            for tenant_id, ids in missing.items():
+                await self.keyring.load(tenant_id, ids)
+        return pinned
+
     def open_loaded(self, events: Sequence[Event], *, in_place: bool = False) -> list[Event]:
         """``events`` opened with the keys in memory (a key not in memory reads as erased)."""
         return [self.open_event(e, in_place=in_place) if SEALED in e.payload else e for e in events]
 
-    def open_event(self, event: Event, *, in_place: bool = False) -> Event:
+    def open_event(
+        self, event: Event, *, in_place: bool = False, pinned: Mapping[tuple[str, str], bytes] | None = None
+    ) -> Event:
         """``event`` opened: a new event, or (``in_place``, for an event just read from storage
-        that no one else holds) the same one, its payload replaced."""
+        that no one else holds) the same one, its payload replaced; with the keys of
+        :meth:`pin` if given, else those in memory."""
         tenant_id = event.tenant_id
-        cached = functools.partial(self.keyring.cached, tenant_id)
+        cached: Callable[[str], bytes | None] = (
+            functools.partial(self.keyring.cached, tenant_id)
+            if pinned is None
+            else (lambda key_id: pinned.get((tenant_id, key_id)))
+        )
         payload = open_payload(event.type, event.payload, cached, event_aad(tenant_id, event.event_id))
         version, payload = upcast(event.type, event.schema_version, payload)  # deferred until opened
         if in_place:

@@ -83,7 +83,7 @@ def _erased(payload: dict[str, Any]) -> dict[str, Any]:
 # What the API overwrites in the documents of an erased user (docs/erasure.md): (collection, the
 # field naming the user, the erased values). The user's own document is erased by UserErased.
 ERASURES: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("messages", "author_id", {"text": "", "attachments": [], "erased": True}),
+    ("messages", "author_id", {"text": "", "attachments": [], "mentions": [], "erased": True}),
 )
 
 

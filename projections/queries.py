@@ -169,6 +169,11 @@ class ChatQueries:
         others = await self.store.find("memberships", tenant_id, {"channel_id": {"$in": channels}, "active": True})
         return {m["user_id"] for m in others} - {user_id}
 
+    async def channels_ever_of(self, tenant_id: str, user_id: str) -> list[str]:
+        """The channels ``user_id`` is or was a member of (removed, left or banned since)."""
+        memberships = await self.store.find("memberships", tenant_id, {"user_id": user_id})
+        return sorted({m["channel_id"] for m in memberships})
+
     async def channels_of_tenant(self, tenant_id: str, after: str | None, limit: int) -> list[Doc]:
         flt: dict[str, Any] = {"kind": {"$ne": None}}
         if after is not None:

@@ -294,10 +294,22 @@ class TimeTravel:
         self._askers: dict[tuple[str, str], int] = {}  # asks of a channel under way: its lock lives as long
         self._too_large: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._folds = asyncio.Semaphore(folds)
+        self._generations: dict[str, int] = {}  # per tenant: bumped by :meth:`forget`
+
+    def forget(self, tenant_id: str) -> None:
+        """Drop every timeline of the tenant: what they hold was opened with keys since destroyed
+        (a user's erasure, a shredded channel-day: docs/erasure.md), and the next ask folds again
+        from the log, which now reads erased. A fold under way when this is called is not kept."""
+        self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
+        for key in [k for k in self._timelines if k[0] == tenant_id]:
+            self.kept -= self._timelines.pop(key).size
+            if key not in self._askers:
+                del self._locks[key]
 
     async def timeline(self, tenant_id: str, channel_id: str) -> Timeline:
         """The channel's timeline, with every event the log has recorded so far."""
         key = (tenant_id, channel_id)
+        generation = self._generations.get(tenant_id, 0)
         self._askers[key] = self._askers.get(key, 0) + 1
         try:
             async with self._locks.setdefault(key, asyncio.Lock()):
@@ -309,6 +321,9 @@ class TimeTravel:
                     async with self._folds:
                         timeline = Timeline(tenant_id, channel_id)
                         await self._catch_up(key, timeline)
+                if self._generations.get(tenant_id, 0) != generation:  # forgotten meanwhile: not kept
+                    self.kept -= timeline.size
+                    return timeline
                 self._timelines[key] = timeline  # the most recently asked go last
                 return timeline
         finally:

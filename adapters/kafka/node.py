@@ -167,6 +167,13 @@ class Progress:
             await asyncio.sleep(0.01)
 
 
+KEY_LOAD_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6)  # seconds between asks of a key store that is away: about 3 s
+
+
+class KeysUnavailable(Exception):
+    """The keys of a sealed event could not be loaded (the key store did not answer)."""
+
+
 class KafkaNode(Commands):
     """The write side as an API node sees it: commands out, replies and events in."""
 
@@ -211,28 +218,38 @@ class KafkaNode(Commands):
         ends = await self.events.end_offsets(parts)
         while [tp for tp, end in ends.items() if await self.events.position(tp) < end]:
             batches = await self.events.getmany(timeout_ms=200, max_records=5000)
-            await self._load_keys(batches)
-            self._replicate(batches, publish=False)
+            self._replicate(batches, publish=False, keys=await self._load_keys(batches))
         self._tasks = [
             tailing(self.replies, self._answer, name="replies"),
             tailing(self.events, self._replicate_live, name="events"),
         ]
 
     async def _replicate_live(self, batches: Batches) -> None:
-        await self._load_keys(batches)
-        self._replicate(batches, publish=True)
+        self._replicate(batches, publish=True, keys=await self._load_keys(batches))
 
-    async def _load_keys(self, batches: Batches) -> None:
-        """Have the keys of the sealed events of ``batches`` in memory, so :meth:`_take` opens them."""
-        sealed = [
-            event_from_record(r.value, tp.partition, r.offset)
-            for tp, records in batches.items()
-            for r in records
-            if r.value and b'"sealed"' in r.value
-        ]
-        if sealed:
-            with contextlib.suppress(Exception):  # a key store that is away: those events read as erased here
-                await self.log.sealer.load(sealed)
+    async def _load_keys(self, batches: Batches) -> dict[tuple[str, str], bytes] | None:
+        """The keys of the sealed events of ``batches`` (:meth:`Sealer.pin`), for :meth:`_take`
+        to open them with. A key store that is away is asked again (:data:`KEY_LOAD_DELAYS`);
+        ``None`` if it never answers: those events are then not applied (their streams are
+        dropped, see :meth:`_take`), never applied as erased, which would hold live users and
+        messages as erased on this node (a deny policy on metadata failing open)."""
+        sealed = []
+        for tp, records in batches.items():
+            for r in records:
+                if r.value and b'"sealed"' in r.value:
+                    with contextlib.suppress(Exception):  # undecodable: :meth:`_take` skips it
+                        sealed.append(event_from_record(r.value, tp.partition, r.offset))
+        if not sealed:
+            return {}
+        for delay in (*KEY_LOAD_DELAYS, None):
+            try:
+                return await self.log.sealer.pin(sealed)
+            except Exception as exc:
+                log.warning("event_keys_unavailable", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                if delay is None:
+                    return None
+                await asyncio.sleep(delay)
+        return None
 
     async def close(self) -> None:
         for task in [*self._tasks, *([self._renewing] if self._renewing else [])]:
@@ -241,13 +258,13 @@ class KafkaNode(Commands):
             with contextlib.suppress(Exception):
                 await client.stop()
 
-    def _replicate(self, batches: Batches, *, publish: bool) -> None:
+    def _replicate(self, batches: Batches, *, publish: bool, keys: dict[tuple[str, str], bytes] | None) -> None:
         """Evolve the replica by fetched events, answer the requests they record, and
         (``publish``) hand them to the listeners: only once every partition's records are in
         the replica, so a listener cannot cost another partition its updates."""
         published: list[list[Event]] = []
         for tp, records in batches.items():
-            taken = [(r, event) for r in records if (event := self._take(r, tp.partition)) is not None]
+            taken = [(r, event) for r in records if (event := self._take(r, tp.partition, keys)) is not None]
             self._applied[tp.partition] = records[-1].offset
             self._applied_changed.set()
             if not taken:
@@ -261,7 +278,7 @@ class KafkaNode(Commands):
             else:
                 self.log.head = max(self.log.head, events[-1].position)
 
-    def _take(self, record: Any, partition: int) -> Event | None:
+    def _take(self, record: Any, partition: int, keys: dict[tuple[str, str], bytes] | None) -> Event | None:
         """The event of ``record``, evolved into the replica; ``None`` if this node cannot
         decode it (logged with the exception, counted): one unreadable record must not cost
         the rest of its batch, nor stop the consumer, which answers every command of this node.
@@ -270,11 +287,15 @@ class KafkaNode(Commands):
         (every later event of it comes after a gap): that stream is dropped from the replica
         (checks on it then find no such aggregate, and refuse) and the node reports itself not
         ready (:meth:`check`) until it restarts and reads the log again. An event that decodes
-        but does not apply is still handed on: it answers its request, and listeners get it."""
+        but does not apply is still handed on: it answers its request, and listeners get it.
+        So is a sealed event whose keys could not be loaded (``keys`` ``None``): applied as
+        erased it would hold a live user or message as erased here for good."""
         try:
             event = event_from_record(record.value, partition, record.offset)
             if SEALED in event.payload:
-                event = self.log.sealer.open_event(event)
+                if keys is None:
+                    raise KeysUnavailable(f"the key store did not answer for event {event.event_id}")
+                event = self.log.sealer.open_event(event, pinned=keys)
         except Exception:
             log.exception("event_record_skipped", partition=partition, offset=record.offset)
             CONSUMER_ERRORS.labels("events", "record").inc()

@@ -17,6 +17,7 @@ import pytest
 
 from tests.cluster import Cluster
 from tests.erasure_scenario import (
+    check_channel_hold_refuses_erasure,
     check_events,
     check_reads,
     collections,
@@ -84,3 +85,8 @@ def test_an_erased_user_reads_as_erased_everywhere_and_is_nowhere_in_clear(clust
     chat.url = cluster.nodes[-1].url
     with httpx.Client(timeout=30) as client:
         check_reads(client, chat)
+
+
+def test_a_legal_hold_on_a_channel_refuses_erasing_its_members_and_former_members(cluster: Cluster) -> None:
+    with httpx.Client(timeout=30) as client:
+        check_channel_hold_refuses_erasure(client, cluster.nodes[0].url)

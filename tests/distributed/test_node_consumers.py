@@ -5,6 +5,7 @@ one has stopped all the same."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -18,7 +19,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adapters.kafka.node import IndexedLog, KafkaNode
 from adapters.memory_store import MemoryReadStore
+from commands.keys import Keyring, KeyStore, StoredKey
 from commands.ports import LogUnavailable
+from commands.sealing import Sealer
+from commands.service import CommandEnvelope
+from domain import user as user_commands
 from domain.events import Event
 from tests.cluster import Cluster
 from tests.contract.commands_contract import create_channel, post
@@ -207,3 +212,99 @@ async def test_an_api_key_stops_working_on_a_node_that_cannot_apply_an_event_of_
     await poison(cluster, tenant.tenant_id, f"tenant:{tenant.tenant_id}")
     await until_not_ready(http, node)
     assert (await http.get(f"{node.url}/v1/channels", headers=bearer(key))).status_code == 401
+
+
+class FlakyKeyStore(KeyStore):
+    """A key store whose next ``failures`` reads fail as a store that is away does."""
+
+    def __init__(self, inner: KeyStore, failures: int = 0) -> None:
+        self.inner, self.failures, self.failed = inner, failures, 0
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def read(self, tenant_id: str, key_ids: Sequence[str]) -> dict[str, StoredKey]:
+        if self.failures > 0:
+            self.failures -= 1
+            self.failed += 1
+            raise ConnectionError("the key store is away")
+        return await self.inner.read(tenant_id, key_ids)
+
+    async def create(self, key: StoredKey) -> StoredKey:
+        return await self.inner.create(key)
+
+    async def destroy(self, tenant_id: str, key_id: str) -> bool:
+        return await self.inner.destroy(tenant_id, key_id)
+
+    async def list_keys(
+        self, tenant_id: str | None = None, prefix: str = "", after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[StoredKey]:
+        return await self.inner.list_keys(tenant_id, prefix, after, limit)
+
+    async def rewrap(self, key: StoredKey, master_id: str, wrapped: bytes) -> bool:
+        return await self.inner.rewrap(key, master_id, wrapped)
+
+
+@contextlib.asynccontextmanager
+async def reader_node(writer: KafkaNode, keys: FlakyKeyStore, heard: list[Event]) -> AsyncIterator[KafkaNode]:
+    """Another API node of ``writer``'s topics, its keys read from ``keys`` (the same store as the writer's)."""
+    log = IndexedLog(MemoryReadStore(), Sealer(Keyring(keys, SEALER.keyring.master)))
+    log.listen(heard.extend)
+    node = KafkaNode(writer.bootstrap, writer.prefix, writer.partitions, log, timeout=30.0)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.close()
+
+
+async def write_personal(writer: KafkaNode, tenant: str) -> None:
+    """alice registered with metadata a policy could read, and a message of hers: both sealed."""
+    register = user_commands.RegisterUser(name="Alice", metadata={"suspended": True})
+    await writer.execute(CommandEnvelope(tenant, "user:alice", register, actor=f"tenant:{tenant}"))
+    await create_channel(writer, tenant, "c1")
+    await writer.execute(post(tenant, "c1", "not erased"))
+
+
+async def heard_post(heard: list[Event]) -> Event | None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if posts := [e for e in heard if e.type == "MessagePosted"]:
+            return posts[0]
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def test_a_key_store_that_fails_once_does_not_make_a_node_hold_live_data_as_erased() -> None:
+    keys, heard = FlakyKeyStore(SEALER.keyring.store), []
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    async with kafka_commands(partitions=1) as writer, reader_node(writer, keys, heard) as reader:
+        keys.failures = 1  # the reader's first read of a key fails, the next one answers
+        await write_personal(writer, tenant)
+        post_seen = await heard_post(heard)
+        assert post_seen is not None, "the reader never handed the post on"
+        assert post_seen.payload["text"] == "not erased" and not post_seen.payload.get("erased"), post_seen.payload
+        alice = await reader.state(tenant, "user:alice")
+        assert alice.exists and alice.metadata == {"suspended": True}, alice  # what an ABAC policy reads
+        assert keys.failed == 1
+        await reader.check()
+
+
+async def test_a_key_store_that_stays_away_drops_the_streams_and_readiness_says_so() -> None:
+    keys, heard = FlakyKeyStore(SEALER.keyring.store), []
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    async with kafka_commands(partitions=1) as writer, reader_node(writer, keys, heard) as reader:
+        keys.failures = 10_000
+        await write_personal(writer, tenant)
+        deadline = time.monotonic() + WAIT
+        while not reader.stale:
+            assert time.monotonic() < deadline, "the reader never dropped the streams it could not open"
+            await asyncio.sleep(0.05)
+        with pytest.raises(LogUnavailable, match="replica missed events"):
+            await reader.check()
+        # nothing was applied nor handed on as erased: alice is not known here, rather than erased
+        assert not (await reader.state(tenant, "user:alice")).exists
+        assert not [e for e in heard if e.payload.get("erased")]

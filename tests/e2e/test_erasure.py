@@ -14,7 +14,15 @@ from typing import Any
 import httpx
 
 from commands.keys import MasterKey
-from tests.erasure_scenario import check_events, check_reads, erase_and_check, fill, found_in, ok
+from tests.erasure_scenario import (
+    check_channel_hold_refuses_erasure,
+    check_events,
+    check_reads,
+    erase_and_check,
+    fill,
+    found_in,
+    ok,
+)
 from tests.support import Server
 
 
@@ -88,7 +96,7 @@ def rotate(data_dir: Path, **env: str) -> dict[str, Any]:
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
-    return report
+    return {**report, "stderr": done.stderr}
 
 
 def test_master_key_rotation_rewraps_the_keys_and_leaves_the_log_as_it_was(tmp_path: Path) -> None:
@@ -107,6 +115,11 @@ def test_master_key_rotation_rewraps_the_keys_and_leaves_the_log_as_it_was(tmp_p
     assert refused.returncode != 0 and "CAAS_NEW_MASTER_KEY" in refused.stderr  # a given key is never generated
     report = rotate(data, CAAS_MASTER_KEY=old.to_base64(), CAAS_NEW_MASTER_KEY=new.to_base64())
     assert report["rewrapped"] >= 3 and report["master_id"] == new.id  # alice, bob, general's day
+    assert (
+        f"master_key_rotated: {report['rewrapped']} data keys rewrapped from master {old.id} to master {new.id}"
+        in report["stderr"]
+    )  # the operator's record of it (no tenant's audit trail holds it)
+    assert old.to_base64() not in report["stderr"] and new.to_base64() not in report["stderr"]
     assert (data / "events.db").read_bytes() == log  # the log is not touched
     with sqlite3.connect(data / "keys.db") as keys:
         assert {row[0] for row in keys.execute("SELECT master_id FROM data_keys")} == {new.id}
@@ -143,5 +156,14 @@ def test_a_master_key_kept_in_the_data_dir_is_rotated_in_place(tmp_path: Path) -
         with httpx.Client(timeout=30) as client:
             events = ok(client.get(f"{server.url}/v1/events", params={"limit": 1000}, headers=chat.tenant.headers()))
             assert chat.alice[-1] in {e["payload"].get("text") for e in events["events"]}
+    finally:
+        server.stop()
+
+
+def test_a_legal_hold_on_a_channel_refuses_erasing_its_members_and_former_members(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", env={"CAAS_METERING": "off"}).start()
+    try:
+        with httpx.Client(timeout=30) as client:
+            check_channel_hold_refuses_erasure(client, server.url)
     finally:
         server.stop()

@@ -14,7 +14,7 @@ from adapters.memory_keys import MemoryKeyStore
 from commands.keys import Keyring, MasterKey
 from commands.ports import NewEvent
 from commands.sealing import ERASED, PERSONAL, SEALED, Sealer, erased
-from domain.events import Event
+from domain.events import Event, mentions_in
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
@@ -33,7 +33,8 @@ def personal_events(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
         return "user:u1", kind, {"name": draw(st.text(max_size=30)), "metadata": draw(metadata)}
     payload: dict[str, Any] = {"message_id": "m1", "text": draw(st.text(max_size=60)), "author_id": "u1"}
     if kind == "MessagePosted":
-        payload.update(attachments=draw(attachments), parent_id=None, mentions=[])
+        # mentions as the decider (and the v1 upcaster, which every open of these v1 records runs) derives them
+        payload.update(attachments=draw(attachments), parent_id=None, mentions=mentions_in(payload["text"]))
     return "channel:c1", kind, payload
 
 

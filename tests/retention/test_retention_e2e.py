@@ -174,7 +174,9 @@ async def test_the_sweeper_destroys_the_due_day_keys_only_and_records_them(aged:
     alice = tenant.user(client, "alice")
     for cid in ("held", "long", "zz-due"):  # the sweeper goes through a tenant's channels in id order
         channel(client, tenant, cid, ["alice"])
-        post(client, tenant, cid, alice, f"in {cid}")
+        posted = post(client, tenant, cid, alice, f"in {cid}")
+    past = {"as_of": f"pos:{posted['position']}"}  # zz-due's past, now kept by the node (time travel)
+    assert texts(client, tenant, "zz-due", posted["position"], **past) == ["in zz-due"]
     ok(client.post(f"{tenant.url}/v1/channels/held/legal-hold", json={"reason": "case"}, headers=tenant.headers()))
     ok(client.put(f"{tenant.url}/v1/channels/long/retention", json={"days": 5}, headers=tenant.headers()))
     ok(client.put(f"{tenant.url}/v1/retention", json={"days": 2}, headers=tenant.headers()))
@@ -207,6 +209,7 @@ async def test_the_sweeper_destroys_the_due_day_keys_only_and_records_them(aged:
         await store.close()
     # with retention lifted the messages show again, but the shredded day's text is gone for good
     lifted = ok(client.put(f"{tenant.url}/v1/retention", json={"days": None}, headers=tenant.headers()))
+    assert texts(client, tenant, "zz-due", lifted["position"], **past) == [""], "time travel kept the shredded text"
     r = client.get(f"{tenant.url}/v1/channels/zz-due/messages", params={"min_position": lifted["position"]},
                    headers=tenant.headers())  # fmt: skip
     [shredded] = ok(r)["messages"]
