@@ -20,6 +20,7 @@ clear); the :class:`Keyring` wraps, unwraps and caches them.
 from __future__ import annotations
 
 import abc
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -29,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import structlog
 from nacl.exceptions import CryptoError
 
 from commands import aead
@@ -156,6 +158,9 @@ def _now() -> str:
 DESTROYED = b""  # the cache's mark of a destroyed key (never a valid key: keys are 32 bytes)
 
 
+_log = structlog.get_logger("caas.keys")
+
+
 class Keyring:
     """Data keys in clear for this process: created, unwrapped and cached on demand.
 
@@ -163,6 +168,14 @@ class Keyring:
     seconds at most, so a key another process destroyed stops opening here within ``ttl``;
     a destroyed key is remembered as destroyed (it never comes back). :meth:`destroy` here
     forgets the key at once.
+
+    A key past its ``ttl`` is kept as a *stale* copy until evicted: when the store does not
+    answer within ``stale_wait`` seconds (a database outage), every key asked for that has a
+    stale copy is trusted for another ``ttl``, so commands and reads of known users and channels
+    go on while the database is away (the log is Kafka; the key store is not on the write path of
+    what it already gave out). Destruction still reaches this process during an outage: erasure
+    and shredding are recorded in the log first (``UserErased``, ``ChannelDayShredded``), and
+    every node forgets the key (:meth:`forget`) when it reads them. A key never held here needs the store.
     """
 
     def __init__(
@@ -173,6 +186,7 @@ class Keyring:
         *,
         capacity: int = 100_000,
         ttl: float = 5.0,
+        stale_wait: float = 1.0,
     ) -> None:
         """``master`` wraps new keys; keys wrapped by ``previous`` ones still open. Either may be
         given by a function, called on first use: ``(master, previous)``."""
@@ -185,6 +199,7 @@ class Keyring:
         self._masters: tuple[MasterKey, dict[str, MasterKey]] | None = None
         self.capacity = capacity
         self.ttl = ttl
+        self.stale_wait = stale_wait
         self._cache: OrderedDict[tuple[str, str], tuple[bytes, float]] = OrderedDict()
 
     def _resolve(self) -> tuple[MasterKey, dict[str, MasterKey]]:
@@ -207,8 +222,7 @@ class Keyring:
         if entry is None:
             return None
         key, until = entry
-        if key and until < time.monotonic():  # a live key expires; a destroyed one stays destroyed
-            del self._cache[(tenant_id, key_id)]
+        if key and until < time.monotonic():  # a live key expires (kept as a stale copy); a destroyed one stays
             return None
         return key
 
@@ -234,7 +248,17 @@ class Keyring:
         missing = sorted({k for k in key_ids if self.cached(tenant_id, k) is None})
         if not missing:
             return
-        stored = await self.store.read(tenant_id, missing)
+        stale = {k: self._cache[(tenant_id, k)][0] for k in missing if (tenant_id, k) in self._cache}
+        if len(stale) < len(missing):
+            stored = await self.store.read(tenant_id, missing)
+        else:
+            try:
+                stored = await asyncio.wait_for(self.store.read(tenant_id, missing), self.stale_wait)
+            except Exception as exc:  # the store is away: go on with the copies held (see the class)
+                _log.warning("key_store_unavailable_using_held_keys", keys=len(stale), error=repr(exc))
+                for key_id, key in stale.items():
+                    self._remember(tenant_id, key_id, key)
+                return
         for key_id in missing:
             found = stored.get(key_id)
             if found is None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from api.routes import ROUTES, Api
+from tests.e2e_keys import Device
 from tests.security.common import (
     COLLIDING_CHANNEL,
     World,
@@ -49,6 +50,9 @@ def key_id(world: World) -> str:
     return world.tenant.api_key.removeprefix("caas_sk_").split("_", 2)[1]
 
 
+DEVICE = Device()  # B's own device keys, for the device routes' bodies
+
+
 def body_for(api: Api, as_tenant: bool) -> dict[str, Any] | None:
     """A valid body for ``api``, so that only the tenant boundary can refuse it."""
     if api.body is None:
@@ -77,6 +81,9 @@ def body_for(api: Api, as_tenant: bool) -> dict[str, Any] | None:
         "PutRetention": {"days": 30},
         "PlaceLegalHold": {"reason": "B's own case"},
         "ReleaseLegalHold": {"reason": "B's own case"},
+        "PutDevice": DEVICE.bundle(prekeys=1),
+        "AddPrekeys": {"one_time_prekeys": DEVICE.prekeys(1)},
+        "SignedPrekey": DEVICE.signed_prekey(2),
     }
     return bodies[api.body.__name__]
 
@@ -138,6 +145,12 @@ def test_every_route_refuses_another_tenants_resources_and_leaks_nothing(
         )
         assert policy.status_code == 200, policy.text
         foreign["policy_id"] = "a-only-policy"
+        device = client.put(  # a device of A's user, with one-time prekeys B must not be able to claim
+            f"{server.url}/v1/users/{A_ONLY_USER}/devices/a-phone", json=Device().bundle(prekeys=3), headers=a.key()
+        )
+        assert device.status_code == 201, device.text
+        foreign["device_id"] = "a-phone"
+        a.position = max(a.position, device.json()["position"])
         a.position = max(a.position, policy.json()["position"])
         a.position = max(a.position, hook.json()["position"])  # A's reads wait for it
         before = [e["event_id"] for e in requested_events(events_of(client, a))]
@@ -158,6 +171,8 @@ def test_every_route_refuses_another_tenants_resources_and_leaks_nothing(
                 elif api.method == "GET":
                     assert r.status_code == 200, f"{where}: {r.text}"
                     assert_only_own(api, r.json(), b, where)
+                elif not as_tenant and api.path.startswith("/v1/users/{user_id}/"):  # another user's devices
+                    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", f"{where}: {r.text}"
                 else:  # acted in B's own tenant (409: B already made that channel with its other credential)
                     assert r.status_code in (200, 201, 409), f"{where}: {r.status_code} {r.text}"
         after = [e["event_id"] for e in requested_events(events_of(client, a))]
