@@ -261,6 +261,9 @@ class Keyring:
                 return
         for key_id in missing:
             found = stored.get(key_id)
+            if found is None and key_id in stale:  # held here, yet not in the answer: keep it (never unheld
+                self._remember(tenant_id, key_id, stale[key_id])  # but by a tombstone, which is in answers)
+                continue
             if found is None:
                 if not create:
                     continue
@@ -274,7 +277,8 @@ class Keyring:
     async def key(self, tenant_id: str, key_id: str, *, create: bool = False) -> bytes | None:
         """The key in clear; :data:`DESTROYED` if destroyed; ``None`` if never created (and not ``create``)."""
         await self.load(tenant_id, [key_id], create=create)
-        return self.cached(tenant_id, key_id)
+        entry = self._cache.get((tenant_id, key_id))  # just loaded, or valid when the load began
+        return None if entry is None else entry[0]
 
     def forget(self, tenant_id: str, key_id: str) -> None:
         """Hold the key as destroyed here, at once (a process that learns from the log that it

@@ -42,6 +42,7 @@ from commands.ports import (
     EventRow,
     Idempotency,
     Listener,
+    LogUnavailable,
     NewEvent,
     Snapshot,
     StreamStore,
@@ -245,21 +246,36 @@ class Sealer:
             day = channel_day_key_id(ident, str(fields.get("now") or _today())[:10])
             author = fields.get("author_id")
             ids = (user_key_id(author), day) if author else (day,)
-        await self.keyring.load(tenant_id, ids, create=True)
-        keys = [self.keyring.cached(tenant_id, k) or DESTROYED for k in ids]
-        return seal(command_type, fields, ids, keys, event_aad(tenant_id, command_id))
+        held = await self._command_keys(tenant_id, ids, create=True)
+        return seal(command_type, fields, ids, [held[k] for k in ids], event_aad(tenant_id, command_id))
+
+    async def _command_keys(self, tenant_id: str, ids: Sequence[str], *, create: bool = False) -> dict[str, bytes]:
+        """The keys of ``ids`` (:data:`DESTROYED` for a destroyed one), loaded together: a key
+        held when a load began may expire while it waits, so up to three rounds. Raises
+        :class:`LogUnavailable` (the node answers 503: retry) if one is neither held nor in the key
+        store: a command is never sealed or decided on fields it could not seal or open (that
+        would record an empty message), only on fields a destroyed key erased."""
+        held: dict[str, bytes] = {}
+        for _ in range(3):
+            await self.keyring.load(tenant_id, [k for k in ids if k not in held], create=create)
+            for key_id in ids:
+                key = self.keyring.cached(tenant_id, key_id)
+                if key is not None:
+                    held[key_id] = key
+            if len(held) == len(set(ids)):
+                return held
+        raise LogUnavailable("the keys of a sealed command could not be read from the key store; retry")
 
     async def open_command(
         self, tenant_id: str, command_type: str, fields: dict[str, Any], command_id: str
     ) -> dict[str, Any]:
-        """The inverse of :meth:`seal_command` (erased fields if a key is destroyed meanwhile)."""
+        """The inverse of :meth:`seal_command` (erased fields if a key is destroyed meanwhile;
+        :class:`LogUnavailable` if a key cannot be read: :meth:`_command_keys`)."""
         ids = _sealed_keys(fields)
         if not ids:
             return {k: v for k, v in fields.items() if k != ERASED}
-        await self.keyring.load(tenant_id, ids)
-        opened = open_payload(
-            command_type, fields, functools.partial(self.keyring.cached, tenant_id), event_aad(tenant_id, command_id)
-        )
+        held = await self._command_keys(tenant_id, ids)
+        opened = open_payload(command_type, fields, held.get, event_aad(tenant_id, command_id))
         opened.pop(ERASED, None)
         return opened
 
@@ -327,8 +343,8 @@ class Sealer:
         """``events`` with their personal fields opened (or erased); ``in_place``: see :meth:`open_event`."""
         if not any(SEALED in e.payload for e in events):
             return list(events)
-        await self.load(events)
-        return self.open_loaded(events, in_place=in_place)
+        pinned = await self.pin(events)  # held together: a key cannot expire between loading and opening
+        return [self.open_event(e, in_place=in_place, pinned=pinned) if SEALED in e.payload else e for e in events]
 
     async def open_rows(self, rows: Sequence[EventRow]) -> list[EventRow]:
         """Rows of :data:`~commands.ports.ROW_FIELDS` (payload as JSON text) opened."""

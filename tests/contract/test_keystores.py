@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from pymongo import MongoClient
 from adapters.memory_keys import MemoryKeyStore
 from adapters.mongo_keys import MongoKeyStore
 from adapters.sqlite_keys import SqliteKeyStore
-from commands.keys import KeyStore
+from commands.keys import DESTROYED, Keyring, KeyStore, MasterKey, StoredKey
 from tests.cluster import services_env
 from tests.contract.keystore_contract import KeyStoreContract
 
@@ -47,3 +48,29 @@ class TestMongoKeyStore(KeyStoreContract):
         store = MongoKeyStore(url, database)
         await store.start()
         return store
+
+
+class AwayKeyStore(MemoryKeyStore):
+    """The in-memory key store, with a switch that makes reads hang (a database outage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.away = False
+
+    async def read(self, tenant_id: str, key_ids: Sequence[str]) -> dict[str, StoredKey]:
+        if self.away:
+            await asyncio.Event().wait()  # never answers; the keyring's wait gives up
+        return await super().read(tenant_id, key_ids)
+
+
+async def test_a_keyring_goes_on_with_the_keys_it_held_while_the_store_is_away() -> None:
+    store = AwayKeyStore()
+    keyring = Keyring(store, MasterKey.generate(), ttl=0.0, stale_wait=0.05)  # every key expires at once
+    held = await keyring.key("t", "user:alice", create=True)
+    assert held and len(held) == 32
+    store.away = True
+    assert await keyring.key("t", "user:alice") == held  # a stale copy, trusted while the store is away
+    with pytest.raises(TimeoutError):  # a key never held needs the store
+        await asyncio.wait_for(keyring.key("t", "user:bob", create=True), 0.5)
+    keyring.forget("t", "user:alice")  # the log said it was destroyed: no stale copy overrules that
+    assert await keyring.key("t", "user:alice") == DESTROYED
