@@ -821,9 +821,9 @@ class OneTimePrekey(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    key_id: Annotated[int, Field(ge=0, le=4294967295, title="Key Id")]
+    key_id: Annotated[int, Field(ge=0, le=4294967294, title="Key Id")]
     """
-    uint32
+    uint32 other than 0xFFFFFFFF
     """
     public_key: Annotated[str, Field(max_length=64, title="Public Key")]
     """

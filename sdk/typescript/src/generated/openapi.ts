@@ -2027,7 +2027,7 @@ export interface components {
         OneTimePrekey: {
             /**
              * Key Id
-             * @description uint32
+             * @description uint32 other than 0xFFFFFFFF
              */
             key_id: number;
             /**
