@@ -189,12 +189,26 @@ class ProjectorAgent:
                 continue
             partitions.setdefault(tp.partition, []).append(event)
         for partition, events in partitions.items():
-            opened = await self.sealer.open(events)
+            opened = await self._open(events)
             with tracing.of_events(tracing.PROJECTOR, "project", events, partition=partition):
                 for projection in self.projections:
                     await self.apply_partition(projection, partition, events if projection.sealed else opened)
             for listener in self.listeners:
                 listener(opened)
+
+    async def _open(self, events: list[Event]) -> list[Event]:
+        """``events`` opened; while the key store cannot give a key this process never held (a
+        database outage), wait and try again, as a write to the read store would: the projection
+        stands still (the stall watch reports it) and goes on when the store answers. Crashing
+        instead would stop the worker for good where nothing restarts it."""
+        delay = 0.2
+        while True:
+            try:
+                return await self.sealer.open(events)
+            except Exception as exc:
+                log.warning("event_keys_unavailable", events=len(events), retry_in=delay, error=repr(exc)[:200])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def apply_partition(self, projection: Projection, partition: int, events: list[Event]) -> None:
         key = (projection.name, partition)
